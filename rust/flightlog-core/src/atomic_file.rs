@@ -1,0 +1,202 @@
+//! Atomic publication of files: the only way flightlog puts a file where a
+//! reader may look.
+//!
+//! Guarantees (each has a test below or in `tests/failpoints.rs`):
+//! * A reader never sees a partial file under its final name: content goes to a
+//!   dot-prefixed temp file in the same directory (`.NAME.tmp-RANDOM`, opened
+//!   with `O_EXCL`), which is fsynced, then renamed over the final name, then
+//!   the directory is fsynced so the rename itself survives power loss.
+//! * Temp names never end in `.parquet`, so `*.parquet` globs never match them.
+//! * On any error the temp file is removed and nothing is published; the error
+//!   names the file and the step that failed.
+//! * A failed fsync is never retried on the same file (Linux may drop the dirty
+//!   pages and report success the second time): the caller rewrites from memory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{CoreError, Result};
+
+/// Marker inside every temp file name; [`sweep_temp_files`] removes files with it.
+pub const TEMP_MARKER: &str = ".tmp-";
+
+/// A unique suffix: pid, time and a process-wide counter (no RNG dependency).
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{:x}{:x}", std::process::id(), nanos & 0xffff_ffff, n)
+}
+
+/// The temp path used to publish `final_path`.
+fn temp_path_for(final_path: &Path) -> PathBuf {
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    final_path.with_file_name(format!(".{name}{TEMP_MARKER}{}", unique_suffix()))
+}
+
+/// fsyncs a directory so that renames and unlinks inside it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| CoreError::io("open directory", dir, e))?;
+    d.sync_all()
+        .map_err(|e| CoreError::io("fsync directory", dir, e))
+}
+
+/// Writes a file through `write` and publishes it atomically at `final_path`.
+/// Returns the published size in bytes.
+///
+/// `write` receives a buffered writer over the temp file and must return it
+/// (possibly after wrapping and unwrapping it, as the Parquet writer does).
+pub fn publish<F>(final_path: &Path, write: F) -> Result<u64>
+where
+    F: FnOnce(BufWriter<File>) -> Result<BufWriter<File>>,
+{
+    let dir = final_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = temp_path_for(final_path);
+    let result = publish_via(&tmp, final_path, dir, write);
+    if result.is_err() {
+        // Best effort: the temp name never matches *.parquet, and recovery
+        // sweeps leftovers, so a failure to remove it is not an error itself.
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn publish_via<F>(tmp: &Path, final_path: &Path, dir: &Path, write: F) -> Result<u64>
+where
+    F: FnOnce(BufWriter<File>) -> Result<BufWriter<File>>,
+{
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(|e| CoreError::io("create temp file", tmp, e))?;
+    let mut buffered = write(BufWriter::with_capacity(1 << 20, file))?;
+    fail::fail_point!("atomic_file::write", |_| Err(CoreError::io(
+        "write",
+        tmp,
+        std::io::Error::other("injected write failure")
+    )));
+    buffered
+        .flush()
+        .map_err(|e| CoreError::io("write", tmp, e))?;
+    let file = buffered
+        .into_inner()
+        .map_err(|e| CoreError::io("write", tmp, e.into_error()))?;
+    fail::fail_point!("atomic_file::fsync", |_| Err(CoreError::io(
+        "fsync",
+        tmp,
+        std::io::Error::from_raw_os_error(5)
+    )));
+    file.sync_all().map_err(|e| CoreError::io("fsync", tmp, e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| CoreError::io("stat", tmp, e))?
+        .len();
+    drop(file);
+    fail::fail_point!("atomic_file::rename", |_| Err(CoreError::io(
+        "rename",
+        tmp,
+        std::io::Error::other("injected rename failure")
+    )));
+    fs::rename(tmp, final_path).map_err(|e| CoreError::io("rename", tmp, e))?;
+    fsync_dir(dir)?;
+    Ok(size)
+}
+
+/// Renames `from` to `to` (same filesystem) and fsyncs `to`'s directory.
+pub fn rename_durably(from: &Path, to: &Path) -> Result<()> {
+    fail::fail_point!("atomic_file::rename", |_| Err(CoreError::io(
+        "rename",
+        from,
+        std::io::Error::other("injected rename failure")
+    )));
+    fs::rename(from, to).map_err(|e| CoreError::io("rename", from, e))?;
+    if let Some(dir) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Removes leftover temp files (from a crash mid-publish) in `dir`.
+/// Returns how many were removed. A missing directory counts as empty.
+pub fn sweep_temp_files(dir: &Path) -> Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(CoreError::io("list directory", dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| CoreError::io("list directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(TEMP_MARKER) {
+            fs::remove_file(entry.path())
+                .map_err(|e| CoreError::io("remove temp file", entry.path(), e))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        fsync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_writes_the_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.parquet");
+        let size = publish(&target, |mut w| {
+            w.write_all(b"hello").unwrap();
+            Ok(w)
+        })
+        .unwrap();
+        assert_eq!(size, 5);
+        assert_eq!(fs::read(&target).unwrap(), b"hello");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_failing_writer_publishes_nothing_and_removes_its_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.parquet");
+        let err = publish(&target, |mut w| {
+            w.write_all(b"partial").unwrap();
+            Err(CoreError::write("encoder failed"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("encoder failed"));
+        assert!(!target.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn temp_names_never_match_parquet_globs_and_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = temp_path_for(&dir.path().join("telemetry-000001.parquet"));
+        let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with('.') && !name.ends_with(".parquet"), "{name}");
+        fs::write(&tmp, b"x").unwrap();
+        fs::write(dir.path().join("keep.parquet"), b"y").unwrap();
+        assert_eq!(sweep_temp_files(dir.path()).unwrap(), 1);
+        assert!(dir.path().join("keep.parquet").exists());
+        assert_eq!(sweep_temp_files(&dir.path().join("missing")).unwrap(), 0);
+    }
+}

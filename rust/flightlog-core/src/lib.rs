@@ -1,0 +1,38 @@
+//! flightlog-core: a flight recorder for numeric code, in pure Rust.
+//!
+//! Producers push fixed-width rows into a lock-free ring ([`flightlog_ring`]);
+//! a flusher thread builds Arrow batches and publishes Parquet segments
+//! atomically ([`atomic_file`]); `close` merges them without re-encoding.
+//!
+//! ```
+//! use flightlog_core::{DType, Field, OutputLayout, Recorder, RecorderConfig, Schema};
+//! use flightlog_core::layout::{f64_word, i64_word};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let schema = Schema::new(vec![Field::new("iter", DType::I64), Field::new("E", DType::F64)], 1).unwrap();
+//! let rec = Recorder::new(schema, RecorderConfig::new(OutputLayout::run_folder(dir.path()))).unwrap();
+//! for i in 0..1000 {
+//!     rec.push(&[i64_word(i), f64_word(1.0 / (i as f64 + 1.0))]).unwrap();
+//! }
+//! rec.flush().unwrap();            // every row so far is in a published segment
+//! let report = rec.close().unwrap(); // segments merged into telemetry.parquet
+//! assert_eq!(report.files[0].1, 1000);
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod atomic_file;
+pub mod dict;
+pub mod error;
+pub mod layout;
+pub mod parquet_io;
+pub mod read;
+pub mod recorder;
+pub mod recover;
+pub mod schema;
+
+pub use error::{CoreError, Result};
+pub use layout::{OutputLayout, RowLayout};
+pub use parquet_io::Codec;
+pub use recorder::{OnFull, Offer, Recorder, RecorderConfig, Sampling, Stats};
+pub use recover::{recover_run, RecoverReport};
+pub use schema::{DType, Field, Schema, Value};

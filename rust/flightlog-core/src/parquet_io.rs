@@ -1,0 +1,226 @@
+//! Parquet files: writer settings, atomic segment writing, merging segments by
+//! raw column-chunk copy (no re-encoding), and reading back.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_schema::SchemaRef;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaDataReader};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
+
+use crate::atomic_file;
+use crate::error::{CoreError, Result};
+
+/// Metadata key listing the segments a merged file was made from.
+pub const SEGMENTS_KEY: &str = "flightlog.segments";
+/// Version of flightlog's file conventions.
+pub const FORMAT_VERSION: &str = "1";
+
+/// Compression codecs flightlog exposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None,
+    Snappy,
+    Zstd,
+    Lz4,
+}
+
+impl Codec {
+    /// Parses `none`, `snappy`, `zstd` or `lz4`.
+    pub fn parse(name: &str) -> Result<Codec> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "none" | "uncompressed" => Codec::None,
+            "snappy" => Codec::Snappy,
+            "zstd" => Codec::Zstd,
+            "lz4" | "lz4_raw" => Codec::Lz4,
+            other => {
+                return Err(CoreError::Config(format!(
+                    "compression {other:?} is not supported: use 'none', 'snappy', 'zstd' or 'lz4'"
+                )))
+            }
+        })
+    }
+
+    fn parquet(self) -> Compression {
+        match self {
+            Codec::None => Compression::UNCOMPRESSED,
+            Codec::Snappy => Compression::SNAPPY,
+            // Level 1: telemetry is written on the hot thread's heels; higher
+            // levels cost CPU for a few percent of size.
+            Codec::Zstd => Compression::ZSTD(ZstdLevel::default()),
+            Codec::Lz4 => Compression::LZ4_RAW,
+        }
+    }
+}
+
+/// Writer properties: dictionary encoding only for the given (string) columns,
+/// the codec, row groups of at most `max_row_group_rows`, and `kv` metadata.
+pub fn writer_properties(
+    dictionary_columns: &[&str],
+    codec: Codec,
+    max_row_group_rows: usize,
+    kv: Vec<KeyValue>,
+) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(codec.parquet())
+        .set_dictionary_enabled(false)
+        .set_max_row_group_row_count(Some(max_row_group_rows.max(1)))
+        .set_created_by(format!("flightlog {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(kv));
+    for name in dictionary_columns {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(*name), true);
+    }
+    b.build()
+}
+
+/// Builds a `KeyValue` list from pairs.
+pub fn key_values<K: Into<String>, V: Into<String>>(
+    pairs: impl IntoIterator<Item = (K, V)>,
+) -> Vec<KeyValue> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k.into(), v.into()))
+        .collect()
+}
+
+/// Writes `batches` (all of `schema`) to a new Parquet file published
+/// atomically at `path`. Returns the file size.
+pub fn write_file(
+    path: &Path,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    props: WriterProperties,
+) -> Result<u64> {
+    atomic_file::publish(path, |out| {
+        let mut writer = ArrowWriter::try_new(out, schema, Some(props))?;
+        for batch in batches {
+            writer.write(batch)?;
+        }
+        Ok(writer.into_inner()?)
+    })
+}
+
+/// Merges Parquet files of identical schema into one, published atomically at
+/// `out`, by copying their column chunks byte for byte. The key-value metadata
+/// of the first input is kept (with `extra_kv` added) so the merged file
+/// describes itself like its parts. Returns the merged file size.
+pub fn merge_files(out: &Path, inputs: &[PathBuf], extra_kv: Vec<KeyValue>) -> Result<u64> {
+    if inputs.is_empty() {
+        return Err(CoreError::Config("nothing to merge".into()));
+    }
+    let mut opened = Vec::with_capacity(inputs.len());
+    for path in inputs {
+        let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .parse_and_finish(&file)
+            .map_err(|e| CoreError::write(format!("reading footer of {}: {e}", path.display())))?;
+        opened.push((path, file, metadata));
+    }
+    let first = &opened[0].2;
+    let expected = first.file_metadata().schema();
+    for (path, _, metadata) in &opened[1..] {
+        if metadata.file_metadata().schema() != expected {
+            return Err(CoreError::write(format!(
+                "cannot merge {}: its schema differs from {}",
+                path.display(),
+                opened[0].0.display()
+            )));
+        }
+    }
+    let mut kv: Vec<KeyValue> = first
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| !extra_kv.iter().any(|e| e.key == k.key))
+        .collect();
+    kv.extend(extra_kv);
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_created_by(format!("flightlog {}", env!("CARGO_PKG_VERSION")))
+            .set_key_value_metadata(Some(kv))
+            .build(),
+    );
+    let root = first.file_metadata().schema_descr().root_schema_ptr();
+    atomic_file::publish(out, |w| {
+        let mut writer = SerializedFileWriter::new(w, root, props)?;
+        for (_, file, metadata) in &opened {
+            let page_index = metadata.page_index();
+            for (rg_idx, rg) in metadata.row_groups().iter().enumerate() {
+                let mut rg_out = writer.next_row_group()?;
+                for (col_idx, column) in rg.columns().iter().enumerate() {
+                    let result = ColumnCloseResult {
+                        bytes_written: column.compressed_size() as _,
+                        rows_written: rg.num_rows() as _,
+                        metadata: column.clone(),
+                        bloom_filter: None,
+                        column_index: page_index
+                            .and_then(|pi| pi.column_index(rg_idx, col_idx))
+                            .cloned(),
+                        offset_index: page_index
+                            .and_then(|pi| pi.offset_index(rg_idx, col_idx))
+                            .cloned(),
+                    };
+                    rg_out.append_column(file, result)?;
+                }
+                rg_out.close()?;
+            }
+        }
+        Ok(writer.into_inner()?)
+    })
+}
+
+/// Key-value metadata of a Parquet file.
+pub fn read_key_values(path: &Path) -> Result<Vec<(String, String)>> {
+    let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
+    let metadata = ParquetMetaDataReader::new().parse_and_finish(&file)?;
+    Ok(metadata
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Number of rows in a Parquet file (from its footer).
+pub fn row_count(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
+    let metadata = ParquetMetaDataReader::new().parse_and_finish(&file)?;
+    Ok(metadata.file_metadata().num_rows().max(0) as u64)
+}
+
+/// Segment names a merged file lists in its metadata (empty if none).
+pub fn listed_segments(path: &Path) -> Result<Vec<String>> {
+    for (k, v) in read_key_values(path)? {
+        if k == SEGMENTS_KEY {
+            return serde_json::from_str(&v).map_err(|e| {
+                CoreError::write(format!("{}: malformed {SEGMENTS_KEY}: {e}", path.display()))
+            });
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Reads a whole Parquet file into batches, with its Arrow schema.
+pub fn read_file(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    let schema = reader.schema();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((schema, batches))
+}

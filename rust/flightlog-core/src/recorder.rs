@@ -1,0 +1,1251 @@
+//! The recorder: producers push rows into a lock-free ring; one flusher thread
+//! drains it into Arrow batches and publishes Parquet segments atomically.
+//!
+//! Guarantees:
+//! * Rows are never lost without being counted: a full ring blocks the producer
+//!   (`OnFull::Block`, counted in `producer_stalls`) or drops the row
+//!   (`OnFull::Drop`, counted in `rows_dropped`); rows the disk refuses stay in
+//!   memory for a retry and are counted in `rows_lost` only past a bound.
+//! * [`Recorder::flush`] returns once every row pushed before the call is in a
+//!   published segment (or returns the write error that prevented it).
+//! * A flusher error is kept and returned by the next producer call, `flush` or
+//!   `close`; a panic on the flusher thread becomes such an error.
+//! * [`Recorder::close`] makes everything durable, then merges the segments into
+//!   the final file by raw column-chunk copy and removes them.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use arrow_array::types::Int32Type;
+use arrow_array::{
+    ArrayRef, BooleanArray, DictionaryArray, Float32Array, Float64Array, Int32Array, Int64Array,
+    RecordBatch, StringArray,
+};
+use arrow_buffer::{NullBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field as ArrowField, Schema as ArrowSchema, SchemaRef};
+use flightlog_ring::RowRing;
+
+use crate::dict::Dictionary;
+use crate::error::{CoreError, Result};
+use crate::layout::{OutputLayout, RowLayout};
+use crate::parquet_io::{self, Codec, FORMAT_VERSION, SEGMENTS_KEY};
+use crate::schema::{DType, Schema, Value};
+
+/// What a producer does when the ring is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Wait for the flusher (lossless; the wait is counted as a stall).
+    Block,
+    /// Drop the row and count it.
+    Drop,
+}
+
+impl OnFull {
+    /// Parses `block` or `drop`.
+    pub fn parse(s: &str) -> Result<OnFull> {
+        match s {
+            "block" => Ok(OnFull::Block),
+            "drop" => Ok(OnFull::Drop),
+            other => Err(CoreError::Config(format!(
+                "on_full={other:?} is not supported: use 'block' or 'drop'"
+            ))),
+        }
+    }
+}
+
+/// Keep every row up to `keep_first`, then one row in `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampling {
+    pub keep_first: u64,
+    pub every: u64,
+}
+
+impl Sampling {
+    fn keeps(&self, offered_index: u64) -> bool {
+        offered_index < self.keep_first || (offered_index - self.keep_first) % self.every == 0
+    }
+}
+
+/// Recorder settings. Units are in the names; [`RecorderConfig::validate`]
+/// says what is allowed.
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    pub layout: OutputLayout,
+    pub flush_interval_secs: f64,
+    pub segment_rows: usize,
+    pub ring_capacity: usize,
+    pub compression: Codec,
+    pub on_full: OnFull,
+    pub sampling: Option<Sampling>,
+    pub max_rows: Option<u64>,
+    pub run_id: Option<String>,
+    /// Extra key-value metadata for every file.
+    pub metadata: Vec<(String, String)>,
+    /// Fields filled with one value in every row (e.g. `run_id`).
+    pub constants: Vec<(String, Value)>,
+}
+
+impl RecorderConfig {
+    /// Default flush interval.
+    pub const DEFAULT_FLUSH_INTERVAL_SECS: f64 = 1.0;
+    /// Default rows per segment (and per row group).
+    pub const DEFAULT_SEGMENT_ROWS: usize = 256 * 1024;
+    /// Default ring capacity in rows.
+    pub const DEFAULT_RING_CAPACITY: usize = 64 * 1024;
+
+    /// Defaults for a run folder.
+    pub fn new(layout: OutputLayout) -> Self {
+        RecorderConfig {
+            layout,
+            flush_interval_secs: Self::DEFAULT_FLUSH_INTERVAL_SECS,
+            segment_rows: Self::DEFAULT_SEGMENT_ROWS,
+            ring_capacity: Self::DEFAULT_RING_CAPACITY,
+            compression: Codec::Zstd,
+            on_full: OnFull::Block,
+            sampling: None,
+            max_rows: None,
+            run_id: None,
+            metadata: Vec::new(),
+            constants: Vec::new(),
+        }
+    }
+
+    /// Checks ranges; errors say what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(CoreError::Config(m));
+        if !(self.flush_interval_secs.is_finite() && self.flush_interval_secs > 0.0) {
+            return bad(format!(
+                "flush_interval must be a positive number of seconds, got {}",
+                self.flush_interval_secs
+            ));
+        }
+        if !(1..=(1 << 26)).contains(&self.segment_rows) {
+            return bad(format!(
+                "segment_rows must be between 1 and {}, got {}",
+                1 << 26,
+                self.segment_rows
+            ));
+        }
+        if !(2..=(1 << 24)).contains(&self.ring_capacity) {
+            return bad(format!(
+                "ring_capacity must be between 2 and {}, got {}",
+                1 << 24,
+                self.ring_capacity
+            ));
+        }
+        if let Some(s) = self.sampling {
+            if s.every == 0 {
+                return bad("sampling 'every' must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a recorder (a snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Rows handed to the recorder.
+    pub rows_offered: u64,
+    /// Rows in published files.
+    pub rows_written: u64,
+    /// Rows skipped by the sampling policy.
+    pub rows_sampled_out: u64,
+    /// Rows dropped because the ring was full (`on_full="drop"`).
+    pub rows_dropped: u64,
+    /// Rows refused because `max_rows` was reached.
+    pub rows_over_budget: u64,
+    /// Rows that could not be written and were given up on.
+    pub rows_lost: u64,
+    /// Telemetry segments published.
+    pub segments: u64,
+    /// Bytes of every file published (segments, then the merged file).
+    pub bytes_written: u64,
+    /// Nanoseconds the flusher spent building and writing files.
+    pub flush_nanos: u64,
+    /// Pushes that had to wait for room in the ring.
+    pub producer_stalls: u64,
+    /// Events recorded.
+    pub events: u64,
+}
+
+/// What happened to an offered row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Accepted,
+    SampledOut,
+    Dropped,
+    /// Refused by the row budget; `first` is true exactly once per recorder.
+    OverBudget { first: bool },
+}
+
+#[derive(Default)]
+struct Counters {
+    offered: AtomicU64,
+    accepted: AtomicU64,
+    written: AtomicU64,
+    sampled_out: AtomicU64,
+    dropped: AtomicU64,
+    over_budget: AtomicU64,
+    lost: AtomicU64,
+    segments: AtomicU64,
+    bytes: AtomicU64,
+    flush_nanos: AtomicU64,
+    stalls: AtomicU64,
+    events: AtomicU64,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// Highest ring position a flush has been asked to cover.
+    target: u64,
+    requested: u64,
+    completed: u64,
+    /// The error of the last flush cycle, for the `flush()` that asked for it.
+    last_error: Option<String>,
+    closing: bool,
+}
+
+#[derive(Debug, Clone)]
+struct EventRow {
+    t_wall_ms: f64,
+    iter: Option<i64>,
+    name: String,
+    payload: Option<String>,
+}
+
+struct Shared {
+    ring: RowRing,
+    schema: Schema,
+    arrow_schema: SchemaRef,
+    row_layout: RowLayout,
+    dictionaries: Vec<Option<Dictionary>>,
+    constants: Vec<Option<Value>>,
+    config: RecorderConfig,
+    counters: Counters,
+    start: Instant,
+    iter_slot: Option<usize>,
+    last_iter: AtomicI64,
+    has_iter: AtomicBool,
+    budget_hit: AtomicBool,
+    /// A write error not yet reported to a producer.
+    pending_error: Mutex<Option<CoreError>>,
+    has_error: AtomicBool,
+    flush: Mutex<FlushState>,
+    flush_done: Condvar,
+    events: Mutex<Vec<EventRow>>,
+    flusher_thread: Mutex<Option<Thread>>,
+    file_kv: Vec<(String, String)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoning means a thread panicked while holding the lock; every critical
+    // section here leaves the data consistent, so keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A flight recorder over one output layout.
+pub struct Recorder {
+    shared: Arc<Shared>,
+    flusher: Mutex<Option<JoinHandle<FlusherOutcome>>>,
+    closed: AtomicBool,
+    close_lock: Mutex<()>,
+}
+
+/// What the flusher hands back when it stops.
+struct FlusherOutcome {
+    telemetry_segments: Vec<String>,
+    event_segments: Vec<String>,
+}
+
+/// Files a closed recorder left behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloseReport {
+    /// Published files with their row counts and sizes.
+    pub files: Vec<(PathBuf, u64, u64)>,
+}
+
+impl Recorder {
+    /// Creates the output directories and starts the flusher thread.
+    ///
+    /// Fails if the layout already holds a recording (a final file or
+    /// segments of the same prefix): recordings are never mixed.
+    pub fn new(schema: Schema, config: RecorderConfig) -> Result<Recorder> {
+        config.validate()?;
+        let mut constants: Vec<Option<Value>> = vec![None; schema.fields.len()];
+        let mut constant_idx = Vec::new();
+        for (name, value) in &config.constants {
+            let i = schema.index_of(name).ok_or_else(|| {
+                CoreError::Schema(format!(
+                    "constant column {name:?} is not in the schema {}",
+                    schema.describe()
+                ))
+            })?;
+            check_constant(&schema.fields[i].name, &schema.fields[i].dtype, value)?;
+            constants[i] = Some(value.clone());
+            constant_idx.push(i);
+        }
+        let row_layout = RowLayout::new(&schema, &constant_idx);
+        let dictionaries = schema
+            .fields
+            .iter()
+            .map(|f| match &f.dtype {
+                DType::Str => Some(Dictionary::growing(&f.name)),
+                DType::Enum(v) => Some(Dictionary::fixed(&f.name, v)),
+                _ => None,
+            })
+            .collect();
+        let iter_slot = schema
+            .index_of("iter")
+            .filter(|&i| schema.fields[i].dtype == DType::I64)
+            .and_then(|i| row_layout.slot_of_field(i));
+
+        prepare_dirs(&config.layout)?;
+
+        let mut file_kv = vec![
+            ("schema_version".to_string(), schema.version.to_string()),
+            (
+                "flightlog.format_version".to_string(),
+                FORMAT_VERSION.to_string(),
+            ),
+            ("flightlog.schema".to_string(), schema.to_json()),
+            (
+                "flightlog.writer".to_string(),
+                format!("flightlog {}", env!("CARGO_PKG_VERSION")),
+            ),
+        ];
+        if let Some(run_id) = &config.run_id {
+            file_kv.push(("flightlog.run_id".to_string(), run_id.clone()));
+        }
+        for (k, v) in &config.metadata {
+            if file_kv.iter().any(|(key, _)| key == k) {
+                return Err(CoreError::Config(format!(
+                    "metadata key {k:?} is reserved by flightlog"
+                )));
+            }
+            file_kv.push((k.clone(), v.clone()));
+        }
+
+        let shared = Arc::new(Shared {
+            ring: RowRing::new(config.ring_capacity, row_layout.width()),
+            arrow_schema: schema.arrow_schema(),
+            schema,
+            row_layout,
+            dictionaries,
+            constants,
+            config,
+            counters: Counters::default(),
+            start: Instant::now(),
+            iter_slot,
+            last_iter: AtomicI64::new(0),
+            has_iter: AtomicBool::new(false),
+            budget_hit: AtomicBool::new(false),
+            pending_error: Mutex::new(None),
+            has_error: AtomicBool::new(false),
+            flush: Mutex::new(FlushState::default()),
+            flush_done: Condvar::new(),
+            events: Mutex::new(Vec::new()),
+            flusher_thread: Mutex::new(None),
+            file_kv,
+        });
+        let flusher_shared = Arc::clone(&shared);
+        let handle = thread::Builder::new()
+            .name("flightlog-flusher".into())
+            .spawn(move || Flusher::new(flusher_shared).run())
+            .map_err(|e| CoreError::write(format!("cannot start the flusher thread: {e}")))?;
+        *lock(&shared.flusher_thread) = Some(handle.thread().clone());
+        Ok(Recorder {
+            shared,
+            flusher: Mutex::new(Some(handle)),
+            closed: AtomicBool::new(false),
+            close_lock: Mutex::new(()),
+        })
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &Schema {
+        &self.shared.schema
+    }
+
+    /// The row layout producers pack rows with.
+    pub fn row_layout(&self) -> &RowLayout {
+        &self.shared.row_layout
+    }
+
+    /// The output layout.
+    pub fn layout(&self) -> &OutputLayout {
+        &self.shared.config.layout
+    }
+
+    /// The dictionary of field `field` (string and enum fields).
+    pub fn dictionary(&self, field: usize) -> Option<&Dictionary> {
+        self.shared.dictionaries[field].as_ref()
+    }
+
+    /// The constant value of field `field`, if it is constant.
+    pub fn constant(&self, field: usize) -> Option<&Value> {
+        self.shared.constants[field].as_ref()
+    }
+
+    /// Milliseconds since the recorder started, from a monotonic clock.
+    pub fn now_ms(&self) -> f64 {
+        self.shared.start.elapsed().as_secs_f64() * 1e3
+    }
+
+    /// True once `close` has begun.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Returns (and clears) a write error the flusher hit since the last call.
+    pub fn take_error(&self) -> Result<()> {
+        if self.shared.has_error.load(Ordering::Acquire) {
+            let err = lock(&self.shared.pending_error).take();
+            self.shared.has_error.store(false, Ordering::Release);
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CoreError::Closed);
+        }
+        self.take_error()
+    }
+
+    /// Offers one packed row (see [`RowLayout`]). Applies sampling, the row
+    /// budget and the `on_full` policy.
+    pub fn push(&self, row: &[u64]) -> Result<Offer> {
+        self.check_open()?;
+        let shared = &*self.shared;
+        let offered = shared.counters.offered.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = shared.config.sampling {
+            if !s.keeps(offered) {
+                shared.counters.sampled_out.fetch_add(1, Ordering::Relaxed);
+                return Ok(Offer::SampledOut);
+            }
+        }
+        if let Some(max) = shared.config.max_rows {
+            let accepted = shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            if accepted >= max {
+                shared.counters.accepted.fetch_sub(1, Ordering::Relaxed);
+                shared.counters.over_budget.fetch_add(1, Ordering::Relaxed);
+                let first = !shared.budget_hit.swap(true, Ordering::AcqRel);
+                if first {
+                    self.push_event(
+                        "ROW_BUDGET_EXCEEDED",
+                        Some(format!("{{\"max_rows\": {max}}}")),
+                        None,
+                    );
+                }
+                return Ok(Offer::OverBudget { first });
+            }
+        }
+        if let Some(slot) = shared.iter_slot {
+            if shared.row_layout.is_valid(row, slot) {
+                shared.last_iter.store(row[slot] as i64, Ordering::Relaxed);
+                shared.has_iter.store(true, Ordering::Relaxed);
+            }
+        }
+        match shared.ring.try_push(row) {
+            Ok(pos) => {
+                // Wake the flusher a few times per ring lap so it drains before
+                // producers ever find the ring full.
+                let quarter = (shared.ring.capacity() as u64 / 4).max(1);
+                if pos % quarter == quarter - 1 {
+                    shared.wake_flusher();
+                }
+                Ok(Offer::Accepted)
+            }
+            Err(_) => match shared.config.on_full {
+                OnFull::Drop => {
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    if shared.config.max_rows.is_some() {
+                        shared.counters.accepted.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    shared.wake_flusher();
+                    Ok(Offer::Dropped)
+                }
+                OnFull::Block => {
+                    shared.counters.stalls.fetch_add(1, Ordering::Relaxed);
+                    let mut spins = 0u32;
+                    loop {
+                        shared.wake_flusher();
+                        if spins < 16 {
+                            std::hint::spin_loop();
+                        } else if spins < 64 {
+                            thread::yield_now();
+                        } else {
+                            thread::sleep(Duration::from_micros(50));
+                        }
+                        spins = spins.saturating_add(1);
+                        if shared.ring.try_push(row).is_ok() {
+                            return Ok(Offer::Accepted);
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    /// Records an event. `payload_json` must already be JSON text.
+    pub fn event(
+        &self,
+        name: &str,
+        payload_json: Option<String>,
+        t_wall_ms: Option<f64>,
+    ) -> Result<()> {
+        self.check_open()?;
+        self.push_event(name, payload_json, t_wall_ms);
+        Ok(())
+    }
+
+    fn push_event(&self, name: &str, payload: Option<String>, t_wall_ms: Option<f64>) {
+        let shared = &*self.shared;
+        let iter = shared
+            .has_iter
+            .load(Ordering::Relaxed)
+            .then(|| shared.last_iter.load(Ordering::Relaxed));
+        lock(&shared.events).push(EventRow {
+            t_wall_ms: t_wall_ms.unwrap_or_else(|| self.now_ms()),
+            iter,
+            name: name.to_owned(),
+            payload,
+        });
+        shared.counters.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Blocks until every row pushed (and event recorded) before the call is in
+    /// a published file.
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        self.shared.flush_and_wait(false)?;
+        self.take_error()
+    }
+
+    /// Counters now.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            rows_offered: c.offered.load(Ordering::Relaxed),
+            rows_written: c.written.load(Ordering::Relaxed),
+            rows_sampled_out: c.sampled_out.load(Ordering::Relaxed),
+            rows_dropped: c.dropped.load(Ordering::Relaxed),
+            rows_over_budget: c.over_budget.load(Ordering::Relaxed),
+            rows_lost: c.lost.load(Ordering::Relaxed),
+            segments: c.segments.load(Ordering::Relaxed),
+            bytes_written: c.bytes.load(Ordering::Relaxed),
+            flush_nanos: c.flush_nanos.load(Ordering::Relaxed),
+            producer_stalls: c.stalls.load(Ordering::Relaxed),
+            events: c.events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Makes everything durable, stops the flusher, merges segments into the
+    /// final files and removes them. Idempotent: a second call returns
+    /// `Ok` with an empty report.
+    pub fn close(&self) -> Result<CloseReport> {
+        let _guard = lock(&self.close_lock);
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(CloseReport::default());
+        }
+        let flush_result = self.shared.flush_and_wait(true);
+        let outcome = match lock(&self.flusher).take() {
+            Some(handle) => match handle.join() {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(CoreError::write(
+                        "the flusher thread panicked; published segments are intact, run recover",
+                    ))
+                }
+            },
+            None => return Ok(CloseReport::default()),
+        };
+        // An error the caller has not seen yet wins over the merge: the merge
+        // still runs so that everything that was written ends up in one file.
+        let earlier = self.take_error().err().or(flush_result.err());
+        let lost = self.shared.counters.lost.load(Ordering::Relaxed);
+        let mut report = CloseReport::default();
+        let layout = &self.shared.config.layout;
+        let merge = (|| -> Result<()> {
+            if let Some(final_path) = &layout.final_telemetry {
+                let (rows, size) = finalize(
+                    &layout.segment_dir,
+                    &outcome.telemetry_segments,
+                    final_path,
+                    || empty_file(final_path, &self.shared),
+                )?;
+                self.shared
+                    .counters
+                    .bytes
+                    .fetch_add(size, Ordering::Relaxed);
+                report.files.push((final_path.clone(), rows, size));
+            } else {
+                for name in &outcome.telemetry_segments {
+                    let p = layout.segment_dir.join(name);
+                    let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                    report.files.push((p.clone(), parquet_io::row_count(&p)?, size));
+                }
+            }
+            if let Some(final_events) = &layout.final_events {
+                let (rows, size) = finalize(
+                    &layout.events_dir,
+                    &outcome.event_segments,
+                    final_events,
+                    || {
+                        parquet_io::write_file(
+                            final_events,
+                            events_arrow_schema(),
+                            &[],
+                            events_props(&self.shared),
+                        )
+                    },
+                )?;
+                report.files.push((final_events.clone(), rows, size));
+            } else {
+                for name in &outcome.event_segments {
+                    let p = layout.events_dir.join(name);
+                    let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                    report.files.push((p.clone(), parquet_io::row_count(&p)?, size));
+                }
+            }
+            remove_dir_if_empty(&layout.segment_dir);
+            Ok(())
+        })();
+        if let Some(e) = earlier {
+            return Err(e);
+        }
+        merge?;
+        if lost > 0 {
+            return Err(CoreError::write(format!(
+                "{lost} rows could not be written and were lost; see the earlier write errors"
+            )));
+        }
+        Ok(report)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // Closing at drop keeps every row; errors have nowhere to go here and
+        // the published segments stay on disk for `recover` if the merge fails.
+        let _ = self.close();
+    }
+}
+
+fn check_constant(name: &str, dtype: &DType, value: &Value) -> Result<()> {
+    let ok = matches!(
+        (dtype, value),
+        (DType::F64 | DType::F32, Value::F64(_))
+            | (DType::I64, Value::I64(_))
+            | (DType::Bool, Value::Bool(_))
+            | (DType::Str, Value::Str(_))
+    ) || matches!((dtype, value), (DType::Enum(v), Value::Str(s)) if v.contains(s));
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::Schema(format!(
+            "constant {value:?} does not fit field {name:?} of dtype {}",
+            dtype.name()
+        )))
+    }
+}
+
+fn prepare_dirs(layout: &OutputLayout) -> Result<()> {
+    for dir in [&layout.segment_dir, &layout.events_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| CoreError::io("create directory", dir, e))?;
+    }
+    if let Some(parent) = layout.segment_dir.parent() {
+        // Make the new directory entries durable too.
+        let _ = crate::atomic_file::fsync_dir(parent);
+    }
+    for f in [&layout.final_telemetry, &layout.final_events]
+        .into_iter()
+        .flatten()
+    {
+        if f.exists() {
+            return Err(CoreError::Exists(format!(
+                "{} already exists: a recording is never appended to a finished one; use a new folder",
+                f.display()
+            )));
+        }
+    }
+    if !existing_segments(&layout.segment_dir, &layout.telemetry_prefix)?.is_empty() {
+        return Err(CoreError::Exists(format!(
+            "{} already holds segments named {}*: recover or remove them, or use a new folder",
+            layout.segment_dir.display(),
+            layout.telemetry_prefix
+        )));
+    }
+    Ok(())
+}
+
+/// Published segments in `dir` whose names start with `prefix`, sorted.
+pub fn existing_segments(dir: &Path, prefix: &str) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CoreError::io("list directory", dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| CoreError::io("list directory", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(prefix) && name.ends_with(".parquet") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn remove_dir_if_empty(dir: &Path) {
+    // Only succeeds on an empty directory; a non-empty one is left alone.
+    if std::fs::remove_dir(dir).is_ok() {
+        if let Some(parent) = dir.parent() {
+            let _ = crate::atomic_file::fsync_dir(parent);
+        }
+    }
+}
+
+/// Turns published segments into `final_path`: none → `make_empty`, one →
+/// rename, several → merge listing their names, then delete them.
+/// Returns (rows, bytes) of the final file.
+pub(crate) fn finalize(
+    segment_dir: &Path,
+    segments: &[String],
+    final_path: &Path,
+    make_empty: impl FnOnce() -> Result<u64>,
+) -> Result<(u64, u64)> {
+    match segments {
+        [] => {
+            let size = make_empty()?;
+            Ok((0, size))
+        }
+        [only] => {
+            let src = segment_dir.join(only);
+            let rows = parquet_io::row_count(&src)?;
+            crate::atomic_file::rename_durably(&src, final_path)?;
+            let size = std::fs::metadata(final_path)
+                .map_err(|e| CoreError::io("stat", final_path, e))?
+                .len();
+            Ok((rows, size))
+        }
+        many => {
+            let paths: Vec<PathBuf> = many.iter().map(|n| segment_dir.join(n)).collect();
+            let names = serde_json::to_string(many).expect("names serialise");
+            let size = parquet_io::merge_files(
+                final_path,
+                &paths,
+                parquet_io::key_values([(SEGMENTS_KEY, names)]),
+            )?;
+            let rows = parquet_io::row_count(final_path)?;
+            for p in &paths {
+                std::fs::remove_file(p).map_err(|e| CoreError::io("remove segment", p, e))?;
+            }
+            crate::atomic_file::fsync_dir(segment_dir)?;
+            Ok((rows, size))
+        }
+    }
+}
+
+fn empty_file(path: &Path, shared: &Shared) -> Result<u64> {
+    parquet_io::write_file(path, Arc::clone(&shared.arrow_schema), &[], telemetry_props(shared))
+}
+
+fn telemetry_props(shared: &Shared) -> parquet::file::properties::WriterProperties {
+    let dict_cols: Vec<&str> = shared
+        .schema
+        .fields
+        .iter()
+        .filter(|f| f.dtype.is_dictionary())
+        .map(|f| f.name.as_str())
+        .collect();
+    parquet_io::writer_properties(
+        &dict_cols,
+        shared.config.compression,
+        shared.config.segment_rows,
+        parquet_io::key_values(shared.file_kv.iter().cloned()),
+    )
+}
+
+/// Arrow schema of events files.
+pub fn events_arrow_schema() -> SchemaRef {
+    Arc::new(ArrowSchema::new(vec![
+        ArrowField::new("run_id", DataType::Utf8, true),
+        ArrowField::new("t_wall_ms", DataType::Float64, false),
+        ArrowField::new("iter", DataType::Int64, true),
+        ArrowField::new("event", DataType::Utf8, false),
+        ArrowField::new("payload", DataType::Utf8, true),
+    ]))
+}
+
+fn events_props(shared: &Shared) -> parquet::file::properties::WriterProperties {
+    parquet_io::writer_properties(
+        &["run_id", "event"],
+        shared.config.compression,
+        1 << 20,
+        parquet_io::key_values(shared.file_kv.iter().cloned()),
+    )
+}
+
+impl Shared {
+    fn wake_flusher(&self) {
+        if let Some(t) = lock(&self.flusher_thread).as_ref() {
+            t.unpark();
+        }
+    }
+
+    fn record_error(&self, err: CoreError) {
+        let mut slot = lock(&self.pending_error);
+        // Keep the first error: it is usually the cause of the later ones.
+        if slot.is_none() {
+            *slot = Some(err);
+        }
+        self.has_error.store(true, Ordering::Release);
+    }
+
+    /// Asks the flusher to make every row pushed so far durable and waits.
+    fn flush_and_wait(&self, closing: bool) -> Result<()> {
+        let mut st = lock(&self.flush);
+        st.target = st.target.max(self.ring.claimed());
+        st.requested += 1;
+        st.closing |= closing;
+        let mine = st.requested;
+        drop(st);
+        self.wake_flusher();
+        let mut st = lock(&self.flush);
+        while st.completed < mine {
+            st = self
+                .flush_done
+                .wait_timeout(st, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+            if st.completed < mine {
+                drop(st);
+                self.wake_flusher();
+                st = lock(&self.flush);
+            }
+        }
+        match st.last_error.take() {
+            Some(msg) => Err(CoreError::write(msg)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Rows drained from the ring and not yet in a published segment.
+struct Pending {
+    columns: Vec<Vec<u64>>,
+    validity: Vec<Vec<bool>>,
+    rows: usize,
+}
+
+impl Pending {
+    fn new(stored: usize, with_validity: bool) -> Self {
+        Pending {
+            columns: vec![Vec::new(); stored],
+            validity: if with_validity {
+                vec![Vec::new(); stored]
+            } else {
+                Vec::new()
+            },
+            rows: 0,
+        }
+    }
+}
+
+struct Flusher {
+    shared: Arc<Shared>,
+    pending: Pending,
+    /// Batches whose write failed, oldest first, kept for a retry.
+    unwritten: VecDeque<RecordBatch>,
+    unwritten_events: Vec<EventRow>,
+    telemetry_segments: Vec<String>,
+    event_segments: Vec<String>,
+    next_seq: u64,
+    next_event_seq: u64,
+    last_write: Instant,
+}
+
+impl Flusher {
+    fn new(shared: Arc<Shared>) -> Self {
+        let stored = shared.row_layout.stored_len();
+        let with_validity = shared.row_layout.has_validity();
+        Flusher {
+            pending: Pending::new(stored, with_validity),
+            shared,
+            unwritten: VecDeque::new(),
+            unwritten_events: Vec::new(),
+            telemetry_segments: Vec::new(),
+            event_segments: Vec::new(),
+            next_seq: 1,
+            next_event_seq: 1,
+            last_write: Instant::now(),
+        }
+    }
+
+    /// Most rows kept in memory while the disk refuses them; past this the
+    /// oldest are counted as lost so memory stays bounded.
+    fn max_unwritten_rows(&self) -> usize {
+        self.shared.config.segment_rows.saturating_mul(8).max(1 << 20)
+    }
+
+    fn run(mut self) -> FlusherOutcome {
+        let interval = Duration::from_secs_f64(self.shared.config.flush_interval_secs);
+        // Drain often enough that producers rarely find the ring full, but
+        // sleep when idle.
+        let drain_period = interval.min(Duration::from_millis(20));
+        loop {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.cycle(interval)
+            }));
+            match outcome {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(panic) => {
+                    let msg = panic_message(&panic);
+                    self.shared.record_error(CoreError::write(format!(
+                        "the flusher panicked: {msg}; published segments are intact"
+                    )));
+                    self.complete_flush_requests(Some(format!("the flusher panicked: {msg}")));
+                    if lock(&self.shared.flush).closing {
+                        break;
+                    }
+                }
+            }
+            thread::park_timeout(drain_period);
+        }
+        FlusherOutcome {
+            telemetry_segments: std::mem::take(&mut self.telemetry_segments),
+            event_segments: std::mem::take(&mut self.event_segments),
+        }
+    }
+
+    /// One wake-up: drain, write what is due, answer flush requests.
+    /// Returns true when the recorder is closing and everything is written.
+    fn cycle(&mut self, interval: Duration) -> bool {
+        self.drain_available();
+        let (requested, completed, target, closing) = {
+            let st = lock(&self.shared.flush);
+            (st.requested, st.completed, st.target, st.closing)
+        };
+        if requested > completed {
+            // Every row claimed before the request must be drained, including
+            // rows a producer is still copying into its slot.
+            while self.shared.ring.consumed() < target {
+                if self.drain_available() == 0 {
+                    thread::yield_now();
+                }
+            }
+            let error = self.write_due(true).err().map(|e| e.to_string());
+            let mut st = lock(&self.shared.flush);
+            st.completed = requested;
+            st.last_error = error;
+            drop(st);
+            self.shared.flush_done.notify_all();
+            return closing;
+        }
+        let due = self.last_write.elapsed() >= interval;
+        if due || self.pending.rows >= self.shared.config.segment_rows {
+            if let Err(e) = self.write_due(due) {
+                self.shared.record_error(e);
+            }
+        }
+        false
+    }
+
+    fn complete_flush_requests(&mut self, error: Option<String>) {
+        let mut st = lock(&self.shared.flush);
+        st.completed = st.requested;
+        st.last_error = error;
+        drop(st);
+        self.shared.flush_done.notify_all();
+    }
+
+    /// Moves what the ring holds into `pending`, writing full segments as
+    /// they fill. Returns rows drained.
+    fn drain_available(&mut self) -> usize {
+        let mut total = 0;
+        loop {
+            let room = self.shared.config.segment_rows - self.pending.rows.min(self.shared.config.segment_rows);
+            if room == 0 {
+                if let Err(e) = self.write_due(false) {
+                    self.shared.record_error(e);
+                }
+                continue;
+            }
+            let pending = &mut self.pending;
+            let layout = &self.shared.row_layout;
+            let n = self.shared.ring.pop_with(room, |row| {
+                for (slot, col) in pending.columns.iter_mut().enumerate() {
+                    col.push(row[slot]);
+                }
+                for (slot, v) in pending.validity.iter_mut().enumerate() {
+                    v.push(layout.is_valid(row, slot));
+                }
+            });
+            pending.rows += n;
+            total += n;
+            if n < room {
+                return total;
+            }
+        }
+    }
+
+    /// Builds a batch of pending rows (if any) and writes it with earlier
+    /// unwritten batches as one segment; writes pending events when
+    /// `with_events`.
+    fn write_due(&mut self, with_events: bool) -> Result<()> {
+        let started = Instant::now();
+        if self.pending.rows > 0 {
+            let rows = self.pending.rows;
+            match self.build_batch() {
+                Ok(batch) => self.unwritten.push_back(batch),
+                Err(e) => {
+                    // Cannot happen with a validated schema; if it does, the
+                    // rows are counted as lost rather than retried forever.
+                    self.pending = Pending::new(
+                        self.shared.row_layout.stored_len(),
+                        self.shared.row_layout.has_validity(),
+                    );
+                    self.shared
+                        .counters
+                        .lost
+                        .fetch_add(rows as u64, Ordering::Relaxed);
+                    return Err(CoreError::write(format!(
+                        "building a batch of {rows} rows failed, rows lost: {e}"
+                    )));
+                }
+            }
+        }
+        let mut result = Ok(());
+        if !self.unwritten.is_empty() {
+            result = self.write_telemetry_segment();
+        }
+        if with_events {
+            let ev = self.write_events_segment();
+            if result.is_ok() {
+                result = ev;
+            }
+        }
+        self.last_write = Instant::now();
+        self.shared
+            .counters
+            .flush_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
+
+    fn write_telemetry_segment(&mut self) -> Result<()> {
+        let layout = &self.shared.config.layout;
+        let name = layout.telemetry_segment_name(self.next_seq);
+        let path = layout.segment_dir.join(&name);
+        let batches: Vec<RecordBatch> = self.unwritten.iter().cloned().collect();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        match parquet_io::write_file(
+            &path,
+            Arc::clone(&self.shared.arrow_schema),
+            &batches,
+            telemetry_props(&self.shared),
+        ) {
+            Ok(size) => {
+                self.unwritten.clear();
+                self.next_seq += 1;
+                self.telemetry_segments.push(name);
+                let c = &self.shared.counters;
+                c.written.fetch_add(rows as u64, Ordering::Relaxed);
+                c.segments.fetch_add(1, Ordering::Relaxed);
+                c.bytes.fetch_add(size, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the rows for a retry (a fresh temp file, never a second
+                // fsync of the failed one), up to a bound.
+                let mut lost = 0;
+                let mut kept: usize = rows;
+                while kept > self.max_unwritten_rows() && self.unwritten.len() > 1 {
+                    if let Some(b) = self.unwritten.pop_front() {
+                        lost += b.num_rows();
+                        kept -= b.num_rows();
+                    }
+                }
+                if lost > 0 {
+                    self.shared
+                        .counters
+                        .lost
+                        .fetch_add(lost as u64, Ordering::Relaxed);
+                }
+                let fate = if lost > 0 {
+                    format!(
+                        "{kept} rows kept in memory for a retry, {lost} older rows lost (memory bound)"
+                    )
+                } else {
+                    format!("{kept} rows kept in memory for a retry")
+                };
+                Err(CoreError::write(format!(
+                    "writing segment {}: {e}; {fate}",
+                    path.display()
+                )))
+            }
+        }
+    }
+
+    fn write_events_segment(&mut self) -> Result<()> {
+        let mut events = std::mem::take(&mut self.unwritten_events);
+        events.extend(std::mem::take(&mut *lock(&self.shared.events)));
+        if events.is_empty() {
+            return Ok(());
+        }
+        let layout = &self.shared.config.layout;
+        let name = layout.events_segment_name(self.next_event_seq);
+        let path = layout.events_dir.join(&name);
+        let batch = build_events_batch(self.shared.config.run_id.as_deref(), &events)?;
+        match parquet_io::write_file(
+            &path,
+            events_arrow_schema(),
+            &[batch],
+            events_props(&self.shared),
+        ) {
+            Ok(size) => {
+                self.next_event_seq += 1;
+                self.event_segments.push(name);
+                self.shared
+                    .counters
+                    .bytes
+                    .fetch_add(size, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                let n = events.len();
+                self.unwritten_events = events;
+                Err(CoreError::write(format!(
+                    "writing events segment {}: {e}; {n} events kept in memory for a retry",
+                    path.display()
+                )))
+            }
+        }
+    }
+
+    fn build_batch(&mut self) -> Result<RecordBatch> {
+        let shared = &*self.shared;
+        let n = self.pending.rows;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(shared.schema.fields.len());
+        for (i, field) in shared.schema.fields.iter().enumerate() {
+            let array: ArrayRef = match shared.row_layout.slot_of_field(i) {
+                None => constant_array(
+                    &field.dtype,
+                    shared.constants[i].as_ref().expect("constant field has a value"),
+                    n,
+                ),
+                Some(slot) => {
+                    let words = std::mem::take(&mut self.pending.columns[slot]);
+                    let nulls = self
+                        .pending
+                        .validity
+                        .get_mut(slot)
+                        .map(std::mem::take)
+                        .filter(|v| v.iter().any(|ok| !ok))
+                        .map(NullBuffer::from);
+                    column_array(&field.dtype, words, nulls, shared.dictionaries[i].as_ref())?
+                }
+            };
+            columns.push(array);
+        }
+        for v in &mut self.pending.validity {
+            v.clear();
+        }
+        self.pending.rows = 0;
+        Ok(RecordBatch::try_new(Arc::clone(&shared.arrow_schema), columns)?)
+    }
+}
+
+fn column_array(
+    dtype: &DType,
+    words: Vec<u64>,
+    nulls: Option<NullBuffer>,
+    dictionary: Option<&Dictionary>,
+) -> Result<ArrayRef> {
+    Ok(match dtype {
+        DType::F64 => {
+            // Zero-copy: the words are the f64 bit patterns, so the buffer is
+            // reinterpreted, not converted (NaN payloads and -0.0 survive).
+            let buffer = arrow_buffer::Buffer::from_vec(words);
+            let len = buffer.len() / 8;
+            Arc::new(Float64Array::new(ScalarBuffer::new(buffer, 0, len), nulls))
+        }
+        DType::I64 => {
+            let buffer = arrow_buffer::Buffer::from_vec(words);
+            let len = buffer.len() / 8;
+            Arc::new(Int64Array::new(ScalarBuffer::new(buffer, 0, len), nulls))
+        }
+        DType::F32 => {
+            let values: Vec<f32> = words.iter().map(|&w| f32::from_bits(w as u32)).collect();
+            Arc::new(Float32Array::new(values.into(), nulls))
+        }
+        DType::Bool => {
+            let values: Vec<bool> = words.iter().map(|&w| w != 0).collect();
+            Arc::new(BooleanArray::new(values.into(), nulls))
+        }
+        DType::Str | DType::Enum(_) => {
+            let dictionary = dictionary.expect("dictionary fields have a dictionary");
+            let keys: Vec<i32> = words.iter().map(|&w| w as i32).collect();
+            let keys = Int32Array::new(keys.into(), nulls);
+            let values: Arc<StringArray> = Arc::new(dictionary.values());
+            Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values)?)
+        }
+    })
+}
+
+fn constant_array(dtype: &DType, value: &Value, n: usize) -> ArrayRef {
+    match (dtype, value) {
+        (DType::F64, Value::F64(v)) => Arc::new(Float64Array::from(vec![*v; n])),
+        (DType::F32, Value::F64(v)) => Arc::new(Float32Array::from(vec![*v as f32; n])),
+        (DType::I64, Value::I64(v)) => Arc::new(Int64Array::from(vec![*v; n])),
+        (DType::Bool, Value::Bool(v)) => Arc::new(BooleanArray::from(vec![*v; n])),
+        (DType::Str | DType::Enum(_), Value::Str(s)) => {
+            let keys = Int32Array::from(vec![0; n]);
+            let values = Arc::new(StringArray::from(vec![s.as_str()]));
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(keys, values)
+                    .expect("code 0 indexes a one-value dictionary"),
+            )
+        }
+        _ => unreachable!("constants are checked against their field at construction"),
+    }
+}
+
+fn build_events_batch(run_id: Option<&str>, events: &[EventRow]) -> Result<RecordBatch> {
+    let n = events.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![run_id; n])),
+        Arc::new(Float64Array::from_iter_values(
+            events.iter().map(|e| e.t_wall_ms),
+        )),
+        Arc::new(Int64Array::from_iter(events.iter().map(|e| e.iter))),
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|e| e.name.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            events.iter().map(|e| e.payload.as_deref()),
+        )),
+    ];
+    Ok(RecordBatch::try_new(events_arrow_schema(), columns)?)
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
