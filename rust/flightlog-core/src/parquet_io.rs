@@ -21,6 +21,9 @@ use crate::error::{CoreError, Result};
 
 /// Metadata key listing the segments a merged file was made from.
 pub const SEGMENTS_KEY: &str = "flightlog.segments";
+/// Metadata key with the row counts of the merged segments, in order: rows of
+/// segment `k` are rows `[sum(counts[..k]), sum(counts[..=k]))` of the merged file.
+pub const SEGMENT_ROWS_KEY: &str = "flightlog.segment_rows";
 /// Version of flightlog's file conventions.
 pub const FORMAT_VERSION: &str = "1";
 
@@ -223,4 +226,26 @@ pub fn read_file(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let schema = reader.schema();
     let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
     Ok((schema, batches))
+}
+
+/// Merges `inputs` into `out` (see [`merge_files`]) recording their names and
+/// row counts under [`SEGMENTS_KEY`] and [`SEGMENT_ROWS_KEY`], so readers can
+/// tell which rows came from which segment. Returns (rows, bytes).
+pub fn merge_segments(out: &Path, inputs: &[PathBuf]) -> Result<(u64, u64)> {
+    let mut names = Vec::with_capacity(inputs.len());
+    let mut counts = Vec::with_capacity(inputs.len());
+    for p in inputs {
+        names.push(
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        counts.push(row_count(p)?);
+    }
+    let kv = key_values([
+        (SEGMENTS_KEY, serde_json::to_string(&names).expect("names serialise")),
+        (SEGMENT_ROWS_KEY, serde_json::to_string(&counts).expect("counts serialise")),
+    ]);
+    let size = merge_files(out, inputs, kv)?;
+    Ok((counts.iter().sum(), size))
 }

@@ -32,7 +32,7 @@ use flightlog_ring::RowRing;
 use crate::dict::Dictionary;
 use crate::error::{CoreError, Result};
 use crate::layout::{OutputLayout, RowLayout};
-use crate::parquet_io::{self, Codec, FORMAT_VERSION, SEGMENTS_KEY};
+use crate::parquet_io::{self, Codec, FORMAT_VERSION};
 use crate::schema::{DType, Schema, Value};
 
 /// What a producer does when the ring is full.
@@ -396,6 +396,11 @@ impl Recorder {
         self.shared.start.elapsed().as_secs_f64() * 1e3
     }
 
+    /// True when the ring has no free slot now (a push would block or drop).
+    pub fn ring_is_full(&self) -> bool {
+        self.shared.ring.len() >= self.shared.ring.capacity()
+    }
+
     /// True once `close` has begun.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -582,10 +587,13 @@ impl Recorder {
                     final_path,
                     || empty_file(final_path, &self.shared),
                 )?;
-                self.shared
-                    .counters
-                    .bytes
-                    .fetch_add(size, Ordering::Relaxed);
+                if outcome.telemetry_segments.len() != 1 {
+                    // A merge (or an empty file) wrote new bytes; a rename did not.
+                    self.shared
+                        .counters
+                        .bytes
+                        .fetch_add(size, Ordering::Relaxed);
+                }
                 report.files.push((final_path.clone(), rows, size));
             } else {
                 for name in &outcome.telemetry_segments {
@@ -740,13 +748,7 @@ pub(crate) fn finalize(
         }
         many => {
             let paths: Vec<PathBuf> = many.iter().map(|n| segment_dir.join(n)).collect();
-            let names = serde_json::to_string(many).expect("names serialise");
-            let size = parquet_io::merge_files(
-                final_path,
-                &paths,
-                parquet_io::key_values([(SEGMENTS_KEY, names)]),
-            )?;
-            let rows = parquet_io::row_count(final_path)?;
+            let (rows, size) = parquet_io::merge_segments(final_path, &paths)?;
             for p in &paths {
                 std::fs::remove_file(p).map_err(|e| CoreError::io("remove segment", p, e))?;
             }

@@ -1,1 +1,22 @@
-pub fn x(){}
+//! `flightlog._core`: the PyO3 bindings of flightlog-core. Only argument
+//! conversion, exception mapping and GIL release live here.
+#![deny(unsafe_code)]
+
+mod arrow;
+mod columns;
+mod convert;
+mod error;
+mod functions;
+mod recorder;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<recorder::PyRecorder>()?;
+    m.add_class::<arrow::ArrowData>()?;
+    functions::register(m)?;
+    Ok(())
+}

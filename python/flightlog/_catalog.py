@@ -1,0 +1,1558 @@
+"""The DuckDB catalog: :class:`DuckDBManager` consolidates every run under a root into
+one ``duckdb.db`` and answers SQL across runs.
+
+Tables (``duckdb.db`` beside the run folders unless ``db_path`` says otherwise):
+
+``runs``
+    one row per run, from its manifest: ids, mode, status (by evidence: a
+    ``running`` manifest whose process is gone is ``crashed``), times (naive UTC
+    ``TIMESTAMP``), counts, cost, sampling, ``params``/``tags``/``units`` as JSON
+    text, provenance columns, and the run's ``path`` relative to the root.
+``telemetry``, ``events``
+    every ingested row, union by name over all files, plus ``run_id``,
+    ``flow_name`` and ``schema_version`` (from the file's Parquet metadata).
+``_ingested_files``
+    bookkeeping: ``path`` (relative to the root), ``kind``, ``run_id``,
+    ``flow_name``, ``rows``, ``size``, ``mtime``, ``ingested_at`` and ``source``
+    (the compacted file the rows were read from, for parts that were compacted
+    before they were ingested).
+
+Guarantees of :meth:`DuckDBManager.consolidate`:
+
+- Only immutable files are read: ``telemetry.parquet``/``events.parquet`` of runs
+  whose manifest says ``finished``, ``failed`` or ``crashed`` (recovered), published
+  append-mode parts ``flows/<flow>/{dev,tuner}_{telemetry,events}/part-*.parquet``
+  and compacted files ``flows/<flow>/{dev,tuner}_{telemetry,events}.parquet``.
+- Nothing is ingested twice: a part is recorded in ``_ingested_files`` by its
+  path, and a compacted file contributes only the row ranges
+  (``flightlog.segments``/``flightlog.segment_rows``) of the parts not yet
+  ingested; a part listed in a compacted file is never read by itself.
+- Atomic per file: a file's rows and its ``_ingested_files`` row commit in the same
+  transaction (many files share one statement and one transaction when they
+  can); a crash leaves the database as it was before that transaction.
+- Never fatal on bad input: a type conflict with the table, an unreadable
+  Parquet file or a malformed manifest is skipped and reported with its reason.
+  A new column is added to the table (``ALTER TABLE ... ADD COLUMN``); rows of
+  older files get ``NULL`` there.
+- One writer at a time: writers serialise on ``<db>.lock`` (``fcntl.flock``) and
+  raise :class:`~flightlog.CatalogLockedError` after ``timeout`` seconds. DuckDB
+  itself allows one read-write process *or* many readers: a writer opens the
+  database only to read its bookkeeping and to write, never while it scans files,
+  and readers open it only for the length of one query, each retrying a lock
+  conflict until ``timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import itertools
+import json
+import math
+import os
+import re
+import socket
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._errors import CatalogLockedError
+
+try:  # POSIX only; elsewhere DuckDB's own file lock (with retries) is the only guard.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["ConsolidationReport", "DuckDBManager", "Result"]
+
+#: Manifest statuses whose files are final (``crashed`` is written by ``recover``).
+FINAL_STATUSES = frozenset({"finished", "failed", "crashed"})
+_STATUSES = FINAL_STATUSES | {"running"}
+_MODES = ("run", "dev", "tuner")
+_KINDS = ("telemetry", "events")
+#: Columns the catalog sets on every telemetry/events row.
+RESERVED_COLUMNS = ("run_id", "flow_name", "schema_version")
+#: A ``running`` run on another host whose newest file is older than this is ``crashed``.
+STALE_AFTER_SECS = 3600.0
+
+_CAT = "flightlog_catalog"  # alias of the attached database in reader sessions
+_FILE_COL = "__flightlog_file"
+_BATCH_FILES = 512
+_BATCH_ROWS = 50_000_000
+_PART_RE = re.compile(r"^part-(?P<run_id>.+)-(?P<seq>\d+)\.parquet$")
+
+_INTS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
+# file type -> table types it may be inserted into without loss of meaning
+_WIDENS = {
+    **{t: {"BIGINT", "DOUBLE", "HUGEINT"} for t in _INTS},
+    "UBIGINT": {"HUGEINT", "DOUBLE"},
+    "FLOAT": {"DOUBLE"},
+}
+# type a new table column gets for a file type (so later f32/f64/i64 files fit)
+_NEW_COLUMN_TYPE = {**{t: "BIGINT" for t in _INTS}, "FLOAT": "DOUBLE"}
+
+_RUNS_COLUMNS: dict[str, str] = {
+    "run_id": "VARCHAR",
+    "flow_name": "VARCHAR",
+    "mode": "VARCHAR",
+    "trial_id": "VARCHAR",
+    "status": "VARCHAR",
+    "manifest_status": "VARCHAR",
+    "created_at": "TIMESTAMP",
+    "finished_at": "TIMESTAMP",
+    "duration_s": "DOUBLE",
+    "error_type": "VARCHAR",
+    "error_message": "VARCHAR",
+    "schema_version": "INTEGER",
+    "rows_offered": "BIGINT",
+    "rows_written": "BIGINT",
+    "rows_sampled_out": "BIGINT",
+    "rows_dropped": "BIGINT",
+    "rows_over_budget": "BIGINT",
+    "rows_lost": "BIGINT",
+    "segments": "BIGINT",
+    "events": "BIGINT",
+    "flush_secs": "DOUBLE",
+    "bytes_written": "BIGINT",
+    "producer_stalls": "BIGINT",
+    "sampling_keep_first": "BIGINT",
+    "sampling_every": "BIGINT",
+    "max_rows": "BIGINT",
+    "params": "VARCHAR",
+    "tags": "VARCHAR",
+    "units": "VARCHAR",
+    "host": "VARCHAR",
+    "pid": "BIGINT",
+    "user": "VARCHAR",
+    "argv": "VARCHAR",
+    "cwd": "VARCHAR",
+    "python": "VARCHAR",
+    "platform": "VARCHAR",
+    "flightlog_version": "VARCHAR",
+    "numpy_version": "VARCHAR",
+    "git_commit": "VARCHAR",
+    "git_dirty": "BOOLEAN",
+    "path": "VARCHAR",
+    "manifest_path": "VARCHAR",
+    "manifest_mtime_ns": "BIGINT",
+    "manifest_size": "BIGINT",
+    "updated_at": "TIMESTAMP",
+}
+_INGESTED_COLUMNS: dict[str, str] = {
+    "path": "VARCHAR",
+    "kind": "VARCHAR",
+    "run_id": "VARCHAR",
+    "flow_name": "VARCHAR",
+    "rows": "BIGINT",
+    "size": "BIGINT",
+    "mtime": "DOUBLE",
+    "ingested_at": "TIMESTAMP",
+    "source": "VARCHAR",
+}
+_MAP_COLUMNS = {
+    "file": "VARCHAR",
+    "run_id": "VARCHAR",
+    "flow_name": "VARCHAR",
+    "schema_version": "INTEGER",
+    "lo": "BIGINT",
+    "hi": "BIGINT",
+}
+_PRUNE_COLUMNS = {"run_id": "VARCHAR", "flow_name": "VARCHAR"}
+
+
+def _duckdb() -> Any:
+    import duckdb
+
+    return duckdb
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _ident(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    """A quoted SQL string literal (only for our own paths and constant JSON structures)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _rows_source(columns: Mapping[str, str]) -> str:
+    """SQL producing rows with ``columns`` from one bound JSON text parameter (a list of objects)."""
+    structure = _literal(json.dumps([dict(columns)]))
+    return f"(SELECT unnest(from_json(?::JSON, {structure}), recursive := true))"
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` made JSON-serialisable: non-finite floats become strings, dates ISO text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
+        return value.isoformat()
+    return value
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(_json_safe(value), default=str)
+
+
+def _utc_text(value: Any) -> str | None:
+    """An ISO 8601 string or TOML date-time as naive-UTC ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    if isinstance(value, str):
+        try:
+            value = _dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.UTC).replace(tzinfo=None)
+        return value.isoformat(sep=" ", timespec="microseconds")
+    if isinstance(value, _dt.date):
+        return _dt.datetime(value.year, value.month, value.day).isoformat(sep=" ")
+    return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value.strip())
+    return None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    return None
+
+
+def _str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _utc_now_text() -> str:
+    return _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    """True for DuckDB's "another process/connection holds the file" errors."""
+    text = str(exc)
+    return any(
+        marker in text
+        for marker in (
+            "Could not set lock",
+            "Conflicting lock",
+            "Unique file handle conflict",
+            "different configuration",
+        )
+    )
+
+
+def _sleep_backoff(attempt: int, deadline: float | None) -> bool:
+    """Sleep before retry ``attempt``; False when the deadline has passed."""
+    now = time.monotonic()
+    if deadline is not None and now >= deadline:
+        return False
+    delay = min(0.005 * (2**attempt), 0.25)
+    if deadline is not None:
+        delay = min(delay, max(deadline - now, 0.0))
+    time.sleep(delay)
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _newest_mtime(folder: Path) -> float | None:
+    newest = None
+    for base in (folder, folder / "segments"):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(base):
+                with contextlib.suppress(OSError):
+                    m = entry.stat().st_mtime
+                    newest = m if newest is None or m > newest else newest
+    return newest
+
+
+def _evidence_status(manifest: Mapping[str, Any], folder: Path | None) -> str:
+    """The status a manifest's evidence supports.
+
+    Uses ``flightlog._recover.run_status`` when that module provides it;
+    otherwise: a ``running`` manifest whose pid is dead on this host, or (on
+    another host) whose newest file is older than :data:`STALE_AFTER_SECS`, is
+    ``crashed``.
+    """
+    status = manifest.get("status")
+    if status != "running":
+        return str(status)
+    with contextlib.suppress(ImportError, AttributeError):
+        from . import _recover
+
+        run_status = _recover.run_status
+        with contextlib.suppress(Exception):
+            result = run_status(folder if folder is not None else manifest, manifest)
+            if isinstance(result, str) and result in _STATUSES:
+                return result
+    prov = manifest.get("provenance")
+    prov = prov if isinstance(prov, Mapping) else {}
+    pid = _int(prov.get("pid"))
+    host = prov.get("host")
+    if host == socket.gethostname():
+        if pid is not None and not _pid_alive(pid):
+            return "crashed"
+    elif folder is not None:
+        newest = _newest_mtime(folder)
+        if newest is not None and time.time() - newest > STALE_AFTER_SECS:
+            return "crashed"
+    return "running"
+
+
+# --------------------------------------------------------------------------- results
+
+
+class Result:
+    """The materialised result of a catalog query.
+
+    The rows live in a private in-memory DuckDB database, so the catalog file is
+    released as soon as the query has run (a reader never holds ``duckdb.db``
+    longer than one query). The usual DuckDB result methods work, on both the
+    1.5 and the 2.x line:
+
+    >>> r = db.query("SELECT run_id, status FROM runs WHERE flow_name = ?", ["gd"])  # doctest: +SKIP
+    >>> r.fetchall(); r.df(); r.arrow(); r.pl()                                     # doctest: +SKIP
+
+    ``relation`` is the DuckDB relation over the rows, for further relational
+    work (``r.relation.filter("E < 1").aggregate("min(E)")``).
+    """
+
+    def __init__(self, con: Any, table: str) -> None:
+        self._con = con
+        self._table = table
+        self._rel = con.table(table)
+
+    @property
+    def relation(self) -> Any:
+        """The ``duckdb.DuckDBPyRelation`` over the rows (in a private in-memory database)."""
+        return self._rel
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names, in order."""
+        return list(self._rel.columns)
+
+    @property
+    def types(self) -> list[str]:
+        """DuckDB type names of the columns."""
+        return [str(t) for t in self._rel.types]
+
+    def __len__(self) -> int:
+        return int(self._con.execute(f"SELECT count(*) FROM {_ident(self._table)}").fetchone()[0])
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.fetchall())
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        """All rows as tuples."""
+        return self._rel.fetchall()
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        """The first row, or ``None`` when there is none."""
+        rows = self._rel.limit(1).fetchall()
+        return rows[0] if rows else None
+
+    def fetchnumpy(self) -> dict[str, Any]:
+        """Columns as a dict of numpy arrays."""
+        return self._rel.fetchnumpy()
+
+    def df(self) -> Any:
+        """A ``pandas.DataFrame`` (needs pandas)."""
+        return self._rel.df()
+
+    def arrow(self) -> Any:
+        """A ``pyarrow.Table`` (needs pyarrow)."""
+        rel = self._rel
+        return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+
+    def pl(self) -> Any:
+        """A ``polars.DataFrame`` (needs polars)."""
+        return self._rel.pl()
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """All rows as dicts keyed by column name."""
+        cols = self.columns
+        return [dict(zip(cols, row, strict=True)) for row in self.fetchall()]
+
+    def __repr__(self) -> str:
+        return repr(self._rel)
+
+
+@dataclasses.dataclass
+class ConsolidationReport:
+    """What one :meth:`DuckDBManager.consolidate` did.
+
+    ``files_added`` counts ``_ingested_files`` rows (a part read from a compacted
+    file counts as one file); ``files_skipped`` lists ``(path, reason)`` of files
+    and manifests left out (they are retried next time).
+    """
+
+    files_added: int = 0
+    rows_added: int = 0
+    runs_added: int = 0
+    runs_updated: int = 0
+    files_skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    runs_pruned: int = 0
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.files_added} files, {self.rows_added} rows, {self.runs_added} runs added, "
+            f"{self.runs_updated} runs updated"
+        )
+        if self.runs_pruned:
+            text += f", {self.runs_pruned} runs pruned"
+        if self.files_skipped:
+            text += f", {len(self.files_skipped)} skipped"
+        return text + f" in {self.seconds:.2f} s"
+
+
+# --------------------------------------------------------------------------- discovery records
+
+
+@dataclasses.dataclass
+class _Piece:
+    """Rows [lo, hi) of a file recorded under ``rel`` in ``_ingested_files``."""
+
+    rel: str
+    run_id: str | None
+    flow_name: str | None
+    lo: int | None = None
+    hi: int | None = None
+    size: int | None = None
+    mtime: float | None = None
+
+
+@dataclasses.dataclass
+class _Unit:
+    """One Parquet file to read: whole (one piece) or row ranges of a compacted file."""
+
+    kind: str
+    file: Path
+    rel: str
+    pieces: list[_Piece]
+    compacted: bool = False
+    size: int = 0
+    mtime: float = 0.0
+    rows: int = 0
+    schema_version: int | None = None
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
+    kv: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.rel
+
+
+@dataclasses.dataclass
+class _State:
+    ingested: dict[str, tuple[int | None, float | None, str | None]]
+    files_by_run: dict[tuple[str | None, str | None], list[str]]
+    runs: dict[str, dict[str, Any]]
+    columns: dict[str, dict[str, str]]
+
+
+# --------------------------------------------------------------------------- the manager
+
+
+class DuckDBManager:
+    """Consolidates the runs under a root into ``duckdb.db`` and queries them.
+
+    >>> db = DuckDBManager("telematry_cfs")              # doctest: +SKIP
+    >>> print(db.consolidate())                          # doctest: +SKIP
+    >>> db.query("SELECT run_id, min(E) FROM telemetry GROUP BY run_id").df()   # doctest: +SKIP
+
+    Args:
+        base_path: the root (else ``$FLIGHTLOG_ROOT``, else ``./telematry_cfs``).
+        db_path: the database file (default ``<root>/duckdb.db``).
+        read_only: never write; :meth:`consolidate` raises ``PermissionError``.
+        timeout: seconds to wait for another process's lock before raising
+            :class:`~flightlog.CatalogLockedError` (``None``: wait forever).
+
+    The manager holds no connection between calls, so it is cheap to keep and
+    safe to share between threads; :meth:`close` only marks it closed.
+    """
+
+    def __init__(
+        self,
+        base_path: str | os.PathLike[str] | None = None,
+        db_path: str | os.PathLike[str] | None = None,
+        read_only: bool = False,
+        timeout: float | None = 30,
+    ) -> None:
+        from ._runs import resolve_root
+
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0 or math.isnan(timeout)):
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        self.root: Path = resolve_root(base_path, create=False).absolute()
+        self.db_path: Path = (Path(os.fspath(db_path)).expanduser() if db_path is not None else self.root / "duckdb.db")
+        self.db_path = self.db_path.absolute()
+        self.read_only = bool(read_only)
+        self.timeout = timeout
+        self._closed = False
+        self._result_ids = itertools.count()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"DuckDBManager({str(self.root)!r}, db_path={str(self.db_path)!r}, {mode})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Mark the manager closed (it holds no connection between calls); idempotent."""
+        self._closed = True
+
+    def __enter__(self) -> DuckDBManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("this DuckDBManager is closed")
+
+    def _deadline(self) -> float | None:
+        return None if self.timeout is None else time.monotonic() + self.timeout
+
+    # ------------------------------------------------------------------ locking and connections
+
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        """Holds ``<db>.lock`` exclusively (one writer process or thread at a time)."""
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = Path(str(self.db_path) + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                deadline = self._deadline()
+                for attempt in itertools.count():
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if not _sleep_backoff(attempt, deadline):
+                            holder = ""
+                            with contextlib.suppress(OSError, UnicodeDecodeError):
+                                holder = os.pread(fd, 200, 0).decode().strip()
+                            raise CatalogLockedError(
+                                f"another writer holds {lock_path}"
+                                + (f" (pid/host {holder})" if holder else "")
+                                + f"; gave up after {self.timeout} s"
+                            ) from None
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _open_rw(self) -> Iterator[Any]:
+        """A read-write connection, retrying while readers hold the file; closed on exit."""
+        duckdb = _duckdb()
+        deadline = self._deadline()
+        for attempt in itertools.count():
+            try:
+                con = duckdb.connect(str(self.db_path))
+                break
+            except duckdb.Error as e:
+                if not _is_lock_conflict(e):
+                    raise
+                if not _sleep_backoff(attempt, deadline):
+                    raise CatalogLockedError(
+                        f"{self.db_path} stayed locked for {self.timeout} s (another process has it open): {e}"
+                    ) from e
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[Any]:
+        """An in-memory connection with the catalog attached read-only as the default
+        database; the catalog is detached on exit (results stay in memory)."""
+        duckdb = _duckdb()
+        if not self.db_path.exists():
+            if self.read_only:
+                raise FileNotFoundError(f"no catalog at {self.db_path}; run DuckDBManager(...).consolidate() first")
+            with self._writer_lock(), self._open_rw() as con:
+                self._ensure_schema(con)
+        deadline = self._deadline()
+        for attempt in itertools.count():
+            mem = duckdb.connect(":memory:")
+            try:
+                mem.execute(f"ATTACH {_literal(str(self.db_path))} AS {_CAT} (READ_ONLY)")
+                break
+            except duckdb.Error as e:
+                mem.close()
+                if not _is_lock_conflict(e):
+                    raise
+                if not _sleep_backoff(attempt, deadline):
+                    raise CatalogLockedError(f"{self.db_path} stayed locked by a writer for {self.timeout} s: {e}") from e
+        try:
+            mem.execute(f"USE {_CAT}")
+            yield mem
+        finally:
+            with contextlib.suppress(Exception):
+                mem.execute("USE memory")
+                mem.execute(f"DETACH {_CAT}")
+
+    def _materialise(self, mem: Any, sql: str, params: Any = None) -> Result:
+        name = f"_result_{next(self._result_ids)}"
+        body = sql.strip()
+        while body.endswith(";"):
+            body = body[:-1].rstrip()
+        mem.execute(f"CREATE TABLE memory.main.{name} AS SELECT * FROM (\n{body}\n)", params)
+        return Result(mem, f"memory.main.{name}")
+
+    # ------------------------------------------------------------------ schema
+
+    @staticmethod
+    def _ensure_schema(con: Any) -> None:
+        def cols(spec: Mapping[str, str]) -> str:
+            return ", ".join(f"{_ident(k)} {v}" for k, v in spec.items())
+
+        reserved = "run_id VARCHAR, flow_name VARCHAR, schema_version INTEGER"
+        ingested = cols(_INGESTED_COLUMNS).replace('"path" VARCHAR', '"path" VARCHAR PRIMARY KEY', 1)
+        con.execute("BEGIN")
+        con.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols(_RUNS_COLUMNS)})")
+        con.execute(f"CREATE TABLE IF NOT EXISTS telemetry ({reserved})")
+        con.execute(f"CREATE TABLE IF NOT EXISTS events ({reserved})")
+        con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({ingested})")
+        con.execute("COMMIT")
+
+    @staticmethod
+    def _table_columns(con: Any, table: str) -> dict[str, str]:
+        rows = con.execute(f"DESCRIBE {_ident(table)}").fetchall()
+        return {r[0]: str(r[1]) for r in rows}
+
+    def _load_state(self, con: Any) -> _State:
+        ingested: dict[str, tuple[int | None, float | None, str | None]] = {}
+        files_by_run: dict[tuple[str | None, str | None], list[str]] = {}
+        for path, run_id, flow, size, mtime, source in con.execute(
+            "SELECT path, run_id, flow_name, size, mtime, source FROM _ingested_files"
+        ).fetchall():
+            ingested[path] = (size, mtime, source)
+            files_by_run.setdefault((run_id, flow), []).append(source or path)
+        runs = {}
+        for row in con.execute(
+            "SELECT manifest_path, manifest_mtime_ns, manifest_size, status, manifest_status, run_id, flow_name, "
+            "mode, path FROM runs"
+        ).fetchall():
+            keys = ("manifest_mtime_ns", "manifest_size", "status", "manifest_status", "run_id", "flow_name", "mode")
+            runs[row[0]] = dict(zip(keys, row[1:8], strict=True)) | {"path": row[8]}
+        columns = {t: self._table_columns(con, t) for t in _KINDS}
+        return _State(ingested, files_by_run, runs, columns)
+
+    # ------------------------------------------------------------------ consolidation
+
+    def consolidate(
+        self, prune: bool = False, progress: Callable[[int, int], Any] | None = None
+    ) -> ConsolidationReport:
+        """Ingest every new immutable file under the root; update changed runs.
+
+        Incremental and idempotent: a second call with nothing new adds nothing.
+        ``prune=True`` also removes the rows (in every table) of runs whose
+        folders (dev/tuner: per-run manifest and data files) are gone.
+        ``progress(done_files, total_files)`` is called as files are written.
+
+        Raises:
+            PermissionError: the manager is read-only.
+            CatalogLockedError: another writer held the catalog for ``timeout`` s.
+        """
+        self._check_open()
+        if self.read_only:
+            raise PermissionError(f"DuckDBManager(read_only=True) cannot consolidate {self.db_path}")
+        t0 = time.perf_counter()
+        report = ConsolidationReport()
+        with self._writer_lock():
+            with self._open_rw() as con:
+                self._ensure_schema(con)
+                state = self._load_state(con)
+            run_rows, units, gone = self._discover(state, report, prune)
+            with self._open_rw() as con:
+                self._write_runs(con, run_rows, state, report)
+                self._write_units(con, units, state, report, progress)
+                if gone:
+                    self._prune(con, gone, report)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    # --- discovery (no database held) ---------------------------------
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+    def _discover(
+        self, state: _State, report: ConsolidationReport, prune: bool
+    ) -> tuple[list[dict[str, Any]], list[_Unit], list[tuple[str | None, str | None]]]:
+        run_rows: list[dict[str, Any]] = []
+        units: list[_Unit] = []
+        if self.root.is_dir():
+            for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+                if entry.name == "flows" or entry.name.startswith(".") or not entry.is_dir():
+                    continue
+                self._discover_run_folder(Path(entry.path), state, report, run_rows, units)
+            flows = self.root / "flows"
+            if flows.is_dir():
+                for entry in sorted(os.scandir(flows), key=lambda e: e.name):
+                    if entry.is_dir() and not entry.name.startswith("."):
+                        self._discover_flow(Path(entry.path), state, report, run_rows, units)
+        self._read_metadata(units, report)
+        gone = self._gone_runs(state) if prune else []
+        return run_rows, [u for u in units if u.pieces], gone
+
+    def _parse_manifest(self, path: Path, report: ConsolidationReport) -> dict[str, Any] | None:
+        """A manifest's content, or None (reported) when it is malformed."""
+        rel = self._rel(path)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+            data = tomllib.loads(raw.decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            report.files_skipped.append((rel, f"malformed manifest: {e}"))
+            return None
+        problems = []
+        if not isinstance(data.get("run_id"), str) or not data["run_id"]:
+            problems.append("run_id missing or not a string")
+        if data.get("status") not in _STATUSES:
+            problems.append(f"status {data.get('status')!r} is not one of {sorted(_STATUSES)}")
+        if data.get("mode", "run") not in _MODES:
+            problems.append(f"mode {data.get('mode')!r} is not one of {list(_MODES)}")
+        for table in ("params", "tags", "units", "provenance", "counts", "cost", "sampling"):
+            if table in data and not isinstance(data[table], Mapping):
+                problems.append(f"[{table}] is not a table")
+        if problems:
+            report.files_skipped.append((rel, "malformed manifest: " + "; ".join(problems)))
+            return None
+        return data
+
+    def _run_row(
+        self, data: Mapping[str, Any], status: str, path: Path, manifest: Path, st: os.stat_result
+    ) -> dict[str, Any]:
+        prov = data.get("provenance") or {}
+        counts = data.get("counts") or {}
+        cost = data.get("cost") or {}
+        sampling = data.get("sampling") or {}
+        created, finished = _utc_text(data.get("created_at")), _utc_text(data.get("finished_at"))
+        duration = None
+        if created and finished:
+            duration = (_dt.datetime.fromisoformat(finished) - _dt.datetime.fromisoformat(created)).total_seconds()
+        argv = prov.get("argv")
+        return {
+            "run_id": data["run_id"],
+            "flow_name": _str(data.get("flow_name")),
+            "mode": _str(data.get("mode", "run")),
+            "trial_id": _str(data.get("trial_id")),
+            "status": status,
+            "manifest_status": data["status"],
+            "created_at": created,
+            "finished_at": finished,
+            "duration_s": duration,
+            "error_type": _str(data.get("error_type")),
+            "error_message": _str(data.get("error_message")),
+            "schema_version": _int(data.get("schema_version")),
+            **{k: _int(counts.get(k)) for k in _RUNS_COLUMNS if k.startswith("rows_")},
+            "segments": _int(counts.get("segments")),
+            "events": _int(counts.get("events")),
+            "flush_secs": _float(cost.get("flush_secs")),
+            "bytes_written": _int(cost.get("bytes_written")),
+            "producer_stalls": _int(cost.get("producer_stalls")),
+            "sampling_keep_first": _int(sampling.get("keep_first")),
+            "sampling_every": _int(sampling.get("every")),
+            "max_rows": _int(sampling.get("max_rows")),
+            "params": _json_text(data.get("params")),
+            "tags": _json_text(data.get("tags")),
+            "units": _json_text(data.get("units")),
+            "host": _str(prov.get("host")),
+            "pid": _int(prov.get("pid")),
+            "user": _str(prov.get("user")),
+            "argv": _json_text(argv) if isinstance(argv, list) else _str(argv),
+            "cwd": _str(prov.get("cwd")),
+            "python": _str(prov.get("python")),
+            "platform": _str(prov.get("platform")),
+            "flightlog_version": _str(prov.get("flightlog_version")),
+            "numpy_version": _str(prov.get("numpy_version")),
+            "git_commit": _str(prov.get("git_commit")),
+            "git_dirty": prov.get("git_dirty") if isinstance(prov.get("git_dirty"), bool) else None,
+            "path": self._rel(path),
+            "manifest_path": self._rel(manifest),
+            "manifest_mtime_ns": st.st_mtime_ns,
+            "manifest_size": st.st_size,
+            "updated_at": _utc_now_text(),
+        }
+
+    def _check_run(
+        self,
+        manifest: Path,
+        run_path: Path,
+        folder: Path | None,
+        state: _State,
+        report: ConsolidationReport,
+        run_rows: list[dict[str, Any]],
+    ) -> tuple[str, str | None, str] | None:
+        """Reads a run's manifest if needed; queues its runs row when new or changed.
+
+        Returns (run_id, flow_name, manifest status) or None when it is missing/malformed.
+        """
+        try:
+            st = manifest.stat()
+        except FileNotFoundError:
+            return None
+        rel = self._rel(manifest)
+        known = state.runs.get(rel)
+        unchanged = (
+            known is not None and known["manifest_mtime_ns"] == st.st_mtime_ns and known["manifest_size"] == st.st_size
+        )
+        if unchanged and known["status"] != "running":
+            return known["run_id"], known["flow_name"], known["manifest_status"]
+        data = self._parse_manifest(manifest, report)
+        if data is None:
+            return None
+        status = _evidence_status(data, folder)
+        if not unchanged or known["status"] != status:
+            row = self._run_row(data, status, run_path, manifest, st)
+            row["_new"] = known is None
+            run_rows.append(row)
+        return data["run_id"], _str(data.get("flow_name")), data["status"]
+
+    def _file_piece(
+        self, path: Path, state: _State, report: ConsolidationReport, run_id: str | None, flow: str | None
+    ) -> _Piece | None:
+        """A whole-file piece for ``path`` if it is not ingested yet (None otherwise)."""
+        rel = self._rel(path)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        known = state.ingested.get(rel)
+        if known is not None:
+            size, mtime, _ = known
+            if size is not None and (size != st.st_size or (mtime is not None and abs(mtime - st.st_mtime) > 1e-6)):
+                report.files_skipped.append(
+                    (rel, "changed after it was ingested; remove the run and consolidate(prune=True) to reload it")
+                )
+            return None
+        return _Piece(rel, run_id, flow, size=st.st_size, mtime=st.st_mtime)
+
+    def _discover_run_folder(
+        self, folder: Path, state: _State, report: ConsolidationReport, run_rows: list[dict[str, Any]], units: list[_Unit]
+    ) -> None:
+        manifest = folder / "manifest.toml"
+        if not manifest.exists():
+            if (folder / "telemetry.parquet").exists():
+                report.files_skipped.append((self._rel(folder), "run folder without manifest.toml"))
+            return
+        info = self._check_run(manifest, folder, folder, state, report, run_rows)
+        if info is None:
+            return
+        run_id, flow, manifest_status = info
+        if manifest_status not in FINAL_STATUSES:
+            return  # not immutable yet: segments may still be merged
+        for kind in _KINDS:
+            path = folder / f"{kind}.parquet"
+            if not path.exists():
+                if self._rel(path) not in state.ingested:
+                    report.files_skipped.append((self._rel(path), f"missing in a {manifest_status} run"))
+                continue
+            piece = self._file_piece(path, state, report, run_id, flow)
+            if piece is not None:
+                units.append(_Unit(kind, path, piece.rel, [piece], size=piece.size or 0, mtime=piece.mtime or 0.0))
+
+    def _discover_flow(
+        self, flow_dir: Path, state: _State, report: ConsolidationReport, run_rows: list[dict[str, Any]], units: list[_Unit]
+    ) -> None:
+        flow = flow_dir.name
+        runs_dir = flow_dir / "runs"
+        if runs_dir.is_dir():
+            for entry in sorted(os.scandir(runs_dir), key=lambda e: e.name):
+                if entry.name.endswith(".toml") and not entry.name.startswith(".") and entry.is_file():
+                    self._check_run(Path(entry.path), Path(entry.path), None, state, report, run_rows)
+        for mode in ("dev", "tuner"):
+            for kind in _KINDS:
+                parts_dir = flow_dir / f"{mode}_{kind}"
+                # Parts first, then the compacted file: a part compacted (and
+                # deleted) in between is then listed by the compacted file.
+                parts = _list_parts(parts_dir)
+                compacted = flow_dir / f"{mode}_{kind}.parquet"
+                listed: set[str] = set()
+                if compacted.exists():
+                    unit = _Unit(kind, compacted, self._rel(compacted), [], compacted=True)
+                    units.append(unit)
+                    listed = self._plan_compacted(unit, parts_dir, flow, state, report)
+                for name in parts:
+                    if name in listed:
+                        continue
+                    m = _PART_RE.match(name)
+                    run_id = m.group("run_id") if m else None
+                    piece = self._file_piece(parts_dir / name, state, report, run_id, flow)
+                    if piece is not None:
+                        units.append(
+                            _Unit(kind, parts_dir / name, piece.rel, [piece], size=piece.size or 0, mtime=piece.mtime or 0)
+                        )
+
+    def _plan_compacted(
+        self, unit: _Unit, parts_dir: Path, flow: str, state: _State, report: ConsolidationReport
+    ) -> set[str]:
+        """Reads a compacted file's part list; fills ``unit.pieces`` with the parts not yet
+        ingested. Returns the listed part names (all of them, ingested or not)."""
+        try:
+            st = unit.file.stat()
+            kv = _read_kv([unit.file])[str(unit.file)]
+        except Exception as e:
+            unit.pieces = []
+            report.files_skipped.append((unit.rel, f"unreadable Parquet: {_short(e)}"))
+            return set()
+        unit.size, unit.mtime, unit.kv = st.st_size, st.st_mtime, kv
+        try:
+            names = json.loads(kv["flightlog.segments"])
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError("flightlog.segments is not a list of names")
+        except (KeyError, ValueError) as e:
+            report.files_skipped.append((unit.rel, f"compacted file without a valid flightlog.segments list: {e}"))
+            return set()
+        todo = [n for n in names if self._rel(parts_dir / n) not in state.ingested]
+        if not todo:
+            return set(names)
+        try:
+            rows = json.loads(kv["flightlog.segment_rows"])
+            if not isinstance(rows, list) or len(rows) != len(names) or not all(_int(r) is not None for r in rows):
+                raise ValueError("flightlog.segment_rows does not match flightlog.segments")
+        except (KeyError, ValueError) as e:
+            # Without row counts only an all-new file can be read, and only whole.
+            report.files_skipped.append((unit.rel, f"cannot split the compacted file into its parts: {e}"))
+            return set(names)
+        offset = 0
+        for name, n in zip(names, rows, strict=True):
+            n = int(n)
+            rel = self._rel(parts_dir / name)
+            if rel not in state.ingested:
+                m = _PART_RE.match(name)
+                run_id = m.group("run_id") if m else kv.get("flightlog.run_id")
+                unit.pieces.append(_Piece(rel, run_id, flow, lo=offset, hi=offset + n, mtime=st.st_mtime))
+            offset += n
+        return set(names)
+
+    def _read_metadata(self, units: list[_Unit], report: ConsolidationReport) -> None:
+        """Fills rows, schema_version and columns of every unit (one batched pass, then
+        file by file if that fails); unreadable files are reported and dropped."""
+        todo = [u for u in units if u.pieces]
+        if not todo:
+            return
+        bad: dict[int, str] = {}
+        try:
+            meta = _read_file_meta([u.file for u in todo])
+        except Exception:
+            meta = {}
+            for u in todo:
+                try:
+                    meta.update(_read_file_meta([u.file]))
+                except Exception as e:
+                    bad[id(u)] = f"unreadable Parquet: {_short(e)}"
+        for u in todo:
+            if id(u) in bad:
+                report.files_skipped.append((u.rel, bad[id(u)]))
+                u.pieces = []
+                continue
+            rows, kv, columns = meta[str(u.file)]
+            u.rows = rows
+            u.kv = kv or u.kv
+            u.columns = columns
+            u.schema_version = _int(u.kv.get("schema_version"))
+            if not u.compacted:
+                u.pieces[0].lo, u.pieces[0].hi = None, None
+            elif u.pieces[-1].hi is not None and u.pieces[-1].hi > rows:
+                report.files_skipped.append((u.rel, f"flightlog.segment_rows add up to more than its {rows} rows"))
+                u.pieces = []
+            if not u.compacted and u.pieces and u.pieces[0].run_id is None:
+                u.pieces[0].run_id = u.kv.get("flightlog.run_id")
+
+    def _gone_runs(self, state: _State) -> list[tuple[str | None, str | None]]:
+        """(run_id, flow_name) of runs whose folders (or manifests and files) are gone."""
+        gone: list[tuple[str | None, str | None]] = []
+        seen: set[tuple[str | None, str | None]] = set()
+        for info in state.runs.values():
+            key = (info["run_id"], info["flow_name"])
+            seen.add(key)
+            exists = (self.root / info["path"]).exists()
+            if not exists and info["mode"] in ("dev", "tuner"):
+                exists = any((self.root / p).exists() for p in state.files_by_run.get(key, ()))
+            if not exists:
+                gone.append(key)
+        for key, paths in state.files_by_run.items():
+            if key not in seen and not any((self.root / p).exists() for p in paths):
+                gone.append(key)
+        return gone
+
+    # --- writing (database held) ---------------------------------------
+
+    def _write_runs(self, con: Any, run_rows: list[dict[str, Any]], state: _State, report: ConsolidationReport) -> None:
+        if not run_rows:
+            return
+        payload = json.dumps([{k: v for k, v in r.items() if k != "_new"} for r in run_rows])
+        paths = json.dumps([{"manifest_path": r["manifest_path"]} for r in run_rows])
+        con.execute("BEGIN")
+        try:
+            con.execute(
+                "DELETE FROM runs WHERE manifest_path IN "
+                f"(SELECT manifest_path FROM {_rows_source({'manifest_path': 'VARCHAR'})})",
+                [paths],
+            )
+            con.execute(f"INSERT INTO runs BY NAME SELECT * FROM {_rows_source(_RUNS_COLUMNS)}", [payload])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        for r in run_rows:
+            if r["_new"]:
+                report.runs_added += 1
+            else:
+                report.runs_updated += 1
+
+    def _plan_columns(self, units: list[_Unit], state: _State, report: ConsolidationReport) -> dict[str, dict[str, str]]:
+        """Checks every unit's columns against its table; returns the new columns per table."""
+        new: dict[str, dict[str, str]] = {k: {} for k in _KINDS}
+        for u in units:
+            table = state.columns[u.kind]
+            added = new[u.kind]
+            conflicts = []
+            for name, ftype in u.columns.items():
+                if name in RESERVED_COLUMNS or name == _FILE_COL:
+                    continue
+                ttype = table.get(name, added.get(name))
+                if ttype is None:
+                    continue
+                if ftype != ttype and ttype not in _WIDENS.get(ftype, ()):
+                    conflicts.append(f"column {name!r} is {ftype} in the file but {ttype} in table {u.kind}")
+            if conflicts:
+                report.files_skipped.append((u.rel, "type conflict: " + "; ".join(conflicts)))
+                u.pieces = []
+                continue
+            for name, ftype in u.columns.items():
+                if name not in RESERVED_COLUMNS and name != _FILE_COL and name not in table and name not in added:
+                    added[name] = _NEW_COLUMN_TYPE.get(ftype, ftype)
+        return new
+
+    def _write_units(
+        self,
+        con: Any,
+        units: list[_Unit],
+        state: _State,
+        report: ConsolidationReport,
+        progress: Callable[[int, int], Any] | None,
+    ) -> None:
+        new = self._plan_columns(units, state, report)
+        units = [u for u in units if u.pieces]
+        if any(new.values()):
+            con.execute("BEGIN")
+            for table, columns in new.items():
+                for name, ctype in columns.items():
+                    con.execute(f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(name)} {ctype}")
+                    state.columns[table][name] = ctype
+            con.execute("COMMIT")
+        total = sum(len(u.pieces) for u in units)
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        for batch in _batches(units):
+            done_batch = self._write_batch(con, batch, report)
+            if done_batch is None:  # the batch failed: isolate the bad file(s)
+                for u in batch:
+                    if self._write_batch(con, [u], report) is None:
+                        report.files_skipped.append((u.rel, self._last_error))
+            done += sum(len(u.pieces) for u in batch)
+            if progress is not None:
+                progress(done, total)
+
+    _last_error = ""
+
+    def _write_batch(self, con: Any, batch: list[_Unit], report: ConsolidationReport) -> int | None:
+        """Inserts the rows of ``batch`` and their bookkeeping in one transaction.
+
+        Returns the rows added, or None (and rolls back) if anything failed."""
+        kind = batch[0].kind
+        columns: dict[str, str] = {}
+        for u in batch:
+            for name in u.columns:
+                if name not in RESERVED_COLUMNS and name != _FILE_COL:
+                    columns.setdefault(name, u.columns[name])
+        ranged = any(u.compacted for u in batch)
+        mapping = []
+        expected = 0
+        for u in batch:
+            for p in u.pieces:
+                lo, hi = (p.lo, p.hi) if ranged and p.lo is not None else (0, u.rows)
+                mapping.append(
+                    {
+                        "file": str(u.file),
+                        "run_id": p.run_id,
+                        "flow_name": p.flow_name,
+                        "schema_version": u.schema_version,
+                        "lo": lo,
+                        "hi": hi,
+                    }
+                )
+                expected += hi - lo
+        has_cols = {c for u in batch for c in u.columns}
+        run_expr = "coalesce(m.run_id, p.run_id)" if "run_id" in has_cols else "m.run_id"
+        flow_expr = "coalesce(m.flow_name, p.flow_name)" if "flow_name" in has_cols else "m.flow_name"
+        select = "".join(f"p.{_ident(c)}, " for c in columns)
+        options = f"union_by_name = true, filename = {_literal(_FILE_COL)}"
+        condition = f"p.{_ident(_FILE_COL)} = m.file"
+        if ranged:
+            options += ", file_row_number = true"
+            condition += " AND p.file_row_number >= m.lo AND p.file_row_number < m.hi"
+        sql = (
+            f"INSERT INTO {_ident(kind)} BY NAME SELECT {select}"
+            f"{run_expr} AS run_id, {flow_expr} AS flow_name, m.schema_version AS schema_version "
+            f"FROM read_parquet(?, {options}) p JOIN {_rows_source(_MAP_COLUMNS)} m ON {condition}"
+        )
+        now = _utc_now_text()
+        bookkeeping = [
+            {
+                "path": p.rel,
+                "kind": kind,
+                "run_id": p.run_id,
+                "flow_name": p.flow_name,
+                "rows": (p.hi - p.lo) if p.lo is not None else u.rows,
+                "size": p.size,
+                "mtime": p.mtime,
+                "ingested_at": now,
+                "source": u.rel if u.compacted else None,
+            }
+            for u in batch
+            for p in u.pieces
+        ]
+        files = sorted({str(u.file) for u in batch})
+        con.execute("BEGIN")
+        try:
+            added = con.execute(sql, [files, json.dumps(mapping)]).fetchone()[0]
+            if added != expected:
+                raise RuntimeError(f"read {added} rows where the footers promise {expected}")
+            con.execute(
+                f"INSERT INTO _ingested_files BY NAME SELECT * FROM {_rows_source(_INGESTED_COLUMNS)}",
+                [json.dumps(bookkeeping)],
+            )
+            for u in batch:  # a file replaced while we read it must not be recorded
+                st = u.file.stat()
+                if st.st_size != u.size or abs(st.st_mtime - u.mtime) > 1e-6:
+                    raise RuntimeError("the file changed while it was being read")
+            con.execute("COMMIT")
+        except Exception as e:
+            con.execute("ROLLBACK")
+            self._last_error = f"could not be ingested: {_short(e)}"
+            return None
+        report.files_added += len(bookkeeping)
+        report.rows_added += int(added)
+        return int(added)
+
+    def _prune(self, con: Any, gone: list[tuple[str | None, str | None]], report: ConsolidationReport) -> None:
+        payload = json.dumps([{"run_id": r, "flow_name": f} for r, f in gone])
+        source = _rows_source(_PRUNE_COLUMNS)
+        match = "t.run_id IS NOT DISTINCT FROM g.run_id AND t.flow_name IS NOT DISTINCT FROM g.flow_name"
+        con.execute("BEGIN")
+        try:
+            for table in ("telemetry", "events", "_ingested_files", "runs"):
+                con.execute(f"DELETE FROM {table} t USING {source} g WHERE {match}", [payload])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        report.runs_pruned += len(gone)
+
+    # ------------------------------------------------------------------ queries
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Result:
+        """Run one read-only SQL query over the catalog and return its rows as a :class:`Result`
+        (``.df()``, ``.arrow()``, ``.pl()``, ``.fetchall()``, ``.fetchone()``, ``.relation``).
+
+        ``params`` are always bound (``?``/``$1`` positional, ``$name`` with a dict),
+        never formatted into the SQL. Any statement that yields rows works
+        (``SELECT``, ``WITH``, ``DESCRIBE``, ``SUMMARIZE``, ``SHOW TABLES``, ...).
+        The result is materialised in memory, so the catalog file is released
+        before this returns.
+
+        Raises:
+            CatalogLockedError: a writer held the catalog for ``timeout`` s.
+            duckdb.Error: the SQL is invalid (or tries to write).
+        """
+        self._check_open()
+        if not isinstance(sql, str):
+            raise TypeError(f"sql must be a str, got {type(sql).__name__}")
+        with self._reader() as mem:
+            return self._materialise(mem, sql, params)
+
+    def runs(self, flow_name: str | None = None, status: str | Iterable[str] | None = None) -> Result:
+        """The ``runs`` table (optionally one flow's, and/or with the given status(es)),
+        oldest first."""
+        statuses = [status] if isinstance(status, str) else (list(status) if status is not None else None)
+        sql = (
+            "SELECT * FROM runs WHERE (?::VARCHAR IS NULL OR flow_name = ?::VARCHAR) "
+            "AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], status)) "
+            "ORDER BY created_at NULLS LAST, run_id"
+        )
+        return self.query(sql, [flow_name, flow_name, statuses, statuses])
+
+    def _rows_of(self, table: str, where: str, params: list[Any], columns: Sequence[str] | None, order: str) -> Result:
+        self._check_open()
+        with self._reader() as mem:
+            available = self._table_columns(mem, table)
+            if columns is None:
+                select = "*"
+            else:
+                columns = [columns] if isinstance(columns, str) else list(columns)
+                unknown = [c for c in columns if c not in available]
+                if unknown:
+                    raise ValueError(f"no column(s) {unknown} in {table}; it has {list(available)}")
+                select = ", ".join(_ident(c) for c in columns)
+            keys = [k for k in ("run_id", *order.split(",")) if k and k in available]
+            order_by = f" ORDER BY {', '.join(_ident(k) for k in keys)}" if keys else ""
+            return self._materialise(mem, f"SELECT {select} FROM {table} WHERE {where}{order_by}", params)
+
+    def telemetry(self, run_ids: str | Iterable[str] | None = None, columns: Sequence[str] | None = None) -> Result:
+        """Consolidated telemetry rows (of the given run(s)), ordered by run and ``iter``;
+        ``columns`` picks columns (names are checked against the table)."""
+        ids = _id_list(run_ids)
+        where = "(?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], run_id))"
+        return self._rows_of("telemetry", where, [ids, ids], columns, "iter,t_wall_ms")
+
+    def events(self, run_ids: str | Iterable[str] | None = None, names: str | Iterable[str] | None = None) -> Result:
+        """Consolidated events (of the given run(s), with the given name(s)), in time order."""
+        ids = _id_list(run_ids)
+        events = _id_list(names)
+        where = (
+            "(?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], run_id)) "
+            "AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], event))"
+        )
+        return self._rows_of("events", where, [ids, ids, events, events], None, "t_wall_ms")
+
+    def compare(self, run_ids: str | Iterable[str], metric: str = "E") -> Result:
+        """Per-run summary of ``metric``, one row per run in the order given.
+
+        Columns: ``run_id``, ``flow_name``, ``status``, ``rows``, ``first``,
+        ``last`` (value at the lowest/highest ``iter``), ``min``,
+        ``argmin_iter`` (the lowest ``iter`` where ``min`` is reached),
+        ``iterations`` (``max(iter) - min(iter) + 1``, which counts sampled-out
+        rows too), ``wall_s`` (span of ``t_wall_ms`` in seconds), ``rows_per_s``,
+        then ``delta_<column>`` = this run minus the first run for ``first``,
+        ``last``, ``min``, ``argmin_iter``, ``iterations``, ``wall_s`` and
+        ``rows_per_s``. A run without rows has ``rows = 0`` and nulls.
+        Null values of ``metric`` are ignored.
+
+        Raises:
+            ValueError: no run ids, or ``metric`` is not a numeric telemetry column.
+        """
+        self._check_open()
+        ids = _id_list(run_ids)
+        if not ids:
+            raise ValueError("compare() needs at least one run id")
+        with self._reader() as mem:
+            available = self._table_columns(mem, "telemetry")
+            if metric not in available or metric in RESERVED_COLUMNS:
+                raise ValueError(f"no telemetry column {metric!r}; columns: {list(available)}")
+            if not _is_numeric(available[metric]):
+                raise ValueError(f"telemetry column {metric!r} is {available[metric]}, not numeric")
+            if "iter" in available:
+                key = _ident("iter")
+            elif "t_wall_ms" in available:
+                key = _ident("t_wall_ms")
+            else:
+                raise ValueError("telemetry has neither an 'iter' nor a 't_wall_ms' column to order rows by")
+            wall = _ident("t_wall_ms") if "t_wall_ms" in available else "NULL::DOUBLE"
+            iterations = f"max({key}) - min({key}) + 1" if "iter" in available else "count(*)"
+            deltas = ("first", "last", "min", "argmin_iter", "iterations", "wall_s", "rows_per_s")
+            sql = f"""
+            WITH ids AS (SELECT unnest(?::VARCHAR[]) AS run_id, unnest(?::BIGINT[]) AS ord),
+            t AS (SELECT run_id, {key} AS k, {_ident(metric)}::DOUBLE AS v, {wall}::DOUBLE AS w
+                  FROM telemetry WHERE list_contains(?::VARCHAR[], run_id)),
+            s AS (SELECT run_id, count(*) AS rows,
+                         arg_min(v, k) FILTER (WHERE v IS NOT NULL) AS first,
+                         arg_max(v, k) FILTER (WHERE v IS NOT NULL) AS last,
+                         min(v) AS min,
+                         arg_min(k, (v, k)) FILTER (WHERE v IS NOT NULL) AS argmin_iter,
+                         {iterations.replace(key, "k")} AS iterations,
+                         (max(w) - min(w)) / 1000.0 AS wall_s
+                  FROM t GROUP BY run_id),
+            r AS (SELECT run_id, any_value(flow_name) AS flow_name, any_value(status) AS status
+                  FROM runs GROUP BY run_id),
+            j AS (SELECT ids.ord, ids.run_id, r.flow_name, r.status, coalesce(s.rows, 0) AS rows,
+                         s.first, s.last, s.min, s.argmin_iter, s.iterations, s.wall_s,
+                         CASE WHEN s.wall_s > 0 THEN s.rows / s.wall_s END AS rows_per_s
+                  FROM ids LEFT JOIN s USING (run_id) LEFT JOIN r USING (run_id))
+            SELECT j.* EXCLUDE (ord), {", ".join(f"j.{c} - ref.{c} AS delta_{c}" for c in deltas)}
+            FROM j CROSS JOIN (SELECT * FROM j WHERE ord = 0) ref ORDER BY j.ord
+            """
+            return self._materialise(mem, sql, [ids, list(range(len(ids))), ids])
+
+    # ------------------------------------------------------------------ live
+
+    def live(self, run_id: str, kind: str = "telemetry") -> Result:
+        """What a run has made durable so far, read straight from its files (not the catalog).
+
+        For a run folder: ``telemetry.parquet`` (if present) minus the segments it
+        lists, plus ``segments/telemetry-*.parquet``; for a dev/tuner run: its parts,
+        and its rows in the compacted file. The file list is taken so that a merge
+        or compaction happening at the same moment is never counted twice (a file
+        that vanishes mid-read makes the read start again). ``kind="events"``
+        reads the events instead. Works for finished runs too.
+
+        Raises:
+            ValueError: no run ``run_id`` under the root, or a bad ``kind``.
+        """
+        self._check_open()
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be 'telemetry' or 'events', got {kind!r}")
+        duckdb = _duckdb()
+        where = self._locate(run_id)
+        deadline = time.monotonic() + max(self.timeout or 0, 5.0)
+        for attempt in itertools.count():
+            try:
+                files = self._live_files(where, run_id, kind)
+                mem = duckdb.connect(":memory:")
+                if not files:
+                    mem.execute("CREATE TABLE memory.main.live AS SELECT NULL::VARCHAR AS run_id WHERE false")
+                    return Result(mem, "memory.main.live")
+                mapping = json.dumps(
+                    [
+                        {"file": str(f), "lo": lo, "hi": hi, "ord": i, "run_id": None, "flow_name": None}
+                        for i, (f, lo, hi) in enumerate(files)
+                    ]
+                )
+                spec = {"file": "VARCHAR", "lo": "BIGINT", "hi": "BIGINT", "ord": "BIGINT"}
+                mem.execute(
+                    "CREATE TABLE memory.main.live AS SELECT p.* EXCLUDE (__flightlog_file, file_row_number) "
+                    "FROM read_parquet(?, union_by_name = true, filename = '__flightlog_file', file_row_number = true) p "
+                    f"JOIN {_rows_source(spec)} m ON p.__flightlog_file = m.file "
+                    "AND (m.lo IS NULL OR (p.file_row_number >= m.lo AND p.file_row_number < m.hi)) "
+                    "ORDER BY m.ord, p.file_row_number",
+                    [sorted({str(f) for f, _, _ in files}), mapping],
+                )
+                return Result(mem, "memory.main.live")
+            except (duckdb.Error, OSError, KeyError, ValueError) as e:
+                if isinstance(e, ValueError) and not isinstance(e, duckdb.Error):
+                    raise
+                if not _sleep_backoff(attempt, deadline):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _locate(self, run_id: str) -> tuple[str, Path, Mapping[str, Any] | None]:
+        """("folder", run folder, manifest) or ("parts", flow folder, manifest) of a run."""
+        from ._names import validate_name
+
+        validate_name("run_id", run_id)
+        candidates = [self.root / f"fda_run_{run_id}", self.root / run_id]
+        if self.root.is_dir():
+            candidates += sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.endswith(run_id))
+        for folder in candidates:
+            manifest = folder / "manifest.toml"
+            with contextlib.suppress(OSError, ValueError, tomllib.TOMLDecodeError):
+                data = tomllib.loads(manifest.read_text("utf-8"))
+                if data.get("run_id") == run_id:
+                    return "folder", folder, data
+        flows = self.root / "flows"
+        if flows.is_dir():
+            for flow_dir in sorted(p for p in flows.iterdir() if p.is_dir()):
+                manifest = flow_dir / "runs" / f"{run_id}.toml"
+                if manifest.exists():
+                    data = None
+                    with contextlib.suppress(OSError, ValueError, tomllib.TOMLDecodeError):
+                        data = tomllib.loads(manifest.read_text("utf-8"))
+                    return "parts", flow_dir, data
+            for flow_dir in sorted(p for p in flows.iterdir() if p.is_dir()):
+                for mode in ("dev", "tuner"):
+                    if any(_part_run(n) == run_id for n in _list_parts(flow_dir / f"{mode}_telemetry")):
+                        return "parts", flow_dir, None
+        raise ValueError(f"no run {run_id!r} under {self.root}")
+
+    def _live_files(
+        self, where: tuple[str, Path, Mapping[str, Any] | None], run_id: str, kind: str
+    ) -> list[tuple[Path, int | None, int | None]]:
+        how, base, manifest = where
+        if how == "folder":
+            seg_dir = base / "segments"
+            segments = [n for n in _list_dir(seg_dir) if n.startswith(f"{kind}-") and n.endswith(".parquet")]
+            final = base / f"{kind}.parquet"
+            files: list[tuple[Path, int | None, int | None]] = []
+            listed: set[str] = set()
+            if final.exists():
+                kv = _read_kv([final])[str(final)]
+                listed = set(json.loads(kv.get("flightlog.segments", "[]")))
+                files.append((final, None, None))
+            files += [(seg_dir / n, None, None) for n in segments if n not in listed]
+            return files
+        modes = [manifest["mode"]] if manifest and manifest.get("mode") in ("dev", "tuner") else ["dev", "tuner"]
+        files = []
+        for mode in modes:
+            parts_dir = base / f"{mode}_{kind}"
+            parts = [n for n in _list_parts(parts_dir) if _part_run(n) == run_id]
+            compacted = base / f"{mode}_{kind}.parquet"
+            listed = set()
+            if compacted.exists():
+                kv = _read_kv([compacted])[str(compacted)]
+                names = json.loads(kv.get("flightlog.segments", "[]"))
+                rows = json.loads(kv.get("flightlog.segment_rows", "null"))
+                listed = set(names)
+                if any(_part_run(n) == run_id for n in names):
+                    if not isinstance(rows, list) or len(rows) != len(names):
+                        raise ValueError(f"{compacted} lacks flightlog.segment_rows; cannot split it into parts")
+                    offset = 0
+                    for name, n in zip(names, rows, strict=True):
+                        if _part_run(name) == run_id:
+                            files.append((compacted, offset, offset + int(n)))
+                        offset += int(n)
+            files += [(parts_dir / n, None, None) for n in parts if n not in listed]
+        return files
+
+
+# --------------------------------------------------------------------------- module helpers
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _id_list(values: str | Iterable[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        return [values]
+    out = list(values)
+    for v in out:
+        if not isinstance(v, str):
+            raise TypeError(f"expected str ids, got {type(v).__name__} {v!r}")
+    return out
+
+
+def _is_numeric(duck_type: str) -> bool:
+    t = duck_type.upper()
+    return t in _INTS or t in ("UBIGINT", "HUGEINT", "FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL")
+
+
+def _list_dir(folder: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _list_parts(folder: Path) -> list[str]:
+    """Published part files in ``folder`` (temp files start with a dot and never match)."""
+    return [n for n in _list_dir(folder) if n.startswith("part-") and n.endswith(".parquet")]
+
+
+def _part_run(name: str) -> str | None:
+    m = _PART_RE.match(name)
+    return m.group("run_id") if m else None
+
+
+_KV_KEYS = ("schema_version", "flightlog.segments", "flightlog.segment_rows", "flightlog.run_id")
+
+
+def _read_kv(files: list[Path]) -> dict[str, dict[str, str]]:
+    """The flightlog key-value metadata of Parquet files (in-memory DuckDB; no catalog)."""
+    duckdb = _duckdb()
+    con = duckdb.connect(":memory:")
+    try:
+        names = [str(f) for f in files]
+        out: dict[str, dict[str, str]] = {n: {} for n in names}
+        keys = ", ".join(f"{_literal(k)}::BLOB" for k in _KV_KEYS)
+        for fname, key, value in con.execute(
+            f"SELECT file_name, decode(key), decode(value) FROM parquet_kv_metadata(?) WHERE key IN ({keys})",
+            [names],
+        ).fetchall():
+            out.setdefault(fname, {})[key] = value
+        return out
+    finally:
+        con.close()
+
+
+def _read_file_meta(files: list[Path]) -> dict[str, tuple[int, dict[str, str], dict[str, str]]]:
+    """(rows, flightlog KV, {column: DuckDB type}) of Parquet files, from their footers."""
+    duckdb = _duckdb()
+    names = [str(f) for f in files]
+    kv = _read_kv(files)
+    con = duckdb.connect(":memory:")
+    try:
+        rows = dict(con.execute("SELECT file_name, num_rows FROM parquet_file_metadata(?)", [names]).fetchall())
+        schema: dict[str, list[tuple[str, str | None, int | None]]] = {n: [] for n in names}
+        for fname, col, dtype, children in con.execute(
+            "SELECT file_name, name, duckdb_type, num_children FROM parquet_schema(?)", [names]
+        ).fetchall():
+            schema.setdefault(fname, []).append((col, dtype, children))
+        out = {}
+        for n in names:
+            elements = schema.get(n, [])
+            if n not in rows or not elements:
+                raise ValueError(f"{n}: no Parquet footer")
+            nested = any((c or 0) > 0 for _, _, c in elements[1:])
+            if nested or any(t is None for _, t, _ in elements[1:]):
+                described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [n]).fetchall()
+                columns = {r[0]: str(r[1]) for r in described}
+            else:
+                columns = {c: str(t) for c, t, _ in elements[1:]}
+            out[n] = (int(rows[n]), kv.get(n, {}), columns)
+        return out
+    finally:
+        con.close()
+
+
+def _batches(units: list[_Unit]) -> Iterator[list[_Unit]]:
+    """Groups whole-file units of the same table into batches; compacted files go alone."""
+    for kind in _KINDS:
+        batch: list[_Unit] = []
+        rows = 0
+        for u in units:
+            if u.kind != kind:
+                continue
+            if u.compacted:
+                yield [u]
+                continue
+            if batch and (len(batch) >= _BATCH_FILES or rows + u.rows > _BATCH_ROWS):
+                yield batch
+                batch, rows = [], 0
+            batch.append(u)
+            rows += u.rows
+        if batch:
+            yield batch

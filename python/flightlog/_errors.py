@@ -1,0 +1,53 @@
+"""Exceptions raised by flightlog.
+
+::
+
+    Exception
+     └── FlightlogError                 every error flightlog raises on purpose
+          ├── SchemaError (ValueError)  unknown/missing field, bad schema, inference failed
+          ├── WriteError (OSError)      a file could not be written or published
+          ├── RecorderClosedError (RuntimeError)   the recorder was closed
+          └── CatalogLockedError (TimeoutError)    another process holds duckdb.db
+
+Wrong value types raise the built-in ``TypeError`` and out-of-range values and
+bad names the built-in ``ValueError``, each naming the field or argument.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CatalogLockedError",
+    "FlightlogError",
+    "RecorderClosedError",
+    "RowBudgetWarning",
+    "SchemaError",
+    "WriteError",
+]
+
+
+class FlightlogError(Exception):
+    """Base class of flightlog's own exceptions."""
+
+
+class SchemaError(FlightlogError, ValueError):
+    """A row or a schema does not fit: unknown field, missing field, bad definition."""
+
+
+class WriteError(FlightlogError, OSError):
+    """Writing or publishing a file failed.
+
+    Rows that were not made durable stay in memory for a retry; the message
+    says so, or says how many rows were lost.
+    """
+
+
+class RecorderClosedError(FlightlogError, RuntimeError):
+    """The recorder (or run) was already closed."""
+
+
+class CatalogLockedError(FlightlogError, TimeoutError):
+    """Another process held the DuckDB catalog for longer than ``timeout``."""
+
+
+class RowBudgetWarning(UserWarning):
+    """A recorder reached its ``max_rows`` budget; later rows are counted, not written."""

@@ -1,0 +1,735 @@
+"""Runs: :class:`TelemetryManager` turns a recorder into a self-describing run.
+
+A run is one folder ``<root>/fda_run_<id>/`` (mode ``"run"``) or a set of
+append-mode parts under ``<root>/flows/<flow_name>/`` with a per-run manifest
+``flows/<flow_name>/runs/<id>.toml`` (modes ``"dev"`` and ``"tuner"``).
+
+Order of work when a run starts, each step only after the previous succeeded:
+
+1. every name, option, param, tag and unit is validated and converted (a bad one
+   raises ``ValueError``/``TypeError`` and nothing touches the disk);
+2. the root is resolved and checked to be writable;
+3. the run id is claimed atomically, with the ``running`` manifest (run folder:
+   ``mkdir`` then the manifest; dev/tuner: the complete manifest appears at once
+   under its final name, so claiming and writing are one step);
+4. the recorder is created (if that fails, what step 3 made is removed) and
+   ``RUN_STARTED`` is recorded.
+
+``close()`` records ``RUN_FINISHED``, closes the recorder and rewrites the
+manifest with status, counts, cost and files. A process that dies before that
+leaves ``status = "running"``; evidence (a dead pid, or no new file for
+``stale_after`` seconds) shows it as ``crashed`` and ``flightlog.recover``
+finalises it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import copy
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import events as _events
+from ._errors import FlightlogError, SchemaError
+from ._manifest import (
+    MANIFEST_NAME,
+    ManifestError,
+    create_manifest,
+    provenance,
+    read_manifest,
+    to_toml_table,
+    utc_now_iso,
+    write_manifest,
+)
+from ._names import validate_name
+from ._recorder import FlightRecorder, Sampling
+from ._runs import DEFAULT_RUN_PREFIX, claim, claim_run_dir, resolve_root
+from ._schema import Field, Schema
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "DEFAULT_SAMPLING",
+    "MODES",
+    "TelemetryManager",
+    "UnitsWarning",
+    "flow_dir",
+    "flow_paths",
+]
+
+#: The run modes.
+MODES = ("run", "dev", "tuner")
+#: Row budget of a ``"run"`` when ``max_rows`` is not given.
+DEFAULT_MAX_ROWS = 1_000_000
+#: Sampling of ``"dev"``/``"tuner"`` runs when ``sampling`` is not given: every
+#: row up to 1,000, then every 10th.
+DEFAULT_SAMPLING = (1000, 10)
+#: Fields whose units and method of computation a manifest must carry (CFS rule).
+UNIT_FIELDS = ("phi_residual", "invariant_drift_max")
+
+_RECORDER_OPTIONS = frozenset(
+    {
+        "schema_version",
+        "flush_interval",
+        "segment_rows",
+        "ring_capacity",
+        "compression",
+        "on_full",
+        "sampling",
+        "max_rows",
+        "metadata",
+    }
+)
+_MAX_ERROR_MESSAGE = 4000
+
+
+# Runs still open at interpreter exit are closed by _close_all_at_exit. It is
+# registered after the recorder's own exit hook, so it runs first (LIFO) and can
+# still write RUN_FINISHED and the manifest.
+_open_runs: weakref.WeakSet[TelemetryManager] = weakref.WeakSet()
+_open_lock = threading.Lock()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    with _open_lock:
+        runs = list(_open_runs)
+    # An exception that ended the program is in sys.last_value (set when it was printed).
+    error = getattr(sys, "last_value", None)
+    for tm in runs:
+        with contextlib.suppress(Exception):
+            tm.close(error=error if isinstance(error, BaseException) else None)
+
+
+class UnitsWarning(UserWarning):
+    """A CFS field (``phi_residual``, ``invariant_drift_max``) has no entry in ``units``.
+
+    The CFS requires these two fields to carry their units and how they were
+    computed, e.g. ``units={"phi_residual": {"unit": "1", "method": "||r||/||b||"}}``.
+    """
+
+
+def flow_dir(root: str | os.PathLike[str], flow_name: str) -> Path:
+    """``<root>/flows/<flow_name>`` (the name is validated)."""
+    return Path(root) / "flows" / validate_name("flow_name", flow_name)
+
+
+def flow_paths(root: str | os.PathLike[str], flow_name: str, which: str) -> dict[str, Path]:
+    """Folders and files of a flow's append mode ``which`` (``"dev"`` or ``"tuner"``):
+    ``flow``, ``runs``, ``telemetry`` (parts), ``events`` (parts), ``compacted_telemetry``,
+    ``compacted_events``."""
+    if which not in ("dev", "tuner"):
+        raise ValueError(f"which must be 'dev' or 'tuner', got {which!r}")
+    fd = flow_dir(root, flow_name)
+    return {
+        "flow": fd,
+        "runs": fd / "runs",
+        "telemetry": fd / f"{which}_telemetry",
+        "events": fd / f"{which}_events",
+        "compacted_telemetry": fd / f"{which}_telemetry.parquet",
+        "compacted_events": fd / f"{which}_events.parquet",
+    }
+
+
+def _error_type(exc: BaseException) -> str:
+    t = type(exc)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _error_message(exc: BaseException) -> str:
+    msg = str(exc)
+    return msg if len(msg) <= _MAX_ERROR_MESSAGE else msg[: _MAX_ERROR_MESSAGE - 3] + "..."
+
+
+def _sampling_pair(sampling: Any) -> tuple[int, int] | None:
+    if sampling is None:
+        return None
+    if isinstance(sampling, tuple | list) and len(sampling) == 2:
+        return int(sampling[0]), int(sampling[1])
+    keep_first, every = getattr(sampling, "keep_first", None), getattr(sampling, "every", None)
+    if keep_first is None or every is None:
+        raise TypeError(
+            f"sampling must be None, Sampling(keep_first, every) or a (keep_first, every) pair, got {sampling!r}"
+        )
+    return int(keep_first), int(every)
+
+
+def _with_constant_fields(schema: Schema, constants: Mapping[str, str]) -> Schema:
+    if not isinstance(schema, Schema):
+        raise TypeError(f"schema must be a flightlog.Schema or None, got {type(schema).__name__}")
+    for name in constants:
+        if name in schema and schema[name].dtype != "str":
+            raise SchemaError(
+                f"field {name!r} of the schema has dtype {schema[name].dtype_name}; "
+                "the manager fills it in and needs it to be 'str'"
+            )
+    extra = [
+        Field(name, "str", nullable=(name == "trial_id"), doc=f"{name}, filled in by the manager")
+        for name in constants
+        if name not in schema
+    ]
+    return schema.with_fields(extra, first=True) if extra else schema
+
+
+def _schema_of(rec: Any) -> Schema | None:
+    schema = getattr(rec, "schema", None)
+    return schema if isinstance(schema, Schema) else None
+
+
+class _Buffered:
+    """Events recorded before a lazily created recorder exists."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any, float]] = []
+
+
+class TelemetryManager:
+    """One run of a flow: ids, folder or parts, manifest, events, constant columns.
+
+    >>> import tempfile
+    >>> from flightlog import Schema, Field
+    >>> schema = Schema([Field("iter", "i64"), Field("E", "f64")])
+    >>> with TelemetryManager(tempfile.mkdtemp(), "demo", schema=schema) as tm:
+    ...     for i in range(3):
+    ...         tm.log(iter=i, E=1.0 / (i + 1))
+    ...     tm.event("CERT_PASS", {"gap": 0.12})
+    >>> tm.manifest["status"], tm.manifest["counts"]["rows_written"]
+    ('finished', 3)
+
+    Args:
+        base_path: the root (else ``$FLIGHTLOG_ROOT``, else ``./telematry_cfs``).
+        flow_name: name of the flow (a column of every row).
+        run_id: the run id (default: UTC start time ``YYYYMMDD_HHMMSS``); a taken id
+            gets ``_2``, ``_3``, ...
+        mode: ``"run"`` (immutable run folder, all rows, ``max_rows`` default
+            1,000,000), ``"dev"`` or ``"tuner"`` (append-mode parts under
+            ``flows/<flow_name>/``, sampling default ``(1000, 10)``).
+        schema: a :class:`~flightlog.Schema` (``run_id``, ``flow_name`` and, when a
+            trial id is given, ``trial_id`` str fields are added if missing), or
+            ``None``: the first ``log()`` infers it (``record()`` then needs a
+            ``log()`` first).
+        trial_id: required in ``"tuner"`` mode; a constant column whenever given.
+        params, tags, units: user config, labels, and units/notes per field, written
+            to the manifest (see :mod:`flightlog._manifest` for how values convert).
+        run_prefix: prefix of run folders (``"fda_run_"``).
+        **recorder_options: passed to :class:`~flightlog.FlightRecorder`
+            (``flush_interval``, ``segment_rows``, ``ring_capacity``, ``compression``,
+            ``on_full``, ``sampling``, ``max_rows``, ``metadata``, ``schema_version``).
+
+    ``log``, ``record``, ``extend`` and ``flush`` are the recorder's own native
+    methods, bound onto the manager: no Python frame on the hot path. With
+    ``schema=None`` the recorder is created by the first ``log()`` (which then
+    binds them); events before that are kept and written then, with negative
+    ``t_wall_ms`` (they happened before the recorder's clock started).
+
+    Leaving a ``with`` block by an exception closes the run as ``failed`` (type
+    and message in the manifest, every row kept) and re-raises.
+    """
+
+    def __init__(
+        self,
+        base_path: str | os.PathLike[str] | None,
+        flow_name: str,
+        run_id: str | None = None,
+        *,
+        mode: str = "run",
+        schema: Schema | None = None,
+        trial_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        units: Mapping[str, Any] | None = None,
+        run_prefix: str = DEFAULT_RUN_PREFIX,
+        **recorder_options: Any,
+    ) -> None:
+        # 1. Validate and convert everything before touching the disk.
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
+        self.flow_name: str = validate_name("flow_name", flow_name)
+        if run_id is not None:
+            validate_name("run_id", run_id)
+        if trial_id is not None:
+            validate_name("trial_id", trial_id)
+        elif mode == "tuner":
+            raise ValueError("mode='tuner' needs a trial_id (it becomes a column of every row)")
+        validate_name("run_prefix", run_prefix)
+        unknown = sorted(set(recorder_options) - _RECORDER_OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"TelemetryManager got unexpected option(s) {', '.join(unknown)}; "
+                f"recorder options are {', '.join(sorted(_RECORDER_OPTIONS))}"
+            )
+        options = dict(recorder_options)
+        if mode == "run":
+            options.setdefault("max_rows", DEFAULT_MAX_ROWS)
+        else:
+            options.setdefault("sampling", Sampling(*DEFAULT_SAMPLING))
+        sampling = _sampling_pair(options.get("sampling"))
+        max_rows = options.get("max_rows")
+        self._params = to_toml_table(params or {}, "params")
+        self._tags = to_toml_table(tags or {}, "tags")
+        self._units = to_toml_table(units or {}, "units")
+
+        self.mode: str = mode
+        self.trial_id: str | None = trial_id
+        self._constants: dict[str, str] = {"run_id": "", "flow_name": self.flow_name}
+        if trial_id is not None:
+            self._constants["trial_id"] = trial_id
+        self._schema: Schema | None = None if schema is None else _with_constant_fields(schema, self._constants)
+        self._schema_version = options.get("schema_version")
+        if self._schema is not None:
+            self._check_units(self._schema, stacklevel=3)
+        self._options = options
+        self._lock = threading.RLock()
+        self._closed = False
+        self._buffered = _Buffered()
+        self._t0 = time.monotonic()
+        self._recorder: Any = None
+
+        # 2. The root.
+        self.root: Path = resolve_root(base_path)
+
+        # 3. Claim the id together with the "running" manifest.
+        sampling_table: dict[str, Any] = {"policy": "all"} if sampling is None else {}
+        if sampling is not None:
+            sampling_table = {"policy": "keep_first_then_every", "keep_first": sampling[0], "every": sampling[1]}
+        if max_rows is not None:
+            sampling_table["max_rows"] = int(max_rows)
+        self._manifest: dict[str, Any] = {
+            "schema_version": self._version(self._schema),
+            "run_id": "",
+            "flow_name": self.flow_name,
+            "mode": mode,
+            "trial_id": trial_id,
+            "status": "running",
+            "created_at": utc_now_iso(),
+            "params": self._params,
+            "tags": self._tags,
+            "units": self._units,
+            "provenance": provenance(),
+            "sampling": sampling_table,
+        }
+        if self._schema is not None:
+            self._manifest["schema"] = self._schema.to_dict()
+        self._flow_dir: Path | None = None
+        if mode == "run":
+            rid, run_path = claim_run_dir(self.root, run_prefix, run_id)
+            self._manifest["run_id"] = rid
+            self._manifest_path = run_path / MANIFEST_NAME
+            try:
+                write_manifest(self._manifest_path, self._manifest)
+            except BaseException:
+                shutil.rmtree(run_path, ignore_errors=True)
+                raise
+            self.run_path: Path = run_path
+        else:
+            paths = flow_paths(self.root, self.flow_name, mode)
+            for key in ("runs", "telemetry", "events"):
+                paths[key].mkdir(parents=True, exist_ok=True)
+            self._flow_dir = paths["flow"]
+            self._parts_dir, self._events_dir = paths["telemetry"], paths["events"]
+
+            def make(cand: str) -> None:
+                self._manifest["run_id"] = cand
+                create_manifest(paths["runs"] / f"{cand}.toml", self._manifest)
+
+            rid = claim(paths["runs"], make, run_id)
+            self._manifest_path = paths["runs"] / f"{rid}.toml"
+            self.run_path = paths["flow"]
+        self.run_id: str = rid
+        self._constants["run_id"] = rid
+
+        # 4. The recorder.
+        try:
+            if self._schema is not None:
+                self._start_recorder(self._schema)
+            if self._flow_dir is not None:
+                self._update_flow_manifest()
+            self.event(_events.RUN_STARTED, {"mode": mode, "pid": os.getpid()})
+        except BaseException:
+            self._abandon()
+            raise
+        with _open_lock:
+            _open_runs.add(self)
+
+    # ------------------------------------------------------------------ recorder
+
+    def _version(self, schema: Schema | None) -> int | None:
+        if self._schema_version is not None:
+            return int(self._schema_version)
+        return None if schema is None else schema.version
+
+    def _check_units(self, schema: Schema, *, stacklevel: int) -> None:
+        missing = [f for f in UNIT_FIELDS if f in schema and f not in self._units]
+        if missing:
+            warnings.warn(
+                f"units for {', '.join(missing)} are missing: the CFS requires their units and how they were "
+                f"computed in the manifest, e.g. units={{{missing[0]!r}: {{'unit': '1', 'method': '...'}}}}",
+                UnitsWarning,
+                stacklevel=stacklevel,
+            )
+
+    def _new_recorder(self, schema: Schema | None) -> Any:
+        opts = dict(self._options)
+        if "sampling" in opts and isinstance(opts["sampling"], list):
+            opts["sampling"] = tuple(opts["sampling"])
+        if self.mode == "run":
+            return FlightRecorder(self.run_path, schema, run_id=self.run_id, constants=dict(self._constants), **opts)
+        return FlightRecorder.for_parts(
+            self._parts_dir, self._events_dir, self.run_id, schema=schema, constants=dict(self._constants), **opts
+        )
+
+    def _start_recorder(self, schema: Schema | None) -> Any:
+        rec = self._new_recorder(schema)
+        self._recorder = rec
+        self._bind(rec)
+        return rec
+
+    def _bind(self, rec: Any) -> None:
+        # Straight to the native methods: no Python frame on the hot path.
+        self.log = rec.log
+        self.record = rec.record
+        self.extend = rec.extend
+        self.flush = rec.flush
+
+    def _drain_buffered(self, rec: Any) -> None:
+        items, self._buffered.items = self._buffered.items, []
+        if not items:
+            return
+        start = time.monotonic()
+        for name, payload, t in items:
+            rec.event(name, payload, t_wall_ms=(t - start) * 1e3)
+
+    def _ensure_recorder(self, first_log: Mapping[str, Any] | None = None) -> Any:
+        """The recorder; in lazy mode it is created here (``first_log`` infers the schema)."""
+        with self._lock:
+            if self._recorder is not None:
+                return self._recorder
+            if self._closed:
+                raise FlightlogError(f"run {self.run_id} is closed")
+            if first_log is None:
+                schema = Schema(
+                    [
+                        Field(n, "str", nullable=(n == "trial_id"), doc=f"{n}, filled in by the manager")
+                        for n in self._constants
+                    ],
+                    version=1 if self._schema_version is None else int(self._schema_version),
+                )
+                rec = self._new_recorder(schema)
+            else:
+                rec = self._new_recorder(None)
+                try:
+                    rec.log(**first_log)  # infers the schema (constants first) and records the row
+                except BaseException:
+                    if _schema_of(rec) is None:  # inference failed: try again on the next log()
+                        with contextlib.suppress(Exception):
+                            rec.close()
+                        raise
+                    self._adopt(rec)  # the schema stands; only this row was refused
+                    raise
+            self._adopt(rec)
+            return rec
+
+    def _adopt(self, rec: Any) -> None:
+        self._recorder = rec
+        schema = _schema_of(rec)
+        if schema is not None:
+            self._check_units(schema, stacklevel=5)
+        self._drain_buffered(rec)
+        self._bind(rec)
+
+    # Used until the recorder exists (schema=None); then replaced per instance by
+    # the recorder's native methods.
+    def log(self, **fields: Any) -> None:
+        """Record one row by keyword (``run_id``/``flow_name``/``trial_id`` are filled in)."""
+        if self._recorder is not None:
+            self._recorder.log(**fields)
+            return
+        with self._lock:
+            if self._recorder is None:
+                self._ensure_recorder(fields)
+                return
+        self._recorder.log(**fields)
+
+    def record(self, *values: Any) -> None:
+        """Record one row from values in schema order, without the constant fields."""
+        if self._recorder is None:
+            raise SchemaError(
+                "record() needs a schema: pass schema= to TelemetryManager or call log() first (it infers one)"
+            )
+        self._recorder.record(*values)
+
+    def extend(self, **columns: Any) -> Any:
+        """Record many rows from columns (numpy arrays or sequences) in one call."""
+        if self._recorder is None:
+            raise SchemaError(
+                "extend() needs a schema: pass schema= to TelemetryManager or call log() first (it infers one)"
+            )
+        return self._recorder.extend(**columns)
+
+    def flush(self) -> None:
+        """Return when every earlier row and event is in a published file."""
+        if self._recorder is not None:
+            self._recorder.flush()
+
+    def event(self, name: str, payload: Any = None, *, t_wall_ms: float | None = None) -> None:
+        """Record event ``name`` (any valid name; see :mod:`flightlog.events`).
+
+        ``payload`` is stored as JSON text; one that is not JSON-serialisable
+        raises ``TypeError`` here.
+        """
+        validate_name("event name", name)
+        with self._lock:
+            if self._closed:
+                raise FlightlogError(f"run {self.run_id} is closed; cannot record event {name!r}")
+            rec = self._recorder
+            if rec is None:
+                try:
+                    json.dumps(payload)
+                except (TypeError, ValueError) as e:
+                    raise TypeError(f"payload of event {name!r} is not JSON-serialisable: {e}") from None
+                self._buffered.items.append((name, payload, time.monotonic() if t_wall_ms is None else t_wall_ms))
+                return
+        if t_wall_ms is None:
+            rec.event(name, payload)
+        else:
+            rec.event(name, payload, t_wall_ms=t_wall_ms)
+
+    def stats(self) -> dict[str, Any]:
+        """The recorder's counters (all zero before the first row of a lazy run)."""
+        return dict(self._recorder.stats()) if self._recorder is not None else {}
+
+    def now_ms(self) -> float:
+        """Milliseconds since the recorder started (monotonic)."""
+        if self._recorder is not None:
+            return float(self._recorder.now_ms())
+        return (time.monotonic() - self._t0) * 1e3
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def recorder(self) -> Any:
+        """The :class:`~flightlog.FlightRecorder` (``None`` before the first ``log()``
+        when the schema is inferred)."""
+        return self._recorder
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as last written (a copy)."""
+        return copy.deepcopy(self._manifest)
+
+    @property
+    def manifest_path(self) -> Path:
+        """The manifest file: ``run_path/manifest.toml`` or ``flows/<flow>/runs/<run_id>.toml``."""
+        return self._manifest_path
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def status(self) -> str:
+        """``"running"``, ``"finished"`` or ``"failed"``."""
+        return str(self._manifest["status"])
+
+    def __repr__(self) -> str:
+        return (
+            f"TelemetryManager(flow_name={self.flow_name!r}, run_id={self.run_id!r}, mode={self.mode!r}, "
+            f"status={self.status!r})"
+        )
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self, status: str | None = None, *, error: BaseException | None = None) -> None:
+        """Finish the run: ``RUN_FINISHED``, close the recorder, rewrite the manifest.
+
+        ``status`` is ``"finished"`` (default) or ``"failed"`` (default when
+        ``error`` is given; its type and message go to the manifest). Idempotent.
+        A recorder that fails to close (``WriteError``) marks the run ``failed``
+        and the error is raised after the manifest is written; published
+        segments stay for ``flightlog recover``.
+        """
+        if status is None:
+            status = "failed" if error is not None else "finished"
+        if status not in ("finished", "failed"):
+            raise ValueError(f"status must be 'finished' or 'failed', got {status!r}")
+        with self._lock:
+            if self._closed:
+                return
+            close_error: BaseException | None = None
+            try:
+                rec = self._ensure_recorder()
+            except Exception as e:
+                rec, close_error = None, e
+            self._closed = True
+            if rec is not None:
+                payload: dict[str, Any] = {"status": status}
+                if error is not None:
+                    payload["error_type"] = _error_type(error)
+                    payload["error_message"] = _error_message(error)
+                with contextlib.suppress(Exception):
+                    rec.event(_events.RUN_FINISHED, payload)
+                try:
+                    rec.close()
+                except Exception as e:
+                    close_error = e
+            if close_error is not None and error is None:
+                status, error = "failed", close_error
+            with _open_lock:
+                _open_runs.discard(self)
+            self._finish_manifest(rec, status, error)
+            write_manifest(self._manifest_path, self._manifest)
+            if self._flow_dir is not None:
+                with contextlib.suppress(OSError, ManifestError):
+                    self._update_flow_manifest()
+        if close_error is not None:
+            raise close_error
+
+    def _finish_manifest(self, rec: Any, status: str, error: BaseException | None) -> None:
+        m = self._manifest
+        m["status"] = status
+        m["finished_at"] = utc_now_iso()
+        if error is not None:
+            m["error_type"] = _error_type(error)
+            m["error_message"] = _error_message(error)
+        if rec is None:
+            return
+        schema = _schema_of(rec)
+        if schema is not None:
+            m["schema_version"] = self._version(schema)
+            m["schema"] = schema.to_dict()
+        stats: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            stats = dict(rec.stats())
+        count_keys = (
+            "rows_offered",
+            "rows_written",
+            "rows_sampled_out",
+            "rows_dropped",
+            "rows_over_budget",
+            "rows_lost",
+            "segments",
+            "events",
+        )
+        m["counts"] = {k: stats[k] for k in count_keys if k in stats}
+        m["cost"] = {k: stats[k] for k in ("flush_secs", "bytes_written", "producer_stalls") if k in stats}
+        files = []
+        base = self._manifest_path.parent
+        for f in getattr(rec, "files", None) or []:
+            if isinstance(f, Mapping):
+                path, rows, size = f["path"], f.get("rows"), f.get("bytes")
+            else:
+                path, rows, size = f
+            p = Path(path)
+            if self.mode == "run":
+                kind = "events" if p.name.startswith("events") else "telemetry"
+            else:
+                kind = "events" if p.parent.name.endswith("_events") else "telemetry"
+            files.append({"path": os.path.relpath(p, base), "kind": kind, "rows": rows, "bytes": size})
+        m["files"] = files
+        # Keep the documented key order: scalars, then the tables.
+        order = [
+            "schema_version",
+            "run_id",
+            "flow_name",
+            "mode",
+            "trial_id",
+            "status",
+            "created_at",
+            "finished_at",
+            "error_type",
+            "error_message",
+        ]
+        self._manifest = {k: m[k] for k in order if k in m} | {k: v for k, v in m.items() if k not in order}
+
+    def _update_flow_manifest(self) -> None:
+        """Create or update ``flows/<flow>/manifest.toml`` under a file lock, only
+        when something in it changes (a new schema or mode)."""
+        assert self._flow_dir is not None
+        path = self._flow_dir / MANIFEST_NAME
+        schema = self._schema or _schema_of(self._recorder)
+        schema_json = schema.to_json() if schema is not None else None
+
+        def current() -> dict[str, Any] | None:
+            try:
+                return read_manifest(path)
+            except (FileNotFoundError, ManifestError):
+                return None
+
+        def up_to_date(m: dict[str, Any] | None) -> bool:
+            return (
+                m is not None
+                and self.mode in m.get("modes", [])
+                and (schema_json is None or m.get("schema") == schema_json)
+            )
+
+        if up_to_date(current()):
+            return
+        with _file_lock(self._flow_dir / ".manifest.lock"):
+            m = current()
+            if up_to_date(m):
+                return
+            now = utc_now_iso()
+            data: dict[str, Any] = dict(m or {})
+            data["flow_name"] = self.flow_name
+            data.setdefault("created_at", now)
+            data["updated_at"] = now
+            data["modes"] = sorted({*data.get("modes", []), self.mode})
+            if schema is not None:
+                data["schema_version"] = self._version(schema)
+                data["schema"] = schema_json
+            write_manifest(path, data)
+
+    def _abandon(self) -> None:
+        """Undo the claim after the recorder could not start."""
+        self._closed = True
+        rec = self._recorder
+        if rec is not None:
+            with contextlib.suppress(Exception):
+                rec.close()
+        if self.mode == "run":
+            shutil.rmtree(self.run_path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                self._manifest_path.unlink()
+
+    def __enter__(self) -> TelemetryManager:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.close(error=exc)
+
+
+class _file_lock:
+    """An exclusive ``flock`` on ``path`` (a no-op where ``fcntl`` is missing)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

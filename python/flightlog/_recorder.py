@@ -1,0 +1,318 @@
+"""The flight recorder: :class:`FlightRecorder`."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import _core
+from ._errors import SchemaError
+from ._schema import Enum, Field, Schema
+
+__all__ = ["FlightRecorder", "Sampling"]
+
+_EVENT_NAME_MAX = 128
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Keep every row up to ``keep_first``, then one row in ``every``.
+
+    >>> Sampling(keep_first=1000, every=10)
+    Sampling(keep_first=1000, every=10)
+    """
+
+    keep_first: int = 1000
+    every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("keep_first", "every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"Sampling.{name} must be a non-negative int, got {v!r}")
+        if self.every < 1:
+            raise ValueError(f"Sampling.every must be at least 1, got {self.every}")
+
+    @classmethod
+    def coerce(cls, value: Any) -> Sampling | None:
+        """None, a Sampling, a ``(keep_first, every)`` pair or a mapping with those keys."""
+        if value is None or isinstance(value, Sampling):
+            return value
+        if isinstance(value, Mapping):
+            return cls(**value)
+        if isinstance(value, tuple | list) and len(value) == 2:
+            return cls(*value)
+        raise TypeError(f"sampling must be None, Sampling(...), (keep_first, every) or a dict, got {value!r}")
+
+
+def _schema_from_spec(spec: tuple[list[Any], int] | None) -> Schema | None:
+    if spec is None:
+        return None
+    fields, version = spec
+    out = []
+    for name, dtype, nullable, variants, unit, doc in fields:
+        out.append(Field(name, Enum(variants) if dtype == "enum" else dtype, nullable, unit, doc))
+    return Schema(out, version=version)
+
+
+# Recorders still open at interpreter exit are closed so that no row is lost.
+_open_recorders: weakref.WeakSet[FlightRecorder] = weakref.WeakSet()
+_open_lock = threading.Lock()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    with _open_lock:
+        recorders = list(_open_recorders)
+    for rec in recorders:
+        try:
+            rec.close()
+        except Exception:  # noqa: BLE001 - at exit there is no caller left to tell
+            pass
+
+
+class FlightRecorder:
+    """Records rows of telemetry into crash-safe Parquet segments in a run folder.
+
+    ``path`` is a folder (created if missing). While recording, rows become
+    durable as ``path/segments/telemetry-NNNNNN.parquet`` every ``flush_interval``
+    seconds (and on :meth:`flush`); :meth:`close` merges them into
+    ``path/telemetry.parquet`` and events into ``path/events.parquet``.
+
+    The hot methods :meth:`record`, :meth:`log` and :meth:`extend` are the native
+    methods themselves (no Python frame in between).
+
+    >>> import tempfile
+    >>> from flightlog import FlightRecorder, Schema, Field
+    >>> schema = Schema([Field("iter", "i64", nullable=False), Field("E", "f64", nullable=False)])
+    >>> with FlightRecorder(tempfile.mkdtemp(), schema) as rec:
+    ...     rec.record(0, 1.5)
+    ...     rec.log(iter=1, E=0.75)
+    >>> rec.to_arrow().num_rows
+    2
+
+    Options: ``schema_version`` (overrides the schema's), ``run_id`` (stored in
+    file metadata and the events' ``run_id``), ``flush_interval`` seconds,
+    ``segment_rows`` (rows per segment), ``ring_capacity`` (rows buffered between
+    the caller and the writer thread), ``compression`` (``"zstd"``, ``"snappy"``,
+    ``"lz4"``, ``"none"``), ``on_full`` (``"block"``: wait, lossless; ``"drop"``:
+    drop and count), ``sampling`` (:class:`Sampling`), ``max_rows`` (row budget),
+    ``metadata`` (extra Parquet key-value metadata), ``constants`` (fields with one
+    value for every row, which :meth:`record` then skips).
+    """
+
+    # Set per instance to the native methods; declared for type checkers.
+    record: Any
+    log: Any
+    extend: Any
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        schema: Schema | None = None,
+        *,
+        schema_version: int | None = None,
+        run_id: str | None = None,
+        flush_interval: float = 1.0,
+        segment_rows: int | None = None,
+        ring_capacity: int | None = None,
+        compression: str = "zstd",
+        on_full: str = "block",
+        sampling: Sampling | tuple[int, int] | Mapping[str, int] | None = None,
+        max_rows: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        constants: Mapping[str, Any] | None = None,
+        _parts: tuple[str | os.PathLike[str], str] | None = None,
+    ) -> None:
+        self._native: Any = None
+        if schema is not None and not isinstance(schema, Schema):
+            raise TypeError(f"schema must be a flightlog.Schema or None, got {type(schema).__name__}")
+        if schema_version is not None and (isinstance(schema_version, bool) or not isinstance(schema_version, int)):
+            raise TypeError(f"schema_version must be an int, got {schema_version!r}")
+        if isinstance(flush_interval, bool) or not isinstance(flush_interval, int | float):
+            raise TypeError(f"flush_interval must be a number of seconds, got {flush_interval!r}")
+        if not math.isfinite(flush_interval) or flush_interval <= 0:
+            raise ValueError(f"flush_interval must be a positive number of seconds, got {flush_interval!r}")
+        for name, value in (("segment_rows", segment_rows), ("ring_capacity", ring_capacity), ("max_rows", max_rows)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+        if not isinstance(compression, str):
+            raise TypeError(f"compression must be a str, got {compression!r}")
+        if on_full not in ("block", "drop"):
+            raise ValueError(f"on_full must be 'block' or 'drop', got {on_full!r}")
+        sampling = Sampling.coerce(sampling)
+        meta = [(str(k), str(v)) for k, v in (metadata or {}).items()]
+        version = schema_version if schema_version is not None else (schema.version if schema is not None else 1)
+        self._path = Path(os.fspath(path))
+        self._run_id = run_id
+        self._native = _core.Recorder(
+            self._path,
+            schema._spec() if schema is not None else None,
+            version,
+            run_id=run_id,
+            flush_interval=float(flush_interval),
+            segment_rows=segment_rows,
+            ring_capacity=ring_capacity,
+            compression=compression,
+            on_full=on_full,
+            sampling=(sampling.keep_first, sampling.every) if sampling is not None else None,
+            max_rows=max_rows,
+            metadata=meta,
+            constants=list((constants or {}).items()),
+            parts=(Path(os.fspath(_parts[0])), _parts[1]) if _parts is not None else None,
+        )
+        self._sampling = sampling
+        self._max_rows = max_rows
+        # The hot path: the native methods, bound straight onto the instance.
+        self.record = self._native.record
+        self.log = self._native.log
+        self.extend = self._native.extend
+        with _open_lock:
+            _open_recorders.add(self)
+
+    @classmethod
+    def for_parts(
+        cls,
+        parts_dir: str | os.PathLike[str],
+        events_dir: str | os.PathLike[str],
+        run_id: str,
+        schema: Schema | None = None,
+        **options: Any,
+    ) -> FlightRecorder:
+        """A recorder writing append-mode parts ``parts_dir/part-{run_id}-NNNNNN.parquet``
+        (events in ``events_dir``), never merged at close."""
+        return cls(parts_dir, schema, run_id=run_id, _parts=(events_dir, run_id), **options)
+
+    @staticmethod
+    def _version() -> str:
+        return str(_core.__version__)
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The run folder (or the parts folder of an append-mode recorder)."""
+        return self._path
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run_id
+
+    @property
+    def schema(self) -> Schema | None:
+        """The schema (None until the first :meth:`log` infers it)."""
+        return _schema_from_spec(self._native.schema_spec())
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._native.closed)
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        """After :meth:`close`: the published files with their rows and bytes."""
+        return [{"path": p, "rows": r, "bytes": b} for p, r, b in self._native.files]
+
+    @property
+    def sampling(self) -> Sampling | None:
+        return self._sampling
+
+    @property
+    def max_rows(self) -> int | None:
+        return self._max_rows
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def event(self, name: str, payload: Any = None, *, t_wall_ms: float | None = None) -> None:
+        """Records an event; ``payload`` must be JSON-serialisable (``TypeError`` otherwise)."""
+        if not isinstance(name, str) or not name or len(name) > _EVENT_NAME_MAX:
+            raise ValueError(f"event name must be a str of 1 to {_EVENT_NAME_MAX} characters, got {name!r}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise ValueError(f"event name {name!r} contains a control character")
+        text = None
+        if payload is not None:
+            try:
+                text = json.dumps(payload, allow_nan=True, default=_json_default)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"event {name!r}: payload is not JSON-serialisable: {e}") from None
+        self._native.event(name, text, None if t_wall_ms is None else float(t_wall_ms))
+
+    def flush(self) -> None:
+        """Returns when every row recorded before the call is in a published segment."""
+        self._native.flush()
+
+    def close(self) -> None:
+        """Makes everything durable and merges segments into ``telemetry.parquet``.
+
+        Idempotent. Raises :class:`~flightlog.WriteError` if the data could not be
+        written; published segments then stay on disk for :func:`flightlog.recover`.
+        """
+        try:
+            self._native.close()
+        finally:
+            with _open_lock:
+                _open_recorders.discard(self)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: rows_offered, rows_written, rows_sampled_out, rows_dropped,
+        rows_over_budget, rows_lost, segments, bytes_written, flush_secs,
+        producer_stalls, events."""
+        return dict(self._native.stats())
+
+    def now_ms(self) -> float:
+        """Milliseconds since the recorder started, from a monotonic clock."""
+        return float(self._native.now_ms())
+
+    def to_arrow(self) -> Any:
+        """What is durable now, as an object with ``__arrow_c_stream__``.
+
+        Consumable more than once (DuckDB scans it twice); ``pyarrow.table(obj)``,
+        ``polars.DataFrame(obj)`` and ``duckdb.sql("select * from obj")`` read it.
+        Before :meth:`close` it holds what the last flush made durable.
+        """
+        return self._native.to_arrow()
+
+    def events_to_arrow(self) -> Any:
+        """Durable events, like :meth:`to_arrow`."""
+        return self._native.events_to_arrow()
+
+    def to_dataframe(self) -> Any:
+        """What is durable now, as a pandas DataFrame (needs pandas and pyarrow)."""
+        try:
+            import pandas  # noqa: F401
+            import pyarrow
+        except ImportError as e:
+            raise ImportError(
+                f"to_dataframe() needs pandas and pyarrow ({e.name} is missing): pip install 'flightlog[pandas]'"
+            ) from None
+        return pyarrow.table(self.to_arrow()).to_pandas()
+
+    def __enter__(self) -> FlightRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._native is not None and self.closed else "open"
+        return f"<FlightRecorder {state} path={str(self._path)!r}>"
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays, without importing numpy.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+# Keep the name used in error messages discoverable.
+_ = SchemaError

@@ -1,0 +1,515 @@
+"""Evidence-based run status, crash recovery and compaction of append-mode parts.
+
+Status by evidence (:func:`run_status`): a manifest that says ``running`` is
+believed only while its process can be alive:
+
+- same host (and same boot): the pid must exist, not be a zombie, and (Linux)
+  have the start time recorded in the manifest, so a reused pid does not keep a
+  dead run "running";
+- another host: some file of the run (manifest, segment, part, temp file) must
+  have changed within ``stale_after`` seconds.
+
+Otherwise the run is ``crashed``. :func:`recover` finalises such runs (and runs
+whose close failed and left segments): it merges segments, removes temp files,
+and rewrites the manifest with what was recovered. It never touches a live run
+and is idempotent.
+
+:func:`compact` merges a flow's published parts into one file. Crash safety: the
+merged file is published atomically and lists the parts it holds
+(``flightlog.segments``); parts are deleted only after it is durable, and a part
+still present that the merged file lists is a leftover, deleted by the next
+``compact`` or ``recover`` (readers must skip such parts). Parts published while
+compaction runs are not in its snapshot and are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._errors import FlightlogError
+from ._manifest import (
+    MANIFEST_NAME,
+    boot_id,
+    fsync_dir,
+    process_start_ticks,
+    read_manifest,
+    utc_now_iso,
+    write_manifest,
+)
+from ._names import validate_name
+from ._runs import DEFAULT_RUN_PREFIX, resolve_root
+
+__all__ = [
+    "DEFAULT_STALE_AFTER",
+    "RecoverReport",
+    "compact",
+    "part_pattern",
+    "process_alive",
+    "recover",
+    "run_status",
+]
+
+#: Seconds without any new file after which a ``running`` run of another host counts as crashed.
+DEFAULT_STALE_AFTER = 600.0
+
+_TEMP_MARKER = ".tmp-"
+_PART_RE = re.compile(r"^part-(?P<run_id>.+)-(?P<seq>\d{6,})\.parquet$")
+_SEGMENTS_KEY = "flightlog.segments"
+_SEGMENT_ROWS_KEY = "flightlog.segment_rows"
+
+
+def part_pattern(run_id: str) -> re.Pattern[str]:
+    """Regex matching the published part files of ``run_id`` (``part-<run_id>-NNNNNN.parquet``)."""
+    return re.compile(rf"^part-{re.escape(run_id)}-\d{{6,}}\.parquet$")
+
+
+def _core() -> Any:
+    from . import _core
+
+    return _core
+
+
+def _kv(path: Path) -> dict[str, str]:
+    return dict(_core().parquet_kv(str(path)))
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"Z", b"X")
+    except (OSError, ValueError):
+        return False
+
+
+def process_alive(prov: Mapping[str, Any]) -> bool | None:
+    """Whether the process described by a manifest's ``provenance`` is alive:
+    ``True``/``False`` on the same host, ``None`` when this host cannot tell
+    (another host, no pid)."""
+    host, pid = prov.get("host"), prov.get("pid")
+    if host != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    recorded_boot, this_boot = prov.get("boot_id"), boot_id()
+    if recorded_boot and this_boot and recorded_boot != this_boot:
+        return False  # the host rebooted since
+    if pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # exists, owned by someone else
+        except OSError:
+            return None
+        if _zombie(pid):
+            return False
+    ticks = prov.get("pid_start_ticks")
+    if isinstance(ticks, int):
+        current = process_start_ticks(pid)
+        if current is not None and current != ticks:
+            return False  # the pid was reused
+    return True
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _newest(paths: list[Path]) -> float | None:
+    times = [t for t in map(_mtime, paths) if t is not None]
+    return max(times) if times else None
+
+
+def _scandir(d: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(d) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _run_files_for_evidence(manifest: Mapping[str, Any], where: Path) -> list[Path]:
+    mode = manifest.get("mode", "run")
+    if mode == "run":
+        files = [where, where / MANIFEST_NAME, where / "segments"]
+        files += [Path(e.path) for e in _scandir(where / "segments")]
+        return files
+    flow, manifest_file = _flow_locations(manifest, where)
+    run_id = str(manifest.get("run_id", ""))
+    pat = part_pattern(run_id)
+    files = [manifest_file]
+    for sub in (f"{mode}_telemetry", f"{mode}_events"):
+        for e in _scandir(flow / sub):
+            name = e.name
+            if pat.match(name) or (name.startswith(f".part-{run_id}-") and _TEMP_MARKER in name):
+                files.append(Path(e.path))
+    return files
+
+
+def _flow_locations(manifest: Mapping[str, Any], where: Path) -> tuple[Path, Path]:
+    """(flow folder, per-run manifest file) of a dev/tuner run given either."""
+    if where.suffix == ".toml" or where.is_file():
+        return where.parent.parent, where
+    return where, where / "runs" / f"{manifest.get('run_id')}.toml"
+
+
+def run_status(
+    manifest: Mapping[str, Any],
+    run_dir: str | os.PathLike[str],
+    *,
+    stale_after: float = DEFAULT_STALE_AFTER,
+    now: float | None = None,
+) -> str:
+    """The status of a run by evidence: the manifest's ``status``, except that
+    ``running`` becomes ``crashed`` when its process is gone (see the module doc).
+
+    ``run_dir`` is the run folder (mode ``"run"``), or for dev/tuner runs the
+    per-run manifest file ``flows/<flow>/runs/<run_id>.toml`` or the flow folder.
+    A manifest without a status reads as ``"unknown"``.
+    """
+    status = manifest.get("status")
+    if status != "running":
+        return str(status) if status else "unknown"
+    prov = manifest.get("provenance") or {}
+    alive = process_alive(prov) if isinstance(prov, Mapping) else None
+    if alive is not None:
+        return "running" if alive else "crashed"
+    newest = _newest(_run_files_for_evidence(manifest, Path(run_dir)))
+    if newest is None:
+        return "crashed"
+    return "crashed" if (time.time() if now is None else now) - newest > stale_after else "running"
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclasses.dataclass
+class RecoverReport:
+    """What :func:`recover` did.
+
+    ``recovered``: one dict per run finalised (``run_id``, ``flow_name``, ``mode``,
+    ``path``, ``previous_status``, ``status``, ``telemetry_rows``, ``event_rows``,
+    ``segments_merged``, ``temp_files_removed``, ``leftover_segments_removed``).
+    ``live``: paths of running runs left alone. ``leftover_parts_removed``: parts
+    already held by a compacted file. ``errors``: ``{"path", "error"}`` per run
+    that could not be handled (the others still are).
+    """
+
+    root: str
+    recovered: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    live: list[str] = dataclasses.field(default_factory=list)
+    leftover_parts_removed: int = 0
+    errors: list[dict[str, str]] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"recovered {len(self.recovered)} run(s), {len(self.live)} live, "
+            f"{self.leftover_parts_removed} leftover part(s) removed, {len(self.errors)} error(s)"
+        )
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return utc_now_iso()
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _file_entry(path: Path, base: Path, kind: str) -> dict[str, Any]:
+    return {
+        "path": os.path.relpath(path, base),
+        "kind": kind,
+        "rows": int(_core().parquet_rows(str(path))),
+        "bytes": path.stat().st_size,
+    }
+
+
+def _died_message(manifest: Mapping[str, Any]) -> str:
+    prov = manifest.get("provenance") or {}
+    who = f"process {prov.get('pid', '?')} on {prov.get('host', '?')}"
+    return f"{who} ended without closing the run; finalised by flightlog.recover"
+
+
+# --------------------------------------------------------------------------- recover
+
+
+def _recover_run_folder(run_dir: Path, stale_after: float, report: RecoverReport) -> None:
+    mpath = run_dir / MANIFEST_NAME
+    try:
+        manifest = read_manifest(mpath)
+    except FileNotFoundError:
+        manifest = None
+    has_segments = (run_dir / "segments").is_dir()
+    if manifest is None:
+        # Claimed, but the process died before its manifest was published (or
+        # not a flightlog run at all): only act on an old folder with segments.
+        newest = _newest([run_dir, *(Path(e.path) for e in _scandir(run_dir / "segments"))])
+        if not has_segments or newest is None or time.time() - newest <= stale_after:
+            return
+        name = run_dir.name
+        run_id = name[len(DEFAULT_RUN_PREFIX) :] if name.startswith(DEFAULT_RUN_PREFIX) else name
+        manifest = {"run_id": run_id, "mode": "run", "status": "running"}
+        previous = "unknown"
+        status = "crashed"
+    else:
+        previous = str(manifest.get("status", "unknown"))
+        status = run_status(manifest, run_dir, stale_after=stale_after)
+        if status == "running":
+            report.live.append(str(run_dir))
+            return
+        needs_work = has_segments or not (run_dir / "telemetry.parquet").exists()
+        needs_work = needs_work or any(_TEMP_MARKER in e.name and e.name.startswith(".") for e in _scandir(run_dir))
+        if previous != "running" and not needs_work:
+            return  # finished, failed or already recovered
+        newest = _newest(_run_files_for_evidence(manifest, run_dir))
+    rep = dict(_core().recover_run_dir(str(run_dir)))
+    m = dict(manifest)
+    files = [
+        _file_entry(run_dir / name, run_dir, kind)
+        for name, kind in (("telemetry.parquet", "telemetry"), ("events.parquet", "events"))
+        if (run_dir / name).exists()
+    ]
+    if previous in ("running", "unknown"):
+        m["status"] = "crashed"
+        m["finished_at"] = _iso(newest)
+        m.setdefault("error_message", _died_message(manifest))
+        counts = dict(m.get("counts") or {})
+        counts["rows_written"] = int(rep.get("telemetry_rows", 0))
+        counts["events"] = int(rep.get("event_rows", 0))
+        m["counts"] = counts
+    m["files"] = files
+    m["recovery"] = {"recovered_at": utc_now_iso(), **{k: int(v) for k, v in rep.items()}}
+    write_manifest(mpath, m)
+    report.recovered.append(
+        {
+            "run_id": str(m.get("run_id", run_dir.name)),
+            "flow_name": m.get("flow_name"),
+            "mode": "run",
+            "path": str(run_dir),
+            "previous_status": previous,
+            "status": m["status"],
+            **{k: int(v) for k, v in rep.items()},
+        }
+    )
+
+
+def _listed(compacted: Path) -> list[tuple[str, int | None]]:
+    """(name, rows) of the parts a compacted file lists."""
+    if not compacted.exists():
+        return []
+    kv = _kv(compacted)
+    names = json.loads(kv.get(_SEGMENTS_KEY, "[]"))
+    rows = json.loads(kv.get(_SEGMENT_ROWS_KEY, "null")) or [None] * len(names)
+    return list(zip(names, rows, strict=False))
+
+
+def _remove_listed_leftovers(parts_dir: Path, compacted: Path) -> int:
+    removed = 0
+    for name, _ in _listed(compacted):
+        if not _PART_RE.match(name):
+            continue  # e.g. the previous compacted file itself
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(parts_dir / name)
+            removed += 1
+    if removed:
+        fsync_dir(parts_dir)
+    return removed
+
+
+def _recover_append_run(mfile: Path, stale_after: float, report: RecoverReport) -> None:
+    manifest = read_manifest(mfile)
+    previous = str(manifest.get("status", "unknown"))
+    if previous != "running":
+        return
+    if run_status(manifest, mfile, stale_after=stale_after) == "running":
+        report.live.append(str(mfile))
+        return
+    flow = mfile.parent.parent
+    mode = str(manifest.get("mode", "dev"))
+    run_id = str(manifest.get("run_id", mfile.stem))
+    pat = part_pattern(run_id)
+    newest = _newest(_run_files_for_evidence(manifest, mfile))
+    temp_removed = 0
+    files: list[dict[str, Any]] = []
+    rows = {"telemetry": 0, "events": 0}
+    for kind in ("telemetry", "events"):
+        d = flow / f"{mode}_{kind}"
+        removed_here = 0
+        for e in _scandir(d):
+            if e.name.startswith(f".part-{run_id}-") and _TEMP_MARKER in e.name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+                    removed_here += 1
+        if removed_here:
+            fsync_dir(d)
+        temp_removed += removed_here
+        for e in sorted(_scandir(d), key=lambda e: e.name):
+            if pat.match(e.name):
+                entry = _file_entry(Path(e.path), mfile.parent, kind)
+                files.append(entry)
+                rows[kind] += entry["rows"]
+        # Parts of this run already merged by compact().
+        compacted = flow / f"{mode}_{kind}.parquet"
+        for name, n in _listed(compacted):
+            if pat.match(name) and not (d / name).exists() and n is not None:
+                rows[kind] += int(n)
+    m = dict(manifest)
+    m["status"] = "crashed"
+    m["finished_at"] = _iso(newest)
+    m.setdefault("error_message", _died_message(manifest))
+    counts = dict(m.get("counts") or {})
+    counts["rows_written"] = rows["telemetry"]
+    counts["events"] = rows["events"]
+    m["counts"] = counts
+    m["files"] = files
+    m["recovery"] = {"recovered_at": utc_now_iso(), "temp_files_removed": temp_removed}
+    write_manifest(mfile, m)
+    report.recovered.append(
+        {
+            "run_id": run_id,
+            "flow_name": m.get("flow_name"),
+            "mode": mode,
+            "path": str(mfile),
+            "previous_status": previous,
+            "status": "crashed",
+            "telemetry_rows": rows["telemetry"],
+            "event_rows": rows["events"],
+            "segments_merged": 0,
+            "temp_files_removed": temp_removed,
+            "leftover_segments_removed": 0,
+        }
+    )
+
+
+def recover(
+    base_path: str | os.PathLike[str] | None = None, *, stale_after: float = DEFAULT_STALE_AFTER
+) -> RecoverReport:
+    """Finalise every crashed run under the root; return a :class:`RecoverReport`.
+
+    Run folders: segments are merged into ``telemetry.parquet``/``events.parquet``,
+    temp files removed, and the manifest says ``crashed`` with the recovered
+    counts and files (a run whose ``close()`` failed keeps ``failed`` and gets its
+    files). Dev/tuner runs: their parts are already final; stray temp files are
+    removed and the per-run manifest is marked ``crashed``. Parts that a
+    compacted file already holds are deleted. Live runs are never touched;
+    running it twice changes nothing the second time.
+    """
+    root = resolve_root(base_path, create=False)
+    report = RecoverReport(root=str(root))
+    if not root.is_dir():
+        return report
+    for e in sorted(_scandir(root), key=lambda e: e.name):
+        if e.name.startswith(".") or e.name == "flows" or not e.is_dir():
+            continue
+        try:
+            _recover_run_folder(Path(e.path), stale_after, report)
+        except (OSError, FlightlogError, ValueError) as err:
+            report.errors.append({"path": e.path, "error": f"{type(err).__name__}: {err}"})
+    for flow in sorted(_scandir(root / "flows"), key=lambda e: e.name):
+        if not flow.is_dir() or flow.name.startswith("."):
+            continue
+        fpath = Path(flow.path)
+        for mf in sorted(_scandir(fpath / "runs"), key=lambda e: e.name):
+            if mf.name.startswith(".") or not mf.name.endswith(".toml"):
+                continue
+            try:
+                _recover_append_run(Path(mf.path), stale_after, report)
+            except (OSError, FlightlogError, ValueError) as err:
+                report.errors.append({"path": mf.path, "error": f"{type(err).__name__}: {err}"})
+        for which in ("dev", "tuner"):
+            for kind in ("telemetry", "events"):
+                try:
+                    report.leftover_parts_removed += _remove_listed_leftovers(
+                        fpath / f"{which}_{kind}", fpath / f"{which}_{kind}.parquet"
+                    )
+                except (OSError, FlightlogError, ValueError) as err:
+                    report.errors.append(
+                        {"path": str(fpath / f"{which}_{kind}.parquet"), "error": f"{type(err).__name__}: {err}"}
+                    )
+    return report
+
+
+# --------------------------------------------------------------------------- compact
+
+
+def _schema_json(kv: Mapping[str, str]) -> Any:
+    text = kv.get("flightlog.schema")
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _compact_kind(parts_dir: Path, out: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"path": str(out), "parts_merged": 0, "rows": 0, "bytes": 0, "leftovers_removed": 0}
+    result["leftovers_removed"] = _remove_listed_leftovers(parts_dir, out)
+    parts = sorted(Path(e.path) for e in _scandir(parts_dir) if _PART_RE.match(e.name) and e.is_file())
+    skipped: list[dict[str, str]] = []
+    if parts:
+        reference = _schema_json(_kv(out)) if out.exists() else _schema_json(_kv(parts[0]))
+        chosen = []
+        for p in parts:
+            if _schema_json(_kv(p)) == reference:
+                chosen.append(p)
+            else:
+                skipped.append({"path": str(p), "reason": "its schema differs from the compacted file's"})
+        if chosen:
+            inputs = ([out] if out.exists() else []) + chosen
+            merged = dict(_core().merge_parquet(str(out), [str(p) for p in inputs]))
+            # The merged file is durable and lists `chosen`: only now delete them.
+            for p in chosen:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            fsync_dir(parts_dir)
+            result.update(parts_merged=len(chosen), rows=int(merged["rows"]), bytes=int(merged["bytes"]))
+    if not result["parts_merged"] and out.exists():
+        result.update(rows=int(_core().parquet_rows(str(out))), bytes=out.stat().st_size)
+    result["skipped"] = skipped
+    return result
+
+
+def compact(base_path: str | os.PathLike[str] | None, flow_name: str, which: str = "dev") -> dict[str, Any]:
+    """Merge a flow's published ``which`` parts (``"dev"`` or ``"tuner"``) into
+    ``flows/<flow>/<which>_telemetry.parquet`` (and events into
+    ``<which>_events.parquet``), together with what an earlier compaction merged.
+
+    Returns ``{"flow_name", "which", "telemetry": {...}, "events": {...}}``, each
+    with ``path``, ``parts_merged``, ``rows`` (in the compacted file), ``bytes``,
+    ``leftovers_removed`` and ``skipped`` (parts whose schema differs, with the
+    reason; they stay as they are). One compaction per flow at a time (file
+    lock); see the module doc for crash safety.
+    """
+    from ._manager import _file_lock, flow_paths
+
+    validate_name("flow_name", flow_name)
+    if which not in ("dev", "tuner"):
+        raise ValueError(f"which must be 'dev' or 'tuner', got {which!r}")
+    root = resolve_root(base_path, create=False)
+    paths = flow_paths(root, flow_name, which)
+    if not paths["flow"].is_dir():
+        raise FileNotFoundError(f"no flow {flow_name!r} under {root} ({paths['flow']} does not exist)")
+    report: dict[str, Any] = {"flow_name": flow_name, "which": which}
+    with _file_lock(paths["flow"] / ".compact.lock"):
+        for kind in ("telemetry", "events"):
+            report[kind] = _compact_kind(paths[kind], paths[f"compacted_{kind}"])
+    return report
