@@ -66,7 +66,7 @@ impl Dictionary {
             if self.fixed {
                 let allowed: Vec<&str> = inner.values.iter().map(|v| &**v).collect();
                 return Err(CoreError::InvalidValue(format!(
-                    "field {:?}: {value:?} is not one of {allowed:?}",
+                    "field '{}': '{value}' is not one of {allowed:?}",
                     self.field
                 )));
             }
@@ -77,7 +77,7 @@ impl Dictionary {
         }
         if inner.values.len() >= MAX_DISTINCT_STRINGS {
             return Err(CoreError::InvalidValue(format!(
-                "field {:?} has more than {MAX_DISTINCT_STRINGS} distinct strings; \
+                "field '{}' has more than {MAX_DISTINCT_STRINGS} distinct strings; \
                  use a str field for labels, not unique text",
                 self.field
             )));

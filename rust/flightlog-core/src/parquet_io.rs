@@ -46,7 +46,7 @@ impl Codec {
             "lz4" | "lz4_raw" => Codec::Lz4,
             other => {
                 return Err(CoreError::Config(format!(
-                    "compression {other:?} is not supported: use 'none', 'snappy', 'zstd' or 'lz4'"
+                    "compression '{other}' is not supported: use 'none', 'snappy', 'zstd' or 'lz4'"
                 )))
             }
         })

@@ -51,7 +51,7 @@ impl OnFull {
             "block" => Ok(OnFull::Block),
             "drop" => Ok(OnFull::Drop),
             other => Err(CoreError::Config(format!(
-                "on_full={other:?} is not supported: use 'block' or 'drop'"
+                "on_full='{other}' is not supported: use 'block' or 'drop'"
             ))),
         }
     }
@@ -258,7 +258,8 @@ pub struct Recorder {
 
 /// What the flusher hands back when it stops.
 struct FlusherOutcome {
-    telemetry_segments: Vec<String>,
+    /// Published telemetry segments with their row counts.
+    telemetry_segments: Vec<(String, u64)>,
     event_segments: Vec<String>,
 }
 
@@ -281,7 +282,7 @@ impl Recorder {
         for (name, value) in &config.constants {
             let i = schema.index_of(name).ok_or_else(|| {
                 CoreError::Schema(format!(
-                    "constant column {name:?} is not in the schema {}",
+                    "constant column '{name}' is not in the schema {}",
                     schema.describe()
                 ))
             })?;
@@ -324,7 +325,7 @@ impl Recorder {
         for (k, v) in &config.metadata {
             if file_kv.iter().any(|(key, _)| key == k) {
                 return Err(CoreError::Config(format!(
-                    "metadata key {k:?} is reserved by flightlog"
+                    "metadata key '{k}' is reserved by flightlog"
                 )));
             }
             file_kv.push((k.clone(), v.clone()));
@@ -576,6 +577,24 @@ impl Recorder {
         // An error the caller has not seen yet wins over the merge: the merge
         // still runs so that everything that was written ends up in one file.
         let earlier = self.take_error().err().or(flush_result.err());
+        // Segments deleted behind our back (the run folder removed, a person
+        // cleaning up) cannot be merged: merge the rest and say so.
+        let mut vanished = Vec::new();
+        let mut telemetry_segments = Vec::new();
+        for (name, rows) in &outcome.telemetry_segments {
+            if self.shared.config.layout.segment_dir.join(name).exists() {
+                telemetry_segments.push(name.clone());
+            } else {
+                vanished.push(name.clone());
+                self.shared.counters.lost.fetch_add(*rows, Ordering::Relaxed);
+            }
+        }
+        let event_segments: Vec<String> = outcome
+            .event_segments
+            .iter()
+            .filter(|n| self.shared.config.layout.events_dir.join(n).exists())
+            .cloned()
+            .collect();
         let lost = self.shared.counters.lost.load(Ordering::Relaxed);
         let mut report = CloseReport::default();
         let layout = &self.shared.config.layout;
@@ -583,11 +602,11 @@ impl Recorder {
             if let Some(final_path) = &layout.final_telemetry {
                 let (rows, size) = finalize(
                     &layout.segment_dir,
-                    &outcome.telemetry_segments,
+                    &telemetry_segments,
                     final_path,
                     || empty_file(final_path, &self.shared),
                 )?;
-                if outcome.telemetry_segments.len() != 1 {
+                if telemetry_segments.len() != 1 {
                     // A merge (or an empty file) wrote new bytes; a rename did not.
                     self.shared
                         .counters
@@ -596,7 +615,7 @@ impl Recorder {
                 }
                 report.files.push((final_path.clone(), rows, size));
             } else {
-                for name in &outcome.telemetry_segments {
+                for name in &telemetry_segments {
                     let p = layout.segment_dir.join(name);
                     let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
                     report.files.push((p.clone(), parquet_io::row_count(&p)?, size));
@@ -605,7 +624,7 @@ impl Recorder {
             if let Some(final_events) = &layout.final_events {
                 let (rows, size) = finalize(
                     &layout.events_dir,
-                    &outcome.event_segments,
+                    &event_segments,
                     final_events,
                     || {
                         parquet_io::write_file(
@@ -618,7 +637,7 @@ impl Recorder {
                 )?;
                 report.files.push((final_events.clone(), rows, size));
             } else {
-                for name in &outcome.event_segments {
+                for name in &event_segments {
                     let p = layout.events_dir.join(name);
                     let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
                     report.files.push((p.clone(), parquet_io::row_count(&p)?, size));
@@ -631,6 +650,13 @@ impl Recorder {
             return Err(e);
         }
         merge?;
+        if !vanished.is_empty() {
+            return Err(CoreError::write(format!(
+                "published segments were deleted by something else before close: {}; \
+                 their rows are lost, the others are merged",
+                vanished.join(", ")
+            )));
+        }
         if lost > 0 {
             return Err(CoreError::write(format!(
                 "{lost} rows could not be written and were lost; see the earlier write errors"
@@ -660,7 +686,7 @@ fn check_constant(name: &str, dtype: &DType, value: &Value) -> Result<()> {
         Ok(())
     } else {
         Err(CoreError::Schema(format!(
-            "constant {value:?} does not fit field {name:?} of dtype {}",
+            "constant {value:?} does not fit field '{name}' of dtype {}",
             dtype.name()
         )))
     }
@@ -870,7 +896,7 @@ struct Flusher {
     /// Batches whose write failed, oldest first, kept for a retry.
     unwritten: VecDeque<RecordBatch>,
     unwritten_events: Vec<EventRow>,
-    telemetry_segments: Vec<String>,
+    telemetry_segments: Vec<(String, u64)>,
     event_segments: Vec<String>,
     next_seq: u64,
     next_event_seq: u64,
@@ -1061,7 +1087,7 @@ impl Flusher {
             Ok(size) => {
                 self.unwritten.clear();
                 self.next_seq += 1;
-                self.telemetry_segments.push(name);
+                self.telemetry_segments.push((name, rows as u64));
                 let c = &self.shared.counters;
                 c.written.fetch_add(rows as u64, Ordering::Relaxed);
                 c.segments.fetch_add(1, Ordering::Relaxed);

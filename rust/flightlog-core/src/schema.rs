@@ -48,7 +48,7 @@ impl DType {
             "str" | "string" => DType::Str,
             other => {
                 return Err(CoreError::Schema(format!(
-                    "unknown dtype {other:?}: expected one of f64, f32, i64, bool, str or Enum([...])"
+                    "unknown dtype '{other}': expected one of f64, f32, i64, bool, str or Enum([...])"
                 )))
             }
         })
@@ -121,26 +121,26 @@ impl Schema {
         for (i, f) in fields.iter().enumerate() {
             if f.name.is_empty() || f.name.chars().count() > MAX_NAME_LEN {
                 return Err(CoreError::Schema(format!(
-                    "field name {:?} must have 1 to {MAX_NAME_LEN} characters",
+                    "field name '{}' must have 1 to {MAX_NAME_LEN} characters",
                     f.name
                 )));
             }
             if f.name.chars().any(char::is_control) {
                 return Err(CoreError::Schema(format!(
-                    "field name {:?} contains a control character",
+                    "field name '{}' contains a control character",
                     f.name
                 )));
             }
             if seen.insert(f.name.as_str(), i).is_some() {
                 return Err(CoreError::Schema(format!(
-                    "field {:?} appears twice in the schema",
+                    "field '{}' appears twice in the schema",
                     f.name
                 )));
             }
             if let DType::Enum(variants) = &f.dtype {
                 if variants.is_empty() {
                     return Err(CoreError::Schema(format!(
-                        "enum field {:?} has no variants",
+                        "enum field '{}' has no variants",
                         f.name
                     )));
                 }
@@ -149,7 +149,7 @@ impl Schema {
                 uniq.dedup();
                 if uniq.len() != variants.len() {
                     return Err(CoreError::Schema(format!(
-                        "enum field {:?} repeats a variant: {variants:?}",
+                        "enum field '{}' repeats a variant: {variants:?}",
                         f.name
                     )));
                 }

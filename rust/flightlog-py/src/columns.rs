@@ -52,20 +52,20 @@ fn as_i64(name: &str, array: &Bound<'_, PyUntypedArray>) -> PyResult<Option<Vec<
             .map(|v| {
                 i64::try_from(v).map_err(|_| {
                     PyOverflowError::new_err(format!(
-                        "field {name:?}: {v} does not fit in a 64-bit signed integer"
+                        "field '{name}': {v} does not fit in a 64-bit signed integer"
                     ))
                 })
             })
             .collect::<PyResult<_>>()?,
         (b'f', _) => {
             return Err(PyTypeError::new_err(format!(
-                "field {name:?} expects integers, got a {} array (use .astype(np.int64) if that is meant)",
+                "field '{name}' expects integers, got a {} array (use .astype(np.int64) if that is meant)",
                 dt.str()?
             )))
         }
         (b'b', _) => {
             return Err(PyTypeError::new_err(format!(
-                "field {name:?} expects integers, got a bool array"
+                "field '{name}' expects integers, got a bool array"
             )))
         }
         _ => return Ok(None),
@@ -84,12 +84,12 @@ pub fn numeric_words(
         DType::F64 | DType::F32 => {
             if kind == b'b' {
                 return Err(PyTypeError::new_err(format!(
-                    "field {name:?} expects floats, got a bool array"
+                    "field '{name}' expects floats, got a bool array"
                 )));
             }
             if matches!(kind, b'U' | b'S') {
                 return Err(PyTypeError::new_err(format!(
-                    "field {name:?} expects floats, got a string array"
+                    "field '{name}' expects floats, got a string array"
                 )));
             }
             let Some(values) = as_f64(array)? else {
@@ -104,7 +104,7 @@ pub fn numeric_words(
         DType::I64 => {
             if matches!(kind, b'U' | b'S') {
                 return Err(PyTypeError::new_err(format!(
-                    "field {name:?} expects integers, got a string array"
+                    "field '{name}' expects integers, got a string array"
                 )));
             }
             Ok(as_i64(name, array)?.map(|v| v.into_iter().map(i64_word).collect()))
@@ -118,7 +118,7 @@ pub fn numeric_words(
                 return Ok(None);
             }
             Err(PyTypeError::new_err(format!(
-                "field {name:?} expects bools, got a {} array",
+                "field '{name}' expects bools, got a {} array",
                 array.dtype().str()?
             )))
         }
@@ -127,7 +127,7 @@ pub fn numeric_words(
                 Ok(None)
             } else {
                 Err(PyTypeError::new_err(format!(
-                    "field {name:?} expects strings, got a {} array",
+                    "field '{name}' expects strings, got a {} array",
                     array.dtype().str()?
                 )))
             }

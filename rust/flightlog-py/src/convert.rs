@@ -51,7 +51,7 @@ pub fn to_word(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
                 Ok(v) => Ok(i64_word(v)),
                 Err(e) if e.is_instance_of::<PyOverflowError>(value.py()) => {
                     Err(PyOverflowError::new_err(format!(
-                        "field {:?}: {} does not fit in a 64-bit integer",
+                        "field '{}': {} does not fit in a 64-bit integer",
                         f.name,
                         value.repr().map(|r| r.to_string()).unwrap_or_default()
                     )))
@@ -74,7 +74,7 @@ pub fn to_word(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
             };
             let text = s.to_str().map_err(|_| {
                 PyValueError::new_err(format!(
-                    "field {:?}: the string is not valid UTF-8 (lone surrogates?)",
+                    "field '{}': the string is not valid UTF-8 (lone surrogates?)",
                     f.name
                 ))
             })?;
@@ -106,7 +106,7 @@ fn to_f64(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyResult<f64> {
 pub fn infer_dtype(name: &str, value: &Bound<'_, PyAny>) -> PyResult<DType> {
     if value.is_none() {
         return Err(crate::error::SchemaError::new_err(format!(
-            "cannot infer the type of field {name:?} from None: pass a Schema"
+            "cannot infer the type of field '{name}' from None: pass a Schema"
         )));
     }
     if value.is_instance_of::<PyBool>() || is_numpy_bool(value) {
@@ -128,7 +128,7 @@ pub fn infer_dtype(name: &str, value: &Bound<'_, PyAny>) -> PyResult<DType> {
         return Ok(DType::F64);
     }
     Err(crate::error::SchemaError::new_err(format!(
-        "cannot infer the type of field {name:?} from {}: use int, float, bool or str, or pass a Schema",
+        "cannot infer the type of field '{name}' from {}: use int, float, bool or str, or pass a Schema",
         value.get_type().name()?
     )))
 }
@@ -137,7 +137,7 @@ pub fn infer_dtype(name: &str, value: &Bound<'_, PyAny>) -> PyResult<DType> {
 pub fn to_constant(name: &str, dtype: &DType, value: &Bound<'_, PyAny>) -> PyResult<Value> {
     if value.is_none() {
         return Err(PyValueError::new_err(format!(
-            "constant column {name:?} cannot be None"
+            "constant column '{name}' cannot be None"
         )));
     }
     let f = FieldConv {

@@ -43,7 +43,7 @@ pub fn wrong_type(field: &str, expected: &str, got: &pyo3::Bound<'_, pyo3::PyAny
         shown = shown.chars().take(57).collect::<String>() + "...";
     }
     PyTypeError::new_err(format!(
-        "field {field:?} expects {expected}, got {type_name} {shown}"
+        "field '{field}' expects {expected}, got {type_name} {shown}"
     ))
 }
 

@@ -37,7 +37,7 @@ fn schema_from_spec(spec: Vec<FieldSpec>, version: i64) -> PyResult<Schema> {
             ("enum", Some(v)) => DType::Enum(v),
             ("enum", None) => {
                 return Err(SchemaError::new_err(format!(
-                    "enum field {name:?} has no variants"
+                    "enum field '{name}' has no variants"
                 )))
             }
             (other, _) => DType::parse(other).map_err(to_py)?,
@@ -126,7 +126,7 @@ impl Active {
             let f = &self.rec.schema().fields[field];
             if !f.nullable {
                 return Err(PyTypeError::new_err(format!(
-                    "field {:?} is not nullable, got None",
+                    "field '{}' is not nullable, got None",
                     f.name
                 )));
             }
@@ -153,7 +153,7 @@ impl Active {
 
     fn unknown_field(&self, name: &str) -> PyErr {
         SchemaError::new_err(format!(
-            "unknown field {name:?}; the schema is {}",
+            "unknown field '{name}'; the schema is {}",
             self.describe
         ))
     }
@@ -234,7 +234,7 @@ impl PyRecorder {
         for (name, value) in &deferred.constants {
             let i = schema.index_of(name).ok_or_else(|| {
                 SchemaError::new_err(format!(
-                    "constant column {name:?} is not in the schema {}",
+                    "constant column '{name}' is not in the schema {}",
                     schema.describe()
                 ))
             })?;
@@ -270,7 +270,7 @@ impl PyRecorder {
                     let name: String = k.extract()?;
                     if deferred.constants.iter().any(|(c, _)| *c == name) {
                         return Err(SchemaError::new_err(format!(
-                            "field {name:?} is filled in by the recorder; do not pass it"
+                            "field '{name}' is filled in by the recorder; do not pass it"
                         )));
                     }
                     spec.push(Field::new(name.clone(), infer_dtype(&name, &v)?));
@@ -406,7 +406,7 @@ impl PyRecorder {
                 };
                 let Some(slot) = layout.slot_of_field(field) else {
                     return Err(SchemaError::new_err(format!(
-                        "field {name:?} is filled in by the recorder; do not pass it"
+                        "field '{name}' is filled in by the recorder; do not pass it"
                     )));
                 };
                 seen[field] = true;
@@ -415,7 +415,7 @@ impl PyRecorder {
         }
         fill_missing(a, row, seen, |field| {
             SchemaError::new_err(format!(
-                "missing non-nullable field {:?}; the schema is {}",
+                "missing non-nullable field '{}'; the schema is {}",
                 a.rec.schema().fields[field].name,
                 a.describe
             ))
@@ -443,7 +443,7 @@ impl PyRecorder {
             };
             let Some(slot) = layout.slot_of_field(field) else {
                 return Err(SchemaError::new_err(format!(
-                    "field {name:?} is filled in by the recorder; do not pass it"
+                    "field '{name}' is filled in by the recorder; do not pass it"
                 )));
             };
             let (words, validity) = column_words(a, field, &value)?;
@@ -451,7 +451,7 @@ impl PyRecorder {
                 None => n_rows = Some((words.len(), name.clone())),
                 Some((n, first)) if *n != words.len() => {
                     return Err(PyValueError::new_err(format!(
-                        "extend() columns differ in length: {first:?} has {n} rows, {name:?} has {}; nothing was recorded",
+                        "extend() columns differ in length: '{first}' has {n} rows, '{name}' has {}; nothing was recorded",
                         words.len()
                     )))
                 }
@@ -465,7 +465,7 @@ impl PyRecorder {
         let mut template = layout.new_row();
         fill_missing(a, &mut template, &mut seen, |field| {
             SchemaError::new_err(format!(
-                "extend() is missing non-nullable field {:?}; the schema is {}",
+                "extend() is missing non-nullable field '{}'; the schema is {}",
                 schema.fields[field].name, a.describe
             ))
         })?;
@@ -668,7 +668,7 @@ fn column_words(
     if let Ok(array) = value.cast::<PyUntypedArray>() {
         if array.ndim() != 1 {
             return Err(PyValueError::new_err(format!(
-                "extend() column {:?} must be 1-D, got an array of shape {:?}",
+                "extend() column '{}' must be 1-D, got an array of shape {:?}",
                 f.name,
                 array.shape()
             )));
@@ -682,7 +682,7 @@ fn column_words(
         || !value.hasattr("__len__")?
     {
         return Err(PyTypeError::new_err(format!(
-            "extend() column {:?} must be a 1-D numpy array or a sequence, got {}",
+            "extend() column '{}' must be a 1-D numpy array or a sequence, got {}",
             f.name,
             value.get_type().name()?
         )));
@@ -701,7 +701,7 @@ fn column_words(
         if item.is_none() {
             if !f.nullable {
                 return Err(PyTypeError::new_err(format!(
-                    "field {:?} is not nullable, got None at row {i}",
+                    "field '{}' is not nullable, got None at row {i}",
                     f.name
                 )));
             }

@@ -1,0 +1,69 @@
+# flightlog developer tasks. `.ci/run` and the README use these targets.
+# CARGO_TARGET_DIR may point at a persistent directory to keep builds warm.
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+LOOM_TARGET_DIR ?= $(CARGO_TARGET_DIR)/loom
+
+# One command for everything CI checks; the README gives it as the test command.
+.PHONY: test-all
+test-all: venv lint test-rust test-failpoints test-loom wheel-test  ## Lint, Rust tests, loom, failpoints, wheel + pytest in a fresh venv
+
+.PHONY: help venv dev lint fmt test test-rust test-loom test-failpoints test-python wheel wheel-test bench demo clean
+
+help:  ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+venv:  ## Create the dev virtualenv with build and test dependencies
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q "maturin>=1.9.4,<2" ruff "numpy>=1.24" "tomli-w>=1.0" "duckdb>=1.5,<3" \
+		pytest hypothesis pyarrow pandas psutil matplotlib rich
+
+dev: venv  ## Build the extension (release) into the dev virtualenv
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH maturin develop --release -q
+
+lint:  ## cargo fmt --check, clippy -D warnings, ruff check and format --check
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+
+fmt:  ## Format Rust and Python
+	cargo fmt --all
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches
+
+test-rust:  ## cargo test: unit, integration and doc tests
+	cargo test --workspace --exclude flightlog-py
+
+test-failpoints:  ## Fault-injection tests of the atomic writer (fail-rs)
+	cargo test -p flightlog-core --features failpoints --test failpoints
+
+test-loom:  ## Loom model of the ring (every interleaving, bounded)
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET_DIR) LOOM_MAX_PREEMPTIONS=3 \
+		cargo test -p flightlog-ring --test loom_ring --release
+
+test-python:  ## pytest against the extension installed in the dev virtualenv
+	$(VPY) -m pytest -q
+
+test: dev test-rust test-failpoints test-loom test-python  ## Everything: Rust, loom, fault injection, Python
+
+wheel:  ## Build the release wheel into dist/
+	$(VENV)/bin/maturin build --release -o dist -q
+
+wheel-test: wheel  ## Install the wheel into a fresh virtualenv and run pytest against it
+	rm -rf .venv-wheel && $(PYTHON) -m venv .venv-wheel
+	.venv-wheel/bin/pip install -q "$$(ls -t dist/flightlog-*.whl | head -1)[test]"
+	cd tests && ../.venv-wheel/bin/python -m pytest -q -p no:cacheprovider -c ../pyproject.toml --rootdir .. .
+
+bench: dev  ## Run the benchmarks and regenerate benches/RESULTS.md
+	$(VPY) benches/run_all.py
+
+demo: dev  ## Run the demo (the main job)
+	$(VENV)/bin/flightlog demo
+
+clean:  ## Remove build outputs
+	rm -rf dist .venv-wheel target

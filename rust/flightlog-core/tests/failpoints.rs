@@ -1,0 +1,112 @@
+//! Fault injection on the atomic writer (build with `--features failpoints`):
+//! a failing write, fsync (EIO) or rename publishes nothing partial, surfaces
+//! as a write error, keeps the rows in memory, and a later flush writes them.
+#![cfg(feature = "failpoints")]
+
+use std::fs;
+use std::path::Path;
+
+use flightlog_core::layout::{f64_word, i64_word};
+use flightlog_core::{parquet_io, DType, Field, OutputLayout, Recorder, RecorderConfig, Schema};
+
+fn schema() -> Schema {
+    Schema::new(
+        vec![Field::new("iter", DType::I64), Field::new("E", DType::F64)],
+        1,
+    )
+    .unwrap()
+}
+
+fn recorder(dir: &Path) -> Recorder {
+    let mut cfg = RecorderConfig::new(OutputLayout::run_folder(dir));
+    cfg.flush_interval_secs = 3600.0; // only explicit flushes
+    Recorder::new(schema(), cfg).unwrap()
+}
+
+fn published(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir.join("segments"))
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn push_rows(rec: &Recorder, from: i64, to: i64) {
+    for i in from..to {
+        rec.push(&[i64_word(i), f64_word(i as f64)]).unwrap();
+    }
+}
+
+fn check_fault(point: &str, expect_in_message: &str) {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = recorder(dir.path());
+    push_rows(&rec, 0, 100);
+    fail::cfg(point, "return").unwrap();
+    let err = rec.flush().unwrap_err();
+    let msg = err.to_string();
+    assert!(err.is_write_error(), "{point}: {msg}");
+    assert!(msg.contains(expect_in_message), "{point}: {msg}");
+    assert!(msg.contains("kept in memory"), "{point}: {msg}");
+    // Nothing partial is visible: no segment, and no temp file either.
+    assert!(published(dir.path()).is_empty(), "{point}: {:?}", published(dir.path()));
+    assert_eq!(rec.stats().rows_written, 0);
+    fail::remove(point);
+    // The rows were kept: the next flush writes them, plus the new ones.
+    push_rows(&rec, 100, 150);
+    rec.flush().unwrap();
+    assert_eq!(rec.stats().rows_written, 150);
+    assert_eq!(rec.stats().rows_lost, 0);
+    let report = rec.close().unwrap();
+    let final_file = dir.path().join("telemetry.parquet");
+    assert_eq!(report.files[0].1, 150);
+    let (_, batches) = parquet_io::read_file(&final_file).unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 150);
+    scenario.teardown();
+}
+
+#[test]
+fn write_failure_publishes_nothing_and_rows_survive() {
+    check_fault("atomic_file::write", "injected write failure");
+}
+
+#[test]
+fn fsync_eio_is_not_retried_on_the_same_file() {
+    check_fault("atomic_file::fsync", "fsync");
+}
+
+#[test]
+fn rename_failure_publishes_nothing() {
+    check_fault("atomic_file::rename", "rename");
+}
+
+#[test]
+fn background_flush_error_reaches_the_next_producer_call() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RecorderConfig::new(OutputLayout::run_folder(dir.path()));
+    cfg.flush_interval_secs = 0.01;
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    fail::cfg("atomic_file::fsync", "return").unwrap();
+    push_rows(&rec, 0, 10);
+    // The flusher fails in the background; a later push reports it.
+    let mut reported = None;
+    for i in 10..10_000 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        if let Err(e) = rec.push(&[i64_word(i), f64_word(0.0)]) {
+            reported = Some((i, e));
+            break;
+        }
+    }
+    let (at, err) = reported.expect("the background error was reported");
+    assert!(err.is_write_error(), "{err}");
+    fail::remove("atomic_file::fsync");
+    let report = rec.close().unwrap();
+    // Every row accepted before the error was reported is in the final file.
+    assert_eq!(report.files[0].1, at as u64);
+    scenario.teardown();
+}

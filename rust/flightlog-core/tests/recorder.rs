@@ -1,0 +1,287 @@
+//! Recorder behaviour through real files: flush semantics, merge, threads,
+//! policies, recovery.
+
+use std::fs;
+use std::sync::Arc;
+
+use flightlog_core::layout::{f64_word, i64_word};
+use flightlog_core::read::durable_files;
+use flightlog_core::{
+    parquet_io, recover_run, DType, Field, OnFull, Offer, OutputLayout, Recorder, RecorderConfig,
+    Sampling, Schema, Value,
+};
+
+fn schema() -> Schema {
+    Schema::new(
+        vec![
+            Field::new("iter", DType::I64),
+            Field::new("E", DType::F64),
+            Field::new("phase", DType::Enum(vec!["RED".into(), "GREEN".into()])),
+            Field::new("note", DType::Str).nullable(),
+        ],
+        3,
+    )
+    .unwrap()
+}
+
+fn config(dir: &std::path::Path) -> RecorderConfig {
+    let mut cfg = RecorderConfig::new(OutputLayout::run_folder(dir));
+    cfg.flush_interval_secs = 3600.0;
+    cfg
+}
+
+fn row(rec: &Recorder, i: i64) -> Vec<u64> {
+    let layout = rec.row_layout();
+    let mut row = layout.new_row();
+    row[0] = i64_word(i);
+    row[1] = f64_word(i as f64 * 0.5);
+    row[2] = rec.dictionary(2).unwrap().code(if i % 2 == 0 { "RED" } else { "GREEN" }).unwrap() as u64;
+    if i % 3 == 0 {
+        layout.set_null(&mut row, 3);
+    } else {
+        row[3] = rec.dictionary(3).unwrap().code(&format!("n{}", i % 5)).unwrap() as u64;
+    }
+    row
+}
+
+fn total_rows(files: &[std::path::PathBuf]) -> u64 {
+    files.iter().map(|f| parquet_io::row_count(f).unwrap()).sum()
+}
+
+#[test]
+fn flush_makes_every_earlier_row_durable_and_close_merges_by_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new(schema(), config(dir.path())).unwrap();
+    for round in 0..3 {
+        for i in 0..1000 {
+            rec.push(&row(&rec, round * 1000 + i)).unwrap();
+        }
+        rec.flush().unwrap();
+        let files = durable_files(&dir.path().join("segments"), "telemetry-", None).unwrap();
+        assert_eq!(files.len() as i64, round + 1);
+        assert_eq!(total_rows(&files), (round as u64 + 1) * 1000);
+    }
+    rec.event("CERT_PASS", Some("{\"gap\": 0.1}".into()), None).unwrap();
+    let report = rec.close().unwrap();
+    assert_eq!(report.files[0].1, 3000);
+    let final_path = dir.path().join("telemetry.parquet");
+    assert!(!dir.path().join("segments").exists(), "segments removed");
+    let kv: std::collections::HashMap<_, _> =
+        parquet_io::read_key_values(&final_path).unwrap().into_iter().collect();
+    assert_eq!(kv["schema_version"], "3");
+    assert_eq!(kv["flightlog.format_version"], "1");
+    assert_eq!(
+        kv["flightlog.segments"],
+        "[\"telemetry-000001.parquet\",\"telemetry-000002.parquet\",\"telemetry-000003.parquet\"]"
+    );
+    assert_eq!(kv["flightlog.segment_rows"], "[1000,1000,1000]");
+    assert!(kv["flightlog.schema"].contains("\"phase\""));
+    let (_, batches) = parquet_io::read_file(&final_path).unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+    assert_eq!(parquet_io::row_count(&dir.path().join("events.parquet")).unwrap(), 1);
+    // A second close is a no-op.
+    assert!(rec.close().unwrap().files.is_empty());
+    assert!(matches!(rec.push(&row(&rec, 0)), Err(flightlog_core::CoreError::Closed)));
+}
+
+#[test]
+fn a_single_segment_is_renamed_and_an_empty_recording_still_has_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new(schema(), config(dir.path())).unwrap();
+    rec.push(&row(&rec, 1)).unwrap();
+    rec.close().unwrap();
+    let kv = parquet_io::read_key_values(&dir.path().join("telemetry.parquet")).unwrap();
+    assert!(!kv.iter().any(|(k, _)| k == "flightlog.segments"));
+
+    let empty = tempfile::tempdir().unwrap();
+    let rec = Recorder::new(schema(), config(empty.path())).unwrap();
+    rec.close().unwrap();
+    assert_eq!(parquet_io::row_count(&empty.path().join("telemetry.parquet")).unwrap(), 0);
+    assert_eq!(parquet_io::row_count(&empty.path().join("events.parquet")).unwrap(), 0);
+}
+
+#[test]
+fn an_existing_recording_is_never_mixed_into() {
+    let dir = tempfile::tempdir().unwrap();
+    Recorder::new(schema(), config(dir.path())).unwrap().close().unwrap();
+    let err = Recorder::new(schema(), config(dir.path())).err().unwrap();
+    assert!(err.to_string().contains("already exists"), "{err}");
+}
+
+#[test]
+fn several_producer_threads_lose_nothing_through_a_tiny_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.ring_capacity = 8;
+    cfg.segment_rows = 1000;
+    cfg.flush_interval_secs = 0.005;
+    let rec = Arc::new(Recorder::new(schema(), cfg).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let rec = Arc::clone(&rec);
+            std::thread::spawn(move || {
+                for i in 0..5000 {
+                    rec.push(&row(&rec, t * 100_000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats_before = rec.stats();
+    rec.close().unwrap();
+    let stats = rec.stats();
+    assert_eq!(stats.rows_offered, 20_000);
+    assert_eq!(stats.rows_written, 20_000);
+    assert_eq!(stats.rows_dropped, 0);
+    assert!(stats_before.producer_stalls > 0, "a ring of 8 must have stalled producers");
+    let (_, batches) = parquet_io::read_file(&dir.path().join("telemetry.parquet")).unwrap();
+    let mut iters: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    iters.sort_unstable();
+    iters.dedup();
+    assert_eq!(iters.len(), 20_000, "no row lost or duplicated");
+}
+
+#[test]
+fn drop_policy_counts_every_dropped_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.ring_capacity = 4;
+    cfg.on_full = OnFull::Drop;
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    let mut dropped = 0;
+    for i in 0..10_000 {
+        if rec.push(&row(&rec, i)).unwrap() == Offer::Dropped {
+            dropped += 1;
+        }
+    }
+    rec.close().unwrap();
+    let s = rec.stats();
+    assert_eq!(s.rows_dropped, dropped);
+    assert_eq!(s.rows_written + s.rows_dropped, 10_000);
+    assert_eq!(
+        parquet_io::row_count(&dir.path().join("telemetry.parquet")).unwrap(),
+        s.rows_written
+    );
+}
+
+#[test]
+fn sampling_and_budget_are_counted_and_the_budget_event_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.sampling = Some(Sampling { keep_first: 100, every: 10 });
+    cfg.max_rows = Some(150);
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    let mut firsts = 0;
+    for i in 0..2000 {
+        if let Offer::OverBudget { first: true } = rec.push(&row(&rec, i)).unwrap() {
+            firsts += 1;
+        }
+    }
+    rec.close().unwrap();
+    let s = rec.stats();
+    assert_eq!(firsts, 1);
+    assert_eq!(s.rows_offered, 2000);
+    assert_eq!(s.rows_sampled_out, 1900 - 190);
+    assert_eq!(s.rows_written, 150);
+    assert_eq!(s.rows_over_budget, 290 - 150);
+    assert_eq!(parquet_io::row_count(&dir.path().join("events.parquet")).unwrap(), 1);
+}
+
+#[test]
+fn constant_columns_are_filled_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new(
+        vec![Field::new("run_id", DType::Str), Field::new("E", DType::F64)],
+        1,
+    )
+    .unwrap();
+    let mut cfg = config(dir.path());
+    cfg.constants = vec![("run_id".into(), Value::Str("r1".into()))];
+    let rec = Recorder::new(schema, cfg).unwrap();
+    assert_eq!(rec.row_layout().stored_len(), 1);
+    rec.push(&[f64_word(2.5)]).unwrap();
+    rec.close().unwrap();
+    let (_, batches) = parquet_io::read_file(&dir.path().join("telemetry.parquet")).unwrap();
+    let col = arrow_array::cast::AsArray::as_dictionary::<arrow_array::types::Int32Type>(
+        batches[0].column(0).as_ref(),
+    );
+    let values = arrow_array::cast::AsArray::as_string::<i32>(col.values().as_ref());
+    assert_eq!(values.value(col.keys().value(0) as usize), "r1");
+}
+
+#[test]
+fn recover_merges_segments_of_a_dead_recorder_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = OutputLayout::run_folder(dir.path());
+    let rec = Recorder::new(schema(), config(dir.path())).unwrap();
+    for i in 0..10 {
+        rec.push(&row(&rec, i)).unwrap();
+        rec.flush().unwrap();
+    }
+    // Simulate a crash: leak the recorder (no close), leave a temp file behind.
+    std::mem::forget(rec);
+    fs::write(dir.path().join("segments/.telemetry-000011.parquet.tmp-dead"), b"partial").unwrap();
+    let report = recover_run(&layout).unwrap();
+    assert_eq!(report.temp_files_removed, 1);
+    assert_eq!(report.segments_merged, 10);
+    assert_eq!(report.telemetry_rows, 10);
+    assert!(!dir.path().join("segments").exists());
+    let again = recover_run(&layout).unwrap();
+    assert_eq!(again.segments_merged, 0);
+    assert_eq!(again.telemetry_rows, 10);
+}
+
+#[test]
+fn leftover_segments_listed_by_the_merged_file_are_not_counted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg_dir = dir.path().join("segments");
+    let rec = Recorder::new(schema(), config(dir.path())).unwrap();
+    for i in 0..3 {
+        rec.push(&row(&rec, i)).unwrap();
+        rec.flush().unwrap();
+    }
+    // Keep copies of the segments, close (merge + delete), then put the copies
+    // back as if the process died between publishing the merge and deleting.
+    let saved: Vec<_> = fs::read_dir(&seg_dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (p.clone(), fs::read(&p).unwrap())
+        })
+        .collect();
+    rec.close().unwrap();
+    fs::create_dir_all(&seg_dir).unwrap();
+    for (p, bytes) in &saved {
+        fs::write(p, bytes).unwrap();
+    }
+    let files = durable_files(&seg_dir, "telemetry-", Some(&dir.path().join("telemetry.parquet"))).unwrap();
+    assert_eq!(total_rows(&files), 3, "{files:?}");
+    let report = recover_run(&OutputLayout::run_folder(dir.path())).unwrap();
+    assert_eq!(report.leftover_segments_removed, 3);
+    assert_eq!(report.telemetry_rows, 3);
+}
+
+#[test]
+fn config_errors_say_what_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.flush_interval_secs = 0.0;
+    let err = Recorder::new(schema(), cfg).err().unwrap().to_string();
+    assert!(err.contains("flush_interval must be a positive"), "{err}");
+    let mut cfg = config(dir.path());
+    cfg.ring_capacity = 1;
+    let err = Recorder::new(schema(), cfg).err().unwrap().to_string();
+    assert!(err.contains("ring_capacity must be between 2"), "{err}");
+}
