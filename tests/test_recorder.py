@@ -163,8 +163,20 @@ BAD_INPUTS = [
     ("log", (), {"iter": 1, "grad_norm": 1.0, "phase": "RED"}, SchemaError, "missing non-nullable field 'E'"),
     ("log", (), {"iter": math.nan, "E": 1.0, "grad_norm": 1.0, "phase": "RED"}, TypeError, "'iter' expects an int"),
     ("log", (), {"iter": 1, "E": {"a": 1}, "grad_norm": 1.0, "phase": "RED"}, TypeError, "'E' expects a float"),
-    ("extend", (), {"iter": [1, 2], "E": [1.0], "grad_norm": [1, 2], "phase": ["RED"] * 2}, ValueError, "differ in length"),
-    ("extend", (), {"iter": np.array([1.5]), "E": [1.0], "grad_norm": [1], "phase": ["RED"]}, TypeError, "expects integers"),
+    (
+        "extend",
+        (),
+        {"iter": [1, 2], "E": [1.0], "grad_norm": [1, 2], "phase": ["RED"] * 2},
+        ValueError,
+        "differ in length",
+    ),
+    (
+        "extend",
+        (),
+        {"iter": np.array([1.5]), "E": [1.0], "grad_norm": [1], "phase": ["RED"]},
+        TypeError,
+        "expects integers",
+    ),
     ("extend", (), {"iter": [1], "E": [1.0], "grad_norm": [1], "phase": ["PURPLE"]}, ValueError, "PURPLE"),
     ("extend", (), {"iter": [1], "E": [1.0], "grad_norm": [1]}, SchemaError, "missing non-nullable field 'phase'"),
     ("extend", (), {"iter": np.zeros((2, 2), dtype=np.int64)}, ValueError, "must be 1-D"),
@@ -217,7 +229,9 @@ def test_every_compression_codec_round_trips(tmp_path: Path) -> None:
         assert t.num_rows == 1000 and t.column("E").to_pylist()[-1] == 1.0
         comp = pq.ParquetFile(tmp_path / codec / "telemetry.parquet").metadata.row_group(0).column(1).compression
         # pyarrow names LZ4_RAW (the non-deprecated LZ4 codec) "LZ4".
-        assert comp in {"none": ["UNCOMPRESSED"], "snappy": ["SNAPPY"], "zstd": ["ZSTD"], "lz4": ["LZ4", "LZ4_RAW"]}[codec]
+        assert (
+            comp in {"none": ["UNCOMPRESSED"], "snappy": ["SNAPPY"], "zstd": ["ZSTD"], "lz4": ["LZ4", "LZ4_RAW"]}[codec]
+        )
 
 
 def test_extend_takes_strided_arrays_and_converts_dtypes(run_dir: Path) -> None:

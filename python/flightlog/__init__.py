@@ -21,13 +21,21 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from . import events, schemas
-from ._errors import CatalogLockedError, FlightlogError, RecorderClosedError, SchemaError, WriteError
+from ._errors import (
+    CatalogLockedError,
+    FlightlogError,
+    ManifestError,
+    RecorderClosedError,
+    RowBudgetWarning,
+    SchemaError,
+    WriteError,
+)
 from ._recorder import FlightRecorder, Sampling
 from ._schema import Enum, Field, Schema
 
 if TYPE_CHECKING:
-    from ._catalog import DuckDBManager
-    from ._manager import TelemetryManager
+    from ._catalog import ConsolidationReport, DuckDBManager
+    from ._manager import TelemetryManager, UnitsWarning
     from ._manifest import read_manifest, write_manifest
     from ._recover import compact, recover
 
@@ -35,16 +43,20 @@ __version__: str = FlightRecorder._version()
 
 __all__ = [
     "CatalogLockedError",
+    "ConsolidationReport",
     "DuckDBManager",
     "Enum",
     "Field",
     "FlightRecorder",
     "FlightlogError",
+    "ManifestError",
     "RecorderClosedError",
+    "RowBudgetWarning",
     "Sampling",
     "Schema",
     "SchemaError",
     "TelemetryManager",
+    "UnitsWarning",
     "WriteError",
     "__version__",
     "compact",
@@ -59,6 +71,8 @@ __all__ = [
 _LAZY = {
     "TelemetryManager": "._manager",
     "DuckDBManager": "._catalog",
+    "ConsolidationReport": "._catalog",
+    "UnitsWarning": "._manager",
     "read_manifest": "._manifest",
     "write_manifest": "._manifest",
     "recover": "._recover",

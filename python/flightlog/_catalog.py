@@ -75,8 +75,6 @@ _MODES = ("run", "dev", "tuner")
 _KINDS = ("telemetry", "events")
 #: Columns the catalog sets on every telemetry/events row.
 RESERVED_COLUMNS = ("run_id", "flow_name", "schema_version")
-#: A ``running`` run on another host whose newest file is older than this is ``crashed``.
-STALE_AFTER_SECS = 3600.0
 
 _CAT = "flightlog_catalog"  # alias of the attached database in reader sessions
 _FILE_COL = "__flightlog_file"
@@ -278,60 +276,15 @@ def _sleep_backoff(attempt: int, deadline: float | None) -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _evidence_status(manifest: Mapping[str, Any], where: Path) -> str:
+    """The status a manifest's evidence supports (:func:`flightlog._recover.run_status`):
+    a ``running`` manifest whose process is gone is ``crashed``.
 
-
-def _newest_mtime(folder: Path) -> float | None:
-    newest = None
-    for base in (folder, folder / "segments"):
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(base):
-                with contextlib.suppress(OSError):
-                    m = entry.stat().st_mtime
-                    newest = m if newest is None or m > newest else newest
-    return newest
-
-
-def _evidence_status(manifest: Mapping[str, Any], folder: Path | None) -> str:
-    """The status a manifest's evidence supports.
-
-    Uses ``flightlog._recover.run_status`` when that module provides it;
-    otherwise: a ``running`` manifest whose pid is dead on this host, or (on
-    another host) whose newest file is older than :data:`STALE_AFTER_SECS`, is
-    ``crashed``.
+    ``where`` is the run folder, or a dev/tuner run's per-run manifest file.
     """
-    status = manifest.get("status")
-    if status != "running":
-        return str(status)
-    with contextlib.suppress(ImportError, AttributeError):
-        from . import _recover
+    from ._recover import run_status
 
-        run_status = _recover.run_status
-        with contextlib.suppress(Exception):
-            result = run_status(folder if folder is not None else manifest, manifest)
-            if isinstance(result, str) and result in _STATUSES:
-                return result
-    prov = manifest.get("provenance")
-    prov = prov if isinstance(prov, Mapping) else {}
-    pid = _int(prov.get("pid"))
-    host = prov.get("host")
-    if host == socket.gethostname():
-        if pid is not None and not _pid_alive(pid):
-            return "crashed"
-    elif folder is not None:
-        newest = _newest_mtime(folder)
-        if newest is not None and time.time() - newest > STALE_AFTER_SECS:
-            return "crashed"
-    return "running"
+    return run_status(manifest, where)
 
 
 # --------------------------------------------------------------------------- results
@@ -373,7 +326,7 @@ class Result:
         return [str(t) for t in self._rel.types]
 
     def __len__(self) -> int:
-        return int(self._con.execute(f"SELECT count(*) FROM {_ident(self._table)}").fetchone()[0])
+        return int(self._rel.aggregate("count(*)").fetchall()[0][0])
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return iter(self.fetchall())
@@ -467,16 +420,14 @@ class _Unit:
     rel: str
     pieces: list[_Piece]
     compacted: bool = False
+    marker: str | None = None  # _ingested_files row recording that a compacted version is covered
+    flow_name: str | None = None
     size: int = 0
     mtime: float = 0.0
     rows: int = 0
     schema_version: int | None = None
     columns: dict[str, str] = dataclasses.field(default_factory=dict)
     kv: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return self.rel
 
 
 @dataclasses.dataclass
@@ -520,7 +471,7 @@ class DuckDBManager:
         if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0 or math.isnan(timeout)):
             raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
         self.root: Path = resolve_root(base_path, create=False).absolute()
-        self.db_path: Path = (Path(os.fspath(db_path)).expanduser() if db_path is not None else self.root / "duckdb.db")
+        self.db_path: Path = Path(os.fspath(db_path)).expanduser() if db_path is not None else self.root / "duckdb.db"
         self.db_path = self.db_path.absolute()
         self.read_only = bool(read_only)
         self.timeout = timeout
@@ -624,7 +575,9 @@ class DuckDBManager:
                 if not _is_lock_conflict(e):
                     raise
                 if not _sleep_backoff(attempt, deadline):
-                    raise CatalogLockedError(f"{self.db_path} stayed locked by a writer for {self.timeout} s: {e}") from e
+                    raise CatalogLockedError(
+                        f"{self.db_path} stayed locked by a writer for {self.timeout} s: {e}"
+                    ) from e
         try:
             mem.execute(f"USE {_CAT}")
             yield mem
@@ -739,7 +692,7 @@ class DuckDBManager:
                         self._discover_flow(Path(entry.path), state, report, run_rows, units)
         self._read_metadata(units, report)
         gone = self._gone_runs(state) if prune else []
-        return run_rows, [u for u in units if u.pieces], gone
+        return run_rows, [u for u in units if u.pieces or u.marker], gone
 
     def _parse_manifest(self, path: Path, report: ConsolidationReport) -> dict[str, Any] | None:
         """A manifest's content, or None (reported) when it is malformed."""
@@ -850,7 +803,7 @@ class DuckDBManager:
         data = self._parse_manifest(manifest, report)
         if data is None:
             return None
-        status = _evidence_status(data, folder)
+        status = _evidence_status(data, folder if folder is not None else manifest)
         if not unchanged or known["status"] != status:
             row = self._run_row(data, status, run_path, manifest, st)
             row["_new"] = known is None
@@ -877,7 +830,12 @@ class DuckDBManager:
         return _Piece(rel, run_id, flow, size=st.st_size, mtime=st.st_mtime)
 
     def _discover_run_folder(
-        self, folder: Path, state: _State, report: ConsolidationReport, run_rows: list[dict[str, Any]], units: list[_Unit]
+        self,
+        folder: Path,
+        state: _State,
+        report: ConsolidationReport,
+        run_rows: list[dict[str, Any]],
+        units: list[_Unit],
     ) -> None:
         manifest = folder / "manifest.toml"
         if not manifest.exists():
@@ -901,7 +859,12 @@ class DuckDBManager:
                 units.append(_Unit(kind, path, piece.rel, [piece], size=piece.size or 0, mtime=piece.mtime or 0.0))
 
     def _discover_flow(
-        self, flow_dir: Path, state: _State, report: ConsolidationReport, run_rows: list[dict[str, Any]], units: list[_Unit]
+        self,
+        flow_dir: Path,
+        state: _State,
+        report: ConsolidationReport,
+        run_rows: list[dict[str, Any]],
+        units: list[_Unit],
     ) -> None:
         flow = flow_dir.name
         runs_dir = flow_dir / "runs"
@@ -918,7 +881,7 @@ class DuckDBManager:
                 compacted = flow_dir / f"{mode}_{kind}.parquet"
                 listed: set[str] = set()
                 if compacted.exists():
-                    unit = _Unit(kind, compacted, self._rel(compacted), [], compacted=True)
+                    unit = _Unit(kind, compacted, self._rel(compacted), [], compacted=True, flow_name=flow)
                     units.append(unit)
                     listed = self._plan_compacted(unit, parts_dir, flow, state, report)
                 for name in parts:
@@ -929,7 +892,9 @@ class DuckDBManager:
                     piece = self._file_piece(parts_dir / name, state, report, run_id, flow)
                     if piece is not None:
                         units.append(
-                            _Unit(kind, parts_dir / name, piece.rel, [piece], size=piece.size or 0, mtime=piece.mtime or 0)
+                            _Unit(
+                                kind, parts_dir / name, piece.rel, [piece], size=piece.size or 0, mtime=piece.mtime or 0
+                            )
                         )
 
     def _plan_compacted(
@@ -952,27 +917,41 @@ class DuckDBManager:
         except (KeyError, ValueError) as e:
             report.files_skipped.append((unit.rel, f"compacted file without a valid flightlog.segments list: {e}"))
             return set()
-        todo = [n for n in names if self._rel(parts_dir / n) not in state.ingested]
-        if not todo:
-            return set(names)
+        listed = set(names)
         try:
-            rows = json.loads(kv["flightlog.segment_rows"])
-            if not isinstance(rows, list) or len(rows) != len(names) or not all(_int(r) is not None for r in rows):
+            rows = [int(r) for r in json.loads(kv["flightlog.segment_rows"])]
+            if len(rows) != len(names) or min(rows, default=0) < 0:
                 raise ValueError("flightlog.segment_rows does not match flightlog.segments")
-        except (KeyError, ValueError) as e:
-            # Without row counts only an all-new file can be read, and only whole.
-            report.files_skipped.append((unit.rel, f"cannot split the compacted file into its parts: {e}"))
-            return set(names)
+        except (KeyError, ValueError, TypeError) as e:
+            report.files_skipped.append((unit.rel, f"cannot split the compacted file into its parts: {_short(e)}"))
+            return listed
+        marker = _compacted_marker(unit.rel, sum(rows))
+        if marker in state.ingested:
+            return listed  # this very version was covered in full before
+        pieces = []
         offset = 0
         for name, n in zip(names, rows, strict=True):
-            n = int(n)
-            rel = self._rel(parts_dir / name)
-            if rel not in state.ingested:
-                m = _PART_RE.match(name)
-                run_id = m.group("run_id") if m else kv.get("flightlog.run_id")
-                unit.pieces.append(_Piece(rel, run_id, flow, lo=offset, hi=offset + n, mtime=st.st_mtime))
+            m = _PART_RE.match(name)
+            if m is None:
+                # An earlier compacted file merged again (its own part list is not
+                # carried over): its rows are covered only if we saw that version whole.
+                if _compacted_marker(unit.rel, n) not in state.ingested:
+                    report.files_skipped.append(
+                        (
+                            unit.rel,
+                            f"it holds {n} rows of an earlier compaction ({name}) that this catalog never saw "
+                            "whole, so they cannot be attributed to parts",
+                        )
+                    )
+                    return listed
+            elif self._rel(parts_dir / name) not in state.ingested:
+                rel = self._rel(parts_dir / name)
+                pieces.append(_Piece(rel, m.group("run_id"), flow, lo=offset, hi=offset + n, mtime=st.st_mtime))
             offset += n
-        return set(names)
+        unit.pieces = pieces
+        unit.marker = marker
+        unit.rows = sum(rows)
+        return listed
 
     def _read_metadata(self, units: list[_Unit], report: ConsolidationReport) -> None:
         """Fills rows, schema_version and columns of every unit (one batched pass, then
@@ -993,18 +972,19 @@ class DuckDBManager:
         for u in todo:
             if id(u) in bad:
                 report.files_skipped.append((u.rel, bad[id(u)]))
-                u.pieces = []
+                u.pieces, u.marker = [], None
                 continue
             rows, kv, columns = meta[str(u.file)]
+            if u.compacted and rows != u.rows:
+                report.files_skipped.append((u.rel, f"flightlog.segment_rows add up to {u.rows}, the file has {rows}"))
+                u.pieces, u.marker = [], None
+                continue
             u.rows = rows
             u.kv = kv or u.kv
             u.columns = columns
             u.schema_version = _int(u.kv.get("schema_version"))
             if not u.compacted:
                 u.pieces[0].lo, u.pieces[0].hi = None, None
-            elif u.pieces[-1].hi is not None and u.pieces[-1].hi > rows:
-                report.files_skipped.append((u.rel, f"flightlog.segment_rows add up to more than its {rows} rows"))
-                u.pieces = []
             if not u.compacted and u.pieces and u.pieces[0].run_id is None:
                 u.pieces[0].run_id = u.kv.get("flightlog.run_id")
 
@@ -1050,7 +1030,9 @@ class DuckDBManager:
             else:
                 report.runs_updated += 1
 
-    def _plan_columns(self, units: list[_Unit], state: _State, report: ConsolidationReport) -> dict[str, dict[str, str]]:
+    def _plan_columns(
+        self, units: list[_Unit], state: _State, report: ConsolidationReport
+    ) -> dict[str, dict[str, str]]:
         """Checks every unit's columns against its table; returns the new columns per table."""
         new: dict[str, dict[str, str]] = {k: {} for k in _KINDS}
         for u in units:
@@ -1067,7 +1049,7 @@ class DuckDBManager:
                     conflicts.append(f"column {name!r} is {ftype} in the file but {ttype} in table {u.kind}")
             if conflicts:
                 report.files_skipped.append((u.rel, "type conflict: " + "; ".join(conflicts)))
-                u.pieces = []
+                u.pieces, u.marker = [], None
                 continue
             for name, ftype in u.columns.items():
                 if name not in RESERVED_COLUMNS and name != _FILE_COL and name not in table and name not in added:
@@ -1083,7 +1065,7 @@ class DuckDBManager:
         progress: Callable[[int, int], Any] | None,
     ) -> None:
         new = self._plan_columns(units, state, report)
-        units = [u for u in units if u.pieces]
+        units = [u for u in units if u.pieces or u.marker]
         if any(new.values()):
             con.execute("BEGIN")
             for table, columns in new.items():
@@ -1096,21 +1078,22 @@ class DuckDBManager:
         if progress is not None:
             progress(0, total)
         for batch in _batches(units):
-            done_batch = self._write_batch(con, batch, report)
-            if done_batch is None:  # the batch failed: isolate the bad file(s)
+            error = self._write_batch(con, batch, report)
+            if error is not None and len(batch) > 1:  # isolate the bad file(s)
                 for u in batch:
-                    if self._write_batch(con, [u], report) is None:
-                        report.files_skipped.append((u.rel, self._last_error))
+                    error = self._write_batch(con, [u], report)
+                    if error is not None:
+                        report.files_skipped.append((u.rel, error))
+            elif error is not None:
+                report.files_skipped.append((batch[0].rel, error))
             done += sum(len(u.pieces) for u in batch)
             if progress is not None:
                 progress(done, total)
 
-    _last_error = ""
-
-    def _write_batch(self, con: Any, batch: list[_Unit], report: ConsolidationReport) -> int | None:
+    def _write_batch(self, con: Any, batch: list[_Unit], report: ConsolidationReport) -> str | None:
         """Inserts the rows of ``batch`` and their bookkeeping in one transaction.
 
-        Returns the rows added, or None (and rolls back) if anything failed."""
+        Returns None on success, else (after rolling back) the reason."""
         kind = batch[0].kind
         columns: dict[str, str] = {}
         for u in batch:
@@ -1164,10 +1147,17 @@ class DuckDBManager:
             for u in batch
             for p in u.pieces
         ]
-        files = sorted({str(u.file) for u in batch})
+        files_added = len(bookkeeping)
+        bookkeeping += [
+            {"path": u.marker, "kind": "compacted", "flow_name": u.flow_name, "rows": u.rows, "source": u.rel}
+            | {"size": u.size, "mtime": u.mtime, "ingested_at": now}
+            for u in batch
+            if u.marker
+        ]
+        files = sorted({str(u.file) for u in batch if u.pieces})
         con.execute("BEGIN")
         try:
-            added = con.execute(sql, [files, json.dumps(mapping)]).fetchone()[0]
+            added = con.execute(sql, [files, json.dumps(mapping)]).fetchall()[0][0] if files else 0
             if added != expected:
                 raise RuntimeError(f"read {added} rows where the footers promise {expected}")
             con.execute(
@@ -1181,11 +1171,10 @@ class DuckDBManager:
             con.execute("COMMIT")
         except Exception as e:
             con.execute("ROLLBACK")
-            self._last_error = f"could not be ingested: {_short(e)}"
-            return None
-        report.files_added += len(bookkeeping)
+            return f"could not be ingested: {_short(e)}"
+        report.files_added += files_added
         report.rows_added += int(added)
-        return int(added)
+        return None
 
     def _prune(self, con: Any, gone: list[tuple[str | None, str | None]], report: ConsolidationReport) -> None:
         payload = json.dumps([{"run_id": r, "flow_name": f} for r, f in gone])
@@ -1300,7 +1289,7 @@ class DuckDBManager:
             else:
                 raise ValueError("telemetry has neither an 'iter' nor a 't_wall_ms' column to order rows by")
             wall = _ident("t_wall_ms") if "t_wall_ms" in available else "NULL::DOUBLE"
-            iterations = f"max({key}) - min({key}) + 1" if "iter" in available else "count(*)"
+            iterations = "max(k) - min(k) + 1" if "iter" in available else "count(*)"
             deltas = ("first", "last", "min", "argmin_iter", "iterations", "wall_s", "rows_per_s")
             sql = f"""
             WITH ids AS (SELECT unnest(?::VARCHAR[]) AS run_id, unnest(?::BIGINT[]) AS ord),
@@ -1311,7 +1300,7 @@ class DuckDBManager:
                          arg_max(v, k) FILTER (WHERE v IS NOT NULL) AS last,
                          min(v) AS min,
                          arg_min(k, (v, k)) FILTER (WHERE v IS NOT NULL) AS argmin_iter,
-                         {iterations.replace(key, "k")} AS iterations,
+                         {iterations} AS iterations,
                          (max(w) - min(w)) / 1000.0 AS wall_s
                   FROM t GROUP BY run_id),
             r AS (SELECT run_id, any_value(flow_name) AS flow_name, any_value(status) AS status
@@ -1347,33 +1336,30 @@ class DuckDBManager:
         where = self._locate(run_id)
         deadline = time.monotonic() + max(self.timeout or 0, 5.0)
         for attempt in itertools.count():
+            mem = duckdb.connect(":memory:")
             try:
                 files = self._live_files(where, run_id, kind)
-                mem = duckdb.connect(":memory:")
                 if not files:
                     mem.execute("CREATE TABLE memory.main.live AS SELECT NULL::VARCHAR AS run_id WHERE false")
                     return Result(mem, "memory.main.live")
                 mapping = json.dumps(
-                    [
-                        {"file": str(f), "lo": lo, "hi": hi, "ord": i, "run_id": None, "flow_name": None}
-                        for i, (f, lo, hi) in enumerate(files)
-                    ]
+                    [{"file": str(f), "lo": lo, "hi": hi, "ord": i} for i, (f, lo, hi) in enumerate(files)]
                 )
                 spec = {"file": "VARCHAR", "lo": "BIGINT", "hi": "BIGINT", "ord": "BIGINT"}
                 mem.execute(
-                    "CREATE TABLE memory.main.live AS SELECT p.* EXCLUDE (__flightlog_file, file_row_number) "
-                    "FROM read_parquet(?, union_by_name = true, filename = '__flightlog_file', file_row_number = true) p "
-                    f"JOIN {_rows_source(spec)} m ON p.__flightlog_file = m.file "
+                    f"CREATE TABLE memory.main.live AS SELECT p.* EXCLUDE ({_FILE_COL}, file_row_number) "
+                    f"FROM read_parquet(?, union_by_name = true, filename = {_literal(_FILE_COL)}, "
+                    f"file_row_number = true) p JOIN {_rows_source(spec)} m ON p.{_FILE_COL} = m.file "
                     "AND (m.lo IS NULL OR (p.file_row_number >= m.lo AND p.file_row_number < m.hi)) "
                     "ORDER BY m.ord, p.file_row_number",
                     [sorted({str(f) for f, _, _ in files}), mapping],
                 )
                 return Result(mem, "memory.main.live")
-            except (duckdb.Error, OSError, KeyError, ValueError) as e:
-                if isinstance(e, ValueError) and not isinstance(e, duckdb.Error):
-                    raise
+            except (duckdb.Error, OSError, KeyError) as e:
+                # A file merged or compacted away between listing and reading: list again.
+                mem.close()
                 if not _sleep_backoff(attempt, deadline):
-                    raise
+                    raise ValueError(f"could not read the durable files of run {run_id!r}: {_short(e)}") from e
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _locate(self, run_id: str) -> tuple[str, Path, Mapping[str, Any] | None]:
@@ -1446,6 +1432,12 @@ class DuckDBManager:
 
 
 # --------------------------------------------------------------------------- module helpers
+
+
+def _compacted_marker(rel: str, rows: int) -> str:
+    """The ``_ingested_files`` path recording that the version of compacted file ``rel``
+    with ``rows`` rows is covered (compaction only appends, so rows identify a version)."""
+    return f"{rel}#rows={rows}"
 
 
 def _short(exc: BaseException) -> str:

@@ -5,6 +5,7 @@
     Exception
      └── FlightlogError                 every error flightlog raises on purpose
           ├── SchemaError (ValueError)  unknown/missing field, bad schema, inference failed
+          ├── ManifestError (ValueError)  a manifest.toml is not valid TOML / not a manifest
           ├── WriteError (OSError)      a file could not be written or published
           ├── RecorderClosedError (RuntimeError)   the recorder was closed
           └── CatalogLockedError (TimeoutError)    another process holds duckdb.db
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "CatalogLockedError",
     "FlightlogError",
+    "ManifestError",
     "RecorderClosedError",
     "RowBudgetWarning",
     "SchemaError",
@@ -31,6 +33,10 @@ class FlightlogError(Exception):
 
 class SchemaError(FlightlogError, ValueError):
     """A row or a schema does not fit: unknown field, missing field, bad definition."""
+
+
+class ManifestError(FlightlogError, ValueError):
+    """A manifest file exists but is not a valid TOML document."""
 
 
 class WriteError(FlightlogError, OSError):

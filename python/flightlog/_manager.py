@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import json
 import os
 import shutil
@@ -53,13 +52,8 @@ from ._manifest import (
 )
 from ._names import validate_name
 from ._recorder import FlightRecorder, Sampling
-from ._runs import DEFAULT_RUN_PREFIX, claim, claim_run_dir, resolve_root
+from ._runs import DEFAULT_RUN_PREFIX, claim, claim_run_dir, file_lock, flow_paths, resolve_root
 from ._schema import Field, Schema
-
-try:  # POSIX
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -67,8 +61,6 @@ __all__ = [
     "MODES",
     "TelemetryManager",
     "UnitsWarning",
-    "flow_dir",
-    "flow_paths",
 ]
 
 #: The run modes.
@@ -109,7 +101,7 @@ def _close_all_at_exit() -> None:
     with _open_lock:
         runs = list(_open_runs)
     # An exception that ended the program is in sys.last_value (set when it was printed).
-    error = getattr(sys, "last_value", None)
+    error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
     for tm in runs:
         with contextlib.suppress(Exception):
             tm.close(error=error if isinstance(error, BaseException) else None)
@@ -123,28 +115,6 @@ class UnitsWarning(UserWarning):
     """
 
 
-def flow_dir(root: str | os.PathLike[str], flow_name: str) -> Path:
-    """``<root>/flows/<flow_name>`` (the name is validated)."""
-    return Path(root) / "flows" / validate_name("flow_name", flow_name)
-
-
-def flow_paths(root: str | os.PathLike[str], flow_name: str, which: str) -> dict[str, Path]:
-    """Folders and files of a flow's append mode ``which`` (``"dev"`` or ``"tuner"``):
-    ``flow``, ``runs``, ``telemetry`` (parts), ``events`` (parts), ``compacted_telemetry``,
-    ``compacted_events``."""
-    if which not in ("dev", "tuner"):
-        raise ValueError(f"which must be 'dev' or 'tuner', got {which!r}")
-    fd = flow_dir(root, flow_name)
-    return {
-        "flow": fd,
-        "runs": fd / "runs",
-        "telemetry": fd / f"{which}_telemetry",
-        "events": fd / f"{which}_events",
-        "compacted_telemetry": fd / f"{which}_telemetry.parquet",
-        "compacted_events": fd / f"{which}_events.parquet",
-    }
-
-
 def _error_type(exc: BaseException) -> str:
     t = type(exc)
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
@@ -156,16 +126,8 @@ def _error_message(exc: BaseException) -> str:
 
 
 def _sampling_pair(sampling: Any) -> tuple[int, int] | None:
-    if sampling is None:
-        return None
-    if isinstance(sampling, tuple | list) and len(sampling) == 2:
-        return int(sampling[0]), int(sampling[1])
-    keep_first, every = getattr(sampling, "keep_first", None), getattr(sampling, "every", None)
-    if keep_first is None or every is None:
-        raise TypeError(
-            f"sampling must be None, Sampling(keep_first, every) or a (keep_first, every) pair, got {sampling!r}"
-        )
-    return int(keep_first), int(every)
+    s = Sampling.coerce(sampling)  # validates: ValueError/TypeError before the disk is touched
+    return None if s is None else (s.keep_first, s.every)
 
 
 def _with_constant_fields(schema: Schema, constants: Mapping[str, str]) -> Schema:
@@ -196,7 +158,8 @@ class _Buffered:
     __slots__ = ("items",)
 
     def __init__(self) -> None:
-        self.items: list[tuple[str, Any, float]] = []
+        # (name, payload, time.monotonic() at the call, explicit t_wall_ms or None)
+        self.items: list[tuple[str, Any, float, float | None]] = []
 
 
 class TelemetryManager:
@@ -412,8 +375,8 @@ class TelemetryManager:
         if not items:
             return
         start = time.monotonic()
-        for name, payload, t in items:
-            rec.event(name, payload, t_wall_ms=(t - start) * 1e3)
+        for name, payload, t, explicit in items:
+            rec.event(name, payload, t_wall_ms=(t - start) * 1e3 if explicit is None else explicit)
 
     def _ensure_recorder(self, first_log: Mapping[str, Any] | None = None) -> Any:
         """The recorder; in lazy mode it is created here (``first_log`` infers the schema)."""
@@ -503,7 +466,7 @@ class TelemetryManager:
                     json.dumps(payload)
                 except (TypeError, ValueError) as e:
                     raise TypeError(f"payload of event {name!r} is not JSON-serialisable: {e}") from None
-                self._buffered.items.append((name, payload, time.monotonic() if t_wall_ms is None else t_wall_ms))
+                self._buffered.items.append((name, payload, time.monotonic(), t_wall_ms))
                 return
         if t_wall_ms is None:
             rec.event(name, payload)
@@ -531,7 +494,7 @@ class TelemetryManager:
     @property
     def manifest(self) -> dict[str, Any]:
         """The manifest as last written (a copy)."""
-        return copy.deepcopy(self._manifest)
+        return to_toml_table(self._manifest)
 
     @property
     def manifest_path(self) -> Path:
@@ -678,11 +641,16 @@ class TelemetryManager:
                 and (schema_json is None or m.get("schema") == schema_json)
             )
 
+        key = (str(path), self.mode, schema_json)
+        if _flow_checked.get(key, False) == _signature(path):
+            return  # unchanged since this process found it up to date
         if up_to_date(current()):
+            _flow_checked[key] = _signature(path)
             return
-        with _file_lock(self._flow_dir / ".manifest.lock"):
+        with file_lock(self._flow_dir / ".manifest.lock"):
             m = current()
             if up_to_date(m):
+                _flow_checked[key] = _signature(path)
                 return
             now = utc_now_iso()
             data: dict[str, Any] = dict(m or {})
@@ -694,6 +662,7 @@ class TelemetryManager:
                 data["schema_version"] = self._version(schema)
                 data["schema"] = schema_json
             write_manifest(path, data)
+            _flow_checked[key] = _signature(path)
 
     def _abandon(self) -> None:
         """Undo the claim after the recorder could not start."""
@@ -715,21 +684,15 @@ class TelemetryManager:
         self.close(error=exc)
 
 
-class _file_lock:
-    """An exclusive ``flock`` on ``path`` (a no-op where ``fcntl`` is missing)."""
+# Flow manifests this process found up to date, by (path, mode, schema JSON),
+# with the file's identity then: a tuner starting thousands of runs re-reads the
+# flow manifest only when another process changed it.
+_flow_checked: dict[tuple[str, str, str | None], tuple[int, int, int] | None] = {}
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
 
-    def __enter__(self) -> None:
-        if fcntl is None:  # pragma: no cover
-            return
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

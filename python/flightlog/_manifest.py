@@ -50,7 +50,7 @@ from collections.abc import Mapping, Sequence, Set
 from pathlib import Path, PurePath
 from typing import Any
 
-from ._errors import FlightlogError
+from ._errors import ManifestError
 
 __all__ = [
     "MANIFEST_NAME",
@@ -69,10 +69,6 @@ __all__ = [
 
 #: File name of a run folder's manifest.
 MANIFEST_NAME = "manifest.toml"
-
-
-class ManifestError(FlightlogError, ValueError):
-    """A manifest file exists but is not a valid TOML document."""
 
 
 # --------------------------------------------------------------------------- conversion
@@ -278,6 +274,8 @@ def create_manifest(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Pa
     exists: the complete file appears at once (temp file, then a hard link that
     cannot overwrite), so it can claim a name (dev/tuner run ids)."""
     target = manifest_path(path)
+    if os.path.lexists(target):  # cheap early answer; the link below is what decides
+        raise FileExistsError(errno.EEXIST, "manifest exists", str(target))
     payload = _dumps(data)
     tmp = _write_temp(target, payload)
     try:

@@ -75,7 +75,7 @@ def _close_all_at_exit() -> None:
     for rec in recorders:
         try:
             rec.close()
-        except Exception:  # noqa: BLE001 - at exit there is no caller left to tell
+        except Exception:
             pass
 
 

@@ -32,7 +32,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from ._manifest import (
     write_manifest,
 )
 from ._names import validate_name
-from ._runs import DEFAULT_RUN_PREFIX, resolve_root
+from ._runs import DEFAULT_RUN_PREFIX, file_lock, flow_paths, resolve_root
 
 __all__ = [
     "DEFAULT_STALE_AFTER",
@@ -207,7 +207,8 @@ class RecoverReport:
     ``path``, ``previous_status``, ``status``, ``telemetry_rows``, ``event_rows``,
     ``segments_merged``, ``temp_files_removed``, ``leftover_segments_removed``).
     ``live``: paths of running runs left alone. ``leftover_parts_removed``: parts
-    already held by a compacted file. ``errors``: ``{"path", "error"}`` per run
+    already held by a compacted file. ``temp_files_removed``: temp files of
+    compactions that died. ``errors``: ``{"path", "error"}`` per run
     that could not be handled (the others still are).
     """
 
@@ -215,6 +216,7 @@ class RecoverReport:
     recovered: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     live: list[str] = dataclasses.field(default_factory=list)
     leftover_parts_removed: int = 0
+    temp_files_removed: int = 0
     errors: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -275,8 +277,7 @@ def _recover_run_folder(run_dir: Path, stale_after: float, report: RecoverReport
         if status == "running":
             report.live.append(str(run_dir))
             return
-        needs_work = has_segments or not (run_dir / "telemetry.parquet").exists()
-        needs_work = needs_work or any(_TEMP_MARKER in e.name and e.name.startswith(".") for e in _scandir(run_dir))
+        needs_work = has_segments or any(_TEMP_MARKER in e.name and e.name.startswith(".") for e in _scandir(run_dir))
         if previous != "running" and not needs_work:
             return  # finished, failed or already recovered
         newest = _newest(_run_files_for_evidence(manifest, run_dir))
@@ -322,13 +323,28 @@ def _listed(compacted: Path) -> list[tuple[str, int | None]]:
 
 
 def _remove_listed_leftovers(parts_dir: Path, compacted: Path) -> int:
+    """Delete parts that ``compacted`` already holds (a compaction died before
+    deleting them). A part is deleted only if it is older than the compacted file
+    and has the row count listed for it: a part that merely has a listed name
+    (a run id reused after its runs/ manifest was removed) is kept."""
+    listed = _listed(compacted)
+    if not listed:
+        return 0
+    compacted_mtime = compacted.stat().st_mtime_ns
     removed = 0
-    for name, _ in _listed(compacted):
+    for name, rows in listed:
         if not _PART_RE.match(name):
             continue  # e.g. the previous compacted file itself
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(parts_dir / name)
+        part = parts_dir / name
+        try:
+            if part.stat().st_mtime_ns > compacted_mtime:
+                continue
+            if rows is not None and int(_core().parquet_rows(str(part))) != int(rows):
+                continue
+            os.unlink(part)
             removed += 1
+        except FileNotFoundError:
+            continue
     if removed:
         fsync_dir(parts_dir)
     return removed
@@ -434,6 +450,10 @@ def recover(
                 _recover_append_run(Path(mf.path), stale_after, report)
             except (OSError, FlightlogError, ValueError) as err:
                 report.errors.append({"path": mf.path, "error": f"{type(err).__name__}: {err}"})
+        with file_lock(fpath / ".compact.lock", blocking=False) as locked:
+            if locked:  # no compaction is running: its temp files are leftovers
+                for which in ("dev", "tuner"):
+                    report.temp_files_removed += _sweep_compaction_temps(fpath, which)
         for which in ("dev", "tuner"):
             for kind in ("telemetry", "events"):
                 try:
@@ -460,11 +480,36 @@ def _schema_json(kv: Mapping[str, str]) -> Any:
         return text
 
 
-def _compact_kind(parts_dir: Path, out: Path) -> dict[str, Any]:
+def _running_run_ids(runs_dir: Path) -> set[str]:
+    """Run ids of the flow's dev/tuner runs still running by evidence: their
+    recorders still own their parts and merge nothing, but must not see them vanish."""
+    running = set()
+    for e in _scandir(runs_dir):
+        if not e.name.endswith(".toml") or e.name.startswith("."):
+            continue
+        try:
+            manifest = read_manifest(e.path)
+        except Exception:
+            continue
+        if run_status(manifest, e.path) == "running":
+            running.add(str(manifest.get("run_id", e.name[: -len(".toml")])))
+    return running
+
+
+def _compact_kind(parts_dir: Path, out: Path, running: Collection[str] = ()) -> dict[str, Any]:
     result: dict[str, Any] = {"path": str(out), "parts_merged": 0, "rows": 0, "bytes": 0, "leftovers_removed": 0}
     result["leftovers_removed"] = _remove_listed_leftovers(parts_dir, out)
-    parts = sorted(Path(e.path) for e in _scandir(parts_dir) if _PART_RE.match(e.name) and e.is_file())
     skipped: list[dict[str, str]] = []
+    parts = []
+    for e in _scandir(parts_dir):
+        m = _PART_RE.match(e.name)
+        if m is None or not e.is_file():
+            continue
+        if m.group("run_id") in running:
+            skipped.append({"path": e.path, "reason": "its run is still running; compact again after it ends"})
+            continue
+        parts.append(Path(e.path))
+    parts.sort()
     if parts:
         reference = _schema_json(_kv(out)) if out.exists() else _schema_json(_kv(parts[0]))
         chosen = []
@@ -488,6 +533,19 @@ def _compact_kind(parts_dir: Path, out: Path) -> dict[str, Any]:
     return result
 
 
+def _sweep_compaction_temps(flow: Path, which: str) -> int:
+    """Remove temp files of a compaction that died (call with the compact lock held)."""
+    removed = 0
+    for e in _scandir(flow):
+        if e.name.startswith((f".{which}_telemetry.parquet{_TEMP_MARKER}", f".{which}_events.parquet{_TEMP_MARKER}")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(e.path)
+                removed += 1
+    if removed:
+        fsync_dir(flow)
+    return removed
+
+
 def compact(base_path: str | os.PathLike[str] | None, flow_name: str, which: str = "dev") -> dict[str, Any]:
     """Merge a flow's published ``which`` parts (``"dev"`` or ``"tuner"``) into
     ``flows/<flow>/<which>_telemetry.parquet`` (and events into
@@ -499,8 +557,6 @@ def compact(base_path: str | os.PathLike[str] | None, flow_name: str, which: str
     reason; they stay as they are). One compaction per flow at a time (file
     lock); see the module doc for crash safety.
     """
-    from ._manager import _file_lock, flow_paths
-
     validate_name("flow_name", flow_name)
     if which not in ("dev", "tuner"):
         raise ValueError(f"which must be 'dev' or 'tuner', got {which!r}")
@@ -509,7 +565,9 @@ def compact(base_path: str | os.PathLike[str] | None, flow_name: str, which: str
     if not paths["flow"].is_dir():
         raise FileNotFoundError(f"no flow {flow_name!r} under {root} ({paths['flow']} does not exist)")
     report: dict[str, Any] = {"flow_name": flow_name, "which": which}
-    with _file_lock(paths["flow"] / ".compact.lock"):
+    with file_lock(paths["flow"] / ".compact.lock"):
+        report["temp_files_removed"] = _sweep_compaction_temps(paths["flow"], which)
+        running = _running_run_ids(paths["runs"])
         for kind in ("telemetry", "events"):
-            report[kind] = _compact_kind(paths[kind], paths[f"compacted_{kind}"])
+            report[kind] = _compact_kind(paths[kind], paths[f"compacted_{kind}"], running)
     return report

@@ -12,16 +12,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ._names import validate_name
 
-__all__ = ["DEFAULT_ROOT", "DEFAULT_RUN_PREFIX", "ROOT_ENV", "claim", "claim_run_dir", "new_run_id", "resolve_root"]
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "DEFAULT_RUN_PREFIX",
+    "ROOT_ENV",
+    "claim",
+    "claim_run_dir",
+    "file_lock",
+    "flow_dir",
+    "flow_paths",
+    "new_run_id",
+    "resolve_root",
+]
 
 #: Environment variable naming the root when no ``base_path`` is given.
 ROOT_ENV = "FLIGHTLOG_ROOT"
@@ -137,3 +154,50 @@ def claim_run_dir(
 
     rid = claim(root_p / prefix, make, run_id)
     return rid, root_p / (prefix + rid)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing); yield whether
+    it is held (always ``True`` when ``blocking``). The kernel releases it when the
+    process dies, so it is never left behind. Without ``fcntl`` (Windows) it
+    yields ``True`` without locking.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield True
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def flow_dir(root: str | os.PathLike[str], flow_name: str) -> Path:
+    """``<root>/flows/<flow_name>`` (the name is validated)."""
+    return Path(root) / "flows" / validate_name("flow_name", flow_name)
+
+
+def flow_paths(root: str | os.PathLike[str], flow_name: str, which: str) -> dict[str, Path]:
+    """Folders and files of a flow's append mode ``which`` (``"dev"`` or ``"tuner"``):
+    ``flow``, ``runs``, ``telemetry`` (parts), ``events`` (parts), ``compacted_telemetry``,
+    ``compacted_events``."""
+    if which not in ("dev", "tuner"):
+        raise ValueError(f"which must be 'dev' or 'tuner', got {which!r}")
+    fd = flow_dir(root, flow_name)
+    return {
+        "flow": fd,
+        "runs": fd / "runs",
+        "telemetry": fd / f"{which}_telemetry",
+        "events": fd / f"{which}_events",
+        "compacted_telemetry": fd / f"{which}_telemetry.parquet",
+        "compacted_events": fd / f"{which}_events.parquet",
+    }

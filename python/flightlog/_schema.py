@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ._errors import SchemaError
 
@@ -40,7 +40,7 @@ class Enum:
         return f"Enum({list(self.variants)!r})"
 
 
-DType = Union[str, Enum]
+DType = str | Enum
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,11 @@ class Schema:
     def to_dict(self) -> dict[str, Any]:
         out = []
         for f in self.fields:
-            d: dict[str, Any] = {"name": f.name, "dtype": {"enum": list(f.dtype.variants)} if isinstance(f.dtype, Enum) else f.dtype, "nullable": f.nullable}
+            d: dict[str, Any] = {
+                "name": f.name,
+                "dtype": {"enum": list(f.dtype.variants)} if isinstance(f.dtype, Enum) else f.dtype,
+                "nullable": f.nullable,
+            }
             if f.unit is not None:
                 d["unit"] = f.unit
             if f.doc is not None:

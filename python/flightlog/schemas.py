@@ -28,7 +28,12 @@ CFS_CORE = Schema(
         Field("gamma", "f64", nullable=False, doc="step-size parameter"),
         Field("alpha", "f64", nullable=False, doc="step size"),
         Field("phi_residual", "f64", nullable=False, doc="certificate residual (units and method in the manifest)"),
-        Field("invariant_drift_max", "f64", nullable=False, doc="largest invariant drift (units and method in the manifest)"),
+        Field(
+            "invariant_drift_max",
+            "f64",
+            nullable=False,
+            doc="largest invariant drift (units and method in the manifest)",
+        ),
         Field("trial_id", "str", nullable=True, doc="tuner trial id"),
         Field("lambda", "f64", nullable=True, doc="regularisation weight"),
         Field("lambda_j", "str", nullable=True, doc="per-term weights, JSON text"),

@@ -99,7 +99,8 @@ where
         tmp,
         std::io::Error::from_raw_os_error(5)
     )));
-    file.sync_all().map_err(|e| CoreError::io("fsync", tmp, e))?;
+    file.sync_all()
+        .map_err(|e| CoreError::io("fsync", tmp, e))?;
     let size = file
         .metadata()
         .map_err(|e| CoreError::io("stat", tmp, e))?
@@ -192,7 +193,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tmp = temp_path_for(&dir.path().join("telemetry-000001.parquet"));
         let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with('.') && !name.ends_with(".parquet"), "{name}");
+        assert!(
+            name.starts_with('.') && !name.ends_with(".parquet"),
+            "{name}"
+        );
         fs::write(&tmp, b"x").unwrap();
         fs::write(dir.path().join("keep.parquet"), b"y").unwrap();
         assert_eq!(sweep_temp_files(dir.path()).unwrap(), 1);

@@ -43,7 +43,9 @@ impl Dictionary {
         let mut inner = Inner::default();
         for v in variants {
             let v: Arc<str> = Arc::from(v.as_str());
-            inner.codes.insert(Arc::clone(&v), inner.values.len() as i32);
+            inner
+                .codes
+                .insert(Arc::clone(&v), inner.values.len() as i32);
             inner.values.push(v);
         }
         Dictionary {
@@ -97,7 +99,11 @@ impl Dictionary {
 
     /// Number of known values.
     pub fn len(&self) -> usize {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).values.len()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values
+            .len()
     }
 
     /// True when no value is known yet.
@@ -125,6 +131,9 @@ mod tests {
         let d = Dictionary::fixed("phase", &["RED".into(), "GREEN".into()]);
         assert_eq!(d.code("GREEN").unwrap(), 1);
         let err = d.code("BLUE").unwrap_err().to_string();
-        assert!(err.contains("phase") && err.contains("BLUE") && err.contains("RED"), "{err}");
+        assert!(
+            err.contains("phase") && err.contains("BLUE") && err.contains("RED"),
+            "{err}"
+        );
     }
 }

@@ -33,6 +33,6 @@ pub mod schema;
 pub use error::{CoreError, Result};
 pub use layout::{OutputLayout, RowLayout};
 pub use parquet_io::Codec;
-pub use recorder::{OnFull, Offer, Recorder, RecorderConfig, Sampling, Stats};
+pub use recorder::{Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};
 pub use recover::{recover_run, RecoverReport};
 pub use schema::{DType, Field, Schema, Value};

@@ -230,21 +230,49 @@ pub fn read_file(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>)> {
 
 /// Merges `inputs` into `out` (see [`merge_files`]) recording their names and
 /// row counts under [`SEGMENTS_KEY`] and [`SEGMENT_ROWS_KEY`], so readers can
-/// tell which rows came from which segment. Returns (rows, bytes).
+/// tell which rows came from which segment. An input that is itself a merge
+/// contributes the segments it lists (so compacting twice still names every
+/// original part). Returns (rows, bytes).
 pub fn merge_segments(out: &Path, inputs: &[PathBuf]) -> Result<(u64, u64)> {
-    let mut names = Vec::with_capacity(inputs.len());
-    let mut counts = Vec::with_capacity(inputs.len());
+    let mut names: Vec<String> = Vec::with_capacity(inputs.len());
+    let mut counts: Vec<u64> = Vec::with_capacity(inputs.len());
     for p in inputs {
+        let rows = row_count(p)?;
+        let kv = read_key_values(p)?;
+        let listed = kv.iter().find(|(k, _)| k == SEGMENTS_KEY);
+        let listed_rows = kv.iter().find(|(k, _)| k == SEGMENT_ROWS_KEY);
+        if let (Some((_, n)), Some((_, r))) = (listed, listed_rows) {
+            let n: Vec<String> = serde_json::from_str(n).map_err(|e| {
+                CoreError::write(format!("{}: malformed {SEGMENTS_KEY}: {e}", p.display()))
+            })?;
+            let r: Vec<u64> = serde_json::from_str(r).map_err(|e| {
+                CoreError::write(format!(
+                    "{}: malformed {SEGMENT_ROWS_KEY}: {e}",
+                    p.display()
+                ))
+            })?;
+            if n.len() == r.len() && r.iter().sum::<u64>() == rows {
+                names.extend(n);
+                counts.extend(r);
+                continue;
+            }
+        }
         names.push(
             p.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
-        counts.push(row_count(p)?);
+        counts.push(rows);
     }
     let kv = key_values([
-        (SEGMENTS_KEY, serde_json::to_string(&names).expect("names serialise")),
-        (SEGMENT_ROWS_KEY, serde_json::to_string(&counts).expect("counts serialise")),
+        (
+            SEGMENTS_KEY,
+            serde_json::to_string(&names).expect("names serialise"),
+        ),
+        (
+            SEGMENT_ROWS_KEY,
+            serde_json::to_string(&counts).expect("counts serialise"),
+        ),
     ]);
     let size = merge_files(out, inputs, kv)?;
     Ok((counts.iter().sum(), size))

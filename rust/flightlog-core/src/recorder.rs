@@ -66,7 +66,8 @@ pub struct Sampling {
 
 impl Sampling {
     fn keeps(&self, offered_index: u64) -> bool {
-        offered_index < self.keep_first || (offered_index - self.keep_first) % self.every == 0
+        offered_index < self.keep_first
+            || (offered_index - self.keep_first).is_multiple_of(self.every)
     }
 }
 
@@ -180,7 +181,9 @@ pub enum Offer {
     SampledOut,
     Dropped,
     /// Refused by the row budget; `first` is true exactly once per recorder.
-    OverBudget { first: bool },
+    OverBudget {
+        first: bool,
+    },
 }
 
 #[derive(Default)]
@@ -563,17 +566,16 @@ impl Recorder {
             return Ok(CloseReport::default());
         }
         let flush_result = self.shared.flush_and_wait(true);
-        let outcome = match lock(&self.flusher).take() {
-            Some(handle) => match handle.join() {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    return Err(CoreError::write(
+        let outcome =
+            match lock(&self.flusher).take() {
+                Some(handle) => match handle.join() {
+                    Ok(outcome) => outcome,
+                    Err(_) => return Err(CoreError::write(
                         "the flusher thread panicked; published segments are intact, run recover",
-                    ))
-                }
-            },
-            None => return Ok(CloseReport::default()),
-        };
+                    )),
+                },
+                None => return Ok(CloseReport::default()),
+            };
         // An error the caller has not seen yet wins over the merge: the merge
         // still runs so that everything that was written ends up in one file.
         let earlier = self.take_error().err().or(flush_result.err());
@@ -586,7 +588,10 @@ impl Recorder {
                 telemetry_segments.push(name.clone());
             } else {
                 vanished.push(name.clone());
-                self.shared.counters.lost.fetch_add(*rows, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .lost
+                    .fetch_add(*rows, Ordering::Relaxed);
             }
         }
         let event_segments: Vec<String> = outcome
@@ -600,12 +605,10 @@ impl Recorder {
         let layout = &self.shared.config.layout;
         let merge = (|| -> Result<()> {
             if let Some(final_path) = &layout.final_telemetry {
-                let (rows, size) = finalize(
-                    &layout.segment_dir,
-                    &telemetry_segments,
-                    final_path,
-                    || empty_file(final_path, &self.shared),
-                )?;
+                let (rows, size) =
+                    finalize(&layout.segment_dir, &telemetry_segments, final_path, || {
+                        empty_file(final_path, &self.shared)
+                    })?;
                 if telemetry_segments.len() != 1 {
                     // A merge (or an empty file) wrote new bytes; a rename did not.
                     self.shared
@@ -618,29 +621,29 @@ impl Recorder {
                 for name in &telemetry_segments {
                     let p = layout.segment_dir.join(name);
                     let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                    report.files.push((p.clone(), parquet_io::row_count(&p)?, size));
+                    report
+                        .files
+                        .push((p.clone(), parquet_io::row_count(&p)?, size));
                 }
             }
             if let Some(final_events) = &layout.final_events {
-                let (rows, size) = finalize(
-                    &layout.events_dir,
-                    &event_segments,
-                    final_events,
-                    || {
+                let (rows, size) =
+                    finalize(&layout.events_dir, &event_segments, final_events, || {
                         parquet_io::write_file(
                             final_events,
                             events_arrow_schema(),
                             &[],
                             events_props(&self.shared),
                         )
-                    },
-                )?;
+                    })?;
                 report.files.push((final_events.clone(), rows, size));
             } else {
                 for name in &event_segments {
                     let p = layout.events_dir.join(name);
                     let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                    report.files.push((p.clone(), parquet_io::row_count(&p)?, size));
+                    report
+                        .files
+                        .push((p.clone(), parquet_io::row_count(&p)?, size));
                 }
             }
             remove_dir_if_empty(&layout.segment_dir);
@@ -785,7 +788,12 @@ pub(crate) fn finalize(
 }
 
 fn empty_file(path: &Path, shared: &Shared) -> Result<u64> {
-    parquet_io::write_file(path, Arc::clone(&shared.arrow_schema), &[], telemetry_props(shared))
+    parquet_io::write_file(
+        path,
+        Arc::clone(&shared.arrow_schema),
+        &[],
+        telemetry_props(shared),
+    )
 }
 
 fn telemetry_props(shared: &Shared) -> parquet::file::properties::WriterProperties {
@@ -923,7 +931,11 @@ impl Flusher {
     /// Most rows kept in memory while the disk refuses them; past this the
     /// oldest are counted as lost so memory stays bounded.
     fn max_unwritten_rows(&self) -> usize {
-        self.shared.config.segment_rows.saturating_mul(8).max(1 << 20)
+        self.shared
+            .config
+            .segment_rows
+            .saturating_mul(8)
+            .max(1 << 20)
     }
 
     fn run(mut self) -> FlusherOutcome {
@@ -932,9 +944,8 @@ impl Flusher {
         // sleep when idle.
         let drain_period = interval.min(Duration::from_millis(20));
         loop {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.cycle(interval)
-            }));
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.cycle(interval)));
             match outcome {
                 Ok(true) => break,
                 Ok(false) => {}
@@ -1003,7 +1014,8 @@ impl Flusher {
     fn drain_available(&mut self) -> usize {
         let mut total = 0;
         loop {
-            let room = self.shared.config.segment_rows - self.pending.rows.min(self.shared.config.segment_rows);
+            let room = self.shared.config.segment_rows
+                - self.pending.rows.min(self.shared.config.segment_rows);
             if room == 0 {
                 if let Err(e) = self.write_due(false) {
                     self.shared.record_error(e);
@@ -1170,7 +1182,9 @@ impl Flusher {
             let array: ArrayRef = match shared.row_layout.slot_of_field(i) {
                 None => constant_array(
                     &field.dtype,
-                    shared.constants[i].as_ref().expect("constant field has a value"),
+                    shared.constants[i]
+                        .as_ref()
+                        .expect("constant field has a value"),
                     n,
                 ),
                 Some(slot) => {
@@ -1191,7 +1205,10 @@ impl Flusher {
             v.clear();
         }
         self.pending.rows = 0;
-        Ok(RecordBatch::try_new(Arc::clone(&shared.arrow_schema), columns)?)
+        Ok(RecordBatch::try_new(
+            Arc::clone(&shared.arrow_schema),
+            columns,
+        )?)
     }
 }
 

@@ -38,8 +38,11 @@ pub fn recover_run(layout: &OutputLayout) -> Result<RecoverReport> {
     else {
         return Ok(report);
     };
-    let (merged, removed, rows) =
-        recover_one(&layout.segment_dir, &layout.telemetry_prefix, final_telemetry)?;
+    let (merged, removed, rows) = recover_one(
+        &layout.segment_dir,
+        &layout.telemetry_prefix,
+        final_telemetry,
+    )?;
     report.segments_merged += merged;
     report.leftover_segments_removed += removed;
     report.telemetry_rows = rows;

@@ -48,8 +48,8 @@ impl DType {
             "str" | "string" => DType::Str,
             other => {
                 return Err(CoreError::Schema(format!(
-                    "unknown dtype '{other}': expected one of f64, f32, i64, bool, str or Enum([...])"
-                )))
+                "unknown dtype '{other}': expected one of f64, f32, i64, bool, str or Enum([...])"
+            )))
             }
         })
     }
@@ -115,7 +115,9 @@ impl Schema {
     /// characters) and enum variants (non-empty, unique).
     pub fn new(fields: Vec<Field>, version: i64) -> Result<Schema> {
         if fields.is_empty() {
-            return Err(CoreError::Schema("a schema needs at least one field".into()));
+            return Err(CoreError::Schema(
+                "a schema needs at least one field".into(),
+            ));
         }
         let mut seen = HashMap::new();
         for (i, f) in fields.iter().enumerate() {

@@ -52,7 +52,11 @@ fn check_fault(point: &str, expect_in_message: &str) {
     assert!(msg.contains(expect_in_message), "{point}: {msg}");
     assert!(msg.contains("kept in memory"), "{point}: {msg}");
     // Nothing partial is visible: no segment, and no temp file either.
-    assert!(published(dir.path()).is_empty(), "{point}: {:?}", published(dir.path()));
+    assert!(
+        published(dir.path()).is_empty(),
+        "{point}: {:?}",
+        published(dir.path())
+    );
     assert_eq!(rec.stats().rows_written, 0);
     fail::remove(point);
     // The rows were kept: the next flush writes them, plus the new ones.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use flightlog_core::layout::{f64_word, i64_word};
 use flightlog_core::read::durable_files;
 use flightlog_core::{
-    parquet_io, recover_run, DType, Field, OnFull, Offer, OutputLayout, Recorder, RecorderConfig,
+    parquet_io, recover_run, DType, Field, Offer, OnFull, OutputLayout, Recorder, RecorderConfig,
     Sampling, Schema, Value,
 };
 
@@ -35,17 +35,28 @@ fn row(rec: &Recorder, i: i64) -> Vec<u64> {
     let mut row = layout.new_row();
     row[0] = i64_word(i);
     row[1] = f64_word(i as f64 * 0.5);
-    row[2] = rec.dictionary(2).unwrap().code(if i % 2 == 0 { "RED" } else { "GREEN" }).unwrap() as u64;
+    row[2] = rec
+        .dictionary(2)
+        .unwrap()
+        .code(if i % 2 == 0 { "RED" } else { "GREEN" })
+        .unwrap() as u64;
     if i % 3 == 0 {
         layout.set_null(&mut row, 3);
     } else {
-        row[3] = rec.dictionary(3).unwrap().code(&format!("n{}", i % 5)).unwrap() as u64;
+        row[3] = rec
+            .dictionary(3)
+            .unwrap()
+            .code(&format!("n{}", i % 5))
+            .unwrap() as u64;
     }
     row
 }
 
 fn total_rows(files: &[std::path::PathBuf]) -> u64 {
-    files.iter().map(|f| parquet_io::row_count(f).unwrap()).sum()
+    files
+        .iter()
+        .map(|f| parquet_io::row_count(f).unwrap())
+        .sum()
 }
 
 #[test]
@@ -61,13 +72,16 @@ fn flush_makes_every_earlier_row_durable_and_close_merges_by_copy() {
         assert_eq!(files.len() as i64, round + 1);
         assert_eq!(total_rows(&files), (round as u64 + 1) * 1000);
     }
-    rec.event("CERT_PASS", Some("{\"gap\": 0.1}".into()), None).unwrap();
+    rec.event("CERT_PASS", Some("{\"gap\": 0.1}".into()), None)
+        .unwrap();
     let report = rec.close().unwrap();
     assert_eq!(report.files[0].1, 3000);
     let final_path = dir.path().join("telemetry.parquet");
     assert!(!dir.path().join("segments").exists(), "segments removed");
-    let kv: std::collections::HashMap<_, _> =
-        parquet_io::read_key_values(&final_path).unwrap().into_iter().collect();
+    let kv: std::collections::HashMap<_, _> = parquet_io::read_key_values(&final_path)
+        .unwrap()
+        .into_iter()
+        .collect();
     assert_eq!(kv["schema_version"], "3");
     assert_eq!(kv["flightlog.format_version"], "1");
     assert_eq!(
@@ -78,10 +92,16 @@ fn flush_makes_every_earlier_row_durable_and_close_merges_by_copy() {
     assert!(kv["flightlog.schema"].contains("\"phase\""));
     let (_, batches) = parquet_io::read_file(&final_path).unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
-    assert_eq!(parquet_io::row_count(&dir.path().join("events.parquet")).unwrap(), 1);
+    assert_eq!(
+        parquet_io::row_count(&dir.path().join("events.parquet")).unwrap(),
+        1
+    );
     // A second close is a no-op.
     assert!(rec.close().unwrap().files.is_empty());
-    assert!(matches!(rec.push(&row(&rec, 0)), Err(flightlog_core::CoreError::Closed)));
+    assert!(matches!(
+        rec.push(&row(&rec, 0)),
+        Err(flightlog_core::CoreError::Closed)
+    ));
 }
 
 #[test]
@@ -96,14 +116,23 @@ fn a_single_segment_is_renamed_and_an_empty_recording_still_has_files() {
     let empty = tempfile::tempdir().unwrap();
     let rec = Recorder::new(schema(), config(empty.path())).unwrap();
     rec.close().unwrap();
-    assert_eq!(parquet_io::row_count(&empty.path().join("telemetry.parquet")).unwrap(), 0);
-    assert_eq!(parquet_io::row_count(&empty.path().join("events.parquet")).unwrap(), 0);
+    assert_eq!(
+        parquet_io::row_count(&empty.path().join("telemetry.parquet")).unwrap(),
+        0
+    );
+    assert_eq!(
+        parquet_io::row_count(&empty.path().join("events.parquet")).unwrap(),
+        0
+    );
 }
 
 #[test]
 fn an_existing_recording_is_never_mixed_into() {
     let dir = tempfile::tempdir().unwrap();
-    Recorder::new(schema(), config(dir.path())).unwrap().close().unwrap();
+    Recorder::new(schema(), config(dir.path()))
+        .unwrap()
+        .close()
+        .unwrap();
     let err = Recorder::new(schema(), config(dir.path())).err().unwrap();
     assert!(err.to_string().contains("already exists"), "{err}");
 }
@@ -135,7 +164,10 @@ fn several_producer_threads_lose_nothing_through_a_tiny_ring() {
     assert_eq!(stats.rows_offered, 20_000);
     assert_eq!(stats.rows_written, 20_000);
     assert_eq!(stats.rows_dropped, 0);
-    assert!(stats_before.producer_stalls > 0, "a ring of 8 must have stalled producers");
+    assert!(
+        stats_before.producer_stalls > 0,
+        "a ring of 8 must have stalled producers"
+    );
     let (_, batches) = parquet_io::read_file(&dir.path().join("telemetry.parquet")).unwrap();
     let mut iters: Vec<i64> = batches
         .iter()
@@ -180,7 +212,10 @@ fn drop_policy_counts_every_dropped_row() {
 fn sampling_and_budget_are_counted_and_the_budget_event_written_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.sampling = Some(Sampling { keep_first: 100, every: 10 });
+    cfg.sampling = Some(Sampling {
+        keep_first: 100,
+        every: 10,
+    });
     cfg.max_rows = Some(150);
     let rec = Recorder::new(schema(), cfg).unwrap();
     let mut firsts = 0;
@@ -196,14 +231,20 @@ fn sampling_and_budget_are_counted_and_the_budget_event_written_once() {
     assert_eq!(s.rows_sampled_out, 1900 - 190);
     assert_eq!(s.rows_written, 150);
     assert_eq!(s.rows_over_budget, 290 - 150);
-    assert_eq!(parquet_io::row_count(&dir.path().join("events.parquet")).unwrap(), 1);
+    assert_eq!(
+        parquet_io::row_count(&dir.path().join("events.parquet")).unwrap(),
+        1
+    );
 }
 
 #[test]
 fn constant_columns_are_filled_in() {
     let dir = tempfile::tempdir().unwrap();
     let schema = Schema::new(
-        vec![Field::new("run_id", DType::Str), Field::new("E", DType::F64)],
+        vec![
+            Field::new("run_id", DType::Str),
+            Field::new("E", DType::F64),
+        ],
         1,
     )
     .unwrap();
@@ -232,7 +273,12 @@ fn recover_merges_segments_of_a_dead_recorder_and_is_idempotent() {
     }
     // Simulate a crash: leak the recorder (no close), leave a temp file behind.
     std::mem::forget(rec);
-    fs::write(dir.path().join("segments/.telemetry-000011.parquet.tmp-dead"), b"partial").unwrap();
+    fs::write(
+        dir.path()
+            .join("segments/.telemetry-000011.parquet.tmp-dead"),
+        b"partial",
+    )
+    .unwrap();
     let report = recover_run(&layout).unwrap();
     assert_eq!(report.temp_files_removed, 1);
     assert_eq!(report.segments_merged, 10);
@@ -266,7 +312,12 @@ fn leftover_segments_listed_by_the_merged_file_are_not_counted_twice() {
     for (p, bytes) in &saved {
         fs::write(p, bytes).unwrap();
     }
-    let files = durable_files(&seg_dir, "telemetry-", Some(&dir.path().join("telemetry.parquet"))).unwrap();
+    let files = durable_files(
+        &seg_dir,
+        "telemetry-",
+        Some(&dir.path().join("telemetry.parquet")),
+    )
+    .unwrap();
     assert_eq!(total_rows(&files), 3, "{files:?}");
     let report = recover_run(&OutputLayout::run_folder(dir.path())).unwrap();
     assert_eq!(report.leftover_segments_removed, 3);

@@ -11,11 +11,15 @@ use crate::error::{guard, to_py};
 /// Finalises a run folder whose process died (idempotent).
 #[pyfunction]
 fn recover_run_dir<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    let report = py.detach(|| guard(|| recover_run(&OutputLayout::run_folder(&path)).map_err(to_py)))?;
+    let report =
+        py.detach(|| guard(|| recover_run(&OutputLayout::run_folder(&path)).map_err(to_py)))?;
     let d = PyDict::new(py);
     d.set_item("temp_files_removed", report.temp_files_removed)?;
     d.set_item("segments_merged", report.segments_merged)?;
-    d.set_item("leftover_segments_removed", report.leftover_segments_removed)?;
+    d.set_item(
+        "leftover_segments_removed",
+        report.leftover_segments_removed,
+    )?;
     d.set_item("telemetry_rows", report.telemetry_rows)?;
     d.set_item("event_rows", report.event_rows)?;
     Ok(d)

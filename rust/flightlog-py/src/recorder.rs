@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use flightlog_core::layout::f64_word;
 use flightlog_core::{
-    Codec, DType, Field, OnFull, Offer, OutputLayout, Recorder, RecorderConfig, RowLayout,
+    Codec, DType, Field, Offer, OnFull, OutputLayout, Recorder, RecorderConfig, RowLayout,
     Sampling, Schema,
 };
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
@@ -177,6 +177,8 @@ struct Deferred {
 }
 
 /// Row buffer on the stack for the common widths.
+// It lives on the stack for one call; avoiding a heap allocation per row is the point.
+#[allow(clippy::large_enum_variant)]
 enum RowBuf {
     Stack([u64; 64], usize),
     Heap(Vec<u64>),
@@ -241,19 +243,14 @@ impl PyRecorder {
             let v = to_constant(name, &schema.fields[i].dtype, value.bind(py))?;
             config.constants.push((name.clone(), v));
         }
-        let rec = py
-            .detach(|| Recorder::new(schema, config))
-            .map_err(to_py)?;
+        let rec = py.detach(|| Recorder::new(schema, config)).map_err(to_py)?;
         let _ = self.active.set(Active::new(rec));
         Ok(self.active.get().expect("just set"))
     }
 
     /// Infers the schema from the first `log()`'s keywords (constants first).
     fn infer(&self, py: Python<'_>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<&Active> {
-        let mut guard = self
-            .deferred
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = self.active.get() {
             return Ok(a);
         }
@@ -520,7 +517,7 @@ impl PyRecorder {
     /// Blocks until every earlier row is durable.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         match self.active.get() {
-            Some(a) => py.detach(|| guard_core(|| Ok(a.rec.flush()?))),
+            Some(a) => py.detach(|| guard_core(|| a.rec.flush())),
             None => self.active().map(|_| ()).or(Ok(())),
         }
     }
@@ -534,7 +531,7 @@ impl PyRecorder {
                 .store(true, std::sync::atomic::Ordering::Release);
             return Ok(());
         };
-        let report = py.detach(|| guard_core(|| Ok(a.rec.close()?)))?;
+        let report = py.detach(|| guard_core(|| a.rec.close()))?;
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         for (p, rows, bytes) in report.files {
             files.push((p.to_string_lossy().into_owned(), rows, bytes));
@@ -567,11 +564,7 @@ impl PyRecorder {
 
     /// Counters.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self
-            .active
-            .get()
-            .map(|a| a.rec.stats())
-            .unwrap_or_default();
+        let s = self.active.get().map(|a| a.rec.stats()).unwrap_or_default();
         let d = PyDict::new(py);
         d.set_item("rows_offered", s.rows_offered)?;
         d.set_item("rows_written", s.rows_written)?;
@@ -595,10 +588,7 @@ impl PyRecorder {
     /// Durable telemetry as an Arrow stream source (re-readable).
     fn to_arrow(&self, py: Python<'_>) -> PyResult<ArrowData> {
         let layout = self.layout.clone();
-        let schema = self
-            .active
-            .get()
-            .map(|a| a.rec.schema().arrow_schema());
+        let schema = self.active.get().map(|a| a.rec.schema().arrow_schema());
         py.detach(|| {
             let parts = flightlog_core::read::read_telemetry(&layout).map_err(to_py)?;
             ArrowData::from_parts(parts, schema)
@@ -610,10 +600,7 @@ impl PyRecorder {
         let layout = self.layout.clone();
         py.detach(|| {
             let parts = flightlog_core::read::read_events(&layout).map_err(to_py)?;
-            ArrowData::from_parts(
-                parts,
-                Some(flightlog_core::recorder::events_arrow_schema()),
-            )
+            ArrowData::from_parts(parts, Some(flightlog_core::recorder::events_arrow_schema()))
         })
     }
 }
@@ -691,11 +678,14 @@ fn column_words(
     let len = value.len()?;
     let mut words = Vec::with_capacity(len);
     let mut validity: Option<Vec<bool>> = None;
-    let items: Bound<'_, PyAny> = if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
-        value.clone()
-    } else {
-        value.call_method0("tolist").unwrap_or_else(|_| value.clone())
-    };
+    let items: Bound<'_, PyAny> =
+        if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+            value.clone()
+        } else {
+            value
+                .call_method0("tolist")
+                .unwrap_or_else(|_| value.clone())
+        };
     for (i, item) in items.try_iter()?.enumerate() {
         let item = item?;
         if item.is_none() {
