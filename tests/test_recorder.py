@@ -152,7 +152,7 @@ BAD_INPUTS = [
     ("record", (1, 1.0, 1.0, "BLUE", None, None, None), {}, ValueError, "'phase': 'BLUE' is not one of"),
     ("record", (1, 1.0, 1.0, 3, None, None, None), {}, TypeError, "'phase' expects a str"),
     ("record", (1, None, 1.0, "RED", None, None, None), {}, TypeError, "'E' is not nullable"),
-    ("record", (1, 1.0), {}, SchemaError, "record() takes 7 values"),
+    ("record", (1, 1.0), {}, SchemaError, "record() takes 4 to 7 values"),
     ("record", (2**64, 1.0, 1.0, "RED", None, None, None), {}, OverflowError, "'iter'"),
     ("record", (1, 1.0, 1.0, "RED", b"bytes", None, None), {}, TypeError, "'note' expects a str"),
     ("record", (1, 1.0, 1.0, "RED", None, "0.5", None), {}, TypeError, "'lam' expects a float"),
@@ -387,3 +387,26 @@ def test_many_recorders_leak_no_fds_or_threads(tmp_path: Path) -> None:
         rec.close()
     assert proc.num_fds() <= fds + 2
     assert proc.num_threads() == threads
+
+
+def test_record_may_omit_trailing_nullable_fields_and_stamp_t_wall_ms(run_dir: Path) -> None:
+    schema = Schema(
+        [
+            Field("iter", "i64", nullable=False),
+            Field("t_wall_ms", "f64", nullable=False),
+            Field("E", "f64", nullable=False),
+            Field("note", "str"),
+            Field("x", "f64"),
+        ]
+    )
+    with FlightRecorder(run_dir, schema) as rec:
+        rec.record(0, None, 1.0)
+        rec.record(1, 5.0, 2.0, "n")
+        rec.record(2, None, 3.0, None, 0.5)
+        with pytest.raises(SchemaError, match=r"takes 3 to 5 values"):
+            rec.record(3, None)
+    t = read_pa(run_dir / "telemetry.parquet")
+    assert t.column("note").to_pylist() == [None, "n", None]
+    assert t.column("x").to_pylist() == [None, None, 0.5]
+    tw = t.column("t_wall_ms").to_pylist()
+    assert tw[1] == 5.0 and 0 <= tw[0] <= tw[2]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as _events
-from ._errors import FlightlogError, SchemaError
+from ._errors import FlightlogError, SchemaError, WriteError
 from ._manifest import (
     MANIFEST_NAME,
     ManifestError,
@@ -52,7 +53,7 @@ from ._manifest import (
 )
 from ._names import validate_name
 from ._recorder import FlightRecorder, Sampling
-from ._runs import DEFAULT_RUN_PREFIX, claim, claim_run_dir, file_lock, flow_paths, resolve_root
+from ._runs import DEFAULT_RUN_PREFIX, claim, file_lock, flow_dir, flow_paths, resolve_root
 from ._schema import Field, Schema
 
 __all__ = [
@@ -290,8 +291,23 @@ class TelemetryManager:
         if self._schema is not None:
             self._manifest["schema"] = self._schema.to_dict()
         self._flow_dir: Path | None = None
+        # Run ids are unique per (root, flow) across modes: a "run" folder and a dev/tuner
+        # run of the same flow started in the same second would otherwise share an id,
+        # and the catalog (keyed by run_id and flow_name) could not tell their rows apart.
+        # Each side claims its own name first, then yields if the other side's name
+        # exists: of two concurrent claims at least one sees the other.
+        flow_runs = flow_dir(self.root, self.flow_name) / "runs"
         if mode == "run":
-            rid, run_path = claim_run_dir(self.root, run_prefix, run_id)
+
+            def make_dir(cand: str) -> None:
+                path = self.root / (run_prefix + cand)
+                os.mkdir(path)
+                if (flow_runs / f"{cand}.toml").exists():
+                    os.rmdir(path)
+                    raise FileExistsError(errno.EEXIST, "run id taken by a dev/tuner run of this flow", cand)
+
+            rid = claim(self.root / run_prefix, make_dir, run_id)
+            run_path = self.root / (run_prefix + rid)
             self._manifest["run_id"] = rid
             self._manifest_path = run_path / MANIFEST_NAME
             try:
@@ -309,7 +325,10 @@ class TelemetryManager:
 
             def make(cand: str) -> None:
                 self._manifest["run_id"] = cand
-                create_manifest(paths["runs"] / f"{cand}.toml", self._manifest)
+                mpath = create_manifest(paths["runs"] / f"{cand}.toml", self._manifest)
+                if (self.root / (run_prefix + cand)).exists():
+                    mpath.unlink()
+                    raise FileExistsError(errno.EEXIST, "run id taken by a run folder", cand)
 
             rid = claim(paths["runs"], make, run_id)
             self._manifest_path = paths["runs"] / f"{rid}.toml"
@@ -556,7 +575,21 @@ class TelemetryManager:
             with _open_lock:
                 _open_runs.discard(self)
             self._finish_manifest(rec, status, error)
-            write_manifest(self._manifest_path, self._manifest)
+            try:
+                write_manifest(self._manifest_path, self._manifest)
+            except OSError as e:
+                # The disk that refused the data usually refuses the manifest too (full,
+                # read-only, run folder deleted): the recorder's WriteError says what
+                # happened to the rows and stays the error raised; the manifest failure
+                # is added to it. Alone, it is a WriteError naming the manifest.
+                note = f"the final manifest {self._manifest_path} could not be written either: {e}"
+                if close_error is None:
+                    close_error = WriteError(
+                        e.errno, f"run {self.run_id}: the final manifest {self._manifest_path} could not be written: {e}"
+                    )
+                    close_error.__cause__ = e
+                else:
+                    close_error.add_note(note)
             if self._flow_dir is not None:
                 with contextlib.suppress(OSError, ManifestError):
                     self._update_flow_manifest()

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import atexit
-import json
 import math
 import os
 import threading
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import _core
 from ._errors import SchemaError
 from ._schema import Enum, Field, Schema
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["FlightRecorder", "Sampling"]
 
 _EVENT_NAME_MAX = 128
 
 
-@dataclass(frozen=True)
 class Sampling:
     """Keep every row up to ``keep_first``, then one row in ``every``.
 
@@ -30,16 +30,30 @@ class Sampling:
     Sampling(keep_first=1000, every=10)
     """
 
-    keep_first: int = 1000
-    every: int = 10
+    __slots__ = ("every", "keep_first")
+    keep_first: int
+    every: int
 
-    def __post_init__(self) -> None:
-        for name in ("keep_first", "every"):
-            v = getattr(self, name)
+    def __init__(self, keep_first: int = 1000, every: int = 10) -> None:
+        for name, v in (("keep_first", keep_first), ("every", every)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"Sampling.{name} must be a non-negative int, got {v!r}")
-        if self.every < 1:
-            raise ValueError(f"Sampling.every must be at least 1, got {self.every}")
+        if every < 1:
+            raise ValueError(f"Sampling.every must be at least 1, got {every}")
+        object.__setattr__(self, "keep_first", keep_first)
+        object.__setattr__(self, "every", every)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Sampling is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sampling) and (other.keep_first, other.every) == (self.keep_first, self.every)
+
+    def __hash__(self) -> int:
+        return hash((self.keep_first, self.every))
+
+    def __repr__(self) -> str:
+        return f"Sampling(keep_first={self.keep_first}, every={self.every})"
 
     @classmethod
     def coerce(cls, value: Any) -> Sampling | None:
@@ -88,7 +102,16 @@ class FlightRecorder:
     ``path/telemetry.parquet`` and events into ``path/events.parquet``.
 
     The hot methods :meth:`record`, :meth:`log` and :meth:`extend` are the native
-    methods themselves (no Python frame in between).
+    methods themselves (no Python frame in between):
+
+    * ``record(*values)`` takes values in schema order (constant columns skipped);
+      trailing nullable fields may be omitted, and ``None`` (or omitting it) for an
+      f64 field named ``t_wall_ms`` stamps it with :meth:`now_ms`.
+    * ``log(**fields)`` takes keywords; missing nullable fields are null, a missing
+      ``t_wall_ms`` is stamped.
+    * ``extend(**columns)`` takes numpy arrays or sequences of equal length and
+      records them in bulk; a missing ``t_wall_ms`` column is stamped with one
+      time for the whole block. A bad column records nothing.
 
     >>> import tempfile
     >>> from flightlog import FlightRecorder, Schema, Field
@@ -238,6 +261,8 @@ class FlightRecorder:
             raise ValueError(f"event name {name!r} contains a control character")
         text = None
         if payload is not None:
+            import json
+
             try:
                 text = json.dumps(payload, allow_nan=True, default=_json_default)
             except (TypeError, ValueError) as e:

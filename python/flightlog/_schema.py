@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._errors import SchemaError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+# Plain classes rather than dataclasses: `import flightlog` stays cheap (the
+# dataclasses module pulls in inspect).
 
 __all__ = ["DTYPES", "Enum", "Field", "Schema"]
 
@@ -15,7 +20,6 @@ __all__ = ["DTYPES", "Enum", "Field", "Schema"]
 DTYPES = ("f64", "f32", "i64", "bool", "str")
 
 
-@dataclass(frozen=True)
 class Enum:
     """A string field restricted to fixed labels, stored dictionary-encoded.
 
@@ -23,6 +27,7 @@ class Enum:
     ('RED', 'AMBER', 'GREEN')
     """
 
+    __slots__ = ("variants",)
     variants: tuple[str, ...]
 
     def __init__(self, variants: Iterable[str]) -> None:
@@ -36,6 +41,15 @@ class Enum:
             raise SchemaError(f"Enum variants repeat: {list(vs)}")
         object.__setattr__(self, "variants", vs)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Enum is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Enum) and other.variants == self.variants
+
+    def __hash__(self) -> int:
+        return hash(("Enum", self.variants))
+
     def __repr__(self) -> str:
         return f"Enum({list(self.variants)!r})"
 
@@ -43,7 +57,6 @@ class Enum:
 DType = str | Enum
 
 
-@dataclass(frozen=True)
 class Field:
     """One column: a name, a dtype (``"f64"``, ``"f32"``, ``"i64"``, ``"bool"``,
     ``"str"`` or an :class:`Enum`), nullability, and optional unit and doc.
@@ -52,13 +65,39 @@ class Field:
     Field(name='E', dtype='f64', nullable=False, unit='J', doc=None)
     """
 
+    __slots__ = ("doc", "dtype", "name", "nullable", "unit")
     name: str
     dtype: DType
-    nullable: bool = True
-    unit: str | None = None
-    doc: str | None = None
+    nullable: bool
+    unit: str | None
+    doc: str | None
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, name: str, dtype: DType, nullable: bool = True, unit: str | None = None, doc: str | None = None
+    ) -> None:
+        for attr, value in (("name", name), ("dtype", dtype), ("nullable", nullable), ("unit", unit), ("doc", doc)):
+            object.__setattr__(self, attr, value)
+        self._validate()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Field is immutable")
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.name, self.dtype, self.nullable, self.unit, self.doc)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Field) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Field(name={self.name!r}, dtype={self.dtype!r}, nullable={self.nullable!r}, "
+            f"unit={self.unit!r}, doc={self.doc!r})"
+        )
+
+    def _validate(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise SchemaError(f"field name must be a non-empty str, got {self.name!r}")
         if len(self.name) > 128:
@@ -87,7 +126,6 @@ class Field:
         return (self.name, self.dtype_name, self.nullable, variants, self.unit, self.doc)
 
 
-@dataclass(frozen=True)
 class Schema:
     """An ordered list of :class:`Field` with a version (``schema_version`` in every file).
 
@@ -98,9 +136,10 @@ class Schema:
     'f64'
     """
 
+    __slots__ = ("_index", "fields", "version")
     fields: tuple[Field, ...]
-    version: int = 1
-    _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    version: int
+    _index: dict[str, int]
 
     def __init__(self, fields: Sequence[Field], version: int = 1) -> None:
         fs = tuple(fields)
@@ -120,6 +159,18 @@ class Schema:
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "_index", index)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Schema is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schema) and other.fields == self.fields and other.version == self.version
+
+    def __hash__(self) -> int:
+        return hash((self.fields, self.version))
+
+    def __repr__(self) -> str:
+        return f"Schema({list(self.fields)!r}, version={self.version})"
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
@@ -133,7 +184,7 @@ class Schema:
     def __contains__(self, name: object) -> bool:
         return name in self._index
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Field]:
         return iter(self.fields)
 
     def __len__(self) -> int:
@@ -152,6 +203,8 @@ class Schema:
 
     def to_json(self) -> str:
         """The schema as JSON, in the format of the ``flightlog.schema`` file metadata."""
+        import json
+
         return json.dumps(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,6 +235,8 @@ class Schema:
 
     @classmethod
     def from_json(cls, text: str) -> Schema:
+        import json
+
         return cls.from_dict(json.loads(text))
 
     def _spec(self) -> list[tuple[str, str, bool, list[str] | None, str | None, str | None]]:

@@ -80,6 +80,9 @@ struct Active {
     index: HashMap<String, usize>,
     /// Stored slot of an f64 `t_wall_ms` field, stamped when a row omits it.
     t_wall_slot: Option<usize>,
+    /// `record()` may omit trailing fields that are nullable (or a stamped
+    /// `t_wall_ms`): it needs at least this many values.
+    min_record_values: usize,
     describe: String,
 }
 
@@ -97,10 +100,19 @@ impl Active {
             .filter(|&i| schema.fields[i].dtype == DType::F64)
             .and_then(|i| rec.row_layout().slot_of_field(i));
         let describe = schema.describe();
+        let layout = rec.row_layout();
+        let min_record_values = (0..layout.stored_len())
+            .rev()
+            .find(|&slot| {
+                let f = &schema.fields[layout.field_of_slot(slot)];
+                !f.nullable && Some(slot) != t_wall_slot
+            })
+            .map_or(0, |slot| slot + 1);
         Active {
             rec,
             index,
             t_wall_slot,
+            min_record_values,
             describe,
         }
     }
@@ -364,13 +376,27 @@ impl PyRecorder {
     fn record(&self, py: Python<'_>, values: &Bound<'_, PyTuple>) -> PyResult<()> {
         let a = self.active()?;
         let layout = a.layout();
-        if values.len() != layout.stored_len() {
-            return Err(record_arity_error(a, values.len()));
+        let given = values.len();
+        if given > layout.stored_len() || given < a.min_record_values {
+            return Err(record_arity_error(a, given));
         }
         let mut buf = RowBuf::new(layout);
         let row = buf.as_mut();
         for (slot, value) in values.iter().enumerate() {
-            a.put(row, slot, &value)?;
+            if value.is_none() && Some(slot) == a.t_wall_slot {
+                row[slot] = f64_word(a.rec.now_ms());
+            } else {
+                a.put(row, slot, &value)?;
+            }
+        }
+        // Omitted trailing fields are nullable (checked by `min_record_values`)
+        // or a stamped t_wall_ms.
+        for slot in given..layout.stored_len() {
+            if Some(slot) == a.t_wall_slot {
+                row[slot] = f64_word(a.rec.now_ms());
+            } else {
+                layout.set_null(row, slot);
+            }
         }
         a.push(py, row)
     }
@@ -614,9 +640,16 @@ fn record_arity_error(a: &Active, got: usize) -> PyErr {
     let names: Vec<&str> = (0..layout.stored_len())
         .map(|s| a.rec.schema().fields[layout.field_of_slot(s)].name.as_str())
         .collect();
+    let (count, note) = if a.min_record_values == names.len() {
+        (format!("{}", names.len()), "")
+    } else {
+        (
+            format!("{} to {}", a.min_record_values, names.len()),
+            "; trailing nullable fields may be omitted",
+        )
+    };
     SchemaError::new_err(format!(
-        "record() takes {} values in schema order ({}), got {got}",
-        names.len(),
+        "record() takes {count} values in schema order ({}), got {got}{note}",
         names.join(", ")
     ))
 }

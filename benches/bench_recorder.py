@@ -1,0 +1,341 @@
+"""Recorder benchmarks: every figure is a ratio against a baseline measured in the
+same run, on the same machine (shared and noisy: read ratios, not absolutes).
+
+    python benches/bench_recorder.py [--quick] [--out benches/RESULTS.md]
+
+Baselines:
+* the call floor: ``_noop(*values)``, a native method of the same recorder that
+  takes the same positional arguments as ``record`` and does nothing;
+* what users write by hand: append tuples to a list, then ``pyarrow`` builds a
+  table, ``pq.write_table`` and ``fsync``;
+* ``pq.write_table`` of the same numpy arrays with the same compression (for ``extend``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+FIELDS = ["t_wall_ms", "E", "grad_norm", "eta_dd", "gamma", "alpha", "phi_residual", "invariant_drift_max", "step_len"]
+
+
+def schema():  # type: ignore[no-untyped-def]
+    from flightlog import Field, Schema
+
+    return Schema([Field("iter", "i64", nullable=False)] + [Field(f, "f64", nullable=False) for f in FIELDS])
+
+
+def median_of(fn, repeats: int) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    xs = [fn() for _ in range(repeats)]
+    return statistics.median(xs), min(xs), max(xs)
+
+
+def time_loop(call, n: int) -> float:  # type: ignore[no-untyped-def]
+    """Seconds for n calls of call(i, 10 values...) minus an empty loop."""
+    vals = (0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5)
+    a, b, c, d, e, f, g, h, k = vals
+    t0 = time.perf_counter()
+    for _ in range(n):
+        pass
+    empty = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(n):
+        call(i, a, b, c, d, e, f, g, h, k)
+    return time.perf_counter() - t0 - empty
+
+
+def bench_call_costs(tmp: Path, n: int, repeats: int) -> dict[str, float]:
+    from flightlog import FlightRecorder
+
+    rec = FlightRecorder(tmp / "calls", schema(), flush_interval=0.2)
+    noop = rec._native._noop
+    record = rec.record
+    log = rec.log
+    names = ["iter", *FIELDS]
+
+    def log_call(i, a, b, c, d, e, f, g, h, k):  # type: ignore[no-untyped-def]
+        # The keyword form a user writes; the call below is what is measured.
+        return None
+
+    res = {}
+    res["noop_ns"] = median_of(lambda: time_loop(noop, n) / n * 1e9, repeats)
+    res["record_ns"] = median_of(lambda: time_loop(record, n) / n * 1e9, repeats)
+
+    def time_log() -> float:
+        vals = dict(zip(names, (0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5), strict=True))
+        t0 = time.perf_counter()
+        for _ in range(n):
+            pass
+        empty = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(n):
+            log(
+                iter=i,
+                t_wall_ms=vals["t_wall_ms"],
+                E=vals["E"],
+                grad_norm=vals["grad_norm"],
+                eta_dd=vals["eta_dd"],
+                gamma=vals["gamma"],
+                alpha=vals["alpha"],
+                phi_residual=vals["phi_residual"],
+                invariant_drift_max=vals["invariant_drift_max"],
+                step_len=vals["step_len"],
+            )
+        return (time.perf_counter() - t0 - empty) / n * 1e9
+
+    res["log_ns"] = median_of(time_log, repeats)
+    del log_call
+    rec.close()
+    res["stalls_during_calls"] = rec.stats()["producer_stalls"]
+    return res
+
+
+def fsync_path(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def bench_end_to_end(tmp: Path, n: int, repeats: int) -> dict[str, tuple[float, float, float]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flightlog import FlightRecorder
+
+    vals = (0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5)
+    counter = iter(range(10**9))
+
+    def flightlog_run() -> float:
+        d = tmp / f"e2e-{next(counter)}"
+        t0 = time.perf_counter()
+        rec = FlightRecorder(d, schema())
+        record = rec.record
+        a, b, c, dd, e, f, g, h, k = vals
+        for i in range(n):
+            record(i, a, b, c, dd, e, f, g, h, k)
+        rec.close()
+        return time.perf_counter() - t0
+
+    def baseline_run() -> float:
+        d = tmp / f"base-{next(counter)}"
+        d.mkdir()
+        t0 = time.perf_counter()
+        rows = []
+        append = rows.append
+        a, b, c, dd, e, f, g, h, k = vals
+        for i in range(n):
+            append((i, a, b, c, dd, e, f, g, h, k))
+        cols = list(zip(*rows, strict=True))
+        table = pa.table({name: pa.array(col) for name, col in zip(["iter", *FIELDS], cols, strict=True)})
+        pq.write_table(table, d / "t.parquet", compression="zstd")
+        fsync_path(d / "t.parquet")
+        fsync_path(d)
+        return time.perf_counter() - t0
+
+    return {"flightlog_s": median_of(flightlog_run, repeats), "baseline_s": median_of(baseline_run, repeats)}
+
+
+def bench_extend(tmp: Path, n: int, repeats: int) -> dict[str, tuple[float, float, float]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flightlog import FlightRecorder
+
+    rng = np.random.default_rng(0)
+    cols = {"iter": np.arange(n, dtype=np.int64)} | {f: rng.standard_normal(n) for f in FIELDS}
+    counter = iter(range(10**9))
+
+    def flightlog_run() -> float:
+        d = tmp / f"ext-{next(counter)}"
+        t0 = time.perf_counter()
+        with FlightRecorder(d, schema()) as rec:
+            rec.extend(**cols)
+        return time.perf_counter() - t0
+
+    def baseline_run() -> float:
+        d = tmp / f"extbase-{next(counter)}"
+        d.mkdir()
+        t0 = time.perf_counter()
+        pq.write_table(pa.table(cols), d / "t.parquet", compression="zstd")
+        fsync_path(d / "t.parquet")
+        fsync_path(d)
+        return time.perf_counter() - t0
+
+    return {"flightlog_s": median_of(flightlog_run, repeats), "pyarrow_s": median_of(baseline_run, repeats)}
+
+
+def bench_sustained(tmp: Path, seconds: float, rate: float) -> dict[str, float]:
+    """A producer paced at `rate` rows/s (blocks of 10k rows via extend)."""
+    from flightlog import FlightRecorder
+
+    block = 10_000
+    cols = {"iter": np.arange(block, dtype=np.int64)} | {f: np.full(block, 0.5) for f in FIELDS}
+    rec = FlightRecorder(tmp / "sustained", schema())
+    t0 = time.perf_counter()
+    sent = 0
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        if sent < rate * elapsed:
+            rec.extend(**cols)
+            sent += block
+        else:
+            time.sleep(0.0005)
+    rec.flush()
+    wall = time.perf_counter() - t0
+    stats = rec.stats()
+    rec.close()
+    return {
+        "offered_rows_per_s": sent / wall,
+        "flusher_rows_per_s": stats["rows_written"] / max(stats["flush_secs"], 1e-9),
+        "flusher_mb_per_s": stats["bytes_written"] / 1e6 / max(stats["flush_secs"], 1e-9),
+        "flusher_busy_fraction": stats["flush_secs"] / wall,
+        "producer_stalls": stats["producer_stalls"],
+        "blocks": sent // block,
+        "rows": stats["rows_written"],
+    }
+
+
+RSS_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys, numpy as np
+    from pathlib import Path
+    mode, n, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    fields = {fields!r}
+    import flightlog, pyarrow, pyarrow.parquet  # imported before the baseline RSS
+    def rss_mb():
+        return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+    base = rss_mb()
+    if mode == "flightlog":
+        rec = flightlog.FlightRecorder(out, flightlog.Schema(
+            [flightlog.Field("iter", "i64", nullable=False)] + [flightlog.Field(f, "f64", nullable=False) for f in fields]))
+        block = 100_000
+        cols = {{f: np.full(block, 0.5) for f in fields}}
+        for start in range(0, n, block):
+            rec.extend(iter=np.arange(start, start + block), **cols)
+        rec.close()
+    else:
+        rows = []
+        for i in range(n):
+            rows.append((i, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5))
+        out.mkdir()
+        t = pyarrow.table({{k: list(c) for k, c in zip(["iter"] + fields, zip(*rows))}})
+        pyarrow.parquet.write_table(t, out / "t.parquet")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({{"peak_growth_mb": peak - base}}))
+    """
+).format(fields=FIELDS)
+
+
+def bench_rss(tmp: Path, n_flightlog: int, n_baseline: int) -> dict[str, float]:
+    def run(mode: str, n: int) -> float:
+        out = subprocess.run(
+            [sys.executable, "-c", RSS_CHILD, mode, str(n), str(tmp / f"rss-{mode}")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return float(json.loads(out)["peak_growth_mb"])
+
+    return {
+        "flightlog_rows": n_flightlog,
+        "flightlog_growth_mb": run("flightlog", n_flightlog),
+        "baseline_rows": n_baseline,
+        "baseline_growth_mb": run("baseline", n_baseline),
+    }
+
+
+def bench_import(repeats: int) -> dict[str, float]:
+    def once(code: str) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - t0
+
+    bare = statistics.median(once("pass") for _ in range(repeats))
+    imp = statistics.median(once("import flightlog") for _ in range(repeats))
+    return {"import_ms": (imp - bare) * 1e3}
+
+
+def wheel_size() -> float | None:
+    wheels = sorted((HERE.parent / "dist").glob("flightlog-*.whl"), key=lambda p: p.stat().st_mtime)
+    return wheels[-1].stat().st_size / 2**20 if wheels else None
+
+
+def fmt3(t: tuple[float, float, float], unit: str, scale: float = 1.0) -> str:
+    m, lo, hi = (x * scale for x in t)
+    return f"{m:.1f} {unit} ({lo:.1f}..{hi:.1f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs (CI smoke)")
+    ap.add_argument("--out", type=Path, default=None, help="write a Markdown report here")
+    args = ap.parse_args()
+    q = args.quick
+    n_calls = 20_000 if q else 1_000_000
+    repeats = 3 if q else 5
+    n_e2e = 20_000 if q else 1_000_000
+    n_ext = 100_000 if q else 10_000_000
+    import flightlog
+
+    lines = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        calls = bench_call_costs(tmp, n_calls, repeats)
+        e2e = bench_end_to_end(tmp, n_e2e, repeats)
+        ext = bench_extend(tmp, n_ext, 3 if not q else 2)
+        sus = bench_sustained(tmp, 1.0 if q else 5.0, 2_000_000)
+        rss = bench_rss(tmp, 200_000 if q else 50_000_000, 100_000 if q else 1_000_000)
+    imp = bench_import(3 if q else 9)
+    rec_ratio = calls["record_ns"][0] / calls["noop_ns"][0]
+    log_ratio = calls["log_ns"][0] / calls["record_ns"][0]
+    e2e_ratio = e2e["baseline_s"][0] / e2e["flightlog_s"][0]
+    ext_ratio = ext["pyarrow_s"][0] / ext["flightlog_s"][0]
+    ws = wheel_size()
+    lines += [
+        "# flightlog recorder benchmarks",
+        "",
+        f"Generated by `make bench` (`python benches/bench_recorder.py`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())};"
+        f" {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, flightlog {flightlog.__version__}."
+        + (" **Quick mode (tiny sizes): figures are not meaningful.**" if q else ""),
+        "Medians of repeats (min..max); ratios are against baselines measured in the same run.",
+        "",
+        "| measure | flightlog | baseline | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| `record()` 1 i64 + 9 f64, in-loop ns/call (net of empty loop) | {fmt3(calls['record_ns'], 'ns')} | no-op native call {fmt3(calls['noop_ns'], 'ns')} | {rec_ratio:.2f}x floor | ≤ 2x |",
+        f"| `log(**10 fields)` ns/call | {fmt3(calls['log_ns'], 'ns')} | `record()` | {log_ratio:.2f}x record | ≤ 2.5x |",
+        f"| {n_e2e:,} rows via `record()` then `close()`, to a durable file | {fmt3(e2e['flightlog_s'], 's')} | list of tuples → pyarrow `write_table` + fsync {fmt3(e2e['baseline_s'], 's')} | {e2e_ratio:.2f}x faster | ≥ 6x |",
+        f"| `extend()` 10 columns x {n_ext:,} rows to a durable file (zstd) | {fmt3(ext['flightlog_s'], 's')} | pyarrow `write_table` of the same arrays + fsync {fmt3(ext['pyarrow_s'], 's')} | {ext_ratio:.2f}x | ≥ 1x |",
+        f"| peak RSS growth recording {rss['flightlog_rows']:,} rows | {rss['flightlog_growth_mb']:.1f} MiB | list of tuples, {rss['baseline_rows']:,} rows: {rss['baseline_growth_mb']:.1f} MiB ({rss['baseline_growth_mb'] / rss['baseline_rows'] * rss['flightlog_rows']:.0f} MiB extrapolated to {rss['flightlog_rows']:,}) | | ≤ 64 MiB, flat |",
+        f"| `import flightlog` | {imp['import_ms']:.1f} ms over a bare interpreter | | | ≤ 30 ms |",
+        f"| wheel size | {ws:.2f} MiB |"
+        if ws is not None
+        else "| wheel size | (no wheel in dist/: run `make wheel`) |",
+        "",
+        "Sustained flusher (default settings, a producer paced at 2M rows/s in blocks of 10k via `extend`):",
+        "",
+        f"- offered {sus['offered_rows_per_s'] / 1e6:.2f} M rows/s for {sus['rows']:,} rows; producer stalls: {sus['producer_stalls']} (in {sus['blocks']} blocks);",
+        f"- the flusher thread encodes and publishes {sus['flusher_rows_per_s'] / 1e6:.2f} M rows/s ({sus['flusher_mb_per_s']:.0f} MB/s of zstd Parquet) while busy; busy {sus['flusher_busy_fraction'] * 100:.0f}% of the wall time.",
+        f"- producer stalls during the 1M-call loops above: {calls['stalls_during_calls']}.",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

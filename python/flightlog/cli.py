@@ -1,0 +1,1221 @@
+"""The ``flightlog`` command line.
+
+::
+
+    flightlog runs [--flow F] [--status S] [--since 2h|2025-10-20]
+    flightlog show RUN
+    flightlog consolidate [--prune]
+    flightlog query "SELECT ..." [--param name=value ...]
+    flightlog compare RUN... --metric E [--tol 1e-8] [--group-by params.X] [--params a,b] [--plot FILE]
+    flightlog plot RUN... --metric E [--logy] [--logx] -o FILE.png
+    flightlog tail RUN
+    flightlog recover
+    flightlog compact FLOW [--which dev|tuner]
+    flightlog demo [--quick]
+
+Every command takes ``--root`` (else ``$FLIGHTLOG_ROOT``, else ``./telematry_cfs``)
+and, where the output is a table, ``--format table|csv|json``: ``csv`` has a
+header row; ``json`` is a list of objects with the columns as keys, in order
+(non-finite floats are ``null``; times are ISO 8601 text). ``tail --format json``
+prints one JSON object per line.
+
+Errors exit with status 1 (2 for bad usage) and one line on stderr;
+``FLIGHTLOG_DEBUG=1`` shows the traceback instead. Tables use ``rich`` when it
+is installed (``pip install 'flightlog[cli]'``) and plain text otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import datetime as _dt
+import io
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["RunNotFoundError", "find_run", "main", "render", "scan_runs"]
+
+FORMATS = ("table", "csv", "json")
+_DEFAULT_TIMEOUT = 30.0
+
+
+class CLIError(Exception):
+    """An error whose message is shown as is (one line, exit status 1)."""
+
+
+class RunNotFoundError(CLIError, ValueError):
+    """No run with that id under the root."""
+
+
+# --------------------------------------------------------------------------- values and rendering
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, Decimal):
+        return _json_value(float(v))
+    if isinstance(v, _dt.datetime | _dt.date | _dt.time):
+        return v.isoformat()
+    if isinstance(v, Mapping):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_value(x) for x in v]
+    if v is None or isinstance(v, bool | int | str):
+        return v
+    if hasattr(v, "item"):  # numpy scalars
+        return _json_value(v.item())
+    return str(v)
+
+
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, _dt.datetime | _dt.date | _dt.time):
+        return v.isoformat()
+    if isinstance(v, Mapping | list | tuple):
+        return json.dumps(_json_value(v))
+    return str(v)
+
+
+def _cell(v: Any) -> str:
+    """A value for a human-readable table."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float | Decimal):
+        f = float(v)
+        if not math.isfinite(f):
+            return str(f)
+        if f != 0 and (abs(f) >= 1e6 or abs(f) < 1e-3):
+            return f"{f:.4g}"
+        return f"{f:.6g}"
+    if isinstance(v, _dt.datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(v, Mapping | list | tuple):
+        return json.dumps(_json_value(v))
+    return str(v)
+
+
+def _is_numeric(v: Any) -> bool:
+    return isinstance(v, int | float | Decimal) and not isinstance(v, bool)
+
+
+def _use_rich() -> Any:
+    if os.environ.get("FLIGHTLOG_PLAIN"):
+        return None
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return None
+    from rich.console import Console
+
+    return Console
+
+
+def render(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", *, title: str | None = None
+) -> str:
+    """``rows`` as a table (rich if installed, else aligned text), CSV or JSON text."""
+    if fmt == "json":
+        return json.dumps([{c: _json_value(v) for c, v in zip(columns, r, strict=True)} for r in rows], indent=1)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([_csv_value(v) for v in r])
+        return buf.getvalue().rstrip("\n")
+    if fmt != "table":
+        raise CLIError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    numeric = [
+        any(_is_numeric(r[i]) for r in rows) and all(r[i] is None or _is_numeric(r[i]) for r in rows)
+        for i in range(len(columns))
+    ]
+    console_cls = _use_rich()
+    if console_cls is not None:
+        from rich import box
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False, show_edge=False)
+        for c, num in zip(columns, numeric, strict=True):
+            table.add_column(c, justify="right" if num else "left", no_wrap=True, overflow="fold")
+        for r in rows:
+            table.add_row(*(_cell(v) for v in r))
+        buf = io.StringIO()
+        interactive = sys.stdout.isatty()
+        console = console_cls(
+            file=buf,
+            width=None if interactive else 10_000,
+            force_terminal=False,
+            color_system=None,
+            soft_wrap=False,
+            highlight=False,
+        )
+        if interactive:
+            console.width = max(console.width, 80)
+            import shutil
+
+            console.width = max(shutil.get_terminal_size().columns, 80)
+        console.print(table)
+        return "\n".join(line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines())
+    cells = [[_cell(v) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    out = [title] if title else []
+    out += [line(list(columns)), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _emit(text: str, file: TextIO | None = None) -> None:
+    print(text, file=file or sys.stdout)
+
+
+# --------------------------------------------------------------------------- runs on disk
+
+
+@dataclasses.dataclass
+class RunRef:
+    """A run found on disk: its manifest and where it lives."""
+
+    run_id: str
+    manifest: dict[str, Any]
+    where: Path  # run folder (mode "run") or per-run manifest file (dev/tuner)
+    status: str  # by evidence (a dead "running" run is "crashed")
+
+    @property
+    def mode(self) -> str:
+        return str(self.manifest.get("mode") or "run")
+
+    @property
+    def folder(self) -> Path:
+        return self.where if self.mode == "run" else self.where.parent.parent
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.where / "manifest.toml" if self.mode == "run" else self.where
+
+
+def _root(root: str | os.PathLike[str] | None) -> Path:
+    from ._runs import resolve_root
+
+    return resolve_root(root, create=False)
+
+
+def scan_runs(root: str | os.PathLike[str] | None) -> list[RunRef]:
+    """Every run under ``root`` (run folders and dev/tuner runs), oldest first, status by evidence."""
+    from ._manifest import read_manifest
+    from ._recover import run_status
+
+    base = _root(root)
+    found: list[RunRef] = []
+    candidates: list[tuple[Path, Path]] = []
+    if base.is_dir():
+        for e in os.scandir(base):
+            if e.is_dir() and not e.name.startswith(".") and e.name != "flows":
+                candidates.append((Path(e.path) / "manifest.toml", Path(e.path)))
+        flows = base / "flows"
+        if flows.is_dir():
+            for f in os.scandir(flows):
+                runs_dir = Path(f.path) / "runs"
+                if f.is_dir() and runs_dir.is_dir():
+                    for m in os.scandir(runs_dir):
+                        if m.name.endswith(".toml") and not m.name.startswith("."):
+                            candidates.append((Path(m.path), Path(m.path)))
+    for mpath, where in candidates:
+        try:
+            manifest = read_manifest(mpath)
+        except (OSError, ValueError):
+            continue
+        rid = manifest.get("run_id")
+        if not isinstance(rid, str) or not rid:
+            continue
+        try:
+            status = run_status(manifest, where)
+        except (OSError, ValueError):
+            status = str(manifest.get("status", "unknown"))
+        found.append(RunRef(rid, manifest, where, status))
+    found.sort(key=lambda r: (str(r.manifest.get("created_at", "")), r.run_id))
+    return found
+
+
+def find_run(root: str | os.PathLike[str] | None, run_id: str) -> RunRef:
+    """The run ``run_id`` (also its folder name, or a unique prefix of its id).
+
+    Raises:
+        RunNotFoundError: no such run, or the prefix is ambiguous.
+    """
+    runs = scan_runs(root)
+    exact = [r for r in runs if run_id in (r.run_id, r.where.name)]
+    if len(exact) == 1:
+        return exact[0]
+    if not exact:
+        exact = [r for r in runs if r.run_id.startswith(run_id) or r.where.name.startswith(run_id)]
+        if len(exact) == 1:
+            return exact[0]
+    if len(exact) > 1:
+        names = ", ".join(f"{r.run_id} ({r.manifest.get('flow_name')})" for r in exact[:5])
+        raise RunNotFoundError(f"run id {run_id!r} is ambiguous under {_root(root)}: {names}")
+    raise RunNotFoundError(f"no run {run_id!r} under {_root(root)} (see `flightlog runs`)")
+
+
+def _parse_time(text: Any) -> _dt.datetime | None:
+    """A manifest time (ISO text or TOML datetime) as an aware UTC datetime."""
+    if isinstance(text, _dt.datetime):
+        value = text
+    elif isinstance(text, str) and text:
+        try:
+            value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return value.replace(tzinfo=_dt.UTC) if value.tzinfo is None else value.astimezone(_dt.UTC)
+
+
+_SINCE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+
+
+def _parse_since(text: str) -> _dt.datetime:
+    m = _SINCE_RE.match(text)
+    if m:
+        seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return _dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=seconds)
+    value = _parse_time(text)
+    if value is None:
+        raise CLIError(f"--since {text!r}: give a duration (30m, 2h, 3d, 1w) or an ISO date/time (2025-10-20)")
+    return value
+
+
+def _catalog(root: str | os.PathLike[str] | None, timeout: float = _DEFAULT_TIMEOUT, read_only: bool = True) -> Any:
+    from ._catalog import DuckDBManager
+
+    return DuckDBManager(root, read_only=read_only, timeout=timeout)
+
+
+def _require_catalog(db: Any) -> None:
+    if not db.db_path.exists():
+        raise CLIError(f"no catalog at {db.db_path}; run `flightlog consolidate --root {db.root}` first")
+
+
+def _telemetry_columns(db: Any) -> dict[str, str]:
+    if not db.db_path.exists():
+        return {}
+    return {r[0]: str(r[1]) for r in db.query("DESCRIBE telemetry").fetchall()}
+
+
+RUNS_COLUMNS = ("run_id", "flow_name", "mode", "status", "started", "duration_s", "rows", "final_E", "min_E")
+
+
+def runs_rows(
+    root: str | os.PathLike[str] | None,
+    *,
+    run_ids: Sequence[str] | None = None,
+    db: Any = None,
+    flow: str | None = None,
+    status: Sequence[str] | None = None,
+    since: _dt.datetime | None = None,
+    metric: str = "E",
+) -> tuple[list[str], list[list[Any]]]:
+    """The runs table: from the manifests on disk (status by evidence), final and min of
+    ``metric`` from the catalog when the run is consolidated."""
+    runs = scan_runs(root)
+    if run_ids is not None:
+        wanted = set(run_ids)
+        runs = [r for r in runs if r.run_id in wanted]
+    if flow is not None:
+        runs = [r for r in runs if r.manifest.get("flow_name") == flow]
+    if status:
+        runs = [r for r in runs if r.status in status]
+    if since is not None:
+        runs = [r for r in runs if (t := _parse_time(r.manifest.get("created_at"))) is not None and t >= since]
+    values: dict[str, tuple[Any, Any]] = {}
+    if runs:
+        db = db if db is not None else _catalog(root)
+        cols = _telemetry_columns(db)
+        if metric in cols and "iter" in cols:
+            m = '"' + metric.replace('"', '""') + '"'
+            for rid, last, low in db.query(
+                f"SELECT run_id, arg_max({m}, iter) FILTER (WHERE {m} IS NOT NULL), min({m}) FROM telemetry "
+                "WHERE list_contains(?::VARCHAR[], run_id) GROUP BY run_id",
+                [[r.run_id for r in runs]],
+            ).fetchall():
+                values[rid] = (last, low)
+    now = _dt.datetime.now(_dt.UTC)
+    rows = []
+    for r in runs:
+        m = r.manifest
+        start = _parse_time(m.get("created_at"))
+        end = _parse_time(m.get("finished_at"))
+        duration = None
+        if start is not None:
+            if end is not None:
+                duration = (end - start).total_seconds()
+            elif r.status == "running":
+                duration = (now - start).total_seconds()
+        counts = m.get("counts") or {}
+        last, low = values.get(r.run_id, (None, None))
+        rows.append(
+            [
+                r.run_id,
+                m.get("flow_name"),
+                r.mode,
+                r.status,
+                start.replace(tzinfo=None) if start else None,
+                round(duration, 3) if duration is not None else None,
+                counts.get("rows_written"),
+                last,
+                low,
+            ]
+        )
+    columns = list(RUNS_COLUMNS)
+    columns[-2:] = [f"final_{metric}", f"min_{metric}"]
+    return columns, rows
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _param_of(params_json: Any, key: str) -> Any:
+    try:
+        value: Any = json.loads(params_json) if isinstance(params_json, str) else (params_json or {})
+    except ValueError:
+        return None
+    for part in key.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _run_table(db: Any, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    rows = db.query(
+        "SELECT * FROM runs WHERE list_contains(?::VARCHAR[], run_id) ORDER BY created_at", [list(ids)]
+    ).to_dicts()
+    return {r["run_id"]: r for r in rows}
+
+
+def _per_run_tol(db: Any, ids: Sequence[str], metric: str, tol: float | None) -> dict[str, dict[str, Any]]:
+    m = '"' + metric.replace('"', '""') + '"'
+    tol_v = float("-inf") if tol is None else float(tol)
+    sql = f"""
+    WITH t AS (SELECT run_id, iter AS k, {m}::DOUBLE AS v, t_wall_ms::DOUBLE AS w
+               FROM telemetry WHERE list_contains(?::VARCHAR[], run_id))
+    SELECT run_id, arg_max(v, k) FILTER (WHERE v IS NOT NULL) AS final, min(v) AS best,
+           min(k) AS k0, min(w) AS w0,
+           min(k) FILTER (WHERE v <= ?) AS k_tol, arg_min(w, k) FILTER (WHERE v <= ?) AS w_tol
+    FROM t GROUP BY run_id
+    """
+    out = {}
+    for rid, final, best, k0, w0, k_tol, w_tol in db.query(sql, [list(ids), tol_v, tol_v]).fetchall():
+        out[rid] = {
+            "final": final,
+            "best": best,
+            "iters_to_tol": None if k_tol is None else int(k_tol - k0),
+            "time_to_tol_s": None if w_tol is None else (w_tol - w0) / 1000.0,
+        }
+    return out
+
+
+def _check_metric(db: Any, metric: str, need: Iterable[str] = ("iter", "t_wall_ms")) -> None:
+    cols = _telemetry_columns(db)
+    if metric not in cols:
+        raise CLIError(f"no telemetry column {metric!r}; columns: {', '.join(cols) or '(none)'}")
+    missing = [c for c in need if c not in cols]
+    if missing:
+        raise CLIError(f"telemetry has no {', '.join(missing)} column(s), needed to compare runs")
+
+
+def _bootstrap_ci(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> tuple[float | None, float | None]:
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return None, None
+    if v.size == 1:
+        return float(v[0]), float(v[0])
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def compare_rows(
+    db: Any,
+    run_ids: Sequence[str],
+    metric: str = "E",
+    *,
+    tol: float | None = None,
+    params: Sequence[str] | None = None,
+    group_by: str | None = None,
+) -> tuple[list[str], list[list[Any]]]:
+    """Per-run comparison (:meth:`DuckDBManager.compare` plus params and time-to-``tol``), or with
+    ``group_by`` (``params.X`` or a ``runs`` column) per group: mean, std and bootstrap 95% interval
+    of the final and best value, and iterations/seconds to reach ``tol``."""
+    _require_catalog(db)
+    ids = list(dict.fromkeys(run_ids))
+    if not ids:
+        raise CLIError("compare needs run ids (or --flow)")
+    _check_metric(db, metric)
+    info = _run_table(db, ids)
+    missing = [r for r in ids if r not in info]
+    if missing:
+        raise RunNotFoundError(
+            f"no run {missing[0]!r} in the catalog {db.db_path} (run `flightlog consolidate` first?)"
+        )
+    per_run = _per_run_tol(db, ids, metric, tol)
+    params = list(params or [])
+    if group_by is None:
+        res = db.compare(ids, metric=metric)
+        base = res.columns
+        extra_p = [f"params.{p}" if not p.startswith("params.") else p for p in params]
+        cols = base[:3] + [p.removeprefix("params.") for p in extra_p] + base[3:]
+        if tol is not None:
+            cols += ["iters_to_tol", "time_to_tol_s"]
+        rows = []
+        for rec in res.to_dicts():
+            rid = rec["run_id"]
+            prow = [_param_of(info[rid].get("params"), p.removeprefix("params.")) for p in extra_p]
+            row = [rec[c] for c in base[:3]] + prow + [rec[c] for c in base[3:]]
+            if tol is not None:
+                pr = per_run.get(rid, {})
+                row += [pr.get("iters_to_tol"), pr.get("time_to_tol_s")]
+            rows.append(row)
+        return cols, rows
+
+    key_name = group_by.removeprefix("params.")
+    groups: dict[str, list[str]] = {}
+    keys: dict[str, Any] = {}
+    for rid in ids:
+        row = info[rid]
+        if group_by.startswith("params."):
+            k = _param_of(row.get("params"), key_name)
+        elif group_by in row:
+            k = row[group_by]
+        else:
+            raise CLIError(f"--group-by {group_by!r}: use params.<name> or a runs column ({', '.join(row)})")
+        ks = json.dumps(_json_value(k), sort_keys=True)
+        keys[ks] = k
+        groups.setdefault(ks, []).append(rid)
+
+    def stats(vals: list[Any]) -> list[Any]:
+        import numpy as np
+
+        v = [float(x) for x in vals if x is not None and math.isfinite(float(x))]
+        if not v:
+            return [None, None, None, None]
+        lo, hi = _bootstrap_ci(v)
+        std = float(np.std(v, ddof=1)) if len(v) > 1 else None
+        return [float(np.mean(v)), std, lo, hi]
+
+    cols = [key_name, "runs", "finite"]
+    cols += ["final_mean", "final_std", "final_ci95_lo", "final_ci95_hi"]
+    cols += ["best_mean", "best_std", "best_ci95_lo", "best_ci95_hi"]
+    if tol is not None:
+        cols += [
+            "reached_tol",
+            "iters_to_tol_mean",
+            "iters_to_tol_ci95_lo",
+            "iters_to_tol_ci95_hi",
+            "time_to_tol_s_mean",
+        ]
+    rows = []
+    for ks in sorted(groups, key=lambda s: (str(type(keys[s])), keys[s] if keys[s] is not None else "")):
+        members = [per_run.get(r, {}) for r in groups[ks]]
+        finals = [m.get("final") for m in members]
+        row = [keys[ks], len(members), sum(1 for f in finals if f is not None and math.isfinite(f))]
+        row += stats(finals) + stats([m.get("best") for m in members])
+        if tol is not None:
+            reached = [m for m in members if m.get("iters_to_tol") is not None]
+            its = stats([m["iters_to_tol"] for m in reached])
+            secs = stats([m["time_to_tol_s"] for m in reached])
+            row += [len(reached), its[0], its[2], its[3], secs[0]]
+        rows.append(row)
+    return cols, rows
+
+
+def narrow_compare(
+    cols: list[str], rows: list[list[Any]], drop: Iterable[str] = ("rows_per_s",)
+) -> tuple[list[str], list[list[Any]]]:
+    """The per-run comparison without the ``delta_*`` columns except ``delta_min`` (for a screen)."""
+    hide = {c for c in cols if c.startswith("delta_") and c != "delta_min"} | set(drop)
+    keep = [i for i, c in enumerate(cols) if c not in hide]
+    return [cols[i] for i in keep], [[r[i] for i in keep] for r in rows]
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _ids_for(args: argparse.Namespace, db: Any) -> list[str]:
+    ids = [find_run(args.root, r).run_id if not _in_catalog(db, r) else r for r in args.runs]
+    for flow in getattr(args, "flow", None) or []:
+        _require_catalog(db)
+        found = [r[0] for r in db.runs(flow_name=flow).fetchall()]
+        if not found:
+            raise RunNotFoundError(f"no runs of flow {flow!r} in the catalog {db.db_path}")
+        ids += found
+    return list(dict.fromkeys(ids))
+
+
+def _in_catalog(db: Any, rid: str) -> bool:
+    if not db.db_path.exists():
+        return False
+    return db.query("SELECT count(*) FROM runs WHERE run_id = ?", [rid]).fetchone()[0] > 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    since = _parse_since(args.since) if args.since else None
+    cols, rows = runs_rows(args.root, flow=args.flow, status=args.status, since=since, metric=args.metric)
+    if args.limit:
+        rows = rows[-args.limit :]
+    _emit(render(cols, rows, args.format))
+    if args.format == "table" and not rows:
+        _emit(f"(no runs under {_root(args.root)})", sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    ref = find_run(args.root, args.run)
+    db = _catalog(args.root, args.timeout)
+    m = dict(ref.manifest)
+    m["status"] = ref.status
+    if ref.status != ref.manifest.get("status"):
+        m["manifest_status"] = ref.manifest.get("status")
+    in_cat = _in_catalog(db, ref.run_id) and len(
+        db.query("SELECT 1 FROM telemetry WHERE run_id = ? LIMIT 1", [ref.run_id])
+    )
+    if in_cat:
+        summary = db.query(
+            "SUMMARIZE (SELECT * EXCLUDE (schema_version) FROM telemetry WHERE run_id = $1)", [ref.run_id]
+        ).to_dicts()
+        events = db.events(ref.run_id).to_dicts()
+    else:
+        live = db.live(ref.run_id)
+        summary = live.relation.query("t", "SUMMARIZE t").fetchall() if len(live) else []
+        cols = [
+            "column_name",
+            "column_type",
+            "min",
+            "max",
+            "approx_unique",
+            "avg",
+            "std",
+            "q25",
+            "q50",
+            "q75",
+            "count",
+            "null_percentage",
+        ]
+        summary = [dict(zip(cols, r, strict=False)) for r in summary]
+        events = db.live(ref.run_id, kind="events").to_dicts()
+    col_names = ["column", "type", "count", "null_pct", "min", "max", "mean", "std"]
+    col_rows = [
+        [
+            s["column_name"],
+            s["column_type"],
+            s["count"],
+            float(s["null_percentage"]) if s["null_percentage"] is not None else None,
+            s["min"],
+            s["max"],
+            _num(s["avg"]),
+            _num(s["std"]),
+        ]
+        for s in summary
+    ]
+    ev_cols = ["t_wall_ms", "iter", "event", "payload"]
+    ev_rows = [[e.get(c) for c in ev_cols] for e in events]
+    if args.format == "json":
+        _emit(
+            json.dumps(
+                _json_value(
+                    {
+                        "run": m,
+                        "path": str(ref.folder),
+                        "source": "catalog" if in_cat else "files",
+                        "columns": [dict(zip(col_names, r, strict=True)) for r in col_rows],
+                        "events": [dict(zip(ev_cols, r, strict=True)) for r in ev_rows],
+                    }
+                ),
+                indent=1,
+            )
+        )
+        return 0
+    if args.format == "csv":
+        _emit(render(col_names, col_rows, "csv"))
+        return 0
+    _emit(_describe_manifest(ref, m))
+    shown = [r for r in col_rows if r[3] is None or r[3] < 100.0]
+    hidden = [r[0] for r in col_rows if r not in shown]
+    _emit("")
+    _emit(render(col_names, shown, "table", title=f"columns ({'catalog' if in_cat else 'durable files'})"))
+    if hidden:
+        _emit(f"  ({len(hidden)} all-null columns hidden: {', '.join(hidden)})")
+    _emit("")
+    limit = args.events
+    _emit(render(ev_cols, ev_rows[:limit], "table", title=f"events ({len(ev_rows)})"))
+    if len(ev_rows) > limit:
+        _emit(f"  ... {len(ev_rows) - limit} more (--events N, or --format json)")
+    return 0
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _kv_line(d: Mapping[str, Any]) -> str:
+    return "  ".join(f"{k}={_cell(v)}" for k, v in d.items())
+
+
+def _describe_manifest(ref: RunRef, m: Mapping[str, Any]) -> str:
+    lines = [f"run {ref.run_id}   flow {m.get('flow_name')}   mode {ref.mode}   status {ref.status}"]
+    if m.get("manifest_status"):
+        lines[-1] += f" (manifest says {m['manifest_status']}; `flightlog recover` finalises it)"
+    if m.get("trial_id"):
+        lines.append(f"trial    {m['trial_id']}")
+    start, end = _parse_time(m.get("created_at")), _parse_time(m.get("finished_at"))
+    when = f"started  {m.get('created_at')}"
+    if end is not None:
+        when += f"   finished {m.get('finished_at')}"
+        if start is not None:
+            when += f"   ({(end - start).total_seconds():.2f} s)"
+    lines.append(when)
+    lines.append(f"path     {ref.folder}")
+    if m.get("error_type"):
+        lines.append(f"error    {m.get('error_type')}: {m.get('error_message')}")
+    for key in ("params", "tags", "counts", "cost", "sampling"):
+        if m.get(key):
+            lines.append(f"{key:<8} {_kv_line(m[key])}")
+    units = m.get("units") or {}
+    for field, u in units.items():
+        text = _kv_line(u) if isinstance(u, Mapping) else _cell(u)
+        lines.append(f"{'units' if field == next(iter(units)) else '':<8} {field}: {text}")
+    for f in m.get("files") or []:
+        lines.append(
+            f"{'files' if f is m['files'][0] else '':<8} {f.get('path')}  {f.get('kind')}  "
+            f"{f.get('rows')} rows  {_size(f.get('bytes'))}"
+        )
+    prov = m.get("provenance") or {}
+    if prov:
+        keys = ("host", "user", "pid", "python", "flightlog_version", "numpy_version", "git_commit", "git_dirty")
+        lines.append(f"{'from':<8} {_kv_line({k: prov[k] for k in keys if prov.get(k) is not None})}")
+    return "\n".join(lines)
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, int):
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def cmd_consolidate(args: argparse.Namespace) -> int:
+    db = _catalog(args.root, args.timeout, read_only=False)
+    progress, finish = _progress_bar("consolidating", enabled=args.format == "table" and not args.quiet)
+    try:
+        report = db.consolidate(prune=args.prune, progress=progress)
+    finally:
+        finish()
+    if args.format == "json":
+        _emit(json.dumps(_json_value(dataclasses.asdict(report)), indent=1))
+    elif args.format == "csv":
+        d = dataclasses.asdict(report)
+        d["files_skipped"] = len(d["files_skipped"])
+        _emit(render(list(d), [list(d.values())], "csv"))
+    else:
+        _emit(f"consolidated {db.root} into {db.db_path}: {report}")
+        if report.files_skipped:
+            _emit(render(["skipped", "reason"], [list(s) for s in report.files_skipped], "table"))
+    return 0
+
+
+def _progress_bar(what: str, enabled: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A ``progress(done, total)`` callback drawing on stderr when it is a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return None, lambda: None
+    try:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    except ImportError:
+        state = {"last": 0.0}
+
+        def plain(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - state["last"] > 0.2 or done == total:
+                state["last"] = now
+                print(f"\r{what}: {done}/{total} files", end="", file=sys.stderr, flush=True)
+
+        return plain, lambda: print(file=sys.stderr) if state["last"] else None
+    bar = Progress(
+        f"[bold]{what}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(what, total=total)
+        bar.update(task, completed=done, total=total)
+
+    def finish() -> None:
+        if task is not None:
+            bar.stop()
+
+    return update, finish
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise CLIError(f"--param {text!r}: use name=value (referenced as $name in the SQL)")
+    for conv in (int, float):
+        try:
+            return name, conv(value)
+        except ValueError:
+            pass
+    return name, {"true": True, "false": False, "null": None}.get(value, value)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    sql = sys.stdin.read() if args.sql == "-" else args.sql
+    db = _catalog(args.root, args.timeout)
+    _require_catalog(db)
+    params = dict(_parse_param(p) for p in args.param) or None
+    res = db.query(sql, params)
+    _emit(render(res.columns, res.fetchall(), args.format))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    db = _catalog(args.root, args.timeout)
+    _require_catalog(db)
+    ids = _ids_for(args, db)
+    params = [p for chunk in args.params for p in chunk.split(",") if p]
+    cols, rows = compare_rows(db, ids, args.metric, tol=args.tol, params=params, group_by=args.group_by)
+    if args.format == "table" and args.group_by is None:
+        cols, rows = narrow_compare(cols, rows)
+    _emit(render(cols, rows, args.format))
+    if args.plot:
+        from ._plot import plot_runs
+
+        info = plot_runs(db, ids, args.metric, args.plot, logy=args.logy, params=params or None)
+        _emit(f"plot: {info['path']}", sys.stderr if args.format != "table" else None)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from ._plot import plot_runs
+
+    db = _catalog(args.root, args.timeout)
+    ids = _ids_for(args, db)
+    if not ids:
+        raise CLIError("plot needs run ids (or --flow)")
+    params = [p for chunk in args.params for p in chunk.split(",") if p] if args.params else None
+    info = plot_runs(
+        db,
+        ids,
+        args.metric,
+        args.output,
+        x=args.x,
+        logy=args.logy,
+        logx=args.logx,
+        params=params,
+        title=args.title,
+        width=args.width,
+        height=args.height,
+    )
+    if args.format == "json":
+        _emit(json.dumps(_json_value(info), indent=1))
+    else:
+        _emit(
+            f"wrote {info['path']}: {len(ids)} run(s), {info['rows']} rows drawn as {info['points']} points "
+            f"in {info['seconds']:.2f} s"
+        )
+    return 0
+
+
+def _segment_files(ref: RunRef) -> list[Path]:
+    """Published telemetry files of a run: segments (run folder) or parts (dev/tuner)."""
+    if ref.mode == "run":
+        seg = ref.folder / "segments"
+        files = sorted(seg.glob("telemetry-*.parquet")) if seg.is_dir() else []
+        final = ref.folder / "telemetry.parquet"
+        return files + ([final] if final.exists() else [])
+    from ._recover import part_pattern
+
+    pat = part_pattern(ref.run_id)
+    parts_dir = ref.folder / f"{ref.mode}_telemetry"
+    return sorted(p for p in parts_dir.glob("part-*.parquet") if pat.match(p.name)) if parts_dir.is_dir() else []
+
+
+def _last_row(path: Path, metric: str) -> dict[str, Any]:
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()]
+        want = [c for c in ("iter", "t_wall_ms", "phase", metric) if c in cols]
+        if not want:
+            return {}
+        order = "iter" if "iter" in cols else "file_row_number"
+        sel = ", ".join('"' + c + '"' for c in want)
+        row = con.execute(
+            f"SELECT {sel} FROM read_parquet(?, file_row_number = true) ORDER BY {order} DESC LIMIT 1", [str(path)]
+        ).fetchone()
+        return dict(zip(want, row, strict=True)) if row else {}
+    finally:
+        con.close()
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from . import _core
+    from ._manifest import read_manifest
+    from ._recover import run_status
+
+    ref = find_run(args.root, args.run)
+    seen: set[str] = set()
+    total = 0
+    deadline = None if args.timeout_tail is None else time.monotonic() + args.timeout_tail
+    if args.format == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["file", "rows", "total_rows", "iter", "t_wall_ms", "phase", args.metric])
+    if args.format == "table":
+        _emit(f"following run {ref.run_id} ({ref.manifest.get('flow_name')}, {ref.status}) in {ref.folder}")
+    while True:
+        try:
+            manifest = read_manifest(ref.manifest_path)
+            status = run_status(manifest, ref.where)
+        except (OSError, ValueError):
+            manifest, status = ref.manifest, "unknown"
+        for f in _segment_files(ref):
+            if f.name in seen:
+                continue
+            try:
+                rows = int(_core.parquet_rows(str(f)))
+                last = _last_row(f, args.metric)
+            except Exception:  # merged or removed while we looked: the next poll sees the result
+                continue
+            seen.add(f.name)
+            if f.name == "telemetry.parquet":  # the merged file holds every segment
+                total = rows
+            else:
+                total += rows
+            rec = {
+                "file": f.name,
+                "rows": rows,
+                "total_rows": total,
+                "iter": last.get("iter"),
+                "t_wall_ms": last.get("t_wall_ms"),
+                "phase": last.get("phase"),
+                args.metric: last.get(args.metric),
+            }
+            if args.format == "json":
+                _emit(json.dumps(_json_value(rec)))
+            elif args.format == "csv":
+                w.writerow([_csv_value(v) for v in rec.values()])
+            else:
+                vals = "  ".join(
+                    f"{k}={_cell(v)}"
+                    for k, v in rec.items()
+                    if k not in ("file", "rows", "total_rows") and v is not None
+                )
+                _emit(f"{time.strftime('%H:%M:%S')}  {f.name}  +{rows} rows  total {total}  {vals}")
+            sys.stdout.flush()
+        if status != "running":
+            counts = manifest.get("counts") or {}
+            end = {"status": status, "rows": counts.get("rows_written", total), "events": counts.get("events")}
+            if args.format == "json":
+                _emit(json.dumps(_json_value({"end": True, **end})))
+            elif args.format == "table":
+                _emit(f"run {ref.run_id} {status}: {end['rows']} rows, {end['events']} events")
+            return 0
+        if deadline is not None and time.monotonic() >= deadline:
+            if args.format == "table":
+                _emit(f"run {ref.run_id} still running after {args.timeout_tail} s; stopped following")
+            return 0
+        time.sleep(args.interval)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from ._recover import DEFAULT_STALE_AFTER, recover
+
+    report = recover(args.root, stale_after=args.stale_after if args.stale_after is not None else DEFAULT_STALE_AFTER)
+    cols = [
+        "run_id",
+        "flow_name",
+        "mode",
+        "previous_status",
+        "status",
+        "telemetry_rows",
+        "event_rows",
+        "segments_merged",
+        "temp_files_removed",
+    ]
+    rows = [[r.get(c) for c in cols] for r in report.recovered]
+    if args.format == "json":
+        _emit(json.dumps(_json_value(report.as_dict()), indent=1))
+    elif args.format == "csv":
+        _emit(render(cols, rows, "csv"))
+    else:
+        if rows:
+            _emit(render(cols, rows, "table"))
+        for e in report.errors:
+            _emit(f"could not recover {e.get('path')}: {e.get('error')}", sys.stderr)
+        _emit(f"{report.root}: {report}")
+    return 1 if report.errors else 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from ._recover import compact
+
+    rep = compact(args.root, args.flow, which=args.which)
+    cols = ["kind", "path", "parts_merged", "rows", "bytes", "leftovers_removed", "skipped"]
+    rows = [
+        [
+            k,
+            rep[k]["path"],
+            rep[k]["parts_merged"],
+            rep[k]["rows"],
+            rep[k]["bytes"],
+            rep[k]["leftovers_removed"],
+            len(rep[k].get("skipped") or []),
+        ]
+        for k in ("telemetry", "events")
+    ]
+    if args.format == "json":
+        _emit(json.dumps(_json_value(rep), indent=1))
+    else:
+        _emit(render(cols, rows, args.format))
+        if args.format == "table":
+            for k in ("telemetry", "events"):
+                for s in rep[k].get("skipped") or []:
+                    _emit(f"kept {s['path']}: {s['reason']}", sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    plot: bool | str = False if args.no_plot else (args.output or True)
+    run_demo(
+        args.root, quick=args.quick, plot=plot, fmt=args.format, n=args.n, kappa=args.kappa, max_iter=args.max_iter
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit status 2
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _common(fmt: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--root", default=argparse.SUPPRESS, help="flightlog root (default: $FLIGHTLOG_ROOT, else ./telematry_cfs)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=f"seconds to wait for a locked catalog (default {_DEFAULT_TIMEOUT:g})",
+    )
+    if fmt:
+        p.add_argument("--format", choices=FORMATS, default=argparse.SUPPRESS, help="output format (default: table)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``flightlog``."""
+    from . import __version__
+
+    common = _common()
+    parser = _Parser(
+        prog="flightlog",
+        description="flightlog: a flight recorder for numeric code. Runs, catalog, plots and the demo.",
+        parents=[common],
+        epilog="Start with `flightlog demo`. FLIGHTLOG_DEBUG=1 shows tracebacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"flightlog {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, **kw: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=[common], **kw)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("runs", cmd_runs, "list runs (status by evidence: a dead running run shows as crashed)")
+    p.add_argument("--flow", help="only this flow")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=["running", "finished", "failed", "crashed"],
+        help="only runs with this status (repeatable)",
+    )
+    p.add_argument("--since", help="only runs started since: a duration (30m, 2h, 3d) or an ISO date/time")
+    p.add_argument("--metric", default="E", help="metric for the final/min columns (default E)")
+    p.add_argument("--limit", type=int, help="only the N most recent runs")
+
+    p = add("show", cmd_show, "one run: manifest, per-column summary, events")
+    p.add_argument("run", help="run id (or its folder name, or a unique prefix)")
+    p.add_argument("--events", type=int, default=30, help="events to list in the table (default 30)")
+
+    p = add("consolidate", cmd_consolidate, "ingest new immutable files into duckdb.db")
+    p.add_argument("--prune", action="store_true", help="remove rows of runs whose folders are gone")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = add("query", cmd_query, "run SQL over the catalog (tables runs, telemetry, events, _ingested_files)")
+    p.add_argument("sql", help="the SQL ('-' reads it from stdin)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="bind $NAME to VALUE (int, float, true/false/null, else text); repeatable",
+    )
+
+    p = add("compare", cmd_compare, "compare runs on a metric (per run, or per group with --group-by)")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run ids")
+    p.add_argument("--flow", action="append", default=[], help="also every run of this flow (repeatable)")
+    p.add_argument("--metric", "-m", default="E", help="telemetry column (default E); lower is better")
+    p.add_argument("--tol", type=float, help="report iterations and seconds until metric <= TOL")
+    p.add_argument("--group-by", help="params.NAME (or a runs column such as flow_name): aggregate per group")
+    p.add_argument("--params", action="append", default=[], help="params to show as columns (a,b)")
+    p.add_argument("--plot", metavar="FILE.png", help="also plot the runs")
+    p.add_argument("--logy", action="store_true", help="log y axis for --plot")
+
+    p = add("plot", cmd_plot, "plot a metric of runs into a PNG (downsampled on read)")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run ids")
+    p.add_argument("--flow", action="append", default=[], help="also every run of this flow (repeatable)")
+    p.add_argument("--metric", "-m", default="E", help="telemetry column (default E)")
+    p.add_argument("--x", default="iter", help="x column (default iter; e.g. t_wall_ms)")
+    p.add_argument("--logy", action="store_true", help="log y axis")
+    p.add_argument("--logx", action="store_true", help="log x axis (symlog: iteration 0 stays visible)")
+    p.add_argument("--params", action="append", help="params for the legend (default: those that differ)")
+    p.add_argument("--title")
+    p.add_argument("--width", type=int, default=1400, help="pixels (default 1400)")
+    p.add_argument("--height", type=int, default=800, help="pixels (default 800)")
+    p.add_argument("-o", "--output", default="flightlog-plot.png", help="PNG file (default flightlog-plot.png)")
+
+    p = add("tail", cmd_tail, "follow a running run: a line per new durable segment; ends with the run")
+    p.add_argument("run", help="run id")
+    p.add_argument("--metric", "-m", default="E", help="metric to show (default E)")
+    p.add_argument("--interval", type=float, default=0.5, help="seconds between polls (default 0.5)")
+    p.add_argument("--for", dest="timeout_tail", type=float, help="stop following after this many seconds")
+
+    p = add("recover", cmd_recover, "finalise crashed runs (merge segments, mark crashed)")
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        help="seconds without new files after which another host's running run counts as crashed",
+    )
+
+    p = add("compact", cmd_compact, "merge a flow's append-mode parts into one file")
+    p.add_argument("flow", help="flow name")
+    p.add_argument("--which", choices=["dev", "tuner"], default="dev", help="which parts (default dev)")
+
+    p = add("demo", cmd_demo, "run the demo sweep, consolidate, compare and plot")
+    p.add_argument("--quick", action="store_true", help="a small problem (seconds; for tests)")
+    p.add_argument("--no-plot", action="store_true", help="skip the plot")
+    p.add_argument("-o", "--output", help="plot file (default <root>/convergence.png)")
+    p.add_argument("--n", type=int, help="problem dimension (default 100; quick 40)")
+    p.add_argument("--kappa", type=float, help="condition number (default 5000; quick 200)")
+    p.add_argument("--max-iter", type=int, help="iterations per run at most (default 120000; quick 5000)")
+    return parser
+
+
+def _error_line(exc: BaseException) -> str:
+    """One line describing ``exc`` for a person."""
+    text = str(exc) or type(exc).__name__
+    try:
+        import duckdb
+
+        if isinstance(exc, duckdb.Error):
+            head = text.split("\n\n")[0]
+            text = "; ".join(part.strip() for part in head.splitlines() if part.strip())
+            if not re.match(r"^[A-Z][A-Za-z ]* Error:", text):
+                text = f"{type(exc).__name__}: {text}"
+            return f"bad SQL or query: {text}" if not isinstance(exc, duckdb.IOException) else text
+    except ImportError:
+        pass
+    from ._errors import CatalogLockedError
+
+    if isinstance(exc, CatalogLockedError):
+        return f"catalog locked: {text} (retry, or raise --timeout)"
+    if isinstance(exc, ImportError):
+        if "flightlog[" in text:
+            return text
+        name = getattr(exc, "name", None) or ""
+        extra = {"matplotlib": "plot", "rich": "cli", "pandas": "pandas", "pyarrow": "pandas"}.get(name.split(".")[0])
+        hint = f": pip install 'flightlog[{extra}]'" if extra else ""
+        return f"missing optional dependency {name or text}{hint}"
+    if isinstance(exc, CLIError):
+        return text
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flightlog`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, default in (("root", None), ("format", "table"), ("timeout", _DEFAULT_TIMEOUT)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    if os.environ.get("FLIGHTLOG_DEBUG"):
+        return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("flightlog: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `flightlog query ... | head`
+        with contextlib.suppress(OSError):  # avoid a second error when Python flushes stdout at exit
+            sys.stdout = open(os.devnull, "w")
+        return 0
+    except Exception as exc:  # the CLI's contract: one line, no traceback
+        print(f"flightlog: error: {_error_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
