@@ -210,14 +210,26 @@ def bench_sustained(tmp: Path, seconds: float, rate: float) -> dict[str, float]:
 
 RSS_CHILD = textwrap.dedent(
     """
-    import json, resource, sys, numpy as np
+    import json, sys, threading, time, numpy as np
     from pathlib import Path
     mode, n, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     fields = {fields!r}
     import flightlog, pyarrow, pyarrow.parquet  # imported before the baseline RSS
+
     def rss_mb():
-        return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2**20
+
+    # Sample the resident set every 5 ms: ru_maxrss would include import-time peaks.
+    peak = [0.0]
+    done = threading.Event()
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.005)
     base = rss_mb()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     if mode == "flightlog":
         rec = flightlog.FlightRecorder(out, flightlog.Schema(
             [flightlog.Field("iter", "i64", nullable=False)] + [flightlog.Field(f, "f64", nullable=False) for f in fields]))
@@ -233,8 +245,10 @@ RSS_CHILD = textwrap.dedent(
         out.mkdir()
         t = pyarrow.table({{k: list(c) for k, c in zip(["iter"] + fields, zip(*rows))}})
         pyarrow.parquet.write_table(t, out / "t.parquet")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({{"peak_growth_mb": peak - base}}))
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], rss_mb())
+    print(json.dumps({{"peak_growth_mb": peak[0] - base}}))
     """
 ).format(fields=FIELDS)
 

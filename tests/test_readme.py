@@ -19,3 +19,18 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "GREEN" in result.stdout and "5100" in result.stdout
+
+
+def test_readme_runs_example_runs(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", blocks[1]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
+    assert result.returncode == 0, result.stderr
+    assert ", 1000)]" in result.stdout
+    assert list(tmp_path.glob("telematry_cfs/fda_run_*/telemetry.parquet"))

@@ -18,7 +18,6 @@ imported only by the functions that use them.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
 
 from . import events, schemas
 from ._errors import (
@@ -33,7 +32,11 @@ from ._errors import (
 from ._recorder import FlightRecorder, Sampling
 from ._schema import Enum, Field, Schema
 
+# `typing` costs milliseconds at import; type checkers treat this name as typing.TYPE_CHECKING.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._catalog import ConsolidationReport, DuckDBManager
     from ._manager import TelemetryManager, UnitsWarning
     from ._manifest import read_manifest, write_manifest

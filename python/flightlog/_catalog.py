@@ -76,6 +76,9 @@ _KINDS = ("telemetry", "events")
 #: Columns the catalog sets on every telemetry/events row.
 RESERVED_COLUMNS = ("run_id", "flow_name", "schema_version")
 
+# Runs are read only where they are: a link could point outside the root, or at
+# another run (whose rows would then be ingested twice).
+_LINK_REASON = "a symbolic link: not followed (it may point outside the root or at another run)"
 _CAT = "flightlog_catalog"  # alias of the attached database in reader sessions
 _FILE_COL = "__flightlog_file"
 _BATCH_FILES = 512
@@ -684,11 +687,20 @@ class DuckDBManager:
             for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
                 if entry.name == "flows" or entry.name.startswith(".") or not entry.is_dir():
                     continue
+                if entry.is_symlink():
+                    if (Path(entry.path) / "manifest.toml").exists():
+                        report.files_skipped.append((entry.name, _LINK_REASON))
+                    continue
                 self._discover_run_folder(Path(entry.path), state, report, run_rows, units)
             flows = self.root / "flows"
-            if flows.is_dir():
+            if flows.is_symlink():
+                report.files_skipped.append(("flows", _LINK_REASON))
+            elif flows.is_dir():
                 for entry in sorted(os.scandir(flows), key=lambda e: e.name):
                     if entry.is_dir() and not entry.name.startswith("."):
+                        if entry.is_symlink():
+                            report.files_skipped.append((f"flows/{entry.name}", _LINK_REASON))
+                            continue
                         self._discover_flow(Path(entry.path), state, report, run_rows, units)
         self._read_metadata(units, report)
         gone = self._gone_runs(state) if prune else []
@@ -1204,11 +1216,14 @@ class DuckDBManager:
 
         Raises:
             CatalogLockedError: a writer held the catalog for ``timeout`` s.
-            duckdb.Error: the SQL is invalid (or tries to write).
+            duckdb.Error: the SQL is invalid, is more than one statement, or is a
+                statement that yields no rows (``COPY``, ``ATTACH``, ``INSTALL``, ...:
+                the in-memory session would otherwise run it, e.g. write a file).
         """
         self._check_open()
         if not isinstance(sql, str):
             raise TypeError(f"sql must be a str, got {type(sql).__name__}")
+        _check_one_select(sql)
         with self._reader() as mem:
             return self._materialise(mem, sql, params)
 
@@ -1432,6 +1447,30 @@ class DuckDBManager:
 
 
 # --------------------------------------------------------------------------- module helpers
+
+
+def _check_one_select(sql: str) -> None:
+    """Refuse anything but one statement that yields rows.
+
+    :meth:`DuckDBManager.query` wraps the text in ``CREATE TABLE ... AS SELECT * FROM (...)``;
+    text that closes the parenthesis and adds statements (``SELECT 1); COPY runs TO
+    '/elsewhere'; SELECT * FROM (SELECT 1``) would otherwise run them in the session.
+    """
+    duckdb = _duckdb()
+    extract = getattr(duckdb, "extract_statements", None)
+    if extract is None:  # pragma: no cover - very old DuckDB
+        return
+    statements = extract(sql)  # a ParserException (duckdb.Error) for invalid SQL
+    if len(statements) != 1:
+        raise duckdb.InvalidInputException(
+            f"query() runs exactly one SQL statement, got {len(statements)}; run them one by one"
+        )
+    kind = getattr(statements[0].type, "name", str(statements[0].type)).rsplit(".", 1)[-1]
+    if kind != "SELECT":
+        raise duckdb.InvalidInputException(
+            f"query() runs one read-only statement that yields rows (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
+            f"SUMMARIZE); got a {kind} statement"
+        )
 
 
 def _compacted_marker(rel: str, rows: int) -> str:

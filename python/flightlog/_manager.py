@@ -585,7 +585,8 @@ class TelemetryManager:
                 note = f"the final manifest {self._manifest_path} could not be written either: {e}"
                 if close_error is None:
                     close_error = WriteError(
-                        e.errno, f"run {self.run_id}: the final manifest {self._manifest_path} could not be written: {e}"
+                        e.errno,
+                        f"run {self.run_id}: the final manifest {self._manifest_path} could not be written: {e}",
                     )
                     close_error.__cause__ = e
                 else:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import atexit
 import math
 import os
-import threading
 import weakref
-from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING
+from _thread import allocate_lock
 
 from . import _core
 from ._errors import SchemaError
 from ._schema import Enum, Field, Schema
 
+# `typing` costs milliseconds at import; type checkers treat this name as typing.TYPE_CHECKING.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
     from typing import Any
 
 __all__ = ["FlightRecorder", "Sampling"]
@@ -60,7 +61,7 @@ class Sampling:
         """None, a Sampling, a ``(keep_first, every)`` pair or a mapping with those keys."""
         if value is None or isinstance(value, Sampling):
             return value
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             return cls(**value)
         if isinstance(value, tuple | list) and len(value) == 2:
             return cls(*value)
@@ -79,7 +80,7 @@ def _schema_from_spec(spec: tuple[list[Any], int] | None) -> Schema | None:
 
 # Recorders still open at interpreter exit are closed so that no row is lost.
 _open_recorders: weakref.WeakSet[FlightRecorder] = weakref.WeakSet()
-_open_lock = threading.Lock()
+_open_lock = allocate_lock()
 
 
 @atexit.register
@@ -174,6 +175,8 @@ class FlightRecorder:
         sampling = Sampling.coerce(sampling)
         meta = [(str(k), str(v)) for k, v in (metadata or {}).items()]
         version = schema_version if schema_version is not None else (schema.version if schema is not None else 1)
+        from pathlib import Path  # here, not at import: pathlib is slow to import
+
         self._path = Path(os.fspath(path))
         self._run_id = run_id
         self._native = _core.Recorder(

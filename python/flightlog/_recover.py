@@ -415,6 +415,29 @@ def _recover_append_run(mfile: Path, stale_after: float, report: RecoverReport) 
     )
 
 
+_FLOW_SUBDIRS = ("runs", "dev_telemetry", "dev_events", "tuner_telemetry", "tuner_events")
+
+
+def _symlinked(path: Path, children: tuple[str, ...]) -> Path | None:
+    """``path`` or the first of its ``children`` that is a symbolic link, else None.
+
+    Recovery writes, renames and deletes files: through a link it could do so
+    outside the root (or merge another run's segments into this one), so links
+    are never followed.
+    """
+    for p in (path, *(path / c for c in children)):
+        if p.is_symlink():
+            return p
+    return None
+
+
+def _link_message(link: Path) -> str:
+    return (
+        f"{link} is a symbolic link (to {os.readlink(link)!r}); recover never follows links, so that it cannot "
+        "write or delete outside the root: move the run into the root instead"
+    )
+
+
 def recover(
     base_path: str | os.PathLike[str] | None = None, *, stale_after: float = DEFAULT_STALE_AFTER
 ) -> RecoverReport:
@@ -435,14 +458,24 @@ def recover(
     for e in sorted(_scandir(root), key=lambda e: e.name):
         if e.name.startswith(".") or e.name == "flows" or not e.is_dir():
             continue
+        link = _symlinked(Path(e.path), ("segments",))
+        if link is not None:
+            if (Path(e.path) / MANIFEST_NAME).exists() or (Path(e.path) / "segments").exists():
+                report.errors.append({"path": e.path, "error": _link_message(link)})
+            continue
         try:
             _recover_run_folder(Path(e.path), stale_after, report)
         except (OSError, FlightlogError, ValueError) as err:
             report.errors.append({"path": e.path, "error": f"{type(err).__name__}: {err}"})
-    for flow in sorted(_scandir(root / "flows"), key=lambda e: e.name):
+    flows_link = _symlinked(root / "flows", ())
+    for flow in [] if flows_link else sorted(_scandir(root / "flows"), key=lambda e: e.name):
         if not flow.is_dir() or flow.name.startswith("."):
             continue
         fpath = Path(flow.path)
+        link = _symlinked(fpath, _FLOW_SUBDIRS)
+        if link is not None:
+            report.errors.append({"path": flow.path, "error": _link_message(link)})
+            continue
         for mf in sorted(_scandir(fpath / "runs"), key=lambda e: e.name):
             if mf.name.startswith(".") or not mf.name.endswith(".toml"):
                 continue

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
-
 from ._errors import SchemaError
 
+# `typing` costs milliseconds at import; type checkers treat this name as typing.TYPE_CHECKING.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator, Sequence
     from typing import Any
 
 # Plain classes rather than dataclasses: `import flightlog` stays cheap (the
