@@ -950,11 +950,21 @@ impl Flusher {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(panic) => {
-                    let msg = panic_message(&panic);
-                    self.shared.record_error(CoreError::write(format!(
-                        "the flusher panicked: {msg}; published segments are intact"
-                    )));
-                    self.complete_flush_requests(Some(format!("the flusher panicked: {msg}")));
+                    let msg = format!(
+                        "the flusher panicked: {}; published segments are intact",
+                        panic_message(&panic)
+                    );
+                    // Report it once: to the flush() waiting for this cycle if
+                    // there is one, else to the next producer call.
+                    let waiting = {
+                        let st = lock(&self.shared.flush);
+                        st.requested > st.completed
+                    };
+                    if waiting {
+                        self.complete_flush_requests(Some(msg));
+                    } else {
+                        self.shared.record_error(CoreError::write(msg));
+                    }
                     if lock(&self.shared.flush).closing {
                         break;
                     }
@@ -971,6 +981,7 @@ impl Flusher {
     /// One wake-up: drain, write what is due, answer flush requests.
     /// Returns true when the recorder is closing and everything is written.
     fn cycle(&mut self, interval: Duration) -> bool {
+        fail::fail_point!("recorder::flush_cycle");
         self.drain_available();
         let (requested, completed, target, closing) = {
             let st = lock(&self.shared.flush);

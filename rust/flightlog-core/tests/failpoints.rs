@@ -114,3 +114,21 @@ fn background_flush_error_reaches_the_next_producer_call() {
     assert_eq!(report.files[0].1, at as u64);
     scenario.teardown();
 }
+
+#[test]
+fn a_panic_on_the_flusher_thread_becomes_an_error_and_loses_nothing() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = recorder(dir.path());
+    push_rows(&rec, 0, 50);
+    fail::cfg("recorder::flush_cycle", "1*panic").unwrap();
+    let err = rec.flush().unwrap_err();
+    assert!(err.to_string().contains("panicked"), "{err}");
+    fail::remove("recorder::flush_cycle");
+    // The flusher survived its panic: the rows are still there and get written.
+    push_rows(&rec, 50, 60);
+    rec.flush().unwrap();
+    let report = rec.close().unwrap();
+    assert_eq!(report.files[0].1, 60);
+    scenario.teardown();
+}

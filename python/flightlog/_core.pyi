@@ -1,0 +1,93 @@
+"""Type stubs of the native module ``flightlog._core`` (Rust, PyO3).
+
+The public API is :class:`flightlog.FlightRecorder`; these are its native parts.
+"""
+
+from os import PathLike
+from typing import Any, Self, final
+
+__all__ = ["__version__", "ArrowData", "Recorder", "merge_parquet", "parquet_kv", "parquet_rows", "recover_run_dir"]
+
+__version__: str
+
+_FieldSpec = tuple[str, str, bool, list[str] | None, str | None, str | None]
+
+@final
+class Recorder:
+    """The native recorder: a lock-free ring, a flusher thread, atomic Parquet segments."""
+
+    def __new__(
+        cls,
+        path: str | PathLike[str],
+        schema: list[_FieldSpec] | None,
+        schema_version: int,
+        *,
+        run_id: str | None = None,
+        flush_interval: float = 1.0,
+        segment_rows: int | None = None,
+        ring_capacity: int | None = None,
+        compression: str = "zstd",
+        on_full: str = "block",
+        sampling: tuple[int, int] | None = None,
+        max_rows: int | None = None,
+        metadata: list[tuple[str, str]] | None = None,
+        constants: list[tuple[str, Any]] | None = None,
+        parts: tuple[str | PathLike[str], str] | None = None,
+    ) -> Self: ...
+    def record(self, *values: Any) -> None:
+        """One row from values in schema order (constant columns skipped; trailing
+        nullable fields may be omitted; ``None`` for ``t_wall_ms`` stamps it)."""
+    def log(self, **fields: Any) -> None:
+        """One row from keywords; the first call infers the schema when there is none."""
+    def extend(self, **columns: Any) -> int:
+        """Rows from numpy arrays or sequences of equal length; returns the row count."""
+    def _noop(self, *values: Any) -> int:
+        """The same call as ``record`` doing nothing: the benchmarks' call floor."""
+    def event(self, name: str, payload_json: str | None = None, t_wall_ms: float | None = None) -> None:
+        """An event with a JSON payload (already serialised)."""
+    def flush(self) -> None:
+        """Returns when every earlier row is in a published segment."""
+    def close(self) -> None:
+        """Makes everything durable and merges segments; idempotent."""
+    @property
+    def files(self) -> list[tuple[str, int, int]]:
+        """After close: (path, rows, bytes) of each published file."""
+    @property
+    def closed(self) -> bool: ...
+    def schema_spec(self) -> tuple[list[_FieldSpec], int] | None:
+        """Field specs and version, or None before the first ``log()`` infers them."""
+    def stats(self) -> dict[str, int | float]:
+        """rows_offered, rows_written, rows_sampled_out, rows_dropped, rows_over_budget,
+        rows_lost, segments, bytes_written, flush_secs, producer_stalls, events."""
+    def now_ms(self) -> float:
+        """Milliseconds since the recorder started (monotonic)."""
+    def to_arrow(self) -> ArrowData:
+        """Durable telemetry (what the last flush published)."""
+    def events_to_arrow(self) -> ArrowData:
+        """Durable events."""
+
+@final
+class ArrowData:
+    """Record batches exposed through the Arrow PyCapsule interface; every
+    ``__arrow_c_stream__`` call makes a fresh stream (DuckDB scans twice)."""
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+    @property
+    def num_rows(self) -> int: ...
+    @property
+    def column_names(self) -> list[str]: ...
+    def __len__(self) -> int: ...
+
+def recover_run_dir(path: str | PathLike[str]) -> dict[str, int]:
+    """Finalise a run folder whose process died: sweep temp files, merge segments,
+    remove leftovers a merge already covered. Idempotent."""
+
+def merge_parquet(out: str | PathLike[str], inputs: list[str | PathLike[str]]) -> dict[str, int]:
+    """Atomic raw column-chunk merge of same-schema Parquet files; the result lists
+    its parts (``flightlog.segments``, ``flightlog.segment_rows``). Returns rows, bytes."""
+
+def parquet_kv(path: str | PathLike[str]) -> list[tuple[str, str]]:
+    """Key-value metadata of a Parquet file."""
+
+def parquet_rows(path: str | PathLike[str]) -> int:
+    """Row count of a Parquet file, from its footer."""
