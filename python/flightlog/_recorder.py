@@ -126,7 +126,7 @@ class FlightRecorder:
     Options: ``schema_version`` (overrides the schema's), ``run_id`` (stored in
     file metadata and the events' ``run_id``), ``flush_interval`` seconds,
     ``segment_rows`` (rows per segment), ``ring_capacity`` (rows buffered between
-    the caller and the writer thread), ``compression`` (``"zstd"``, ``"snappy"``,
+    the caller and the writer thread, rounded up to a power of two), ``compression`` (``"zstd"``, ``"snappy"``,
     ``"lz4"``, ``"none"``), ``on_full`` (``"block"``: wait, lossless; ``"drop"``:
     drop and count), ``sampling`` (:class:`Sampling`), ``max_rows`` (row budget),
     ``metadata`` (extra Parquet key-value metadata), ``constants`` (fields with one

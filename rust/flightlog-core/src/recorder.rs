@@ -241,7 +241,10 @@ struct Shared {
     flush: Mutex<FlushState>,
     flush_done: Condvar,
     events: Mutex<Vec<EventRow>>,
-    flusher_thread: Mutex<Option<Thread>>,
+    flusher_thread: std::sync::OnceLock<Thread>,
+    /// Producers wake the flusher when `pos & wake_mask == wake_mask`: four
+    /// times per lap of the ring (its capacity is a power of two).
+    wake_mask: u64,
     file_kv: Vec<(String, String)>,
 }
 
@@ -334,8 +337,11 @@ impl Recorder {
             file_kv.push((k.clone(), v.clone()));
         }
 
+        let ring = RowRing::new(config.ring_capacity, row_layout.width());
+        let wake_mask = (ring.capacity() as u64 / 4).max(1) - 1;
         let shared = Arc::new(Shared {
-            ring: RowRing::new(config.ring_capacity, row_layout.width()),
+            ring,
+            wake_mask,
             arrow_schema: schema.arrow_schema(),
             schema,
             row_layout,
@@ -353,7 +359,7 @@ impl Recorder {
             flush: Mutex::new(FlushState::default()),
             flush_done: Condvar::new(),
             events: Mutex::new(Vec::new()),
-            flusher_thread: Mutex::new(None),
+            flusher_thread: std::sync::OnceLock::new(),
             file_kv,
         });
         let flusher_shared = Arc::clone(&shared);
@@ -361,7 +367,7 @@ impl Recorder {
             .name("flightlog-flusher".into())
             .spawn(move || Flusher::new(flusher_shared).run())
             .map_err(|e| CoreError::write(format!("cannot start the flusher thread: {e}")))?;
-        *lock(&shared.flusher_thread) = Some(handle.thread().clone());
+        let _ = shared.flusher_thread.set(handle.thread().clone());
         Ok(Recorder {
             shared,
             flusher: Mutex::new(Some(handle)),
@@ -467,8 +473,7 @@ impl Recorder {
             Ok(pos) => {
                 // Wake the flusher a few times per ring lap so it drains before
                 // producers ever find the ring full.
-                let quarter = (shared.ring.capacity() as u64 / 4).max(1);
-                if pos % quarter == quarter - 1 {
+                if pos & shared.wake_mask == shared.wake_mask {
                     shared.wake_flusher();
                 }
                 Ok(Offer::Accepted)
@@ -834,7 +839,7 @@ fn events_props(shared: &Shared) -> parquet::file::properties::WriterProperties 
 
 impl Shared {
     fn wake_flusher(&self) {
-        if let Some(t) = lock(&self.flusher_thread).as_ref() {
+        if let Some(t) = self.flusher_thread.get() {
             t.unpark();
         }
     }

@@ -59,6 +59,8 @@ pub struct RowRing {
     words: Box<[UnsafeCell<u64>]>,
     width: usize,
     capacity: usize,
+    /// `capacity - 1`; the capacity is a power of two so a slot is `pos & mask`.
+    mask: u64,
 }
 
 // SAFETY: every access to `words` is guarded by the stamp protocol described in
@@ -73,7 +75,9 @@ unsafe impl Sync for RowRing {}
 unsafe impl Send for RowRing {}
 
 impl RowRing {
-    /// A ring of `capacity` rows of `width` words each.
+    /// A ring of at least `capacity` rows of `width` words each (the capacity
+    /// is rounded up to a power of two, so that a slot index is a mask, not a
+    /// division, on the hot path).
     ///
     /// # Panics
     /// If `capacity < 2`, `width` is zero, or `capacity * width` overflows.
@@ -83,6 +87,9 @@ impl RowRing {
     pub fn new(capacity: usize, width: usize) -> Self {
         assert!(capacity >= 2, "ring capacity must be at least 2");
         assert!(width > 0, "ring width must be at least 1 word");
+        let capacity = capacity
+            .checked_next_power_of_two()
+            .expect("ring capacity overflows usize");
         let total = capacity
             .checked_mul(width)
             .expect("ring capacity * width overflows usize");
@@ -95,6 +102,7 @@ impl RowRing {
             words,
             width,
             capacity,
+            mask: capacity as u64 - 1,
         }
     }
 
@@ -103,7 +111,7 @@ impl RowRing {
         self.width
     }
 
-    /// Rows the ring holds at most.
+    /// Rows the ring holds at most (a power of two).
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -134,7 +142,7 @@ impl RowRing {
     }
 
     fn slot(&self, pos: u64) -> usize {
-        let slot = (pos % self.capacity as u64) as usize;
+        let slot = (pos & self.mask) as usize;
         debug_assert!(slot < self.capacity);
         slot
     }
@@ -261,6 +269,12 @@ impl std::fmt::Debug for RowRing {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn capacity_is_rounded_up_to_a_power_of_two() {
+        assert_eq!(RowRing::new(5, 1).capacity(), 8);
+        assert_eq!(RowRing::new(8, 1).capacity(), 8);
+    }
 
     #[test]
     fn push_pop_in_order_and_full_is_reported() {
