@@ -11,7 +11,7 @@ LOOM_TARGET_DIR ?= $(CARGO_TARGET_DIR)/loom
 .PHONY: test-all
 test-all: venv lint test-rust test-failpoints test-loom wheel-test  ## Lint, Rust tests, loom, failpoints, wheel + pytest in a fresh venv
 
-.PHONY: help venv dev lint fmt test test-rust test-loom test-failpoints test-python wheel wheel-test bench demo clean
+.PHONY: help venv dev lint fmt test test-rust test-loom test-failpoints test-python wheel wheel-test bench bench-peers reliability demo clean
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -59,8 +59,17 @@ wheel-test: wheel  ## Install the wheel into a fresh virtualenv and run pytest a
 	.venv-wheel/bin/pip install -q "$$(ls -t dist/flightlog-*.whl | head -1)[test]"
 	cd tests && ../.venv-wheel/bin/python -m pytest -q -p no:cacheprovider -c ../pyproject.toml --rootdir .. .
 
-bench: dev  ## Run the benchmarks and regenerate benches/RESULTS.md
-	$(VPY) benches/run_all.py
+bench: dev wheel  ## Recorder and catalog benchmarks: regenerate benches/RESULTS.md
+	$(VPY) benches/bench_recorder.py --out benches/RESULTS.md
+	$(VPY) benches/bench_catalog.py --out benches/RESULTS.md
+
+bench-peers: dev  ## The same workload through flightlog and peer loggers: regenerate benches/PEERS.md
+	# The peers of the `bench` extra (peers that fail to install are skipped by the harness).
+	$(VPY) -m pip install -q polars tensorboardX crc32c mlflow trackio aim rerun-sdk || true
+	$(VPY) benches/peers/run.py --out benches/PEERS.md
+
+reliability: dev  ## The crash campaign and fault figures: regenerate docs/RELIABILITY.md
+	$(VPY) benches/reliability_report.py
 
 demo: dev  ## Run the demo (the main job)
 	$(VENV)/bin/flightlog demo

@@ -38,3 +38,17 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_reports_and_managers_render_in_jupyter(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from flightlog import DuckDBManager, TelemetryManager, recover
+
+    with TelemetryManager(tmp_path, "flow", params={"a": 1}) as tm:
+        tm.log(i=1, x=0.5)
+        assert "<table" in tm._repr_html_() and "flow" in tm._repr_html_()
+    db = DuckDBManager(tmp_path)
+    report = db.consolidate()
+    assert "rows_added" in report._repr_html_()
+    html = db.query("select run_id, count(*) as n from telemetry group by run_id")._repr_html_()
+    assert "<th" in html and tm.run_id in html
+    assert "recovered 0" in recover(tmp_path)._repr_html_()

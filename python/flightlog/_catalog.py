@@ -368,6 +368,11 @@ class Result:
     def __repr__(self) -> str:
         return repr(self._rel)
 
+    def _repr_html_(self) -> str:
+        from ._html import grid
+
+        return grid(self.columns, self._rel.limit(21).fetchall(), title=f"{len(self)} rows")
+
 
 @dataclasses.dataclass
 class ConsolidationReport:
@@ -396,6 +401,15 @@ class ConsolidationReport:
         if self.files_skipped:
             text += f", {len(self.files_skipped)} skipped"
         return text + f" in {self.seconds:.2f} s"
+
+    def _repr_html_(self) -> str:
+        from ._html import grid, key_values
+
+        items = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "files_skipped"]
+        html = key_values("ConsolidationReport", items)
+        if self.files_skipped:
+            html += grid(["skipped file", "reason"], self.files_skipped, title="skipped")
+        return html
 
 
 # --------------------------------------------------------------------------- discovery records

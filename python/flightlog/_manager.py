@@ -535,6 +535,20 @@ class TelemetryManager:
             f"status={self.status!r})"
         )
 
+    def _repr_html_(self) -> str:
+        from ._html import key_values
+
+        stats = self._recorder.stats() if getattr(self, "_recorder", None) is not None else {}
+        items = [
+            ("run_id", self.run_id),
+            ("flow_name", self.flow_name),
+            ("mode", self.mode),
+            ("status", self.status),
+            ("path", self.run_path),
+            *((k, stats[k]) for k in ("rows_offered", "rows_written", "rows_dropped", "segments") if k in stats),
+        ]
+        return key_values("TelemetryManager", items)
+
     # ------------------------------------------------------------------ closing
 
     def close(self, status: str | None = None, *, error: BaseException | None = None) -> None:

@@ -222,6 +222,13 @@ class RecoverReport:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def _repr_html_(self) -> str:
+        from ._html import grid
+
+        cols = ["run_id", "flow_name", "mode", "previous_status", "status", "telemetry_rows", "event_rows"]
+        rows = [[r.get(c, "") for c in cols] for r in self.recovered]
+        return grid(cols, rows, title=str(self))
+
     def __str__(self) -> str:
         return (
             f"recovered {len(self.recovered)} run(s), {len(self.live)} live, "

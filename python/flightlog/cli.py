@@ -219,7 +219,21 @@ class RunRef:
 def _root(root: str | os.PathLike[str] | None) -> Path:
     from ._runs import resolve_root
 
-    return resolve_root(root, create=False)
+    base = resolve_root(root, create=False)
+    if base.exists() and not base.is_dir():
+        raise CLIError(f"--root {base} is a file, not a flightlog root folder")
+    return base
+
+
+def _seconds(text: str) -> float:
+    """argparse type of --timeout: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
 
 
 def scan_runs(root: str | os.PathLike[str] | None) -> list[RunRef]:
@@ -1051,7 +1065,7 @@ def _common(fmt: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=argparse.SUPPRESS,
         help=f"seconds to wait for a locked catalog (default {_DEFAULT_TIMEOUT:g})",
     )

@@ -7,8 +7,11 @@
 //!   with `O_EXCL`), which is fsynced, then renamed over the final name, then
 //!   the directory is fsynced so the rename itself survives power loss.
 //! * Temp names never end in `.parquet`, so `*.parquet` globs never match them.
-//! * On any error the temp file is removed and nothing is published; the error
-//!   names the file and the step that failed.
+//! * On an error before the rename the temp file is removed and nothing is
+//!   published; the error names the file and the step that failed. An error of
+//!   the final directory fsync comes after the rename: the file is complete and
+//!   in place, but its name may not survive a power loss, so the caller treats
+//!   it as not durable and rewrites the same content under the same name.
 //! * A failed fsync is never retried on the same file (Linux may drop the dirty
 //!   pages and report success the second time): the caller rewrites from memory.
 

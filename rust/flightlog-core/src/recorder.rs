@@ -35,6 +35,35 @@ use crate::layout::{OutputLayout, RowLayout};
 use crate::parquet_io::{self, Codec, FORMAT_VERSION};
 use crate::schema::{DType, Schema, Value};
 
+/// A push that found the ring full under `OnFull::Block`; [`Blocked::wait`]
+/// completes it.
+pub struct Blocked<'a> {
+    shared: &'a Shared,
+    row: &'a [u64],
+}
+
+impl Blocked<'_> {
+    /// Waits (spinning, then yielding, then sleeping 50 µs at a time) until the
+    /// flusher makes room, and pushes the row.
+    pub fn wait(self) -> Offer {
+        let mut spins = 0u32;
+        loop {
+            self.shared.wake_flusher();
+            if spins < 16 {
+                std::hint::spin_loop();
+            } else if spins < 64 {
+                thread::yield_now();
+            } else {
+                thread::sleep(Duration::from_micros(50));
+            }
+            spins = spins.saturating_add(1);
+            if self.shared.ring.try_push(self.row).is_ok() {
+                return Offer::Accepted;
+            }
+        }
+    }
+}
+
 /// What a producer does when the ring is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFull {
@@ -267,6 +296,14 @@ struct FlusherOutcome {
     /// Published telemetry segments with their row counts.
     telemetry_segments: Vec<(String, u64)>,
     event_segments: Vec<String>,
+    /// Rows and events the flusher still held (kept for a retry) when it
+    /// stopped: the disk refused them to the end, so they are lost.
+    rows_not_written: u64,
+    events_not_written: u64,
+    /// (rows, bytes) of final files written directly by the closing flush
+    /// (nothing had been published yet, so there was nothing to merge).
+    final_telemetry: Option<(u64, u64)>,
+    final_events: Option<(u64, u64)>,
 }
 
 /// Files a closed recorder left behind.
@@ -406,11 +443,6 @@ impl Recorder {
         self.shared.start.elapsed().as_secs_f64() * 1e3
     }
 
-    /// True when the ring has no free slot now (a push would block or drop).
-    pub fn ring_is_full(&self) -> bool {
-        self.shared.ring.len() >= self.shared.ring.capacity()
-    }
-
     /// True once `close` has begun.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -428,7 +460,9 @@ impl Recorder {
         Ok(())
     }
 
-    fn check_open(&self) -> Result<()> {
+    /// Fails if the recorder is closed, or returns (and clears) a pending
+    /// write error: what every producer call checks first.
+    pub fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(CoreError::Closed);
         }
@@ -438,6 +472,17 @@ impl Recorder {
     /// Offers one packed row (see [`RowLayout`]). Applies sampling, the row
     /// budget and the `on_full` policy.
     pub fn push(&self, row: &[u64]) -> Result<Offer> {
+        self.push_with(row, |blocked| blocked.wait())
+    }
+
+    /// [`Recorder::push`], letting the caller decide how to wait when the
+    /// ring is full under `OnFull::Block`: `on_block` must call
+    /// [`Blocked::wait`] (a binding releases its interpreter lock around it).
+    pub fn push_with(
+        &self,
+        row: &[u64],
+        on_block: impl FnOnce(Blocked<'_>) -> Offer,
+    ) -> Result<Offer> {
         self.check_open()?;
         let shared = &*self.shared;
         let offered = shared.counters.offered.fetch_add(1, Ordering::Relaxed);
@@ -489,21 +534,7 @@ impl Recorder {
                 }
                 OnFull::Block => {
                     shared.counters.stalls.fetch_add(1, Ordering::Relaxed);
-                    let mut spins = 0u32;
-                    loop {
-                        shared.wake_flusher();
-                        if spins < 16 {
-                            std::hint::spin_loop();
-                        } else if spins < 64 {
-                            thread::yield_now();
-                        } else {
-                            thread::sleep(Duration::from_micros(50));
-                        }
-                        spins = spins.saturating_add(1);
-                        if shared.ring.try_push(row).is_ok() {
-                            return Ok(Offer::Accepted);
-                        }
-                    }
+                    Ok(on_block(Blocked { shared, row }))
                 }
             },
         }
@@ -583,7 +614,26 @@ impl Recorder {
             };
         // An error the caller has not seen yet wins over the merge: the merge
         // still runs so that everything that was written ends up in one file.
-        let earlier = self.take_error().err().or(flush_result.err());
+        let mut earlier = self.take_error().err().or(flush_result.err());
+        // Rows still held for a retry die with the recorder: count them.
+        if outcome.rows_not_written > 0 || outcome.events_not_written > 0 {
+            self.shared
+                .counters
+                .lost
+                .fetch_add(outcome.rows_not_written, Ordering::Relaxed);
+            let cause = earlier
+                .take()
+                .map(|e| {
+                    e.to_string()
+                        .replace("kept in memory for a retry", "not written")
+                })
+                .unwrap_or_else(|| "the last write failed".into());
+            earlier = Some(CoreError::write(format!(
+                "{cause}; the recorder is closed: {} rows and {} events that were kept for a retry \
+                 are lost (counted in rows_lost)",
+                outcome.rows_not_written, outcome.events_not_written
+            )));
+        }
         // Segments deleted behind our back (the run folder removed, a person
         // cleaning up) cannot be merged: merge the rest and say so.
         let mut vanished = Vec::new();
@@ -609,7 +659,11 @@ impl Recorder {
         let mut report = CloseReport::default();
         let layout = &self.shared.config.layout;
         let merge = (|| -> Result<()> {
-            if let Some(final_path) = &layout.final_telemetry {
+            if let (Some(final_path), Some((rows, size))) =
+                (&layout.final_telemetry, outcome.final_telemetry)
+            {
+                report.files.push((final_path.clone(), rows, size));
+            } else if let Some(final_path) = &layout.final_telemetry {
                 let (rows, size) =
                     finalize(&layout.segment_dir, &telemetry_segments, final_path, || {
                         empty_file(final_path, &self.shared)
@@ -631,7 +685,11 @@ impl Recorder {
                         .push((p.clone(), parquet_io::row_count(&p)?, size));
                 }
             }
-            if let Some(final_events) = &layout.final_events {
+            if let (Some(final_events), Some((rows, size))) =
+                (&layout.final_events, outcome.final_events)
+            {
+                report.files.push((final_events.clone(), rows, size));
+            } else if let Some(final_events) = &layout.final_events {
                 let (rows, size) =
                     finalize(&layout.events_dir, &event_segments, final_events, || {
                         parquet_io::write_file(
@@ -700,13 +758,32 @@ fn check_constant(name: &str, dtype: &DType, value: &Value) -> Result<()> {
     }
 }
 
-fn prepare_dirs(layout: &OutputLayout) -> Result<()> {
-    for dir in [&layout.segment_dir, &layout.events_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| CoreError::io("create directory", dir, e))?;
+/// Creates `dir` if it is missing (its parent must exist: a run folder that
+/// was deleted is not silently recreated) and makes the new entry durable.
+fn ensure_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
     }
-    if let Some(parent) = layout.segment_dir.parent() {
-        // Make the new directory entries durable too.
-        let _ = crate::atomic_file::fsync_dir(parent);
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(CoreError::io("create directory", dir, e)),
+    }
+    if let Some(parent) = dir.parent() {
+        crate::atomic_file::fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn prepare_dirs(layout: &OutputLayout) -> Result<()> {
+    // The folders that hold the segment folders exist from the start; the
+    // segment folders themselves appear with the first flush (a short run
+    // closed before it ever flushes never creates them).
+    for dir in [&layout.segment_dir, &layout.events_dir] {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| CoreError::io("create directory", parent, e))?;
+        }
     }
     for f in [&layout.final_telemetry, &layout.final_events]
         .into_iter()
@@ -914,6 +991,11 @@ struct Flusher {
     next_seq: u64,
     next_event_seq: u64,
     last_write: Instant,
+    /// Set by the closing flush request: the last write may go straight to
+    /// the final file when nothing was published before.
+    closing: bool,
+    final_telemetry: Option<(u64, u64)>,
+    final_events: Option<(u64, u64)>,
 }
 
 impl Flusher {
@@ -930,6 +1012,9 @@ impl Flusher {
             next_seq: 1,
             next_event_seq: 1,
             last_write: Instant::now(),
+            closing: false,
+            final_telemetry: None,
+            final_events: None,
         }
     }
 
@@ -977,9 +1062,21 @@ impl Flusher {
             }
             thread::park_timeout(drain_period);
         }
+        let rows_not_written = self
+            .unwritten
+            .iter()
+            .map(|b| b.num_rows() as u64)
+            .sum::<u64>()
+            + self.pending.rows as u64;
+        let events_not_written =
+            (self.unwritten_events.len() + lock(&self.shared.events).len()) as u64;
         FlusherOutcome {
             telemetry_segments: std::mem::take(&mut self.telemetry_segments),
             event_segments: std::mem::take(&mut self.event_segments),
+            rows_not_written,
+            events_not_written,
+            final_telemetry: self.final_telemetry,
+            final_events: self.final_events,
         }
     }
 
@@ -1000,6 +1097,7 @@ impl Flusher {
                     thread::yield_now();
                 }
             }
+            self.closing = closing;
             let error = self.write_due(true).err().map(|e| e.to_string());
             let mut st = lock(&self.shared.flush);
             st.completed = requested;
@@ -1103,19 +1201,40 @@ impl Flusher {
     fn write_telemetry_segment(&mut self) -> Result<()> {
         let layout = &self.shared.config.layout;
         let name = layout.telemetry_segment_name(self.next_seq);
-        let path = layout.segment_dir.join(&name);
+        // A recording closed before its first flush goes straight to its final
+        // file: one publish instead of a segment, a rename and a merge.
+        let direct = match &layout.final_telemetry {
+            Some(f) if self.closing && self.telemetry_segments.is_empty() => Some(f.clone()),
+            _ => None,
+        };
+        let path = match &direct {
+            Some(f) => f.clone(),
+            None => layout.segment_dir.join(&name),
+        };
         let batches: Vec<RecordBatch> = self.unwritten.iter().cloned().collect();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        match parquet_io::write_file(
-            &path,
-            Arc::clone(&self.shared.arrow_schema),
-            &batches,
-            telemetry_props(&self.shared),
-        ) {
+        let written = if direct.is_some() {
+            Ok(())
+        } else {
+            ensure_dir(&layout.segment_dir)
+        }
+        .and_then(|()| {
+            parquet_io::write_file(
+                &path,
+                Arc::clone(&self.shared.arrow_schema),
+                &batches,
+                telemetry_props(&self.shared),
+            )
+        });
+        match written {
             Ok(size) => {
                 self.unwritten.clear();
                 self.next_seq += 1;
-                self.telemetry_segments.push((name, rows as u64));
+                if direct.is_some() {
+                    self.final_telemetry = Some((rows as u64, size));
+                } else {
+                    self.telemetry_segments.push((name, rows as u64));
+                }
                 let c = &self.shared.counters;
                 c.written.fetch_add(rows as u64, Ordering::Relaxed);
                 c.segments.fetch_add(1, Ordering::Relaxed);
@@ -1162,7 +1281,21 @@ impl Flusher {
         }
         let layout = &self.shared.config.layout;
         let name = layout.events_segment_name(self.next_event_seq);
-        let path = layout.events_dir.join(&name);
+        let direct = match &layout.final_events {
+            Some(f) if self.closing && self.event_segments.is_empty() => Some(f.clone()),
+            _ => None,
+        };
+        let path = match &direct {
+            Some(f) => f.clone(),
+            None => {
+                if let Err(e) = ensure_dir(&layout.events_dir) {
+                    self.unwritten_events = events;
+                    return Err(e);
+                }
+                layout.events_dir.join(&name)
+            }
+        };
+        let n_events = events.len() as u64;
         let batch = build_events_batch(self.shared.config.run_id.as_deref(), &events)?;
         match parquet_io::write_file(
             &path,
@@ -1172,7 +1305,11 @@ impl Flusher {
         ) {
             Ok(size) => {
                 self.next_event_seq += 1;
-                self.event_segments.push(name);
+                if direct.is_some() {
+                    self.final_events = Some((n_events, size));
+                } else {
+                    self.event_segments.push(name);
+                }
                 self.shared
                     .counters
                     .bytes

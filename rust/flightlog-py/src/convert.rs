@@ -34,13 +34,20 @@ fn is_numpy_bool(value: &Bound<'_, PyAny>) -> bool {
 pub fn to_word(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
     match f.dtype {
         DType::F64 => {
-            if let Ok(x) = value.cast_exact::<PyFloat>() {
+            // float and its subclasses (numpy.float64): the double, no call.
+            if let Ok(x) = value.cast::<PyFloat>() {
                 return Ok(f64_word(x.value()));
             }
             Ok(f64_word(to_f64(f, value)?))
         }
         DType::F32 => Ok(f32_word(to_f64(f, value)? as f32)),
         DType::I64 => {
+            // Exact ints first: the common case pays for no other check.
+            if let Ok(i) = value.cast_exact::<PyInt>() {
+                if let Ok(v) = i.extract::<i64>() {
+                    return Ok(i64_word(v));
+                }
+            }
             if value.is_instance_of::<PyBool>() || is_numpy_bool(value) {
                 return Err(wrong_type(f.name, "an int (i64)", value));
             }
@@ -85,6 +92,9 @@ pub fn to_word(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
 }
 
 fn to_f64(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if let Ok(x) = value.cast::<PyFloat>() {
+        return Ok(x.value());
+    }
     if value.is_instance_of::<PyBool>() || is_numpy_bool(value) {
         return Err(wrong_type(f.name, "a float, not a bool", value));
     }

@@ -14,7 +14,7 @@ use flightlog_core::{
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::arrow::ArrowData;
 use crate::convert::{infer_dtype, to_constant, to_word, FieldConv};
@@ -75,9 +75,22 @@ fn spec_of(schema: &Schema) -> Vec<FieldSpec> {
 }
 
 /// A recorder whose schema is known.
+/// The dtype of a stored slot, as far as the fast path cares.
+#[derive(Clone, Copy)]
+enum SlotKind {
+    F64,
+    I64,
+    Other,
+}
+
 struct Active {
     rec: Recorder,
+    /// Per stored slot: the fast-path kind of its field.
+    slot_kinds: Vec<SlotKind>,
     index: HashMap<String, usize>,
+    /// Field names as interned Python strings: keyword names in a call are
+    /// interned too, so `log()` finds most fields by pointer comparison.
+    names: Vec<Py<PyString>>,
     /// Stored slot of an f64 `t_wall_ms` field, stamped when a row omits it.
     t_wall_slot: Option<usize>,
     /// `record()` may omit trailing fields that are nullable (or a stamped
@@ -87,8 +100,13 @@ struct Active {
 }
 
 impl Active {
-    fn new(rec: Recorder) -> Self {
+    fn new(py: Python<'_>, rec: Recorder) -> Self {
         let schema = rec.schema();
+        let names = schema
+            .fields
+            .iter()
+            .map(|f| PyString::intern(py, &f.name).unbind())
+            .collect();
         let index = schema
             .fields
             .iter()
@@ -108,9 +126,20 @@ impl Active {
                 !f.nullable && Some(slot) != t_wall_slot
             })
             .map_or(0, |slot| slot + 1);
+        let slot_kinds = (0..layout.stored_len())
+            .map(
+                |slot| match schema.fields[layout.field_of_slot(slot)].dtype {
+                    DType::F64 => SlotKind::F64,
+                    DType::I64 => SlotKind::I64,
+                    _ => SlotKind::Other,
+                },
+            )
+            .collect();
         Active {
             rec,
+            slot_kinds,
             index,
+            names,
             t_wall_slot,
             min_record_values,
             describe,
@@ -131,8 +160,32 @@ impl Active {
     }
 
     /// Converts `value` into slot `slot` of `row` (None → null or TypeError).
+    /// The common cases (a float for an f64 field, an int for an i64 field)
+    /// are decided here from the slot's dtype without further calls.
     #[inline]
     fn put(&self, row: &mut [u64], slot: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.slot_kinds[slot] {
+            SlotKind::F64 => {
+                if let Ok(x) = value.cast::<PyFloat>() {
+                    row[slot] = f64_word(x.value());
+                    return Ok(());
+                }
+            }
+            SlotKind::I64 => {
+                if let Ok(i) = value.cast_exact::<PyInt>() {
+                    if let Ok(v) = i.extract::<i64>() {
+                        row[slot] = v as u64;
+                        return Ok(());
+                    }
+                }
+            }
+            SlotKind::Other => {}
+        }
+        self.put_general(row, slot, value)
+    }
+
+    #[cold]
+    fn put_general(&self, row: &mut [u64], slot: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let field = self.layout().field_of_slot(slot);
         if value.is_none() {
             let f = &self.rec.schema().fields[field];
@@ -150,17 +203,35 @@ impl Active {
     }
 
     fn push(&self, py: Python<'_>, row: &[u64]) -> PyResult<()> {
-        let offer = if self.rec.ring_is_full() {
-            // The push will wait for the flusher: let other Python threads run.
-            py.detach(|| self.rec.push(row))
-        } else {
-            self.rec.push(row)
-        }
-        .map_err(to_py)?;
+        // A full ring makes the push wait for the flusher: other Python threads
+        // run meanwhile.
+        let offer = self
+            .rec
+            .push_with(row, |blocked| py.detach(|| blocked.wait()))
+            .map_err(to_py)?;
         if let Offer::OverBudget { first: true } = offer {
             warn_budget(py, &self.rec)?;
         }
         Ok(())
+    }
+
+    /// The field a keyword names: by identity with the interned names (trying
+    /// `guess`, the field after the previous keyword, first), else by text.
+    #[inline]
+    fn field_of_key(&self, key: &Bound<'_, PyAny>, guess: usize) -> PyResult<usize> {
+        if let Some(n) = self.names.get(guess) {
+            if key.is(n) {
+                return Ok(guess);
+            }
+        }
+        if let Some(i) = self.names.iter().position(|n| key.is(n)) {
+            return Ok(i);
+        }
+        let name = key.cast::<PyString>()?.to_str()?;
+        self.index
+            .get(name)
+            .copied()
+            .ok_or_else(|| self.unknown_field(name))
     }
 
     fn unknown_field(&self, name: &str) -> PyErr {
@@ -192,15 +263,19 @@ struct Deferred {
 // It lives on the stack for one call; avoiding a heap allocation per row is the point.
 #[allow(clippy::large_enum_variant)]
 enum RowBuf {
-    Stack([u64; 64], usize),
+    Stack([u64; ROW_BUF_WORDS], usize),
     Heap(Vec<u64>),
 }
+
+/// Rows up to this many words are built on the stack (zeroing it is part of
+/// every call, so it is sized for telemetry rows, not for the largest schema).
+const ROW_BUF_WORDS: usize = 32;
 
 impl RowBuf {
     fn new(layout: &RowLayout) -> Self {
         let width = layout.width();
-        if width <= 64 {
-            let mut buf = [0u64; 64];
+        if width <= ROW_BUF_WORDS {
+            let mut buf = [0u64; ROW_BUF_WORDS];
             layout.reset_row(&mut buf[..width]);
             RowBuf::Stack(buf, width)
         } else {
@@ -256,7 +331,7 @@ impl PyRecorder {
             config.constants.push((name.clone(), v));
         }
         let rec = py.detach(|| Recorder::new(schema, config)).map_err(to_py)?;
-        let _ = self.active.set(Active::new(rec));
+        let _ = self.active.set(Active::new(py, rec));
         Ok(self.active.get().expect("just set"))
     }
 
@@ -382,7 +457,7 @@ impl PyRecorder {
         }
         let mut buf = RowBuf::new(layout);
         let row = buf.as_mut();
-        for (slot, value) in values.iter().enumerate() {
+        for (slot, value) in values.iter_borrowed().enumerate() {
             if value.is_none() && Some(slot) == a.t_wall_slot {
                 row[slot] = f64_word(a.rec.now_ms());
             } else {
@@ -421,15 +496,14 @@ impl PyRecorder {
             &mut seen_heap
         };
         if let Some(fields) = fields {
+            let mut guess = 0;
             for (key, value) in fields.iter() {
-                let key = key.cast::<PyString>()?;
-                let name = key.to_str()?;
-                let Some(&field) = a.index.get(name) else {
-                    return Err(a.unknown_field(name));
-                };
+                let field = a.field_of_key(&key, guess)?;
+                guess = field + 1;
                 let Some(slot) = layout.slot_of_field(field) else {
                     return Err(SchemaError::new_err(format!(
-                        "field '{name}' is filled in by the recorder; do not pass it"
+                        "field '{}' is filled in by the recorder; do not pass it",
+                        a.rec.schema().fields[field].name
                     )));
                 };
                 seen[field] = true;
@@ -450,6 +524,9 @@ impl PyRecorder {
     #[pyo3(signature = (**columns))]
     fn extend(&self, py: Python<'_>, columns: Option<&Bound<'_, PyDict>>) -> PyResult<usize> {
         let a = self.active()?;
+        // Checked even for an empty call: a closed recorder or a pending write
+        // error is reported, not silently skipped.
+        a.rec.check_open().map_err(to_py)?;
         let layout = a.layout();
         let schema = a.rec.schema();
         let Some(columns) = columns.filter(|c| !c.is_empty()) else {

@@ -1,0 +1,325 @@
+"""Regenerates docs/RELIABILITY.md: runs the crash campaign, the disk faults, the load
+test and (optionally) the soak, and writes the figures.
+
+    python benches/reliability_report.py                     # 200 kills, load, faults
+    python benches/reliability_report.py --kills 40          # quicker
+    python benches/reliability_report.py --soak-rows 100000000
+
+The scenarios are the test suite's own (tests/test_crash_campaign.py,
+tests/test_disk_faults.py, tests/test_load.py); this script only runs them at a
+chosen size and tabulates what they measured. Disk faults need root (mount) and
+strace; missing ones are listed as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def dist(values: list[float], fmt: str) -> str:
+    if not values:
+        return "n/a"
+    return " / ".join(
+        fmt.format(v)
+        for v in (min(values), statistics.median(values), pct(values, 0.9), pct(values, 0.99), max(values))
+    )
+
+
+def crash_section(n: int, workers: int, seed: int) -> tuple[str, bool]:
+    import test_crash_campaign as cc
+
+    with tempfile.TemporaryDirectory(prefix="flightlog-crash-") as d:
+        t0 = time.time()
+        res = cc.run_campaign(
+            n,
+            Path(d),
+            seed=seed,
+            workers=workers,
+            progress=lambda done, total: (
+                print(f"  kill {done}/{total}", file=sys.stderr, flush=True) if done % 10 == 0 else None
+            ),
+        )
+        print(f"  campaign: {time.time() - t0:.0f} s", file=sys.stderr)
+    rows, secs = res.loss()
+    phases = res.by_phase()
+    evidence = {
+        "temp files found (killed mid-publish)": sum(1 for o in res.outcomes if o.temp_files),
+        "segments left (killed before the merge finished)": sum(
+            1 for o in res.outcomes if o.phase == "close" and o.leftover_segments
+        ),
+    }
+    lines = [
+        "## Crash campaign",
+        "",
+        "Each kill: a child process records into a fresh root from 4 threads (3 into a `run`-mode run through",
+        "`log`, `record` and `extend`; 1 into a `dev`-mode run), with events, `flush_interval=0.02` and",
+        "`segment_rows=4096`, calling `flush()` at random moments; then closes both runs, compacts the flow and",
+        "consolidates. It is killed with SIGKILL at a random moment of a chosen phase. Then every `*.parquet`",
+        "is read (before any recovery), `recover` and `consolidate` run, and the catalog is checked: no",
+        "duplicated `(run, thread, seq)`, no hole in any thread's sequence, every row and event covered by a",
+        "returned `flush()` (or `close()`) present, manifests final and matching the data; then a further",
+        "compaction and consolidation must change no count.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| kills | **{res.kills}** |",
+        f"| kills by phase at the moment of the kill | {', '.join(f'{k}: {v}' for k, v in sorted(phases.items()))} |",
+        f"| Parquet files read back before recovery | {res.total('files_checked')} |",
+        "| unreadable files | **0** |"
+        if not any("unreadable" in f for f in res.failures)
+        else "| unreadable files | see failures |",
+        f"| duplicated rows or events | **{res.total('duplicates')}** |",
+        f"| durable rows missing | **{res.total('missing_durable')}** |",
+        f"| holes in a thread's sequence | **{res.total('holes')}** |",
+        f"| manifests checked | {res.total('manifests_checked')} |",
+        f"| rows in the catalogs after recovery | {res.total('rows'):,} |",
+        *[f"| kills with {k} | {v} |" for k, v in evidence.items()],
+        f"| failures | **{len(res.failures)}** |",
+        f"| campaign wall time | {res.seconds:.0f} s ({workers} workers) |",
+        "",
+        f"Loss window of the {len(secs)} kills that landed while recording (min / median / p90 / p99 / max):",
+        "",
+        f"- rows offered but not durable at the kill (all 3 threads): {dist([float(r) for r in rows], '{:.0f}')}",
+        f"- seconds between the newest durable row and the kill: {dist(secs, '{:.3f}')}",
+        "",
+        "The window is the flush interval (20 ms) plus the time to write one segment: a row is durable",
+        "within one flush interval of being recorded, and a returned `flush()` never loses a row.",
+        "",
+    ]
+    if res.failures:
+        lines += ["Failures:", "", *[f"- {f}" for f in res.failures[:30]], ""]
+    return "\n".join(lines), not res.failures
+
+
+def fault_section() -> str:
+    import test_disk_faults as df
+
+    with tempfile.TemporaryDirectory(prefix="flightlog-faults-") as d:
+        outcomes = df.all_scenarios(Path(d))
+    lines = [
+        "## Disk faults",
+        "",
+        "| fault | outcome |",
+        "|---|---|",
+    ]
+    for o in outcomes:
+        lines.append(f"| {o['fault']} | {describe_fault(o)} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _first(errors: list[str] | None) -> str:
+    if not errors:
+        return "none"
+    e = errors[0]
+    e = e.split(": ", 1)[-1] if len(e) > 160 else e
+    return "`" + (e[:157] + "..." if len(e) > 160 else e).replace("|", "\\|") + "`"
+
+
+def describe_fault(o: dict[str, Any]) -> str:
+    if "skipped" in o:
+        return f"skipped: {o['skipped']}"
+    if o.get("returncode", 0) != 0:
+        return f"child failed: {o.get('stderr', '')[-200:]}"
+    s = o.get("stats") or {}
+    acct = ""
+    if s:
+        acct = f"offered {s['rows_offered']:,}, written {s['rows_written']:,}, lost (counted) {s['rows_lost']:,}" + (
+            f", **{s['rows_offered'] - s['rows_written'] - s['rows_lost']:,} dropped uncounted at close (Rust bug)**"
+            if s["rows_offered"] - s["rows_written"] - s["rows_lost"] > 0
+            else ""
+        )
+    f = o["fault"]
+    if f.startswith("full disk"):
+        return (
+            f"WriteError on the next call and at close ({_first([o['first_error']])}); no partial or temp file: "
+            f"{not o['problems']}; durable rows distinct and = rows_written: "
+            f"{o['durable_rows'] == o['durable_distinct'] == s['rows_written']}; process keeps running: "
+            f"{o['keeps_running']}; {acct}"
+        )
+    if f.startswith("disk full, then"):
+        return (
+            f"{len(o['errors'])} WriteError(s) while full, then every row written exactly once after the space "
+            f"came back: {o['exact']} ({o['rows']:,} rows); {acct}"
+        )
+    if f.startswith("EIO"):
+        return (
+            f"{o['injected']} fsync(s) failed; blind retries of a failed file: {len(o['blind_retries'])}; "
+            f"errors: {len(o['errors'])} + close {'error' if o['close_error'] else 'ok'} "
+            f"({_first(o['errors'] or [o['close_error'] or ''])}); after recover {o['rows']:,} rows on disk, "
+            f"duplicates: {o['rows'] - o['distinct']}, every offered row present: {o['exact']}; {acct}"
+        )
+    if f == "read-only root":
+        return (
+            f"mid-run: {len(o['midrun_errors'])} WriteError(s) ({_first(o['midrun_errors'])}), rows kept and written "
+            f"once writable again: {o['exact']}; a new run: {o['start_run'][:60]}...; consolidate: "
+            f"{o['consolidate'][:70]}; recover: no error, live run left alone; {acct}"
+        )
+    if f.startswith("run folder deleted"):
+        return (
+            f"WriteError on the next calls ({_first(o['errors'])}); close: {o['close_error_type']} (+ note: manifest "
+            f"could not be written); status {o['status']}; nothing re-created; process keeps running: "
+            f"{o['keeps_running']}; {acct}"
+        )
+    if f.startswith("permissions revoked"):
+        return (
+            f"{len(o['errors'])} WriteError(s) ({_first(o['errors'])}); nothing partial while revoked: "
+            f"{not o['problems_while']}; after restoring: every row exactly once {o['exact']}, status {o['status']}; "
+            f"{acct}"
+        )
+    return str(o)[:300]
+
+
+def load_section(rows: int) -> str:
+    import test_load as tl
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="flightlog-load-") as d:
+        for on_full, procs in (("block", 8), ("drop", 4)):
+            res = tl.run_load(Path(d) / on_full, rows, procs=procs, on_full=on_full)
+            try:
+                tl.check_load(res, on_full)
+                verdict = "all checks pass"
+            except AssertionError as e:
+                verdict = f"**check failed: {str(e)[:200]}**"
+            total = sum(o["stats"]["rows_offered"] for o in res["outs"])
+            written = sum(int(r[1] or 0) for r in res["runs"].values())  # from the final manifests
+            dropped = sum(o["stats"]["rows_dropped"] for o in res["outs"])
+            stalls = sum(o["stats"]["producer_stalls"] for o in res["outs"])
+            rss = [o["rss_mb"] for o in res["outs"]]
+            rate = [o["stats"]["rows_offered"] / o["secs"] for o in res["outs"]]
+            out.append(
+                f"| {procs} x 4, `on_full={on_full}` | {total:,} | {written:,} | {dropped:,} | {stalls:,} | "
+                f"{res['duplicates']} | {res['consolidations']} (max {res['consolidate_secs_max']:.2f} s) | "
+                f"{max(rss):.0f} MB | {statistics.median(rate):,.0f} | {verdict} |"
+            )
+    return "\n".join(
+        [
+            "## Load",
+            "",
+            f"Processes x threads recording {rows:,} rows per thread into one root (one process in four in `dev`",
+            "mode) while a consolidator runs every second; counts from the catalog after a final consolidation",
+            "(exact: catalog rows = rows_written per run, rows_written + rows_dropped = rows offered).",
+            "",
+            "| setup | rows offered | written | dropped (counted) | producer stalls | duplicates | consolidations "
+            "during the load | max RSS per process | median rows/s per process | checks |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *out,
+            "",
+        ]
+    )
+
+
+def soak_section(rows: int) -> str:
+    import test_load as tl
+
+    with tempfile.TemporaryDirectory(prefix="flightlog-soak-") as d:
+        out = tl.run_soak(Path(d), rows)
+    samples = out["samples"]
+    rss = [s[2] for s in samples]
+    fds = sorted({s[3] for s in samples})
+    return "\n".join(
+        [
+            "## Soak",
+            "",
+            f"`FLIGHTLOG_SOAK=1 FLIGHTLOG_SOAK_ROWS={rows} pytest tests/test_load.py -k soak` records {rows:,} rows",
+            "(3 columns, `extend` of 100,000-row numpy chunks, the highest rate the flusher sustains):",
+            "",
+            f"- {out['rows']:,} rows in {out['secs']:.1f} s = **{out['rows'] / out['secs']:,.0f} rows/s**; "
+            f"telemetry.parquet {out['file_bytes'] / 2**20:.0f} MiB with {out['file_rows']:,} rows",
+            f"- RSS (MiB) over the run: first {rss[0]:.0f}, max {max(rss):.0f}, last {rss[-1]:.0f} "
+            f"({len(samples)} samples)",
+            f"- open file descriptors over the run: {fds}",
+            f"- producer stalls: {out['stats']['producer_stalls']:,}, flush time {out['stats']['flush_secs']:.1f} s",
+            "",
+        ]
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kills", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--load-rows", type=int, default=100_000, help="rows per thread in the load test")
+    ap.add_argument("--soak-rows", type=int, default=0, help="rows of the soak (0: skip)")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "RELIABILITY.md")
+    args = ap.parse_args()
+
+    import flightlog
+
+    t0 = time.time()
+    print("crash campaign...", file=sys.stderr)
+    crash, ok = crash_section(args.kills, args.workers, args.seed)
+    print("disk faults...", file=sys.stderr)
+    faults = fault_section()
+    print("load...", file=sys.stderr)
+    load = load_section(args.load_rows)
+    soak = ""
+    if args.soak_rows:
+        print("soak...", file=sys.stderr)
+        soak = soak_section(args.soak_rows)
+    else:
+        soak = "## Soak\n\nNot run this time: `python benches/reliability_report.py --soak-rows 100000000`.\n"
+    header = "\n".join(
+        [
+            "# flightlog reliability figures",
+            "",
+            "Generated by `python benches/reliability_report.py "
+            + f"--kills {args.kills} --load-rows {args.load_rows}"
+            + (f" --soak-rows {args.soak_rows}" if args.soak_rows else "")
+            + "`; do not edit by hand.",
+            "",
+            f"flightlog {flightlog.__version__}, Python {platform.python_version()}, {platform.system()} "
+            f"{platform.release()}, {os.cpu_count()} CPUs, "
+            f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, {time.time() - t0:.0f} s in all.",
+            "",
+            "What is promised (DESIGN.md): a returned `flush()`/`close()` never loses a row; a reader never sees a",
+            "partial file; after `kill -9`, `recover` + `consolidate` give every published row exactly once; a disk",
+            "error is a `WriteError` with nothing partial published; nothing is lost without being counted.",
+            "The tests that check each figure run in CI at a smaller size (`tests/test_crash_campaign.py`,",
+            "`tests/test_disk_faults.py`, `tests/test_load.py`, `tests/test_hostile_input.py`,",
+            "`tests/test_stateful.py`). Known gaps are the `xfail(strict=True)` tests, listed at the end.",
+            "",
+        ]
+    )
+    known = "\n".join(
+        [
+            "## Known gaps (xfail(strict=True) tests; the fixes are in Rust and in cli.py)",
+            "",
+            "- Rows a recorder still holds for a retry when `close()` fails (disk full, persistent EIO, run folder",
+            "  deleted) are discarded without being counted in `rows_lost`; the close error still says they are",
+            '  "kept in memory for a retry" (`test_disk_faults.py::*counts*`, `*every_row_offered*`).',
+            "- `extend()` with zero rows on a closed recorder does not raise `RecorderClosedError`",
+            "  (`test_stateful.py::test_extend_of_zero_rows_on_a_closed_recorder_raises`).",
+            "- CLI: a `--root` that is a file lists no runs with exit 0; `--timeout nan` is accepted",
+            "  (`test_hostile_input.py::test_cli_hostile_input`).",
+            "",
+        ]
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join([header, crash, faults, load, soak, known]).rstrip() + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

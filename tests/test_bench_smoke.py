@@ -1,0 +1,49 @@
+"""The peer benchmark harness (benches/peers/run.py) still runs: smoke mode, tiny N.
+
+flightlog always runs; every peer library that is installed runs too, the others
+are skipped by the harness with a printed reason. The figures are meaningless at
+this size; what is checked is that the harness produces its table and that
+flightlog's rows come back intact (also after kill -9 at half the run).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[1] / "benches" / "peers" / "run.py"
+
+pytestmark = pytest.mark.skipif(not RUN.exists(), reason="benches/peers is not part of this checkout")
+
+
+@pytest.mark.slow
+def test_peer_harness_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "PEERS.md"
+    p = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--out", str(out), "--workdir", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    text = out.read_text()
+    assert "| peer | version | N | ns/step |" in text
+    lines: dict[str, str] = {}
+    for line in text.splitlines():  # the main table comes first
+        if line.startswith("| "):
+            lines.setdefault(line.split("|")[1].strip(), line)
+    for name in ("flightlog-record", "flightlog-log", "flightlog-manager-log", "flightlog-extend"):
+        assert name in lines, text
+        assert "20,000 ✓" in lines[name], lines[name]
+    # Killed at step 10,000 of 20,000: whatever was published before is readable and checked.
+    assert "of 10,001 readable" in lines["flightlog-record"]
+    assert "## Overhead on a real numeric loop" in text
+    assert "## Call floor" in text
+    # Peers whose package is missing are listed as skipped, never silently dropped.
+    for line in p.stdout.splitlines():
+        if line.startswith("skip "):
+            assert line.split()[1].rstrip(":") in text
