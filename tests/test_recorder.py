@@ -410,3 +410,15 @@ def test_record_may_omit_trailing_nullable_fields_and_stamp_t_wall_ms(run_dir: P
     assert t.column("x").to_pylist() == [None, None, 0.5]
     tw = t.column("t_wall_ms").to_pylist()
     assert tw[1] == 5.0 and 0 <= tw[0] <= tw[2]
+
+
+def test_enum_labels_match_by_value_not_only_by_identity(run_dir: Path) -> None:
+    schema = Schema([Field("phase", Enum(["RED", "GREEN"]), nullable=False)])
+    built = "".join(["GR", "EEN"])  # equal to "GREEN" but a different object
+    with FlightRecorder(run_dir, schema) as rec:
+        rec.record("RED")
+        rec.record(built)
+        rec.log(phase=built)
+        with pytest.raises(ValueError, match="'BLUE' is not one of"):
+            rec.record("".join(["BL", "UE"]))
+    assert read_pa(run_dir / "telemetry.parquet").column("phase").to_pylist() == ["RED", "GREEN", "GREEN"]

@@ -76,10 +76,12 @@ fn spec_of(schema: &Schema) -> Vec<FieldSpec> {
 
 /// A recorder whose schema is known.
 /// The dtype of a stored slot, as far as the fast path cares.
-#[derive(Clone, Copy)]
 enum SlotKind {
     F64,
     I64,
+    /// An enum's labels as interned strings: a label written as a literal in
+    /// the caller's code is the same object, found by pointer comparison.
+    Enum(Box<[Py<PyString>]>),
     Other,
 }
 
@@ -128,9 +130,15 @@ impl Active {
             .map_or(0, |slot| slot + 1);
         let slot_kinds = (0..layout.stored_len())
             .map(
-                |slot| match schema.fields[layout.field_of_slot(slot)].dtype {
+                |slot| match &schema.fields[layout.field_of_slot(slot)].dtype {
                     DType::F64 => SlotKind::F64,
                     DType::I64 => SlotKind::I64,
+                    DType::Enum(labels) => SlotKind::Enum(
+                        labels
+                            .iter()
+                            .map(|l| PyString::intern(py, l).unbind())
+                            .collect(),
+                    ),
                     _ => SlotKind::Other,
                 },
             )
@@ -164,7 +172,7 @@ impl Active {
     /// are decided here from the slot's dtype without further calls.
     #[inline]
     fn put(&self, row: &mut [u64], slot: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        match self.slot_kinds[slot] {
+        match &self.slot_kinds[slot] {
             SlotKind::F64 => {
                 if let Ok(x) = value.cast::<PyFloat>() {
                     row[slot] = f64_word(x.value());
@@ -177,6 +185,12 @@ impl Active {
                         row[slot] = v as u64;
                         return Ok(());
                     }
+                }
+            }
+            SlotKind::Enum(labels) => {
+                if let Some(code) = labels.iter().position(|l| value.is(l)) {
+                    row[slot] = code as u64;
+                    return Ok(());
                 }
             }
             SlotKind::Other => {}
