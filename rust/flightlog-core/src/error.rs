@@ -36,6 +36,9 @@ pub enum CoreError {
     /// The output location already holds a recording.
     #[error("{0}")]
     Exists(String),
+    /// A conditional update lost a race: the object changed since it was read.
+    #[error("{0}")]
+    Conflict(String),
     /// The recorder was closed.
     #[error("the recorder is closed")]
     Closed,

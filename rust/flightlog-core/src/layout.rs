@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::schema::{DType, Schema};
+use crate::storage::Storage;
 
 /// Files of one recorder.
 ///
@@ -18,6 +19,9 @@ pub struct OutputLayout {
     pub events_prefix: String,
     pub final_telemetry: Option<PathBuf>,
     pub final_events: Option<PathBuf>,
+    /// Local folder or object store; on an object store the paths above are
+    /// keys below the bucket.
+    pub storage: Storage,
 }
 
 impl OutputLayout {
@@ -32,6 +36,7 @@ impl OutputLayout {
             events_prefix: "events-".into(),
             final_telemetry: Some(dir.join("telemetry.parquet")),
             final_events: Some(dir.join("events.parquet")),
+            storage: Storage::Local,
         }
     }
 
@@ -44,7 +49,14 @@ impl OutputLayout {
             events_prefix: format!("part-{run_id}-"),
             final_telemetry: None,
             final_events: None,
+            storage: Storage::Local,
         }
+    }
+
+    /// The same layout on `storage` (its paths become object keys).
+    pub fn on(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
     }
 
     /// Name of the telemetry segment with sequence number `seq`.

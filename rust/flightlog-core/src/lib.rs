@@ -29,6 +29,8 @@ pub mod read;
 pub mod recorder;
 pub mod recover;
 pub mod schema;
+pub mod storage;
+pub mod store;
 
 pub use error::{CoreError, Result};
 pub use layout::{OutputLayout, RowLayout};
@@ -36,3 +38,5 @@ pub use parquet_io::Codec;
 pub use recorder::{Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};
 pub use recover::{recover_run, RecoverReport};
 pub use schema::{DType, Field, Schema, Value};
+pub use storage::Storage;
+pub use store::{ObjectRoot, PutKind};

@@ -2,6 +2,7 @@
 //! raw column-chunk copy (no re-encoding), and reading back.
 
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,8 +12,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::column::writer::ColumnCloseResult;
-use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaDataReader};
+use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
+use parquet::file::reader::ChunkReader;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
@@ -94,6 +96,20 @@ pub fn key_values<K: Into<String>, V: Into<String>>(
         .collect()
 }
 
+/// Writes `batches` (all of `schema`) as one Parquet file into `out`.
+pub fn write_batches<W: Write + Send>(
+    out: W,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    props: WriterProperties,
+) -> Result<W> {
+    let mut writer = ArrowWriter::try_new(out, schema, Some(props))?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    Ok(writer.into_inner()?)
+}
+
 /// Writes `batches` (all of `schema`) to a new Parquet file published
 /// atomically at `path`. Returns the file size.
 pub fn write_file(
@@ -102,44 +118,54 @@ pub fn write_file(
     batches: &[RecordBatch],
     props: WriterProperties,
 ) -> Result<u64> {
-    atomic_file::publish(path, |out| {
-        let mut writer = ArrowWriter::try_new(out, schema, Some(props))?;
-        for batch in batches {
-            writer.write(batch)?;
-        }
-        Ok(writer.into_inner()?)
-    })
+    atomic_file::publish(path, |out| write_batches(out, schema, batches, props))
 }
 
-/// Merges Parquet files of identical schema into one, published atomically at
-/// `out`, by copying their column chunks byte for byte. The key-value metadata
-/// of the first input is kept (with `extra_kv` added) so the merged file
-/// describes itself like its parts. Returns the merged file size.
-pub fn merge_files(out: &Path, inputs: &[PathBuf], extra_kv: Vec<KeyValue>) -> Result<u64> {
-    if inputs.is_empty() {
-        return Err(CoreError::Config("nothing to merge".into()));
-    }
-    let mut opened = Vec::with_capacity(inputs.len());
-    for path in inputs {
-        let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
+/// One input of a merge: a name (for provenance), its bytes and its footer.
+pub struct MergeInput<R> {
+    pub name: String,
+    pub reader: R,
+    pub metadata: ParquetMetaData,
+}
+
+impl<R: ChunkReader> MergeInput<R> {
+    /// Reads the footer (with the page index when present) of `reader`.
+    pub fn open(name: String, reader: R) -> Result<Self> {
         let metadata = ParquetMetaDataReader::new()
             .with_page_index_policy(PageIndexPolicy::Optional)
-            .parse_and_finish(&file)
-            .map_err(|e| CoreError::write(format!("reading footer of {}: {e}", path.display())))?;
-        opened.push((path, file, metadata));
+            .parse_and_finish(&reader)
+            .map_err(|e| CoreError::write(format!("reading footer of {name}: {e}")))?;
+        Ok(MergeInput {
+            name,
+            reader,
+            metadata,
+        })
     }
-    let first = &opened[0].2;
-    let expected = first.file_metadata().schema();
-    for (path, _, metadata) in &opened[1..] {
-        if metadata.file_metadata().schema() != expected {
+}
+
+/// Writes the inputs (identical schemas) into one Parquet file on `out` by
+/// copying their column chunks byte for byte. The key-value metadata of the
+/// first input is kept (with `extra_kv` added) so the merged file describes
+/// itself like its parts. Returns the writer.
+pub fn merge_into<R: ChunkReader, W: Write + Send>(
+    out: W,
+    inputs: &[MergeInput<R>],
+    extra_kv: Vec<KeyValue>,
+) -> Result<W> {
+    let Some(first) = inputs.first() else {
+        return Err(CoreError::Config("nothing to merge".into()));
+    };
+    let expected = first.metadata.file_metadata().schema();
+    for input in &inputs[1..] {
+        if input.metadata.file_metadata().schema() != expected {
             return Err(CoreError::write(format!(
                 "cannot merge {}: its schema differs from {}",
-                path.display(),
-                opened[0].0.display()
+                input.name, first.name
             )));
         }
     }
     let mut kv: Vec<KeyValue> = first
+        .metadata
         .file_metadata()
         .key_value_metadata()
         .cloned()
@@ -154,40 +180,57 @@ pub fn merge_files(out: &Path, inputs: &[PathBuf], extra_kv: Vec<KeyValue>) -> R
             .set_key_value_metadata(Some(kv))
             .build(),
     );
-    let root = first.file_metadata().schema_descr().root_schema_ptr();
-    atomic_file::publish(out, |w| {
-        let mut writer = SerializedFileWriter::new(w, root, props)?;
-        for (_, file, metadata) in &opened {
-            let page_index = metadata.page_index();
-            for (rg_idx, rg) in metadata.row_groups().iter().enumerate() {
-                let mut rg_out = writer.next_row_group()?;
-                for (col_idx, column) in rg.columns().iter().enumerate() {
-                    let result = ColumnCloseResult {
-                        bytes_written: column.compressed_size() as _,
-                        rows_written: rg.num_rows() as _,
-                        metadata: column.clone(),
-                        bloom_filter: None,
-                        column_index: page_index
-                            .and_then(|pi| pi.column_index(rg_idx, col_idx))
-                            .cloned(),
-                        offset_index: page_index
-                            .and_then(|pi| pi.offset_index(rg_idx, col_idx))
-                            .cloned(),
-                    };
-                    rg_out.append_column(file, result)?;
-                }
-                rg_out.close()?;
+    let root = first
+        .metadata
+        .file_metadata()
+        .schema_descr()
+        .root_schema_ptr();
+    let mut writer = SerializedFileWriter::new(out, root, props)?;
+    for input in inputs {
+        let page_index = input.metadata.page_index();
+        for (rg_idx, rg) in input.metadata.row_groups().iter().enumerate() {
+            let mut rg_out = writer.next_row_group()?;
+            for (col_idx, column) in rg.columns().iter().enumerate() {
+                let result = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as _,
+                    rows_written: rg.num_rows() as _,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: page_index
+                        .and_then(|pi| pi.column_index(rg_idx, col_idx))
+                        .cloned(),
+                    offset_index: page_index
+                        .and_then(|pi| pi.offset_index(rg_idx, col_idx))
+                        .cloned(),
+                };
+                rg_out.append_column(&input.reader, result)?;
             }
+            rg_out.close()?;
         }
-        Ok(writer.into_inner()?)
-    })
+    }
+    Ok(writer.into_inner()?)
 }
 
-/// Key-value metadata of a Parquet file.
-pub fn read_key_values(path: &Path) -> Result<Vec<(String, String)>> {
-    let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
-    let metadata = ParquetMetaDataReader::new().parse_and_finish(&file)?;
-    Ok(metadata
+fn open_files(inputs: &[PathBuf]) -> Result<Vec<MergeInput<File>>> {
+    inputs
+        .iter()
+        .map(|path| {
+            let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
+            MergeInput::open(path.display().to_string(), file)
+        })
+        .collect()
+}
+
+/// Merges Parquet files of identical schema into one, published atomically at
+/// `out` (see [`merge_into`]). Returns the merged file size.
+pub fn merge_files(out: &Path, inputs: &[PathBuf], extra_kv: Vec<KeyValue>) -> Result<u64> {
+    let opened = open_files(inputs)?;
+    atomic_file::publish(out, |w| merge_into(w, &opened, extra_kv))
+}
+
+/// Key-value pairs of a footer.
+pub fn key_values_of(metadata: &ParquetMetaData) -> Vec<(String, String)> {
+    metadata
         .file_metadata()
         .key_value_metadata()
         .map(|kvs| {
@@ -195,7 +238,26 @@ pub fn read_key_values(path: &Path) -> Result<Vec<(String, String)>> {
                 .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// Segment names a footer lists under [`SEGMENTS_KEY`] (empty if none);
+/// `name` is used in the error of a malformed list.
+pub fn segments_listed_in(metadata: &ParquetMetaData, name: &str) -> Result<Vec<String>> {
+    for (k, v) in key_values_of(metadata) {
+        if k == SEGMENTS_KEY {
+            return serde_json::from_str(&v)
+                .map_err(|e| CoreError::write(format!("{name}: malformed {SEGMENTS_KEY}: {e}")));
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Key-value metadata of a Parquet file.
+pub fn read_key_values(path: &Path) -> Result<Vec<(String, String)>> {
+    let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
+    let metadata = ParquetMetaDataReader::new().parse_and_finish(&file)?;
+    Ok(key_values_of(&metadata))
 }
 
 /// Number of rows in a Parquet file (from its footer).
@@ -207,20 +269,20 @@ pub fn row_count(path: &Path) -> Result<u64> {
 
 /// Segment names a merged file lists in its metadata (empty if none).
 pub fn listed_segments(path: &Path) -> Result<Vec<String>> {
-    for (k, v) in read_key_values(path)? {
-        if k == SEGMENTS_KEY {
-            return serde_json::from_str(&v).map_err(|e| {
-                CoreError::write(format!("{}: malformed {SEGMENTS_KEY}: {e}", path.display()))
-            });
-        }
-    }
-    Ok(Vec::new())
+    let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
+    let metadata = ParquetMetaDataReader::new().parse_and_finish(&file)?;
+    segments_listed_in(&metadata, &path.display().to_string())
 }
 
 /// Reads a whole Parquet file into batches, with its Arrow schema.
 pub fn read_file(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+    read_batches(file)
+}
+
+/// Reads all of a Parquet file's rows from any reader (a file, bytes in memory).
+pub fn read_batches<R: ChunkReader + 'static>(reader: R) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(reader)?
         .with_batch_size(64 * 1024)
         .build()?;
     let schema = reader.schema();
@@ -228,28 +290,25 @@ pub fn read_file(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     Ok((schema, batches))
 }
 
-/// Merges `inputs` into `out` (see [`merge_files`]) recording their names and
-/// row counts under [`SEGMENTS_KEY`] and [`SEGMENT_ROWS_KEY`], so readers can
-/// tell which rows came from which segment. An input that is itself a merge
-/// contributes the segments it lists (so compacting twice still names every
-/// original part). Returns (rows, bytes).
-pub fn merge_segments(out: &Path, inputs: &[PathBuf]) -> Result<(u64, u64)> {
+/// Metadata recording which segments (names and row counts) the merge of
+/// `inputs` is made of, so readers can tell which rows came from which
+/// segment: [`SEGMENTS_KEY`] and [`SEGMENT_ROWS_KEY`]. An input that is itself a
+/// merge contributes the segments it lists (so compacting twice still names
+/// every original part). Returns the pairs and the total row count.
+pub fn segment_provenance<R>(inputs: &[MergeInput<R>]) -> Result<(Vec<KeyValue>, u64)> {
     let mut names: Vec<String> = Vec::with_capacity(inputs.len());
     let mut counts: Vec<u64> = Vec::with_capacity(inputs.len());
-    for p in inputs {
-        let rows = row_count(p)?;
-        let kv = read_key_values(p)?;
+    for input in inputs {
+        let rows = input.metadata.file_metadata().num_rows().max(0) as u64;
+        let kv = key_values_of(&input.metadata);
         let listed = kv.iter().find(|(k, _)| k == SEGMENTS_KEY);
         let listed_rows = kv.iter().find(|(k, _)| k == SEGMENT_ROWS_KEY);
         if let (Some((_, n)), Some((_, r))) = (listed, listed_rows) {
             let n: Vec<String> = serde_json::from_str(n).map_err(|e| {
-                CoreError::write(format!("{}: malformed {SEGMENTS_KEY}: {e}", p.display()))
+                CoreError::write(format!("{}: malformed {SEGMENTS_KEY}: {e}", input.name))
             })?;
             let r: Vec<u64> = serde_json::from_str(r).map_err(|e| {
-                CoreError::write(format!(
-                    "{}: malformed {SEGMENT_ROWS_KEY}: {e}",
-                    p.display()
-                ))
+                CoreError::write(format!("{}: malformed {SEGMENT_ROWS_KEY}: {e}", input.name))
             })?;
             if n.len() == r.len() && r.iter().sum::<u64>() == rows {
                 names.extend(n);
@@ -257,11 +316,8 @@ pub fn merge_segments(out: &Path, inputs: &[PathBuf]) -> Result<(u64, u64)> {
                 continue;
             }
         }
-        names.push(
-            p.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
+        let base = input.name.rsplit('/').next().unwrap_or(&input.name);
+        names.push(base.to_string());
         counts.push(rows);
     }
     let kv = key_values([
@@ -274,6 +330,14 @@ pub fn merge_segments(out: &Path, inputs: &[PathBuf]) -> Result<(u64, u64)> {
             serde_json::to_string(&counts).expect("counts serialise"),
         ),
     ]);
-    let size = merge_files(out, inputs, kv)?;
-    Ok((counts.iter().sum(), size))
+    Ok((kv, counts.iter().sum()))
+}
+
+/// Merges `inputs` into `out` (see [`merge_files`]) recording their
+/// provenance (see [`segment_provenance`]). Returns (rows, bytes).
+pub fn merge_segments(out: &Path, inputs: &[PathBuf]) -> Result<(u64, u64)> {
+    let opened = open_files(inputs)?;
+    let (kv, rows) = segment_provenance(&opened)?;
+    let size = atomic_file::publish(out, |w| merge_into(w, &opened, kv))?;
+    Ok((rows, size))
 }

@@ -636,10 +636,15 @@ impl Recorder {
         }
         // Segments deleted behind our back (the run folder removed, a person
         // cleaning up) cannot be merged: merge the rest and say so.
+        let layout = &self.shared.config.layout;
         let mut vanished = Vec::new();
         let mut telemetry_segments = Vec::new();
         for (name, rows) in &outcome.telemetry_segments {
-            if self.shared.config.layout.segment_dir.join(name).exists() {
+            let present = layout
+                .storage
+                .exists(&layout.segment_dir.join(name))
+                .unwrap_or(true);
+            if present {
                 telemetry_segments.push(name.clone());
             } else {
                 vanished.push(name.clone());
@@ -652,23 +657,29 @@ impl Recorder {
         let event_segments: Vec<String> = outcome
             .event_segments
             .iter()
-            .filter(|n| self.shared.config.layout.events_dir.join(n).exists())
+            .filter(|n| {
+                layout
+                    .storage
+                    .exists(&layout.events_dir.join(n))
+                    .unwrap_or(true)
+            })
             .cloned()
             .collect();
         let lost = self.shared.counters.lost.load(Ordering::Relaxed);
         let mut report = CloseReport::default();
-        let layout = &self.shared.config.layout;
         let merge = (|| -> Result<()> {
             if let (Some(final_path), Some((rows, size))) =
                 (&layout.final_telemetry, outcome.final_telemetry)
             {
                 report.files.push((final_path.clone(), rows, size));
             } else if let Some(final_path) = &layout.final_telemetry {
-                let (rows, size) =
-                    finalize(&layout.segment_dir, &telemetry_segments, final_path, || {
-                        empty_file(final_path, &self.shared)
-                    })?;
-                if telemetry_segments.len() != 1 {
+                let (rows, size) = layout.storage.finalize(
+                    &layout.segment_dir,
+                    &telemetry_segments,
+                    final_path,
+                    || empty_file(final_path, &self.shared),
+                )?;
+                if telemetry_segments.len() != 1 || !layout.storage.is_local() {
                     // A merge (or an empty file) wrote new bytes; a rename did not.
                     self.shared
                         .counters
@@ -677,12 +688,12 @@ impl Recorder {
                 }
                 report.files.push((final_path.clone(), rows, size));
             } else {
-                for name in &telemetry_segments {
-                    let p = layout.segment_dir.join(name);
-                    let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                    report
-                        .files
-                        .push((p.clone(), parquet_io::row_count(&p)?, size));
+                for (name, rows) in &outcome.telemetry_segments {
+                    if telemetry_segments.contains(name) {
+                        let p = layout.segment_dir.join(name);
+                        let size = layout.storage.size(&p)?;
+                        report.files.push((p, *rows, size));
+                    }
                 }
             }
             if let (Some(final_events), Some((rows, size))) =
@@ -690,26 +701,30 @@ impl Recorder {
             {
                 report.files.push((final_events.clone(), rows, size));
             } else if let Some(final_events) = &layout.final_events {
-                let (rows, size) =
-                    finalize(&layout.events_dir, &event_segments, final_events, || {
-                        parquet_io::write_file(
+                let (rows, size) = layout.storage.finalize(
+                    &layout.events_dir,
+                    &event_segments,
+                    final_events,
+                    || {
+                        layout.storage.write_parquet(
                             final_events,
                             events_arrow_schema(),
                             &[],
                             events_props(&self.shared),
                         )
-                    })?;
+                    },
+                )?;
                 report.files.push((final_events.clone(), rows, size));
             } else {
                 for name in &event_segments {
                     let p = layout.events_dir.join(name);
-                    let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                    let size = layout.storage.size(&p)?;
                     report
                         .files
-                        .push((p.clone(), parquet_io::row_count(&p)?, size));
+                        .push((p.clone(), layout.storage.row_count(&p)?, size));
                 }
             }
-            remove_dir_if_empty(&layout.segment_dir);
+            layout.storage.remove_dir_if_empty(&layout.segment_dir);
             Ok(())
         })();
         if let Some(e) = earlier {
@@ -758,28 +773,18 @@ fn check_constant(name: &str, dtype: &DType, value: &Value) -> Result<()> {
     }
 }
 
-/// Creates `dir` if it is missing (its parent must exist: a run folder that
-/// was deleted is not silently recreated) and makes the new entry durable.
-fn ensure_dir(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(CoreError::io("create directory", dir, e)),
-    }
-    if let Some(parent) = dir.parent() {
-        crate::atomic_file::fsync_dir(parent)?;
-    }
-    Ok(())
-}
-
 fn prepare_dirs(layout: &OutputLayout) -> Result<()> {
     // The folders that hold the segment folders exist from the start; the
     // segment folders themselves appear with the first flush (a short run
-    // closed before it ever flushes never creates them).
-    for dir in [&layout.segment_dir, &layout.events_dir] {
+    // closed before it ever flushes never creates them). Object stores have
+    // no folders.
+    let storage = &layout.storage;
+    let local_dirs = if storage.is_local() {
+        vec![&layout.segment_dir, &layout.events_dir]
+    } else {
+        Vec::new()
+    };
+    for dir in local_dirs {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| CoreError::io("create directory", parent, e))?;
@@ -789,88 +794,28 @@ fn prepare_dirs(layout: &OutputLayout) -> Result<()> {
         .into_iter()
         .flatten()
     {
-        if f.exists() {
+        if storage.exists(f)? {
             return Err(CoreError::Exists(format!(
                 "{} already exists: a recording is never appended to a finished one; use a new folder",
-                f.display()
+                storage.describe(f)
             )));
         }
     }
-    if !existing_segments(&layout.segment_dir, &layout.telemetry_prefix)?.is_empty() {
+    if !storage
+        .segments(&layout.segment_dir, &layout.telemetry_prefix)?
+        .is_empty()
+    {
         return Err(CoreError::Exists(format!(
             "{} already holds segments named {}*: recover or remove them, or use a new folder",
-            layout.segment_dir.display(),
+            storage.describe(&layout.segment_dir),
             layout.telemetry_prefix
         )));
     }
     Ok(())
 }
 
-/// Published segments in `dir` whose names start with `prefix`, sorted.
-pub fn existing_segments(dir: &Path, prefix: &str) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(CoreError::io("list directory", dir, e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| CoreError::io("list directory", dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(prefix) && name.ends_with(".parquet") {
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-fn remove_dir_if_empty(dir: &Path) {
-    // Only succeeds on an empty directory; a non-empty one is left alone.
-    if std::fs::remove_dir(dir).is_ok() {
-        if let Some(parent) = dir.parent() {
-            let _ = crate::atomic_file::fsync_dir(parent);
-        }
-    }
-}
-
-/// Turns published segments into `final_path`: none → `make_empty`, one →
-/// rename, several → merge listing their names, then delete them.
-/// Returns (rows, bytes) of the final file.
-pub(crate) fn finalize(
-    segment_dir: &Path,
-    segments: &[String],
-    final_path: &Path,
-    make_empty: impl FnOnce() -> Result<u64>,
-) -> Result<(u64, u64)> {
-    match segments {
-        [] => {
-            let size = make_empty()?;
-            Ok((0, size))
-        }
-        [only] => {
-            let src = segment_dir.join(only);
-            let rows = parquet_io::row_count(&src)?;
-            crate::atomic_file::rename_durably(&src, final_path)?;
-            let size = std::fs::metadata(final_path)
-                .map_err(|e| CoreError::io("stat", final_path, e))?
-                .len();
-            Ok((rows, size))
-        }
-        many => {
-            let paths: Vec<PathBuf> = many.iter().map(|n| segment_dir.join(n)).collect();
-            let (rows, size) = parquet_io::merge_segments(final_path, &paths)?;
-            for p in &paths {
-                std::fs::remove_file(p).map_err(|e| CoreError::io("remove segment", p, e))?;
-            }
-            crate::atomic_file::fsync_dir(segment_dir)?;
-            Ok((rows, size))
-        }
-    }
-}
-
 fn empty_file(path: &Path, shared: &Shared) -> Result<u64> {
-    parquet_io::write_file(
+    shared.config.layout.storage.write_parquet(
         path,
         Arc::clone(&shared.arrow_schema),
         &[],
@@ -1216,10 +1161,10 @@ impl Flusher {
         let written = if direct.is_some() {
             Ok(())
         } else {
-            ensure_dir(&layout.segment_dir)
+            layout.storage.ensure_dir(&layout.segment_dir)
         }
         .and_then(|()| {
-            parquet_io::write_file(
+            layout.storage.write_parquet(
                 &path,
                 Arc::clone(&self.shared.arrow_schema),
                 &batches,
@@ -1267,7 +1212,7 @@ impl Flusher {
                 };
                 Err(CoreError::write(format!(
                     "writing segment {}: {e}; {fate}",
-                    path.display()
+                    layout.storage.describe(&path)
                 )))
             }
         }
@@ -1288,7 +1233,7 @@ impl Flusher {
         let path = match &direct {
             Some(f) => f.clone(),
             None => {
-                if let Err(e) = ensure_dir(&layout.events_dir) {
+                if let Err(e) = layout.storage.ensure_dir(&layout.events_dir) {
                     self.unwritten_events = events;
                     return Err(e);
                 }
@@ -1297,7 +1242,7 @@ impl Flusher {
         };
         let n_events = events.len() as u64;
         let batch = build_events_batch(self.shared.config.run_id.as_deref(), &events)?;
-        match parquet_io::write_file(
+        match layout.storage.write_parquet(
             &path,
             events_arrow_schema(),
             &[batch],
@@ -1321,7 +1266,7 @@ impl Flusher {
                 self.unwritten_events = events;
                 Err(CoreError::write(format!(
                     "writing events segment {}: {e}; {n} events kept in memory for a retry",
-                    path.display()
+                    layout.storage.describe(&path)
                 )))
             }
         }

@@ -5,11 +5,10 @@
 
 use std::path::Path;
 
-use crate::atomic_file::{fsync_dir, sweep_temp_files};
+use crate::atomic_file::sweep_temp_files;
 use crate::error::{CoreError, Result};
 use crate::layout::OutputLayout;
-use crate::parquet_io;
-use crate::recorder::{existing_segments, finalize};
+use crate::storage::Storage;
 
 /// What recovery did to one recording.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,15 +22,21 @@ pub struct RecoverReport {
 
 /// Recovers a run-folder layout (`final_telemetry` set). Safe to run twice and
 /// on a cleanly closed run (it then changes nothing).
+///
+/// On an object store there are no temp files to sweep: an upload a crash
+/// interrupted was never visible (a bucket lifecycle rule removes its parts).
 pub fn recover_run(layout: &OutputLayout) -> Result<RecoverReport> {
     let mut report = RecoverReport::default();
-    let mut dirs = vec![layout.segment_dir.as_path(), layout.events_dir.as_path()];
-    if let Some(parent) = layout.final_telemetry.as_deref().and_then(Path::parent) {
-        dirs.push(parent);
-    }
-    dirs.dedup();
-    for d in &dirs {
-        report.temp_files_removed += sweep_temp_files(d)?;
+    let storage = &layout.storage;
+    if storage.is_local() {
+        let mut dirs = vec![layout.segment_dir.as_path(), layout.events_dir.as_path()];
+        if let Some(parent) = layout.final_telemetry.as_deref().and_then(Path::parent) {
+            dirs.push(parent);
+        }
+        dirs.dedup();
+        for d in &dirs {
+            report.temp_files_removed += sweep_temp_files(d)?;
+        }
     }
     let (Some(final_telemetry), Some(final_events)) =
         (&layout.final_telemetry, &layout.final_events)
@@ -39,6 +44,7 @@ pub fn recover_run(layout: &OutputLayout) -> Result<RecoverReport> {
         return Ok(report);
     };
     let (merged, removed, rows) = recover_one(
+        storage,
         &layout.segment_dir,
         &layout.telemetry_prefix,
         final_telemetry,
@@ -46,50 +52,54 @@ pub fn recover_run(layout: &OutputLayout) -> Result<RecoverReport> {
     report.segments_merged += merged;
     report.leftover_segments_removed += removed;
     report.telemetry_rows = rows;
-    let (merged, removed, rows) =
-        recover_one(&layout.events_dir, &layout.events_prefix, final_events)?;
+    let (merged, removed, rows) = recover_one(
+        storage,
+        &layout.events_dir,
+        &layout.events_prefix,
+        final_events,
+    )?;
     report.segments_merged += merged;
     report.leftover_segments_removed += removed;
     report.event_rows = rows;
     for d in [&layout.segment_dir, &layout.events_dir] {
-        if std::fs::remove_dir(d).is_ok() {
-            if let Some(parent) = d.parent() {
-                fsync_dir(parent)?;
-            }
-        }
+        storage.remove_dir_if_empty(d);
     }
     Ok(report)
 }
 
 /// Returns (segments merged, leftovers removed, rows in the final file).
-fn recover_one(segment_dir: &Path, prefix: &str, final_path: &Path) -> Result<(usize, usize, u64)> {
-    let segments = existing_segments(segment_dir, prefix)?;
-    if final_path.exists() {
+fn recover_one(
+    storage: &Storage,
+    segment_dir: &Path,
+    prefix: &str,
+    final_path: &Path,
+) -> Result<(usize, usize, u64)> {
+    let segments = storage.segments(segment_dir, prefix)?;
+    if storage.exists(final_path)? {
         // The merge published the final file; segments it lists are leftovers
         // of a crash between publishing and deleting them.
-        let listed = parquet_io::listed_segments(final_path)?;
+        let listed = storage.listed_segments(final_path)?;
         let mut removed = 0;
         for name in &segments {
             if listed.contains(name) {
-                let p = segment_dir.join(name);
-                std::fs::remove_file(&p).map_err(|e| CoreError::io("remove segment", &p, e))?;
+                storage.remove(&segment_dir.join(name))?;
                 removed += 1;
             } else {
                 return Err(CoreError::write(format!(
                     "{} exists and does not list segment {name}: refusing to guess; \
                      move one of them aside and run recover again",
-                    final_path.display()
+                    storage.describe(final_path)
                 )));
             }
         }
         if removed > 0 {
-            fsync_dir(segment_dir)?;
+            storage.sync_dir(segment_dir)?;
         }
-        return Ok((0, removed, parquet_io::row_count(final_path)?));
+        return Ok((0, removed, storage.row_count(final_path)?));
     }
     if segments.is_empty() {
         return Ok((0, 0, 0));
     }
-    let (rows, _) = finalize(segment_dir, &segments, final_path, || Ok(0))?;
+    let (rows, _) = storage.finalize(segment_dir, &segments, final_path, || Ok(0))?;
     Ok((segments.len(), 0, rows))
 }

@@ -68,7 +68,13 @@ fn flush_makes_every_earlier_row_durable_and_close_merges_by_copy() {
             rec.push(&row(&rec, round * 1000 + i)).unwrap();
         }
         rec.flush().unwrap();
-        let files = durable_files(&dir.path().join("segments"), "telemetry-", None).unwrap();
+        let files = durable_files(
+            &Default::default(),
+            &dir.path().join("segments"),
+            "telemetry-",
+            None,
+        )
+        .unwrap();
         assert_eq!(files.len() as i64, round + 1);
         assert_eq!(total_rows(&files), (round as u64 + 1) * 1000);
     }
@@ -313,6 +319,7 @@ fn leftover_segments_listed_by_the_merged_file_are_not_counted_twice() {
         fs::write(p, bytes).unwrap();
     }
     let files = durable_files(
+        &Default::default(),
         &seg_dir,
         "telemetry-",
         Some(&dir.path().join("telemetry.parquet")),

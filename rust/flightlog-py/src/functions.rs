@@ -2,17 +2,29 @@
 
 use std::path::PathBuf;
 
-use flightlog_core::{parquet_io, recover_run, OutputLayout};
+use std::sync::Arc;
+
+use flightlog_core::{parquet_io, recover_run, OutputLayout, Storage};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::error::{guard, to_py};
+use crate::store::PyObjectStore;
 
-/// Finalises a run folder whose process died (idempotent).
+/// Finalises a run folder whose process died (idempotent). With `store`,
+/// `path` is the run folder's key in that object store.
 #[pyfunction]
-fn recover_run_dir<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    let report =
-        py.detach(|| guard(|| recover_run(&OutputLayout::run_folder(&path)).map_err(to_py)))?;
+#[pyo3(signature = (path, store=None))]
+fn recover_run_dir<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    store: Option<PyRef<'py, PyObjectStore>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mut layout = OutputLayout::run_folder(&path);
+    if let Some(store) = store {
+        layout = layout.on(Storage::Object(Arc::clone(&store.root)));
+    }
+    let report = py.detach(|| guard(|| recover_run(&layout).map_err(to_py)))?;
     let d = PyDict::new(py);
     d.set_item("temp_files_removed", report.temp_files_removed)?;
     d.set_item("segments_merged", report.segments_merged)?;
@@ -41,16 +53,42 @@ fn merge_parquet<'py>(
     Ok(d)
 }
 
-/// Key-value metadata of a Parquet file.
+/// Key-value metadata of a Parquet file (with `store`, `path` is its key there;
+/// only the footer is fetched).
 #[pyfunction]
-fn parquet_kv(py: Python<'_>, path: PathBuf) -> PyResult<Vec<(String, String)>> {
-    py.detach(|| guard(|| parquet_io::read_key_values(&path).map_err(to_py)))
+#[pyo3(signature = (path, store=None))]
+fn parquet_kv(
+    py: Python<'_>,
+    path: PathBuf,
+    store: Option<PyRef<'_, PyObjectStore>>,
+) -> PyResult<Vec<(String, String)>> {
+    let root = store.map(|s| Arc::clone(&s.root));
+    py.detach(|| {
+        guard(|| {
+            match &root {
+                None => parquet_io::read_key_values(&path),
+                Some(root) => flightlog_core::storage::key_of(&path)
+                    .and_then(|key| root.parquet_metadata(&key))
+                    .map(|md| parquet_io::key_values_of(&md)),
+            }
+            .map_err(to_py)
+        })
+    })
 }
 
-/// Row count of a Parquet file (from its footer).
+/// Row count of a Parquet file, from its footer (with `store`, `path` is its key there).
 #[pyfunction]
-fn parquet_rows(py: Python<'_>, path: PathBuf) -> PyResult<u64> {
-    py.detach(|| guard(|| parquet_io::row_count(&path).map_err(to_py)))
+#[pyo3(signature = (path, store=None))]
+fn parquet_rows(
+    py: Python<'_>,
+    path: PathBuf,
+    store: Option<PyRef<'_, PyObjectStore>>,
+) -> PyResult<u64> {
+    let storage = match store {
+        Some(s) => Storage::Object(Arc::clone(&s.root)),
+        None => Storage::Local,
+    };
+    py.detach(|| guard(|| storage.row_count(&path).map_err(to_py)))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -8,6 +8,7 @@ mod convert;
 mod error;
 mod functions;
 mod recorder;
+mod store;
 
 use pyo3::prelude::*;
 
@@ -17,6 +18,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<recorder::PyRecorder>()?;
     m.add_class::<arrow::ArrowData>()?;
+    m.add_class::<store::PyObjectStore>()?;
     functions::register(m)?;
     Ok(())
 }

@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use flightlog_core::layout::f64_word;
 use flightlog_core::{
     Codec, DType, Field, Offer, OnFull, OutputLayout, Recorder, RecorderConfig, RowLayout,
-    Sampling, Schema,
+    Sampling, Schema, Storage,
 };
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -19,6 +19,7 @@ use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use crate::arrow::ArrowData;
 use crate::convert::{infer_dtype, to_constant, to_word, FieldConv};
 use crate::error::{guard, to_py, RowBudgetWarning, SchemaError};
+use crate::store::PyObjectStore;
 
 /// Field description from Python: (name, dtype, nullable, enum variants, unit, doc).
 type FieldSpec = (
@@ -398,7 +399,7 @@ impl PyRecorder {
     #[pyo3(signature = (
         path, schema, schema_version, *, run_id=None, flush_interval=1.0, segment_rows=None,
         ring_capacity=None, compression="zstd", on_full="block", sampling=None, max_rows=None,
-        metadata=None, constants=None, parts=None
+        metadata=None, constants=None, parts=None, store=None
     ))]
     fn new(
         py: Python<'_>,
@@ -416,13 +417,18 @@ impl PyRecorder {
         metadata: Option<Vec<(String, String)>>,
         constants: Option<Vec<(String, Py<PyAny>)>>,
         parts: Option<(PathBuf, String)>,
+        store: Option<PyRef<'_, PyObjectStore>>,
     ) -> PyResult<Self> {
-        let layout = match parts {
+        let mut layout = match parts {
             None => OutputLayout::run_folder(&path),
             Some((events_dir, part_run_id)) => {
                 OutputLayout::append_parts(&path, &events_dir, &part_run_id)
             }
         };
+        if let Some(store) = store {
+            // With a store, the paths are object keys below its bucket.
+            layout = layout.on(Storage::Object(Arc::clone(&store.root)));
+        }
         let mut config = RecorderConfig::new(layout.clone());
         config.flush_interval_secs = flush_interval;
         if let Some(n) = segment_rows {
