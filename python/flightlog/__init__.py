@@ -22,6 +22,7 @@ from importlib import import_module
 from . import events, schemas
 from ._errors import (
     CatalogLockedError,
+    ConflictError,
     FlightlogError,
     ManifestError,
     RecorderClosedError,
@@ -46,6 +47,7 @@ __version__: str = FlightRecorder._version()
 
 __all__ = [
     "CatalogLockedError",
+    "ConflictError",
     "ConsolidationReport",
     "DuckDBManager",
     "Enum",

@@ -33,6 +33,7 @@ class Recorder:
         metadata: list[tuple[str, str]] | None = None,
         constants: list[tuple[str, Any]] | None = None,
         parts: tuple[str | PathLike[str], str] | None = None,
+        store: ObjectStore | None = None,
     ) -> Self: ...
     def record(self, *values: Any) -> None:
         """One row from values in schema order (constant columns skipped; trailing
@@ -78,7 +79,7 @@ class ArrowData:
     def column_names(self) -> list[str]: ...
     def __len__(self) -> int: ...
 
-def recover_run_dir(path: str | PathLike[str]) -> dict[str, int]:
+def recover_run_dir(path: str | PathLike[str], store: ObjectStore | None = None) -> dict[str, int]:
     """Finalise a run folder whose process died: sweep temp files, merge segments,
     remove leftovers a merge already covered. Idempotent."""
 
@@ -86,8 +87,30 @@ def merge_parquet(out: str | PathLike[str], inputs: list[str | PathLike[str]]) -
     """Atomic raw column-chunk merge of same-schema Parquet files; the result lists
     its parts (``flightlog.segments``, ``flightlog.segment_rows``). Returns rows, bytes."""
 
-def parquet_kv(path: str | PathLike[str]) -> list[tuple[str, str]]:
+def parquet_kv(path: str | PathLike[str], store: ObjectStore | None = None) -> list[tuple[str, str]]:
     """Key-value metadata of a Parquet file."""
 
-def parquet_rows(path: str | PathLike[str]) -> int:
+def parquet_rows(path: str | PathLike[str], store: ObjectStore | None = None) -> int:
     """Row count of a Parquet file, from its footer."""
+
+class ObjectStore:
+    """A bucket opened with the ``AWS_*`` environment and explicit options (object_store keys)."""
+
+    def __new__(cls, url: str, options: list[tuple[str, str]] | None = None) -> Self: ...
+    @property
+    def prefix(self) -> str:
+        """The key prefix of the URL the store was opened with."""
+    def url(self, key: str) -> str:
+        """``s3://bucket/key``."""
+    def put(self, key: str, data: bytes, mode: str = "create", e_tag: str | None = None) -> str | None:
+        """Create-only (``FileExistsError``), conditional update (``ConflictError``) or overwrite; the new ETag."""
+    def get(self, key: str) -> tuple[bytes, str | None] | None:
+        """``(data, e_tag)``, or ``None`` if absent."""
+    def head(self, key: str) -> dict[str, Any] | None:
+        """``{key, size, last_modified_ms, e_tag}``, or ``None`` if absent."""
+    def list(self, prefix: str) -> list[dict[str, Any]]:
+        """Every object below ``prefix``, recursively, sorted by key."""
+    def list_names(self, dir: str) -> list[str]:
+        """Names of the objects directly below ``dir``, sorted."""
+    def delete(self, key: str) -> None:
+        """Deletes ``key``; a missing object is not an error."""

@@ -8,7 +8,8 @@
           ├── ManifestError (ValueError)  a manifest.toml is not valid TOML / not a manifest
           ├── WriteError (OSError)      a file could not be written or published
           ├── RecorderClosedError (RuntimeError)   the recorder was closed
-          └── CatalogLockedError (TimeoutError)    another process holds duckdb.db
+          ├── CatalogLockedError (TimeoutError)    another process holds duckdb.db
+          └── ConflictError             a conditional update of an object lost a race
 
 Wrong value types raise the built-in ``TypeError`` and out-of-range values and
 bad names the built-in ``ValueError``, each naming the field or argument.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "CatalogLockedError",
+    "ConflictError",
     "FlightlogError",
     "ManifestError",
     "RecorderClosedError",
@@ -53,6 +55,11 @@ class RecorderClosedError(FlightlogError, RuntimeError):
 
 class CatalogLockedError(FlightlogError, TimeoutError):
     """Another process held the DuckDB catalog for longer than ``timeout``."""
+
+
+class ConflictError(FlightlogError):
+    """An object-store update lost a race: the object changed since it was read
+    (its ETag no longer matches). Read it again and retry."""
 
 
 class RowBudgetWarning(UserWarning):

@@ -29,6 +29,7 @@ import contextlib
 import errno
 import json
 import os
+import posixpath
 import shutil
 import sys
 import threading
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as _events
-from ._errors import FlightlogError, SchemaError, WriteError
+from ._errors import ConflictError, FlightlogError, SchemaError, WriteError
 from ._manifest import (
     MANIFEST_NAME,
     ManifestError,
@@ -53,7 +54,7 @@ from ._manifest import (
 )
 from ._names import validate_name
 from ._recorder import FlightRecorder, Sampling
-from ._runs import DEFAULT_RUN_PREFIX, claim, file_lock, flow_dir, flow_paths, resolve_root
+from ._runs import DEFAULT_RUN_PREFIX, ROOT_ENV, claim, file_lock, flow_dir, flow_paths, resolve_root
 from ._schema import Field, Schema
 
 __all__ = [
@@ -219,6 +220,7 @@ class TelemetryManager:
         tags: Mapping[str, Any] | None = None,
         units: Mapping[str, Any] | None = None,
         run_prefix: str = DEFAULT_RUN_PREFIX,
+        storage_options: Mapping[str, Any] | None = None,
         **recorder_options: Any,
     ) -> None:
         # 1. Validate and convert everything before touching the disk.
@@ -265,8 +267,21 @@ class TelemetryManager:
         self._t0 = time.monotonic()
         self._recorder: Any = None
 
-        # 2. The root.
-        self.root: Path = resolve_root(base_path)
+        # 2. The root: a local folder, or an object-store URL (s3://bucket/prefix).
+        from ._s3 import is_object_url
+
+        url = base_path if base_path is not None else os.environ.get(ROOT_ENV)
+        self._tree: Any = None
+        self.root: Any
+        if is_object_url(url):
+            from ._objtree import ObjectTree
+
+            self._tree = ObjectTree(str(url), storage_options)
+            self.root = self._tree.url()
+        else:
+            if storage_options is not None:
+                raise ValueError(f"storage_options is only for object-store roots (s3://...), not {base_path!r}")
+            self.root = resolve_root(base_path)
 
         # 3. Claim the id together with the "running" manifest.
         sampling_table: dict[str, Any] = {"policy": "all"} if sampling is None else {}
@@ -296,8 +311,12 @@ class TelemetryManager:
         # and the catalog (keyed by run_id and flow_name) could not tell their rows apart.
         # Each side claims its own name first, then yields if the other side's name
         # exists: of two concurrent claims at least one sees the other.
-        flow_runs = flow_dir(self.root, self.flow_name) / "runs"
-        if mode == "run":
+        self._manifest_rel = ""
+        self._manifest_etag: str | None = None
+        if self._tree is not None:
+            rid = self._claim_on_store(run_prefix, run_id)
+        elif mode == "run":
+            flow_runs = flow_dir(self.root, self.flow_name) / "runs"
 
             def make_dir(cand: str) -> None:
                 path = self.root / (run_prefix + cand)
@@ -349,6 +368,38 @@ class TelemetryManager:
         with _open_lock:
             _open_runs.add(self)
 
+    def _claim_on_store(self, run_prefix: str, run_id: str | None) -> str:
+        """Claims the run id with the create-only put of the ``running`` manifest."""
+        tree = self._tree
+        flow = f"flows/{self.flow_name}"
+        # Each side claims its own name, then yields if the other side's exists
+        # (a run folder and a dev/tuner run of one flow must not share an id).
+        if self.mode == "run":
+            mine, theirs = f"{run_prefix}{{}}/{MANIFEST_NAME}", f"{flow}/runs/{{}}.toml"
+            folder = tree.url(run_prefix)
+        else:
+            mine, theirs = f"{flow}/runs/{{}}.toml", f"{run_prefix}{{}}/{MANIFEST_NAME}"
+            folder = tree.url(f"{flow}/runs")
+
+        def make(cand: str) -> None:
+            self._manifest["run_id"] = cand
+            self._manifest_etag = tree.create_manifest(mine.format(cand), self._manifest)
+            if tree.exists(theirs.format(cand)):
+                tree.delete(mine.format(cand))
+                raise FileExistsError(errno.EEXIST, "run id taken by a run of the other kind", cand)
+
+        rid = claim(folder, make, run_id)
+        self._manifest_rel = mine.format(rid)
+        self._manifest_path: Any = tree.url(self._manifest_rel)
+        if self.mode == "run":
+            self.run_path: Any = tree.url(run_prefix + rid)
+        else:
+            self._flow_dir = tree.url(flow)
+            self._parts_dir = tree.url(f"{flow}/{self.mode}_telemetry")
+            self._events_dir = tree.url(f"{flow}/{self.mode}_events")
+            self.run_path = self._flow_dir
+        return rid
+
     # ------------------------------------------------------------------ recorder
 
     def _version(self, schema: Schema | None) -> int | None:
@@ -370,6 +421,8 @@ class TelemetryManager:
         opts = dict(self._options)
         if "sampling" in opts and isinstance(opts["sampling"], list):
             opts["sampling"] = tuple(opts["sampling"])
+        if self._tree is not None:
+            opts["storage_options"] = self._tree.storage_options
         if self.mode == "run":
             return FlightRecorder(self.run_path, schema, run_id=self.run_id, constants=dict(self._constants), **opts)
         return FlightRecorder.for_parts(
@@ -516,8 +569,9 @@ class TelemetryManager:
         return to_toml_table(self._manifest)
 
     @property
-    def manifest_path(self) -> Path:
-        """The manifest file: ``run_path/manifest.toml`` or ``flows/<flow>/runs/<run_id>.toml``."""
+    def manifest_path(self) -> Any:
+        """The manifest file: ``run_path/manifest.toml`` or ``flows/<flow>/runs/<run_id>.toml``
+        (a ``Path``, or an ``s3://`` URL string on an object-store root)."""
         return self._manifest_path
 
     @property
@@ -590,7 +644,7 @@ class TelemetryManager:
                 _open_runs.discard(self)
             self._finish_manifest(rec, status, error)
             try:
-                write_manifest(self._manifest_path, self._manifest)
+                self._write_final_manifest()
             except OSError as e:
                 # The disk that refused the data usually refuses the manifest too (full,
                 # read-only, run folder deleted): the recorder's WriteError says what
@@ -610,6 +664,18 @@ class TelemetryManager:
                     self._update_flow_manifest()
         if close_error is not None:
             raise close_error
+
+    def _write_final_manifest(self) -> None:
+        if self._tree is None:
+            write_manifest(self._manifest_path, self._manifest)
+            return
+        try:
+            self._tree.update_manifest(self._manifest_rel, self._manifest, self._manifest_etag)
+        except ConflictError:
+            # Only `recover` rewrites a running run's manifest, and only when it
+            # judged the run dead (another host, `stale_after` exceeded). This
+            # process is alive and closing: what it knows wins.
+            self._tree.modify_manifest(self._manifest_rel, lambda _: self._manifest)
 
     def _finish_manifest(self, rec: Any, status: str, error: BaseException | None) -> None:
         m = self._manifest
@@ -640,18 +706,22 @@ class TelemetryManager:
         m["counts"] = {k: stats[k] for k in count_keys if k in stats}
         m["cost"] = {k: stats[k] for k in ("flush_secs", "bytes_written", "producer_stalls") if k in stats}
         files = []
-        base = self._manifest_path.parent
+        if self._tree is None:
+            base, relpath = str(self._manifest_path.parent), os.path.relpath
+        else:  # object keys
+            base, relpath = posixpath.dirname(self._tree.key(self._manifest_rel)), posixpath.relpath
         for f in getattr(rec, "files", None) or []:
             if isinstance(f, Mapping):
                 path, rows, size = f["path"], f.get("rows"), f.get("bytes")
             else:
                 path, rows, size = f
-            p = Path(path)
+            path = os.fspath(path)
+            name, parent = os.path.basename(path), os.path.basename(os.path.dirname(path))
             if self.mode == "run":
-                kind = "events" if p.name.startswith("events") else "telemetry"
+                kind = "events" if name.startswith("events") else "telemetry"
             else:
-                kind = "events" if p.parent.name.endswith("_events") else "telemetry"
-            files.append({"path": os.path.relpath(p, base), "kind": kind, "rows": rows, "bytes": size})
+                kind = "events" if parent.endswith("_events") else "telemetry"
+            files.append({"path": relpath(path, base), "kind": kind, "rows": rows, "bytes": size})
         m["files"] = files
         # Keep the documented key order: scalars, then the tables.
         order = [
@@ -672,15 +742,8 @@ class TelemetryManager:
         """Create or update ``flows/<flow>/manifest.toml`` under a file lock, only
         when something in it changes (a new schema or mode)."""
         assert self._flow_dir is not None
-        path = self._flow_dir / MANIFEST_NAME
         schema = self._schema or _schema_of(self._recorder)
         schema_json = schema.to_json() if schema is not None else None
-
-        def current() -> dict[str, Any] | None:
-            try:
-                return read_manifest(path)
-            except (FileNotFoundError, ManifestError):
-                return None
 
         def up_to_date(m: dict[str, Any] | None) -> bool:
             return (
@@ -688,6 +751,32 @@ class TelemetryManager:
                 and self.mode in m.get("modes", [])
                 and (schema_json is None or m.get("schema") == schema_json)
             )
+
+        def updated(m: dict[str, Any] | None) -> dict[str, Any]:
+            now = utc_now_iso()
+            data: dict[str, Any] = dict(m or {})
+            data["flow_name"] = self.flow_name
+            data.setdefault("created_at", now)
+            data["updated_at"] = now
+            data["modes"] = sorted({*data.get("modes", []), self.mode})
+            if schema is not None:
+                data["schema_version"] = self._version(schema)
+                data["schema"] = schema_json
+            return data
+
+        if self._tree is not None:
+            # No locks on an object store: read, change, conditional put, retry.
+            self._tree.modify_manifest(
+                f"flows/{self.flow_name}/{MANIFEST_NAME}", lambda m: None if up_to_date(m) else updated(m)
+            )
+            return
+        path = self._flow_dir / MANIFEST_NAME
+
+        def current() -> dict[str, Any] | None:
+            try:
+                return read_manifest(path)
+            except (FileNotFoundError, ManifestError):
+                return None
 
         key = (str(path), self.mode, schema_json)
         if _flow_checked.get(key, False) == _signature(path):
@@ -700,16 +789,7 @@ class TelemetryManager:
             if up_to_date(m):
                 _flow_checked[key] = _signature(path)
                 return
-            now = utc_now_iso()
-            data: dict[str, Any] = dict(m or {})
-            data["flow_name"] = self.flow_name
-            data.setdefault("created_at", now)
-            data["updated_at"] = now
-            data["modes"] = sorted({*data.get("modes", []), self.mode})
-            if schema is not None:
-                data["schema_version"] = self._version(schema)
-                data["schema"] = schema_json
-            write_manifest(path, data)
+            write_manifest(path, updated(m))
             _flow_checked[key] = _signature(path)
 
     def _abandon(self) -> None:
@@ -719,7 +799,10 @@ class TelemetryManager:
         if rec is not None:
             with contextlib.suppress(Exception):
                 rec.close()
-        if self.mode == "run":
+        if self._tree is not None:
+            with contextlib.suppress(Exception):
+                self._tree.delete(self._manifest_rel)
+        elif self.mode == "run":
             shutil.rmtree(self.run_path, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):

@@ -312,14 +312,28 @@ def read_manifest(path_or_run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     target = manifest_path(path_or_run_dir)
     with open(target, "rb") as f:
         raw = f.read()
+    return parse_manifest(raw, str(target))
+
+
+def parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
+    """Parse manifest bytes read from ``where`` (a path or URL, for messages).
+
+    Raises:
+        ManifestError: empty, not UTF-8 or not valid TOML.
+    """
     if not raw.strip():
-        raise ManifestError(f"manifest {target} is empty")
+        raise ManifestError(f"manifest {where} is empty")
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ManifestError(f"manifest {target} is not UTF-8 text: {e}") from None
+        raise ManifestError(f"manifest {where} is not UTF-8 text: {e}") from None
     except tomllib.TOMLDecodeError as e:
-        raise ManifestError(f"manifest {target} is not valid TOML: {e}") from None
+        raise ManifestError(f"manifest {where} is not valid TOML: {e}") from None
+
+
+def dumps_manifest(data: Mapping[str, Any]) -> bytes:
+    """``data`` as manifest TOML bytes (values converted; ``TypeError`` for what TOML cannot hold)."""
+    return _dumps(data)
 
 
 def utc_now_iso() -> str:

@@ -16,7 +16,6 @@ from ._schema import Enum, Field, Schema
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from pathlib import Path
     from typing import Any
 
 __all__ = ["FlightRecorder", "Sampling"]
@@ -131,6 +130,11 @@ class FlightRecorder:
     drop and count), ``sampling`` (:class:`Sampling`), ``max_rows`` (row budget),
     ``metadata`` (extra Parquet key-value metadata), ``constants`` (fields with one
     value for every row, which :meth:`record` then skips).
+
+    ``path`` may be an object-store URL, ``s3://bucket/prefix/run``: segments and
+    final files are then published with create-only puts (multipart uploads
+    above ``multipart_threshold``), configured by the ``AWS_*`` environment
+    variables and ``storage_options`` (see ``docs/SCALE_OUT.md``).
     """
 
     # Set per instance to the native methods; declared for type checkers.
@@ -154,6 +158,7 @@ class FlightRecorder:
         max_rows: int | None = None,
         metadata: Mapping[str, str] | None = None,
         constants: Mapping[str, Any] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
         _parts: tuple[str | os.PathLike[str], str] | None = None,
     ) -> None:
         self._native: Any = None
@@ -177,10 +182,31 @@ class FlightRecorder:
         version = schema_version if schema_version is not None else (schema.version if schema is not None else 1)
         from pathlib import Path  # here, not at import: pathlib is slow to import
 
-        self._path = Path(os.fspath(path))
+        store = None
+        native_path: Any
+        parts: tuple[Any, str] | None = None
+        if isinstance(path, str) and path[:3].lower() in ("s3:", "s3a"):
+            from ._s3 import ObjectLocation, open_store
+
+            loc = ObjectLocation.parse(path)
+            store = open_store(loc, storage_options)
+            self._path: Any = loc.url()
+            native_path = loc.key()
+            if _parts is not None:
+                events_loc = ObjectLocation.parse(os.fspath(_parts[0]))
+                if events_loc.bucket != loc.bucket:
+                    raise ValueError(f"events must go to the same bucket as the parts: {_parts[0]!r} vs {path!r}")
+                parts = (events_loc.key(), _parts[1])
+        else:
+            if storage_options is not None:
+                raise ValueError(f"storage_options is only for object-store paths (s3://...), not {path!r}")
+            self._path = Path(os.fspath(path))
+            native_path = self._path
+            if _parts is not None:
+                parts = (Path(os.fspath(_parts[0])), _parts[1])
         self._run_id = run_id
         self._native = _core.Recorder(
-            self._path,
+            native_path,
             schema._spec() if schema is not None else None,
             version,
             run_id=run_id,
@@ -193,7 +219,8 @@ class FlightRecorder:
             max_rows=max_rows,
             metadata=meta,
             constants=list((constants or {}).items()),
-            parts=(Path(os.fspath(_parts[0])), _parts[1]) if _parts is not None else None,
+            parts=parts,
+            store=store,
         )
         self._sampling = sampling
         self._max_rows = max_rows
@@ -224,8 +251,9 @@ class FlightRecorder:
     # -- properties ---------------------------------------------------------------------------
 
     @property
-    def path(self) -> Path:
-        """The run folder (or the parts folder of an append-mode recorder)."""
+    def path(self) -> Any:
+        """The run folder (or the parts folder of an append-mode recorder): a
+        ``Path``, or the ``s3://`` URL string of an object-store recording."""
         return self._path
 
     @property

@@ -47,7 +47,7 @@ from ._manifest import (
     write_manifest,
 )
 from ._names import validate_name
-from ._runs import DEFAULT_RUN_PREFIX, file_lock, flow_paths, resolve_root
+from ._runs import DEFAULT_RUN_PREFIX, ROOT_ENV, file_lock, flow_paths, resolve_root
 
 __all__ = [
     "DEFAULT_STALE_AFTER",
@@ -446,7 +446,10 @@ def _link_message(link: Path) -> str:
 
 
 def recover(
-    base_path: str | os.PathLike[str] | None = None, *, stale_after: float = DEFAULT_STALE_AFTER
+    base_path: str | os.PathLike[str] | None = None,
+    *,
+    stale_after: float = DEFAULT_STALE_AFTER,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> RecoverReport:
     """Finalise every crashed run under the root; return a :class:`RecoverReport`.
 
@@ -457,7 +460,23 @@ def recover(
     removed and the per-run manifest is marked ``crashed``. Parts that a
     compacted file already holds are deleted. Live runs are never touched;
     running it twice changes nothing the second time.
+
+    ``base_path`` may be an object-store root (``s3://bucket/prefix``, settings
+    from ``AWS_*`` and ``storage_options``): runs of other hosts count as alive
+    until nothing of theirs was written for ``stale_after`` seconds.
     """
+    from ._s3 import is_object_url
+
+    url = base_path if base_path is not None else os.environ.get(ROOT_ENV)
+    if is_object_url(url):
+        from ._objtree import ObjectTree, recover_tree
+
+        tree = ObjectTree(str(url), storage_options)
+        report = RecoverReport(root=tree.url())
+        recover_tree(tree, stale_after, report)
+        return report
+    if storage_options is not None:
+        raise ValueError(f"storage_options is only for object-store roots (s3://...), not {base_path!r}")
     root = resolve_root(base_path, create=False)
     report = RecoverReport(root=str(root))
     if not root.is_dir():
@@ -598,6 +617,15 @@ def compact(base_path: str | os.PathLike[str] | None, flow_name: str, which: str
     lock); see the module doc for crash safety.
     """
     validate_name("flow_name", flow_name)
+    from ._s3 import is_object_url
+
+    if is_object_url(base_path if base_path is not None else os.environ.get(ROOT_ENV)):
+        # Object stores cannot replace a compacted file in place (publishing is
+        # create-only), and DuckDB/DuckLake read the parts where they are.
+        raise ValueError(
+            "compact works on local roots; on an object store the parts stay as they are "
+            "(consolidate them with DuckDBManager, which reads them in place)"
+        )
     if which not in ("dev", "tuner"):
         raise ValueError(f"which must be 'dev' or 'tuner', got {which!r}")
     root = resolve_root(base_path, create=False)

@@ -132,3 +132,53 @@ fn a_panic_on_the_flusher_thread_becomes_an_error_and_loses_nothing() {
     assert_eq!(report.files[0].1, 60);
     scenario.teardown();
 }
+
+/// The object-store twin of `check_fault`: a failing put (or multipart
+/// completion) publishes nothing, keeps the rows, and the next flush writes them.
+fn check_object_fault(point: &str, multipart_threshold: usize) {
+    use flightlog_core::{read::read_telemetry, ObjectRoot, Storage};
+    use std::sync::Arc;
+
+    let scenario = fail::FailScenario::setup();
+    let root = ObjectRoot::in_memory("faults", multipart_threshold, 1024);
+    let layout = OutputLayout::run_folder(Path::new("run")).on(Storage::Object(Arc::clone(&root)));
+    let mut cfg = RecorderConfig::new(layout.clone());
+    cfg.flush_interval_secs = 3600.0;
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    push_rows(&rec, 0, 500);
+    fail::cfg(point, "return").unwrap();
+    let err = rec.flush().unwrap_err();
+    let msg = err.to_string();
+    assert!(err.is_write_error(), "{point}: {msg}");
+    assert!(
+        msg.contains("injected failure") && msg.contains("kept in memory"),
+        "{point}: {msg}"
+    );
+    assert!(
+        root.list("").unwrap().is_empty(),
+        "{point}: something was published"
+    );
+    fail::remove(point);
+    push_rows(&rec, 500, 600);
+    rec.flush().unwrap();
+    assert_eq!(rec.stats().rows_written, 600);
+    rec.close().unwrap();
+    let rows: usize = read_telemetry(&layout)
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b.iter())
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 600);
+    scenario.teardown();
+}
+
+#[test]
+fn object_put_failure_publishes_nothing_and_rows_survive() {
+    check_object_fault("store::put", 1 << 20);
+}
+
+#[test]
+fn multipart_completion_failure_publishes_nothing_and_rows_survive() {
+    check_object_fault("store::complete", 64);
+}
