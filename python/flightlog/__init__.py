@@ -22,6 +22,7 @@ from importlib import import_module
 from . import events, schemas
 from ._errors import (
     CatalogLockedError,
+    CatalogUnavailableError,
     ConflictError,
     FlightlogError,
     ManifestError,
@@ -47,6 +48,7 @@ __version__: str = FlightRecorder._version()
 
 __all__ = [
     "CatalogLockedError",
+    "CatalogUnavailableError",
     "ConflictError",
     "ConsolidationReport",
     "DuckDBManager",

@@ -40,6 +40,23 @@ Guarantees of :meth:`DuckDBManager.consolidate`:
   database only to read its bookkeeping and to write, never while it scans files,
   and readers open it only for the length of one query, each retrying a lock
   conflict until ``timeout``.
+
+Beyond one machine (``pip install 'flightlog[lake]'``, see docs/SCALE_OUT.md):
+
+- The root may be ``s3://bucket/prefix`` (same layout, key for path). It is
+  listed and read through DuckDB's ``httpfs`` (:mod:`flightlog._tree`); with the
+  embedded catalog, ``db_path`` (a local file) is then required.
+- ``catalog="ducklake:postgres:<dsn>"`` keeps the same tables in a DuckLake
+  catalog on PostgreSQL, data files under ``data_path`` (default ``<root>/lake/``,
+  local or ``s3://``). There is no writer lock: many consolidators on many hosts
+  write at once. Exactly-once ingestion comes from DuckLake's own conflict
+  detection: every transaction that records files in ``_ingested_files`` also
+  replaces the single row of a *guard table* (``_flightlog.guard_NN``, chosen by
+  a hash of each file's path). DuckLake refuses to commit a transaction that
+  inserts into a table another transaction deleted from since it began, so of two
+  transactions that both saw a file as new, the second to commit fails; it then
+  starts again, reads ``_ingested_files`` in its new snapshot, and drops the files
+  the first one took. ``runs`` rows are guarded the same way (``guard_runs``).
 """
 
 from __future__ import annotations
@@ -51,22 +68,25 @@ import itertools
 import json
 import math
 import os
+import random
 import re
 import socket
 import time
 import tomllib
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import CatalogLockedError
+from ._errors import CatalogLockedError, CatalogUnavailableError
+from ._tree import HttpfsTree, LocalTree, ObjectPath, duckdb_connect
 
 try:  # POSIX only; elsewhere DuckDB's own file lock (with retries) is the only guard.
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["ConsolidationReport", "DuckDBManager", "Result"]
+__all__ = ["CatalogUnavailableError", "ConsolidationReport", "DuckDBManager", "Result"]
 
 #: Manifest statuses whose files are final (``crashed`` is written by ``recover``).
 FINAL_STATUSES = frozenset({"finished", "failed", "crashed"})
@@ -168,6 +188,136 @@ def _duckdb() -> Any:
     import duckdb
 
     return duckdb
+
+
+# --------------------------------------------------------------------------- DuckLake catalogs
+
+
+class _Rollback(Exception):
+    """Raised inside a transaction body: roll back and return ``value``."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__("rollback")
+        self.value = value
+
+
+class _GuardRepaired(Exception):
+    """A guard table was found empty and has been refilled: run the transaction again."""
+
+
+#: Guard tables (see the module doc): files hash to one of these; ``runs`` rows use ``guard_runs``.
+_GUARD_SCHEMA = "_flightlog"
+_GUARD_SHARDS = 8
+_GUARD_RUNS = "guard_runs"
+#: How often one transaction is tried again when other writers keep committing first.
+_LAKE_ATTEMPTS = 60
+_LAKE_ALIAS = "flightlog_lake"
+_INSTALL_HINT = "pip install 'flightlog[lake]'"
+
+
+def _guard_table(name: str) -> str:
+    return f"{_GUARD_SCHEMA}.{name}"
+
+
+def _shard(rel: str) -> str:
+    """The guard table of a file recorded under ``rel`` in ``_ingested_files``."""
+    return f"guard_{zlib.crc32(rel.encode('utf-8')) % _GUARD_SHARDS:02d}"
+
+
+_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.IGNORECASE)
+_URI_PASSWORD_RE = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
+
+
+def _redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with PostgreSQL passwords (``password=...``, ``postgresql://u:pw@``) masked."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _PASSWORD_RE.sub(lambda m: m.group(1) + "***", text)
+    return _URI_PASSWORD_RE.sub(lambda m: m.group(1) + "***" + m.group(3), text)
+
+
+def _dsn_passwords(dsn: str) -> list[str]:
+    found = [m.group(2).strip("'") for m in _PASSWORD_RE.finditer(dsn)]
+    found += [m.group(2) for m in _URI_PASSWORD_RE.finditer(dsn)]
+    return [p for p in found if p and p != "***"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _LakeSpec:
+    """A parsed ``catalog=`` string."""
+
+    text: str  # what ATTACH gets: ducklake:postgres:<dsn> or ducklake:<absolute path>
+    kind: str  # "postgres" or "duckdb"
+    target: str  # the DSN or the metadata file path
+
+    @property
+    def display(self) -> str:
+        """The catalog string without its password (for messages and ``repr``)."""
+        return _redact(self.text, _dsn_passwords(self.target))
+
+    def redact(self, text: str) -> str:
+        return _redact(text, _dsn_passwords(self.target))
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        return ("ducklake", "postgres_scanner") if self.kind == "postgres" else ("ducklake",)
+
+
+def _parse_catalog(catalog: Any) -> _LakeSpec:
+    """Parses ``catalog=``: ``ducklake:postgres:<libpq DSN or URI>`` or ``ducklake:<file>``
+    (also ``ducklake:duckdb:<file>``). Raises ``ValueError`` naming what is wrong."""
+    usage = (
+        "catalog= must be 'ducklake:postgres:<dsn>' (e.g. 'ducklake:postgres:dbname=lake host=db.example "
+        "user=flightlog') or 'ducklake:<path>.ducklake' (a DuckDB file, one writer at a time)"
+    )
+    if not isinstance(catalog, str | os.PathLike):
+        raise ValueError(f"{usage}; got {type(catalog).__name__} {catalog!r}")
+    text = os.fspath(catalog).strip()
+    if not text.lower().startswith("ducklake:"):
+        raise ValueError(f"{usage}; got {_redact(text)!r}")
+    rest = text[len("ducklake:") :]
+    scheme, sep, after = rest.partition(":")
+    scheme_l = scheme.lower()
+    if sep and scheme_l in ("postgres", "postgresql"):
+        return _LakeSpec(f"ducklake:postgres:{after.strip()}", "postgres", after.strip())
+    if sep and scheme_l in ("sqlite", "mysql"):
+        raise ValueError(
+            f"catalog {_redact(text)!r}: DuckLake on {scheme_l} is not supported by flightlog "
+            f"({_INSTALL_HINT} carries the PostgreSQL and DuckDB-file catalogs); {usage}"
+        )
+    if sep and scheme_l == "duckdb":
+        rest = after
+    elif sep and len(scheme) > 1 and scheme.isalpha() and not after.startswith(("\\", "/")):
+        raise ValueError(f"catalog {_redact(text)!r}: unknown DuckLake catalog type {scheme!r}; {usage}")
+    path = rest.strip()
+    if not path:
+        raise ValueError(f"catalog {text!r} names no catalog; {usage}")
+    if "://" in path:
+        raise ValueError(f"catalog {_redact(text)!r}: a DuckDB-file catalog must be a local file; {usage}")
+    abs_path = str(Path(path).expanduser().absolute())
+    return _LakeSpec(f"ducklake:{abs_path}", "duckdb", abs_path)
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """True for DuckLake's "another transaction committed a conflicting change first" errors."""
+    text = str(exc).lower()
+    return "conflict" in text or "could not serialize" in text or "failed to commit ducklake transaction" in text
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(
+        marker in text
+        for marker in (
+            "Unable to connect to Postgres",
+            "could not connect to server",
+            "Connection refused",
+            "connection to server",
+            "server closed the connection",
+            "timeout expired",
+        )
+    )
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -277,17 +427,6 @@ def _sleep_backoff(attempt: int, deadline: float | None) -> bool:
         delay = min(delay, max(deadline - now, 0.0))
     time.sleep(delay)
     return True
-
-
-def _evidence_status(manifest: Mapping[str, Any], where: Path) -> str:
-    """The status a manifest's evidence supports (:func:`flightlog._recover.run_status`):
-    a ``running`` manifest whose process is gone is ``crashed``.
-
-    ``where`` is the run folder, or a dev/tuner run's per-run manifest file.
-    """
-    from ._recover import run_status
-
-    return run_status(manifest, where)
 
 
 # --------------------------------------------------------------------------- results
@@ -465,12 +604,34 @@ class DuckDBManager:
     >>> print(db.consolidate())                          # doctest: +SKIP
     >>> db.query("SELECT run_id, min(E) FROM telemetry GROUP BY run_id").df()   # doctest: +SKIP
 
+    Beyond one machine (``pip install 'flightlog[lake]'``):
+
+    >>> db = DuckDBManager("s3://telemetry/prod", db_path="prod.duckdb")           # doctest: +SKIP
+    >>> db = DuckDBManager("s3://telemetry/prod",                                  # doctest: +SKIP
+    ...                    catalog="ducklake:postgres:dbname=lake host=db user=flightlog")
+
     Args:
-        base_path: the root (else ``$FLIGHTLOG_ROOT``, else ``./telematry_cfs``).
-        db_path: the database file (default ``<root>/duckdb.db``).
+        base_path: the root (else ``$FLIGHTLOG_ROOT``, else ``./telematry_cfs``): a
+            folder, or ``s3://bucket/prefix`` (read through DuckDB ``httpfs``).
+        db_path: the database file (default ``<root>/duckdb.db``; required, and
+            local, for an ``s3://`` root without ``catalog``).
         read_only: never write; :meth:`consolidate` raises ``PermissionError``.
         timeout: seconds to wait for another process's lock before raising
             :class:`~flightlog.CatalogLockedError` (``None``: wait forever).
+        catalog: ``None`` for the embedded ``duckdb.db``; ``"ducklake:postgres:<dsn>"``
+            for a DuckLake catalog on PostgreSQL that many processes on many hosts
+            write at once; ``"ducklake:<path>.ducklake"`` for a DuckLake catalog in
+            a DuckDB file (one writer at a time).
+        data_path: where a DuckLake catalog keeps its Parquet files (default
+            ``<root>/lake/``; a folder or ``s3://`` URL). Only with ``catalog``.
+        storage_options: object-store settings overriding the ``AWS_*``
+            environment (``aws_endpoint``, ``aws_access_key_id``, ``aws_region``,
+            ...; see :func:`flightlog._s3.storage_options`).
+
+    Raises:
+        ValueError: a bad ``catalog`` string, or options that do not fit together.
+        ImportError: a DuckDB extension that ``s3://`` or ``catalog`` needs is not
+            installed (raised at first use; ``pip install 'flightlog[lake]'``).
 
     The manager holds no connection between calls, so it is cheap to keep and
     safe to share between threads; :meth:`close` only marks it closed.
@@ -482,28 +643,129 @@ class DuckDBManager:
         db_path: str | os.PathLike[str] | None = None,
         read_only: bool = False,
         timeout: float | None = 30,
+        *,
+        catalog: str | None = None,
+        data_path: str | os.PathLike[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        from ._runs import resolve_root
+        from ._runs import DEFAULT_ROOT, ROOT_ENV, resolve_root
+        from ._s3 import ObjectLocation, is_object_url
+        from ._s3 import storage_options as _storage_options
 
         if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0 or math.isnan(timeout)):
             raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
-        self.root: Path = resolve_root(base_path, create=False).absolute()
-        self.db_path: Path = Path(os.fspath(db_path)).expanduser() if db_path is not None else self.root / "duckdb.db"
-        self.db_path = self.db_path.absolute()
+        raw_root = base_path if base_path is not None else (os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+        raw_root = os.fspath(raw_root)
+        self._lake: _LakeSpec | None = _parse_catalog(catalog) if catalog is not None else None
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            raise TypeError(f"storage_options must be a mapping, got {type(storage_options).__name__}")
+        self._storage_overrides = dict(storage_options or {})
+        self._tree: LocalTree | HttpfsTree
+        self.root: Path | ObjectPath
+        if is_object_url(raw_root):
+            self._tree = HttpfsTree(ObjectLocation.parse(raw_root), _storage_options(self._storage_overrides))
+            self.root = self._tree.root
+        else:
+            local_root = resolve_root(raw_root, create=False).absolute()
+            self._tree = LocalTree(local_root)
+            self.root = local_root
+        if self._lake is not None:
+            if db_path is not None:
+                raise ValueError("db_path= and catalog= exclude each other: db_path is the embedded duckdb.db file")
+            self.db_path: Path | None = None
+            if data_path is None:
+                self.data_path: str | None = str(self.root / "lake").rstrip("/") + "/"
+            else:
+                dp = os.fspath(data_path)
+                self.data_path = (dp if is_object_url(dp) else str(Path(dp).expanduser().absolute())).rstrip("/") + "/"
+            self._data_path_given = data_path is not None
+        else:
+            if data_path is not None:
+                raise ValueError(
+                    "data_path= is where a DuckLake catalog keeps its files: it needs catalog='ducklake:...'"
+                )
+            if db_path is None and isinstance(self.root, ObjectPath):
+                raise ValueError(
+                    f"DuckDBManager({str(self.root)!r}) needs db_path= (a local duckdb.db file: DuckDB cannot "
+                    "write its database file to an object store) or catalog='ducklake:postgres:<dsn>'"
+                )
+            if db_path is not None and is_object_url(os.fspath(db_path)):
+                raise ValueError(f"db_path= must be a local file, got {os.fspath(db_path)!r}")
+            self.db_path = (
+                Path(os.fspath(db_path)).expanduser() if db_path is not None else Path(self.root) / "duckdb.db"
+            ).absolute()
+            self.data_path = None
+            self._data_path_given = False
+        self.catalog: str | None = self._lake.display if self._lake is not None else None
         self.read_only = bool(read_only)
         self.timeout = timeout
         self._closed = False
         self._result_ids = itertools.count()
+        self._lake_ready = False
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
+        if self._lake is not None:
+            return f"DuckDBManager({str(self.root)!r}, catalog={self.catalog!r}, data_path={self.data_path!r}, {mode})"
         return f"DuckDBManager({str(self.root)!r}, db_path={str(self.db_path)!r}, {mode})"
+
+    @property
+    def _where(self) -> str:
+        """The catalog, for messages."""
+        return self.catalog if self.catalog is not None else str(self.db_path)
+
+    @property
+    def location(self) -> str:
+        """Where the catalog is, for messages: the ``db_path`` file, or the DuckLake
+        catalog string with its password masked."""
+        return self._where
+
+    def exists(self) -> bool:
+        """Whether the catalog has been created (by :meth:`consolidate`): the ``db_path``
+        file exists, or the DuckLake catalog holds flightlog's tables. Creates nothing.
+
+        Raises:
+            CatalogUnavailableError: the DuckLake catalog's database cannot be reached.
+        """
+        self._check_open()
+        if self._lake is None:
+            return self._db_file.exists()
+        if self._lake_ready:
+            return True
+        try:
+            mem = self._lake_session(read_only=True, alias=_CAT)
+        except FileNotFoundError:  # no DuckLake catalog there yet
+            return False
+        try:
+            self._lake_ready = self._lake_has_tables(mem)
+        finally:
+            mem.close()
+        return self._lake_ready
+
+    @staticmethod
+    def _lake_has_tables(mem: Any) -> bool:
+        return bool(
+            mem.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
+                "AND table_name IN ('runs', 'telemetry', 'events', '_ingested_files')",
+                [_CAT],
+            ).fetchall()[0][0]
+            >= 4
+        )
+
+    @property
+    def _db_file(self) -> Path:
+        assert self.db_path is not None
+        return self.db_path
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Mark the manager closed (it holds no connection between calls); idempotent."""
+        """Mark the manager closed (it holds no catalog connection between calls); idempotent.
+
+        An ``s3://`` root's scratch DuckDB session (for listings and footers) is closed too."""
         self._closed = True
+        self._tree.close()
 
     def __enter__(self) -> DuckDBManager:
         return self
@@ -522,8 +784,13 @@ class DuckDBManager:
 
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:
-        """Holds ``<db>.lock`` exclusively (one writer process or thread at a time)."""
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        """Holds ``<db>.lock`` exclusively (one writer process or thread at a time).
+
+        A DuckLake catalog has no such lock: its writers run at once (module doc)."""
+        if self._lake is not None:
+            yield
+            return
+        self._db_file.parent.mkdir(parents=True, exist_ok=True)
         lock_path = Path(str(self.db_path) + ".lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -552,7 +819,17 @@ class DuckDBManager:
 
     @contextlib.contextmanager
     def _open_rw(self) -> Iterator[Any]:
-        """A read-write connection, retrying while readers hold the file; closed on exit."""
+        """A read-write connection, retrying while readers hold the file; closed on exit.
+
+        For a DuckLake catalog: an in-memory session with the catalog attached
+        read-write as the default database."""
+        if self._lake is not None:
+            con = self._lake_session(read_only=False)
+            try:
+                yield con
+            finally:
+                con.close()
+            return
         duckdb = _duckdb()
         deadline = self._deadline()
         for attempt in itertools.count():
@@ -567,16 +844,133 @@ class DuckDBManager:
                         f"{self.db_path} stayed locked for {self.timeout} s (another process has it open): {e}"
                     ) from e
         try:
+            self._tree.prepare(con)
             yield con
         finally:
             con.close()
+
+    def _lake_session(self, read_only: bool, alias: str = _LAKE_ALIAS) -> Any:
+        """An in-memory DuckDB session with the DuckLake catalog attached as ``alias``
+        and selected (``USE``); extensions loaded offline, the S3 secret created."""
+        from ._s3 import is_object_url, load_extensions
+
+        assert self._lake is not None
+        con = duckdb_connect(offline=True)
+        try:
+            needs_s3 = isinstance(self._tree, HttpfsTree) or is_object_url(self.data_path or "")
+            load_extensions(con, *self._lake.extensions, *(("httpfs",) if needs_s3 else ()))
+            if isinstance(self._tree, HttpfsTree):
+                self._tree.prepare(con)
+            elif needs_s3:
+                from ._s3 import duckdb_secret_sql, storage_options
+
+                con.execute(duckdb_secret_sql(storage_options(self._storage_overrides)))
+            self._attach_lake(con, read_only, alias)
+            con.execute(f"USE {alias}")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _attach_lake(self, con: Any, read_only: bool, alias: str) -> None:
+        assert self._lake is not None
+        duckdb = _duckdb()
+        lake = self._lake
+        options = [f"DATA_PATH {_literal(self.data_path or '')}"]
+        if read_only:
+            options.append("READ_ONLY")
+        deadline = self._deadline()
+        for attempt in itertools.count():
+            try:
+                con.execute(f"ATTACH {_literal(lake.text)} AS {alias} ({', '.join(options)})")
+                return
+            except duckdb.Error as e:
+                text = str(e)
+                if "does not match existing data path" in text:
+                    if not self._data_path_given:
+                        # The catalog was created with another data path: it holds, not our default.
+                        options = [o for o in options if not o.startswith("DATA_PATH")]
+                        continue
+                    raise ValueError(
+                        f"data_path={self.data_path!r} differs from the data path the DuckLake catalog "
+                        f"{lake.display} was created with: {lake.redact(text)}"
+                    ) from None
+                if lake.kind == "duckdb" and _is_lock_conflict(e):
+                    if _sleep_backoff(attempt, deadline):
+                        continue
+                    raise CatalogLockedError(
+                        f"the DuckLake catalog {lake.display} stayed locked by another process for {self.timeout} s"
+                    ) from None
+                if read_only and "creating a new DuckLake is explicitly disabled" in text:
+                    raise FileNotFoundError(
+                        f"no DuckLake catalog at {lake.display} yet; run DuckDBManager(..., catalog=...).consolidate() "
+                        "first"
+                    ) from None
+                if "Failed to initialize DuckLake" in text and attempt < 20:
+                    # Another process created the catalog's metadata tables at the same moment.
+                    time.sleep(0.05 * (1 + random.random()) * min(attempt + 1, 5))
+                    continue
+                if lake.kind == "postgres" and _is_unreachable(e):
+                    reason = lake.redact(text)
+                    m = re.search(r'Unable to connect to Postgres at ".*?": (.*)', reason, re.DOTALL)
+                    raise CatalogUnavailableError(
+                        f"cannot reach the DuckLake catalog database {lake.display}: {_short(m.group(1) if m else reason)}"
+                    ) from None
+                raise type(e)(lake.redact(text)) from None
+
+    def _lake_retry(self, what: str, body: Callable[[Any], Any], con: Any) -> Any:
+        """Runs ``body(con)`` in a transaction, again while other writers commit first."""
+        duckdb = _duckdb()
+        for attempt in itertools.count():
+            con.execute("BEGIN")
+            try:
+                result = body(con)
+                con.execute("COMMIT")
+                return result
+            except _Rollback as r:
+                con.execute("ROLLBACK")
+                return r.value
+            except _GuardRepaired:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                self._refill_guards(con)
+            except duckdb.Error as e:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                if not _is_conflict(e) or attempt + 1 >= _LAKE_ATTEMPTS:
+                    raise
+                time.sleep(min(0.01 * 1.5**attempt, 1.0) * (0.5 + random.random()))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                raise
+        raise AssertionError(f"unreachable ({what})")  # pragma: no cover
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Any]:
         """An in-memory connection with the catalog attached read-only as the default
         database; the catalog is detached on exit (results stay in memory)."""
+        if self._lake is not None:
+            if not self.read_only and not self._lake_ready:
+                with self._open_rw() as con:
+                    self._ensure_schema(con)
+            mem = self._lake_session(read_only=True, alias=_CAT)
+            try:
+                if not self._lake_ready:
+                    if not self._lake_has_tables(mem):
+                        raise FileNotFoundError(
+                            f"no flightlog tables in the DuckLake catalog {self._where}; "
+                            "run DuckDBManager(..., catalog=...).consolidate() first"
+                        )
+                    self._lake_ready = True
+                yield mem
+            finally:
+                with contextlib.suppress(Exception):
+                    mem.execute("USE memory")
+                    mem.execute(f"DETACH {_CAT}")
+            return
         duckdb = _duckdb()
-        if not self.db_path.exists():
+        if not self._db_file.exists():
             if self.read_only:
                 raise FileNotFoundError(f"no catalog at {self.db_path}; run DuckDBManager(...).consolidate() first")
             with self._writer_lock(), self._open_rw() as con:
@@ -613,12 +1007,38 @@ class DuckDBManager:
 
     # ------------------------------------------------------------------ schema
 
-    @staticmethod
-    def _ensure_schema(con: Any) -> None:
+    def _ensure_schema(self, con: Any) -> None:
         def cols(spec: Mapping[str, str]) -> str:
             return ", ".join(f"{_ident(k)} {v}" for k, v in spec.items())
 
         reserved = "run_id VARCHAR, flow_name VARCHAR, schema_version INTEGER"
+        if self._lake is not None:
+            # DuckLake has no PRIMARY KEY: exactly-once comes from the guard tables.
+            guards = [_GUARD_RUNS] + [f"guard_{i:02d}" for i in range(_GUARD_SHARDS)]
+
+            def create(con: Any) -> None:
+                con.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols(_RUNS_COLUMNS)})")
+                con.execute(f"CREATE TABLE IF NOT EXISTS telemetry ({reserved})")
+                con.execute(f"CREATE TABLE IF NOT EXISTS events ({reserved})")
+                con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({cols(_INGESTED_COLUMNS)})")
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {_GUARD_SCHEMA}")
+                for g in guards:
+                    con.execute(f"CREATE TABLE IF NOT EXISTS {_guard_table(g)} (token VARCHAR, written_at TIMESTAMP)")
+                    con.execute(
+                        f"INSERT INTO {_guard_table(g)} SELECT 'created', now()::TIMESTAMP "
+                        f"WHERE NOT EXISTS (SELECT 1 FROM {_guard_table(g)})"
+                    )
+
+            have = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND ((schema_name = 'main' AND table_name IN ('runs', 'telemetry', 'events', '_ingested_files')) "
+                "OR (schema_name = ? AND table_name LIKE 'guard_%'))",
+                [_GUARD_SCHEMA],
+            ).fetchall()[0][0]
+            if have < 4 + len(guards):
+                self._lake_retry("create the catalog tables", create, con)
+            self._lake_ready = True
+            return
         ingested = cols(_INGESTED_COLUMNS).replace('"path" VARCHAR', '"path" VARCHAR PRIMARY KEY', 1)
         con.execute("BEGIN")
         con.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols(_RUNS_COLUMNS)})")
@@ -626,6 +1046,41 @@ class DuckDBManager:
         con.execute(f"CREATE TABLE IF NOT EXISTS events ({reserved})")
         con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({ingested})")
         con.execute("COMMIT")
+
+    def _refill_guards(self, con: Any) -> None:
+        """Gives every empty guard table a row again (its own transaction; a race adds two rows,
+        which guards as well as one)."""
+        duckdb = _duckdb()
+        guards = [_GUARD_RUNS] + [f"guard_{i:02d}" for i in range(_GUARD_SHARDS)]
+        for attempt in range(_LAKE_ATTEMPTS):
+            con.execute("BEGIN")
+            try:
+                for g in guards:
+                    con.execute(
+                        f"INSERT INTO {_guard_table(g)} SELECT 'refilled', now()::TIMESTAMP "
+                        f"WHERE NOT EXISTS (SELECT 1 FROM {_guard_table(g)})"
+                    )
+                con.execute("COMMIT")
+                return
+            except duckdb.Error as e:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                if not _is_conflict(e):
+                    raise
+                time.sleep(min(0.01 * 1.5**attempt, 1.0) * (0.5 + random.random()))
+
+    def _guard(self, con: Any, guards: Iterable[str]) -> None:
+        """Replaces the row of each guard table (inside the caller's transaction): of two
+        transactions that do this to the same table, DuckLake commits only the first."""
+        token = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+        for g in sorted(set(guards)):
+            table = _guard_table(g)
+            deleted = con.execute(f"DELETE FROM {table}").fetchall()[0][0]
+            con.execute(f"INSERT INTO {table} VALUES (?, now()::TIMESTAMP)", [token])
+            if not deleted:
+                # An empty guard guards nothing (deleting no row is no change): it was
+                # emptied by hand. The caller rolls back, refills it and starts again.
+                raise _GuardRepaired(f"guard table {table} was empty")
 
     @staticmethod
     def _table_columns(con: Any, table: str) -> dict[str, str]:
@@ -662,27 +1117,54 @@ class DuckDBManager:
         folders (dev/tuner: per-run manifest and data files) are gone.
         ``progress(done_files, total_files)`` is called as files are written.
 
+        With a DuckLake catalog, any number of processes on any number of hosts
+        may consolidate the same root at once: each file is ingested exactly once
+        (module doc), each process reporting what it added itself.
+
         Raises:
             PermissionError: the manager is read-only.
             CatalogLockedError: another writer held the catalog for ``timeout`` s.
+            CatalogUnavailableError: the DuckLake catalog's database cannot be reached.
+            ImportError: a DuckDB extension is missing (``pip install 'flightlog[lake]'``).
         """
         self._check_open()
         if self.read_only:
-            raise PermissionError(f"DuckDBManager(read_only=True) cannot consolidate {self.db_path}")
+            raise PermissionError(f"DuckDBManager(read_only=True) cannot consolidate {self._where}")
         t0 = time.perf_counter()
         report = ConsolidationReport()
+        if self._lake is not None:
+            # No lock and no reason to let go of the session while the files are listed.
+            with self._open_rw() as con:
+                self._ensure_schema(con)
+                state = self._load_state(con)
+                run_rows, units, gone = self._discover(state, report, prune)
+                self._write(con, run_rows, units, gone, state, report, progress)
+            report.seconds = time.perf_counter() - t0
+            return report
         with self._writer_lock():
             with self._open_rw() as con:
                 self._ensure_schema(con)
                 state = self._load_state(con)
             run_rows, units, gone = self._discover(state, report, prune)
             with self._open_rw() as con:
-                self._write_runs(con, run_rows, state, report)
-                self._write_units(con, units, state, report, progress)
-                if gone:
-                    self._prune(con, gone, report)
+                self._write(con, run_rows, units, gone, state, report, progress)
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _write(
+        self,
+        con: Any,
+        run_rows: list[dict[str, Any]],
+        units: list[_Unit],
+        gone: list[tuple[str | None, str | None]],
+        state: _State,
+        report: ConsolidationReport,
+        progress: Callable[[int, int], Any] | None,
+    ) -> None:
+        self._write_runs(con, run_rows, state, report)
+        self._write_units(con, units, state, report, progress)
+        if gone:
+            self._prune(con, gone, report)
 
     # --- discovery (no database held) ---------------------------------
 
@@ -697,35 +1179,48 @@ class DuckDBManager:
     ) -> tuple[list[dict[str, Any]], list[_Unit], list[tuple[str | None, str | None]]]:
         run_rows: list[dict[str, Any]] = []
         units: list[_Unit] = []
+        self._tree.refresh()  # an object store is listed once, here
+        lake_dir = self._lake_data_folder()
         if self.root.is_dir():
-            for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
-                if entry.name == "flows" or entry.name.startswith(".") or not entry.is_dir():
+            for entry in self._tree.scandir(self.root):
+                if entry.name == "flows" or entry.name.startswith(".") or not entry.is_dir:
                     continue
-                if entry.is_symlink():
-                    if (Path(entry.path) / "manifest.toml").exists():
+                if entry.path == lake_dir:
+                    continue  # the DuckLake catalog's own data files
+                if entry.is_symlink:
+                    if (entry.path / "manifest.toml").exists():
                         report.files_skipped.append((entry.name, _LINK_REASON))
                     continue
-                self._discover_run_folder(Path(entry.path), state, report, run_rows, units)
+                self._discover_run_folder(entry.path, state, report, run_rows, units)
             flows = self.root / "flows"
             if flows.is_symlink():
                 report.files_skipped.append(("flows", _LINK_REASON))
             elif flows.is_dir():
-                for entry in sorted(os.scandir(flows), key=lambda e: e.name):
-                    if entry.is_dir() and not entry.name.startswith("."):
-                        if entry.is_symlink():
+                for entry in self._tree.scandir(flows):
+                    if entry.is_dir and not entry.name.startswith("."):
+                        if entry.is_symlink:
                             report.files_skipped.append((f"flows/{entry.name}", _LINK_REASON))
                             continue
-                        self._discover_flow(Path(entry.path), state, report, run_rows, units)
+                        self._discover_flow(entry.path, state, report, run_rows, units)
         self._read_metadata(units, report)
         gone = self._gone_runs(state) if prune else []
         return run_rows, [u for u in units if u.pieces or u.marker], gone
 
-    def _parse_manifest(self, path: Path, report: ConsolidationReport) -> dict[str, Any] | None:
+    def _lake_data_folder(self) -> Any:
+        """The DuckLake data folder when it is a folder right below the root (else None)."""
+        if self.data_path is None:
+            return None
+        top = self.data_path.rstrip("/")
+        root = str(self.root).rstrip("/")
+        if top.startswith(root + "/") and "/" not in top[len(root) + 1 :]:
+            return self.root / top[len(root) + 1 :]
+        return None
+
+    def _parse_manifest(self, path: Any, report: ConsolidationReport) -> dict[str, Any] | None:
         """A manifest's content, or None (reported) when it is malformed."""
         rel = self._rel(path)
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
+            raw = self._tree.read_bytes(path)
             data = tomllib.loads(raw.decode("utf-8"))
         except FileNotFoundError:
             return None
@@ -829,7 +1324,7 @@ class DuckDBManager:
         data = self._parse_manifest(manifest, report)
         if data is None:
             return None
-        status = _evidence_status(data, folder if folder is not None else manifest)
+        status = self._tree.evidence_status(data, folder if folder is not None else manifest)
         if not unchanged or known["status"] != status:
             row = self._run_row(data, status, run_path, manifest, st)
             row["_new"] = known is None
@@ -895,9 +1390,9 @@ class DuckDBManager:
         flow = flow_dir.name
         runs_dir = flow_dir / "runs"
         if runs_dir.is_dir():
-            for entry in sorted(os.scandir(runs_dir), key=lambda e: e.name):
-                if entry.name.endswith(".toml") and not entry.name.startswith(".") and entry.is_file():
-                    self._check_run(Path(entry.path), Path(entry.path), None, state, report, run_rows)
+            for entry in self._tree.scandir(runs_dir):
+                if entry.name.endswith(".toml") and not entry.name.startswith(".") and entry.is_file:
+                    self._check_run(entry.path, entry.path, None, state, report, run_rows)
         for mode in ("dev", "tuner"):
             for kind in _KINDS:
                 parts_dir = flow_dir / f"{mode}_{kind}"
@@ -930,7 +1425,7 @@ class DuckDBManager:
         ingested. Returns the listed part names (all of them, ingested or not)."""
         try:
             st = unit.file.stat()
-            kv = _read_kv([unit.file])[str(unit.file)]
+            kv = _read_kv([unit.file], self._tree.connect)[str(unit.file)]
         except Exception as e:
             unit.pieces = []
             report.files_skipped.append((unit.rel, f"unreadable Parquet: {_short(e)}"))
@@ -987,12 +1482,12 @@ class DuckDBManager:
             return
         bad: dict[int, str] = {}
         try:
-            meta = _read_file_meta([u.file for u in todo])
+            meta = _read_file_meta([u.file for u in todo], self._tree.connect)
         except Exception:
             meta = {}
             for u in todo:
                 try:
-                    meta.update(_read_file_meta([u.file]))
+                    meta.update(_read_file_meta([u.file], self._tree.connect))
                 except Exception as e:
                     bad[id(u)] = f"unreadable Parquet: {_short(e)}"
         for u in todo:
@@ -1036,22 +1531,51 @@ class DuckDBManager:
     def _write_runs(self, con: Any, run_rows: list[dict[str, Any]], state: _State, report: ConsolidationReport) -> None:
         if not run_rows:
             return
-        payload = json.dumps([{k: v for k, v in r.items() if k != "_new"} for r in run_rows])
-        paths = json.dumps([{"manifest_path": r["manifest_path"]} for r in run_rows])
-        con.execute("BEGIN")
-        try:
-            con.execute(
-                "DELETE FROM runs WHERE manifest_path IN "
-                f"(SELECT manifest_path FROM {_rows_source({'manifest_path': 'VARCHAR'})})",
-                [paths],
-            )
+        source = _rows_source({"manifest_path": "VARCHAR"})
+
+        def write(con: Any) -> tuple[set[str] | None, list[dict[str, Any]]]:
+            rows = run_rows
+            existing = None
+            if self._lake is not None:
+                # Two consolidators may add the same run: the guard makes the second one
+                # start again and see the first one's row (replaced, not added twice;
+                # left alone when it already says what we would write).
+                self._guard(con, [_GUARD_RUNS])
+                known = {
+                    r[0]: tuple(r[1:])
+                    for r in con.execute(
+                        "SELECT manifest_path, manifest_mtime_ns, manifest_size, status FROM runs "
+                        f"WHERE manifest_path IN (SELECT manifest_path FROM {source})",
+                        [json.dumps([{"manifest_path": r["manifest_path"]} for r in rows])],
+                    ).fetchall()
+                }
+                rows = [
+                    r
+                    for r in rows
+                    if known.get(r["manifest_path"]) != (r["manifest_mtime_ns"], r["manifest_size"], r["status"])
+                ]
+                existing = set(known)
+                if not rows:
+                    raise _Rollback((existing, rows))
+            paths = json.dumps([{"manifest_path": r["manifest_path"]} for r in rows])
+            payload = json.dumps([{k: v for k, v in r.items() if k != "_new"} for r in rows])
+            con.execute(f"DELETE FROM runs WHERE manifest_path IN (SELECT manifest_path FROM {source})", [paths])
             con.execute(f"INSERT INTO runs BY NAME SELECT * FROM {_rows_source(_RUNS_COLUMNS)}", [payload])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+            return existing, rows
+
+        if self._lake is not None:
+            existing, run_rows = self._lake_retry("write the runs table", write, con)
+        else:
+            con.execute("BEGIN")
+            try:
+                existing, run_rows = write(con)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
         for r in run_rows:
-            if r["_new"]:
+            new = r["_new"] if existing is None else r["manifest_path"] not in existing
+            if new:
                 report.runs_added += 1
             else:
                 report.runs_updated += 1
@@ -1082,6 +1606,34 @@ class DuckDBManager:
                     added[name] = _NEW_COLUMN_TYPE.get(ftype, ftype)
         return new
 
+    def _add_columns(self, con: Any, units: list[_Unit], state: _State, report: ConsolidationReport) -> None:
+        """Adds the columns the units bring to their tables (schema evolution)."""
+
+        def add(con: Any) -> None:
+            if self._lake is not None:  # another writer may have added columns since we looked
+                state.columns.update({t: self._table_columns(con, t) for t in _KINDS})
+            new = self._plan_columns([u for u in units if u.pieces or u.marker], state, report)
+            for table, columns in new.items():
+                for name, ctype in columns.items():
+                    con.execute(f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(name)} {ctype}")
+            if not any(new.values()):
+                raise _Rollback(None)
+            for table, columns in new.items():
+                state.columns[table].update(columns)
+
+        if self._lake is not None:
+            self._lake_retry("add columns", add, con)
+            return
+        con.execute("BEGIN")
+        try:
+            add(con)
+            con.execute("COMMIT")
+        except _Rollback:
+            con.execute("ROLLBACK")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+
     def _write_units(
         self,
         con: Any,
@@ -1090,36 +1642,85 @@ class DuckDBManager:
         report: ConsolidationReport,
         progress: Callable[[int, int], Any] | None,
     ) -> None:
-        new = self._plan_columns(units, state, report)
+        self._add_columns(con, units, state, report)
         units = [u for u in units if u.pieces or u.marker]
-        if any(new.values()):
-            con.execute("BEGIN")
-            for table, columns in new.items():
-                for name, ctype in columns.items():
-                    con.execute(f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(name)} {ctype}")
-                    state.columns[table][name] = ctype
-            con.execute("COMMIT")
         total = sum(len(u.pieces) for u in units)
         done = 0
         if progress is not None:
             progress(0, total)
-        for batch in _batches(units):
+        batches = list(_lake_batches(units) if self._lake is not None else _batches(units))
+        if self._lake is not None:
+            # Consolidators on other hosts list the same files in the same order: each
+            # starts at its own place, so that they mostly take different guard tables.
+            turn = random.randrange(len(batches)) if batches else 0
+            batches = batches[turn:] + batches[:turn]
+        for batch in batches:
+            n = sum(len(u.pieces) for u in batch)
             error = self._write_batch(con, batch, report)
             if error is not None and len(batch) > 1:  # isolate the bad file(s)
                 for u in batch:
-                    error = self._write_batch(con, [u], report)
-                    if error is not None:
-                        report.files_skipped.append((u.rel, error))
+                    if u.pieces or u.marker:
+                        error = self._write_batch(con, [u], report)
+                        if error is not None:
+                            report.files_skipped.append((u.rel, error))
             elif error is not None:
                 report.files_skipped.append((batch[0].rel, error))
-            done += sum(len(u.pieces) for u in batch)
+            done += n
             if progress is not None:
                 progress(done, total)
 
     def _write_batch(self, con: Any, batch: list[_Unit], report: ConsolidationReport) -> str | None:
         """Inserts the rows of ``batch`` and their bookkeeping in one transaction.
 
-        Returns None on success, else (after rolling back) the reason."""
+        Returns None on success, else (after rolling back) the reason. With a
+        DuckLake catalog, files another writer recorded first are dropped from the
+        batch (read in the transaction's own snapshot, under the guards)."""
+
+        def write(con: Any) -> tuple[int, int]:
+            if self._lake is not None:
+                self._guard(con, {g for u in batch for g in _unit_guards(u)})
+                wanted = [p.rel for u in batch for p in u.pieces] + [u.marker for u in batch if u.marker]
+                taken = {
+                    r[0]
+                    for r in con.execute(
+                        "SELECT path FROM _ingested_files WHERE list_contains(?::VARCHAR[], path)", [wanted]
+                    ).fetchall()
+                }
+                if taken:
+                    for u in batch:
+                        u.pieces = [p for p in u.pieces if p.rel not in taken]
+                        if u.marker in taken:
+                            u.marker = None
+                    if not any(u.pieces or u.marker for u in batch):
+                        raise _Rollback((0, 0))
+            files_added = rows_added = 0
+            for kind in _KINDS:  # a DuckLake batch may hold both tables' files (one transaction)
+                for part in _batches([u for u in batch if u.kind == kind and (u.pieces or u.marker)]):
+                    f, r = self._insert_batch(con, part)
+                    files_added, rows_added = files_added + f, rows_added + r
+            return files_added, rows_added
+
+        try:
+            if self._lake is not None:
+                files_added, added = self._lake_retry("ingest files", write, con)
+            else:
+                con.execute("BEGIN")
+                try:
+                    files_added, added = write(con)
+                    con.execute("COMMIT")
+                except Exception:
+                    con.execute("ROLLBACK")
+                    raise
+        except Exception as e:
+            if self._lake is not None and _is_conflict(e):
+                return f"could not be committed: other writers kept committing first ({_short(e)}); retried next time"
+            return f"could not be ingested: {_short(e)}"
+        report.files_added += files_added
+        report.rows_added += added
+        return None
+
+    def _insert_batch(self, con: Any, batch: list[_Unit]) -> tuple[int, int]:
+        """The statements of :meth:`_write_batch` (inside its transaction): (files, rows) added."""
         kind = batch[0].kind
         columns: dict[str, str] = {}
         for u in batch:
@@ -1181,39 +1782,40 @@ class DuckDBManager:
             if u.marker
         ]
         files = sorted({str(u.file) for u in batch if u.pieces})
-        con.execute("BEGIN")
-        try:
-            added = con.execute(sql, [files, json.dumps(mapping)]).fetchall()[0][0] if files else 0
-            if added != expected:
-                raise RuntimeError(f"read {added} rows where the footers promise {expected}")
-            con.execute(
-                f"INSERT INTO _ingested_files BY NAME SELECT * FROM {_rows_source(_INGESTED_COLUMNS)}",
-                [json.dumps(bookkeeping)],
-            )
-            for u in batch:  # a file replaced while we read it must not be recorded
-                st = u.file.stat()
-                if st.st_size != u.size or abs(st.st_mtime - u.mtime) > 1e-6:
-                    raise RuntimeError("the file changed while it was being read")
-            con.execute("COMMIT")
-        except Exception as e:
-            con.execute("ROLLBACK")
-            return f"could not be ingested: {_short(e)}"
-        report.files_added += files_added
-        report.rows_added += int(added)
-        return None
+        added = con.execute(sql, [files, json.dumps(mapping)]).fetchall()[0][0] if files else 0
+        if added != expected:
+            raise RuntimeError(f"read {added} rows where the footers promise {expected}")
+        con.execute(
+            f"INSERT INTO _ingested_files BY NAME SELECT * FROM {_rows_source(_INGESTED_COLUMNS)}",
+            [json.dumps(bookkeeping)],
+        )
+        for u in batch:  # a file replaced while we read it must not be recorded
+            st = self._tree.restat(u.file)
+            if st.st_size != u.size or abs(st.st_mtime - u.mtime) > 1e-6:
+                raise RuntimeError("the file changed while it was being read")
+        return files_added, int(added)
 
     def _prune(self, con: Any, gone: list[tuple[str | None, str | None]], report: ConsolidationReport) -> None:
         payload = json.dumps([{"run_id": r, "flow_name": f} for r, f in gone])
         source = _rows_source(_PRUNE_COLUMNS)
         match = "t.run_id IS NOT DISTINCT FROM g.run_id AND t.flow_name IS NOT DISTINCT FROM g.flow_name"
-        con.execute("BEGIN")
-        try:
+
+        def delete(con: Any) -> None:
+            if self._lake is not None:
+                self._guard(con, [_GUARD_RUNS])
             for table in ("telemetry", "events", "_ingested_files", "runs"):
                 con.execute(f"DELETE FROM {table} t USING {source} g WHERE {match}", [payload])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+
+        if self._lake is not None:
+            self._lake_retry("prune", delete, con)
+        else:
+            con.execute("BEGIN")
+            try:
+                delete(con)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
         report.runs_pruned += len(gone)
 
     # ------------------------------------------------------------------ queries
@@ -1362,10 +1964,13 @@ class DuckDBManager:
         if kind not in _KINDS:
             raise ValueError(f"kind must be 'telemetry' or 'events', got {kind!r}")
         duckdb = _duckdb()
+        self._tree.refresh()
         where = self._locate(run_id)
         deadline = time.monotonic() + max(self.timeout or 0, 5.0)
         for attempt in itertools.count():
-            mem = duckdb.connect(":memory:")
+            if attempt:
+                self._tree.refresh()
+            mem = self._tree.connect(private=True)
             try:
                 files = self._live_files(where, run_id, kind)
                 if not files:
@@ -1401,6 +2006,8 @@ class DuckDBManager:
             candidates += sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.endswith(run_id))
         for folder in candidates:
             manifest = folder / "manifest.toml"
+            if not manifest.is_file():
+                continue
             with contextlib.suppress(OSError, ValueError, tomllib.TOMLDecodeError):
                 data = tomllib.loads(manifest.read_text("utf-8"))
                 if data.get("run_id") == run_id:
@@ -1431,7 +2038,7 @@ class DuckDBManager:
             files: list[tuple[Path, int | None, int | None]] = []
             listed: set[str] = set()
             if final.exists():
-                kv = _read_kv([final])[str(final)]
+                kv = _read_kv([final], self._tree.connect)[str(final)]
                 listed = set(json.loads(kv.get("flightlog.segments", "[]")))
                 files.append((final, None, None))
             files += [(seg_dir / n, None, None) for n in segments if n not in listed]
@@ -1444,7 +2051,7 @@ class DuckDBManager:
             compacted = base / f"{mode}_{kind}.parquet"
             listed = set()
             if compacted.exists():
-                kv = _read_kv([compacted])[str(compacted)]
+                kv = _read_kv([compacted], self._tree.connect)[str(compacted)]
                 names = json.loads(kv.get("flightlog.segments", "[]"))
                 rows = json.loads(kv.get("flightlog.segment_rows", "null"))
                 listed = set(names)
@@ -1515,14 +2122,16 @@ def _is_numeric(duck_type: str) -> bool:
     return t in _INTS or t in ("UBIGINT", "HUGEINT", "FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL")
 
 
-def _list_dir(folder: Path) -> list[str]:
+def _list_dir(folder: Path | ObjectPath) -> list[str]:
+    if isinstance(folder, ObjectPath):
+        return [e.name for e in folder.tree.scandir(folder)]
     try:
         return sorted(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return []
 
 
-def _list_parts(folder: Path) -> list[str]:
+def _list_parts(folder: Path | ObjectPath) -> list[str]:
     """Published part files in ``folder`` (temp files start with a dot and never match)."""
     return [n for n in _list_dir(folder) if n.startswith("part-") and n.endswith(".parquet")]
 
@@ -1535,10 +2144,9 @@ def _part_run(name: str) -> str | None:
 _KV_KEYS = ("schema_version", "flightlog.segments", "flightlog.segment_rows", "flightlog.run_id")
 
 
-def _read_kv(files: list[Path]) -> dict[str, dict[str, str]]:
-    """The flightlog key-value metadata of Parquet files (in-memory DuckDB; no catalog)."""
-    duckdb = _duckdb()
-    con = duckdb.connect(":memory:")
+def _read_kv(files: Sequence[Any], connect: Callable[[], Any] = duckdb_connect) -> dict[str, dict[str, str]]:
+    """The flightlog key-value metadata of Parquet files (in-memory DuckDB from ``connect``; no catalog)."""
+    con = connect()
     try:
         names = [str(f) for f in files]
         out: dict[str, dict[str, str]] = {n: {} for n in names}
@@ -1553,12 +2161,13 @@ def _read_kv(files: list[Path]) -> dict[str, dict[str, str]]:
         con.close()
 
 
-def _read_file_meta(files: list[Path]) -> dict[str, tuple[int, dict[str, str], dict[str, str]]]:
+def _read_file_meta(
+    files: Sequence[Any], connect: Callable[[], Any] = duckdb_connect
+) -> dict[str, tuple[int, dict[str, str], dict[str, str]]]:
     """(rows, flightlog KV, {column: DuckDB type}) of Parquet files, from their footers."""
-    duckdb = _duckdb()
     names = [str(f) for f in files]
-    kv = _read_kv(files)
-    con = duckdb.connect(":memory:")
+    kv = _read_kv(files, connect)
+    con = connect()
     try:
         rows = dict(con.execute("SELECT file_name, num_rows FROM parquet_file_metadata(?)", [names]).fetchall())
         schema: dict[str, list[tuple[str, str | None, int | None]]] = {n: [] for n in names}
@@ -1583,21 +2192,47 @@ def _read_file_meta(files: list[Path]) -> dict[str, tuple[int, dict[str, str], d
         con.close()
 
 
+def _unit_guards(u: _Unit) -> set[str]:
+    """The guard tables a transaction recording ``u`` must replace (module doc)."""
+    return {_shard(p.rel) for p in u.pieces} | ({_shard(u.marker)} if u.marker else set())
+
+
+def _chunks(units: list[_Unit]) -> Iterator[list[_Unit]]:
+    batch: list[_Unit] = []
+    rows = 0
+    for u in units:
+        if batch and (len(batch) >= _BATCH_FILES or rows + u.rows > _BATCH_ROWS):
+            yield batch
+            batch, rows = [], 0
+        batch.append(u)
+        rows += u.rows
+    if batch:
+        yield batch
+
+
 def _batches(units: list[_Unit]) -> Iterator[list[_Unit]]:
     """Groups whole-file units of the same table into batches; compacted files go alone."""
     for kind in _KINDS:
-        batch: list[_Unit] = []
-        rows = 0
+        whole = []
         for u in units:
             if u.kind != kind:
                 continue
             if u.compacted:
                 yield [u]
-                continue
-            if batch and (len(batch) >= _BATCH_FILES or rows + u.rows > _BATCH_ROWS):
-                yield batch
-                batch, rows = [], 0
-            batch.append(u)
-            rows += u.rows
-        if batch:
-            yield batch
+            else:
+                whole.append(u)
+        yield from _chunks(whole)
+
+
+def _lake_batches(units: list[_Unit]) -> Iterator[list[_Unit]]:
+    """Batches for a DuckLake catalog: one per guard table, both tables' files together
+    (one transaction each), so that concurrent consolidators mostly touch different
+    guards; compacted files go alone."""
+    groups: dict[str, list[_Unit]] = {}
+    for u in units:
+        if u.compacted:
+            yield [u]
+        else:
+            groups.setdefault(",".join(sorted(_unit_guards(u))), []).append(u)
+    for key in sorted(groups):
+        yield from _chunks(groups[key])

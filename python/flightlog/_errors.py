@@ -9,6 +9,7 @@
           ├── WriteError (OSError)      a file could not be written or published
           ├── RecorderClosedError (RuntimeError)   the recorder was closed
           ├── CatalogLockedError (TimeoutError)    another process holds duckdb.db
+          ├── CatalogUnavailableError (ConnectionError)  a DuckLake catalog's database is unreachable
           └── ConflictError             a conditional update of an object lost a race
 
 Wrong value types raise the built-in ``TypeError`` and out-of-range values and
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "CatalogLockedError",
+    "CatalogUnavailableError",
     "ConflictError",
     "FlightlogError",
     "ManifestError",
@@ -55,6 +57,12 @@ class RecorderClosedError(FlightlogError, RuntimeError):
 
 class CatalogLockedError(FlightlogError, TimeoutError):
     """Another process held the DuckDB catalog for longer than ``timeout``."""
+
+
+class CatalogUnavailableError(FlightlogError, ConnectionError):
+    """The catalog database (a DuckLake catalog's PostgreSQL server) cannot be reached.
+
+    The message names the catalog without its password."""
 
 
 class ConflictError(FlightlogError):

@@ -34,6 +34,8 @@ use crate::error::{CoreError, Result};
 use crate::layout::{OutputLayout, RowLayout};
 use crate::parquet_io::{self, Codec, FORMAT_VERSION};
 use crate::schema::{DType, Schema, Value};
+use crate::storage::{key_of, Storage};
+use crate::store::ObjectRoot;
 
 /// A push that found the ring full under `OnFull::Block`; [`Blocked::wait`]
 /// completes it.
@@ -779,12 +781,10 @@ fn prepare_dirs(layout: &OutputLayout) -> Result<()> {
     // closed before it ever flushes never creates them). Object stores have
     // no folders.
     let storage = &layout.storage;
-    let local_dirs = if storage.is_local() {
-        vec![&layout.segment_dir, &layout.events_dir]
-    } else {
-        Vec::new()
-    };
-    for dir in local_dirs {
+    if let Storage::Object(root) = storage {
+        return prepare_object_layout(layout, root);
+    }
+    for dir in [&layout.segment_dir, &layout.events_dir] {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| CoreError::io("create directory", parent, e))?;
@@ -810,6 +810,44 @@ fn prepare_dirs(layout: &OutputLayout) -> Result<()> {
             storage.describe(&layout.segment_dir),
             layout.telemetry_prefix
         )));
+    }
+    Ok(())
+}
+
+/// The object-store twin of the checks above, in one listing of the run folder
+/// instead of a request per file. Append-mode parts are not listed: their
+/// folder holds every run's parts, so a listing per run start would grow with
+/// the flow; a part name another run already took is refused by the
+/// create-only put of the first flush instead (the rows stay for a retry).
+fn prepare_object_layout(layout: &OutputLayout, root: &ObjectRoot) -> Result<()> {
+    let (Some(final_telemetry), Some(final_events)) =
+        (&layout.final_telemetry, &layout.final_events)
+    else {
+        return Ok(());
+    };
+    let Some(run_dir) = final_telemetry.parent() else {
+        return Ok(());
+    };
+    let finals = [key_of(final_telemetry)?, key_of(final_events)?];
+    let segment_prefix = format!(
+        "{}/{}",
+        key_of(&layout.segment_dir)?,
+        layout.telemetry_prefix
+    );
+    for object in root.list(&key_of(run_dir)?)? {
+        if finals.contains(&object.key) {
+            return Err(CoreError::Exists(format!(
+                "{} already exists: a recording is never appended to a finished one; use a new folder",
+                root.url(&object.key)
+            )));
+        }
+        if object.key.starts_with(&segment_prefix) && object.key.ends_with(".parquet") {
+            return Err(CoreError::Exists(format!(
+                "{} already holds segments named {}*: recover or remove them, or use a new folder",
+                layout.storage.describe(&layout.segment_dir),
+                layout.telemetry_prefix
+            )));
+        }
     }
     Ok(())
 }

@@ -170,3 +170,21 @@ fn recovery_removes_segments_a_published_merge_already_lists() {
     assert_eq!(report.leftover_segments_removed, segs.len());
     assert!(keys(&root, "half/segments").is_empty());
 }
+
+#[test]
+fn a_folder_with_a_crashed_recordings_segments_is_refused() {
+    let root = ObjectRoot::in_memory("bucket", 1 << 20, 1 << 20);
+    let rec = recorder(&root, "left", 100);
+    push_rows(&rec, 0..150);
+    rec.flush().unwrap();
+    std::mem::forget(rec);
+    let layout = OutputLayout::run_folder(Path::new("left")).on(Storage::Object(Arc::clone(&root)));
+    let Err(err) = Recorder::new(schema(), RecorderConfig::new(layout)) else {
+        panic!("a recording over a crashed one's segments was accepted");
+    };
+    assert!(err.to_string().contains("already holds segments"), "{err}");
+    // A sibling folder whose name extends this one is not confused with it.
+    let sibling = recorder(&root, "left2", 100);
+    push_rows(&sibling, 0..5);
+    sibling.close().unwrap();
+}

@@ -1,0 +1,303 @@
+"""Real servers for the scale-out tests, on loopback only, stopped by the tests themselves.
+
+- ``s3_server`` (session): moto's S3 server in this process (``ThreadedMotoServer``
+  on 127.0.0.1, a free port); yields its endpoint URL and sets nothing global.
+- ``s3_bucket``: a fresh bucket per test (boto3), with the endpoint and the
+  ``storage_options`` a test passes to flightlog.
+- ``postgres_dsn``: a fresh database per test in a throwaway PostgreSQL cluster
+  (session): ``initdb`` in a temp folder, ``pg_ctl start`` on 127.0.0.1 and a free
+  port with the socket in that folder, ``pg_ctl stop`` at the end of the session.
+  The binaries come from ``$FLIGHTLOG_PG_BINDIR``, ``/usr/lib/postgresql/<v>/bin``
+  (Debian's ``postgresql`` package), ``pg_config --bindir`` or ``PATH``. As root
+  (initdb refuses to run as root) the cluster runs as the ``postgres`` user.
+
+Missing pieces skip the tests with the reason, unless ``FLIGHTLOG_REQUIRE_SERVERS=1``
+(CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REQUIRE = os.environ.get("FLIGHTLOG_REQUIRE_SERVERS", "") not in ("", "0")
+ACCESS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "aws_region": "us-east-1"}
+
+
+def unavailable(reason: str) -> None:
+    """Skip (or, with FLIGHTLOG_REQUIRE_SERVERS=1, fail) the test for a missing server piece."""
+    if REQUIRE:
+        pytest.fail(f"{reason} (FLIGHTLOG_REQUIRE_SERVERS=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 (a free port), in this process; yields the endpoint URL."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as e:
+        unavailable(f"moto[server] is not installed ({e}); pip install 'flightlog[test]'")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@dataclasses.dataclass
+class Bucket:
+    """A fresh bucket on the test S3 server."""
+
+    name: str
+    endpoint: str
+    client: Any
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """What a test passes as ``storage_options=`` (endpoint and the dummy credentials)."""
+        return {"aws_endpoint": self.endpoint, **ACCESS}
+
+    def url(self, prefix: str = "") -> str:
+        return f"s3://{self.name}/{prefix}".rstrip("/")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        out: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+            out += [o["Key"] for o in page.get("Contents", [])]
+        return out
+
+    def upload_tree(self, local_root: Path, prefix: str) -> int:
+        """Uploads every file under ``local_root`` to ``<prefix>/<relative path>``; returns the count."""
+        n = 0
+        for path in sorted(Path(local_root).rglob("*")):
+            if path.is_file() and not path.name.startswith("duckdb.db"):
+                key = f"{prefix.strip('/')}/{path.relative_to(local_root).as_posix()}".lstrip("/")
+                self.client.upload_file(str(path), self.name, key)
+                n += 1
+        return n
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> Iterator[Bucket]:
+    """A new, empty bucket for this test (emptied and removed afterwards)."""
+    try:
+        import boto3
+    except ImportError as e:
+        unavailable(f"boto3 is not installed ({e}); pip install 'flightlog[test]'")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id=ACCESS["aws_access_key_id"],
+        aws_secret_access_key=ACCESS["aws_secret_access_key"],
+        region_name=ACCESS["aws_region"],
+    )
+    bucket = Bucket(f"flightlog-{uuid.uuid4().hex[:12]}", s3_server, client)
+    client.create_bucket(Bucket=bucket.name)
+    try:
+        yield bucket
+    finally:
+        with contextlib.suppress(Exception):
+            keys = bucket.keys()
+            for i in range(0, len(keys), 1000):
+                client.delete_objects(Bucket=bucket.name, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]})
+            client.delete_bucket(Bucket=bucket.name)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class ServerUnavailable(RuntimeError):
+    """A server cannot be started here, for a reason the tests report (skip, or fail in CI)."""
+
+
+def pg_bindir() -> Path | None:
+    """The folder of PostgreSQL's server binaries (initdb, pg_ctl, createdb), or None."""
+    candidates: list[Path] = []
+    if os.environ.get("FLIGHTLOG_PG_BINDIR"):
+        candidates.append(Path(os.environ["FLIGHTLOG_PG_BINDIR"]))
+
+    def version(p: str) -> float:
+        with contextlib.suppress(ValueError):
+            return float(Path(p).parent.name)
+        return 0.0
+
+    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)]
+    if shutil.which("pg_config"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10).stdout
+            if out.strip():
+                candidates.append(Path(out.strip()))
+    if shutil.which("initdb"):
+        candidates.append(Path(shutil.which("initdb") or "").parent)
+    for c in candidates:
+        if all((c / tool).is_file() for tool in ("initdb", "pg_ctl", "createdb")):
+            return c
+    return None
+
+
+def _reachable_by(path: Path, uid: int, gid: int) -> bool:
+    """Whether user ``uid`` (group ``gid``) can traverse every folder down to ``path``."""
+    for p in [path, *path.parents]:
+        try:
+            st = p.stat()
+        except OSError:
+            return False
+        if not (
+            st.st_mode & 0o001 or (st.st_uid == uid and st.st_mode & 0o100) or (st.st_gid == gid and st.st_mode & 0o010)
+        ):
+            return False
+    return True
+
+
+@dataclasses.dataclass
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster on 127.0.0.1: :meth:`start` it in a ``with`` block."""
+
+    bindir: Path
+    base: Path
+    port: int
+    run_as: tuple[int, int] | None  # (uid, gid) when started as root
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, bindir: Path, base: Path | None = None) -> Iterator[PostgresCluster]:
+        """initdb + pg_ctl start in ``base`` (a new temp folder by default); stopped and
+        removed on exit. As root, runs as the ``postgres`` user (initdb refuses root),
+        in a temp folder of its own when ``base`` is not reachable by that user.
+
+        Raises:
+            ServerUnavailable: root without a ``postgres`` user.
+            RuntimeError: initdb or pg_ctl failed (with the server log).
+        """
+        run_as = None
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise ServerUnavailable(
+                    "running as root, and initdb refuses root: no 'postgres' user to run the test cluster as"
+                ) from None
+            run_as = (pw.pw_uid, pw.pw_gid)
+        created = base is None
+        if base is not None and run_as is not None and not _reachable_by(Path(base).absolute().parent, *run_as):
+            base, created = None, True
+        if base is None:
+            base = Path(tempfile.mkdtemp(prefix="flightlog-pg-"))
+        else:
+            base = Path(base).absolute()
+            created = not base.exists()
+            base.mkdir(parents=True, exist_ok=True)
+        if run_as is not None:
+            os.chown(base, *run_as)
+        cluster = cls(Path(bindir), base, 0, run_as)
+        started = False
+        try:
+            cluster.run("initdb", "-D", str(base / "data"), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+            result = None
+            for _ in range(3):  # a free port can be taken between the probe and the start
+                cluster.port = free_port()
+                options = (
+                    f"-c listen_addresses=127.0.0.1 -p {cluster.port} -k {base} -c fsync=off "
+                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+                )
+                result = cluster.run(
+                    "pg_ctl", "-D", str(base / "data"), "-o", options, "-l", str(base / "log.txt"), "-w", "-t", "60",
+                    "start", check=False,
+                )  # fmt: skip
+                if result.returncode == 0:
+                    started = True
+                    break
+            if not started:
+                log = (base / "log.txt").read_text()[-3000:] if (base / "log.txt").exists() else ""
+                raise RuntimeError(f"pg_ctl start failed: {result.stderr if result else ''}\n{log}")
+            yield cluster
+        finally:
+            if started:
+                cluster.run("pg_ctl", "-D", str(base / "data"), "-m", "immediate", "-w", "stop", check=False)
+            if created:
+                shutil.rmtree(base, ignore_errors=True)
+            else:
+                shutil.rmtree(base / "data", ignore_errors=True)
+
+    def run(self, *cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Runs one of the cluster's binaries (as the cluster's user)."""
+        kwargs: dict[str, Any] = {}
+        if self.run_as is not None:
+            kwargs = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = env["LANG"] = "C.UTF-8"
+        result = subprocess.run(
+            [str(self.bindir / cmd[0]), *cmd[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.base,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            **kwargs,
+        )
+        if check and result.returncode != 0:
+            log = ""
+            with contextlib.suppress(OSError):
+                log = (self.base / "log.txt").read_text()[-3000:]
+            raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}): {result.stderr or result.stdout}\n{log}")
+        return result
+
+    def dsn(self, dbname: str) -> str:
+        return f"dbname={dbname} host=127.0.0.1 port={self.port} user=postgres"
+
+    def create_database(self, name: str | None = None) -> str:
+        """Creates a database (a fresh name by default); returns its libpq DSN."""
+        name = name or f"t_{uuid.uuid4().hex[:16]}"
+        self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return self.dsn(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (free port), stopped at the end of the session."""
+    bindir = pg_bindir()
+    if bindir is None:
+        unavailable(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql, "
+            "or set FLIGHTLOG_PG_BINDIR"
+        )
+    try:
+        with PostgresCluster.start(bindir) as cluster:
+            yield cluster
+    except ServerUnavailable as e:
+        unavailable(str(e))
+
+
+@pytest.fixture
+def postgres_dsn(postgres_cluster: PostgresCluster) -> str:
+    """A libpq DSN of a new, empty database in the test cluster."""
+    return postgres_cluster.create_database()
