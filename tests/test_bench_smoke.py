@@ -47,3 +47,25 @@ def test_peer_harness_smoke(tmp_path: Path) -> None:
     for line in p.stdout.splitlines():
         if line.startswith("skip "):
             assert line.split()[1].rstrip(":") in text
+
+
+SCALE_OUT = Path(__file__).resolve().parents[1] / "benches" / "bench_scale_out.py"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SCALE_OUT.exists(), reason="benches/ is not part of this checkout")
+def test_scale_out_bench_smoke(tmp_path: Path, postgres_cluster: object) -> None:
+    # postgres_cluster: skips (or fails under FLIGHTLOG_REQUIRE_SERVERS=1) without PostgreSQL binaries.
+    out = tmp_path / "RESULTS.md"
+    p = subprocess.run(
+        [sys.executable, str(SCALE_OUT), "--runs", "4", "--rows", "500", "--record-rows", "5000", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    text = out.read_text()
+    assert "## Scale-out: local root vs S3" in text
+    assert "`consolidate()` of the local tree: DuckLake on PostgreSQL" in text
+    assert "runs/s" in text and "ns/row" in text

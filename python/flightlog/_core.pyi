@@ -3,10 +3,20 @@
 The public API is :class:`flightlog.FlightRecorder`; these are its native parts.
 """
 
+import builtins
 from os import PathLike
 from typing import Any, Self, final
 
-__all__ = ["__version__", "ArrowData", "Recorder", "merge_parquet", "parquet_kv", "parquet_rows", "recover_run_dir"]
+__all__ = [
+    "__version__",
+    "ArrowData",
+    "ObjectStore",
+    "Recorder",
+    "merge_parquet",
+    "parquet_kv",
+    "parquet_rows",
+    "recover_run_dir",
+]
 
 __version__: str
 
@@ -93,6 +103,7 @@ def parquet_kv(path: str | PathLike[str], store: ObjectStore | None = None) -> l
 def parquet_rows(path: str | PathLike[str], store: ObjectStore | None = None) -> int:
     """Row count of a Parquet file, from its footer."""
 
+@final
 class ObjectStore:
     """A bucket opened with the ``AWS_*`` environment and explicit options (object_store keys)."""
 
@@ -108,9 +119,9 @@ class ObjectStore:
         """``(data, e_tag)``, or ``None`` if absent."""
     def head(self, key: str) -> dict[str, Any] | None:
         """``{key, size, last_modified_ms, e_tag}``, or ``None`` if absent."""
-    def list(self, prefix: str) -> list[dict[str, Any]]:
+    def list(self, prefix: str) -> builtins.list[dict[str, Any]]:
         """Every object below ``prefix``, recursively, sorted by key."""
-    def list_names(self, dir: str) -> list[str]:
+    def list_names(self, dir: str) -> builtins.list[str]:
         """Names of the objects directly below ``dir``, sorted."""
     def delete(self, key: str) -> None:
         """Deletes ``key``; a missing object is not an error."""
