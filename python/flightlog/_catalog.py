@@ -879,6 +879,10 @@ class DuckDBManager:
         options = [f"DATA_PATH {_literal(self.data_path or '')}"]
         if read_only:
             options.append("READ_ONLY")
+            if lake.kind == "duckdb" and not os.path.exists(lake.target):
+                raise FileNotFoundError(
+                    f"no DuckLake catalog at {lake.display} yet; run DuckDBManager(..., catalog=...).consolidate() first"
+                )
         deadline = self._deadline()
         for attempt in itertools.count():
             try:

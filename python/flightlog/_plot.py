@@ -171,7 +171,7 @@ def plot_runs(
     cols: dict[str, str] = {}
     in_catalog: set[str] = set()
     run_info: dict[str, dict[str, Any]] = {}
-    if db.db_path.exists():
+    if db.exists():
         cols = {r[0]: str(r[1]) for r in db.query("DESCRIBE telemetry").fetchall()}
         present = db.query(
             "SELECT DISTINCT run_id FROM _ingested_files WHERE kind = 'telemetry' AND rows > 0 "
@@ -378,6 +378,7 @@ def _manifest_params(db: Any, run_id: str) -> dict[str, Any]:
     from .cli import RunNotFoundError, find_run
 
     try:
-        return dict(find_run(db.root, run_id).manifest.get("params") or {})
+        ref = find_run(db.root, run_id, storage_options=getattr(db, "_storage_overrides", None))
+        return dict(ref.manifest.get("params") or {})
     except RunNotFoundError:
         return {}

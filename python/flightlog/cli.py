@@ -19,6 +19,21 @@ header row; ``json`` is a list of objects with the columns as keys, in order
 (non-finite floats are ``null``; times are ISO 8601 text). ``tail --format json``
 prints one JSON object per line.
 
+The commands that use the catalog (``runs``, ``show``, ``consolidate``, ``query``,
+``compare``, ``plot``) also take ``--db PATH`` (the embedded DuckDB file, default
+``$FLIGHTLOG_DB``, else ``<root>/duckdb.db``) or ``--catalog CATALOG`` (a DuckLake
+catalog, ``ducklake:postgres:<dsn>`` or ``ducklake:<file>``, default
+``$FLIGHTLOG_CATALOG``; see docs/SCALE_OUT.md). An explicit option beats the other
+one's environment variable.
+
+The root may be an object store, ``s3://bucket/prefix`` (settings from the ``AWS_*``
+environment: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...; needs
+``pip install 'flightlog[lake]'``). There ``consolidate``, ``query`` and
+``compare`` need ``--db`` or ``--catalog``; ``runs``, ``show``, ``tail`` and
+``plot`` read the manifests and files in the bucket (and the catalog when given);
+``recover`` finalises crashed runs in the bucket; ``compact`` and ``demo`` work on
+local roots only.
+
 Errors exit with status 1 (2 for bad usage) and one line on stderr;
 ``FLIGHTLOG_DEBUG=1`` shows the traceback instead. Tables use ``rich`` when it
 is installed (``pip install 'flightlog[cli]'``) and plain text otherwise.
@@ -40,7 +55,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, TextIO
 
 __all__ = ["RunNotFoundError", "find_run", "main", "render", "scan_runs"]
@@ -196,33 +211,65 @@ def _emit(text: str, file: TextIO | None = None) -> None:
 
 @dataclasses.dataclass
 class RunRef:
-    """A run found on disk: its manifest and where it lives."""
+    """A run found under a root: its manifest and where it lives.
+
+    On a local root ``where`` is a :class:`~pathlib.Path`; on an object-store root it
+    is the key relative to the root (a :class:`~pathlib.PurePosixPath`) and ``tree``
+    is the :class:`~flightlog._objtree.ObjectTree` of the root."""
 
     run_id: str
     manifest: dict[str, Any]
-    where: Path  # run folder (mode "run") or per-run manifest file (dev/tuner)
+    where: PurePath  # run folder (mode "run") or per-run manifest file (dev/tuner)
     status: str  # by evidence (a dead "running" run is "crashed")
+    tree: Any = None
 
     @property
     def mode(self) -> str:
         return str(self.manifest.get("mode") or "run")
 
     @property
-    def folder(self) -> Path:
+    def folder(self) -> Any:
         return self.where if self.mode == "run" else self.where.parent.parent
 
     @property
-    def manifest_path(self) -> Path:
+    def manifest_path(self) -> Any:
         return self.where / "manifest.toml" if self.mode == "run" else self.where
 
+    @property
+    def location(self) -> str:
+        """The run folder (flow folder for dev/tuner runs): a path, or an ``s3://`` URL."""
+        return str(self.folder) if self.tree is None else self.tree.url(self.folder.as_posix())
 
-def _root(root: str | os.PathLike[str] | None) -> Path:
-    from ._runs import resolve_root
 
-    base = resolve_root(root, create=False)
+# A --root that looks like a URL but is no object store (gs://..., https://..., s3:/x):
+# never taken for a local folder named "gs:". One-letter schemes are Windows drives.
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def _root(root: Any) -> Path | str:
+    """The root: a local :class:`~pathlib.Path`, or the ``s3://bucket/prefix`` URL (as text)
+    of an object-store root. ``root`` is ``--root`` (else ``$FLIGHTLOG_ROOT``, else the default)."""
+    from ._runs import DEFAULT_ROOT, ROOT_ENV, resolve_root
+    from ._s3 import ObjectLocation, is_object_url
+
+    if root is None:
+        root = os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+    raw = root if isinstance(root, str) else os.fspath(root) if isinstance(root, os.PathLike) else str(root)
+    if is_object_url(raw):
+        try:
+            return ObjectLocation.parse(raw).url()
+        except ValueError as e:
+            raise CLIError(f"--root: {e}") from None
+    if _URL_LIKE.match(raw):
+        raise CLIError(f"--root {raw!r} is neither a local folder nor an s3://bucket/prefix URL")
+    base = resolve_root(raw, create=False)
     if base.exists() and not base.is_dir():
         raise CLIError(f"--root {base} is a file, not a flightlog root folder")
     return base
+
+
+def _is_object_root(root: Path | str) -> bool:
+    return isinstance(root, str)
 
 
 def _seconds(text: str) -> float:
@@ -236,12 +283,17 @@ def _seconds(text: str) -> float:
     return value
 
 
-def scan_runs(root: str | os.PathLike[str] | None) -> list[RunRef]:
-    """Every run under ``root`` (run folders and dev/tuner runs), oldest first, status by evidence."""
+def scan_runs(root: str | os.PathLike[str] | None, *, storage_options: Mapping[str, Any] | None = None) -> list[RunRef]:
+    """Every run under ``root`` (run folders and dev/tuner runs), oldest first, status by evidence.
+
+    ``root`` may be ``s3://bucket/prefix`` (settings from ``AWS_*`` and ``storage_options``):
+    then the manifests are listed and read in the bucket."""
     from ._manifest import read_manifest
     from ._recover import run_status
 
     base = _root(root)
+    if isinstance(base, str):
+        return _scan_object_root(base, storage_options)
     found: list[RunRef] = []
     candidates: list[tuple[Path, Path]] = []
     if base.is_dir():
@@ -273,13 +325,87 @@ def scan_runs(root: str | os.PathLike[str] | None) -> list[RunRef]:
     return found
 
 
-def find_run(root: str | os.PathLike[str] | None, run_id: str) -> RunRef:
+def _object_status(manifest: Mapping[str, Any], where: PurePath, objects: Sequence[Mapping[str, Any]]) -> str:
+    """A run's status by evidence on an object store (what ``recover`` would decide): a
+    ``running`` run is ``crashed`` when its process is gone (same host) or when none of
+    its objects (in the ``ObjectTree.list`` listing ``objects``) changed for
+    ``DEFAULT_STALE_AFTER`` seconds."""
+    import posixpath
+
+    from ._objtree import _alive
+    from ._recover import DEFAULT_STALE_AFTER, part_pattern
+
+    status = manifest.get("status")
+    if status != "running":
+        return str(status) if status else "unknown"
+    mode = str(manifest.get("mode") or "run")
+    if mode == "run":
+        prefix = where.as_posix() + "/"
+        times = [o["last_modified_ms"] for o in objects if o["rel"].startswith(prefix)]
+    else:
+        flow = where.parent.parent.as_posix()
+        folders = {f"{flow}/{mode}_telemetry", f"{flow}/{mode}_events"}
+        pat = part_pattern(str(manifest.get("run_id", "")))
+        times = [
+            o["last_modified_ms"]
+            for o in objects
+            if o["rel"] == where.as_posix()
+            or (posixpath.dirname(o["rel"]) in folders and pat.match(posixpath.basename(o["rel"])))
+        ]
+    return "running" if _alive(manifest, max(times, default=0) / 1e3, DEFAULT_STALE_AFTER) else "crashed"
+
+
+def _scan_object_root(url: str, storage_options: Mapping[str, Any] | None) -> list[RunRef]:
+    """:func:`scan_runs` for ``s3://``: one listing of the root, then the manifests (read in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ._errors import FlightlogError
+    from ._objtree import ObjectTree
+
+    tree = ObjectTree(url, storage_options)
+    objects = tree.list("")
+    candidates: list[tuple[str, PurePosixPath]] = []
+    for o in objects:
+        parts = o["rel"].split("/")
+        if len(parts) == 2 and parts[1] == "manifest.toml" and not parts[0].startswith(".") and parts[0] != "flows":
+            candidates.append((o["rel"], PurePosixPath(parts[0])))
+        elif (
+            len(parts) == 4
+            and parts[0] == "flows"
+            and parts[2] == "runs"
+            and parts[3].endswith(".toml")
+            and not parts[3].startswith(".")
+        ):
+            candidates.append((o["rel"], PurePosixPath(o["rel"])))
+
+    def read(rel: str) -> dict[str, Any] | None:
+        try:
+            got = tree.read_manifest(rel)
+        except (OSError, ValueError, FlightlogError):
+            return None
+        return None if got is None else got[0]
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(candidates)))) as pool:
+        manifests = list(pool.map(read, [rel for rel, _ in candidates]))
+    found: list[RunRef] = []
+    for (_, where), manifest in zip(candidates, manifests, strict=True):
+        rid = manifest.get("run_id") if manifest is not None else None
+        if manifest is None or not isinstance(rid, str) or not rid:
+            continue
+        found.append(RunRef(rid, manifest, where, _object_status(manifest, where, objects), tree))
+    found.sort(key=lambda r: (str(r.manifest.get("created_at", "")), r.run_id))
+    return found
+
+
+def find_run(
+    root: str | os.PathLike[str] | None, run_id: str, *, storage_options: Mapping[str, Any] | None = None
+) -> RunRef:
     """The run ``run_id`` (also its folder name, or a unique prefix of its id).
 
     Raises:
         RunNotFoundError: no such run, or the prefix is ambiguous.
     """
-    runs = scan_runs(root)
+    runs = scan_runs(root, storage_options=storage_options)
     exact = [r for r in runs if run_id in (r.run_id, r.where.name)]
     if len(exact) == 1:
         return exact[0]
@@ -327,13 +453,78 @@ def _catalog(root: str | os.PathLike[str] | None, timeout: float = _DEFAULT_TIME
     return DuckDBManager(root, read_only=read_only, timeout=timeout)
 
 
+CATALOG_ENV = "FLIGHTLOG_CATALOG"
+DB_ENV = "FLIGHTLOG_DB"
+
+
+def _catalog_options(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(catalog, db_path)`` from ``--catalog``/``--db``, else ``$FLIGHTLOG_CATALOG``/``$FLIGHTLOG_DB``."""
+    catalog, db_path = getattr(args, "catalog", None), getattr(args, "db", None)
+    if catalog and db_path:
+        raise CLIError(
+            "--catalog and --db exclude each other: --db is the embedded DuckDB file, --catalog a DuckLake catalog"
+        )
+    if catalog or db_path:
+        return catalog or None, db_path or None
+    catalog, db_path = os.environ.get(CATALOG_ENV) or None, os.environ.get(DB_ENV) or None
+    if catalog and db_path:
+        raise CLIError(f"${CATALOG_ENV} and ${DB_ENV} are both set: unset one, or pass --catalog or --db")
+    return catalog, db_path
+
+
+def _needs_catalog(root: str) -> str:
+    return (
+        f"the object-store root {root} needs a catalog for this: pass --db FILE (a local DuckDB file) "
+        f"or --catalog ducklake:postgres:<dsn> (or set ${DB_ENV} / ${CATALOG_ENV})"
+    )
+
+
+def _open_catalog(args: argparse.Namespace, *, read_only: bool = True, required: bool = True) -> Any:
+    """The :class:`~flightlog.DuckDBManager` of ``--root`` with ``--catalog``/``--db``.
+
+    An ``s3://`` root without either has no catalog: with ``required`` that is an
+    error; else the manager returned reads only the run files (``live``) and
+    ``exists()`` is False."""
+    from ._catalog import DuckDBManager
+
+    root = _root(args.root)
+    catalog, db_path = _catalog_options(args)
+    files_only = _is_object_root(root) and catalog is None and db_path is None
+    if files_only:
+        if required:
+            raise CLIError(_needs_catalog(str(root)))
+        import tempfile
+        import uuid
+
+        # A catalog file that never exists (read_only: nothing is created): every read
+        # goes to the run files in the bucket.
+        db_path = os.path.join(tempfile.gettempdir(), f"flightlog-no-catalog-{uuid.uuid4().hex}", "none.db")
+    db: Any
+    try:
+        db = DuckDBManager(
+            root, db_path=db_path, read_only=read_only or files_only, timeout=args.timeout, catalog=catalog
+        )
+    except ValueError as e:  # say it in the CLI's words
+        raise CLIError(str(e).replace("catalog=", "--catalog").replace("db_path=", "--db")) from None
+    db._cli_files_only = files_only
+    return db
+
+
 def _require_catalog(db: Any) -> None:
-    if not db.db_path.exists():
-        raise CLIError(f"no catalog at {db.db_path}; run `flightlog consolidate --root {db.root}` first")
+    if getattr(db, "_cli_files_only", False):
+        raise CLIError(_needs_catalog(str(db.root)))
+    if not db.exists():
+        if db.catalog is not None:
+            raise CLIError(
+                f"no flightlog tables in the catalog {db.location} yet; "
+                f"run `flightlog consolidate --root {db.root} --catalog ...` first"
+            )
+        db_opt = "" if isinstance(db.root, Path) else f" --db {db.db_path}"
+        raise CLIError(f"no catalog at {db.location}; run `flightlog consolidate --root {db.root}{db_opt}` first")
 
 
 def _telemetry_columns(db: Any) -> dict[str, str]:
-    if not db.db_path.exists():
+    if not db.exists():
         return {}
     return {r[0]: str(r[1]) for r in db.query("DESCRIBE telemetry").fetchall()}
 
@@ -350,10 +541,12 @@ def runs_rows(
     status: Sequence[str] | None = None,
     since: _dt.datetime | None = None,
     metric: str = "E",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[list[str], list[list[Any]]]:
-    """The runs table: from the manifests on disk (status by evidence), final and min of
-    ``metric`` from the catalog when the run is consolidated."""
-    runs = scan_runs(root)
+    """The runs table: from the manifests on disk or in the bucket (status by evidence),
+    final and min of ``metric`` from the catalog when the run is consolidated (for an
+    ``s3://`` root only when ``db`` is given)."""
+    runs = scan_runs(root, storage_options=storage_options)
     if run_ids is not None:
         wanted = set(run_ids)
         runs = [r for r in runs if r.run_id in wanted]
@@ -364,7 +557,7 @@ def runs_rows(
     if since is not None:
         runs = [r for r in runs if (t := _parse_time(r.manifest.get("created_at"))) is not None and t >= since]
     values: dict[str, tuple[Any, Any]] = {}
-    if runs:
+    if runs and (db is not None or not _is_object_root(_root(root))):
         db = db if db is not None else _catalog(root)
         cols = _telemetry_columns(db)
         if metric in cols and "iter" in cols:
@@ -495,7 +688,7 @@ def compare_rows(
     missing = [r for r in ids if r not in info]
     if missing:
         raise RunNotFoundError(
-            f"no run {missing[0]!r} in the catalog {db.db_path} (run `flightlog consolidate` first?)"
+            f"no run {missing[0]!r} in the catalog {db.location} (run `flightlog consolidate` first?)"
         )
     per_run = _per_run_tol(db, ids, metric, tol)
     params = list(params or [])
@@ -581,25 +774,30 @@ def narrow_compare(
 
 
 def _ids_for(args: argparse.Namespace, db: Any) -> list[str]:
-    ids = [find_run(args.root, r).run_id if not _in_catalog(db, r) else r for r in args.runs]
+    known = _catalog_ids(db, args.runs)
+    ids = [r if r in known else find_run(args.root, r).run_id for r in args.runs]
     for flow in getattr(args, "flow", None) or []:
         _require_catalog(db)
         found = [r[0] for r in db.runs(flow_name=flow).fetchall()]
         if not found:
-            raise RunNotFoundError(f"no runs of flow {flow!r} in the catalog {db.db_path}")
+            raise RunNotFoundError(f"no runs of flow {flow!r} in the catalog {db.location}")
         ids += found
     return list(dict.fromkeys(ids))
 
 
-def _in_catalog(db: Any, rid: str) -> bool:
-    if not db.db_path.exists():
-        return False
-    return db.query("SELECT count(*) FROM runs WHERE run_id = ?", [rid]).fetchone()[0] > 0
+def _catalog_ids(db: Any, ids: Sequence[str]) -> set[str]:
+    """Those of ``ids`` that the catalog has in ``runs`` (one query: each costs a catalog session)."""
+    if not ids or not db.exists():
+        return set()
+    sql = "SELECT DISTINCT run_id FROM runs WHERE list_contains(?::VARCHAR[], run_id)"
+    return {r[0] for r in db.query(sql, [list(ids)]).fetchall()}
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     since = _parse_since(args.since) if args.since else None
-    cols, rows = runs_rows(args.root, flow=args.flow, status=args.status, since=since, metric=args.metric)
+    root = _root(args.root)
+    db = _open_catalog(args, required=False)
+    cols, rows = runs_rows(root, db=db, flow=args.flow, status=args.status, since=since, metric=args.metric)
     if args.limit:
         rows = rows[-args.limit :]
     _emit(render(cols, rows, args.format))
@@ -610,13 +808,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     ref = find_run(args.root, args.run)
-    db = _catalog(args.root, args.timeout)
+    db = _open_catalog(args, required=False)
     m = dict(ref.manifest)
     m["status"] = ref.status
     if ref.status != ref.manifest.get("status"):
         m["manifest_status"] = ref.manifest.get("status")
-    in_cat = _in_catalog(db, ref.run_id) and len(
-        db.query("SELECT 1 FROM telemetry WHERE run_id = ? LIMIT 1", [ref.run_id])
+    in_cat = db.exists() and bool(
+        db.query(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $1) AND EXISTS (SELECT 1 FROM telemetry WHERE run_id = $1)",
+            [ref.run_id],
+        ).fetchone()[0]
     )
     if in_cat:
         summary = db.query(
@@ -664,7 +865,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 _json_value(
                     {
                         "run": m,
-                        "path": str(ref.folder),
+                        "path": ref.location,
                         "source": "catalog" if in_cat else "files",
                         "columns": [dict(zip(col_names, r, strict=True)) for r in col_rows],
                         "events": [dict(zip(ev_cols, r, strict=True)) for r in ev_rows],
@@ -718,7 +919,7 @@ def _describe_manifest(ref: RunRef, m: Mapping[str, Any]) -> str:
         if start is not None:
             when += f"   ({(end - start).total_seconds():.2f} s)"
     lines.append(when)
-    lines.append(f"path     {ref.folder}")
+    lines.append(f"path     {ref.location}")
     if m.get("error_type"):
         lines.append(f"error    {m.get('error_type')}: {m.get('error_message')}")
     for key in ("params", "tags", "counts", "cost", "sampling"):
@@ -751,7 +952,7 @@ def _size(n: Any) -> str:
 
 
 def cmd_consolidate(args: argparse.Namespace) -> int:
-    db = _catalog(args.root, args.timeout, read_only=False)
+    db = _open_catalog(args, read_only=False)
     progress, finish = _progress_bar("consolidating", enabled=args.format == "table" and not args.quiet)
     try:
         report = db.consolidate(prune=args.prune, progress=progress)
@@ -764,7 +965,7 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
         d["files_skipped"] = len(d["files_skipped"])
         _emit(render(list(d), [list(d.values())], "csv"))
     else:
-        _emit(f"consolidated {db.root} into {db.db_path}: {report}")
+        _emit(f"consolidated {db.root} into {db.location}: {report}")
         if report.files_skipped:
             _emit(render(["skipped", "reason"], [list(s) for s in report.files_skipped], "table"))
     return 0
@@ -825,7 +1026,7 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 def cmd_query(args: argparse.Namespace) -> int:
     sql = sys.stdin.read() if args.sql == "-" else args.sql
-    db = _catalog(args.root, args.timeout)
+    db = _open_catalog(args)
     _require_catalog(db)
     params = dict(_parse_param(p) for p in args.param) or None
     res = db.query(sql, params)
@@ -834,7 +1035,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    db = _catalog(args.root, args.timeout)
+    db = _open_catalog(args)
     _require_catalog(db)
     ids = _ids_for(args, db)
     params = [p for chunk in args.params for p in chunk.split(",") if p]
@@ -853,7 +1054,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from ._plot import plot_runs
 
-    db = _catalog(args.root, args.timeout)
+    db = _open_catalog(args, required=False)
     ids = _ids_for(args, db)
     if not ids:
         raise CLIError("plot needs run ids (or --flow)")
@@ -895,10 +1096,13 @@ def _segment_files(ref: RunRef) -> list[Path]:
     return sorted(p for p in parts_dir.glob("part-*.parquet") if pat.match(p.name)) if parts_dir.is_dir() else []
 
 
-def _last_row(path: Path, metric: str) -> dict[str, Any]:
+def _last_row(path: Path | str, metric: str, con: Any = None) -> dict[str, Any]:
+    """The last row's ``iter``, ``t_wall_ms``, ``phase`` and ``metric`` of a Parquet file
+    (read with ``con`` when given: one that can read ``s3://`` URLs)."""
     import duckdb
 
-    con = duckdb.connect(":memory:")
+    own = con is None
+    con = duckdb.connect(":memory:") if own else con
     try:
         cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()]
         want = [c for c in ("iter", "t_wall_ms", "phase", metric) if c in cols]
@@ -911,15 +1115,92 @@ def _last_row(path: Path, metric: str) -> dict[str, Any]:
         ).fetchone()
         return dict(zip(want, row, strict=True)) if row else {}
     finally:
-        con.close()
+        if own:
+            con.close()
+
+
+class _TailSource:
+    """What ``tail`` polls: a run's folder on disk, or its objects in a bucket."""
+
+    def __init__(self, ref: RunRef) -> None:
+        self.ref = ref
+        self._con: Any = None
+        if ref.tree is not None:  # DuckDB reads the last rows over httpfs: set it up now, errors up front
+            from ._s3 import duckdb_secret_sql, load_extensions, storage_options
+            from ._tree import duckdb_connect
+
+            con = duckdb_connect(offline=True)
+            try:
+                load_extensions(con, "httpfs")
+                con.execute(duckdb_secret_sql(storage_options(ref.tree.storage_options)))
+            except BaseException:
+                con.close()
+                raise
+            self._con = con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+
+    def state(self) -> tuple[dict[str, Any], str]:
+        """The manifest now and the status by evidence (the scanned manifest and "unknown" if unreadable)."""
+        from ._manifest import read_manifest
+        from ._recover import run_status
+
+        ref = self.ref
+        try:
+            if ref.tree is None:
+                manifest = read_manifest(ref.manifest_path)
+                return manifest, run_status(manifest, ref.where)
+            got = ref.tree.read_manifest(ref.manifest_path.as_posix())
+            if got is None:
+                raise FileNotFoundError(ref.tree.url(ref.manifest_path.as_posix()))
+            return got[0], _object_status(got[0], ref.where, ref.tree.list(ref.folder.as_posix()))
+        except (OSError, ValueError):
+            return ref.manifest, "unknown"
+
+    def files(self) -> list[tuple[str, Any]]:
+        """``(name, handle)`` of the published telemetry files, as :func:`_segment_files`."""
+        ref, tree = self.ref, self.ref.tree
+        if tree is None:
+            return [(f.name, f) for f in _segment_files(ref)]
+        folder = ref.folder.as_posix()
+        if ref.mode == "run":
+            seg = f"{folder}/segments"
+            names = sorted(n for n in tree.names(seg) if n.startswith("telemetry-") and n.endswith(".parquet"))
+            out = [(n, f"{seg}/{n}") for n in names]
+            if tree.exists(f"{folder}/telemetry.parquet"):
+                out.append(("telemetry.parquet", f"{folder}/telemetry.parquet"))
+            return out
+        from ._recover import part_pattern
+
+        pat = part_pattern(ref.run_id)
+        parts = f"{folder}/{ref.mode}_telemetry"
+        return [(n, f"{parts}/{n}") for n in sorted(tree.names(parts)) if pat.match(n)]
+
+    def rows(self, handle: Any) -> int:
+        from . import _core
+
+        tree = self.ref.tree
+        if tree is None:
+            return int(_core.parquet_rows(str(handle)))
+        return int(_core.parquet_rows(tree.key(handle), store=tree.store))
+
+    def last_row(self, handle: Any, metric: str) -> dict[str, Any]:
+        tree = self.ref.tree
+        return _last_row(handle if tree is None else tree.url(handle), metric, self._con)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from . import _core
-    from ._manifest import read_manifest
-    from ._recover import run_status
-
     ref = find_run(args.root, args.run)
+    source = _TailSource(ref)
+    try:
+        return _tail(args, ref, source)
+    finally:
+        source.close()
+
+
+def _tail(args: argparse.Namespace, ref: RunRef, source: _TailSource) -> int:
     seen: set[str] = set()
     total = 0
     deadline = None if args.timeout_tail is None else time.monotonic() + args.timeout_tail
@@ -927,28 +1208,24 @@ def cmd_tail(args: argparse.Namespace) -> int:
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(["file", "rows", "total_rows", "iter", "t_wall_ms", "phase", args.metric])
     if args.format == "table":
-        _emit(f"following run {ref.run_id} ({ref.manifest.get('flow_name')}, {ref.status}) in {ref.folder}")
+        _emit(f"following run {ref.run_id} ({ref.manifest.get('flow_name')}, {ref.status}) in {ref.location}")
     while True:
-        try:
-            manifest = read_manifest(ref.manifest_path)
-            status = run_status(manifest, ref.where)
-        except (OSError, ValueError):
-            manifest, status = ref.manifest, "unknown"
-        for f in _segment_files(ref):
-            if f.name in seen:
+        manifest, status = source.state()
+        for name, handle in source.files():
+            if name in seen:
                 continue
             try:
-                rows = int(_core.parquet_rows(str(f)))
-                last = _last_row(f, args.metric)
+                rows = source.rows(handle)
+                last = source.last_row(handle, args.metric)
             except Exception:  # merged or removed while we looked: the next poll sees the result
                 continue
-            seen.add(f.name)
-            if f.name == "telemetry.parquet":  # the merged file holds every segment
+            seen.add(name)
+            if name == "telemetry.parquet":  # the merged file holds every segment
                 total = rows
             else:
                 total += rows
             rec = {
-                "file": f.name,
+                "file": name,
                 "rows": rows,
                 "total_rows": total,
                 "iter": last.get("iter"),
@@ -966,7 +1243,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                     for k, v in rec.items()
                     if k not in ("file", "rows", "total_rows") and v is not None
                 )
-                _emit(f"{time.strftime('%H:%M:%S')}  {f.name}  +{rows} rows  total {total}  {vals}")
+                _emit(f"{time.strftime('%H:%M:%S')}  {name}  +{rows} rows  total {total}  {vals}")
             sys.stdout.flush()
         if status != "running":
             counts = manifest.get("counts") or {}
@@ -986,7 +1263,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def cmd_recover(args: argparse.Namespace) -> int:
     from ._recover import DEFAULT_STALE_AFTER, recover
 
-    report = recover(args.root, stale_after=args.stale_after if args.stale_after is not None else DEFAULT_STALE_AFTER)
+    root = _root(args.root)
+    report = recover(root, stale_after=args.stale_after if args.stale_after is not None else DEFAULT_STALE_AFTER)
     cols = [
         "run_id",
         "flow_name",
@@ -1015,7 +1293,13 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_compact(args: argparse.Namespace) -> int:
     from ._recover import compact
 
-    rep = compact(args.root, args.flow, which=args.which)
+    root = _root(args.root)
+    if _is_object_root(root):
+        raise CLIError(
+            f"compact works on local roots only; on {root} the parts stay where they are "
+            "(`flightlog consolidate --db FILE` or `--catalog` reads them in place)"
+        )
+    rep = compact(root, args.flow, which=args.which)
     cols = ["kind", "path", "parts_merged", "rows", "bytes", "leftovers_removed", "skipped"]
     rows = [
         [
@@ -1043,6 +1327,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
+    if _is_object_root(_root(args.root)):
+        raise CLIError("demo writes to a local root; give --root a folder")
     plot: bool | str = False if args.no_plot else (args.output or True)
     run_demo(
         args.root, quick=args.quick, plot=plot, fmt=args.format, n=args.n, kappa=args.kappa, max_iter=args.max_iter
@@ -1061,7 +1347,9 @@ class _Parser(argparse.ArgumentParser):
 def _common(fmt: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
-        "--root", default=argparse.SUPPRESS, help="flightlog root (default: $FLIGHTLOG_ROOT, else ./telematry_cfs)"
+        "--root",
+        default=argparse.SUPPRESS,
+        help="flightlog root: a folder or s3://bucket/prefix (default: $FLIGHTLOG_ROOT, else ./telematry_cfs)",
     )
     p.add_argument(
         "--timeout",
@@ -1074,11 +1362,29 @@ def _common(fmt: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def _catalog_args() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--catalog",
+        metavar="CATALOG",
+        help=f"a DuckLake catalog: ducklake:postgres:<dsn> or ducklake:<file> (default: ${CATALOG_ENV}, "
+        "else the embedded DuckDB file)",
+    )
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        help=f"the embedded DuckDB catalog file (default: ${DB_ENV}, else <root>/duckdb.db; "
+        "an s3:// root has no default)",
+    )
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``flightlog``."""
     from . import __version__
 
     common = _common()
+    catalog = _catalog_args()
     parser = _Parser(
         prog="flightlog",
         description="flightlog: a flight recorder for numeric code. Runs, catalog, plots and the demo.",
@@ -1088,12 +1394,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flightlog {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, **kw: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, parents=[common], **kw)
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help: str, uses_catalog: bool = False, **kw: Any
+    ) -> argparse.ArgumentParser:
+        parents = [common, catalog] if uses_catalog else [common]
+        p = sub.add_parser(name, help=help, description=help, parents=parents, **kw)
         p.set_defaults(func=func)
         return p
 
-    p = add("runs", cmd_runs, "list runs (status by evidence: a dead running run shows as crashed)")
+    p = add("runs", cmd_runs, "list runs (status by evidence: a dead running run shows as crashed)", True)
     p.add_argument("--flow", help="only this flow")
     p.add_argument(
         "--status",
@@ -1105,15 +1414,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="E", help="metric for the final/min columns (default E)")
     p.add_argument("--limit", type=int, help="only the N most recent runs")
 
-    p = add("show", cmd_show, "one run: manifest, per-column summary, events")
+    p = add("show", cmd_show, "one run: manifest, per-column summary, events", True)
     p.add_argument("run", help="run id (or its folder name, or a unique prefix)")
     p.add_argument("--events", type=int, default=30, help="events to list in the table (default 30)")
 
-    p = add("consolidate", cmd_consolidate, "ingest new immutable files into duckdb.db")
+    p = add("consolidate", cmd_consolidate, "ingest new immutable files into the catalog (duckdb.db)", True)
     p.add_argument("--prune", action="store_true", help="remove rows of runs whose folders are gone")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    p = add("query", cmd_query, "run SQL over the catalog (tables runs, telemetry, events, _ingested_files)")
+    p = add("query", cmd_query, "run SQL over the catalog (tables runs, telemetry, events, _ingested_files)", True)
     p.add_argument("sql", help="the SQL ('-' reads it from stdin)")
     p.add_argument(
         "--param",
@@ -1123,7 +1432,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bind $NAME to VALUE (int, float, true/false/null, else text); repeatable",
     )
 
-    p = add("compare", cmd_compare, "compare runs on a metric (per run, or per group with --group-by)")
+    p = add("compare", cmd_compare, "compare runs on a metric (per run, or per group with --group-by)", True)
     p.add_argument("runs", nargs="*", metavar="RUN", help="run ids")
     p.add_argument("--flow", action="append", default=[], help="also every run of this flow (repeatable)")
     p.add_argument("--metric", "-m", default="E", help="telemetry column (default E); lower is better")
@@ -1133,7 +1442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="also plot the runs")
     p.add_argument("--logy", action="store_true", help="log y axis for --plot")
 
-    p = add("plot", cmd_plot, "plot a metric of runs into a PNG (downsampled on read)")
+    p = add("plot", cmd_plot, "plot a metric of runs into a PNG (downsampled on read)", True)
     p.add_argument("runs", nargs="*", metavar="RUN", help="run ids")
     p.add_argument("--flow", action="append", default=[], help="also every run of this flow (repeatable)")
     p.add_argument("--metric", "-m", default="E", help="telemetry column (default E)")
@@ -1202,7 +1511,14 @@ def _error_line(exc: BaseException) -> str:
         return text
     if isinstance(exc, OSError) and exc.filename and exc.strerror:
         return f"{exc.strerror}: {exc.filename}"
+    # An S3 error response quoted whole (XML with request ids): its code and message say it.
+    text = _S3_ERROR_XML.sub(lambda m: f"{m.group(1)}: {m.group(2)}", text)
     return " ".join(text.split())
+
+
+_S3_ERROR_XML = re.compile(
+    r"(?:<\?xml[^>]*>\s*)?<Error>\s*<Code>(.*?)</Code>\s*<Message>(.*?)</Message>.*?</Error>", re.S
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
