@@ -139,16 +139,13 @@ def relpath(key: str, base_key: str) -> str:
 # --------------------------------------------------------------------------- recovery
 
 
-def _alive(manifest: Mapping[str, Any], newest_s: float, stale_after: float) -> bool:
-    """Evidence that a ``running`` run is alive: its process on this host, else
-    objects written within ``stale_after`` seconds (other hosts cannot be asked)."""
-    from ._recover import process_alive
+def alive_by_evidence(manifest: Mapping[str, Any], newest_s: float, stale_after: float) -> bool:
+    """Whether a ``running`` run is alive: its process on this host, else objects
+    written within ``stale_after`` seconds (other hosts cannot be asked)."""
+    from ._recover import status_by_evidence
 
-    prov = manifest.get("provenance") or {}
-    alive = process_alive(prov) if isinstance(prov, Mapping) else None
-    if alive is not None:
-        return alive
-    return time.time() - newest_s <= stale_after
+    running = {**manifest, "status": "running"}
+    return status_by_evidence(running, lambda: newest_s, stale_after=stale_after) == "running"
 
 
 def _iso_ms(ms: float) -> str:
@@ -211,7 +208,7 @@ def _recover_run_folder(
     tree: ObjectTree, folder: str, infos: list[dict[str, Any]], stale_after: float, report: Any
 ) -> None:
     from . import _core  # type: ignore[attr-defined]
-    from ._recover import _died_message
+    from ._recover import crashed_manifest
 
     by_name = {i["in_run"]: i for i in infos}
     has_segments = any(n.startswith("segments/") for n in by_name)
@@ -230,7 +227,7 @@ def _recover_run_folder(
     else:
         manifest, e_tag = read
         previous = str(manifest.get("status", "unknown"))
-        if previous == "running" and _alive(manifest, newest_ms / 1e3, stale_after):
+        if previous == "running" and alive_by_evidence(manifest, newest_ms / 1e3, stale_after):
             report.live.append(tree.url(folder))
             return
         if previous != "running" and not has_segments:
@@ -246,13 +243,12 @@ def _recover_run_folder(
             files.append({"path": name, "kind": kind, "rows": rows, "bytes": int(head["size"])})
     m = dict(manifest)
     if previous in ("running", "unknown"):
-        m["status"] = "crashed"
-        m["finished_at"] = _iso_ms(newest_ms)
-        m.setdefault("error_message", _died_message(manifest))
-        counts = dict(m.get("counts") or {})
-        counts["rows_written"] = rep["telemetry_rows"]
-        counts["events"] = rep["event_rows"]
-        m["counts"] = counts
+        m = crashed_manifest(
+            manifest,
+            finished_at=_iso_ms(newest_ms),
+            telemetry_rows=rep["telemetry_rows"],
+            event_rows=rep["event_rows"],
+        )
     m["files"] = files
     m["recovery"] = {"recovered_at": utc_now_iso(), **rep}
     if not _publish_recovered(tree, mrel, m, e_tag, read is not None):
@@ -280,7 +276,7 @@ def _recover_append_run(
     report: Any,
 ) -> None:
     from . import _core  # type: ignore[attr-defined]
-    from ._recover import _died_message, part_pattern
+    from ._recover import crashed_manifest, part_pattern
 
     read = tree.read_manifest(minfo["rel"])
     if read is None:
@@ -299,7 +295,7 @@ def _recover_append_run(
         if posixpath.dirname(i["in_flow"]) == f"{mode}_{kind}" and pat.match(posixpath.basename(i["in_flow"]))
     ]
     newest_ms = max([minfo["last_modified_ms"], *(i["last_modified_ms"] for _, i in parts)])
-    if _alive(manifest, newest_ms / 1e3, stale_after):
+    if alive_by_evidence(manifest, newest_ms / 1e3, stale_after):
         report.live.append(tree.url(minfo["rel"]))
         return
     files = []
@@ -308,14 +304,9 @@ def _recover_append_run(
         n = int(_core.parquet_rows(i["key"], store=tree.store))
         rows[kind] += n
         files.append({"path": f"../{i['in_flow']}", "kind": kind, "rows": n, "bytes": int(i["size"])})
-    m = dict(manifest)
-    m["status"] = "crashed"
-    m["finished_at"] = _iso_ms(newest_ms)
-    m.setdefault("error_message", _died_message(manifest))
-    counts = dict(m.get("counts") or {})
-    counts["rows_written"] = rows["telemetry"]
-    counts["events"] = rows["events"]
-    m["counts"] = counts
+    m = crashed_manifest(
+        manifest, finished_at=_iso_ms(newest_ms), telemetry_rows=rows["telemetry"], event_rows=rows["events"]
+    )
     m["files"] = files
     m["recovery"] = {"recovered_at": utc_now_iso(), "temp_files_removed": 0}
     if not _publish_recovered(tree, minfo["rel"], m, e_tag, True):

@@ -32,7 +32,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,21 @@ def run_status(
     per-run manifest file ``flows/<flow>/runs/<run_id>.toml`` or the flow folder.
     A manifest without a status reads as ``"unknown"``.
     """
+    return status_by_evidence(
+        manifest, lambda: _newest(_run_files_for_evidence(manifest, Path(run_dir))), stale_after=stale_after, now=now
+    )
+
+
+def status_by_evidence(
+    manifest: Mapping[str, Any],
+    newest: Callable[[], float | None],
+    *,
+    stale_after: float = DEFAULT_STALE_AFTER,
+    now: float | None = None,
+) -> str:
+    """:func:`run_status` for any storage: ``newest()`` gives the time (seconds since
+    the epoch) of the run's newest file or object, or ``None`` if it has none; it is
+    only asked when the process cannot be (another host, no pid)."""
     status = manifest.get("status")
     if status != "running":
         return str(status) if status else "unknown"
@@ -190,10 +205,25 @@ def run_status(
     alive = process_alive(prov) if isinstance(prov, Mapping) else None
     if alive is not None:
         return "running" if alive else "crashed"
-    newest = _newest(_run_files_for_evidence(manifest, Path(run_dir)))
-    if newest is None:
+    t = newest()
+    if t is None:
         return "crashed"
-    return "crashed" if (time.time() if now is None else now) - newest > stale_after else "running"
+    return "crashed" if (time.time() if now is None else now) - t > stale_after else "running"
+
+
+def crashed_manifest(
+    manifest: Mapping[str, Any], *, finished_at: str, telemetry_rows: int, event_rows: int
+) -> dict[str, Any]:
+    """The manifest of a run found dead: ``crashed``, when it last wrote, what was recovered."""
+    m = dict(manifest)
+    m["status"] = "crashed"
+    m["finished_at"] = finished_at
+    m.setdefault("error_message", _died_message(manifest))
+    counts = dict(m.get("counts") or {})
+    counts["rows_written"] = telemetry_rows
+    counts["events"] = event_rows
+    m["counts"] = counts
+    return m
 
 
 # --------------------------------------------------------------------------- report
@@ -296,13 +326,12 @@ def _recover_run_folder(run_dir: Path, stale_after: float, report: RecoverReport
         if (run_dir / name).exists()
     ]
     if previous in ("running", "unknown"):
-        m["status"] = "crashed"
-        m["finished_at"] = _iso(newest)
-        m.setdefault("error_message", _died_message(manifest))
-        counts = dict(m.get("counts") or {})
-        counts["rows_written"] = int(rep.get("telemetry_rows", 0))
-        counts["events"] = int(rep.get("event_rows", 0))
-        m["counts"] = counts
+        m = crashed_manifest(
+            manifest,
+            finished_at=_iso(newest),
+            telemetry_rows=int(rep.get("telemetry_rows", 0)),
+            event_rows=int(rep.get("event_rows", 0)),
+        )
     m["files"] = files
     m["recovery"] = {"recovered_at": utc_now_iso(), **{k: int(v) for k, v in rep.items()}}
     write_manifest(mpath, m)
@@ -394,14 +423,9 @@ def _recover_append_run(mfile: Path, stale_after: float, report: RecoverReport) 
         for name, n in _listed(compacted):
             if pat.match(name) and not (d / name).exists() and n is not None:
                 rows[kind] += int(n)
-    m = dict(manifest)
-    m["status"] = "crashed"
-    m["finished_at"] = _iso(newest)
-    m.setdefault("error_message", _died_message(manifest))
-    counts = dict(m.get("counts") or {})
-    counts["rows_written"] = rows["telemetry"]
-    counts["events"] = rows["events"]
-    m["counts"] = counts
+    m = crashed_manifest(
+        manifest, finished_at=_iso(newest), telemetry_rows=rows["telemetry"], event_rows=rows["events"]
+    )
     m["files"] = files
     m["recovery"] = {"recovered_at": utc_now_iso(), "temp_files_removed": temp_removed}
     write_manifest(mfile, m)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -378,15 +377,11 @@ class HttpfsTree:
         """:func:`flightlog._recover.run_status` for object stores: a ``running`` run
         whose process is gone (same host) or whose newest object is older than
         ``stale_after`` is ``crashed``."""
-        from ._recover import DEFAULT_STALE_AFTER, process_alive
+        from ._recover import status_by_evidence
 
-        status = manifest.get("status")
-        if status != "running":
-            return str(status) if status else "unknown"
-        prov = manifest.get("provenance") or {}
-        alive = process_alive(prov) if isinstance(prov, Mapping) else None
-        if alive is not None:
-            return "running" if alive else "crashed"
+        return status_by_evidence(manifest, lambda: self._newest_of_run(manifest, where))
+
+    def _newest_of_run(self, manifest: Mapping[str, Any], where: ObjectPath) -> float | None:
         mode = manifest.get("mode", "run")
         times: list[float] = []
         if mode == "run":
@@ -402,6 +397,4 @@ class HttpfsTree:
                 for key, st in self.objects_below((flow / sub).rel):
                     if key.rsplit("/", 1)[-1].startswith(f"part-{run_id}-"):
                         times.append(st.st_mtime)
-        if not times:
-            return "crashed"
-        return "crashed" if time.time() - max(times) > DEFAULT_STALE_AFTER else "running"
+        return max(times) if times else None

@@ -332,7 +332,7 @@ def _object_status(manifest: Mapping[str, Any], where: PurePath, objects: Sequen
     ``DEFAULT_STALE_AFTER`` seconds."""
     import posixpath
 
-    from ._objtree import _alive
+    from ._objtree import alive_by_evidence
     from ._recover import DEFAULT_STALE_AFTER, part_pattern
 
     status = manifest.get("status")
@@ -352,7 +352,7 @@ def _object_status(manifest: Mapping[str, Any], where: PurePath, objects: Sequen
             if o["rel"] == where.as_posix()
             or (posixpath.dirname(o["rel"]) in folders and pat.match(posixpath.basename(o["rel"])))
         ]
-    return "running" if _alive(manifest, max(times, default=0) / 1e3, DEFAULT_STALE_AFTER) else "crashed"
+    return "running" if alive_by_evidence(manifest, max(times, default=0) / 1e3, DEFAULT_STALE_AFTER) else "crashed"
 
 
 def _scan_object_root(url: str, storage_options: Mapping[str, Any] | None) -> list[RunRef]:
