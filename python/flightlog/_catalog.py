@@ -922,6 +922,20 @@ class DuckDBManager:
                     ) from None
                 raise type(e)(lake.redact(text)) from None
 
+    def _transaction(self, what: str, body: Callable[[Any], Any], con: Any) -> Any:
+        """Runs ``body(con)`` in one transaction: on a DuckLake catalog again while other
+        writers commit first; on ``duckdb.db`` once (the writer lock excludes them)."""
+        if self._lake is not None:
+            return self._lake_retry(what, body, con)
+        con.execute("BEGIN")
+        try:
+            result = body(con)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        return result
+
     def _lake_retry(self, what: str, body: Callable[[Any], Any], con: Any) -> Any:
         """Runs ``body(con)`` in a transaction, again while other writers commit first."""
         duckdb = _duckdb()
@@ -1567,16 +1581,7 @@ class DuckDBManager:
             con.execute(f"INSERT INTO runs BY NAME SELECT * FROM {_rows_source(_RUNS_COLUMNS)}", [payload])
             return existing, rows
 
-        if self._lake is not None:
-            existing, run_rows = self._lake_retry("write the runs table", write, con)
-        else:
-            con.execute("BEGIN")
-            try:
-                existing, run_rows = write(con)
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
+        existing, run_rows = self._transaction("write the runs table", write, con)
         for r in run_rows:
             new = r["_new"] if existing is None else r["manifest_path"] not in existing
             if new:
@@ -1705,16 +1710,7 @@ class DuckDBManager:
             return files_added, rows_added
 
         try:
-            if self._lake is not None:
-                files_added, added = self._lake_retry("ingest files", write, con)
-            else:
-                con.execute("BEGIN")
-                try:
-                    files_added, added = write(con)
-                    con.execute("COMMIT")
-                except Exception:
-                    con.execute("ROLLBACK")
-                    raise
+            files_added, added = self._transaction("ingest files", write, con)
         except Exception as e:
             if self._lake is not None and _is_conflict(e):
                 return f"could not be committed: other writers kept committing first ({_short(e)}); retried next time"
