@@ -49,6 +49,16 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// rustls needs a process-wide crypto provider for HTTPS (reqwest is built
+/// with `rustls-no-provider`): ring, installed once. `Err` means one is
+/// installed already (this library's copy of rustls is private to it).
+fn install_tls_provider() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     runtime().block_on(f)
 }
@@ -160,6 +170,7 @@ impl ObjectRoot {
     /// plus flightlog's `multipart_threshold` and `multipart_part_size`).
     /// Returns the root and the prefix key below which the recording lives.
     pub fn open_s3(url: &str, options: &[(String, String)]) -> Result<(Arc<ObjectRoot>, String)> {
+        install_tls_provider();
         let (base_url, bucket, prefix) = split_url(url)?;
         let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
         let mut multipart_threshold = DEFAULT_MULTIPART_THRESHOLD;
@@ -559,6 +570,24 @@ mod tests {
         root.delete("p/a.parquet").unwrap();
         root.delete("p/a.parquet").unwrap();
         assert_eq!(root.list_names("p").unwrap(), ["c.toml"]);
+    }
+
+    #[test]
+    fn https_endpoints_get_a_tls_client() {
+        // Nothing listens on port 1: the request must fail as a connection
+        // error (a TLS client was built), not panic for want of a provider.
+        let opts: Vec<(String, String)> = [
+            ("aws_endpoint", "https://127.0.0.1:1"),
+            ("aws_region", "us-east-1"),
+            ("aws_access_key_id", "k"),
+            ("aws_secret_access_key", "s"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (root, _) = ObjectRoot::open_s3("s3://bucket/p", &opts).unwrap();
+        let err = root.head("p/x").unwrap_err();
+        assert!(err.to_string().contains("s3://bucket/p/x"), "{err}");
     }
 
     #[test]
