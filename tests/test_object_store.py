@@ -286,3 +286,46 @@ def test_flightlog_root_env_may_be_an_object_url(s3_bucket, monkeypatch):
     assert tm.run_path.startswith(f"s3://{s3_bucket.name}/envroot/fda_run_")
     assert read_table(s3_bucket, f"envroot/fda_run_{tm.run_id}/telemetry.parquet").num_rows == 1
     assert os.environ["FLIGHTLOG_ROOT"].startswith("s3://")
+
+
+SLEEPER = textwrap.dedent(
+    """
+    import sys, json, time
+    from flightlog import TelemetryManager, Schema, Field
+    root, opts, mode = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    schema = Schema([Field("iter", "i64", nullable=False), Field("E", "f64", nullable=False)])
+    tm = TelemetryManager(root, "dies", mode=mode, schema=schema, storage_options=opts)
+    for i in range(100):
+        tm.record(i, 1.0)
+    tm.flush()
+    print(tm.run_id, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["run", "dev"])
+def test_a_killed_run_reads_as_crashed_by_evidence_before_recover(s3_bucket, child_env, tmp_path, mode):
+    """The catalog and the CLI judge a `running` manifest on a bucket by evidence:
+    the writer's pid on this host is gone, so the run is `crashed` even before
+    `recover` rewrites its manifest; its durable rows are already queryable."""
+    root = s3_bucket.url("dies")
+    opts = s3_bucket.storage_options
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER, root, json.dumps(opts), mode], stdout=subprocess.PIPE, text=True, env=child_env
+    )
+    try:
+        run_id = proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert run_id
+    db = flightlog.DuckDBManager(root, db_path=tmp_path / "cat.db", storage_options=opts)
+    db.consolidate()
+    assert db.runs().to_dicts()[0]["status"] == "crashed"
+    assert db.live(run_id).fetchone() is not None
+    flightlog.recover(root, storage_options=opts)
+    db.consolidate()
+    (row,) = db.runs().to_dicts()
+    assert row["status"] == "crashed" and row["run_id"] == run_id
+    assert db.query("SELECT count(*) FROM telemetry WHERE run_id = ?", [run_id]).fetchone()[0] == 100
