@@ -462,6 +462,11 @@ impl Recorder {
         Ok(())
     }
 
+    /// Whether the flusher hit a write error no call has reported yet.
+    pub fn has_pending_error(&self) -> bool {
+        self.shared.has_error.load(Ordering::Acquire)
+    }
+
     /// Fails if the recorder is closed, or returns (and clears) a pending
     /// write error: what every producer call checks first.
     pub fn check_open(&self) -> Result<()> {
@@ -486,6 +491,28 @@ impl Recorder {
         on_block: impl FnOnce(Blocked<'_>) -> Offer,
     ) -> Result<Offer> {
         self.check_open()?;
+        self.offer_with(row, on_block)
+    }
+
+    /// Offers one row of a batch whose call already ran [`Recorder::check_open`]:
+    /// like [`Recorder::push`], but a write error the flusher reports meanwhile
+    /// stays pending for the next call instead of failing this row. A batch is
+    /// then recorded whole: the error concerns rows offered earlier (kept for
+    /// a retry), and failing mid-batch would leave the caller unable to tell
+    /// which of its rows were recorded. Fails only if the recorder was closed.
+    pub fn offer(&self, row: &[u64]) -> Result<Offer> {
+        self.offer_with(row, |blocked| blocked.wait())
+    }
+
+    /// [`Recorder::offer`] with the caller's wait (see [`Recorder::push_with`]).
+    pub fn offer_with(
+        &self,
+        row: &[u64],
+        on_block: impl FnOnce(Blocked<'_>) -> Offer,
+    ) -> Result<Offer> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CoreError::Closed);
+        }
         let shared = &*self.shared;
         let offered = shared.counters.offered.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = shared.config.sampling {

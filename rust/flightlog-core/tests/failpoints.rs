@@ -116,6 +116,38 @@ fn background_flush_error_reaches_the_next_producer_call() {
 }
 
 #[test]
+fn a_batch_offered_while_the_flusher_fails_is_recorded_whole() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RecorderConfig::new(OutputLayout::run_folder(dir.path()));
+    cfg.flush_interval_secs = 0.001;
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    fail::cfg("atomic_file::fsync", "return").unwrap();
+    // One batch call: checked once, then offered row by row while the flusher
+    // fails in the background. No row of the batch may be refused for an
+    // error about earlier rows.
+    rec.check_open().unwrap();
+    let mut i = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !rec.has_pending_error() && std::time::Instant::now() < deadline {
+        for _ in 0..1000 {
+            rec.offer(&[i64_word(i), f64_word(0.0)]).unwrap();
+            i += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(rec.has_pending_error(), "the flusher never failed");
+    // The error is reported by the next checked call, not lost.
+    let err = rec.push(&[i64_word(i), f64_word(0.0)]).unwrap_err();
+    assert!(err.is_write_error(), "{err}");
+    fail::remove("atomic_file::fsync");
+    let report = rec.close().unwrap();
+    assert_eq!(report.files[0].1, i as u64, "every offered row, once");
+    assert_eq!(rec.stats().rows_lost, 0);
+    scenario.teardown();
+}
+
+#[test]
 fn a_panic_on_the_flusher_thread_becomes_an_error_and_loses_nothing() {
     let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();

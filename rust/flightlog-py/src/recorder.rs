@@ -604,7 +604,10 @@ impl PyRecorder {
                             }
                         }
                     }
-                    if let Offer::OverBudget { first: true } = rec.push(&row)? {
+                    // `offer`, not `push`: a write error reported while this
+                    // call runs stays pending for the next call, so the batch
+                    // is recorded whole (checked once above).
+                    if let Offer::OverBudget { first: true } = rec.offer(&row)? {
                         budget_first = true;
                     }
                 }
