@@ -46,6 +46,15 @@ def timed(fn):  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0, out
 
 
+def emit(lines: list[str], out: Path | None) -> None:
+    """Prints a Markdown section (``lines``) and appends it to ``out`` (``--out``) when given."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        with out.open("a") as f:
+            f.write(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1000)
@@ -97,11 +106,7 @@ def main() -> None:
         f"| writing the runs with `TelemetryManager` (context) | {make_s:.1f} s, {args.runs / make_s:.0f} runs/s | | | |",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with args.out.open("a") as f:
-            f.write(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

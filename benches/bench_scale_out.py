@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from bench_catalog import make_runs, timed  # noqa: E402
+from bench_catalog import emit, make_runs, timed  # noqa: E402
 
 
 def record_loop(root: str | Path, rows: int) -> tuple[float, float]:
@@ -56,10 +56,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="append a Markdown section to this file")
     args = ap.parse_args()
 
-    import boto3
     from moto.server import ThreadedMotoServer
 
-    from conftest_servers import ACCESS, PostgresCluster, pg_bindir
+    from conftest_servers import ACCESS, Bucket, PostgresCluster, pg_bindir
     from flightlog import DuckDBManager
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
@@ -69,12 +68,7 @@ def main() -> None:
     endpoint = f"http://{host}:{port}"
     for k, v in {**ACCESS, "aws_endpoint": endpoint}.items():
         os.environ[k.upper()] = v
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        **{k: ACCESS[k] for k in ("aws_access_key_id", "aws_secret_access_key")},
-        region_name=ACCESS["aws_region"],
-    ).create_bucket(Bucket="bench")
+    Bucket.create(endpoint, "bench")
     lines = [
         "",
         "## Scale-out: local root vs S3 (moto on loopback), `python benches/bench_scale_out.py`",
@@ -135,11 +129,7 @@ def main() -> None:
     finally:
         server.stop()
     lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with args.out.open("a") as f:
-            f.write(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,3 +28,17 @@ def child_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str, status: int | None = None) -> None:
+    """A ``flightlog`` CLI run failed (exit ``status``; any non-zero one by default) with a
+    one-line ``flightlog: error:`` message on stderr, no traceback, containing every needle
+    (case-insensitive)."""
+    failed = proc.returncode != 0 if status is None else proc.returncode == status
+    assert failed, (proc.returncode, proc.stdout, proc.stderr)
+    err = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("flightlog: error:"), err
+    for n in needles:
+        assert n.lower() in err.lower(), err

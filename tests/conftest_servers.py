@@ -29,7 +29,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import pytest
 
@@ -77,11 +77,31 @@ class Bucket:
     name: str
     endpoint: str
     client: Any
+    access: ClassVar[dict[str, str]] = ACCESS  # the server's credentials (a subclass per server)
+
+    @classmethod
+    def create(cls, endpoint: str, name: str | None = None) -> Self:
+        """Creates a bucket (a fresh ``flightlog-<hex>`` name by default) on the S3 server at
+        ``endpoint``, with a boto3 client holding ``cls.access``; the caller removes it."""
+        try:
+            import boto3
+        except ImportError as e:
+            unavailable(f"boto3 is not installed ({e}); pip install 'flightlog[test]'")
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=cls.access["aws_access_key_id"],
+            aws_secret_access_key=cls.access["aws_secret_access_key"],
+            region_name=cls.access["aws_region"],
+        )
+        bucket = cls(name or f"flightlog-{uuid.uuid4().hex[:12]}", endpoint, client)
+        client.create_bucket(Bucket=bucket.name)
+        return bucket
 
     @property
     def storage_options(self) -> dict[str, str]:
         """What a test passes as ``storage_options=`` (endpoint and the dummy credentials)."""
-        return {"aws_endpoint": self.endpoint, **ACCESS}
+        return {"aws_endpoint": self.endpoint, **self.access}
 
     def url(self, prefix: str = "") -> str:
         return f"s3://{self.name}/{prefix}".rstrip("/")
@@ -106,19 +126,8 @@ class Bucket:
 @pytest.fixture
 def s3_bucket(s3_server: str) -> Iterator[Bucket]:
     """A new, empty bucket for this test (emptied and removed afterwards)."""
-    try:
-        import boto3
-    except ImportError as e:
-        unavailable(f"boto3 is not installed ({e}); pip install 'flightlog[test]'")
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        aws_access_key_id=ACCESS["aws_access_key_id"],
-        aws_secret_access_key=ACCESS["aws_secret_access_key"],
-        region_name=ACCESS["aws_region"],
-    )
-    bucket = Bucket(f"flightlog-{uuid.uuid4().hex[:12]}", s3_server, client)
-    client.create_bucket(Bucket=bucket.name)
+    bucket = Bucket.create(s3_server)
+    client = bucket.client
     try:
         yield bucket
     finally:

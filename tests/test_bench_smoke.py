@@ -19,18 +19,24 @@ RUN = Path(__file__).resolve().parents[1] / "benches" / "peers" / "run.py"
 pytestmark = pytest.mark.skipif(not RUN.exists(), reason="benches/peers is not part of this checkout")
 
 
-@pytest.mark.slow
-def test_peer_harness_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "PEERS.md"
+def run_bench(script: Path, tmp_path: Path, out_name: str, *args: str) -> tuple[str, str]:
+    """Runs ``python SCRIPT ARGS --out tmp_path/out_name`` in ``tmp_path``; asserts it succeeds and
+    returns (the Markdown it wrote, its stdout)."""
+    out = tmp_path / out_name
     p = subprocess.run(
-        [sys.executable, str(RUN), "--smoke", "--out", str(out), "--workdir", str(tmp_path / "work")],
+        [sys.executable, str(script), *args, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=tmp_path,
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    text = out.read_text()
+    return out.read_text(), p.stdout
+
+
+@pytest.mark.slow
+def test_peer_harness_smoke(tmp_path: Path) -> None:
+    text, stdout = run_bench(RUN, tmp_path, "PEERS.md", "--smoke", "--workdir", str(tmp_path / "work"))
     assert "| peer | version | N | ns/step |" in text
     lines: dict[str, str] = {}
     for line in text.splitlines():  # the main table comes first
@@ -44,7 +50,7 @@ def test_peer_harness_smoke(tmp_path: Path) -> None:
     assert "## Overhead on a real numeric loop" in text
     assert "## Call floor" in text
     # Peers whose package is missing are listed as skipped, never silently dropped.
-    for line in p.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("skip "):
             assert line.split()[1].rstrip(":") in text
 
@@ -56,16 +62,7 @@ SCALE_OUT = Path(__file__).resolve().parents[1] / "benches" / "bench_scale_out.p
 @pytest.mark.skipif(not SCALE_OUT.exists(), reason="benches/ is not part of this checkout")
 def test_scale_out_bench_smoke(tmp_path: Path, postgres_cluster: object) -> None:
     # postgres_cluster: skips (or fails under FLIGHTLOG_REQUIRE_SERVERS=1) without PostgreSQL binaries.
-    out = tmp_path / "RESULTS.md"
-    p = subprocess.run(
-        [sys.executable, str(SCALE_OUT), "--runs", "4", "--rows", "500", "--record-rows", "5000", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    text = out.read_text()
+    text, _ = run_bench(SCALE_OUT, tmp_path, "RESULTS.md", "--runs", "4", "--rows", "500", "--record-rows", "5000")
     assert "## Scale-out: local root vs S3" in text
     assert "`consolidate()` of the local tree: DuckLake on PostgreSQL" in text
     assert "runs/s" in text and "ns/row" in text

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_one_line_error
 from flightlog.cli import main
 
 PYTHON = sys.executable
@@ -31,16 +32,6 @@ def cli(*args: str, root: Path | None = None, env: dict[str, str] | None = None,
     full_env.pop("FLIGHTLOG_DEBUG", None)
     full_env.update(env or {})
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode != 0, proc.stdout
-    err = proc.stderr.strip()
-    assert "Traceback" not in proc.stderr
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("flightlog: error:"), err
-    for n in needles:
-        assert n.lower() in err.lower(), err
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import assert_one_line_error as one_line_error
 from flightlog import Field, Schema, TelemetryManager
 
 PYTHON = sys.executable
@@ -73,13 +74,8 @@ def as_json(proc: subprocess.CompletedProcess[str]) -> object:
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    err = proc.stderr.strip()
-    assert "Traceback" not in proc.stderr
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("flightlog: error:"), err
-    for n in needles:
-        assert n.lower() in err.lower(), err
+    """A one-line ``flightlog: error:`` with every needle, exit status 1 (conftest's helper)."""
+    one_line_error(proc, *needles, status=1)
 
 
 def record(root: str, bucket, run_id: str, n: int, *, flow: str = "gd", mode: str = "run", lr: float = 0.1) -> str:
@@ -202,22 +198,34 @@ def test_show_tail_and_plot_read_the_bucket(s3_runs, tmp_path: Path) -> None:
     assert_one_line_error(cli("show", "nope", "--root", root, env=env), "no run 'nope'", root)
 
 
+def writer_script(root: str, body: str) -> str:
+    """A child process's script: the imports, ``root`` and an (iter i64, E f64) ``schema``, then
+    ``body``, which records a run of flow ``writer`` there and prints its run id first."""
+    header = f"""
+import os
+import time
+import numpy as np
+from flightlog import TelemetryManager, Schema, Field
+root = {root!r}
+schema = Schema([Field("iter", "i64"), Field("E", "f64")])
+"""
+    return header + textwrap.dedent(body)
+
+
 def test_tail_follows_a_running_run_in_the_bucket(needs_lake, s3_bucket) -> None:
     root = s3_bucket.url("live")
     env = aws_env(s3_bucket)
-    script = textwrap.dedent(
-        f"""
-        import time
-        from flightlog import TelemetryManager, Schema, Field
-        schema = Schema([Field("iter", "i64"), Field("E", "f64")])
-        with TelemetryManager({root!r}, "writer", schema=schema, flush_interval=0.1) as tm:
+    script = writer_script(
+        root,
+        """
+        with TelemetryManager(root, "writer", schema=schema, flush_interval=0.1) as tm:
             print(tm.run_id, flush=True)
             t0 = time.monotonic(); i = 0
             while time.monotonic() - t0 < 2.5:
                 tm.record(i, 1.0 / (i + 1)); i += 1
                 if i % 200 == 0:
                     time.sleep(0.01)
-        """
+        """,
     )
     with subprocess.Popen(
         [PYTHON, "-c", script], stdout=subprocess.PIPE, text=True, env={**os.environ, **env}
@@ -237,18 +245,15 @@ def test_tail_follows_a_running_run_in_the_bucket(needs_lake, s3_bucket) -> None
 def test_recover_finalises_a_crashed_run_in_the_bucket(needs_lake, s3_bucket) -> None:
     root = s3_bucket.url("crash")
     env = aws_env(s3_bucket)
-    script = textwrap.dedent(
-        f"""
-        import os
-        import numpy as np
-        from flightlog import TelemetryManager, Schema, Field
-        schema = Schema([Field("iter", "i64"), Field("E", "f64")])
-        tm = TelemetryManager({root!r}, "writer", schema=schema, segment_rows=100)
+    script = writer_script(
+        root,
+        """
+        tm = TelemetryManager(root, "writer", schema=schema, segment_rows=100)
         print(tm.run_id, flush=True)
         tm.extend(iter=np.arange(250), E=np.ones(250))
         tm.flush()
         os._exit(1)
-        """
+        """,
     )
     proc = subprocess.run(
         [PYTHON, "-c", script], capture_output=True, text=True, timeout=120, env={**os.environ, **env}

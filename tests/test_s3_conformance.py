@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import threading
-import uuid
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -21,9 +20,7 @@ from flightlog._s3 import ObjectLocation, open_store, storage_options
 
 
 class WeedBucket(Bucket):
-    @property
-    def storage_options(self) -> dict[str, str]:
-        return {"aws_endpoint": self.endpoint, **WEED_ACCESS}
+    access = WEED_ACCESS
 
 
 @pytest.fixture(params=["moto", "seaweedfs"])
@@ -31,22 +28,11 @@ def bucket(request: pytest.FixtureRequest):
     if request.param == "moto":
         yield request.getfixturevalue("s3_bucket")
         return
-    import boto3
-
-    endpoint = request.getfixturevalue("seaweed_server")
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=WEED_ACCESS["aws_access_key_id"],
-        aws_secret_access_key=WEED_ACCESS["aws_secret_access_key"],
-        region_name=WEED_ACCESS["aws_region"],
-    )
-    b = WeedBucket(f"flightlog-{uuid.uuid4().hex[:12]}", endpoint, client)
-    client.create_bucket(Bucket=b.name)
+    b = WeedBucket.create(request.getfixturevalue("seaweed_server"))
     yield b
     for key in b.keys():
-        client.delete_object(Bucket=b.name, Key=key)
-    client.delete_bucket(Bucket=b.name)
+        b.client.delete_object(Bucket=b.name, Key=key)
+    b.client.delete_bucket(Bucket=b.name)
 
 
 def store_of(bucket):
