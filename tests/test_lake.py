@@ -288,6 +288,174 @@ def test_ducklake_in_a_duckdb_file(needs_lake, tree, tmp_path):
     assert db.consolidate().files_added == 0
 
 
+# --------------------------------------------------------------------------- the cached read session
+
+
+@pytest.fixture(params=["postgres", "file"])
+def any_lake(request, tmp_path):
+    """A DuckLake catalog string: on PostgreSQL, or in a DuckDB file."""
+    if request.param == "postgres":
+        return lake(request.getfixturevalue("postgres_dsn"))
+    return f"ducklake:{tmp_path / 'meta.ducklake'}"
+
+
+def session_memory(db) -> int:
+    """Bytes the manager's cached read session holds in DuckDB's buffer manager."""
+    return db._lake_reads.con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()[0] or 0
+
+
+def test_reads_share_one_session_and_see_what_others_commit(needs_lake, tmp_path, any_lake, child_env):
+    root = tmp_path / "root"
+    make_run(root, "A", 20)
+    writer = DuckDBManager(root, catalog=any_lake)
+    writer.consolidate()
+    reader = DuckDBManager(root, catalog=any_lake, read_only=True)
+    assert one(reader, "SELECT count(*) FROM telemetry") == 20
+    session = reader._lake_reads
+    assert session is not None
+    # Another manager commits new rows and a new column: the next read sees both.
+    make_run(root, "B", 10, wide=True)
+    assert writer.consolidate().files_added == 2
+    per_run = "SELECT run_id, count(*), count(grad_norm) FROM telemetry GROUP BY 1 ORDER BY 1"
+    assert reader.query(per_run).fetchall() == [("A", 20, 0), ("B", 10, 10)]
+    assert [r["run_id"] for r in reader.runs().to_dicts()] == ["A", "B"]
+    assert len(reader.telemetry("B", columns=["iter", "grad_norm"])) == 10
+    assert reader._lake_reads is session  # one session, not one per call
+    # A DuckDB-file catalog is attached only while a read runs: its file lock would keep
+    # writers out (another process consolidates while this manager and a Result live).
+    kept = reader.query("SELECT run_id FROM runs")
+    assert session.attached == any_lake.startswith("ducklake:postgres:")
+    make_run(root, "C", 5)
+    child = subprocess.run(
+        [sys.executable, "-c", CONSOLIDATE, str(root), any_lake, "{}", str(time.time())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert json.loads(child.stdout.strip().splitlines()[-1])["files"] == 2
+    assert dict(reader.query("SELECT run_id, count(*) FROM telemetry GROUP BY 1").fetchall()) == {
+        "A": 20,
+        "B": 10,
+        "C": 5,
+    }
+    assert sorted(kept.fetchall()) == [("A",), ("B",)]  # a Result is a snapshot of its read
+
+
+def test_results_free_their_rows_when_collected(needs_lake, tmp_path, any_lake):
+    import gc
+
+    root = tmp_path / "root"
+    make_run(root, "A", 5)
+    db = DuckDBManager(root, catalog=any_lake)
+    db.consolidate()
+    db.query("SELECT 1").fetchall()
+    baseline = session_memory(db)
+    big = "SELECT range AS i, random() AS x FROM range(2000000)"
+    r = db.query(big)
+    assert len(r) == 2_000_000
+    assert session_memory(db) > baseline + 10_000_000
+    del r
+    gc.collect()
+    assert session_memory(db) < baseline + 2_000_000
+    for _ in range(20):  # a long-lived manager does not grow with the Results it has returned
+        assert len(db.query(big)) == 2_000_000
+    gc.collect()
+    assert session_memory(db) < baseline + 2_000_000
+    kept = db.query("SELECT i FROM range(3) t(i)")
+    rel = kept.relation
+    del kept
+    gc.collect()
+    assert rel.fetchall() == [(0,), (1,), (2,)]  # the relation keeps its rows alive
+
+
+def test_reads_from_many_threads_at_once(needs_lake, tmp_path, any_lake):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "root"
+    rows = {f"R{i}": 10 + i for i in range(4)}
+    for run_id, n in rows.items():
+        make_run(root, run_id, n)
+    DuckDBManager(root, catalog=any_lake).consolidate()
+    db = DuckDBManager(root, catalog=any_lake, read_only=True)
+
+    def read(i: int) -> tuple:
+        run_id = f"R{i % 4}"
+        return (
+            len(db.telemetry(run_id)),
+            db.compare([run_id]).to_dicts()[0]["rows"],
+            one(db, "SELECT count(*) FROM events WHERE run_id = ?", [run_id]),
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(read, range(48)))
+    assert got == [(rows[f"R{i % 4}"], rows[f"R{i % 4}"], 3) for i in range(48)]
+    assert db._lake_reads.users == 0
+
+
+def test_close_releases_the_read_session(needs_lake, tmp_path, any_lake):
+    root = tmp_path / "root"
+    make_run(root, "A", 7)
+    with DuckDBManager(root, catalog=any_lake) as db:
+        db.consolidate()
+        r = db.query("SELECT run_id, count(*) FROM telemetry GROUP BY 1")
+        session = db._lake_reads
+        assert session is not None and db.exists()
+    assert db._lake_reads is None and not session.attached  # the catalog is let go
+    assert r.fetchall() == [("A", 7)]  # Results already returned stay readable
+    with pytest.raises(ValueError, match="closed"):
+        db.query("SELECT 1")
+    db.close()  # idempotent
+
+
+# --------------------------------------------------------------------------- no catalog at all
+
+
+def test_files_only_reads_run_files_without_a_catalog(tmp_path):
+    root = tmp_path / "root"
+    make_run(root, "A", 12)
+    make_run(root, "D1", 6, flow="devflow", mode="dev")
+    db = DuckDBManager(root, files_only=True)
+    assert (db.files_only, db.read_only, db.db_path, db.catalog, db.data_path) == (True, True, None, None, None)
+    assert repr(db) == f"DuckDBManager({str(root)!r}, files_only=True)"
+    assert "files_only" in db.location
+    assert not db.exists()
+    assert len(db.live("A")) == 12
+    assert len(db.live("D1")) == 6
+    assert [e["event"] for e in db.live("A", kind="events").to_dicts()][1] == "CERT_PASS"
+    for read in (
+        lambda: db.query("SELECT 1"),
+        db.runs,
+        lambda: db.telemetry("A"),
+        lambda: db.events("A"),
+        lambda: db.compare(["A"]),
+    ):
+        with pytest.raises(FileNotFoundError, match="files_only"):
+            read()
+    with pytest.raises(PermissionError, match="files_only"):
+        db.consolidate()
+    assert sorted(p.name for p in root.iterdir()) == ["fda_run_A", "flows"]  # nothing written
+    for other in ({"db_path": tmp_path / "x.db"}, {"catalog": "ducklake:x.ducklake"}, {"data_path": tmp_path}):
+        with pytest.raises(ValueError, match="files_only"):
+            DuckDBManager(root, files_only=True, **other)
+
+
+def test_files_only_on_an_s3_root(needs_lake, tree, s3_bucket):
+    root, rows = tree
+    s3_bucket.upload_tree(root, "nocat")
+    url = s3_bucket.url("nocat")
+    with pytest.raises(ValueError, match="files_only"):
+        DuckDBManager(url, storage_options=s3_bucket.storage_options)  # the error names the mode
+    with DuckDBManager(url, files_only=True, storage_options=s3_bucket.storage_options) as db:
+        assert str(db.root) == url and not db.exists()
+        assert len(db.live("R02")) == rows["R02"]
+        assert len(db.live("D1")) == rows["D1"]
+        with pytest.raises(FileNotFoundError, match="files_only"):
+            db.runs()
+    assert not any(k.startswith("nocat/lake") for k in s3_bucket.keys("nocat/"))
+
+
 # --------------------------------------------------------------------------- many consolidators at once
 
 CONSOLIDATE = textwrap.dedent(

@@ -57,6 +57,13 @@ Beyond one machine (``pip install 'flightlog[lake]'``, see docs/SCALE_OUT.md):
   transactions that both saw a file as new, the second to commit fails; it then
   starts again, reads ``_ingested_files`` in its new snapshot, and drops the files
   the first one took. ``runs`` rows are guarded the same way (``guard_runs``).
+- Reads of a DuckLake catalog go through one in-memory DuckDB session per manager
+  (and process), made at the first read: its extensions are loaded once, and a
+  PostgreSQL catalog stays attached read-only (a DuckDB-file catalog is attached
+  only while reads run: its file lock would keep writers out). Each read runs on
+  a cursor of its own, in transactions of its own, so it reads the catalog's
+  latest snapshot: what any process committed before it began. Writers
+  (:meth:`DuckDBManager.consolidate`) open a session of their own, as before.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ import os
 import random
 import re
 import socket
+import threading
 import time
 import tomllib
 import zlib
@@ -209,10 +217,38 @@ class _GuardRepaired(Exception):
 _GUARD_SCHEMA = "_flightlog"
 _GUARD_SHARDS = 8
 _GUARD_RUNS = "guard_runs"
+_GUARDS = (_GUARD_RUNS, *(f"guard_{i:02d}" for i in range(_GUARD_SHARDS)))
 #: How often one transaction is tried again when other writers keep committing first.
 _LAKE_ATTEMPTS = 60
 _LAKE_ALIAS = "flightlog_lake"
 _INSTALL_HINT = "pip install 'flightlog[lake]'"
+
+
+class _LakeReads:
+    """The in-memory DuckDB instance a DuckLake manager reads through, kept between calls.
+
+    Loading the extensions costs most of a fresh session (~0.3-1 s), so the instance
+    is made once; every read takes a cursor of its own on it. The catalog is attached
+    read-only as ``_CAT``: a PostgreSQL catalog stays attached (``keep``), a
+    DuckDB-file catalog only while reads run (its read lock on the metadata file
+    would keep writers in other processes out). The manager's lock guards
+    ``attached`` and ``users``.
+    """
+
+    def __init__(self, con: Any, keep: bool) -> None:
+        self.con = con
+        self.pid = os.getpid()
+        self.keep = keep
+        self.attached = False
+        self.users = 0
+
+    def settle(self) -> None:
+        """Detaches the catalog when no read runs and it is not to be kept. The instance
+        is not closed: Results hold cursors on it, and it goes when the last of them does."""
+        if self.users == 0 and self.attached and not self.keep:
+            self.attached = False
+            with contextlib.suppress(Exception):
+                self.con.execute(f"DETACH {_CAT}")
 
 
 def _guard_table(name: str) -> str:
@@ -299,25 +335,40 @@ def _parse_catalog(catalog: Any) -> _LakeSpec:
     return _LakeSpec(f"ducklake:{abs_path}", "duckdb", abs_path)
 
 
+#: Error texts that mean "another transaction committed a conflicting change first" (DuckLake;
+#: matched case-insensitively), "the catalog database cannot be reached" (PostgreSQL) and
+#: "another process/connection holds the file" (DuckDB).
+_CONFLICT_MARKERS = ("conflict", "could not serialize", "failed to commit ducklake transaction")
+_UNREACHABLE_MARKERS = (
+    "Unable to connect to Postgres",
+    "could not connect to server",
+    "Connection refused",
+    "connection to server",
+    "server closed the connection",
+    "timeout expired",
+)
+_LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "Unique file handle conflict", "different configuration")
+
+
+def _mentions(exc: BaseException, markers: Iterable[str], *, fold: bool = False) -> bool:
+    """Whether the text of ``exc`` contains one of ``markers`` (``fold``: ignoring case)."""
+    text = str(exc).lower() if fold else str(exc)
+    return any(marker in text for marker in markers)
+
+
 def _is_conflict(exc: BaseException) -> bool:
     """True for DuckLake's "another transaction committed a conflicting change first" errors."""
-    text = str(exc).lower()
-    return "conflict" in text or "could not serialize" in text or "failed to commit ducklake transaction" in text
+    return _mentions(exc, _CONFLICT_MARKERS, fold=True)
 
 
 def _is_unreachable(exc: BaseException) -> bool:
-    text = str(exc)
-    return any(
-        marker in text
-        for marker in (
-            "Unable to connect to Postgres",
-            "could not connect to server",
-            "Connection refused",
-            "connection to server",
-            "server closed the connection",
-            "timeout expired",
-        )
-    )
+    """True for "the PostgreSQL server of the catalog cannot be reached" errors."""
+    return _mentions(exc, _UNREACHABLE_MARKERS)
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    """True for DuckDB's "another process/connection holds the file" errors."""
+    return _mentions(exc, _LOCK_MARKERS)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -403,18 +454,10 @@ def _utc_now_text() -> str:
     return _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-def _is_lock_conflict(exc: BaseException) -> bool:
-    """True for DuckDB's "another process/connection holds the file" errors."""
-    text = str(exc)
-    return any(
-        marker in text
-        for marker in (
-            "Could not set lock",
-            "Conflicting lock",
-            "Unique file handle conflict",
-            "different configuration",
-        )
-    )
+def _rollback_quietly(con: Any) -> None:
+    """Rolls back the open transaction, if any (a failed ROLLBACK must not hide the error being raised)."""
+    with contextlib.suppress(Exception):
+        con.execute("ROLLBACK")
 
 
 def _sleep_backoff(attempt: int, deadline: float | None) -> bool:
@@ -435,10 +478,12 @@ def _sleep_backoff(attempt: int, deadline: float | None) -> bool:
 class Result:
     """The materialised result of a catalog query.
 
-    The rows live in a private in-memory DuckDB database, so the catalog file is
-    released as soon as the query has run (a reader never holds ``duckdb.db``
-    longer than one query). The usual DuckDB result methods work, on both the
-    1.5 and the 2.x line:
+    The rows live in a temporary table of the Result's own in-memory DuckDB
+    connection (with a DuckLake catalog, a cursor on the manager's read session),
+    so the catalog file is released as soon as the query has run (a reader never
+    holds ``duckdb.db`` longer than one query), and the rows are freed when the
+    Result (and its ``relation``) is garbage-collected. The usual DuckDB result
+    methods work, on both the 1.5 and the 2.x line:
 
     >>> r = db.query("SELECT run_id, status FROM runs WHERE flow_name = ?", ["gd"])  # doctest: +SKIP
     >>> r.fetchall(); r.df(); r.arrow(); r.pl()                                     # doctest: +SKIP
@@ -454,7 +499,7 @@ class Result:
 
     @property
     def relation(self) -> Any:
-        """The ``duckdb.DuckDBPyRelation`` over the rows (in a private in-memory database)."""
+        """The ``duckdb.DuckDBPyRelation`` over the rows (a temporary table of the Result's connection)."""
         return self._rel
 
     @property
@@ -609,12 +654,13 @@ class DuckDBManager:
     >>> db = DuckDBManager("s3://telemetry/prod", db_path="prod.duckdb")           # doctest: +SKIP
     >>> db = DuckDBManager("s3://telemetry/prod",                                  # doctest: +SKIP
     ...                    catalog="ducklake:postgres:dbname=lake host=db user=flightlog")
+    >>> DuckDBManager("s3://telemetry/prod", files_only=True).live("20251020_153045")  # doctest: +SKIP
 
     Args:
         base_path: the root (else ``$FLIGHTLOG_ROOT``, else ``./telematry_cfs``): a
             folder, or ``s3://bucket/prefix`` (read through DuckDB ``httpfs``).
         db_path: the database file (default ``<root>/duckdb.db``; required, and
-            local, for an ``s3://`` root without ``catalog``).
+            local, for an ``s3://`` root without ``catalog`` or ``files_only``).
         read_only: never write; :meth:`consolidate` raises ``PermissionError``.
         timeout: seconds to wait for another process's lock before raising
             :class:`~flightlog.CatalogLockedError` (``None``: wait forever).
@@ -627,14 +673,25 @@ class DuckDBManager:
         storage_options: object-store settings overriding the ``AWS_*``
             environment (``aws_endpoint``, ``aws_access_key_id``, ``aws_region``,
             ...; see :func:`flightlog._s3.storage_options`).
+        files_only: no catalog at all: the manager reads the run files under the
+            root and nothing else. :meth:`live` works, :meth:`exists` is False,
+            :meth:`query`, :meth:`runs`, :meth:`telemetry`, :meth:`events` and
+            :meth:`compare` raise ``FileNotFoundError`` and :meth:`consolidate`
+            ``PermissionError``. For an ``s3://`` root whose catalog is elsewhere
+            or not wanted (the CLI's ``show``/``tail``/``plot`` without ``--db``/``--catalog``).
+            Excludes ``db_path``, ``catalog`` and ``data_path``; implies ``read_only``.
 
     Raises:
         ValueError: a bad ``catalog`` string, or options that do not fit together.
         ImportError: a DuckDB extension that ``s3://`` or ``catalog`` needs is not
             installed (raised at first use; ``pip install 'flightlog[lake]'``).
 
-    The manager holds no connection between calls, so it is cheap to keep and
-    safe to share between threads; :meth:`close` only marks it closed.
+    With ``duckdb.db`` the manager holds no connection between calls (each read
+    opens the file for one query). With a DuckLake catalog it keeps one in-memory
+    DuckDB session for reads (extensions loaded, a PostgreSQL catalog attached), and
+    every read takes a cursor of its own on it, so each read still sees every commit
+    made before it began, by any process. Either way it is safe to share between
+    threads; :meth:`close` (or the end of a ``with`` block) releases the session.
     """
 
     def __init__(
@@ -647,6 +704,7 @@ class DuckDBManager:
         catalog: str | None = None,
         data_path: str | os.PathLike[str] | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        files_only: bool = False,
     ) -> None:
         from ._runs import DEFAULT_ROOT, ROOT_ENV, resolve_root
         from ._s3 import ObjectLocation, is_object_url
@@ -656,6 +714,11 @@ class DuckDBManager:
             raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
         raw_root = base_path if base_path is not None else (os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
         raw_root = os.fspath(raw_root)
+        self.files_only = bool(files_only)
+        if self.files_only and (db_path is not None or catalog is not None or data_path is not None):
+            raise ValueError(
+                "files_only=True reads the run files without a catalog: it excludes db_path=, catalog= and data_path="
+            )
         self._lake: _LakeSpec | None = _parse_catalog(catalog) if catalog is not None else None
         if storage_options is not None and not isinstance(storage_options, Mapping):
             raise TypeError(f"storage_options must be a mapping, got {type(storage_options).__name__}")
@@ -679,6 +742,10 @@ class DuckDBManager:
                 dp = os.fspath(data_path)
                 self.data_path = (dp if is_object_url(dp) else str(Path(dp).expanduser().absolute())).rstrip("/") + "/"
             self._data_path_given = data_path is not None
+        elif self.files_only:
+            self.db_path = None
+            self.data_path = None
+            self._data_path_given = False
         else:
             if data_path is not None:
                 raise ValueError(
@@ -687,7 +754,8 @@ class DuckDBManager:
             if db_path is None and isinstance(self.root, ObjectPath):
                 raise ValueError(
                     f"DuckDBManager({str(self.root)!r}) needs db_path= (a local duckdb.db file: DuckDB cannot "
-                    "write its database file to an object store) or catalog='ducklake:postgres:<dsn>'"
+                    "write its database file to an object store) or catalog='ducklake:postgres:<dsn>' "
+                    "(or files_only=True to read the run files without a catalog)"
                 )
             if db_path is not None and is_object_url(os.fspath(db_path)):
                 raise ValueError(f"db_path= must be a local file, got {os.fspath(db_path)!r}")
@@ -697,14 +765,18 @@ class DuckDBManager:
             self.data_path = None
             self._data_path_given = False
         self.catalog: str | None = self._lake.display if self._lake is not None else None
-        self.read_only = bool(read_only)
+        self.read_only = bool(read_only) or self.files_only
         self.timeout = timeout
         self._closed = False
         self._result_ids = itertools.count()
         self._lake_ready = False
+        self._lake_lock = threading.Lock()
+        self._lake_reads: _LakeReads | None = None
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
+        if self.files_only:
+            return f"DuckDBManager({str(self.root)!r}, files_only=True)"
         if self._lake is not None:
             return f"DuckDBManager({str(self.root)!r}, catalog={self.catalog!r}, data_path={self.data_path!r}, {mode})"
         return f"DuckDBManager({str(self.root)!r}, db_path={str(self.db_path)!r}, {mode})"
@@ -712,12 +784,15 @@ class DuckDBManager:
     @property
     def _where(self) -> str:
         """The catalog, for messages."""
+        if self.files_only:
+            return "no catalog (files_only=True)"
         return self.catalog if self.catalog is not None else str(self.db_path)
 
     @property
     def location(self) -> str:
         """Where the catalog is, for messages: the ``db_path`` file, or the DuckLake
-        catalog string with its password masked."""
+        catalog string with its password masked (``"no catalog (files_only=True)"``
+        for a ``files_only`` manager)."""
         return self._where
 
     def exists(self) -> bool:
@@ -728,18 +803,17 @@ class DuckDBManager:
             CatalogUnavailableError: the DuckLake catalog's database cannot be reached.
         """
         self._check_open()
+        if self.files_only:
+            return False
         if self._lake is None:
             return self._db_file.exists()
         if self._lake_ready:
             return True
         try:
-            mem = self._lake_session(read_only=True, alias=_CAT)
+            with self._lake_cursor() as cur:
+                self._lake_ready = self._lake_has_tables(cur)
         except FileNotFoundError:  # no DuckLake catalog there yet
             return False
-        try:
-            self._lake_ready = self._lake_has_tables(mem)
-        finally:
-            mem.close()
         return self._lake_ready
 
     @staticmethod
@@ -761,10 +835,17 @@ class DuckDBManager:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Mark the manager closed (it holds no catalog connection between calls); idempotent.
+        """Mark the manager closed and release what it keeps between calls; idempotent.
 
-        An ``s3://`` root's scratch DuckDB session (for listings and footers) is closed too."""
-        self._closed = True
+        The DuckLake read session lets go of the catalog (and its PostgreSQL
+        connections); Results already returned stay readable. An ``s3://`` root's
+        scratch DuckDB session (for listings and footers) is closed too."""
+        with self._lake_lock:
+            self._closed = True
+            reads, self._lake_reads = self._lake_reads, None
+            if reads is not None:
+                reads.keep = False
+                reads.settle()
         self._tree.close()
 
     def __enter__(self) -> DuckDBManager:
@@ -821,37 +902,43 @@ class DuckDBManager:
     def _open_rw(self) -> Iterator[Any]:
         """A read-write connection, retrying while readers hold the file; closed on exit.
 
-        For a DuckLake catalog: an in-memory session with the catalog attached
-        read-write as the default database."""
+        For a DuckLake catalog: an in-memory session of its own (not the cached read
+        session) with the catalog attached read-write as the default database."""
         if self._lake is not None:
-            con = self._lake_session(read_only=False)
+            con = self._lake_instance()
             try:
+                self._attach_lake(con, read_only=False, alias=_LAKE_ALIAS)
+                con.execute(f"USE {_LAKE_ALIAS}")
                 yield con
             finally:
                 con.close()
             return
         duckdb = _duckdb()
-        deadline = self._deadline()
-        for attempt in itertools.count():
-            try:
-                con = duckdb.connect(str(self.db_path))
-                break
-            except duckdb.Error as e:
-                if not _is_lock_conflict(e):
-                    raise
-                if not _sleep_backoff(attempt, deadline):
-                    raise CatalogLockedError(
-                        f"{self.db_path} stayed locked for {self.timeout} s (another process has it open): {e}"
-                    ) from e
+        con = self._retry_locked(lambda: duckdb.connect(str(self.db_path)), "by another process")
         try:
             self._tree.prepare(con)
             yield con
         finally:
             con.close()
 
-    def _lake_session(self, read_only: bool, alias: str = _LAKE_ALIAS) -> Any:
-        """An in-memory DuckDB session with the DuckLake catalog attached as ``alias``
-        and selected (``USE``); extensions loaded offline, the S3 secret created."""
+    def _retry_locked(self, open_: Callable[[], Any], by: str) -> Any:
+        """``open_()``, tried again while DuckDB says another process holds ``duckdb.db``;
+        :class:`~flightlog.CatalogLockedError` after ``timeout`` seconds."""
+        duckdb = _duckdb()
+        deadline = self._deadline()
+        for attempt in itertools.count():
+            try:
+                return open_()
+            except duckdb.Error as e:
+                if not _is_lock_conflict(e):
+                    raise
+                if not _sleep_backoff(attempt, deadline):
+                    raise CatalogLockedError(f"{self.db_path} stayed locked {by} for {self.timeout} s: {e}") from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lake_instance(self) -> Any:
+        """A new in-memory DuckDB instance that can open the DuckLake catalog: its
+        extensions loaded offline, the S3 secret created (no catalog attached yet)."""
         from ._s3 import is_object_url, load_extensions
 
         assert self._lake is not None
@@ -865,12 +952,52 @@ class DuckDBManager:
                 from ._s3 import duckdb_secret_sql, storage_options
 
                 con.execute(duckdb_secret_sql(storage_options(self._storage_overrides)))
-            self._attach_lake(con, read_only, alias)
-            con.execute(f"USE {alias}")
         except BaseException:
             con.close()
             raise
         return con
+
+    @contextlib.contextmanager
+    def _lake_cursor(self) -> Iterator[Any]:
+        """A cursor with the DuckLake catalog attached read-only as ``_CAT`` and selected.
+
+        The cursor is new (DuckDB connections are not shared between threads); the
+        instance under it is the manager's :class:`_LakeReads`, made once per process,
+        so the extensions are loaded and the catalog attached once, not per call
+        (module doc). Every statement on the cursor is its own transaction, which
+        reads the catalog's latest snapshot: a read sees all that was committed
+        before it began, by any process."""
+        with self._lake_lock:
+            self._check_open()
+            reads = self._lake_reads
+            if reads is None or reads.pid != os.getpid():  # DuckDB does not survive fork()
+                assert self._lake is not None
+                reads = self._lake_reads = _LakeReads(self._lake_instance(), keep=self._lake.kind == "postgres")
+            if not reads.attached:
+                self._attach_lake(reads.con, read_only=True, alias=_CAT)
+                reads.attached = True
+            reads.users += 1
+            cur = reads.con.cursor()
+        failed: BaseException | None = None
+        try:
+            cur.execute(f"USE {_CAT}")
+            yield cur
+            with contextlib.suppress(Exception):
+                cur.execute("USE memory")  # a Result on the cursor outlives the attach
+        except BaseException as e:
+            failed = e
+            with contextlib.suppress(Exception):
+                cur.close()
+            raise
+        finally:
+            with self._lake_lock:
+                reads.users -= 1
+                if failed is not None and _is_unreachable(failed):
+                    # The server went away: the next read connects again.
+                    reads.keep = False
+                    if self._lake_reads is reads:
+                        self._lake_reads = None
+                reads.settle()
 
     def _attach_lake(self, con: Any, read_only: bool, alias: str) -> None:
         assert self._lake is not None
@@ -923,21 +1050,13 @@ class DuckDBManager:
                 raise type(e)(lake.redact(text)) from None
 
     def _transaction(self, what: str, body: Callable[[Any], Any], con: Any) -> Any:
-        """Runs ``body(con)`` in one transaction: on a DuckLake catalog again while other
-        writers commit first; on ``duckdb.db`` once (the writer lock excludes them)."""
-        if self._lake is not None:
-            return self._lake_retry(what, body, con)
-        con.execute("BEGIN")
-        try:
-            result = body(con)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        return result
+        """Runs ``body(con)`` in one transaction and returns what it returns.
 
-    def _lake_retry(self, what: str, body: Callable[[Any], Any], con: Any) -> Any:
-        """Runs ``body(con)`` in a transaction, again while other writers commit first."""
+        ``body`` may raise :class:`_Rollback` to roll back and return its value. On a
+        DuckLake catalog the transaction is run again while other writers commit a
+        conflicting change first (up to ``_LAKE_ATTEMPTS`` times), and again after an
+        emptied guard table was refilled (:class:`_GuardRepaired`); on ``duckdb.db`` it
+        runs once (the writer lock excludes other writers)."""
         duckdb = _duckdb()
         for attempt in itertools.count():
             con.execute("BEGIN")
@@ -949,43 +1068,43 @@ class DuckDBManager:
                 con.execute("ROLLBACK")
                 return r.value
             except _GuardRepaired:
-                with contextlib.suppress(Exception):
-                    con.execute("ROLLBACK")
+                _rollback_quietly(con)
                 self._refill_guards(con)
             except duckdb.Error as e:
-                with contextlib.suppress(Exception):
-                    con.execute("ROLLBACK")
-                if not _is_conflict(e) or attempt + 1 >= _LAKE_ATTEMPTS:
+                _rollback_quietly(con)
+                if self._lake is None or not _is_conflict(e) or attempt + 1 >= _LAKE_ATTEMPTS:
                     raise
                 time.sleep(min(0.01 * 1.5**attempt, 1.0) * (0.5 + random.random()))
             except BaseException:
-                with contextlib.suppress(Exception):
-                    con.execute("ROLLBACK")
+                _rollback_quietly(con)
                 raise
         raise AssertionError(f"unreachable ({what})")  # pragma: no cover
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Any]:
-        """An in-memory connection with the catalog attached read-only as the default
-        database; the catalog is detached on exit (results stay in memory)."""
+        """A connection with the catalog attached read-only as the default database.
+
+        ``duckdb.db``: a private in-memory connection; the file is detached on exit
+        (results stay in memory). DuckLake: a cursor on the manager's cached read
+        session (:meth:`_lake_cursor`)."""
+        if self.files_only:
+            raise FileNotFoundError(
+                f"DuckDBManager({str(self.root)!r}, files_only=True) has no catalog: it reads run files only "
+                "(live()); query(), runs(), telemetry(), events() and compare() need db_path= or catalog="
+            )
         if self._lake is not None:
             if not self.read_only and not self._lake_ready:
                 with self._open_rw() as con:
                     self._ensure_schema(con)
-            mem = self._lake_session(read_only=True, alias=_CAT)
-            try:
+            with self._lake_cursor() as cur:
                 if not self._lake_ready:
-                    if not self._lake_has_tables(mem):
+                    if not self._lake_has_tables(cur):
                         raise FileNotFoundError(
                             f"no flightlog tables in the DuckLake catalog {self._where}; "
                             "run DuckDBManager(..., catalog=...).consolidate() first"
                         )
                     self._lake_ready = True
-                yield mem
-            finally:
-                with contextlib.suppress(Exception):
-                    mem.execute("USE memory")
-                    mem.execute(f"DETACH {_CAT}")
+                yield cur
             return
         duckdb = _duckdb()
         if not self._db_file.exists():
@@ -993,20 +1112,17 @@ class DuckDBManager:
                 raise FileNotFoundError(f"no catalog at {self.db_path}; run DuckDBManager(...).consolidate() first")
             with self._writer_lock(), self._open_rw() as con:
                 self._ensure_schema(con)
-        deadline = self._deadline()
-        for attempt in itertools.count():
+
+        def attach() -> Any:
             mem = duckdb.connect(":memory:")
             try:
                 mem.execute(f"ATTACH {_literal(str(self.db_path))} AS {_CAT} (READ_ONLY)")
-                break
-            except duckdb.Error as e:
+            except BaseException:
                 mem.close()
-                if not _is_lock_conflict(e):
-                    raise
-                if not _sleep_backoff(attempt, deadline):
-                    raise CatalogLockedError(
-                        f"{self.db_path} stayed locked by a writer for {self.timeout} s: {e}"
-                    ) from e
+                raise
+            return mem
+
+        mem = self._retry_locked(attach, "by a writer")
         try:
             mem.execute(f"USE {_CAT}")
             yield mem
@@ -1016,12 +1132,14 @@ class DuckDBManager:
                 mem.execute(f"DETACH {_CAT}")
 
     def _materialise(self, mem: Any, sql: str, params: Any = None) -> Result:
+        """Runs ``sql`` into a temporary table of ``mem`` (the Result's own connection: the
+        table is freed with it, when the Result is garbage-collected)."""
         name = f"_result_{next(self._result_ids)}"
         body = sql.strip()
         while body.endswith(";"):
             body = body[:-1].rstrip()
-        mem.execute(f"CREATE TABLE memory.main.{name} AS SELECT * FROM (\n{body}\n)", params)
-        return Result(mem, f"memory.main.{name}")
+        mem.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM (\n{body}\n)", params)
+        return Result(mem, f"temp.main.{name}")
 
     # ------------------------------------------------------------------ schema
 
@@ -1032,7 +1150,6 @@ class DuckDBManager:
         reserved = "run_id VARCHAR, flow_name VARCHAR, schema_version INTEGER"
         if self._lake is not None:
             # DuckLake has no PRIMARY KEY: exactly-once comes from the guard tables.
-            guards = [_GUARD_RUNS] + [f"guard_{i:02d}" for i in range(_GUARD_SHARDS)]
 
             def create(con: Any) -> None:
                 con.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols(_RUNS_COLUMNS)})")
@@ -1040,7 +1157,7 @@ class DuckDBManager:
                 con.execute(f"CREATE TABLE IF NOT EXISTS events ({reserved})")
                 con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({cols(_INGESTED_COLUMNS)})")
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {_GUARD_SCHEMA}")
-                for g in guards:
+                for g in _GUARDS:
                     con.execute(f"CREATE TABLE IF NOT EXISTS {_guard_table(g)} (token VARCHAR, written_at TIMESTAMP)")
                     con.execute(
                         f"INSERT INTO {_guard_table(g)} SELECT 'created', now()::TIMESTAMP "
@@ -1053,39 +1170,32 @@ class DuckDBManager:
                 "OR (schema_name = ? AND table_name LIKE 'guard_%'))",
                 [_GUARD_SCHEMA],
             ).fetchall()[0][0]
-            if have < 4 + len(guards):
-                self._lake_retry("create the catalog tables", create, con)
+            if have < 4 + len(_GUARDS):
+                self._transaction("create the catalog tables", create, con)
             self._lake_ready = True
             return
         ingested = cols(_INGESTED_COLUMNS).replace('"path" VARCHAR', '"path" VARCHAR PRIMARY KEY', 1)
-        con.execute("BEGIN")
-        con.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols(_RUNS_COLUMNS)})")
-        con.execute(f"CREATE TABLE IF NOT EXISTS telemetry ({reserved})")
-        con.execute(f"CREATE TABLE IF NOT EXISTS events ({reserved})")
-        con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({ingested})")
-        con.execute("COMMIT")
+
+        def create_embedded(con: Any) -> None:
+            con.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols(_RUNS_COLUMNS)})")
+            con.execute(f"CREATE TABLE IF NOT EXISTS telemetry ({reserved})")
+            con.execute(f"CREATE TABLE IF NOT EXISTS events ({reserved})")
+            con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({ingested})")
+
+        self._transaction("create the catalog tables", create_embedded, con)
 
     def _refill_guards(self, con: Any) -> None:
         """Gives every empty guard table a row again (its own transaction; a race adds two rows,
         which guards as well as one)."""
-        duckdb = _duckdb()
-        guards = [_GUARD_RUNS] + [f"guard_{i:02d}" for i in range(_GUARD_SHARDS)]
-        for attempt in range(_LAKE_ATTEMPTS):
-            con.execute("BEGIN")
-            try:
-                for g in guards:
-                    con.execute(
-                        f"INSERT INTO {_guard_table(g)} SELECT 'refilled', now()::TIMESTAMP "
-                        f"WHERE NOT EXISTS (SELECT 1 FROM {_guard_table(g)})"
-                    )
-                con.execute("COMMIT")
-                return
-            except duckdb.Error as e:
-                with contextlib.suppress(Exception):
-                    con.execute("ROLLBACK")
-                if not _is_conflict(e):
-                    raise
-                time.sleep(min(0.01 * 1.5**attempt, 1.0) * (0.5 + random.random()))
+
+        def refill(con: Any) -> None:
+            for g in _GUARDS:
+                con.execute(
+                    f"INSERT INTO {_guard_table(g)} SELECT 'refilled', now()::TIMESTAMP "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {_guard_table(g)})"
+                )
+
+        self._transaction("refill the guard tables", refill, con)
 
     def _guard(self, con: Any, guards: Iterable[str]) -> None:
         """Replaces the row of each guard table (inside the caller's transaction): of two
@@ -1146,6 +1256,11 @@ class DuckDBManager:
             ImportError: a DuckDB extension is missing (``pip install 'flightlog[lake]'``).
         """
         self._check_open()
+        if self.files_only:
+            raise PermissionError(
+                f"DuckDBManager({str(self.root)!r}, files_only=True) has no catalog to consolidate into; "
+                "pass db_path= or catalog="
+            )
         if self.read_only:
             raise PermissionError(f"DuckDBManager(read_only=True) cannot consolidate {self._where}")
         t0 = time.perf_counter()
@@ -1630,18 +1745,7 @@ class DuckDBManager:
             for table, columns in new.items():
                 state.columns[table].update(columns)
 
-        if self._lake is not None:
-            self._lake_retry("add columns", add, con)
-            return
-        con.execute("BEGIN")
-        try:
-            add(con)
-            con.execute("COMMIT")
-        except _Rollback:
-            con.execute("ROLLBACK")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+        self._transaction("add columns", add, con)
 
     def _write_units(
         self,
@@ -1806,16 +1910,7 @@ class DuckDBManager:
             for table in ("telemetry", "events", "_ingested_files", "runs"):
                 con.execute(f"DELETE FROM {table} t USING {source} g WHERE {match}", [payload])
 
-        if self._lake is not None:
-            self._lake_retry("prune", delete, con)
-        else:
-            con.execute("BEGIN")
-            try:
-                delete(con)
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
+        self._transaction("prune", delete, con)
         report.runs_pruned += len(gone)
 
     # ------------------------------------------------------------------ queries

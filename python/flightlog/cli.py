@@ -483,35 +483,28 @@ def _open_catalog(args: argparse.Namespace, *, read_only: bool = True, required:
     """The :class:`~flightlog.DuckDBManager` of ``--root`` with ``--catalog``/``--db``.
 
     An ``s3://`` root without either has no catalog: with ``required`` that is an
-    error; else the manager returned reads only the run files (``live``) and
-    ``exists()`` is False."""
+    error; else the manager returned is a ``files_only`` one, which reads only the
+    run files (``live``) and whose ``exists()`` is False."""
     from ._catalog import DuckDBManager
 
     root = _root(args.root)
     catalog, db_path = _catalog_options(args)
     files_only = _is_object_root(root) and catalog is None and db_path is None
-    if files_only:
-        if required:
-            raise CLIError(_needs_catalog(str(root)))
-        import tempfile
-        import uuid
-
-        # A catalog file that never exists (read_only: nothing is created): every read
-        # goes to the run files in the bucket.
-        db_path = os.path.join(tempfile.gettempdir(), f"flightlog-no-catalog-{uuid.uuid4().hex}", "none.db")
+    if files_only and required:
+        raise CLIError(_needs_catalog(str(root)))
     db: Any
     try:
-        db = DuckDBManager(
-            root, db_path=db_path, read_only=read_only or files_only, timeout=args.timeout, catalog=catalog
-        )
+        if files_only:
+            db = DuckDBManager(root, timeout=args.timeout, files_only=True)
+        else:
+            db = DuckDBManager(root, db_path=db_path, read_only=read_only, timeout=args.timeout, catalog=catalog)
     except ValueError as e:  # say it in the CLI's words
         raise CLIError(str(e).replace("catalog=", "--catalog").replace("db_path=", "--db")) from None
-    db._cli_files_only = files_only
     return db
 
 
 def _require_catalog(db: Any) -> None:
-    if getattr(db, "_cli_files_only", False):
+    if db.files_only:
         raise CLIError(_needs_catalog(str(db.root)))
     if not db.exists():
         if db.catalog is not None:
