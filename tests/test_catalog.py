@@ -599,3 +599,55 @@ def test_import_stays_light():
         """
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# --------------------------------------------------------------------------- creating duckdb.db
+
+
+def test_the_database_file_appears_whole_or_not_at_all(root):
+    """``duckdb.db`` is created under a temp name and published with a link: a writer
+    killed while creating it (left its temp file) does not leave an unusable catalog."""
+    make_run(root, "20250101_000000", 10)
+    stale = root / ".duckdb.db.tmp-999999-0"
+    stale.write_bytes(b"")  # what a writer killed mid-creation leaves behind
+    DuckDBManager(root).consolidate()
+    assert not stale.exists()
+    assert not list(root.glob(".duckdb.db.tmp-*"))
+    assert count(DuckDBManager(root, read_only=True), "SELECT count(*) FROM telemetry") == 10
+
+
+def test_an_unusable_database_file_gets_an_error_that_says_how_to_rebuild(root):
+    make_run(root, "20250101_000000", 10)
+    (root / "duckdb.db").write_bytes(b"")  # an older version killed while creating it
+    with pytest.raises(Exception, match="delete it and run consolidate"):
+        DuckDBManager(root).consolidate()
+    (root / "duckdb.db").unlink()
+    DuckDBManager(root).consolidate()
+    assert count(DuckDBManager(root, read_only=True), "SELECT count(*) FROM telemetry") == 10
+
+
+def test_killing_the_first_consolidation_never_leaves_an_unusable_catalog(root, child_env):
+    for i in range(4):
+        make_run(root, f"2025010{i + 1}_000000", 2_000)
+    code = """
+        import sys
+        from flightlog import DuckDBManager
+        print("go", flush=True)
+        DuckDBManager(sys.argv[1]).consolidate()
+    """
+    for attempt, delay in enumerate([0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]):
+        for leftover in root.glob("duckdb.db*"):
+            leftover.unlink()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code), str(root)], stdout=subprocess.PIPE, text=True, env=child_env
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == "go\n"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        if (root / "duckdb.db").exists():
+            # Whatever the kill interrupted, the file opens.
+            DuckDBManager(root, read_only=True).exists()
+            DuckDBManager(root, read_only=True).runs()
+        DuckDBManager(root).consolidate()
+        assert count(DuckDBManager(root, read_only=True), "SELECT count(*) FROM telemetry") == 8_000, attempt

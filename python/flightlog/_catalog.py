@@ -914,12 +914,61 @@ class DuckDBManager:
                 con.close()
             return
         duckdb = _duckdb()
-        con = self._retry_locked(lambda: duckdb.connect(str(self.db_path)), "by another process")
+        if not self._db_file.exists():
+            self._create_db_file()
+        con = self._retry_locked(lambda: self._connect_rw(duckdb), "by another process")
         try:
             self._tree.prepare(con)
             yield con
         finally:
             con.close()
+
+    def _connect_rw(self, duckdb: Any) -> Any:
+        try:
+            return duckdb.connect(str(self.db_path))
+        except duckdb.IOException as e:
+            if "not a valid DuckDB database file" not in str(e):
+                raise
+            raise type(e)(
+                f"{self.db_path} is not a DuckDB database (an older flightlog killed while creating it leaves "
+                "such a file). The catalog holds nothing the run folders do not: delete it and run "
+                f"consolidate() to rebuild it. DuckDB said: {e}"
+            ) from None
+
+    def _create_db_file(self) -> None:
+        """Creates an empty ``duckdb.db`` atomically (the caller holds the writer lock).
+
+        ``duckdb.connect`` on a new path writes the file's header in place, so a
+        process killed at that moment would leave a file DuckDB refuses for good. The
+        database is made under a temp name in the same folder, fsynced, and published
+        with a hard link (which, unlike a rename, never replaces a file another program
+        created meanwhile); the folder is fsynced so the name survives power loss."""
+        duckdb = _duckdb()
+        final = self._db_file
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):
+            # Left by a process killed while creating it; we hold the writer lock.
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{next(self._result_ids)}"
+        try:
+            duckdb.connect(str(tmp)).close()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, final)
+            dir_fd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        finally:
+            for leftover in (tmp, Path(f"{tmp}.wal")):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
 
     def _retry_locked(self, open_: Callable[[], Any], by: str) -> Any:
         """``open_()``, tried again while DuckDB says another process holds ``duckdb.db``;
