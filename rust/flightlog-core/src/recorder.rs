@@ -451,15 +451,22 @@ impl Recorder {
     }
 
     /// Returns (and clears) a write error the flusher hit since the last call.
+    #[inline]
     pub fn take_error(&self) -> Result<()> {
         if self.shared.has_error.load(Ordering::Acquire) {
-            let err = lock(&self.shared.pending_error).take();
-            self.shared.has_error.store(false, Ordering::Release);
-            if let Some(e) = err {
-                return Err(e);
-            }
+            return self.take_pending_error();
         }
         Ok(())
+    }
+
+    #[cold]
+    fn take_pending_error(&self) -> Result<()> {
+        let err = lock(&self.shared.pending_error).take();
+        self.shared.has_error.store(false, Ordering::Release);
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Whether the flusher hit a write error no call has reported yet.
@@ -469,6 +476,7 @@ impl Recorder {
 
     /// Fails if the recorder is closed, or returns (and clears) a pending
     /// write error: what every producer call checks first.
+    #[inline]
     pub fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(CoreError::Closed);
@@ -485,6 +493,7 @@ impl Recorder {
     /// [`Recorder::push`], letting the caller decide how to wait when the
     /// ring is full under `OnFull::Block`: `on_block` must call
     /// [`Blocked::wait`] (a binding releases its interpreter lock around it).
+    #[inline]
     pub fn push_with(
         &self,
         row: &[u64],
@@ -505,6 +514,7 @@ impl Recorder {
     }
 
     /// [`Recorder::offer`] with the caller's wait (see [`Recorder::push_with`]).
+    #[inline]
     pub fn offer_with(
         &self,
         row: &[u64],
@@ -1008,6 +1018,11 @@ struct Flusher {
     final_events: Option<(u64, u64)>,
 }
 
+/// Segments of at least this many rows are encoded on a scoped thread while
+/// the flusher keeps draining the ring; smaller ones are written in place (a
+/// thread start costs more than they take).
+const CONCURRENT_WRITE_MIN_ROWS: usize = 16 * 1024;
+
 impl Flusher {
     fn new(shared: Arc<Shared>) -> Self {
         let stored = shared.row_layout.stored_len();
@@ -1138,30 +1153,66 @@ impl Flusher {
     fn drain_available(&mut self) -> usize {
         let mut total = 0;
         loop {
-            let room = self.shared.config.segment_rows
-                - self.pending.rows.min(self.shared.config.segment_rows);
-            if room == 0 {
+            if self.pending.rows >= self.shared.config.segment_rows {
                 if let Err(e) = self.write_due(false) {
                     self.shared.record_error(e);
                 }
                 continue;
             }
-            let pending = &mut self.pending;
-            let layout = &self.shared.row_layout;
-            let n = self.shared.ring.pop_with(room, |row| {
-                for (slot, col) in pending.columns.iter_mut().enumerate() {
-                    col.push(row[slot]);
-                }
-                for (slot, v) in pending.validity.iter_mut().enumerate() {
-                    v.push(layout.is_valid(row, slot));
-                }
-            });
-            pending.rows += n;
+            let n = self.drain_into_pending();
             total += n;
-            if n < room {
+            if n == 0 || self.pending.rows < self.shared.config.segment_rows {
                 return total;
             }
         }
+    }
+
+    /// Runs `write` (encoding and publishing a segment) on a scoped thread
+    /// while this one keeps draining the ring into `pending`: producers then
+    /// wait for the encoder only once a whole segment has piled up behind it,
+    /// not whenever the ring's few rows run out. Falls back to writing here if
+    /// no thread can be started; a panic of the writer resumes here, where
+    /// `run` turns it into an error (the batches stay kept for a retry).
+    fn write_while_draining(&mut self, write: &(dyn Fn() -> Result<u64> + Sync)) -> Result<u64> {
+        thread::scope(|scope| {
+            let encoder = thread::Builder::new()
+                .name("flightlog-encode".into())
+                .spawn_scoped(scope, write);
+            let Ok(encoder) = encoder else {
+                return write();
+            };
+            while !encoder.is_finished() {
+                if self.drain_into_pending() == 0 {
+                    // Producers unpark this thread as the ring fills.
+                    thread::park_timeout(Duration::from_millis(1));
+                }
+            }
+            encoder
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Moves rows from the ring into `pending`, up to a full segment, without
+    /// writing anything. Returns rows moved.
+    fn drain_into_pending(&mut self) -> usize {
+        let room = self.shared.config.segment_rows
+            - self.pending.rows.min(self.shared.config.segment_rows);
+        if room == 0 {
+            return 0;
+        }
+        let pending = &mut self.pending;
+        let layout = &self.shared.row_layout;
+        let n = self.shared.ring.pop_with(room, |row| {
+            for (slot, col) in pending.columns.iter_mut().enumerate() {
+                col.push(row[slot]);
+            }
+            for (slot, v) in pending.validity.iter_mut().enumerate() {
+                v.push(layout.is_valid(row, slot));
+            }
+        });
+        pending.rows += n;
+        n
     }
 
     /// Builds a batch of pending rows (if any) and writes it with earlier
@@ -1209,7 +1260,9 @@ impl Flusher {
     }
 
     fn write_telemetry_segment(&mut self) -> Result<()> {
-        let layout = &self.shared.config.layout;
+        // A clone of the Arc, so that `self` stays free for draining meanwhile.
+        let shared = Arc::clone(&self.shared);
+        let layout = &shared.config.layout;
         let name = layout.telemetry_segment_name(self.next_seq);
         // A recording closed before its first flush goes straight to its final
         // file: one publish instead of a segment, a rename and a merge.
@@ -1223,19 +1276,22 @@ impl Flusher {
         };
         let batches: Vec<RecordBatch> = self.unwritten.iter().cloned().collect();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let written = if direct.is_some() {
-            Ok(())
-        } else {
-            layout.storage.ensure_dir(&layout.segment_dir)
-        }
-        .and_then(|()| {
+        let write = || {
+            if direct.is_none() {
+                layout.storage.ensure_dir(&layout.segment_dir)?;
+            }
             layout.storage.write_parquet(
                 &path,
-                Arc::clone(&self.shared.arrow_schema),
+                Arc::clone(&shared.arrow_schema),
                 &batches,
-                telemetry_props(&self.shared),
+                telemetry_props(&shared),
             )
-        });
+        };
+        let written = if rows >= CONCURRENT_WRITE_MIN_ROWS {
+            self.write_while_draining(&write)
+        } else {
+            write()
+        };
         match written {
             Ok(size) => {
                 self.unwritten.clear();

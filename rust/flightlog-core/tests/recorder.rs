@@ -343,3 +343,36 @@ fn config_errors_say_what_is_allowed() {
     let err = Recorder::new(schema(), cfg).err().unwrap().to_string();
     assert!(err.contains("ring_capacity must be between 2"), "{err}");
 }
+
+#[test]
+fn rows_pushed_while_a_segment_is_encoded_are_drained_in_order() {
+    // Segments big enough to be encoded on the side thread, a ring much smaller
+    // than a segment: producers keep going while segments are written, and
+    // every row lands once, in order, across segment boundaries.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.flush_interval_secs = 0.005;
+    cfg.segment_rows = 20_000;
+    cfg.ring_capacity = 1024;
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    let n = 150_000;
+    for i in 0..n {
+        rec.push(&row(&rec, i)).unwrap();
+    }
+    let report = rec.close().unwrap();
+    assert_eq!(report.files[0].1, n as u64);
+    let (_, batches) = parquet_io::read_file(&dir.path().join("telemetry.parquet")).unwrap();
+    let iters: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(iters, (0..n).collect::<Vec<_>>());
+    assert!(rec.stats().segments >= 7, "{:?}", rec.stats());
+}
