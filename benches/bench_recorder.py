@@ -4,8 +4,9 @@ same run, on the same machine (shared and noisy: read ratios, not absolutes).
     python benches/bench_recorder.py [--quick] [--out benches/RESULTS.md]
 
 Baselines:
-* the call floor: ``_noop(*values)``, a native method of the same recorder that
-  takes the same positional arguments as ``record`` and does nothing;
+* the call floor: ``_noop(*values)``, a native builtin bound to the same recorder
+  with ``record``'s calling convention (METH_FASTCALL: CPython's argument array,
+  no tuple) that takes the same positional arguments and does nothing;
 * what users write by hand: append tuples to a list, then ``pyarrow`` builds a
   table, ``pq.write_table`` and ``fsync``;
 * ``pq.write_table`` of the same numpy arrays with the same compression (for ``extend``).
@@ -63,18 +64,14 @@ def bench_call_costs(tmp: Path, n: int, repeats: int) -> dict[str, float]:
     noop = rec._native._noop
     record = rec.record
     log = rec.log
-    names = ["iter", *FIELDS]
-
-    def log_call(i, a, b, c, d, e, f, g, h, k):  # type: ignore[no-untyped-def]
-        # The keyword form a user writes; the call below is what is measured.
-        return None
 
     res = {}
     res["noop_ns"] = median_of(lambda: time_loop(noop, n) / n * 1e9, repeats)
     res["record_ns"] = median_of(lambda: time_loop(record, n) / n * 1e9, repeats)
 
     def time_log() -> float:
-        vals = dict(zip(names, (0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5), strict=True))
+        # The same values as `time_loop` passes, in locals, by keyword.
+        a, b, c, d, e, f, g, h, k = 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5
         t0 = time.perf_counter()
         for _ in range(n):
             pass
@@ -83,20 +80,19 @@ def bench_call_costs(tmp: Path, n: int, repeats: int) -> dict[str, float]:
         for i in range(n):
             log(
                 iter=i,
-                t_wall_ms=vals["t_wall_ms"],
-                E=vals["E"],
-                grad_norm=vals["grad_norm"],
-                eta_dd=vals["eta_dd"],
-                gamma=vals["gamma"],
-                alpha=vals["alpha"],
-                phi_residual=vals["phi_residual"],
-                invariant_drift_max=vals["invariant_drift_max"],
-                step_len=vals["step_len"],
+                t_wall_ms=a,
+                E=b,
+                grad_norm=c,
+                eta_dd=d,
+                gamma=e,
+                alpha=f,
+                phi_residual=g,
+                invariant_drift_max=h,
+                step_len=k,
             )
         return (time.perf_counter() - t0 - empty) / n * 1e9
 
     res["log_ns"] = median_of(time_log, repeats)
-    del log_call
     rec.close()
     res["stalls_during_calls"] = rec.stats()["producer_stalls"]
     return res

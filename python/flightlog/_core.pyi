@@ -4,6 +4,7 @@ The public API is :class:`flightlog.FlightRecorder`; these are its native parts.
 """
 
 import builtins
+from collections.abc import Callable
 from os import PathLike
 from typing import Any, Self, final
 
@@ -45,15 +46,23 @@ class Recorder:
         parts: tuple[str | PathLike[str], str] | None = None,
         store: ObjectStore | None = None,
     ) -> Self: ...
-    def record(self, *values: Any) -> None:
-        """One row from values in schema order (constant columns skipped; trailing
-        nullable fields may be omitted; ``None`` for ``t_wall_ms`` stamps it)."""
-    def log(self, **fields: Any) -> None:
-        """One row from keywords; the first call infers the schema when there is none."""
+    # record, log and _noop are builtins bound to the recorder (METH_FASTCALL:
+    # no tuple or dict is built per call); each access makes a new one.
+    @property
+    def record(self) -> Callable[..., None]:
+        """``record(*values)``: one row from values in schema order (constant columns
+        skipped; trailing nullable fields may be omitted; ``None`` for ``t_wall_ms``
+        stamps it)."""
+    @property
+    def log(self) -> Callable[..., None]:
+        """``log(**fields)``: one row from keywords; the first call infers the schema
+        when there is none."""
     def extend(self, **columns: Any) -> int:
         """Rows from numpy arrays or sequences of equal length; returns the row count."""
-    def _noop(self, *values: Any) -> int:
-        """The same call as ``record`` doing nothing: the benchmarks' call floor."""
+    @property
+    def _noop(self) -> Callable[..., None]:
+        """``_noop(*values)``: the same call as ``record`` doing nothing (the benchmarks'
+        call floor)."""
     def event(self, name: str, payload_json: str | None = None, t_wall_ms: float | None = None) -> None:
         """An event with a JSON payload (already serialised)."""
     def flush(self) -> None:

@@ -6,6 +6,7 @@ mod arrow;
 mod columns;
 mod convert;
 mod error;
+mod fastcall;
 mod functions;
 mod recorder;
 mod store;

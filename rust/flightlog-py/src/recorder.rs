@@ -19,6 +19,7 @@ use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use crate::arrow::ArrowData;
 use crate::convert::{infer_dtype, to_constant, to_word, FieldConv};
 use crate::error::{guard, to_py, RowBudgetWarning, SchemaError};
+use crate::fastcall::{self, Entry};
 use crate::store::PyObjectStore;
 
 /// Field description from Python: (name, dtype, nullable, enum variants, unit, doc).
@@ -75,21 +76,25 @@ fn spec_of(schema: &Schema) -> Vec<FieldSpec> {
         .collect()
 }
 
-/// A recorder whose schema is known.
-/// The dtype of a stored slot, as far as the fast path cares.
+/// The dtype of a stored slot, as far as the fast path cares. A plain byte
+/// (the enum labels live beside it) so the per-value dispatch is one compare.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum SlotKind {
     F64,
     I64,
-    /// An enum's labels as interned strings: a label written as a literal in
-    /// the caller's code is the same object, found by pointer comparison.
-    Enum(Box<[Py<PyString>]>),
+    Enum,
     Other,
 }
 
+/// A recorder whose schema is known.
 struct Active {
     rec: Recorder,
     /// Per stored slot: the fast-path kind of its field.
-    slot_kinds: Vec<SlotKind>,
+    slot_kinds: Box<[SlotKind]>,
+    /// Per stored slot: an enum's labels as interned strings (empty for other
+    /// kinds). A label written as a literal in the caller's code is the same
+    /// object, found by pointer comparison.
+    enum_labels: Box<[Box<[Py<PyString>]>]>,
     index: HashMap<String, usize>,
     /// Field names as interned Python strings: keyword names in a call are
     /// interned too, so `log()` finds most fields by pointer comparison.
@@ -129,24 +134,30 @@ impl Active {
                 !f.nullable && Some(slot) != t_wall_slot
             })
             .map_or(0, |slot| slot + 1);
-        let slot_kinds = (0..layout.stored_len())
-            .map(
-                |slot| match &schema.fields[layout.field_of_slot(slot)].dtype {
-                    DType::F64 => SlotKind::F64,
-                    DType::I64 => SlotKind::I64,
-                    DType::Enum(labels) => SlotKind::Enum(
-                        labels
-                            .iter()
-                            .map(|l| PyString::intern(py, l).unbind())
-                            .collect(),
-                    ),
-                    _ => SlotKind::Other,
-                },
-            )
+        let dtypes =
+            (0..layout.stored_len()).map(|slot| &schema.fields[layout.field_of_slot(slot)].dtype);
+        let slot_kinds = dtypes
+            .clone()
+            .map(|dtype| match dtype {
+                DType::F64 => SlotKind::F64,
+                DType::I64 => SlotKind::I64,
+                DType::Enum(_) => SlotKind::Enum,
+                _ => SlotKind::Other,
+            })
+            .collect();
+        let enum_labels = dtypes
+            .map(|dtype| match dtype {
+                DType::Enum(labels) => labels
+                    .iter()
+                    .map(|l| PyString::intern(py, l).unbind())
+                    .collect(),
+                _ => Box::default(),
+            })
             .collect();
         Active {
             rec,
             slot_kinds,
+            enum_labels,
             index,
             names,
             t_wall_slot,
@@ -169,40 +180,63 @@ impl Active {
     }
 
     /// Converts `value` into slot `slot` of `row` (None → null or TypeError).
-    /// The common cases (a float for an f64 field, an int for an i64 field)
-    /// are decided here from the slot's dtype without further calls.
-    #[inline]
+    /// The common cases (a float for an f64 field, an int for an i64 field, an
+    /// interned enum label) are decided here, inlined into the caller's loop;
+    /// everything else goes to the out-of-line `put_general`.
+    #[inline(always)]
     fn put(&self, row: &mut [u64], slot: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        match &self.slot_kinds[slot] {
-            SlotKind::F64 => {
-                if let Ok(x) = value.cast::<PyFloat>() {
-                    row[slot] = f64_word(x.value());
-                    return Ok(());
-                }
+        match self.fast_word(self.slot_kinds[slot], slot, value) {
+            Some(word) => {
+                row[slot] = word;
+                Ok(())
             }
-            SlotKind::I64 => {
-                if let Ok(i) = value.cast_exact::<PyInt>() {
-                    if let Ok(v) = i.extract::<i64>() {
-                        row[slot] = v as u64;
-                        return Ok(());
-                    }
-                }
-            }
-            SlotKind::Enum(labels) => {
-                if let Some(code) = labels.iter().position(|l| value.is(l)) {
-                    row[slot] = code as u64;
-                    return Ok(());
-                }
-            }
-            SlotKind::Other => {}
+            None => self.put_general(row, slot, value, false),
         }
-        self.put_general(row, slot, value)
     }
 
+    /// The word for `value` in slot `slot` of kind `kind`, when it is one of
+    /// the common cases; `None` sends the caller to `put_general`.
+    #[inline(always)]
+    fn fast_word(&self, kind: SlotKind, slot: usize, value: &Bound<'_, PyAny>) -> Option<u64> {
+        // Branches, not a `match`: a jump table per value costs more than the
+        // two well-predicted compares the common kinds take.
+        if kind == SlotKind::F64 {
+            value.cast::<PyFloat>().ok().map(|x| f64_word(x.value()))
+        } else if kind == SlotKind::I64 {
+            value
+                .cast_exact::<PyInt>()
+                .ok()
+                .and_then(|i| i.extract::<i64>().ok())
+                .map(|v| v as u64)
+        } else if kind == SlotKind::Enum {
+            self.enum_labels[slot]
+                .iter()
+                .position(|l| value.is(l))
+                .map(|code| code as u64)
+        } else {
+            None
+        }
+    }
+
+    /// Every conversion the fast path does not take: subclasses, `__float__`
+    /// and `__index__` objects, strings, bools, `None` (a null, an error for a
+    /// non-nullable field, or with `stamp_none` the time for `t_wall_ms`, as
+    /// `record()` defines it), and the errors naming the field.
     #[cold]
-    fn put_general(&self, row: &mut [u64], slot: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    #[inline(never)]
+    fn put_general(
+        &self,
+        row: &mut [u64],
+        slot: usize,
+        value: &Bound<'_, PyAny>,
+        stamp_none: bool,
+    ) -> PyResult<()> {
         let field = self.layout().field_of_slot(slot);
         if value.is_none() {
+            if stamp_none && Some(slot) == self.t_wall_slot {
+                row[slot] = f64_word(self.rec.now_ms());
+                return Ok(());
+            }
             let f = &self.rec.schema().fields[field];
             if !f.nullable {
                 return Err(PyTypeError::new_err(format!(
@@ -217,6 +251,7 @@ impl Active {
         Ok(())
     }
 
+    #[inline]
     fn push(&self, py: Python<'_>, row: &[u64]) -> PyResult<()> {
         // A full ring makes the push wait for the flusher: other Python threads
         // run meanwhile.
@@ -239,6 +274,12 @@ impl Active {
                 return Ok(guess);
             }
         }
+        self.field_of_other_key(key)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn field_of_other_key(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
         if let Some(i) = self.names.iter().position(|n| key.is(n)) {
             return Ok(i);
         }
@@ -274,35 +315,24 @@ struct Deferred {
     constants: Vec<(String, Py<PyAny>)>,
 }
 
-/// Row buffer on the stack for the common widths.
-// It lives on the stack for one call; avoiding a heap allocation per row is the point.
-#[allow(clippy::large_enum_variant)]
-enum RowBuf {
-    Stack([u64; ROW_BUF_WORDS], usize),
-    Heap(Vec<u64>),
-}
-
 /// Rows up to this many words are built on the stack (zeroing it is part of
 /// every call, so it is sized for telemetry rows, not for the largest schema).
 const ROW_BUF_WORDS: usize = 32;
 
-impl RowBuf {
-    fn new(layout: &RowLayout) -> Self {
-        let width = layout.width();
-        if width <= ROW_BUF_WORDS {
-            let mut buf = [0u64; ROW_BUF_WORDS];
-            layout.reset_row(&mut buf[..width]);
-            RowBuf::Stack(buf, width)
-        } else {
-            RowBuf::Heap(layout.new_row())
+/// Runs `f` on a fresh row (as `RowLayout::new_row` makes it): in a stack
+/// buffer for the common widths, so a per-row call allocates nothing.
+#[inline(always)]
+fn with_row<R>(layout: &RowLayout, f: impl FnOnce(&mut [u64]) -> R) -> R {
+    let width = layout.width();
+    if width <= ROW_BUF_WORDS {
+        let mut buf = [0u64; ROW_BUF_WORDS];
+        let row = &mut buf[..width];
+        if layout.has_validity() {
+            layout.reset_row(row);
         }
-    }
-
-    fn as_mut(&mut self) -> &mut [u64] {
-        match self {
-            RowBuf::Stack(b, w) => &mut b[..*w],
-            RowBuf::Heap(v) => v,
-        }
+        f(row)
+    } else {
+        f(&mut layout.new_row())
     }
 }
 
@@ -348,6 +378,98 @@ impl PyRecorder {
         let rec = py.detach(|| Recorder::new(schema, config)).map_err(to_py)?;
         let _ = self.active.set(Active::new(py, rec));
         Ok(self.active.get().expect("just set"))
+    }
+
+    /// `record(*values)`: one row from values in schema order (constant
+    /// columns excluded); trailing nullable fields may be omitted.
+    pub(crate) fn record_values(
+        &self,
+        py: Python<'_>,
+        values: &[Bound<'_, PyAny>],
+    ) -> PyResult<()> {
+        let a = self.active()?;
+        let layout = a.layout();
+        let given = values.len();
+        if given > layout.stored_len() || given < a.min_record_values {
+            return Err(record_arity_error(a, given));
+        }
+        let kinds = &a.slot_kinds[..given];
+        with_row(layout, |row| {
+            for slot in 0..given {
+                let value = &values[slot];
+                match a.fast_word(kinds[slot], slot, value) {
+                    Some(word) => row[slot] = word,
+                    // Also where `None` for t_wall_ms stamps the time.
+                    None => a.put_general(row, slot, value, true)?,
+                }
+            }
+            // Omitted trailing fields are nullable (checked by `min_record_values`)
+            // or a stamped t_wall_ms.
+            for slot in given..layout.stored_len() {
+                if Some(slot) == a.t_wall_slot {
+                    row[slot] = f64_word(a.rec.now_ms());
+                } else {
+                    layout.set_null(row, slot);
+                }
+            }
+            a.push(py, row)
+        })
+    }
+
+    /// `log(**fields)`: one row from (keyword, value) pairs.
+    pub(crate) fn log_pairs(
+        &self,
+        py: Python<'_>,
+        keys: &[Bound<'_, PyAny>],
+        values: &[Bound<'_, PyAny>],
+    ) -> PyResult<()> {
+        let a = match self.active.get() {
+            Some(a) => a,
+            None => {
+                // The first log() of a recorder without a schema infers it.
+                let fields = PyDict::new(py);
+                for (key, value) in keys.iter().zip(values) {
+                    fields.set_item(key, value)?;
+                }
+                self.infer(py, Some(&fields))?
+            }
+        };
+        let layout = a.layout();
+        with_row(layout, |row| {
+            let n_fields = a.rec.schema().fields.len();
+            let mut seen_stack = [false; 128];
+            let mut seen_heap;
+            let seen: &mut [bool] = if n_fields <= 128 {
+                &mut seen_stack[..n_fields]
+            } else {
+                seen_heap = vec![false; n_fields];
+                &mut seen_heap
+            };
+            let mut guess = 0;
+            let mut filled = 0;
+            for (key, value) in keys.iter().zip(values) {
+                let field = a.field_of_key(key, guess)?;
+                guess = field + 1;
+                let Some(slot) = layout.slot_of_field(field) else {
+                    return Err(SchemaError::new_err(format!(
+                        "field '{}' is filled in by the recorder; do not pass it",
+                        a.rec.schema().fields[field].name
+                    )));
+                };
+                filled += usize::from(!std::mem::replace(&mut seen[field], true));
+                a.put(row, slot, value)?;
+            }
+            if filled < layout.stored_len() {
+                fill_missing(a, row, seen, |field| {
+                    SchemaError::new_err(format!(
+                        "missing non-nullable field '{}'; the schema is {}",
+                        a.rec.schema().fields[field].name,
+                        a.describe
+                    ))
+                })?;
+            }
+            a.push(py, row)
+        })
     }
 
     /// Infers the schema from the first `log()`'s keywords (constants first).
@@ -466,78 +588,22 @@ impl PyRecorder {
         Ok(this)
     }
 
-    /// Records one row from values in schema order (constant columns excluded).
-    #[pyo3(signature = (*values))]
-    fn record(&self, py: Python<'_>, values: &Bound<'_, PyTuple>) -> PyResult<()> {
-        let a = self.active()?;
-        let layout = a.layout();
-        let given = values.len();
-        if given > layout.stored_len() || given < a.min_record_values {
-            return Err(record_arity_error(a, given));
-        }
-        let mut buf = RowBuf::new(layout);
-        let row = buf.as_mut();
-        for (slot, value) in values.iter_borrowed().enumerate() {
-            if value.is_none() && Some(slot) == a.t_wall_slot {
-                row[slot] = f64_word(a.rec.now_ms());
-            } else {
-                a.put(row, slot, &value)?;
-            }
-        }
-        // Omitted trailing fields are nullable (checked by `min_record_values`)
-        // or a stamped t_wall_ms.
-        for slot in given..layout.stored_len() {
-            if Some(slot) == a.t_wall_slot {
-                row[slot] = f64_word(a.rec.now_ms());
-            } else {
-                layout.set_null(row, slot);
-            }
-        }
-        a.push(py, row)
+    /// The per-row entry points, as builtins bound to this recorder that
+    /// CPython calls through vectorcall (see `fastcall.rs`).
+    #[getter]
+    fn record<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        fastcall::bind(slf, Entry::Record)
     }
 
-    /// Records one row from keyword arguments.
-    #[pyo3(signature = (**fields))]
-    fn log(&self, py: Python<'_>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-        let a = match self.active.get() {
-            Some(a) => a,
-            None => self.infer(py, fields)?,
-        };
-        let layout = a.layout();
-        let mut buf = RowBuf::new(layout);
-        let row = buf.as_mut();
-        let n_fields = a.rec.schema().fields.len();
-        let mut seen_stack = [false; 128];
-        let mut seen_heap;
-        let seen: &mut [bool] = if n_fields <= 128 {
-            &mut seen_stack[..n_fields]
-        } else {
-            seen_heap = vec![false; n_fields];
-            &mut seen_heap
-        };
-        if let Some(fields) = fields {
-            let mut guess = 0;
-            for (key, value) in fields.iter() {
-                let field = a.field_of_key(&key, guess)?;
-                guess = field + 1;
-                let Some(slot) = layout.slot_of_field(field) else {
-                    return Err(SchemaError::new_err(format!(
-                        "field '{}' is filled in by the recorder; do not pass it",
-                        a.rec.schema().fields[field].name
-                    )));
-                };
-                seen[field] = true;
-                a.put(row, slot, &value)?;
-            }
-        }
-        fill_missing(a, row, seen, |field| {
-            SchemaError::new_err(format!(
-                "missing non-nullable field '{}'; the schema is {}",
-                a.rec.schema().fields[field].name,
-                a.describe
-            ))
-        })?;
-        a.push(py, row)
+    #[getter]
+    fn log<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        fastcall::bind(slf, Entry::Log)
+    }
+
+    /// The same call as `record` doing nothing: the call floor.
+    #[getter]
+    fn _noop<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        fastcall::bind(slf, Entry::Noop)
     }
 
     /// Records many rows from columns (numpy arrays or sequences of equal length).
@@ -620,12 +686,6 @@ impl PyRecorder {
             Err(e) => return Err(e),
         }
         Ok(n)
-    }
-
-    /// The same positional call as `record`, doing nothing: the call floor.
-    #[pyo3(signature = (*values))]
-    fn _noop(&self, values: &Bound<'_, PyTuple>) -> usize {
-        values.len()
     }
 
     /// Records an event (payload already JSON text).

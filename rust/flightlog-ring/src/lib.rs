@@ -154,6 +154,7 @@ impl RowRing {
     ///
     /// # Panics
     /// If `row.len() != self.width()`.
+    #[inline]
     pub fn try_push(&self, row: &[u64]) -> Result<u64, Full> {
         assert_eq!(row.len(), self.width, "row width does not match the ring");
         let mut pos = self.tail.0.load(Ordering::Relaxed);
@@ -233,10 +234,11 @@ impl RowRing {
     /// `try_push` and has not yet published it.
     unsafe fn write_row(&self, slot: usize, row: &[u64]) {
         let base = slot * self.width;
-        for (i, &word) in row.iter().enumerate() {
-            // SAFETY: exclusive ownership of the slot is the caller's contract;
-            // `base + i < capacity * width` because `slot < capacity`, `i < width`.
-            self.words[base + i].with_mut(|p| unsafe { *p = word });
+        // One bounds check for the slot, not one per word.
+        let cells = &self.words[base..base + self.width];
+        for (cell, &word) in cells.iter().zip(row) {
+            // SAFETY: exclusive ownership of the slot is the caller's contract.
+            cell.with_mut(|p| unsafe { *p = word });
         }
     }
 
@@ -247,10 +249,11 @@ impl RowRing {
     /// published stamp with Acquire.
     unsafe fn read_row(&self, slot: usize, out: &mut [u64]) {
         let base = slot * self.width;
-        for (i, word) in out.iter_mut().enumerate() {
+        let cells = &self.words[base..base + self.width];
+        for (word, cell) in out.iter_mut().zip(cells) {
             // SAFETY: the slot is published and not yet freed (caller's
-            // contract), so no producer writes it; indices are in bounds as above.
-            *word = self.words[base + i].with(|p| unsafe { *p });
+            // contract), so no producer writes it.
+            *word = cell.with(|p| unsafe { *p });
         }
     }
 }

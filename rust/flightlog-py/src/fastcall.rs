@@ -1,0 +1,209 @@
+//! Vectorcall entry points for the per-row calls `record(*values)` and
+//! `log(**fields)`, and for the benchmarks' call floor.
+//!
+//! Why raw FFI: a PyO3 method declared with `*values` receives a new tuple,
+//! and one declared with `**fields` a new dict, on every call. For a call made
+//! once per solver iteration those allocations cost more than recording the
+//! row (`benches/RESULTS.md`). CPython's vectorcall protocol already holds the
+//! arguments in an array, and the keyword names in a tuple owned by the
+//! caller's code object, so these functions are `METH_FASTCALL` builtins
+//! bound to the recorder that read the arguments where they lie. Everything
+//! after reading the argument array is the safe code of `recorder.rs`.
+//!
+//! The unsafe surface is this file: building the builtins (a static
+//! `PyMethodDef`) and turning CPython's raw argument pointers into borrowed
+//! references. Panics are caught (`error::guard`) and never unwind into C.
+#![allow(unsafe_code)]
+
+use std::ptr;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use crate::error::guard;
+use crate::recorder::PyRecorder;
+
+/// A `PyMethodDef` in static memory.
+struct MethodDef(ffi::PyMethodDef);
+
+// SAFETY: the definitions below are immutable: C string literals, a function
+// pointer and flags. CPython only reads a `PyMethodDef` (it keeps the pointer
+// in each builtin made from it), so sharing them between threads is sound.
+unsafe impl Sync for MethodDef {}
+
+static RECORD: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"record".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunctionFast: record_fast,
+    },
+    ml_flags: ffi::METH_FASTCALL,
+    ml_doc: c"record(*values)\n--\n\nRecords one row from values in schema order (constant columns excluded).".as_ptr(),
+});
+
+static LOG: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"log".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunctionFastWithKeywords: log_fast,
+    },
+    ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+    ml_doc: c"log(**fields)\n--\n\nRecords one row from keyword arguments.".as_ptr(),
+});
+
+static NOOP: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"_noop".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunctionFast: noop_fast,
+    },
+    ml_flags: ffi::METH_FASTCALL,
+    ml_doc: c"_noop(*values)\n--\n\nThe same call as record() doing nothing: the benchmarks' call floor."
+        .as_ptr(),
+});
+
+/// Which entry point to bind.
+pub enum Entry {
+    Record,
+    Log,
+    Noop,
+}
+
+/// A builtin function bound to `recorder` (its `__self__`), like a bound
+/// method but called through vectorcall without building a tuple or a dict.
+pub fn bind<'py>(recorder: &Bound<'py, PyRecorder>, entry: Entry) -> PyResult<Bound<'py, PyAny>> {
+    let def = match entry {
+        Entry::Record => &RECORD,
+        Entry::Log => &LOG,
+        Entry::Noop => &NOOP,
+    };
+    // SAFETY: `def.0` is a 'static PyMethodDef that is never written (see
+    // `MethodDef`); CPython stores the pointer and only reads through it, so
+    // the `*mut` cast hands out no write access in practice. `recorder` is a
+    // live object; the builtin takes its own strong reference to it, which is
+    // what the entry points rely on for `slf`. A NULL result carries a Python
+    // error, which `from_owned_ptr_or_err` returns.
+    unsafe {
+        let f = ffi::PyCFunction_NewEx(
+            ptr::from_ref(&def.0).cast_mut(),
+            recorder.as_ptr(),
+            ptr::null_mut(),
+        );
+        Bound::from_owned_ptr_or_err(recorder.py(), f)
+    }
+}
+
+/// Returns `f`'s result to CPython: a new reference to `None`, or NULL with
+/// the exception set.
+fn finish(py: Python<'_>, result: PyResult<()>) -> *mut ffi::PyObject {
+    match result {
+        Ok(()) => py.None().into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// The `n` argument pointers at `args` as a slice of borrowed objects.
+///
+/// # Safety
+/// `args` points to `n` valid, non-NULL object pointers (CPython's vectorcall
+/// argument array) that outlive `'a`, and the interpreter is attached.
+unsafe fn objects<'a, 'py>(
+    _py: Python<'py>,
+    args: *const *mut ffi::PyObject,
+    n: usize,
+) -> &'a [Bound<'py, PyAny>] {
+    if n == 0 {
+        return &[];
+    }
+    // SAFETY: `Bound<'py, PyAny>` is `#[repr(transparent)]` over `Py<PyAny>`
+    // (itself `#[repr(transparent)]` over a `NonNull<PyObject>`) plus the
+    // zero-sized `Python<'py>` token, so it has the layout of a non-NULL
+    // object pointer; the caller guarantees `n` such pointers live for `'a`.
+    // The slice is never dropped as owned values: it only lends `&Bound`s, so
+    // no reference count changes hands.
+    unsafe { std::slice::from_raw_parts(args.cast::<Bound<'py, PyAny>>(), n) }
+}
+
+/// `record(*values)`.
+///
+/// # Safety
+/// Called by CPython only, through a builtin made by [`bind`]: the thread is
+/// attached to the interpreter, `slf` is that builtin's recorder, and `args`
+/// points to `nargs` valid (borrowed) object pointers for the call's duration.
+unsafe extern "C" fn record_fast(
+    slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // The thread is attached (CPython calls builtins no other way): `attach`
+    // only counts it for PyO3, as PyO3's own method trampolines do.
+    Python::attach(|py| {
+        // SAFETY: see the function's contract: `slf` is a `PyRecorder` (so the
+        // unchecked cast is right), and the argument array holds `nargs` live
+        // pointers, borrowed for this call.
+        let (recorder, values) = unsafe {
+            (
+                Borrowed::from_ptr(py, slf).cast_unchecked::<PyRecorder>(),
+                objects(py, args, nargs.max(0) as usize),
+            )
+        };
+        finish(py, guard(|| recorder.get().record_values(py, values)))
+    })
+}
+
+/// `log(**fields)`.
+///
+/// # Safety
+/// As for [`record_fast`]; besides, `kwnames` is NULL or a tuple of `str`
+/// whose values follow the positional ones in `args`.
+unsafe extern "C" fn log_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    Python::attach(|py| {
+        // `PyVectorcall_NARGS` strips the offset flag CPython may set in `nargsf`.
+        // SAFETY: it only masks the integer; no memory is touched.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+        if nargs != 0 {
+            let err = pyo3::exceptions::PyTypeError::new_err(format!(
+                "log() takes keyword arguments only ({nargs} positional given); \
+                 use record() for values in schema order"
+            ));
+            return finish(py, Err(err));
+        }
+        // SAFETY: see the function's contract: `slf` is a `PyRecorder`,
+        // `kwnames` NULL or a tuple, and with no positional arguments the array
+        // holds one live value per keyword name, borrowed for this call.
+        let (recorder, names) = unsafe {
+            (
+                Borrowed::from_ptr(py, slf).cast_unchecked::<PyRecorder>(),
+                (!kwnames.is_null())
+                    .then(|| Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>()),
+            )
+        };
+        let keys: &[Bound<'_, PyAny>] = match &names {
+            Some(t) => t.as_slice(),
+            None => &[],
+        };
+        // SAFETY: as above, `keys.len()` values follow in `args`.
+        let values = unsafe { objects(py, args, keys.len()) };
+        finish(py, guard(|| recorder.get().log_pairs(py, keys, values)))
+    })
+}
+
+/// `_noop(*values)`: the call floor, the same convention as `record`.
+///
+/// # Safety
+/// As for [`record_fast`] (the arguments are not read).
+unsafe extern "C" fn noop_fast(
+    _slf: *mut ffi::PyObject,
+    _args: *mut *mut ffi::PyObject,
+    _nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: the interpreter is attached (the function's contract).
+    let py = unsafe { Python::assume_attached() };
+    py.None().into_ptr()
+}
