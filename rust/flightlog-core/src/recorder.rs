@@ -1159,7 +1159,7 @@ impl Flusher {
                 }
                 continue;
             }
-            let n = self.drain_into_pending();
+            let n = self.drain_into_pending(self.shared.config.segment_rows);
             total += n;
             if n == 0 || self.pending.rows < self.shared.config.segment_rows {
                 return total;
@@ -1181,8 +1181,12 @@ impl Flusher {
             let Ok(encoder) = encoder else {
                 return write();
             };
+            // Up to a quarter segment piles up meanwhile: enough to cover an
+            // encode at millions of rows per second, without holding two
+            // whole segments in memory.
+            let cap = self.pending.rows + (self.shared.config.segment_rows / 4).max(1);
             while !encoder.is_finished() {
-                if self.drain_into_pending() == 0 {
+                if self.drain_into_pending(cap) == 0 {
                     // Producers unpark this thread as the ring fills.
                     thread::park_timeout(Duration::from_millis(1));
                 }
@@ -1193,11 +1197,11 @@ impl Flusher {
         })
     }
 
-    /// Moves rows from the ring into `pending`, up to a full segment, without
-    /// writing anything. Returns rows moved.
-    fn drain_into_pending(&mut self) -> usize {
-        let room = self.shared.config.segment_rows
-            - self.pending.rows.min(self.shared.config.segment_rows);
+    /// Moves rows from the ring into `pending`, until it holds `cap` rows (at
+    /// most a segment), without writing anything. Returns rows moved.
+    fn drain_into_pending(&mut self, cap: usize) -> usize {
+        let cap = cap.min(self.shared.config.segment_rows);
+        let room = cap - self.pending.rows.min(cap);
         if room == 0 {
             return 0;
         }
