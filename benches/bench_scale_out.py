@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -112,10 +113,16 @@ def main() -> None:
                     assert rep.rows_added == lrep.rows_added == args.runs * (args.rows + 2), (rep, lrep)
                     again_s, again = timed(lake.consolidate)
                     assert again.rows_added == 0
-                    q_file, r1 = timed(
-                        lambda: file_db.query("SELECT run_id, min(E) FROM telemetry GROUP BY 1").fetchall()
+                    sql = "SELECT run_id, min(E) FROM telemetry GROUP BY 1"
+                    q_file, r1 = timed(lambda: file_db.query(sql).fetchall())
+                    # A fresh manager's first query loads the DuckDB extensions; the
+                    # manager keeps that session, so later queries skip it.
+                    reader = DuckDBManager(local, catalog=f"ducklake:postgres:{dsn}", read_only=True)
+                    q_first, r2 = timed(lambda: reader.query(sql).fetchall())
+                    q_lake = statistics.median(timed(lambda: reader.query(sql).fetchall())[0] for _ in range(5))
+                    q_file = statistics.median(
+                        [q_file] + [timed(lambda: file_db.query(sql).fetchall())[0] for _ in range(4)]
                     )
-                    q_lake, r2 = timed(lambda: lake.query("SELECT run_id, min(E) FROM telemetry GROUP BY 1").fetchall())
                     assert sorted(r1) == sorted(r2)
                     lines.append(
                         f"| `consolidate()` of the local tree: DuckLake on PostgreSQL vs `duckdb.db` | {lake_s:.2f} s | "
@@ -123,8 +130,9 @@ def main() -> None:
                         f"{args.runs * 2} files; again with nothing new: {again_s:.2f} s |"
                     )
                     lines.append(
-                        f"| `min(E)` per run | DuckLake: {q_lake * 1e3:.0f} ms | `duckdb.db`: {q_file * 1e3:.0f} ms | "
-                        f"{q_lake / q_file:.2f}x | |"
+                        f"| `min(E)` per run (median of 5) | DuckLake: {q_lake * 1e3:.0f} ms | `duckdb.db`: "
+                        f"{q_file * 1e3:.0f} ms | {q_lake / q_file:.2f}x | a new manager's first query: "
+                        f"{q_first * 1e3:.0f} ms (loads the extensions) |"
                     )
     finally:
         server.stop()
