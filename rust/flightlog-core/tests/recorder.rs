@@ -52,6 +52,22 @@ fn row(rec: &Recorder, i: i64) -> Vec<u64> {
     row
 }
 
+/// The `iter` column (the first) of a telemetry file, in file order.
+fn iters_in(file: &std::path::Path) -> Vec<i64> {
+    let (_, batches) = parquet_io::read_file(file).unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
 fn total_rows(files: &[std::path::PathBuf]) -> u64 {
     files
         .iter()
@@ -174,18 +190,7 @@ fn several_producer_threads_lose_nothing_through_a_tiny_ring() {
         stats_before.producer_stalls > 0,
         "a ring of 8 must have stalled producers"
     );
-    let (_, batches) = parquet_io::read_file(&dir.path().join("telemetry.parquet")).unwrap();
-    let mut iters: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<arrow_array::Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let mut iters = iters_in(&dir.path().join("telemetry.parquet"));
     iters.sort_unstable();
     iters.dedup();
     assert_eq!(iters.len(), 20_000, "no row lost or duplicated");
@@ -361,18 +366,7 @@ fn rows_pushed_while_a_segment_is_encoded_are_drained_in_order() {
     }
     let report = rec.close().unwrap();
     assert_eq!(report.files[0].1, n as u64);
-    let (_, batches) = parquet_io::read_file(&dir.path().join("telemetry.parquet")).unwrap();
-    let iters: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<arrow_array::Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let iters = iters_in(&dir.path().join("telemetry.parquet"));
     assert_eq!(iters, (0..n).collect::<Vec<_>>());
     assert!(rec.stats().segments >= 7, "{:?}", rec.stats());
 }
