@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,28 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str,
     assert err.startswith("flightlog: error:"), err
     for n in needles:
         assert n.lower() in err.lower(), err
+
+
+def run_together(
+    commands: Sequence[Sequence[str]], *, env: dict[str, str] | None = None, timeout: float = 300
+) -> list[str]:
+    """Starts every command at once and waits for all of them; returns their stdouts, in
+    order. A child that exits non-zero fails the test with the tail of its stderr.
+
+    Every child is reaped and its pipes closed whatever happens: on a failure the others
+    are killed, never left to be collected in a later test (where pytest reports their
+    unclosed pipes as unraisable-exception warnings and fails that test instead)."""
+    with contextlib.ExitStack() as stack:
+        procs = [
+            stack.enter_context(
+                subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            )
+            for cmd in commands
+        ]
+        stack.callback(lambda: [p.kill() for p in procs if p.poll() is None])  # runs before the waits
+        outs = []
+        for i, p in enumerate(procs):
+            out, err = p.communicate(timeout=timeout)
+            assert p.returncode == 0, f"child {i} of {len(procs)} exited {p.returncode}:\n{err[-3000:]}"
+            outs.append(out)
+        return outs

@@ -1,7 +1,8 @@
 """Real servers for the scale-out tests, on loopback only, stopped by the tests themselves.
 
-- ``s3_server`` (session): moto's S3 server in this process (``ThreadedMotoServer``
-  on 127.0.0.1, a free port); yields its endpoint URL and sets nothing global.
+- ``s3_server`` (session): moto's S3 server in this process (on 127.0.0.1, a free
+  port, conditional puts made atomic as on S3); yields its endpoint URL and sets
+  nothing global.
 - ``s3_bucket``: a fresh bucket per test (boto3), with the endpoint and the
   ``storage_options`` a test passes to flightlog.
 - ``postgres_dsn``: a fresh database per test in a throwaway PostgreSQL cluster
@@ -57,17 +58,48 @@ def free_port() -> int:
 def s3_server() -> Iterator[str]:
     """moto's S3 server on 127.0.0.1 (a free port), in this process; yields the endpoint URL."""
     try:
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
     except ImportError as e:
         unavailable(f"moto[server] is not installed ({e}); pip install 'flightlog[test]'")
+    import threading
+
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    # What moto's ThreadedMotoServer does, with conditional requests made atomic.
+    app = ConditionalRequestsSerialized(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True)
+    thread.start()
     try:
-        host, port = server.get_host_and_port()
+        host, port = server.server_address[:2]
         yield f"http://{host}:{port}"
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
+
+
+class ConditionalRequestsSerialized:
+    """A WSGI wrapper that handles conditional requests (``If-None-Match`` / ``If-Match``)
+    one at a time.
+
+    moto checks the condition and then stores the object, without a lock, on a threaded
+    server: two concurrent create-only puts of one key can both succeed (seen in CI as two
+    processes claiming the same run id). S3 evaluates the condition atomically, and
+    flightlog's run-id claims and manifest updates rely on that, so the test server must
+    too. Unconditional requests (part uploads, reads) stay concurrent.
+    """
+
+    def __init__(self, app: Any) -> None:
+        import threading
+
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if "HTTP_IF_NONE_MATCH" not in environ and "HTTP_IF_MATCH" not in environ:
+            return self.app(environ, start_response)
+        with self.lock:  # the whole response is produced under the lock
+            return list(self.app(environ, start_response))
 
 
 @dataclasses.dataclass

@@ -20,6 +20,7 @@ import pytest
 import tomli_w
 
 import flightlog
+from conftest import run_together
 from flightlog import CatalogLockedError, DuckDBManager, Field, Schema, TelemetryManager
 
 SCHEMA = Schema([Field("iter", "i64"), Field("t_wall_ms", "f64"), Field("E", "f64")], version=3)
@@ -323,12 +324,8 @@ def test_concurrent_consolidators_exact_counts(root):
         except CatalogLockedError as e:
             print(json.dumps(["locked", str(e)]))
     """
-    procs = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), str(root)], stdout=subprocess.PIPE, text=True)
-        for _ in range(4)
-    ]
-    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
+    args = [sys.executable, "-c", textwrap.dedent(code), str(root)]
+    outs = [json.loads(out) for out in run_together([args] * 4, timeout=120)]
     assert sum(o[0] for o in outs) == 24
     assert sum(o[1] for o in outs) == sum(100 + i for i in range(12)) + 12 * 3
     db = DuckDBManager(root, read_only=True)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import flightlog
+from conftest import run_together
 from flightlog import CatalogUnavailableError, DuckDBManager, FlightlogError, Schema, TelemetryManager
 from flightlog import Field as F
 
@@ -476,21 +477,8 @@ CONSOLIDATE = textwrap.dedent(
 
 def consolidate_at_once(n: int, root: str, catalog: str, options: dict[str, str] | None, child_env) -> list[dict]:
     start = time.time() + 3.0  # every child has imported flightlog and built its manager by then
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", CONSOLIDATE, root, catalog, json.dumps(options or {}), str(start)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=child_env,
-        )
-        for _ in range(n)
-    ]
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    args = [sys.executable, "-c", CONSOLIDATE, root, catalog, json.dumps(options or {}), str(start)]
+    results = [json.loads(out.strip().splitlines()[-1]) for out in run_together([args] * n, env=child_env)]
     # They really ran at the same time.
     assert max(r["t0"] for r in results) < min(r["t1"] for r in results)
     return results

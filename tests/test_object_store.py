@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import flightlog
+from conftest import run_together
 from flightlog import Field, FlightRecorder, Schema, TelemetryManager
 
 SCHEMA = Schema([Field("iter", "i64", nullable=False), Field("E", "f64", nullable=False)])
@@ -164,21 +165,8 @@ WRITER = textwrap.dedent(
 @pytest.mark.parametrize("mode", ["run", "tuner"])
 def test_four_processes_write_runs_at_once(s3_bucket, child_env, mode):
     root = s3_bucket.url("race")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, root, json.dumps(s3_bucket.storage_options), "5", "1000", mode],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=child_env,
-        )
-        for _ in range(4)
-    ]
-    ids = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-        ids += json.loads(out)
+    args = [sys.executable, "-c", WRITER, root, json.dumps(s3_bucket.storage_options), "5", "1000", mode]
+    ids = [rid for out in run_together([args] * 4, env=child_env) for rid in json.loads(out)]
     # Everyone asked for the same id: exactly one process got each.
     assert len(ids) == 20 and len(set(ids)) == 20, ids
     keys = s3_bucket.keys("race/")

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import flightlog
+from conftest import run_together
 from flightlog import Field, Schema, SchemaError, TelemetryManager, events, read_manifest, schemas
 from flightlog._manager import UnitsWarning
 from flightlog._recover import compact, recover, run_status
@@ -198,21 +199,8 @@ print(" ".join(ids))
 @pytest.mark.parametrize(("mode", "fixed"), [("run", "fixed"), ("run", "clock"), ("dev", "fixed"), ("tuner", "clock")])
 def test_eight_processes_25_runs_each_never_collide(tmp_path, mode, fixed):
     start = time.time() + 1.5
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", CONCURRENT_CHILD, str(start), mode, fixed],
-            env=child_env(tmp_path),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(8)
-    ]
-    ids = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        ids += out.split()
+    args = [sys.executable, "-c", CONCURRENT_CHILD, str(start), mode, fixed]
+    ids = [rid for out in run_together([args] * 8, env=child_env(tmp_path), timeout=120) for rid in out.split()]
     assert len(ids) == 200 and len(set(ids)) == 200
     if mode == "run":
         folders = [p for p in tmp_path.iterdir() if p.name.startswith("fda_run_")]
@@ -516,13 +504,7 @@ def test_flow_manifest_is_updated_under_concurrency(tmp_path):
         with TelemetryManager(None, "shared", mode="dev", schema=Schema([Field("x", "f64")])) as tm:
             tm.record(1.0)
     """
-    procs = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=child_env(tmp_path), stderr=subprocess.PIPE)
-        for _ in range(4)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
+    run_together([[sys.executable, "-c", textwrap.dedent(code)]] * 4, env=child_env(tmp_path), timeout=120)
     fm = read_manifest(tmp_path / "flows" / "shared")
     assert fm["flow_name"] == "shared" and fm["modes"] == ["dev"]
     assert len(list((tmp_path / "flows" / "shared" / "runs").glob("*.toml"))) == 40
