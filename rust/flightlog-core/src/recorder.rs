@@ -1006,6 +1006,9 @@ struct Flusher {
     /// Batches whose write failed, oldest first, kept for a retry.
     unwritten: VecDeque<RecordBatch>,
     unwritten_events: Vec<EventRow>,
+    /// The last telemetry (events) write that failed, retried as it was.
+    failed_telemetry: Option<WriteTarget>,
+    failed_events: Option<WriteTarget>,
     telemetry_segments: Vec<(String, u64)>,
     event_segments: Vec<String>,
     next_seq: u64,
@@ -1016,6 +1019,26 @@ struct Flusher {
     closing: bool,
     final_telemetry: Option<(u64, u64)>,
     final_events: Option<(u64, u64)>,
+}
+
+/// Where one segment write goes and how many of the kept batches (events) it
+/// holds.
+///
+/// A write that failed is retried with exactly the same rows at the same
+/// path, and rows that arrived meanwhile go to the next segment. On an object
+/// store a failed put's outcome is unknown (it may have been stored with only
+/// the response lost); a retry with the same bytes is then recognised by the
+/// create-only put as this very file (`ObjectWriter::finish`), where a retry
+/// with more rows would be refused forever, or a retry under a new name would
+/// leave the rows twice. On a local disk the retry replaces what a failed
+/// rename or folder fsync may have left.
+#[derive(Debug, Clone)]
+struct WriteTarget {
+    /// The final file itself (a recording closed before its first flush).
+    direct: bool,
+    name: String,
+    path: PathBuf,
+    items: usize,
 }
 
 /// Segments of at least this many rows are encoded on a scoped thread while
@@ -1032,6 +1055,8 @@ impl Flusher {
             shared,
             unwritten: VecDeque::new(),
             unwritten_events: Vec::new(),
+            failed_telemetry: None,
+            failed_events: None,
             telemetry_segments: Vec::new(),
             event_segments: Vec::new(),
             next_seq: 1,
@@ -1267,25 +1292,37 @@ impl Flusher {
         // A clone of the Arc, so that `self` stays free for draining meanwhile.
         let shared = Arc::clone(&self.shared);
         let layout = &shared.config.layout;
-        let name = layout.telemetry_segment_name(self.next_seq);
-        // A recording closed before its first flush goes straight to its final
-        // file: one publish instead of a segment, a rename and a merge.
-        let direct = match &layout.final_telemetry {
-            Some(f) if self.closing && self.telemetry_segments.is_empty() => Some(f.clone()),
-            _ => None,
+        let target = match self.failed_telemetry.take() {
+            Some(failed) => failed,
+            None => {
+                let name = layout.telemetry_segment_name(self.next_seq);
+                // A recording closed before its first flush goes straight to
+                // its final file: one publish instead of a segment, a rename
+                // and a merge.
+                match &layout.final_telemetry {
+                    Some(f) if self.closing && self.telemetry_segments.is_empty() => WriteTarget {
+                        direct: true,
+                        name,
+                        path: f.clone(),
+                        items: self.unwritten.len(),
+                    },
+                    _ => WriteTarget {
+                        direct: false,
+                        path: layout.segment_dir.join(&name),
+                        name,
+                        items: self.unwritten.len(),
+                    },
+                }
+            }
         };
-        let path = match &direct {
-            Some(f) => f.clone(),
-            None => layout.segment_dir.join(&name),
-        };
-        let batches: Vec<RecordBatch> = self.unwritten.iter().cloned().collect();
+        let batches: Vec<RecordBatch> = self.unwritten.iter().take(target.items).cloned().collect();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let write = || {
-            if direct.is_none() {
+            if !target.direct {
                 layout.storage.ensure_dir(&layout.segment_dir)?;
             }
             layout.storage.write_parquet(
-                &path,
+                &target.path,
                 Arc::clone(&shared.arrow_schema),
                 &batches,
                 telemetry_props(&shared),
@@ -1298,24 +1335,28 @@ impl Flusher {
         };
         match written {
             Ok(size) => {
-                self.unwritten.clear();
+                self.unwritten.drain(..target.items);
                 self.next_seq += 1;
-                if direct.is_some() {
+                if target.direct {
                     self.final_telemetry = Some((rows as u64, size));
                 } else {
-                    self.telemetry_segments.push((name, rows as u64));
+                    self.telemetry_segments.push((target.name, rows as u64));
                 }
                 let c = &self.shared.counters;
                 c.written.fetch_add(rows as u64, Ordering::Relaxed);
                 c.segments.fetch_add(1, Ordering::Relaxed);
                 c.bytes.fetch_add(size, Ordering::Relaxed);
-                Ok(())
+                if self.unwritten.is_empty() {
+                    Ok(())
+                } else {
+                    // Rows kept since a failed write was retried: the next segment.
+                    self.write_telemetry_segment()
+                }
             }
             Err(e) => {
-                // Keep the rows for a retry (a fresh temp file, never a second
-                // fsync of the failed one), up to a bound.
+                // Keep the rows for a retry, up to a bound.
                 let mut lost = 0;
-                let mut kept: usize = rows;
+                let mut kept: usize = self.unwritten.iter().map(|b| b.num_rows()).sum();
                 while kept > self.max_unwritten_rows() && self.unwritten.len() > 1 {
                     if let Some(b) = self.unwritten.pop_front() {
                         lost += b.num_rows();
@@ -1327,6 +1368,13 @@ impl Flusher {
                         .counters
                         .lost
                         .fetch_add(lost as u64, Ordering::Relaxed);
+                    // The failed write's rows changed, so the retry cannot be
+                    // the same file: a fresh name, from the kept rows.
+                    self.next_seq += 1;
+                }
+                let path = layout.storage.describe(&target.path);
+                if lost == 0 {
+                    self.failed_telemetry = Some(target);
                 }
                 let fate = if lost > 0 {
                     format!(
@@ -1336,62 +1384,78 @@ impl Flusher {
                     format!("{kept} rows kept in memory for a retry")
                 };
                 Err(CoreError::write(format!(
-                    "writing segment {}: {e}; {fate}",
-                    layout.storage.describe(&path)
+                    "writing segment {path}: {e}; {fate}"
                 )))
             }
         }
     }
 
     fn write_events_segment(&mut self) -> Result<()> {
-        let mut events = std::mem::take(&mut self.unwritten_events);
-        events.extend(std::mem::take(&mut *lock(&self.shared.events)));
-        if events.is_empty() {
+        self.unwritten_events
+            .extend(std::mem::take(&mut *lock(&self.shared.events)));
+        if self.unwritten_events.is_empty() {
             return Ok(());
         }
-        let layout = &self.shared.config.layout;
-        let name = layout.events_segment_name(self.next_event_seq);
-        let direct = match &layout.final_events {
-            Some(f) if self.closing && self.event_segments.is_empty() => Some(f.clone()),
-            _ => None,
-        };
-        let path = match &direct {
-            Some(f) => f.clone(),
+        let shared = Arc::clone(&self.shared);
+        let layout = &shared.config.layout;
+        let target = match self.failed_events.take() {
+            Some(failed) => failed,
             None => {
-                if let Err(e) = layout.storage.ensure_dir(&layout.events_dir) {
-                    self.unwritten_events = events;
-                    return Err(e);
+                let name = layout.events_segment_name(self.next_event_seq);
+                match &layout.final_events {
+                    Some(f) if self.closing && self.event_segments.is_empty() => WriteTarget {
+                        direct: true,
+                        name,
+                        path: f.clone(),
+                        items: self.unwritten_events.len(),
+                    },
+                    _ => WriteTarget {
+                        direct: false,
+                        path: layout.events_dir.join(&name),
+                        name,
+                        items: self.unwritten_events.len(),
+                    },
                 }
-                layout.events_dir.join(&name)
             }
         };
-        let n_events = events.len() as u64;
-        let batch = build_events_batch(self.shared.config.run_id.as_deref(), &events)?;
-        match layout.storage.write_parquet(
-            &path,
-            events_arrow_schema(),
-            &[batch],
-            events_props(&self.shared),
-        ) {
+        let events = &self.unwritten_events[..target.items];
+        let written = (|| {
+            if !target.direct {
+                layout.storage.ensure_dir(&layout.events_dir)?;
+            }
+            let batch = build_events_batch(shared.config.run_id.as_deref(), events)?;
+            layout.storage.write_parquet(
+                &target.path,
+                events_arrow_schema(),
+                &[batch],
+                events_props(&shared),
+            )
+        })();
+        match written {
             Ok(size) => {
+                self.unwritten_events.drain(..target.items);
                 self.next_event_seq += 1;
-                if direct.is_some() {
-                    self.final_events = Some((n_events, size));
+                if target.direct {
+                    self.final_events = Some((target.items as u64, size));
                 } else {
-                    self.event_segments.push(name);
+                    self.event_segments.push(target.name);
                 }
                 self.shared
                     .counters
                     .bytes
                     .fetch_add(size, Ordering::Relaxed);
-                Ok(())
+                if self.unwritten_events.is_empty() {
+                    Ok(())
+                } else {
+                    self.write_events_segment()
+                }
             }
             Err(e) => {
-                let n = events.len();
-                self.unwritten_events = events;
+                let n = self.unwritten_events.len();
+                let path = layout.storage.describe(&target.path);
+                self.failed_events = Some(target);
                 Err(CoreError::write(format!(
-                    "writing events segment {}: {e}; {n} events kept in memory for a retry",
-                    layout.storage.describe(&path)
+                    "writing events segment {path}: {e}; {n} events kept in memory for a retry"
                 )))
             }
         }

@@ -244,7 +244,7 @@ impl ObjectRoot {
     }
 
     /// Puts `data` at `key`; returns the new ETag when the store gives one.
-    pub fn put(&self, key: &str, data: Vec<u8>, kind: PutKind) -> Result<Option<String>> {
+    pub fn put(&self, key: &str, data: impl Into<Bytes>, kind: PutKind) -> Result<Option<String>> {
         fail::fail_point!("store::put", |_| Err(CoreError::write(format!(
             "object store: put {}: injected failure",
             self.url(key)
@@ -262,9 +262,21 @@ impl ObjectRoot {
             ..Default::default()
         };
         let location = ObjectPath::from(key);
-        block_on(self.store.put_opts(&location, PutPayload::from(data), opts))
-            .map(|r| r.e_tag)
-            .map_err(|e| self.error("put", key, e))
+        let e_tag = block_on(
+            self.store
+                .put_opts(&location, PutPayload::from(data.into()), opts),
+        )
+        .map(|r| r.e_tag)
+        .map_err(|e| self.error("put", key, e))?;
+        // The object is stored, but the caller hears of a failure (a timeout,
+        // a dropped connection): the ambiguous outcome retries must handle.
+        fail::fail_point!("store::put_response_lost", |_| Err(CoreError::write(
+            format!(
+                "object store: put {}: injected lost response",
+                self.url(key)
+            )
+        )));
+        Ok(e_tag)
     }
 
     /// The object's bytes and ETag, or `None` if it does not exist.
@@ -436,10 +448,21 @@ impl ObjectWriter {
     pub fn finish(mut self) -> Result<u64> {
         match self.upload.is_some() {
             false => {
-                let data = std::mem::take(&mut self.buffer);
+                let data = Bytes::from(std::mem::take(&mut self.buffer));
                 let n = data.len() as u64;
-                self.root.put(&self.key, data, PutKind::Create)?;
-                Ok(n)
+                match self.root.put(&self.key, data.clone(), PutKind::Create) {
+                    Ok(_) => Ok(n),
+                    // object_store retries a put that got a 5xx; if the first
+                    // attempt was stored anyway (S3 documents such 500s), the
+                    // retry is refused as existing. The object holding exactly
+                    // these bytes is this file published: nothing is lost, and
+                    // no one else's file is taken for ours.
+                    Err(CoreError::Exists(why)) => match self.root.get(&self.key)? {
+                        Some((stored, _)) if stored == data => Ok(n),
+                        _ => Err(CoreError::Exists(why)),
+                    },
+                    Err(e) => Err(e),
+                }
             }
             true => {
                 let last = std::mem::take(&mut self.buffer);
@@ -546,6 +569,21 @@ mod tests {
         let mut big_again = root.writer("big");
         let err = big_again.write_all(&[0u8; 32]).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_put_of_the_very_same_bytes_is_this_file_published() {
+        // As after object_store retried a put whose first attempt was stored.
+        let root = ObjectRoot::in_memory("t", 1 << 20, 1 << 20);
+        root.put("seg", b"rows".to_vec(), PutKind::Create).unwrap();
+        let mut again = root.writer("seg");
+        again.write_all(b"rows").unwrap();
+        assert_eq!(again.finish().unwrap(), 4);
+        // Different bytes under the key are someone else's file: refused.
+        let mut other = root.writer("seg");
+        other.write_all(b"more rows").unwrap();
+        assert!(matches!(other.finish().unwrap_err(), CoreError::Exists(_)));
+        assert_eq!(&root.get("seg").unwrap().unwrap().0[..], b"rows");
     }
 
     #[test]

@@ -214,3 +214,64 @@ fn object_put_failure_publishes_nothing_and_rows_survive() {
 fn multipart_completion_failure_publishes_nothing_and_rows_survive() {
     check_object_fault("store::complete", 64);
 }
+
+/// A put that was stored but whose response was lost (a timeout, a dropped
+/// connection): the flush fails, the retry writes the same rows and events to
+/// the same keys, and the create-only put recognises each as that file. Rows
+/// that arrived meanwhile go to the next segment; everything is in the final
+/// files exactly once, and no segment is left behind.
+#[test]
+fn a_stored_put_whose_response_was_lost_leaves_every_row_once() {
+    use flightlog_core::read::{read_events, read_telemetry};
+    use flightlog_core::{ObjectRoot, Storage};
+    use std::sync::Arc;
+
+    let scenario = fail::FailScenario::setup();
+    let root = ObjectRoot::in_memory("lost", 1 << 20, 1024);
+    let layout = OutputLayout::run_folder(Path::new("run")).on(Storage::Object(Arc::clone(&root)));
+    let mut cfg = RecorderConfig::new(layout.clone());
+    cfg.flush_interval_secs = 3600.0;
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    push_rows(&rec, 0, 500);
+    rec.event("FIRST", None, None).unwrap();
+    // Both the telemetry segment and the events segment are stored, unheard.
+    fail::cfg("store::put_response_lost", "2*return").unwrap();
+    let err = rec.flush().unwrap_err();
+    assert!(err.to_string().contains("injected lost response"), "{err}");
+    assert_eq!(root.list("run/").unwrap().len(), 2);
+    assert_eq!(rec.stats().rows_written, 0);
+    fail::remove("store::put_response_lost");
+
+    push_rows(&rec, 500, 600);
+    rec.event("SECOND", None, None).unwrap();
+    rec.flush().unwrap();
+    let stats = rec.stats();
+    assert_eq!((stats.rows_written, stats.rows_lost), (600, 0));
+    rec.close().unwrap();
+
+    let mut iters: Vec<i64> = read_telemetry(&layout)
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b.iter())
+        .flat_map(|b| {
+            let col = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap();
+            col.values().to_vec()
+        })
+        .collect();
+    iters.sort_unstable();
+    assert_eq!(iters, (0..600).collect::<Vec<_>>());
+    let events: usize = read_events(&layout)
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b.iter())
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(events, 2);
+    let keys: Vec<String> = root.list("").unwrap().into_iter().map(|o| o.key).collect();
+    assert!(!keys.iter().any(|k| k.contains("segments/")), "{keys:?}");
+    scenario.teardown();
+}
