@@ -360,6 +360,7 @@ impl ObjectRoot {
             key: key.to_string(),
             buffer: Vec::new(),
             upload: None,
+            stored: None,
             uploaded: 0,
         }
     }
@@ -400,6 +401,9 @@ pub struct ObjectWriter {
     key: String,
     buffer: Vec<u8>,
     upload: Option<Box<dyn MultipartUpload>>,
+    /// Size of an object found at the key when a multipart upload was due:
+    /// the file is compared with it, part by part, instead of uploaded.
+    stored: Option<u64>,
     uploaded: u64,
 }
 
@@ -408,15 +412,23 @@ impl ObjectWriter {
         std::io::Error::other(e.to_string())
     }
 
+    fn exists_error(&self) -> CoreError {
+        CoreError::Exists(format!(
+            "{} already exists (create-only put refused)",
+            self.root.url(&self.key)
+        ))
+    }
+
     fn start_upload(&mut self) -> Result<()> {
         // object_store completes multipart uploads unconditionally: check the
         // key first. Keys are claimed per run, so only two processes finalising
         // the same crashed run could race here, and both write the same rows.
-        if self.root.exists(&self.key)? {
-            return Err(CoreError::Exists(format!(
-                "{} already exists (create-only put refused)",
-                self.root.url(&self.key)
-            )));
+        // An object already there is either another file (refused at the first
+        // byte that differs) or this very file, stored by an attempt whose
+        // response was lost (every byte matches: published already).
+        if let Some(info) = self.root.head(&self.key)? {
+            self.stored = Some(info.size);
+            return Ok(());
         }
         let location = ObjectPath::from(self.key.as_str());
         let upload = block_on(self.root.store.put_multipart(&location))
@@ -437,6 +449,14 @@ impl ObjectWriter {
 
     fn send_part(&mut self, part: Vec<u8>) -> Result<()> {
         let n = part.len() as u64;
+        if let Some(size) = self.stored {
+            let end = self.uploaded + n;
+            if end > size || self.root.get_range(&self.key, self.uploaded, end)? != part {
+                return Err(self.exists_error());
+            }
+            self.uploaded = end;
+            return Ok(());
+        }
         let upload = self.upload.as_mut().expect("upload started");
         let fut = upload.put_part(PutPayload::from(part));
         block_on(fut).map_err(|e| self.root.error("upload part of", &self.key, e))?;
@@ -446,6 +466,16 @@ impl ObjectWriter {
 
     /// Publishes the object; returns its size in bytes.
     pub fn finish(mut self) -> Result<u64> {
+        if let Some(size) = self.stored {
+            let last = std::mem::take(&mut self.buffer);
+            if !last.is_empty() {
+                self.send_part(last)?;
+            }
+            return match self.uploaded == size {
+                true => Ok(size),
+                false => Err(self.exists_error()),
+            };
+        }
         match self.upload.is_some() {
             false => {
                 let data = Bytes::from(std::mem::take(&mut self.buffer));
@@ -475,7 +505,15 @@ impl ObjectWriter {
                 ))));
                 let mut upload = self.upload.take().expect("upload started");
                 match block_on(upload.complete()) {
-                    Ok(_) => Ok(self.uploaded),
+                    Ok(_) => {
+                        fail::fail_point!("store::complete_response_lost", |_| Err(
+                            CoreError::write(format!(
+                                "object store: complete {}: injected lost response",
+                                self.root.url(&self.key)
+                            ))
+                        ));
+                        Ok(self.uploaded)
+                    }
                     Err(e) => {
                         let _ = block_on(upload.abort());
                         Err(self
@@ -491,10 +529,11 @@ impl ObjectWriter {
 impl Write for ObjectWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.buffer.extend_from_slice(buf);
-        if self.upload.is_none() && self.buffer.len() > self.root.multipart_threshold {
+        let started = self.upload.is_some() || self.stored.is_some();
+        if !started && self.buffer.len() > self.root.multipart_threshold {
             self.start_upload().map_err(Self::io_error)?;
         }
-        if self.upload.is_some() {
+        if self.upload.is_some() || self.stored.is_some() {
             self.send_full_parts().map_err(Self::io_error)?;
         }
         Ok(buf.len())
@@ -569,6 +608,29 @@ mod tests {
         let mut big_again = root.writer("big");
         let err = big_again.write_all(&[0u8; 32]).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
+    }
+
+    #[test]
+    fn a_large_file_already_stored_byte_for_byte_is_published() {
+        // As after a completed multipart upload whose response was lost.
+        let root = ObjectRoot::in_memory("t", 10, 4);
+        let data = b"0123456789abcdefg";
+        let mut first = root.writer("big");
+        first.write_all(data).unwrap();
+        first.finish().unwrap();
+        let mut again = root.writer("big");
+        again.write_all(&data[..12]).unwrap();
+        again.write_all(&data[12..]).unwrap();
+        assert_eq!(again.finish().unwrap(), 17);
+        // A byte that differs, a longer file, or a shorter one: another file.
+        let mut changed = data.to_vec();
+        changed[5] = b'x';
+        for other in [changed, [&data[..], b"h"].concat(), data[..15].to_vec()] {
+            let mut w = root.writer("big");
+            let refused = w.write_all(&other).is_err() || w.finish().is_err();
+            assert!(refused, "{:?}", String::from_utf8_lossy(&other));
+        }
+        assert_eq!(&root.get("big").unwrap().unwrap().0[..], data);
     }
 
     #[test]

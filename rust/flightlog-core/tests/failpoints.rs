@@ -222,12 +222,23 @@ fn multipart_completion_failure_publishes_nothing_and_rows_survive() {
 /// files exactly once, and no segment is left behind.
 #[test]
 fn a_stored_put_whose_response_was_lost_leaves_every_row_once() {
+    check_lost_response("store::put_response_lost", 1 << 20);
+}
+
+/// The same with segments that go up as multipart uploads: the retry compares
+/// its parts with the stored object instead of uploading them.
+#[test]
+fn a_completed_upload_whose_response_was_lost_leaves_every_row_once() {
+    check_lost_response("store::complete_response_lost", 64);
+}
+
+fn check_lost_response(point: &str, multipart_threshold: usize) {
     use flightlog_core::read::{read_events, read_telemetry};
     use flightlog_core::{ObjectRoot, Storage};
     use std::sync::Arc;
 
     let scenario = fail::FailScenario::setup();
-    let root = ObjectRoot::in_memory("lost", 1 << 20, 1024);
+    let root = ObjectRoot::in_memory("lost", multipart_threshold, 1024);
     let layout = OutputLayout::run_folder(Path::new("run")).on(Storage::Object(Arc::clone(&root)));
     let mut cfg = RecorderConfig::new(layout.clone());
     cfg.flush_interval_secs = 3600.0;
@@ -235,12 +246,15 @@ fn a_stored_put_whose_response_was_lost_leaves_every_row_once() {
     push_rows(&rec, 0, 500);
     rec.event("FIRST", None, None).unwrap();
     // Both the telemetry segment and the events segment are stored, unheard.
-    fail::cfg("store::put_response_lost", "2*return").unwrap();
+    fail::cfg(point, "2*return").unwrap();
     let err = rec.flush().unwrap_err();
-    assert!(err.to_string().contains("injected lost response"), "{err}");
-    assert_eq!(root.list("run/").unwrap().len(), 2);
+    assert!(
+        err.to_string().contains("injected lost response"),
+        "{point}: {err}"
+    );
+    assert_eq!(root.list("run/").unwrap().len(), 2, "{point}");
     assert_eq!(rec.stats().rows_written, 0);
-    fail::remove("store::put_response_lost");
+    fail::remove(point);
 
     push_rows(&rec, 500, 600);
     rec.event("SECOND", None, None).unwrap();
