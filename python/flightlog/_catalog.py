@@ -950,7 +950,7 @@ class DuckDBManager:
             # Left by a process killed while creating it; we hold the writer lock.
             with contextlib.suppress(OSError):
                 stale.unlink()
-        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{next(self._result_ids)}"
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             duckdb.connect(str(tmp)).close()
             fd = os.open(tmp, os.O_RDONLY)
