@@ -623,6 +623,29 @@ def test_an_unusable_database_file_gets_an_error_that_says_how_to_rebuild(root):
     assert count(DuckDBManager(root, read_only=True), "SELECT count(*) FROM telemetry") == 10
 
 
+def test_a_consolidator_dying_right_after_publishing_duckdb_db_leaves_a_readable_catalog(root, child_env):
+    # The moment CI once hit by chance: duckdb.db published, nothing consolidated yet.
+    make_run(root, "20250101_000000", 500)
+    code = """
+        import os, sys
+        from flightlog import DuckDBManager
+        real_link = os.link
+        def link_then_die(src, dst, *args, **kwargs):
+            real_link(src, dst, *args, **kwargs)
+            os._exit(9)
+        os.link = link_then_die
+        DuckDBManager(sys.argv[1]).consolidate()
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(root)], env=child_env, timeout=120)
+    assert proc.returncode == 9
+    assert (root / "duckdb.db").exists() and not list(root.glob(".duckdb.db.tmp-*.wal"))
+    reader = DuckDBManager(root, read_only=True)
+    assert reader.runs().to_dicts() == []
+    assert count(reader, "SELECT count(*) FROM telemetry") == 0
+    DuckDBManager(root).consolidate()
+    assert count(DuckDBManager(root, read_only=True), "SELECT count(*) FROM telemetry") == 500
+
+
 def test_killing_the_first_consolidation_never_leaves_an_unusable_catalog(root, child_env):
     for i in range(4):
         make_run(root, f"2025010{i + 1}_000000", 2_000)

@@ -936,13 +936,16 @@ class DuckDBManager:
             ) from None
 
     def _create_db_file(self) -> None:
-        """Creates an empty ``duckdb.db`` atomically (the caller holds the writer lock).
+        """Creates ``duckdb.db``, with its tables and no rows, atomically (the caller
+        holds the writer lock).
 
         ``duckdb.connect`` on a new path writes the file's header in place, so a
-        process killed at that moment would leave a file DuckDB refuses for good. The
-        database is made under a temp name in the same folder, fsynced, and published
-        with a hard link (which, unlike a rename, never replaces a file another program
-        created meanwhile); the folder is fsynced so the name survives power loss."""
+        process killed at that moment would leave a file DuckDB refuses for good; and
+        a file published before its tables exist would make readers fail on a missing
+        ``runs`` table. The database and its tables are made under a temp name in the
+        same folder, fsynced, and published with a hard link (which, unlike a rename,
+        never replaces a file another program created meanwhile); the folder is fsynced
+        so the name survives power loss."""
         duckdb = _duckdb()
         final = self._db_file
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -952,7 +955,11 @@ class DuckDBManager:
                 stale.unlink()
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
         try:
-            duckdb.connect(str(tmp)).close()
+            con = duckdb.connect(str(tmp))
+            try:
+                self._ensure_schema(con)
+            finally:
+                con.close()  # checkpoints: the tables are in the file itself, not a .wal
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
