@@ -1041,6 +1041,35 @@ struct WriteTarget {
     items: usize,
 }
 
+impl WriteTarget {
+    /// A new write of `items` kept batches (events): segment `name` in `dir`,
+    /// or, for a recording closed before its first flush (`first_and_last`),
+    /// straight to its final file: one publish instead of a segment, a rename
+    /// and a merge.
+    fn next(
+        final_file: Option<&PathBuf>,
+        first_and_last: bool,
+        dir: &Path,
+        name: String,
+        items: usize,
+    ) -> Self {
+        match final_file {
+            Some(f) if first_and_last => WriteTarget {
+                direct: true,
+                name,
+                path: f.clone(),
+                items,
+            },
+            _ => WriteTarget {
+                direct: false,
+                path: dir.join(&name),
+                name,
+                items,
+            },
+        }
+    }
+}
+
 /// Segments of at least this many rows are encoded on a scoped thread while
 /// the flusher keeps draining the ring; smaller ones are written in place (a
 /// thread start costs more than they take).
@@ -1292,29 +1321,15 @@ impl Flusher {
         // A clone of the Arc, so that `self` stays free for draining meanwhile.
         let shared = Arc::clone(&self.shared);
         let layout = &shared.config.layout;
-        let target = match self.failed_telemetry.take() {
-            Some(failed) => failed,
-            None => {
-                let name = layout.telemetry_segment_name(self.next_seq);
-                // A recording closed before its first flush goes straight to
-                // its final file: one publish instead of a segment, a rename
-                // and a merge.
-                match &layout.final_telemetry {
-                    Some(f) if self.closing && self.telemetry_segments.is_empty() => WriteTarget {
-                        direct: true,
-                        name,
-                        path: f.clone(),
-                        items: self.unwritten.len(),
-                    },
-                    _ => WriteTarget {
-                        direct: false,
-                        path: layout.segment_dir.join(&name),
-                        name,
-                        items: self.unwritten.len(),
-                    },
-                }
-            }
-        };
+        let target = self.failed_telemetry.take().unwrap_or_else(|| {
+            WriteTarget::next(
+                layout.final_telemetry.as_ref(),
+                self.closing && self.telemetry_segments.is_empty(),
+                &layout.segment_dir,
+                layout.telemetry_segment_name(self.next_seq),
+                self.unwritten.len(),
+            )
+        });
         let batches: Vec<RecordBatch> = self.unwritten.iter().take(target.items).cloned().collect();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let write = || {
@@ -1398,26 +1413,15 @@ impl Flusher {
         }
         let shared = Arc::clone(&self.shared);
         let layout = &shared.config.layout;
-        let target = match self.failed_events.take() {
-            Some(failed) => failed,
-            None => {
-                let name = layout.events_segment_name(self.next_event_seq);
-                match &layout.final_events {
-                    Some(f) if self.closing && self.event_segments.is_empty() => WriteTarget {
-                        direct: true,
-                        name,
-                        path: f.clone(),
-                        items: self.unwritten_events.len(),
-                    },
-                    _ => WriteTarget {
-                        direct: false,
-                        path: layout.events_dir.join(&name),
-                        name,
-                        items: self.unwritten_events.len(),
-                    },
-                }
-            }
-        };
+        let target = self.failed_events.take().unwrap_or_else(|| {
+            WriteTarget::next(
+                layout.final_events.as_ref(),
+                self.closing && self.event_segments.is_empty(),
+                &layout.events_dir,
+                layout.events_segment_name(self.next_event_seq),
+                self.unwritten_events.len(),
+            )
+        });
         let events = &self.unwritten_events[..target.items];
         let written = (|| {
             if !target.direct {

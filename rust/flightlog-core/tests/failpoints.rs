@@ -5,9 +5,13 @@
 
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 
 use flightlog_core::layout::{f64_word, i64_word};
-use flightlog_core::{parquet_io, DType, Field, OutputLayout, Recorder, RecorderConfig, Schema};
+use flightlog_core::read::{read_events, read_telemetry};
+use flightlog_core::{
+    parquet_io, DType, Field, ObjectRoot, OutputLayout, Recorder, RecorderConfig, Schema, Storage,
+};
 
 fn schema() -> Schema {
     Schema::new(
@@ -165,18 +169,21 @@ fn a_panic_on_the_flusher_thread_becomes_an_error_and_loses_nothing() {
     scenario.teardown();
 }
 
-/// The object-store twin of `check_fault`: a failing put (or multipart
-/// completion) publishes nothing, keeps the rows, and the next flush writes them.
-fn check_object_fault(point: &str, multipart_threshold: usize) {
-    use flightlog_core::{read::read_telemetry, ObjectRoot, Storage};
-    use std::sync::Arc;
-
-    let scenario = fail::FailScenario::setup();
+/// A recorder writing run folder `run` to a bucket in memory (files above
+/// `multipart_threshold` bytes go up in 1 KiB parts); only explicit flushes.
+fn object_recorder(multipart_threshold: usize) -> (Recorder, OutputLayout, Arc<ObjectRoot>) {
     let root = ObjectRoot::in_memory("faults", multipart_threshold, 1024);
     let layout = OutputLayout::run_folder(Path::new("run")).on(Storage::Object(Arc::clone(&root)));
     let mut cfg = RecorderConfig::new(layout.clone());
     cfg.flush_interval_secs = 3600.0;
-    let rec = Recorder::new(schema(), cfg).unwrap();
+    (Recorder::new(schema(), cfg).unwrap(), layout, root)
+}
+
+/// The object-store twin of `check_fault`: a failing put (or multipart
+/// completion) publishes nothing, keeps the rows, and the next flush writes them.
+fn check_object_fault(point: &str, multipart_threshold: usize) {
+    let scenario = fail::FailScenario::setup();
+    let (rec, layout, root) = object_recorder(multipart_threshold);
     push_rows(&rec, 0, 500);
     fail::cfg(point, "return").unwrap();
     let err = rec.flush().unwrap_err();
@@ -233,16 +240,8 @@ fn a_completed_upload_whose_response_was_lost_leaves_every_row_once() {
 }
 
 fn check_lost_response(point: &str, multipart_threshold: usize) {
-    use flightlog_core::read::{read_events, read_telemetry};
-    use flightlog_core::{ObjectRoot, Storage};
-    use std::sync::Arc;
-
     let scenario = fail::FailScenario::setup();
-    let root = ObjectRoot::in_memory("lost", multipart_threshold, 1024);
-    let layout = OutputLayout::run_folder(Path::new("run")).on(Storage::Object(Arc::clone(&root)));
-    let mut cfg = RecorderConfig::new(layout.clone());
-    cfg.flush_interval_secs = 3600.0;
-    let rec = Recorder::new(schema(), cfg).unwrap();
+    let (rec, layout, root) = object_recorder(multipart_threshold);
     push_rows(&rec, 0, 500);
     rec.event("FIRST", None, None).unwrap();
     // Both the telemetry segment and the events segment are stored, unheard.
