@@ -27,6 +27,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,8 +63,6 @@ def s3_server() -> Iterator[str]:
         from werkzeug.serving import make_server
     except ImportError as e:
         unavailable(f"moto[server] is not installed ({e}); pip install 'flightlog[test]'")
-    import threading
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
     # What moto's ThreadedMotoServer does, with conditional requests made atomic.
     app = ConditionalRequestsSerialized(DomainDispatcherApplication(create_backend_app))
@@ -90,8 +89,6 @@ class ConditionalRequestsSerialized:
     """
 
     def __init__(self, app: Any) -> None:
-        import threading
-
         self.app = app
         self.lock = threading.Lock()
 
