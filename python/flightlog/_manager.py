@@ -52,7 +52,7 @@ from ._manifest import (
     utc_now_iso,
     write_manifest,
 )
-from ._names import validate_name
+from ._names import check_run_names, validate_name
 from ._recorder import FlightRecorder, Sampling
 from ._runs import DEFAULT_RUN_PREFIX, ROOT_ENV, claim, file_lock, flow_dir, flow_paths, resolve_root
 from ._schema import Field, Schema
@@ -234,6 +234,8 @@ class TelemetryManager:
         elif mode == "tuner":
             raise ValueError("mode='tuner' needs a trial_id (it becomes a column of every row)")
         validate_name("run_prefix", run_prefix)
+        # Names are limited in bytes on disk: refuse ids whose longest name would not fit.
+        check_run_names(flow_name=self.flow_name, run_id=run_id, run_prefix=run_prefix, mode=mode)
         unknown = sorted(set(recorder_options) - _RECORDER_OPTIONS)
         if unknown:
             raise TypeError(
