@@ -106,7 +106,7 @@ def _close_all_at_exit() -> None:
     error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
     for tm in runs:
         with contextlib.suppress(Exception):
-            tm.close(error=error if isinstance(error, BaseException) else None)
+            tm.close(error=error if isinstance(error, BaseException) and not _clean_exit(error) else None)
 
 
 class UnitsWarning(UserWarning):
@@ -115,6 +115,17 @@ class UnitsWarning(UserWarning):
     The CFS requires these two fields to carry their units and how they were
     computed, e.g. ``units={"phi_residual": {"unit": "1", "method": "||r||/||b||"}}``.
     """
+
+
+def _clean_exit(exc: BaseException | None) -> bool:
+    """``sys.exit(0)``/``sys.exit()`` and a generator closed inside the ``with`` block end a
+    run normally: neither is an error."""
+    if isinstance(exc, GeneratorExit):
+        return True
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        return code is None or (isinstance(code, int) and code == 0)
+    return False
 
 
 def _error_type(exc: BaseException) -> str:
@@ -204,7 +215,12 @@ class TelemetryManager:
     ``t_wall_ms`` (they happened before the recorder's clock started).
 
     Leaving a ``with`` block by an exception closes the run as ``failed`` (type
-    and message in the manifest, every row kept) and re-raises.
+    and message in the manifest, every row kept) and re-raises; ``sys.exit(0)``,
+    ``sys.exit()`` and ``GeneratorExit`` (a generator closed inside the block) end
+    it ``finished``, a non-zero ``sys.exit`` ``failed``. ``KeyboardInterrupt``
+    during :meth:`close` still writes every row and ends the run ``failed``; a
+    manager garbage-collected without ``close()`` is finished then, as one still
+    open at interpreter exit is.
     """
 
     def __init__(
@@ -265,6 +281,8 @@ class TelemetryManager:
         self._options = options
         self._lock = threading.RLock()
         self._closed = False
+        self._closing = False  # close() is running
+        self._finish_recorded = False  # RUN_FINISHED is in the recorder
         self._buffered = _Buffered()
         self._t0 = time.monotonic()
         self._recorder: Any = None
@@ -369,6 +387,7 @@ class TelemetryManager:
             raise
         with _open_lock:
             _open_runs.add(self)
+        self._started = True  # __del__ finishes it from now on
 
     def _claim_on_store(self, run_prefix: str, run_id: str | None) -> str:
         """Claims the run id with the create-only put of the ``running`` manifest."""
@@ -621,51 +640,94 @@ class TelemetryManager:
         if status not in ("finished", "failed"):
             raise ValueError(f"status must be 'finished' or 'failed', got {status!r}")
         with self._lock:
-            if self._closed:
+            if self._closed or self._closing:
+                # _closing: a call from inside close() on this thread (a signal handler, a
+                # finaliser); the outer call finishes the run.
                 return
-            close_error: BaseException | None = None
+            self._closing = True
             try:
-                rec = self._ensure_recorder()
-            except Exception as e:
-                rec, close_error = None, e
-            self._closed = True
-            if rec is not None:
+                close_error = self._close_locked(status, error)
+            finally:
+                self._closing = False
+        if close_error is not None:
+            raise close_error
+
+    def _close_locked(self, status: str, error: BaseException | None) -> BaseException | None:
+        """The work of :meth:`close`; returns the error to raise.
+
+        An interrupt (``KeyboardInterrupt``, or any exception a signal handler raises)
+        during the work does not stop it: the recorder is closed all the same (every
+        row written), the run ends ``failed`` with the interrupt as its error, and the
+        interrupt is re-raised. A second interrupt while the manifest is written
+        escapes; the run then stays open (``closed`` is false, the exit hook still
+        knows it), so another ``close()`` finishes it.
+        """
+        interrupt: BaseException | None = None
+        close_error: BaseException | None = None
+        try:
+            rec = self._ensure_recorder()
+        except Exception as e:
+            rec, close_error = None, e
+        except BaseException as e:
+            rec, interrupt = self._recorder, e
+        if interrupt is not None and error is None:
+            status, error = "failed", interrupt
+        if rec is not None:
+            if not self._finish_recorded:
                 payload: dict[str, Any] = {"status": status}
                 if error is not None:
                     payload["error_type"] = _error_type(error)
                     payload["error_message"] = _error_message(error)
-                with contextlib.suppress(Exception):
+                try:
                     rec.event(_events.RUN_FINISHED, payload)
+                    self._finish_recorded = True
+                except Exception:
+                    pass
+                except BaseException as e:
+                    interrupt = interrupt or e
+            try:
                 try:
                     rec.close()
-                except Exception as e:
-                    close_error = e
-            if close_error is not None and error is None:
-                status, error = "failed", close_error
-            with _open_lock:
-                _open_runs.discard(self)
-            self._finish_manifest(rec, status, error)
-            try:
-                self._write_final_manifest()
-            except OSError as e:
-                # The disk that refused the data usually refuses the manifest too (full,
-                # read-only, run folder deleted): the recorder's WriteError says what
-                # happened to the rows and stays the error raised; the manifest failure
-                # is added to it. Alone, it is a WriteError naming the manifest.
-                note = f"the final manifest {self._manifest_path} could not be written either: {e}"
-                if close_error is None:
-                    close_error = WriteError(
-                        e.errno,
-                        f"run {self.run_id}: the final manifest {self._manifest_path} could not be written: {e}",
-                    )
-                    close_error.__cause__ = e
-                else:
-                    close_error.add_note(note)
-            if self._flow_dir is not None:
-                with contextlib.suppress(OSError, ManifestError):
-                    self._update_flow_manifest()
-        if close_error is not None:
-            raise close_error
+                except Exception:
+                    raise
+                except BaseException as e:
+                    # Cut short (the native close cannot be interrupted: the interrupt came
+                    # just before or after it): close again, which is idempotent. A second
+                    # interrupt here escapes and leaves the run open.
+                    interrupt = interrupt or e
+                    rec.close()
+            except Exception as e:
+                close_error = e
+        if interrupt is not None and error is None:
+            status, error = "failed", interrupt
+        if close_error is not None and error is None:
+            status, error = "failed", close_error
+        self._finish_manifest(rec, status, error)
+        try:
+            self._write_final_manifest()
+        except OSError as e:
+            # The disk that refused the data usually refuses the manifest too (full,
+            # read-only, run folder deleted): the recorder's WriteError says what
+            # happened to the rows and stays the error raised; the manifest failure
+            # is added to it. Alone, it is a WriteError naming the manifest.
+            note = f"the final manifest {self._manifest_path} could not be written either: {e}"
+            if close_error is None:
+                close_error = WriteError(
+                    e.errno,
+                    f"run {self.run_id}: the final manifest {self._manifest_path} could not be written: {e}",
+                )
+                close_error.__cause__ = e
+            else:
+                close_error.add_note(note)
+        # Closed only now: until the final manifest is written, another close() (or the
+        # exit hook) finishes the run.
+        self._closed = True
+        with _open_lock:
+            _open_runs.discard(self)
+        if self._flow_dir is not None:
+            with contextlib.suppress(OSError, ManifestError):
+                self._update_flow_manifest()
+        return interrupt if interrupt is not None else close_error
 
     def _write_final_manifest(self) -> None:
         if self._tree is None:
@@ -814,7 +876,20 @@ class TelemetryManager:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self.close(error=exc)
+        self.close(error=None if _clean_exit(exc) else exc)
+
+    def __del__(self) -> None:
+        # A run dropped without close() is finished as the exit hook finishes one still
+        # open at exit. The exit hook cannot: a run in a reference cycle has left its
+        # WeakSet when the collector gets here. Not during interpreter shutdown: the exit
+        # hook has run, and the modules close() needs may already be torn down (the
+        # recorder's own drop still makes every row durable; `recover` finishes the rest).
+        try:
+            if not self.__dict__.get("_started") or self._closed or sys.is_finalizing():
+                return
+            self.close()
+        except Exception:  # nowhere to raise it; the manifest names what went wrong
+            pass
 
 
 # Flow manifests this process found up to date, by (path, mode, schema JSON),
