@@ -27,7 +27,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
-import json
 import os
 import posixpath
 import shutil
@@ -555,10 +554,7 @@ class TelemetryManager:
                 raise FlightlogError(f"run {self.run_id} is closed; cannot record event {name!r}")
             rec = self._recorder
             if rec is None:
-                try:
-                    json.dumps(payload)
-                except (TypeError, ValueError) as e:
-                    raise TypeError(f"payload of event {name!r} is not JSON-serialisable: {e}") from None
+                _events.payload_json(name, payload)  # TypeError now, as the recorder would raise
                 self._buffered.items.append((name, payload, time.monotonic(), t_wall_ms))
                 return
         if t_wall_ms is None:
