@@ -253,6 +253,49 @@ def test_manager_alive_at_exit_in_a_cycle_is_finished(tmp_path: Path) -> None:
     assert m["status"] == "finished" and m["counts"]["rows_written"] == 100
 
 
+# The collector runs finalisers wherever an allocation triggers it, even inside a section
+# of this thread that holds a lock close() needs: finishing a run there must not deadlock.
+COLLECTED_UNDER_LOCKS = """
+import gc, sys, threading
+from flightlog import Field, Schema, TelemetryManager, _recorder
+from flightlog._runs import file_lock, flow_dir
+
+def dropped(**kw):
+    tm = TelemetryManager(None, "held", **kw)
+    tm.me = tm  # only the cyclic collector frees it
+    tm.log(i=1)
+    return tm.manifest_path
+
+path_a = dropped(run_id="a", schema=Schema([Field("i", "i64", nullable=False)]))
+with _recorder._open_lock:  # held by this thread while the collector finishes run a
+    gc.collect()
+for t in threading.enumerate():
+    if t.name == "flightlog-close-collected":
+        t.join()
+# A lazily typed dev run updates the flow manifest under its lock at close.
+path_b = dropped(run_id="b", mode="dev")
+with file_lock(flow_dir(sys.argv[1], "held") / ".manifest.lock"):
+    gc.collect()
+print(path_a)
+print(path_b)
+"""
+
+
+def test_collected_inside_a_section_holding_locks_does_not_deadlock(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", COLLECTED_UNDER_LOCKS, str(tmp_path)],
+        env=child_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    for path in proc.stdout.split():
+        m = read_manifest(path)
+        assert m["status"] == "finished" and m["counts"]["rows_written"] == 1, m
+
+
 # --------------------------------------------------------------------------- 13. sys.exit / GeneratorExit
 
 

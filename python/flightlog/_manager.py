@@ -94,7 +94,8 @@ _MAX_ERROR_MESSAGE = 4000
 # registered after the recorder's own exit hook, so it runs first (LIFO) and can
 # still write RUN_FINISHED and the manifest.
 _open_runs: weakref.WeakSet[TelemetryManager] = weakref.WeakSet()
-_open_lock = threading.Lock()
+# Re-entrant: the collector may finish a run (__del__) inside a section holding it.
+_open_lock = threading.RLock()
 
 
 @atexit.register
@@ -114,6 +115,19 @@ class UnitsWarning(UserWarning):
     The CFS requires these two fields to carry their units and how they were
     computed, e.g. ``units={"phi_residual": {"unit": "1", "method": "||r||/||b||"}}``.
     """
+
+
+def _recorders_lock_free() -> bool:
+    """Whether the lock of :mod:`._recorder`'s open-recorder set is free (a probe: it
+    may be held by the thread asking, which would deadlock closing a recorder)."""
+    from . import _recorder
+
+    lock = getattr(_recorder, "_open_lock", None)
+    if lock is None or lock.acquire(blocking=False):
+        if lock is not None:
+            lock.release()
+        return True
+    return False
 
 
 def _clean_exit(exc: BaseException | None) -> bool:
@@ -282,6 +296,7 @@ class TelemetryManager:
         self._closed = False
         self._closing = False  # close() is running
         self._finish_recorded = False  # RUN_FINISHED is in the recorder
+        self._collected = False  # finished by the garbage collector (__del__)
         self._buffered = _Buffered()
         self._t0 = time.monotonic()
         self._recorder: Any = None
@@ -682,18 +697,18 @@ class TelemetryManager:
                 except BaseException as e:
                     interrupt = interrupt or e
             try:
-                try:
-                    rec.close()
-                except Exception:
-                    raise
-                except BaseException as e:
-                    # Cut short (the native close cannot be interrupted: the interrupt came
-                    # just before or after it): close again, which is idempotent. A second
-                    # interrupt here escapes and leaves the run open.
-                    interrupt = interrupt or e
-                    rec.close()
+                rec.close()
             except Exception as e:
                 close_error = e
+            except BaseException as e:
+                # Cut short (the native close cannot be interrupted: the interrupt came
+                # just before or after it): close again, which is idempotent. A second
+                # interrupt here escapes and leaves the run open.
+                interrupt = interrupt or e
+                try:
+                    rec.close()
+                except Exception as e2:
+                    close_error = e2
         if interrupt is not None and error is None:
             status, error = "failed", interrupt
         if close_error is not None and error is None:
@@ -844,7 +859,11 @@ class TelemetryManager:
         if up_to_date(current()):
             _flow_checked[key] = _signature(path)
             return
-        with file_lock(self._flow_dir / ".manifest.lock"):
+        # From __del__ the collector may be running inside another run's section holding
+        # this lock on this very thread: waiting would never end, so try it only.
+        with file_lock(self._flow_dir / ".manifest.lock", blocking=not self._collected) as held:
+            if not held:
+                return  # the next run of the flow (or `compact`) brings it up to date
             m = current()
             if up_to_date(m):
                 _flow_checked[key] = _signature(path)
@@ -881,11 +900,23 @@ class TelemetryManager:
         # hook has run, and the modules close() needs may already be torn down (the
         # recorder's own drop still makes every row durable; `recover` finishes the rest).
         try:
-            if not self.__dict__.get("_started") or self._closed or sys.is_finalizing():
+            if not self.__dict__.get("_started") or self._closed or self._closing or sys.is_finalizing():
                 return
-            self.close()
+            self._collected = True
+            if _recorders_lock_free():
+                self.close()
+            else:
+                # The collector runs inside a section of this thread that holds the
+                # recorders' lock, which closing a recorder takes: close on a thread of
+                # its own, which waits for the section to end (and keeps this manager
+                # alive until then).
+                threading.Thread(target=self._close_quietly, name="flightlog-close-collected").start()
         except Exception:  # nowhere to raise it; the manifest names what went wrong
             pass
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 # Flow manifests this process found up to date, by (path, mode, schema JSON),
