@@ -7,7 +7,9 @@ append-mode parts under ``<root>/flows/<flow_name>/`` with a per-run manifest
 Order of work when a run starts, each step only after the previous succeeded:
 
 1. every name, option, param, tag and unit is validated and converted (a bad one
-   raises ``ValueError``/``TypeError`` and nothing touches the disk);
+   raises ``ValueError``/``TypeError`` and nothing touches the disk); names also by
+   the longest file name they will make, in bytes
+   (:func:`flightlog._names.check_run_names`);
 2. the root is resolved and checked to be writable;
 3. the run id is claimed atomically, with the ``running`` manifest (run folder:
    ``mkdir`` then the manifest; dev/tuner: the complete manifest appears at once
