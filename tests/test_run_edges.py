@@ -407,3 +407,12 @@ def test_param_out_of_float_range_is_refused(tmp_path: Path) -> None:
         timeout=120,
     )
     assert_one_line_error(proc, "--param", "1e400", "out of range")
+
+
+def test_events_docstring_examples() -> None:
+    import doctest
+
+    import flightlog.events
+
+    result = doctest.testmod(flightlog.events, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
