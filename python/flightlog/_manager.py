@@ -7,7 +7,9 @@ append-mode parts under ``<root>/flows/<flow_name>/`` with a per-run manifest
 Order of work when a run starts, each step only after the previous succeeded:
 
 1. every name, option, param, tag and unit is validated and converted (a bad one
-   raises ``ValueError``/``TypeError`` and nothing touches the disk);
+   raises ``ValueError``/``TypeError`` and nothing touches the disk); names also by
+   the longest file name they will make, in bytes
+   (:func:`flightlog._names.check_run_names`);
 2. the root is resolved and checked to be writable;
 3. the run id is claimed atomically, with the ``running`` manifest (run folder:
    ``mkdir`` then the manifest; dev/tuner: the complete manifest appears at once
@@ -27,7 +29,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
-import json
 import os
 import posixpath
 import shutil
@@ -52,7 +53,7 @@ from ._manifest import (
     utc_now_iso,
     write_manifest,
 )
-from ._names import validate_name
+from ._names import check_run_names, validate_name
 from ._recorder import FlightRecorder, Sampling
 from ._runs import DEFAULT_RUN_PREFIX, ROOT_ENV, claim, file_lock, flow_dir, flow_paths, resolve_root
 from ._schema import Field, Schema
@@ -95,7 +96,8 @@ _MAX_ERROR_MESSAGE = 4000
 # registered after the recorder's own exit hook, so it runs first (LIFO) and can
 # still write RUN_FINISHED and the manifest.
 _open_runs: weakref.WeakSet[TelemetryManager] = weakref.WeakSet()
-_open_lock = threading.Lock()
+# Re-entrant: the collector may finish a run (__del__) inside a section holding it.
+_open_lock = threading.RLock()
 
 
 @atexit.register
@@ -106,7 +108,7 @@ def _close_all_at_exit() -> None:
     error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
     for tm in runs:
         with contextlib.suppress(Exception):
-            tm.close(error=error if isinstance(error, BaseException) else None)
+            tm.close(error=error if isinstance(error, BaseException) and not _clean_exit(error) else None)
 
 
 class UnitsWarning(UserWarning):
@@ -115,6 +117,30 @@ class UnitsWarning(UserWarning):
     The CFS requires these two fields to carry their units and how they were
     computed, e.g. ``units={"phi_residual": {"unit": "1", "method": "||r||/||b||"}}``.
     """
+
+
+def _recorders_lock_free() -> bool:
+    """Whether the lock of :mod:`._recorder`'s open-recorder set is free (a probe: it
+    may be held by the thread asking, which would deadlock closing a recorder)."""
+    from . import _recorder
+
+    lock = getattr(_recorder, "_open_lock", None)
+    if lock is None or lock.acquire(blocking=False):
+        if lock is not None:
+            lock.release()
+        return True
+    return False
+
+
+def _clean_exit(exc: BaseException | None) -> bool:
+    """``sys.exit(0)``/``sys.exit()`` and a generator closed inside the ``with`` block end a
+    run normally: neither is an error."""
+    if isinstance(exc, GeneratorExit):
+        return True
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        return code is None or (isinstance(code, int) and code == 0)
+    return False
 
 
 def _error_type(exc: BaseException) -> str:
@@ -204,7 +230,12 @@ class TelemetryManager:
     ``t_wall_ms`` (they happened before the recorder's clock started).
 
     Leaving a ``with`` block by an exception closes the run as ``failed`` (type
-    and message in the manifest, every row kept) and re-raises.
+    and message in the manifest, every row kept) and re-raises; ``sys.exit(0)``,
+    ``sys.exit()`` and ``GeneratorExit`` (a generator closed inside the block) end
+    it ``finished``, a non-zero ``sys.exit`` ``failed``. ``KeyboardInterrupt``
+    during :meth:`close` still writes every row and ends the run ``failed``; a
+    manager garbage-collected without ``close()`` is finished then, as one still
+    open at interpreter exit is.
     """
 
     def __init__(
@@ -234,6 +265,8 @@ class TelemetryManager:
         elif mode == "tuner":
             raise ValueError("mode='tuner' needs a trial_id (it becomes a column of every row)")
         validate_name("run_prefix", run_prefix)
+        # Names are limited in bytes on disk: refuse ids whose longest name would not fit.
+        check_run_names(flow_name=self.flow_name, run_id=run_id, run_prefix=run_prefix, mode=mode)
         unknown = sorted(set(recorder_options) - _RECORDER_OPTIONS)
         if unknown:
             raise TypeError(
@@ -263,6 +296,9 @@ class TelemetryManager:
         self._options = options
         self._lock = threading.RLock()
         self._closed = False
+        self._closing = False  # close() is running
+        self._finish_recorded = False  # RUN_FINISHED is in the recorder
+        self._collected = False  # finished by the garbage collector (__del__)
         self._buffered = _Buffered()
         self._t0 = time.monotonic()
         self._recorder: Any = None
@@ -367,6 +403,7 @@ class TelemetryManager:
             raise
         with _open_lock:
             _open_runs.add(self)
+        self._started = True  # __del__ finishes it from now on
 
     def _claim_on_store(self, run_prefix: str, run_id: str | None) -> str:
         """Claims the run id with the create-only put of the ``running`` manifest."""
@@ -534,10 +571,7 @@ class TelemetryManager:
                 raise FlightlogError(f"run {self.run_id} is closed; cannot record event {name!r}")
             rec = self._recorder
             if rec is None:
-                try:
-                    json.dumps(payload)
-                except (TypeError, ValueError) as e:
-                    raise TypeError(f"payload of event {name!r} is not JSON-serialisable: {e}") from None
+                _events.payload_json(name, payload)  # TypeError now, as the recorder would raise
                 self._buffered.items.append((name, payload, time.monotonic(), t_wall_ms))
                 return
         if t_wall_ms is None:
@@ -619,51 +653,94 @@ class TelemetryManager:
         if status not in ("finished", "failed"):
             raise ValueError(f"status must be 'finished' or 'failed', got {status!r}")
         with self._lock:
-            if self._closed:
+            if self._closed or self._closing:
+                # _closing: a call from inside close() on this thread (a signal handler, a
+                # finaliser); the outer call finishes the run.
                 return
-            close_error: BaseException | None = None
+            self._closing = True
             try:
-                rec = self._ensure_recorder()
-            except Exception as e:
-                rec, close_error = None, e
-            self._closed = True
-            if rec is not None:
+                close_error = self._close_locked(status, error)
+            finally:
+                self._closing = False
+        if close_error is not None:
+            raise close_error
+
+    def _close_locked(self, status: str, error: BaseException | None) -> BaseException | None:
+        """The work of :meth:`close`; returns the error to raise.
+
+        An interrupt (``KeyboardInterrupt``, or any exception a signal handler raises)
+        during the work does not stop it: the recorder is closed all the same (every
+        row written), the run ends ``failed`` with the interrupt as its error, and the
+        interrupt is re-raised. A second interrupt while the manifest is written
+        escapes; the run then stays open (``closed`` is false, the exit hook still
+        knows it), so another ``close()`` finishes it.
+        """
+        interrupt: BaseException | None = None
+        close_error: BaseException | None = None
+        try:
+            rec = self._ensure_recorder()
+        except Exception as e:
+            rec, close_error = None, e
+        except BaseException as e:
+            rec, interrupt = self._recorder, e
+        if interrupt is not None and error is None:
+            status, error = "failed", interrupt
+        if rec is not None:
+            if not self._finish_recorded:
                 payload: dict[str, Any] = {"status": status}
                 if error is not None:
                     payload["error_type"] = _error_type(error)
                     payload["error_message"] = _error_message(error)
-                with contextlib.suppress(Exception):
+                try:
                     rec.event(_events.RUN_FINISHED, payload)
+                    self._finish_recorded = True
+                except Exception:
+                    pass
+                except BaseException as e:
+                    interrupt = interrupt or e
+            try:
+                rec.close()
+            except Exception as e:
+                close_error = e
+            except BaseException as e:
+                # Cut short (the native close cannot be interrupted: the interrupt came
+                # just before or after it): close again, which is idempotent. A second
+                # interrupt here escapes and leaves the run open.
+                interrupt = interrupt or e
                 try:
                     rec.close()
-                except Exception as e:
-                    close_error = e
-            if close_error is not None and error is None:
-                status, error = "failed", close_error
-            with _open_lock:
-                _open_runs.discard(self)
-            self._finish_manifest(rec, status, error)
-            try:
-                self._write_final_manifest()
-            except OSError as e:
-                # The disk that refused the data usually refuses the manifest too (full,
-                # read-only, run folder deleted): the recorder's WriteError says what
-                # happened to the rows and stays the error raised; the manifest failure
-                # is added to it. Alone, it is a WriteError naming the manifest.
-                note = f"the final manifest {self._manifest_path} could not be written either: {e}"
-                if close_error is None:
-                    close_error = WriteError(
-                        e.errno,
-                        f"run {self.run_id}: the final manifest {self._manifest_path} could not be written: {e}",
-                    )
-                    close_error.__cause__ = e
-                else:
-                    close_error.add_note(note)
-            if self._flow_dir is not None:
-                with contextlib.suppress(OSError, ManifestError):
-                    self._update_flow_manifest()
-        if close_error is not None:
-            raise close_error
+                except Exception as e2:
+                    close_error = e2
+        if interrupt is not None and error is None:
+            status, error = "failed", interrupt
+        if close_error is not None and error is None:
+            status, error = "failed", close_error
+        self._finish_manifest(rec, status, error)
+        try:
+            self._write_final_manifest()
+        except OSError as e:
+            # The disk that refused the data usually refuses the manifest too (full,
+            # read-only, run folder deleted): the recorder's WriteError says what
+            # happened to the rows and stays the error raised; the manifest failure
+            # is added to it. Alone, it is a WriteError naming the manifest.
+            note = f"the final manifest {self._manifest_path} could not be written either: {e}"
+            if close_error is None:
+                close_error = WriteError(
+                    e.errno,
+                    f"run {self.run_id}: the final manifest {self._manifest_path} could not be written: {e}",
+                )
+                close_error.__cause__ = e
+            else:
+                close_error.add_note(note)
+        # Closed only now: until the final manifest is written, another close() (or the
+        # exit hook) finishes the run.
+        self._closed = True
+        with _open_lock:
+            _open_runs.discard(self)
+        if self._flow_dir is not None:
+            with contextlib.suppress(OSError, ManifestError):
+                self._update_flow_manifest()
+        return interrupt if interrupt is not None else close_error
 
     def _write_final_manifest(self) -> None:
         if self._tree is None:
@@ -784,7 +861,11 @@ class TelemetryManager:
         if up_to_date(current()):
             _flow_checked[key] = _signature(path)
             return
-        with file_lock(self._flow_dir / ".manifest.lock"):
+        # From __del__ the collector may be running inside another run's section holding
+        # this lock on this very thread: waiting would never end, so try it only.
+        with file_lock(self._flow_dir / ".manifest.lock", blocking=not self._collected) as held:
+            if not held:
+                return  # the next run of the flow (or `compact`) brings it up to date
             m = current()
             if up_to_date(m):
                 _flow_checked[key] = _signature(path)
@@ -812,7 +893,32 @@ class TelemetryManager:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self.close(error=exc)
+        self.close(error=None if _clean_exit(exc) else exc)
+
+    def __del__(self) -> None:
+        # A run dropped without close() is finished as the exit hook finishes one still
+        # open at exit. The exit hook cannot: a run in a reference cycle has left its
+        # WeakSet when the collector gets here. Not during interpreter shutdown: the exit
+        # hook has run, and the modules close() needs may already be torn down (the
+        # recorder's own drop still makes every row durable; `recover` finishes the rest).
+        try:
+            if not self.__dict__.get("_started") or self._closed or self._closing or sys.is_finalizing():
+                return
+            self._collected = True
+            if _recorders_lock_free():
+                self.close()
+            else:
+                # The collector runs inside a section of this thread that holds the
+                # recorders' lock, which closing a recorder takes: close on a thread of
+                # its own, which waits for the section to end (and keeps this manager
+                # alive until then).
+                threading.Thread(target=self._close_quietly, name="flightlog-close-collected").start()
+        except Exception:  # nowhere to raise it; the manifest names what went wrong
+            pass
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 # Flow manifests this process found up to date, by (path, mode, schema JSON),

@@ -11,6 +11,7 @@ from _thread import allocate_lock
 from . import _core
 from ._errors import SchemaError
 from ._schema import Enum, Field, Schema
+from .events import payload_json
 
 # `typing` costs milliseconds at import; type checkers treat this name as typing.TYPE_CHECKING.
 TYPE_CHECKING = False
@@ -290,14 +291,7 @@ class FlightRecorder:
             raise ValueError(f"event name must be a str of 1 to {_EVENT_NAME_MAX} characters, got {name!r}")
         if any(ord(c) < 32 or ord(c) == 127 for c in name):
             raise ValueError(f"event name {name!r} contains a control character")
-        text = None
-        if payload is not None:
-            import json
-
-            try:
-                text = json.dumps(payload, allow_nan=True, default=_json_default)
-            except (TypeError, ValueError) as e:
-                raise TypeError(f"event {name!r}: payload is not JSON-serialisable: {e}") from None
+        text = payload_json(name, payload)  # standard JSON: NaN/inf as strings; TypeError if it cannot be
         self._native.event(name, text, None if t_wall_ms is None else float(t_wall_ms))
 
     def flush(self) -> None:
@@ -359,15 +353,6 @@ class FlightRecorder:
     def __repr__(self) -> str:
         state = "closed" if self._native is not None and self.closed else "open"
         return f"<FlightRecorder {state} path={str(self._path)!r}>"
-
-
-def _json_default(obj: Any) -> Any:
-    # numpy scalars and arrays, without importing numpy.
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
 
 
 # Keep the name used in error messages discoverable.

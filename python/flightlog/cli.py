@@ -1011,9 +1011,12 @@ def _parse_param(text: str) -> tuple[str, Any]:
         raise CLIError(f"--param {text!r}: use name=value (referenced as $name in the SQL)")
     for conv in (int, float):
         try:
-            return name, conv(value)
+            number = conv(value)
         except ValueError:
-            pass
+            continue
+        if isinstance(number, float) and math.isinf(number) and "inf" not in value.lower():  # overflow, as 1e400
+            raise CLIError(f"--param {text!r}: {value} is out of range of a 64-bit float (at most about 1.8e308)")
+        return name, number
     return name, {"true": True, "false": False, "null": None}.get(value, value)
 
 
