@@ -497,11 +497,11 @@ def test_types_values_and_schema_version_read_as_flightlog_wrote_them(spark, tre
     files: dict[str, set[str]] = {}
     for r in df.select("run_id", "file_path", *V2.names).collect():
         got.setdefault(r["run_id"], []).append(r)
-        files.setdefault(r["run_id"], set()).add(local(r["file_path"]))
+        files.setdefault(r["run_id"], set()).add(r["file_path"])  # as Spark gives it: file:/...
     for rid, n in tree.expected.items():
         schema = V2 if tree.schema_version[rid] == 2 else V1
         table = pa.concat_tables(
-            pq.read_table(f).filter(pc.field("run_id") == rid).select(schema.names) for f in sorted(files[rid])
+            pq.read_table(local(f)).filter(pc.field("run_id") == rid).select(schema.names) for f in sorted(files[rid])
         ).sort_by("iter")
         mine = sorted(got[rid], key=lambda r: r["iter"])
         assert len(mine) == table.num_rows == n, rid
@@ -514,7 +514,9 @@ def test_types_values_and_schema_version_read_as_flightlog_wrote_them(spark, tre
     for rid, paths in files.items():
         for path in paths:
             kv = spark_kv(spark, path)
-            assert kv["schema_version"] == pq.ParquetFile(path).metadata.metadata[b"schema_version"].decode(), path
+            footer = pq.ParquetFile(local(path)).metadata.metadata
+            assert kv["schema_version"] == footer[b"schema_version"].decode(), path
+            assert kv["flightlog.schema"] == footer[b"flightlog.schema"].decode(), path
             if rid in tree.schema_version:
                 assert kv["schema_version"] == str(tree.schema_version[rid]), path
 
@@ -527,3 +529,29 @@ def test_a_crashed_run_is_read_once_recover_has_finalised_it(tree):
     assert tree.schema_version[tree.crashed] == 2
     assert (tree.root / f"fda_run_{tree.crashed}" / "telemetry.parquet").exists()
     assert not (tree.root / f"fda_run_{tree.crashed}" / "segments").exists()
+
+
+def test_parts_a_dead_compaction_left_behind_are_read_twice_until_recover(spark, tmp_path):
+    """The one layout state the glob reads wrong: a compaction that died between
+    publishing the merged file and deleting its parts leaves parts that the merged file
+    also holds. `flightlog recover` (or the next `compact`) deletes them; the doc says to
+    run it before reading a flow whose compaction may have died."""
+    root = tmp_path / "root"
+    expected = {}
+    for k in range(2):
+        with TelemetryManager(root, "k", mode="dev", run_id=f"2026020{k}_000000", schema=V1, sampling=None) as tm:
+            cols = rows(V1, 40 + k, seed=k)
+            tm.extend(**{c: v[:20] for c, v in cols.items()})
+            tm.flush()
+            tm.extend(**{c: v[20:] for c, v in cols.items()})
+        expected[tm.run_id] = 40 + k
+    flow = root / "flows" / "k"
+    parts = sorted(str(p) for p in (flow / "dev_telemetry").glob("part-*.parquet"))
+    assert len(parts) == 4
+    # The merged file published, the parts not yet deleted (as in test_runs.py).
+    flightlog._core.merge_parquet(str(flow / "dev_telemetry.parquet"), parts)
+    assert spark_counts(spark, root) == {rid: 2 * n for rid, n in expected.items()}
+
+    rep = flightlog.recover(root)
+    assert rep.leftover_parts_removed == 4 and rep.errors == []
+    assert spark_counts(spark, root) == expected
