@@ -173,37 +173,40 @@ def spark() -> Iterator[Any]:
     env = {"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("flightlog-test-spark")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        # Test speed only (no effect on what is read): C1-only JIT and the serial GC
-        # start the JVM and run the first queries about 1.5x faster on a busy 2-core box.
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-        .getOrCreate()
-    )
-    gateway = SparkContext._gateway
+    session = None
     try:
+        session = (
+            SparkSession.builder.master("local[2]")
+            .appName("flightlog-test-spark")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.shuffle.partitions", "2")
+            # Test speed only (no effect on what is read): C1-only JIT and the serial GC
+            # start the JVM and run the first queries about 1.5x faster on a busy 2-core box.
+            .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+            .getOrCreate()
+        )
         # Spark logs a stack trace at WARN when a path is a glob (it looks for a
         # `_spark_metadata` folder there); errors still show.
         session.sparkContext.setLogLevel("ERROR")
         yield session
     finally:
-        session.stop()
-        # SparkSession.stop() leaves the JVM up for another session; end it here: the
-        # gateway JVM exits when its stdin closes.
-        gateway.shutdown()
-        gateway.proc.stdin.close()
-        try:
-            gateway.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            gateway.proc.kill()
-            gateway.proc.wait()
-        SparkContext._gateway = None
-        SparkContext._jvm = None
+        gateway = SparkContext._gateway  # set once the JVM started, even if the session then failed
+        if session is not None:
+            session.stop()
+        if gateway is not None:
+            # SparkSession.stop() leaves the JVM up for another session; end it here: the
+            # gateway JVM exits when its stdin closes.
+            gateway.shutdown()
+            gateway.proc.stdin.close()
+            try:
+                gateway.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                gateway.proc.kill()
+                gateway.proc.wait()
+            SparkContext._gateway = None
+            SparkContext._jvm = None
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
