@@ -1499,11 +1499,15 @@ class DuckDBManager:
 
         Returns (run_id, flow_name, manifest status) or None when it is missing/malformed.
         """
+        rel = self._rel(manifest)
+        reason = self._tree.unreadable(manifest)
+        if reason is not None:  # a FIFO would block the read; a link may point at another run
+            report.files_skipped.append((rel, f"manifest is {reason}"))
+            return None
         try:
             st = manifest.stat()
         except FileNotFoundError:
             return None
-        rel = self._rel(manifest)
         known = state.runs.get(rel)
         unchanged = (
             known is not None and known["manifest_mtime_ns"] == st.st_mtime_ns and known["manifest_size"] == st.st_size
@@ -1525,6 +1529,10 @@ class DuckDBManager:
     ) -> _Piece | None:
         """A whole-file piece for ``path`` if it is not ingested yet (None otherwise)."""
         rel = self._rel(path)
+        reason = self._tree.unreadable(path)
+        if reason is not None:  # DuckDB would block on a FIFO, or read another run through a link
+            report.files_skipped.append((rel, reason))
+            return None
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -1612,6 +1620,11 @@ class DuckDBManager:
     ) -> set[str]:
         """Reads a compacted file's part list; fills ``unit.pieces`` with the parts not yet
         ingested. Returns the listed part names (all of them, ingested or not)."""
+        reason = self._tree.unreadable(unit.file)
+        if reason is not None:
+            unit.pieces = []
+            report.files_skipped.append((unit.rel, reason))
+            return set()
         try:
             st = unit.file.stat()
             kv = _read_kv([unit.file], self._tree.connect)[str(unit.file)]
@@ -2160,7 +2173,7 @@ class DuckDBManager:
             if not manifest.is_file():
                 continue
             with contextlib.suppress(OSError, ValueError, tomllib.TOMLDecodeError):
-                data = tomllib.loads(manifest.read_text("utf-8"))
+                data = tomllib.loads(self._tree.read_bytes(manifest).decode("utf-8"))
                 if data.get("run_id") == run_id:
                     return "folder", folder, data
         flows = self.root / "flows"
@@ -2170,7 +2183,7 @@ class DuckDBManager:
                 if manifest.exists():
                     data = None
                     with contextlib.suppress(OSError, ValueError, tomllib.TOMLDecodeError):
-                        data = tomllib.loads(manifest.read_text("utf-8"))
+                        data = tomllib.loads(self._tree.read_bytes(manifest).decode("utf-8"))
                     return "parts", flow_dir, data
             for flow_dir in sorted(p for p in flows.iterdir() if p.is_dir()):
                 for mode in ("dev", "tuner"):
@@ -2188,12 +2201,12 @@ class DuckDBManager:
             final = base / f"{kind}.parquet"
             files: list[tuple[Path, int | None, int | None]] = []
             listed: set[str] = set()
-            if final.exists():
+            if final.exists() and self._tree.unreadable(final) is None:
                 kv = _read_kv([final], self._tree.connect)[str(final)]
                 listed = set(json.loads(kv.get("flightlog.segments", "[]")))
                 files.append((final, None, None))
             files += [(seg_dir / n, None, None) for n in segments if n not in listed]
-            return files
+            return self._readable(files)
         modes = [manifest["mode"]] if manifest and manifest.get("mode") in ("dev", "tuner") else ["dev", "tuner"]
         files = []
         for mode in modes:
@@ -2201,7 +2214,7 @@ class DuckDBManager:
             parts = [n for n in _list_parts(parts_dir) if _part_run(n) == run_id]
             compacted = base / f"{mode}_{kind}.parquet"
             listed = set()
-            if compacted.exists():
+            if compacted.exists() and self._tree.unreadable(compacted) is None:
                 kv = _read_kv([compacted], self._tree.connect)[str(compacted)]
                 names = json.loads(kv.get("flightlog.segments", "[]"))
                 rows = json.loads(kv.get("flightlog.segment_rows", "null"))
@@ -2215,7 +2228,12 @@ class DuckDBManager:
                             files.append((compacted, offset, offset + int(n)))
                         offset += int(n)
             files += [(parts_dir / n, None, None) for n in parts if n not in listed]
-        return files
+        return self._readable(files)
+
+    def _readable(self, files: list[tuple[Path, int | None, int | None]]) -> list[tuple[Path, int | None, int | None]]:
+        """``files`` without those that must not be opened (FIFOs, devices, links): DuckDB
+        would block on a FIFO, and a link may bring in another run's rows."""
+        return [f for f in files if self._tree.unreadable(f[0]) is None]
 
 
 # --------------------------------------------------------------------------- module helpers

@@ -220,8 +220,9 @@ class RunRef:
     run_id: str
     manifest: dict[str, Any]
     where: PurePath  # run folder (mode "run") or per-run manifest file (dev/tuner)
-    status: str  # by evidence (a dead "running" run is "crashed")
+    status: str  # by evidence (a dead "running" run is "crashed"); BAD_MANIFEST when unreadable
     tree: Any = None
+    problem: str | None = None  # why the manifest is bad (status BAD_MANIFEST)
 
     @property
     def mode(self) -> str:
@@ -268,6 +269,21 @@ def _root(root: Any) -> Path | str:
     return base
 
 
+#: Status shown for a run whose manifest cannot be read, is not valid TOML, or says
+#: something that is not a run (no run_id, an unknown status).
+BAD_MANIFEST = "bad manifest"
+_KNOWN_STATUSES = ("running", "finished", "failed", "crashed")
+
+
+def _manifest_problem(manifest: Mapping[str, Any]) -> str | None:
+    rid = manifest.get("run_id")
+    if not isinstance(rid, str) or not rid:
+        return "run_id missing or not a string"
+    if manifest.get("status") not in _KNOWN_STATUSES:
+        return f"status {manifest.get('status')!r} is not one of {', '.join(_KNOWN_STATUSES)}"
+    return None
+
+
 def _is_object_root(root: Path | str) -> bool:
     return isinstance(root, str)
 
@@ -309,13 +325,22 @@ def scan_runs(root: str | os.PathLike[str] | None, *, storage_options: Mapping[s
                         if m.name.endswith(".toml") and not m.name.startswith("."):
                             candidates.append((Path(m.path), Path(m.path)))
     for mpath, where in candidates:
+        # A run id for a bad manifest: the folder name without the prefix, or the file's stem.
+        fallback = where.name.removeprefix("fda_run_") if where == mpath.parent else mpath.stem
         try:
             manifest = read_manifest(mpath)
-        except (OSError, ValueError):
+        except FileNotFoundError:
+            continue  # a folder that is no run (or not yet: its manifest comes right after mkdir)
+        except (OSError, ValueError) as e:
+            found.append(RunRef(fallback, {}, where, BAD_MANIFEST, problem=_error_line(e)))
             continue
-        rid = manifest.get("run_id")
-        if not isinstance(rid, str) or not rid:
+        bad = _manifest_problem(manifest)
+        if bad is not None:
+            rid = manifest.get("run_id")
+            rid = rid if isinstance(rid, str) and rid else fallback
+            found.append(RunRef(rid, manifest, where, BAD_MANIFEST, problem=f"manifest {mpath}: {bad}"))
             continue
+        rid = manifest["run_id"]
         try:
             status = run_status(manifest, where)
         except (OSError, ValueError):
@@ -407,12 +432,12 @@ def find_run(
     """
     runs = scan_runs(root, storage_options=storage_options)
     exact = [r for r in runs if run_id in (r.run_id, r.where.name)]
-    if len(exact) == 1:
-        return exact[0]
-    if not exact:
+    if len(exact) != 1 and not exact:
         exact = [r for r in runs if r.run_id.startswith(run_id) or r.where.name.startswith(run_id)]
-        if len(exact) == 1:
-            return exact[0]
+    if len(exact) == 1:
+        if exact[0].status == BAD_MANIFEST:
+            raise RunNotFoundError(f"run {exact[0].run_id!r} has a bad manifest: {exact[0].problem}")
+        return exact[0]
     if len(exact) > 1:
         names = ", ".join(f"{r.run_id} ({r.manifest.get('flow_name')})" for r in exact[:5])
         raise RunNotFoundError(f"run id {run_id!r} is ambiguous under {_root(root)}: {names}")
@@ -1076,17 +1101,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _segment_files(ref: RunRef) -> list[Path]:
-    """Published telemetry files of a run: segments (run folder) or parts (dev/tuner)."""
+    """Published telemetry files of a run: segments (run folder) or parts (dev/tuner).
+    FIFOs, devices and links are left out: reading one could block or read another run."""
+    from ._regular import regular_only
+
     if ref.mode == "run":
         seg = ref.folder / "segments"
         files = sorted(seg.glob("telemetry-*.parquet")) if seg.is_dir() else []
         final = ref.folder / "telemetry.parquet"
-        return files + ([final] if final.exists() else [])
-    from ._recover import part_pattern
+        files += [final] if final.exists() else []
+    else:
+        from ._recover import part_pattern
 
-    pat = part_pattern(ref.run_id)
-    parts_dir = ref.folder / f"{ref.mode}_telemetry"
-    return sorted(p for p in parts_dir.glob("part-*.parquet") if pat.match(p.name)) if parts_dir.is_dir() else []
+        pat = part_pattern(ref.run_id)
+        parts_dir = ref.folder / f"{ref.mode}_telemetry"
+        files = sorted(p for p in parts_dir.glob("part-*.parquet") if pat.match(p.name)) if parts_dir.is_dir() else []
+    refused = {p for p, _ in regular_only(files)}
+    return [f for f in files if str(f) not in refused]
 
 
 def _last_row(path: Path | str, metric: str, con: Any = None) -> dict[str, Any]:
