@@ -1781,6 +1781,14 @@ class DuckDBManager:
         for u in units:
             table = state.columns[u.kind]
             added = new[u.kind]
+            # DuckDB identifiers are case-insensitive: E and e are one column to it, and
+            # adding the second fails ("already exists") on every later consolidate.
+            known = {n.lower(): n for n in (*table, *added, *RESERVED_COLUMNS, _FILE_COL)}
+            clashes = _case_clashes(u.columns, known)
+            if clashes:
+                report.files_skipped.append((u.rel, "name conflict: " + "; ".join(clashes)))
+                u.pieces, u.marker = [], None
+                continue
             conflicts = []
             for name, ftype in u.columns.items():
                 if name in RESERVED_COLUMNS or name == _FILE_COL:
@@ -2261,6 +2269,23 @@ def _check_one_select(sql: str) -> None:
             f"query() runs one read-only statement that yields rows (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
             f"SUMMARIZE); got a {kind} statement"
         )
+
+
+def _case_clashes(columns: Iterable[str], known: Mapping[str, str]) -> list[str]:
+    """Columns of a file whose names equal another column's but for case (``known``: the
+    table's columns by lower-case name), also two such columns within the file."""
+    out = []
+    mine: dict[str, str] = {}
+    for name in columns:
+        low = name.lower()
+        other = mine.get(low) or known.get(low)
+        if other is not None and other != name:
+            out.append(
+                f"column {name!r} differs from column {other!r} only in case (DuckDB names are case-insensitive); "
+                "rename one of them"
+            )
+        mine.setdefault(low, name)
+    return out
 
 
 def _compacted_marker(rel: str, rows: int) -> str:
