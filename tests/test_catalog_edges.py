@@ -103,9 +103,12 @@ def test_renamed_run_folder_is_not_ingested_twice(tmp_path: Path) -> None:
     os.rename(tmp_path / "fda_run_a", tmp_path / "a_renamed")
     rep = db.consolidate()
     assert rows_by_run(db) == [("a", 5)]
-    dup = skipped(rep, "a_renamed")
-    assert dup and "fda_run_a" in dup[0][1] and "same run" in dup[0][1], rep.files_skipped
-    assert db.query("select count(*) from runs where run_id = 'a'").fetchone()[0] == 1
+    assert (rep.files_added, rep.rows_added, rep.runs_added, rep.files_skipped) == (0, 0, 0, [])
+    # the bookkeeping follows the folder: one runs row, the files at their new paths
+    assert db.query("select path from runs where run_id = 'a'").fetchall() == [("a_renamed",)]
+    paths = sorted(r[0] for r in db.query("select path from _ingested_files").fetchall())
+    assert paths == ["a_renamed/events.parquet", "a_renamed/telemetry.parquet"]
+    assert db.consolidate().files_skipped == []
 
 
 def test_copied_run_folder_is_ingested_once(tmp_path: Path) -> None:
