@@ -206,13 +206,6 @@ def test_rows_written_disagreeing_with_the_file_is_skipped(tmp_path: Path) -> No
 # --------------------------------------------------------------------------- item 15
 
 
-def test_missing_root_raises(tmp_path: Path) -> None:
-    missing = tmp_path / "typo"
-    with pytest.raises(FileNotFoundError, match="typo"):
-        DuckDBManager(missing)
-    assert not missing.exists()
-
-
 # --------------------------------------------------------------------------- item 17
 
 
@@ -256,3 +249,13 @@ def test_query_refuses_writes(tmp_path: Path, sql: str) -> None:
         db.query(sql)
     assert db.query("select count(*) from telemetry").fetchone() == (5,)
     assert not os.path.exists("/tmp/flightlog-should-not-exist.csv")
+
+
+def test_missing_root_is_never_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    db = DuckDBManager(missing)  # constructing creates nothing and raises nothing
+    with pytest.raises(FileNotFoundError, match="typo"):
+        db.consolidate()
+    with pytest.raises(FileNotFoundError, match="typo"):
+        db.query("select 1")
+    assert not missing.exists()

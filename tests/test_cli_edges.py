@@ -111,3 +111,78 @@ def test_runs_lists_bad_manifests(tmp_path: Path) -> None:
     assert got == {"a": "finished", "b": "bad manifest", "c": "bad manifest"}
     proc = cli("show", "c", root=root)
     assert_one_line_error(proc, "bad manifest", "not valid TOML")
+
+
+# --------------------------------------------------------------------------- item 15: a missing root
+
+
+@pytest.mark.parametrize(
+    "args", [["consolidate"], ["runs"], ["query", "select 1"], ["recover"], ["show", "a"], ["compact", "gd"]]
+)
+def test_a_missing_root_is_an_error_and_is_not_created(tmp_path: Path, args: list[str]) -> None:
+    missing = tmp_path / "typo"
+    proc = cli(*args, root=missing)
+    assert_one_line_error(proc, "no flightlog root", str(missing))
+    assert not missing.exists()
+
+
+def test_demo_still_creates_its_root(tmp_path: Path) -> None:
+    root = tmp_path / "new"
+    proc = cli("demo", "--quick", "--no-plot", root=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "duckdb.db").exists()
+
+
+# --------------------------------------------------------------------------- items 10, 16, 17 through the CLI
+
+
+@pytest.fixture(scope="module")
+def consolidated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("edges") / "root"
+    make_runs(root, "a", "b")
+    proc = cli("consolidate", root=root)
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+def test_query_time_zone_aware(consolidated: Path) -> None:
+    for sql in ("select now() as t", "select current_timestamp as t"):
+        proc = cli("query", sql, "--format", "json", root=consolidated)
+        assert proc.returncode == 0, proc.stderr
+        (row,) = json.loads(proc.stdout)
+        assert row["t"][:4].isdigit() and ("+" in row["t"][10:] or row["t"].endswith("Z")), row
+
+
+@pytest.mark.parametrize("tol", ["nan", "inf", "-inf"])
+def test_compare_rejects_non_finite_tol(consolidated: Path, tol: str) -> None:
+    proc = cli("compare", "a", "b", f"--tol={tol}", root=consolidated)
+    assert proc.returncode == 2 and "finite" in proc.stderr, proc.stderr
+
+
+def test_compare_reserved_or_text_metric(consolidated: Path) -> None:
+    proc = cli("compare", "a", "b", "--metric", "run_id", root=consolidated)
+    assert_one_line_error(proc, "run_id", "reserved")
+    assert "no telemetry column" not in proc.stderr
+    proc = cli("compare", "a", "b", "--metric", "nope", root=consolidated)
+    assert_one_line_error(proc, "no telemetry column 'nope'")
+
+
+def test_query_is_run_as_is(consolidated: Path) -> None:
+    proc = cli("query", "show tables", "--format", "json", root=consolidated)
+    assert proc.returncode == 0, proc.stderr
+    assert {r["name"] for r in json.loads(proc.stdout)} == {"runs", "telemetry", "events", "_ingested_files"}
+    proc = cli("query", "select 1 as x, 2 as x", "--format", "csv", root=consolidated)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[0] == "x,x", proc.stdout + proc.stderr
+    proc = cli("query", "select 1 as one; -- trailing comment", "--format", "csv", root=consolidated)
+    assert proc.returncode == 0 and proc.stdout.split() == ["one", "1"], proc.stderr
+    proc = cli(
+        "query",
+        "pivot (select run_id, status from runs) on status using count(*) order by run_id",
+        "--format",
+        "csv",
+        root=consolidated,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["run_id,finished", "a,1", "b,1"]
+    proc = cli("query", "delete from runs", root=consolidated)
+    assert_one_line_error(proc, "read-only")

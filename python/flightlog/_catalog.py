@@ -71,6 +71,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import errno
 import itertools
 import json
 import math
@@ -492,10 +493,14 @@ class Result:
     work (``r.relation.filter("E < 1").aggregate("min(E)")``).
     """
 
-    def __init__(self, con: Any, table: str) -> None:
+    def __init__(self, con: Any, table: str, names: Sequence[str] | None = None) -> None:
         self._con = con
         self._table = table
         self._rel = con.table(table)
+        if names is not None and list(names) != list(self._rel.columns) and len(names) == len(self._rel.columns):
+            # The table had to rename duplicate names (x, x_1): show the query's own names.
+            select = ", ".join(f"{_ident(c)} AS {_ident(n)}" for c, n in zip(self._rel.columns, names, strict=True))
+            self._rel = con.sql(f"SELECT {select} FROM {table}")
 
     @property
     def relation(self) -> Any:
@@ -874,6 +879,16 @@ class DuckDBManager:
         if self._closed:
             raise ValueError("this DuckDBManager is closed")
 
+    def _check_root(self) -> None:
+        """A local root that does not exist is an error (a mistyped path), never created:
+        only recorders create roots."""
+        if isinstance(self.root, Path) and not self.root.is_dir():
+            if self.root.exists():
+                raise NotADirectoryError(errno.ENOTDIR, "the flightlog root is not a folder", str(self.root))
+            raise FileNotFoundError(
+                errno.ENOENT, "no flightlog root (a folder of runs) at this path; check the path", str(self.root)
+            )
+
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
@@ -1182,6 +1197,7 @@ class DuckDBManager:
         if not self._db_file.exists():
             if self.read_only:
                 raise FileNotFoundError(f"no catalog at {self.db_path}; run DuckDBManager(...).consolidate() first")
+            self._check_root()
             with self._writer_lock(), self._open_rw() as con:
                 self._ensure_schema(con)
 
@@ -1203,15 +1219,25 @@ class DuckDBManager:
                 mem.execute("USE memory")
                 mem.execute(f"DETACH {_CAT}")
 
-    def _materialise(self, mem: Any, sql: str, params: Any = None) -> Result:
-        """Runs ``sql`` into a temporary table of ``mem`` (the Result's own connection: the
-        table is freed with it, when the Result is garbage-collected)."""
-        name = f"_result_{next(self._result_ids)}"
-        body = sql.strip()
-        while body.endswith(";"):
-            body = body[:-1].rstrip()
-        mem.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM (\n{body}\n)", params)
-        return Result(mem, f"temp.main.{name}")
+    def _materialise(self, mem: Any, sql: str, params: Any = None, *, names: bool = False) -> Result:
+        """Runs ``sql`` into a table of ``mem`` (the Result's own connection: the table is
+        freed with it, when the Result is garbage-collected).
+
+        With ``duckdb.db`` the table is in ``mem``'s own in-memory database, not in the
+        catalog the query sees (``SHOW TABLES`` lists the catalog's tables only); a
+        DuckLake read session is shared, so there it is a temporary table of the cursor.
+        ``names``: keep the query's column names where the table had to rename
+        duplicates (``SELECT 1 AS x, 2 AS x``)."""
+        n = next(self._result_ids)
+        table = f"temp.main._result_{n}" if self._lake is not None else f"memory.main._flightlog_result_{n}"
+        create = "CREATE TEMP TABLE" if self._lake is not None else "CREATE TABLE"
+        body = _strip_terminators(sql)
+        columns = None
+        if names:
+            with contextlib.suppress(Exception):  # DESCRIBE takes queries, not SHOW/SUMMARIZE (no duplicates there)
+                columns = [r[0] for r in mem.execute(f"DESCRIBE {body}\n", params).fetchall()]
+        mem.execute(f"{create} {table.replace('temp.main.', '')} AS SELECT * FROM (\n{body}\n)", params)
+        return Result(mem, table, columns)
 
     # ------------------------------------------------------------------ schema
 
@@ -1326,6 +1352,7 @@ class DuckDBManager:
 
         Raises:
             PermissionError: the manager is read-only.
+            FileNotFoundError: the (local) root does not exist; nothing is created.
             CatalogLockedError: another writer held the catalog for ``timeout`` s.
             CatalogUnavailableError: the DuckLake catalog's database cannot be reached.
             ImportError: a DuckDB extension is missing (``pip install 'flightlog[lake]'``).
@@ -1338,6 +1365,7 @@ class DuckDBManager:
             )
         if self.read_only:
             raise PermissionError(f"DuckDBManager(read_only=True) cannot consolidate {self._where}")
+        self._check_root()
         t0 = time.perf_counter()
         report = ConsolidationReport()
         if self._lake is not None:
@@ -2179,9 +2207,9 @@ class DuckDBManager:
         self._check_open()
         if not isinstance(sql, str):
             raise TypeError(f"sql must be a str, got {type(sql).__name__}")
-        _check_one_select(sql)
+        body = _check_one_select(sql)
         with self._reader() as mem:
-            return self._materialise(mem, sql, params)
+            return self._materialise(mem, body, params, names=True)
 
     def runs(self, flow_name: str | None = None, status: str | Iterable[str] | None = None) -> Result:
         """The ``runs`` table (optionally one flow's, and/or with the given status(es)),
@@ -2249,8 +2277,10 @@ class DuckDBManager:
             raise ValueError("compare() needs at least one run id")
         with self._reader() as mem:
             available = self._table_columns(mem, "telemetry")
-            if metric not in available or metric in RESERVED_COLUMNS:
+            if metric not in available:
                 raise ValueError(f"no telemetry column {metric!r}; columns: {list(available)}")
+            if metric in RESERVED_COLUMNS:
+                raise ValueError(f"telemetry column {metric!r} is reserved (set by the catalog), not a metric")
             if not _is_numeric(available[metric]):
                 raise ValueError(f"telemetry column {metric!r} is {available[metric]}, not numeric")
             if "iter" in available:
@@ -2415,28 +2445,64 @@ class DuckDBManager:
 # --------------------------------------------------------------------------- module helpers
 
 
-def _check_one_select(sql: str) -> None:
-    """Refuse anything but one statement that yields rows.
+def _check_one_select(sql: str) -> str:
+    """Refuse anything but one read-only statement that yields rows; return its text.
 
-    :meth:`DuckDBManager.query` wraps the text in ``CREATE TABLE ... AS SELECT * FROM (...)``;
-    text that closes the parenthesis and adds statements (``SELECT 1); COPY runs TO
-    '/elsewhere'; SELECT * FROM (SELECT 1``) would otherwise run them in the session.
+    DuckDB's own parser decides (``duckdb.extract_statements``): exactly one statement
+    of type ``SELECT`` (which covers ``WITH``, ``FROM``, ``VALUES``, ``SHOW``,
+    ``DESCRIBE``, ``SUMMARIZE`` and table PRAGMAs such as ``table_info``, which
+    the parser turns into a ``SELECT``), or one ``PIVOT``, which the parser expands into
+    ``CREATE TYPE`` statements for its enum plus a ``SELECT``, none with text of its own.
+    Every other type (``INSERT``, ``COPY``, ``ATTACH``, ``SET``, ``CALL``, setting
+    PRAGMAs, ...) is refused before anything runs; the catalog is also attached
+    read-only. The text returned is the statement (a table ``PRAGMA`` rewritten as its
+    ``SELECT``), without a trailing ``;`` and comment.
     """
     duckdb = _duckdb()
     extract = getattr(duckdb, "extract_statements", None)
     if extract is None:  # pragma: no cover - very old DuckDB
-        return
+        return sql
     statements = extract(sql)  # a ParserException (duckdb.Error) for invalid SQL
+
+    def kind(st: Any) -> str:
+        return getattr(st.type, "name", str(st.type)).rsplit(".", 1)[-1]
+
+    pivot = (
+        len(statements) > 1
+        and all(not st.query.strip() for st in statements)
+        and kind(statements[-1]) == "SELECT"
+        and all(kind(st) == "CREATE" for st in statements[:-1])
+    )
+    if pivot:
+        return _strip_terminators(sql)
     if len(statements) != 1:
         raise duckdb.InvalidInputException(
             f"query() runs exactly one SQL statement, got {len(statements)}; run them one by one"
         )
-    kind = getattr(statements[0].type, "name", str(statements[0].type)).rsplit(".", 1)[-1]
-    if kind != "SELECT":
+    if kind(statements[0]) != "SELECT":
         raise duckdb.InvalidInputException(
-            f"query() runs one read-only statement that yields rows (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
-            f"SUMMARIZE); got a {kind} statement"
+            "query() runs one read-only statement that yields rows (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
+            f"SUMMARIZE, PIVOT, table PRAGMAs); got a {kind(statements[0])} statement"
         )
+    return _strip_terminators(statements[0].query or sql)
+
+
+def _strip_terminators(sql: str) -> str:
+    """``sql`` without trailing ``;`` and what follows them when that is only comments and
+    blanks (DuckDB's parser finds no statement in it), so that it can be a subquery."""
+    extract = _duckdb().extract_statements
+    text = sql.rstrip()
+    cut = text.rfind(";")
+    while cut >= 0:
+        try:
+            empty = not extract(text[cut + 1 :])
+        except Exception:  # e.g. the ';' is inside a string or a comment
+            empty = False
+        if not empty:
+            break
+        text = text[:cut].rstrip()
+        cut = text.rfind(";")
+    return text
 
 
 def _case_clashes(columns: Iterable[str], known: Mapping[str, str]) -> list[str]:

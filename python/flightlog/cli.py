@@ -247,9 +247,11 @@ class RunRef:
 _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
-def _root(root: Any) -> Path | str:
+def _root(root: Any, *, must_exist: bool = True) -> Path | str:
     """The root: a local :class:`~pathlib.Path`, or the ``s3://bucket/prefix`` URL (as text)
-    of an object-store root. ``root`` is ``--root`` (else ``$FLIGHTLOG_ROOT``, else the default)."""
+    of an object-store root. ``root`` is ``--root`` (else ``$FLIGHTLOG_ROOT``, else the default).
+    A local root that does not exist is an error (a mistyped --root is never created),
+    unless not ``must_exist`` (``demo`` creates its root)."""
     from ._runs import DEFAULT_ROOT, ROOT_ENV, resolve_root
     from ._s3 import ObjectLocation, is_object_url
 
@@ -266,6 +268,8 @@ def _root(root: Any) -> Path | str:
     base = resolve_root(raw, create=False)
     if base.exists() and not base.is_dir():
         raise CLIError(f"--root {base} is a file, not a flightlog root folder")
+    if must_exist and not base.exists():
+        raise CLIError(f"no flightlog root at {base} (no such folder; check --root or ${ROOT_ENV})")
     return base
 
 
@@ -296,6 +300,17 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    """argparse type of --tol: a finite number (NaN would compare true with every value in DuckDB)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 
@@ -663,9 +678,15 @@ def _per_run_tol(db: Any, ids: Sequence[str], metric: str, tol: float | None) ->
 
 
 def _check_metric(db: Any, metric: str, need: Iterable[str] = ("iter", "t_wall_ms")) -> None:
+    from ._catalog import RESERVED_COLUMNS, _is_numeric
+
     cols = _telemetry_columns(db)
     if metric not in cols:
         raise CLIError(f"no telemetry column {metric!r}; columns: {', '.join(cols) or '(none)'}")
+    if metric in RESERVED_COLUMNS:
+        raise CLIError(f"telemetry column {metric!r} is reserved (set by the catalog for every row), not a metric")
+    if not _is_numeric(cols[metric]):
+        raise CLIError(f"telemetry column {metric!r} is {cols[metric]}, not numeric: it cannot be a metric")
     missing = [c for c in need if c not in cols]
     if missing:
         raise CLIError(f"telemetry has no {', '.join(missing)} column(s), needed to compare runs")
@@ -698,6 +719,9 @@ def compare_rows(
     ``group_by`` (``params.X`` or a ``runs`` column) per group: mean, std and bootstrap 95% interval
     of the final and best value, and iterations/seconds to reach ``tol``."""
     _require_catalog(db)
+    if tol is not None and not (isinstance(tol, int | float) and math.isfinite(tol)):
+        # DuckDB's v <= NaN is true: a NaN tolerance would be "reached" at once.
+        raise CLIError(f"--tol must be a finite number, got {tol!r}")
     ids = list(dict.fromkeys(run_ids))
     if not ids:
         raise CLIError("compare needs run ids (or --flow)")
@@ -1351,7 +1375,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    if _is_object_root(_root(args.root)):
+    if _is_object_root(_root(args.root, must_exist=False)):
         raise CLIError("demo writes to a local root; give --root a folder")
     plot: bool | str = False if args.no_plot else (args.output or True)
     run_demo(
@@ -1460,7 +1484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", metavar="RUN", help="run ids")
     p.add_argument("--flow", action="append", default=[], help="also every run of this flow (repeatable)")
     p.add_argument("--metric", "-m", default="E", help="telemetry column (default E); lower is better")
-    p.add_argument("--tol", type=float, help="report iterations and seconds until metric <= TOL")
+    p.add_argument("--tol", type=_finite, help="report iterations and seconds until metric <= TOL")
     p.add_argument("--group-by", help="params.NAME (or a runs column such as flow_name): aggregate per group")
     p.add_argument("--params", action="append", default=[], help="params to show as columns (a,b)")
     p.add_argument("--plot", metavar="FILE.png", help="also plot the runs")
