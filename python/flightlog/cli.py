@@ -527,7 +527,7 @@ def _open_catalog(args: argparse.Namespace, *, read_only: bool = True, required:
     run files (``live``) and whose ``exists()`` is False."""
     from ._catalog import DuckDBManager
 
-    root = _root(args.root)
+    root = _root(args.root, must_exist=False)  # the options are checked first, then the root
     catalog, db_path = _catalog_options(args)
     files_only = _is_object_root(root) and catalog is None and db_path is None
     if files_only and required:
@@ -540,6 +540,7 @@ def _open_catalog(args: argparse.Namespace, *, read_only: bool = True, required:
             db = DuckDBManager(root, db_path=db_path, read_only=read_only, timeout=args.timeout, catalog=catalog)
     except ValueError as e:  # say it in the CLI's words
         raise CLIError(str(e).replace("catalog=", "--catalog").replace("db_path=", "--db")) from None
+    _root(args.root)  # a local root that does not exist is an error
     return db
 
 
