@@ -30,8 +30,26 @@ Guarantees of :meth:`DuckDBManager.consolidate`:
 - Atomic per file: a file's rows and its ``_ingested_files`` row commit in the same
   transaction (many files share one statement and one transaction when they
   can); a crash leaves the database as it was before that transaction.
-- Never fatal on bad input: a type conflict with the table, an unreadable
-  Parquet file or a malformed manifest is skipped and reported with its reason.
+- Never fatal on bad input: a type conflict with the table, a column whose name
+  differs from another only in case (DuckDB names are case-insensitive), an
+  unreadable Parquet file or a malformed manifest is skipped and reported with its
+  reason, and never blocks later files.
+- Nothing is opened that is not a regular file: a FIFO, socket or device (which
+  would block the read for ever, holding the writer lock) and a symbolic link to a
+  file (which may point outside the root or at another run's file) are skipped
+  with their reason (:mod:`flightlog._regular`).
+- One folder per run: a run folder copied (``cp -r fda_run_a fda_run_a.bak``) is
+  ingested once; the copy is reported as skipped, naming both folders. A run
+  folder renamed after it was ingested keeps its rows: the bookkeeping
+  (``_ingested_files``, ``runs.path``) follows the files, which are recognised by
+  run id, kind and size.
+- A run's ``telemetry.parquet`` whose row count differs from its manifest's
+  ``counts.rows_written`` is skipped with both numbers (the file is not the one
+  the manifest describes: swapped, truncated or another run's).
+- ``prune=True`` removes a run's rows only when every file they were ingested from
+  and its manifest are gone (never because one copy or the old name of a folder
+  went), and runs before new files are read, so the report never counts rows that
+  the same call deleted.
   A new column is added to the table (``ALTER TABLE ... ADD COLUMN``); rows of
   older files get ``NULL`` there.
 - One writer at a time: writers serialise on ``<db>.lock`` (``fcntl.flock``) and
@@ -1342,8 +1360,9 @@ class DuckDBManager:
         """Ingest every new immutable file under the root; update changed runs.
 
         Incremental and idempotent: a second call with nothing new adds nothing.
-        ``prune=True`` also removes the rows (in every table) of runs whose
-        folders (dev/tuner: per-run manifest and data files) are gone.
+        ``prune=True`` also removes the rows (in every table) of runs whose every
+        ingested file and manifest are gone (a renamed folder's files count at
+        their new place; see the module doc).
         ``progress(done_files, total_files)`` is called as files are written.
 
         With a DuckLake catalog, any number of processes on any number of hosts
