@@ -356,6 +356,7 @@ def test_unknown_plot_column(root: Path, tmp_path: Path) -> None:
 
 
 def test_no_catalog(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()  # a root that exists (a missing one is its own error: test_cli_edges.py)
     assert_one_line_error(cli("query", "SELECT 1", root=tmp_path / "empty"), "no catalog", "consolidate")
 
 

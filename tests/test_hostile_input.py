@@ -563,7 +563,7 @@ CLI_CASES = [
     ["query", "SELECT * FROM runs WHERE run_id = $p", "--param", "p=" + EVIL, "--expect-ok"],
     ["runs", "--format", "xml"],
     ["plot", "../x", "--metric", "E", "-o", "{sentinel}/x.png"],
-    ["--root", "{sentinel}/missing/deeper", "runs", "--expect-ok"],
+    ["--root", "{sentinel}/missing/deeper", "runs"],  # a missing root is an error, never created
     ["--root", sys.executable, "runs"],  # a root that is a file
     ["--timeout", "nan", "runs"],
     ["nonsense-command"],

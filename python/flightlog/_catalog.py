@@ -30,8 +30,26 @@ Guarantees of :meth:`DuckDBManager.consolidate`:
 - Atomic per file: a file's rows and its ``_ingested_files`` row commit in the same
   transaction (many files share one statement and one transaction when they
   can); a crash leaves the database as it was before that transaction.
-- Never fatal on bad input: a type conflict with the table, an unreadable
-  Parquet file or a malformed manifest is skipped and reported with its reason.
+- Never fatal on bad input: a type conflict with the table, a column whose name
+  differs from another only in case (DuckDB names are case-insensitive), an
+  unreadable Parquet file or a malformed manifest is skipped and reported with its
+  reason, and never blocks later files.
+- Nothing is opened that is not a regular file: a FIFO, socket or device (which
+  would block the read for ever, holding the writer lock) and a symbolic link to a
+  file (which may point outside the root or at another run's file) are skipped
+  with their reason (:mod:`flightlog._regular`).
+- One folder per run: a run folder copied (``cp -r fda_run_a fda_run_a.bak``) is
+  ingested once; the copy is reported as skipped, naming both folders. A run
+  folder renamed after it was ingested keeps its rows: the bookkeeping
+  (``_ingested_files``, ``runs.path``) follows the files, which are recognised by
+  run id, kind and size.
+- A run's ``telemetry.parquet`` whose row count differs from its manifest's
+  ``counts.rows_written`` is skipped with both numbers (the file is not the one
+  the manifest describes: swapped, truncated or another run's).
+- ``prune=True`` removes a run's rows only when every file they were ingested from
+  and its manifest are gone (never because one copy or the old name of a folder
+  went), and runs before new files are read, so the report never counts rows that
+  the same call deleted.
   A new column is added to the table (``ALTER TABLE ... ADD COLUMN``); rows of
   older files get ``NULL`` there.
 - One writer at a time: writers serialise on ``<db>.lock`` (``fcntl.flock``) and
@@ -71,6 +89,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import errno
 import itertools
 import json
 import math
@@ -492,10 +511,14 @@ class Result:
     work (``r.relation.filter("E < 1").aggregate("min(E)")``).
     """
 
-    def __init__(self, con: Any, table: str) -> None:
+    def __init__(self, con: Any, table: str, names: Sequence[str] | None = None) -> None:
         self._con = con
         self._table = table
         self._rel = con.table(table)
+        if names is not None and list(names) != list(self._rel.columns) and len(names) == len(self._rel.columns):
+            # The table had to rename duplicate names (x, x_1): show the query's own names.
+            select = ", ".join(f"{_ident(c)} AS {_ident(n)}" for c, n in zip(self._rel.columns, names, strict=True))
+            self._rel = con.sql(f"SELECT {select} FROM {table}")
 
     @property
     def relation(self) -> Any:
@@ -629,6 +652,7 @@ class _Unit:
     schema_version: int | None = None
     columns: dict[str, str] = dataclasses.field(default_factory=dict)
     kv: dict[str, str] = dataclasses.field(default_factory=dict)
+    expected_rows: int | None = None  # the manifest's rows_written (run-folder telemetry)
 
 
 @dataclasses.dataclass
@@ -637,6 +661,21 @@ class _State:
     files_by_run: dict[tuple[str | None, str | None], list[str]]
     runs: dict[str, dict[str, Any]]
     columns: dict[str, dict[str, str]]
+    #: run-folder files already ingested, by (kind, run_id, flow_name): their paths
+    run_files: dict[tuple[str, str | None, str | None], list[str]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What discovery decided besides the files to read."""
+
+    #: (old path, new path, size, mtime): an ingested run-folder file whose folder was
+    #: renamed (the old path is gone, the same run's file of the same size is at the new one)
+    moved: list[tuple[str, str, int, float]] = dataclasses.field(default_factory=list)
+    #: (run_id, flow_name) of runs whose every ingested file and manifest are gone (prune=True)
+    gone: list[tuple[str | None, str | None]] = dataclasses.field(default_factory=list)
+    #: manifest paths of ``runs`` rows whose files are gone, without their run being gone
+    gone_manifests: list[str] = dataclasses.field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- the manager
@@ -857,6 +896,16 @@ class DuckDBManager:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("this DuckDBManager is closed")
+
+    def _check_root(self) -> None:
+        """A local root that does not exist is an error (a mistyped path), never created:
+        only recorders create roots."""
+        if isinstance(self.root, Path) and not self.root.is_dir():
+            if self.root.exists():
+                raise NotADirectoryError(errno.ENOTDIR, "the flightlog root is not a folder", str(self.root))
+            raise FileNotFoundError(
+                errno.ENOENT, "no flightlog root (a folder of runs) at this path; check the path", str(self.root)
+            )
 
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
@@ -1166,6 +1215,7 @@ class DuckDBManager:
         if not self._db_file.exists():
             if self.read_only:
                 raise FileNotFoundError(f"no catalog at {self.db_path}; run DuckDBManager(...).consolidate() first")
+            self._check_root()
             with self._writer_lock(), self._open_rw() as con:
                 self._ensure_schema(con)
 
@@ -1187,15 +1237,25 @@ class DuckDBManager:
                 mem.execute("USE memory")
                 mem.execute(f"DETACH {_CAT}")
 
-    def _materialise(self, mem: Any, sql: str, params: Any = None) -> Result:
-        """Runs ``sql`` into a temporary table of ``mem`` (the Result's own connection: the
-        table is freed with it, when the Result is garbage-collected)."""
-        name = f"_result_{next(self._result_ids)}"
-        body = sql.strip()
-        while body.endswith(";"):
-            body = body[:-1].rstrip()
-        mem.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM (\n{body}\n)", params)
-        return Result(mem, f"temp.main.{name}")
+    def _materialise(self, mem: Any, sql: str, params: Any = None, *, names: bool = False) -> Result:
+        """Runs ``sql`` into a table of ``mem`` (the Result's own connection: the table is
+        freed with it, when the Result is garbage-collected).
+
+        With ``duckdb.db`` the table is in ``mem``'s own in-memory database, not in the
+        catalog the query sees (``SHOW TABLES`` lists the catalog's tables only); a
+        DuckLake read session is shared, so there it is a temporary table of the cursor.
+        ``names``: keep the query's column names where the table had to rename
+        duplicates (``SELECT 1 AS x, 2 AS x``)."""
+        n = next(self._result_ids)
+        table = f"temp.main._result_{n}" if self._lake is not None else f"memory.main._flightlog_result_{n}"
+        create = "CREATE TEMP TABLE" if self._lake is not None else "CREATE TABLE"
+        body = _strip_terminators(sql)
+        columns = None
+        if names:
+            with contextlib.suppress(Exception):  # DESCRIBE takes queries, not SHOW/SUMMARIZE (no duplicates there)
+                columns = [r[0] for r in mem.execute(f"DESCRIBE {body}\n", params).fetchall()]
+        mem.execute(f"{create} {table.replace('temp.main.', '')} AS SELECT * FROM (\n{body}\n)", params)
+        return Result(mem, table, columns)
 
     # ------------------------------------------------------------------ schema
 
@@ -1274,20 +1334,23 @@ class DuckDBManager:
     def _load_state(self, con: Any) -> _State:
         ingested: dict[str, tuple[int | None, float | None, str | None]] = {}
         files_by_run: dict[tuple[str | None, str | None], list[str]] = {}
-        for path, run_id, flow, size, mtime, source in con.execute(
-            "SELECT path, run_id, flow_name, size, mtime, source FROM _ingested_files"
+        run_files: dict[tuple[str, str | None, str | None], list[str]] = {}
+        for path, kind, run_id, flow, size, mtime, source in con.execute(
+            "SELECT path, kind, run_id, flow_name, size, mtime, source FROM _ingested_files"
         ).fetchall():
             ingested[path] = (size, mtime, source)
             files_by_run.setdefault((run_id, flow), []).append(source or path)
+            if source is None and kind in _KINDS and not path.startswith("flows/"):
+                run_files.setdefault((kind, run_id, flow), []).append(path)
         runs = {}
         for row in con.execute(
             "SELECT manifest_path, manifest_mtime_ns, manifest_size, status, manifest_status, run_id, flow_name, "
-            "mode, path FROM runs"
+            "mode, path, rows_written FROM runs"
         ).fetchall():
             keys = ("manifest_mtime_ns", "manifest_size", "status", "manifest_status", "run_id", "flow_name", "mode")
-            runs[row[0]] = dict(zip(keys, row[1:8], strict=True)) | {"path": row[8]}
+            runs[row[0]] = dict(zip(keys, row[1:8], strict=True)) | {"path": row[8], "rows_written": row[9]}
         columns = {t: self._table_columns(con, t) for t in _KINDS}
-        return _State(ingested, files_by_run, runs, columns)
+        return _State(ingested, files_by_run, runs, columns, run_files)
 
     # ------------------------------------------------------------------ consolidation
 
@@ -1297,8 +1360,9 @@ class DuckDBManager:
         """Ingest every new immutable file under the root; update changed runs.
 
         Incremental and idempotent: a second call with nothing new adds nothing.
-        ``prune=True`` also removes the rows (in every table) of runs whose
-        folders (dev/tuner: per-run manifest and data files) are gone.
+        ``prune=True`` also removes the rows (in every table) of runs whose every
+        ingested file and manifest are gone (a renamed folder's files count at
+        their new place; see the module doc).
         ``progress(done_files, total_files)`` is called as files are written.
 
         With a DuckLake catalog, any number of processes on any number of hosts
@@ -1307,6 +1371,7 @@ class DuckDBManager:
 
         Raises:
             PermissionError: the manager is read-only.
+            FileNotFoundError: the (local) root does not exist; nothing is created.
             CatalogLockedError: another writer held the catalog for ``timeout`` s.
             CatalogUnavailableError: the DuckLake catalog's database cannot be reached.
             ImportError: a DuckDB extension is missing (``pip install 'flightlog[lake]'``).
@@ -1319,6 +1384,7 @@ class DuckDBManager:
             )
         if self.read_only:
             raise PermissionError(f"DuckDBManager(read_only=True) cannot consolidate {self._where}")
+        self._check_root()
         t0 = time.perf_counter()
         report = ConsolidationReport()
         if self._lake is not None:
@@ -1326,17 +1392,17 @@ class DuckDBManager:
             with self._open_rw() as con:
                 self._ensure_schema(con)
                 state = self._load_state(con)
-                run_rows, units, gone = self._discover(state, report, prune)
-                self._write(con, run_rows, units, gone, state, report, progress)
+                run_rows, units, plan = self._discover(state, report, prune)
+                self._write(con, run_rows, units, plan, state, report, progress)
             report.seconds = time.perf_counter() - t0
             return report
         with self._writer_lock():
             with self._open_rw() as con:
                 self._ensure_schema(con)
                 state = self._load_state(con)
-            run_rows, units, gone = self._discover(state, report, prune)
+            run_rows, units, plan = self._discover(state, report, prune)
             with self._open_rw() as con:
-                self._write(con, run_rows, units, gone, state, report, progress)
+                self._write(con, run_rows, units, plan, state, report, progress)
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -1345,15 +1411,18 @@ class DuckDBManager:
         con: Any,
         run_rows: list[dict[str, Any]],
         units: list[_Unit],
-        gone: list[tuple[str | None, str | None]],
+        plan: _Plan,
         state: _State,
         report: ConsolidationReport,
         progress: Callable[[int, int], Any] | None,
     ) -> None:
         self._write_runs(con, run_rows, state, report)
+        if plan.moved:
+            self._move(con, plan.moved)
+        # Prune before ingesting: the report never counts rows that the same call deletes.
+        if plan.gone or plan.gone_manifests:
+            self._prune(con, plan, report)
         self._write_units(con, units, state, report, progress)
-        if gone:
-            self._prune(con, gone, report)
 
     # --- discovery (no database held) ---------------------------------
 
@@ -1365,9 +1434,11 @@ class DuckDBManager:
 
     def _discover(
         self, state: _State, report: ConsolidationReport, prune: bool
-    ) -> tuple[list[dict[str, Any]], list[_Unit], list[tuple[str | None, str | None]]]:
+    ) -> tuple[list[dict[str, Any]], list[_Unit], _Plan]:
         run_rows: list[dict[str, Any]] = []
         units: list[_Unit] = []
+        plan = _Plan()
+        folders: list[tuple[Path, tuple[str, str | None, str, int | None], dict[str, Any] | None]] = []
         self._tree.refresh()  # an object store is listed once, here
         lake_dir = self._lake_data_folder()
         if self.root.is_dir():
@@ -1380,7 +1451,11 @@ class DuckDBManager:
                     if (entry.path / "manifest.toml").exists():
                         report.files_skipped.append((entry.name, _LINK_REASON))
                     continue
-                self._discover_run_folder(entry.path, state, report, run_rows, units)
+                found = self._run_folder_info(entry.path, state, report, run_rows)
+                if found is not None:
+                    folders.append((entry.path, *found))
+            for folder, info, row in self._one_folder_per_run(folders, state, report, run_rows):
+                self._discover_run_folder(folder, info, row, state, report, units, plan)
             flows = self.root / "flows"
             if flows.is_symlink():
                 report.files_skipped.append(("flows", _LINK_REASON))
@@ -1392,8 +1467,9 @@ class DuckDBManager:
                             continue
                         self._discover_flow(entry.path, state, report, run_rows, units)
         self._read_metadata(units, report)
-        gone = self._gone_runs(state) if prune else []
-        return run_rows, [u for u in units if u.pieces or u.marker], gone
+        if prune:
+            self._gone_runs(state, plan, run_rows)
+        return run_rows, [u for u in units if u.pieces or u.marker], plan
 
     def _lake_data_folder(self) -> Any:
         """The DuckLake data folder when it is a folder right below the root (else None)."""
@@ -1494,22 +1570,27 @@ class DuckDBManager:
         state: _State,
         report: ConsolidationReport,
         run_rows: list[dict[str, Any]],
-    ) -> tuple[str, str | None, str] | None:
+    ) -> tuple[str, str | None, str, int | None] | None:
         """Reads a run's manifest if needed; queues its runs row when new or changed.
 
-        Returns (run_id, flow_name, manifest status) or None when it is missing/malformed.
+        Returns (run_id, flow_name, manifest status, rows_written) or None when it is
+        missing/malformed.
         """
+        rel = self._rel(manifest)
+        reason = self._tree.unreadable(manifest)
+        if reason is not None:  # a FIFO would block the read; a link may point at another run
+            report.files_skipped.append((rel, f"manifest is {reason}"))
+            return None
         try:
             st = manifest.stat()
         except FileNotFoundError:
             return None
-        rel = self._rel(manifest)
         known = state.runs.get(rel)
         unchanged = (
             known is not None and known["manifest_mtime_ns"] == st.st_mtime_ns and known["manifest_size"] == st.st_size
         )
         if unchanged and known["status"] != "running":
-            return known["run_id"], known["flow_name"], known["manifest_status"]
+            return known["run_id"], known["flow_name"], known["manifest_status"], known["rows_written"]
         data = self._parse_manifest(manifest, report)
         if data is None:
             return None
@@ -1518,13 +1599,18 @@ class DuckDBManager:
             row = self._run_row(data, status, run_path, manifest, st)
             row["_new"] = known is None
             run_rows.append(row)
-        return data["run_id"], _str(data.get("flow_name")), data["status"]
+        counts = data.get("counts") or {}
+        return data["run_id"], _str(data.get("flow_name")), data["status"], _int(counts.get("rows_written"))
 
     def _file_piece(
         self, path: Path, state: _State, report: ConsolidationReport, run_id: str | None, flow: str | None
     ) -> _Piece | None:
         """A whole-file piece for ``path`` if it is not ingested yet (None otherwise)."""
         rel = self._rel(path)
+        reason = self._tree.unreadable(path)
+        if reason is not None:  # DuckDB would block on a FIFO, or read another run through a link
+            report.files_skipped.append((rel, reason))
+            return None
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -1539,34 +1625,138 @@ class DuckDBManager:
             return None
         return _Piece(rel, run_id, flow, size=st.st_size, mtime=st.st_mtime)
 
-    def _discover_run_folder(
+    def _run_folder_info(
+        self, folder: Path, state: _State, report: ConsolidationReport, run_rows: list[dict[str, Any]]
+    ) -> tuple[tuple[str, str | None, str, int | None], dict[str, Any] | None] | None:
+        """(run info, its queued runs row or None) of a run folder, or None when it has no
+        usable manifest."""
+        manifest = folder / "manifest.toml"
+        if not manifest.exists() and not manifest.is_symlink():
+            if (folder / "telemetry.parquet").exists():
+                report.files_skipped.append((self._rel(folder), "run folder without manifest.toml"))
+            return None
+        queued = len(run_rows)
+        info = self._check_run(manifest, folder, folder, state, report, run_rows)
+        if info is None:
+            return None
+        return info, run_rows[-1] if len(run_rows) > queued else None
+
+    def _one_folder_per_run(
         self,
-        folder: Path,
+        folders: list[tuple[Path, tuple[str, str | None, str, int | None], dict[str, Any] | None]],
         state: _State,
         report: ConsolidationReport,
         run_rows: list[dict[str, Any]],
+    ) -> list[tuple[Path, tuple[str, str | None, str, int | None], dict[str, Any] | None]]:
+        """One folder per (run_id, flow_name): a run copied (``cp -r fda_run_a fda_run_a.bak``)
+        or renamed is ingested once. The folder kept is the one the catalog already knows,
+        else the one named after the run id, else the first by name; the others are
+        reported as skipped, naming both folders."""
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for i, (_, info, _) in enumerate(folders):
+            groups.setdefault((info[0], info[1]), []).append(i)
+        keep: list[int] = []
+        for (run_id, flow), idx in groups.items():
+
+            def rank(i: int, run_id: str = run_id) -> tuple[bool, bool, str]:
+                folder = folders[i][0]
+                known = self._rel(folder / "manifest.toml") in state.runs
+                canonical = folder.name in (f"fda_run_{run_id}", run_id)
+                return (not known, not canonical, folder.name)
+
+            idx.sort(key=rank)
+            keep.append(idx[0])
+            primary = self._rel(folders[idx[0]][0])
+            for i in idx[1:]:
+                folder, _, row = folders[i]
+                if row is not None:
+                    run_rows.remove(row)
+                report.files_skipped.append(
+                    (
+                        self._rel(folder),
+                        f"the same run {run_id!r} (flow {flow!r}) as {primary}: a copied or renamed run folder; "
+                        f"its rows are ingested once, from {primary}",
+                    )
+                )
+        return [folders[i] for i in sorted(keep)]
+
+    def _discover_run_folder(
+        self,
+        folder: Path,
+        info: tuple[str, str | None, str, int | None],
+        row: dict[str, Any] | None,
+        state: _State,
+        report: ConsolidationReport,
         units: list[_Unit],
+        plan: _Plan,
     ) -> None:
-        manifest = folder / "manifest.toml"
-        if not manifest.exists():
-            if (folder / "telemetry.parquet").exists():
-                report.files_skipped.append((self._rel(folder), "run folder without manifest.toml"))
-            return
-        info = self._check_run(manifest, folder, folder, state, report, run_rows)
-        if info is None:
-            return
-        run_id, flow, manifest_status = info
+        run_id, flow, manifest_status, rows_written = info
+        if row is not None:
+            # A renamed folder's run replaces the runs row of its old place (gone).
+            row["_replaces"] = [
+                mp
+                for mp, known in state.runs.items()
+                if (known["run_id"], known["flow_name"]) == (run_id, flow)
+                and mp != row["manifest_path"]
+                and known.get("mode", "run") == "run"
+                and not (self.root / mp).exists()
+            ]
         if manifest_status not in FINAL_STATUSES:
             return  # not immutable yet: segments may still be merged
         for kind in _KINDS:
             path = folder / f"{kind}.parquet"
-            if not path.exists():
-                if self._rel(path) not in state.ingested:
-                    report.files_skipped.append((self._rel(path), f"missing in a {manifest_status} run"))
+            rel = self._rel(path)
+            if not path.exists() and not path.is_symlink():
+                if rel not in state.ingested:
+                    report.files_skipped.append((rel, f"missing in a {manifest_status} run"))
+                continue
+            if rel not in state.ingested and self._moved(path, rel, kind, run_id, flow, state, report, plan):
                 continue
             piece = self._file_piece(path, state, report, run_id, flow)
             if piece is not None:
-                units.append(_Unit(kind, path, piece.rel, [piece], size=piece.size or 0, mtime=piece.mtime or 0.0))
+                unit = _Unit(kind, path, piece.rel, [piece], size=piece.size or 0, mtime=piece.mtime or 0.0)
+                if kind == "telemetry":
+                    unit.expected_rows = rows_written
+                units.append(unit)
+
+    def _moved(
+        self,
+        path: Path,
+        rel: str,
+        kind: str,
+        run_id: str,
+        flow: str | None,
+        state: _State,
+        report: ConsolidationReport,
+        plan: _Plan,
+    ) -> bool:
+        """Whether the run's rows of ``kind`` are already ingested from another path (True:
+        nothing to read). A file of the same size whose old path is gone is the same file
+        moved with its folder: the bookkeeping follows it (``plan.moved``)."""
+        others = [p for p in state.run_files.get((kind, run_id, flow), []) if p != rel]
+        if not others:
+            return False
+        if self._tree.unreadable(path) is not None:
+            return False  # _file_piece reports it
+        still = [p for p in others if (self.root / p).exists()]
+        if still:
+            report.files_skipped.append(
+                (rel, f"the same run {run_id!r} (flow {flow!r}) is already ingested from {still[0]}; not read twice")
+            )
+            return True
+        st = path.stat()
+        same = [p for p in others if state.ingested[p][0] == st.st_size]
+        if len(same) == 1:
+            plan.moved.append((same[0], rel, st.st_size, st.st_mtime))
+            return True
+        report.files_skipped.append(
+            (
+                rel,
+                f"run {run_id!r} (flow {flow!r}) was ingested from {others[0]}, which is gone, and this file differs "
+                "from it; consolidate(prune=True) removes the old rows, then this file is read",
+            )
+        )
+        return True
 
     def _discover_flow(
         self,
@@ -1612,6 +1802,11 @@ class DuckDBManager:
     ) -> set[str]:
         """Reads a compacted file's part list; fills ``unit.pieces`` with the parts not yet
         ingested. Returns the listed part names (all of them, ingested or not)."""
+        reason = self._tree.unreadable(unit.file)
+        if reason is not None:
+            unit.pieces = []
+            report.files_skipped.append((unit.rel, reason))
+            return set()
         try:
             st = unit.file.stat()
             kv = _read_kv([unit.file], self._tree.connect)[str(unit.file)]
@@ -1689,6 +1884,14 @@ class DuckDBManager:
                 report.files_skipped.append((u.rel, f"flightlog.segment_rows add up to {u.rows}, the file has {rows}"))
                 u.pieces, u.marker = [], None
                 continue
+            if u.expected_rows is not None and u.expected_rows != rows:
+                # The file is not the one the manifest describes (swapped, truncated or
+                # another run's): reading it would give the run wrong rows.
+                report.files_skipped.append(
+                    (u.rel, f"the manifest says rows_written = {u.expected_rows}, the file has {rows} rows")
+                )
+                u.pieces, u.marker = [], None
+                continue
             u.rows = rows
             u.kv = kv or u.kv
             u.columns = columns
@@ -1698,22 +1901,26 @@ class DuckDBManager:
             if not u.compacted and u.pieces and u.pieces[0].run_id is None:
                 u.pieces[0].run_id = u.kv.get("flightlog.run_id")
 
-    def _gone_runs(self, state: _State) -> list[tuple[str | None, str | None]]:
-        """(run_id, flow_name) of runs whose folders (or manifests and files) are gone."""
-        gone: list[tuple[str | None, str | None]] = []
-        seen: set[tuple[str | None, str | None]] = set()
-        for info in state.runs.values():
-            key = (info["run_id"], info["flow_name"])
-            seen.add(key)
-            exists = (self.root / info["path"]).exists()
-            if not exists and info["mode"] in ("dev", "tuner"):
-                exists = any((self.root / p).exists() for p in state.files_by_run.get(key, ()))
-            if not exists:
-                gone.append(key)
-        for key, paths in state.files_by_run.items():
-            if key not in seen and not any((self.root / p).exists() for p in paths):
-                gone.append(key)
-        return gone
+    def _gone_runs(self, state: _State, plan: _Plan, run_rows: list[dict[str, Any]]) -> None:
+        """Fills ``plan.gone``: runs whose every ingested file (a moved file counts at its new
+        place) and every manifest are gone. Rows are pruned by the files that disappeared,
+        never because one folder of a run went (a copy deleted, a folder renamed)."""
+        moved = {old for old, _, _, _ in plan.moved}
+        replaced = {mp for r in run_rows for mp in r.get("_replaces", ())}
+        manifests: dict[tuple[str | None, str | None], list[str]] = {}
+        for mp, info in state.runs.items():
+            manifests.setdefault((info["run_id"], info["flow_name"]), []).append(mp)
+        keys = set(manifests) | set(state.files_by_run)
+        for key in sorted(keys, key=lambda k: (str(k[0]), str(k[1]))):
+            files = state.files_by_run.get(key, [])
+            if any(p in moved or (self.root / p).exists() for p in files):
+                continue
+            present = [mp for mp in manifests.get(key, []) if mp not in replaced and (self.root / mp).exists()]
+            info = [state.runs[mp] for mp in manifests.get(key, [])]
+            # A run folder's runs row goes with its folder; a dev/tuner run's when its
+            # manifest and parts are gone.
+            if not present and all(i["mode"] in ("dev", "tuner") or not (self.root / i["path"]).exists() for i in info):
+                plan.gone.append(key)
 
     # --- writing (database held) ---------------------------------------
 
@@ -1746,8 +1953,9 @@ class DuckDBManager:
                 existing = set(known)
                 if not rows:
                     raise _Rollback((existing, rows))
-            paths = json.dumps([{"manifest_path": r["manifest_path"]} for r in rows])
-            payload = json.dumps([{k: v for k, v in r.items() if k != "_new"} for r in rows])
+            old = [mp for r in rows for mp in r.get("_replaces", ())]
+            paths = json.dumps([{"manifest_path": p} for p in [r["manifest_path"] for r in rows] + old])
+            payload = json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
             con.execute(f"DELETE FROM runs WHERE manifest_path IN (SELECT manifest_path FROM {source})", [paths])
             con.execute(f"INSERT INTO runs BY NAME SELECT * FROM {_rows_source(_RUNS_COLUMNS)}", [payload])
             return existing, rows
@@ -1755,6 +1963,7 @@ class DuckDBManager:
         existing, run_rows = self._transaction("write the runs table", write, con)
         for r in run_rows:
             new = r["_new"] if existing is None else r["manifest_path"] not in existing
+            new = new and not r.get("_replaces")  # a renamed folder's run is updated, not added
             if new:
                 report.runs_added += 1
             else:
@@ -1768,6 +1977,14 @@ class DuckDBManager:
         for u in units:
             table = state.columns[u.kind]
             added = new[u.kind]
+            # DuckDB identifiers are case-insensitive: E and e are one column to it, and
+            # adding the second fails ("already exists") on every later consolidate.
+            known = {n.lower(): n for n in (*table, *added, *RESERVED_COLUMNS, _FILE_COL)}
+            clashes = _case_clashes(u.columns, known)
+            if clashes:
+                report.files_skipped.append((u.rel, "name conflict: " + "; ".join(clashes)))
+                u.pieces, u.marker = [], None
+                continue
             conflicts = []
             for name, ftype in u.columns.items():
                 if name in RESERVED_COLUMNS or name == _FILE_COL:
@@ -1955,8 +2172,8 @@ class DuckDBManager:
                 raise RuntimeError("the file changed while it was being read")
         return files_added, int(added)
 
-    def _prune(self, con: Any, gone: list[tuple[str | None, str | None]], report: ConsolidationReport) -> None:
-        payload = json.dumps([{"run_id": r, "flow_name": f} for r, f in gone])
+    def _prune(self, con: Any, plan: _Plan, report: ConsolidationReport) -> None:
+        payload = json.dumps([{"run_id": r, "flow_name": f} for r, f in plan.gone])
         source = _rows_source(_PRUNE_COLUMNS)
         match = "t.run_id IS NOT DISTINCT FROM g.run_id AND t.flow_name IS NOT DISTINCT FROM g.flow_name"
 
@@ -1967,7 +2184,26 @@ class DuckDBManager:
                 con.execute(f"DELETE FROM {table} t USING {source} g WHERE {match}", [payload])
 
         self._transaction("prune", delete, con)
-        report.runs_pruned += len(gone)
+        report.runs_pruned += len(plan.gone)
+
+    def _move(self, con: Any, moved: list[tuple[str, str, int, float]]) -> None:
+        """Points the bookkeeping of files whose run folder was renamed at their new paths."""
+        spec = {"old": "VARCHAR", "new": "VARCHAR", "size": "BIGINT", "mtime": "DOUBLE"}
+        payload = json.dumps([{"old": o, "new": n, "size": s, "mtime": m} for o, n, s, m in moved])
+
+        def move(con: Any) -> None:
+            if self._lake is not None:
+                self._guard(con, {_shard(p) for o, n, _, _ in moved for p in (o, n)})
+            # Insert the new rows, then delete the old (no UPDATE of the key column).
+            con.execute(
+                "INSERT INTO _ingested_files BY NAME SELECT f.* EXCLUDE (path, size, mtime), m.new AS path, "
+                f"m.size AS size, m.mtime AS mtime FROM _ingested_files f JOIN {_rows_source(spec)} m "
+                "ON f.path = m.old",
+                [payload],
+            )
+            con.execute(f"DELETE FROM _ingested_files WHERE path IN (SELECT old FROM {_rows_source(spec)})", [payload])
+
+        self._transaction("follow renamed run folders", move, con)
 
     # ------------------------------------------------------------------ queries
 
@@ -1990,9 +2226,9 @@ class DuckDBManager:
         self._check_open()
         if not isinstance(sql, str):
             raise TypeError(f"sql must be a str, got {type(sql).__name__}")
-        _check_one_select(sql)
+        body = _check_one_select(sql)
         with self._reader() as mem:
-            return self._materialise(mem, sql, params)
+            return self._materialise(mem, body, params, names=True)
 
     def runs(self, flow_name: str | None = None, status: str | Iterable[str] | None = None) -> Result:
         """The ``runs`` table (optionally one flow's, and/or with the given status(es)),
@@ -2060,8 +2296,10 @@ class DuckDBManager:
             raise ValueError("compare() needs at least one run id")
         with self._reader() as mem:
             available = self._table_columns(mem, "telemetry")
-            if metric not in available or metric in RESERVED_COLUMNS:
+            if metric not in available:
                 raise ValueError(f"no telemetry column {metric!r}; columns: {list(available)}")
+            if metric in RESERVED_COLUMNS:
+                raise ValueError(f"telemetry column {metric!r} is reserved (set by the catalog), not a metric")
             if not _is_numeric(available[metric]):
                 raise ValueError(f"telemetry column {metric!r} is {available[metric]}, not numeric")
             if "iter" in available:
@@ -2160,7 +2398,7 @@ class DuckDBManager:
             if not manifest.is_file():
                 continue
             with contextlib.suppress(OSError, ValueError, tomllib.TOMLDecodeError):
-                data = tomllib.loads(manifest.read_text("utf-8"))
+                data = tomllib.loads(self._tree.read_bytes(manifest).decode("utf-8"))
                 if data.get("run_id") == run_id:
                     return "folder", folder, data
         flows = self.root / "flows"
@@ -2170,7 +2408,7 @@ class DuckDBManager:
                 if manifest.exists():
                     data = None
                     with contextlib.suppress(OSError, ValueError, tomllib.TOMLDecodeError):
-                        data = tomllib.loads(manifest.read_text("utf-8"))
+                        data = tomllib.loads(self._tree.read_bytes(manifest).decode("utf-8"))
                     return "parts", flow_dir, data
             for flow_dir in sorted(p for p in flows.iterdir() if p.is_dir()):
                 for mode in ("dev", "tuner"):
@@ -2188,12 +2426,12 @@ class DuckDBManager:
             final = base / f"{kind}.parquet"
             files: list[tuple[Path, int | None, int | None]] = []
             listed: set[str] = set()
-            if final.exists():
+            if final.exists() and self._tree.unreadable(final) is None:
                 kv = _read_kv([final], self._tree.connect)[str(final)]
                 listed = set(json.loads(kv.get("flightlog.segments", "[]")))
                 files.append((final, None, None))
             files += [(seg_dir / n, None, None) for n in segments if n not in listed]
-            return files
+            return self._readable(files)
         modes = [manifest["mode"]] if manifest and manifest.get("mode") in ("dev", "tuner") else ["dev", "tuner"]
         files = []
         for mode in modes:
@@ -2201,7 +2439,7 @@ class DuckDBManager:
             parts = [n for n in _list_parts(parts_dir) if _part_run(n) == run_id]
             compacted = base / f"{mode}_{kind}.parquet"
             listed = set()
-            if compacted.exists():
+            if compacted.exists() and self._tree.unreadable(compacted) is None:
                 kv = _read_kv([compacted], self._tree.connect)[str(compacted)]
                 names = json.loads(kv.get("flightlog.segments", "[]"))
                 rows = json.loads(kv.get("flightlog.segment_rows", "null"))
@@ -2215,34 +2453,92 @@ class DuckDBManager:
                             files.append((compacted, offset, offset + int(n)))
                         offset += int(n)
             files += [(parts_dir / n, None, None) for n in parts if n not in listed]
-        return files
+        return self._readable(files)
+
+    def _readable(self, files: list[tuple[Path, int | None, int | None]]) -> list[tuple[Path, int | None, int | None]]:
+        """``files`` without those that must not be opened (FIFOs, devices, links): DuckDB
+        would block on a FIFO, and a link may bring in another run's rows."""
+        return [f for f in files if self._tree.unreadable(f[0]) is None]
 
 
 # --------------------------------------------------------------------------- module helpers
 
 
-def _check_one_select(sql: str) -> None:
-    """Refuse anything but one statement that yields rows.
+def _check_one_select(sql: str) -> str:
+    """Refuse anything but one read-only statement that yields rows; return its text.
 
-    :meth:`DuckDBManager.query` wraps the text in ``CREATE TABLE ... AS SELECT * FROM (...)``;
-    text that closes the parenthesis and adds statements (``SELECT 1); COPY runs TO
-    '/elsewhere'; SELECT * FROM (SELECT 1``) would otherwise run them in the session.
+    DuckDB's own parser decides (``duckdb.extract_statements``): exactly one statement
+    of type ``SELECT`` (which covers ``WITH``, ``FROM``, ``VALUES``, ``SHOW``,
+    ``DESCRIBE``, ``SUMMARIZE`` and table PRAGMAs such as ``table_info``, which
+    the parser turns into a ``SELECT``), or one ``PIVOT``, which the parser expands into
+    ``CREATE TYPE`` statements for its enum plus a ``SELECT``, none with text of its own.
+    Every other type (``INSERT``, ``COPY``, ``ATTACH``, ``SET``, ``CALL``, setting
+    PRAGMAs, ...) is refused before anything runs; the catalog is also attached
+    read-only. The text returned is the statement (a table ``PRAGMA`` rewritten as its
+    ``SELECT``), without a trailing ``;`` and comment.
     """
     duckdb = _duckdb()
     extract = getattr(duckdb, "extract_statements", None)
     if extract is None:  # pragma: no cover - very old DuckDB
-        return
+        return sql
     statements = extract(sql)  # a ParserException (duckdb.Error) for invalid SQL
+
+    def kind(st: Any) -> str:
+        return getattr(st.type, "name", str(st.type)).rsplit(".", 1)[-1]
+
+    pivot = (
+        len(statements) > 1
+        and all(not st.query.strip() for st in statements)
+        and kind(statements[-1]) == "SELECT"
+        and all(kind(st) == "CREATE" for st in statements[:-1])
+    )
+    if pivot:
+        return _strip_terminators(sql)
     if len(statements) != 1:
         raise duckdb.InvalidInputException(
             f"query() runs exactly one SQL statement, got {len(statements)}; run them one by one"
         )
-    kind = getattr(statements[0].type, "name", str(statements[0].type)).rsplit(".", 1)[-1]
-    if kind != "SELECT":
+    if kind(statements[0]) != "SELECT":
         raise duckdb.InvalidInputException(
-            f"query() runs one read-only statement that yields rows (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
-            f"SUMMARIZE); got a {kind} statement"
+            "query() runs one read-only statement that yields rows (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
+            f"SUMMARIZE, PIVOT, table PRAGMAs); got a {kind(statements[0])} statement"
         )
+    return _strip_terminators(statements[0].query or sql)
+
+
+def _strip_terminators(sql: str) -> str:
+    """``sql`` without trailing ``;`` and what follows them when that is only comments and
+    blanks (DuckDB's parser finds no statement in it), so that it can be a subquery."""
+    extract = _duckdb().extract_statements
+    text = sql.rstrip()
+    cut = text.rfind(";")
+    while cut >= 0:
+        try:
+            empty = not extract(text[cut + 1 :])
+        except Exception:  # e.g. the ';' is inside a string or a comment
+            empty = False
+        if not empty:
+            break
+        text = text[:cut].rstrip()
+        cut = text.rfind(";")
+    return text
+
+
+def _case_clashes(columns: Iterable[str], known: Mapping[str, str]) -> list[str]:
+    """Columns of a file whose names equal another column's but for case (``known``: the
+    table's columns by lower-case name), also two such columns within the file."""
+    out = []
+    mine: dict[str, str] = {}
+    for name in columns:
+        low = name.lower()
+        other = mine.get(low) or known.get(low)
+        if other is not None and other != name:
+            out.append(
+                f"column {name!r} differs from column {other!r} only in case (DuckDB names are case-insensitive); "
+                "rename one of them"
+            )
+        mine.setdefault(low, name)
+    return out
 
 
 def _compacted_marker(rel: str, rows: int) -> str:

@@ -307,11 +307,13 @@ def read_manifest(path_or_run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: there is no manifest there.
+        OSError: it is not a regular file (``NotRegularFileError``: a FIFO, device, ...).
         ManifestError: the file is empty or not valid TOML (the message names the file).
     """
+    from ._regular import read_bytes
+
     target = manifest_path(path_or_run_dir)
-    with open(target, "rb") as f:
-        raw = f.read()
+    raw = read_bytes(target)  # a FIFO or device is refused (NotRegularFileError), never waited on
     return parse_manifest(raw, str(target))
 
 

@@ -273,6 +273,7 @@ def _iso(ts: float | None) -> str:
 
 
 def _file_entry(path: Path, base: Path, kind: str) -> dict[str, Any]:
+    _regular_files_only(path, ())  # never block on a FIFO part
     return {
         "path": os.path.relpath(path, base),
         "kind": kind,
@@ -318,6 +319,7 @@ def _recover_run_folder(run_dir: Path, stale_after: float, report: RecoverReport
         if previous != "running" and not needs_work:
             return  # finished, failed or already recovered
         newest = _newest(_run_files_for_evidence(manifest, run_dir))
+    _regular_files_only(run_dir)  # a FIFO would block the merge (NotRegularFileError is reported)
     rep = dict(_core().recover_run_dir(str(run_dir)))
     m = dict(manifest)
     files = [
@@ -346,6 +348,17 @@ def _recover_run_folder(run_dir: Path, stale_after: float, report: RecoverReport
             **{k: int(v) for k, v in rep.items()},
         }
     )
+
+
+def _regular_files_only(where: Path, names: tuple[str, ...] = ("telemetry.parquet", "events.parquet")) -> None:
+    """Raises NotRegularFileError (an OSError, reported per run) for a FIFO, device or link
+    among the files recovery would open: ``where`` itself when no ``names``, else those in it."""
+    from ._regular import check
+
+    paths = [where / n for n in names] + [Path(e) for e in _scandir(where / "segments")] if names else [where]
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            check(p)
 
 
 def _listed(compacted: Path) -> list[tuple[str, int | None]]:

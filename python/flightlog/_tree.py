@@ -92,8 +92,20 @@ class LocalTree:
         return out
 
     def read_bytes(self, path: Path) -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
+        """The content of a regular file; a link, FIFO or device raises ``NotRegularFileError``."""
+        from ._regular import read_bytes
+
+        return read_bytes(path, follow_links=False)
+
+    def unreadable(self, path: Path) -> str | None:
+        """Why ``path`` must not be opened (a symbolic link, a FIFO, a device ...), else None
+        (also None when it is missing: the caller's own check says so)."""
+        from ._regular import problem
+
+        try:
+            return problem(path)
+        except FileNotFoundError:
+            return None
 
     def restat(self, path: Path) -> os.stat_result:
         """A fresh ``stat`` (the file system has no snapshot)."""
@@ -303,6 +315,10 @@ class HttpfsTree:
                 is_dir = i < len(parts) - 1
                 folders[parent][parts[i]] = folders[parent].get(parts[i], False) or is_dir
         self._objects, self._folders = objects, folders
+
+    def unreadable(self, path: ObjectPath) -> str | None:
+        """Objects are always plain objects: nothing to refuse."""
+        return None
 
     def _glob_all(self) -> str:
         return self.loc.url() + "/**"

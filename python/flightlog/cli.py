@@ -220,8 +220,9 @@ class RunRef:
     run_id: str
     manifest: dict[str, Any]
     where: PurePath  # run folder (mode "run") or per-run manifest file (dev/tuner)
-    status: str  # by evidence (a dead "running" run is "crashed")
+    status: str  # by evidence (a dead "running" run is "crashed"); BAD_MANIFEST when unreadable
     tree: Any = None
+    problem: str | None = None  # why the manifest is bad (status BAD_MANIFEST)
 
     @property
     def mode(self) -> str:
@@ -246,9 +247,11 @@ class RunRef:
 _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
-def _root(root: Any) -> Path | str:
+def _root(root: Any, *, must_exist: bool = True) -> Path | str:
     """The root: a local :class:`~pathlib.Path`, or the ``s3://bucket/prefix`` URL (as text)
-    of an object-store root. ``root`` is ``--root`` (else ``$FLIGHTLOG_ROOT``, else the default)."""
+    of an object-store root. ``root`` is ``--root`` (else ``$FLIGHTLOG_ROOT``, else the default).
+    A local root that does not exist is an error (a mistyped --root is never created),
+    unless not ``must_exist`` (``demo`` creates its root)."""
     from ._runs import DEFAULT_ROOT, ROOT_ENV, resolve_root
     from ._s3 import ObjectLocation, is_object_url
 
@@ -265,7 +268,24 @@ def _root(root: Any) -> Path | str:
     base = resolve_root(raw, create=False)
     if base.exists() and not base.is_dir():
         raise CLIError(f"--root {base} is a file, not a flightlog root folder")
+    if must_exist and not base.exists():
+        raise CLIError(f"no flightlog root at {base} (no such folder; check --root or ${ROOT_ENV})")
     return base
+
+
+#: Status shown for a run whose manifest cannot be read, is not valid TOML, or says
+#: something that is not a run (no run_id, an unknown status).
+BAD_MANIFEST = "bad manifest"
+_KNOWN_STATUSES = ("running", "finished", "failed", "crashed")
+
+
+def _manifest_problem(manifest: Mapping[str, Any]) -> str | None:
+    rid = manifest.get("run_id")
+    if not isinstance(rid, str) or not rid:
+        return "run_id missing or not a string"
+    if manifest.get("status") not in _KNOWN_STATUSES:
+        return f"status {manifest.get('status')!r} is not one of {', '.join(_KNOWN_STATUSES)}"
+    return None
 
 
 def _is_object_root(root: Path | str) -> bool:
@@ -280,6 +300,17 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    """argparse type of --tol: a finite number (NaN would compare true with every value in DuckDB)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 
@@ -309,13 +340,22 @@ def scan_runs(root: str | os.PathLike[str] | None, *, storage_options: Mapping[s
                         if m.name.endswith(".toml") and not m.name.startswith("."):
                             candidates.append((Path(m.path), Path(m.path)))
     for mpath, where in candidates:
+        # A run id for a bad manifest: the folder name without the prefix, or the file's stem.
+        fallback = where.name.removeprefix("fda_run_") if where == mpath.parent else mpath.stem
         try:
             manifest = read_manifest(mpath)
-        except (OSError, ValueError):
+        except FileNotFoundError:
+            continue  # a folder that is no run (or not yet: its manifest comes right after mkdir)
+        except (OSError, ValueError) as e:
+            found.append(RunRef(fallback, {}, where, BAD_MANIFEST, problem=_error_line(e)))
             continue
-        rid = manifest.get("run_id")
-        if not isinstance(rid, str) or not rid:
+        bad = _manifest_problem(manifest)
+        if bad is not None:
+            rid = manifest.get("run_id")
+            rid = rid if isinstance(rid, str) and rid else fallback
+            found.append(RunRef(rid, manifest, where, BAD_MANIFEST, problem=f"manifest {mpath}: {bad}"))
             continue
+        rid = manifest["run_id"]
         try:
             status = run_status(manifest, where)
         except (OSError, ValueError):
@@ -407,12 +447,12 @@ def find_run(
     """
     runs = scan_runs(root, storage_options=storage_options)
     exact = [r for r in runs if run_id in (r.run_id, r.where.name)]
-    if len(exact) == 1:
-        return exact[0]
-    if not exact:
+    if len(exact) != 1 and not exact:
         exact = [r for r in runs if r.run_id.startswith(run_id) or r.where.name.startswith(run_id)]
-        if len(exact) == 1:
-            return exact[0]
+    if len(exact) == 1:
+        if exact[0].status == BAD_MANIFEST:
+            raise RunNotFoundError(f"run {exact[0].run_id!r} has a bad manifest: {exact[0].problem}")
+        return exact[0]
     if len(exact) > 1:
         names = ", ".join(f"{r.run_id} ({r.manifest.get('flow_name')})" for r in exact[:5])
         raise RunNotFoundError(f"run id {run_id!r} is ambiguous under {_root(root)}: {names}")
@@ -487,7 +527,7 @@ def _open_catalog(args: argparse.Namespace, *, read_only: bool = True, required:
     run files (``live``) and whose ``exists()`` is False."""
     from ._catalog import DuckDBManager
 
-    root = _root(args.root)
+    root = _root(args.root, must_exist=False)  # the options are checked first, then the root
     catalog, db_path = _catalog_options(args)
     files_only = _is_object_root(root) and catalog is None and db_path is None
     if files_only and required:
@@ -500,6 +540,7 @@ def _open_catalog(args: argparse.Namespace, *, read_only: bool = True, required:
             db = DuckDBManager(root, db_path=db_path, read_only=read_only, timeout=args.timeout, catalog=catalog)
     except ValueError as e:  # say it in the CLI's words
         raise CLIError(str(e).replace("catalog=", "--catalog").replace("db_path=", "--db")) from None
+    _root(args.root)  # a local root that does not exist is an error
     return db
 
 
@@ -638,9 +679,15 @@ def _per_run_tol(db: Any, ids: Sequence[str], metric: str, tol: float | None) ->
 
 
 def _check_metric(db: Any, metric: str, need: Iterable[str] = ("iter", "t_wall_ms")) -> None:
+    from ._catalog import RESERVED_COLUMNS, _is_numeric
+
     cols = _telemetry_columns(db)
     if metric not in cols:
         raise CLIError(f"no telemetry column {metric!r}; columns: {', '.join(cols) or '(none)'}")
+    if metric in RESERVED_COLUMNS:
+        raise CLIError(f"telemetry column {metric!r} is reserved (set by the catalog for every row), not a metric")
+    if not _is_numeric(cols[metric]):
+        raise CLIError(f"telemetry column {metric!r} is {cols[metric]}, not numeric: it cannot be a metric")
     missing = [c for c in need if c not in cols]
     if missing:
         raise CLIError(f"telemetry has no {', '.join(missing)} column(s), needed to compare runs")
@@ -673,6 +720,9 @@ def compare_rows(
     ``group_by`` (``params.X`` or a ``runs`` column) per group: mean, std and bootstrap 95% interval
     of the final and best value, and iterations/seconds to reach ``tol``."""
     _require_catalog(db)
+    if tol is not None and not (isinstance(tol, int | float) and math.isfinite(tol)):
+        # DuckDB's v <= NaN is true: a NaN tolerance would be "reached" at once.
+        raise CLIError(f"--tol must be a finite number, got {tol!r}")
     ids = list(dict.fromkeys(run_ids))
     if not ids:
         raise CLIError("compare needs run ids (or --flow)")
@@ -1079,17 +1129,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _segment_files(ref: RunRef) -> list[Path]:
-    """Published telemetry files of a run: segments (run folder) or parts (dev/tuner)."""
+    """Published telemetry files of a run: segments (run folder) or parts (dev/tuner).
+    FIFOs, devices and links are left out: reading one could block or read another run."""
+    from ._regular import regular_only
+
     if ref.mode == "run":
         seg = ref.folder / "segments"
         files = sorted(seg.glob("telemetry-*.parquet")) if seg.is_dir() else []
         final = ref.folder / "telemetry.parquet"
-        return files + ([final] if final.exists() else [])
-    from ._recover import part_pattern
+        files += [final] if final.exists() else []
+    else:
+        from ._recover import part_pattern
 
-    pat = part_pattern(ref.run_id)
-    parts_dir = ref.folder / f"{ref.mode}_telemetry"
-    return sorted(p for p in parts_dir.glob("part-*.parquet") if pat.match(p.name)) if parts_dir.is_dir() else []
+        pat = part_pattern(ref.run_id)
+        parts_dir = ref.folder / f"{ref.mode}_telemetry"
+        files = sorted(p for p in parts_dir.glob("part-*.parquet") if pat.match(p.name)) if parts_dir.is_dir() else []
+    refused = {p for p, _ in regular_only(files)}
+    return [f for f in files if str(f) not in refused]
 
 
 def _last_row(path: Path | str, metric: str, con: Any = None) -> dict[str, Any]:
@@ -1323,7 +1379,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    if _is_object_root(_root(args.root)):
+    if _is_object_root(_root(args.root, must_exist=False)):
         raise CLIError("demo writes to a local root; give --root a folder")
     plot: bool | str = False if args.no_plot else (args.output or True)
     run_demo(
@@ -1432,7 +1488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", metavar="RUN", help="run ids")
     p.add_argument("--flow", action="append", default=[], help="also every run of this flow (repeatable)")
     p.add_argument("--metric", "-m", default="E", help="telemetry column (default E); lower is better")
-    p.add_argument("--tol", type=float, help="report iterations and seconds until metric <= TOL")
+    p.add_argument("--tol", type=_finite, help="report iterations and seconds until metric <= TOL")
     p.add_argument("--group-by", help="params.NAME (or a runs column such as flow_name): aggregate per group")
     p.add_argument("--params", action="append", default=[], help="params to show as columns (a,b)")
     p.add_argument("--plot", metavar="FILE.png", help="also plot the runs")
