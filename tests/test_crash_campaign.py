@@ -15,7 +15,9 @@ durable row and the kill) is measured for kills that land while recording.
 
 The child counts what it offered and what a returned ``flush()`` covered in a
 shared ``mmap``: the page cache survives SIGKILL, so the parent reads the exact
-counters of the dead process.
+counters of the dead process. Each counter is one aligned 8-byte store, which a kill
+leaves either old or new, followed by a copy; the parent checks every counter against
+its copy before it trusts them (see :func:`_read_counters`).
 
 Sizes: ``FLIGHTLOG_CRASH_RUNS`` kills in CI (default 40); the stress size
 (``FLIGHTLOG_CRASH_STRESS_RUNS``, default 200) runs only with
