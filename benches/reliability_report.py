@@ -65,6 +65,9 @@ def crash_section(n: int, workers: int, seed: int) -> tuple[str, bool]:
         "segments left (killed before the merge finished)": sum(
             1 for o in res.outcomes if o.phase == "close" and o.leftover_segments
         ),
+        "a crashed run without rows (killed before its first durable row)": sum(
+            1 for o in res.outcomes if o.runs_without_rows
+        ),
     }
     lines = [
         "## Crash campaign",
@@ -76,7 +79,9 @@ def crash_section(n: int, workers: int, seed: int) -> tuple[str, bool]:
         "is read (before any recovery), `recover` and `consolidate` run, and the catalog is checked: no",
         "duplicated `(run, thread, seq)`, no hole in any thread's sequence, every row and event covered by a",
         "returned `flush()` (or `close()`) present, manifests final and matching the data; then a further",
-        "compaction and consolidation must change no count.",
+        "compaction and consolidation must change no count. What the child offered and what its returned",
+        "`flush()` calls covered it counts in a shared `mmap` (each counter one 8-byte store, then a copy), which",
+        "the kill leaves intact; every counter must agree with its copy (the harness's self-check).",
         "",
         "| figure | value |",
         "|---|---|",
