@@ -172,7 +172,7 @@ impl RecorderConfig {
             && self.flush_interval_secs <= Self::MAX_FLUSH_INTERVAL_SECS)
         {
             return bad(format!(
-                "flush_interval must be a number of seconds above 0 and at most {} (about 31 years), got {}",
+                "flush_interval must be a positive number of seconds, at most {} (about 31 years), got {}",
                 Self::MAX_FLUSH_INTERVAL_SECS,
                 self.flush_interval_secs
             ));
