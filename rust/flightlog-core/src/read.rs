@@ -13,12 +13,20 @@ use crate::storage::Storage;
 /// The durable telemetry files of a layout, in order: the final file (if
 /// any), then the segments it does not list. A merged file and the leftover
 /// segments it lists are never both returned, so nothing is counted twice.
+///
+/// The segments are listed before the final file is looked for: a close
+/// publishes the final file before it removes the segments, so whichever
+/// moment the close reaches between the two looks, one of them holds every
+/// row (looking the other way round, a merge in between was missed by both).
+/// A listed segment may still be gone by the time it is read: see
+/// [`read_durable`].
 pub fn durable_files(
     storage: &Storage,
     segment_dir: &Path,
     prefix: &str,
     final_path: Option<&Path>,
 ) -> Result<Vec<PathBuf>> {
+    let segments = storage.segments(segment_dir, prefix)?;
     let mut files = Vec::new();
     let mut listed = Vec::new();
     if let Some(f) = final_path {
@@ -27,38 +35,65 @@ pub fn durable_files(
             files.push(f.to_path_buf());
         }
     }
-    for name in storage.segments(segment_dir, prefix)? {
+    for name in segments {
         if !listed.contains(&name) {
             files.push(segment_dir.join(name));
         }
     }
-    // A single segment renamed to the final file cannot be listed in it; the
-    // rename removed it from the segment directory, so no overlap is possible.
+    // A single segment renamed to the final file cannot be listed in it. If
+    // the rename came between the two looks, both are returned: reading the
+    // segment then fails and `read_durable` looks again.
     Ok(files)
+}
+
+/// How many times a read is retried because the files changed under it (a
+/// close merging, a recover): each retry needs another change, and a
+/// recording changes its files a handful of times at close.
+const READ_ATTEMPTS: usize = 64;
+
+/// Reads every durable file of a layout as one consistent view: when a read
+/// fails and the listing changed meanwhile (a close merged and removed the
+/// segments being read), it looks again; a failure with the files unchanged
+/// is a real error and is returned.
+fn read_durable(
+    storage: &Storage,
+    segment_dir: &Path,
+    prefix: &str,
+    final_path: Option<&Path>,
+) -> Result<Vec<(SchemaRef, Vec<RecordBatch>)>> {
+    let mut files = durable_files(storage, segment_dir, prefix, final_path)?;
+    let mut attempt = 1;
+    loop {
+        let read: Result<Vec<_>> = files.iter().map(|p| storage.read_parquet(p)).collect();
+        let err = match read {
+            Ok(parts) => return Ok(parts),
+            Err(e) => e,
+        };
+        let now = durable_files(storage, segment_dir, prefix, final_path)?;
+        if now == files || attempt >= READ_ATTEMPTS {
+            return Err(err);
+        }
+        files = now;
+        attempt += 1;
+    }
 }
 
 /// Durable telemetry of a layout.
 pub fn read_telemetry(layout: &OutputLayout) -> Result<Vec<(SchemaRef, Vec<RecordBatch>)>> {
-    durable_files(
+    read_durable(
         &layout.storage,
         &layout.segment_dir,
         &layout.telemetry_prefix,
         layout.final_telemetry.as_deref(),
-    )?
-    .iter()
-    .map(|p| layout.storage.read_parquet(p))
-    .collect()
+    )
 }
 
 /// Durable events of a layout.
 pub fn read_events(layout: &OutputLayout) -> Result<Vec<(SchemaRef, Vec<RecordBatch>)>> {
-    durable_files(
+    read_durable(
         &layout.storage,
         &layout.events_dir,
         &layout.events_prefix,
         layout.final_events.as_deref(),
-    )?
-    .iter()
-    .map(|p| layout.storage.read_parquet(p))
-    .collect()
+    )
 }

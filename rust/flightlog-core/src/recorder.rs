@@ -27,7 +27,7 @@ use arrow_array::{
 };
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field as ArrowField, Schema as ArrowSchema, SchemaRef};
-use flightlog_ring::RowRing;
+use flightlog_ring::{PushError, RowRing};
 
 use crate::dict::Dictionary;
 use crate::error::{CoreError, Result};
@@ -47,9 +47,20 @@ pub struct Blocked<'a> {
 impl Blocked<'_> {
     /// Waits (spinning, then yielding, then sleeping 50 µs at a time) until the
     /// flusher makes room, and pushes the row.
-    pub fn wait(self) -> Offer {
+    ///
+    /// Fails with [`CoreError::Closed`] when the recorder is closed meanwhile
+    /// (closing closes the ring, which refuses this push), or with a write
+    /// error if the flusher thread died: either way the row was not recorded
+    /// and is not counted as offered.
+    pub fn wait(self) -> Result<Offer> {
         let mut spins = 0u32;
         loop {
+            if self.shared.flusher_stopped.load(Ordering::Acquire) {
+                self.shared.unoffer();
+                return Err(CoreError::write(
+                    "the flusher thread stopped, so the ring can never drain: the row was not recorded",
+                ));
+            }
             self.shared.wake_flusher();
             if spins < 16 {
                 std::hint::spin_loop();
@@ -59,8 +70,13 @@ impl Blocked<'_> {
                 thread::sleep(Duration::from_micros(50));
             }
             spins = spins.saturating_add(1);
-            if self.shared.ring.try_push(self.row).is_ok() {
-                return Offer::Accepted;
+            match self.shared.ring.try_push(self.row) {
+                Ok(_) => return Ok(Offer::Accepted),
+                Err(PushError::Full) => {}
+                Err(PushError::Closed) => {
+                    self.shared.unoffer();
+                    return Err(CoreError::Closed);
+                }
             }
         }
     }
@@ -128,6 +144,9 @@ impl RecorderConfig {
     pub const DEFAULT_SEGMENT_ROWS: usize = 256 * 1024;
     /// Default ring capacity in rows.
     pub const DEFAULT_RING_CAPACITY: usize = 64 * 1024;
+    /// Longest flush interval: long enough to mean "only on flush() and
+    /// close()", and far inside what a `Duration` holds.
+    pub const MAX_FLUSH_INTERVAL_SECS: f64 = 1e9;
 
     /// Defaults for a run folder.
     pub fn new(layout: OutputLayout) -> Self {
@@ -149,9 +168,12 @@ impl RecorderConfig {
     /// Checks ranges; errors say what is allowed.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(CoreError::Config(m));
-        if !(self.flush_interval_secs.is_finite() && self.flush_interval_secs > 0.0) {
+        if !(self.flush_interval_secs > 0.0
+            && self.flush_interval_secs <= Self::MAX_FLUSH_INTERVAL_SECS)
+        {
             return bad(format!(
-                "flush_interval must be a positive number of seconds, got {}",
+                "flush_interval must be a positive number of seconds, at most {} (about 31 years), got {}",
+                Self::MAX_FLUSH_INTERVAL_SECS,
                 self.flush_interval_secs
             ));
         }
@@ -273,6 +295,10 @@ struct Shared {
     flush_done: Condvar,
     events: Mutex<Vec<EventRow>>,
     flusher_thread: std::sync::OnceLock<Thread>,
+    /// Set when the flusher thread has returned (normally at close, or after a
+    /// panic outside its per-cycle guard): nothing drains the ring any more,
+    /// so waiting producers and flushes give up instead of hanging.
+    flusher_stopped: AtomicBool,
     /// Producers wake the flusher when `pos & wake_mask == wake_mask`: four
     /// times per lap of the ring (its capacity is a power of two).
     wake_mask: u64,
@@ -288,9 +314,35 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A flight recorder over one output layout.
 pub struct Recorder {
     shared: Arc<Shared>,
-    flusher: Mutex<Option<JoinHandle<FlusherOutcome>>>,
+    flusher: Mutex<Option<JoinHandle<FlusherExit>>>,
     closed: AtomicBool,
     close_lock: Mutex<()>,
+}
+
+/// What the flusher thread hands back: its outcome, or the message of a
+/// panic that escaped its per-cycle guard (its state is then gone).
+type FlusherExit = std::result::Result<FlusherOutcome, String>;
+
+/// The flusher thread's body. Every panic, wherever it happens, becomes an
+/// error that the next producer call, `flush` or `close` returns: nothing
+/// unwinds out of the thread, and `flusher_stopped` tells waiters that
+/// nothing will drain the ring any more.
+fn run_flusher(shared: Arc<Shared>) -> FlusherExit {
+    let flusher_shared = Arc::clone(&shared);
+    let exit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        Flusher::new(flusher_shared).run()
+    }))
+    .map_err(|panic| panic_message(&panic));
+    if let Err(msg) = &exit {
+        shared.record_error(CoreError::write(format!(
+            "the flusher thread panicked: {msg}; published segments are intact, run recover"
+        )));
+    }
+    shared.flusher_stopped.store(true, Ordering::Release);
+    // Under the lock, so a flush about to wait cannot miss the wake-up.
+    drop(lock(&shared.flush));
+    shared.flush_done.notify_all();
+    exit
 }
 
 /// What the flusher hands back when it stops.
@@ -399,12 +451,13 @@ impl Recorder {
             flush_done: Condvar::new(),
             events: Mutex::new(Vec::new()),
             flusher_thread: std::sync::OnceLock::new(),
+            flusher_stopped: AtomicBool::new(false),
             file_kv,
         });
         let flusher_shared = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("flightlog-flusher".into())
-            .spawn(move || Flusher::new(flusher_shared).run())
+            .spawn(move || run_flusher(flusher_shared))
             .map_err(|e| CoreError::write(format!("cannot start the flusher thread: {e}")))?;
         let _ = shared.flusher_thread.set(handle.thread().clone());
         Ok(Recorder {
@@ -497,7 +550,7 @@ impl Recorder {
     pub fn push_with(
         &self,
         row: &[u64],
-        on_block: impl FnOnce(Blocked<'_>) -> Offer,
+        on_block: impl FnOnce(Blocked<'_>) -> Result<Offer>,
     ) -> Result<Offer> {
         self.check_open()?;
         self.offer_with(row, on_block)
@@ -518,7 +571,7 @@ impl Recorder {
     pub fn offer_with(
         &self,
         row: &[u64],
-        on_block: impl FnOnce(Blocked<'_>) -> Offer,
+        on_block: impl FnOnce(Blocked<'_>) -> Result<Offer>,
     ) -> Result<Offer> {
         if self.closed.load(Ordering::Acquire) {
             return Err(CoreError::Closed);
@@ -562,7 +615,7 @@ impl Recorder {
                 }
                 Ok(Offer::Accepted)
             }
-            Err(_) => match shared.config.on_full {
+            Err(PushError::Full) => match shared.config.on_full {
                 OnFull::Drop => {
                     shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     if shared.config.max_rows.is_some() {
@@ -573,9 +626,15 @@ impl Recorder {
                 }
                 OnFull::Block => {
                     shared.counters.stalls.fetch_add(1, Ordering::Relaxed);
-                    Ok(on_block(Blocked { shared, row }))
+                    on_block(Blocked { shared, row })
                 }
             },
+            Err(PushError::Closed) => {
+                // `close` closed the ring after this call passed the closed
+                // check: the call fails, so the row is not counted.
+                shared.unoffer();
+                Err(CoreError::Closed)
+            }
         }
     }
 
@@ -587,23 +646,35 @@ impl Recorder {
         t_wall_ms: Option<f64>,
     ) -> Result<()> {
         self.check_open()?;
-        self.push_event(name, payload_json, t_wall_ms);
-        Ok(())
+        if self.push_event(name, payload_json, t_wall_ms) {
+            Ok(())
+        } else {
+            Err(CoreError::Closed)
+        }
     }
 
-    fn push_event(&self, name: &str, payload: Option<String>, t_wall_ms: Option<f64>) {
+    /// Queues an event for the flusher; false (and nothing queued) once
+    /// `close` has begun. `closed` is read under the events lock, which
+    /// `close` takes after setting it and before its final flush: an event is
+    /// either queued in time for that flush or refused, never left behind.
+    fn push_event(&self, name: &str, payload: Option<String>, t_wall_ms: Option<f64>) -> bool {
         let shared = &*self.shared;
         let iter = shared
             .has_iter
             .load(Ordering::Relaxed)
             .then(|| shared.last_iter.load(Ordering::Relaxed));
-        lock(&shared.events).push(EventRow {
+        let mut events = lock(&shared.events);
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        events.push(EventRow {
             t_wall_ms: t_wall_ms.unwrap_or_else(|| self.now_ms()),
             iter,
             name: name.to_owned(),
             payload,
         });
         shared.counters.events.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Blocks until every row pushed (and event recorded) before the call is in
@@ -640,17 +711,20 @@ impl Recorder {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(CloseReport::default());
         }
+        // No push succeeds after this, producers waiting for room included
+        // (they fail with `Closed`), and every push that did succeed is below
+        // the closing flush's target: producers that passed the closed check
+        // above before it was set cannot slip a row in after the final drain.
+        self.shared.ring.close();
+        // A barrier for `push_event`, which reads `closed` under this lock.
+        drop(lock(&self.shared.events));
         let flush_result = self.shared.flush_and_wait(true);
-        let outcome =
-            match lock(&self.flusher).take() {
-                Some(handle) => match handle.join() {
-                    Ok(outcome) => outcome,
-                    Err(_) => return Err(CoreError::write(
-                        "the flusher thread panicked; published segments are intact, run recover",
-                    )),
-                },
-                None => return Ok(CloseReport::default()),
-            };
+        let outcome = match lock(&self.flusher).take().map(|h| h.join()) {
+            Some(Ok(Ok(outcome))) => outcome,
+            Some(Ok(Err(msg))) => return Err(self.flusher_died(&msg)),
+            Some(Err(panic)) => return Err(self.flusher_died(&panic_message(&panic))),
+            None => return Ok(CloseReport::default()),
+        };
         // An error the caller has not seen yet wins over the merge: the merge
         // still runs so that everything that was written ends up in one file.
         let mut earlier = self.take_error().err().or(flush_result.err());
@@ -783,6 +857,29 @@ impl Recorder {
             )));
         }
         Ok(report)
+    }
+}
+
+impl Recorder {
+    /// The flusher thread died with its state (segments not merged, rows in
+    /// memory): count every accepted row not in a published file as lost, so
+    /// that the counters still add up, and say what to do.
+    #[cold]
+    fn flusher_died(&self, msg: &str) -> CoreError {
+        let c = &self.shared.counters;
+        let accounted = c.written.load(Ordering::Relaxed)
+            + c.sampled_out.load(Ordering::Relaxed)
+            + c.dropped.load(Ordering::Relaxed)
+            + c.over_budget.load(Ordering::Relaxed)
+            + c.lost.load(Ordering::Relaxed);
+        let missing = c.offered.load(Ordering::Relaxed).saturating_sub(accounted);
+        c.lost.fetch_add(missing, Ordering::Relaxed);
+        // The panic was also recorded as the pending error; it is reported here.
+        let _ = self.take_error();
+        CoreError::write(format!(
+            "the flusher thread panicked: {msg}; {missing} rows not yet written are lost \
+             (counted in rows_lost); published segments are intact, run recover"
+        ))
     }
 }
 
@@ -941,6 +1038,16 @@ impl Shared {
         }
     }
 
+    /// Takes back the count of a row whose call fails without recording it
+    /// (the ring was closed, or nothing drains it any more).
+    #[cold]
+    fn unoffer(&self) {
+        self.counters.offered.fetch_sub(1, Ordering::Relaxed);
+        if self.config.max_rows.is_some() {
+            self.counters.accepted.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     fn record_error(&self, err: CoreError) {
         let mut slot = lock(&self.pending_error);
         // Keep the first error: it is usually the cause of the later ones.
@@ -961,6 +1068,15 @@ impl Shared {
         self.wake_flusher();
         let mut st = lock(&self.flush);
         while st.completed < mine {
+            if self.flusher_stopped.load(Ordering::Acquire) {
+                // Nothing will answer: closed meanwhile, or the thread died
+                // (its panic is the pending error the caller gets next).
+                return Err(if self.ring.is_closed() {
+                    CoreError::Closed
+                } else {
+                    CoreError::write("the flusher thread stopped before this flush completed")
+                });
+            }
             st = self
                 .flush_done
                 .wait_timeout(st, Duration::from_millis(50))
@@ -1146,7 +1262,9 @@ impl Flusher {
             .iter()
             .map(|b| b.num_rows() as u64)
             .sum::<u64>()
-            + self.pending.rows as u64;
+            + self.pending.rows as u64
+            // Rows still in the ring: only if a closing cycle panicked.
+            + self.shared.ring.len() as u64;
         let events_not_written =
             (self.unwritten_events.len() + lock(&self.shared.events).len()) as u64;
         FlusherOutcome {
@@ -1177,7 +1295,14 @@ impl Flusher {
                 }
             }
             self.closing = closing;
-            let error = self.write_due(true).err().map(|e| e.to_string());
+            let mut written = self.write_due(true);
+            // A large segment is written while the ring keeps draining into
+            // `pending`; at close those rows must go out too, not be left
+            // behind as "kept for a retry".
+            while closing && written.is_ok() && self.pending.rows > 0 {
+                written = self.write_due(false);
+            }
+            let error = written.err().map(|e| e.to_string());
             let mut st = lock(&self.shared.flush);
             st.completed = requested;
             st.last_error = error;

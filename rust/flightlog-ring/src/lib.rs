@@ -17,9 +17,18 @@
 //!   `stamp = h + cap` (Release).
 //!
 //! Guarantees:
-//! * a push never overwrites an unread row: a full ring returns [`Full`];
+//! * a push never overwrites an unread row: a full ring returns [`PushError::Full`];
 //! * rows are consumed in the order their slots were claimed;
-//! * a row is seen by the consumer either whole or not at all.
+//! * a row is seen by the consumer either whole or not at all;
+//! * after [`RowRing::close`] no push succeeds ([`PushError::Closed`]), and
+//!   every push that succeeded claimed a position below the one `close`
+//!   returns: a consumer that reaches it has every accepted row.
+//!
+//! Closing is a bit of `tail` set with one `fetch_or`: a producer's claiming
+//! CAS either lands before it (its row is below the returned position) or
+//! fails and sees the bit. The hot path pays nothing for it: the bit makes
+//! `tail` larger than every stamp, so it is tested only on the slow branch a
+//! push already takes when its slot is not free.
 //!
 //! The only `unsafe` in flightlog lives here, in [`RowRing::write_row`] and
 //! [`RowRing::read_row`]; it is model-checked with loom (`tests/loom_ring.rs`).
@@ -31,17 +40,30 @@ mod sync;
 use sync::atomic::{AtomicU64, Ordering};
 use sync::UnsafeCell;
 
-/// The ring was full; the row was not written.
+/// Why a push wrote nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+pub enum PushError {
+    /// Every slot holds an unread row.
+    Full,
+    /// The ring was closed: it takes no more rows.
+    Closed,
+}
 
-impl std::fmt::Display for Full {
+impl std::fmt::Display for PushError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ring buffer is full")
+        f.write_str(match self {
+            PushError::Full => "ring buffer is full",
+            PushError::Closed => "ring buffer is closed",
+        })
     }
 }
 
-impl std::error::Error for Full {}
+impl std::error::Error for PushError {}
+
+/// The bit of `tail` that marks the ring closed. Positions never reach it
+/// (2^63 rows at 10^9 rows/s is 292 years), and stamps, which are positions,
+/// never have it, so a closed `tail` matches no slot's stamp.
+const CLOSED: u64 = 1 << 63;
 
 /// Pads a value to its own cache line so producers and the consumer do not
 /// false-share the `head` and `tail` counters.
@@ -50,8 +72,8 @@ struct CachePadded<T>(T);
 
 /// A bounded lock-free ring of rows of `width` u64 words.
 pub struct RowRing {
-    /// Next position a producer will claim (monotonic, never wraps in practice:
-    /// 2^64 rows at 10^9 rows/s is 584 years).
+    /// Next position a producer will claim (monotonic, never wraps in practice),
+    /// with the [`CLOSED`] bit once the ring is closed.
     tail: CachePadded<AtomicU64>,
     /// Next position the consumer will read.
     head: CachePadded<AtomicU64>,
@@ -120,7 +142,22 @@ impl RowRing {
     /// position below this. The consumer has consumed everything once
     /// [`RowRing::consumed`] reaches it.
     pub fn claimed(&self) -> u64 {
-        self.tail.0.load(Ordering::Acquire)
+        self.tail.0.load(Ordering::Acquire) & !CLOSED
+    }
+
+    /// Closes the ring: every later push fails with [`PushError::Closed`],
+    /// including producers waiting for room. Returns the final position:
+    /// every push that succeeded (or will succeed: one that claimed its slot
+    /// and is still copying its row) took a position below it, so the
+    /// consumer has every row once [`RowRing::consumed`] reaches it.
+    /// Idempotent.
+    pub fn close(&self) -> u64 {
+        self.tail.0.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED
+    }
+
+    /// True once [`RowRing::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.tail.0.load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// Rows consumed so far.
@@ -149,13 +186,14 @@ impl RowRing {
 
     /// Pushes one row. `row.len()` must equal the ring's width.
     ///
-    /// Returns the position the row took (its sequence number) or [`Full`]
-    /// when every slot holds an unread row; the ring is never overwritten.
+    /// Returns the position the row took (its sequence number),
+    /// [`PushError::Full`] when every slot holds an unread row (the ring is
+    /// never overwritten), or [`PushError::Closed`] once the ring is closed.
     ///
     /// # Panics
     /// If `row.len() != self.width()`.
     #[inline]
-    pub fn try_push(&self, row: &[u64]) -> Result<u64, Full> {
+    pub fn try_push(&self, row: &[u64]) -> Result<u64, PushError> {
         assert_eq!(row.len(), self.width, "row width does not match the ring");
         let mut pos = self.tail.0.load(Ordering::Relaxed);
         loop {
@@ -181,11 +219,16 @@ impl RowRing {
                     Err(current) => pos = current,
                 }
             } else if stamp < pos {
+                // A closed tail is above every stamp, so it lands here (a CAS
+                // that lost to `close` reloaded the closed tail).
+                if pos & CLOSED != 0 {
+                    return Err(PushError::Closed);
+                }
                 // The slot still holds the row of the previous lap: full.
                 // (Re-read the tail first: another producer may have moved on.)
                 let current = self.tail.0.load(Ordering::Relaxed);
                 if current == pos {
-                    return Err(Full);
+                    return Err(PushError::Full);
                 }
                 pos = current;
             } else {
@@ -285,7 +328,7 @@ mod tests {
         for i in 0..4u64 {
             assert_eq!(ring.try_push(&[i, i * 10]), Ok(i));
         }
-        assert_eq!(ring.try_push(&[9, 9]), Err(Full));
+        assert_eq!(ring.try_push(&[9, 9]), Err(PushError::Full));
         let mut seen = Vec::new();
         assert_eq!(ring.pop_with(3, |r| seen.push(r.to_vec())), 3);
         assert_eq!(seen, vec![vec![0, 0], vec![1, 10], vec![2, 20]]);
@@ -297,6 +340,62 @@ mod tests {
         assert_eq!(seen, vec![vec![3, 30], vec![4, 40]]);
         assert!(ring.is_empty());
         assert_eq!(ring.pop_with(10, |_| unreachable!()), 0);
+    }
+
+    #[test]
+    fn close_refuses_later_pushes_and_returns_the_final_position() {
+        let ring = RowRing::new(4, 1);
+        for i in 0..4u64 {
+            assert_eq!(ring.try_push(&[i]), Ok(i));
+        }
+        // Full, then closed: a producer waiting for room learns it is closed.
+        assert_eq!(ring.try_push(&[9]), Err(PushError::Full));
+        assert!(!ring.is_closed());
+        assert_eq!(ring.close(), 4);
+        assert!(ring.is_closed());
+        assert_eq!(ring.try_push(&[9]), Err(PushError::Closed));
+        assert_eq!(ring.claimed(), 4);
+        let mut seen = Vec::new();
+        assert_eq!(ring.pop_with(usize::MAX, |r| seen.push(r[0])), 4);
+        assert_eq!(seen, vec![0, 1, 2, 3]);
+        // Room does not reopen it; closing again changes nothing.
+        assert_eq!(ring.try_push(&[9]), Err(PushError::Closed));
+        assert_eq!(ring.close(), 4);
+        assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn close_racing_producers_keeps_every_accepted_row() {
+        for _ in 0..20 {
+            let ring = Arc::new(RowRing::new(8, 2));
+            let producers: Vec<_> = (0..4u64)
+                .map(|p| {
+                    let ring = Arc::clone(&ring);
+                    std::thread::spawn(move || {
+                        let mut accepted = 0u64;
+                        loop {
+                            match ring.try_push(&[p, accepted]) {
+                                Ok(_) => accepted += 1,
+                                Err(PushError::Full) => std::thread::yield_now(),
+                                Err(PushError::Closed) => return accepted,
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut seen = 0u64;
+            while seen < 10_000 {
+                seen += ring.pop_with(usize::MAX, |_| {}) as u64;
+            }
+            let last = ring.close();
+            while ring.consumed() < last {
+                seen += ring.pop_with(usize::MAX, |_| {}) as u64;
+            }
+            let accepted: u64 = producers.into_iter().map(|h| h.join().unwrap()).sum();
+            assert_eq!(seen, accepted);
+            assert_eq!(last, accepted);
+            assert!(ring.is_empty());
+        }
     }
 
     #[test]
