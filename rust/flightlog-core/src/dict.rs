@@ -117,20 +117,37 @@ impl Dictionary {
 /// whole list of a large enum (the message would be megabytes).
 const SHOWN_LABELS: usize = 8;
 
-/// A value for an error message, cut to a readable length.
+/// Longest text of one value shown in an error message.
+const SHOWN_CHARS: usize = 80;
+
+/// A value for an error message: `'text'`, cut to a readable length.
 fn shown(value: &str) -> String {
-    const MAX: usize = 80;
-    if value.chars().count() <= MAX {
-        format!("{value:?}")
+    let n = value.chars().count();
+    if n <= SHOWN_CHARS {
+        format!("'{value}'")
     } else {
-        let head: String = value.chars().take(MAX).collect();
-        format!("{head:?}... ({} characters)", value.chars().count())
+        let head: String = value.chars().take(SHOWN_CHARS).collect();
+        format!("'{head}...' ({n} characters)")
+    }
+}
+
+/// A label for the list of allowed ones: quoted as before (`"RED"`), cut.
+fn shown_label(label: &str) -> String {
+    if label.chars().count() <= SHOWN_CHARS {
+        format!("{label:?}")
+    } else {
+        let head: String = label.chars().take(SHOWN_CHARS).collect();
+        format!("{head:?}...")
     }
 }
 
 /// `["A", "B"]`, or the first few labels and the count: `["A", ... ] (100000 labels)`.
 fn labels_summary(values: &[Arc<str>]) -> String {
-    let head: Vec<String> = values.iter().take(SHOWN_LABELS).map(|v| shown(v)).collect();
+    let head: Vec<String> = values
+        .iter()
+        .take(SHOWN_LABELS)
+        .map(|v| shown_label(v))
+        .collect();
     if values.len() <= SHOWN_LABELS {
         format!("[{}]", head.join(", "))
     } else {
@@ -171,7 +188,7 @@ mod tests {
         assert!(err.len() < 500, "{} bytes: {err}", err.len());
         assert!(
             err.contains("phase")
-                && err.contains("\"NOPE\"")
+                && err.contains("'NOPE'")
                 && err.contains("L000000")
                 && err.contains("100000 labels"),
             "{err}"
@@ -183,7 +200,10 @@ mod tests {
     fn a_long_bad_value_is_cut_in_the_message() {
         let d = Dictionary::fixed("phase", &["A".into()]);
         let err = d.code(&"x".repeat(1_000_000)).unwrap_err().to_string();
-        assert!(err.len() < 300 && err.contains("1000000 characters"), "{err}");
+        assert!(
+            err.len() < 300 && err.contains("1000000 characters"),
+            "{err}"
+        );
         // Small enums still list every label.
         let err = d.code("B").unwrap_err().to_string();
         assert!(err.ends_with("[\"A\"]"), "{err}");
