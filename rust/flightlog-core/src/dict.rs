@@ -226,6 +226,7 @@ mod tests {
             assert_eq!(d.code(&i.to_string()).unwrap(), i);
         }
         assert_eq!(d.code("0").unwrap(), 0);
-        assert_eq!(d.values().len(), 1000);
+        assert_eq!(d.len(), 1000);
+        assert_eq!(d.values().value(999), "999");
     }
 }
