@@ -267,6 +267,70 @@ def bench_rss(tmp: Path, n_flightlog: int, n_baseline: int) -> dict[str, float]:
     }
 
 
+EXTEND_RSS_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    import numpy as np
+    import flightlog
+    n, out = int(sys.argv[1]), sys.argv[2]
+    a, b = np.ones(n), np.arange(n, dtype=np.float64)  # touched: part of the baseline
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    schema = flightlog.Schema([flightlog.Field("a", "f64"), flightlog.Field("b", "f64")])
+    with flightlog.FlightRecorder(out, schema) as rec:
+        rec.extend(a=a, b=b)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"growth_mb": (peak - base) / 1024, "input_mb": (a.nbytes + b.nbytes) / 2**20}))
+    """
+)
+
+
+def bench_extend_rss(tmp: Path, n: int) -> dict[str, float]:
+    """Peak RSS growth (ru_maxrss) of one extend() of 2 f64 columns x n rows, in a
+    fresh process, against the size of the input arrays."""
+    out = subprocess.run(
+        [sys.executable, "-c", EXTEND_RSS_CHILD, str(n), str(tmp / "extend-rss")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {"rows": n, **json.loads(out)}
+
+
+def bench_scaling(tmp: Path, rows: int) -> dict[str, float]:
+    """log() ns per row against an enum's labels and per key against a schema's width
+    (keys out of schema order). Both should be flat."""
+    from flightlog import Enum, Field, FlightRecorder, Schema
+
+    def best(call, n: int) -> float:  # type: ignore[no-untyped-def]
+        xs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                call()
+            xs.append(time.perf_counter() - t0)
+        return min(xs) / n * 1e9
+
+    out = {}
+    for labels in (10, 100_000):
+        names = [f"L{i}" for i in range(labels)]
+        label = names[-1]
+        schema = Schema([Field("iter", "i64"), Field("phase", Enum(names))])
+        with FlightRecorder(tmp / f"enum{labels}", schema, ring_capacity=1024, on_full="drop") as rec:
+            log = rec.log
+            out[f"enum_{labels}_ns_row"] = best(lambda log=log, label=label: log(iter=1, phase=label), rows)
+    for width in (10, 1000):
+        names = [f"f{i}" for i in range(width)]
+        kwargs = {n: 0.5 for n in reversed(names)}
+        with FlightRecorder(
+            tmp / f"w{width}", Schema([Field(n, "f64") for n in names]), ring_capacity=64, on_full="drop"
+        ) as rec:
+            log = rec.log
+            out[f"fields_{width}_ns_key"] = (
+                best(lambda log=log, kwargs=kwargs: log(**kwargs), max(10, rows // width)) / width
+            )
+    return out
+
+
 def bench_import(repeats: int) -> dict[str, float]:
     # As an installed package is imported: from cached bytecode (pip compiles it
     # at install; PYTHONDONTWRITEBYTECODE would make every run compile again).
@@ -313,6 +377,8 @@ def main() -> None:
         ext = bench_extend(tmp, n_ext, 3 if not q else 2)
         sus = bench_sustained(tmp, 1.0 if q else 5.0, 2_000_000)
         rss = bench_rss(tmp, 200_000 if q else 50_000_000, 100_000 if q else 1_000_000)
+        xrss = bench_extend_rss(tmp, 200_000 if q else 20_000_000)
+        scal = bench_scaling(tmp, 2_000 if q else 20_000)
     imp = bench_import(3 if q else 9)
     rec_ratio = calls["record_ns"][0] / calls["noop_ns"][0]
     log_ratio = calls["log_ns"][0] / calls["record_ns"][0]
@@ -334,6 +400,9 @@ def main() -> None:
         f"| {n_e2e:,} rows via `record()` then `close()`, to a durable file | {fmt3(e2e['flightlog_s'], 's')} | list of tuples → pyarrow `write_table` + fsync {fmt3(e2e['baseline_s'], 's')} | {e2e_ratio:.2f}x faster | ≥ 6x |",
         f"| `extend()` 10 columns x {n_ext:,} rows to a durable file (zstd) | {fmt3(ext['flightlog_s'], 's')} | pyarrow `write_table` of the same arrays + fsync {fmt3(ext['pyarrow_s'], 's')} | {ext_ratio:.2f}x | ≥ 1x |",
         f"| peak RSS growth recording {rss['flightlog_rows']:,} rows | {rss['flightlog_growth_mb']:.1f} MiB | list of tuples, {rss['baseline_rows']:,} rows: {rss['baseline_growth_mb']:.1f} MiB ({rss['baseline_growth_mb'] / rss['baseline_rows'] * rss['flightlog_rows']:.0f} MiB extrapolated to {rss['flightlog_rows']:,}) | | ≤ 64 MiB, flat |",
+        f"| peak RSS growth of one `extend()` of 2 f64 columns x {xrss['rows']:,} rows (ru_maxrss) | {xrss['growth_mb']:.1f} MiB | the input arrays: {xrss['input_mb']:.0f} MiB | {xrss['growth_mb'] / xrss['input_mb']:.3f}x the input | flat (chunks) |",
+        f"| `log()` with a 100,000-label enum, ns/row | {scal['enum_100000_ns_row']:.0f} ns | 10 labels: {scal['enum_10_ns_row']:.0f} ns | {scal['enum_100000_ns_row'] / scal['enum_10_ns_row']:.2f}x | flat |",
+        f"| `log()` of 1,000 fields out of order, ns/key | {scal['fields_1000_ns_key']:.0f} ns | 10 fields: {scal['fields_10_ns_key']:.0f} ns | {scal['fields_1000_ns_key'] / scal['fields_10_ns_key']:.2f}x | flat |",
         f"| `import flightlog` | {imp['import_ms']:.1f} ms over a bare interpreter | | | ≤ 30 ms |",
         f"| wheel size | {ws:.2f} MiB |"
         if ws is not None

@@ -58,13 +58,21 @@ class Recorder:
         """``log(**fields)``: one row from keywords; the first call infers the schema
         when there is none."""
     def extend(self, **columns: Any) -> int:
-        """Rows from numpy arrays or sequences of equal length; returns the row count."""
+        """Rows from numpy arrays or sequences of equal length; returns the row count.
+
+        The coercion rule is ``FlightRecorder``'s (see its docstring): f64/f32 take
+        float and int arrays, i64 int arrays, bool bool arrays, str/enum str or object
+        arrays; datetime64/timedelta64, complex, bytes and structured arrays, and
+        dict/set columns raise ``TypeError`` naming the field. Any byte stride is read
+        as numpy reads it. Masked entries (numpy masked arrays) and None/``pd.NA`` are
+        nulls. Converted and pushed in bounded chunks; a bad column records nothing."""
     @property
     def _noop(self) -> Callable[..., None]:
         """``_noop(*values)``: the same call as ``record`` doing nothing (the benchmarks'
         call floor)."""
     def event(self, name: str, payload_json: str | None = None, t_wall_ms: float | None = None) -> None:
-        """An event with a JSON payload (already serialised)."""
+        """An event with a JSON payload (already serialised). Before the schema is
+        known (no ``log()`` yet) it is kept and recorded when the recorder starts."""
     def flush(self) -> None:
         """Returns when every earlier row is in a published segment."""
     def close(self) -> None:

@@ -112,7 +112,30 @@ class FlightRecorder:
       ``t_wall_ms`` is stamped.
     * ``extend(**columns)`` takes numpy arrays or sequences of equal length and
       records them in bulk; a missing ``t_wall_ms`` column is stamped with one
-      time for the whole block. A bad column records nothing.
+      time for the whole block. A bad column records nothing. The columns are
+      converted and pushed in chunks of 16,384 rows, so memory does not grow with
+      their length; numpy arrays are read in place with their strides (fields of
+      structured arrays, reversed, Fortran-order and broadcast views).
+
+      Coercion: the rule of ``record()``, column by column. ``f64``/``f32`` fields
+      take float and integer arrays (and sequences of numbers); ``i64`` integer
+      arrays (a ``uint64`` value above 2**63-1 raises ``OverflowError``); ``bool``
+      bool arrays; ``str`` and enum fields str or object arrays of ``str``.
+      Everything else raises ``TypeError`` naming the field: ``datetime64`` and
+      ``timedelta64`` arrays of every unit (convert them to numbers first, e.g.
+      ``(t - t[0]) / np.timedelta64(1, "ms")``), bool arrays for numeric fields,
+      float arrays for ``i64`` (``.astype(np.int64)`` if meant), complex, bytes
+      and structured arrays, elements that are dicts, sets or lists, and a column
+      that is a ``dict``, ``set``, ``str``, ``bytes`` or iterator instead of an
+      array or sequence. Missing values: a masked entry of a numpy masked array,
+      ``None`` and ``pd.NA`` (pandas nullable ``Int64``, ``Float64``, ``boolean``,
+      ``string`` columns) are nulls in nullable fields and raise ``TypeError`` in
+      non-nullable ones. NaN in a float array is data, not a null.
+
+    :meth:`event` does not need the row schema: events recorded before the first
+    :meth:`log` infers it are kept and recorded then, with negative ``t_wall_ms``
+    (before the recorder's clock started). A recorder closed without ever getting
+    a schema writes no files, and warns (``RuntimeWarning``) if events are lost so.
 
     >>> import tempfile
     >>> from flightlog import FlightRecorder, Schema, Field
@@ -129,7 +152,8 @@ class FlightRecorder:
     the caller and the writer thread, rounded up to a power of two), ``compression`` (``"zstd"``, ``"snappy"``,
     ``"lz4"``, ``"none"``), ``on_full`` (``"block"``: wait, lossless; ``"drop"``:
     drop and count), ``sampling`` (:class:`Sampling`), ``max_rows`` (row budget),
-    ``metadata`` (extra Parquet key-value metadata), ``constants`` (fields with one
+    ``metadata`` (extra Parquet key-value metadata; keys starting with ``flightlog.``
+    and ``schema_version`` are reserved: ``ValueError``), ``constants`` (fields with one
     value for every row, which :meth:`record` then skips).
 
     ``path`` may be an object-store URL, ``s3://bucket/prefix/run``: segments and

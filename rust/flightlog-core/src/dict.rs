@@ -66,10 +66,11 @@ impl Dictionary {
                 return Ok(code);
             }
             if self.fixed {
-                let allowed: Vec<&str> = inner.values.iter().map(|v| &**v).collect();
                 return Err(CoreError::InvalidValue(format!(
-                    "field '{}': '{value}' is not one of {allowed:?}",
-                    self.field
+                    "field '{}': {} is not one of {}",
+                    self.field,
+                    shown(value),
+                    labels_summary(&inner.values)
                 )));
             }
         }
@@ -112,6 +113,48 @@ impl Dictionary {
     }
 }
 
+/// Labels shown in an error message: enough to see the pattern, never the
+/// whole list of a large enum (the message would be megabytes).
+const SHOWN_LABELS: usize = 8;
+
+/// Longest text of one value shown in an error message.
+const SHOWN_CHARS: usize = 80;
+
+/// A value for an error message: `'text'`, cut to a readable length.
+fn shown(value: &str) -> String {
+    let n = value.chars().count();
+    if n <= SHOWN_CHARS {
+        format!("'{value}'")
+    } else {
+        let head: String = value.chars().take(SHOWN_CHARS).collect();
+        format!("'{head}...' ({n} characters)")
+    }
+}
+
+/// A label for the list of allowed ones: quoted as before (`"RED"`), cut.
+fn shown_label(label: &str) -> String {
+    if label.chars().count() <= SHOWN_CHARS {
+        format!("{label:?}")
+    } else {
+        let head: String = label.chars().take(SHOWN_CHARS).collect();
+        format!("{head:?}...")
+    }
+}
+
+/// `["A", "B"]`, or the first few labels and the count: `["A", ... ] (100000 labels)`.
+fn labels_summary(values: &[Arc<str>]) -> String {
+    let head: Vec<String> = values
+        .iter()
+        .take(SHOWN_LABELS)
+        .map(|v| shown_label(v))
+        .collect();
+    if values.len() <= SHOWN_LABELS {
+        format!("[{}]", head.join(", "))
+    } else {
+        format!("[{}, ...] ({} labels)", head.join(", "), values.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +178,55 @@ mod tests {
             err.contains("phase") && err.contains("BLUE") && err.contains("RED"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn large_enum_error_shows_a_few_labels_and_the_count() {
+        let labels: Vec<String> = (0..100_000).map(|i| format!("L{i:06}")).collect();
+        let d = Dictionary::fixed("phase", &labels);
+        let err = d.code("NOPE").unwrap_err().to_string();
+        assert!(err.len() < 500, "{} bytes: {err}", err.len());
+        assert!(
+            err.contains("phase")
+                && err.contains("'NOPE'")
+                && err.contains("L000000")
+                && err.contains("100000 labels"),
+            "{err}"
+        );
+        assert!(!err.contains("L099999"), "{err}");
+    }
+
+    #[test]
+    fn a_long_bad_value_is_cut_in_the_message() {
+        let d = Dictionary::fixed("phase", &["A".into()]);
+        let err = d.code(&"x".repeat(1_000_000)).unwrap_err().to_string();
+        assert!(
+            err.len() < 300 && err.contains("1000000 characters"),
+            "{err}"
+        );
+        // Small enums still list every label.
+        let err = d.code("B").unwrap_err().to_string();
+        assert!(err.ends_with("[\"A\"]"), "{err}");
+    }
+
+    #[test]
+    fn every_label_of_a_large_enum_is_found_by_hash() {
+        let labels: Vec<String> = (0..100_000).map(|i| format!("L{i}")).collect();
+        let d = Dictionary::fixed("phase", &labels);
+        for i in [0, 1, 15, 16, 50_000, 99_999] {
+            assert_eq!(d.code(&format!("L{i}")).unwrap(), i as i32);
+        }
+        assert_eq!(d.len(), 100_000);
+    }
+
+    #[test]
+    fn growing_dictionary_codes_are_dense_and_capped_per_field() {
+        let d = Dictionary::growing("s");
+        for i in 0..1000 {
+            assert_eq!(d.code(&i.to_string()).unwrap(), i);
+        }
+        assert_eq!(d.code("0").unwrap(), 0);
+        assert_eq!(d.len(), 1000);
+        assert_eq!(d.values().value(999), "999");
     }
 }

@@ -196,6 +196,16 @@ impl RecorderConfig {
                 return bad("sampling 'every' must be at least 1".into());
             }
         }
+        // Every `flightlog.*` key is the recorder's (run id, schema, merged
+        // segment lists): a user key of that name would forge or corrupt them.
+        for (k, _) in &self.metadata {
+            if k.starts_with("flightlog.") || k == "schema_version" {
+                return bad(format!(
+                    "metadata key '{k}' is reserved by flightlog (keys starting with \
+                     'flightlog.', and 'schema_version'); choose another name"
+                ));
+            }
+        }
         Ok(())
     }
 }

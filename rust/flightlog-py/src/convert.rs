@@ -4,7 +4,7 @@
 use flightlog_core::dict::Dictionary;
 use flightlog_core::layout::{f32_word, f64_word, i64_word};
 use flightlog_core::{DType, Value};
-use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 
@@ -27,6 +27,29 @@ fn is_numpy_bool(value: &Bound<'_, PyAny>) -> bool {
     let Ok(name) = ty.name() else { return false };
     module.to_str().is_ok_and(|m| m == "numpy")
         && name.to_str().is_ok_and(|n| n == "bool" || n == "bool_")
+}
+
+/// True for numpy's `datetime64` and `timedelta64` scalars: they have
+/// `__float__`/`__int__`, but a time is not a number of any unit we could
+/// guess, so f64 and i64 fields refuse them (as `extend()` refuses their arrays).
+fn is_numpy_time(value: &Bound<'_, PyAny>) -> bool {
+    let ty = value.get_type();
+    let Ok(module) = ty.module() else {
+        return false;
+    };
+    let Ok(name) = ty.name() else { return false };
+    module.to_str().is_ok_and(|m| m == "numpy")
+        && name
+            .to_str()
+            .is_ok_and(|n| n == "datetime64" || n == "timedelta64")
+}
+
+fn time_error(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyErr {
+    let e = wrong_type(f.name, "a number, not a time", value);
+    PyTypeError::new_err(format!(
+        "{}; convert it to a number first, e.g. t / np.timedelta64(1, 'ms')",
+        e.value(value.py())
+    ))
 }
 
 /// Converts a non-None value to its ring word.
@@ -53,6 +76,9 @@ pub fn to_word(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
             }
             if value.is_instance_of::<PyFloat>() {
                 return Err(wrong_type(f.name, "an int (i64), not a float", value));
+            }
+            if is_numpy_time(value) {
+                return Err(time_error(f, value));
             }
             match value.extract::<i64>() {
                 Ok(v) => Ok(i64_word(v)),
@@ -106,6 +132,9 @@ fn to_f64(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyResult<f64> {
         return i
             .extract::<f64>()
             .map_err(|_| wrong_type(f.name, "a float", value));
+    }
+    if is_numpy_time(value) {
+        return Err(time_error(f, value));
     }
     value
         .extract::<f64>()

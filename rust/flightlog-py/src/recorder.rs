@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::arrow::ArrowData;
+use crate::columns::NumericColumn;
 use crate::convert::{infer_dtype, to_constant, to_word, FieldConv};
 use crate::error::{guard, to_py, RowBudgetWarning, SchemaError};
 use crate::fastcall::{self, Entry};
@@ -86,6 +87,11 @@ enum SlotKind {
     Other,
 }
 
+/// Longest list (enum labels, field names) searched by pointer identity; a
+/// longer one is searched by hash, so a row costs O(1) in the schema's width
+/// and in an enum's number of labels.
+const MAX_IDENTITY_SCAN: usize = 16;
+
 /// A recorder whose schema is known.
 struct Active {
     rec: Recorder,
@@ -99,6 +105,10 @@ struct Active {
     /// Field names as interned Python strings: keyword names in a call are
     /// interned too, so `log()` finds most fields by pointer comparison.
     names: Vec<Py<PyString>>,
+    /// The same, by object address: a keyword out of schema order is found
+    /// in O(1) however wide the schema (a scan cost O(fields) per keyword).
+    /// The addresses stay valid: `names` holds a reference to each string.
+    by_ptr: HashMap<usize, usize>,
     /// Stored slot of an f64 `t_wall_ms` field, stamped when a row omits it.
     t_wall_slot: Option<usize>,
     /// `record()` may omit trailing fields that are nullable (or a stamped
@@ -110,7 +120,7 @@ struct Active {
 impl Active {
     fn new(py: Python<'_>, rec: Recorder) -> Self {
         let schema = rec.schema();
-        let names = schema
+        let names: Vec<Py<PyString>> = schema
             .fields
             .iter()
             .map(|f| PyString::intern(py, &f.name).unbind())
@@ -120,6 +130,11 @@ impl Active {
             .iter()
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        let by_ptr = names
+            .iter()
+            .enumerate()
+            .map(|(i, n): (usize, &Py<PyString>)| (n.as_ptr() as usize, i))
             .collect();
         let t_wall_slot = schema
             .index_of("t_wall_ms")
@@ -147,8 +162,12 @@ impl Active {
             .collect();
         let enum_labels = dtypes
             .map(|dtype| match dtype {
+                // Only the first labels: the identity scan runs on every
+                // row, so it stays short; other labels are found by hash
+                // (`Dictionary::code`) on the general path.
                 DType::Enum(labels) => labels
                     .iter()
+                    .take(MAX_IDENTITY_SCAN)
                     .map(|l| PyString::intern(py, l).unbind())
                     .collect(),
                 _ => Box::default(),
@@ -160,6 +179,7 @@ impl Active {
             enum_labels,
             index,
             names,
+            by_ptr,
             t_wall_slot,
             min_record_values,
             describe,
@@ -280,7 +300,12 @@ impl Active {
     #[cold]
     #[inline(never)]
     fn field_of_other_key(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
-        if let Some(i) = self.names.iter().position(|n| key.is(n)) {
+        // A short scan beats hashing for the usual narrow schema.
+        if self.names.len() <= MAX_IDENTITY_SCAN {
+            if let Some(i) = self.names.iter().position(|n| key.is(n)) {
+                return Ok(i);
+            }
+        } else if let Some(&i) = self.by_ptr.get(&(key.as_ptr() as usize)) {
             return Ok(i);
         }
         let name = key.cast::<PyString>()?.to_str()?;
@@ -313,7 +338,14 @@ struct Deferred {
     config: RecorderConfig,
     schema_version: i64,
     constants: Vec<(String, Py<PyAny>)>,
+    /// Events recorded before the schema was known (events do not depend on
+    /// it): recorded when the recorder starts, at the time they happened.
+    events: Vec<PendingEvent>,
 }
+
+/// An event waiting for the recorder: name, JSON payload, the caller's
+/// `t_wall_ms`, and when it happened (for a stamped time).
+type PendingEvent = (String, Option<String>, Option<f64>, std::time::Instant);
 
 /// Rows up to this many words are built on the stack (zeroing it is part of
 /// every call, so it is sized for telemetry rows, not for the largest schema).
@@ -376,6 +408,12 @@ impl PyRecorder {
             config.constants.push((name.clone(), v));
         }
         let rec = py.detach(|| Recorder::new(schema, config)).map_err(to_py)?;
+        // Earlier events keep their order and their time on the recorder's
+        // clock: negative, as they happened before it started.
+        for (name, payload, t_wall_ms, at) in deferred.events {
+            let t = t_wall_ms.unwrap_or_else(|| rec.now_ms() - at.elapsed().as_secs_f64() * 1e3);
+            rec.event(&name, payload, Some(t)).map_err(to_py)?;
+        }
         let _ = self.active.set(Active::new(py, rec));
         Ok(self.active.get().expect("just set"))
     }
@@ -570,6 +608,7 @@ impl PyRecorder {
             config,
             schema_version,
             constants: constants.unwrap_or_default(),
+            events: Vec::new(),
         };
         let this = PyRecorder {
             active: OnceLock::new(),
@@ -618,8 +657,11 @@ impl PyRecorder {
         let Some(columns) = columns.filter(|c| !c.is_empty()) else {
             return Ok(0);
         };
-        // Convert everything before pushing anything: a bad column records nothing.
-        let mut converted: Vec<(usize, Vec<u64>, Option<Vec<bool>>)> = Vec::new();
+        // Check every column before pushing anything: a bad column records
+        // nothing. Numeric arrays are checked whole here and converted later,
+        // a chunk at a time, so memory stays flat (a copy of every column
+        // would double the caller's peak); other columns are converted now.
+        let mut columns_in: Vec<(usize, Column<'_>)> = Vec::new();
         let mut seen = vec![false; schema.fields.len()];
         let mut n_rows: Option<(usize, String)> = None;
         for (key, value) in columns.iter() {
@@ -632,19 +674,19 @@ impl PyRecorder {
                     "field '{name}' is filled in by the recorder; do not pass it"
                 )));
             };
-            let (words, validity) = column_words(a, field, &value)?;
+            let column = column_source(a, field, &value)?;
             match &n_rows {
-                None => n_rows = Some((words.len(), name.clone())),
-                Some((n, first)) if *n != words.len() => {
+                None => n_rows = Some((column.len(), name.clone())),
+                Some((n, first)) if *n != column.len() => {
                     return Err(PyValueError::new_err(format!(
                         "extend() columns differ in length: '{first}' has {n} rows, '{name}' has {}; nothing was recorded",
-                        words.len()
+                        column.len()
                     )))
                 }
                 _ => {}
             }
             seen[field] = true;
-            converted.push((slot, words, validity));
+            columns_in.push((slot, column));
         }
         let n = n_rows.map(|(n, _)| n).unwrap_or(0);
         // Missing columns: nulls, a stamped t_wall_ms, or an error.
@@ -656,34 +698,74 @@ impl PyRecorder {
             ))
         })?;
         let rec = &a.rec;
-        let result = py.detach(|| {
-            guard_core(|| {
-                let mut row = template.clone();
-                let mut budget_first = false;
-                for r in 0..n {
-                    row.copy_from_slice(&template);
-                    for (slot, words, validity) in &converted {
-                        row[*slot] = words[r];
-                        if let Some(v) = validity {
-                            if !v[r] {
-                                layout.set_null(&mut row, *slot);
+        let width = layout.width();
+        let mut rows: Vec<u64> = Vec::with_capacity(EXTEND_CHUNK_ROWS.min(n) * width);
+        let mut words: Vec<u64> = Vec::with_capacity(EXTEND_CHUNK_ROWS.min(n));
+        let mut masked: Vec<bool> = Vec::new();
+        let mut budget_first = false;
+        let mut start = 0;
+        while start < n {
+            // Rows of one chunk are built with the GIL held (numpy arrays
+            // are read in place, and another thread may write to them only
+            // while we do not hold it), then pushed without it.
+            let end = (start + EXTEND_CHUNK_ROWS).min(n);
+            rows.clear();
+            for _ in start..end {
+                rows.extend_from_slice(&template);
+            }
+            for (slot, column) in &columns_in {
+                let slot = *slot;
+                match column {
+                    Column::Numeric { col, mask } => {
+                        words.clear();
+                        col.words(start, end, &mut words);
+                        for (row, &w) in rows.chunks_exact_mut(width).zip(&words) {
+                            row[slot] = w;
+                        }
+                        if let Some(mask) = mask {
+                            masked.clear();
+                            mask.bools(start, end, &mut masked);
+                            for (row, &m) in rows.chunks_exact_mut(width).zip(&masked) {
+                                if m {
+                                    layout.set_null(row, slot);
+                                }
                             }
                         }
                     }
-                    // `offer`, not `push`: a write error reported while this
-                    // call runs stays pending for the next call, so the batch
-                    // is recorded whole (checked once above).
-                    if let Offer::OverBudget { first: true } = rec.offer(&row)? {
-                        budget_first = true;
+                    Column::Words { words, validity } => {
+                        for (row, &w) in rows.chunks_exact_mut(width).zip(&words[start..end]) {
+                            row[slot] = w;
+                        }
+                        if let Some(v) = validity {
+                            for (row, &ok) in rows.chunks_exact_mut(width).zip(&v[start..end]) {
+                                if !ok {
+                                    layout.set_null(row, slot);
+                                }
+                            }
+                        }
                     }
                 }
-                Ok(budget_first)
-            })
-        });
-        match result {
-            Ok(true) => warn_budget(py, rec)?,
-            Ok(false) => {}
-            Err(e) => return Err(e),
+            }
+            let rows_ref = &rows;
+            let first = py.detach(|| {
+                guard_core(|| {
+                    let mut first = false;
+                    for row in rows_ref.chunks_exact(width) {
+                        // `offer`, not `push`: a write error reported while
+                        // this call runs stays pending for the next call, so
+                        // the batch is recorded whole (checked once above).
+                        if let Offer::OverBudget { first: true } = rec.offer(row)? {
+                            first = true;
+                        }
+                    }
+                    Ok(first)
+                })
+            })?;
+            budget_first |= first;
+            start = end;
+        }
+        if budget_first {
+            warn_budget(py, rec)?;
         }
         Ok(n)
     }
@@ -696,8 +778,27 @@ impl PyRecorder {
         payload_json: Option<String>,
         t_wall_ms: Option<f64>,
     ) -> PyResult<()> {
-        let a = self.active()?;
-        a.rec.event(name, payload_json, t_wall_ms).map_err(to_py)
+        if let Some(a) = self.active.get() {
+            return a.rec.event(name, payload_json, t_wall_ms).map_err(to_py);
+        }
+        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        // The schema may have been set while this thread waited for the lock.
+        if let Some(a) = self.active.get() {
+            drop(deferred);
+            return a.rec.event(name, payload_json, t_wall_ms).map_err(to_py);
+        }
+        match deferred.as_mut() {
+            Some(d) => {
+                d.events.push((
+                    name.to_owned(),
+                    payload_json,
+                    t_wall_ms,
+                    std::time::Instant::now(),
+                ));
+                Ok(())
+            }
+            None => self.active().map(|_| ()),
+        }
     }
 
     /// Blocks until every earlier row is durable.
@@ -711,10 +812,29 @@ impl PyRecorder {
     /// Makes everything durable, merges segments, stops the flusher.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let Some(a) = self.active.get() else {
-            // Never got a schema: nothing was recorded, nothing to write.
-            *self.deferred.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            // Never got a schema: no row was recorded, and no recording was
+            // started to hold the events (its files need the row schema).
+            let dropped = self
+                .deferred
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .map_or(0, |d| d.events.len());
             self.closed_without_schema
                 .store(true, std::sync::atomic::Ordering::Release);
+            if dropped > 0 {
+                let msg = format!(
+                    "the recorder was closed before any row gave it a schema: its {dropped} \
+                     event(s) are not written (pass schema= to record events without rows)"
+                );
+                let msg = std::ffi::CString::new(msg).expect("no NUL in message");
+                PyErr::warn(
+                    py,
+                    &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+                    &msg,
+                    1,
+                )?;
+            }
             return Ok(());
         };
         let report = py.detach(|| guard_core(|| a.rec.close()))?;
@@ -838,13 +958,92 @@ fn fill_missing(
     Ok(())
 }
 
-/// Converts one `extend()` column into words (and validity when it has None).
-fn column_words(
+/// Rows `extend()` converts and pushes at a time: its extra memory is this
+/// many rows, whatever the length of the columns.
+const EXTEND_CHUNK_ROWS: usize = 16 * 1024;
+
+/// One `extend()` column, checked and ready to be read a chunk at a time.
+enum Column<'py> {
+    /// A numeric numpy array read in place; `mask` is a masked array's mask
+    /// (true: null), present only when some entry is masked.
+    Numeric {
+        col: NumericColumn<'py>,
+        mask: Option<NumericColumn<'py>>,
+    },
+    /// Converted element by element (strings, objects, sequences), with
+    /// validity when some entry is missing.
+    Words {
+        words: Vec<u64>,
+        validity: Option<Vec<bool>>,
+    },
+}
+
+impl Column<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Column::Numeric { col, .. } => col.len(),
+            Column::Words { words, .. } => words.len(),
+        }
+    }
+}
+
+/// True for pandas' missing-value marker `pd.NA` (recognised without
+/// importing pandas): a missing entry, like None.
+fn is_pandas_na(value: &Bound<'_, PyAny>) -> bool {
+    let ty = value.get_type();
+    ty.name()
+        .is_ok_and(|n| n.to_str().is_ok_and(|n| n == "NAType"))
+        && ty
+            .module()
+            .is_ok_and(|m| m.to_str().is_ok_and(|m| m.starts_with("pandas")))
+}
+
+fn not_a_column(f: &Field, value: &Bound<'_, PyAny>) -> PyResult<PyErr> {
+    Ok(PyTypeError::new_err(format!(
+        "extend() column '{}' must be a 1-D numpy array or a sequence (list, tuple, \
+         pandas Series), got {}",
+        f.name,
+        value.get_type().name()?
+    )))
+}
+
+/// Checks one `extend()` column and makes it readable by chunks: numeric
+/// numpy arrays (and pandas columns backed by one) in place, anything else
+/// converted element by element. Masked entries (numpy masked arrays) and
+/// missing ones (None, `pd.NA`) are nulls, or an error for a non-nullable field.
+fn column_source<'py>(
     a: &Active,
     field: usize,
-    value: &Bound<'_, PyAny>,
-) -> PyResult<(Vec<u64>, Option<Vec<bool>>)> {
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Column<'py>> {
     let f = &a.rec.schema().fields[field];
+    let py = value.py();
+    let mut value = value.clone();
+    if value.cast::<PyUntypedArray>().is_err() {
+        if value.is_instance_of::<PyString>()
+            || value.is_instance_of::<pyo3::types::PyBytes>()
+            || value.is_instance_of::<PyDict>()
+            || value.is_instance_of::<pyo3::types::PySet>()
+            || value.is_instance_of::<pyo3::types::PyFrozenSet>()
+            || !value.hasattr("__len__")?
+        {
+            return Err(not_a_column(f, &value)?);
+        }
+        let abc = py.import("collections.abc")?;
+        if value.is_instance(&abc.getattr("Mapping")?)?
+            || value.is_instance(&abc.getattr("Set")?)?
+        {
+            return Err(not_a_column(f, &value)?);
+        }
+        // A pandas Series or Index over a numpy array: that array, no copy.
+        if !value.is_instance_of::<PyList>() && !value.is_instance_of::<PyTuple>() {
+            if let Ok(dt) = value.getattr("dtype") {
+                if dt.cast::<numpy::PyArrayDescr>().is_ok() && value.hasattr("__array__")? {
+                    value = py.import("numpy")?.call_method1("asarray", (&value,))?;
+                }
+            }
+        }
+    }
     if let Ok(array) = value.cast::<PyUntypedArray>() {
         if array.ndim() != 1 {
             return Err(PyValueError::new_err(format!(
@@ -853,19 +1052,12 @@ fn column_words(
                 array.shape()
             )));
         }
-        if let Some(words) = crate::columns::numeric_words(&f.name, &f.dtype, array)? {
-            return Ok((words, None));
+        if let Some(col) = crate::columns::numeric_column(&f.name, &f.dtype, array)? {
+            let mask = masked_entries(f, &value)?;
+            return Ok(Column::Numeric { col, mask });
         }
-        // Object, string or other arrays: convert element by element below.
-    } else if value.is_instance_of::<PyString>()
-        || value.is_instance_of::<pyo3::types::PyBytes>()
-        || !value.hasattr("__len__")?
-    {
-        return Err(PyTypeError::new_err(format!(
-            "extend() column '{}' must be a 1-D numpy array or a sequence, got {}",
-            f.name,
-            value.get_type().name()?
-        )));
+        // Object, string or other arrays: convert element by element below
+        // (a masked array's `tolist()` gives None for its masked entries).
     }
     let conv = a.conv(field);
     let len = value.len()?;
@@ -881,11 +1073,12 @@ fn column_words(
         };
     for (i, item) in items.try_iter()?.enumerate() {
         let item = item?;
-        if item.is_none() {
+        if item.is_none() || is_pandas_na(&item) {
             if !f.nullable {
                 return Err(PyTypeError::new_err(format!(
-                    "field '{}' is not nullable, got None at row {i}",
-                    f.name
+                    "field '{}' is not nullable, got {} at row {i}",
+                    f.name,
+                    if item.is_none() { "None" } else { "pd.NA" }
                 )));
             }
             validity.get_or_insert_with(|| vec![true; len])[i] = false;
@@ -898,8 +1091,45 @@ fn column_words(
             })?);
         }
     }
-    if let Some(v) = validity.as_mut() {
-        v.resize(words.len(), true);
+    if words.len() != len {
+        return Err(PyValueError::new_err(format!(
+            "extend() column '{}' has {len} rows by len() but yielded {}",
+            f.name,
+            words.len()
+        )));
     }
-    Ok((words, validity))
+    Ok(Column::Words { words, validity })
+}
+
+/// The mask of a numpy masked array when some entry is masked (an error for a
+/// non-nullable field); None for plain arrays and masks with nothing set.
+fn masked_entries<'py>(
+    f: &Field,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Option<NumericColumn<'py>>> {
+    // Only a masked array has `_mask`; plain arrays pay one attribute miss.
+    if !value.hasattr("_mask")? {
+        return Ok(None);
+    }
+    let py = value.py();
+    let ma = py.import("numpy.ma")?;
+    if !value.is_instance(&ma.getattr("MaskedArray")?)? {
+        return Ok(None);
+    }
+    let mask = ma.call_method1("getmaskarray", (value,))?;
+    let mask = mask.cast_into::<PyUntypedArray>()?;
+    let Some(mask) = crate::columns::bool_column(&mask) else {
+        return Err(PyValueError::new_err(format!(
+            "extend() column '{}': the mask of the masked array is not a 1-D bool array",
+            f.name
+        )));
+    };
+    match mask.first_set() {
+        None => Ok(None),
+        Some(i) if !f.nullable => Err(PyTypeError::new_err(format!(
+            "field '{}' is not nullable, got a masked entry at row {i}",
+            f.name
+        ))),
+        Some(_) => Ok(Some(mask)),
+    }
 }
