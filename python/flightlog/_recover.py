@@ -105,7 +105,9 @@ def _claim(lock_path: Path) -> Iterator[tuple[str, bool] | None]:
     fd: int | None = None
     busy: tuple[str, bool] | None = None
     for _ in range(100):
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        # Read-only, as the recorder holds it (a descriptor open for writing
+        # would make a read-only remount fail); flock needs no write access.
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -138,8 +140,12 @@ def _claim(lock_path: Path) -> Iterator[tuple[str, bool] | None]:
         return
     try:
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} since={utc_now_iso()} role=recover\n".encode())
+            wfd = os.open(lock_path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                text = f"pid={os.getpid()} host={socket.gethostname()} since={utc_now_iso()} role=recover\n"
+                os.write(wfd, text.encode())
+            finally:
+                os.close(wfd)
         yield None
     finally:
         with contextlib.suppress(OSError):
