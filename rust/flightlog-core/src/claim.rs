@@ -31,7 +31,7 @@
 //! (without unlocking, which would release the parent's lock too).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -224,13 +224,21 @@ impl Claim {
         // Bounded: each retry means another process removed the file between
         // our open and our lock, which only a releasing holder does.
         for _ in 0..100 {
-            let mut file = OpenOptions::new()
-                .read(true)
+            // The lock is held through a read-only descriptor: a file open for
+            // writing for the whole recording would make a read-only remount
+            // of the filesystem fail ("busy"). `flock` needs no write access.
+            OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(path)
-                .map_err(|e| CoreError::io("open lock file", path, e))?;
+                .map_err(|e| CoreError::io("create lock file", path, e))?;
+            let mut file = match File::open(path) {
+                Ok(f) => f,
+                // Removed by a releasing holder between the two opens.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(CoreError::io("open lock file", path, e)),
+            };
             match file.try_lock() {
                 Ok(()) => {}
                 Err(fs::TryLockError::WouldBlock) => {
@@ -255,11 +263,12 @@ impl Claim {
             }
             // Who holds it, for the error of the next claimer. Informational:
             // not fsynced, and a failure to write it does not fail the claim.
-            let _ = file
-                .set_len(0)
-                .and_then(|_| file.seek(SeekFrom::Start(0)))
-                .and_then(|_| {
-                    file.write_all(
+            let _ = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .and_then(|mut w| {
+                    w.write_all(
                         format!(
                             "pid={} host={} since={}\n",
                             std::process::id(),
