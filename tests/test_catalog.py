@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -292,7 +293,10 @@ def test_compacted_file_listing_parts_is_read_by_ranges(root):
     assert rep.files_skipped == []
     assert count(db, "SELECT count(*) FROM telemetry") == 30
     paths = [r[0] for r in db.query("SELECT path FROM _ingested_files WHERE kind = 'telemetry' ORDER BY 1")]
-    assert paths == [f"flows/gd/dev_telemetry/part-D1-00000{i}.parquet" for i in (1, 2, 3)]
+    # part-<run_id>-<8-digit recorder instance><6-digit sequence>.parquet
+    assert [re.sub(r"-\d{8}(\d{6})\.", r"-\1.", p) for p in paths] == [
+        f"flows/gd/dev_telemetry/part-D1-00000{i}.parquet" for i in (1, 2, 3)
+    ]
     iters = [r[0] for r in db.query("SELECT iter FROM telemetry ORDER BY iter")]
     assert iters == list(range(30))
 

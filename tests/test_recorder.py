@@ -6,6 +6,7 @@ import gc
 import glob
 import math
 import os
+import re
 import struct
 import threading
 import time
@@ -252,7 +253,8 @@ def test_flush_makes_rows_durable_and_to_arrow_reads_them_before_close(run_dir: 
     rec.extend(iter=np.arange(100), E=np.ones(100), grad_norm=np.ones(100), phase=["RED"] * 100)
     rec.flush()
     segs = sorted(glob.glob(str(run_dir / "segments" / "*.parquet")))
-    assert [os.path.basename(s) for s in segs] == ["telemetry-000001.parquet"]
+    # telemetry-<8-digit recorder instance><6-digit sequence>.parquet
+    assert [re.sub(r"-\d{8}(\d{6})\.", r"-\1.", os.path.basename(s)) for s in segs] == ["telemetry-000001.parquet"]
     data = rec.to_arrow()
     # Consumable more than once: DuckDB scans the object twice.
     assert pa.table(data).num_rows == 100

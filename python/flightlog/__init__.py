@@ -28,6 +28,7 @@ from ._errors import (
     ManifestError,
     RecorderClosedError,
     RowBudgetWarning,
+    RunClaimedError,
     SchemaError,
     WriteError,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "ManifestError",
     "RecorderClosedError",
     "RowBudgetWarning",
+    "RunClaimedError",
     "Sampling",
     "Schema",
     "SchemaError",

@@ -112,7 +112,13 @@ def recover_run_dir(path: str | PathLike[str], store: ObjectStore | None = None)
 
 def merge_parquet(out: str | PathLike[str], inputs: list[str | PathLike[str]]) -> dict[str, int]:
     """Atomic raw column-chunk merge of same-schema Parquet files; the result lists
-    its parts (``flightlog.segments``, ``flightlog.segment_rows``). Returns rows, bytes."""
+    its parts (``flightlog.segments``, ``flightlog.segment_rows``). Returns rows, bytes.
+    An existing ``out`` is replaced only when it is one of ``inputs`` (a compaction);
+    otherwise it is never replaced (``WriteError``)."""
+
+def _after_fork_in_child() -> None:
+    """Run in a forked child (the package registers it with ``os.register_at_fork``):
+    recorders made before the fork refuse to write there and their close does nothing."""
 
 def parquet_kv(path: str | PathLike[str], store: ObjectStore | None = None) -> list[tuple[str, str]]:
     """Key-value metadata of a Parquet file."""

@@ -8,6 +8,7 @@
           ├── ManifestError (ValueError)  a manifest.toml is not valid TOML / not a manifest
           ├── WriteError (OSError)      a file could not be written or published
           ├── RecorderClosedError (RuntimeError)   the recorder was closed
+          ├── RunClaimedError           another writer holds the run folder (one writer per run)
           ├── CatalogLockedError (TimeoutError)    another process holds duckdb.db
           ├── CatalogUnavailableError (ConnectionError)  a DuckLake catalog's database is unreachable
           └── ConflictError             a conditional update of an object lost a race
@@ -26,6 +27,7 @@ __all__ = [
     "ManifestError",
     "RecorderClosedError",
     "RowBudgetWarning",
+    "RunClaimedError",
     "SchemaError",
     "WriteError",
 ]
@@ -53,6 +55,12 @@ class WriteError(FlightlogError, OSError):
 
 class RecorderClosedError(FlightlogError, RuntimeError):
     """The recorder (or run) was already closed."""
+
+
+class RunClaimedError(FlightlogError):
+    """Another writer holds the folder: one recorder per run folder, across threads
+    and processes (a ``flock`` held from construction to ``close()`` or process
+    death). The message names the holder: pid, host and since when."""
 
 
 class CatalogLockedError(FlightlogError, TimeoutError):

@@ -111,6 +111,14 @@ def _close_all_at_exit() -> None:
             tm.close(error=error if isinstance(error, BaseException) and not _clean_exit(error) else None)
 
 
+def _after_fork_in_child() -> None:
+    """The child of a fork does not own its parent's runs: its exit hook must not
+    close them, and a lock a parent thread held at the fork is never released here."""
+    global _open_runs, _open_lock
+    _open_runs = weakref.WeakSet()
+    _open_lock = threading.RLock()
+
+
 class UnitsWarning(UserWarning):
     """A CFS field (``phi_residual``, ``invariant_drift_max``) has no entry in ``units``.
 
@@ -299,6 +307,8 @@ class TelemetryManager:
         self._closing = False  # close() is running
         self._finish_recorded = False  # RUN_FINISHED is in the recorder
         self._collected = False  # finished by the garbage collector (__del__)
+        # A forked child inherits this object but not the run: see close().
+        self._pid = os.getpid()
         self._buffered = _Buffered()
         self._t0 = time.monotonic()
         self._recorder: Any = None
@@ -652,6 +662,10 @@ class TelemetryManager:
             status = "failed" if error is not None else "finished"
         if status not in ("finished", "failed"):
             raise ValueError(f"status must be 'finished' or 'failed', got {status!r}")
+        if self._pid != os.getpid():
+            # A forked child: the run, its recorder and its manifest are the
+            # parent's; touch nothing (and take no lock a parent thread held).
+            return
         with self._lock:
             if self._closed or self._closing:
                 # _closing: a call from inside close() on this thread (a signal handler, a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import sys
 import weakref
 from _thread import allocate_lock
 
@@ -94,6 +95,26 @@ def _close_all_at_exit() -> None:
             pass
 
 
+def _after_fork_in_child() -> None:
+    """Runs in the child of ``os.fork()``: the parent's recorders are not the child's.
+
+    Their native side refuses to write there (``FlightlogError`` naming the
+    parent) and their ``close()`` does nothing; the child's exit hook forgets
+    them, and the registry's lock is new (a parent thread may have held it at
+    the fork)."""
+    global _open_recorders, _open_lock
+    _core._after_fork_in_child()
+    _open_recorders = weakref.WeakSet()
+    _open_lock = allocate_lock()
+    manager = sys.modules.get("flightlog._manager")
+    if manager is not None:
+        manager._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class FlightRecorder:
     """Records rows of telemetry into crash-safe Parquet segments in a run folder.
 
@@ -155,6 +176,14 @@ class FlightRecorder:
     ``metadata`` (extra Parquet key-value metadata; keys starting with ``flightlog.``
     and ``schema_version`` are reserved: ``ValueError``), ``constants`` (fields with one
     value for every row, which :meth:`record` then skips).
+
+    One writer per folder: the recorder claims ``path`` at construction (a lock on
+    ``path/.flightlog.lock``, held until :meth:`close` or the process's death); a
+    second recorder on it, in any thread or process of the host, raises
+    :class:`~flightlog.RunClaimedError` naming the holder, and a folder whose run
+    finished raises ``FileExistsError``. In a child of ``os.fork()`` the recorder
+    refuses to write (``FlightlogError``) and :meth:`close` does nothing: open a
+    recorder in the child.
 
     ``path`` may be an object-store URL, ``s3://bucket/prefix/run``: segments and
     final files are then published with create-only puts (multipart uploads

@@ -14,6 +14,16 @@ whose close failed and left segments): it merges segments, removes temp files,
 and rewrites the manifest with what was recovered. It never touches a live run
 and is idempotent.
 
+The one-writer claim: a recorder holds an exclusive ``flock`` on its run's lock
+file (``.flightlog.lock`` in a run folder, ``.part-<run_id>-flightlog.lock``
+beside a dev/tuner run's parts) until it closes or its process dies. Before it
+changes a run, :func:`recover` takes the same lock without waiting: a run whose
+lock is held has a live writer on this host (reported in ``live``, untouched)
+or is being recovered by another ``recover`` (skipped: that one reports it).
+The protocol is the one of ``flightlog-core``'s ``claim.rs``: lock, check that
+the path still names the locked file, write ``pid= host= since=``; to let go,
+unlink while holding, then unlock.
+
 :func:`compact` merges a flow's published parts into one file. Crash safety: the
 merged file is published atomically and lists the parts it holds
 (``flightlog.segments``); parts are deleted only after it is durable, and a part
@@ -27,12 +37,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import errno
+import fcntl
 import json
 import os
 import re
 import socket
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +78,81 @@ _TEMP_MARKER = ".tmp-"
 _PART_RE = re.compile(r"^part-(?P<run_id>.+)-(?P<seq>\d{6,})\.parquet$")
 _SEGMENTS_KEY = "flightlog.segments"
 _SEGMENT_ROWS_KEY = "flightlog.segment_rows"
+_RUN_LOCK_NAME = ".flightlog.lock"
+
+
+def _part_lock_path(parts_dir: Path, run_id: str) -> Path:
+    """The claim file of a dev/tuner run's parts (``claim.rs``'s ``lock_path``)."""
+    return parts_dir / f".part-{run_id}-flightlog.lock"
+
+
+def _holder(text: str) -> tuple[str, bool]:
+    """(who holds a claim, whether it is a recover) from a lock file's text."""
+    kv = dict(w.split("=", 1) for w in text.split() if "=" in w)
+    if "pid" not in kv:
+        return "another writer (taking the claim right now)", False
+    who = f"process {kv['pid']} on host {kv.get('host', '?')} since {kv.get('since', '?')}"
+    return who, kv.get("role") == "recover"
+
+
+@contextlib.contextmanager
+def _claim(lock_path: Path) -> Iterator[tuple[str, bool] | None]:
+    """Take a run's one-writer claim without waiting (see the module doc).
+
+    Yields None when the claim is ours (held until the block ends, then the lock
+    file is removed), else ``(holder, is_recover)``: touch nothing then. On a
+    filesystem without ``flock`` it yields None without a lock."""
+    fd: int | None = None
+    busy: tuple[str, bool] | None = None
+    for _ in range(100):
+        # Read-only, as the recorder holds it (a descriptor open for writing
+        # would make a read-only remount fail); flock needs no write access.
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            busy = _holder(os.read(fd, 4096).decode("utf-8", "replace"))
+            os.close(fd)
+            fd = None
+            break
+        except OSError as e:
+            os.close(fd)
+            fd = None
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                break  # no locks here: proceed on the other evidence alone
+            raise
+        st = os.fstat(fd)
+        try:
+            now = os.stat(lock_path, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            break
+        os.close(fd)  # removed by its previous holder meanwhile: start over
+        fd = None
+    else:
+        raise FlightlogError(f"{lock_path}: the claim changed hands 100 times while taking it; try again")
+    if busy is not None:
+        yield busy
+        return
+    if fd is None:
+        yield None
+        return
+    try:
+        with contextlib.suppress(OSError):
+            wfd = os.open(lock_path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                text = f"pid={os.getpid()} host={socket.gethostname()} since={utc_now_iso()} role=recover\n"
+                os.write(wfd, text.encode())
+            finally:
+                os.close(wfd)
+        yield None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def part_pattern(run_id: str) -> re.Pattern[str]:
@@ -292,6 +379,22 @@ def _died_message(manifest: Mapping[str, Any]) -> str:
 
 
 def _recover_run_folder(run_dir: Path, stale_after: float, report: RecoverReport) -> None:
+    # Decide without the claim first (most folders are finished: taking the
+    # claim would create and remove a lock file in each), then again under it:
+    # another recover may have finalised the run meanwhile.
+    if not _recover_run_folder_plan(run_dir, stale_after, report, dry=True):
+        return
+    with _claim(run_dir / _RUN_LOCK_NAME) as busy:
+        if busy is not None:
+            _holder_text, is_recover = busy
+            if not is_recover:  # a live writer on this host; another recover reports the run itself
+                report.live.append(str(run_dir))
+            return
+        _recover_run_folder_plan(run_dir, stale_after, report, dry=False)
+
+
+def _recover_run_folder_plan(run_dir: Path, stale_after: float, report: RecoverReport, *, dry: bool) -> bool:
+    """Whether the folder needs recovering; unless ``dry``, recover it (claim held)."""
     mpath = run_dir / MANIFEST_NAME
     try:
         manifest = read_manifest(mpath)
@@ -303,7 +406,7 @@ def _recover_run_folder(run_dir: Path, stale_after: float, report: RecoverReport
         # not a flightlog run at all): only act on an old folder with segments.
         newest = _newest([run_dir, *(Path(e.path) for e in _scandir(run_dir / "segments"))])
         if not has_segments or newest is None or time.time() - newest <= stale_after:
-            return
+            return False
         name = run_dir.name
         run_id = name[len(DEFAULT_RUN_PREFIX) :] if name.startswith(DEFAULT_RUN_PREFIX) else name
         manifest = {"run_id": run_id, "mode": "run", "status": "running"}
@@ -313,12 +416,15 @@ def _recover_run_folder(run_dir: Path, stale_after: float, report: RecoverReport
         previous = str(manifest.get("status", "unknown"))
         status = run_status(manifest, run_dir, stale_after=stale_after)
         if status == "running":
-            report.live.append(str(run_dir))
-            return
+            if dry:
+                report.live.append(str(run_dir))
+            return False
         needs_work = has_segments or any(_TEMP_MARKER in e.name and e.name.startswith(".") for e in _scandir(run_dir))
         if previous != "running" and not needs_work:
-            return  # finished, failed or already recovered
+            return False  # finished, failed or already recovered
         newest = _newest(_run_files_for_evidence(manifest, run_dir))
+    if dry:
+        return True
     _regular_files_only(run_dir)  # a FIFO would block the merge (NotRegularFileError is reported)
     rep = dict(_core().recover_run_dir(str(run_dir)))
     m = dict(manifest)
@@ -348,6 +454,7 @@ def _recover_run_folder(run_dir: Path, stale_after: float, report: RecoverReport
             **{k: int(v) for k, v in rep.items()},
         }
     )
+    return True
 
 
 def _regular_files_only(where: Path, names: tuple[str, ...] = ("telemetry.parquet", "events.parquet")) -> None:
@@ -407,6 +514,26 @@ def _recover_append_run(mfile: Path, stale_after: float, report: RecoverReport) 
     if run_status(manifest, mfile, stale_after=stale_after) == "running":
         report.live.append(str(mfile))
         return
+    parts_dir = mfile.parent.parent / f"{manifest.get('mode', 'dev')}_telemetry"
+    run_id = str(manifest.get("run_id", mfile.stem))
+    if not parts_dir.is_dir():
+        _recover_append_run_claimed(mfile, stale_after, report)
+        return
+    with _claim(_part_lock_path(parts_dir, run_id)) as busy:
+        if busy is not None:
+            if not busy[1]:
+                report.live.append(str(mfile))
+            return
+        # Again under the claim: another recover may have finished it meanwhile.
+        manifest = read_manifest(mfile)
+        if str(manifest.get("status", "unknown")) != "running":
+            return
+        _recover_append_run_claimed(mfile, stale_after, report)
+
+
+def _recover_append_run_claimed(mfile: Path, stale_after: float, report: RecoverReport) -> None:
+    manifest = read_manifest(mfile)
+    previous = str(manifest.get("status", "unknown"))
     flow = mfile.parent.parent
     mode = str(manifest.get("mode", "dev"))
     run_id = str(manifest.get("run_id", mfile.stem))
@@ -547,19 +674,22 @@ def recover(
             except (OSError, FlightlogError, ValueError) as err:
                 report.errors.append({"path": mf.path, "error": f"{type(err).__name__}: {err}"})
         with file_lock(fpath / ".compact.lock", blocking=False) as locked:
-            if locked:  # no compaction is running: its temp files are leftovers
-                for which in ("dev", "tuner"):
-                    report.temp_files_removed += _sweep_compaction_temps(fpath, which)
-        for which in ("dev", "tuner"):
-            for kind in ("telemetry", "events"):
-                try:
-                    report.leftover_parts_removed += _remove_listed_leftovers(
-                        fpath / f"{which}_{kind}", fpath / f"{which}_{kind}.parquet"
-                    )
-                except (OSError, FlightlogError, ValueError) as err:
-                    report.errors.append(
-                        {"path": str(fpath / f"{which}_{kind}.parquet"), "error": f"{type(err).__name__}: {err}"}
-                    )
+            if not locked:
+                # A compaction (or another recover) is on this flow: it removes
+                # the leftovers itself; racing it would delete under it.
+                continue
+            for which in ("dev", "tuner"):
+                report.temp_files_removed += _sweep_compaction_temps(fpath, which)
+            for which in ("dev", "tuner"):
+                for kind in ("telemetry", "events"):
+                    try:
+                        report.leftover_parts_removed += _remove_listed_leftovers(
+                            fpath / f"{which}_{kind}", fpath / f"{which}_{kind}.parquet"
+                        )
+                    except (OSError, FlightlogError, ValueError) as err:
+                        report.errors.append(
+                            {"path": str(fpath / f"{which}_{kind}.parquet"), "error": f"{type(err).__name__}: {err}"}
+                        )
     return report
 
 

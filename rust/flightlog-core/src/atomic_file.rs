@@ -4,14 +4,21 @@
 //! Guarantees (each has a test below or in `tests/failpoints.rs`):
 //! * A reader never sees a partial file under its final name: content goes to a
 //!   dot-prefixed temp file in the same directory (`.NAME.tmp-RANDOM`, opened
-//!   with `O_EXCL`), which is fsynced, then renamed over the final name, then
-//!   the directory is fsynced so the rename itself survives power loss.
+//!   with `O_EXCL`), which is fsynced, then linked to the final name, then
+//!   the directory is fsynced so the new name itself survives power loss.
+//! * A published file is never replaced: the final name is made with `link`,
+//!   which fails if the name exists, and the temp name is then unlinked. A
+//!   publish onto an existing name fails loudly (`CoreError::Write`, "never
+//!   replaced") and leaves the existing file as it was. The one exception is
+//!   [`publish_replacing`], for a compaction whose output absorbs the file it
+//!   replaces.
 //! * Temp names never end in `.parquet`, so `*.parquet` globs never match them.
 //! * On an error before the rename the temp file is removed and nothing is
 //!   published; the error names the file and the step that failed. An error of
 //!   the final directory fsync comes after the rename: the file is complete and
-//!   in place, but its name may not survive a power loss, so the caller treats
-//!   it as not durable and rewrites the same content under the same name.
+//!   in place, but its name may not survive a power loss: the new name is
+//!   removed again, so the caller can rewrite the same content under the same
+//!   name (nothing was published).
 //! * A failed fsync is never retried on the same file (Linux may drop the dirty
 //!   pages and report success the second time): the caller rewrites from memory.
 
@@ -58,7 +65,26 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 ///
 /// `write` receives a buffered writer over the temp file and must return it
 /// (possibly after wrapping and unwrapping it, as the Parquet writer does).
+/// Fails (nothing published, the existing file untouched) if `final_path`
+/// exists: a published file is never replaced.
 pub fn publish<F>(final_path: &Path, write: F) -> Result<u64>
+where
+    F: FnOnce(BufWriter<File>) -> Result<BufWriter<File>>,
+{
+    publish_mode(final_path, write, false)
+}
+
+/// [`publish`], replacing an existing `final_path` (rename over it). Only for
+/// outputs that contain the file they replace (a compaction merging the
+/// previous compacted file with new parts).
+pub fn publish_replacing<F>(final_path: &Path, write: F) -> Result<u64>
+where
+    F: FnOnce(BufWriter<File>) -> Result<BufWriter<File>>,
+{
+    publish_mode(final_path, write, true)
+}
+
+fn publish_mode<F>(final_path: &Path, write: F, replace: bool) -> Result<u64>
 where
     F: FnOnce(BufWriter<File>) -> Result<BufWriter<File>>,
 {
@@ -67,7 +93,7 @@ where
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let tmp = temp_path_for(final_path);
-    let result = publish_via(&tmp, final_path, dir, write);
+    let result = publish_via(&tmp, final_path, dir, write, replace);
     if result.is_err() {
         // Best effort: the temp name never matches *.parquet, and recovery
         // sweeps leftovers, so a failure to remove it is not an error itself.
@@ -76,7 +102,7 @@ where
     result
 }
 
-fn publish_via<F>(tmp: &Path, final_path: &Path, dir: &Path, write: F) -> Result<u64>
+fn publish_via<F>(tmp: &Path, final_path: &Path, dir: &Path, write: F, replace: bool) -> Result<u64>
 where
     F: FnOnce(BufWriter<File>) -> Result<BufWriter<File>>,
 {
@@ -114,21 +140,81 @@ where
         tmp,
         std::io::Error::other("injected rename failure")
     )));
-    fs::rename(tmp, final_path).map_err(|e| CoreError::io("rename", tmp, e))?;
-    fsync_dir(dir)?;
+    if replace {
+        fs::rename(tmp, final_path).map_err(|e| CoreError::io("rename", tmp, e))?;
+        fsync_dir(dir)?;
+        return Ok(size);
+    }
+    link_new(tmp, final_path)?;
+    // The temp name is a second link to the same file; a failure to remove it
+    // leaves a dot-name that recovery sweeps.
+    let _ = fs::remove_file(tmp);
+    if let Err(e) = fsync_dir(dir) {
+        // Not durable: take the new name back so that the caller's retry
+        // (same content, same name) is not refused as a replacement.
+        let _ = fs::remove_file(final_path);
+        return Err(e);
+    }
     Ok(size)
 }
 
-/// Renames `from` to `to` (same filesystem) and fsyncs `to`'s directory.
-pub fn rename_durably(from: &Path, to: &Path) -> Result<()> {
+/// Gives the file `from` the new name `to`, failing if `to` exists: `link`
+/// is create-only (unlike `rename`, which replaces). Where a filesystem has
+/// no hard links, falls back to a rename after checking that `to` is free
+/// (a narrow race there, documented in the README).
+pub fn link_new(from: &Path, to: &Path) -> Result<()> {
+    fail::fail_point!("atomic_file::link_new", |_| Err(CoreError::write(format!(
+        "{} already exists: a published file is never replaced (injected)",
+        to.display()
+    ))));
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists_error(to)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+            ) || e.raw_os_error() == Some(31) =>
+        {
+            // EPERM/EOPNOTSUPP (no hard links here) or EMLINK (31).
+            if to.symlink_metadata().is_ok() {
+                return Err(exists_error(to));
+            }
+            fs::rename(from, to).map_err(|e| CoreError::io("rename", from, e))
+        }
+        Err(e) => Err(CoreError::io("link", to, e)),
+    }
+}
+
+fn exists_error(to: &Path) -> CoreError {
+    CoreError::write(format!(
+        "{} already exists: a published file is never replaced (another writer, \
+         or a recover, published it); the rows stay in their segments for recover",
+        to.display()
+    ))
+}
+
+/// Moves the published file `from` to the new name `to` (same folder),
+/// never replacing an existing `to`, and fsyncs the folder. A crash between
+/// the link and the unlink leaves both names on one file; recovery sees they
+/// are the same file and removes the old name.
+pub fn move_new(from: &Path, to: &Path) -> Result<()> {
     fail::fail_point!("atomic_file::rename", |_| Err(CoreError::io(
         "rename",
         from,
         std::io::Error::other("injected rename failure")
     )));
-    fs::rename(from, to).map_err(|e| CoreError::io("rename", from, e))?;
+    link_new(from, to)?;
+    if from.symlink_metadata().is_ok() {
+        fs::remove_file(from).map_err(|e| CoreError::io("remove", from, e))?;
+    }
     if let Some(dir) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
         fsync_dir(dir)?;
+    }
+    if let Some(dir) = from.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if Some(dir) != to.parent() {
+            fsync_dir(dir)?;
+        }
     }
     Ok(())
 }
@@ -189,6 +275,36 @@ mod tests {
         assert!(err.to_string().contains("encoder failed"));
         assert!(!target.exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn publish_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("telemetry.parquet");
+        fs::write(&target, b"finished").unwrap();
+        let err = publish(&target, |mut w| {
+            w.write_all(b"other").unwrap();
+            Ok(w)
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("never replaced"), "{err}");
+        assert!(err.is_write_error());
+        assert_eq!(fs::read(&target).unwrap(), b"finished");
+        // No temp file left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // move_new too.
+        let seg = dir.path().join("seg.parquet");
+        fs::write(&seg, b"seg").unwrap();
+        assert!(move_new(&seg, &target).is_err());
+        assert_eq!(fs::read(&target).unwrap(), b"finished");
+        assert_eq!(fs::read(&seg).unwrap(), b"seg");
+        // publish_replacing is the explicit exception.
+        publish_replacing(&target, |mut w| {
+            w.write_all(b"superset").unwrap();
+            Ok(w)
+        })
+        .unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"superset");
     }
 
     #[test]

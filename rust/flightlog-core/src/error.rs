@@ -39,6 +39,13 @@ pub enum CoreError {
     /// A conditional update lost a race: the object changed since it was read.
     #[error("{0}")]
     Conflict(String),
+    /// Another writer (a recorder, or a recover) holds the folder's claim;
+    /// the message names it (pid, host, since when).
+    #[error("{0}")]
+    Claimed(String),
+    /// The recorder belongs to another process: this is a forked child.
+    #[error("{0}")]
+    Forked(String),
     /// The recorder was closed.
     #[error("the recorder is closed")]
     Closed,

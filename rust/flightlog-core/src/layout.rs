@@ -7,8 +7,15 @@ use crate::storage::Storage;
 
 /// Files of one recorder.
 ///
-/// Segments are published in `segment_dir` as `{telemetry_prefix}{seq:06}.parquet`
-/// and `{events_prefix}{seq:06}.parquet`. When `final_telemetry` is set,
+/// Segments are published in `segment_dir` as
+/// `{telemetry_prefix}{instance:08}{seq:06}.parquet` and
+/// `{events_prefix}{instance:08}{seq:06}.parquet`: the instance number (set by
+/// each recorder, see [`crate::claim::instance_id`]) keeps two recorders'
+/// segments apart even if both wrote into one folder. Layouts made for
+/// reading or recovery have no instance and match segments by prefix, so
+/// old-style names (`{prefix}{seq:06}.parquet`, written before instances)
+/// are read and recovered too. The digits-only suffix keeps part names
+/// parsable as `part-<run_id>-<digits>.parquet`. When `final_telemetry` is set,
 /// `close()` merges the telemetry segments into it (and events into
 /// `final_events`); when it is not (append-mode parts), segments stay as they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +29,8 @@ pub struct OutputLayout {
     /// Local folder or object store; on an object store the paths above are
     /// keys below the bucket.
     pub storage: Storage,
+    /// Per-recorder component of segment names (None: old-style names).
+    pub instance: Option<u64>,
 }
 
 impl OutputLayout {
@@ -37,6 +46,7 @@ impl OutputLayout {
             final_telemetry: Some(dir.join("telemetry.parquet")),
             final_events: Some(dir.join("events.parquet")),
             storage: Storage::Local,
+            instance: None,
         }
     }
 
@@ -50,6 +60,7 @@ impl OutputLayout {
             final_telemetry: None,
             final_events: None,
             storage: Storage::Local,
+            instance: None,
         }
     }
 
@@ -59,14 +70,50 @@ impl OutputLayout {
         self
     }
 
+    /// The same layout with the per-recorder instance number `instance`.
+    pub fn with_instance(mut self, instance: u64) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
     /// Name of the telemetry segment with sequence number `seq`.
     pub fn telemetry_segment_name(&self, seq: u64) -> String {
-        format!("{}{seq:06}.parquet", self.telemetry_prefix)
+        self.segment_name(&self.telemetry_prefix, seq)
     }
 
     /// Name of the events segment with sequence number `seq`.
     pub fn events_segment_name(&self, seq: u64) -> String {
-        format!("{}{seq:06}.parquet", self.events_prefix)
+        self.segment_name(&self.events_prefix, seq)
+    }
+
+    fn segment_name(&self, prefix: &str, seq: u64) -> String {
+        match self.instance {
+            Some(i) => format!("{prefix}{i:08}{seq:06}.parquet"),
+            None => format!("{prefix}{seq:06}.parquet"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_carry_the_instance_and_keep_the_old_form_without() {
+        let l = OutputLayout::run_folder(Path::new("r"));
+        assert_eq!(l.telemetry_segment_name(3), "telemetry-000003.parquet");
+        let l = l.with_instance(42);
+        assert_eq!(
+            l.telemetry_segment_name(3),
+            "telemetry-00000042000003.parquet"
+        );
+        assert_eq!(l.events_segment_name(1), "events-00000042000001.parquet");
+        let p =
+            OutputLayout::append_parts(Path::new("p"), Path::new("e"), "run-1").with_instance(7);
+        assert_eq!(
+            p.telemetry_segment_name(2),
+            "part-run-1-00000007000002.parquet"
+        );
     }
 }
 

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod atomic_file;
+pub mod claim;
 pub mod dict;
 pub mod error;
 pub mod layout;
@@ -36,7 +37,7 @@ pub use error::{CoreError, Result};
 pub use layout::{OutputLayout, RowLayout};
 pub use parquet_io::Codec;
 pub use recorder::{Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};
-pub use recover::{recover_run, RecoverReport};
+pub use recover::{recover_run, recover_run_exclusive, RecoverReport};
 pub use schema::{DType, Field, Schema, Value};
 pub use storage::Storage;
 pub use store::{ObjectRoot, PutKind};

@@ -335,9 +335,25 @@ pub fn segment_provenance<R>(inputs: &[MergeInput<R>]) -> Result<(Vec<KeyValue>,
 
 /// Merges `inputs` into `out` (see [`merge_files`]) recording their
 /// provenance (see [`segment_provenance`]). Returns (rows, bytes).
+/// Never replaces an existing `out`.
 pub fn merge_segments(out: &Path, inputs: &[PathBuf]) -> Result<(u64, u64)> {
     let opened = open_files(inputs)?;
     let (kv, rows) = segment_provenance(&opened)?;
     let size = atomic_file::publish(out, |w| merge_into(w, &opened, kv))?;
+    Ok((rows, size))
+}
+
+/// [`merge_segments`] for a compaction: `out` may be replaced, but only when
+/// it is one of the inputs (the new file then holds every row of the old
+/// one); otherwise an existing `out` is refused like any publish.
+pub fn merge_segments_over(out: &Path, inputs: &[PathBuf]) -> Result<(u64, u64)> {
+    let opened = open_files(inputs)?;
+    let (kv, rows) = segment_provenance(&opened)?;
+    let absorbs_out = inputs.iter().any(|p| p == out);
+    let size = if absorbs_out {
+        atomic_file::publish_replacing(out, |w| merge_into(w, &opened, kv))?
+    } else {
+        atomic_file::publish(out, |w| merge_into(w, &opened, kv))?
+    };
     Ok((rows, size))
 }

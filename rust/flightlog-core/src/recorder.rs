@@ -12,6 +12,9 @@
 //!   `close`; a panic on the flusher thread becomes such an error.
 //! * [`Recorder::close`] makes everything durable, then merges the segments into
 //!   the final file by raw column-chunk copy and removes them.
+//! * One writer per folder: a recorder holds its folder's claim
+//!   ([`crate::claim`]) from construction to `close`, and in a forked child it
+//!   refuses to write and its `close` does nothing (see [`crate::claim::Owner`]).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field as ArrowField, Schema as ArrowSchema, SchemaRef};
 use flightlog_ring::{PushError, RowRing};
 
+use crate::claim::{instance_id, Claim, Owner};
 use crate::dict::Dictionary;
 use crate::error::{CoreError, Result};
 use crate::layout::{OutputLayout, RowLayout};
@@ -327,6 +331,10 @@ pub struct Recorder {
     flusher: Mutex<Option<JoinHandle<FlusherExit>>>,
     closed: AtomicBool,
     close_lock: Mutex<()>,
+    /// The process the recorder belongs to (checked on every producer call).
+    owner: Owner,
+    /// The folder's one-writer claim, released at the end of `close`.
+    claim: Option<Claim>,
 }
 
 /// What the flusher thread hands back: its outcome, or the message of a
@@ -384,6 +392,20 @@ impl Recorder {
     /// segments of the same prefix): recordings are never mixed.
     pub fn new(schema: Schema, config: RecorderConfig) -> Result<Recorder> {
         config.validate()?;
+        let claim = Claim::acquire(&config.layout)?;
+        Recorder::new_claimed(schema, config, claim)
+    }
+
+    /// [`Recorder::new`] with the folder's claim already taken (a binding that
+    /// claims at construction but learns the schema later); `claim` is held
+    /// until `close`.
+    pub fn new_claimed(
+        schema: Schema,
+        mut config: RecorderConfig,
+        claim: Option<Claim>,
+    ) -> Result<Recorder> {
+        config.validate()?;
+        config.layout = config.layout.with_instance(instance_id());
         let mut constants: Vec<Option<Value>> = vec![None; schema.fields.len()];
         let mut constant_idx = Vec::new();
         for (name, value) in &config.constants {
@@ -475,6 +497,8 @@ impl Recorder {
             flusher: Mutex::new(Some(handle)),
             closed: AtomicBool::new(false),
             close_lock: Mutex::new(()),
+            owner: Owner::current(),
+            claim,
         })
     }
 
@@ -541,6 +565,7 @@ impl Recorder {
     /// write error: what every producer call checks first.
     #[inline]
     pub fn check_open(&self) -> Result<()> {
+        self.owner.check()?;
         if self.closed.load(Ordering::Acquire) {
             return Err(CoreError::Closed);
         }
@@ -715,8 +740,42 @@ impl Recorder {
 
     /// Makes everything durable, stops the flusher, merges segments into the
     /// final files and removes them. Idempotent: a second call returns
-    /// `Ok` with an empty report.
+    /// `Ok` with an empty report. Releases the folder's claim, also when it
+    /// fails (the segments then stay for `recover`). In a forked child it does
+    /// nothing: the files are the parent's.
     pub fn close(&self) -> Result<CloseReport> {
+        if !self.owner.is_current() {
+            return Ok(CloseReport::default());
+        }
+        let result = self.close_owned();
+        if let Some(claim) = &self.claim {
+            claim.release();
+        }
+        result
+    }
+
+    /// The published telemetry file's footer must hold every row written.
+    fn check_final_rows(&self, report: &CloseReport) -> Result<()> {
+        let layout = &self.shared.config.layout;
+        let Some(final_path) = &layout.final_telemetry else {
+            return Ok(());
+        };
+        if !report.files.iter().any(|(p, _, _)| p == final_path) {
+            return Ok(());
+        }
+        let written = self.shared.counters.written.load(Ordering::Relaxed);
+        let found = layout.storage.row_count(final_path)?;
+        if found != written {
+            return Err(CoreError::write(format!(
+                "{} holds {found} rows in its footer, but this recorder wrote {written}: \
+                 the file is not this recording's alone; run recover on the folder",
+                layout.storage.describe(final_path)
+            )));
+        }
+        Ok(())
+    }
+
+    fn close_owned(&self) -> Result<CloseReport> {
         let _guard = lock(&self.close_lock);
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(CloseReport::default());
@@ -796,10 +855,17 @@ impl Recorder {
             {
                 report.files.push((final_path.clone(), rows, size));
             } else if let Some(final_path) = &layout.final_telemetry {
+                let expected: u64 = outcome
+                    .telemetry_segments
+                    .iter()
+                    .filter(|(n, _)| telemetry_segments.contains(n))
+                    .map(|(_, rows)| rows)
+                    .sum();
                 let (rows, size) = layout.storage.finalize(
                     &layout.segment_dir,
                     &telemetry_segments,
                     final_path,
+                    Some(expected),
                     || empty_file(final_path, &self.shared),
                 )?;
                 if telemetry_segments.len() != 1 || !layout.storage.is_local() {
@@ -828,6 +894,7 @@ impl Recorder {
                     &layout.events_dir,
                     &event_segments,
                     final_events,
+                    None,
                     || {
                         layout.storage.write_parquet(
                             final_events,
@@ -854,6 +921,9 @@ impl Recorder {
             return Err(e);
         }
         merge?;
+        if vanished.is_empty() && lost == 0 {
+            self.check_final_rows(&report)?;
+        }
         if !vanished.is_empty() {
             return Err(CoreError::write(format!(
                 "published segments were deleted by something else before close: {}; \
@@ -895,6 +965,14 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
+        if !self.owner.is_current() {
+            // A forked child: the flusher thread is the parent's. Dropping its
+            // handle would detach a thread that does not exist here.
+            if let Ok(mut handle) = self.flusher.try_lock() {
+                std::mem::forget(handle.take());
+            }
+            return;
+        }
         // Closing at drop keeps every row; errors have nowhere to go here and
         // the published segments stay on disk for `recover` if the merge fails.
         let _ = self.close();

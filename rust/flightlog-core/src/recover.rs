@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use crate::atomic_file::sweep_temp_files;
+use crate::claim::{Claim, TryClaim};
 use crate::error::{CoreError, Result};
 use crate::layout::OutputLayout;
 use crate::storage::Storage;
@@ -20,8 +21,29 @@ pub struct RecoverReport {
     pub event_rows: u64,
 }
 
+/// [`recover_run`] under the folder's one-writer claim (local folders): a
+/// folder whose writer is alive (or that another recover is working on) is
+/// left alone and reported as `Ok(None)`.
+pub fn recover_run_exclusive(layout: &OutputLayout) -> Result<Option<RecoverReport>> {
+    let claim = match crate::claim::lock_path(layout) {
+        Some(path) if path.parent().is_some_and(Path::is_dir) => match Claim::try_path(&path)? {
+            Some(TryClaim::Busy(_)) => return Ok(None),
+            Some(TryClaim::Held(c)) => Some(c),
+            None => None,
+        },
+        _ => None,
+    };
+    let report = recover_run(layout);
+    if let Some(c) = claim {
+        c.release();
+    }
+    report.map(Some)
+}
+
 /// Recovers a run-folder layout (`final_telemetry` set). Safe to run twice and
-/// on a cleanly closed run (it then changes nothing).
+/// on a cleanly closed run (it then changes nothing). The caller holds the
+/// folder's claim (see [`recover_run_exclusive`]), or knows its writer is
+/// dead: recovering a live writer's folder would take its segments.
 ///
 /// On an object store there are no temp files to sweep: an upload a crash
 /// interrupted was never visible (a bucket lifecycle rule removes its parts).
@@ -81,7 +103,9 @@ fn recover_one(
         let listed = storage.listed_segments(final_path)?;
         let mut removed = 0;
         for name in &segments {
-            if listed.contains(name) {
+            if listed.contains(name) || same_file(storage, &segment_dir.join(name), final_path) {
+                // Listed by the merge, or the other name of a single segment
+                // moved into place by link + unlink (a crash between the two).
                 storage.remove(&segment_dir.join(name))?;
                 removed += 1;
             } else {
@@ -100,6 +124,18 @@ fn recover_one(
     if segments.is_empty() {
         return Ok((0, 0, 0));
     }
-    let (rows, _) = storage.finalize(segment_dir, &segments, final_path, || Ok(0))?;
+    let (rows, _) = storage.finalize(segment_dir, &segments, final_path, None, || Ok(0))?;
     Ok((segments.len(), 0, rows))
+}
+
+/// True when two local paths are links to one file.
+fn same_file(storage: &Storage, a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if !storage.is_local() {
+        return false;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }

@@ -11,7 +11,7 @@ use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use parquet::file::properties::WriterProperties;
 
-use crate::atomic_file::{fsync_dir, rename_durably};
+use crate::atomic_file::{fsync_dir, move_new};
 use crate::error::{CoreError, Result};
 use crate::parquet_io::{self, MergeInput};
 use crate::store::ObjectRoot;
@@ -169,18 +169,23 @@ impl Storage {
     }
 
     /// Turns published segments into `final_path`: none → `make_empty`, one →
-    /// rename (local; an object store merges it, so the final file lists it),
-    /// several → merge listing their names, then delete them.
+    /// a create-only move (local; an object store merges it, so the final file
+    /// lists it), several → merge listing their names, then delete them.
+    /// Never replaces an existing `final_path`: that fails and the segments
+    /// stay. With `expected_rows`, the published footer's row count must equal
+    /// it, or this fails and the segments stay for `recover`.
     /// Returns (rows, bytes) of the final file.
     pub fn finalize(
         &self,
         segment_dir: &Path,
         segments: &[String],
         final_path: &Path,
+        expected_rows: Option<u64>,
         make_empty: impl FnOnce() -> Result<u64>,
     ) -> Result<(u64, u64)> {
         if segments.is_empty() {
             let size = make_empty()?;
+            self.check_footer(final_path, expected_rows, &[])?;
             return Ok((0, size));
         }
         let paths: Vec<PathBuf> = segments.iter().map(|n| segment_dir.join(n)).collect();
@@ -188,7 +193,14 @@ impl Storage {
             (Storage::Local, [only]) => {
                 let src = segment_dir.join(only);
                 let rows = parquet_io::row_count(&src)?;
-                rename_durably(&src, final_path)?;
+                if let Some(expected) = expected_rows.filter(|&e| e != rows) {
+                    return Err(CoreError::write(format!(
+                        "{} holds {rows} rows where the recorder wrote {expected}: \
+                         not published, the segment stays for recover",
+                        src.display()
+                    )));
+                }
+                move_new(&src, final_path)?;
                 let size = std::fs::metadata(final_path)
                     .map_err(|e| CoreError::io("stat", final_path, e))?
                     .len();
@@ -209,11 +221,36 @@ impl Storage {
                 (rows, size)
             }
         };
+        self.check_footer(final_path, expected_rows, segments)?;
         for p in &paths {
             self.remove(p)?;
         }
         self.sync_dir(segment_dir)?;
         Ok((rows, size))
+    }
+}
+
+impl Storage {
+    /// Checks the row count in the footer of the just-published `path`
+    /// against what the writer counted; on a mismatch the segments stay.
+    fn check_footer(&self, path: &Path, expected: Option<u64>, segments: &[String]) -> Result<()> {
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        let found = self.row_count(path)?;
+        if found == expected {
+            return Ok(());
+        }
+        Err(CoreError::write(format!(
+            "{} was published with {found} rows in its footer, but the recorder wrote {expected}: \
+             the segments ({}) are kept for recover",
+            self.describe(path),
+            if segments.is_empty() {
+                "none".to_string()
+            } else {
+                segments.join(", ")
+            }
+        )))
     }
 }
 

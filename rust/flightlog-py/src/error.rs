@@ -12,6 +12,7 @@ pyo3::import_exception!(flightlog._errors, RecorderClosedError);
 pyo3::import_exception!(flightlog._errors, FlightlogError);
 pyo3::import_exception!(flightlog._errors, RowBudgetWarning);
 pyo3::import_exception!(flightlog._errors, ConflictError);
+pyo3::import_exception!(flightlog._errors, RunClaimedError);
 
 /// Converts a core error into the Python exception users catch.
 pub fn to_py(err: CoreError) -> PyErr {
@@ -21,6 +22,8 @@ pub fn to_py(err: CoreError) -> PyErr {
         CoreError::Config(m) => PyValueError::new_err(m),
         CoreError::Exists(m) => PyFileExistsError::new_err(m),
         CoreError::Conflict(m) => ConflictError::new_err(m),
+        CoreError::Claimed(m) => RunClaimedError::new_err(m),
+        CoreError::Forked(m) => FlightlogError::new_err(m),
         CoreError::Closed => RecorderClosedError::new_err("the recorder is closed"),
         e @ (CoreError::Write { .. } | CoreError::Io { .. } | CoreError::Parquet(_)) => {
             WriteError::new_err(e.to_string())

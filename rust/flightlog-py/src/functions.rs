@@ -46,7 +46,7 @@ fn merge_parquet<'py>(
     inputs: Vec<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (rows, bytes) =
-        py.detach(|| guard(|| parquet_io::merge_segments(&out, &inputs).map_err(to_py)))?;
+        py.detach(|| guard(|| parquet_io::merge_segments_over(&out, &inputs).map_err(to_py)))?;
     let d = PyDict::new(py);
     d.set_item("rows", rows)?;
     d.set_item("bytes", bytes)?;
@@ -91,8 +91,17 @@ fn parquet_rows(
     py.detach(|| guard(|| storage.row_count(&path).map_err(to_py)))
 }
 
+/// Called in a forked child (registered with `os.register_at_fork` by the
+/// package): the parent's recorders stop writing here, and the child's copies
+/// of their claim files are closed (the parent keeps its locks).
+#[pyfunction]
+fn _after_fork_in_child() {
+    flightlog_core::claim::after_fork_in_child();
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(recover_run_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(merge_parquet, m)?)?;
     m.add_function(wrap_pyfunction!(parquet_kv, m)?)?;
     m.add_function(wrap_pyfunction!(parquet_rows, m)?)?;

@@ -335,6 +335,11 @@ fn warn_budget(py: Python<'_>, rec: &Recorder) -> PyResult<()> {
 
 /// Settings kept until the schema is known (schema inferred from the first log).
 struct Deferred {
+    /// The folder's claim, taken at construction, handed to the recorder.
+    claim: Option<flightlog_core::claim::Claim>,
+    /// The process that made the recorder: a forked child must not start one
+    /// on the parent's claim.
+    owner: flightlog_core::claim::Owner,
     config: RecorderConfig,
     schema_version: i64,
     constants: Vec<(String, Py<PyAny>)>,
@@ -396,6 +401,7 @@ impl PyRecorder {
     }
 
     fn init(&self, schema: Schema, deferred: Deferred, py: Python<'_>) -> PyResult<&Active> {
+        deferred.owner.check().map_err(to_py)?;
         let mut config = deferred.config;
         for (name, value) in &deferred.constants {
             let i = schema.index_of(name).ok_or_else(|| {
@@ -407,7 +413,10 @@ impl PyRecorder {
             let v = to_constant(name, &schema.fields[i].dtype, value.bind(py))?;
             config.constants.push((name.clone(), v));
         }
-        let rec = py.detach(|| Recorder::new(schema, config)).map_err(to_py)?;
+        let claim = deferred.claim;
+        let rec = py
+            .detach(|| Recorder::new_claimed(schema, config, claim))
+            .map_err(to_py)?;
         // Earlier events keep their order and their time on the recorder's
         // clock: negative, as they happened before it started.
         for (name, payload, t_wall_ms, at) in deferred.events {
@@ -604,7 +613,14 @@ impl PyRecorder {
         config.run_id = run_id;
         config.metadata = metadata.unwrap_or_default();
         config.validate().map_err(to_py)?;
+        // One writer per folder, claimed now (also for a recorder whose schema
+        // comes with its first log()).
+        let claim = py
+            .detach(|| flightlog_core::claim::Claim::acquire(&config.layout))
+            .map_err(to_py)?;
         let deferred = Deferred {
+            claim,
+            owner: flightlog_core::claim::Owner::current(),
             config,
             schema_version,
             constants: constants.unwrap_or_default(),

@@ -1,0 +1,398 @@
+//! One writer per recording, and who owns a recorder after `fork()`.
+//!
+//! **The claim.** A recorder on a local folder holds an exclusive `flock` on a
+//! lock file in it (`.flightlog.lock` in a run folder, `.{prefix}flightlog.lock`
+//! beside append-mode parts) from construction until `close()` or the death
+//! of its process: the kernel drops the lock with the process, so a `kill -9`
+//! leaves nothing that blocks `recover`. A second recorder on the same folder
+//! fails at construction naming the holder (pid, host, since when): in another
+//! process, or in the same one (`flock` locks belong to an open file
+//! description, and every claim opens the file anew, so two claims in one
+//! process conflict too). `recover` takes the same lock (try-lock) before it
+//! touches a run, so it never finalises a live writer's folder, and two
+//! recovers never work on the same run at once.
+//!
+//! The lock file is removed by its holder when it lets go (unlink while still
+//! holding the lock, then unlock). A claimer therefore checks, after locking,
+//! that the path still names the file it locked, and starts over if not; the
+//! Python side (`flightlog._recover`) follows the same protocol.
+//!
+//! Lock file names start with a dot and never end in `.parquet`, so globs of
+//! data files never match them. Object stores have no locks: there the
+//! create-only puts of the final files (and the manager's create-only
+//! `running` manifest) are the claim, and segment names carry a per-instance
+//! component (see [`instance_id`]) so two writers never overwrite each other.
+//!
+//! **Fork.** A forked child inherits the parent's recorders as memory, but not
+//! its flusher thread. [`Owner::check`] compares a process-wide fork generation
+//! (bumped by [`after_fork_in_child`], which the Python package registers with
+//! `os.register_at_fork`) with the one the recorder was made in: one relaxed
+//! load on the hot path. The child also closes its copies of the claim files
+//! (without unlocking, which would release the parent's lock too).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{CoreError, Result};
+use crate::layout::OutputLayout;
+
+/// Name of the lock file of a run folder.
+pub const RUN_LOCK_NAME: &str = ".flightlog.lock";
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Every claim this process made, so that a forked child can close its copies.
+static CLAIMS: Mutex<Vec<Weak<ClaimInner>>> = Mutex::new(Vec::new());
+
+/// Call in a forked child, before it runs anything else: recorders made
+/// before the fork then refuse to write, and their claims' files are closed
+/// in the child (the parent keeps its locks).
+pub fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    // `try_lock`: a thread of the parent may have held the registry at the
+    // fork; it does not exist here, so waiting would hang. The copies are then
+    // left open, which only keeps the parent's lock alive as long as the child.
+    if let Ok(mut claims) = CLAIMS.try_lock() {
+        for weak in claims.drain(..) {
+            if let Some(inner) = weak.upgrade() {
+                if let Ok(mut file) = inner.file.try_lock() {
+                    // Closing (not unlocking) the child's descriptor: the lock
+                    // stays with the parent's descriptor of the same file.
+                    drop(file.take());
+                }
+            }
+        }
+    }
+}
+
+/// The process (and fork generation) a recorder belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    generation: u64,
+    pid: u32,
+}
+
+impl Owner {
+    /// This process, now.
+    pub fn current() -> Owner {
+        Owner {
+            generation: FORK_GENERATION.load(Ordering::Relaxed),
+            pid: std::process::id(),
+        }
+    }
+
+    /// True in the process that made the recorder (false in a forked child).
+    #[inline]
+    pub fn is_current(&self) -> bool {
+        FORK_GENERATION.load(Ordering::Relaxed) == self.generation
+    }
+
+    /// Fails in a forked child: the recorder belongs to its parent.
+    #[inline]
+    pub fn check(&self) -> Result<()> {
+        if self.is_current() {
+            Ok(())
+        } else {
+            Err(self.not_ours())
+        }
+    }
+
+    #[cold]
+    fn not_ours(&self) -> CoreError {
+        CoreError::Forked(format!(
+            "this recorder belongs to process {} (this is a forked child, process {}); \
+             open a recorder in the child, e.g. a TelemetryManager per worker",
+            self.pid,
+            std::process::id()
+        ))
+    }
+}
+
+/// A per-instance number for segment names: 8 decimal digits from the pid,
+/// the time and a process-wide counter. Digits keep part names parsable as
+/// `part-<run_id>-<digits>.parquet`.
+pub fn instance_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // A multiplicative mix so that close pids/times/counters spread out.
+    let mixed = (nanos ^ (u64::from(std::process::id()) << 40) ^ n.wrapping_mul(0x9E37_79B9))
+        .wrapping_mul(0x2545_F491_4F6C_DD1D);
+    (mixed >> 11) % 100_000_000
+}
+
+struct ClaimInner {
+    path: PathBuf,
+    pid: u32,
+    file: Mutex<Option<File>>,
+}
+
+impl ClaimInner {
+    fn release(&self) {
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = file.take() else { return };
+        if self.pid == std::process::id() {
+            // Unlink while holding the lock (see the module doc), then unlock.
+            let _ = fs::remove_file(&self.path);
+            let _ = f.unlock();
+        }
+        // In a forked child without the fork hook: only close the copy.
+        drop(f);
+    }
+}
+
+impl Drop for ClaimInner {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A held claim on a folder; released by [`Claim::release`] or on drop.
+pub struct Claim {
+    inner: Arc<ClaimInner>,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Claim({})", self.inner.path.display())
+    }
+}
+
+/// The lock file of `layout`, or None on an object store.
+pub fn lock_path(layout: &OutputLayout) -> Option<PathBuf> {
+    if !layout.storage.is_local() {
+        return None;
+    }
+    match layout
+        .final_telemetry
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        Some(run_dir) => Some(run_dir.join(RUN_LOCK_NAME)),
+        None => Some(
+            layout
+                .segment_dir
+                .join(format!(".{}flightlog.lock", layout.telemetry_prefix)),
+        ),
+    }
+}
+
+/// What a try-lock found.
+pub enum TryClaim {
+    /// The claim is ours.
+    Held(Claim),
+    /// Another open file holds it; the text names the holder.
+    Busy(String),
+}
+
+impl Claim {
+    /// Claims `layout` for one writer, creating its folder if needed. None on
+    /// an object store, or on a filesystem without `flock`. Fails with
+    /// [`CoreError::Claimed`] naming the holder if another writer (or a
+    /// recover) has it.
+    pub fn acquire(layout: &OutputLayout) -> Result<Option<Claim>> {
+        let Some(path) = lock_path(layout) else {
+            return Ok(None);
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| CoreError::io("create directory", dir, e))?;
+        }
+        let what = path.parent().unwrap_or(Path::new("."));
+        match Claim::try_path(&path)? {
+            Some(TryClaim::Held(c)) => Ok(Some(c)),
+            None => Ok(None),
+            Some(TryClaim::Busy(holder)) => Err(CoreError::Claimed(format!(
+                "{} is being written by {holder}: one writer per run folder; \
+                 use a new folder, or wait until that recorder closes",
+                what.display()
+            ))),
+        }
+    }
+
+    /// Try-locks the lock file at `path` (created if missing). None when the
+    /// filesystem does not support `flock`.
+    pub fn try_path(path: &Path) -> Result<Option<TryClaim>> {
+        // Bounded: each retry means another process removed the file between
+        // our open and our lock, which only a releasing holder does.
+        for _ in 0..100 {
+            // The lock is held through a read-only descriptor: a file open for
+            // writing for the whole recording would make a read-only remount
+            // of the filesystem fail ("busy"). `flock` needs no write access.
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| CoreError::io("create lock file", path, e))?;
+            let mut file = match File::open(path) {
+                Ok(f) => f,
+                // Removed by a releasing holder between the two opens.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(CoreError::io("open lock file", path, e)),
+            };
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    return Ok(Some(TryClaim::Busy(describe_holder(&text))));
+                }
+                Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    return Ok(None);
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(CoreError::io("lock", path, e));
+                }
+            }
+            let ours = file
+                .metadata()
+                .map_err(|e| CoreError::io("stat lock file", path, e))?;
+            match fs::metadata(path) {
+                Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {}
+                // Removed (or replaced) by its previous holder: start over.
+                _ => continue,
+            }
+            // Who holds it, for the error of the next claimer. Informational:
+            // not fsynced, and a failure to write it does not fail the claim.
+            let _ = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .and_then(|mut w| {
+                    w.write_all(
+                        format!(
+                            "pid={} host={} since={}\n",
+                            std::process::id(),
+                            hostname(),
+                            utc_now_iso()
+                        )
+                        .as_bytes(),
+                    )
+                });
+            let inner = Arc::new(ClaimInner {
+                path: path.to_path_buf(),
+                pid: std::process::id(),
+                file: Mutex::new(Some(file)),
+            });
+            let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+            claims.retain(|w| w.strong_count() > 0);
+            claims.push(Arc::downgrade(&inner));
+            return Ok(Some(TryClaim::Held(Claim { inner })));
+        }
+        Err(CoreError::Claimed(format!(
+            "{}: the claim changed hands 100 times while taking it; try again",
+            path.display()
+        )))
+    }
+
+    /// Lets go: removes the lock file and unlocks. Idempotent; in a forked
+    /// child it only closes the child's copy.
+    pub fn release(&self) {
+        self.inner.release();
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+/// "process 123 on host h since 2026-01-01T00:00:00Z" from a lock file's text.
+fn describe_holder(text: &str) -> String {
+    let get = |key: &str| {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    match (get("pid"), get("host"), get("since")) {
+        (Some(pid), host, since) => format!(
+            "process {pid} on host {} since {}",
+            host.unwrap_or_else(|| "?".into()),
+            since.unwrap_or_else(|| "?".into())
+        ),
+        _ => "another writer (it is taking the claim right now)".into(),
+    }
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Now as `YYYY-MM-DDTHH:MM:SSZ` (UTC), without a date library.
+fn utc_now_iso() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_claims_in_one_process_conflict_and_release_removes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::run_folder(&dir.path().join("r"));
+        let a = Claim::acquire(&layout).unwrap().expect("local claim");
+        let err = Claim::acquire(&layout).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, CoreError::Claimed(_)), "{msg}");
+        assert!(
+            msg.contains(&format!("process {}", std::process::id())),
+            "{msg}"
+        );
+        assert!(msg.contains("since 20"), "{msg}");
+        a.release();
+        assert!(!a.path().exists());
+        let b = Claim::acquire(&layout).unwrap().expect("free again");
+        drop(b);
+        assert!(!dir.path().join("r").join(RUN_LOCK_NAME).exists());
+    }
+
+    #[test]
+    fn utc_iso_has_the_shape() {
+        let s = utc_now_iso();
+        assert_eq!(s.len(), 20, "{s}");
+        assert!(s.starts_with("20") && s.ends_with('Z'), "{s}");
+    }
+
+    #[test]
+    fn instance_ids_fit_eight_digits_and_differ() {
+        let a = instance_id();
+        let b = instance_id();
+        assert!(a < 100_000_000 && b < 100_000_000);
+        assert_ne!(a, b);
+    }
+}

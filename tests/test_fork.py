@@ -1,0 +1,199 @@
+"""Fork safety (issue 18): a forked child does not own its parent's recorders.
+
+In the child, ``record()``/``log()``/``extend()``/``event()``/``flush()`` raise a
+:class:`flightlog.FlightlogError` naming the parent; ``close()`` and the exit hooks
+do nothing to the parent's files and never block. Each scenario runs in its own
+process group under a timeout (a regression is a hang).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+PYTHON = sys.executable
+TIMEOUT = 120
+
+
+def _run(script: str, *args: str) -> dict:
+    proc = subprocess.Popen(
+        [PYTHON, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+        raise AssertionError(f"scenario hung (killed after {TIMEOUT}s):\n{out}\n{err[-3000:]}") from None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err[-3000:]}"
+    return json.loads(out.strip().splitlines()[-1])
+
+
+_CHILD_RECORDS = r"""
+import json, os, sys
+import numpy as np
+import pyarrow.parquet as pq
+from flightlog import Field, FlightRecorder, FlightlogError, Schema
+path = sys.argv[1]
+s = Schema([Field("who", "i64", nullable=False), Field("i", "i64", nullable=False)])
+rec = FlightRecorder(path, s, flush_interval=0.01, ring_capacity=4)
+for i in range(1000):
+    rec.record(1, i)
+parent = os.getpid()
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    seen = {}
+    calls = {
+        "record": lambda: [rec.record(2, i) for i in range(10_000)],  # a 4-row ring: blocked forever before
+        "log": lambda: rec.log(who=2, i=0),
+        "extend": lambda: rec.extend(who=np.zeros(3, dtype=np.int64), i=np.arange(3)),
+        "event": lambda: rec.event("X", {"a": 1}),
+        "flush": lambda: rec.flush(),
+    }
+    for name, call in calls.items():
+        try:
+            call()
+            seen[name] = "no error"
+        except FlightlogError as e:
+            seen[name] = str(e)
+    rec.close()  # does nothing here, never blocks
+    seen["closed_ok"] = True
+    os.write(w, json.dumps(seen).encode())
+    os.close(w)
+    os._exit(0)
+os.close(w)
+data = b""
+while chunk := os.read(r, 65536):
+    data += chunk
+_, status = os.waitpid(pid, 0)
+child = json.loads(data)
+for i in range(1000, 2000):
+    rec.record(1, i)
+rec.close()
+t = pq.read_table(os.path.join(path, "telemetry.parquet"))
+print(json.dumps({"parent": parent, "child": child, "status": status, "rows": t.num_rows,
+                  "who": sorted(set(t.column("who").to_pylist())), "written": rec.stats()["rows_written"]}))
+"""
+
+
+def test_a_forked_child_that_records_raises_and_the_parent_keeps_every_row(tmp_path: Path) -> None:
+    out = _run(_CHILD_RECORDS, str(tmp_path / "r"))
+    assert out["status"] == 0
+    expected = f"this recorder belongs to process {out['parent']}"
+    for name in ("record", "log", "extend", "event", "flush"):
+        msg = out["child"][name]
+        assert expected in msg, (name, msg)
+        assert "TelemetryManager per worker" in msg, msg
+    assert out["child"]["closed_ok"] is True
+    assert out["rows"] == 2000 and out["written"] == 2000
+    assert out["who"] == [1]
+
+
+_CHILD_EXITS = r"""
+import json, os, sys, tomllib
+import pyarrow.parquet as pq
+from flightlog import FlightRecorder, TelemetryManager
+root = sys.argv[1]
+tm = TelemetryManager(root, "flow", run_id="p", flush_interval=0.01)
+bare = FlightRecorder(os.path.join(root, "bare"), None, flush_interval=0.01)
+for i in range(5000):
+    tm.log(iter=i, E=float(i))
+    bare.log(iter=i)
+tm.flush()
+bare.flush()
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # atexit hooks run here: they must not close the parent's run
+_, status = os.waitpid(pid, 0)
+manifest = os.path.join(tm.run_path, "manifest.toml")
+with open(manifest, "rb") as f:
+    during = tomllib.load(f)["status"]
+segments_left = len(os.listdir(os.path.join(tm.run_path, "segments")))
+for i in range(5000, 6000):
+    tm.log(iter=i, E=float(i))
+    bare.log(iter=i)
+tm.close()
+bare.close()
+with open(manifest, "rb") as f:
+    final = tomllib.load(f)
+print(json.dumps({"status": status, "during": during, "segments_left": segments_left,
+                  "final": final["status"], "rows": final["counts"]["rows_written"],
+                  "file_rows": pq.ParquetFile(os.path.join(tm.run_path, "telemetry.parquet")).metadata.num_rows,
+                  "bare_rows": pq.ParquetFile(os.path.join(root, "bare", "telemetry.parquet")).metadata.num_rows}))
+"""
+
+
+def test_a_forked_child_that_just_exits_does_not_hang_or_touch_the_parents_run(tmp_path: Path) -> None:
+    out = _run(_CHILD_EXITS, str(tmp_path))
+    assert out["status"] == 0
+    assert out["during"] == "running"  # the child's exit did not finish the parent's run
+    assert out["segments_left"] > 0  # nor merge and delete its segments
+    assert out["final"] == "finished"
+    assert out["rows"] == out["file_rows"] == 6000
+    assert out["bare_rows"] == 6000
+
+
+_POOL = r"""
+import json, multiprocessing as mp, os, sys
+import pyarrow.parquet as pq
+from flightlog import TelemetryManager
+root = sys.argv[1]
+
+def work(k):
+    with TelemetryManager(root, "flow", run_id=f"w{k}", flush_interval=0.01) as tm:
+        for i in range(1000 + k):
+            tm.log(iter=i, E=float(k))
+    return os.getpid()
+
+if __name__ == "__main__":
+    # The parent records too while the pool forks: its workers inherit it.
+    parent = TelemetryManager(root, "flow", run_id="parent", flush_interval=0.01)
+    for i in range(3000):
+        parent.log(iter=i, E=-1.0)
+    with mp.get_context("fork").Pool(4) as pool:
+        pids = pool.map(work, range(8))
+    for i in range(3000, 4000):
+        parent.log(iter=i, E=-1.0)
+    parent.close()
+    counts = {}
+    for k in [*(f"w{k}" for k in range(8)), "parent"]:
+        counts[k] = pq.ParquetFile(os.path.join(root, f"fda_run_{k}", "telemetry.parquet")).metadata.num_rows
+    print(json.dumps({"counts": counts, "workers": len(set(pids))}))
+"""
+
+
+def test_a_fork_pool_whose_workers_record_through_their_own_managers_gives_exact_counts(tmp_path: Path) -> None:
+    script = tmp_path / "pool_scenario.py"
+    script.write_text(_POOL)
+    proc = subprocess.Popen(
+        [PYTHON, str(script), str(tmp_path / "root")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        raise AssertionError("the pool scenario hung") from None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["counts"] == {**{f"w{k}": 1000 + k for k in range(8)}, "parent": 4000}

@@ -1,0 +1,268 @@
+"""One writer per run folder (issue 18) and recover that respects it (issue 19, items 4 and 14).
+
+A recorder claims its folder (``flock`` on ``.flightlog.lock``) from construction to
+``close()`` or process death. A second recorder in the same thread, another thread
+or another process is refused with :class:`flightlog.RunClaimedError` naming the
+holder; the first recorder's rows all reach its file. ``recover`` never finalises a
+folder whose writer holds the claim, and concurrent recovers report each run once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import flightlog
+from conftest import run_together
+from flightlog import Field, FlightRecorder, RunClaimedError, Schema, TelemetryManager
+
+PYTHON = sys.executable
+SCHEMA = Schema([Field("who", "i64", nullable=False), Field("i", "i64", nullable=False)])
+
+
+def _rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def _assert_names_holder(err: BaseException, pid: int) -> None:
+    msg = str(err)
+    assert f"process {pid}" in msg, msg
+    assert f"host {socket.gethostname()}" in msg, msg
+    assert "since 20" in msg, msg
+    assert "one writer per run folder" in msg, msg
+
+
+def test_two_recorders_in_one_process_second_is_refused_and_first_keeps_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "r5"
+    a = FlightRecorder(path, SCHEMA, flush_interval=0.01)
+    with pytest.raises(RunClaimedError) as exc:
+        FlightRecorder(path, SCHEMA, flush_interval=0.01)
+    _assert_names_holder(exc.value, os.getpid())
+    assert isinstance(exc.value, flightlog.FlightlogError)
+    # A recorder whose schema comes with its first log() is refused at construction too.
+    with pytest.raises(RunClaimedError):
+        FlightRecorder(path, None)
+    for i in range(300_000):
+        a.record(1, i)
+    a.close()
+    assert a.stats()["rows_written"] == 300_000
+    assert _rows(path / "telemetry.parquet") == 300_000
+    # The claim is released at close: no lock file is left in the finished folder.
+    assert not (path / ".flightlog.lock").exists()
+
+
+def test_a_recorder_in_another_thread_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r"
+    with FlightRecorder(path, SCHEMA) as a:
+        a.record(1, 0)
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                FlightRecorder(path, SCHEMA)
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(timeout=60)
+        assert not t.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], RunClaimedError), errors
+        _assert_names_holder(errors[0], os.getpid())
+        a.record(1, 1)
+    assert _rows(path / "telemetry.parquet") == 2
+
+
+_HOLDER = """
+import sys
+from flightlog import Field, FlightRecorder, Schema
+s = Schema([Field("who", "i64", nullable=False), Field("i", "i64", nullable=False)])
+rec = FlightRecorder(sys.argv[1], s, flush_interval=0.01)
+for i in range(int(sys.argv[2])):
+    rec.record(1, i)
+rec.flush()
+print("ready", flush=True)
+if sys.argv[3] == "close":
+    sys.stdin.readline()
+    rec.close()
+    print("closed", flush=True)
+else:
+    sys.stdin.readline()  # wait to be killed
+"""
+
+
+def _start_holder(path: Path, rows: int, mode: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [PYTHON, "-c", _HOLDER, str(path), str(rows), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        proc.kill()
+        raise AssertionError(f"holder did not start: {line!r} {proc.communicate(timeout=30)}")
+    return proc
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+
+def test_a_recorder_in_another_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r"
+    proc = _start_holder(path, 50_000, "close")
+    try:
+        with pytest.raises(RunClaimedError) as exc:
+            FlightRecorder(path, SCHEMA)
+        _assert_names_holder(exc.value, proc.pid)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "closed"
+        assert proc.wait(timeout=60) == 0
+    finally:
+        _stop(proc)
+    assert _rows(path / "telemetry.parquet") == 50_000
+
+
+def test_a_recorder_on_a_finished_run_is_refused_and_the_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "r"
+    with FlightRecorder(path, SCHEMA) as a:
+        for i in range(1000):
+            a.record(1, i)
+    final = path / "telemetry.parquet"
+    before = (final.read_bytes(), final.stat().st_mtime_ns, final.stat().st_ino)
+    with pytest.raises(FileExistsError, match="never appended to a finished one"):
+        FlightRecorder(path, SCHEMA)
+    assert (final.read_bytes(), final.stat().st_mtime_ns, final.stat().st_ino) == before
+    assert not (path / ".flightlog.lock").exists()
+    assert not (path / "segments").exists()
+
+
+def test_kill_9_of_the_claim_holder_lets_recover_finalise(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    path = root / "fda_run_k"
+    proc = _start_holder(path, 20_000, "kill")
+    _stop(proc)
+    assert (path / ".flightlog.lock").exists()  # left by the killed holder, lock gone with it
+    report = flightlog.recover(root, stale_after=0)
+    assert report.errors == [], report.errors
+    assert [r["path"] for r in report.recovered] == [str(path)]
+    assert report.recovered[0]["telemetry_rows"] == 20_000
+    assert _rows(path / "telemetry.parquet") == 20_000
+    assert not (path / ".flightlog.lock").exists()
+
+
+def test_old_style_segment_names_are_still_recovered(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    path = root / "fda_run_old"
+    proc = _start_holder(path, 3000, "kill")
+    _stop(proc)
+    segs = sorted((path / "segments").glob("telemetry-*.parquet"))
+    assert segs and all(len(p.stem) == len("telemetry-") + 14 for p in segs), segs
+    for n, p in enumerate(segs, 1):  # as written before segment names had an instance
+        p.rename(p.with_name(f"telemetry-{n:06d}.parquet"))
+    report = flightlog.recover(root, stale_after=0)
+    assert report.errors == []
+    assert _rows(path / "telemetry.parquet") == 3000
+
+
+def test_recover_leaves_a_live_bare_recorder_alone(tmp_path: Path) -> None:
+    """Issue 19 item 4: a live FlightRecorder idle past stale_after is not crashed."""
+    root = tmp_path / "root"
+    path = root / "fda_run_live"
+    rec = FlightRecorder(path, SCHEMA, flush_interval=0.01)
+    for i in range(20_000):
+        rec.record(1, i)
+    rec.flush()
+    old = time.time() - 3600
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (old, old))
+    report = flightlog.recover(root, stale_after=0.5)
+    assert report.recovered == [] and report.errors == []
+    assert report.live == [str(path)]
+    assert not (path / "telemetry.parquet").exists()
+    assert not (path / "manifest.toml").exists()
+    rec.record(1, 20_000)
+    rec.close()
+    assert _rows(path / "telemetry.parquet") == 20_001
+
+
+def test_recover_leaves_a_live_recorder_of_another_process_alone(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    path = root / "fda_run_other"
+    proc = _start_holder(path, 5000, "close")
+    try:
+        old = time.time() - 3600
+        for p in [path, *path.rglob("*")]:
+            os.utime(p, (old, old))
+        report = flightlog.recover(root, stale_after=0)
+        assert report.live == [str(path)] and report.recovered == [] and report.errors == []
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "closed"
+        assert proc.wait(timeout=60) == 0
+    finally:
+        _stop(proc)
+    assert _rows(path / "telemetry.parquet") == 5000
+
+
+_CRASH = """
+import os, signal, sys
+from flightlog import TelemetryManager
+root, n = sys.argv[1], int(sys.argv[2])
+for k in range(n):
+    pid = os.fork()
+    if pid == 0:
+        tm = TelemetryManager(root, "flow", run_id=f"c{k}")
+        for i in range(100 + k):
+            tm.log(iter=i, E=float(i))
+        tm.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+"""
+
+
+def test_concurrent_recovers_exit_0_and_report_each_run_once(tmp_path: Path, child_env: dict[str, str]) -> None:
+    """Issue 19 item 14."""
+    root = tmp_path / "root"
+    root.mkdir()
+    n = 6
+    subprocess.run([PYTHON, "-c", _CRASH, str(root), str(n)], check=True, timeout=120, env=child_env)
+    cmd = [PYTHON, "-m", "flightlog.cli", "recover", "--root", str(root), "--format", "json"]
+    outs = run_together([cmd] * 4, env=child_env, timeout=120)
+    reports = [json.loads(o) for o in outs]
+    assert all(r["errors"] == [] for r in reports), reports
+    recovered = [r["run_id"] for rep in reports for r in rep["recovered"]]
+    assert sorted(recovered) == sorted(f"c{k}" for k in range(n)), recovered
+    for k in range(n):
+        folder = root / f"fda_run_c{k}"
+        assert _rows(folder / "telemetry.parquet") == 100 + k
+        assert not (folder / "segments").exists()
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert flightlog.recover(root).recovered == []
+
+
+def test_a_manager_run_claims_its_folder(tmp_path: Path) -> None:
+    with TelemetryManager(tmp_path, "flow", run_id="m1") as tm:
+        tm.log(iter=0, E=1.0)
+        with pytest.raises(RunClaimedError):
+            FlightRecorder(tm.run_path, None)
+    assert _rows(Path(tm.run_path) / "telemetry.parquet") == 1
