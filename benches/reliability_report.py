@@ -259,6 +259,147 @@ def soak_section(rows: int) -> str:
     )
 
 
+# The defects found by trying to break flightlog as a hostile but legal user would
+# (issues 18 and 19): each has a regression test that failed before its fix.
+HOSTILE_FILES = [
+    "tests/test_one_writer.py",
+    "tests/test_fork.py",
+    "tests/test_close_races.py",
+    "tests/test_extend_inputs.py",
+    "tests/test_api_edges.py",
+    "tests/test_catalog_edges.py",
+    "tests/test_cli_edges.py",
+    "tests/test_run_edges.py",
+]
+HOSTILE_CASES = [
+    (
+        "two recorders on one folder (threads, processes, a finished run)",
+        "test_one_writer.py::test_two_recorders_*, *_another_thread_*, *_another_process_*, *_finished_run_*",
+    ),
+    ("a forked child records, exits, or runs a fork `Pool`", "test_fork.py (3 tests)"),
+    ("a final publish never replaces a finished file", "rust/flightlog-core/tests/one_writer.rs"),
+    (
+        "19.1 producers blocked on a full ring never woke after `close()`",
+        "test_close_races.py::test_producers_blocked_*, *_shared_manager_wake_*",
+    ),
+    ("19.2 a FIFO in a run folder hung consolidate/show/tail/runs/recover", "test_cli_edges.py::test_fifo_*"),
+    ("19.3 `close()` racing producers lost rows whose call returned", "test_close_races.py::test_close_racing_*"),
+    ("19.4 `recover` finalised a live bare recorder", "test_one_writer.py::test_recover_leaves_a_live_*"),
+    (
+        "19.5 names checked in characters, not bytes",
+        "test_run_edges.py::test_names_too_long_in_bytes_*, *_longest_accepted_*, *_byte_limit_*",
+    ),
+    ("19.6 column names differing only in case stopped consolidation", "test_catalog_edges.py::test_*case*"),
+    ("19.7 `prune=True` deleted rows of live runs", "test_catalog_edges.py::test_prune_*"),
+    ("19.8 a renamed or copied run folder doubled its rows", "test_catalog_edges.py::test_renamed_*, test_copied_*"),
+    (
+        "19.9 symlinked files in a run folder were followed; rows_written unchecked",
+        "test_catalog_edges.py::test_symlinked_*, *_rows_written_*",
+    ),
+    (
+        "19.10 time-zone-aware results crashed queries (pytz)",
+        "test_catalog_edges.py::test_time_zone_*, *_read_text_*; test_cli_edges.py::test_query_time_zone_aware",
+    ),
+    (
+        "19.11 Ctrl-C during `close()` left the run `running`",
+        "test_run_edges.py::test_keyboard_interrupt_in_close_*, *_sigint_during_a_slow_close_*",
+    ),
+    (
+        "19.12 a manager collected without `close()` stayed `running`",
+        "test_run_edges.py::test_*collected*, *_alive_at_exit_*",
+    ),
+    (
+        "19.13 `sys.exit(0)`/`GeneratorExit` in the block marked the run failed",
+        "test_run_edges.py::test_sys_exit_*, *_generator_exit_*, *_keyboard_interrupt_inside_*",
+    ),
+    ("19.14 concurrent `flightlog recover` reported false errors", "test_one_writer.py::test_concurrent_recovers_*"),
+    (
+        "19.15 a mistyped `--root` was created",
+        "test_catalog_edges.py::test_missing_root_*; test_cli_edges.py::test_a_missing_root_*, *_demo_still_creates_*",
+    ),
+    ("19.16 `compare --tol nan`, `--metric run_id`", "test_cli_edges.py::test_compare_*"),
+    (
+        "19.17 `query`'s wrapper leaked (tables, renamed columns, comments, PIVOT)",
+        "test_catalog_edges.py::test_query_*; test_cli_edges.py::test_query_is_run_as_is",
+    ),
+    (
+        "19.18 bad manifests hidden; NaN payloads; deep payloads; `--param 1e400`",
+        "test_cli_edges.py::test_runs_lists_bad_manifests; test_run_edges.py::test_non_finite_*, *_deeply_nested_*, *_param_out_of_*",
+    ),
+    (
+        "19.19 `extend()` of strided/structured numpy fields wrote garbage",
+        "test_extend_inputs.py::test_every_stride_shape_*, *_structured_*, *_broadcast, *_different_shapes_*",
+    ),
+    ("19.20 a huge `flush_interval` hung flush/close/exit", "test_close_races.py::test_huge_flush_interval_*"),
+    ("19.21 masks of masked arrays and `pd.NA` ignored", "test_extend_inputs.py::test_masked_*, *_pandas_*"),
+    ("19.22 `to_arrow()` racing `close()`", "test_close_races.py::test_to_arrow_racing_close_*"),
+    (
+        "19.23 `event()` before the schema failed",
+        "test_api_edges.py::test_events_before_*, *_closing_without_a_schema_*",
+    ),
+    ("19.24 `extend()` peak memory 2x the input", "test_extend_inputs.py::test_extend_peak_memory_is_flat"),
+    (
+        "19.25 enums with many labels O(labels) per row; 1 MB messages",
+        "test_api_edges.py::test_enum_cost_*, *_bad_enum_label_*",
+    ),
+    ("19.26 `log()` with many fields O(fields) per key", "test_api_edges.py::test_log_cost_per_key_*, *_wide_schema_*"),
+    ("19.27 reserved `flightlog.*` metadata keys forgeable", "test_api_edges.py::test_reserved_metadata_*"),
+    (
+        "19.28 inconsistent coercion in `extend()` (datetime64, dict, set)",
+        "test_extend_inputs.py::test_coercion_rule_*, *_arrays_or_sequences, *_datetime_lists_*",
+    ),
+]
+
+
+def hostile_section() -> str:
+    """The hostile-input table: each defect and the tests that reproduce it, with the
+    number of cases each test file tries (collected by pytest, parametrisations included)."""
+    import subprocess
+
+    counts: dict[str, int] = {}
+    for f in HOSTILE_FILES:
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", f],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout
+        counts[f] = sum(1 for line in out.splitlines() if "::" in line)
+    lines = [
+        "## Hostile input",
+        "",
+        "Defects found by trying to break flightlog as a hostile but legal user would (two recorders on one",
+        "path, fork, FIFOs, symlinks, renamed folders, odd dtypes, races with `close()`): each has a regression",
+        "test that failed before its fix and runs in CI.",
+        "",
+        "| defect | regression tests |",
+        "|---|---|",
+        *[f"| {what} | `{tests}` |" for what, tests in HOSTILE_CASES],
+        "",
+        "Cases tried (pytest items, parametrisations included): "
+        + ", ".join(f"`{Path(f).name}` {n}" for f, n in counts.items())
+        + f"; {sum(counts.values())} in all.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def replace_section(doc: str, section: str) -> str:
+    """``doc`` with the section whose heading is ``section``'s first line replaced (or
+    inserted before the known gaps)."""
+    heading = section.splitlines()[0]
+    parts = doc.split("\n## ")
+    head, rest = parts[0], ["## " + p for p in parts[1:]]
+    for i, p in enumerate(rest):
+        if p.splitlines()[0] == heading:
+            rest[i] = section.rstrip() + "\n"
+            break
+    else:
+        at = next((i for i, p in enumerate(rest) if p.startswith("## Known gaps")), len(rest))
+        rest.insert(at, section.rstrip() + "\n")
+    return "\n".join([head.rstrip() + "\n", *rest]).rstrip() + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=200)
@@ -267,7 +408,16 @@ def main() -> int:
     ap.add_argument("--load-rows", type=int, default=100_000, help="rows per thread in the load test")
     ap.add_argument("--soak-rows", type=int, default=0, help="rows of the soak (0: skip)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "RELIABILITY.md")
+    ap.add_argument(
+        "--only-hostile",
+        action="store_true",
+        help="regenerate only the hostile-input section of an existing report (no campaign, faults or load)",
+    )
     args = ap.parse_args()
+    if args.only_hostile:
+        args.out.write_text(replace_section(args.out.read_text(), hostile_section()))
+        print(f"updated the hostile-input section of {args.out}", file=sys.stderr)
+        return 0
 
     import flightlog
 
@@ -321,7 +471,7 @@ def main() -> int:
         ]
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join([header, crash, faults, load, soak, known]).rstrip() + "\n")
+    args.out.write_text("\n".join([header, crash, faults, hostile_section(), load, soak, known]).rstrip() + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0 if ok else 1
 

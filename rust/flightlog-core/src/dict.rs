@@ -214,7 +214,7 @@ mod tests {
         let labels: Vec<String> = (0..100_000).map(|i| format!("L{i}")).collect();
         let d = Dictionary::fixed("phase", &labels);
         for i in [0, 1, 15, 16, 50_000, 99_999] {
-            assert_eq!(d.code(&format!("L{i}")).unwrap(), i as i32);
+            assert_eq!(d.code(&format!("L{i}")).unwrap(), i);
         }
         assert_eq!(d.len(), 100_000);
     }
