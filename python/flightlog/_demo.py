@@ -215,6 +215,15 @@ def _flow(
     return max_iter
 
 
+def _have_matplotlib() -> bool:
+    """Whether ``import matplotlib`` works (the ``plot`` extra is installed)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _say(out: Callable[[str], Any] | None, text: str = "") -> None:
     if out is not None:
         out(text)
@@ -238,7 +247,8 @@ def run_demo(
 
     ``quick=True`` makes a small problem (a few thousand rows, about a second)
     for tests. ``plot`` is ``True`` (``<root>/convergence.png``), a path, or
-    ``False``. ``out`` receives the printed lines (``None``: silent).
+    ``False``; without matplotlib (the ``plot`` extra) the plot is skipped with
+    a one-line note and everything else still runs. ``out`` receives the printed lines (``None``: silent).
     Returns a :class:`DemoResult`.
     """
     from . import schemas
@@ -326,6 +336,11 @@ def run_demo(
     _say(out, "comparison of E = f(x) - f(x*), with iterations and seconds to reach E <= 1e-8:")
     _say(out, render(cols, rows, fmt))
 
+    if plot and not _have_matplotlib():
+        # The plot is the demo's last extra, not its job: a bare `pip install flightlog` runs it to
+        # exit 0 and says in one line how to get the figure.
+        _say(out, "convergence plot skipped: matplotlib is not installed (pip install 'flightlog[plot]')")
+        plot = False
     if plot:
         from ._plot import plot_runs
 
