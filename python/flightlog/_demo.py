@@ -182,15 +182,17 @@ def _flow(
             true_g = A @ x - b
             drift = max(drift, float(np.linalg.norm(g - true_g)) / g0)
         new_phase = "RED" if rel > amber_at else ("AMBER" if rel > green_at else "GREEN")
-        if new_phase != phase:
-            phase = new_phase
-            if phase == "GREEN":
-                bound = gn * gn / (2.0 * prob.mu)  # f(x) - f* <= ||g||^2 / (2 mu)
-                tm.event(
-                    events.CERT_PASS,
-                    {"iter": k, "rel_grad": rel, "gap_bound": bound, "gap": energy, "holds": energy <= bound * 1.0001},
-                )
+        entered = new_phase if new_phase != phase else None
+        phase = new_phase
+        # The row first, then its events: an event takes the iter of the last recorded row,
+        # which is then this iteration's, the same as the "iter" in its payload.
         record(phase, k, now(), energy, gn, eta_dd, step_scale, alpha, gn / b_norm, drift, *tail, *tail2)
+        if entered == "GREEN":
+            bound = gn * gn / (2.0 * prob.mu)  # f(x) - f* <= ||g||^2 / (2 mu)
+            tm.event(
+                events.CERT_PASS,
+                {"iter": k, "rel_grad": rel, "gap_bound": bound, "gap": energy, "holds": energy <= bound * 1.0001},
+            )
         if not (math.isfinite(rel) and rel < blowup):
             tm.event(events.CERT_FAIL, {"reason": "diverged", "iter": k, "rel_grad": rel, "step_scale": step_scale})
             raise DivergenceError(

@@ -117,6 +117,7 @@ class UnitsWarning(UserWarning):
 
     The CFS requires these two fields to carry their units and how they were
     computed, e.g. ``units={"phi_residual": {"unit": "1", "method": "||r||/||b||"}}``.
+    To silence it: ``warnings.filterwarnings("ignore", category=flightlog.UnitsWarning)``.
     """
 
 
@@ -457,7 +458,8 @@ class TelemetryManager:
         if missing:
             warnings.warn(
                 f"units for {', '.join(missing)} are missing: the CFS requires their units and how they were "
-                f"computed in the manifest, e.g. units={{{missing[0]!r}: {{'unit': '1', 'method': '...'}}}}",
+                f"computed in the manifest, e.g. units={{{missing[0]!r}: {{'unit': '1', 'method': '...'}}}} "
+                "(to silence: warnings.filterwarnings('ignore', category=flightlog.UnitsWarning))",
                 UnitsWarning,
                 stacklevel=stacklevel,
             )

@@ -150,8 +150,10 @@ def plot_runs(
     between the runs), CFS phases as a ribbon under the axes (and shaded behind
     a single run), events marked on the lines, failed runs ending in a cross.
 
-    Returns ``{"path", "runs", "rows", "points", "seconds"}``: ``rows`` read
-    (every point), ``points`` drawn.
+    Returns ``{"path", "runs", "rows", "points", "markers", "seconds"}``: ``rows``
+    read (every point), ``points`` drawn, ``markers`` the events drawn (``run_id``,
+    ``event``, ``x``, ``y``; at the event's row on the x axis given, e.g. its time
+    for ``x="t_wall_ms"``).
 
     Raises:
         ImportError: matplotlib is missing (``pip install 'flightlog[plot]'``).
@@ -193,7 +195,7 @@ def plot_runs(
         for row in db.query(sql, [cat_ids]).fetchall():
             by_run[row[0]].append(row[1:])
         if events:
-            event_rows += db.query(_events_sql("events", "telemetry", metric), [cat_ids]).fetchall()
+            event_rows += db.query(_events_sql("events", "telemetry", metric, x), [cat_ids]).fetchall()
     for rid in ids:
         if rid in in_catalog:
             continue
@@ -209,7 +211,8 @@ def plot_runs(
             ev = db.live(rid, kind="events")
             if len(ev):
                 ev_sql = (
-                    "SELECT run_id, iter, event, payload, NULL::DOUBLE AS y FROM e "
+                    "SELECT run_id, iter, event, payload, NULL::DOUBLE AS y, "
+                    f"{_event_x(x)}::DOUBLE AS ex FROM e "
                     f"WHERE event NOT IN {_SKIP_EVENTS!r} AND iter IS NOT NULL ORDER BY t_wall_ms LIMIT 500"
                 )
                 event_rows += ev.relation.query("e", ev_sql).fetchall()
@@ -256,7 +259,7 @@ def plot_runs(
                 if not multi:
                     ax.axvspan(lo, hi, color=PHASE_COLORS.get(phase, "#bbbbbb"), alpha=0.08, lw=0)
 
-    _mark_events(ax, event_rows, ids, line_xy)
+    markers = _mark_events(ax, event_rows, ids, line_xy)
     if logy:
         ax.set_yscale("log")
     if logx:
@@ -311,6 +314,7 @@ def plot_runs(
         "runs": ids,
         "rows": total_rows,
         "points": total_points,
+        "markers": markers,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -324,19 +328,32 @@ def _check_columns(cols: dict[str, str], metric: str, x: str) -> None:
             raise ValueError(f"telemetry column {name!r} is {cols[name]}, not numeric")
 
 
-def _events_sql(events: str, telemetry: str, metric: str) -> str:
+def _event_x(x: str) -> str:
+    """The x of an event from the events table alone (``NULL`` for an x that only telemetry has)."""
+    return {"iter": "iter", "t_wall_ms": "t_wall_ms"}.get(x, "NULL")
+
+
+def _events_sql(events: str, telemetry: str, metric: str, x: str = "iter") -> str:
+    """Events to mark: run_id, iter, event, payload, y (the metric at the event's iter), ex (its x).
+
+    ``ex`` is the x of the telemetry row at the event's iter (so a marker sits on its
+    line whatever ``x`` is), else the event's own ``iter`` or ``t_wall_ms`` when ``x``
+    is one of them: markers at iteration numbers on a time axis squash every curve.
+    """
     skip = ", ".join(f"'{e}'" for e in _SKIP_EVENTS)
+    own = _event_x(x)
     return f"""
     WITH e AS (
-        SELECT run_id, iter, event, payload,
+        SELECT run_id, iter, event, payload, {own}::DOUBLE AS own_x,
                row_number() OVER (PARTITION BY run_id ORDER BY t_wall_ms) AS k
         FROM {events}
         WHERE list_contains(?::VARCHAR[], run_id) AND event NOT IN ({skip}) AND iter IS NOT NULL
     )
-    SELECT e.run_id, e.iter, e.event, e.payload, any_value(t.{_ident(metric)})::DOUBLE AS y
+    SELECT e.run_id, e.iter, e.event, e.payload, any_value(t.{_ident(metric)})::DOUBLE AS y,
+           coalesce(any_value(t.{_ident(x)})::DOUBLE, any_value(e.own_x)) AS ex
     FROM e LEFT JOIN {telemetry} t ON t.run_id = e.run_id AND t.iter = e.iter
     WHERE e.k <= {_MAX_EVENTS_PER_RUN}
-    GROUP BY ALL ORDER BY e.run_id, e.iter
+    GROUP BY e.run_id, e.iter, e.event, e.payload, e.k ORDER BY e.run_id, e.iter
     """
 
 
@@ -351,17 +368,20 @@ def _interp(xs: list[float], ys: list[float], at: float) -> float | None:
     return ys[i]
 
 
-def _mark_events(ax: Any, rows: list[tuple[Any, ...]], ids: list[str], line_xy: dict[str, Any]) -> None:
-    for run_id, it, name, _payload, y in rows:
+def _mark_events(ax: Any, rows: list[tuple[Any, ...]], ids: list[str], line_xy: dict[str, Any]) -> list[dict[str, Any]]:
+    drawn: list[dict[str, Any]] = []
+    for run_id, _it, name, _payload, y, ex in rows:
         xy = line_xy.get(run_id)
-        if xy is None:
-            continue
+        if xy is None or ex is None or not math.isfinite(ex):
+            continue  # no x for this event on this axis
         if y is None or not math.isfinite(y):
-            y = _interp(xy[0], xy[1], float(it))
+            y = _interp(xy[0], xy[1], float(ex))
         if y is None or (ax.get_yscale() == "log" and y <= 0):
             continue
         marker, color = _EVENT_STYLE.get(name, ("v", "#1f1f1f"))
-        ax.plot([it], [y], marker=marker, ms=8, color=color, mec="black", mew=0.7, ls="none", zorder=6)
+        ax.plot([ex], [y], marker=marker, ms=8, color=color, mec="black", mew=0.7, ls="none", zorder=6)
+        drawn.append({"run_id": run_id, "event": name, "x": float(ex), "y": float(y)})
+    return drawn
 
 
 def _event_legend(plt: Any, rows: list[tuple[Any, ...]], handles: list[Any], labels: list[str]) -> tuple[list, list]:

@@ -1,0 +1,86 @@
+"""What a newcomer trips over in the demo, the plots, the README and the warnings (issue 14, part 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import flightlog
+from flightlog import DuckDBManager, TelemetryManager, schemas
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    from flightlog._demo import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("demo") / "root", quick=True, plot=False, out=None)
+
+
+def test_demo_event_iter_equals_the_iter_in_its_payload(demo) -> None:
+    db = DuckDBManager(demo.root, read_only=True)
+    rows = db.query(
+        "SELECT run_id, event, iter, payload FROM events WHERE event IN ('CERT_PASS', 'CERT_FAIL', 'TIMEOUT')"
+    ).fetchall()
+    names = {r[1] for r in rows}
+    assert {"CERT_PASS", "CERT_FAIL", "TIMEOUT"} <= names
+    for run_id, event, it, payload in rows:
+        body = payload if isinstance(payload, dict) else json.loads(payload)
+        assert it == body["iter"], (run_id, event, it, body)
+
+
+def test_event_markers_sit_at_their_time_on_a_time_axis(demo, tmp_path: Path) -> None:
+    from flightlog._plot import plot_runs
+
+    db = DuckDBManager(demo.root, read_only=True)
+    run = next(r for r in demo.runs if r.status == "finished" and r.method == "gd" and r.step_scale == 1.9)
+    by_time = plot_runs(db, [run.run_id], "E", tmp_path / "t.png", x="t_wall_ms", logy=True)
+    by_iter = plot_runs(db, [run.run_id], "E", tmp_path / "i.png", x="iter", logy=True)
+    (cert,) = [m for m in by_iter["markers"] if m["event"] == "CERT_PASS"]
+    (cert_t,) = [m for m in by_time["markers"] if m["event"] == "CERT_PASS"]
+    it = int(cert["x"])
+    (t_row,) = db.query("SELECT t_wall_ms FROM telemetry WHERE run_id = ? AND iter = ?", [run.run_id, it]).fetchone()
+    assert cert_t["x"] == pytest.approx(t_row)
+    (t_max,) = db.query("SELECT max(t_wall_ms) FROM telemetry WHERE run_id = ?", [run.run_id]).fetchone()
+    # every marker is on the time axis of its run, not at an iteration number
+    for m in by_time["markers"]:
+        assert 0 <= m["x"] <= t_max
+    assert cert_t["y"] == pytest.approx(cert["y"])
+
+
+def test_units_warning_says_how_to_silence_it(tmp_path: Path) -> None:
+    with pytest.warns(flightlog.UnitsWarning) as record:
+        with TelemetryManager(tmp_path / "root", "gd", schema=schemas.CFS_CORE):
+            pass
+    text = str(record[0].message)
+    assert "filterwarnings('ignore', category=flightlog.UnitsWarning)" in text
+    # and the advice works (pytest turns warnings into errors here)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=flightlog.UnitsWarning)
+        with TelemetryManager(tmp_path / "root", "gd", schema=schemas.CFS_CORE):
+            pass
+
+
+def test_readme_30_second_example_runs_twice_in_the_same_folder(tmp_path: Path) -> None:
+    (block,) = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)[:1]
+    for attempt in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", block],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, (attempt, result.stderr)
+        assert "GREEN" in result.stdout
+    assert len(list((tmp_path / "runs").iterdir())) == 2
