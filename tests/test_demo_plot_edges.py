@@ -84,3 +84,38 @@ def test_readme_30_second_example_runs_twice_in_the_same_folder(tmp_path: Path) 
         assert result.returncode == 0, (attempt, result.stderr)
         assert "GREEN" in result.stdout
     assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def _show(root: Path, run_id: str, fmt: str, capsys: pytest.CaptureFixture[str]) -> str:
+    from flightlog.cli import main
+
+    capsys.readouterr()
+    assert main(["--root", str(root), "--format", fmt, "show", run_id]) == 0
+    return capsys.readouterr().out
+
+
+def _phase_run(root: Path) -> str:
+    from flightlog import Enum, Field, Schema
+
+    schema = Schema([Field("iter", "i64"), Field("phase", Enum(["RED", "AMBER", "GREEN"]))])
+    with TelemetryManager(root, "enum", schema=schema) as tm:
+        for i in range(10):
+            tm.log(iter=i, phase="RED" if i < 6 else ("AMBER" if i < 9 else "GREEN"))
+    return tm.run_id
+
+
+@pytest.mark.parametrize("consolidated", [True, False], ids=["catalog", "files"])
+def test_show_gives_value_counts_of_an_enum_not_a_lexicographic_min_max(tmp_path, capsys, consolidated) -> None:
+    root = tmp_path / "root"
+    run_id = _phase_run(root)
+    if consolidated:
+        DuckDBManager(root).consolidate()
+    data = json.loads(_show(root, run_id, "json", capsys))
+    (phase,) = [c for c in data["columns"] if c["column"] == "phase"]
+    assert data["source"] == ("catalog" if consolidated else "files")
+    assert phase["min"] is None and phase["max"] is None  # was "AMBER" / "RED"
+    assert phase["counts"] == {"RED": 6, "AMBER": 3, "GREEN": 1}
+    text = _show(root, run_id, "table", capsys)
+    assert "phase: RED 6, AMBER 3, GREEN 1" in text
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("phase ")]
+    assert "AMBER" not in line and "RED" not in line
