@@ -119,3 +119,40 @@ def test_show_gives_value_counts_of_an_enum_not_a_lexicographic_min_max(tmp_path
     assert "phase: RED 6, AMBER 3, GREEN 1" in text
     (line,) = [ln for ln in text.splitlines() if ln.startswith("phase ")]
     assert "AMBER" not in line and "RED" not in line
+
+
+def test_plot_colours_of_curves_phases_and_events_are_distinct() -> None:
+    from flightlog._plot import CURVE_COLORS, EVENT_STYLE, PHASE_COLORS
+
+    curves = {c.lower() for c in CURVE_COLORS}
+    phases = {c.lower() for c in PHASE_COLORS.values()}
+    events = {c.lower() for _marker, c in EVENT_STYLE.values()}
+    assert len(curves) == len(CURVE_COLORS) >= 6
+    assert not curves & phases and not curves & events and not phases & events
+
+
+def test_plot_picks_log_y_when_the_metric_spans_decades_and_labels_its_unit(demo, tmp_path: Path) -> None:
+    from flightlog._plot import plot_runs
+
+    db = DuckDBManager(demo.root, read_only=True)
+    ids = [r.run_id for r in demo.runs if r.status == "finished"]
+    info = plot_runs(db, ids, "E", tmp_path / "e.png")  # E falls from ~1 to ~1e-17
+    assert info["logy"] is True
+    assert info["ylabel"].startswith("E\nf(x_k) - f(x*), optimality gap")
+    info = plot_runs(db, ids, "E", tmp_path / "e_lin.png", logy=False)  # an explicit choice wins
+    assert info["logy"] is False
+    info = plot_runs(db, ids, "eta_dd", tmp_path / "eta.png")  # constant and negative: linear
+    assert info["logy"] is False
+    info = plot_runs(db, ids, "t_wall_ms", tmp_path / "t.png", x="iter")
+    assert info["ylabel"].startswith("t_wall_ms [ms]\n")
+
+
+def test_cli_plot_logy_is_auto_by_default(demo, tmp_path: Path, capsys) -> None:
+    from flightlog.cli import main
+
+    run = demo.runs[0].run_id
+    for flag, expected in (([], True), (["--no-logy"], False), (["--logy"], True)):
+        capsys.readouterr()
+        args = ["--root", str(demo.root), "--format", "json", "plot", run, "-o", str(tmp_path / "p.png"), *flag]
+        assert main(args) == 0
+        assert json.loads(capsys.readouterr().out)["logy"] is expected, flag

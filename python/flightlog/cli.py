@@ -1516,14 +1516,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by", help="params.NAME (or a runs column such as flow_name): aggregate per group")
     p.add_argument("--params", action="append", default=[], help="params to show as columns (a,b)")
     p.add_argument("--plot", metavar="FILE.png", help="also plot the runs")
-    p.add_argument("--logy", action="store_true", help="log y axis for --plot")
+    p.add_argument(
+        "--logy", action=argparse.BooleanOptionalAction, default=None, help="log y axis for --plot (default: auto)"
+    )
 
     p = add("plot", cmd_plot, "plot a metric of runs into a PNG (downsampled on read)", True)
     p.add_argument("runs", nargs="*", metavar="RUN", help="run ids")
     p.add_argument("--flow", action="append", default=[], help="also every run of this flow (repeatable)")
     p.add_argument("--metric", "-m", default="E", help="telemetry column (default E)")
     p.add_argument("--x", default="iter", help="x column (default iter; e.g. t_wall_ms)")
-    p.add_argument("--logy", action="store_true", help="log y axis")
+    p.add_argument(
+        "--logy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log y axis (default: log when the positive values span 3+ decades)",
+    )
     p.add_argument("--logx", action="store_true", help="log x axis (symlog: iteration 0 stays visible)")
     p.add_argument("--params", action="append", help="params for the legend (default: those that differ)")
     p.add_argument("--title")
