@@ -21,6 +21,7 @@ from importlib import import_module
 
 from . import events, schemas
 from ._errors import (
+    CatalogError,
     CatalogLockedError,
     CatalogUnavailableError,
     ConflictError,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 __version__: str = FlightRecorder._version()
 
 __all__ = [
+    "CatalogError",
     "CatalogLockedError",
     "CatalogUnavailableError",
     "ConflictError",

@@ -105,7 +105,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import CatalogLockedError, CatalogUnavailableError
+from ._errors import CatalogError, CatalogLockedError, CatalogUnavailableError
 from ._tree import HttpfsTree, LocalTree, ObjectPath, duckdb_connect
 
 try:  # POSIX only; elsewhere DuckDB's own file lock (with retries) is the only guard.
@@ -279,23 +279,10 @@ def _shard(rel: str) -> str:
     return f"guard_{zlib.crc32(rel.encode('utf-8')) % _GUARD_SHARDS:02d}"
 
 
-_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.IGNORECASE)
-_URI_PASSWORD_RE = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
-
-
-def _redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with PostgreSQL passwords (``password=...``, ``postgresql://u:pw@``) masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _PASSWORD_RE.sub(lambda m: m.group(1) + "***", text)
-    return _URI_PASSWORD_RE.sub(lambda m: m.group(1) + "***" + m.group(3), text)
-
-
-def _dsn_passwords(dsn: str) -> list[str]:
-    found = [m.group(2).strip("'") for m in _PASSWORD_RE.finditer(dsn)]
-    found += [m.group(2) for m in _URI_PASSWORD_RE.finditer(dsn)]
-    return [p for p in found if p and p != "***"]
+# DSN passwords are masked in messages and repr; the patterns live in _redact.py (shared with
+# the manifest's provenance.argv).
+from ._redact import dsn_passwords as _dsn_passwords  # noqa: E402
+from ._redact import redact_dsn as _redact  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -681,6 +668,29 @@ class _Plan:
 # --------------------------------------------------------------------------- the manager
 
 
+def _catalog_io(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Public entry points: DuckDB's I/O errors (``duckdb.IOException``, including its
+    ``HTTPException``: a wrong S3 secret, an unreadable ``duckdb.db``) become
+    :class:`~flightlog.CatalogError`, message kept, the DuckDB error chained. Other
+    DuckDB errors (bad SQL given to :meth:`DuckDBManager.query`) and flightlog's own
+    and Python's documented errors pass through unchanged."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: DuckDBManager, *args: Any, **kwargs: Any) -> Any:
+        import duckdb
+
+        try:
+            return method(self, *args, **kwargs)
+        except duckdb.IOException as e:
+            text = str(e).strip()
+            if self._lake is not None:
+                text = self._lake.redact(text)
+            raise CatalogError(f"{text} (catalog: {self._where}; root: {self.root})") from e
+
+    return wrapper
+
+
 class DuckDBManager:
     """Consolidates the runs under a root into ``duckdb.db`` and queries them.
 
@@ -834,6 +844,7 @@ class DuckDBManager:
         for a ``files_only`` manager)."""
         return self._where
 
+    @_catalog_io
     def exists(self) -> bool:
         """Whether the catalog has been created (by :meth:`consolidate`): the ``db_path``
         file exists, or the DuckLake catalog holds flightlog's tables. Creates nothing.
@@ -1354,6 +1365,7 @@ class DuckDBManager:
 
     # ------------------------------------------------------------------ consolidation
 
+    @_catalog_io
     def consolidate(
         self, prune: bool = False, progress: Callable[[int, int], Any] | None = None
     ) -> ConsolidationReport:
@@ -2207,6 +2219,7 @@ class DuckDBManager:
 
     # ------------------------------------------------------------------ queries
 
+    @_catalog_io
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Result:
         """Run one read-only SQL query over the catalog and return its rows as a :class:`Result`
         (``.df()``, ``.arrow()``, ``.pl()``, ``.fetchall()``, ``.fetchone()``, ``.relation``).
@@ -2230,6 +2243,7 @@ class DuckDBManager:
         with self._reader() as mem:
             return self._materialise(mem, body, params, names=True)
 
+    @_catalog_io
     def runs(self, flow_name: str | None = None, status: str | Iterable[str] | None = None) -> Result:
         """The ``runs`` table (optionally one flow's, and/or with the given status(es)),
         oldest first."""
@@ -2257,6 +2271,7 @@ class DuckDBManager:
             order_by = f" ORDER BY {', '.join(_ident(k) for k in keys)}" if keys else ""
             return self._materialise(mem, f"SELECT {select} FROM {table} WHERE {where}{order_by}", params)
 
+    @_catalog_io
     def telemetry(self, run_ids: str | Iterable[str] | None = None, columns: Sequence[str] | None = None) -> Result:
         """Consolidated telemetry rows (of the given run(s)), ordered by run and ``iter``;
         ``columns`` picks columns (names are checked against the table)."""
@@ -2264,6 +2279,7 @@ class DuckDBManager:
         where = "(?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], run_id))"
         return self._rows_of("telemetry", where, [ids, ids], columns, "iter,t_wall_ms")
 
+    @_catalog_io
     def events(self, run_ids: str | Iterable[str] | None = None, names: str | Iterable[str] | None = None) -> Result:
         """Consolidated events (of the given run(s), with the given name(s)), in time order."""
         ids = _id_list(run_ids)
@@ -2274,6 +2290,7 @@ class DuckDBManager:
         )
         return self._rows_of("events", where, [ids, ids, events, events], None, "t_wall_ms")
 
+    @_catalog_io
     def compare(self, run_ids: str | Iterable[str], metric: str = "E") -> Result:
         """Per-run summary of ``metric``, one row per run in the order given.
 
@@ -2336,6 +2353,7 @@ class DuckDBManager:
 
     # ------------------------------------------------------------------ live
 
+    @_catalog_io
     def live(self, run_id: str, kind: str = "telemetry") -> Result:
         """What a run has made durable so far, read straight from its files (not the catalog).
 

@@ -11,7 +11,15 @@
           ├── RunClaimedError           another writer holds the run folder (one writer per run)
           ├── CatalogLockedError (TimeoutError)    another process holds duckdb.db
           ├── CatalogUnavailableError (ConnectionError)  a DuckLake catalog's database is unreachable
+          ├── CatalogError (OSError)    the catalog or the run files could not be read/written
+          │                             (DuckDB's I/O or HTTP error, chained as __cause__)
           └── ConflictError             a conditional update of an object lost a race
+
+``DuckDBManager`` methods raise ``CatalogError`` for DuckDB's I/O errors
+(``duckdb.IOException`` and its ``HTTPException``: a wrong S3 secret, an unreadable
+or corrupt ``duckdb.db``); DuckDB's other errors in the SQL given to ``query()``
+(parser, binder, catalog errors: the caller's SQL is wrong) stay ``duckdb.Error``,
+as documented there.
 
 Wrong value types raise the built-in ``TypeError`` and out-of-range values and
 bad names the built-in ``ValueError``, each naming the field or argument.
@@ -20,6 +28,7 @@ bad names the built-in ``ValueError``, each naming the field or argument.
 from __future__ import annotations
 
 __all__ = [
+    "CatalogError",
     "CatalogLockedError",
     "CatalogUnavailableError",
     "ConflictError",
@@ -71,6 +80,13 @@ class CatalogUnavailableError(FlightlogError, ConnectionError):
     """The catalog database (a DuckLake catalog's PostgreSQL server) cannot be reached.
 
     The message names the catalog without its password."""
+
+
+class CatalogError(FlightlogError, OSError):
+    """DuckDB could not read or write the catalog or the files under the root: an
+    HTTP error of an object store (a wrong secret, a missing bucket), an unreadable
+    or corrupt ``duckdb.db``. The message is DuckDB's, plus the catalog's location;
+    the DuckDB exception is the ``__cause__``."""
 
 
 class ConflictError(FlightlogError):

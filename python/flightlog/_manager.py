@@ -47,12 +47,13 @@ from ._manifest import (
     MANIFEST_NAME,
     ManifestError,
     create_manifest,
-    provenance,
+    provenance_options,
     read_manifest,
     to_toml_table,
     utc_now_iso,
     write_manifest,
 )
+from ._manifest import provenance as _provenance  # the name `provenance` is an argument of __init__
 from ._names import check_run_names, validate_name
 from ._recorder import FlightRecorder, Sampling
 from ._runs import DEFAULT_RUN_PREFIX, ROOT_ENV, claim, file_lock, flow_dir, flow_paths, resolve_root
@@ -124,6 +125,7 @@ class UnitsWarning(UserWarning):
 
     The CFS requires these two fields to carry their units and how they were
     computed, e.g. ``units={"phi_residual": {"unit": "1", "method": "||r||/||b||"}}``.
+    To silence it: ``warnings.filterwarnings("ignore", category=flightlog.UnitsWarning)``.
     """
 
 
@@ -227,6 +229,11 @@ class TelemetryManager:
         params, tags, units: user config, labels, and units/notes per field, written
             to the manifest (see :mod:`flightlog._manifest` for how values convert).
         run_prefix: prefix of run folders (``"fda_run_"``).
+        provenance: what the manifest's ``[provenance]`` records of the command line:
+            ``None`` (default: ``argv`` with secret-looking values such as
+            ``--password X``, ``password=`` in DSNs and URL passwords replaced by
+            ``"<redacted>"``), ``{"argv": False}`` (no argv), ``{"redact": [regex, ...]}``
+            (also mask what these match).
         **recorder_options: passed to :class:`~flightlog.FlightRecorder`
             (``flush_interval``, ``segment_rows``, ``ring_capacity``, ``compression``,
             ``on_full``, ``sampling``, ``max_rows``, ``metadata``, ``schema_version``).
@@ -260,6 +267,7 @@ class TelemetryManager:
         units: Mapping[str, Any] | None = None,
         run_prefix: str = DEFAULT_RUN_PREFIX,
         storage_options: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
         **recorder_options: Any,
     ) -> None:
         # 1. Validate and convert everything before touching the disk.
@@ -275,6 +283,7 @@ class TelemetryManager:
         validate_name("run_prefix", run_prefix)
         # Names are limited in bytes on disk: refuse ids whose longest name would not fit.
         check_run_names(flow_name=self.flow_name, run_id=run_id, run_prefix=run_prefix, mode=mode)
+        provenance_opts = provenance_options(provenance)
         unknown = sorted(set(recorder_options) - _RECORDER_OPTIONS)
         if unknown:
             raise TypeError(
@@ -346,7 +355,7 @@ class TelemetryManager:
             "params": self._params,
             "tags": self._tags,
             "units": self._units,
-            "provenance": provenance(),
+            "provenance": _provenance(provenance_opts),
             "sampling": sampling_table,
         }
         if self._schema is not None:
@@ -459,7 +468,8 @@ class TelemetryManager:
         if missing:
             warnings.warn(
                 f"units for {', '.join(missing)} are missing: the CFS requires their units and how they were "
-                f"computed in the manifest, e.g. units={{{missing[0]!r}: {{'unit': '1', 'method': '...'}}}}",
+                f"computed in the manifest, e.g. units={{{missing[0]!r}: {{'unit': '1', 'method': '...'}}}} "
+                "(to silence: warnings.filterwarnings('ignore', category=flightlog.UnitsWarning))",
                 UnitsWarning,
                 stacklevel=stacklevel,
             )

@@ -521,14 +521,57 @@ def git_info(start: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return info
 
 
-def provenance() -> dict[str, Any]:
+PROVENANCE_OPTIONS = ("argv", "redact")
+
+
+def provenance_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Checked ``provenance=`` options: ``{"argv": bool, "redact": [regex, ...]}``."""
+    import re
+
+    if options is None:
+        return {"argv": True, "redact": ()}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"provenance must be a dict such as {{'argv': False}}; got {type(options).__name__}")
+    unknown = sorted(set(options) - set(PROVENANCE_OPTIONS))
+    if unknown:
+        raise ValueError(f"provenance: unknown option(s) {', '.join(map(repr, unknown))}; known: argv, redact")
+    argv = options.get("argv", True)
+    if not isinstance(argv, bool):
+        raise TypeError(f"provenance['argv'] must be True or False; got {argv!r}")
+    redact = options.get("redact", ())
+    if isinstance(redact, (str, re.Pattern)):
+        redact = (redact,)
+    patterns = []
+    for p in redact:
+        if isinstance(p, re.Pattern):
+            patterns.append(p)
+        elif isinstance(p, str):
+            try:
+                patterns.append(re.compile(p))
+            except re.error as e:
+                raise ValueError(f"provenance['redact']: bad regular expression {p!r}: {e}") from None
+        else:
+            raise TypeError(f"provenance['redact'] must be regular expressions (str); got {p!r}")
+    return {"argv": argv, "redact": tuple(patterns)}
+
+
+def provenance(options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Where and by what this process runs: host, pid, user, argv, cwd, python,
     platform, flightlog and numpy versions, git commit/branch/dirty flag.
+
+    ``argv`` has secret-looking values replaced by ``"<redacted>"`` (option values
+    such as ``--password X``, ``key=value`` secrets, URL passwords; see
+    :mod:`flightlog._redact`). ``options`` (``TelemetryManager(provenance=...)``):
+    ``{"argv": False}`` leaves argv out, ``{"redact": [regex, ...]}`` also masks
+    what the regular expressions match.
 
     What cannot change during a process (host, user, versions, platform) is
     computed once and cached; pid, argv, cwd and the git commit are read on every
     call. ``None`` values are left out.
     """
+    from ._redact import redact_argv
+
+    opts = provenance_options(options)
     pid = os.getpid()
     try:
         cwd = os.getcwd()
@@ -539,7 +582,7 @@ def provenance() -> dict[str, Any]:
         {
             "pid": pid,
             "pid_start_ticks": process_start_ticks(pid),
-            "argv": list(sys.argv),
+            "argv": redact_argv(sys.argv, opts["redact"]) if opts["argv"] else None,
             "cwd": cwd,
         }
     )

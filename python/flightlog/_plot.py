@@ -19,16 +19,25 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PHASE_COLORS", "plot_runs"]
+__all__ = ["CURVE_COLORS", "EVENT_STYLE", "PHASE_COLORS", "plot_runs"]
 
+# Three families that never share a colour: a red curve next to a red CERT_FAIL marker
+# and a RED phase reads as one thing.
 #: Colours of the CFS phases (shading and the phase ribbon).
 PHASE_COLORS = {"RED": "#d62728", "AMBER": "#ffa600", "GREEN": "#2ca02c"}
-_EVENT_STYLE = {
-    "CERT_PASS": ("o", "#2ca02c"),
-    "CERT_FAIL": ("X", "#d62728"),
-    "TIMEOUT": ("s", "#7f7f7f"),
-    "ROW_BUDGET_EXCEEDED": ("D", "#9467bd"),
+#: Colours of the runs' curves: tab10 without its red, orange, green and grey.
+CURVE_COLORS = ("#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#8c6d31")
+#: Marker and fill of each event: shapes in black, white and a neutral teal, no phase or curve colour.
+EVENT_STYLE = {
+    "CERT_PASS": ("o", "#ffffff"),
+    "CERT_FAIL": ("X", "#000000"),
+    "TIMEOUT": ("s", "#5f5f5f"),
+    "ROW_BUDGET_EXCEEDED": ("D", "#00a087"),
 }
+_EVENT_DEFAULT = ("v", "#1f1f1f")
+_EVENT_STYLE = EVENT_STYLE
+#: ``logy=None`` draws a log y axis when the (all positive) values span this many decades.
+AUTO_LOG_DECADES = 3.0
 _SKIP_EVENTS = ("RUN_STARTED", "RUN_FINISHED")
 _MAX_EVENTS_PER_RUN = 50
 
@@ -131,7 +140,7 @@ def plot_runs(
     out: str | os.PathLike[str] = "convergence.png",
     *,
     x: str = "iter",
-    logy: bool = False,
+    logy: bool | None = None,
     logx: bool = False,
     params: Iterable[str] | None = None,
     title: str | None = None,
@@ -150,8 +159,15 @@ def plot_runs(
     between the runs), CFS phases as a ribbon under the axes (and shaded behind
     a single run), events marked on the lines, failed runs ending in a cross.
 
-    Returns ``{"path", "runs", "rows", "points", "seconds"}``: ``rows`` read
-    (every point), ``points`` drawn.
+    ``logy=None`` (default) picks a log y axis when every value is positive and
+    they span at least ``AUTO_LOG_DECADES`` decades (an optimality gap falling
+    from 1 to 1e-15 is a flat line at 0 on a linear axis). The y label is the
+    metric with its unit and method from the runs' manifests (``units=``).
+
+    Returns ``{"path", "runs", "rows", "points", "markers", "logy", "ylabel", "seconds"}``: ``rows``
+    read (every point), ``points`` drawn, ``markers`` the events drawn (``run_id``,
+    ``event``, ``x``, ``y``; at the event's row on the x axis given, e.g. its time
+    for ``x="t_wall_ms"``).
 
     Raises:
         ImportError: matplotlib is missing (``pip install 'flightlog[plot]'``).
@@ -179,21 +195,27 @@ def plot_runs(
             [ids],
         ).fetchall()
         in_catalog = {r[0] for r in present}
-        for rid, status, flow, p in db.query(
-            "SELECT run_id, status, flow_name, params FROM runs WHERE list_contains(?::VARCHAR[], run_id)", [ids]
+        for rid, status, flow, p, u in db.query(
+            "SELECT run_id, status, flow_name, params, units FROM runs WHERE list_contains(?::VARCHAR[], run_id)",
+            [ids],
         ).fetchall():
-            run_info[rid] = {"status": status, "flow_name": flow, "params": json.loads(p) if p else {}}
+            run_info[rid] = {
+                "status": status,
+                "flow_name": flow,
+                "params": json.loads(p) if p else {},
+                "units": json.loads(u) if u else {},
+            }
 
     by_run: dict[str, list[tuple[Any, ...]]] = {rid: [] for rid in ids}
     event_rows: list[tuple[Any, ...]] = []
     cat_ids = [r for r in ids if r in in_catalog]
     if cat_ids:
         _check_columns(cols, metric, x)
-        sql = _downsample_sql("telemetry", metric, x, "phase" in cols, logx, logy, buckets)
+        sql = _downsample_sql("telemetry", metric, x, "phase" in cols, logx, bool(logy), buckets)
         for row in db.query(sql, [cat_ids]).fetchall():
             by_run[row[0]].append(row[1:])
         if events:
-            event_rows += db.query(_events_sql("events", "telemetry", metric), [cat_ids]).fetchall()
+            event_rows += db.query(_events_sql("events", "telemetry", metric, x), [cat_ids]).fetchall()
     for rid in ids:
         if rid in in_catalog:
             continue
@@ -202,22 +224,32 @@ def plot_runs(
         if len(live) == 0:
             raise ValueError(f"run {rid!r} has no durable telemetry rows yet")
         _check_columns(lcols, metric, x)
-        sql = _downsample_sql("t", metric, x, "phase" in lcols, logx, logy, buckets)
+        sql = _downsample_sql("t", metric, x, "phase" in lcols, logx, bool(logy), buckets)
         for row in live.relation.query("t", sql.replace("?::VARCHAR[]", f"['{rid}']")).fetchall():
             by_run[row[0]].append(row[1:])
         if events:
             ev = db.live(rid, kind="events")
             if len(ev):
                 ev_sql = (
-                    "SELECT run_id, iter, event, payload, NULL::DOUBLE AS y FROM e "
+                    "SELECT run_id, iter, event, payload, NULL::DOUBLE AS y, "
+                    f"{_event_x(x)}::DOUBLE AS ex FROM e "
                     f"WHERE event NOT IN {_SKIP_EVENTS!r} AND iter IS NOT NULL ORDER BY t_wall_ms LIMIT 500"
                 )
                 event_rows += ev.relation.query("e", ev_sql).fetchall()
-        run_info.setdefault(rid, {"status": "running", "params": _manifest_params(db, rid)})
+        if rid not in run_info:
+            manifest = _manifest_of(db, rid)
+            run_info[rid] = {
+                "status": "running",
+                "params": dict(manifest.get("params") or {}),
+                "units": dict(manifest.get("units") or {}),
+            }
     for rid, rows in by_run.items():
         if not rows:
             raise ValueError(f"run {rid!r} has no telemetry rows")
 
+    if logy is None:
+        logy = _auto_logy(by_run)
+    ylabel = _y_label(metric, [run_info.get(r, {}).get("units", {}).get(metric) for r in ids])
     legend_params = list(params) if params is not None else _auto_params({r: run_info[r]["params"] for r in ids})
     multi = len(ids) > 1
     show_phases = phases and any(r[12] is not None for rows in by_run.values() for r in rows)
@@ -230,7 +262,7 @@ def plot_runs(
         rib = fig.add_subplot(grid[1], sharex=ax)
     else:
         ax, rib = fig.add_subplot(1, 1, 1), None
-    colors = plt.get_cmap("tab10").colors
+    colors = CURVE_COLORS
     total_rows, total_points = 0, 0
     line_xy: dict[str, tuple[list[float], list[float]]] = {}
     for i, rid in enumerate(ids):
@@ -256,7 +288,7 @@ def plot_runs(
                 if not multi:
                     ax.axvspan(lo, hi, color=PHASE_COLORS.get(phase, "#bbbbbb"), alpha=0.08, lw=0)
 
-    _mark_events(ax, event_rows, ids, line_xy)
+    markers = _mark_events(ax, event_rows, ids, line_xy)
     if logy:
         ax.set_yscale("log")
     if logx:
@@ -265,7 +297,7 @@ def plot_runs(
     ax.grid(True, which="major", alpha=0.35)
     if logy:
         ax.grid(True, which="minor", axis="y", alpha=0.12)
-    ax.set_ylabel(metric)
+    ax.set_ylabel(ylabel, fontsize=9 if "\n" in ylabel else None)
     ax.set_title(title or f"{metric} by {x}: {len(ids)} run{'s' if multi else ''}", fontsize=12)
     handles, labels = ax.get_legend_handles_labels()
     handles, labels = _event_legend(plt, event_rows, handles, labels)
@@ -311,6 +343,9 @@ def plot_runs(
         "runs": ids,
         "rows": total_rows,
         "points": total_points,
+        "markers": markers,
+        "logy": bool(logy),
+        "ylabel": ylabel,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -324,19 +359,32 @@ def _check_columns(cols: dict[str, str], metric: str, x: str) -> None:
             raise ValueError(f"telemetry column {name!r} is {cols[name]}, not numeric")
 
 
-def _events_sql(events: str, telemetry: str, metric: str) -> str:
+def _event_x(x: str) -> str:
+    """The x of an event from the events table alone (``NULL`` for an x that only telemetry has)."""
+    return {"iter": "iter", "t_wall_ms": "t_wall_ms"}.get(x, "NULL")
+
+
+def _events_sql(events: str, telemetry: str, metric: str, x: str = "iter") -> str:
+    """Events to mark: run_id, iter, event, payload, y (the metric at the event's iter), ex (its x).
+
+    ``ex`` is the x of the telemetry row at the event's iter (so a marker sits on its
+    line whatever ``x`` is), else the event's own ``iter`` or ``t_wall_ms`` when ``x``
+    is one of them: markers at iteration numbers on a time axis squash every curve.
+    """
     skip = ", ".join(f"'{e}'" for e in _SKIP_EVENTS)
+    own = _event_x(x)
     return f"""
     WITH e AS (
-        SELECT run_id, iter, event, payload,
+        SELECT run_id, iter, event, payload, {own}::DOUBLE AS own_x,
                row_number() OVER (PARTITION BY run_id ORDER BY t_wall_ms) AS k
         FROM {events}
         WHERE list_contains(?::VARCHAR[], run_id) AND event NOT IN ({skip}) AND iter IS NOT NULL
     )
-    SELECT e.run_id, e.iter, e.event, e.payload, any_value(t.{_ident(metric)})::DOUBLE AS y
+    SELECT e.run_id, e.iter, e.event, e.payload, any_value(t.{_ident(metric)})::DOUBLE AS y,
+           coalesce(any_value(t.{_ident(x)})::DOUBLE, any_value(e.own_x)) AS ex
     FROM e LEFT JOIN {telemetry} t ON t.run_id = e.run_id AND t.iter = e.iter
     WHERE e.k <= {_MAX_EVENTS_PER_RUN}
-    GROUP BY ALL ORDER BY e.run_id, e.iter
+    GROUP BY e.run_id, e.iter, e.event, e.payload, e.k ORDER BY e.run_id, e.iter
     """
 
 
@@ -351,34 +399,59 @@ def _interp(xs: list[float], ys: list[float], at: float) -> float | None:
     return ys[i]
 
 
-def _mark_events(ax: Any, rows: list[tuple[Any, ...]], ids: list[str], line_xy: dict[str, Any]) -> None:
-    for run_id, it, name, _payload, y in rows:
+def _mark_events(ax: Any, rows: list[tuple[Any, ...]], ids: list[str], line_xy: dict[str, Any]) -> list[dict[str, Any]]:
+    drawn: list[dict[str, Any]] = []
+    for run_id, _it, name, _payload, y, ex in rows:
         xy = line_xy.get(run_id)
-        if xy is None:
-            continue
+        if xy is None or ex is None or not math.isfinite(ex):
+            continue  # no x for this event on this axis
         if y is None or not math.isfinite(y):
-            y = _interp(xy[0], xy[1], float(it))
+            y = _interp(xy[0], xy[1], float(ex))
         if y is None or (ax.get_yscale() == "log" and y <= 0):
             continue
-        marker, color = _EVENT_STYLE.get(name, ("v", "#1f1f1f"))
-        ax.plot([it], [y], marker=marker, ms=8, color=color, mec="black", mew=0.7, ls="none", zorder=6)
+        marker, color = _EVENT_STYLE.get(name, _EVENT_DEFAULT)
+        ax.plot([ex], [y], marker=marker, ms=8, color=color, mec="black", mew=0.7, ls="none", zorder=6)
+        drawn.append({"run_id": run_id, "event": name, "x": float(ex), "y": float(y)})
+    return drawn
 
 
 def _event_legend(plt: Any, rows: list[tuple[Any, ...]], handles: list[Any], labels: list[str]) -> tuple[list, list]:
     from matplotlib.lines import Line2D
 
     for name in sorted({r[2] for r in rows}):
-        marker, color = _EVENT_STYLE.get(name, ("v", "#1f1f1f"))
+        marker, color = _EVENT_STYLE.get(name, _EVENT_DEFAULT)
         handles.append(Line2D([], [], marker=marker, color=color, mec="black", mew=0.7, ls="none", ms=8))
         labels.append(name)
     return handles, labels
 
 
-def _manifest_params(db: Any, run_id: str) -> dict[str, Any]:
+def _manifest_of(db: Any, run_id: str) -> dict[str, Any]:
     from .cli import RunNotFoundError, find_run
 
     try:
         ref = find_run(db.root, run_id, storage_options=getattr(db, "_storage_overrides", None))
-        return dict(ref.manifest.get("params") or {})
+        return dict(ref.manifest)
     except RunNotFoundError:
         return {}
+
+
+def _auto_logy(by_run: dict[str, list[tuple[Any, ...]]]) -> bool:
+    """Whether the drawn values are all positive and span ``AUTO_LOG_DECADES`` decades."""
+    ys = [y for rows in by_run.values() for r in rows for y in (r[3], r[5], r[7], r[9]) if y is not None]
+    if not ys or min(ys) <= 0:
+        return False
+    return math.log10(max(ys) / min(ys)) >= AUTO_LOG_DECADES
+
+
+def _y_label(metric: str, units: list[Any]) -> str:
+    """``metric [unit]`` and its method (on a second line) when the runs agree on them."""
+    seen = {json.dumps(u, sort_keys=True, default=str) for u in units if u}
+    if len(seen) != 1:
+        return metric
+    (u,) = [u for u in units if u][:1]
+    unit, method = (u.get("unit"), u.get("method")) if isinstance(u, dict) else (u, None)
+    label = metric + (f" [{unit}]" if unit not in (None, "", "1") else "")
+    if method:
+        method = str(method)
+        label += "\n" + (method if len(method) <= 70 else method[:67] + "...")
+    return label

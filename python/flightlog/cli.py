@@ -886,6 +886,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         ]
         summary = [dict(zip(cols, r, strict=False)) for r in summary]
         events = db.live(ref.run_id, kind="events").to_dicts()
+    # A min/max of a string column is lexicographic ("min AMBER max RED"): a categorical
+    # column with several values shows its value counts instead.
+    categorical = {}
+    for s in summary:
+        ctype = str(s["column_type"]).upper()
+        if (ctype == "VARCHAR" or ctype.startswith("ENUM")) and s["min"] != s["max"]:
+            quoted = '"' + str(s["column_name"]).replace('"', '""') + '"'
+            sql = f"SELECT {quoted}::VARCHAR AS v, count(*) AS n FROM {{src}} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 11"
+            if in_cat:
+                got = db.query(sql.format(src="telemetry WHERE run_id = $1"), [ref.run_id]).fetchall()
+            else:
+                got = live.relation.query("t", sql.format(src="t")).fetchall()
+            categorical[s["column_name"]] = dict(got)
+            s["min"] = s["max"] = None
     col_names = ["column", "type", "count", "null_pct", "min", "max", "mean", "std"]
     col_rows = [
         [
@@ -910,7 +924,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                         "run": m,
                         "path": ref.location,
                         "source": "catalog" if in_cat else "files",
-                        "columns": [dict(zip(col_names, r, strict=True)) for r in col_rows],
+                        "columns": [
+                            {**dict(zip(col_names, r, strict=True)), **_counts_of(categorical, r[0])} for r in col_rows
+                        ],
                         "events": [dict(zip(ev_cols, r, strict=True)) for r in ev_rows],
                     }
                 ),
@@ -928,12 +944,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     _emit(render(col_names, shown, "table", title=f"columns ({'catalog' if in_cat else 'durable files'})"))
     if hidden:
         _emit(f"  ({len(hidden)} all-null columns hidden: {', '.join(hidden)})")
+    for name, counts in categorical.items():
+        more = ", ..." if len(counts) > 10 else ""
+        _emit(f"  {name}: " + ", ".join(f"{v} {n}" for v, n in list(counts.items())[:10]) + more)
     _emit("")
     limit = args.events
     _emit(render(ev_cols, ev_rows[:limit], "table", title=f"events ({len(ev_rows)})"))
     if len(ev_rows) > limit:
         _emit(f"  ... {len(ev_rows) - limit} more (--events N, or --format json)")
     return 0
+
+
+def _counts_of(categorical: Mapping[str, Mapping[Any, int]], name: str) -> dict[str, Any]:
+    """``{"counts": {value: rows}}`` for a categorical column (at most 11 values), else ``{}``."""
+    return {"counts": dict(categorical[name])} if name in categorical else {}
 
 
 def _num(v: Any) -> float | None:
@@ -1492,14 +1516,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by", help="params.NAME (or a runs column such as flow_name): aggregate per group")
     p.add_argument("--params", action="append", default=[], help="params to show as columns (a,b)")
     p.add_argument("--plot", metavar="FILE.png", help="also plot the runs")
-    p.add_argument("--logy", action="store_true", help="log y axis for --plot")
+    p.add_argument(
+        "--logy", action=argparse.BooleanOptionalAction, default=None, help="log y axis for --plot (default: auto)"
+    )
 
     p = add("plot", cmd_plot, "plot a metric of runs into a PNG (downsampled on read)", True)
     p.add_argument("runs", nargs="*", metavar="RUN", help="run ids")
     p.add_argument("--flow", action="append", default=[], help="also every run of this flow (repeatable)")
     p.add_argument("--metric", "-m", default="E", help="telemetry column (default E)")
     p.add_argument("--x", default="iter", help="x column (default iter; e.g. t_wall_ms)")
-    p.add_argument("--logy", action="store_true", help="log y axis")
+    p.add_argument(
+        "--logy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log y axis (default: log when the positive values span 3+ decades)",
+    )
     p.add_argument("--logx", action="store_true", help="log x axis (symlog: iteration 0 stays visible)")
     p.add_argument("--params", action="append", help="params for the legend (default: those that differ)")
     p.add_argument("--title")
