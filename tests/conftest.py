@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -69,3 +69,36 @@ def run_together(
             assert p.returncode == 0, f"child {i} of {len(procs)} exited {p.returncode}:\n{err[-3000:]}"
             outs.append(out)
         return outs
+
+
+def follow_tail(
+    argv: Sequence[str], env: dict[str, str], stop: Path, enough: Callable[[list[dict]], bool], timeout: float = 60
+) -> tuple[int, list[dict], str]:
+    """Runs ``flightlog tail`` (``argv``) and reads its JSON lines as they come; once
+    ``enough(lines)`` holds it creates ``stop``, the file the writer under test watches
+    before it closes its run. A writer on a timer instead could finish before a
+    slow-starting ``tail`` saw it running (seen on a loaded machine). Returns the exit
+    status, the lines and stderr."""
+    import json
+
+    proc = subprocess.Popen(
+        list(argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "FLIGHTLOG_PLAIN": "1", **env},
+    )
+    lines: list[dict] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            if enough(lines):
+                stop.touch()
+        proc.wait(timeout=timeout)
+    finally:
+        stop.touch()
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, lines, err

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, follow_tail
 from flightlog.cli import main
 
 PYTHON = sys.executable
@@ -286,15 +286,44 @@ def _writer_script(root: Path, seconds: float, crash: bool) -> str:
     )
 
 
-def test_tail_follows_a_running_run(root: Path) -> None:
-    with subprocess.Popen(
-        [PYTHON, "-c", _writer_script(root, 2.0, False)], stdout=subprocess.PIPE, text=True
-    ) as writer:
+def test_tail_follows_a_running_run(root: Path, tmp_path: Path) -> None:
+    # The writer records until the test has seen `tail` follow two of its segments: a
+    # writer on a timer could finish before a slow-starting `tail` saw it running.
+    stop = tmp_path / "stop-writer"
+    script = textwrap.dedent(
+        f"""
+        import os, time
+        from flightlog import TelemetryManager, Schema, Field
+        schema = Schema([Field("iter", "i64"), Field("E", "f64")])
+        tm = TelemetryManager({str(root)!r}, "writer", schema=schema, flush_interval=0.1)
+        print(tm.run_id, flush=True)
+        i = 0
+        t0 = time.monotonic()
+        while not os.path.exists({str(stop)!r}) and time.monotonic() - t0 < 60:
+            tm.record(i, 1.0 / (i + 1)); i += 1
+            if i % 200 == 0:
+                time.sleep(0.01)
+        tm.close()
+        """
+    )
+    with subprocess.Popen([PYTHON, "-c", script], stdout=subprocess.PIPE, text=True) as writer:
         run_id = writer.stdout.readline().strip()
-        proc = cli("tail", run_id, "--interval", "0.1", "--format", "json", root=root, timeout=60)
+        argv = [
+            PYTHON,
+            "-m",
+            "flightlog.cli",
+            "tail",
+            run_id,
+            "--interval",
+            "0.1",
+            "--format",
+            "json",
+            "--root",
+            str(root),
+        ]
+        status, lines, err = follow_tail(argv, {}, stop, lambda seen: sum("file" in x for x in seen) >= 2)
         writer.wait(timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert status == 0, err
     assert lines[-1]["end"] is True and lines[-1]["status"] == "finished"
     segments = [x for x in lines if "file" in x]
     assert len(segments) >= 2, lines

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error as one_line_error
+from conftest import follow_tail
 from flightlog import Field, Schema, TelemetryManager
 
 PYTHON = sys.executable
@@ -212,16 +213,21 @@ schema = Schema([Field("iter", "i64"), Field("E", "f64")])
     return header + textwrap.dedent(body)
 
 
-def test_tail_follows_a_running_run_in_the_bucket(needs_lake, s3_bucket) -> None:
+def _two_telemetry_segments(lines: list[dict]) -> bool:
+    return sum(x.get("file", "").startswith("telemetry-") for x in lines) >= 2
+
+
+def test_tail_follows_a_running_run_in_the_bucket(needs_lake, s3_bucket, tmp_path: Path) -> None:
     root = s3_bucket.url("live")
     env = aws_env(s3_bucket)
+    stop = tmp_path / "stop-writer"
     script = writer_script(
         root,
-        """
+        f"""
         with TelemetryManager(root, "writer", schema=schema, flush_interval=0.1) as tm:
             print(tm.run_id, flush=True)
             t0 = time.monotonic(); i = 0
-            while time.monotonic() - t0 < 2.5:
+            while not os.path.exists({str(stop)!r}) and time.monotonic() - t0 < 60:
                 tm.record(i, 1.0 / (i + 1)); i += 1
                 if i % 200 == 0:
                     time.sleep(0.01)
@@ -232,9 +238,10 @@ def test_tail_follows_a_running_run_in_the_bucket(needs_lake, s3_bucket) -> None
     ) as writer:
         assert writer.stdout is not None
         run_id = writer.stdout.readline().strip()
-        proc = cli("tail", run_id, "--root", root, "--interval", "0.1", "--format", "json", env=env)
+        argv = [PYTHON, "-m", "flightlog.cli", "tail", run_id, "--root", root, "--interval", "0.1", "--format", "json"]
+        status, lines, err = follow_tail(argv, env, stop, _two_telemetry_segments)
         writer.wait(timeout=60)
-    lines = [json.loads(x) for x in ok(proc).splitlines()]
+    assert status == 0, err
     assert lines[-1]["end"] is True and lines[-1]["status"] == "finished"
     segments = [x for x in lines if x.get("file", "").startswith("telemetry-")]
     assert len(segments) >= 2, lines
