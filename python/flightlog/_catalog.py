@@ -494,6 +494,163 @@ def _sleep_backoff(attempt: int, deadline: float | None) -> bool:
 # --------------------------------------------------------------------------- results
 
 
+# --------------------------------------------------------------------------- the catalog file's DuckDB version
+
+#: Beside ``duckdb.db``: which DuckDB last wrote it, as TOML a person (or a script
+#: without DuckDB) can read. The same keys are in the table ``_flightlog.catalog_writer``.
+VERSION_SUFFIX = ".version"
+_HEADER_MAGIC = b"DUCK"
+
+
+class _CatalogUnreadable(CatalogUnavailableError):
+    """``duckdb.db`` exists but this DuckDB cannot open it: another DuckDB line wrote it
+    (DuckDB reads older storage versions, never newer ones), or it is not a DuckDB
+    file. Derived data: :meth:`DuckDBManager.consolidate` rebuilds it from the run tree.
+
+    ``what`` is the one-sentence cause; ``written_by`` the DuckDB version that wrote
+    the file when known (from its header, else from the ``.version`` sidecar)."""
+
+    def __init__(self, message: str, what: str, written_by: str | None) -> None:
+        super().__init__(message)
+        self.what = what
+        self.written_by = written_by
+
+
+def _file_header(path: Path) -> tuple[int | None, str | None]:
+    """``(storage version number, DuckDB version)`` from a DuckDB file's main header, read
+    without DuckDB: 8 bytes checksum, ``DUCK``, the storage version (uint64 LE), four
+    uint64 flags, then the writing library's version (``v1.5.5``, 32 bytes). ``(None,
+    None)`` when the file does not start like a DuckDB database."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(84)
+    except OSError:
+        return None, None
+    if len(head) < 20 or head[8:12] != _HEADER_MAGIC:
+        return None, None
+    storage = int.from_bytes(head[12:20], "little")
+    library = head[52:84].split(b"\0", 1)[0].decode("ascii", "replace").strip()
+    return storage, (library.removeprefix("v") or None)
+
+
+def read_catalog_version(db_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What is known about the DuckDB that wrote ``db_path``, without opening it with DuckDB:
+    the ``<db>.version`` sidecar's keys (``duckdb_version``, ``storage_version``,
+    ``flightlog_version``, ``written_at``), and ``header_duckdb_version`` /
+    ``header_storage_number`` from the file's own header. Missing parts are left out."""
+    path = Path(os.fspath(db_path))
+    info: dict[str, Any] = {}
+    with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        info.update(tomllib.loads(Path(str(path) + VERSION_SUFFIX).read_text("utf-8")))
+    storage, library = _file_header(path)
+    if storage is not None:
+        info["header_storage_number"] = storage
+    if library is not None:
+        info["header_duckdb_version"] = library
+    return info
+
+
+def _flightlog_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flightlog")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+        return "unknown"
+
+
+def _record_writer(con: Any, db_path: Path | None) -> None:
+    """Records this DuckDB's version in ``_flightlog.catalog_writer`` of ``con``'s
+    database and, for ``db_path``, in the ``<db>.version`` sidecar (written atomically).
+    Cheap when nothing changed: the sidecar already names this DuckDB and flightlog."""
+    duckdb = _duckdb()
+    mine = {"duckdb_version": duckdb.__version__, "flightlog_version": _flightlog_version()}
+    sidecar = Path(str(db_path) + VERSION_SUFFIX) if db_path is not None else None
+    if sidecar is not None:
+        known = read_catalog_version(db_path)  # type: ignore[arg-type]
+        if all(known.get(k) == v for k, v in mine.items()):
+            return
+    storage = ""
+    with contextlib.suppress(Exception):  # tags (a MAP) name the storage version since DuckDB 1.2
+        tags = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+        storage = str(dict(tags[0] or {}).get("storage_version") or "")
+    info = {**mine, "storage_version": storage, "written_at": _utc_now_text()}
+    con.execute("CREATE SCHEMA IF NOT EXISTS _flightlog")
+    con.execute("CREATE TABLE IF NOT EXISTS _flightlog.catalog_writer (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.executemany("INSERT OR REPLACE INTO _flightlog.catalog_writer VALUES (?, ?)", list(info.items()))
+    if sidecar is None:
+        return
+    text = "# The DuckDB that last wrote the flightlog catalog beside this file (written by flightlog).\n" + "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in info.items()
+    )
+    tmp = sidecar.parent / f".{sidecar.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, sidecar)
+    except OSError:  # a note for people: never fail a consolidation over it
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _unreadable(path: Path, exc: BaseException) -> _CatalogUnreadable | None:
+    """The :class:`_CatalogUnreadable` for DuckDB's error ``exc`` on opening ``path``, or
+    ``None`` when ``exc`` is something else (a lock conflict, a missing folder, ...)."""
+    duckdb = _duckdb()
+    if _is_lock_conflict(exc) or not path.is_file():
+        return None
+    text = str(exc)
+    storage, library = _file_header(path)
+    info = read_catalog_version(path)
+    written_by = library or info.get("duckdb_version") or None
+    mine = duckdb.__version__
+    said = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if storage is None:
+        what = f"{path} is not a DuckDB database file (DuckDB {mine} cannot read it)"
+        kept = f"{path.name}.unreadable.bak"
+    else:
+        other_line = written_by is not None and written_by != mine
+        version_error = "version number" in text or "not a valid DuckDB database" in text
+        serialization = isinstance(exc, duckdb.SerializationException | duckdb.InternalException)
+        if not (version_error or (other_line and serialization)):
+            return None
+        by = f"DuckDB {written_by}" if written_by else "another DuckDB version"
+        what = f"{path.name} was written by {by} (storage version {storage}); this environment has {mine}"
+        kept = f"{path.name}.duckdb-{written_by or storage}.bak"
+    message = (
+        f"{what}. The catalog holds nothing the run folders do not: `flightlog consolidate` "
+        f"(DuckDBManager.consolidate()) rebuilds it from the run tree and keeps the old file as {kept}. "
+        f"DuckDB said: {said}"
+    )
+    return _CatalogUnreadable(message, what, written_by if storage is not None else None)
+
+
+def _set_aside(path: Path, written_by: str | None) -> Path:
+    """Renames the unreadable ``path`` (with its ``.wal`` and ``.version``) to
+    ``<name>.duckdb-<version>.bak`` (``<name>.unreadable.bak`` when it is not a DuckDB
+    file), never over an earlier one; the caller holds the writer lock."""
+    storage, _ = _file_header(path)
+    stem = f"{path.name}.duckdb-{written_by or storage}.bak" if storage is not None else f"{path.name}.unreadable.bak"
+    kept = path.parent / stem
+    n = 1
+    while kept.exists():
+        kept = path.parent / f"{stem}.{n}"
+        n += 1
+    os.rename(path, kept)
+    for suffix in (".wal", VERSION_SUFFIX):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{path}{suffix}", f"{kept}{suffix}")
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return kept
+
+
 class Result:
     """The materialised result of a catalog query.
 
@@ -597,6 +754,10 @@ class ConsolidationReport:
     files_skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     runs_pruned: int = 0
+    #: Set when ``duckdb.db`` could not be read by this DuckDB (another DuckDB line
+    #: wrote it, or it is not a database) and was rebuilt from the run tree: what
+    #: happened and where the old file was kept.
+    rebuilt: str | None = None
 
     def __str__(self) -> str:
         text = (
@@ -948,8 +1109,14 @@ class DuckDBManager:
             os.close(fd)
 
     @contextlib.contextmanager
-    def _open_rw(self) -> Iterator[Any]:
+    def _open_rw(self, rebuild: ConsolidationReport | None = None) -> Iterator[Any]:
         """A read-write connection, retrying while readers hold the file; closed on exit.
+
+        ``duckdb.db`` that this DuckDB cannot read (written by another DuckDB line, or
+        not a database) raises :class:`_CatalogUnreadable`; with ``rebuild`` (the
+        caller holds the writer lock and is about to consolidate) the file is set
+        aside as ``duckdb.db.duckdb-<version>.bak`` instead and an empty catalog is
+        published in its place, which the consolidation fills from the run tree.
 
         For a DuckLake catalog: an in-memory session of its own (not the cached read
         session) with the catalog attached read-write as the default database."""
@@ -965,8 +1132,17 @@ class DuckDBManager:
         duckdb = _duckdb()
         if not self._db_file.exists():
             self._create_db_file()
-        con = self._retry_locked(lambda: self._connect_rw(duckdb), "by another process")
         try:
+            con = self._retry_locked(lambda: self._connect_rw(duckdb), "by another process")
+        except _CatalogUnreadable as e:
+            if rebuild is None:
+                raise
+            kept = _set_aside(self._db_file, e.written_by)
+            rebuild.rebuilt = f"{e.what}; rebuilt it from the run tree (the old file is kept as {kept.name})"
+            self._create_db_file()
+            con = self._retry_locked(lambda: self._connect_rw(duckdb), "by another process")
+        try:
+            _record_writer(con, self._db_file)
             self._tree.prepare(con)
             yield con
         finally:
@@ -975,14 +1151,11 @@ class DuckDBManager:
     def _connect_rw(self, duckdb: Any) -> Any:
         try:
             return duckdb.connect(str(self.db_path))
-        except duckdb.IOException as e:
-            if "not a valid DuckDB database file" not in str(e):
+        except duckdb.Error as e:
+            unreadable = _unreadable(self._db_file, e)
+            if unreadable is None:
                 raise
-            raise type(e)(
-                f"{self.db_path} is not a DuckDB database (an older flightlog killed while creating it leaves "
-                "such a file). The catalog holds nothing the run folders do not: delete it and run "
-                f"consolidate() to rebuild it. DuckDB said: {e}"
-            ) from None
+            raise unreadable from None
 
     def _create_db_file(self) -> None:
         """Creates ``duckdb.db``, with its tables and no rows, atomically (the caller
@@ -1007,6 +1180,7 @@ class DuckDBManager:
             con = duckdb.connect(str(tmp))
             try:
                 self._ensure_schema(con)
+                _record_writer(con, None)
             finally:
                 con.close()  # checkpoints: the tables are in the file itself, not a .wal
             fd = os.open(tmp, os.O_RDONLY)
@@ -1223,6 +1397,12 @@ class DuckDBManager:
             mem = duckdb.connect(":memory:")
             try:
                 mem.execute(f"ATTACH {_literal(str(self.db_path))} AS {_CAT} (READ_ONLY)")
+            except duckdb.Error as e:
+                mem.close()
+                unreadable = _unreadable(self._db_file, e)
+                if unreadable is None:
+                    raise
+                raise unreadable from None
             except BaseException:
                 mem.close()
                 raise
@@ -1397,7 +1577,7 @@ class DuckDBManager:
             report.seconds = time.perf_counter() - t0
             return report
         with self._writer_lock():
-            with self._open_rw() as con:
+            with self._open_rw(rebuild=report) as con:
                 self._ensure_schema(con)
                 state = self._load_state(con)
             run_rows, units, plan = self._discover(state, report, prune)
