@@ -34,10 +34,9 @@ def _have_lake() -> bool:
 
 
 def require_lake() -> None:
-    if not _have_lake():
-        from conftest_servers import unavailable
+    from conftest_servers import require_lake_extensions
 
-        unavailable("the DuckDB extension wheels are not installed: pip install 'flightlog[lake]'")
+    require_lake_extensions()
 
 
 @pytest.fixture

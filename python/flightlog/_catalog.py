@@ -614,10 +614,13 @@ def _unreadable(path: Path, exc: BaseException) -> _CatalogUnreadable | None:
         other_line = written_by is not None and written_by != mine
         version_error = "version number" in text or "not a valid DuckDB database" in text
         serialization = isinstance(exc, duckdb.SerializationException | duckdb.InternalException)
-        if not (version_error or (other_line and serialization)):
+        if "Corrupt database file" in text:
+            what = f"{path.name} is corrupt (DuckDB {mine} cannot read it; its header names DuckDB {written_by})"
+        elif version_error or (other_line and serialization):
+            by = f"DuckDB {written_by}" if written_by else "another DuckDB version"
+            what = f"{path.name} was written by {by} (storage version {storage}); this environment has {mine}"
+        else:
             return None
-        by = f"DuckDB {written_by}" if written_by else "another DuckDB version"
-        what = f"{path.name} was written by {by} (storage version {storage}); this environment has {mine}"
         kept = f"{path.name}.duckdb-{written_by or storage}.bak"
     message = (
         f"{what}. The catalog holds nothing the run folders do not: `flightlog consolidate` "
