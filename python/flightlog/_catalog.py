@@ -559,6 +559,13 @@ def _flightlog_version() -> str:
         return "unknown"
 
 
+def _quiet(con: Any) -> None:
+    """No DuckDB progress bar on this connection: DuckDB prints it to stdout for queries
+    over 2 s (a busy machine, a large batch), into the output of ``flightlog query
+    --format csv`` or of a program that consolidates."""
+    con.execute("SET enable_progress_bar = false")
+
+
 def _record_writer(con: Any, db_path: Path | None) -> None:
     """Records this DuckDB's version in ``_flightlog.catalog_writer`` of ``con``'s
     database and, for ``db_path``, in the ``<db>.version`` sidecar (written atomically).
@@ -1145,6 +1152,7 @@ class DuckDBManager:
             self._create_db_file()
             con = self._retry_locked(lambda: self._connect_rw(duckdb), "by another process")
         try:
+            _quiet(con)
             _record_writer(con, self._db_file)
             self._tree.prepare(con)
             yield con
@@ -1399,6 +1407,7 @@ class DuckDBManager:
         def attach() -> Any:
             mem = duckdb.connect(":memory:")
             try:
+                _quiet(mem)
                 mem.execute(f"ATTACH {_literal(str(self.db_path))} AS {_CAT} (READ_ONLY)")
             except duckdb.Error as e:
                 mem.close()
