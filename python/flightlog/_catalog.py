@@ -90,6 +90,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import errno
+import functools
 import itertools
 import json
 import math
@@ -2690,12 +2691,43 @@ def _check_one_select(sql: str) -> str:
         raise duckdb.InvalidInputException(
             f"query() runs exactly one SQL statement, got {len(statements)}; run them one by one"
         )
+    if kind(statements[0]) == "PRAGMA" and (as_select := _table_pragma(statements[0].query)) is not None:
+        # DuckDB 2 no longer rewrites a table PRAGMA into its SELECT in the parser (1.x did).
+        rewritten = extract(as_select)
+        if len(rewritten) == 1 and kind(rewritten[0]) == "SELECT":
+            return _strip_terminators(rewritten[0].query or as_select)
     if kind(statements[0]) != "SELECT":
         raise duckdb.InvalidInputException(
             "query() runs one read-only statement that yields rows (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
             f"SUMMARIZE, PIVOT, table PRAGMAs); got a {kind(statements[0])} statement"
         )
     return _strip_terminators(statements[0].query or sql)
+
+
+_PRAGMA_RE = re.compile(r"^\s*pragma\s+([A-Za-z_][A-Za-z0-9_]*)\s*(\(.*\))?\s*;?\s*$", re.IGNORECASE | re.DOTALL)
+
+
+def _table_pragma(text: str) -> str | None:
+    """``PRAGMA name[(args)]`` as ``SELECT * FROM pragma_name(args)`` when DuckDB has that
+    table function (``table_info``, ``storage_info``, ``version``, ...), else ``None``:
+    a setting PRAGMA (``enable_profiling``, ``threads = 1``) has none and stays refused."""
+    m = _PRAGMA_RE.match(text)
+    if m is None or f"pragma_{m.group(1).lower()}" not in _pragma_table_functions():
+        return None
+    return f"SELECT * FROM pragma_{m.group(1).lower()}{m.group(2) or '()'}"
+
+
+@functools.cache
+def _pragma_table_functions() -> frozenset[str]:
+    con = _duckdb().connect(":memory:")
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() "
+            "WHERE function_type = 'table' AND function_name LIKE 'pragma\\_%' ESCAPE '\\'"
+        ).fetchall()
+    finally:
+        con.close()
+    return frozenset(r[0] for r in rows)
 
 
 def _strip_terminators(sql: str) -> str:
