@@ -96,16 +96,15 @@ def test_consolidate_records_the_duckdb_that_wrote_the_catalog(tmp_path: Path) -
 # --------------------------------------------------------------------------- unreadable files, any venv
 
 
-@pytest.mark.parametrize("kind", ["garbage", "corrupt"])
+@pytest.mark.parametrize("kind", ["empty", "corrupt"])
 def test_an_unreadable_catalog_is_named_and_rebuilt(tmp_path: Path, capsys, kind: str) -> None:
     make_run(tmp_path, "a")
     make_run(tmp_path, "b", n=7)
     db_file = tmp_path / "duckdb.db"
-    if kind == "garbage":
-        DuckDBManager(tmp_path).consolidate()
-        bad = b"not a database\n" * 300
+    if kind == "empty":
+        bad = b""
         db_file.write_bytes(bad)
-        kept_name, what = "duckdb.db.unreadable.bak", "is not a DuckDB database file"
+        kept_name, what = "duckdb.db.unreadable.bak", "is empty, not a DuckDB database"
     else:
         DuckDBManager(tmp_path).consolidate()
         bad = corrupt_header(db_file)
@@ -137,6 +136,28 @@ def test_an_unreadable_catalog_is_named_and_rebuilt(tmp_path: Path, capsys, kind
     # A second consolidation finds nothing to rebuild.
     report = db.consolidate()
     assert report.rebuilt is None and report.files_added == 0
+
+
+def test_a_foreign_file_is_named_and_left_alone(tmp_path: Path, capsys) -> None:
+    """A non-empty file that is no DuckDB database may be another program's (a mistyped
+    --db): the clear message, `runs` from the run tree, and the file untouched."""
+    make_run(tmp_path, "a")
+    db_file = tmp_path / "duckdb.db"
+    bad = b"not a database\n" * 300
+    db_file.write_bytes(bad)
+    rc, out, err = cli(capsys, "runs", "--root", str(tmp_path), "--format", "csv")
+    assert rc == 0 and out.splitlines()[1].startswith("a,gd,run,finished")
+    assert len(err.strip().splitlines()) == 1 and "is not a DuckDB database file" in err
+    rc, out, err = cli(capsys, "consolidate", "--root", str(tmp_path))
+    assert rc == 1 and "is not a DuckDB database file" in err and "move it aside" in err
+    assert len(err.strip().splitlines()) == 1
+    assert db_file.read_bytes() == bad and sorted(p.name for p in tmp_path.glob("duckdb.db*")) == [
+        "duckdb.db",
+        "duckdb.db.lock",
+    ]
+    db_file.rename(tmp_path / "mine.txt")  # what the message says to do
+    rc, out, err = cli(capsys, "consolidate", "--root", str(tmp_path))
+    assert rc == 0 and "1 runs added" in out
 
 
 def test_tail_and_recover_need_no_catalog(tmp_path: Path, capsys) -> None:

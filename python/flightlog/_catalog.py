@@ -511,10 +511,13 @@ class _CatalogUnreadable(CatalogUnavailableError):
     ``what`` is the one-sentence cause; ``written_by`` the DuckDB version that wrote
     the file when known (from its header, else from the ``.version`` sidecar)."""
 
-    def __init__(self, message: str, what: str, written_by: str | None) -> None:
+    def __init__(self, message: str, what: str, written_by: str | None, rebuildable: bool = True) -> None:
         super().__init__(message)
         self.what = what
         self.written_by = written_by
+        #: False for a non-empty file that is not a DuckDB database: maybe another
+        #: program's file at ``db_path``, so flightlog does not move it.
+        self.rebuildable = rebuildable
 
 
 def _file_header(path: Path) -> tuple[int | None, str | None]:
@@ -616,8 +619,20 @@ def _unreadable(path: Path, exc: BaseException) -> _CatalogUnreadable | None:
     mine = duckdb.__version__
     said = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     if storage is None:
-        what = f"{path} is not a DuckDB database file (DuckDB {mine} cannot read it)"
         kept = f"{path.name}.unreadable.bak"
+        try:
+            empty = path.stat().st_size == 0
+        except OSError:
+            empty = False
+        if not empty:
+            what = f"{path} is not a DuckDB database file (DuckDB {mine} cannot read it)"
+            message = (
+                f"{what}. flightlog does not move a file it may not have written: if it is the catalog, move it "
+                "aside (it holds nothing the run folders do not) and `flightlog consolidate` "
+                f"(DuckDBManager.consolidate()) rebuilds it from the run tree. DuckDB said: {said}"
+            )
+            return _CatalogUnreadable(message, what, None, rebuildable=False)
+        what = f"{path} is empty, not a DuckDB database (a process killed while creating it leaves that)"
     else:
         other_line = written_by is not None and written_by != mine
         version_error = "version number" in text or "not a valid DuckDB database" in text
@@ -1146,7 +1161,7 @@ class DuckDBManager:
         try:
             con = self._retry_locked(lambda: self._connect_rw(duckdb), "by another process")
         except _CatalogUnreadable as e:
-            if rebuild is None:
+            if rebuild is None or not e.rebuildable:
                 raise
             kept = _set_aside(self._db_file, e.written_by)
             rebuild.rebuilt = f"{e.what}; rebuilt it from the run tree (the old file is kept as {kept.name})"
