@@ -2700,7 +2700,8 @@ def _check_one_select(sql: str) -> str:
         and kind(statements[-1]) == "SELECT"
         and all(kind(st) == "CREATE" for st in statements[:-1])
     )
-    if pivot:
+    if pivot or (len(statements) == 1 and kind(statements[0]) == "MULTI" and _PIVOT_RE.match(statements[0].query)):
+        # DuckDB 2 keeps a PIVOT as one MULTI statement (its CREATE TYPEs plus the SELECT).
         return _strip_terminators(sql)
     if len(statements) != 1:
         raise duckdb.InvalidInputException(
@@ -2719,6 +2720,7 @@ def _check_one_select(sql: str) -> str:
     return _strip_terminators(statements[0].query or sql)
 
 
+_PIVOT_RE = re.compile(r"^\s*(pivot|unpivot)\b", re.IGNORECASE)
 _PRAGMA_RE = re.compile(r"^\s*pragma\s+([A-Za-z_][A-Za-z0-9_]*)\s*(\(.*\))?\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 
 
