@@ -58,6 +58,13 @@ Guarantees of :meth:`DuckDBManager.consolidate`:
   database only to read its bookkeeping and to write, never while it scans files,
   and readers open it only for the length of one query, each retrying a lock
   conflict until ``timeout``.
+- Across DuckDB versions: the DuckDB that last wrote ``duckdb.db`` is recorded in
+  ``_flightlog.catalog_writer`` and in the ``duckdb.db.version`` sidecar (TOML, read
+  without DuckDB). A file this DuckDB cannot read (created by a newer DuckDB line,
+  corrupt, or empty) raises :class:`~flightlog.CatalogUnavailableError` saying which
+  DuckDB wrote it and which this is; :meth:`DuckDBManager.consolidate` sets it aside as
+  ``duckdb.db.duckdb-<version>.bak`` and rebuilds the catalog from the run tree. A
+  non-empty file that is no DuckDB database is named and never moved.
 
 Beyond one machine (``pip install 'flightlog[lake]'``, see docs/SCALE_OUT.md):
 
@@ -1581,8 +1588,13 @@ class DuckDBManager:
             PermissionError: the manager is read-only.
             FileNotFoundError: the (local) root does not exist; nothing is created.
             CatalogLockedError: another writer held the catalog for ``timeout`` s.
-            CatalogUnavailableError: the DuckLake catalog's database cannot be reached.
+            CatalogUnavailableError: the DuckLake catalog's database cannot be reached, or
+                ``db_path`` is a non-empty file that is not a DuckDB database (left alone).
             ImportError: a DuckDB extension is missing (``pip install 'flightlog[lake]'``).
+
+        A ``duckdb.db`` this DuckDB cannot read (another DuckDB line created it, or it is
+        corrupt or empty) is kept as ``duckdb.db.duckdb-<version>.bak`` and rebuilt from
+        the run tree; ``report.rebuilt`` says so.
         """
         self._check_open()
         if self.files_only:
