@@ -15,6 +15,17 @@ import pytest
 from conftest_servers import postgres_cluster, postgres_dsn, s3_bucket, s3_server, seaweed_server  # noqa: F401
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """``FLIGHTLOG_DUCKDB_LINE`` (set by ``make wheel-test``) names the DuckDB major version this
+    run must test: a venv that resolved another one is an error, not a quiet pass."""
+    line = os.environ.get("FLIGHTLOG_DUCKDB_LINE", "")
+    if line:
+        import duckdb
+
+        if duckdb.__version__.split(".")[0] != line:
+            raise pytest.UsageError(f"FLIGHTLOG_DUCKDB_LINE={line} but this venv has DuckDB {duckdb.__version__}")
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     """A fresh run folder path (not yet created)."""

@@ -62,6 +62,9 @@ SCALE_OUT = Path(__file__).resolve().parents[1] / "benches" / "bench_scale_out.p
 @pytest.mark.skipif(not SCALE_OUT.exists(), reason="benches/ is not part of this checkout")
 def test_scale_out_bench_smoke(tmp_path: Path, postgres_cluster: object) -> None:
     # postgres_cluster: skips (or fails under FLIGHTLOG_REQUIRE_SERVERS=1) without PostgreSQL binaries.
+    from conftest_servers import require_lake_extensions
+
+    require_lake_extensions()  # the bench reads S3 and writes DuckLake through the lake extensions
     text, _ = run_bench(SCALE_OUT, tmp_path, "RESULTS.md", "--runs", "4", "--rows", "500", "--record-rows", "5000")
     assert "## Scale-out: local root vs S3" in text
     assert "`consolidate()` of the local tree: DuckLake on PostgreSQL" in text

@@ -620,10 +620,12 @@ def test_the_database_file_appears_whole_or_not_at_all(root):
 def test_an_unusable_database_file_gets_an_error_that_says_how_to_rebuild(root):
     make_run(root, "20250101_000000", 10)
     (root / "duckdb.db").write_bytes(b"")  # an older version killed while creating it
-    with pytest.raises(Exception, match="delete it and run consolidate"):
-        DuckDBManager(root).consolidate()
-    (root / "duckdb.db").unlink()
-    DuckDBManager(root).consolidate()
+    with pytest.raises(Exception, match=r"is empty, not a DuckDB database.*`flightlog consolidate`.*rebuilds it"):
+        DuckDBManager(root, read_only=True).query("SELECT 1")
+    # Derived data: consolidate rebuilds it from the run tree (issue 17), keeping the old file.
+    report = DuckDBManager(root).consolidate()
+    assert report.rebuilt is not None and "duckdb.db.unreadable.bak" in report.rebuilt
+    assert (root / "duckdb.db.unreadable.bak").read_bytes() == b""
     assert count(DuckDBManager(root, read_only=True), "SELECT count(*) FROM telemetry") == 10
 
 

@@ -30,12 +30,9 @@ LAKE_EXTENSIONS = ("httpfs", "ducklake", "postgres_scanner")
 @pytest.fixture
 def needs_lake() -> None:
     """The DuckDB extension wheels of flightlog[lake] (skip, or fail in CI, without them)."""
-    from flightlog._s3 import extension_path
+    from conftest_servers import require_lake_extensions
 
-    if not all(extension_path(n) for n in LAKE_EXTENSIONS):
-        from conftest_servers import unavailable
-
-        unavailable("the DuckDB extension wheels are not installed: pip install 'flightlog[lake]'")
+    require_lake_extensions()
 
 
 def aws_env(bucket) -> dict[str, str]:

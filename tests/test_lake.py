@@ -27,17 +27,10 @@ WIDE = Schema([F("iter", "i64"), F("t_wall_ms", "f64"), F("E", "f64"), F("grad_n
 LAKE_EXTENSIONS = ("httpfs", "ducklake", "postgres_scanner")
 
 
-def _have_lake() -> bool:
-    from flightlog._s3 import extension_path
-
-    return all(extension_path(n) for n in LAKE_EXTENSIONS)
-
-
 def require_lake() -> None:
-    if not _have_lake():
-        from conftest_servers import unavailable
+    from conftest_servers import require_lake_extensions
 
-        unavailable("the DuckDB extension wheels are not installed: pip install 'flightlog[lake]'")
+    require_lake_extensions()
 
 
 @pytest.fixture

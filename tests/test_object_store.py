@@ -328,6 +328,9 @@ def test_a_killed_run_reads_as_crashed_by_evidence_before_recover(s3_bucket, chi
     """The catalog and the CLI judge a `running` manifest on a bucket by evidence:
     the writer's pid on this host is gone, so the run is `crashed` even before
     `recover` rewrites its manifest; its durable rows are already queryable."""
+    from conftest_servers import require_lake_extensions
+
+    require_lake_extensions()  # DuckDBManager reads a bucket through DuckDB's httpfs
     root = s3_bucket.url("dies")
     opts = s3_bucket.storage_options
     proc = subprocess.Popen(

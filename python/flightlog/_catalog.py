@@ -58,6 +58,13 @@ Guarantees of :meth:`DuckDBManager.consolidate`:
   database only to read its bookkeeping and to write, never while it scans files,
   and readers open it only for the length of one query, each retrying a lock
   conflict until ``timeout``.
+- Across DuckDB versions: the DuckDB that last wrote ``duckdb.db`` is recorded in
+  ``_flightlog.catalog_writer`` and in the ``duckdb.db.version`` sidecar (TOML, read
+  without DuckDB). A file this DuckDB cannot read (created by a newer DuckDB line,
+  corrupt, or empty) raises :class:`~flightlog.CatalogUnavailableError` saying which
+  DuckDB wrote it and which this is; :meth:`DuckDBManager.consolidate` sets it aside as
+  ``duckdb.db.duckdb-<version>.bak`` and rebuilds the catalog from the run tree. A
+  non-empty file that is no DuckDB database is named and never moved.
 
 Beyond one machine (``pip install 'flightlog[lake]'``, see docs/SCALE_OUT.md):
 
@@ -90,6 +97,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import errno
+import functools
 import itertools
 import json
 import math
@@ -481,6 +489,188 @@ def _sleep_backoff(attempt: int, deadline: float | None) -> bool:
 # --------------------------------------------------------------------------- results
 
 
+# --------------------------------------------------------------------------- the catalog file's DuckDB version
+
+#: Beside ``duckdb.db``: which DuckDB last wrote it, as TOML a person (or a script
+#: without DuckDB) can read. The same keys are in the table ``_flightlog.catalog_writer``.
+VERSION_SUFFIX = ".version"
+_HEADER_MAGIC = b"DUCK"
+
+
+class _CatalogUnreadable(CatalogUnavailableError):
+    """``duckdb.db`` exists but this DuckDB cannot open it: another DuckDB line wrote it
+    (DuckDB reads older storage versions, never newer ones), or it is not a DuckDB
+    file. Derived data: :meth:`DuckDBManager.consolidate` rebuilds it from the run tree.
+
+    ``what`` is the one-sentence cause; ``written_by`` the DuckDB version that wrote
+    the file when known (from its header, else from the ``.version`` sidecar)."""
+
+    def __init__(self, message: str, what: str, written_by: str | None, rebuildable: bool = True) -> None:
+        super().__init__(message)
+        self.what = what
+        self.written_by = written_by
+        #: False for a non-empty file that is not a DuckDB database: maybe another
+        #: program's file at ``db_path``, so flightlog does not move it.
+        self.rebuildable = rebuildable
+
+
+def _file_header(path: Path) -> tuple[int | None, str | None]:
+    """``(storage version number, DuckDB version)`` from a DuckDB file's main header, read
+    without DuckDB: 8 bytes checksum, ``DUCK``, the storage version (uint64 LE), four
+    uint64 flags, then the writing library's version (``v1.5.5``, 32 bytes). ``(None,
+    None)`` when the file does not start like a DuckDB database."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(84)
+    except OSError:
+        return None, None
+    if len(head) < 20 or head[8:12] != _HEADER_MAGIC:
+        return None, None
+    storage = int.from_bytes(head[12:20], "little")
+    library = head[52:84].split(b"\0", 1)[0].decode("ascii", "replace").strip()
+    return storage, (library.removeprefix("v") or None)
+
+
+def read_catalog_version(db_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What is known about the DuckDB that wrote ``db_path``, without opening it with DuckDB:
+    the ``<db>.version`` sidecar's keys (``duckdb_version``, ``storage_version``,
+    ``flightlog_version``, ``written_at``), and ``header_duckdb_version`` /
+    ``header_storage_number`` from the file's own header. Missing parts are left out."""
+    path = Path(os.fspath(db_path))
+    info: dict[str, Any] = {}
+    with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        info.update(tomllib.loads(Path(str(path) + VERSION_SUFFIX).read_text("utf-8")))
+    storage, library = _file_header(path)
+    if storage is not None:
+        info["header_storage_number"] = storage
+    if library is not None:
+        info["header_duckdb_version"] = library
+    return info
+
+
+def _flightlog_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flightlog")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+        return "unknown"
+
+
+def _quiet(con: Any) -> None:
+    """No DuckDB progress bar on this connection: DuckDB prints it to stdout for queries
+    over 2 s (a busy machine, a large batch), into the output of ``flightlog query
+    --format csv`` or of a program that consolidates."""
+    con.execute("SET enable_progress_bar = false")
+
+
+def _record_writer(con: Any, db_path: Path | None) -> None:
+    """Records this DuckDB's version in ``_flightlog.catalog_writer`` of ``con``'s
+    database and, for ``db_path``, in the ``<db>.version`` sidecar (written atomically).
+    Cheap when nothing changed: the sidecar already names this DuckDB and flightlog."""
+    duckdb = _duckdb()
+    mine = {"duckdb_version": duckdb.__version__, "flightlog_version": _flightlog_version()}
+    sidecar = Path(str(db_path) + VERSION_SUFFIX) if db_path is not None else None
+    if sidecar is not None:
+        known = read_catalog_version(db_path)  # type: ignore[arg-type]
+        if all(known.get(k) == v for k, v in mine.items()):
+            return
+    storage = ""
+    with contextlib.suppress(Exception):  # tags (a MAP) name the storage version since DuckDB 1.2
+        tags = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+        storage = str(dict(tags[0] or {}).get("storage_version") or "")
+    info = {**mine, "storage_version": storage, "written_at": _utc_now_text()}
+    con.execute("CREATE SCHEMA IF NOT EXISTS _flightlog")
+    con.execute("CREATE TABLE IF NOT EXISTS _flightlog.catalog_writer (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.executemany("INSERT OR REPLACE INTO _flightlog.catalog_writer VALUES (?, ?)", list(info.items()))
+    if sidecar is None:
+        return
+    text = "# The DuckDB that last wrote the flightlog catalog beside this file (written by flightlog).\n" + "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in info.items()
+    )
+    tmp = sidecar.parent / f".{sidecar.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, sidecar)
+    except OSError:  # a note for people: never fail a consolidation over it
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _unreadable(path: Path, exc: BaseException) -> _CatalogUnreadable | None:
+    """The :class:`_CatalogUnreadable` for DuckDB's error ``exc`` on opening ``path``, or
+    ``None`` when ``exc`` is something else (a lock conflict, a missing folder, ...)."""
+    duckdb = _duckdb()
+    if _is_lock_conflict(exc) or not path.is_file():
+        return None
+    text = str(exc)
+    storage, library = _file_header(path)
+    info = read_catalog_version(path)
+    written_by = library or info.get("duckdb_version") or None
+    mine = duckdb.__version__
+    said = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if storage is None:
+        kept = f"{path.name}.unreadable.bak"
+        try:
+            empty = path.stat().st_size == 0
+        except OSError:
+            empty = False
+        if not empty:
+            what = f"{path} is not a DuckDB database file (DuckDB {mine} cannot read it)"
+            message = (
+                f"{what}. flightlog does not move a file it may not have written: if it is the catalog, move it "
+                "aside (it holds nothing the run folders do not) and `flightlog consolidate` "
+                f"(DuckDBManager.consolidate()) rebuilds it from the run tree. DuckDB said: {said}"
+            )
+            return _CatalogUnreadable(message, what, None, rebuildable=False)
+        what = f"{path} is empty, not a DuckDB database (a process killed while creating it leaves that)"
+    else:
+        other_line = written_by is not None and written_by != mine
+        version_error = "version number" in text or "not a valid DuckDB database" in text
+        serialization = isinstance(exc, duckdb.SerializationException | duckdb.InternalException)
+        if "Corrupt database file" in text:
+            what = f"{path.name} is corrupt (DuckDB {mine} cannot read it; its header names DuckDB {written_by})"
+        elif version_error or (other_line and serialization):
+            by = f"DuckDB {written_by}" if written_by else "another DuckDB version"
+            what = f"{path.name} was written by {by} (storage version {storage}); this environment has {mine}"
+        else:
+            return None
+        kept = f"{path.name}.duckdb-{written_by or storage}.bak"
+    message = (
+        f"{what}. The catalog holds nothing the run folders do not: `flightlog consolidate` "
+        f"(DuckDBManager.consolidate()) rebuilds it from the run tree and keeps the old file as {kept}. "
+        f"DuckDB said: {said}"
+    )
+    return _CatalogUnreadable(message, what, written_by if storage is not None else None)
+
+
+def _set_aside(path: Path, written_by: str | None) -> Path:
+    """Renames the unreadable ``path`` (with its ``.wal`` and ``.version``) to
+    ``<name>.duckdb-<version>.bak`` (``<name>.unreadable.bak`` when it is not a DuckDB
+    file), never over an earlier one; the caller holds the writer lock."""
+    storage, _ = _file_header(path)
+    stem = f"{path.name}.duckdb-{written_by or storage}.bak" if storage is not None else f"{path.name}.unreadable.bak"
+    kept = path.parent / stem
+    n = 1
+    while kept.exists():
+        kept = path.parent / f"{stem}.{n}"
+        n += 1
+    os.rename(path, kept)
+    for suffix in (".wal", VERSION_SUFFIX):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{path}{suffix}", f"{kept}{suffix}")
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return kept
+
+
 class Result:
     """The materialised result of a catalog query.
 
@@ -584,6 +774,10 @@ class ConsolidationReport:
     files_skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     runs_pruned: int = 0
+    #: Set when ``duckdb.db`` could not be read by this DuckDB (another DuckDB line
+    #: wrote it, or it is not a database) and was rebuilt from the run tree: what
+    #: happened and where the old file was kept.
+    rebuilt: str | None = None
 
     def __str__(self) -> str:
         text = (
@@ -959,8 +1153,14 @@ class DuckDBManager:
             os.close(fd)
 
     @contextlib.contextmanager
-    def _open_rw(self) -> Iterator[Any]:
+    def _open_rw(self, rebuild: ConsolidationReport | None = None) -> Iterator[Any]:
         """A read-write connection, retrying while readers hold the file; closed on exit.
+
+        ``duckdb.db`` that this DuckDB cannot read (written by another DuckDB line, or
+        not a database) raises :class:`_CatalogUnreadable`; with ``rebuild`` (the
+        caller holds the writer lock and is about to consolidate) the file is set
+        aside as ``duckdb.db.duckdb-<version>.bak`` instead and an empty catalog is
+        published in its place, which the consolidation fills from the run tree.
 
         For a DuckLake catalog: an in-memory session of its own (not the cached read
         session) with the catalog attached read-write as the default database."""
@@ -976,8 +1176,18 @@ class DuckDBManager:
         duckdb = _duckdb()
         if not self._db_file.exists():
             self._create_db_file()
-        con = self._retry_locked(lambda: self._connect_rw(duckdb), "by another process")
         try:
+            con = self._retry_locked(lambda: self._connect_rw(duckdb), "by another process")
+        except _CatalogUnreadable as e:
+            if rebuild is None or not e.rebuildable:
+                raise
+            kept = _set_aside(self._db_file, e.written_by)
+            rebuild.rebuilt = f"{e.what}; rebuilt it from the run tree (the old file is kept as {kept.name})"
+            self._create_db_file()
+            con = self._retry_locked(lambda: self._connect_rw(duckdb), "by another process")
+        try:
+            _quiet(con)
+            _record_writer(con, self._db_file)
             self._tree.prepare(con)
             yield con
         finally:
@@ -986,14 +1196,11 @@ class DuckDBManager:
     def _connect_rw(self, duckdb: Any) -> Any:
         try:
             return duckdb.connect(str(self.db_path))
-        except duckdb.IOException as e:
-            if "not a valid DuckDB database file" not in str(e):
+        except duckdb.Error as e:
+            unreadable = _unreadable(self._db_file, e)
+            if unreadable is None:
                 raise
-            raise type(e)(
-                f"{self.db_path} is not a DuckDB database (an older flightlog killed while creating it leaves "
-                "such a file). The catalog holds nothing the run folders do not: delete it and run "
-                f"consolidate() to rebuild it. DuckDB said: {e}"
-            ) from None
+            raise unreadable from None
 
     def _create_db_file(self) -> None:
         """Creates ``duckdb.db``, with its tables and no rows, atomically (the caller
@@ -1018,6 +1225,7 @@ class DuckDBManager:
             con = duckdb.connect(str(tmp))
             try:
                 self._ensure_schema(con)
+                _record_writer(con, None)
             finally:
                 con.close()  # checkpoints: the tables are in the file itself, not a .wal
             fd = os.open(tmp, os.O_RDONLY)
@@ -1233,7 +1441,14 @@ class DuckDBManager:
         def attach() -> Any:
             mem = duckdb.connect(":memory:")
             try:
+                _quiet(mem)
                 mem.execute(f"ATTACH {_literal(str(self.db_path))} AS {_CAT} (READ_ONLY)")
+            except duckdb.Error as e:
+                mem.close()
+                unreadable = _unreadable(self._db_file, e)
+                if unreadable is None:
+                    raise
+                raise unreadable from None
             except BaseException:
                 mem.close()
                 raise
@@ -1385,8 +1600,13 @@ class DuckDBManager:
             PermissionError: the manager is read-only.
             FileNotFoundError: the (local) root does not exist; nothing is created.
             CatalogLockedError: another writer held the catalog for ``timeout`` s.
-            CatalogUnavailableError: the DuckLake catalog's database cannot be reached.
+            CatalogUnavailableError: the DuckLake catalog's database cannot be reached, or
+                ``db_path`` is a non-empty file that is not a DuckDB database (left alone).
             ImportError: a DuckDB extension is missing (``pip install 'flightlog[lake]'``).
+
+        A ``duckdb.db`` this DuckDB cannot read (another DuckDB line created it, or it is
+        corrupt or empty) is kept as ``duckdb.db.duckdb-<version>.bak`` and rebuilt from
+        the run tree; ``report.rebuilt`` says so.
         """
         self._check_open()
         if self.files_only:
@@ -1409,7 +1629,7 @@ class DuckDBManager:
             report.seconds = time.perf_counter() - t0
             return report
         with self._writer_lock():
-            with self._open_rw() as con:
+            with self._open_rw(rebuild=report) as con:
                 self._ensure_schema(con)
                 state = self._load_state(con)
             run_rows, units, plan = self._discover(state, report, prune)
@@ -2510,18 +2730,51 @@ def _check_one_select(sql: str) -> str:
         and kind(statements[-1]) == "SELECT"
         and all(kind(st) == "CREATE" for st in statements[:-1])
     )
-    if pivot:
+    if pivot or (len(statements) == 1 and kind(statements[0]) == "MULTI" and _PIVOT_RE.match(statements[0].query)):
+        # DuckDB 2 keeps a PIVOT as one MULTI statement (its CREATE TYPEs plus the SELECT).
         return _strip_terminators(sql)
     if len(statements) != 1:
         raise duckdb.InvalidInputException(
             f"query() runs exactly one SQL statement, got {len(statements)}; run them one by one"
         )
+    if kind(statements[0]) == "PRAGMA" and (as_select := _table_pragma(statements[0].query)) is not None:
+        # DuckDB 2 no longer rewrites a table PRAGMA into its SELECT in the parser (1.x did).
+        rewritten = extract(as_select)
+        if len(rewritten) == 1 and kind(rewritten[0]) == "SELECT":
+            return _strip_terminators(rewritten[0].query or as_select)
     if kind(statements[0]) != "SELECT":
         raise duckdb.InvalidInputException(
             "query() runs one read-only statement that yields rows (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
             f"SUMMARIZE, PIVOT, table PRAGMAs); got a {kind(statements[0])} statement"
         )
     return _strip_terminators(statements[0].query or sql)
+
+
+_PIVOT_RE = re.compile(r"^\s*(pivot|unpivot)\b", re.IGNORECASE)
+_PRAGMA_RE = re.compile(r"^\s*pragma\s+([A-Za-z_][A-Za-z0-9_]*)\s*(\(.*\))?\s*;?\s*$", re.IGNORECASE | re.DOTALL)
+
+
+def _table_pragma(text: str) -> str | None:
+    """``PRAGMA name[(args)]`` as ``SELECT * FROM pragma_name(args)`` when DuckDB has that
+    table function (``table_info``, ``storage_info``, ``version``, ...), else ``None``:
+    a setting PRAGMA (``enable_profiling``, ``threads = 1``) has none and stays refused."""
+    m = _PRAGMA_RE.match(text)
+    if m is None or f"pragma_{m.group(1).lower()}" not in _pragma_table_functions():
+        return None
+    return f"SELECT * FROM pragma_{m.group(1).lower()}{m.group(2) or '()'}"
+
+
+@functools.cache
+def _pragma_table_functions() -> frozenset[str]:
+    con = _duckdb().connect(":memory:")
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() "
+            "WHERE function_type = 'table' AND function_name LIKE 'pragma\\_%' ESCAPE '\\'"
+        ).fetchall()
+    finally:
+        con.close()
+    return frozenset(r[0] for r in rows)
 
 
 def _strip_terminators(sql: str) -> str:

@@ -53,7 +53,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, TextIO
@@ -593,15 +593,16 @@ def runs_rows(
     values: dict[str, tuple[Any, Any]] = {}
     if runs and (db is not None or not _is_object_root(_root(root))):
         db = db if db is not None else _catalog(root)
-        cols = _telemetry_columns(db)
-        if metric in cols and "iter" in cols:
-            m = '"' + metric.replace('"', '""') + '"'
-            for rid, last, low in db.query(
-                f"SELECT run_id, arg_max({m}, iter) FILTER (WHERE {m} IS NOT NULL), min({m}) FROM telemetry "
-                "WHERE list_contains(?::VARCHAR[], run_id) GROUP BY run_id",
-                [[r.run_id for r in runs]],
-            ).fetchall():
-                values[rid] = (last, low)
+        with _without_unreadable_catalog(f"listed the runs from their manifests, without final_{metric}/min_{metric}"):
+            cols = _telemetry_columns(db)
+            if metric in cols and "iter" in cols:
+                m = '"' + metric.replace('"', '""') + '"'
+                for rid, last, low in db.query(
+                    f"SELECT run_id, arg_max({m}, iter) FILTER (WHERE {m} IS NOT NULL), min({m}) FROM telemetry "
+                    "WHERE list_contains(?::VARCHAR[], run_id) GROUP BY run_id",
+                    [[r.run_id for r in runs]],
+                ).fetchall():
+                    values[rid] = (last, low)
     now = _dt.datetime.now(_dt.UTC)
     rows = []
     for r in runs:
@@ -836,6 +837,22 @@ def _catalog_ids(db: Any, ids: Sequence[str]) -> set[str]:
     return {r[0] for r in db.query(sql, [list(ids)]).fetchall()}
 
 
+@contextlib.contextmanager
+def _without_unreadable_catalog(did: str) -> Iterator[list[bool]]:
+    """Lets a command that can answer from the run tree carry on when ``duckdb.db`` cannot
+    be read by this DuckDB (another DuckDB line wrote it, or it is not a database): one
+    line on stderr says what happened and what the command did instead. The yielded
+    list holds ``True`` once that happened."""
+    from ._catalog import _CatalogUnreadable
+
+    fell_back: list[bool] = []
+    try:
+        yield fell_back
+    except _CatalogUnreadable as e:
+        fell_back.append(True)
+        _emit(f"flightlog: catalog unreadable: {e.what}; {did} (`flightlog consolidate` rebuilds it)", sys.stderr)
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     since = _parse_since(args.since) if args.since else None
     root = _root(args.root)
@@ -856,12 +873,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     m["status"] = ref.status
     if ref.status != ref.manifest.get("status"):
         m["manifest_status"] = ref.manifest.get("status")
-    in_cat = db.exists() and bool(
-        db.query(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $1) AND EXISTS (SELECT 1 FROM telemetry WHERE run_id = $1)",
-            [ref.run_id],
-        ).fetchone()[0]
-    )
+    in_cat = False
+    with _without_unreadable_catalog("showing the run from its files"):
+        in_cat = db.exists() and bool(
+            db.query(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $1) AND EXISTS (SELECT 1 FROM telemetry WHERE run_id = $1)",
+                [ref.run_id],
+            ).fetchone()[0]
+        )
     if in_cat:
         summary = db.query(
             "SUMMARIZE (SELECT * EXCLUDE (schema_version) FROM telemetry WHERE run_id = $1)", [ref.run_id]
@@ -1025,6 +1044,8 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
         report = db.consolidate(prune=args.prune, progress=progress)
     finally:
         finish()
+    if report.rebuilt:
+        _emit(f"flightlog: {report.rebuilt}", sys.stderr)
     if args.format == "json":
         _emit(json.dumps(_json_value(dataclasses.asdict(report)), indent=1))
     elif args.format == "csv":
