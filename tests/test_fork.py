@@ -197,3 +197,50 @@ def test_a_fork_pool_whose_workers_record_through_their_own_managers_gives_exact
     assert proc.returncode == 0, err[-3000:]
     res = json.loads(out.strip().splitlines()[-1])
     assert res["counts"] == {**{f"w{k}": 1000 + k for k in range(8)}, "parent": 4000}
+
+
+_FORK_DURING_CLOSE = r"""
+import json, os, signal, sys, threading
+import numpy as np
+import pyarrow.parquet as pq
+from flightlog import FlightlogError, TelemetryManager
+root = sys.argv[1]
+tm = TelemetryManager(root, "f", run_id="x", flush_interval=0.05)
+tm.log(a=0.0, b=0)
+n = 100_000
+for k in range(5):
+    tm.extend(a=np.arange(n, dtype=np.float64), b=np.arange(n))
+    tm.flush()
+inside = threading.Event()
+real_finish = tm._finish_manifest
+def finish(*a, **k):  # the closing thread holds the manager's lock from here on
+    inside.set()
+    return real_finish(*a, **k)
+tm._finish_manifest = finish
+t = threading.Thread(target=tm.close)
+t.start()
+inside.wait(60)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # a regression is a hang: the child dies of SIGALRM
+    seen = {}
+    for name, call in {"event": lambda: tm.event("CHILD", {}), "log": lambda: tm._ensure_recorder()}.items():
+        try:
+            call()
+            seen[name] = "no error"
+        except FlightlogError as e:
+            seen[name] = str(e)
+    os._exit(0 if all("forked child" in v for v in seen.values()) else 3)
+_, status = os.waitpid(pid, 0)
+t.join()
+rows = pq.read_table(os.path.join(tm.run_path, "telemetry.parquet")).num_rows
+print(json.dumps({"status": status, "rows": rows, "manifest": tm.manifest["status"]}))
+"""
+
+
+def test_a_child_forked_while_the_parent_closes_its_run_raises_instead_of_blocking(tmp_path: Path) -> None:
+    """The manager's own lock, held by a closing thread at the fork, is never
+    released in the child: a call that waited on it blocked forever."""
+    out = _run(_FORK_DURING_CLOSE, str(tmp_path))
+    assert os.WIFEXITED(out["status"]) and os.WEXITSTATUS(out["status"]) == 0, out
+    assert out["rows"] == 1 + 5 * 100_000 and out["manifest"] == "finished"

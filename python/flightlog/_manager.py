@@ -507,8 +507,19 @@ class TelemetryManager:
         for name, payload, t, explicit in items:
             rec.event(name, payload, t_wall_ms=(t - start) * 1e3 if explicit is None else explicit)
 
+    def _check_owner(self) -> None:
+        """A forked child does not own its parent's run: refuse before taking
+        ``self._lock``, which a parent thread may have held at the fork (it is never
+        released in the child)."""
+        if self._pid != os.getpid():
+            raise FlightlogError(
+                f"this run belongs to process {self._pid} (this is a forked child, process {os.getpid()}); "
+                "open a recorder in the child, e.g. a TelemetryManager per worker"
+            )
+
     def _ensure_recorder(self, first_log: Mapping[str, Any] | None = None) -> Any:
         """The recorder; in lazy mode it is created here (``first_log`` infers the schema)."""
+        self._check_owner()
         with self._lock:
             if self._recorder is not None:
                 return self._recorder
@@ -552,6 +563,7 @@ class TelemetryManager:
         if self._recorder is not None:
             self._recorder.log(**fields)
             return
+        self._check_owner()
         with self._lock:
             if self._recorder is None:
                 self._ensure_recorder(fields)
@@ -586,6 +598,7 @@ class TelemetryManager:
         raises ``TypeError`` here.
         """
         validate_name("event name", name)
+        self._check_owner()
         with self._lock:
             if self._closed:
                 raise FlightlogError(f"run {self.run_id} is closed; cannot record event {name!r}")
