@@ -259,3 +259,30 @@ def test_missing_root_is_never_created(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="typo"):
         db.query("select 1")
     assert not missing.exists()
+
+
+def test_compact_never_merges_a_symlinked_or_fifo_part(tmp_path: Path) -> None:
+    """A part that is a symbolic link to another run's file was merged into the flow's
+    compacted file (its rows then counted twice in the catalog); a FIFO part was left
+    out silently. Both are now reported as skipped, and neither is opened."""
+    import flightlog
+
+    root = tmp_path / "root"
+    with TelemetryManager(root, "f", run_id="d") as tm:
+        for i in range(5):
+            tm.log(iter=i, E=float(i))
+    with TelemetryManager(root, "g", run_id="p", mode="dev") as tm:
+        for i in range(3):
+            tm.log(iter=i, E=1.0)
+    parts = root / "flows" / "g" / "dev_telemetry"
+    (parts / "part-link-000001.parquet").symlink_to(root / "fda_run_d" / "telemetry.parquet")
+    os.mkfifo(parts / "part-fifo-000001.parquet")
+    report = flightlog.compact(root, "g")
+    assert report["telemetry"]["parts_merged"] == 1 and report["telemetry"]["rows"] == 3
+    reasons = {Path(s["path"]).name: s["reason"] for s in report["telemetry"]["skipped"]}
+    assert "symbolic link" in reasons["part-link-000001.parquet"]
+    assert "FIFO" in reasons["part-fifo-000001.parquet"]
+    assert (root / "fda_run_d" / "telemetry.parquet").exists()
+    DuckDBManager(root).consolidate()
+    counts = DuckDBManager(root).query("select run_id, count(*) from telemetry group by 1 order by 1").fetchall()
+    assert counts == [("d", 5), ("p", 3)]

@@ -266,3 +266,75 @@ def test_a_manager_run_claims_its_folder(tmp_path: Path) -> None:
         with pytest.raises(RunClaimedError):
             FlightRecorder(tm.run_path, None)
     assert _rows(Path(tm.run_path) / "telemetry.parquet") == 1
+
+
+_ODD_LOCK = r"""
+import json, os, sys
+import flightlog
+from flightlog import Field, FlightRecorder, Schema
+root, lock_kind = sys.argv[1], sys.argv[2]
+out = {}
+try:
+    FlightRecorder(os.path.join(root, "fda_run_new"), Schema([Field("i", "i64")]))
+    out["constructor"] = "accepted"
+except flightlog.FlightlogError as e:
+    out["constructor"] = f"{type(e).__name__}: {e}"
+report = flightlog.recover(root)
+out["recovered"] = [r["run_id"] for r in report.recovered]
+out["errors"] = [e["error"] for e in report.errors]
+print(json.dumps(out))
+"""
+
+
+def _plant(lock: Path, kind: str, outside: Path) -> None:
+    lock.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.symlink_to(outside)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_an_odd_lock_file_is_refused_never_waited_on_or_followed(tmp_path: Path, kind: str) -> None:
+    """A FIFO planted as `.flightlog.lock` hung the constructor and `recover` (opening it
+    waits for a peer); a symbolic link was followed and its target overwritten."""
+    root = tmp_path / "root"
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    crashed = root / "fda_run_crashed"
+    proc = subprocess.run([PYTHON, "-c", _HOLDER_THEN_DIE, str(crashed)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (root / "fda_run_new").mkdir()
+    for run in (crashed, root / "fda_run_new"):
+        _plant(run / ".flightlog.lock", kind, outside)
+    child = subprocess.Popen(
+        [PYTHON, "-c", _ODD_LOCK, str(root), kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise AssertionError("hung on a planted lock file") from None
+    assert child.returncode == 0, err
+    seen = json.loads(out)
+    assert "lock file" in seen["constructor"] and "WriteError" in seen["constructor"], seen
+    assert seen["recovered"] == [] and len(seen["errors"]) == 1 and "lock file" in seen["errors"][0], seen
+    assert outside.read_text() == "keep me"
+
+
+_HOLDER_THEN_DIE = r"""
+import os, signal, sys
+from flightlog import Field, Schema, TelemetryManager
+path = sys.argv[1]
+root, name = os.path.split(path)
+tm = TelemetryManager(root, "f", run_id=name.removeprefix("fda_run_"), schema=Schema([Field("i", "i64")]))
+for i in range(100):
+    tm.record(i)
+tm.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""

@@ -43,6 +43,7 @@ import json
 import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
@@ -59,6 +60,7 @@ from ._manifest import (
     write_manifest,
 )
 from ._names import validate_name
+from ._regular import LINK_REASON, NotRegularFileError, problem
 from ._runs import DEFAULT_RUN_PREFIX, ROOT_ENV, file_lock, flow_paths, resolve_root
 
 __all__ = [
@@ -95,6 +97,19 @@ def _holder(text: str) -> tuple[str, bool]:
     return who, kv.get("role") == "recover"
 
 
+def _holder_text(fd: int) -> str:
+    """The text of a lock file whose claim another process holds. Its holder writes it
+    right after taking the lock: an empty file is read again briefly, so that a recover
+    that has just taken the claim is not mistaken for a live writer."""
+    text = b""
+    for _ in range(100):
+        text = os.pread(fd, 4096, 0)
+        if text:
+            break
+        time.sleep(0.002)
+    return text.decode("utf-8", "replace")
+
+
 @contextlib.contextmanager
 def _claim(lock_path: Path) -> Iterator[tuple[str, bool] | None]:
     """Take a run's one-writer claim without waiting (see the module doc).
@@ -107,11 +122,21 @@ def _claim(lock_path: Path) -> Iterator[tuple[str, bool] | None]:
     for _ in range(100):
         # Read-only, as the recorder holds it (a descriptor open for writing
         # would make a read-only remount fail); flock needs no write access.
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        # O_NONBLOCK: a FIFO planted as the lock file must be refused, not waited on;
+        # O_NOFOLLOW: a symbolic link is refused, never followed out of the folder.
+        try:
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise NotRegularFileError(e.errno, f"the lock file is {LINK_REASON}", str(lock_path)) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise NotRegularFileError(errno.EINVAL, "the lock file is not a regular file: remove it", str(lock_path))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            busy = _holder(os.read(fd, 4096).decode("utf-8", "replace"))
+            busy = _holder(_holder_text(fd))
             os.close(fd)
             fd = None
             break
@@ -729,7 +754,16 @@ def _compact_kind(parts_dir: Path, out: Path, running: Collection[str] = ()) -> 
     parts = []
     for e in _scandir(parts_dir):
         m = _PART_RE.match(e.name)
-        if m is None or not e.is_file():
+        if m is None:
+            continue
+        try:
+            # A symbolic link (perhaps to another run's file: its rows would be merged
+            # and counted twice) or a FIFO is reported, never merged or opened.
+            why = problem(e.path)
+        except FileNotFoundError:
+            continue
+        if why is not None:
+            skipped.append({"path": e.path, "reason": why})
             continue
         if m.group("run_id") in running:
             skipped.append({"path": e.path, "reason": "its run is still running; compact again after it ends"})

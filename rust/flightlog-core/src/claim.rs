@@ -32,7 +32,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -227,18 +227,28 @@ impl Claim {
             // The lock is held through a read-only descriptor: a file open for
             // writing for the whole recording would make a read-only remount
             // of the filesystem fail ("busy"). `flock` needs no write access.
+            refuse_odd_lock_file(path)?;
             OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .custom_flags(LOCK_OPEN_FLAGS)
                 .open(path)
                 .map_err(|e| CoreError::io("create lock file", path, e))?;
-            let mut file = match File::open(path) {
+            let mut file = match OpenOptions::new()
+                .read(true)
+                .custom_flags(LOCK_OPEN_FLAGS)
+                .open(path)
+            {
                 Ok(f) => f,
                 // Removed by a releasing holder between the two opens.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(CoreError::io("open lock file", path, e)),
             };
+            // Swapped for something else between the look and the open.
+            if !file.metadata().is_ok_and(|m| m.is_file()) {
+                return Err(odd_lock_file(path, "not a regular file"));
+            }
             match file.try_lock() {
                 Ok(()) => {}
                 Err(fs::TryLockError::WouldBlock) => {
@@ -266,6 +276,7 @@ impl Claim {
             let _ = OpenOptions::new()
                 .write(true)
                 .truncate(true)
+                .custom_flags(LOCK_OPEN_FLAGS)
                 .open(path)
                 .and_then(|mut w| {
                     w.write_all(
@@ -357,6 +368,31 @@ fn utc_now_iso() -> String {
     )
 }
 
+/// How a lock file is opened: a symbolic link planted as the lock file is never
+/// followed (the holder's line would overwrite its target, perhaps outside the
+/// folder), and a FIFO is never waited on (opening one blocks until a peer opens
+/// the other end: the constructor and `recover` hung on one).
+const LOCK_OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
+fn odd_lock_file(path: &Path, what: &str) -> CoreError {
+    CoreError::Write {
+        message: format!(
+            "the lock file {} is {what}: it is not used as the run's claim; remove it",
+            path.display()
+        ),
+    }
+}
+
+/// Refuses a lock file that is a symbolic link, FIFO, socket, device or folder,
+/// with an error naming it (the open flags refuse them too, with a less clear one).
+fn refuse_odd_lock_file(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(odd_lock_file(path, "a symbolic link")),
+        Ok(m) if !m.file_type().is_file() => Err(odd_lock_file(path, "not a regular file")),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,5 +430,44 @@ mod tests {
         let b = instance_id();
         assert!(a < 100_000_000 && b < 100_000_000);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_fifo_lock_file_is_refused_at_once_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("r");
+        fs::create_dir_all(&run).unwrap();
+        let lock = run.join(RUN_LOCK_NAME);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&lock)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let layout = OutputLayout::run_folder(&run);
+        // Before: opening the FIFO blocked until a reader came, forever.
+        let err = Claim::acquire(&layout).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn a_symlinked_lock_file_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("r");
+        fs::create_dir_all(&run).unwrap();
+        let outside = dir.path().join("precious.txt");
+        fs::write(&outside, "keep me").unwrap();
+        std::os::unix::fs::symlink(&outside, run.join(RUN_LOCK_NAME)).unwrap();
+        let err = Claim::acquire(&OutputLayout::run_folder(&run))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep me");
+        // A dangling link does not create its target either.
+        let run2 = dir.path().join("r2");
+        fs::create_dir_all(&run2).unwrap();
+        let target = dir.path().join("created-outside");
+        std::os::unix::fs::symlink(&target, run2.join(RUN_LOCK_NAME)).unwrap();
+        assert!(Claim::acquire(&OutputLayout::run_folder(&run2)).is_err());
+        assert!(!target.exists());
     }
 }
