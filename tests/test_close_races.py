@@ -307,3 +307,49 @@ def test_to_arrow_racing_close_returns_every_row_exactly_once(tmp_path: Path) ->
         want = list(range(1000 * segments))
         bad += [(trial, len(r)) for r in reads if r != want]
     assert bad == [], bad
+
+
+def test_extend_racing_close_says_how_many_of_its_rows_were_recorded(tmp_path: Path) -> None:
+    """An extend() that close() interrupts has recorded its first rows (a chunk at a
+    time, like record() calls in a loop): its RecorderClosedError used to say only "the
+    recorder is closed", so a retry of the whole call duplicated them. It now says how
+    many went in, and exactly those are in the file."""
+    out = run_scenario(
+        PRODUCERS
+        + textwrap.dedent(
+            f"""
+        import re
+        import numpy as np
+        path = {str(tmp_path / "run")!r}
+        rec = FlightRecorder(path, SCHEMA, flush_interval=0.01, ring_capacity=1024)
+        N = 2_000_000
+        said = {{}}
+        def extend_all(k):
+            try:
+                rec.extend(iter=np.arange(N, dtype=np.int64), who=np.full(N, k, dtype=np.int64))
+                said[k] = N
+            except RecorderClosedError as e:
+                m = re.search(r"the first (\\d+) of its (\\d+) rows were recorded", str(e))
+                # Closed before the call began: none of its rows went in.
+                said[k] = int(m.group(1)) if m else 0 if str(e) == "the recorder is closed" else str(e)
+        threads = [threading.Thread(target=extend_all, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        wait_rows(rec.stats, 50_000)
+        rec.close()
+        for t in threads:
+            t.join(60)
+        t = pq.read_table(os.path.join(path, "telemetry.parquet"))
+        who = t.column("who").to_numpy()
+        it = t.column("iter").to_numpy()
+        per = {{k: int((who == k).sum()) for k in range(4)}}
+        prefix = {{k: bool((it[who == k] == np.arange(per[k])).all()) for k in range(4)}}
+        print(json.dumps({{"said": said, "per": per, "prefix": prefix}}))
+        """
+        )
+    )
+    said = {int(k): v for k, v in out["said"].items()}
+    per = {int(k): v for k, v in out["per"].items()}
+    assert all(isinstance(v, int) for v in said.values()), said
+    assert said == per, out
+    assert all(out["prefix"].values()), out

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use flightlog_core::layout::f64_word;
 use flightlog_core::{
-    Codec, DType, Field, Offer, OnFull, OutputLayout, Recorder, RecorderConfig, RowLayout,
-    Sampling, Schema, Storage,
+    Codec, CoreError, DType, Field, Offer, OnFull, OutputLayout, Recorder, RecorderConfig,
+    RowLayout, Sampling, Schema, Storage,
 };
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -19,7 +19,7 @@ use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use crate::arrow::ArrowData;
 use crate::columns::NumericColumn;
 use crate::convert::{infer_dtype, to_constant, to_word, FieldConv};
-use crate::error::{guard, to_py, RowBudgetWarning, SchemaError};
+use crate::error::{guard, to_py, RecorderClosedError, RowBudgetWarning, SchemaError};
 use crate::fastcall::{self, Entry};
 use crate::store::PyObjectStore;
 
@@ -763,20 +763,33 @@ impl PyRecorder {
                 }
             }
             let rows_ref = &rows;
-            let first = py.detach(|| {
+            let (first, refused) = py.detach(|| {
                 guard_core(|| {
                     let mut first = false;
-                    for row in rows_ref.chunks_exact(width) {
+                    for (k, row) in rows_ref.chunks_exact(width).enumerate() {
                         // `offer`, not `push`: a write error reported while
                         // this call runs stays pending for the next call, so
                         // the batch is recorded whole (checked once above).
-                        if let Offer::OverBudget { first: true } = rec.offer(row)? {
-                            first = true;
+                        match rec.offer(row) {
+                            Ok(Offer::OverBudget { first: true }) => first = true,
+                            Ok(_) => {}
+                            // Closed by another thread part-way: the rows
+                            // before this one are recorded; say how many.
+                            Err(CoreError::Closed) => return Ok((first, Some(k))),
+                            Err(e) => return Err(e),
                         }
                     }
-                    Ok(first)
+                    Ok((first, None))
                 })
             })?;
+            if let Some(k) = refused {
+                return Err(RecorderClosedError::new_err(format!(
+                    "the recorder was closed (by another thread) during extend(): the first {} of its {n} rows \
+                     were recorded, the other {} were not; do not retry them whole",
+                    start + k,
+                    n - start - k
+                )));
+            }
             budget_first |= first;
             start = end;
         }
