@@ -71,7 +71,7 @@ TELEMETRY_GLOB = (
     "{fda_run_*/telemetry.parquet,flows/*/{dev,tuner}_telemetry.parquet,flows/*/{dev,tuner}_telemetry/part-*.parquet}"
 )
 # The run id from the path, where the path has it (a compacted file holds many runs).
-PATH_RUN_ID = r"(?:/fda_run_([^/]+)/telemetry|/part-(.+)-[0-9]{6})\.parquet$"
+PATH_RUN_ID = r"(?:/fda_run_([^/]+)/telemetry|/part-(.+)-[0-9]{6,})\.parquet$"
 
 SPARK_TYPES = {  # flightlog dtype -> Spark SQL type name
     "i64": "bigint",

@@ -497,7 +497,7 @@ VERSION_SUFFIX = ".version"
 _HEADER_MAGIC = b"DUCK"
 
 
-class _CatalogUnreadable(CatalogUnavailableError):
+class _CatalogUnreadable(CatalogUnavailableError, CatalogError):
     """``duckdb.db`` exists but this DuckDB cannot open it: another DuckDB line wrote it
     (DuckDB reads older storage versions, never newer ones), or it is not a DuckDB
     file. Derived data: :meth:`DuckDBManager.consolidate` rebuilds it from the run tree.
@@ -1200,7 +1200,7 @@ class DuckDBManager:
             unreadable = _unreadable(self._db_file, e)
             if unreadable is None:
                 raise
-            raise unreadable from None
+            raise unreadable from e
 
     def _create_db_file(self) -> None:
         """Creates ``duckdb.db``, with its tables and no rows, atomically (the caller
@@ -1448,7 +1448,7 @@ class DuckDBManager:
                 unreadable = _unreadable(self._db_file, e)
                 if unreadable is None:
                     raise
-                raise unreadable from None
+                raise unreadable from e
             except BaseException:
                 mem.close()
                 raise

@@ -17,6 +17,7 @@ __all__ = [
     "parquet_kv",
     "parquet_rows",
     "recover_run_dir",
+    "_after_fork_in_child",
 ]
 
 __version__: str
