@@ -18,16 +18,19 @@
 //! let report = rec.close().unwrap(); // segments merged into telemetry.parquet
 //! assert_eq!(report.files[0].1, 1000);
 //! ```
-// The one exception is `mapped` (a memory-mapped file viewed as atomics).
+// The exceptions are `mapped` (a memory-mapped file viewed as atomics) and
+// `barrier` (one system call).
 #![deny(unsafe_code)]
 
 pub mod atomic_file;
+pub mod barrier;
 pub mod claim;
 pub mod dict;
 pub mod error;
 pub mod layout;
 pub mod mapped;
 pub mod parquet_io;
+mod producer;
 pub mod read;
 pub mod recorder;
 pub mod recover;

@@ -68,8 +68,7 @@ impl MappedWords {
         // of the mapping: every access is an atomic load or store through
         // `Deref` below, so even a concurrent writer could not make a plain
         // read observe a torn or changing value.
-        let map = unsafe { MmapMut::map_mut(file) }
-            .map_err(|e| CoreError::io("map", path, e))?;
+        let map = unsafe { MmapMut::map_mut(file) }.map_err(|e| CoreError::io("map", path, e))?;
         assert!(map.len() >= words * 8);
         Ok(MappedWords { map, words })
     }

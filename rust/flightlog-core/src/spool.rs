@@ -1,8 +1,9 @@
 //! The spool: where a recorder keeps every row between `record()` and a
 //! published segment, in files, so that rows survive the death of the process.
 //!
-//! A recorder's spool is a hidden folder beside its claim (`.flightlog.spool/`
-//! in a run folder; for an object store, a local folder). It holds:
+//! A recorder's spool is a folder named after its instance number, in a hidden
+//! folder beside its claim (`.flightlog.spool/NNNNNNNN/` in a run folder; for
+//! an object store, in a local folder). It holds:
 //!
 //! * `meta.json`: what a reader needs to turn words back into rows (schema,
 //!   constants, file metadata, row width, the writer's pid and **boot id**);
@@ -112,29 +113,19 @@ struct Journal {
 }
 
 impl Spool {
-    /// Creates the spool folder (fresh: a previous spool there must have been
-    /// salvaged first) and writes `meta.json`.
-    pub fn create(dir: &Path, meta: &SpoolMeta) -> Result<Spool> {
-        if dir.exists() {
-            // A spool left by a recorder that did not finish and was not
-            // recovered: its rows belong to that recording. The folder's
-            // segments check refuses such a folder earlier; this is the
-            // case of a spool without segments (killed before any flush).
-            if has_rows(dir) {
-                return Err(CoreError::Exists(format!(
-                    "{} holds the spool of a recording that did not finish: run recover on the folder first",
-                    dir.display()
-                )));
-            }
-            fs::remove_dir_all(dir).map_err(|e| io("remove stale spool", dir, e))?;
-        }
-        fs::create_dir_all(dir).map_err(|e| io("create spool folder", dir, e))?;
+    /// Creates this recorder's spool folder in `base` (named after
+    /// `meta.instance`) and writes `meta.json`. Fails if `base` holds the
+    /// spool of a recording that did not finish (see [`check_no_unfinished`]).
+    pub fn create(base: &Path, meta: &SpoolMeta) -> Result<Spool> {
+        check_no_unfinished(base)?;
+        let dir = base.join(format!("{:08}", meta.instance));
+        fs::create_dir_all(&dir).map_err(|e| io("create spool folder", &dir, e))?;
         let text = serde_json::to_string(meta)
             .map_err(|e| CoreError::write(format!("spool metadata: {e}")))?;
         let path = dir.join(META);
         fs::write(&path, text).map_err(|e| io("write", &path, e))?;
         Ok(Spool {
-            dir: dir.to_path_buf(),
+            dir,
             width: meta.width,
             capacity: meta.ring_capacity,
             journal: Mutex::new(Journal {
@@ -248,9 +239,13 @@ impl Spool {
             .map_err(|e| io("append to", &path, e))
     }
 
-    /// Removes the spool (every row is in published files).
+    /// Removes the spool (every row is in published files), and the hidden
+    /// folder if it is then empty.
     pub fn remove(&self) {
         let _ = fs::remove_dir_all(&self.dir);
+        if let Some(base) = self.dir.parent() {
+            let _ = fs::remove_dir(base);
+        }
     }
 }
 
@@ -279,6 +274,44 @@ fn lane_index(name: &str) -> Option<usize> {
         .strip_suffix(".ring")?
         .parse()
         .ok()
+}
+
+/// Fails if `base` holds a recorder's spool with rows or events: that
+/// recording did not finish, and its rows belong to it (`recover` salvages
+/// them). Spools without any (a live recorder that has not recorded yet, or
+/// one that died before it did) are left alone.
+pub fn check_no_unfinished(base: &Path) -> Result<()> {
+    for dir in spool_dirs(base) {
+        if has_rows(&dir) {
+            return Err(CoreError::Exists(format!(
+                "{} holds the spool of a recording that did not finish: \
+                 run recover on the folder (it salvages those rows), or use a new folder",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The recorders' spool folders in `base`.
+pub fn spool_dirs(base: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(base)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
 }
 
 /// True when a spool folder may hold rows or events (a journal, a ring with
@@ -315,11 +348,7 @@ pub struct Salvaged {
 /// Reads a dead recorder's spool: every row beyond `covered` (per lane: the
 /// end of the positions published segments hold) and every event from
 /// `events_from` on. The spool is not changed.
-pub fn salvage(
-    dir: &Path,
-    covered: &BTreeMap<usize, u64>,
-    events_from: u64,
-) -> Result<Salvaged> {
+pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> Result<Salvaged> {
     let mut out = Salvaged::default();
     let meta_path = dir.join(META);
     let meta: SpoolMeta = match fs::read_to_string(&meta_path) {
@@ -485,8 +514,9 @@ mod tests {
     #[test]
     fn rows_in_rings_and_journals_are_salvaged_once_beyond_what_is_covered() {
         let dir = tempfile::tempdir().unwrap();
-        let sp = dir.path().join(".flightlog.spool");
-        let spool = Spool::create(&sp, &meta(2, 4)).unwrap();
+        let base = dir.path().join(".flightlog.spool");
+        let spool = Spool::create(&base, &meta(2, 4)).unwrap();
+        let sp = spool.dir().to_path_buf();
         let ring = spool.map_lane(0).unwrap();
         let mut c = ring.cursor();
         for i in 0..4u64 {
@@ -531,10 +561,10 @@ mod tests {
     #[test]
     fn a_spool_from_another_boot_is_discarded() {
         let dir = tempfile::tempdir().unwrap();
-        let sp = dir.path().join("s.spool");
         let mut m = meta(1, 2);
         m.boot_id = Some("not-this-boot".into());
-        let spool = Spool::create(&sp, &m).unwrap();
+        let spool = Spool::create(&dir.path().join("s.spool"), &m).unwrap();
+        let sp = spool.dir().to_path_buf();
         let ring = spool.map_lane(0).unwrap();
         let mut c = ring.cursor();
         ring.push(&mut c, &[1]).unwrap();
