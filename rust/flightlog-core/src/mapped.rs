@@ -23,7 +23,13 @@ pub struct MappedWords {
 }
 
 impl MappedWords {
-    /// Creates (or truncates) `path` to `words` zero words and maps it.
+    /// Creates (or truncates) `path` to `words` zero words, allocates its
+    /// blocks, and maps it.
+    ///
+    /// The allocation matters: a store to a page of a sparse file that the
+    /// filesystem cannot back (a full disk) is not an error a program can
+    /// handle but a `SIGBUS` that kills it. With the blocks allocated up front
+    /// a full disk fails here, as an error, and never later.
     pub fn create(path: &Path, words: usize) -> Result<MappedWords> {
         let file = OpenOptions::new()
             .read(true)
@@ -34,6 +40,7 @@ impl MappedWords {
             .map_err(|e| CoreError::io("create", path, e))?;
         file.set_len((words * 8) as u64)
             .map_err(|e| CoreError::io("size", path, e))?;
+        allocate(&file, path, words * 8)?;
         Self::map(&file, path, words)
     }
 
@@ -72,6 +79,30 @@ impl MappedWords {
         assert!(map.len() >= words * 8);
         Ok(MappedWords { map, words })
     }
+}
+
+/// Allocates the blocks of `file`'s first `len` bytes (see [`MappedWords::create`]).
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, path: &Path, len: usize) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fallocate takes a file descriptor we own (open for the
+    // duration of the call) and two integers; it touches no memory of ours.
+    let err = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if err != 0 {
+        return Err(CoreError::io(
+            "allocate",
+            path,
+            std::io::Error::from_raw_os_error(err),
+        ));
+    }
+    Ok(())
+}
+
+/// Elsewhere the file stays sparse: a full disk while recording can then end
+/// the process with `SIGBUS` (documented in docs/PLATFORMS.md).
+#[cfg(not(target_os = "linux"))]
+fn allocate(_file: &File, _path: &Path, _len: usize) -> Result<()> {
+    Ok(())
 }
 
 impl Deref for MappedWords {

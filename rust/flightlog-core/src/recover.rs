@@ -169,6 +169,15 @@ pub fn spool_base(layout: &OutputLayout, spool_dir_override: Option<&Path>) -> P
     spool_dir(&config).0
 }
 
+/// Only the salvage step of [`recover_run_with_spool`]: what the spools of
+/// `layout`'s dead recorders hold beyond their segments becomes one last
+/// segment each (append-mode parts, which are never merged, need only this).
+pub fn salvage_spool(layout: &OutputLayout, spool_base: Option<&Path>) -> Result<RecoverReport> {
+    let mut report = RecoverReport::default();
+    salvage_spools(layout, spool_base, &mut report)?;
+    Ok(report)
+}
+
 /// Publishes what the spools of `layout`'s dead recorders hold beyond the
 /// published segments as one last segment each (telemetry and events), then
 /// removes the spools. A finished recording's spool (its process died after

@@ -52,8 +52,29 @@ const DICT_LOG: &str = "dict.log";
 const EVENTS_LOG: &str = "events.log";
 const FORMAT: u32 = 1;
 
-/// A ring over a memory-mapped file.
-pub type MappedRing = SpscRing<crate::mapped::MappedWords>;
+/// The words of a lane's ring: a mapped spool file, or (when the spool could
+/// not provide one: a full disk) plain memory, which records as fast but does
+/// not outlive the process.
+#[derive(Debug)]
+pub enum RingMemory {
+    Mapped(crate::mapped::MappedWords),
+    Heap(Box<[AtomicU64]>),
+}
+
+impl std::ops::Deref for RingMemory {
+    type Target = [AtomicU64];
+
+    #[inline(always)]
+    fn deref(&self) -> &[AtomicU64] {
+        match self {
+            RingMemory::Mapped(m) => m,
+            RingMemory::Heap(h) => h,
+        }
+    }
+}
+
+/// A lane's ring.
+pub type MappedRing = SpscRing<RingMemory>;
 
 /// What a reader needs to interpret the spool.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,12 +165,22 @@ impl Spool {
         &self.dir
     }
 
-    /// Maps (creating) the ring file of lane `lane`.
-    pub fn map_lane(&self, lane: usize) -> Result<MappedRing> {
-        let words = SpscRing::<crate::mapped::MappedWords>::words_needed(self.capacity, self.width);
+    /// The ring of lane `lane`: a mapped file in the spool, or, if the spool
+    /// cannot hold it (a full disk), memory (counted in [`Spool::errors`]:
+    /// that lane's rows do not survive a crash until they are in a segment).
+    pub fn map_lane(&self, lane: usize) -> MappedRing {
+        let words = SpscRing::<RingMemory>::words_needed(self.capacity, self.width);
         let path = self.dir.join(format!("lane-{lane:03}.ring"));
-        let mapped = crate::mapped::MappedWords::create(&path, words)?;
-        Ok(SpscRing::new(mapped, self.capacity, self.width))
+        let memory = match crate::mapped::MappedWords::create(&path, words) {
+            Ok(m) => RingMemory::Mapped(m),
+            Err(_) => {
+                let _ = fs::remove_file(&path);
+                self.errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                RingMemory::Heap(flightlog_ring::spsc::heap_words(words))
+            }
+        };
+        SpscRing::new(memory, self.capacity, self.width)
     }
 
     /// Appends drained rows (`lane`, `pos`, words) to the current journal.
@@ -417,8 +448,8 @@ pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> 
             continue;
         };
         let path = dir.join(name);
-        let words = SpscRing::<crate::mapped::MappedWords>::words_needed(meta.ring_capacity, width);
-        let mapped = crate::mapped::MappedWords::open(&path, words)?;
+        let words = SpscRing::<RingMemory>::words_needed(meta.ring_capacity, width);
+        let mapped = RingMemory::Mapped(crate::mapped::MappedWords::open(&path, words)?);
         let ring = SpscRing::new(mapped, meta.ring_capacity, width);
         let (_, torn) = ring.salvage(from(lane), |pos, row| {
             rows.insert((lane, pos), row.to_vec());
@@ -517,7 +548,7 @@ mod tests {
         let base = dir.path().join(".flightlog.spool");
         let spool = Spool::create(&base, &meta(2, 4)).unwrap();
         let sp = spool.dir().to_path_buf();
-        let ring = spool.map_lane(0).unwrap();
+        let ring = spool.map_lane(0);
         let mut c = ring.cursor();
         for i in 0..4u64 {
             ring.push(&mut c, &[i, 10 * i]).unwrap();
@@ -565,7 +596,7 @@ mod tests {
         m.boot_id = Some("not-this-boot".into());
         let spool = Spool::create(&dir.path().join("s.spool"), &m).unwrap();
         let sp = spool.dir().to_path_buf();
-        let ring = spool.map_lane(0).unwrap();
+        let ring = spool.map_lane(0);
         let mut c = ring.cursor();
         ring.push(&mut c, &[1]).unwrap();
         let s = salvage(&sp, &BTreeMap::new(), 0).unwrap();
