@@ -113,6 +113,8 @@ def test_show_json_has_typed_min_max_and_payload_objects(tmp_path: Path) -> None
 def test_an_ambiguous_prefix_says_how_many_runs_match(tmp_path: Path) -> None:
     ids = [_run(tmp_path, "f", rows=1) for _ in range(7)]
     prefix = ids[0][: next((i for i in range(len(ids[0])) if len({r[: i + 1] for r in ids}) > 1), len(ids[0]))]
+    while prefix in ids:  # an exact id is not a prefix search
+        prefix = prefix[:-1]
     assert prefix and all(r.startswith(prefix) for r in ids)
     proc = cli("show", prefix, root=tmp_path)
     assert proc.returncode != 0

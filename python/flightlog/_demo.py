@@ -368,7 +368,7 @@ def run_demo(
         _say(out, f"convergence plot: {result.plot_path}")
 
     result.seconds = time.perf_counter() - t_start
-    _say(out, f"\n{len(result.runs)} runs, {result.rows} rows recorded in {result.record_seconds:.1f} s.")
+    _say(out, f"\n{len(result.runs)} runs, {result.rows:,} telemetry rows recorded in {result.record_seconds:.1f} s.")
     _say(out, f"Everything is under {result.root}:")
     _say(out, "  fda_run_*/            one folder per run: manifest.toml, telemetry.parquet, events.parquet")
     _say(out, f"  duckdb.db             the catalog   (try: flightlog query --root {root_path} 'SELECT ...')")
