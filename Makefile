@@ -110,16 +110,16 @@ wheel-test: wheel  ## Install the wheel into two fresh virtualenvs (DuckDB 1.5.5
 	cd tests && FLIGHTLOG_DUCKDB_LINE=2 FLIGHTLOG_OTHER_DUCKDB_PYTHON=$(CURDIR)/.venv-wheel/bin/python \
 		../.venv-wheel-duckdb2/bin/python $(WHEEL_PYTEST) $(DUCKDB2_SKIP)
 
-bench: dev wheel  ## Recorder and catalog benchmarks: regenerate benches/RESULTS.md
+bench: dev venv-test wheel  ## Recorder and catalog benchmarks: regenerate benches/RESULTS.md
 	$(VPY) benches/bench_recorder.py --out benches/RESULTS.md
 	$(VPY) benches/bench_catalog.py --out benches/RESULTS.md
 
-bench-peers: dev  ## The same workload through flightlog and peer loggers: regenerate benches/PEERS.md
+bench-peers: dev venv-test  ## The same workload through flightlog and peer loggers: regenerate benches/PEERS.md
 	# The peers of the `bench` extra (peers that fail to install are skipped by the harness).
 	$(VPY) -m pip install -q polars tensorboardX crc32c mlflow trackio aim rerun-sdk || true
 	$(VPY) benches/peers/run.py --out benches/PEERS.md
 
-reliability: dev  ## The crash campaign and fault figures: regenerate docs/RELIABILITY.md
+reliability: dev venv-test  ## The crash campaign and fault figures: regenerate docs/RELIABILITY.md
 	$(VPY) benches/reliability_report.py
 
 demo: dev  ## Run the demo (the main job)
