@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,22 @@ def test_table_numbers_have_one_format(tmp_path: Path) -> None:
 
     text = render(["a", "b", "c"], [[0.0414873, 1.22607, 2.507e-17]], "table")
     assert "0.04149" in text and "1.226" in text and "2.507e-17" in text
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_dev_installs_only_what_the_demo_needs() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+
+    def dry(target: str) -> str:
+        proc = subprocess.run(["make", "-n", target], cwd=repo, capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    dev = dry("dev")
+    for test_only in ("pytest", "moto", "hypothesis", "dask", "seaweedfs", "pyspark", "ruff"):
+        assert test_only not in dev, test_only
+    assert "maturin develop --release" in dev and "PIP_QUIET=1" in dev
+    assert "maturin develop --release -q" not in dev  # cargo's progress is shown
+    full = dry("test-all")
+    assert "pytest" in full and "moto" in full
