@@ -193,3 +193,19 @@ def test_recover_leaves_a_live_file_recording_alone(tmp_path: Path) -> None:
         report = flightlog.recover(out)
         assert report.live == [str(out)] and report.recovered == []
     assert pq.read_table(out).num_rows == 1
+
+
+def test_cli_recover_takes_an_output_file(tmp_path: Path) -> None:
+    out = tmp_path / "t.parquet"
+    _record_and_kill(out, False)
+    env = dict(os.environ, FLIGHTLOG_PLAIN="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flightlog.cli", "recover", str(out), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"telemetry_rows": 100' in proc.stdout
+    assert pq.read_table(out).num_rows == 100

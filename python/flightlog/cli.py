@@ -1443,10 +1443,18 @@ def _tail(args: argparse.Namespace, ref: RunRef, source: _TailSource) -> int:
 def cmd_recover(args: argparse.Namespace) -> int:
     from ._recover import DEFAULT_STALE_AFTER, recover
 
-    root = _root(args.root)
+    if args.file is not None:
+        from ._recorder import is_output_file
+
+        if not is_output_file(args.file):
+            raise CLIError(f"{args.file}: not an output file (a path ending in .parquet); runs are found with --root")
+        root: Any = args.file
+    else:
+        root = _root(args.root)
     report = recover(root, stale_after=args.stale_after if args.stale_after is not None else DEFAULT_STALE_AFTER)
     cols = [
         "run_id",
+        "path",
         "flow_name",
         "mode",
         "previous_status",
@@ -1654,6 +1662,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--for", dest="timeout_tail", type=float, help="stop following after this many seconds")
 
     p = add("recover", cmd_recover, "finalise crashed runs (merge segments, mark crashed)")
+    p.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE.parquet",
+        help="finalise this output file of a bare FlightRecorder instead of the runs under --root",
+    )
     p.add_argument(
         "--stale-after",
         type=float,
