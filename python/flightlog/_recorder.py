@@ -411,7 +411,7 @@ class FlightRecorder:
 
         Cost: on an open recorder it first calls :meth:`flush`, which publishes
         the rows buffered since the last flush as one more segment (a Parquet
-        write and an fsync, typically a few milliseconds), then reads every
+        write and an fsync: 3 to 25 ms on a loaded 2-core VM), then reads every
         segment back. Calling it once per iteration of a loop would make many
         small segments (merged at close); read every few hundred iterations, or
         after :meth:`close`, which reads the one final file.
