@@ -46,8 +46,10 @@ def test_seed_snippet_verbatim(tmp_path: Path) -> None:
     assert table.column("run_id").to_pylist() == ["test_run_001"] * 5
     assert len(rec.to_dataframe()) == 5
     assert len(rec) == 5
-    # Nothing else among the user's files matches *.parquet; the rest is hidden.
+    # Nothing else among the user's files matches *.parquet; the rest is hidden, and a
+    # dataset reader of the folder (which skips hidden folders) sees the 5 rows only.
     assert sorted(p.name for p in tmp_path.glob("*.parquet")) == ["telemetry.parquet"]
+    assert pq.read_table(tmp_path).num_rows == 5
     sidecar = tmp_path / ".telemetry.parquet.flightlog"
     assert sidecar.is_dir()
     assert not list(sidecar.glob("*.parquet.*")), "no temp files left"
