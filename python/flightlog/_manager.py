@@ -701,6 +701,7 @@ class TelemetryManager:
             ("flow_name", self.flow_name),
             ("mode", self.mode),
             ("status", self.status),
+            *((("outcome", self._outcome),) if getattr(self, "_outcome", None) is not None else ()),
             ("path", self.run_path),
             *((k, stats[k]) for k in ("rows_offered", "rows_written", "rows_dropped", "segments") if k in stats),
         ]
