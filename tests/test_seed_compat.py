@@ -211,3 +211,15 @@ def test_cli_recover_takes_an_output_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert '"telemetry_rows": 100' in proc.stdout
     assert pq.read_table(out).num_rows == 100
+
+
+def test_write_manifest_never_replaces_the_output_file(tmp_path: Path) -> None:
+    out = tmp_path / "telemetry.parquet"
+    with FlightRecorder(out) as rec:
+        rec.log(iter=0, E=1.0)
+    with pytest.raises(ValueError, match="Parquet file"):
+        flightlog.write_manifest(out, {"run_id": "r"})
+    assert pq.read_table(out).num_rows == 1
+    # The seed's manifest beside its file: the folder.
+    flightlog.write_manifest(tmp_path, {"run_id": "test_run_001", "params": {"alpha": 0.1, "tags": ["a"]}})
+    assert flightlog.read_manifest(tmp_path)["params"] == {"alpha": 0.1, "tags": ["a"]}
