@@ -223,3 +223,51 @@ def test_write_manifest_never_replaces_the_output_file(tmp_path: Path) -> None:
     # The seed's manifest beside its file: the folder.
     flightlog.write_manifest(tmp_path, {"run_id": "test_run_001", "params": {"alpha": 0.1, "tags": ["a"]}})
     assert flightlog.read_manifest(tmp_path)["params"] == {"alpha": 0.1, "tags": ["a"]}
+
+
+CONCURRENT_CLOSE = textwrap.dedent(
+    """
+    import sys, threading
+    from flightlog import FlightRecorder
+    out = sys.argv[1]
+    with FlightRecorder(out) as rec:
+        rec.log(iter=0, E=1.0)
+    for round in range(20):
+        rec = FlightRecorder(out, overwrite=True)
+        for i in range(1000):
+            rec.log(iter=i, E=float(round))
+        start = threading.Barrier(3)
+        def close():
+            start.wait()
+            rec.close()
+        threads = [threading.Thread(target=close) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert rec.to_arrow().num_rows == 1000
+    print("ok", flush=True)
+    """
+)
+
+
+def test_concurrent_closes_of_a_replacing_recorder_replace_once(tmp_path: Path) -> None:
+    # Three threads closing one overwrite=True recorder at once: one replaces the file,
+    # the others wait for it (without holding the GIL it needs), none deadlocks.
+    out = tmp_path / "t.parquet"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CONCURRENT_CLOSE, str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert stdout.strip() == "ok"
+    assert set(pq.read_table(out).column("E").to_pylist()) == {19.0}

@@ -890,17 +890,23 @@ impl PyRecorder {
             return Ok(());
         };
         let report = py.detach(|| guard_core(|| a.rec.close()))?;
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((file, true)) = &self.output_file {
             // The replacing form: the complete recording now replaces the old
             // output (a close that failed above leaves it and the segments
-            // for recover). Under the files lock: a second close waits here.
-            if !self.replaced.load(std::sync::atomic::Ordering::Acquire) {
-                py.detach(|| guard_core(|| flightlog_core::publish_replacement(file)))?;
-                self.replaced
-                    .store(true, std::sync::atomic::Ordering::Release);
-            }
+            // for recover). Once, under the files lock, taken without the GIL:
+            // a concurrent close() waits here without holding the GIL that
+            // this one needs to return.
+            py.detach(|| {
+                let _once = self.files.lock().unwrap_or_else(|e| e.into_inner());
+                if !self.replaced.load(std::sync::atomic::Ordering::Acquire) {
+                    guard_core(|| flightlog_core::publish_replacement(file))?;
+                    self.replaced
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                Ok::<(), PyErr>(())
+            })?;
         }
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let moved = self.read_layout();
         for (p, rows, bytes) in report.files {
             // Published names as they are after the replacement.
