@@ -121,6 +121,8 @@ class RunOutcome:
     iterations: int
     seconds: float
     error: str | None = None
+    #: The flow's outcome (``converged``, ``diverged``, ``timeout``), as in the manifest.
+    outcome: str | None = None
 
 
 @dataclass
@@ -195,10 +197,12 @@ def _flow(
             )
         if not (math.isfinite(rel) and rel < blowup):
             tm.event(events.CERT_FAIL, {"reason": "diverged", "iter": k, "rel_grad": rel, "step_scale": step_scale})
+            tm.outcome = "diverged"
             raise DivergenceError(
                 f"{method} with step_scale={step_scale} diverged at iteration {k}: ||g||/||g0|| = {rel:.3g}"
             )
         if rel <= tol:
+            tm.outcome = "converged"
             return k
         if k == max_iter:
             break
@@ -294,7 +298,8 @@ def run_demo(
                 max_rows=max(1_000_000, max_iter + 1),
             ) as tm:
                 outcome.run_id = tm.run_id
-                outcome.iterations = _flow(
+                # Iterations counted as `flightlog compare` counts them: iter 0 (the start) to the last, inclusive.
+                outcome.iterations = 1 + _flow(
                     tm,
                     prob,
                     method,
@@ -311,10 +316,12 @@ def run_demo(
         outcome.seconds = time.perf_counter() - t0
         if tm is not None:
             outcome.iterations = outcome.iterations or int(tm.manifest.get("counts", {}).get("rows_written", 0))
+            outcome.outcome = tm.outcome
             result.rows += int(tm.manifest.get("counts", {}).get("rows_written", 0))
         result.runs.append(outcome)
         line = (
-            f"  {outcome.run_id:<18} {method:<9} alpha*L={scale:<5g} {outcome.status:<8} {outcome.iterations:>7} iters"
+            f"  {outcome.run_id:<18} {method:<9} alpha*L={scale:<5g} {outcome.status:<8} "
+            f"{outcome.outcome or '':<9} {outcome.iterations:>7,} iterations"
         )
         line += f"  {outcome.seconds:6.2f} s"
         if outcome.error:
@@ -361,7 +368,7 @@ def run_demo(
         _say(out, f"convergence plot: {result.plot_path}")
 
     result.seconds = time.perf_counter() - t_start
-    _say(out, f"\n{len(result.runs)} runs, {result.rows} rows recorded in {result.record_seconds:.1f} s.")
+    _say(out, f"\n{len(result.runs)} runs, {result.rows:,} telemetry rows recorded in {result.record_seconds:.1f} s.")
     _say(out, f"Everything is under {result.root}:")
     _say(out, "  fda_run_*/            one folder per run: manifest.toml, telemetry.parquet, events.parquet")
     _say(out, f"  duckdb.db             the catalog   (try: flightlog query --root {root_path} 'SELECT ...')")

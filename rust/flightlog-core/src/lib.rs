@@ -37,7 +37,9 @@ pub use error::{CoreError, Result};
 pub use layout::{OutputLayout, RowLayout};
 pub use parquet_io::Codec;
 pub use recorder::{Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};
-pub use recover::{recover_run, recover_run_exclusive, RecoverReport};
+pub use recover::{
+    publish_replacement, recover_output_file, recover_run, recover_run_exclusive, RecoverReport,
+};
 pub use schema::{DType, Field, Schema, Value};
 pub use storage::Storage;
 pub use store::{ObjectRoot, PutKind};
