@@ -282,7 +282,9 @@
       const note = h("div", { class: "note" });
       const plot = h("div", { class: "plot" });
       const unit = ((run.manifest.units || {})[m] || {});
-      box.append(h("div", { class: "title" }, m, unit.unit && unit.unit !== "1" ? " [" + unit.unit + "]" : ""), unit.method ? h("div", { class: "note" }, unit.method) : null, plot, note);
+      box.append(h("div", { class: "title" }, m, unit.unit && unit.unit !== "1" ? " [" + unit.unit + "]" : ""));
+      if (unit.method) box.append(h("div", { class: "note" }, unit.method));
+      box.append(plot, note);
       grid.append(box);
       boxes[m] = { box, plot, note, u: null };
     }
