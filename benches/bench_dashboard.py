@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -124,29 +125,34 @@ def main() -> None:
             assert rep is not None
             demo_line = (
                 f"| `flightlog demo` report (6 runs, {res.rows:,} rows, every numeric field charted, "
-                f"data embedded) | {rep.stat().st_size / 1e6:.2f} MB | demo with report in {t_demo:.1f} s | | < 2 MB |"
+                f"data embedded) | {rep.stat().st_size / 1e6:.2f} MB | demo with report in {t_demo:.1f} s | < 2 MB |"
             )
+    load = os.getloadavg()
     lines = [
         SECTION,
         "",
-        "| measure | result | note | | target |",
-        "|---|---|---|---|---|",
+        f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) "
+        "at the end of the run (other processes shared the cores).",
+        "",
+        "| measure | result | note | target |",
+        "|---|---|---|---|",
         f"| first chart of a {args.rows / 1e6:g}M-row run (catalog): run + first series over HTTP, median of {args.repeat} "
         f"| {med * 1e3:.0f} ms (min {min(times) * 1e3:.0f}, max {max(times) * 1e3:.0f}) "
-        f"| {points} points, {size / 1e3:.0f} kB of JSON (M4 per pixel bucket in DuckDB) | | < 1 s |",
+        f"| {points} points, {size / 1e3:.0f} kB of JSON (min/max per pixel bucket in DuckDB) | < 1 s |",
         f"| the same run before consolidation (read from its durable files, as a running run), once "
-        f"| {live_dt * 1e3:.0f} ms | {live_pts} points | | |",
+        f"| {live_dt * 1e3:.0f} ms | {live_pts} points (M4) | |",
     ]
     if demo_line:
         lines.append(demo_line)
     lines += [
         "",
-        "Reading: the catalog path reads two columns of one run and aggregates them per pixel bucket",
-        "(first, min, max, last: a spike among 10M rows stays visible) in one DuckDB query; the page",
-        "draws its first chart from that answer. A run not yet consolidated is read through",
-        "`DuckDBManager.live()`, which materialises the run's durable rows first: fine for a run being",
-        "watched as it records, slower for a finished 10M-row run that was never consolidated",
-        "(`flightlog consolidate` makes it fast).",
+        "Reading: the catalog path answers the run page with a few small queries and one aggregate",
+        "over the run's `iter` and metric columns (min and max per pixel bucket above 2M rows, M4",
+        "below: a spike among 10M rows stays visible); the page draws its first chart from that answer.",
+        "The aggregate is most of the time. A run not yet consolidated is read through",
+        "`DuckDBManager.live()`, which first copies and orders every durable row of the run in",
+        "memory: fine for a run watched as it records, slow for a finished 10M-row run that was",
+        "never consolidated (`flightlog consolidate` makes it fast).",
     ]
     print("\n".join(lines))
     if args.out:
