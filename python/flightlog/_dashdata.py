@@ -152,6 +152,7 @@ class DashData:
         self._lock = threading.Lock()
         self._scan: tuple[float, list[Any]] | None = None
         self._cache: dict[str, tuple[float, Any]] = {}
+        self._live_lock = threading.RLock()
 
     def _cached(self, key: str, make: Any) -> Any:
         """``make()``, reused for ``_SCAN_TTL`` seconds: the catalog's columns and contents change
@@ -163,7 +164,11 @@ class DashData:
                 return hit[1]
         value = make()
         with self._lock:
-            self._cache[key] = (time.monotonic(), value)
+            now = time.monotonic()
+            # Old entries go (a live run's copy in memory is not kept once nobody looks at it).
+            for k in [k for k, (t, _) in self._cache.items() if now - t > 10 * _SCAN_TTL]:
+                del self._cache[k]
+            self._cache[key] = (now, value)
         return value
 
     def close(self) -> None:
@@ -408,16 +413,17 @@ class DashData:
             present, rows = self._present_metrics(ref, cols)
             events = self.db.events(ref.run_id).to_dicts()
         else:
-            live = self._live(ref.run_id)
-            cols = dict(zip(live.columns, live.types, strict=True)) if len(live) else {}
-            rows = len(live)
-            present = [c for c in cols if _chartable(c, cols[c])]
-            if present:
-                sel = ", ".join(f"count({_ident(c)}) AS {_ident(c)}" for c in present)
-                counts = live.relation.query("t", f"SELECT {sel} FROM t").fetchone()
-                present = [c for c, n in zip(present, counts, strict=True) if n]
-            ev = self._live(ref.run_id, kind="events")
-            events = ev.to_dicts() if len(ev) else []
+            with self._live_lock:
+                live = self._live(ref.run_id)
+                cols = dict(zip(live.columns, live.types, strict=True)) if len(live) else {}
+                rows = len(live)
+                present = [c for c in cols if _chartable(c, cols[c])]
+                if present:
+                    sel = ", ".join(f"count({_ident(c)}) AS {_ident(c)}" for c in present)
+                    counts = live.relation.query("t", f"SELECT {sel} FROM t").fetchone()
+                    present = [c for c, n in zip(present, counts, strict=True) if n]
+                ev = self._live(ref.run_id, kind="events")
+                events = ev.to_dicts() if len(ev) else []
         ev_rows = [{k: _num(e.get(k)) for k in ("t_wall_ms", "iter", "event", "payload")} for e in events[:_MAX_EVENTS]]
         return {
             "run_id": ref.run_id,
@@ -481,10 +487,18 @@ class DashData:
         return int(nrows[0]), {str(name): int(vals) - int(nulls or 0) for name, vals, nulls, _ in meta}
 
     def _live(self, run_id: str, kind: str = "telemetry") -> Any:
-        try:
-            return self.db.live(run_id, kind=kind)
-        except ValueError as e:
-            raise DashError(str(e), 404) from None
+        """The run's durable rows (:meth:`~flightlog.DuckDBManager.live`), read once a second at
+        most: a live run's page polls the run and each of its charts every second, and each read
+        copies the run into memory. Use the result under ``self._live_lock`` (one DuckDB
+        connection is not for several threads at once)."""
+
+        def make() -> Any:
+            try:
+                return self.db.live(run_id, kind=kind)
+            except ValueError as e:
+                raise DashError(str(e), 404) from None
+
+        return self._cached(f"live:{kind}:{run_id}", make)
 
     def series(
         self,
@@ -534,21 +548,22 @@ class DashData:
                     got = self.db.query(_minmax_sql(metric, "phase" in cols), params).fetchall()
                     rows = _minmax_rows(got)
         else:
-            live = self._live(rid)
-            if not len(live):
-                return self._empty_series(ref, metric)
-            cols = dict(zip(live.columns, live.types, strict=True))
-            self._check_metric(metric, cols)
-            # The live relation holds this run only: the run-id filter becomes TRUE, so no value
-            # is formatted into the SQL (DuckDB relations take no parameters).
-            src = "t"
-            if ranged:  # floats checked finite above, written with repr: no request text in the SQL
-                conds = [f"iter >= {float(x_min)!r}"] if x_min is not None else []
-                conds += [f"iter <= {float(x_max)!r}"] if x_max is not None else []
-                src = f"(SELECT * FROM t WHERE {' AND '.join(conds)})"
-            sql = _downsample_sql(src, metric, "iter", "phase" in cols, False, False, buckets)
-            sql = sql.replace("list_contains(?::VARCHAR[], run_id)", "TRUE")
-            rows = [r[1:] for r in live.relation.query("t", sql).fetchall()]
+            with self._live_lock:
+                live = self._live(rid)
+                if not len(live):
+                    return self._empty_series(ref, metric)
+                cols = dict(zip(live.columns, live.types, strict=True))
+                self._check_metric(metric, cols)
+                # The live relation holds this run only: the run-id filter becomes TRUE, so no value
+                # is formatted into the SQL (DuckDB relations take no parameters).
+                src = "t"
+                if ranged:  # floats checked finite above, written with repr: no request text in the SQL
+                    conds = [f"iter >= {float(x_min)!r}"] if x_min is not None else []
+                    conds += [f"iter <= {float(x_max)!r}"] if x_max is not None else []
+                    src = f"(SELECT * FROM t WHERE {' AND '.join(conds)})"
+                sql = _downsample_sql(src, metric, "iter", "phase" in cols, False, False, buckets)
+                sql = sql.replace("list_contains(?::VARCHAR[], run_id)", "TRUE")
+                rows = [r[1:] for r in live.relation.query("t", sql).fetchall()]
         xs, ys = _points(rows)
         events = []
         for it, name, payload in self._marks(rid, in_cat):
@@ -584,10 +599,11 @@ class DashData:
                     return []
                 got = self.db.query(sql.format(src="events", cond="run_id = ? AND"), [rid]).fetchall()
             else:
-                ev = self._live(rid, kind="events")
-                if not len(ev) or "iter" not in ev.columns:
-                    return []
-                got = ev.relation.query("e", sql.format(src="e", cond="")).fetchall()
+                with self._live_lock:
+                    ev = self._live(rid, kind="events")
+                    if not len(ev) or "iter" not in ev.columns:
+                        return []
+                    got = ev.relation.query("e", sql.format(src="e", cond="")).fetchall()
             return [(int(it), str(name), payload) for it, name, payload in got]
 
         return list(self._cached(f"marks:{rid}:{in_cat}", make))
