@@ -83,6 +83,7 @@ def write_report(
     timeout: float = 30.0,
     tol: float | None = None,
     buckets: int = REPORT_BUCKETS,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the report of ``run_ids`` (ids or unique prefixes) under ``root`` to ``out``
     (default ``<root>/report.html``, local roots only) and return ``{"path", "bytes", "runs",
@@ -98,9 +99,9 @@ def write_report(
     t0 = time.perf_counter()
     if not run_ids:
         raise ValueError("report needs at least one run id")
-    data = DashData(root, db_path=db_path, catalog=catalog, timeout=timeout)
+    data = DashData(root, db_path=db_path, catalog=catalog, timeout=timeout, storage_options=storage_options)
     try:
-        ids = list(dict.fromkeys(find_run(data.root, r).run_id for r in run_ids))
+        ids = list(dict.fromkeys(find_run(data.root, r, storage_options=storage_options).run_id for r in run_ids))
         embed: dict[str, Any] = {}
         infos = []
         for rid in ids:
