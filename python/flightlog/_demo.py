@@ -136,6 +136,7 @@ class DemoResult:
     rows: int = 0
     seconds: float = 0.0
     record_seconds: float = 0.0
+    report_path: Path | None = None  # the HTML report (flightlog report), next to the plot
 
 
 def _flow(
@@ -345,6 +346,8 @@ def run_demo(
     _say(out, "comparison of E = f(x) - f(x*), with iterations and seconds to reach E <= 1e-8:")
     _say(out, render(cols, rows, fmt))
 
+    # The report needs no extra (its charts are drawn by the browser): written even without matplotlib.
+    report_dir = None if not plot else (root_path if plot is True else Path(plot).parent)
     if plot and not _have_matplotlib():
         # The plot is the demo's last extra, not its job: a bare `pip install flightlog` runs it to
         # exit 0 and says in one line how to get the figure.
@@ -366,6 +369,12 @@ def run_demo(
         )
         result.plot_path = Path(info["path"])
         _say(out, f"convergence plot: {result.plot_path}")
+    if report_dir is not None:
+        from ._report import write_report
+
+        rep = write_report(root_path, ids, report_dir / "report.html", tol=1e-8)
+        result.report_path = Path(rep["path"])
+        _say(out, f"report (open it in a browser): {result.report_path}")
 
     result.seconds = time.perf_counter() - t_start
     _say(out, f"\n{len(result.runs)} runs, {result.rows:,} telemetry rows recorded in {result.record_seconds:.1f} s.")
@@ -374,6 +383,8 @@ def run_demo(
     _say(out, f"  duckdb.db             the catalog   (try: flightlog query --root {root_path} 'SELECT ...')")
     if result.plot_path is not None:
         _say(out, f"  {result.plot_path.name:<21} the convergence plot")
+    if result.report_path is not None:
+        _say(out, f"  {result.report_path.name:<21} the runs' charts and comparison, one HTML file (or: flightlog ui)")
     _say(out, f"demo done in {result.seconds:.1f} s")
     return result
 

@@ -12,6 +12,8 @@
     flightlog recover
     flightlog compact FLOW [--which dev|tuner]
     flightlog demo [--quick]
+    flightlog report RUN... [-o report.html] [--metric E ...]
+    flightlog ui [--host 127.0.0.1] [--port 0]
 
 Every command takes ``--root`` (else ``$FLIGHTLOG_ROOT``, else ``./telematry_cfs``)
 and, where the output is a table, ``--format table|csv|json``: ``csv`` has a
@@ -1524,6 +1526,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from ._report import write_report
+
+    catalog, db_path = _catalog_options(args)
+    metrics = [m for chunk in args.metric for m in chunk.split(",") if m] if args.metric else None
+    info = write_report(
+        args.root,
+        args.runs,
+        args.output,
+        metrics=metrics,
+        db_path=db_path,
+        catalog=catalog,
+        timeout=args.timeout,
+        tol=args.tol,
+    )
+    if args.format == "json":
+        _emit(json.dumps(_json_value(info), indent=1))
+    else:
+        _emit(
+            f"wrote {info['path']}: {len(info['runs'])} run(s), {len(info['metrics'])} chart(s) per run, "
+            f"{info['bytes'] / 1e6:.2f} MB, self-contained (open it in a browser)"
+        )
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ._ui import serve
+
+    catalog, db_path = _catalog_options(args)
+    return serve(args.root, db_path=db_path, catalog=catalog, host=args.host, port=args.port, timeout=args.timeout)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535 (0: any free port), got {text!r}")
+    return value
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -1685,6 +1729,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, help="problem dimension (default 100; quick 40)")
     p.add_argument("--kappa", type=float, help="condition number (default 5000; quick 200)")
     p.add_argument("--max-iter", type=int, help="iterations per run at most (default 120000; quick 5000)")
+
+    p = add("report", cmd_report, "write runs' charts and comparison into one self-contained HTML file", True)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes)")
+    p.add_argument("-o", "--output", help="HTML file (default <root>/report.html)")
+    p.add_argument("--metric", "-m", action="append", help="only these metrics (repeatable, or a,b; default: all)")
+    p.add_argument("--tol", type=_finite, help="compare: iterations and seconds until metric <= TOL")
+
+    p = add("ui", cmd_ui, "serve a local web dashboard of the root (needs flightlog[ui]); prints its URL", True)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=0, help="port (default 0: a free one, printed)")
     return parser
 
 
