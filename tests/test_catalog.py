@@ -588,7 +588,7 @@ def test_report_and_progress(root):
     calls = []
     rep = DuckDBManager(root).consolidate(progress=lambda d, t: calls.append((d, t)))
     assert calls[0] == (0, 2) and calls[-1] == (2, 2)
-    assert "2 files, 6 rows, 1 runs added" in str(rep) and rep.seconds > 0
+    assert "2 files, 3 telemetry rows, 3 event rows, 1 runs added" in str(rep) and rep.seconds > 0
 
 
 def test_import_stays_light():

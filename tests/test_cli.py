@@ -85,6 +85,7 @@ def test_runs_json_and_csv(root: Path) -> None:
         "flow_name",
         "mode",
         "status",
+        "outcome",
         "started",
         "duration_s",
         "rows",
@@ -92,6 +93,10 @@ def test_runs_json_and_csv(root: Path) -> None:
         "min_E",
     ]
     assert sorted(r["status"] for r in demo).count("failed") == 1
+    # The flow's outcome beside the recording's status (issue 14): the diverged run, and
+    # started with its time zone.
+    assert {r["outcome"] for r in demo if r["status"] == "failed"} == {"diverged"}
+    assert all(r["started"].endswith("+00:00") for r in runs)
     assert all(r["rows"] > 0 for r in demo)
     assert all(r["min_E"] is not None for r in demo)
     proc = cli("runs", "--format", "csv", "--flow", "quadratic_nesterov", root=root)
@@ -213,10 +218,33 @@ def test_compare_group_by(root: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO(proc.stdout))}
     assert set(rows) == {"gd", "nesterov"}
-    assert rows["gd"]["runs"] == "4" and rows["nesterov"]["runs"] == "2"
+    # The diverged gd run (alpha*L = 2.1) is not pooled into the statistics: counted apart (issue 14).
+    assert rows["gd"]["runs"] == "3" and rows["gd"]["excluded"] == "1" and rows["nesterov"]["runs"] == "2"
+    assert "1 run(s) left out" in proc.stderr and "--include-failed" in proc.stderr
     assert rows["gd"]["reached_tol"] == "3"
     lo, mean, hi = (float(rows["nesterov"][k]) for k in ("best_ci95_lo", "best_mean", "best_ci95_hi"))
     assert lo <= mean <= hi
+    proc = cli(
+        "compare",
+        "--flow",
+        "quadratic_gd",
+        "--group-by",
+        "params.method",
+        "--include-failed",
+        "--format",
+        "csv",
+        root=root,
+    )
+    (gd,) = csv.DictReader(io.StringIO(proc.stdout))
+    assert gd["runs"] == "4" and gd["excluded"] == "0" and "left out" not in proc.stderr
+
+
+def test_compare_shows_the_outcome(root: Path) -> None:
+    ids = [r["run_id"] for r in demo_runs(root) if r["flow_name"] == "quadratic_gd"]
+    proc = cli("compare", *ids, "--format", "json", root=root)
+    assert proc.returncode == 0, proc.stderr
+    outcomes = [r["outcome"] for r in json.loads(proc.stdout)]
+    assert outcomes.count("diverged") == 1 and "converged" in outcomes
 
 
 def test_plot_png(root: Path, tmp_path: Path) -> None:

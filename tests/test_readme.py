@@ -34,3 +34,20 @@ def test_readme_runs_example_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert ", 1000)]" in result.stdout
     assert list(tmp_path.glob("telematry_cfs/fda_run_*/telemetry.parquet"))
+
+
+def test_readme_output_file_example_runs(tmp_path: Path) -> None:
+    # The seed project's usage (a .parquet path, reads before close, overwrite, the manifest
+    # writer), run twice: the README's examples are re-runnable.
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    example = next(b for b in blocks if "telemetry.parquet" in b and "overwrite=True" in b)
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-W", "error", "-c", example],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split("\n")[:3] == ["5", "5", "{'alpha': 0.1}"]

@@ -764,11 +764,14 @@ class ConsolidationReport:
 
     ``files_added`` counts ``_ingested_files`` rows (a part read from a compacted
     file counts as one file); ``files_skipped`` lists ``(path, reason)`` of files
-    and manifests left out (they are retried next time).
+    and manifests left out (they are retried next time). ``rows_added`` is
+    ``telemetry_rows_added + event_rows_added``.
     """
 
     files_added: int = 0
     rows_added: int = 0
+    telemetry_rows_added: int = 0
+    event_rows_added: int = 0
     runs_added: int = 0
     runs_updated: int = 0
     files_skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
@@ -781,7 +784,8 @@ class ConsolidationReport:
 
     def __str__(self) -> str:
         text = (
-            f"{self.files_added} files, {self.rows_added} rows, {self.runs_added} runs added, "
+            f"{self.files_added:,} files, {self.telemetry_rows_added:,} telemetry rows, "
+            f"{self.event_rows_added:,} event rows, {self.runs_added:,} runs added, "
             f"{self.runs_updated} runs updated"
         )
         if self.runs_pruned:
@@ -2310,22 +2314,24 @@ class DuckDBManager:
                         if u.marker in taken:
                             u.marker = None
                     if not any(u.pieces or u.marker for u in batch):
-                        raise _Rollback((0, 0))
-            files_added = rows_added = 0
+                        raise _Rollback((0, {}))
+            files_added, rows_added = 0, dict.fromkeys(_KINDS, 0)
             for kind in _KINDS:  # a DuckLake batch may hold both tables' files (one transaction)
                 for part in _batches([u for u in batch if u.kind == kind and (u.pieces or u.marker)]):
                     f, r = self._insert_batch(con, part)
-                    files_added, rows_added = files_added + f, rows_added + r
+                    files_added, rows_added[kind] = files_added + f, rows_added[kind] + r
             return files_added, rows_added
 
         try:
-            files_added, added = self._transaction("ingest files", write, con)
+            files_added, by_kind = self._transaction("ingest files", write, con)
         except Exception as e:
             if self._lake is not None and _is_conflict(e):
                 return f"could not be committed: other writers kept committing first ({_short(e)}); retried next time"
             return f"could not be ingested: {_short(e)}"
         report.files_added += files_added
-        report.rows_added += added
+        report.rows_added += sum(by_kind.values())
+        report.telemetry_rows_added += by_kind.get("telemetry", 0)
+        report.event_rows_added += by_kind.get("events", 0)
         return None
 
     def _insert_batch(self, con: Any, batch: list[_Unit]) -> tuple[int, int]:

@@ -16,6 +16,7 @@ __all__ = [
     "merge_parquet",
     "parquet_kv",
     "parquet_rows",
+    "recover_output_file",
     "recover_run_dir",
     "salvage_parts",
     "_after_fork_in_child",
@@ -47,6 +48,7 @@ class Recorder:
         constants: list[tuple[str, Any]] | None = None,
         parts: tuple[str | PathLike[str], str] | None = None,
         store: ObjectStore | None = None,
+        output_file: bool | None = None,
     ) -> Self: ...
     # record, log and _noop are builtins bound to the recorder (METH_FASTCALL:
     # no tuple or dict is built per call); each access makes a new one.
@@ -108,6 +110,7 @@ class ArrowData:
     def column_names(self) -> list[str]: ...
     def __len__(self) -> int: ...
 
+def recover_output_file(path: str | PathLike[str]) -> dict[str, int] | None: ...
 def salvage_parts(
     parts_dir: str | PathLike[str],
     events_dir: str | PathLike[str],

@@ -121,6 +121,8 @@ class RunOutcome:
     iterations: int
     seconds: float
     error: str | None = None
+    #: The flow's outcome (``converged``, ``diverged``, ``timeout``), as in the manifest.
+    outcome: str | None = None
 
 
 @dataclass
@@ -134,6 +136,7 @@ class DemoResult:
     rows: int = 0
     seconds: float = 0.0
     record_seconds: float = 0.0
+    report_path: Path | None = None  # the HTML report (flightlog report), next to the plot
 
 
 def _flow(
@@ -195,10 +198,12 @@ def _flow(
             )
         if not (math.isfinite(rel) and rel < blowup):
             tm.event(events.CERT_FAIL, {"reason": "diverged", "iter": k, "rel_grad": rel, "step_scale": step_scale})
+            tm.outcome = "diverged"
             raise DivergenceError(
                 f"{method} with step_scale={step_scale} diverged at iteration {k}: ||g||/||g0|| = {rel:.3g}"
             )
         if rel <= tol:
+            tm.outcome = "converged"
             return k
         if k == max_iter:
             break
@@ -294,7 +299,8 @@ def run_demo(
                 max_rows=max(1_000_000, max_iter + 1),
             ) as tm:
                 outcome.run_id = tm.run_id
-                outcome.iterations = _flow(
+                # Iterations counted as `flightlog compare` counts them: iter 0 (the start) to the last, inclusive.
+                outcome.iterations = 1 + _flow(
                     tm,
                     prob,
                     method,
@@ -311,10 +317,12 @@ def run_demo(
         outcome.seconds = time.perf_counter() - t0
         if tm is not None:
             outcome.iterations = outcome.iterations or int(tm.manifest.get("counts", {}).get("rows_written", 0))
+            outcome.outcome = tm.outcome
             result.rows += int(tm.manifest.get("counts", {}).get("rows_written", 0))
         result.runs.append(outcome)
         line = (
-            f"  {outcome.run_id:<18} {method:<9} alpha*L={scale:<5g} {outcome.status:<8} {outcome.iterations:>7} iters"
+            f"  {outcome.run_id:<18} {method:<9} alpha*L={scale:<5g} {outcome.status:<8} "
+            f"{outcome.outcome or '':<9} {outcome.iterations:>7,} iterations"
         )
         line += f"  {outcome.seconds:6.2f} s"
         if outcome.error:
@@ -338,6 +346,8 @@ def run_demo(
     _say(out, "comparison of E = f(x) - f(x*), with iterations and seconds to reach E <= 1e-8:")
     _say(out, render(cols, rows, fmt))
 
+    # The report needs no extra (its charts are drawn by the browser): written even without matplotlib.
+    report_dir = None if not plot else (root_path if plot is True else Path(plot).parent)
     if plot and not _have_matplotlib():
         # The plot is the demo's last extra, not its job: a bare `pip install flightlog` runs it to
         # exit 0 and says in one line how to get the figure.
@@ -359,14 +369,22 @@ def run_demo(
         )
         result.plot_path = Path(info["path"])
         _say(out, f"convergence plot: {result.plot_path}")
+    if report_dir is not None:
+        from ._report import write_report
+
+        rep = write_report(root_path, ids, report_dir / "report.html", tol=1e-8)
+        result.report_path = Path(rep["path"])
+        _say(out, f"report (open it in a browser): {result.report_path}")
 
     result.seconds = time.perf_counter() - t_start
-    _say(out, f"\n{len(result.runs)} runs, {result.rows} rows recorded in {result.record_seconds:.1f} s.")
+    _say(out, f"\n{len(result.runs)} runs, {result.rows:,} telemetry rows recorded in {result.record_seconds:.1f} s.")
     _say(out, f"Everything is under {result.root}:")
     _say(out, "  fda_run_*/            one folder per run: manifest.toml, telemetry.parquet, events.parquet")
     _say(out, f"  duckdb.db             the catalog   (try: flightlog query --root {root_path} 'SELECT ...')")
     if result.plot_path is not None:
         _say(out, f"  {result.plot_path.name:<21} the convergence plot")
+    if result.report_path is not None:
+        _say(out, f"  {result.report_path.name:<21} the runs' charts and comparison, one HTML file (or: flightlog ui)")
     _say(out, f"demo done in {result.seconds:.1f} s")
     return result
 

@@ -59,6 +59,9 @@ from ._recorder import FlightRecorder, Sampling
 from ._runs import DEFAULT_RUN_PREFIX, ROOT_ENV, claim, file_lock, flow_dir, flow_paths, resolve_root
 from ._schema import Field, Schema
 
+#: The terminal events that set :attr:`TelemetryManager.outcome` (unless it was set explicitly).
+OUTCOME_OF_EVENT = {_events.TIMEOUT: "timeout", _events.CANCELLED: "cancelled", _events.CERT_FAIL: "cert_fail"}
+
 __all__ = [
     "DEFAULT_MAX_ROWS",
     "DEFAULT_SAMPLING",
@@ -315,6 +318,8 @@ class TelemetryManager:
         self._closed = False
         self._closing = False  # close() is running
         self._finish_recorded = False  # RUN_FINISHED is in the recorder
+        self._outcome: str | None = None  # the flow's outcome (see the outcome property)
+        self._outcome_set = False  # set explicitly: terminal events no longer change it
         self._collected = False  # finished by the garbage collector (__del__)
         # A forked child inherits this object but not the run: see close().
         self._pid = os.getpid()
@@ -602,6 +607,8 @@ class TelemetryManager:
         with self._lock:
             if self._closed:
                 raise FlightlogError(f"run {self.run_id} is closed; cannot record event {name!r}")
+            if name in OUTCOME_OF_EVENT and not self._outcome_set:
+                self._outcome = OUTCOME_OF_EVENT[name]
             rec = self._recorder
             if rec is None:
                 _events.payload_json(name, payload)  # TypeError now, as the recorder would raise
@@ -647,8 +654,37 @@ class TelemetryManager:
 
     @property
     def status(self) -> str:
-        """``"running"``, ``"finished"`` or ``"failed"``."""
+        """``"running"``, ``"finished"`` or ``"failed"``: about the recording (did the
+        ``with`` block end normally and every row get written), not the flow's result;
+        see :attr:`outcome`."""
         return str(self._manifest["status"])
+
+    @property
+    def outcome(self) -> str | None:
+        """The flow's outcome, as opposed to the recording's :attr:`status`: what the
+        numeric code reached (``"converged"``, ``"diverged"``, ``"timeout"``...), or
+        ``None`` when nothing said.
+
+        Set it explicitly (``tm.outcome = "converged"``; any short text, at most 64
+        characters, no control characters); until then the last terminal event sets
+        it: ``TIMEOUT`` ``"timeout"``, ``CANCELLED`` ``"cancelled"``, ``CERT_FAIL``
+        ``"cert_fail"``. Written at close to the manifest (``outcome``) and to the
+        ``RUN_FINISHED`` event's payload, and shown by ``flightlog runs``, ``show``
+        and ``compare``.
+        """
+        return self._outcome
+
+    @outcome.setter
+    def outcome(self, value: str | None) -> None:
+        if value is not None:
+            if not isinstance(value, str) or not value or len(value) > 64:
+                raise ValueError(f"outcome must be a str of 1 to 64 characters or None, got {value!r}")
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ValueError(f"outcome {value!r} contains a control character")
+        with self._lock:
+            if self._closed:
+                raise FlightlogError(f"run {self.run_id} is closed; its outcome is in the manifest already")
+            self._outcome, self._outcome_set = value, True
 
     def __repr__(self) -> str:
         return (
@@ -665,6 +701,7 @@ class TelemetryManager:
             ("flow_name", self.flow_name),
             ("mode", self.mode),
             ("status", self.status),
+            *((("outcome", self._outcome),) if getattr(self, "_outcome", None) is not None else ()),
             ("path", self.run_path),
             *((k, stats[k]) for k in ("rows_offered", "rows_written", "rows_dropped", "segments") if k in stats),
         ]
@@ -725,6 +762,8 @@ class TelemetryManager:
         if rec is not None:
             if not self._finish_recorded:
                 payload: dict[str, Any] = {"status": status}
+                if self._outcome is not None:
+                    payload["outcome"] = self._outcome
                 if error is not None:
                     payload["error_type"] = _error_type(error)
                     payload["error_message"] = _error_message(error)
@@ -794,6 +833,8 @@ class TelemetryManager:
     def _finish_manifest(self, rec: Any, status: str, error: BaseException | None) -> None:
         m = self._manifest
         m["status"] = status
+        if self._outcome is not None:
+            m["outcome"] = self._outcome
         m["finished_at"] = utc_now_iso()
         if error is not None:
             m["error_type"] = _error_type(error)
@@ -845,6 +886,7 @@ class TelemetryManager:
             "mode",
             "trial_id",
             "status",
+            "outcome",
             "created_at",
             "finished_at",
             "error_type",

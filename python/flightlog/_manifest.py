@@ -246,7 +246,8 @@ def _write_temp(target: Path, payload: bytes) -> Path:
 def write_manifest(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
     """Write ``data`` as TOML to ``path`` atomically and durably; return the file path.
 
-    ``path`` is the manifest file, or a run folder (then ``path/manifest.toml``).
+    ``path`` is the manifest file, or a run folder (then ``path/manifest.toml``);
+    a path ending in ``.parquet`` raises ``ValueError`` (a data file is never replaced).
     Values are converted first (see the module doc), so a value TOML cannot hold
     raises ``TypeError`` before anything is written.
 
@@ -257,6 +258,13 @@ def write_manifest(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Pat
     {'run_id': 'r1', 'params': {'lr': 0.1}}
     """
     target = manifest_path(path)
+    if target.suffix.lower() == ".parquet":
+        # The output file of FlightRecorder("x.parquet") is a natural thing to pass here; a
+        # TOML document must never replace it.
+        raise ValueError(
+            f"{target} is a Parquet file, not a manifest: pass its folder ({target.parent}: "
+            f"{MANIFEST_NAME} is written there) or a .toml path"
+        )
     payload = _dumps(data)
     tmp = _write_temp(target, payload)
     try:

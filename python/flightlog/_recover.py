@@ -641,6 +641,23 @@ def _link_message(link: Path) -> str:
     )
 
 
+def _is_output_file(path: Any) -> bool:
+    from ._recorder import is_output_file
+
+    return is_output_file(path)
+
+
+def _recover_output_file(file: Path) -> RecoverReport:
+    """``recover("x.parquet")``: finalise a killed output-file recording (``FlightRecorder("x.parquet")``)."""
+    report = RecoverReport(root=str(file))
+    done = _core().recover_output_file(file)
+    if done is None:
+        report.live.append(str(file))
+    elif done["segments_merged"] or done["temp_files_removed"] or done["leftover_segments_removed"]:
+        report.recovered.append({"path": str(file), "previous_status": "running", "status": "recovered", **done})
+    return report
+
+
 def recover(
     base_path: str | os.PathLike[str] | None = None,
     *,
@@ -656,6 +673,10 @@ def recover(
     removed and the per-run manifest is marked ``crashed``. Parts that a
     compacted file already holds are deleted. Live runs are never touched;
     running it twice changes nothing the second time.
+
+    ``base_path`` may be an output file (a path ending in ``.parquet`` given to
+    :class:`FlightRecorder`): its segments are merged into that file, and a
+    killed ``overwrite=True`` recording replaces it, as its close would have.
 
     ``base_path`` may be an object-store root (``s3://bucket/prefix``, settings
     from ``AWS_*`` and ``storage_options``): runs of other hosts count as alive
@@ -673,6 +694,8 @@ def recover(
         return report
     if storage_options is not None:
         raise ValueError(f"storage_options is only for object-store roots (s3://...), not {base_path!r}")
+    if url is not None and _is_output_file(url):
+        return _recover_output_file(Path(os.fspath(url)))
     root = resolve_root(base_path, create=False)
     report = RecoverReport(root=str(root))
     if not root.is_dir():

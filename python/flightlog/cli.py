@@ -12,6 +12,8 @@
     flightlog recover
     flightlog compact FLOW [--which dev|tuner]
     flightlog demo [--quick]
+    flightlog report RUN... [-o report.html] [--metric E ...]
+    flightlog ui [--host 127.0.0.1] [--port 0]
 
 Every command takes ``--root`` (else ``$FLIGHTLOG_ROOT``, else ``./telematry_cfs``)
 and, where the output is a table, ``--format table|csv|json``: ``csv`` has a
@@ -117,14 +119,30 @@ def _cell(v: Any) -> str:
         f = float(v)
         if not math.isfinite(f):
             return str(f)
-        if f != 0 and (abs(f) >= 1e6 or abs(f) < 1e-3):
-            return f"{f:.4g}"
-        return f"{f:.6g}"
+        # One rule for every float column: 4 significant digits (2.507e-17, 0.04149, 1.226).
+        return f"{f:.4g}"
     if isinstance(v, _dt.datetime):
         return v.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(v, Mapping | list | tuple):
         return json.dumps(_json_value(v))
     return str(v)
+
+
+def _typed(text: Any, column_type: Any) -> Any:
+    """A SUMMARIZE min/max (text) as the column's type: int, float or bool; else as is."""
+    if not isinstance(text, str):
+        return text
+    t = str(column_type).upper()
+    try:
+        if t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"):
+            return int(text)
+        if t in ("DOUBLE", "FLOAT", "REAL") or t.startswith("DECIMAL"):
+            return _json_value(float(text))
+        if t == "BOOLEAN":
+            return text.lower() == "true"
+    except ValueError:
+        pass
+    return text
 
 
 def _is_numeric(v: Any) -> bool:
@@ -455,7 +473,11 @@ def find_run(
         return exact[0]
     if len(exact) > 1:
         names = ", ".join(f"{r.run_id} ({r.manifest.get('flow_name')})" for r in exact[:5])
-        raise RunNotFoundError(f"run id {run_id!r} is ambiguous under {_root(root)}: {names}")
+        if len(exact) > 5:
+            names += f" and {len(exact) - 5} more"
+        raise RunNotFoundError(
+            f"run id {run_id!r} is ambiguous under {_root(root)}: {len(exact)} runs match: {names}; give more of the id"
+        )
     raise RunNotFoundError(f"no run {run_id!r} under {_root(root)} (see `flightlog runs`)")
 
 
@@ -563,7 +585,18 @@ def _telemetry_columns(db: Any) -> dict[str, str]:
     return {r[0]: str(r[1]) for r in db.query("DESCRIBE telemetry").fetchall()}
 
 
-RUNS_COLUMNS = ("run_id", "flow_name", "mode", "status", "started", "duration_s", "rows", "final_E", "min_E")
+RUNS_COLUMNS = (
+    "run_id",
+    "flow_name",
+    "mode",
+    "status",
+    "outcome",
+    "started",
+    "duration_s",
+    "rows",
+    "final_E",
+    "min_E",
+)
 
 
 def runs_rows(
@@ -623,7 +656,8 @@ def runs_rows(
                 m.get("flow_name"),
                 r.mode,
                 r.status,
-                start.replace(tzinfo=None) if start else None,
+                m.get("outcome"),
+                start,
                 round(duration, 3) if duration is not None else None,
                 counts.get("rows_written"),
                 last,
@@ -679,6 +713,28 @@ def _per_run_tol(db: Any, ids: Sequence[str], metric: str, tol: float | None) ->
     return out
 
 
+#: Outcomes of runs that `compare --group-by` leaves out of its statistics (with a
+#: status other than finished): their numbers describe a failure, not the method.
+EXCLUDED_OUTCOMES = ("diverged", "cert_fail")
+
+
+def _outcomes(db: Any, ids: Sequence[str]) -> dict[str, str]:
+    """Each run's outcome from the catalog's events: the ``outcome`` of its ``RUN_FINISHED``
+    payload (written by :class:`~flightlog.TelemetryManager`), else its last terminal event
+    (``TIMEOUT``, ``CANCELLED``, ``CERT_FAIL``), as the manager derives it."""
+    cols = {r[0] for r in db.query("DESCRIBE events").fetchall()}
+    if not {"event", "payload", "t_wall_ms"} <= cols:
+        return {}
+    sql = """
+    SELECT run_id, coalesce(
+        arg_max(json_extract_string(payload, '$.outcome'), t_wall_ms) FILTER (WHERE event = 'RUN_FINISHED'),
+        arg_max(CASE event WHEN 'TIMEOUT' THEN 'timeout' WHEN 'CANCELLED' THEN 'cancelled' ELSE 'cert_fail' END,
+                t_wall_ms) FILTER (WHERE event IN ('TIMEOUT', 'CANCELLED', 'CERT_FAIL')))
+    FROM events WHERE list_contains(?::VARCHAR[], run_id) GROUP BY run_id
+    """
+    return {rid: o for rid, o in db.query(sql, [list(ids)]).fetchall() if o is not None}
+
+
 def _check_metric(db: Any, metric: str, need: Iterable[str] = ("iter", "t_wall_ms")) -> None:
     from ._catalog import RESERVED_COLUMNS, _is_numeric
 
@@ -716,10 +772,14 @@ def compare_rows(
     tol: float | None = None,
     params: Sequence[str] | None = None,
     group_by: str | None = None,
+    include_failed: bool = False,
 ) -> tuple[list[str], list[list[Any]]]:
-    """Per-run comparison (:meth:`DuckDBManager.compare` plus params and time-to-``tol``), or with
-    ``group_by`` (``params.X`` or a ``runs`` column) per group: mean, std and bootstrap 95% interval
-    of the final and best value, and iterations/seconds to reach ``tol``."""
+    """Per-run comparison (:meth:`DuckDBManager.compare` plus the outcome, params and
+    time-to-``tol``), or with ``group_by`` (``params.X`` or a ``runs`` column) per group: mean,
+    std and bootstrap 95% interval of the final and best value, and iterations/seconds to reach
+    ``tol``. Grouped, a run whose status is not ``finished`` (failed, crashed, running) or whose
+    outcome is one of ``EXCLUDED_OUTCOMES`` (diverged) is left out of the statistics and counted
+    in the ``excluded`` column, unless ``include_failed``."""
     _require_catalog(db)
     if tol is not None and not (isinstance(tol, int | float) and math.isfinite(tol)):
         # DuckDB's v <= NaN is true: a NaN tolerance would be "reached" at once.
@@ -735,19 +795,20 @@ def compare_rows(
             f"no run {missing[0]!r} in the catalog {db.location} (run `flightlog consolidate` first?)"
         )
     per_run = _per_run_tol(db, ids, metric, tol)
+    outcomes = _outcomes(db, ids)
     params = list(params or [])
     if group_by is None:
         res = db.compare(ids, metric=metric)
         base = res.columns
         extra_p = [f"params.{p}" if not p.startswith("params.") else p for p in params]
-        cols = base[:3] + [p.removeprefix("params.") for p in extra_p] + base[3:]
+        cols = base[:3] + ["outcome"] + [p.removeprefix("params.") for p in extra_p] + base[3:]
         if tol is not None:
             cols += ["iters_to_tol", "time_to_tol_s"]
         rows = []
         for rec in res.to_dicts():
             rid = rec["run_id"]
             prow = [_param_of(info[rid].get("params"), p.removeprefix("params.")) for p in extra_p]
-            row = [rec[c] for c in base[:3]] + prow + [rec[c] for c in base[3:]]
+            row = [rec[c] for c in base[:3]] + [outcomes.get(rid)] + prow + [rec[c] for c in base[3:]]
             if tol is not None:
                 pr = per_run.get(rid, {})
                 row += [pr.get("iters_to_tol"), pr.get("time_to_tol_s")]
@@ -756,6 +817,7 @@ def compare_rows(
 
     key_name = group_by.removeprefix("params.")
     groups: dict[str, list[str]] = {}
+    excluded: dict[str, int] = {}
     keys: dict[str, Any] = {}
     for rid in ids:
         row = info[rid]
@@ -767,7 +829,11 @@ def compare_rows(
             raise CLIError(f"--group-by {group_by!r}: use params.<name> or a runs column ({', '.join(row)})")
         ks = json.dumps(_json_value(k), sort_keys=True)
         keys[ks] = k
-        groups.setdefault(ks, []).append(rid)
+        groups.setdefault(ks, [])
+        if not include_failed and (row.get("status") != "finished" or outcomes.get(rid) in EXCLUDED_OUTCOMES):
+            excluded[ks] = excluded.get(ks, 0) + 1
+        else:
+            groups[ks].append(rid)
 
     def stats(vals: list[Any]) -> list[Any]:
         import numpy as np
@@ -779,7 +845,7 @@ def compare_rows(
         std = float(np.std(v, ddof=1)) if len(v) > 1 else None
         return [float(np.mean(v)), std, lo, hi]
 
-    cols = [key_name, "runs", "finite"]
+    cols = [key_name, "runs", "excluded", "finite"]
     cols += ["final_mean", "final_std", "final_ci95_lo", "final_ci95_hi"]
     cols += ["best_mean", "best_std", "best_ci95_lo", "best_ci95_hi"]
     if tol is not None:
@@ -794,7 +860,8 @@ def compare_rows(
     for ks in sorted(groups, key=lambda s: (str(type(keys[s])), keys[s] if keys[s] is not None else "")):
         members = [per_run.get(r, {}) for r in groups[ks]]
         finals = [m.get("final") for m in members]
-        row = [keys[ks], len(members), sum(1 for f in finals if f is not None and math.isfinite(f))]
+        row = [keys[ks], len(members), excluded.get(ks, 0)]
+        row.append(sum(1 for f in finals if f is not None and math.isfinite(f)))
         row += stats(finals) + stats([m.get("best") for m in members])
         if tol is not None:
             reached = [m for m in members if m.get("iters_to_tol") is not None]
@@ -936,6 +1003,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     ev_cols = ["t_wall_ms", "iter", "event", "payload"]
     ev_rows = [[e.get(c) for c in ev_cols] for e in events]
     if args.format == "json":
+        # Typed values in JSON: SUMMARIZE gives min/max as text, payloads are JSON text.
+        for r in col_rows:
+            r[4], r[5] = _typed(r[4], r[1]), _typed(r[5], r[1])
+        for r in ev_rows:
+            with contextlib.suppress(TypeError, ValueError):
+                r[3] = json.loads(r[3]) if isinstance(r[3], str) else r[3]
         _emit(
             json.dumps(
                 _json_value(
@@ -996,6 +1069,8 @@ def _describe_manifest(ref: RunRef, m: Mapping[str, Any]) -> str:
     lines = [f"run {ref.run_id}   flow {m.get('flow_name')}   mode {ref.mode}   status {ref.status}"]
     if m.get("manifest_status"):
         lines[-1] += f" (manifest says {m['manifest_status']}; `flightlog recover` finalises it)"
+    if m.get("outcome"):
+        lines[-1] += f"   outcome {m['outcome']}"
     if m.get("trial_id"):
         lines.append(f"trial    {m['trial_id']}")
     start, end = _parse_time(m.get("created_at")), _parse_time(m.get("finished_at"))
@@ -1130,10 +1205,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _require_catalog(db)
     ids = _ids_for(args, db)
     params = [p for chunk in args.params for p in chunk.split(",") if p]
-    cols, rows = compare_rows(db, ids, args.metric, tol=args.tol, params=params, group_by=args.group_by)
+    cols, rows = compare_rows(
+        db, ids, args.metric, tol=args.tol, params=params, group_by=args.group_by, include_failed=args.include_failed
+    )
     if args.format == "table" and args.group_by is None:
         cols, rows = narrow_compare(cols, rows)
     _emit(render(cols, rows, args.format))
+    if args.group_by is not None and not args.include_failed:
+        n = sum(r[cols.index("excluded")] for r in rows)
+        if n:
+            _emit(
+                f"flightlog: {n} run(s) left out of the statistics (failed, crashed, running or diverged: "
+                "the 'excluded' column); --include-failed pools them",
+                sys.stderr,
+            )
     if args.plot:
         from ._plot import plot_runs
 
@@ -1360,10 +1445,18 @@ def _tail(args: argparse.Namespace, ref: RunRef, source: _TailSource) -> int:
 def cmd_recover(args: argparse.Namespace) -> int:
     from ._recover import DEFAULT_STALE_AFTER, recover
 
-    root = _root(args.root)
+    if args.file is not None:
+        from ._recorder import is_output_file
+
+        if not is_output_file(args.file):
+            raise CLIError(f"{args.file}: not an output file (a path ending in .parquet); runs are found with --root")
+        root: Any = args.file
+    else:
+        root = _root(args.root)
     report = recover(root, stale_after=args.stale_after if args.stale_after is not None else DEFAULT_STALE_AFTER)
     cols = [
         "run_id",
+        "path",
         "flow_name",
         "mode",
         "previous_status",
@@ -1431,6 +1524,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.root, quick=args.quick, plot=plot, fmt=args.format, n=args.n, kappa=args.kappa, max_iter=args.max_iter
     )
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ._report import write_report
+
+    catalog, db_path = _catalog_options(args)
+    metrics = [m for chunk in args.metric for m in chunk.split(",") if m] if args.metric else None
+    info = write_report(
+        args.root,
+        args.runs,
+        args.output,
+        metrics=metrics,
+        db_path=db_path,
+        catalog=catalog,
+        timeout=args.timeout,
+        tol=args.tol,
+    )
+    if args.format == "json":
+        _emit(json.dumps(_json_value(info), indent=1))
+    else:
+        _emit(
+            f"wrote {info['path']}: {len(info['runs'])} run(s), {len(info['metrics'])} chart(s) per run, "
+            f"{info['bytes'] / 1e6:.2f} MB, self-contained (open it in a browser)"
+        )
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ._ui import serve
+
+    catalog, db_path = _catalog_options(args)
+    return serve(args.root, db_path=db_path, catalog=catalog, host=args.host, port=args.port, timeout=args.timeout)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535 (0: any free port), got {text!r}")
+    return value
 
 
 # --------------------------------------------------------------------------- parser
@@ -1536,6 +1671,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol", type=_finite, help="report iterations and seconds until metric <= TOL")
     p.add_argument("--group-by", help="params.NAME (or a runs column such as flow_name): aggregate per group")
     p.add_argument("--params", action="append", default=[], help="params to show as columns (a,b)")
+    p.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="with --group-by: also pool runs that failed, crashed, are running or diverged (left out by default)",
+    )
     p.add_argument("--plot", metavar="FILE.png", help="also plot the runs")
     p.add_argument(
         "--logy", action=argparse.BooleanOptionalAction, default=None, help="log y axis for --plot (default: auto)"
@@ -1567,6 +1707,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("recover", cmd_recover, "finalise crashed runs (merge segments, mark crashed)")
     p.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE.parquet",
+        help="finalise this output file of a bare FlightRecorder instead of the runs under --root",
+    )
+    p.add_argument(
         "--stale-after",
         type=float,
         help="seconds without new files after which another host's running run counts as crashed",
@@ -1583,6 +1729,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, help="problem dimension (default 100; quick 40)")
     p.add_argument("--kappa", type=float, help="condition number (default 5000; quick 200)")
     p.add_argument("--max-iter", type=int, help="iterations per run at most (default 120000; quick 5000)")
+
+    p = add("report", cmd_report, "write runs' charts and comparison into one self-contained HTML file", True)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes)")
+    p.add_argument("-o", "--output", help="HTML file (default <root>/report.html)")
+    p.add_argument("--metric", "-m", action="append", help="only these metrics (repeatable, or a,b; default: all)")
+    p.add_argument("--tol", type=_finite, help="compare: iterations and seconds until metric <= TOL")
+
+    p = add("ui", cmd_ui, "serve a local web dashboard of the root (needs flightlog[ui]); prints its URL", True)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=0, help="port (default 0: a free one, printed)")
     return parser
 
 

@@ -171,6 +171,9 @@ pub fn lock_path(layout: &OutputLayout) -> Option<PathBuf> {
     if !layout.storage.is_local() {
         return None;
     }
+    if let Some(dir) = &layout.claim_dir {
+        return Some(dir.join(RUN_LOCK_NAME));
+    }
     match layout
         .final_telemetry
         .as_deref()

@@ -31,6 +31,27 @@ pub struct OutputLayout {
     pub storage: Storage,
     /// Per-recorder component of segment names (None: old-style names).
     pub instance: Option<u64>,
+    /// Folder of the one-writer claim when it is not the final file's folder
+    /// (the output-file form: the final file sits among the user's files).
+    pub claim_dir: Option<PathBuf>,
+}
+
+/// Suffix of the hidden folder kept beside an output file (`.{name}.flightlog`):
+/// it never matches `*.parquet`, so a glob over the user's folder sees only
+/// finished files.
+pub const SIDECAR_SUFFIX: &str = ".flightlog";
+
+/// Subfolder of the sidecar holding a recording that replaces the output file
+/// when it closes (`overwrite=True`).
+pub const REPLACEMENT_DIR: &str = "replacement";
+
+/// The hidden folder kept beside output file `file`: `.{file name}.flightlog`.
+pub fn sidecar_dir(file: &Path) -> PathBuf {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    file.with_file_name(format!(".{name}{SIDECAR_SUFFIX}"))
 }
 
 impl OutputLayout {
@@ -47,7 +68,60 @@ impl OutputLayout {
             final_events: Some(dir.join("events.parquet")),
             storage: Storage::Local,
             instance: None,
+            claim_dir: None,
         }
+    }
+
+    /// The output-file form (a path ending in `.parquet`): `file` is the
+    /// telemetry after close; segments, temp files, the claim and
+    /// `events.parquet` live in the hidden sibling [`sidecar_dir`], which
+    /// never matches `*.parquet`.
+    ///
+    /// With `replacing`, the recording goes to `sidecar/replacement/`
+    /// (segments, `telemetry.parquet`, `events.parquet`) and replaces `file`
+    /// and the sidecar's `events.parquet` only when it is complete (see
+    /// [`OutputLayout::replacement_targets`]): an existing file is never
+    /// deleted up front, and a crash leaves it as it was. Its segments are
+    /// apart from the plain form's, so a recover never mistakes them for
+    /// leftovers of the existing file.
+    pub fn output_file(file: &Path, replacing: bool) -> Self {
+        let sidecar = sidecar_dir(file);
+        let (segments, final_telemetry, final_events) = if replacing {
+            let r = sidecar.join(REPLACEMENT_DIR);
+            (
+                r.join("segments"),
+                r.join("telemetry.parquet"),
+                r.join("events.parquet"),
+            )
+        } else {
+            (
+                sidecar.join("segments"),
+                file.to_path_buf(),
+                sidecar.join("events.parquet"),
+            )
+        };
+        OutputLayout {
+            segment_dir: segments.clone(),
+            telemetry_prefix: "telemetry-".into(),
+            events_dir: segments,
+            events_prefix: "events-".into(),
+            final_telemetry: Some(final_telemetry),
+            final_events: Some(final_events),
+            storage: Storage::Local,
+            instance: None,
+            claim_dir: Some(sidecar),
+        }
+    }
+
+    /// For a replacing output-file layout of `file`: the (staged, target)
+    /// pairs that publishing renames, telemetry first.
+    pub fn replacement_targets(file: &Path) -> [(PathBuf, PathBuf); 2] {
+        let sidecar = sidecar_dir(file);
+        let r = sidecar.join(REPLACEMENT_DIR);
+        [
+            (r.join("telemetry.parquet"), file.to_path_buf()),
+            (r.join("events.parquet"), sidecar.join("events.parquet")),
+        ]
     }
 
     /// Append-mode parts: `parts_dir/part-{run_id}-NNNNNN.parquet`, never merged.
@@ -61,6 +135,7 @@ impl OutputLayout {
             final_events: None,
             storage: Storage::Local,
             instance: None,
+            claim_dir: None,
         }
     }
 
@@ -114,6 +189,31 @@ mod name_tests {
             p.telemetry_segment_name(2),
             "part-run-1-00000007000002.parquet"
         );
+    }
+
+    #[test]
+    fn output_file_keeps_everything_but_the_file_in_a_hidden_sibling() {
+        let l = OutputLayout::output_file(Path::new("d/t.parquet"), false);
+        assert_eq!(l.final_telemetry.as_deref(), Some(Path::new("d/t.parquet")));
+        assert_eq!(l.segment_dir, Path::new("d/.t.parquet.flightlog/segments"));
+        assert_eq!(
+            l.final_events.as_deref(),
+            Some(Path::new("d/.t.parquet.flightlog/events.parquet"))
+        );
+        assert_eq!(
+            crate::claim::lock_path(&l).unwrap(),
+            Path::new("d/.t.parquet.flightlog/.flightlog.lock")
+        );
+        let r = OutputLayout::output_file(Path::new("d/t.parquet"), true);
+        // One claim for both forms: a replacing and a plain writer exclude each other.
+        assert_eq!(crate::claim::lock_path(&r), crate::claim::lock_path(&l));
+        assert_eq!(
+            r.segment_dir,
+            Path::new("d/.t.parquet.flightlog/replacement/segments")
+        );
+        let [(staged, target), _] = OutputLayout::replacement_targets(Path::new("d/t.parquet"));
+        assert_eq!(r.final_telemetry.as_deref(), Some(staged.as_path()));
+        assert_eq!(target, Path::new("d/t.parquet"));
     }
 }
 

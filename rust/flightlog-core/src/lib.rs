@@ -44,7 +44,8 @@ pub use layout::{OutputLayout, RowLayout};
 pub use parquet_io::Codec;
 pub use recorder::{Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};
 pub use recover::{
-    recover_run, recover_run_exclusive, recover_run_with_spool, salvage_spool, RecoverReport,
+    publish_replacement, recover_output_file, recover_run, recover_run_exclusive,
+    recover_run_with_spool, salvage_spool, RecoverReport,
 };
 pub use schema::{DType, Field, Schema, Value};
 pub use storage::Storage;

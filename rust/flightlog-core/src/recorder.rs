@@ -1079,13 +1079,28 @@ impl Drop for Recorder {
 }
 
 /// Where a recorder's spool lives, and whether it is the local folder's own:
-/// beside its claim file on a local disk; for an object store, in
+/// on a local disk beside its segments (parts: beside its claim file); for
+/// an object store, in
 /// `config.spool_dir`, `FLIGHTLOG_SPOOL_DIR` or the user's cache folder,
 /// named after the run's location (so that `recover` on this host finds it).
 pub fn spool_dir(config: &RecorderConfig) -> (PathBuf, bool) {
     let layout = &config.layout;
-    if let Some(lock) = crate::claim::lock_path(layout) {
-        return (spool::spool_dir_for_lock(&lock), true);
+    if layout.storage.is_local() {
+        // Beside the segments of a recording that is merged at close (a run
+        // folder: `run/.flightlog.spool`), so that two layouts sharing one
+        // claim (an output file and its replacement) never share a spool.
+        let beside_segments = layout
+            .final_telemetry
+            .as_ref()
+            .and(layout.segment_dir.parent())
+            .filter(|p| !p.as_os_str().is_empty());
+        if let Some(dir) = beside_segments {
+            return (dir.join(spool::SPOOL_DIR_NAME), true);
+        }
+        // Append-mode parts share their folder: named after the run's claim.
+        if let Some(lock) = crate::claim::lock_path(layout) {
+            return (spool::spool_dir_for_lock(&lock), true);
+        }
     }
     let base = match config
         .spool_dir

@@ -52,6 +52,72 @@ pub fn recover_run_exclusive(layout: &OutputLayout) -> Result<Option<RecoverRepo
     report.map(Some)
 }
 
+/// Recovers an output-file recording (`FlightRecorder("x.parquet")`, see
+/// [`OutputLayout::output_file`]) under its claim: the plain form's segments
+/// are merged into `file`; a replacing recording (`overwrite=True`) killed
+/// before it finished is merged in its `replacement/` folder and then
+/// replaces `file`, as its close would have. `Ok(None)` while a writer (or
+/// another recover) holds the claim.
+pub fn recover_output_file(file: &Path) -> Result<Option<RecoverReport>> {
+    let plain = OutputLayout::output_file(file, false);
+    let claim = match crate::claim::lock_path(&plain) {
+        Some(path) if path.parent().is_some_and(Path::is_dir) => match Claim::try_path(&path)? {
+            Some(TryClaim::Busy(_)) => return Ok(None),
+            Some(TryClaim::Held(c)) => Some(c),
+            None => None,
+        },
+        _ => None,
+    };
+    let result = (|| {
+        let mut report = recover_run(&plain)?;
+        let replacing = OutputLayout::output_file(file, true);
+        let staging = replacing.segment_dir.parent().unwrap_or(Path::new("."));
+        if staging.is_dir() {
+            let r = recover_run(&replacing)?;
+            report.temp_files_removed += r.temp_files_removed;
+            report.segments_merged += r.segments_merged;
+            report.leftover_segments_removed += r.leftover_segments_removed;
+            if publish_replacement(file)? {
+                report.telemetry_rows = r.telemetry_rows;
+                report.event_rows = r.event_rows;
+            }
+        }
+        Ok(report)
+    })();
+    if let Some(c) = claim {
+        c.release();
+    }
+    result.map(Some)
+}
+
+/// Moves a finished replacing recording of output file `file` into place:
+/// its telemetry replaces `file` and its events the sidecar's
+/// `events.parquet`, each by one `rename` (atomic: a reader sees the old file
+/// or the new one, never a missing or partial one), then the folder is
+/// synced. Each staged file that is absent was already moved (a crash between
+/// the two renames), so running this twice is safe. True if it moved anything.
+pub fn publish_replacement(file: &Path) -> Result<bool> {
+    let mut moved = false;
+    for (staged, target) in OutputLayout::replacement_targets(file) {
+        match std::fs::rename(&staged, &target) {
+            Ok(()) => {
+                let dir = target
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                crate::atomic_file::fsync_dir(dir)?;
+                moved = true;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CoreError::io("replace", &target, e)),
+        }
+    }
+    let staging = crate::layout::sidecar_dir(file).join(crate::layout::REPLACEMENT_DIR);
+    // Only when empty: anything left (a segment) stays for the next recover.
+    let _ = std::fs::remove_dir(&staging);
+    Ok(moved)
+}
+
 /// Recovers a run-folder layout (`final_telemetry` set). Safe to run twice and
 /// on a cleanly closed run (it then changes nothing). The caller holds the
 /// folder's claim (see [`recover_run_exclusive`]), or knows its writer is

@@ -47,6 +47,9 @@ pub const LANES_KEY: &str = "flightlog.lanes";
 /// in published segments.
 pub const EVENTS_UPTO_KEY: &str = "flightlog.events_upto";
 
+/// The spool folder of a merged recording (`run/.flightlog.spool`).
+pub const SPOOL_DIR_NAME: &str = ".flightlog.spool";
+
 const META: &str = "meta.json";
 const DICT_LOG: &str = "dict.log";
 const EVENTS_LOG: &str = "events.log";

@@ -73,6 +73,31 @@ fn report_dict<'py>(py: Python<'py>, report: &RecoverReport) -> PyResult<Bound<'
     Ok(d)
 }
 
+/// Finalises an output-file recording (`FlightRecorder("x.parquet")`) whose
+/// process died: merges its segments into the file, and moves a replacing
+/// recording (`overwrite=True`) into place. None while its writer is alive.
+#[pyfunction]
+fn recover_output_file<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let report =
+        py.detach(|| guard(|| flightlog_core::recover_output_file(&path).map_err(to_py)))?;
+    let Some(report) = report else {
+        return Ok(None);
+    };
+    let d = PyDict::new(py);
+    d.set_item("temp_files_removed", report.temp_files_removed)?;
+    d.set_item("segments_merged", report.segments_merged)?;
+    d.set_item(
+        "leftover_segments_removed",
+        report.leftover_segments_removed,
+    )?;
+    d.set_item("telemetry_rows", report.telemetry_rows)?;
+    d.set_item("event_rows", report.event_rows)?;
+    Ok(Some(d))
+}
+
 /// Merges same-schema Parquet files into `out` atomically by raw column-chunk
 /// copy; the result lists the inputs' names and row counts in its metadata.
 #[pyfunction]
@@ -138,6 +163,7 @@ fn _after_fork_in_child() {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(recover_run_dir, m)?)?;
     m.add_function(wrap_pyfunction!(salvage_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(recover_output_file, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(merge_parquet, m)?)?;
     m.add_function(wrap_pyfunction!(parquet_kv, m)?)?;

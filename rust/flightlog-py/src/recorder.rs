@@ -381,9 +381,26 @@ pub struct PyRecorder {
     layout: OutputLayout,
     files: Mutex<Vec<(String, u64, u64)>>,
     closed_without_schema: std::sync::atomic::AtomicBool,
+    /// The output file of the output-file form, with true when this recording
+    /// replaces it at close (`overwrite=True`).
+    output_file: Option<(PathBuf, bool)>,
+    /// Set once a replacing recording has moved into place: reads then go to
+    /// the output file instead of the (moved) staged files.
+    replaced: std::sync::atomic::AtomicBool,
 }
 
 impl PyRecorder {
+    /// Where the durable rows are: the recording's layout, or the output
+    /// file's once a replacing recording has moved into place.
+    fn read_layout(&self) -> OutputLayout {
+        match &self.output_file {
+            Some((file, true)) if self.replaced.load(std::sync::atomic::Ordering::Acquire) => {
+                OutputLayout::output_file(file, false)
+            }
+            _ => self.layout.clone(),
+        }
+    }
+
     fn active(&self) -> PyResult<&Active> {
         self.active.get().ok_or_else(|| {
             if self
@@ -568,7 +585,7 @@ impl PyRecorder {
     #[pyo3(signature = (
         path, schema, schema_version, *, run_id=None, flush_interval=1.0, segment_rows=None,
         ring_capacity=None, compression="zstd", on_full="block", sampling=None, max_rows=None,
-        metadata=None, constants=None, parts=None, store=None
+        metadata=None, constants=None, parts=None, store=None, output_file=None
     ))]
     fn new(
         py: Python<'_>,
@@ -587,12 +604,16 @@ impl PyRecorder {
         constants: Option<Vec<(String, Py<PyAny>)>>,
         parts: Option<(PathBuf, String)>,
         store: Option<PyRef<'_, PyObjectStore>>,
+        output_file: Option<bool>,
     ) -> PyResult<Self> {
-        let mut layout = match parts {
-            None => OutputLayout::run_folder(&path),
-            Some((events_dir, part_run_id)) => {
+        // `output_file`: Some(replacing) for a path ending in `.parquet` (the
+        // Python side decides), where `path` is the file itself.
+        let mut layout = match (parts, output_file) {
+            (Some((events_dir, part_run_id)), _) => {
                 OutputLayout::append_parts(&path, &events_dir, &part_run_id)
             }
+            (None, Some(replacing)) => OutputLayout::output_file(&path, replacing),
+            (None, None) => OutputLayout::run_folder(&path),
         };
         if let Some(store) = store {
             // With a store, the paths are object keys below its bucket.
@@ -632,6 +653,8 @@ impl PyRecorder {
             layout,
             files: Mutex::new(Vec::new()),
             closed_without_schema: std::sync::atomic::AtomicBool::new(false),
+            output_file: output_file.map(|replacing| (path.clone(), replacing)),
+            replaced: std::sync::atomic::AtomicBool::new(false),
         };
         match schema {
             Some(spec) => {
@@ -867,8 +890,33 @@ impl PyRecorder {
             return Ok(());
         };
         let report = py.detach(|| guard_core(|| a.rec.close()))?;
+        if let Some((file, true)) = &self.output_file {
+            // The replacing form: the complete recording now replaces the old
+            // output (a close that failed above leaves it and the segments
+            // for recover). Once, under the files lock, taken without the GIL:
+            // a concurrent close() waits here without holding the GIL that
+            // this one needs to return.
+            py.detach(|| {
+                let _once = self.files.lock().unwrap_or_else(|e| e.into_inner());
+                if !self.replaced.load(std::sync::atomic::Ordering::Acquire) {
+                    guard_core(|| flightlog_core::publish_replacement(file))?;
+                    self.replaced
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                Ok::<(), PyErr>(())
+            })?;
+        }
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let moved = self.read_layout();
         for (p, rows, bytes) in report.files {
+            // Published names as they are after the replacement.
+            let p = if Some(&p) == self.layout.final_telemetry.as_ref() {
+                moved.final_telemetry.clone().unwrap_or(p)
+            } else if Some(&p) == self.layout.final_events.as_ref() {
+                moved.final_events.clone().unwrap_or(p)
+            } else {
+                p
+            };
             files.push((p.to_string_lossy().into_owned(), rows, bytes));
         }
         Ok(())
@@ -922,7 +970,7 @@ impl PyRecorder {
 
     /// Durable telemetry as an Arrow stream source (re-readable).
     fn to_arrow(&self, py: Python<'_>) -> PyResult<ArrowData> {
-        let layout = self.layout.clone();
+        let layout = self.read_layout();
         let schema = self.active.get().map(|a| a.rec.schema().arrow_schema());
         py.detach(|| {
             let parts = flightlog_core::read::read_telemetry(&layout).map_err(to_py)?;
@@ -932,7 +980,7 @@ impl PyRecorder {
 
     /// Durable events as an Arrow stream source.
     fn events_to_arrow(&self, py: Python<'_>) -> PyResult<ArrowData> {
-        let layout = self.layout.clone();
+        let layout = self.read_layout();
         py.detach(|| {
             let parts = flightlog_core::read::read_events(&layout).map_err(to_py)?;
             ArrowData::from_parts(parts, Some(flightlog_core::recorder::events_arrow_schema()))

@@ -1,0 +1,767 @@
+"""The data behind the dashboard (``flightlog ui``) and the HTML report (``flightlog report``).
+
+The one place the dashboard reads data, and it reads it through the existing layers:
+
+- the runs (status by evidence, manifests) from :func:`flightlog.cli.scan_runs`;
+- telemetry and events of consolidated runs from the catalog (:class:`~flightlog.DuckDBManager`,
+  opened read-only; every value bound as a parameter), of the others from their durable files
+  (:meth:`~flightlog.DuckDBManager.live`), so a running run shows what it has made durable;
+- the comparison from :func:`flightlog.cli.compare_rows` (the CLI's ``compare``);
+- downsampling with the plot's M4 query (:func:`flightlog._plot._downsample_sql`: first, min, max
+  and last point of each pixel bucket, computed in DuckDB), so a spike is never hidden and a
+  10-million-row run sends a few thousand points, never its rows.
+
+Every answer is plain JSON-able data (lists, dicts, numbers, text; non-finite floats as ``None``).
+Run ids from a URL are checked (:func:`check_run_id`) and must name a run found under the root:
+no text from a request becomes a path or SQL.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import json
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["DashData", "DashError", "check_run_id"]
+
+#: Columns that are never charted (ids, the x axis, and text).
+_NOT_METRICS = ("run_id", "flow_name", "schema_version", "iter")
+#: The metrics shown as last values in the runs table, when the runs have them.
+CORE_METRICS = ("E", "grad_norm", "phi_residual")
+#: Pixel buckets of a chart (M4: at most 4 points each).
+DEFAULT_BUCKETS = 800
+MAX_BUCKETS = 4000
+MAX_PAGE = 500
+#: Up to this many rows a chart is M4 (each drawn point is a real row: exact hover readouts);
+#: above, min/max per pixel bucket (about 3x cheaper in DuckDB: no arg_min/arg_max).
+M4_MAX_ROWS = 2_000_000
+_SCAN_TTL = 1.0  # seconds a scan of the root is reused (the runs page polls)
+_MAX_EVENTS = 500
+
+
+class DashError(ValueError):
+    """A request the dashboard cannot answer: ``status`` is the HTTP status (400 bad input, 404 unknown run)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_run_id(value: Any) -> str:
+    """``value`` if it can be a run id (a safe name: no path separator, no ``..``, no control
+    characters, at most 128 characters), else :class:`DashError` (400)."""
+    from ._names import validate_name
+
+    try:
+        return validate_name("run id", value)
+    except (TypeError, ValueError) as e:
+        raise DashError(str(e)) from None
+
+
+def _num(v: Any) -> Any:
+    """A JSON-safe value: finite floats (6 significant digits would change values a person reads
+    in a table, so tables keep full precision), None for NaN/inf, text for times."""
+    if isinstance(v, bool) or v is None or isinstance(v, int | str):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, Decimal):
+        return _num(float(v))
+    if isinstance(v, _dt.datetime | _dt.date):
+        return v.isoformat()
+    if isinstance(v, Mapping):
+        return {str(k): _num(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_num(x) for x in v]
+    try:
+        return _num(float(v))
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _short_float(v: Any) -> Any:
+    """A chart coordinate with 7 significant digits (a pixel needs far fewer): keeps the report small."""
+    if v is None:
+        return None
+    f = float(v)
+    if not math.isfinite(f):
+        return None
+    if f == int(f) and abs(f) < 1e15:
+        return int(f)
+    return float(f"{f:.7g}")
+
+
+def _thin(xs: list[Any], ys: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Drops points inside a run of equal y (a constant stretch draws the same with its two ends)."""
+    if len(xs) < 3:
+        return xs, ys
+    ox, oy = [xs[0]], [ys[0]]
+    for i in range(1, len(xs) - 1):
+        if not (ys[i] == ys[i - 1] == ys[i + 1]):
+            ox.append(xs[i])
+            oy.append(ys[i])
+    ox.append(xs[-1])
+    oy.append(ys[-1])
+    return ox, oy
+
+
+class DashData:
+    """Read-only access to a root (and its catalog) for the dashboard.
+
+    Args:
+        root: the flightlog root (a folder or ``s3://bucket/prefix``; default as the CLI).
+        db_path: the embedded catalog file (default ``<root>/duckdb.db``).
+        catalog: a DuckLake catalog string instead (``ducklake:...``).
+        timeout: seconds to wait for a catalog locked by a writer.
+
+    Safe to share between threads (the server answers requests in a thread pool).
+    """
+
+    def __init__(
+        self,
+        root: Any = None,
+        *,
+        db_path: Any = None,
+        catalog: str | None = None,
+        timeout: float = 30.0,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        from ._catalog import DuckDBManager
+        from .cli import _root
+
+        self.root = _root(root)
+        self.storage_options = dict(storage_options or {})
+        files_only = isinstance(self.root, str) and db_path is None and catalog is None
+        if files_only:
+            self.db = DuckDBManager(self.root, timeout=timeout, files_only=True, storage_options=storage_options)
+        else:
+            self.db = DuckDBManager(
+                self.root,
+                db_path=db_path,
+                catalog=catalog,
+                read_only=True,
+                timeout=timeout,
+                storage_options=storage_options,
+            )
+        self._lock = threading.Lock()
+        self._scan: tuple[float, list[Any]] | None = None
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._live_lock = threading.RLock()
+
+    def _cached(self, key: str, make: Any) -> Any:
+        """``make()``, reused for ``_SCAN_TTL`` seconds: the catalog's columns and contents change
+        only when ``consolidate`` runs, and each catalog read opens the file anew."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and now - hit[0] < _SCAN_TTL:
+                return hit[1]
+        value = make()
+        with self._lock:
+            now = time.monotonic()
+            # Old entries go (a live run's copy in memory is not kept once nobody looks at it).
+            for k in [k for k, (t, _) in self._cache.items() if now - t > 10 * _SCAN_TTL]:
+                del self._cache[k]
+            self._cache[key] = (now, value)
+        return value
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ runs
+
+    def scan(self, *, fresh: bool = False) -> list[Any]:
+        """:func:`~flightlog.cli.scan_runs` of the root, reused for ``_SCAN_TTL`` seconds."""
+        from .cli import scan_runs
+
+        with self._lock:
+            if not fresh and self._scan is not None and time.monotonic() - self._scan[0] < _SCAN_TTL:
+                return self._scan[1]
+        runs = scan_runs(self.root, storage_options=self.storage_options or None)
+        with self._lock:
+            self._scan = (time.monotonic(), runs)
+        return runs
+
+    def ref(self, run_id: Any) -> Any:
+        """The :class:`~flightlog.cli.RunRef` of ``run_id`` (exactly its id), else DashError 404."""
+        from .cli import BAD_MANIFEST
+
+        rid = check_run_id(run_id)
+        for fresh in (False, True):  # a run started a moment ago is not in the cached scan yet
+            for r in self.scan(fresh=fresh):
+                if r.run_id == rid:
+                    if r.status == BAD_MANIFEST:
+                        raise DashError(f"run {rid!r} has a bad manifest: {r.problem}", 404)
+                    return r
+        raise DashError(f"no run {rid!r} under {self.root}", 404)
+
+    def _catalog_ok(self) -> bool:
+        from ._catalog import _CatalogUnreadable
+
+        try:
+            return bool(self.db.exists())
+        except _CatalogUnreadable:
+            return False
+
+    def _columns(self) -> dict[str, str]:
+        def make() -> dict[str, str]:
+            if not self._catalog_ok():
+                return {}
+            return {r[0]: str(r[1]) for r in self.db.query("DESCRIBE telemetry").fetchall()}
+
+        return dict(self._cached("columns", make))
+
+    def _consolidated(self) -> frozenset[str]:
+        """The runs whose telemetry the catalog holds (one query, reused for a second)."""
+
+        def make() -> frozenset[str]:
+            if not self._catalog_ok():
+                return frozenset()
+            got = self.db.query(
+                "SELECT DISTINCT run_id FROM _ingested_files WHERE kind = 'telemetry' AND rows > 0"
+            ).fetchall()
+            return frozenset(r[0] for r in got)
+
+        return frozenset(self._cached("consolidated", make))
+
+    def _in_catalog(self, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` whose telemetry the catalog holds (else they are read from their files)."""
+        done = self._consolidated()
+        return {r for r in ids if r in done}
+
+    def runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        param: str | None = None,
+        q: str | None = None,
+        ids: Sequence[str] | None = None,
+        sort: str | None = None,
+        desc: bool = False,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """One page of the runs table.
+
+        ``param`` filters on a param, ``name=value`` (the value compared as text) or ``name``
+        (runs that have it); ``ids`` keeps those runs; ``q`` keeps runs whose id or flow contains it. ``sort`` is any
+        column (``params.X`` for a param). Returns ``{"columns", "rows", "total", "offset",
+        "limit", "flows", "statuses", "params", "metrics"}``; each row is a dict."""
+        if not isinstance(offset, int) or offset < 0:
+            raise DashError(f"offset must be an integer >= 0, got {offset!r}")
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise DashError(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
+        from .cli import _parse_time
+
+        all_runs = self.scan()
+        flows = sorted({str(r.manifest.get("flow_name")) for r in all_runs if r.manifest.get("flow_name")})
+        statuses = sorted({r.status for r in all_runs})
+        param_names: list[str] = []
+        for r in all_runs:
+            for k in (r.manifest.get("params") or {}).keys():
+                if k not in param_names:
+                    param_names.append(k)
+        runs = list(all_runs)
+        if ids is not None:
+            wanted = set(ids)
+            runs = [r for r in runs if r.run_id in wanted]
+        if flow:
+            runs = [r for r in runs if r.manifest.get("flow_name") == flow]
+        if status:
+            runs = [r for r in runs if r.status == status]
+        if q:
+            ql = q.lower()
+            runs = [r for r in runs if ql in r.run_id.lower() or ql in str(r.manifest.get("flow_name", "")).lower()]
+        if param:
+            name, eq, value = param.partition("=")
+            name = name.strip().removeprefix("params.")
+            if not name:
+                raise DashError(f"param filter {param!r}: give name=value or name")
+
+            def keep(r: Any) -> bool:
+                p = r.manifest.get("params") or {}
+                if name not in p:
+                    return False
+                return not eq or _text(p[name]) == value.strip()
+
+            runs = [r for r in runs if keep(r)]
+        now = _dt.datetime.now(_dt.UTC)
+        rows: list[dict[str, Any]] = []
+        for r in runs:
+            m = r.manifest
+            start = _parse_time(m.get("created_at"))
+            end = _parse_time(m.get("finished_at"))
+            duration = None
+            if start is not None:
+                if end is not None:
+                    duration = (end - start).total_seconds()
+                elif r.status == "running":
+                    duration = (now - start).total_seconds()
+            counts = m.get("counts") or {}
+            row = {
+                "run_id": r.run_id,
+                "flow_name": m.get("flow_name"),
+                "status": r.status,
+                "started": start.isoformat() if start else None,
+                "duration_s": round(duration, 3) if duration is not None else None,
+                "rows": counts.get("rows_written"),
+            }
+            for k, v in (m.get("params") or {}).items():
+                row[f"params.{k}"] = _num(v)
+            rows.append(row)
+        total = len(rows)
+        metrics = self._core_metrics()
+        metric_cols = [f"last_{m}" for m in metrics]
+        sort_key = sort or "started"
+        known = ["run_id", "flow_name", "status", "started", "duration_s", "rows", *metric_cols]
+        known += [f"params.{p}" for p in param_names]
+        if sort_key not in known:
+            raise DashError(f"cannot sort by {sort_key!r}: columns are {', '.join(known)}")
+        if sort_key in metric_cols:  # needs the values of every run shown
+            self._add_last_values(rows, metrics, runs)
+        rows.sort(key=lambda d: _sort_key(d.get(sort_key)), reverse=desc)
+        page = rows[offset : offset + limit]
+        if sort_key not in metric_cols:
+            self._add_last_values(page, metrics, [r for r in runs if r.run_id in {d["run_id"] for d in page}])
+        columns = [*known[:6], *metric_cols, *[f"params.{p}" for p in param_names]]
+        return {
+            "root": str(self.root),
+            "columns": columns,
+            "rows": page,
+            "total": total,
+            "all": len(all_runs),
+            "offset": offset,
+            "limit": limit,
+            "flows": flows,
+            "statuses": statuses,
+            "params": param_names,
+            "metrics": metrics,
+        }
+
+    def _core_metrics(self) -> list[str]:
+        cols = self._columns()
+        return [m for m in CORE_METRICS if m in cols] or (["E"] if not cols else [])
+
+    def _add_last_values(self, rows: list[dict[str, Any]], metrics: list[str], refs: list[Any]) -> None:
+        """``last_<metric>`` of each row: from the catalog (one query), else for a run not
+        consolidated yet (a running one) from the last row of its newest durable file."""
+        ids = [d["run_id"] for d in rows]
+        for d in rows:
+            for m in metrics:
+                d.setdefault(f"last_{m}", None)
+        if not ids or not metrics:
+            return
+        cols = self._columns()
+        have = [m for m in metrics if m in cols]
+        found: set[str] = set()
+        if have and "iter" in cols:
+            sel = ", ".join(f"arg_max({_ident(m)}, iter) FILTER (WHERE {_ident(m)} IS NOT NULL)" for m in have)
+            got = self.db.query(
+                f"SELECT run_id, count(*), {sel} FROM telemetry WHERE list_contains(?::VARCHAR[], run_id) "
+                "GROUP BY run_id",
+                [ids],
+            ).fetchall()
+            by_id = {r[0]: r for r in got}
+            for d in rows:
+                r = by_id.get(d["run_id"])
+                if r is None:
+                    continue
+                found.add(d["run_id"])
+                if d.get("rows") is None:
+                    d["rows"] = r[1]
+                for i, m in enumerate(have):
+                    d[f"last_{m}"] = _num(r[2 + i])
+        by_ref = {r.run_id: r for r in refs}
+        for d in rows:
+            ref = by_ref.get(d["run_id"])
+            if d["run_id"] in found or ref is None or ref.tree is not None or ref.status != "running":
+                continue
+            self._live_tail(d, ref, metrics)
+
+    def _live_tail(self, d: dict[str, Any], ref: Any, metrics: list[str]) -> None:
+        from . import _core
+        from .cli import _last_row, _segment_files
+
+        files = _segment_files(ref)
+        if not files:
+            return
+        try:
+            d["rows"] = sum(int(_core.parquet_rows(str(f))) for f in files)
+            for m in metrics:
+                d[f"last_{m}"] = _num(_last_row(files[-1], m).get(m))
+        except (OSError, ValueError):
+            pass  # a segment merged away this instant: the next poll reads the new file
+
+    # ------------------------------------------------------------------ one run
+
+    def run(self, run_id: Any) -> dict[str, Any]:
+        """A run's page: manifest (params, units, provenance, the recorder's own counts),
+        status by evidence, its numeric fields (the charts), its events, and where its data
+        comes from (``catalog`` or ``files``, the durable segments of a running run)."""
+        ref = self.ref(run_id)
+        m = _num(dict(ref.manifest))
+        in_cat = ref.run_id in self._in_catalog([ref.run_id])
+        if in_cat:
+            cols = self._columns()
+            present, rows = self._present_metrics(ref, cols)
+            events = self.db.events(ref.run_id).to_dicts()
+        else:
+            with self._live_lock:
+                live = self._live(ref.run_id)
+                cols = dict(zip(live.columns, live.types, strict=True)) if len(live) else {}
+                rows = len(live)
+                present = [c for c in cols if _chartable(c, cols[c])]
+                if present:
+                    sel = ", ".join(f"count({_ident(c)}) AS {_ident(c)}" for c in present)
+                    counts = live.relation.query("t", f"SELECT {sel} FROM t").fetchone()
+                    present = [c for c, n in zip(present, counts, strict=True) if n]
+                ev = self._live(ref.run_id, kind="events")
+                events = ev.to_dicts() if len(ev) else []
+        ev_rows = [{k: _num(e.get(k)) for k in ("t_wall_ms", "iter", "event", "payload")} for e in events[:_MAX_EVENTS]]
+        return {
+            "run_id": ref.run_id,
+            "status": ref.status,
+            "flow_name": ref.manifest.get("flow_name"),
+            "location": ref.location,
+            "source": "catalog" if in_cat else "files",
+            "rows": int(rows),
+            "metrics": present,
+            "x": "iter" if "iter" in cols else None,
+            "manifest": m,
+            "events": ev_rows,
+            "events_total": len(events),
+        }
+
+    def _present_metrics(self, ref: Any, cols: Mapping[str, str]) -> tuple[list[str], int]:
+        """The numeric fields this run has values of (a shared catalog has every flow's columns),
+        and its rows. From the Parquet footers of a local run's files when they tell (value and
+        null counts: no scan of the rows), else with one counting query over the catalog."""
+        cand = [c for c in cols if _chartable(c, cols[c])]
+        got = self._footer_counts(ref) if ref.tree is None else None
+        if got is not None:
+            rows, non_null = got
+            present = [c for c in cand if non_null.get(c, 0) > 0]
+            # the footers must agree with the catalog (a file rewritten since: count instead)
+            check = self.db.query("SELECT count(*) FROM telemetry WHERE run_id = ?", [ref.run_id]).fetchone()
+            if check is not None and check[0] == rows:
+                return present, rows
+        sel = ", ".join(["count(*)", *(f"count({_ident(c)})" for c in cand)])
+        counts = self.db.query(f"SELECT {sel} FROM telemetry WHERE run_id = ?", [ref.run_id]).fetchone()
+        return [c for c, n in zip(cand, counts[1:], strict=True) if n], int(counts[0])
+
+    @staticmethod
+    def _footer_counts(ref: Any) -> tuple[int, dict[str, int]] | None:
+        """``(rows, {column: values that are not null})`` from the footers of the run's own
+        telemetry files (a run folder's segments/final file), None when they cannot tell."""
+        import duckdb
+
+        from .cli import _segment_files
+
+        if ref.mode != "run":
+            return None  # dev/tuner parts hold several runs' rows
+        try:
+            files = [str(f) for f in _segment_files(ref)]
+            if not files:
+                return None
+            con = duckdb.connect(":memory:")
+            try:
+                meta = con.execute(
+                    "SELECT path_in_schema, sum(num_values), sum(stats_null_count), count(*) - count(stats_null_count) "
+                    "FROM parquet_metadata(?) GROUP BY 1",
+                    [files],
+                ).fetchall()
+                nrows = con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [files]).fetchone()
+            finally:
+                con.close()
+        except (OSError, duckdb.Error):
+            return None
+        if any(unknown for *_, unknown in meta) or not nrows or nrows[0] is None:
+            return None
+        return int(nrows[0]), {str(name): int(vals) - int(nulls or 0) for name, vals, nulls, _ in meta}
+
+    def _live(self, run_id: str, kind: str = "telemetry") -> Any:
+        """The run's durable rows (:meth:`~flightlog.DuckDBManager.live`), read once a second at
+        most: a live run's page polls the run and each of its charts every second, and each read
+        copies the run into memory. Use the result under ``self._live_lock`` (one DuckDB
+        connection is not for several threads at once)."""
+
+        def make() -> Any:
+            try:
+                return self.db.live(run_id, kind=kind)
+            except ValueError as e:
+                raise DashError(str(e), 404) from None
+
+        return self._cached(f"live:{kind}:{run_id}", make)
+
+    def series(
+        self,
+        run_id: Any,
+        metric: str,
+        *,
+        buckets: int = DEFAULT_BUCKETS,
+        x_min: float | None = None,
+        x_max: float | None = None,
+    ) -> dict[str, Any]:
+        """``metric`` against ``iter`` for one run, downsampled in DuckDB (M4 per pixel bucket),
+        within ``[x_min, x_max]`` when given (a zoom). Returns ``{"run_id", "metric", "x", "y",
+        "rows", "points", "phases": [[x_from, x_to, phase], ...], "events": [[x, y, name, payload], ...],
+        "status", "source"}``. Values that are not finite are not drawn."""
+        from ._plot import _downsample_sql, _phase_spans, _points
+
+        ref = self.ref(run_id)
+        if not isinstance(metric, str) or not metric:
+            raise DashError("metric must be a column name")
+        if not isinstance(buckets, int) or not 16 <= buckets <= MAX_BUCKETS:
+            raise DashError(f"buckets must be an integer from 16 to {MAX_BUCKETS}, got {buckets!r}")
+        for name, v in (("x_min", x_min), ("x_max", x_max)):
+            if v is not None and not math.isfinite(v):
+                raise DashError(f"{name} must be a finite number, got {v!r}")
+        rid = ref.run_id
+        in_cat = rid in self._in_catalog([rid])
+        ranged = x_min is not None or x_max is not None
+        if in_cat:
+            cols = self._columns()
+            self._check_metric(metric, cols)
+            # Bounds bound as integers: a BIGINT iter compared with a DOUBLE (or infinite) bound
+            # is cast row by row, several times slower on 10M rows.
+            bounds = {"ilo": -(2**62) if x_min is None else math.ceil(x_min)}
+            bounds["ihi"] = 2**62 if x_max is None else math.floor(x_max)
+            span = self.db.query(
+                "SELECT min(iter), max(iter), count(*) FROM telemetry WHERE run_id = $rid "
+                "AND iter BETWEEN $ilo AND $ihi",
+                {"rid": rid, **bounds},
+            ).fetchone()
+            rows = []
+            if span is not None and span[0] is not None:
+                scale = (buckets - 1) / max(float(span[1] - span[0]), 1e-300)
+                params = {"rid": rid, "lo": float(span[0]), "ilo": int(span[0]), "ihi": int(span[1]), "scale": scale}
+                if span[2] <= M4_MAX_ROWS:
+                    rows = list(self.db.query(_m4_sql(metric, "phase" in cols), params).fetchall())
+                else:
+                    got = self.db.query(_minmax_sql(metric, "phase" in cols), params).fetchall()
+                    rows = _minmax_rows(got)
+        else:
+            with self._live_lock:
+                live = self._live(rid)
+                if not len(live):
+                    return self._empty_series(ref, metric)
+                cols = dict(zip(live.columns, live.types, strict=True))
+                self._check_metric(metric, cols)
+                # The live relation holds this run only: the run-id filter becomes TRUE, so no value
+                # is formatted into the SQL (DuckDB relations take no parameters).
+                src = "t"
+                if ranged:  # floats checked finite above, written with repr: no request text in the SQL
+                    conds = [f"iter >= {float(x_min)!r}"] if x_min is not None else []
+                    conds += [f"iter <= {float(x_max)!r}"] if x_max is not None else []
+                    src = f"(SELECT * FROM t WHERE {' AND '.join(conds)})"
+                sql = _downsample_sql(src, metric, "iter", "phase" in cols, False, False, buckets)
+                sql = sql.replace("list_contains(?::VARCHAR[], run_id)", "TRUE")
+                rows = [r[1:] for r in live.relation.query("t", sql).fetchall()]
+        xs, ys = _points(rows)
+        events = []
+        for it, name, payload in self._marks(rid, in_cat):
+            # The marker sits on the line drawn: the value of the nearest point at or after its iter.
+            i = bisect.bisect_left(xs, it)
+            y = ys[min(i, len(ys) - 1)] if ys else None
+            events.append([_short_float(it), _short_float(y), name, payload])
+        xs, ys = _thin([_short_float(x) for x in xs], [_short_float(y) for y in ys])
+        return {
+            "run_id": rid,
+            "metric": metric,
+            "status": ref.status,
+            "source": "catalog" if in_cat else "files",
+            "x": xs,
+            "y": ys,
+            "rows": int(sum(r[1] for r in rows)),
+            "points": len(xs),
+            "phases": [[_short_float(a), _short_float(b), p] for a, b, p in _phase_spans(rows)],
+            "events": events,
+        }
+
+    def _marks(self, rid: str, in_cat: bool) -> list[tuple[int, str, Any]]:
+        """``(iter, event, payload)`` of the events to mark on a run's charts (one read per run
+        and second, shared by its charts), at most ``_MAX_EVENTS``; start/finish are not marked."""
+
+        def make() -> list[tuple[int, str, Any]]:
+            sql = (
+                "SELECT iter, event, payload FROM {src} WHERE {cond} event NOT IN ('RUN_STARTED', 'RUN_FINISHED') "
+                f"AND iter IS NOT NULL ORDER BY t_wall_ms LIMIT {_MAX_EVENTS}"
+            )
+            if in_cat:
+                if not self._catalog_has("events"):
+                    return []
+                got = self.db.query(sql.format(src="events", cond="run_id = ? AND"), [rid]).fetchall()
+            else:
+                with self._live_lock:
+                    ev = self._live(rid, kind="events")
+                    if not len(ev) or "iter" not in ev.columns:
+                        return []
+                    got = ev.relation.query("e", sql.format(src="e", cond="")).fetchall()
+            return [(int(it), str(name), payload) for it, name, payload in got]
+
+        return list(self._cached(f"marks:{rid}:{in_cat}", make))
+
+    def _empty_series(self, ref: Any, metric: str) -> dict[str, Any]:
+        return {
+            "run_id": ref.run_id,
+            "metric": metric,
+            "status": ref.status,
+            "source": "files",
+            "x": [],
+            "y": [],
+            "rows": 0,
+            "points": 0,
+            "phases": [],
+            "events": [],
+        }
+
+    def _catalog_has(self, table: str) -> bool:
+        def make() -> bool:
+            got = self.db.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()
+            return bool(got and got[0])
+
+        return bool(self._cached(f"has:{table}", make))
+
+    @staticmethod
+    def _check_metric(metric: str, cols: Mapping[str, str]) -> None:
+        if metric not in cols:
+            raise DashError(f"no telemetry column {metric!r}; columns: {', '.join(cols) or '(none)'}", 404)
+        if not _chartable(metric, cols[metric]):
+            raise DashError(f"telemetry column {metric!r} is {cols[metric]}, not a numeric metric")
+        if "iter" not in cols:
+            raise DashError("telemetry has no iter column to chart against")
+
+    # ------------------------------------------------------------------ compare
+
+    def compare(
+        self,
+        run_ids: Sequence[Any],
+        metric: str = "E",
+        *,
+        group_by: str | None = None,
+        tol: float | None = None,
+    ) -> dict[str, Any]:
+        """The CLI's ``compare`` (:func:`~flightlog.cli.compare_rows`) of consolidated runs: per run,
+        and per group with ``group_by`` (bootstrap intervals, time to ``tol``). Runs not in the
+        catalog yet are listed in ``"not_in_catalog"``."""
+        from .cli import CLIError, compare_rows
+
+        if not run_ids:
+            raise DashError("compare needs run ids")
+        if len(run_ids) > 200:
+            raise DashError("compare takes at most 200 runs")
+        ids = [self.ref(r).run_id for r in run_ids]
+        if tol is not None and not math.isfinite(tol):
+            raise DashError(f"tol must be a finite number, got {tol!r}")
+        in_cat = self._in_catalog(ids)
+        out: dict[str, Any] = {
+            "runs": ids,
+            "metric": metric,
+            "not_in_catalog": [r for r in ids if r not in in_cat],
+            "columns": [],
+            "rows": [],
+            "group_by": group_by,
+            "group_columns": [],
+            "group_rows": [],
+        }
+        cat_ids = [r for r in ids if r in in_cat]
+        if not cat_ids:
+            return out
+        try:
+            cols, rows = compare_rows(self.db, cat_ids, metric, tol=tol)
+            out["columns"], out["rows"] = cols, _num(rows)
+            if group_by:
+                gcols, grows = compare_rows(self.db, cat_ids, metric, tol=tol, group_by=group_by)
+                out["group_columns"], out["group_rows"] = gcols, _num(grows)
+        except (CLIError, ValueError) as e:
+            raise DashError(str(e)) from None
+        return out
+
+
+def _m4_sql(metric: str, has_phase: bool) -> str:
+    """The plot's M4 downsampling (:func:`flightlog._plot._downsample_sql`: first, min, max and last
+    point of each pixel bucket of ``iter``, rows in its bucket-row layout for ``_points`` and
+    ``_phase_spans``) for one run of the catalog, with the run and the x range bound as parameters
+    (``$rid``, ``$lo``, ``$ilo``, ``$ihi``, ``$scale``): an equality on ``run_id`` and a bucket computed from
+    bound numbers are several times faster on a 10M-row run than a list filter and a joined range."""
+    y = f"{_ident(metric)}::DOUBLE"
+    phase = "arg_max(phase::VARCHAR, iter)" if has_phase else "NULL::VARCHAR"
+    return f"""
+    SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, count(*) AS n,
+           min(iter)::DOUBLE AS x_first, arg_min({y}, iter) AS y_first,
+           arg_min(iter, {y})::DOUBLE AS x_min, min({y}) AS y_min,
+           arg_max(iter, {y})::DOUBLE AS x_max, max({y}) AS y_max,
+           max(iter)::DOUBLE AS x_last, arg_max({y}, iter) AS y_last,
+           min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, {phase} AS phase
+    FROM telemetry
+    WHERE run_id = $rid AND iter BETWEEN $ilo AND $ihi AND isfinite({y})
+    GROUP BY bucket ORDER BY bucket
+    """
+
+
+def _minmax_sql(metric: str, has_phase: bool) -> str:
+    """Min and max of ``metric`` per pixel bucket of ``iter`` (and the bucket's iter range and
+    phase, the greatest name in the bucket): what a line at pixel resolution needs, spikes
+    included, without the per-row argument tracking of M4."""
+    y = f"{_ident(metric)}::DOUBLE"
+    phase = "max(phase::VARCHAR)" if has_phase else "NULL::VARCHAR"
+    return f"""
+    SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, count(*) AS n,
+           min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, min({y}) AS y_min, max({y}) AS y_max,
+           {phase} AS phase
+    FROM telemetry
+    WHERE run_id = $rid AND iter BETWEEN $ilo AND $ihi AND isfinite({y})
+    GROUP BY bucket ORDER BY bucket
+    """
+
+
+def _minmax_rows(got: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Min/max bucket rows in the M4 row layout (for ``_points`` and ``_phase_spans``): each bucket
+    becomes two points at its ends, min and max in the order that continues the line from the
+    previous bucket (at one bucket per pixel the line looks as if every row were drawn)."""
+    out: list[tuple[Any, ...]] = []
+    prev: float | None = None
+    for bucket, n, x_lo, x_hi, y_min, y_max, phase in got:
+        if prev is not None and abs(prev - y_max) < abs(prev - y_min):
+            first, last = y_max, y_min
+        else:
+            first, last = y_min, y_max
+        if x_lo == x_hi:
+            first = last = y_min if y_min == y_max else first
+        prev = last
+        out.append((bucket, n, x_lo, first, None, None, None, None, x_hi, last, x_lo, x_hi, phase))
+    return out
+
+
+def _chartable(name: str, duck_type: str) -> bool:
+    from ._catalog import _is_numeric
+
+    return name not in _NOT_METRICS and _is_numeric(duck_type)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, float) and v == int(v) and abs(v) < 1e15:
+        return repr(v)
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    """Sorts mixed values: None last-ish (first group), numbers, then text."""
+    if v is None:
+        return (0, 0)
+    if isinstance(v, bool):
+        return (1, int(v))
+    if isinstance(v, int | float):
+        return (1, v)
+    return (2, str(v))
