@@ -635,7 +635,7 @@ impl Recorder {
         on_block: impl FnOnce(Blocked<'_>) -> Result<Offer>,
     ) -> Result<Offer> {
         self.check_open()?;
-        self.offer_with(row, on_block)
+        self.offer_open(row, on_block)
     }
 
     /// Offers one row of a batch whose call already ran [`Recorder::check_open`]:
@@ -658,6 +658,17 @@ impl Recorder {
         if self.closed.load(Ordering::Acquire) {
             return Err(CoreError::Closed);
         }
+        self.offer_open(row, on_block)
+    }
+
+    /// The body of every offer, once the caller checked that the recorder is
+    /// open (a `close` racing this call is caught by the gate).
+    #[inline(always)]
+    fn offer_open(
+        &self,
+        row: &[u64],
+        on_block: impl FnOnce(Blocked<'_>) -> Result<Offer>,
+    ) -> Result<Offer> {
         let shared = &self.shared;
         producer::with_lane(shared, |lane, cursor, lane_index| {
             LaneRing::bump(&lane.offered, 1);

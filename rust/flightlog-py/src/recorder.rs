@@ -221,7 +221,10 @@ impl Active {
         // Branches, not a `match`: a jump table per value costs more than the
         // two well-predicted compares the common kinds take.
         if kind == SlotKind::F64 {
-            value.cast::<PyFloat>().ok().map(|x| f64_word(x.value()))
+            match crate::fastcall::exact_float(value) {
+                Some(x) => Some(f64_word(x)),
+                None => value.cast::<PyFloat>().ok().map(|x| f64_word(x.value())),
+            }
         } else if kind == SlotKind::I64 {
             value
                 .cast_exact::<PyInt>()
