@@ -54,3 +54,18 @@ def test_sdist_carries_every_source_and_nothing_built(tmp_path: Path) -> None:
     assert needed <= names, f"missing from the sdist: {sorted(needed - names)}"
     built = sorted(n for n in names if n.endswith((".so", ".pyd", ".whl")) or n.startswith((".venv", "target/")))
     assert not built, f"built files in the sdist: {built[:10]}"
+
+
+def test_the_extension_is_built_for_this_interpreter_not_abi3() -> None:
+    """The wheels are per CPython version (abi3 measured slower per row: docs/PLATFORMS.md).
+    Under `make wheel-test` this is the installed wheel's extension; an abi3 build
+    (`_core.abi3.so`) shipped by mistake fails here."""
+    import importlib.machinery
+
+    from flightlog import _core
+
+    name = Path(_core.__file__).name
+    assert name == "_core" + importlib.machinery.EXTENSION_SUFFIXES[0], (
+        f"flightlog._core is {name}: not the extension of this interpreter "
+        f"({importlib.machinery.EXTENSION_SUFFIXES[0]})"
+    )
