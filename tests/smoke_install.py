@@ -31,9 +31,10 @@ def main() -> int:
         with FlightRecorder(run, schema) as rec:
             for i in range(1000):
                 rec.record(i, 0.5 * i)
-        count, total, top = duckdb.sql(
+        # fetchall: DuckDB 2 relations have no fetchone().
+        ((count, total, top),) = duckdb.sql(
             f"select count(*), sum(E), max(iter) from '{run / 'telemetry.parquet'}'"
-        ).fetchone()
+        ).fetchall()
     if (count, total, top) != (1000, 0.5 * sum(range(1000)), 999):
         print(
             f"smoke: read back {(count, total, top)}, expected (1000, {0.5 * sum(range(1000))}, 999)", file=sys.stderr
