@@ -150,7 +150,13 @@ sdist: wheel-deps  ## Build the source distribution into dist/
 	rm -f dist/flightlog-*.tar.gz
 	$(VENV)/bin/maturin sdist -o dist
 
+# maturin sdist stamps every file with a fixed 2006 mtime (reproducible archives), and
+# cargo hashes a workspace crate by its path relative to the workspace: in a warm target
+# folder, artifacts of these three crates built from the checkout look newer than the
+# sdist's sources and would be linked unchanged (seen: a stale flightlog-core). So their
+# release artifacts go first; the dependencies (arrow, parquet, ...) stay warm.
 sdist-test: sdist  ## Install the sdist into a fresh virtualenv (pip + Rust only) and smoke-test it
+	cargo clean --release -p flightlog-ring -p flightlog-core -p flightlog-py
 	rm -rf .venv-sdist && $(PYTHON) -m venv .venv-sdist
 	MATURIN_NO_INSTALL_RUST=1 .venv-sdist/bin/pip install --no-cache-dir --progress-bar off "$$(ls dist/flightlog-*.tar.gz)"
 	cd /tmp && $(CURDIR)/.venv-sdist/bin/python $(CURDIR)/tests/smoke_install.py
