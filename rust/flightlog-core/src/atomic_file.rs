@@ -54,10 +54,43 @@ fn temp_path_for(final_path: &Path) -> PathBuf {
 }
 
 /// fsyncs a directory so that renames and unlinks inside it are durable.
+/// (On macOS `sync_all` is `F_FULLFSYNC`, which also flushes the drive's cache.)
+#[cfg(unix)]
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).map_err(|e| CoreError::io("open directory", dir, e))?;
     d.sync_all()
         .map_err(|e| CoreError::io("fsync directory", dir, e))
+}
+
+/// Windows has no fsync of a folder (std cannot even open one as a `File`):
+/// a no-op there. NTFS journals its metadata, so a rename is durable once the
+/// journal commits, a few seconds at most; a power loss inside that window may
+/// lose the newest file name (the data stay in the segments for `recover`).
+/// The weaker guarantee is documented in docs/PLATFORMS.md.
+#[cfg(not(unix))]
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let _ = dir;
+    Ok(())
+}
+
+/// The error of a rename or remove. On Windows a file that another program
+/// has open (a reader without `FILE_SHARE_DELETE`, as Python's `open()` and
+/// most readers are) can be neither replaced nor removed: say so, instead of
+/// a bare "Access is denied".
+/// `path` is the path the error names elsewhere, `in_use` the file another
+/// program may hold open.
+fn in_use_error(op: &'static str, path: &Path, in_use: &Path, e: std::io::Error) -> CoreError {
+    // ERROR_ACCESS_DENIED (5) and ERROR_SHARING_VIOLATION (32).
+    if cfg!(windows) && matches!(e.raw_os_error(), Some(5 | 32)) {
+        return CoreError::write(format!(
+            "{op} {}: {e}; on Windows a file that another program has open \
+             (a reader of {}: pandas, pyarrow, DuckDB) cannot be replaced or removed; \
+             close it and retry (nothing was lost: the rows are still in their segments)",
+            path.display(),
+            in_use.display()
+        ));
+    }
+    CoreError::io(op, path, e)
 }
 
 /// Writes a file through `write` and publishes it atomically at `final_path`.
@@ -141,7 +174,7 @@ where
         std::io::Error::other("injected rename failure")
     )));
     if replace {
-        fs::rename(tmp, final_path).map_err(|e| CoreError::io("rename", tmp, e))?;
+        fs::rename(tmp, final_path).map_err(|e| in_use_error("rename", tmp, final_path, e))?;
         fsync_dir(dir)?;
         return Ok(size);
     }
@@ -206,7 +239,7 @@ pub fn move_new(from: &Path, to: &Path) -> Result<()> {
     )));
     link_new(from, to)?;
     if from.symlink_metadata().is_ok() {
-        fs::remove_file(from).map_err(|e| CoreError::io("remove", from, e))?;
+        fs::remove_file(from).map_err(|e| in_use_error("remove", from, from, e))?;
     }
     if let Some(dir) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
         fsync_dir(dir)?;

@@ -32,6 +32,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+#[cfg(unix)]
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -231,18 +232,13 @@ impl Claim {
             // writing for the whole recording would make a read-only remount
             // of the filesystem fail ("busy"). `flock` needs no write access.
             refuse_odd_lock_file(path)?;
-            OpenOptions::new()
+            lock_file_options()
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .custom_flags(LOCK_OPEN_FLAGS)
                 .open(path)
                 .map_err(|e| CoreError::io("create lock file", path, e))?;
-            let mut file = match OpenOptions::new()
-                .read(true)
-                .custom_flags(LOCK_OPEN_FLAGS)
-                .open(path)
-            {
+            let mut file = match lock_file_options().read(true).open(path) {
                 Ok(f) => f,
                 // Removed by a releasing holder between the two opens.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -270,16 +266,15 @@ impl Claim {
                 .metadata()
                 .map_err(|e| CoreError::io("stat lock file", path, e))?;
             match fs::metadata(path) {
-                Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {}
+                Ok(now) if same_file_id(&now, &ours) => {}
                 // Removed (or replaced) by its previous holder: start over.
                 _ => continue,
             }
             // Who holds it, for the error of the next claimer. Informational:
             // not fsynced, and a failure to write it does not fail the claim.
-            let _ = OpenOptions::new()
+            let _ = lock_file_options()
                 .write(true)
                 .truncate(true)
-                .custom_flags(LOCK_OPEN_FLAGS)
                 .open(path)
                 .and_then(|mut w| {
                     w.write_all(
@@ -375,7 +370,37 @@ fn utc_now_iso() -> String {
 /// followed (the holder's line would overwrite its target, perhaps outside the
 /// folder), and a FIFO is never waited on (opening one blocks until a peer opens
 /// the other end: the constructor and `recover` hung on one).
+#[cfg(unix)]
 const LOCK_OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
+/// `OpenOptions` for the lock file: [`LOCK_OPEN_FLAGS`] on Unix. Windows has
+/// no FIFOs, and a symbolic link there is refused by [`refuse_odd_lock_file`]
+/// only (a link swapped in between that look and the open is followed; see
+/// docs/PLATFORMS.md).
+fn lock_file_options() -> OpenOptions {
+    #[allow(unused_mut)] // mutated on Unix only
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    options.custom_flags(LOCK_OPEN_FLAGS);
+    options
+}
+
+/// True when `a` and `b` (metadata of the lock file by name, and of the
+/// descriptor we locked) are the same file: its previous holder did not
+/// remove it between our open and our lock.
+#[cfg(unix)]
+fn same_file_id(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// Without file ids in stable std (Windows: `file_index` is unstable), the
+/// name still existing is the whole check. Weaker than Unix's: when a holder
+/// releases at the moment two others claim, both may end up believing they
+/// hold it (documented in docs/PLATFORMS.md).
+#[cfg(not(unix))]
+fn same_file_id(_a: &fs::Metadata, _b: &fs::Metadata) -> bool {
+    true
+}
 
 fn odd_lock_file(path: &Path, what: &str) -> CoreError {
     CoreError::Write {

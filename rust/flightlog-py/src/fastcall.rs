@@ -150,7 +150,7 @@ unsafe fn objects<'a, 'py>(
 
 /// The value of an exact `float` (not a subclass, which may override
 /// `__float__`), read where CPython keeps it: no call, no reference count.
-#[cfg(not(Py_LIMITED_API))]
+#[cfg(not(feature = "abi3"))]
 #[inline(always)]
 pub(crate) fn exact_float(value: &Bound<'_, PyAny>) -> Option<f64> {
     let p = value.as_ptr();
@@ -168,7 +168,7 @@ pub(crate) fn exact_float(value: &Bound<'_, PyAny>) -> Option<f64> {
 }
 
 /// The stable ABI hides `PyFloatObject`: the checked call instead.
-#[cfg(Py_LIMITED_API)]
+#[cfg(feature = "abi3")]
 #[inline(always)]
 pub(crate) fn exact_float(value: &Bound<'_, PyAny>) -> Option<f64> {
     use pyo3::types::{PyFloat, PyFloatMethods};
@@ -200,6 +200,15 @@ unsafe extern "C" fn record_fast(
     finish(py, guard(|| recorder.get().record_values(py, values)))
 }
 
+/// The positional count in a vectorcall `nargsf`: CPython's
+/// `PyVectorcall_NARGS`, which strips the `PY_VECTORCALL_ARGUMENTS_OFFSET`
+/// flag (the top bit). Written out because the limited API (abi3) exports
+/// that inline function only from Python 3.12 on.
+fn vectorcall_nargs(nargsf: ffi::Py_ssize_t) -> ffi::Py_ssize_t {
+    const ARGUMENTS_OFFSET: usize = 1 << (usize::BITS - 1);
+    (nargsf as usize & !ARGUMENTS_OFFSET) as ffi::Py_ssize_t
+}
+
 /// `log(**fields)`.
 ///
 /// # Safety
@@ -213,9 +222,7 @@ unsafe extern "C" fn log_fast(
 ) -> *mut ffi::PyObject {
     // SAFETY: CPython calls builtins only from an attached thread.
     let py = unsafe { attached() };
-    // `PyVectorcall_NARGS` strips the offset flag CPython may set in `nargsf`.
-    // SAFETY: it only masks the integer; no memory is touched.
-    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+    let nargs = vectorcall_nargs(nargsf);
     if nargs != 0 {
         let err = pyo3::exceptions::PyTypeError::new_err(format!(
             "log() takes keyword arguments only ({nargs} positional given); \
@@ -233,10 +240,17 @@ unsafe extern "C" fn log_fast(
                 .then(|| Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>()),
         )
     };
+    // The limited API (abi3 wheels) has no view of a tuple's item array, so
+    // there the names are copied out (one small allocation per call).
+    #[cfg(not(feature = "abi3"))]
     let keys: &[Bound<'_, PyAny>] = match &names {
         Some(t) => t.as_slice(),
         None => &[],
     };
+    #[cfg(feature = "abi3")]
+    let owned: Vec<Bound<'_, PyAny>> = names.iter().flat_map(|t| t.iter()).collect();
+    #[cfg(feature = "abi3")]
+    let keys: &[Bound<'_, PyAny>] = &owned;
     // SAFETY: as above, `keys.len()` values follow in `args`.
     let values = unsafe { objects(py, args, keys.len()) };
     finish(py, guard(|| recorder.get().log_pairs(py, keys, values)))
