@@ -208,6 +208,24 @@ _INGESTED_COLUMNS: dict[str, str] = {
     "ingested_at": "TIMESTAMP",
     "source": "VARCHAR",
 }
+#: ``_flightlog.run_listing``: what listing a run needs (``flightlog runs``, :func:`flightlog.cli.scan_runs`),
+#: one row per consolidated run whose manifest is terminal and plain (see :func:`_listing_row`).
+#: A run is listed from this row while its manifest's ``mtime_ns`` and size are still the
+#: ones recorded here; otherwise its manifest is read again (status by evidence).
+_LISTING = "_flightlog.run_listing"
+_LISTING_COLUMNS: dict[str, str] = {
+    "manifest_path": "VARCHAR",
+    "manifest_mtime_ns": "BIGINT",
+    "manifest_size": "BIGINT",
+    "run_id": "VARCHAR",
+    "flow_name": "VARCHAR",
+    "mode": "VARCHAR",
+    "status": "VARCHAR",
+    "created_at": "VARCHAR",
+    "finished_at": "VARCHAR",
+    "rows_written": "BIGINT",
+    "manifest": "VARCHAR",
+}
 _MAP_COLUMNS = {
     "file": "VARCHAR",
     "run_id": "VARCHAR",
@@ -844,6 +862,18 @@ class _State:
     columns: dict[str, dict[str, str]]
     #: run-folder files already ingested, by (kind, run_id, flow_name): their paths
     run_files: dict[tuple[str, str | None, str | None], list[str]] = dataclasses.field(default_factory=dict)
+    #: manifest paths that have a ``_flightlog.run_listing`` row
+    listed: set[str] = dataclasses.field(default_factory=set)
+    _by_key: dict[tuple[str | None, str | None], list[str]] | None = None
+
+    def runs_by_key(self) -> dict[tuple[str | None, str | None], list[str]]:
+        """Manifest paths of ``runs`` by (run_id, flow_name), built once (a lookup per
+        changed run, not a scan of every run: quadratic at 10,000 changed runs)."""
+        if self._by_key is None:
+            self._by_key = {}
+            for mp, known in self.runs.items():
+                self._by_key.setdefault((known["run_id"], known["flow_name"]), []).append(mp)
+        return self._by_key
 
 
 @dataclasses.dataclass
@@ -1499,6 +1529,7 @@ class DuckDBManager:
                 con.execute(f"CREATE TABLE IF NOT EXISTS events ({reserved})")
                 con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({cols(_INGESTED_COLUMNS)})")
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {_GUARD_SCHEMA}")
+                con.execute(f"CREATE TABLE IF NOT EXISTS {_LISTING} ({cols(_LISTING_COLUMNS)})")
                 for g in _GUARDS:
                     con.execute(f"CREATE TABLE IF NOT EXISTS {_guard_table(g)} (token VARCHAR, written_at TIMESTAMP)")
                     con.execute(
@@ -1509,10 +1540,10 @@ class DuckDBManager:
             have = con.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
                 "AND ((schema_name = 'main' AND table_name IN ('runs', 'telemetry', 'events', '_ingested_files')) "
-                "OR (schema_name = ? AND table_name LIKE 'guard_%'))",
+                "OR (schema_name = ? AND (table_name LIKE 'guard_%' OR table_name = 'run_listing')))",
                 [_GUARD_SCHEMA],
             ).fetchall()[0][0]
-            if have < 4 + len(_GUARDS):
+            if have < 5 + len(_GUARDS):
                 self._transaction("create the catalog tables", create, con)
             self._lake_ready = True
             return
@@ -1523,6 +1554,8 @@ class DuckDBManager:
             con.execute(f"CREATE TABLE IF NOT EXISTS telemetry ({reserved})")
             con.execute(f"CREATE TABLE IF NOT EXISTS events ({reserved})")
             con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({ingested})")
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {_GUARD_SCHEMA}")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {_LISTING} ({cols(_LISTING_COLUMNS)})")
 
         self._transaction("create the catalog tables", create_embedded, con)
 
@@ -1576,7 +1609,8 @@ class DuckDBManager:
             keys = ("manifest_mtime_ns", "manifest_size", "status", "manifest_status", "run_id", "flow_name", "mode")
             runs[row[0]] = dict(zip(keys, row[1:8], strict=True)) | {"path": row[8], "rows_written": row[9]}
         columns = {t: self._table_columns(con, t) for t in _KINDS}
-        return _State(ingested, files_by_run, runs, columns, run_files)
+        listed = {r[0] for r in con.execute(f"SELECT manifest_path FROM {_LISTING}").fetchall()}
+        return _State(ingested, files_by_run, runs, columns, run_files, listed)
 
     # ------------------------------------------------------------------ consolidation
 
@@ -1792,6 +1826,7 @@ class DuckDBManager:
             "manifest_mtime_ns": st.st_mtime_ns,
             "manifest_size": st.st_size,
             "updated_at": _utc_now_text(),
+            "_listing": _listing_row(data, self._rel(manifest), st),
         }
 
     def _check_run(
@@ -1821,7 +1856,9 @@ class DuckDBManager:
         unchanged = (
             known is not None and known["manifest_mtime_ns"] == st.st_mtime_ns and known["manifest_size"] == st.st_size
         )
-        if unchanged and known["status"] != "running":
+        # A catalog written before _flightlog.run_listing existed gets its listing rows once.
+        backfill = unchanged and known["manifest_status"] in FINAL_STATUSES and rel not in state.listed
+        if unchanged and known["status"] != "running" and not backfill:
             return known["run_id"], known["flow_name"], known["manifest_status"], known["rows_written"]
         data = self._parse_manifest(manifest, report)
         if data is None:
@@ -1830,6 +1867,10 @@ class DuckDBManager:
         if not unchanged or known["status"] != status:
             row = self._run_row(data, status, run_path, manifest, st)
             row["_new"] = known is None
+            run_rows.append(row)
+        elif backfill and _listing_row(data, rel, st) is not None:
+            row = self._run_row(data, status, run_path, manifest, st)
+            row["_new"], row["_listing_only"] = False, True
             run_rows.append(row)
         counts = data.get("counts") or {}
         return data["run_id"], _str(data.get("flow_name")), data["status"], _int(counts.get("rows_written"))
@@ -1927,9 +1968,9 @@ class DuckDBManager:
             # A renamed folder's run replaces the runs row of its old place (gone).
             row["_replaces"] = [
                 mp
-                for mp, known in state.runs.items()
-                if (known["run_id"], known["flow_name"]) == (run_id, flow)
-                and mp != row["manifest_path"]
+                for mp in state.runs_by_key().get((run_id, flow), ())
+                if mp != row["manifest_path"]
+                and (known := state.runs[mp]) is not None
                 and known.get("mode", "run") == "run"
                 and not (self.root / mp).exists()
             ]
@@ -2180,7 +2221,8 @@ class DuckDBManager:
                 rows = [
                     r
                     for r in rows
-                    if known.get(r["manifest_path"]) != (r["manifest_mtime_ns"], r["manifest_size"], r["status"])
+                    if r.get("_listing_only")
+                    or known.get(r["manifest_path"]) != (r["manifest_mtime_ns"], r["manifest_size"], r["status"])
                 ]
                 existing = set(known)
                 if not rows:
@@ -2190,10 +2232,20 @@ class DuckDBManager:
             payload = json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
             con.execute(f"DELETE FROM runs WHERE manifest_path IN (SELECT manifest_path FROM {source})", [paths])
             con.execute(f"INSERT INTO runs BY NAME SELECT * FROM {_rows_source(_RUNS_COLUMNS)}", [payload])
+            # The listing rows change with their runs rows, in the same transaction.
+            con.execute(f"DELETE FROM {_LISTING} WHERE manifest_path IN (SELECT manifest_path FROM {source})", [paths])
+            listing = [r["_listing"] for r in rows if r.get("_listing") is not None]
+            if listing:
+                con.execute(
+                    f"INSERT INTO {_LISTING} BY NAME SELECT * FROM {_rows_source(_LISTING_COLUMNS)}",
+                    [json.dumps(listing)],
+                )
             return existing, rows
 
         existing, run_rows = self._transaction("write the runs table", write, con)
         for r in run_rows:
+            if r.get("_listing_only"):
+                continue  # the same runs row, now with its listing row: not an update
             new = r["_new"] if existing is None else r["manifest_path"] not in existing
             new = new and not r.get("_replaces")  # a renamed folder's run is updated, not added
             if new:
@@ -2412,7 +2464,7 @@ class DuckDBManager:
         def delete(con: Any) -> None:
             if self._lake is not None:
                 self._guard(con, [_GUARD_RUNS])
-            for table in ("telemetry", "events", "_ingested_files", "runs"):
+            for table in ("telemetry", "events", "_ingested_files", "runs", _LISTING):
                 con.execute(f"DELETE FROM {table} t USING {source} g WHERE {match}", [payload])
 
         self._transaction("prune", delete, con)
@@ -2474,6 +2526,24 @@ class DuckDBManager:
             "ORDER BY created_at NULLS LAST, run_id"
         )
         return self.query(sql, [flow_name, flow_name, statuses, statuses])
+
+    def _listing(self, *, manifests: bool = False) -> dict[str, tuple[Any, ...]] | None:
+        """The ``_flightlog.run_listing`` rows by manifest path (relative to the root):
+        ``(mtime_ns, size, run_id, flow_name, mode, status, created_at, finished_at,
+        rows_written[, manifest JSON])``; None when there is no catalog, or it has no
+        such table (written by an older flightlog, until the next consolidate)."""
+        self._check_open()
+        if self.files_only or not self.exists():
+            return None
+        with self._reader() as mem:
+            try:
+                rows = mem.execute(
+                    "SELECT manifest_path, manifest_mtime_ns, manifest_size, run_id, flow_name, mode, status, "
+                    f"created_at, finished_at, rows_written{', manifest' if manifests else ''} FROM {_LISTING}"
+                ).fetchall()
+            except _duckdb().CatalogException:
+                return None
+        return {r[0]: r[1:] for r in rows}
 
     def _rows_of(self, table: str, where: str, params: list[Any], columns: Sequence[str] | None, order: str) -> Result:
         self._check_open()
@@ -2913,6 +2983,42 @@ def _read_file_meta(
 def _unit_guards(u: _Unit) -> set[str]:
     """The guard tables a transaction recording ``u`` must replace (module doc)."""
     return {_shard(p.rel) for p in u.pieces} | ({_shard(u.marker)} if u.marker else set())
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` survives a JSON round trip unchanged in type (TOML dates and
+    times do not: such a manifest is never listed from the catalog)."""
+    if isinstance(value, str | bool | int | float):
+        return True
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _listing_row(data: Mapping[str, Any], manifest_rel: str, st: Any) -> dict[str, Any] | None:
+    """The ``_flightlog.run_listing`` row of a consolidated run, or None when its manifest must be
+    read each time it is listed: not terminal yet (its status is a matter of evidence),
+    or not plain (a field the listing uses has an odd type, or a TOML date/time)."""
+    if data.get("status") not in FINAL_STATUSES or not _plain(data):
+        return None
+    light = {k: data.get(k) for k in ("flow_name", "mode", "created_at", "finished_at")}
+    if any(v is not None and not isinstance(v, str) for v in light.values()):
+        return None
+    rows = (data.get("counts") or {}).get("rows_written")
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or abs(rows) >= 2**63):
+        return None
+    return {
+        "manifest_path": manifest_rel,
+        "manifest_mtime_ns": st.st_mtime_ns,
+        "manifest_size": st.st_size,
+        "run_id": data["run_id"],
+        "status": data["status"],
+        **light,
+        "rows_written": rows,
+        "manifest": json.dumps(data, ensure_ascii=False),
+    }
 
 
 def _chunks(units: list[_Unit]) -> Iterator[list[_Unit]]:
