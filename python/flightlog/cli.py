@@ -143,6 +143,54 @@ def _use_rich() -> Any:
     return Console
 
 
+#: Tables longer than this are laid out by :func:`_simple_head_table` when it can give
+#: rich's exact output (rich takes ~1.6 ms a row: 16 s for 10,000 runs).
+_RICH_MAX_ROWS = 200
+
+
+def _plain_cell(text: str) -> bool:
+    """Whether rich prints ``text`` as is, one cell wide per character: printable ASCII,
+    no markup (``[``) and no emoji code (``:name:``) that rich would replace."""
+    if not (text.isascii() and text.isprintable()) or "[" in text:
+        return False
+    if text.count(":") >= 2:
+        from rich._emoji_replace import _emoji_replace
+
+        return _emoji_replace(text) == text
+    return True
+
+
+def _simple_head_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[bool], title: str | None
+) -> str | None:
+    """The text rich prints for :func:`render`'s table (``box.SIMPLE_HEAD``, no edge, no
+    colour), built directly; None when rich would do anything but pad cells (a cell it
+    would change, or a table wider than the console, which rich folds)."""
+    cells = [[_cell(v) for v in r] for r in rows]
+    if not all(_plain_cell(c) for c in columns) or not all(_plain_cell(c) for r in cells for c in r):
+        return None
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    total = sum(widths) + 3 * (len(widths) - 1)
+    if sys.stdout.isatty():
+        import shutil
+
+        if total > max(shutil.get_terminal_size().columns, 80):
+            return None
+    elif total > 10_000:
+        return None
+    if title and (len(title) > total or not _plain_cell(title)):
+        return None  # rich wraps a title wider than its table
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return "   ".join(parts).rstrip()
+
+    out = [title] if title else []
+    out += [line(list(columns)), "\u2500" * total]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
 def render(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", *, title: str | None = None
 ) -> str:
@@ -163,6 +211,10 @@ def render(
         for i in range(len(columns))
     ]
     console_cls = _use_rich()
+    if console_cls is not None and len(rows) > _RICH_MAX_ROWS:
+        fast = _simple_head_table(columns, rows, numeric, title)
+        if fast is not None:
+            return fast
     if console_cls is not None:
         from rich import box
         from rich.table import Table
