@@ -367,3 +367,29 @@ def test_long_tables_are_laid_out_as_rich_lays_them_out(monkeypatch):
         numeric = [False] * len(cols)
         fast_used += cli._simple_head_table(cols, rows, numeric, title) is not None
     assert fast_used > 50  # the comparison covered the fast layout, not only the fallback
+
+
+def test_consolidate_with_nothing_new_still_sees_changed_and_copied_folders(tmp_path):
+    """The quick look at a consolidated run folder (lstat of its manifest and files) hands
+    anything changed to the full look: a data file changed after it was ingested is
+    reported, a copied folder is named as a copy, a new run is added."""
+    root = tmp_path / "root"
+    for k in range(3):
+        make_run(root, f"20250101_00000{k}")
+    db = DuckDBManager(root)
+    assert db.consolidate().runs_added == 3
+    again = db.consolidate()
+    assert (again.files_added, again.runs_added, again.runs_updated, again.files_skipped) == (0, 0, 0, [])
+    with open(root / "fda_run_20250101_000000" / "telemetry.parquet", "ab") as f:
+        f.write(b"x")
+    shutil.copytree(root / "fda_run_20250101_000001", root / "fda_run_20250101_000001.bak")
+    make_run(root, "20250101_000009")
+    rep = db.consolidate()
+    assert rep.runs_added == 1 and rep.files_added == 2
+    reasons = dict(rep.files_skipped)
+    assert "changed after it was ingested" in reasons["fda_run_20250101_000000/telemetry.parquet"]
+    assert (
+        "fda_run_20250101_000001 " in reasons["fda_run_20250101_000001.bak"]
+        or "as fda_run_20250101_000001" in (reasons["fda_run_20250101_000001.bak"])
+    )
+    assert db.query("SELECT count(*) FROM telemetry").fetchone()[0] == 4 * 20

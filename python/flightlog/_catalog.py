@@ -105,6 +105,7 @@ import os
 import random
 import re
 import socket
+import stat
 import threading
 import time
 import tomllib
@@ -1693,10 +1694,54 @@ class DuckDBManager:
     # --- discovery (no database held) ---------------------------------
 
     def _rel(self, path: Path) -> str:
+        if type(path) is type(self.root) and isinstance(path, Path):
+            # A string prefix, not relative_to(): 3 us a call, 7 calls a run.
+            text, top = str(path), str(self.root)
+            if text.startswith(top + "/") and "/.." not in text and "/./" not in text:
+                return text[len(top) + 1 :]
         try:
             return path.relative_to(self.root).as_posix()
         except ValueError:
             return path.as_posix()
+
+    def _settled(self, folder: str, name: str, state: _State) -> tuple[str, str | None, str, int | None] | None:
+        """A local run folder with nothing to do, known without building a path: its
+        manifest unchanged since it was consolidated (mtime_ns, size; a terminal status,
+        listed), and each of its data files ingested and unchanged (size, mtime). Returns
+        its run info, as :meth:`_check_run` would; None means "look at it in full"
+        (anything new, changed, missing or odd is handled and reported there)."""
+        rel = f"{name}/manifest.toml"
+        known = state.runs.get(rel)
+        if known is None or known["status"] == "running" or rel not in state.listed:
+            return None
+        try:
+            st = os.lstat(f"{folder}/manifest.toml")
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or (st.st_mtime_ns, st.st_size) != (
+            known["manifest_mtime_ns"],
+            known["manifest_size"],
+        ):
+            return None
+        if known["manifest_status"] not in FINAL_STATUSES:
+            return None
+        for kind in _KINDS:
+            done = state.ingested.get(f"{name}/{kind}.parquet")
+            if done is None:
+                return None
+            try:
+                fst = os.lstat(f"{folder}/{kind}.parquet")
+            except OSError:
+                return None
+            size, mtime, _ = done
+            if (
+                not stat.S_ISREG(fst.st_mode)
+                or size != fst.st_size
+                or mtime is None
+                or abs(mtime - fst.st_mtime) > 1e-6
+            ):
+                return None
+        return known["run_id"], known["flow_name"], known["manifest_status"], known["rows_written"]
 
     def _discover(
         self, state: _State, report: ConsolidationReport, prune: bool
@@ -1707,7 +1752,39 @@ class DuckDBManager:
         folders: list[tuple[Path, tuple[str, str | None, str, int | None], dict[str, Any] | None]] = []
         self._tree.refresh()  # an object store is listed once, here
         lake_dir = self._lake_data_folder()
-        if self.root.is_dir():
+        settled: set[int] = set()
+        if self.root.is_dir() and isinstance(self._tree, LocalTree):
+            # Local: one scandir; a folder with nothing new is recognised from two lstat calls
+            # and the bookkeeping, without a Path (consolidate with nothing new, 100,000 runs).
+            top = str(self.root)
+            with os.scandir(top) as it:
+                raw = sorted(it, key=lambda e: e.name)
+            for e in raw:
+                if e.name == "flows" or e.name.startswith("."):
+                    continue
+                try:
+                    is_dir, is_link = e.is_dir(), e.is_symlink()
+                except OSError:
+                    continue
+                if not is_dir:
+                    continue
+                if not is_link:
+                    info = self._settled(e.path, e.name, state)
+                    if info is not None:
+                        settled.add(len(folders))
+                        folders.append((e.path, info, None))  # a str: a Path only if it has a copy
+                        continue
+                path = Path(e.path)
+                if path == lake_dir:
+                    continue  # the DuckLake catalog's own data files
+                if is_link:
+                    if (path / "manifest.toml").exists():
+                        report.files_skipped.append((e.name, _LINK_REASON))
+                    continue
+                found = self._run_folder_info(path, state, report, run_rows)
+                if found is not None:
+                    folders.append((path, *found))
+        elif self.root.is_dir():
             for entry in self._tree.scandir(self.root):
                 if entry.name == "flows" or entry.name.startswith(".") or not entry.is_dir:
                     continue
@@ -1720,8 +1797,12 @@ class DuckDBManager:
                 found = self._run_folder_info(entry.path, state, report, run_rows)
                 if found is not None:
                     folders.append((entry.path, *found))
-            for folder, info, row in self._one_folder_per_run(folders, state, report, run_rows):
-                self._discover_run_folder(folder, info, row, state, report, units, plan)
+        if self.root.is_dir():
+            keep = self._one_folder_per_run(folders, state, report, run_rows)
+            for i in keep:
+                if i not in settled:
+                    folder, info, row = folders[i]
+                    self._discover_run_folder(folder, info, row, state, report, units, plan)
             flows = self.root / "flows"
             if flows.is_symlink():
                 report.files_skipped.append(("flows", _LINK_REASON))
@@ -1868,10 +1949,11 @@ class DuckDBManager:
             row = self._run_row(data, status, run_path, manifest, st)
             row["_new"] = known is None
             run_rows.append(row)
-        elif backfill and _listing_row(data, rel, st) is not None:
+        elif backfill:
             row = self._run_row(data, status, run_path, manifest, st)
-            row["_new"], row["_listing_only"] = False, True
-            run_rows.append(row)
+            if row["_listing"] is not None:
+                row["_new"], row["_listing_only"] = False, True
+                run_rows.append(row)
         counts = data.get("counts") or {}
         return data["run_id"], _str(data.get("flow_name")), data["status"], _int(counts.get("rows_written"))
 
@@ -1920,7 +2002,7 @@ class DuckDBManager:
         state: _State,
         report: ConsolidationReport,
         run_rows: list[dict[str, Any]],
-    ) -> list[tuple[Path, tuple[str, str | None, str, int | None], dict[str, Any] | None]]:
+    ) -> list[int]:
         """One folder per (run_id, flow_name): a run copied (``cp -r fda_run_a fda_run_a.bak``)
         or renamed is ingested once. The folder kept is the one the catalog already knows,
         else the one named after the run id, else the first by name; the others are
@@ -1930,28 +2012,31 @@ class DuckDBManager:
             groups.setdefault((info[0], info[1]), []).append(i)
         keep: list[int] = []
         for (run_id, flow), idx in groups.items():
+            if len(idx) == 1:
+                keep.append(idx[0])
+                continue
 
             def rank(i: int, run_id: str = run_id) -> tuple[bool, bool, str]:
-                folder = folders[i][0]
+                folder = Path(folders[i][0])
                 known = self._rel(folder / "manifest.toml") in state.runs
                 canonical = folder.name in (f"fda_run_{run_id}", run_id)
                 return (not known, not canonical, folder.name)
 
             idx.sort(key=rank)
             keep.append(idx[0])
-            primary = self._rel(folders[idx[0]][0])
+            primary = self._rel(Path(folders[idx[0]][0]))
             for i in idx[1:]:
                 folder, _, row = folders[i]
                 if row is not None:
                     run_rows.remove(row)
                 report.files_skipped.append(
                     (
-                        self._rel(folder),
+                        self._rel(Path(folder)),
                         f"the same run {run_id!r} (flow {flow!r}) as {primary}: a copied or renamed run folder; "
                         f"its rows are ingested once, from {primary}",
                     )
                 )
-        return [folders[i] for i in sorted(keep)]
+        return sorted(keep)
 
     def _discover_run_folder(
         self,
@@ -2985,29 +3070,34 @@ def _unit_guards(u: _Unit) -> set[str]:
     return {_shard(p.rel) for p in u.pieces} | ({_shard(u.marker)} if u.marker else set())
 
 
-def _plain(value: Any) -> bool:
-    """Whether ``value`` survives a JSON round trip unchanged in type (TOML dates and
-    times do not: such a manifest is never listed from the catalog)."""
-    if isinstance(value, str | bool | int | float):
-        return True
-    if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _manifest_json(data: Mapping[str, Any]) -> str | None:
+    """A manifest as JSON text, or None when a value would not come back as it was (a
+    TOML date or time: such a manifest is never listed from the catalog). Parsed TOML
+    holds only str keys, lists and dicts, so every other value round-trips."""
+    try:
+        return json.dumps(data, ensure_ascii=False, default=_refuse)
+    except (TypeError, ValueError):
+        return None
 
 
 def _listing_row(data: Mapping[str, Any], manifest_rel: str, st: Any) -> dict[str, Any] | None:
     """The ``_flightlog.run_listing`` row of a consolidated run, or None when its manifest must be
     read each time it is listed: not terminal yet (its status is a matter of evidence),
     or not plain (a field the listing uses has an odd type, or a TOML date/time)."""
-    if data.get("status") not in FINAL_STATUSES or not _plain(data):
+    if data.get("status") not in FINAL_STATUSES:
         return None
     light = {k: data.get(k) for k in ("flow_name", "mode", "created_at", "finished_at")}
     if any(v is not None and not isinstance(v, str) for v in light.values()):
         return None
     rows = (data.get("counts") or {}).get("rows_written")
     if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or abs(rows) >= 2**63):
+        return None
+    text = _manifest_json(data)
+    if text is None:
         return None
     return {
         "manifest_path": manifest_rel,
@@ -3017,7 +3107,7 @@ def _listing_row(data: Mapping[str, Any], manifest_rel: str, st: Any) -> dict[st
         "status": data["status"],
         **light,
         "rows_written": rows,
-        "manifest": json.dumps(data, ensure_ascii=False),
+        "manifest": text,
     }
 
 
