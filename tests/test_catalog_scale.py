@@ -393,3 +393,29 @@ def test_consolidate_with_nothing_new_still_sees_changed_and_copied_folders(tmp_
         or "as fda_run_20250101_000001" in (reasons["fda_run_20250101_000001.bak"])
     )
     assert db.query("SELECT count(*) FROM telemetry").fetchone()[0] == 4 * 20
+
+
+def test_manager_runs_rechecks_only_running_runs(tmp_path):
+    """``DuckDBManager.runs()``: a run held as running is decided again by evidence (dead
+    since the consolidation: crashed, also for the status filter); finished runs are
+    the catalog's rows."""
+    root = tmp_path / "root"
+    make_run(root, "20250101_000000")
+    with recorder(root) as (p, live_id):
+        db = DuckDBManager(root)
+        db.consolidate()
+        reader = DuckDBManager(root, read_only=True)
+        assert dict(reader.runs().relation.select("run_id, status").fetchall()) == {
+            "20250101_000000": "finished",
+            live_id: "running",
+        }
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=60)
+        assert dict(reader.runs().relation.select("run_id, status").fetchall()) == {
+            "20250101_000000": "finished",
+            live_id: "crashed",
+        }
+        assert len(reader.runs(status="running")) == 0
+        assert [r[0] for r in reader.runs(status=["crashed"]).relation.select("run_id").fetchall()] == [live_id]
+        assert [r[0] for r in reader.runs(flow_name="gd").relation.select("run_id").fetchall()] == ["20250101_000000"]
+        assert {r.run_id for r in _runs_by_evidence(root) if r.status == "crashed"} == {live_id}

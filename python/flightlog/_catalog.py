@@ -2603,14 +2603,43 @@ class DuckDBManager:
     @_catalog_io
     def runs(self, flow_name: str | None = None, status: str | Iterable[str] | None = None) -> Result:
         """The ``runs`` table (optionally one flow's, and/or with the given status(es)),
-        oldest first."""
+        oldest first.
+
+        Rows are the catalog's, as of the last :meth:`consolidate`, except ``status``
+        of runs it holds as ``running``: that is decided again by evidence (their
+        manifest is read now), so a run that died since shows as ``crashed`` (and one
+        that finished as ``finished``). Runs the catalog holds as finished, failed or
+        crashed are not read again; runs started since are not in the table until the
+        next consolidate."""
         statuses = [status] if isinstance(status, str) else (list(status) if status is not None else None)
         sql = (
             "SELECT * FROM runs WHERE (?::VARCHAR IS NULL OR flow_name = ?::VARCHAR) "
-            "AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], status)) "
+            "AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], status) OR status = 'running') "
             "ORDER BY created_at NULLS LAST, run_id"
         )
-        return self.query(sql, [flow_name, flow_name, statuses, statuses])
+        result = self.query(sql, [flow_name, flow_name, statuses, statuses])
+        con, table = result._con, result._table
+        for manifest_path, path, mode in con.execute(
+            f"SELECT manifest_path, path, mode FROM {table} WHERE status = 'running'"
+        ).fetchall():
+            now = self._status_now(manifest_path, path, mode)
+            if now is not None and now != "running":
+                con.execute(f"UPDATE {table} SET status = ? WHERE manifest_path = ?", [now, manifest_path])
+        if statuses is not None:
+            con.execute(f"DELETE FROM {table} WHERE NOT list_contains(?::VARCHAR[], status)", [statuses])
+        return result
+
+    def _status_now(self, manifest_path: str | None, path: str | None, mode: str | None) -> str | None:
+        """A consolidated run's status by evidence now (None when its manifest cannot be read)."""
+        if not manifest_path:
+            return None
+        manifest = self.root / manifest_path
+        try:
+            data = tomllib.loads(self._tree.read_bytes(manifest).decode("utf-8"))
+            where = self.root / path if (mode or "run") == "run" and path else manifest
+            return self._tree.evidence_status(data, where)
+        except (OSError, ValueError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return None
 
     def _listing(self, *, manifests: bool = False) -> dict[str, tuple[Any, ...]] | None:
         """The ``_flightlog.run_listing`` rows by manifest path (relative to the root):
