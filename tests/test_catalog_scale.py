@@ -419,3 +419,22 @@ def test_manager_runs_rechecks_only_running_runs(tmp_path):
         assert [r[0] for r in reader.runs(status=["crashed"]).relation.select("run_id").fetchall()] == [live_id]
         assert [r[0] for r in reader.runs(flow_name="gd").relation.select("run_id").fetchall()] == ["20250101_000000"]
         assert {r.run_id for r in _runs_by_evidence(root) if r.status == "crashed"} == {live_id}
+
+
+@pytest.mark.slow
+def test_scale_bench_smoke(tmp_path):
+    """benches/bench_catalog_scale.py runs end to end (tiny N: the figures mean nothing)."""
+    script = Path(__file__).resolve().parents[1] / "benches" / "bench_catalog_scale.py"
+    out = tmp_path / "out.md"
+    env = {**os.environ, "PYTHONPATH": PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run(
+        [sys.executable, str(script), "--runs", "30", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 30 |")]
+    assert len(rows) == 1 and rows[0].count("|") == 12, out.read_text()
