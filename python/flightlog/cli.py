@@ -96,6 +96,11 @@ def _json_value(v: Any) -> Any:
 def _csv_value(v: Any) -> str:
     if v is None:
         return ""
+    t = type(v)
+    if t is str:  # the common cases first: isinstance against the ABCs below costs ~1 us
+        return v
+    if t is int:
+        return str(v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
@@ -111,6 +116,11 @@ def _cell(v: Any) -> str:
     """A value for a human-readable table."""
     if v is None:
         return ""
+    t = type(v)
+    if t is str:  # the common cases first (see _csv_value)
+        return v
+    if t is int:
+        return str(v)
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float | Decimal):
@@ -514,9 +524,8 @@ def _scan_local(base: Path, db: Any, *, full: bool, use_catalog: bool = True) ->
                     where: Any = Path(mpath).parent if is_folder else Path(mpath)
                     found.append(RunRef(row[2], json.loads(row[9]), where, row[5]))
                 else:  # internal listing: ``where`` stays a string (a Path each costs ~2 us)
-                    found.append(
-                        RunRef(row[2], _light_manifest(row), os.path.dirname(mpath) if is_folder else mpath, row[5])
-                    )
+                    where = mpath[: -len("/manifest.toml")] if is_folder else mpath
+                    found.append(RunRef(row[2], _light_manifest(row), where, row[5]))
                 continue
         mp = Path(mpath)
         ref = _evidence_ref(mp, mp.parent if is_folder else mp)
