@@ -16,6 +16,15 @@ Tables (``duckdb.db`` beside the run folders unless ``db_path`` says otherwise):
     ``flow_name``, ``rows``, ``size``, ``mtime``, ``ingested_at`` and ``source``
     (the compacted file the rows were read from, for parts that were compacted
     before they were ingested).
+``_flightlog.run_listing``
+    bookkeeping for listing runs without reading every manifest (``flightlog runs``,
+    ``show``, ``compare``): one row per run whose manifest is terminal (finished,
+    failed, crashed) when consolidated, with that manifest's ``mtime_ns`` and size,
+    the fields a listing shows and the manifest as JSON. A run is listed from it
+    only while its manifest file still has that ``mtime_ns`` and size (a run
+    changed, recovered or deleted since is read from its files; running and new
+    runs always are). Written with the run's ``runs`` row, in the same
+    transaction; a catalog from before it gets it at its next consolidate.
 
 Guarantees of :meth:`DuckDBManager.consolidate`:
 
