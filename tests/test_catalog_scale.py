@@ -207,9 +207,9 @@ def test_deleted_and_changed_run_folders(tmp_path):
 
 
 def test_same_size_same_mtime_rewrite_is_served_from_the_catalog(tmp_path):
-    """The cheap signature is the manifest's mtime_ns and size: a rewrite that keeps both
-    (which the recorder and ``recover`` never do: they write a new file) is not seen. This
-    pins that the fast path is taken, and what it trusts."""
+    """The cheap signature is the manifest's mtime_ns, size and inode: a rewrite in place
+    that keeps all three (which the recorder and ``recover`` never do: they rename a new
+    file over it) is not seen. This pins that the fast path is taken, and what it trusts."""
     root = tmp_path / "root"
     make_run(root, "20250101_000000")
     DuckDBManager(root).consolidate()
@@ -222,6 +222,14 @@ def test_same_size_same_mtime_rewrite_is_served_from_the_catalog(tmp_path):
     assert [r.manifest["flow_name"] for r in _runs_by_evidence(root)] == ["xy"]
     # find_run reads the one run it found from its file.
     assert find_run(root, "20250101_000000").manifest["flow_name"] == "xy"
+    # Written as flightlog writes manifests (a new file renamed over the old one): a new
+    # inode, seen even with the same size and mtime (file systems with coarse times).
+    tmp = mpath.with_name("manifest.toml.tmp")
+    tmp.write_text(mpath.read_text().replace('flow_name = "xy"', 'flow_name = "zw"'))
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, mpath)
+    assert (mpath.stat().st_size, mpath.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert [r.manifest["flow_name"] for r in scan_runs(root)] == ["zw"]
 
 
 def test_old_catalog_gets_its_listing_at_the_next_consolidate(tmp_path):

@@ -19,9 +19,9 @@ Tables (``duckdb.db`` beside the run folders unless ``db_path`` says otherwise):
 ``_flightlog.run_listing``
     bookkeeping for listing runs without reading every manifest (``flightlog runs``,
     ``show``, ``compare``): one row per run whose manifest is terminal (finished,
-    failed, crashed) when consolidated, with that manifest's ``mtime_ns`` and size,
+    failed, crashed) when consolidated, with that manifest's ``mtime_ns``, size and inode,
     the fields a listing shows and the manifest as JSON. A run is listed from it
-    only while its manifest file still has that ``mtime_ns`` and size (a run
+    only while its manifest file still has that ``mtime_ns``, size and inode (a run
     changed, recovered or deleted since is read from its files; running and new
     runs always are). Written with the run's ``runs`` row, in the same
     transaction; a catalog from before it gets it at its next consolidate.
@@ -227,6 +227,7 @@ _LISTING_COLUMNS: dict[str, str] = {
     "manifest_path": "VARCHAR",
     "manifest_mtime_ns": "BIGINT",
     "manifest_size": "BIGINT",
+    "manifest_ino": "UBIGINT",
     "run_id": "VARCHAR",
     "flow_name": "VARCHAR",
     "mode": "VARCHAR",
@@ -2653,7 +2654,7 @@ class DuckDBManager:
     def _listing(self, *, manifests: bool = False) -> dict[str, tuple[Any, ...]] | None:
         """The ``_flightlog.run_listing`` rows by manifest path (relative to the root):
         ``(mtime_ns, size, run_id, flow_name, mode, status, created_at, finished_at,
-        rows_written[, manifest JSON])``; None when there is no catalog, or it has no
+        rows_written, inode[, manifest JSON])``; None when there is no catalog, or it has no
         such table (written by an older flightlog, until the next consolidate)."""
         self._check_open()
         if self.files_only or not self.exists():
@@ -2662,10 +2663,10 @@ class DuckDBManager:
             try:
                 rows = mem.execute(
                     "SELECT manifest_path, manifest_mtime_ns, manifest_size, run_id, flow_name, mode, status, "
-                    f"created_at, finished_at, rows_written{', manifest' if manifests else ''} FROM {_LISTING}"
+                    f"created_at, finished_at, rows_written, manifest_ino{', manifest' if manifests else ''} FROM {_LISTING}"
                 ).fetchall()
-            except _duckdb().CatalogException:
-                return None
+            except (_duckdb().CatalogException, _duckdb().BinderException):
+                return None  # no listing table (or an older one): every run is read from its files
         return {r[0]: r[1:] for r in rows}
 
     def _rows_of(self, table: str, where: str, params: list[Any], columns: Sequence[str] | None, order: str) -> Result:
@@ -3141,6 +3142,8 @@ def _listing_row(data: Mapping[str, Any], manifest_rel: str, st: Any) -> dict[st
         "manifest_path": manifest_rel,
         "manifest_mtime_ns": st.st_mtime_ns,
         "manifest_size": st.st_size,
+        # flightlog writes manifests by rename: a new inode even where mtime is coarse
+        "manifest_ino": getattr(st, "st_ino", None),
         "run_id": data["run_id"],
         "status": data["status"],
         **light,

@@ -386,7 +386,7 @@ def scan_runs(
 
     On a local root, a run that the catalog (``db``, a :class:`~flightlog.DuckDBManager`;
     by default the root's ``duckdb.db`` when it exists) holds as finished, failed or
-    crashed is taken from the catalog while its manifest's modification time and size
+    crashed is taken from the catalog while its manifest's modification time, size and inode
     are the ones consolidated; every other run (running, new, changed since the last
     consolidation, or a catalog that cannot be read) has its manifest read and its
     status decided by evidence. The result is the same either way."""
@@ -516,13 +516,18 @@ def _scan_local(base: Path, db: Any, *, full: bool, use_catalog: bool = True) ->
                 st = os.lstat(mpath)
             except OSError:
                 st = None
-            # Unchanged since it was consolidated (same mtime_ns and size, still a regular
-            # file): the manifest says what the catalog holds, and a terminal status is its
+            # Unchanged since it was consolidated (same mtime_ns, size and inode, still a
+            # regular file): the manifest says what the catalog holds, and a terminal status is its
             # status by evidence. Anything else is read again.
-            if st is not None and _stat.S_ISREG(st.st_mode) and (st.st_mtime_ns, st.st_size) == row[:2]:
+            if (
+                st is not None
+                and _stat.S_ISREG(st.st_mode)
+                and (st.st_mtime_ns, st.st_size) == row[:2]
+                and row[9] in (None, st.st_ino)
+            ):
                 if full:
                     where: Any = Path(mpath).parent if is_folder else Path(mpath)
-                    found.append(RunRef(row[2], json.loads(row[9]), where, row[5]))
+                    found.append(RunRef(row[2], json.loads(row[10]), where, row[5]))
                 else:  # internal listing: ``where`` stays a string (a Path each costs ~2 us)
                     where = mpath[: -len("/manifest.toml")] if is_folder else mpath
                     found.append(RunRef(row[2], _light_manifest(row), where, row[5]))
