@@ -446,3 +446,37 @@ def test_scale_bench_smoke(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith("| 30 |")]
     assert len(rows) == 1 and rows[0].count("|") == 12, out.read_text()
+
+
+def test_listing_while_a_writer_holds_the_catalog(tmp_path):
+    """A catalog held by a writer (another process has ``duckdb.db`` open read-write) is
+    not waited for: the runs are listed from their files, the same list."""
+    root = tmp_path / "root"
+    make_run(root, "20250101_000000")
+    make_run(root, "20250101_000001")
+    DuckDBManager(root).consolidate()
+    expected = evidence_listing(root)
+    holder = textwrap.dedent(
+        """
+        import sys, duckdb
+        con = duckdb.connect(sys.argv[1])
+        print("held", flush=True)
+        sys.stdin.read()
+        """
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", holder, str(root / "duckdb.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert p.stdout.readline().strip() == "held", p.stderr.read() if p.poll() is not None else ""
+        assert fast_listing(root) == expected
+        assert find_run(root, "20250101_000001").manifest == expected[1][2]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.communicate(timeout=60)
