@@ -16,6 +16,15 @@ Tables (``duckdb.db`` beside the run folders unless ``db_path`` says otherwise):
     ``flow_name``, ``rows``, ``size``, ``mtime``, ``ingested_at`` and ``source``
     (the compacted file the rows were read from, for parts that were compacted
     before they were ingested).
+``_flightlog.run_listing``
+    bookkeeping for listing runs without reading every manifest (``flightlog runs``,
+    ``show``, ``compare``): one row per run whose manifest is terminal (finished,
+    failed, crashed) when consolidated, with that manifest's ``mtime_ns``, size and inode,
+    the fields a listing shows and the manifest as JSON. A run is listed from it
+    only while its manifest file still has that ``mtime_ns``, size and inode (a run
+    changed, recovered or deleted since is read from its files; running and new
+    runs always are). Written with the run's ``runs`` row, in the same
+    transaction; a catalog from before it gets it at its next consolidate.
 
 Guarantees of :meth:`DuckDBManager.consolidate`:
 
@@ -105,6 +114,7 @@ import os
 import random
 import re
 import socket
+import stat
 import threading
 import time
 import tomllib
@@ -208,6 +218,25 @@ _INGESTED_COLUMNS: dict[str, str] = {
     "mtime": "DOUBLE",
     "ingested_at": "TIMESTAMP",
     "source": "VARCHAR",
+}
+#: ``_flightlog.run_listing``: what listing a run needs (``flightlog runs``, :func:`flightlog.cli.scan_runs`),
+#: one row per consolidated run whose manifest is terminal and plain (see :func:`_listing_row`).
+#: A run is listed from this row while its manifest's ``mtime_ns`` and size are still the
+#: ones recorded here; otherwise its manifest is read again (status by evidence).
+_LISTING = "_flightlog.run_listing"
+_LISTING_COLUMNS: dict[str, str] = {
+    "manifest_path": "VARCHAR",
+    "manifest_mtime_ns": "BIGINT",
+    "manifest_size": "BIGINT",
+    "manifest_ino": "UBIGINT",
+    "run_id": "VARCHAR",
+    "flow_name": "VARCHAR",
+    "mode": "VARCHAR",
+    "status": "VARCHAR",
+    "created_at": "VARCHAR",
+    "finished_at": "VARCHAR",
+    "rows_written": "BIGINT",
+    "manifest": "VARCHAR",
 }
 _MAP_COLUMNS = {
     "file": "VARCHAR",
@@ -849,6 +878,18 @@ class _State:
     columns: dict[str, dict[str, str]]
     #: run-folder files already ingested, by (kind, run_id, flow_name): their paths
     run_files: dict[tuple[str, str | None, str | None], list[str]] = dataclasses.field(default_factory=dict)
+    #: manifest paths that have a ``_flightlog.run_listing`` row
+    listed: set[str] = dataclasses.field(default_factory=set)
+    _by_key: dict[tuple[str | None, str | None], list[str]] | None = None
+
+    def runs_by_key(self) -> dict[tuple[str | None, str | None], list[str]]:
+        """Manifest paths of ``runs`` by (run_id, flow_name), built once (a lookup per
+        changed run, not a scan of every run: quadratic at 10,000 changed runs)."""
+        if self._by_key is None:
+            self._by_key = {}
+            for mp, known in self.runs.items():
+                self._by_key.setdefault((known["run_id"], known["flow_name"]), []).append(mp)
+        return self._by_key
 
 
 @dataclasses.dataclass
@@ -1500,6 +1541,7 @@ class DuckDBManager:
                 con.execute(f"CREATE TABLE IF NOT EXISTS events ({reserved})")
                 con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({cols(_INGESTED_COLUMNS)})")
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {_GUARD_SCHEMA}")
+                con.execute(f"CREATE TABLE IF NOT EXISTS {_LISTING} ({cols(_LISTING_COLUMNS)})")
                 for g in _GUARDS:
                     con.execute(f"CREATE TABLE IF NOT EXISTS {_guard_table(g)} (token VARCHAR, written_at TIMESTAMP)")
                     con.execute(
@@ -1510,10 +1552,10 @@ class DuckDBManager:
             have = con.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
                 "AND ((schema_name = 'main' AND table_name IN ('runs', 'telemetry', 'events', '_ingested_files')) "
-                "OR (schema_name = ? AND table_name LIKE 'guard_%'))",
+                "OR (schema_name = ? AND (table_name LIKE 'guard_%' OR table_name = 'run_listing')))",
                 [_GUARD_SCHEMA],
             ).fetchall()[0][0]
-            if have < 4 + len(_GUARDS):
+            if have < 5 + len(_GUARDS):
                 self._transaction("create the catalog tables", create, con)
             self._lake_ready = True
             return
@@ -1524,6 +1566,8 @@ class DuckDBManager:
             con.execute(f"CREATE TABLE IF NOT EXISTS telemetry ({reserved})")
             con.execute(f"CREATE TABLE IF NOT EXISTS events ({reserved})")
             con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({ingested})")
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {_GUARD_SCHEMA}")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {_LISTING} ({cols(_LISTING_COLUMNS)})")
 
         self._transaction("create the catalog tables", create_embedded, con)
 
@@ -1577,7 +1621,8 @@ class DuckDBManager:
             keys = ("manifest_mtime_ns", "manifest_size", "status", "manifest_status", "run_id", "flow_name", "mode")
             runs[row[0]] = dict(zip(keys, row[1:8], strict=True)) | {"path": row[8], "rows_written": row[9]}
         columns = {t: self._table_columns(con, t) for t in _KINDS}
-        return _State(ingested, files_by_run, runs, columns, run_files)
+        listed = {r[0] for r in con.execute(f"SELECT manifest_path FROM {_LISTING}").fetchall()}
+        return _State(ingested, files_by_run, runs, columns, run_files, listed)
 
     # ------------------------------------------------------------------ consolidation
 
@@ -1660,10 +1705,54 @@ class DuckDBManager:
     # --- discovery (no database held) ---------------------------------
 
     def _rel(self, path: Path) -> str:
+        if type(path) is type(self.root) and isinstance(path, Path):
+            # A string prefix, not relative_to(): 3 us a call, 7 calls a run.
+            text, top = str(path), str(self.root)
+            if text.startswith(top + "/") and "/.." not in text and "/./" not in text:
+                return text[len(top) + 1 :]
         try:
             return path.relative_to(self.root).as_posix()
         except ValueError:
             return path.as_posix()
+
+    def _settled(self, folder: str, name: str, state: _State) -> tuple[str, str | None, str, int | None] | None:
+        """A local run folder with nothing to do, known without building a path: its
+        manifest unchanged since it was consolidated (mtime_ns, size; a terminal status,
+        listed), and each of its data files ingested and unchanged (size, mtime). Returns
+        its run info, as :meth:`_check_run` would; None means "look at it in full"
+        (anything new, changed, missing or odd is handled and reported there)."""
+        rel = f"{name}/manifest.toml"
+        known = state.runs.get(rel)
+        if known is None or known["status"] == "running" or rel not in state.listed:
+            return None
+        try:
+            st = os.lstat(f"{folder}/manifest.toml")
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or (st.st_mtime_ns, st.st_size) != (
+            known["manifest_mtime_ns"],
+            known["manifest_size"],
+        ):
+            return None
+        if known["manifest_status"] not in FINAL_STATUSES:
+            return None
+        for kind in _KINDS:
+            done = state.ingested.get(f"{name}/{kind}.parquet")
+            if done is None:
+                return None
+            try:
+                fst = os.lstat(f"{folder}/{kind}.parquet")
+            except OSError:
+                return None
+            size, mtime, _ = done
+            if (
+                not stat.S_ISREG(fst.st_mode)
+                or size != fst.st_size
+                or mtime is None
+                or abs(mtime - fst.st_mtime) > 1e-6
+            ):
+                return None
+        return known["run_id"], known["flow_name"], known["manifest_status"], known["rows_written"]
 
     def _discover(
         self, state: _State, report: ConsolidationReport, prune: bool
@@ -1674,7 +1763,39 @@ class DuckDBManager:
         folders: list[tuple[Path, tuple[str, str | None, str, int | None], dict[str, Any] | None]] = []
         self._tree.refresh()  # an object store is listed once, here
         lake_dir = self._lake_data_folder()
-        if self.root.is_dir():
+        settled: set[int] = set()
+        if self.root.is_dir() and isinstance(self._tree, LocalTree):
+            # Local: one scandir; a folder with nothing new is recognised from two lstat calls
+            # and the bookkeeping, without a Path (consolidate with nothing new, 100,000 runs).
+            top = str(self.root)
+            with os.scandir(top) as it:
+                raw = sorted(it, key=lambda e: e.name)
+            for e in raw:
+                if e.name == "flows" or e.name.startswith("."):
+                    continue
+                try:
+                    is_dir, is_link = e.is_dir(), e.is_symlink()
+                except OSError:
+                    continue
+                if not is_dir:
+                    continue
+                if not is_link:
+                    info = self._settled(e.path, e.name, state)
+                    if info is not None:
+                        settled.add(len(folders))
+                        folders.append((e.path, info, None))  # a str: a Path only if it has a copy
+                        continue
+                path = Path(e.path)
+                if path == lake_dir:
+                    continue  # the DuckLake catalog's own data files
+                if is_link:
+                    if (path / "manifest.toml").exists():
+                        report.files_skipped.append((e.name, _LINK_REASON))
+                    continue
+                found = self._run_folder_info(path, state, report, run_rows)
+                if found is not None:
+                    folders.append((path, *found))
+        elif self.root.is_dir():
             for entry in self._tree.scandir(self.root):
                 if entry.name == "flows" or entry.name.startswith(".") or not entry.is_dir:
                     continue
@@ -1687,8 +1808,12 @@ class DuckDBManager:
                 found = self._run_folder_info(entry.path, state, report, run_rows)
                 if found is not None:
                     folders.append((entry.path, *found))
-            for folder, info, row in self._one_folder_per_run(folders, state, report, run_rows):
-                self._discover_run_folder(folder, info, row, state, report, units, plan)
+        if self.root.is_dir():
+            keep = self._one_folder_per_run(folders, state, report, run_rows)
+            for i in keep:
+                if i not in settled:
+                    folder, info, row = folders[i]
+                    self._discover_run_folder(folder, info, row, state, report, units, plan)
             flows = self.root / "flows"
             if flows.is_symlink():
                 report.files_skipped.append(("flows", _LINK_REASON))
@@ -1793,6 +1918,7 @@ class DuckDBManager:
             "manifest_mtime_ns": st.st_mtime_ns,
             "manifest_size": st.st_size,
             "updated_at": _utc_now_text(),
+            "_listing": _listing_row(data, self._rel(manifest), st),
         }
 
     def _check_run(
@@ -1822,7 +1948,9 @@ class DuckDBManager:
         unchanged = (
             known is not None and known["manifest_mtime_ns"] == st.st_mtime_ns and known["manifest_size"] == st.st_size
         )
-        if unchanged and known["status"] != "running":
+        # A catalog written before _flightlog.run_listing existed gets its listing rows once.
+        backfill = unchanged and known["manifest_status"] in FINAL_STATUSES and rel not in state.listed
+        if unchanged and known["status"] != "running" and not backfill:
             return known["run_id"], known["flow_name"], known["manifest_status"], known["rows_written"]
         data = self._parse_manifest(manifest, report)
         if data is None:
@@ -1832,6 +1960,11 @@ class DuckDBManager:
             row = self._run_row(data, status, run_path, manifest, st)
             row["_new"] = known is None
             run_rows.append(row)
+        elif backfill:
+            row = self._run_row(data, status, run_path, manifest, st)
+            if row["_listing"] is not None:
+                row["_new"], row["_listing_only"] = False, True
+                run_rows.append(row)
         counts = data.get("counts") or {}
         return data["run_id"], _str(data.get("flow_name")), data["status"], _int(counts.get("rows_written"))
 
@@ -1880,7 +2013,7 @@ class DuckDBManager:
         state: _State,
         report: ConsolidationReport,
         run_rows: list[dict[str, Any]],
-    ) -> list[tuple[Path, tuple[str, str | None, str, int | None], dict[str, Any] | None]]:
+    ) -> list[int]:
         """One folder per (run_id, flow_name): a run copied (``cp -r fda_run_a fda_run_a.bak``)
         or renamed is ingested once. The folder kept is the one the catalog already knows,
         else the one named after the run id, else the first by name; the others are
@@ -1890,28 +2023,31 @@ class DuckDBManager:
             groups.setdefault((info[0], info[1]), []).append(i)
         keep: list[int] = []
         for (run_id, flow), idx in groups.items():
+            if len(idx) == 1:
+                keep.append(idx[0])
+                continue
 
             def rank(i: int, run_id: str = run_id) -> tuple[bool, bool, str]:
-                folder = folders[i][0]
+                folder = Path(folders[i][0])
                 known = self._rel(folder / "manifest.toml") in state.runs
                 canonical = folder.name in (f"fda_run_{run_id}", run_id)
                 return (not known, not canonical, folder.name)
 
             idx.sort(key=rank)
             keep.append(idx[0])
-            primary = self._rel(folders[idx[0]][0])
+            primary = self._rel(Path(folders[idx[0]][0]))
             for i in idx[1:]:
                 folder, _, row = folders[i]
                 if row is not None:
                     run_rows.remove(row)
                 report.files_skipped.append(
                     (
-                        self._rel(folder),
+                        self._rel(Path(folder)),
                         f"the same run {run_id!r} (flow {flow!r}) as {primary}: a copied or renamed run folder; "
                         f"its rows are ingested once, from {primary}",
                     )
                 )
-        return [folders[i] for i in sorted(keep)]
+        return sorted(keep)
 
     def _discover_run_folder(
         self,
@@ -1928,9 +2064,9 @@ class DuckDBManager:
             # A renamed folder's run replaces the runs row of its old place (gone).
             row["_replaces"] = [
                 mp
-                for mp, known in state.runs.items()
-                if (known["run_id"], known["flow_name"]) == (run_id, flow)
-                and mp != row["manifest_path"]
+                for mp in state.runs_by_key().get((run_id, flow), ())
+                if mp != row["manifest_path"]
+                and (known := state.runs[mp]) is not None
                 and known.get("mode", "run") == "run"
                 and not (self.root / mp).exists()
             ]
@@ -2181,7 +2317,8 @@ class DuckDBManager:
                 rows = [
                     r
                     for r in rows
-                    if known.get(r["manifest_path"]) != (r["manifest_mtime_ns"], r["manifest_size"], r["status"])
+                    if r.get("_listing_only")
+                    or known.get(r["manifest_path"]) != (r["manifest_mtime_ns"], r["manifest_size"], r["status"])
                 ]
                 existing = set(known)
                 if not rows:
@@ -2191,10 +2328,20 @@ class DuckDBManager:
             payload = json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
             con.execute(f"DELETE FROM runs WHERE manifest_path IN (SELECT manifest_path FROM {source})", [paths])
             con.execute(f"INSERT INTO runs BY NAME SELECT * FROM {_rows_source(_RUNS_COLUMNS)}", [payload])
+            # The listing rows change with their runs rows, in the same transaction.
+            con.execute(f"DELETE FROM {_LISTING} WHERE manifest_path IN (SELECT manifest_path FROM {source})", [paths])
+            listing = [r["_listing"] for r in rows if r.get("_listing") is not None]
+            if listing:
+                con.execute(
+                    f"INSERT INTO {_LISTING} BY NAME SELECT * FROM {_rows_source(_LISTING_COLUMNS)}",
+                    [json.dumps(listing)],
+                )
             return existing, rows
 
         existing, run_rows = self._transaction("write the runs table", write, con)
         for r in run_rows:
+            if r.get("_listing_only"):
+                continue  # the same runs row, now with its listing row: not an update
             new = r["_new"] if existing is None else r["manifest_path"] not in existing
             new = new and not r.get("_replaces")  # a renamed folder's run is updated, not added
             if new:
@@ -2415,7 +2562,7 @@ class DuckDBManager:
         def delete(con: Any) -> None:
             if self._lake is not None:
                 self._guard(con, [_GUARD_RUNS])
-            for table in ("telemetry", "events", "_ingested_files", "runs"):
+            for table in ("telemetry", "events", "_ingested_files", "runs", _LISTING):
                 con.execute(f"DELETE FROM {table} t USING {source} g WHERE {match}", [payload])
 
         self._transaction("prune", delete, con)
@@ -2469,14 +2616,61 @@ class DuckDBManager:
     @_catalog_io
     def runs(self, flow_name: str | None = None, status: str | Iterable[str] | None = None) -> Result:
         """The ``runs`` table (optionally one flow's, and/or with the given status(es)),
-        oldest first."""
+        oldest first.
+
+        Rows are the catalog's, as of the last :meth:`consolidate`, except ``status``
+        of runs it holds as ``running``: that is decided again by evidence (their
+        manifest is read now), so a run that died since shows as ``crashed`` (and one
+        that finished as ``finished``). Runs the catalog holds as finished, failed or
+        crashed are not read again; runs started since are not in the table until the
+        next consolidate."""
         statuses = [status] if isinstance(status, str) else (list(status) if status is not None else None)
         sql = (
             "SELECT * FROM runs WHERE (?::VARCHAR IS NULL OR flow_name = ?::VARCHAR) "
-            "AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], status)) "
+            "AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], status) OR status = 'running') "
             "ORDER BY created_at NULLS LAST, run_id"
         )
-        return self.query(sql, [flow_name, flow_name, statuses, statuses])
+        result = self.query(sql, [flow_name, flow_name, statuses, statuses])
+        con, table = result._con, result._table
+        for manifest_path, path, mode in con.execute(
+            f"SELECT manifest_path, path, mode FROM {table} WHERE status = 'running'"
+        ).fetchall():
+            now = self._status_now(manifest_path, path, mode)
+            if now is not None and now != "running":
+                con.execute(f"UPDATE {table} SET status = ? WHERE manifest_path = ?", [now, manifest_path])
+        if statuses is not None:
+            con.execute(f"DELETE FROM {table} WHERE NOT list_contains(?::VARCHAR[], status)", [statuses])
+        return result
+
+    def _status_now(self, manifest_path: str | None, path: str | None, mode: str | None) -> str | None:
+        """A consolidated run's status by evidence now (None when its manifest cannot be read)."""
+        if not manifest_path:
+            return None
+        manifest = self.root / manifest_path
+        try:
+            data = tomllib.loads(self._tree.read_bytes(manifest).decode("utf-8"))
+            where = self.root / path if (mode or "run") == "run" and path else manifest
+            return self._tree.evidence_status(data, where)
+        except (OSError, ValueError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return None
+
+    def _listing(self, *, manifests: bool = False) -> dict[str, tuple[Any, ...]] | None:
+        """The ``_flightlog.run_listing`` rows by manifest path (relative to the root):
+        ``(mtime_ns, size, run_id, flow_name, mode, status, created_at, finished_at,
+        rows_written, inode[, manifest JSON])``; None when there is no catalog, or it has no
+        such table (written by an older flightlog, until the next consolidate)."""
+        self._check_open()
+        if self.files_only or not self.exists():
+            return None
+        with self._reader() as mem:
+            try:
+                rows = mem.execute(
+                    "SELECT manifest_path, manifest_mtime_ns, manifest_size, run_id, flow_name, mode, status, "
+                    f"created_at, finished_at, rows_written, manifest_ino{', manifest' if manifests else ''} FROM {_LISTING}"
+                ).fetchall()
+            except (_duckdb().CatalogException, _duckdb().BinderException):
+                return None  # no listing table (or an older one): every run is read from its files
+        return {r[0]: r[1:] for r in rows}
 
     def _rows_of(self, table: str, where: str, params: list[Any], columns: Sequence[str] | None, order: str) -> Result:
         self._check_open()
@@ -2916,6 +3110,49 @@ def _read_file_meta(
 def _unit_guards(u: _Unit) -> set[str]:
     """The guard tables a transaction recording ``u`` must replace (module doc)."""
     return {_shard(p.rel) for p in u.pieces} | ({_shard(u.marker)} if u.marker else set())
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _manifest_json(data: Mapping[str, Any]) -> str | None:
+    """A manifest as JSON text, or None when a value would not come back as it was (a
+    TOML date or time: such a manifest is never listed from the catalog). Parsed TOML
+    holds only str keys, lists and dicts, so every other value round-trips."""
+    try:
+        return json.dumps(data, ensure_ascii=False, default=_refuse)
+    except (TypeError, ValueError):
+        return None
+
+
+def _listing_row(data: Mapping[str, Any], manifest_rel: str, st: Any) -> dict[str, Any] | None:
+    """The ``_flightlog.run_listing`` row of a consolidated run, or None when its manifest must be
+    read each time it is listed: not terminal yet (its status is a matter of evidence),
+    or not plain (a field the listing uses has an odd type, or a TOML date/time)."""
+    if data.get("status") not in FINAL_STATUSES:
+        return None
+    light = {k: data.get(k) for k in ("flow_name", "mode", "created_at", "finished_at")}
+    if any(v is not None and not isinstance(v, str) for v in light.values()):
+        return None
+    rows = (data.get("counts") or {}).get("rows_written")
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or abs(rows) >= 2**63):
+        return None
+    text = _manifest_json(data)
+    if text is None:
+        return None
+    return {
+        "manifest_path": manifest_rel,
+        "manifest_mtime_ns": st.st_mtime_ns,
+        "manifest_size": st.st_size,
+        # flightlog writes manifests by rename: a new inode even where mtime is coarse
+        "manifest_ino": getattr(st, "st_ino", None),
+        "run_id": data["run_id"],
+        "status": data["status"],
+        **light,
+        "rows_written": rows,
+        "manifest": text,
+    }
 
 
 def _chunks(units: list[_Unit]) -> Iterator[list[_Unit]]:

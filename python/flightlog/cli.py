@@ -98,6 +98,11 @@ def _json_value(v: Any) -> Any:
 def _csv_value(v: Any) -> str:
     if v is None:
         return ""
+    t = type(v)
+    if t is str:  # the common cases first: isinstance against the ABCs below costs ~1 us
+        return v
+    if t is int:
+        return str(v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
@@ -113,6 +118,11 @@ def _cell(v: Any) -> str:
     """A value for a human-readable table."""
     if v is None:
         return ""
+    t = type(v)
+    if t is str:  # the common cases first (see _csv_value)
+        return v
+    if t is int:
+        return str(v)
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float | Decimal):
@@ -161,6 +171,54 @@ def _use_rich() -> Any:
     return Console
 
 
+#: Tables longer than this are laid out by :func:`_simple_head_table` when it can give
+#: rich's exact output (rich takes ~1.6 ms a row: 16 s for 10,000 runs).
+_RICH_MAX_ROWS = 200
+
+
+def _plain_cell(text: str) -> bool:
+    """Whether rich prints ``text`` as is, one cell wide per character: printable ASCII,
+    no markup (``[``) and no emoji code (``:name:``) that rich would replace."""
+    if not (text.isascii() and text.isprintable()) or "[" in text:
+        return False
+    if text.count(":") >= 2:
+        from rich._emoji_replace import _emoji_replace
+
+        return _emoji_replace(text) == text
+    return True
+
+
+def _simple_head_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[bool], title: str | None
+) -> str | None:
+    """The text rich prints for :func:`render`'s table (``box.SIMPLE_HEAD``, no edge, no
+    colour), built directly; None when rich would do anything but pad cells (a cell it
+    would change, or a table wider than the console, which rich folds)."""
+    cells = [[_cell(v) for v in r] for r in rows]
+    if not all(_plain_cell(c) for c in columns) or not all(_plain_cell(c) for r in cells for c in r):
+        return None
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    total = sum(widths) + 3 * (len(widths) - 1)
+    if sys.stdout.isatty():
+        import shutil
+
+        if total > max(shutil.get_terminal_size().columns, 80):
+            return None
+    elif total > 10_000:
+        return None
+    if title and (len(title) > total or not _plain_cell(title)):
+        return None  # rich wraps a title wider than its table
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return "   ".join(parts).rstrip()
+
+    out = [title] if title else []
+    out += [line(list(columns)), "\u2500" * total]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
 def render(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", *, title: str | None = None
 ) -> str:
@@ -181,6 +239,10 @@ def render(
         for i in range(len(columns))
     ]
     console_cls = _use_rich()
+    if console_cls is not None and len(rows) > _RICH_MAX_ROWS:
+        fast = _simple_head_table(columns, rows, numeric, title)
+        if fast is not None:
+            return fast
     if console_cls is not None:
         from rich import box
         from rich.table import Table
@@ -332,53 +394,166 @@ def _finite(text: str) -> float:
     return value
 
 
-def scan_runs(root: str | os.PathLike[str] | None, *, storage_options: Mapping[str, Any] | None = None) -> list[RunRef]:
+def scan_runs(
+    root: str | os.PathLike[str] | None, *, storage_options: Mapping[str, Any] | None = None, db: Any = None
+) -> list[RunRef]:
     """Every run under ``root`` (run folders and dev/tuner runs), oldest first, status by evidence.
 
     ``root`` may be ``s3://bucket/prefix`` (settings from ``AWS_*`` and ``storage_options``):
-    then the manifests are listed and read in the bucket."""
-    from ._manifest import read_manifest
-    from ._recover import run_status
+    then the manifests are listed and read in the bucket.
 
+    On a local root, a run that the catalog (``db``, a :class:`~flightlog.DuckDBManager`;
+    by default the root's ``duckdb.db`` when it exists) holds as finished, failed or
+    crashed is taken from the catalog while its manifest's modification time, size and inode
+    are the ones consolidated; every other run (running, new, changed since the last
+    consolidation, or a catalog that cannot be read) has its manifest read and its
+    status decided by evidence. The result is the same either way."""
     base = _root(root)
     if isinstance(base, str):
         return _scan_object_root(base, storage_options)
-    found: list[RunRef] = []
-    candidates: list[tuple[Path, Path]] = []
-    if base.is_dir():
-        for e in os.scandir(base):
-            if e.is_dir() and not e.name.startswith(".") and e.name != "flows":
-                candidates.append((Path(e.path) / "manifest.toml", Path(e.path)))
-        flows = base / "flows"
-        if flows.is_dir():
-            for f in os.scandir(flows):
-                runs_dir = Path(f.path) / "runs"
-                if f.is_dir() and runs_dir.is_dir():
-                    for m in os.scandir(runs_dir):
+    return _scan_local(base, db, full=True)
+
+
+def _runs_by_evidence(
+    root: str | os.PathLike[str] | None, *, storage_options: Mapping[str, Any] | None = None
+) -> list[RunRef]:
+    """:func:`scan_runs` without the catalog: every manifest read (the reference the fast path must match)."""
+    base = _root(root)
+    if isinstance(base, str):
+        return _scan_object_root(base, storage_options)
+    return _scan_local(base, None, full=True, use_catalog=False)
+
+
+#: Statuses after which a manifest no longer changes by itself: a run the catalog holds
+#: with one of them is listed from the catalog while its manifest file is unchanged.
+_TERMINAL = frozenset({"finished", "failed", "crashed"})
+
+
+def _local_candidates(base: Path) -> list[tuple[str, str, bool]]:
+    """``(manifest path, manifest path relative to the root, is a run folder)`` of every
+    possible run under a local root (strings: 100,000 ``Path`` objects cost a third of a second)."""
+    found: list[tuple[str, str, bool]] = []
+    if not base.is_dir():
+        return found
+    top = os.fspath(base)
+    with os.scandir(top) as it:
+        for e in it:
+            if not e.name.startswith(".") and e.name != "flows" and e.is_dir():
+                found.append((f"{e.path}/manifest.toml", f"{e.name}/manifest.toml", True))
+    flows = os.path.join(top, "flows")
+    if os.path.isdir(flows):
+        with os.scandir(flows) as it:
+            flow_dirs = list(it)
+        for f in flow_dirs:
+            runs_dir = os.path.join(f.path, "runs")
+            if f.is_dir() and os.path.isdir(runs_dir):
+                with os.scandir(runs_dir) as it:
+                    for m in it:
                         if m.name.endswith(".toml") and not m.name.startswith("."):
-                            candidates.append((Path(m.path), Path(m.path)))
-    for mpath, where in candidates:
-        # A run id for a bad manifest: the folder name without the prefix, or the file's stem.
-        fallback = where.name.removeprefix("fda_run_") if where == mpath.parent else mpath.stem
-        try:
-            manifest = read_manifest(mpath)
-        except FileNotFoundError:
-            continue  # a folder that is no run (or not yet: its manifest comes right after mkdir)
-        except (OSError, ValueError) as e:
-            found.append(RunRef(fallback, {}, where, BAD_MANIFEST, problem=_error_line(e)))
-            continue
-        bad = _manifest_problem(manifest)
-        if bad is not None:
-            rid = manifest.get("run_id")
-            rid = rid if isinstance(rid, str) and rid else fallback
-            found.append(RunRef(rid, manifest, where, BAD_MANIFEST, problem=f"manifest {mpath}: {bad}"))
-            continue
-        rid = manifest["run_id"]
-        try:
-            status = run_status(manifest, where)
-        except (OSError, ValueError):
-            status = str(manifest.get("status", "unknown"))
-        found.append(RunRef(rid, manifest, where, status))
+                            found.append((m.path, f"flows/{f.name}/runs/{m.name}", False))
+    return found
+
+
+def _catalog_listing(base: Path, db: Any, full: bool) -> dict[str, tuple[Any, ...]] | None:
+    """The catalog's listing rows (see ``DuckDBManager._listing``), or None when there is
+    no catalog or it cannot be read now (unreadable, locked by a writer, another root):
+    then every run is read from its files, as without a catalog."""
+    import duckdb
+
+    from ._errors import FlightlogError
+
+    own = None
+    try:
+        if db is None:
+            if not (base / "duckdb.db").is_file():
+                return None
+            from ._catalog import DuckDBManager
+
+            # timeout 0: a catalog held by a writer is not waited for (the files answer).
+            db = own = DuckDBManager(base, read_only=True, timeout=0)
+        elif db.files_only or os.path.abspath(os.fspath(db.root)) != os.path.abspath(os.fspath(base)):
+            return None
+        return db._listing(manifests=full)
+    except (FlightlogError, duckdb.Error, OSError, ValueError):
+        return None
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _light_manifest(row: tuple[Any, ...]) -> dict[str, Any]:
+    """The part of a manifest that listing uses, from a ``_run_listing`` row (keys the
+    manifest did not have are left out, as they were)."""
+    _, _, rid, flow, mode, status, created, finished, rows_written = row[:9]
+    m: dict[str, Any] = {"run_id": rid, "status": status}
+    for key, value in (("flow_name", flow), ("mode", mode), ("created_at", created), ("finished_at", finished)):
+        if value is not None:
+            m[key] = value
+    if rows_written is not None:
+        m["counts"] = {"rows_written": rows_written}
+    return m
+
+
+def _evidence_ref(mpath: Path, where: Path) -> RunRef | None:
+    """A run read from its manifest, status by evidence (None: no manifest there)."""
+    from ._manifest import read_manifest
+    from ._recover import run_status
+
+    # A run id for a bad manifest: the folder name without the prefix, or the file's stem.
+    fallback = where.name.removeprefix("fda_run_") if where == mpath.parent else mpath.stem
+    try:
+        manifest = read_manifest(mpath)
+    except FileNotFoundError:
+        return None  # a folder that is no run (or not yet: its manifest comes right after mkdir)
+    except (OSError, ValueError) as e:
+        return RunRef(fallback, {}, where, BAD_MANIFEST, problem=_error_line(e))
+    bad = _manifest_problem(manifest)
+    if bad is not None:
+        rid = manifest.get("run_id")
+        rid = rid if isinstance(rid, str) and rid else fallback
+        return RunRef(rid, manifest, where, BAD_MANIFEST, problem=f"manifest {mpath}: {bad}")
+    try:
+        status = run_status(manifest, where)
+    except (OSError, ValueError):
+        status = str(manifest.get("status", "unknown"))
+    return RunRef(manifest["run_id"], manifest, where, status)
+
+
+def _scan_local(base: Path, db: Any, *, full: bool, use_catalog: bool = True) -> list[RunRef]:
+    """:func:`scan_runs` of a local root. ``full``: whole manifests (else, for runs taken
+    from the catalog, only what listing uses: :func:`_light_manifest`)."""
+    import stat as _stat
+
+    candidates = _local_candidates(base)
+    listing = _catalog_listing(base, db, full) if use_catalog and candidates else None
+    found: list[RunRef] = []
+    for mpath, rel, is_folder in candidates:
+        row = listing.get(rel) if listing is not None else None
+        if row is not None and row[5] in _TERMINAL:
+            try:
+                st = os.lstat(mpath)
+            except OSError:
+                st = None
+            # Unchanged since it was consolidated (same mtime_ns, size and inode, still a
+            # regular file): the manifest says what the catalog holds, and a terminal status is its
+            # status by evidence. Anything else is read again.
+            if (
+                st is not None
+                and _stat.S_ISREG(st.st_mode)
+                and (st.st_mtime_ns, st.st_size) == row[:2]
+                and row[9] in (None, st.st_ino)
+            ):
+                if full:
+                    where: Any = Path(mpath).parent if is_folder else Path(mpath)
+                    found.append(RunRef(row[2], json.loads(row[10]), where, row[5]))
+                else:  # internal listing: ``where`` stays a string (a Path each costs ~2 us)
+                    where = mpath[: -len("/manifest.toml")] if is_folder else mpath
+                    found.append(RunRef(row[2], _light_manifest(row), where, row[5]))
+                continue
+        mp = Path(mpath)
+        ref = _evidence_ref(mp, mp.parent if is_folder else mp)
+        if ref is not None:
+            found.append(ref)
     found.sort(key=lambda r: (str(r.manifest.get("created_at", "")), r.run_id))
     return found
 
@@ -463,14 +638,21 @@ def find_run(
     Raises:
         RunNotFoundError: no such run, or the prefix is ambiguous.
     """
-    runs = scan_runs(root, storage_options=storage_options)
-    exact = [r for r in runs if run_id in (r.run_id, r.where.name)]
+    base = _root(root)
+    runs = _scan_object_root(base, storage_options) if isinstance(base, str) else _scan_local(base, None, full=False)
+    names = {id(r): os.path.basename(os.fspath(r.where)) for r in runs}  # where: a Path, or a str (light)
+    exact = [r for r in runs if run_id in (r.run_id, names[id(r)])]
     if len(exact) != 1 and not exact:
-        exact = [r for r in runs if r.run_id.startswith(run_id) or r.where.name.startswith(run_id)]
+        exact = [r for r in runs if r.run_id.startswith(run_id) or names[id(r)].startswith(run_id)]
     if len(exact) == 1:
-        if exact[0].status == BAD_MANIFEST:
-            raise RunNotFoundError(f"run {exact[0].run_id!r} has a bad manifest: {exact[0].problem}")
-        return exact[0]
+        ref = exact[0]
+        if isinstance(ref.where, str):
+            # Listed from the catalog with part of its manifest: the one run found is read whole.
+            where = Path(ref.where)
+            ref = _evidence_ref(where / "manifest.toml" if where.is_dir() else where, where) or ref
+        if ref.status == BAD_MANIFEST:
+            raise RunNotFoundError(f"run {ref.run_id!r} has a bad manifest: {ref.problem}")
+        return ref
     if len(exact) > 1:
         names = ", ".join(f"{r.run_id} ({r.manifest.get('flow_name')})" for r in exact[:5])
         if len(exact) > 5:
@@ -479,6 +661,11 @@ def find_run(
             f"run id {run_id!r} is ambiguous under {_root(root)}: {len(exact)} runs match: {names}; give more of the id"
         )
     raise RunNotFoundError(f"no run {run_id!r} under {_root(root)} (see `flightlog runs`)")
+
+
+def _sql_text(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _parse_time(text: Any) -> _dt.datetime | None:
@@ -613,7 +800,12 @@ def runs_rows(
     """The runs table: from the manifests on disk or in the bucket (status by evidence),
     final and min of ``metric`` from the catalog when the run is consolidated (for an
     ``s3://`` root only when ``db`` is given)."""
-    runs = scan_runs(root, storage_options=storage_options)
+    base = _root(root)
+    if isinstance(base, str):
+        runs = _scan_object_root(base, storage_options)
+    else:
+        db = db if db is not None else _catalog(root)
+        runs = _scan_local(base, db, full=False)
     if run_ids is not None:
         wanted = set(run_ids)
         runs = [r for r in runs if r.run_id in wanted]
@@ -630,12 +822,19 @@ def runs_rows(
             cols = _telemetry_columns(db)
             if metric in cols and "iter" in cols:
                 m = '"' + metric.replace('"', '""') + '"'
+                # No bound parameter: DuckDB's Python binding imports pandas to bind one (~0.3-1 s).
+                # A few runs: their ids inline (zone maps skip the others' rows); many: every run,
+                # grouped once (a list of 100,000 ids compared per row takes seconds).
+                wanted = {r.run_id for r in runs}
+                where = ""
+                if len(wanted) <= 2000:
+                    where = f" WHERE run_id IN ({', '.join(_sql_text(i) for i in sorted(wanted))})"
                 for rid, last, low in db.query(
-                    f"SELECT run_id, arg_max({m}, iter) FILTER (WHERE {m} IS NOT NULL), min({m}) FROM telemetry "
-                    "WHERE list_contains(?::VARCHAR[], run_id) GROUP BY run_id",
-                    [[r.run_id for r in runs]],
+                    f"SELECT run_id, arg_max({m}, iter) FILTER (WHERE {m} IS NOT NULL), min({m}) FROM telemetry"
+                    f"{where} GROUP BY run_id"
                 ).fetchall():
-                    values[rid] = (last, low)
+                    if rid in wanted:
+                        values[rid] = (last, low)
     now = _dt.datetime.now(_dt.UTC)
     rows = []
     for r in runs:
