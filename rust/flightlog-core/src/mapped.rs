@@ -81,6 +81,43 @@ impl MappedWords {
     }
 }
 
+impl MappedWords {
+    /// Lets go of the file while keeping the memory: the same addresses are
+    /// mapped again to fresh anonymous memory. A closed recorder's rings may
+    /// still be referenced (by a thread's registration, until that thread
+    /// records again or ends) but are never read or written again; holding the
+    /// file for them would keep its filesystem busy (it could not be made
+    /// read-only or unmounted) and its blocks allocated after the spool was
+    /// removed. False if the system refused (the file then stays mapped).
+    pub fn release_file(&self) -> bool {
+        #[cfg(unix)]
+        {
+            let len = self.map.len();
+            // SAFETY: MAP_FIXED replaces exactly the pages of our own mapping
+            // (`self.map`: its address and length) with anonymous read-write
+            // pages, atomically: the range stays mapped, so every reference
+            // into it stays valid; only its contents become zeros. No other
+            // mapping is touched. `MmapMut`'s drop later unmaps the range,
+            // which is as valid for anonymous pages as for file pages.
+            let p = unsafe {
+                libc::mmap(
+                    self.map.as_ptr() as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            p != libc::MAP_FAILED
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
+}
+
 /// Allocates the blocks of `file`'s first `len` bytes (see [`MappedWords::create`]).
 #[cfg(target_os = "linux")]
 fn allocate(file: &File, path: &Path, len: usize) -> Result<()> {

@@ -900,6 +900,13 @@ impl Recorder {
         // Every row and event is in a published file (a segment, or the final
         // file): the spool has nothing recovery would need. Otherwise it stays
         // for `recover`, which salvages what the disk refused here.
+        // Nothing writes the rings or the spool's files any more (the gate is
+        // closed, the flusher stopped): let go of them, so that threads that
+        // recorded (their registrations outlive the recorder) hold no file.
+        self.shared.spool.close_files();
+        for lane in self.shared.lane_rings.iter().filter_map(OnceLock::get) {
+            lane.ring.memory().release_file();
+        }
         if outcome.rows_not_written == 0 && outcome.events_not_written == 0 {
             self.shared.spool.remove();
         }

@@ -318,6 +318,19 @@ fn salvage_one(layout: &OutputLayout, dir: &Path, report: &mut RecoverReport) ->
             }
         }
     }
+    if last_seq == 0
+        && !storage
+            .segments(&layout.segment_dir, &layout.telemetry_prefix)?
+            .is_empty()
+    {
+        // Segments here, none of them this spool's recorder's: the spool is
+        // another recording's (its folder reused), not this one's to add to.
+        report.spools_discarded.push(format!(
+            "{}: its recorder published nothing here, another recording did",
+            dir.display()
+        ));
+        return Ok(());
+    }
     let salvaged = spool::salvage(dir, &covered, events_from)?;
     report.torn_rows += salvaged.torn_rows;
     if let Some(why) = &salvaged.discarded {

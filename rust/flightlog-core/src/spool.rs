@@ -64,6 +64,16 @@ pub enum RingMemory {
     Heap(Box<[AtomicU64]>),
 }
 
+impl RingMemory {
+    /// Lets go of the spool file behind this memory (see
+    /// [`crate::mapped::MappedWords::release_file`]).
+    pub fn release_file(&self) {
+        if let RingMemory::Mapped(m) = self {
+            m.release_file();
+        }
+    }
+}
+
 impl std::ops::Deref for RingMemory {
     type Target = [AtomicU64];
 
@@ -271,6 +281,14 @@ impl Spool {
             .expect("opened above")
             .write_all(bytes)
             .map_err(|e| io("append to", &path, e))
+    }
+
+    /// Closes the spool's files (the recorder is closed): appends stop, and
+    /// the files are no longer held open.
+    pub fn close_files(&self) {
+        lock(&self.journal).file = None;
+        *lock(&self.dict) = None;
+        *lock(&self.events) = None;
     }
 
     /// Removes the spool (every row is in published files), and the hidden

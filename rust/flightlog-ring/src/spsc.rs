@@ -108,6 +108,11 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         }
     }
 
+    /// The memory the ring lives in.
+    pub fn memory(&self) -> &M {
+        &self.words
+    }
+
     /// Words per row.
     pub fn width(&self) -> usize {
         self.width
