@@ -90,9 +90,9 @@ test-rust:  ## cargo test: unit, integration and doc tests
 test-failpoints:  ## Fault-injection tests of the atomic writer (fail-rs)
 	cargo test -p flightlog-core --features failpoints --test failpoints
 
-test-loom:  ## Loom model of the ring (every interleaving, bounded)
+test-loom:  ## Loom models of the rings, lanes and close gate (every interleaving, bounded)
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET_DIR) LOOM_MAX_PREEMPTIONS=3 \
-		cargo test -p flightlog-ring --test loom_ring --release
+		cargo test -p flightlog-ring --test loom_ring --test loom_spsc --release
 
 test-python:  ## pytest against the extension installed in the dev virtualenv
 	$(VPY) -m pytest -q

@@ -26,6 +26,14 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"FLIGHTLOG_DUCKDB_LINE={line} but this venv has DuckDB {duckdb.__version__}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _spool_dir_of_this_session(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Recorders on object stores spool to a local folder (by default under ~/.cache):
+    this session's go to a folder of its own (child processes inherit it), so a spool
+    a killed test child left can never be salvaged into another session's run."""
+    os.environ["FLIGHTLOG_SPOOL_DIR"] = str(tmp_path_factory.mktemp("spool"))
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     """A fresh run folder path (not yet created)."""

@@ -142,7 +142,8 @@ def test_catalog_listing_is_the_evidence_listing(tmp_path):
         assert DuckDBManager(root, db_path=plain, read_only=True)._listing() is None
         assert listing(root, db=DuckDBManager(root, db_path=plain, read_only=True)) == (cols, rows)
         assert [r[0] for r in rows] == [r[0] for r in expected]
-        assert {r[0]: r[7] for r in rows}["20250101_000000"] == 1.0 / 20  # final_E from the catalog
+        final_e = cols.index("final_E")  # by name: the columns grew (outcome)
+        assert {r[0]: r[final_e] for r in rows}["20250101_000000"] == 1.0 / 20  # final_E from the catalog
         # find_run gives the whole manifest, whichever way the run was found.
         ids = [rid for rid, *_ in expected]
         for rid, status, manifest, _ in expected:

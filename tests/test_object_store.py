@@ -269,7 +269,8 @@ def kill_while_uploading(s3_bucket, child_env, prefix: str) -> bool:
     m = read_toml(s3_bucket, manifest_key)
     assert m["status"] == "crashed"
     final = read_table(s3_bucket, f"{prefix}/fda_run_20260101_000000/telemetry.parquet")
-    assert final.num_rows == durable_rows == m["counts"]["rows_written"]
+    # The published segments, and what the local spool held beyond them.
+    assert final.num_rows == m["counts"]["rows_written"] >= durable_rows
     iters = final.column("iter").to_numpy()
     assert (np.diff(iters) == 1).all() and iters[0] == 0, "recovered rows are a gap-free prefix"
     assert not [k for k in s3_bucket.keys(f"{prefix}/") if "/segments/" in k]

@@ -82,7 +82,7 @@ SPARK_TYPES = {  # flightlog dtype -> Spark SQL type name
     "enum": "string",
 }
 
-# The child that is killed mid-run: two flushes are durable, the rest is not.
+# The child that is killed mid-run: two flushes are durable, the rest is in its spool.
 CRASH_CHILD = """
 import sys
 import numpy as np
@@ -97,7 +97,7 @@ tm.extend(**rows(0, 1234))
 tm.flush()
 tm.extend(**rows(1234, 1300))
 tm.flush()
-tm.extend(**rows(1300, 1400))  # never flushed: lost with the process
+tm.extend(**rows(1300, 1400))  # never flushed: recover takes these from the spool
 print(tm.recorder.stats()["rows_written"], flush=True)
 sys.stdin.read()  # until killed
 """
@@ -363,7 +363,8 @@ def tree(spark: Any, tmp_path_factory: pytest.TempPathFactory, child_env_module:
     assert [r["run_id"] for r in rep.recovered] == [crashed] and rep.errors == []
     expected[crashed] = read_manifest(root / f"fda_run_{crashed}")["counts"]["rows_written"]
     version[crashed] = V2.version
-    assert expected[crashed] == rep.recovered[0]["telemetry_rows"] == 1300
+    # Every row whose extend() returned: the two flushes and the 100 rows after them.
+    assert expected[crashed] == rep.recovered[0]["telemetry_rows"] == 1400
 
     # flightlog's counts are what pyarrow reads from the files the glob matches.
     assert pyarrow_counts(root) == expected

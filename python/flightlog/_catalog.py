@@ -2657,7 +2657,7 @@ class DuckDBManager:
     def _listing(self, *, manifests: bool = False) -> dict[str, tuple[Any, ...]] | None:
         """The ``_flightlog.run_listing`` rows by manifest path (relative to the root):
         ``(mtime_ns, size, run_id, flow_name, mode, status, created_at, finished_at,
-        rows_written, inode[, manifest JSON])``; None when there is no catalog, or it has no
+        rows_written, inode, outcome[, manifest JSON])``; None when there is no catalog, or it has no
         such table (written by an older flightlog, until the next consolidate)."""
         self._check_open()
         if self.files_only or not self.exists():
@@ -2666,7 +2666,8 @@ class DuckDBManager:
             try:
                 rows = mem.execute(
                     "SELECT manifest_path, manifest_mtime_ns, manifest_size, run_id, flow_name, mode, status, "
-                    f"created_at, finished_at, rows_written, manifest_ino{', manifest' if manifests else ''} FROM {_LISTING}"
+                    "created_at, finished_at, rows_written, manifest_ino, json_extract_string(manifest, '$.outcome')"
+                    f"{', manifest' if manifests else ''} FROM {_LISTING}"
                 ).fetchall()
             except (_duckdb().CatalogException, _duckdb().BinderException):
                 return None  # no listing table (or an older one): every run is read from its files

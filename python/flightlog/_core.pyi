@@ -18,6 +18,7 @@ __all__ = [
     "parquet_rows",
     "recover_output_file",
     "recover_run_dir",
+    "salvage_parts",
     "_after_fork_in_child",
 ]
 
@@ -110,7 +111,16 @@ class ArrowData:
     def __len__(self) -> int: ...
 
 def recover_output_file(path: str | PathLike[str]) -> dict[str, int] | None: ...
-def recover_run_dir(path: str | PathLike[str], store: ObjectStore | None = None) -> dict[str, int]:
+def salvage_parts(
+    parts_dir: str | PathLike[str],
+    events_dir: str | PathLike[str],
+    run_id: str,
+    store: ObjectStore | None = None,
+    spool_dir: str | PathLike[str] | None = None,
+) -> dict[str, int]: ...
+def recover_run_dir(
+    path: str | PathLike[str], store: ObjectStore | None = None, spool_dir: str | PathLike[str] | None = None
+) -> dict[str, int]:
     """Finalise a run folder whose process died: sweep temp files, merge segments,
     remove leftovers a merge already covered. Idempotent."""
 

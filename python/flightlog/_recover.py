@@ -81,6 +81,9 @@ _PART_RE = re.compile(r"^part-(?P<run_id>.+)-(?P<seq>\d{6,})\.parquet$")
 _SEGMENTS_KEY = "flightlog.segments"
 _SEGMENT_ROWS_KEY = "flightlog.segment_rows"
 _RUN_LOCK_NAME = ".flightlog.lock"
+# A recorder's spool (rows not yet in a segment, in files that outlive the
+# process): beside its claim file, named after it.
+_RUN_SPOOL_NAME = ".flightlog.spool"
 
 
 def _part_lock_path(parts_dir: Path, run_id: str) -> Path:
@@ -429,10 +432,11 @@ def _recover_run_folder_plan(run_dir: Path, stale_after: float, report: RecoverR
         manifest = read_manifest(mpath)
     except FileNotFoundError:
         manifest = None
-    has_segments = (run_dir / "segments").is_dir()
+    has_segments = (run_dir / "segments").is_dir() or (run_dir / _RUN_SPOOL_NAME).is_dir()
     if manifest is None:
         # Claimed, but the process died before its manifest was published (or
-        # not a flightlog run at all): only act on an old folder with segments.
+        # not a flightlog run at all): only act on an old folder with segments
+        # (or a spool: rows recorded before the first flush).
         newest = _newest([run_dir, *(Path(e.path) for e in _scandir(run_dir / "segments"))])
         if not has_segments or newest is None or time.time() - newest <= stale_after:
             return False
@@ -557,6 +561,9 @@ def _recover_append_run(mfile: Path, stale_after: float, report: RecoverReport) 
         manifest = read_manifest(mfile)
         if str(manifest.get("status", "unknown")) != "running":
             return
+        # Rows and events the dead recorder had not yet written: one last part each.
+        mode = str(manifest.get("mode", "dev"))
+        _core().salvage_parts(str(parts_dir), str(parts_dir.parent / f"{mode}_events"), run_id)
         _recover_append_run_claimed(mfile, stale_after, report)
 
 

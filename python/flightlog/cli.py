@@ -491,6 +491,8 @@ def _light_manifest(row: tuple[Any, ...]) -> dict[str, Any]:
             m[key] = value
     if rows_written is not None:
         m["counts"] = {"rows_written": rows_written}
+    if row[10] is not None:
+        m["outcome"] = row[10]
     return m
 
 
@@ -545,7 +547,7 @@ def _scan_local(base: Path, db: Any, *, full: bool, use_catalog: bool = True) ->
             ):
                 if full:
                     where: Any = Path(mpath).parent if is_folder else Path(mpath)
-                    found.append(RunRef(row[2], json.loads(row[10]), where, row[5]))
+                    found.append(RunRef(row[2], json.loads(row[11]), where, row[5]))
                 else:  # internal listing: ``where`` stays a string (a Path each costs ~2 us)
                     where = mpath[: -len("/manifest.toml")] if is_folder else mpath
                     found.append(RunRef(row[2], _light_manifest(row), where, row[5]))

@@ -3,7 +3,7 @@
 //! into an Arrow dictionary array.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use arrow_array::StringArray;
 
@@ -20,6 +20,9 @@ pub struct Dictionary {
     field: String,
     fixed: bool,
     inner: RwLock<Inner>,
+    /// Where new strings are logged (field index, spool) before their code is
+    /// handed out: recovery needs them to read rows that use the code.
+    spool: OnceLock<(usize, Arc<crate::spool::Spool>)>,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +38,7 @@ impl Dictionary {
             field: field.to_owned(),
             fixed: false,
             inner: RwLock::new(Inner::default()),
+            spool: OnceLock::new(),
         }
     }
 
@@ -52,6 +56,7 @@ impl Dictionary {
             field: field.to_owned(),
             fixed: true,
             inner: RwLock::new(inner),
+            spool: OnceLock::new(),
         }
     }
 
@@ -86,10 +91,41 @@ impl Dictionary {
             )));
         }
         let code = inner.values.len() as i32;
+        if let Some((field, spool)) = self.spool.get() {
+            if spool.log_string(*field, code, value).is_err() {
+                spool
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let v: Arc<str> = Arc::from(value);
         inner.codes.insert(Arc::clone(&v), code);
         inner.values.push(v);
         Ok(code)
+    }
+
+    /// Logs every new string of a growing dictionary to `spool` as field
+    /// `field` (fixed dictionaries need no log: the schema holds them).
+    pub fn spool_to(&self, field: usize, spool: Arc<crate::spool::Spool>) {
+        if !self.fixed {
+            let _ = self.spool.set((field, spool));
+        }
+    }
+
+    /// A growing dictionary holding `values` by code (recovery; a code
+    /// whose string was not logged becomes an empty string).
+    pub fn from_codes(field: &str, values: &[Option<String>]) -> Self {
+        let d = Dictionary::growing(field);
+        {
+            let mut inner = d.inner.write().unwrap_or_else(|e| e.into_inner());
+            for v in values {
+                let v: Arc<str> = Arc::from(v.as_deref().unwrap_or(""));
+                let code = inner.values.len() as i32;
+                inner.codes.entry(Arc::clone(&v)).or_insert(code);
+                inner.values.push(v);
+            }
+        }
+        d
     }
 
     /// The values known now, as an Arrow array indexed by code.

@@ -18,18 +18,24 @@
 //! let report = rec.close().unwrap(); // segments merged into telemetry.parquet
 //! assert_eq!(report.files[0].1, 1000);
 //! ```
-#![forbid(unsafe_code)]
+// The exceptions are `mapped` (a memory-mapped file viewed as atomics) and
+// `barrier` (one system call).
+#![deny(unsafe_code)]
 
 pub mod atomic_file;
+pub mod barrier;
 pub mod claim;
 pub mod dict;
 pub mod error;
 pub mod layout;
+pub mod mapped;
 pub mod parquet_io;
+mod producer;
 pub mod read;
 pub mod recorder;
 pub mod recover;
 pub mod schema;
+pub mod spool;
 pub mod storage;
 pub mod store;
 
@@ -38,7 +44,8 @@ pub use layout::{OutputLayout, RowLayout};
 pub use parquet_io::Codec;
 pub use recorder::{Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};
 pub use recover::{
-    publish_replacement, recover_output_file, recover_run, recover_run_exclusive, RecoverReport,
+    publish_replacement, recover_output_file, recover_run, recover_run_exclusive,
+    recover_run_with_spool, salvage_spool, RecoverReport,
 };
 pub use schema::{DType, Field, Schema, Value};
 pub use storage::Storage;

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -30,14 +30,18 @@ use arrow_array::{
 };
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field as ArrowField, Schema as ArrowSchema, SchemaRef};
-use flightlog_ring::{PushError, RowRing};
+use flightlog_ring::{Cursor, Full, Gate, LaneState, Lanes};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use crate::claim::{instance_id, Claim, Owner};
 use crate::dict::Dictionary;
 use crate::error::{CoreError, Result};
 use crate::layout::{OutputLayout, RowLayout};
 use crate::parquet_io::{self, Codec, FORMAT_VERSION};
+use crate::producer::{self, LaneRing};
 use crate::schema::{DType, Schema, Value};
+use crate::spool::{self, Spool, SpoolMeta, SpooledEvent};
 use crate::storage::{key_of, Storage};
 use crate::store::ObjectRoot;
 
@@ -46,6 +50,9 @@ use crate::store::ObjectRoot;
 pub struct Blocked<'a> {
     shared: &'a Shared,
     row: &'a [u64],
+    lane: &'a LaneRing,
+    lane_index: usize,
+    cursor: &'a mut Cursor,
 }
 
 impl Blocked<'_> {
@@ -60,7 +67,7 @@ impl Blocked<'_> {
         let mut spins = 0u32;
         loop {
             if self.shared.flusher_stopped.load(Ordering::Acquire) {
-                self.shared.unoffer();
+                self.shared.unoffer(self.lane);
                 return Err(CoreError::write(
                     "the flusher thread stopped, so the ring can never drain: the row was not recorded",
                 ));
@@ -74,13 +81,12 @@ impl Blocked<'_> {
                 thread::sleep(Duration::from_micros(50));
             }
             spins = spins.saturating_add(1);
-            match self.shared.ring.try_push(self.row) {
-                Ok(_) => return Ok(Offer::Accepted),
-                Err(PushError::Full) => {}
-                Err(PushError::Closed) => {
-                    self.shared.unoffer();
-                    return Err(CoreError::Closed);
-                }
+            let Ok(_busy) = self.shared.gate.enter(&self.shared.lanes, self.lane_index) else {
+                self.shared.unoffer(self.lane);
+                return Err(CoreError::Closed);
+            };
+            if self.lane.ring.push(self.cursor, self.row).is_ok() {
+                return Ok(Offer::Accepted);
             }
         }
     }
@@ -139,6 +145,10 @@ pub struct RecorderConfig {
     pub metadata: Vec<(String, String)>,
     /// Fields filled with one value in every row (e.g. `run_id`).
     pub constants: Vec<(String, Value)>,
+    /// Where the spool of a recorder on an object store lives (a local
+    /// folder); None: `FLIGHTLOG_SPOOL_DIR`, else the user's cache folder.
+    /// A local recording's spool is always beside its claim file.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl RecorderConfig {
@@ -166,6 +176,7 @@ impl RecorderConfig {
             run_id: None,
             metadata: Vec::new(),
             constants: Vec::new(),
+            spool_dir: None,
         }
     }
 
@@ -255,24 +266,19 @@ pub enum Offer {
 
 #[derive(Default)]
 struct Counters {
-    offered: AtomicU64,
     accepted: AtomicU64,
     written: AtomicU64,
     sampled_out: AtomicU64,
-    dropped: AtomicU64,
     over_budget: AtomicU64,
     lost: AtomicU64,
     segments: AtomicU64,
     bytes: AtomicU64,
     flush_nanos: AtomicU64,
-    stalls: AtomicU64,
     events: AtomicU64,
 }
 
 #[derive(Default)]
 struct FlushState {
-    /// Highest ring position a flush has been asked to cover.
-    target: u64,
     requested: u64,
     completed: u64,
     /// The error of the last flush cycle, for the `flush()` that asked for it.
@@ -288,8 +294,21 @@ struct EventRow {
     payload: Option<String>,
 }
 
-struct Shared {
-    ring: RowRing,
+/// Most threads that record into one recorder at the same time.
+pub const MAX_LANES: usize = 256;
+
+pub(crate) struct Shared {
+    /// The recording threads' lanes, their rings (mapped on a lane's first
+    /// claim), and the gate that closes them.
+    pub(crate) lanes: Lanes,
+    pub(crate) gate: Gate,
+    lane_rings: Box<[OnceLock<LaneRing>]>,
+    lane_init: Mutex<()>,
+    spool: Arc<Spool>,
+    /// Rows offered, for the sampling policy's index (only with sampling).
+    sample_index: AtomicU64,
+    /// Events recorded so far: the next event's sequence number.
+    events_seq: AtomicU64,
     schema: Schema,
     arrow_schema: SchemaRef,
     row_layout: RowLayout,
@@ -299,8 +318,6 @@ struct Shared {
     counters: Counters,
     start: Instant,
     iter_slot: Option<usize>,
-    last_iter: AtomicI64,
-    has_iter: AtomicBool,
     budget_hit: AtomicBool,
     /// A write error not yet reported to a producer.
     pending_error: Mutex<Option<CoreError>>,
@@ -314,7 +331,7 @@ struct Shared {
     /// so waiting producers and flushes give up instead of hanging.
     flusher_stopped: AtomicBool,
     /// Producers wake the flusher when `pos & wake_mask == wake_mask`: four
-    /// times per lap of the ring (its capacity is a power of two).
+    /// times per lap of their ring (its capacity is a power of two).
     wake_mask: u64,
     file_kv: Vec<(String, String)>,
 }
@@ -420,7 +437,7 @@ impl Recorder {
             constant_idx.push(i);
         }
         let row_layout = RowLayout::new(&schema, &constant_idx);
-        let dictionaries = schema
+        let dictionaries: Vec<Option<Dictionary>> = schema
             .fields
             .iter()
             .map(|f| match &f.dtype {
@@ -460,10 +477,42 @@ impl Recorder {
             file_kv.push((k.clone(), v.clone()));
         }
 
-        let ring = RowRing::new(config.ring_capacity, row_layout.width());
-        let wake_mask = (ring.capacity() as u64 / 4).max(1) - 1;
+        let ring_capacity = config.ring_capacity.next_power_of_two().max(2);
+        let wake_mask = (ring_capacity as u64 / 4).max(1) - 1;
+        let spool_meta = SpoolMeta {
+            format: 1,
+            boot_id: spool::boot_id(),
+            pid: std::process::id(),
+            instance: config.layout.instance.unwrap_or(0),
+            width: row_layout.width(),
+            ring_capacity,
+            schema_json: schema.to_json(),
+            constants: config
+                .constants
+                .iter()
+                .map(|(k, v)| (k.clone(), constant_json(v)))
+                .collect(),
+            file_kv: file_kv.clone(),
+            run_id: config.run_id.clone(),
+        };
+        let (spool_base, local) = spool_dir(&config);
+        if local {
+            spool::check_no_unfinished(&spool_base)?;
+        }
+        let spool = Arc::new(Spool::create(&spool_base, &spool_meta)?);
+        for (i, d) in dictionaries.iter().enumerate() {
+            if let Some(d) = d {
+                d.spool_to(i, Arc::clone(&spool));
+            }
+        }
         let shared = Arc::new(Shared {
-            ring,
+            lanes: Lanes::new(MAX_LANES),
+            gate: Gate::new(Some(crate::barrier::process_wide_fence)),
+            lane_rings: (0..MAX_LANES).map(|_| OnceLock::new()).collect(),
+            lane_init: Mutex::new(()),
+            spool,
+            sample_index: AtomicU64::new(0),
+            events_seq: AtomicU64::new(0),
             wake_mask,
             arrow_schema: schema.arrow_schema(),
             schema,
@@ -474,8 +523,6 @@ impl Recorder {
             counters: Counters::default(),
             start: Instant::now(),
             iter_slot,
-            last_iter: AtomicI64::new(0),
-            has_iter: AtomicBool::new(false),
             budget_hit: AtomicBool::new(false),
             pending_error: Mutex::new(None),
             has_error: AtomicBool::new(false),
@@ -588,7 +635,7 @@ impl Recorder {
         on_block: impl FnOnce(Blocked<'_>) -> Result<Offer>,
     ) -> Result<Offer> {
         self.check_open()?;
-        self.offer_with(row, on_block)
+        self.offer_open(row, on_block)
     }
 
     /// Offers one row of a batch whose call already ran [`Recorder::check_open`]:
@@ -611,66 +658,90 @@ impl Recorder {
         if self.closed.load(Ordering::Acquire) {
             return Err(CoreError::Closed);
         }
-        let shared = &*self.shared;
-        let offered = shared.counters.offered.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = shared.config.sampling {
-            if !s.keeps(offered) {
-                shared.counters.sampled_out.fetch_add(1, Ordering::Relaxed);
-                return Ok(Offer::SampledOut);
-            }
-        }
-        if let Some(max) = shared.config.max_rows {
-            let accepted = shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-            if accepted >= max {
-                shared.counters.accepted.fetch_sub(1, Ordering::Relaxed);
-                shared.counters.over_budget.fetch_add(1, Ordering::Relaxed);
-                let first = !shared.budget_hit.swap(true, Ordering::AcqRel);
-                if first {
-                    self.push_event(
-                        "ROW_BUDGET_EXCEEDED",
-                        Some(format!("{{\"max_rows\": {max}}}")),
-                        None,
-                    );
+        self.offer_open(row, on_block)
+    }
+
+    /// The body of every offer, once the caller checked that the recorder is
+    /// open (a `close` racing this call is caught by the gate).
+    #[inline(always)]
+    fn offer_open(
+        &self,
+        row: &[u64],
+        on_block: impl FnOnce(Blocked<'_>) -> Result<Offer>,
+    ) -> Result<Offer> {
+        let shared = &self.shared;
+        producer::with_lane(shared, |lane, cursor, lane_index| {
+            LaneRing::bump(&lane.offered, 1);
+            if let Some(s) = shared.config.sampling {
+                // The policy counts rows across threads: one shared counter,
+                // paid only by recorders that sample.
+                let index = shared.sample_index.fetch_add(1, Ordering::Relaxed);
+                if !s.keeps(index) {
+                    shared.counters.sampled_out.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Offer::SampledOut);
                 }
-                return Ok(Offer::OverBudget { first });
             }
-        }
-        if let Some(slot) = shared.iter_slot {
-            if shared.row_layout.is_valid(row, slot) {
-                shared.last_iter.store(row[slot] as i64, Ordering::Relaxed);
-                shared.has_iter.store(true, Ordering::Relaxed);
-            }
-        }
-        match shared.ring.try_push(row) {
-            Ok(pos) => {
-                // Wake the flusher a few times per ring lap so it drains before
-                // producers ever find the ring full.
-                if pos & shared.wake_mask == shared.wake_mask {
-                    shared.wake_flusher();
-                }
-                Ok(Offer::Accepted)
-            }
-            Err(PushError::Full) => match shared.config.on_full {
-                OnFull::Drop => {
-                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    if shared.config.max_rows.is_some() {
-                        shared.counters.accepted.fetch_sub(1, Ordering::Relaxed);
+            if let Some(max) = shared.config.max_rows {
+                let accepted = shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                if accepted >= max {
+                    shared.counters.accepted.fetch_sub(1, Ordering::Relaxed);
+                    shared.counters.over_budget.fetch_add(1, Ordering::Relaxed);
+                    let first = !shared.budget_hit.swap(true, Ordering::AcqRel);
+                    if first {
+                        self.push_event(
+                            "ROW_BUDGET_EXCEEDED",
+                            Some(format!("{{\"max_rows\": {max}}}")),
+                            None,
+                        );
                     }
-                    shared.wake_flusher();
-                    Ok(Offer::Dropped)
+                    return Ok(Offer::OverBudget { first });
                 }
-                OnFull::Block => {
-                    shared.counters.stalls.fetch_add(1, Ordering::Relaxed);
-                    on_block(Blocked { shared, row })
-                }
-            },
-            Err(PushError::Closed) => {
-                // `close` closed the ring after this call passed the closed
-                // check: the call fails, so the row is not counted.
-                shared.unoffer();
-                Err(CoreError::Closed)
             }
-        }
+            if let Some(slot) = shared.iter_slot {
+                if shared.row_layout.is_valid(row, slot) {
+                    lane.last_iter.store(row[slot] as i64, Ordering::Relaxed);
+                    lane.has_iter.store(true, Ordering::Relaxed);
+                }
+            }
+            let Ok(busy) = shared.gate.enter(&shared.lanes, lane_index) else {
+                // `close` began after this call passed the closed check: the
+                // call fails, so the row is not counted.
+                shared.unoffer(lane);
+                return Err(CoreError::Closed);
+            };
+            let pushed = lane.ring.push(cursor, row);
+            drop(busy);
+            match pushed {
+                Ok(pos) => {
+                    // Wake the flusher a few times per ring lap so it drains
+                    // before the producer ever finds its ring full.
+                    if pos & shared.wake_mask == shared.wake_mask {
+                        shared.wake_flusher();
+                    }
+                    Ok(Offer::Accepted)
+                }
+                Err(Full) => match shared.config.on_full {
+                    OnFull::Drop => {
+                        LaneRing::bump(&lane.dropped, 1);
+                        if shared.config.max_rows.is_some() {
+                            shared.counters.accepted.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        shared.wake_flusher();
+                        Ok(Offer::Dropped)
+                    }
+                    OnFull::Block => {
+                        LaneRing::bump(&lane.stalls, 1);
+                        on_block(Blocked {
+                            shared,
+                            row,
+                            lane,
+                            lane_index,
+                            cursor,
+                        })
+                    }
+                },
+            }
+        })
     }
 
     /// Records an event. `payload_json` must already be JSON text.
@@ -694,20 +765,36 @@ impl Recorder {
     /// either queued in time for that flush or refused, never left behind.
     fn push_event(&self, name: &str, payload: Option<String>, t_wall_ms: Option<f64>) -> bool {
         let shared = &*self.shared;
-        let iter = shared
-            .has_iter
-            .load(Ordering::Relaxed)
-            .then(|| shared.last_iter.load(Ordering::Relaxed));
+        let iter = shared.last_iter(producer::current_lane(&self.shared));
         let mut events = lock(&shared.events);
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
-        events.push(EventRow {
+        let event = EventRow {
             t_wall_ms: t_wall_ms.unwrap_or_else(|| self.now_ms()),
             iter,
             name: name.to_owned(),
             payload,
-        });
+        };
+        // In the spool before the call returns (under the events lock, so
+        // sequence numbers follow the order of `events`).
+        let seq = shared.events_seq.fetch_add(1, Ordering::Relaxed);
+        if shared
+            .spool
+            .log_event(
+                seq,
+                &SpooledEvent {
+                    t_wall_ms: event.t_wall_ms,
+                    iter: event.iter,
+                    name: event.name.clone(),
+                    payload: event.payload.clone(),
+                },
+            )
+            .is_err()
+        {
+            shared.spool.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        events.push(event);
         shared.counters.events.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -723,17 +810,23 @@ impl Recorder {
     /// Counters now.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
+        let (mut offered, mut dropped, mut stalls) = (0, 0, 0);
+        for lane in self.shared.lane_rings.iter().filter_map(OnceLock::get) {
+            offered += lane.offered.load(Ordering::Relaxed);
+            dropped += lane.dropped.load(Ordering::Relaxed);
+            stalls += lane.stalls.load(Ordering::Relaxed);
+        }
         Stats {
-            rows_offered: c.offered.load(Ordering::Relaxed),
+            rows_offered: offered,
             rows_written: c.written.load(Ordering::Relaxed),
             rows_sampled_out: c.sampled_out.load(Ordering::Relaxed),
-            rows_dropped: c.dropped.load(Ordering::Relaxed),
+            rows_dropped: dropped,
             rows_over_budget: c.over_budget.load(Ordering::Relaxed),
             rows_lost: c.lost.load(Ordering::Relaxed),
             segments: c.segments.load(Ordering::Relaxed),
             bytes_written: c.bytes.load(Ordering::Relaxed),
             flush_nanos: c.flush_nanos.load(Ordering::Relaxed),
-            producer_stalls: c.stalls.load(Ordering::Relaxed),
+            producer_stalls: stalls,
             events: c.events.load(Ordering::Relaxed),
         }
     }
@@ -784,7 +877,17 @@ impl Recorder {
         // (they fail with `Closed`), and every push that did succeed is below
         // the closing flush's target: producers that passed the closed check
         // above before it was set cannot slip a row in after the final drain.
-        self.shared.ring.close();
+        let mut spins = 0u32;
+        self.shared.gate.close(&self.shared.lanes, || {
+            // A producer is between its closed check and its publish: a few
+            // instructions, unless it was preempted there.
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                thread::yield_now();
+            }
+        });
         // A barrier for `push_event`, which reads `closed` under this lock.
         drop(lock(&self.shared.events));
         let flush_result = self.shared.flush_and_wait(true);
@@ -794,6 +897,19 @@ impl Recorder {
             Some(Err(panic)) => return Err(self.flusher_died(&panic_message(&panic))),
             None => return Ok(CloseReport::default()),
         };
+        // Every row and event is in a published file (a segment, or the final
+        // file): the spool has nothing recovery would need. Otherwise it stays
+        // for `recover`, which salvages what the disk refused here.
+        // Nothing writes the rings or the spool's files any more (the gate is
+        // closed, the flusher stopped): let go of them, so that threads that
+        // recorded (their registrations outlive the recorder) hold no file.
+        self.shared.spool.close_files();
+        for lane in self.shared.lane_rings.iter().filter_map(OnceLock::get) {
+            lane.ring.memory().release_file();
+        }
+        if outcome.rows_not_written == 0 && outcome.events_not_written == 0 {
+            self.shared.spool.remove();
+        }
         // An error the caller has not seen yet wins over the merge: the merge
         // still runs so that everything that was written ends up in one file.
         let mut earlier = self.take_error().err().or(flush_result.err());
@@ -900,7 +1016,7 @@ impl Recorder {
                             final_events,
                             events_arrow_schema(),
                             &[],
-                            events_props(&self.shared),
+                            events_props(&self.shared, 0),
                         )
                     },
                 )?;
@@ -947,12 +1063,13 @@ impl Recorder {
     #[cold]
     fn flusher_died(&self, msg: &str) -> CoreError {
         let c = &self.shared.counters;
-        let accounted = c.written.load(Ordering::Relaxed)
-            + c.sampled_out.load(Ordering::Relaxed)
-            + c.dropped.load(Ordering::Relaxed)
-            + c.over_budget.load(Ordering::Relaxed)
-            + c.lost.load(Ordering::Relaxed);
-        let missing = c.offered.load(Ordering::Relaxed).saturating_sub(accounted);
+        let stats = self.stats();
+        let accounted = stats.rows_written
+            + stats.rows_sampled_out
+            + stats.rows_dropped
+            + stats.rows_over_budget
+            + stats.rows_lost;
+        let missing = stats.rows_offered.saturating_sub(accounted);
         c.lost.fetch_add(missing, Ordering::Relaxed);
         // The panic was also recorded as the pending error; it is reported here.
         let _ = self.take_error();
@@ -977,6 +1094,86 @@ impl Drop for Recorder {
         // the published segments stay on disk for `recover` if the merge fails.
         let _ = self.close();
     }
+}
+
+/// Where a recorder's spool lives, and whether it is the local folder's own:
+/// on a local disk beside its segments (parts: beside its claim file); for
+/// an object store, in
+/// `config.spool_dir`, `FLIGHTLOG_SPOOL_DIR` or the user's cache folder,
+/// named after the run's location (so that `recover` on this host finds it).
+pub fn spool_dir(config: &RecorderConfig) -> (PathBuf, bool) {
+    let layout = &config.layout;
+    if layout.storage.is_local() {
+        // Beside the segments of a recording that is merged at close (a run
+        // folder: `run/.flightlog.spool`), so that two layouts sharing one
+        // claim (an output file and its replacement) never share a spool.
+        let beside_segments = layout
+            .final_telemetry
+            .as_ref()
+            .and(layout.segment_dir.parent())
+            .filter(|p| !p.as_os_str().is_empty());
+        if let Some(dir) = beside_segments {
+            return (dir.join(spool::SPOOL_DIR_NAME), true);
+        }
+        // Append-mode parts share their folder: named after the run's claim.
+        if let Some(lock) = crate::claim::lock_path(layout) {
+            return (spool::spool_dir_for_lock(&lock), true);
+        }
+    }
+    let base = match config
+        .spool_dir
+        .clone()
+        .or_else(|| std::env::var_os("FLIGHTLOG_SPOOL_DIR").map(PathBuf::from))
+    {
+        Some(d) => d,
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("flightlog")
+            .join("spool"),
+    };
+    let mut name: String = layout
+        .storage
+        .describe(&layout.segment_dir.join(&layout.telemetry_prefix))
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    name.push_str(".spool");
+    (base.join(name), false)
+}
+
+/// A constant's value as JSON (the spool's metadata).
+fn constant_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::F64(x) => serde_json::json!({"f64": x}),
+        Value::I64(x) => serde_json::json!({"i64": x}),
+        Value::Bool(x) => serde_json::json!({"bool": x}),
+        Value::Str(x) => serde_json::json!({"str": x}),
+        Value::Null => serde_json::Value::Null,
+    }
+}
+
+/// The inverse of [`constant_json`].
+pub(crate) fn constant_from_json(v: &serde_json::Value) -> Option<Value> {
+    if v.is_null() {
+        return Some(Value::Null);
+    }
+    let o = v.as_object()?;
+    let (k, x) = o.iter().next()?;
+    Some(match k.as_str() {
+        "f64" => Value::F64(x.as_f64()?),
+        "i64" => Value::I64(x.as_i64()?),
+        "bool" => Value::Bool(x.as_bool()?),
+        "str" => Value::Str(x.as_str()?.to_owned()),
+        _ => return None,
+    })
 }
 
 fn check_constant(name: &str, dtype: &DType, value: &Value) -> Result<()> {
@@ -1079,11 +1276,14 @@ fn empty_file(path: &Path, shared: &Shared) -> Result<u64> {
         path,
         Arc::clone(&shared.arrow_schema),
         &[],
-        telemetry_props(shared),
+        telemetry_props(shared, Vec::new()),
     )
 }
 
-fn telemetry_props(shared: &Shared) -> parquet::file::properties::WriterProperties {
+fn telemetry_props(
+    shared: &Shared,
+    extra: Vec<(String, String)>,
+) -> parquet::file::properties::WriterProperties {
     let dict_cols: Vec<&str> = shared
         .schema
         .fields
@@ -1095,7 +1295,7 @@ fn telemetry_props(shared: &Shared) -> parquet::file::properties::WriterProperti
         &dict_cols,
         shared.config.compression,
         shared.config.segment_rows,
-        parquet_io::key_values(shared.file_kv.iter().cloned()),
+        parquet_io::key_values(shared.file_kv.iter().cloned().chain(extra)),
     )
 }
 
@@ -1110,17 +1310,55 @@ pub fn events_arrow_schema() -> SchemaRef {
     ]))
 }
 
-fn events_props(shared: &Shared) -> parquet::file::properties::WriterProperties {
+/// `events_upto`: the events in published files once this one is (their
+/// sequence numbers are below it; see [`spool::EVENTS_UPTO_KEY`]).
+fn events_props(shared: &Shared, events_upto: u64) -> parquet::file::properties::WriterProperties {
+    let upto = (spool::EVENTS_UPTO_KEY.to_string(), events_upto.to_string());
     parquet_io::writer_properties(
         &["run_id", "event"],
         shared.config.compression,
         1 << 20,
-        parquet_io::key_values(shared.file_kv.iter().cloned()),
+        parquet_io::key_values(shared.file_kv.iter().cloned().chain([upto])),
     )
 }
 
 impl Shared {
-    fn wake_flusher(&self) {
+    /// Lane `i`'s ring, once mapped.
+    pub(crate) fn lane(&self, i: usize) -> Option<&LaneRing> {
+        self.lane_rings[i].get()
+    }
+
+    /// Lane `i`'s ring, mapping it in the spool on the lane's first use.
+    pub(crate) fn ensure_lane(&self, i: usize) -> Result<&LaneRing> {
+        if let Some(lane) = self.lane_rings[i].get() {
+            return Ok(lane);
+        }
+        let _guard = lock(&self.lane_init);
+        if let Some(lane) = self.lane_rings[i].get() {
+            return Ok(lane);
+        }
+        let ring = self.spool.map_lane(i);
+        let _ = self.lane_rings[i].set(LaneRing::new(ring));
+        Ok(self.lane_rings[i].get().expect("just set"))
+    }
+
+    /// The last `iter` recorded: by the calling thread's lane if it has one,
+    /// else by any lane.
+    fn last_iter(&self, mine: Option<usize>) -> Option<i64> {
+        let of = |lane: &LaneRing| {
+            lane.has_iter
+                .load(Ordering::Relaxed)
+                .then(|| lane.last_iter.load(Ordering::Relaxed))
+        };
+        mine.and_then(|i| self.lane(i)).and_then(of).or_else(|| {
+            self.lane_rings
+                .iter()
+                .filter_map(OnceLock::get)
+                .find_map(of)
+        })
+    }
+
+    pub(crate) fn wake_flusher(&self) {
         if let Some(t) = self.flusher_thread.get() {
             t.unpark();
         }
@@ -1129,8 +1367,8 @@ impl Shared {
     /// Takes back the count of a row whose call fails without recording it
     /// (the ring was closed, or nothing drains it any more).
     #[cold]
-    fn unoffer(&self) {
-        self.counters.offered.fetch_sub(1, Ordering::Relaxed);
+    fn unoffer(&self, lane: &LaneRing) {
+        LaneRing::bump(&lane.offered, u64::MAX); // minus one
         if self.config.max_rows.is_some() {
             self.counters.accepted.fetch_sub(1, Ordering::Relaxed);
         }
@@ -1148,7 +1386,6 @@ impl Shared {
     /// Asks the flusher to make every row pushed so far durable and waits.
     fn flush_and_wait(&self, closing: bool) -> Result<()> {
         let mut st = lock(&self.flush);
-        st.target = st.target.max(self.ring.claimed());
         st.requested += 1;
         st.closing |= closing;
         let mine = st.requested;
@@ -1159,7 +1396,7 @@ impl Shared {
             if self.flusher_stopped.load(Ordering::Acquire) {
                 // Nothing will answer: closed meanwhile, or the thread died
                 // (its panic is the pending error the caller gets next).
-                return Err(if self.ring.is_closed() {
+                return Err(if self.gate.is_closed() {
                     CoreError::Closed
                 } else {
                     CoreError::write("the flusher thread stopped before this flush completed")
@@ -1188,6 +1425,17 @@ struct Pending {
     columns: Vec<Vec<u64>>,
     validity: Vec<Vec<bool>>,
     rows: usize,
+    /// Ring positions the rows came from, per lane: [start, end).
+    cover: Cover,
+}
+
+/// Ring positions per lane, [start, end): what a batch or segment holds.
+type Cover = BTreeMap<usize, (u64, u64)>;
+
+fn extend_cover(cover: &mut Cover, lane: usize, start: u64, end: u64) {
+    let e = cover.entry(lane).or_insert((start, end));
+    e.0 = e.0.min(start);
+    e.1 = e.1.max(end);
 }
 
 impl Pending {
@@ -1200,6 +1448,7 @@ impl Pending {
                 Vec::new()
             },
             rows: 0,
+            cover: Cover::new(),
         }
     }
 }
@@ -1207,8 +1456,17 @@ impl Pending {
 struct Flusher {
     shared: Arc<Shared>,
     pending: Pending,
-    /// Batches whose write failed, oldest first, kept for a retry.
-    unwritten: VecDeque<RecordBatch>,
+    /// Batches whose write failed, oldest first, kept for a retry, with the
+    /// ring positions they hold.
+    unwritten: VecDeque<(RecordBatch, Cover)>,
+    /// Per lane: the next ring position to drain.
+    drained: Vec<u64>,
+    /// The lane a drain starts with (rotates, so no lane waits behind others).
+    next_lane: usize,
+    /// Drained rows as journal records (`lane`, `pos`, row words), reused.
+    journal_buf: Vec<u64>,
+    /// Events in published segments (their sequence numbers are below).
+    events_published: u64,
     unwritten_events: Vec<EventRow>,
     /// The last telemetry (events) write that failed, retried as it was.
     failed_telemetry: Option<WriteTarget>,
@@ -1287,6 +1545,10 @@ impl Flusher {
             pending: Pending::new(stored, with_validity),
             shared,
             unwritten: VecDeque::new(),
+            drained: vec![0; MAX_LANES],
+            next_lane: 0,
+            journal_buf: Vec::new(),
+            events_published: 0,
             unwritten_events: Vec::new(),
             failed_telemetry: None,
             failed_events: None,
@@ -1348,11 +1610,11 @@ impl Flusher {
         let rows_not_written = self
             .unwritten
             .iter()
-            .map(|b| b.num_rows() as u64)
+            .map(|(b, _)| b.num_rows() as u64)
             .sum::<u64>()
             + self.pending.rows as u64
-            // Rows still in the ring: only if a closing cycle panicked.
-            + self.shared.ring.len() as u64;
+            // Rows still in the rings: only if a closing cycle panicked.
+            + self.undrained();
         let events_not_written =
             (self.unwritten_events.len() + lock(&self.shared.events).len()) as u64;
         FlusherOutcome {
@@ -1370,14 +1632,17 @@ impl Flusher {
     fn cycle(&mut self, interval: Duration) -> bool {
         fail::fail_point!("recorder::flush_cycle");
         self.drain_available();
-        let (requested, completed, target, closing) = {
+        let (requested, completed, closing) = {
             let st = lock(&self.shared.flush);
-            (st.requested, st.completed, st.target, st.closing)
+            (st.requested, st.completed, st.closing)
         };
         if requested > completed {
-            // Every row claimed before the request must be drained, including
-            // rows a producer is still copying into its slot.
-            while self.shared.ring.consumed() < target {
+            // Every row published before the request must be drained: a push
+            // publishes before it returns, so those are the rows published now.
+            let targets: Vec<(usize, u64)> = (0..MAX_LANES)
+                .filter_map(|i| self.shared.lane(i).map(|l| (i, l.ring.published())))
+                .collect();
+            while targets.iter().any(|&(i, t)| self.drained[i] < t) {
                 if self.drain_available() == 0 {
                     thread::yield_now();
                 }
@@ -1464,26 +1729,98 @@ impl Flusher {
         })
     }
 
-    /// Moves rows from the ring into `pending`, until it holds `cap` rows (at
-    /// most a segment), without writing anything. Returns rows moved.
+    /// Rows published in the rings and not yet drained.
+    fn undrained(&self) -> u64 {
+        (0..MAX_LANES)
+            .filter_map(|i| {
+                self.shared
+                    .lane(i)
+                    .map(|l| l.ring.published() - self.drained[i])
+            })
+            .sum()
+    }
+
+    /// Moves rows from the lanes' rings into `pending`, until it holds `cap`
+    /// rows (at most a segment), without writing a segment. Returns rows
+    /// moved.
+    ///
+    /// The rows are appended to the spool's journal before their slots are
+    /// released: until a segment holds them, a row is always in a ring or in
+    /// the journal, both of which outlive the process. A retired lane whose
+    /// rows are all drained is freed for a new thread.
     fn drain_into_pending(&mut self, cap: usize) -> usize {
         let cap = cap.min(self.shared.config.segment_rows);
-        let room = cap - self.pending.rows.min(cap);
+        let mut room = cap - self.pending.rows.min(cap);
         if room == 0 {
             return 0;
         }
-        let pending = &mut self.pending;
-        let layout = &self.shared.row_layout;
-        let n = self.shared.ring.pop_with(room, |row| {
-            for (slot, col) in pending.columns.iter_mut().enumerate() {
-                col.push(row[slot]);
+        let shared = Arc::clone(&self.shared);
+        let width = shared.row_layout.width();
+        let mut row = vec![0u64; width];
+        let mut moved = 0;
+        let mut touched: Vec<(usize, u64)> = Vec::new();
+        let mut retired: Vec<usize> = Vec::new();
+        self.journal_buf.clear();
+        for k in 0..MAX_LANES {
+            let i = (self.next_lane + k) % MAX_LANES;
+            let state = shared.lanes.state(i);
+            if state == LaneState::Free {
+                continue;
             }
-            for (slot, v) in pending.validity.iter_mut().enumerate() {
-                v.push(layout.is_valid(row, slot));
+            let Some(lane) = shared.lane(i) else {
+                // Claimed, then its ring could not be mapped: nothing to drain.
+                if state == LaneState::Retired {
+                    shared.lanes.free_if_drained(i);
+                }
+                continue;
+            };
+            // Read after the state: a retired lane's rows are all published.
+            let end = lane.ring.published();
+            let from = self.drained[i];
+            let n = ((end - from) as usize).min(room);
+            for pos in from..from + n as u64 {
+                lane.ring.read(pos, &mut row);
+                self.journal_buf.push(i as u64);
+                self.journal_buf.push(pos);
+                self.journal_buf.extend_from_slice(&row);
+                for (slot, col) in self.pending.columns.iter_mut().enumerate() {
+                    col.push(row[slot]);
+                }
+                for (slot, v) in self.pending.validity.iter_mut().enumerate() {
+                    v.push(shared.row_layout.is_valid(&row, slot));
+                }
             }
-        });
-        pending.rows += n;
-        n
+            if n > 0 {
+                extend_cover(&mut self.pending.cover, i, from, from + n as u64);
+                self.drained[i] = from + n as u64;
+                touched.push((i, from + n as u64));
+                moved += n;
+                room -= n;
+            }
+            if state == LaneState::Retired && self.drained[i] == end {
+                retired.push(i);
+            }
+            if room == 0 {
+                // Next time, start after the lane that filled this drain.
+                self.next_lane = (i + 1) % MAX_LANES;
+                break;
+            }
+        }
+        self.pending.rows += moved;
+        if moved > 0 && shared.spool.journal(&self.journal_buf).is_err() {
+            // The rows are in memory and go to the next segment as usual; only
+            // their protection against a crash before then is gone. Counted.
+            shared.spool.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        for (i, upto) in touched {
+            if let Some(lane) = shared.lane(i) {
+                lane.ring.release(upto);
+            }
+        }
+        for i in retired {
+            shared.lanes.free_if_drained(i);
+        }
+        moved
     }
 
     /// Builds a batch of pending rows (if any) and writes it with earlier
@@ -1493,8 +1830,9 @@ impl Flusher {
         let started = Instant::now();
         if self.pending.rows > 0 {
             let rows = self.pending.rows;
+            let cover = std::mem::take(&mut self.pending.cover);
             match self.build_batch() {
-                Ok(batch) => self.unwritten.push_back(batch),
+                Ok(batch) => self.unwritten.push_back((batch, cover)),
                 Err(e) => {
                     // Cannot happen with a validated schema; if it does, the
                     // rows are counted as lost rather than retried forever.
@@ -1543,8 +1881,23 @@ impl Flusher {
                 self.unwritten.len(),
             )
         });
-        let batches: Vec<RecordBatch> = self.unwritten.iter().take(target.items).cloned().collect();
+        let mut cover = Cover::new();
+        let batches: Vec<RecordBatch> = self
+            .unwritten
+            .iter()
+            .take(target.items)
+            .map(|(b, c)| {
+                for (&lane, &(start, end)) in c {
+                    extend_cover(&mut cover, lane, start, end);
+                }
+                b.clone()
+            })
+            .collect();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let lanes_kv = vec![(spool::LANES_KEY.to_string(), spool::format_lanes(&cover))];
+        // Rows drained from now on are journaled apart: once this segment is
+        // published they are the only ones the spool still needs.
+        let journals_before = shared.spool.rotate_journal();
         let write = || {
             if !target.direct {
                 layout.storage.ensure_dir(&layout.segment_dir)?;
@@ -1553,7 +1906,7 @@ impl Flusher {
                 &target.path,
                 Arc::clone(&shared.arrow_schema),
                 &batches,
-                telemetry_props(&shared),
+                telemetry_props(&shared, lanes_kv.clone()),
             )
         };
         let written = if rows >= CONCURRENT_WRITE_MIN_ROWS {
@@ -1564,6 +1917,9 @@ impl Flusher {
         match written {
             Ok(size) => {
                 self.unwritten.drain(..target.items);
+                if self.unwritten.is_empty() {
+                    shared.spool.drop_journals(journals_before);
+                }
                 self.next_seq += 1;
                 if target.direct {
                     self.final_telemetry = Some((rows as u64, size));
@@ -1584,9 +1940,9 @@ impl Flusher {
             Err(e) => {
                 // Keep the rows for a retry, up to a bound.
                 let mut lost = 0;
-                let mut kept: usize = self.unwritten.iter().map(|b| b.num_rows()).sum();
+                let mut kept: usize = self.unwritten.iter().map(|(b, _)| b.num_rows()).sum();
                 while kept > self.max_unwritten_rows() && self.unwritten.len() > 1 {
-                    if let Some(b) = self.unwritten.pop_front() {
+                    if let Some((b, _)) = self.unwritten.pop_front() {
                         lost += b.num_rows();
                         kept -= b.num_rows();
                     }
@@ -1645,12 +2001,13 @@ impl Flusher {
                 &target.path,
                 events_arrow_schema(),
                 &[batch],
-                events_props(&shared),
+                events_props(&shared, self.events_published + target.items as u64),
             )
         })();
         match written {
             Ok(size) => {
                 self.unwritten_events.drain(..target.items);
+                self.events_published += target.items as u64;
                 self.next_event_seq += 1;
                 if target.direct {
                     self.final_events = Some((target.items as u64, size));
@@ -1680,40 +2037,169 @@ impl Flusher {
 
     fn build_batch(&mut self) -> Result<RecordBatch> {
         let shared = &*self.shared;
-        let n = self.pending.rows;
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(shared.schema.fields.len());
-        for (i, field) in shared.schema.fields.iter().enumerate() {
-            let array: ArrayRef = match shared.row_layout.slot_of_field(i) {
-                None => constant_array(
-                    &field.dtype,
-                    shared.constants[i]
-                        .as_ref()
-                        .expect("constant field has a value"),
-                    n,
-                ),
-                Some(slot) => {
-                    let words = std::mem::take(&mut self.pending.columns[slot]);
-                    let nulls = self
-                        .pending
-                        .validity
-                        .get_mut(slot)
-                        .map(std::mem::take)
-                        .filter(|v| v.iter().any(|ok| !ok))
-                        .map(NullBuffer::from);
-                    column_array(&field.dtype, words, nulls, shared.dictionaries[i].as_ref())?
-                }
-            };
-            columns.push(array);
-        }
-        for v in &mut self.pending.validity {
-            v.clear();
-        }
-        self.pending.rows = 0;
-        Ok(RecordBatch::try_new(
-            Arc::clone(&shared.arrow_schema),
-            columns,
-        )?)
+        batch_from_rows(
+            &shared.schema,
+            &shared.arrow_schema,
+            &shared.row_layout,
+            &shared.dictionaries,
+            &shared.constants,
+            &mut self.pending,
+        )
     }
+}
+
+/// Builds a telemetry batch of `pending`'s rows (which it leaves empty).
+fn batch_from_rows(
+    schema: &Schema,
+    arrow_schema: &SchemaRef,
+    row_layout: &RowLayout,
+    dictionaries: &[Option<Dictionary>],
+    constants: &[Option<Value>],
+    pending: &mut Pending,
+) -> Result<RecordBatch> {
+    let n = pending.rows;
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields.len());
+    for (i, field) in schema.fields.iter().enumerate() {
+        let array: ArrayRef = match row_layout.slot_of_field(i) {
+            None => constant_array(
+                &field.dtype,
+                constants[i].as_ref().expect("constant field has a value"),
+                n,
+            ),
+            Some(slot) => {
+                let words = std::mem::take(&mut pending.columns[slot]);
+                let nulls = pending
+                    .validity
+                    .get_mut(slot)
+                    .map(std::mem::take)
+                    .filter(|v| v.iter().any(|ok| !ok))
+                    .map(NullBuffer::from);
+                column_array(&field.dtype, words, nulls, dictionaries[i].as_ref())?
+            }
+        };
+        columns.push(array);
+    }
+    for v in &mut pending.validity {
+        v.clear();
+    }
+    pending.rows = 0;
+    Ok(RecordBatch::try_new(Arc::clone(arrow_schema), columns)?)
+}
+
+/// Rows and events a dead recorder's spool held beyond its published
+/// segments, as batches ready to publish (see [`crate::spool::salvage`]).
+pub(crate) struct SalvagedBatches {
+    pub(crate) telemetry: Option<RecordBatch>,
+    pub(crate) events: Option<RecordBatch>,
+    pub(crate) arrow_schema: SchemaRef,
+    pub(crate) file_kv: Vec<(String, String)>,
+}
+
+/// Turns salvaged spool contents back into batches, with the schema,
+/// constants and strings the spool recorded.
+pub(crate) fn salvaged_batches(s: &spool::Salvaged) -> Result<Option<SalvagedBatches>> {
+    let Some(meta) = &s.meta else {
+        return Ok(None);
+    };
+    let schema = Schema::from_json(&meta.schema_json)?;
+    let mut constants: Vec<Option<Value>> = vec![None; schema.fields.len()];
+    let mut constant_idx = Vec::new();
+    for (name, v) in &meta.constants {
+        if let (Some(i), Some(value)) = (schema.index_of(name), constant_from_json(v)) {
+            constants[i] = Some(value);
+            constant_idx.push(i);
+        }
+    }
+    let row_layout = RowLayout::new(&schema, &constant_idx);
+    if row_layout.width() != meta.width {
+        return Err(CoreError::write(format!(
+            "the spool's rows are {} words wide, its schema makes {}: not salvaged",
+            meta.width,
+            row_layout.width()
+        )));
+    }
+    let dictionaries: Vec<Option<Dictionary>> = schema
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match &f.dtype {
+            DType::Str => Some(Dictionary::from_codes(
+                &f.name,
+                s.strings.get(&i).map(Vec::as_slice).unwrap_or(&[]),
+            )),
+            DType::Enum(v) => Some(Dictionary::fixed(&f.name, v)),
+            _ => None,
+        })
+        .collect();
+    let arrow_schema = schema.arrow_schema();
+    let telemetry = if s.rows.is_empty() {
+        None
+    } else {
+        let mut pending = Pending::new(row_layout.stored_len(), row_layout.has_validity());
+        for row in &s.rows {
+            for (slot, col) in pending.columns.iter_mut().enumerate() {
+                col.push(row[slot]);
+            }
+            for (slot, v) in pending.validity.iter_mut().enumerate() {
+                v.push(row_layout.is_valid(row, slot));
+            }
+        }
+        pending.rows = s.rows.len();
+        Some(batch_from_rows(
+            &schema,
+            &arrow_schema,
+            &row_layout,
+            &dictionaries,
+            &constants,
+            &mut pending,
+        )?)
+    };
+    let events = if s.events.is_empty() {
+        None
+    } else {
+        let rows: Vec<EventRow> = s
+            .events
+            .iter()
+            .map(|e| EventRow {
+                t_wall_ms: e.t_wall_ms,
+                iter: e.iter,
+                name: e.name.clone(),
+                payload: e.payload.clone(),
+            })
+            .collect();
+        Some(build_events_batch(meta.run_id.as_deref(), &rows)?)
+    };
+    Ok(Some(SalvagedBatches {
+        telemetry,
+        events,
+        arrow_schema,
+        file_kv: meta.file_kv.clone(),
+    }))
+}
+
+/// Writer properties of a salvaged segment: the recording's metadata plus `extra`.
+pub(crate) fn salvage_props(
+    arrow_schema: &SchemaRef,
+    file_kv: &[(String, String)],
+    extra: Vec<(String, String)>,
+    events: bool,
+) -> parquet::file::properties::WriterProperties {
+    let dict_cols: Vec<&str> = if events {
+        vec!["run_id", "event"]
+    } else {
+        arrow_schema
+            .fields()
+            .iter()
+            .filter(|f| matches!(f.data_type(), DataType::Dictionary(_, _)))
+            .map(|f| f.name().as_str())
+            .collect()
+    };
+    parquet_io::writer_properties(
+        &dict_cols,
+        Codec::Zstd,
+        RecorderConfig::DEFAULT_SEGMENT_ROWS,
+        parquet_io::key_values(file_kv.iter().cloned().chain(extra)),
+    )
 }
 
 fn column_array(

@@ -1,14 +1,18 @@
 //! Finalising a recording whose process died: every published segment is
-//! intact (they are published atomically), so recovery only sweeps temp files,
+//! intact (they are published atomically), so recovery salvages the rows and
+//! events the spool held beyond them (one last segment), sweeps temp files,
 //! merges the segments into the final file, and removes leftovers a merge had
 //! already covered.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use crate::atomic_file::sweep_temp_files;
 use crate::claim::{Claim, TryClaim};
 use crate::error::{CoreError, Result};
 use crate::layout::OutputLayout;
+use crate::recorder::{salvage_props, salvaged_batches, spool_dir, RecorderConfig};
+use crate::spool::{self, EVENTS_UPTO_KEY, LANES_KEY};
 use crate::storage::Storage;
 
 /// What recovery did to one recording.
@@ -19,6 +23,14 @@ pub struct RecoverReport {
     pub leftover_segments_removed: usize,
     pub telemetry_rows: u64,
     pub event_rows: u64,
+    /// Rows and events taken from the spool (published after the last
+    /// segment, so never written by the dead recorder itself).
+    pub salvaged_rows: u64,
+    pub salvaged_events: u64,
+    /// Spool slots whose stamps did not match (not trusted, not salvaged).
+    pub torn_rows: u64,
+    /// Spools not used (written before a reboot, or unreadable), with why.
+    pub spools_discarded: Vec<String>,
 }
 
 /// [`recover_run`] under the folder's one-writer claim (local folders): a
@@ -114,8 +126,18 @@ pub fn publish_replacement(file: &Path) -> Result<bool> {
 /// On an object store there are no temp files to sweep: an upload a crash
 /// interrupted was never visible (a bucket lifecycle rule removes its parts).
 pub fn recover_run(layout: &OutputLayout) -> Result<RecoverReport> {
+    recover_run_with_spool(layout, None)
+}
+
+/// [`recover_run`], with the spool folder of an object-store recording
+/// (`spool_base`: the local folder its recorder used; None: the default).
+pub fn recover_run_with_spool(
+    layout: &OutputLayout,
+    spool_base: Option<&Path>,
+) -> Result<RecoverReport> {
     let mut report = RecoverReport::default();
     let storage = &layout.storage;
+    salvage_spools(layout, spool_base, &mut report)?;
     if storage.is_local() {
         let mut dirs = vec![layout.segment_dir.as_path(), layout.events_dir.as_path()];
         if let Some(parent) = layout.final_telemetry.as_deref().and_then(Path::parent) {
@@ -205,6 +227,170 @@ fn same_file(storage: &Storage, a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
         _ => false,
     }
+}
+
+/// The spool folder of `layout` (see [`crate::recorder::spool_dir`]).
+pub fn spool_base(layout: &OutputLayout, spool_dir_override: Option<&Path>) -> PathBuf {
+    let mut config = RecorderConfig::new(layout.clone());
+    config.spool_dir = spool_dir_override.map(Path::to_path_buf);
+    spool_dir(&config).0
+}
+
+/// Only the salvage step of [`recover_run_with_spool`]: what the spools of
+/// `layout`'s dead recorders hold beyond their segments becomes one last
+/// segment each (append-mode parts, which are never merged, need only this).
+pub fn salvage_spool(layout: &OutputLayout, spool_base: Option<&Path>) -> Result<RecoverReport> {
+    let mut report = RecoverReport::default();
+    salvage_spools(layout, spool_base, &mut report)?;
+    Ok(report)
+}
+
+/// Publishes what the spools of `layout`'s dead recorders hold beyond the
+/// published segments as one last segment each (telemetry and events), then
+/// removes the spools. A finished recording's spool (its process died after
+/// publishing the final file, before removing the spool) holds nothing new.
+fn salvage_spools(
+    layout: &OutputLayout,
+    spool_base_override: Option<&Path>,
+    report: &mut RecoverReport,
+) -> Result<()> {
+    let base = spool_base(layout, spool_base_override);
+    let dirs = spool::spool_dirs(&base);
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let storage = &layout.storage;
+    let finished = match &layout.final_telemetry {
+        Some(f) => storage.exists(f)?,
+        None => false,
+    };
+    for dir in dirs {
+        if !finished {
+            salvage_one(layout, &dir, report)?;
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| CoreError::io("remove spool", &dir, e))?;
+    }
+    let _ = std::fs::remove_dir(&base);
+    Ok(())
+}
+
+/// The instance number of a spool folder (its name).
+fn instance_of(dir: &Path) -> Option<u64> {
+    dir.file_name()?.to_str()?.parse().ok()
+}
+
+fn salvage_one(layout: &OutputLayout, dir: &Path, report: &mut RecoverReport) -> Result<()> {
+    let storage = &layout.storage;
+    let Some(instance) = instance_of(dir) else {
+        return Ok(());
+    };
+    let mine = layout.clone().with_instance(instance);
+    let own = |prefix: &str| format!("{prefix}{instance:08}");
+    // What published segments hold: positions per lane, events below a number.
+    let mut covered: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut last_seq = 0u64;
+    let telemetry_own = own(&layout.telemetry_prefix);
+    for name in storage.segments(&layout.segment_dir, &layout.telemetry_prefix)? {
+        let Some(seq) = seq_of(&name, &telemetry_own) else {
+            continue;
+        };
+        last_seq = last_seq.max(seq);
+        for (k, v) in storage.key_values(&layout.segment_dir.join(&name))? {
+            if k == LANES_KEY {
+                for (lane, (_, end)) in spool::parse_lanes(&v) {
+                    let e = covered.entry(lane).or_insert(0);
+                    *e = (*e).max(end);
+                }
+            }
+        }
+    }
+    let mut events_from = 0u64;
+    let mut last_event_seq = 0u64;
+    let events_own = own(&layout.events_prefix);
+    for name in storage.segments(&layout.events_dir, &layout.events_prefix)? {
+        let Some(seq) = seq_of(&name, &events_own) else {
+            continue;
+        };
+        last_event_seq = last_event_seq.max(seq);
+        for (k, v) in storage.key_values(&layout.events_dir.join(&name))? {
+            if k == EVENTS_UPTO_KEY {
+                events_from = events_from.max(v.parse().unwrap_or(0));
+            }
+        }
+    }
+    if last_seq == 0
+        && !storage
+            .segments(&layout.segment_dir, &layout.telemetry_prefix)?
+            .is_empty()
+    {
+        // Segments here, none of them this spool's recorder's: the spool is
+        // another recording's (its folder reused), not this one's to add to.
+        report.spools_discarded.push(format!(
+            "{}: its recorder published nothing here, another recording did",
+            dir.display()
+        ));
+        return Ok(());
+    }
+    let salvaged = spool::salvage(dir, &covered, events_from)?;
+    report.torn_rows += salvaged.torn_rows;
+    if let Some(why) = &salvaged.discarded {
+        report
+            .spools_discarded
+            .push(format!("{}: {why}", dir.display()));
+        return Ok(());
+    }
+    let Some(batches) = salvaged_batches(&salvaged)? else {
+        return Ok(());
+    };
+    let marker = |n: usize| ("flightlog.salvaged_from_spool".to_string(), n.to_string());
+    if let Some(batch) = &batches.telemetry {
+        let path = layout
+            .segment_dir
+            .join(mine.telemetry_segment_name(last_seq + 1));
+        storage.ensure_dir(&layout.segment_dir)?;
+        let kv = vec![
+            (LANES_KEY.to_string(), spool::format_lanes(&salvaged.lanes)),
+            marker(batch.num_rows()),
+        ];
+        storage.write_parquet(
+            &path,
+            batches.arrow_schema.clone(),
+            std::slice::from_ref(batch),
+            salvage_props(&batches.arrow_schema, &batches.file_kv, kv, false),
+        )?;
+        report.salvaged_rows += batch.num_rows() as u64;
+    }
+    if let Some(batch) = &batches.events {
+        let path = layout
+            .events_dir
+            .join(mine.events_segment_name(last_event_seq + 1));
+        storage.ensure_dir(&layout.events_dir)?;
+        let kv = vec![
+            (
+                EVENTS_UPTO_KEY.to_string(),
+                salvaged.events_upto.to_string(),
+            ),
+            marker(batch.num_rows()),
+        ];
+        let schema = crate::recorder::events_arrow_schema();
+        storage.write_parquet(
+            &path,
+            schema.clone(),
+            std::slice::from_ref(batch),
+            salvage_props(&schema, &batches.file_kv, kv, true),
+        )?;
+        report.salvaged_events += batch.num_rows() as u64;
+    }
+    Ok(())
+}
+
+/// The sequence number of segment `name` when it starts with `own` (the
+/// prefix and the instance): `{own}{seq}.parquet`.
+fn seq_of(name: &str, own: &str) -> Option<u64> {
+    name.strip_prefix(own)?
+        .strip_suffix(".parquet")?
+        .parse()
+        .ok()
 }
 
 /// Without file ids in stable std (Windows), two names of one file are

@@ -104,6 +104,16 @@ impl Storage {
         }
     }
 
+    /// Key-value metadata of the Parquet file at `path` (only its footer is read).
+    pub fn key_values(&self, path: &Path) -> Result<Vec<(String, String)>> {
+        match self {
+            Storage::Local => parquet_io::read_key_values(path),
+            Storage::Object(root) => Ok(parquet_io::key_values_of(
+                &root.parquet_metadata(&key_of(path)?)?,
+            )),
+        }
+    }
+
     /// Segment names the merged file at `path` lists (empty if none).
     pub fn listed_segments(&self, path: &Path) -> Result<Vec<String>> {
         match self {

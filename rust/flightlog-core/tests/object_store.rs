@@ -12,6 +12,9 @@ use flightlog_core::{
     Storage,
 };
 
+static SPOOL: std::sync::LazyLock<tempfile::TempDir> =
+    std::sync::LazyLock::new(|| tempfile::tempdir().unwrap());
+
 fn schema() -> Schema {
     Schema::new(
         vec![Field::new("iter", DType::I64), Field::new("E", DType::F64)],
@@ -26,6 +29,9 @@ fn recorder(root: &Arc<ObjectRoot>, key: &str, segment_rows: usize) -> Recorder 
     cfg.flush_interval_secs = 3600.0;
     cfg.segment_rows = segment_rows;
     cfg.run_id = Some("r1".into());
+    // The spool of an object-store recording is a local folder; one per
+    // test process, so that crashed recorders of other runs stay apart.
+    cfg.spool_dir = Some(SPOOL.path().to_path_buf());
     Recorder::new(schema(), cfg).unwrap()
 }
 

@@ -148,6 +148,33 @@ unsafe fn objects<'a, 'py>(
     unsafe { std::slice::from_raw_parts(args.cast::<Bound<'py, PyAny>>(), n) }
 }
 
+/// The value of an exact `float` (not a subclass, which may override
+/// `__float__`), read where CPython keeps it: no call, no reference count.
+#[cfg(not(feature = "abi3"))]
+#[inline(always)]
+pub(crate) fn exact_float(value: &Bound<'_, PyAny>) -> Option<f64> {
+    let p = value.as_ptr();
+    // SAFETY: `p` is a live object borrowed for the call, so its header may
+    // be read (what `Py_TYPE` does). An object whose type is exactly
+    // `PyFloat_Type` is a `PyFloatObject`, whose `ob_fval` is set at creation
+    // and never changes.
+    unsafe {
+        if ffi::Py_TYPE(p) == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            Some((*p.cast::<ffi::PyFloatObject>()).ob_fval)
+        } else {
+            None
+        }
+    }
+}
+
+/// The stable ABI hides `PyFloatObject`: the checked call instead.
+#[cfg(feature = "abi3")]
+#[inline(always)]
+pub(crate) fn exact_float(value: &Bound<'_, PyAny>) -> Option<f64> {
+    use pyo3::types::{PyFloat, PyFloatMethods};
+    value.cast_exact::<PyFloat>().ok().map(|x| x.value())
+}
+
 /// `record(*values)`.
 ///
 /// # Safety

@@ -4,27 +4,59 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use flightlog_core::{parquet_io, recover_run, OutputLayout, Storage};
+use flightlog_core::{
+    parquet_io, recover_run_with_spool, salvage_spool, OutputLayout, RecoverReport, Storage,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::error::{guard, to_py};
 use crate::store::PyObjectStore;
 
-/// Finalises a run folder whose process died (idempotent). With `store`,
-/// `path` is the run folder's key in that object store.
+/// Finalises a run folder whose process died (idempotent): salvages its
+/// spool, merges its segments. With `store`, `path` is the run folder's key in
+/// that object store, and `spool_dir` the local folder its recorder spooled
+/// to (default: the recorder's default).
 #[pyfunction]
-#[pyo3(signature = (path, store=None))]
+#[pyo3(signature = (path, store=None, spool_dir=None))]
 fn recover_run_dir<'py>(
     py: Python<'py>,
     path: PathBuf,
     store: Option<PyRef<'py, PyObjectStore>>,
+    spool_dir: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mut layout = OutputLayout::run_folder(&path);
     if let Some(store) = store {
         layout = layout.on(Storage::Object(Arc::clone(&store.root)));
     }
-    let report = py.detach(|| guard(|| recover_run(&layout).map_err(to_py)))?;
+    let report = py.detach(|| {
+        guard(|| recover_run_with_spool(&layout, spool_dir.as_deref()).map_err(to_py))
+    })?;
+    report_dict(py, &report)
+}
+
+/// Publishes what a dead append-mode recorder's spool held beyond its parts as
+/// one last part (telemetry and events); its parts stay unmerged.
+#[pyfunction]
+#[pyo3(signature = (parts_dir, events_dir, run_id, store=None, spool_dir=None))]
+fn salvage_parts<'py>(
+    py: Python<'py>,
+    parts_dir: PathBuf,
+    events_dir: PathBuf,
+    run_id: String,
+    store: Option<PyRef<'py, PyObjectStore>>,
+    spool_dir: Option<PathBuf>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mut layout = OutputLayout::append_parts(&parts_dir, &events_dir, &run_id);
+    if let Some(store) = store {
+        layout = layout.on(Storage::Object(Arc::clone(&store.root)));
+    }
+    let report =
+        py.detach(|| guard(|| salvage_spool(&layout, spool_dir.as_deref()).map_err(to_py)))?;
+    report_dict(py, &report)
+}
+
+fn report_dict<'py>(py: Python<'py>, report: &RecoverReport) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("temp_files_removed", report.temp_files_removed)?;
     d.set_item("segments_merged", report.segments_merged)?;
@@ -34,6 +66,10 @@ fn recover_run_dir<'py>(
     )?;
     d.set_item("telemetry_rows", report.telemetry_rows)?;
     d.set_item("event_rows", report.event_rows)?;
+    d.set_item("salvaged_rows", report.salvaged_rows)?;
+    d.set_item("salvaged_events", report.salvaged_events)?;
+    d.set_item("torn_rows", report.torn_rows)?;
+    d.set_item("spools_discarded", report.spools_discarded.len())?;
     Ok(d)
 }
 
@@ -126,6 +162,7 @@ fn _after_fork_in_child() {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(recover_run_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(salvage_parts, m)?)?;
     m.add_function(wrap_pyfunction!(recover_output_file, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(merge_parquet, m)?)?;

@@ -214,6 +214,16 @@ impl Active {
         }
     }
 
+    /// [`Active::fast_word`] for the kinds that need no per-slot data (f64
+    /// and i64); None for the others, which then take the slot-aware path.
+    #[inline(always)]
+    fn fast_word_no_slot(&self, kind: SlotKind, value: &Bound<'_, PyAny>) -> Option<u64> {
+        match kind {
+            SlotKind::F64 | SlotKind::I64 => self.fast_word(kind, 0, value),
+            _ => None,
+        }
+    }
+
     /// The word for `value` in slot `slot` of kind `kind`, when it is one of
     /// the common cases; `None` sends the caller to `put_general`.
     #[inline(always)]
@@ -221,7 +231,10 @@ impl Active {
         // Branches, not a `match`: a jump table per value costs more than the
         // two well-predicted compares the common kinds take.
         if kind == SlotKind::F64 {
-            value.cast::<PyFloat>().ok().map(|x| f64_word(x.value()))
+            match crate::fastcall::exact_float(value) {
+                Some(x) => Some(f64_word(x)),
+                None => value.cast::<PyFloat>().ok().map(|x| f64_word(x.value())),
+            }
         } else if kind == SlotKind::I64 {
             value
                 .cast_exact::<PyInt>()
@@ -459,12 +472,33 @@ impl PyRecorder {
         }
         let kinds = &a.slot_kinds[..given];
         with_row(layout, |row| {
-            for slot in 0..given {
-                let value = &values[slot];
-                match a.fast_word(kinds[slot], slot, value) {
-                    Some(word) => row[slot] = word,
-                    // Also where `None` for t_wall_ms stamps the time.
-                    None => a.put_general(row, slot, value, true)?,
+            // The common row first, zipped (no bounds check per value): an
+            // exact float for an f64 field (nearly every value of a telemetry
+            // row) is read in place, the rest through `fast_word`. Any other
+            // value sends the whole row through the general loop below.
+            let mut fast = true;
+            for ((word, value), &kind) in row[..given].iter_mut().zip(values).zip(kinds) {
+                let w = if kind == SlotKind::F64 {
+                    crate::fastcall::exact_float(value).map(f64_word)
+                } else {
+                    None
+                };
+                match w.or_else(|| a.fast_word_no_slot(kind, value)) {
+                    Some(w) => *word = w,
+                    None => {
+                        fast = false;
+                        break;
+                    }
+                }
+            }
+            if !fast {
+                for slot in 0..given {
+                    let value = &values[slot];
+                    match a.fast_word(kinds[slot], slot, value) {
+                        Some(word) => row[slot] = word,
+                        // Also where `None` for t_wall_ms stamps the time.
+                        None => a.put_general(row, slot, value, true)?,
+                    }
                 }
             }
             // Omitted trailing fields are nullable (checked by `min_record_values`)

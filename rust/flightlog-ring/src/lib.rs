@@ -37,6 +37,12 @@
 
 mod sync;
 
+pub mod lanes;
+pub mod spsc;
+
+pub use lanes::{Busy, Closed, Gate, LaneState, Lanes};
+pub use spsc::{Cursor, Full, SpscRing};
+
 use sync::atomic::{AtomicU64, Ordering};
 use sync::UnsafeCell;
 

@@ -1,0 +1,179 @@
+//! A file mapped into memory as `AtomicU64` words: the backing of the spool's
+//! per-thread rings ([`crate::spool`]).
+//!
+//! This is the core's only `unsafe`: mapping a file (`memmap2`), and viewing
+//! the mapping as atomics. Both arguments are below; everything that reads or
+//! writes the words goes through `AtomicU64`'s safe methods.
+#![allow(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+
+use memmap2::MmapMut;
+
+use crate::error::{CoreError, Result};
+
+/// `n` words of a file, shared with the page cache (`MAP_SHARED`).
+#[derive(Debug)]
+pub struct MappedWords {
+    map: MmapMut,
+    words: usize,
+}
+
+impl MappedWords {
+    /// Creates (or truncates) `path` to `words` zero words, allocates its
+    /// blocks, and maps it.
+    ///
+    /// The allocation matters: a store to a page of a sparse file that the
+    /// filesystem cannot back (a full disk) is not an error a program can
+    /// handle but a `SIGBUS` that kills it. With the blocks allocated up front
+    /// a full disk fails here, as an error, and never later.
+    pub fn create(path: &Path, words: usize) -> Result<MappedWords> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| CoreError::io("create", path, e))?;
+        file.set_len((words * 8) as u64)
+            .map_err(|e| CoreError::io("size", path, e))?;
+        allocate(&file, path, words * 8)?;
+        Self::map(&file, path, words)
+    }
+
+    /// Maps an existing file of at least `words` words (recovery).
+    pub fn open(path: &Path, words: usize) -> Result<MappedWords> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| CoreError::io("open", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| CoreError::io("stat", path, e))?
+            .len();
+        if len < (words * 8) as u64 {
+            return Err(CoreError::write(format!(
+                "{} holds {len} bytes, a ring needs {}: not a spool ring of this recording",
+                path.display(),
+                words * 8
+            )));
+        }
+        Self::map(&file, path, words)
+    }
+
+    fn map(file: &File, path: &Path, words: usize) -> Result<MappedWords> {
+        // SAFETY: memmap2's contract is that the file is not truncated or
+        // modified outside this mapping while it exists (that would be
+        // undefined behaviour for a `&[u8]`). The file is the recorder's own
+        // ring in its hidden spool folder, created here and held under the
+        // folder's one-writer claim; recovery maps it only after taking that
+        // claim (its writer is dead). We never hand out `&[u8]`/`&mut [u8]`
+        // of the mapping: every access is an atomic load or store through
+        // `Deref` below, so even a concurrent writer could not make a plain
+        // read observe a torn or changing value.
+        let map = unsafe { MmapMut::map_mut(file) }.map_err(|e| CoreError::io("map", path, e))?;
+        assert!(map.len() >= words * 8);
+        Ok(MappedWords { map, words })
+    }
+}
+
+impl MappedWords {
+    /// Lets go of the file while keeping the memory: the same addresses are
+    /// mapped again to fresh anonymous memory. A closed recorder's rings may
+    /// still be referenced (by a thread's registration, until that thread
+    /// records again or ends) but are never read or written again; holding the
+    /// file for them would keep its filesystem busy (it could not be made
+    /// read-only or unmounted) and its blocks allocated after the spool was
+    /// removed. False if the system refused (the file then stays mapped).
+    pub fn release_file(&self) -> bool {
+        #[cfg(unix)]
+        {
+            let len = self.map.len();
+            // SAFETY: MAP_FIXED replaces exactly the pages of our own mapping
+            // (`self.map`: its address and length) with anonymous read-write
+            // pages, atomically: the range stays mapped, so every reference
+            // into it stays valid; only its contents become zeros. No other
+            // mapping is touched. `MmapMut`'s drop later unmaps the range,
+            // which is as valid for anonymous pages as for file pages.
+            let p = unsafe {
+                libc::mmap(
+                    self.map.as_ptr() as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            p != libc::MAP_FAILED
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
+}
+
+/// Allocates the blocks of `file`'s first `len` bytes (see [`MappedWords::create`]).
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, path: &Path, len: usize) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fallocate takes a file descriptor we own (open for the
+    // duration of the call) and two integers; it touches no memory of ours.
+    let err = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if err != 0 {
+        return Err(CoreError::io(
+            "allocate",
+            path,
+            std::io::Error::from_raw_os_error(err),
+        ));
+    }
+    Ok(())
+}
+
+/// Elsewhere the file stays sparse: a full disk while recording can then end
+/// the process with `SIGBUS` (documented in docs/PLATFORMS.md).
+#[cfg(not(target_os = "linux"))]
+fn allocate(_file: &File, _path: &Path, _len: usize) -> Result<()> {
+    Ok(())
+}
+
+impl Deref for MappedWords {
+    type Target = [AtomicU64];
+
+    fn deref(&self) -> &[AtomicU64] {
+        let ptr = self.map.as_ptr();
+        // SAFETY: a mapping starts on a page boundary, so `ptr` is aligned for
+        // `AtomicU64` (align 8); `words * 8` bytes are mapped (checked in
+        // `map`) and stay mapped while `self` lives, which bounds the returned
+        // lifetime. `AtomicU64` has the size and bit validity of `u64`, and
+        // every bit pattern is a valid `u64`. Shared `&AtomicU64`s may be
+        // written through (interior mutability), which is why the mapping is
+        // never also exposed as a byte slice.
+        debug_assert_eq!(ptr as usize % std::mem::align_of::<AtomicU64>(), 0);
+        unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), self.words) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn words_written_through_one_mapping_are_read_through_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ring");
+        let a = MappedWords::create(&p, 1024).unwrap();
+        a[3].store(42, Ordering::Release);
+        a[1023].store(7, Ordering::Release);
+        let b = MappedWords::open(&p, 1024).unwrap();
+        assert_eq!(b[3].load(Ordering::Acquire), 42);
+        assert_eq!(b[1023].load(Ordering::Acquire), 7);
+        assert!(MappedWords::open(&p, 2048).is_err());
+    }
+}

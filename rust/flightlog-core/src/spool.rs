@@ -1,0 +1,639 @@
+//! The spool: where a recorder keeps every row between `record()` and a
+//! published segment, in files, so that rows survive the death of the process.
+//!
+//! A recorder's spool is a folder named after its instance number, in a hidden
+//! folder beside its claim (`.flightlog.spool/NNNNNNNN/` in a run folder; for
+//! an object store, in a local folder). It holds:
+//!
+//! * `meta.json`: what a reader needs to turn words back into rows (schema,
+//!   constants, file metadata, row width, the writer's pid and **boot id**);
+//! * `lane-NNN.ring`: one memory-mapped [`SpscRing`] per recording thread.
+//!   A row is in the page cache once `record()` returns: the kernel keeps it
+//!   through `kill -9`, a segfault or an OOM kill of the process;
+//! * `journal-NNNNNN.rows`: rows the flusher took out of the rings and has
+//!   not yet published in a segment, appended with `write(2)` (also page
+//!   cache) before their ring slots are released;
+//! * `dict.log`: every string a `str` field was given, with its code, written
+//!   before the first row that uses it is published;
+//! * `events.log`: every event, one JSON line each, with its sequence number.
+//!
+//! Every segment records which positions of which lane it holds
+//! ([`LANES_KEY`]), and which events ([`EVENTS_UPTO_KEY`]). Recovery
+//! ([`salvage`]) takes from the journals and rings every row beyond what the
+//! segments hold, once each, and writes them as one last segment.
+//!
+//! Nothing here is fsynced: the spool protects against the death of the
+//! process, not of the machine. After a reboot (another boot id) the spool is
+//! not trusted and is discarded; power loss still loses up to the flush
+//! interval.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use flightlog_ring::SpscRing;
+
+use crate::error::{CoreError, Result};
+
+/// Footer key of a segment: `{"lane": [start, end], ...}`, the ring positions
+/// whose rows the segment holds.
+pub const LANES_KEY: &str = "flightlog.lanes";
+/// Footer key of an events segment: events with a lower sequence number are
+/// in published segments.
+pub const EVENTS_UPTO_KEY: &str = "flightlog.events_upto";
+
+/// The spool folder of a merged recording (`run/.flightlog.spool`).
+pub const SPOOL_DIR_NAME: &str = ".flightlog.spool";
+
+const META: &str = "meta.json";
+const DICT_LOG: &str = "dict.log";
+const EVENTS_LOG: &str = "events.log";
+const FORMAT: u32 = 1;
+
+/// The words of a lane's ring: a mapped spool file, or (when the spool could
+/// not provide one: a full disk) plain memory, which records as fast but does
+/// not outlive the process.
+#[derive(Debug)]
+pub enum RingMemory {
+    Mapped(crate::mapped::MappedWords),
+    Heap(Box<[AtomicU64]>),
+}
+
+impl RingMemory {
+    /// Lets go of the spool file behind this memory (see
+    /// [`crate::mapped::MappedWords::release_file`]).
+    pub fn release_file(&self) {
+        if let RingMemory::Mapped(m) = self {
+            m.release_file();
+        }
+    }
+}
+
+impl std::ops::Deref for RingMemory {
+    type Target = [AtomicU64];
+
+    #[inline(always)]
+    fn deref(&self) -> &[AtomicU64] {
+        match self {
+            RingMemory::Mapped(m) => m,
+            RingMemory::Heap(h) => h,
+        }
+    }
+}
+
+/// A lane's ring.
+pub type MappedRing = SpscRing<RingMemory>;
+
+/// What a reader needs to interpret the spool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpoolMeta {
+    pub format: u32,
+    pub boot_id: Option<String>,
+    pub pid: u32,
+    pub instance: u64,
+    /// Words per row in the rings (the row layout's width).
+    pub width: usize,
+    pub ring_capacity: usize,
+    pub schema_json: String,
+    /// Constant columns: name and value as JSON.
+    pub constants: Vec<(String, serde_json::Value)>,
+    /// Key-value metadata of every file.
+    pub file_kv: Vec<(String, String)>,
+    pub run_id: Option<String>,
+}
+
+/// This boot's identity (Linux), to tell a spool written before a reboot.
+pub fn boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// The spool folder of a local layout's claim file (`<lock>.spool`).
+pub fn spool_dir_for_lock(lock: &Path) -> PathBuf {
+    let mut name = lock.file_name().unwrap_or_default().to_os_string();
+    let stem = name.to_string_lossy().trim_end_matches(".lock").to_owned();
+    name = format!("{stem}.spool").into();
+    lock.with_file_name(name)
+}
+
+fn io(what: &'static str, path: &Path, e: std::io::Error) -> CoreError {
+    CoreError::io(what, path, e)
+}
+
+/// A live recorder's spool (the writing side).
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    width: usize,
+    capacity: usize,
+    journal: Mutex<Journal>,
+    dict: Mutex<Option<File>>,
+    events: Mutex<Option<File>>,
+    /// Appends that failed: rows since were not protected against a crash.
+    pub errors: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Journal {
+    index: u64,
+    file: Option<File>,
+    buf: Vec<u8>,
+}
+
+impl Spool {
+    /// Creates this recorder's spool folder in `base` (named after
+    /// `meta.instance`) and writes `meta.json`. Fails if `base` holds the
+    /// spool of a recording that did not finish (see [`check_no_unfinished`]).
+    pub fn create(base: &Path, meta: &SpoolMeta) -> Result<Spool> {
+        check_no_unfinished(base)?;
+        let dir = base.join(format!("{:08}", meta.instance));
+        fs::create_dir_all(&dir).map_err(|e| io("create spool folder", &dir, e))?;
+        let text = serde_json::to_string(meta)
+            .map_err(|e| CoreError::write(format!("spool metadata: {e}")))?;
+        let path = dir.join(META);
+        fs::write(&path, text).map_err(|e| io("write", &path, e))?;
+        Ok(Spool {
+            dir,
+            width: meta.width,
+            capacity: meta.ring_capacity,
+            journal: Mutex::new(Journal {
+                index: 0,
+                file: None,
+                buf: Vec::new(),
+            }),
+            dict: Mutex::new(None),
+            events: Mutex::new(None),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The ring of lane `lane`: a mapped file in the spool, or, if the spool
+    /// cannot hold it (a full disk), memory (counted in [`Spool::errors`]:
+    /// that lane's rows do not survive a crash until they are in a segment).
+    pub fn map_lane(&self, lane: usize) -> MappedRing {
+        let words = SpscRing::<RingMemory>::words_needed(self.capacity, self.width);
+        let path = self.dir.join(format!("lane-{lane:03}.ring"));
+        let memory = match crate::mapped::MappedWords::create(&path, words) {
+            Ok(m) => RingMemory::Mapped(m),
+            Err(_) => {
+                let _ = fs::remove_file(&path);
+                self.errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                RingMemory::Heap(flightlog_ring::spsc::heap_words(words))
+            }
+        };
+        SpscRing::new(memory, self.capacity, self.width)
+    }
+
+    /// Appends drained rows (`lane`, `pos`, words) to the current journal.
+    /// `rows` holds `n` records of `2 + width` words.
+    pub fn journal(&self, records: &[u64]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut j = lock(&self.journal);
+        let j = &mut *j;
+        if j.file.is_none() {
+            let path = self.dir.join(format!("journal-{:06}.rows", j.index));
+            j.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| io("open", &path, e))?,
+            );
+        }
+        j.buf.clear();
+        for w in records {
+            j.buf.extend_from_slice(&w.to_le_bytes());
+        }
+        let file = j.file.as_mut().expect("opened above");
+        file.write_all(&j.buf)
+            .map_err(|e| io("append to", &self.dir.join("journal"), e))
+    }
+
+    /// Starts a new journal file; returns the index of the last one before it.
+    /// Rows journaled from now on go to the new file.
+    pub fn rotate_journal(&self) -> u64 {
+        let mut j = lock(&self.journal);
+        let last = j.index;
+        j.index += 1;
+        j.file = None;
+        last
+    }
+
+    /// Removes journal files up to `upto` (their rows are in published segments).
+    pub fn drop_journals(&self, upto: u64) {
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                if let Some(i) = journal_index(&name.to_string_lossy()) {
+                    if i <= upto {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records that `field`'s string `value` has code `code`.
+    pub fn log_string(&self, field: usize, code: i32, value: &str) -> Result<()> {
+        let mut rec = Vec::with_capacity(12 + value.len());
+        rec.extend_from_slice(&(field as u32).to_le_bytes());
+        rec.extend_from_slice(&(code as u32).to_le_bytes());
+        rec.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        rec.extend_from_slice(value.as_bytes());
+        self.append(&self.dict, DICT_LOG, &rec)
+    }
+
+    /// Records event number `seq`.
+    pub fn log_event(&self, seq: u64, event: &SpooledEvent) -> Result<()> {
+        let mut line = serde_json::to_vec(&(seq, event))
+            .map_err(|e| CoreError::write(format!("event to JSON: {e}")))?;
+        line.push(b'\n');
+        self.append(&self.events, EVENTS_LOG, &line)
+    }
+
+    fn append(&self, slot: &Mutex<Option<File>>, name: &str, bytes: &[u8]) -> Result<()> {
+        let mut f = lock(slot);
+        let path = self.dir.join(name);
+        if f.is_none() {
+            *f = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| io("open", &path, e))?,
+            );
+        }
+        f.as_mut()
+            .expect("opened above")
+            .write_all(bytes)
+            .map_err(|e| io("append to", &path, e))
+    }
+
+    /// Closes the spool's files (the recorder is closed): appends stop, and
+    /// the files are no longer held open.
+    pub fn close_files(&self) {
+        lock(&self.journal).file = None;
+        *lock(&self.dict) = None;
+        *lock(&self.events) = None;
+    }
+
+    /// Removes the spool (every row is in published files), and the hidden
+    /// folder if it is then empty.
+    pub fn remove(&self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        if let Some(base) = self.dir.parent() {
+            let _ = fs::remove_dir(base);
+        }
+    }
+}
+
+/// An event as the spool keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpooledEvent {
+    pub t_wall_ms: f64,
+    pub iter: Option<i64>,
+    pub name: String,
+    pub payload: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn journal_index(name: &str) -> Option<u64> {
+    name.strip_prefix("journal-")?
+        .strip_suffix(".rows")?
+        .parse()
+        .ok()
+}
+
+fn lane_index(name: &str) -> Option<usize> {
+    name.strip_prefix("lane-")?
+        .strip_suffix(".ring")?
+        .parse()
+        .ok()
+}
+
+/// Fails if `base` holds a recorder's spool with rows or events: that
+/// recording did not finish, and its rows belong to it (`recover` salvages
+/// them). Spools without any (a live recorder that has not recorded yet, or
+/// one that died before it did) are left alone.
+pub fn check_no_unfinished(base: &Path) -> Result<()> {
+    for dir in spool_dirs(base) {
+        if has_rows(&dir) {
+            return Err(CoreError::Exists(format!(
+                "{} holds the spool of a recording that did not finish: \
+                 run recover on the folder (it salvages those rows), or use a new folder",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The recorders' spool folders in `base`.
+pub fn spool_dirs(base: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(base)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// True when a spool folder may hold rows or events (a journal, a ring with
+/// published rows, an event).
+pub fn has_rows(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                journal_index(&n).is_some() || lane_index(&n).is_some() || n == EVENTS_LOG
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// The rows and events a dead recorder's spool holds beyond its segments.
+#[derive(Debug, Default)]
+pub struct Salvaged {
+    pub meta: Option<SpoolMeta>,
+    /// Rows in order (lane by lane, each lane in order), `width` words each.
+    pub rows: Vec<Vec<u64>>,
+    /// Positions covered, per lane (for the salvage segment's footer).
+    pub lanes: BTreeMap<usize, (u64, u64)>,
+    /// `str` field strings by code, per field index.
+    pub strings: BTreeMap<usize, Vec<Option<String>>>,
+    pub events: Vec<SpooledEvent>,
+    pub events_upto: u64,
+    /// Slots whose stamp did not match (not trusted, not salvaged).
+    pub torn_rows: u64,
+    /// Why the spool was not used, if it was not (another boot, unreadable).
+    pub discarded: Option<String>,
+}
+
+/// Reads a dead recorder's spool: every row beyond `covered` (per lane: the
+/// end of the positions published segments hold) and every event from
+/// `events_from` on. The spool is not changed.
+pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> Result<Salvaged> {
+    let mut out = Salvaged::default();
+    let meta_path = dir.join(META);
+    let meta: SpoolMeta = match fs::read_to_string(&meta_path) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                out.discarded = Some(format!("{} is not readable: {e}", meta_path.display()));
+                return Ok(out);
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Killed before the metadata was written: nothing was recorded.
+            return Ok(out);
+        }
+        Err(e) => return Err(io("read", &meta_path, e)),
+    };
+    if meta.format != FORMAT {
+        out.discarded = Some(format!(
+            "spool format {} is not this version's ({FORMAT})",
+            meta.format
+        ));
+        return Ok(out);
+    }
+    if meta.boot_id.is_some() && meta.boot_id != boot_id() {
+        out.discarded = Some(
+            "the spool was written before the machine restarted (another boot id): \
+             its page cache did not survive, so its contents are not trusted"
+                .into(),
+        );
+        return Ok(out);
+    }
+    let width = meta.width;
+    let mut rows: BTreeMap<(usize, u64), Vec<u64>> = BTreeMap::new();
+    let from = |lane: usize| covered.get(&lane).copied().unwrap_or(0);
+
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map_err(|e| io("list", dir, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in &names {
+        if journal_index(name).is_none() {
+            continue;
+        }
+        let path = dir.join(name);
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| io("read", &path, e))?;
+        let record = (2 + width) * 8;
+        // A record cut short by the kill is not a row.
+        for chunk in bytes.chunks_exact(record) {
+            let words: Vec<u64> = chunk
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect();
+            let (lane, pos) = (words[0] as usize, words[1]);
+            if pos >= from(lane) {
+                rows.insert((lane, pos), words[2..].to_vec());
+            }
+        }
+    }
+    for name in &names {
+        let Some(lane) = lane_index(name) else {
+            continue;
+        };
+        let path = dir.join(name);
+        let words = SpscRing::<RingMemory>::words_needed(meta.ring_capacity, width);
+        let mapped = RingMemory::Mapped(crate::mapped::MappedWords::open(&path, words)?);
+        let ring = SpscRing::new(mapped, meta.ring_capacity, width);
+        let (_, torn) = ring.salvage(from(lane), |pos, row| {
+            rows.insert((lane, pos), row.to_vec());
+        });
+        out.torn_rows += torn;
+    }
+    for ((lane, pos), row) in rows {
+        let e = out.lanes.entry(lane).or_insert((pos, pos + 1));
+        e.0 = e.0.min(pos);
+        e.1 = e.1.max(pos + 1);
+        out.rows.push(row);
+    }
+
+    // Strings: (field u32, code u32, len u32, bytes)*, possibly cut short.
+    let dict_path = dir.join(DICT_LOG);
+    if let Ok(bytes) = fs::read(&dict_path) {
+        let mut i = 0;
+        while i + 12 <= bytes.len() {
+            let word = |k: usize| {
+                u32::from_le_bytes(bytes[i + k..i + k + 4].try_into().expect("4 bytes")) as usize
+            };
+            let (field, code, len) = (word(0), word(4), word(8));
+            if i + 12 + len > bytes.len() {
+                break;
+            }
+            let s = String::from_utf8_lossy(&bytes[i + 12..i + 12 + len]).into_owned();
+            let values = out.strings.entry(field).or_default();
+            if values.len() <= code {
+                values.resize(code + 1, None);
+            }
+            values[code] = Some(s);
+            i += 12 + len;
+        }
+    }
+
+    let events_path = dir.join(EVENTS_LOG);
+    if let Ok(text) = fs::read_to_string(&events_path) {
+        out.events_upto = events_from;
+        for line in text.lines() {
+            // The last line may be cut short by the kill.
+            if let Ok((seq, event)) = serde_json::from_str::<(u64, SpooledEvent)>(line) {
+                if seq >= events_from {
+                    out.events.push(event);
+                    out.events_upto = out.events_upto.max(seq + 1);
+                }
+            }
+        }
+    }
+    out.meta = Some(meta);
+    Ok(out)
+}
+
+/// Parses a segment footer's [`LANES_KEY`] value.
+pub fn parse_lanes(value: &str) -> BTreeMap<usize, (u64, u64)> {
+    serde_json::from_str::<BTreeMap<String, (u64, u64)>>(value)
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, v)| k.parse().ok().map(|k| (k, v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Formats positions per lane for [`LANES_KEY`].
+pub fn format_lanes(lanes: &BTreeMap<usize, (u64, u64)>) -> String {
+    let m: BTreeMap<String, (u64, u64)> = lanes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    serde_json::to_string(&m).unwrap_or_default()
+}
+
+/// Shared handle.
+pub type SpoolRef = Arc<Spool>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    fn meta(width: usize, cap: usize) -> SpoolMeta {
+        SpoolMeta {
+            format: FORMAT,
+            boot_id: boot_id(),
+            pid: std::process::id(),
+            instance: 7,
+            width,
+            ring_capacity: cap,
+            schema_json: "{}".into(),
+            constants: vec![],
+            file_kv: vec![],
+            run_id: None,
+        }
+    }
+
+    #[test]
+    fn rows_in_rings_and_journals_are_salvaged_once_beyond_what_is_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join(".flightlog.spool");
+        let spool = Spool::create(&base, &meta(2, 4)).unwrap();
+        let sp = spool.dir().to_path_buf();
+        let ring = spool.map_lane(0);
+        let mut c = ring.cursor();
+        for i in 0..4u64 {
+            ring.push(&mut c, &[i, 10 * i]).unwrap();
+        }
+        // The flusher took rows 0..3 out, journaled them and released them.
+        let mut rec = Vec::new();
+        for pos in 0..3u64 {
+            rec.extend_from_slice(&[0, pos, pos, 10 * pos]);
+        }
+        spool.journal(&rec).unwrap();
+        ring.release(3);
+        for i in 4..6u64 {
+            ring.push(&mut c, &[i, 10 * i]).unwrap();
+        }
+        spool.log_string(1, 0, "GREEN").unwrap();
+        spool
+            .log_event(
+                0,
+                &SpooledEvent {
+                    t_wall_ms: 1.0,
+                    iter: Some(2),
+                    name: "E".into(),
+                    payload: None,
+                },
+            )
+            .unwrap();
+        drop(ring);
+        // Segments hold lane 0 up to position 1.
+        let covered = BTreeMap::from([(0usize, 1u64)]);
+        let s = salvage(&sp, &covered, 0).unwrap();
+        assert!(s.discarded.is_none());
+        let firsts: Vec<u64> = s.rows.iter().map(|r| r[0]).collect();
+        assert_eq!(firsts, vec![1, 2, 3, 4, 5]);
+        assert_eq!(s.lanes[&0], (1, 6));
+        assert_eq!(s.strings[&1], vec![Some("GREEN".to_string())]);
+        assert_eq!(s.events.len(), 1);
+        assert_eq!(s.events_upto, 1);
+        assert_eq!(spool.errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_spool_from_another_boot_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = meta(1, 2);
+        m.boot_id = Some("not-this-boot".into());
+        let spool = Spool::create(&dir.path().join("s.spool"), &m).unwrap();
+        let sp = spool.dir().to_path_buf();
+        let ring = spool.map_lane(0);
+        let mut c = ring.cursor();
+        ring.push(&mut c, &[1]).unwrap();
+        let s = salvage(&sp, &BTreeMap::new(), 0).unwrap();
+        assert!(s.rows.is_empty());
+        assert!(s.discarded.unwrap().contains("restarted"));
+    }
+
+    #[test]
+    fn the_spool_folder_is_named_after_the_lock() {
+        assert_eq!(
+            spool_dir_for_lock(Path::new("/r/.flightlog.lock")),
+            PathBuf::from("/r/.flightlog.spool")
+        );
+        assert_eq!(
+            spool_dir_for_lock(Path::new("/p/.part-a-flightlog.lock")),
+            PathBuf::from("/p/.part-a-flightlog.spool")
+        );
+    }
+}

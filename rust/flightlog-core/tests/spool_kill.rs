@@ -1,0 +1,144 @@
+//! The spool through a real `kill -9`: a child process (this test binary,
+//! re-run with an environment variable) records from several threads, says
+//! how many rows each thread's calls returned for, and is killed with SIGKILL
+//! while it keeps recording; `recover` must then publish every row whose call
+//! returned, once, each thread's rows in order, with its strings and events.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::Array;
+use flightlog_core::layout::{f64_word, i64_word};
+use flightlog_core::{
+    parquet_io, recover_run, DType, Field, OutputLayout, Recorder, RecorderConfig, Schema,
+};
+
+const CHILD_ENV: &str = "FLIGHTLOG_SPOOL_KILL_CHILD";
+const THREADS: i64 = 3;
+
+fn schema() -> Schema {
+    Schema::new(
+        vec![
+            Field::new("thread", DType::I64),
+            Field::new("iter", DType::I64),
+            Field::new("E", DType::F64),
+            Field::new("note", DType::Str),
+        ],
+        1,
+    )
+    .unwrap()
+}
+
+/// The child: records until killed. Each thread prints `T i` after every
+/// 1,000th returned call (so the parent knows rows 0..=i of thread T returned).
+fn child(dir: &std::path::Path) {
+    let mut cfg = RecorderConfig::new(OutputLayout::run_folder(dir));
+    // Segments now and then, so that the spool's rows, its journal and the
+    // segments all hold some of the rows when the kill comes.
+    cfg.flush_interval_secs = 0.05;
+    cfg.segment_rows = 5_000;
+    cfg.ring_capacity = 1024;
+    let rec = std::sync::Arc::new(Recorder::new(schema(), cfg).unwrap());
+    rec.event("START", Some("{\"n\": 1}".into()), None).unwrap();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let rec = std::sync::Arc::clone(&rec);
+            std::thread::spawn(move || {
+                let notes = rec.dictionary(3).unwrap();
+                for i in 0.. {
+                    let code = notes.code(&format!("note-{t}-{}", i / 10_000)).unwrap();
+                    let row = [i64_word(t), i64_word(i), f64_word(i as f64), code as u64];
+                    rec.push(&row).unwrap();
+                    if i % 1000 == 0 {
+                        println!("{t} {i}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn every_row_whose_call_returned_survives_kill_9() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        child(std::path::Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "every_row_whose_call_returned_survives_kill_9",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut returned: BTreeMap<i64, i64> = BTreeMap::new();
+    let stdout = BufReader::new(proc.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let mut parts = line.split_whitespace();
+        let (Some(t), Some(i)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(t), Ok(i)) = (t.parse::<i64>(), i.parse::<i64>()) else {
+            continue;
+        };
+        returned.insert(t, i);
+        if returned.len() == THREADS as usize && returned.values().all(|&i| i >= 60_000) {
+            break;
+        }
+    }
+    proc.kill().unwrap(); // SIGKILL
+    proc.wait().unwrap();
+
+    let report = recover_run(&OutputLayout::run_folder(dir.path())).unwrap();
+    assert!(report.salvaged_rows > 0, "{report:?}");
+    assert_eq!(report.torn_rows, 0);
+    assert!(report.spools_discarded.is_empty());
+    let final_path = dir.path().join("telemetry.parquet");
+    let (_, batches) = parquet_io::read_file(&final_path).unwrap();
+    let mut next: BTreeMap<i64, i64> = BTreeMap::new();
+    for b in &batches {
+        let thread = b.column(0).as_primitive::<Int64Type>();
+        let iter = b.column(1).as_primitive::<Int64Type>();
+        let notes = b.column(3).as_dictionary::<Int32Type>();
+        let values = notes.values().as_string::<i32>();
+        for r in 0..b.num_rows() {
+            let (t, i) = (thread.value(r), iter.value(r));
+            let expected = next.entry(t).or_insert(0);
+            assert_eq!(
+                i, *expected,
+                "thread {t}: row {i} out of order, lost or twice"
+            );
+            *expected += 1;
+            let note = values.value(notes.keys().value(r) as usize);
+            assert_eq!(note, format!("note-{t}-{}", i / 10_000));
+        }
+    }
+    for (t, i) in &returned {
+        assert!(
+            next.get(t).copied().unwrap_or(0) > *i,
+            "thread {t}: row {i} returned but is not in the file ({:?})",
+            next.get(t)
+        );
+    }
+    let (_, events) = parquet_io::read_file(&dir.path().join("events.parquet")).unwrap();
+    let n: usize = events.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(n, 1, "the START event");
+    assert!(!dir.path().join(".flightlog.spool").exists());
+    assert!(notes_column_is_complete(&batches));
+}
+
+fn notes_column_is_complete(batches: &[arrow_array::RecordBatch]) -> bool {
+    batches.iter().all(|b| b.column(3).null_count() == 0)
+}

@@ -1,0 +1,406 @@
+//! A bounded single-producer / single-consumer ring of fixed-width rows, laid
+//! out in caller-provided words so that it can live in a memory-mapped file.
+//!
+//! One producer thread pushes rows; one consumer reads them in order and later
+//! *releases* them (says they are safe elsewhere), which frees their slots. The
+//! words are `AtomicU64` throughout: the row words are written and read with
+//! relaxed operations (a plain `mov` on x86-64 and AArch64) and ordered by the
+//! two position words, so there is no `unsafe` here and no data race even if a
+//! caller broke the single-producer contract (it would only read garbage).
+//!
+//! Layout, in words (128-byte lines so the producer's and the consumer's
+//! positions never share a cache line):
+//!
+//! | words | meaning |
+//! |---|---|
+//! | 0 | `tail`: rows published (written by the producer, Release) |
+//! | 16 | `released`: rows the consumer no longer needs (Release) |
+//! | 32.. | `capacity` slots of `1 + width` words: the slot's stamp `pos + 1`, then the row |
+//!
+//! The producer keeps its position and a cached bound (`released + capacity`)
+//! in a [`Cursor`] it owns, so a push is: compare with the bound, store the
+//! stamp and the row (relaxed), then one Release store of `tail`. It reads the
+//! consumer's `released` only when the cached bound says the ring is full.
+//!
+//! The stamps are for a reader of the words after the process died (recovery
+//! from a spool file): a slot whose stamp is not `pos + 1` does not hold row
+//! `pos`, and is not trusted.
+
+use crate::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Deref;
+
+/// Word index of the published position.
+const TAIL: usize = 0;
+/// Word index of the released position.
+const RELEASED: usize = 16;
+/// Words before the first slot.
+pub const HEADER_WORDS: usize = 32;
+
+/// Why a push wrote nothing: every slot holds a row not yet released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+impl std::fmt::Display for Full {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ring buffer is full")
+    }
+}
+
+impl std::error::Error for Full {}
+
+/// A single-producer / single-consumer ring over the words `M` holds (a heap
+/// slice, or a memory-mapped file).
+pub struct SpscRing<M> {
+    words: M,
+    width: usize,
+    capacity: usize,
+    mask: u64,
+    stride: usize,
+}
+
+/// The producer's private state: the next position, and how far it may go
+/// before it must look at the consumer's `released` again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pos: u64,
+    limit: u64,
+}
+
+impl Cursor {
+    /// The next position this producer will publish.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
+impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
+    /// Words a ring of `capacity` rows of `width` words needs.
+    pub fn words_needed(capacity: usize, width: usize) -> usize {
+        HEADER_WORDS + capacity * (width + 1)
+    }
+
+    /// A ring over `words` (at least [`SpscRing::words_needed`]). Fresh words
+    /// (all zero) make an empty ring; words that already hold a ring (a
+    /// mapped file reopened) keep its positions and rows.
+    ///
+    /// # Panics
+    /// If `capacity` is not a power of two of at least 2, `width` is zero, or
+    /// `words` is too short.
+    pub fn new(words: M, capacity: usize, width: usize) -> Self {
+        assert!(
+            capacity >= 2 && capacity.is_power_of_two(),
+            "ring capacity must be a power of two of at least 2"
+        );
+        assert!(width > 0, "ring width must be at least 1 word");
+        assert!(
+            words.len() >= Self::words_needed(capacity, width),
+            "ring memory too small: {} words for {} rows of {} words",
+            words.len(),
+            capacity,
+            width
+        );
+        SpscRing {
+            words,
+            width,
+            capacity,
+            mask: capacity as u64 - 1,
+            stride: width + 1,
+        }
+    }
+
+    /// The memory the ring lives in.
+    pub fn memory(&self) -> &M {
+        &self.words
+    }
+
+    /// Words per row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Rows the ring holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Rows published so far (Acquire: the rows below are visible).
+    pub fn published(&self) -> u64 {
+        self.words[TAIL].load(Ordering::Acquire)
+    }
+
+    /// Rows the consumer has released.
+    pub fn released(&self) -> u64 {
+        self.words[RELEASED].load(Ordering::Acquire)
+    }
+
+    /// Rows published and not yet released.
+    pub fn len(&self) -> usize {
+        self.published().saturating_sub(self.released()) as usize
+    }
+
+    /// True when every published row was released.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn base(&self, pos: u64) -> usize {
+        HEADER_WORDS + (pos & self.mask) as usize * self.stride
+    }
+
+    // ---- producer side ----
+
+    /// The producer's cursor, continuing from what the ring already holds. Only
+    /// one producer may push at a time: the caller hands the cursor to one
+    /// thread (a second cursor pushing concurrently would overwrite its rows).
+    pub fn cursor(&self) -> Cursor {
+        let pos = self.words[TAIL].load(Ordering::Acquire);
+        Cursor {
+            pos,
+            limit: self.released() + self.capacity as u64,
+        }
+    }
+
+    /// Pushes one row (`row.len() == width`) and publishes it. Returns its
+    /// position, or [`Full`] when every slot holds an unreleased row.
+    ///
+    /// # Panics
+    /// If `row.len() != self.width()`.
+    #[inline]
+    pub fn push(&self, cursor: &mut Cursor, row: &[u64]) -> Result<u64, Full> {
+        assert_eq!(row.len(), self.width, "row width does not match the ring");
+        let pos = cursor.pos;
+        if pos >= cursor.limit && !self.refresh(cursor, 1) {
+            return Err(Full);
+        }
+        self.write(pos, row);
+        cursor.pos = pos + 1;
+        self.words[TAIL].store(pos + 1, Ordering::Release);
+        Ok(pos)
+    }
+
+    /// Pushes as many whole rows of `rows` (a multiple of `width` words) as
+    /// there is room for, and publishes them with one store. Returns how many
+    /// rows were pushed (0 when the ring is full).
+    ///
+    /// # Panics
+    /// If `rows.len()` is not a multiple of `width`.
+    pub fn push_rows(&self, cursor: &mut Cursor, rows: &[u64]) -> usize {
+        assert_eq!(rows.len() % self.width, 0, "rows are not whole rows");
+        let n = rows.len() / self.width;
+        if n == 0 {
+            return 0;
+        }
+        if cursor.pos + n as u64 > cursor.limit {
+            self.refresh(cursor, n as u64);
+        }
+        let room = cursor.limit.saturating_sub(cursor.pos).min(n as u64) as usize;
+        for (i, row) in rows.chunks_exact(self.width).take(room).enumerate() {
+            self.write(cursor.pos + i as u64, row);
+        }
+        if room > 0 {
+            cursor.pos += room as u64;
+            self.words[TAIL].store(cursor.pos, Ordering::Release);
+        }
+        room
+    }
+
+    /// Re-reads `released`; true when `want` more rows fit.
+    #[cold]
+    fn refresh(&self, cursor: &mut Cursor, want: u64) -> bool {
+        // Acquire: the consumer's reads of the slots it released happened
+        // before this producer overwrites them.
+        cursor.limit = self.released() + self.capacity as u64;
+        cursor.pos + want <= cursor.limit
+    }
+
+    #[inline(always)]
+    fn write(&self, pos: u64, row: &[u64]) {
+        let base = self.base(pos);
+        let slot = &self.words[base..base + self.stride];
+        slot[0].store(pos + 1, Ordering::Relaxed);
+        for (w, &v) in slot[1..].iter().zip(row) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+
+    // ---- consumer side ----
+
+    /// Copies row `pos` into `out` (`width` words). `pos` must be below
+    /// [`SpscRing::published`] (as read by this consumer) and not yet released;
+    /// returns false if the slot's stamp says otherwise (memory that is not
+    /// this ring's, or a caller's mistake), and then `out` is not to be used.
+    #[inline]
+    pub fn read(&self, pos: u64, out: &mut [u64]) -> bool {
+        let base = self.base(pos);
+        let slot = &self.words[base..base + self.stride];
+        for (o, w) in out.iter_mut().zip(&slot[1..]) {
+            *o = w.load(Ordering::Relaxed);
+        }
+        slot[0].load(Ordering::Relaxed) == pos + 1
+    }
+
+    /// Frees every slot below `upto` for the producer (Release: the reads of
+    /// those slots happen before the producer's next writes to them).
+    pub fn release(&self, upto: u64) {
+        debug_assert!(upto <= self.published());
+        self.words[RELEASED].store(upto, Ordering::Release);
+    }
+
+    // ---- after the producer's process died ----
+
+    /// The rows a dead producer published that were not released, oldest
+    /// first, from `from` on (a position already safe elsewhere, or 0): each
+    /// is handed to `f` with its position. Stops at the first slot whose
+    /// stamp does not match its position. Returns (rows handed over, rows
+    /// that should have been there but whose stamp did not match).
+    pub fn salvage(&self, from: u64, mut f: impl FnMut(u64, &[u64])) -> (u64, u64) {
+        let tail = self.published();
+        // Rows below `tail - capacity` were overwritten by a later lap.
+        let start = from
+            .max(self.released())
+            .max(tail.saturating_sub(self.capacity as u64));
+        let mut row = vec![0u64; self.width];
+        let mut pos = start;
+        while pos < tail {
+            if !self.read(pos, &mut row) {
+                return (pos - start, tail - pos);
+            }
+            f(pos, &row);
+            pos += 1;
+        }
+        (tail.saturating_sub(start), 0)
+    }
+}
+
+impl<M> std::fmt::Debug for SpscRing<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpscRing")
+            .field("capacity", &self.capacity)
+            .field("width", &self.width)
+            .finish()
+    }
+}
+
+/// Fresh zeroed words on the heap (tests, and rings that need no file).
+pub fn heap_words(n: usize) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn ring(cap: usize, width: usize) -> SpscRing<Box<[AtomicU64]>> {
+        SpscRing::new(
+            heap_words(SpscRing::<Box<[AtomicU64]>>::words_needed(cap, width)),
+            cap,
+            width,
+        )
+    }
+
+    #[test]
+    fn push_read_release_and_full() {
+        let r = ring(4, 2);
+        let mut c = r.cursor();
+        for i in 0..4u64 {
+            assert_eq!(r.push(&mut c, &[i, i * 10]), Ok(i));
+        }
+        assert_eq!(r.push(&mut c, &[9, 9]), Err(Full));
+        assert_eq!(r.published(), 4);
+        let mut out = [0u64; 2];
+        assert!(r.read(1, &mut out));
+        assert_eq!(out, [1, 10]);
+        // Read but not released: still full.
+        assert_eq!(r.push(&mut c, &[9, 9]), Err(Full));
+        r.release(2);
+        assert_eq!(r.push(&mut c, &[4, 40]), Ok(4));
+        assert_eq!(r.push(&mut c, &[5, 50]), Ok(5));
+        assert_eq!(r.push(&mut c, &[6, 60]), Err(Full));
+        assert!(r.read(5, &mut out));
+        assert_eq!(out, [5, 50]);
+        assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn block_push_takes_what_fits_with_one_publish() {
+        let r = ring(4, 1);
+        let mut c = r.cursor();
+        assert_eq!(r.push_rows(&mut c, &[1, 2, 3]), 3);
+        assert_eq!(r.push_rows(&mut c, &[4, 5, 6]), 1);
+        assert_eq!(r.published(), 4);
+        r.release(4);
+        assert_eq!(r.push_rows(&mut c, &[5, 6]), 2);
+        let mut seen = Vec::new();
+        r.salvage(0, |pos, row| seen.push((pos, row[0])));
+        assert_eq!(seen, vec![(4, 5), (5, 6)]);
+    }
+
+    #[test]
+    fn a_reopened_ring_continues_and_salvage_skips_what_is_safe() {
+        let words = heap_words(SpscRing::<Box<[AtomicU64]>>::words_needed(8, 1));
+        let r = SpscRing::new(words, 8, 1);
+        let mut c = r.cursor();
+        for i in 0..6u64 {
+            r.push(&mut c, &[100 + i]).unwrap();
+        }
+        r.release(2);
+        // A new cursor (a new producer thread on the same slot) continues.
+        let mut c2 = r.cursor();
+        assert_eq!(c2.position(), 6);
+        r.push(&mut c2, &[106]).unwrap();
+        let mut seen = Vec::new();
+        // Rows 2..4 are safe elsewhere (say, in a published file).
+        assert_eq!(r.salvage(4, |p, row| seen.push((p, row[0]))), (3, 0));
+        assert_eq!(seen, vec![(4, 104), (5, 105), (6, 106)]);
+    }
+
+    #[test]
+    fn salvage_stops_at_a_stamp_that_does_not_match() {
+        let r = ring(4, 1);
+        let mut c = r.cursor();
+        for i in 0..3u64 {
+            r.push(&mut c, &[i]).unwrap();
+        }
+        // Corrupt slot 1's stamp, as a damaged file would.
+        r.words[HEADER_WORDS + 2].store(77, Ordering::Relaxed);
+        let mut seen = Vec::new();
+        assert_eq!(r.salvage(0, |p, _| seen.push(p)), (1, 2));
+        assert_eq!(seen, vec![0]);
+    }
+
+    #[test]
+    fn producer_and_consumer_threads_lose_and_duplicate_nothing() {
+        const N: u64 = 50_000;
+        let r = Arc::new(ring(64, 3));
+        let producer = {
+            let r = Arc::clone(&r);
+            std::thread::spawn(move || {
+                let mut c = r.cursor();
+                for i in 0..N {
+                    while r.push(&mut c, &[i, i * 3, i ^ 0x55]).is_err() {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut next = 0u64;
+        let mut row = [0u64; 3];
+        while next < N {
+            let end = r.published();
+            while next < end {
+                assert!(r.read(next, &mut row));
+                assert_eq!(row, [next, next * 3, next ^ 0x55], "torn or reordered row");
+                next += 1;
+            }
+            r.release(next);
+        }
+        producer.join().unwrap();
+    }
+
+    #[test]
+    #[should_panic(expected = "power of two")]
+    fn capacity_must_be_a_power_of_two() {
+        ring(6, 1);
+    }
+}
