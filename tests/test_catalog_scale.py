@@ -24,7 +24,6 @@ from flightlog import DuckDBManager, Field, Schema, TelemetryManager
 from flightlog._manifest import read_manifest
 from flightlog.cli import RunNotFoundError, _runs_by_evidence, find_run, runs_rows, scan_runs
 
-PYTHON_DIR = str(Path(__file__).resolve().parents[1] / "python")
 SCHEMA = Schema([Field("iter", "i64"), Field("t_wall_ms", "f64"), Field("E", "f64")])
 
 LIVE_CHILD = textwrap.dedent(
@@ -61,7 +60,6 @@ def recorder(root: Path, mode: str = "run", flow: str = "live") -> Iterator[tupl
     env = {
         **os.environ,
         "FLIGHTLOG_ROOT": str(root),
-        "PYTHONPATH": PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
     p = subprocess.Popen(
         [sys.executable, "-c", LIVE_CHILD, mode, flow],
@@ -274,7 +272,6 @@ def test_cli_runs_and_show_are_unchanged(tmp_path):
     env = {
         **os.environ,
         "FLIGHTLOG_PLAIN": "1",
-        "PYTHONPATH": PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
 
     def cli(*argv: str) -> str:
@@ -435,7 +432,7 @@ def test_scale_bench_smoke(tmp_path):
     """benches/bench_catalog_scale.py runs end to end (tiny N: the figures mean nothing)."""
     script = Path(__file__).resolve().parents[1] / "benches" / "bench_catalog_scale.py"
     out = tmp_path / "out.md"
-    env = {**os.environ, "PYTHONPATH": PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = dict(os.environ)  # the installed flightlog (the wheel under test, or the dev build)
     p = subprocess.run(
         [sys.executable, str(script), "--runs", "30", "--out", str(out)],
         capture_output=True,
