@@ -432,7 +432,9 @@ def _recover_run_folder_plan(run_dir: Path, stale_after: float, report: RecoverR
         manifest = read_manifest(mpath)
     except FileNotFoundError:
         manifest = None
-    has_segments = (run_dir / "segments").is_dir() or (run_dir / _RUN_SPOOL_NAME).is_dir()
+    # A spool with a recorder's folder in it may hold rows; an empty one (a close
+    # killed while removing it) holds nothing and is no reason to recover again.
+    has_segments = (run_dir / "segments").is_dir() or any(e.is_dir() for e in _scandir(run_dir / _RUN_SPOOL_NAME))
     if manifest is None:
         # Claimed, but the process died before its manifest was published (or
         # not a flightlog run at all): only act on an old folder with segments

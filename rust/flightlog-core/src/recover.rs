@@ -257,6 +257,9 @@ fn salvage_spools(
     let base = spool_base(layout, spool_base_override);
     let dirs = spool::spool_dirs(&base);
     if dirs.is_empty() {
+        // A close killed between removing its spool and the folder that held
+        // it leaves the folder empty: nothing to salvage, nothing to keep.
+        let _ = std::fs::remove_dir(&base);
         return Ok(());
     }
     let storage = &layout.storage;

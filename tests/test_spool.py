@@ -1,0 +1,67 @@
+"""The spool (issue 12) seen from Python: what recovery does with what a killed
+recorder left in `.flightlog.spool/`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+import flightlog
+from flightlog import read_manifest
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from flightlog import Field, Schema, TelemetryManager
+    schema = Schema([Field("iter", "i64"), Field("phase", "str")])
+    tm = TelemetryManager(sys.argv[1], "spooled", schema=schema, flush_interval=3600.0)
+    for i in range(500):
+        tm.record(i, "GREEN" if i % 2 else "RED")
+    tm.event("HALFWAY", {"i": 500})
+    print(tm.run_path, flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def kill_child_after_recording(root: Path) -> Path:
+    p = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert p.stdout is not None
+        run = Path(p.stdout.readline().strip())
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    return run
+
+
+def test_rows_never_flushed_are_salvaged_with_their_strings_and_events(tmp_path: Path) -> None:
+    run = kill_child_after_recording(tmp_path)
+    assert (run / ".flightlog.spool").is_dir() and not (run / "segments").exists()
+    rep = flightlog.recover(tmp_path)
+    assert [r["salvaged_rows"] for r in rep.recovered] == [500], rep
+    table = pq.read_table(run / "telemetry.parquet")
+    assert table["iter"].to_pylist() == list(range(500))
+    assert table["phase"].to_pylist() == ["GREEN" if i % 2 else "RED" for i in range(500)]
+    events = pq.read_table(run / "events.parquet")["event"].to_pylist()
+    assert "HALFWAY" in events
+    assert not (run / ".flightlog.spool").exists()
+    assert read_manifest(run)["counts"]["rows_written"] == 500
+    assert flightlog.recover(tmp_path).recovered == []
+
+
+def test_an_empty_spool_folder_is_no_reason_to_recover_again(tmp_path: Path) -> None:
+    # What a close killed between removing its spool and the folder that held it leaves.
+    run = kill_child_after_recording(tmp_path)
+    assert len(flightlog.recover(tmp_path).recovered) == 1
+    (run / ".flightlog.spool").mkdir()
+    assert flightlog.recover(tmp_path).recovered == []
+    m = read_manifest(run)
+    assert m["status"] == "crashed"
