@@ -30,15 +30,15 @@ CHILD = textwrap.dedent(
 
 
 def kill_child_after_recording(root: Path) -> Path:
-    p = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", CHILD, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert p.stdout is not None
-        run = Path(p.stdout.readline().strip())
-    finally:
-        p.send_signal(signal.SIGKILL)
-        p.wait()
+    ) as p:
+        try:
+            assert p.stdout is not None
+            run = Path(p.stdout.readline().strip())
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
     return run
 
 
