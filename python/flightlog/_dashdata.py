@@ -420,7 +420,7 @@ class DashData:
                 present = [c for c in cols if _chartable(c, cols[c])]
                 if present:
                     sel = ", ".join(f"count({_ident(c)}) AS {_ident(c)}" for c in present)
-                    counts = live.relation.query("t", f"SELECT {sel} FROM t").fetchone()
+                    counts = live.relation.query("t", f"SELECT {sel} FROM t").fetchall()[0]
                     present = [c for c, n in zip(present, counts, strict=True) if n]
                 ev = self._live(ref.run_id, kind="events")
                 events = ev.to_dicts() if len(ev) else []
@@ -449,11 +449,11 @@ class DashData:
             rows, non_null = got
             present = [c for c in cand if non_null.get(c, 0) > 0]
             # the footers must agree with the catalog (a file rewritten since: count instead)
-            check = self.db.query("SELECT count(*) FROM telemetry WHERE run_id = ?", [ref.run_id]).fetchone()
+            check = self.db.query("SELECT count(*) FROM telemetry WHERE run_id = ?", [ref.run_id]).fetchall()[0]
             if check is not None and check[0] == rows:
                 return present, rows
         sel = ", ".join(["count(*)", *(f"count({_ident(c)})" for c in cand)])
-        counts = self.db.query(f"SELECT {sel} FROM telemetry WHERE run_id = ?", [ref.run_id]).fetchone()
+        counts = self.db.query(f"SELECT {sel} FROM telemetry WHERE run_id = ?", [ref.run_id]).fetchall()[0]
         return [c for c, n in zip(cand, counts[1:], strict=True) if n], int(counts[0])
 
     @staticmethod
@@ -537,7 +537,7 @@ class DashData:
                 "SELECT min(iter), max(iter), count(*) FROM telemetry WHERE run_id = $rid "
                 "AND iter BETWEEN $ilo AND $ihi",
                 {"rid": rid, **bounds},
-            ).fetchone()
+            ).fetchall()[0]
             rows = []
             if span is not None and span[0] is not None:
                 scale = (buckets - 1) / max(float(span[1] - span[0]), 1e-300)
@@ -624,7 +624,7 @@ class DashData:
 
     def _catalog_has(self, table: str) -> bool:
         def make() -> bool:
-            got = self.db.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()
+            got = self.db.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchall()[0]
             return bool(got and got[0])
 
         return bool(self._cached(f"has:{table}", make))
