@@ -59,9 +59,9 @@ def test_rows_of_both_paths_interleave_whole_and_in_order(tmp_path: Path, nullab
     t = pq.read_table(tmp_path / "r" / "telemetry.parquet").to_pylist()
     got = [(r["iter"], r["x"], r["y"], r["phase"]) for r in t]
     assert len(got) == len(expected)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert g[0] == e[0] and g[3] == e[3]
-        for a, b in zip(g[1:3], e[1:3]):
+        for a, b in zip(g[1:3], e[1:3], strict=True):
             assert (math.isnan(a) and math.isnan(b)) or a == b
 
 
