@@ -305,6 +305,13 @@ impl RowLayout {
         row[word] &= !(1u64 << (slot % 64));
     }
 
+    /// Where slot `slot`'s validity bit lives: its word in the row and the
+    /// bit's mask; `None` when rows carry no validity (every slot is valid).
+    #[inline]
+    pub fn validity_of(&self, slot: usize) -> Option<(usize, u64)> {
+        (self.validity_words > 0).then(|| (self.stored.len() + slot / 64, 1u64 << (slot % 64)))
+    }
+
     /// True when stored slot `slot` of `row` holds a value.
     #[inline]
     pub fn is_valid(&self, row: &[u64], slot: usize) -> bool {

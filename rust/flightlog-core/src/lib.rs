@@ -42,7 +42,7 @@ pub mod store;
 pub use error::{CoreError, Result};
 pub use layout::{OutputLayout, RowLayout};
 pub use parquet_io::Codec;
-pub use recorder::{Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};
+pub use recorder::{InPlace, Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};
 pub use recover::{
     publish_replacement, recover_output_file, recover_run, recover_run_exclusive,
     recover_run_with_spool, salvage_spool, RecoverReport,

@@ -264,6 +264,15 @@ pub enum Offer {
     },
 }
 
+/// What [`Recorder::offer_in_place`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InPlace {
+    /// The row was offered: what happened to it.
+    Offered(Offer),
+    /// Nothing recorded or counted: offer the row through `push_with`.
+    Declined,
+}
+
 #[derive(Default)]
 struct Counters {
     accepted: AtomicU64,
@@ -671,37 +680,12 @@ impl Recorder {
     ) -> Result<Offer> {
         let shared = &self.shared;
         producer::with_lane(shared, |lane, cursor, lane_index| {
-            LaneRing::bump(&lane.offered, 1);
-            if let Some(s) = shared.config.sampling {
-                // The policy counts rows across threads: one shared counter,
-                // paid only by recorders that sample.
-                let index = shared.sample_index.fetch_add(1, Ordering::Relaxed);
-                if !s.keeps(index) {
-                    shared.counters.sampled_out.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Offer::SampledOut);
-                }
-            }
-            if let Some(max) = shared.config.max_rows {
-                let accepted = shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                if accepted >= max {
-                    shared.counters.accepted.fetch_sub(1, Ordering::Relaxed);
-                    shared.counters.over_budget.fetch_add(1, Ordering::Relaxed);
-                    let first = !shared.budget_hit.swap(true, Ordering::AcqRel);
-                    if first {
-                        self.push_event(
-                            "ROW_BUDGET_EXCEEDED",
-                            Some(format!("{{\"max_rows\": {max}}}")),
-                            None,
-                        );
-                    }
-                    return Ok(Offer::OverBudget { first });
-                }
-            }
-            if let Some(slot) = shared.iter_slot {
-                if shared.row_layout.is_valid(row, slot) {
-                    lane.last_iter.store(row[slot] as i64, Ordering::Relaxed);
-                    lane.has_iter.store(true, Ordering::Relaxed);
-                }
+            let iter = shared
+                .iter_slot
+                .filter(|&slot| shared.row_layout.is_valid(row, slot))
+                .map(|slot| row[slot] as i64);
+            if let Some(refused) = self.admit(lane, iter) {
+                return Ok(refused);
             }
             let Ok(busy) = shared.gate.enter(&shared.lanes, lane_index) else {
                 // `close` began after this call passed the closed check: the
@@ -712,14 +696,7 @@ impl Recorder {
             let pushed = lane.ring.push(cursor, row);
             drop(busy);
             match pushed {
-                Ok(pos) => {
-                    // Wake the flusher a few times per ring lap so it drains
-                    // before the producer ever finds its ring full.
-                    if pos & shared.wake_mask == shared.wake_mask {
-                        shared.wake_flusher();
-                    }
-                    Ok(Offer::Accepted)
-                }
+                Ok(pos) => Ok(shared.accepted(pos)),
                 Err(Full) => match shared.config.on_full {
                     OnFull::Drop => {
                         LaneRing::bump(&lane.dropped, 1);
@@ -742,6 +719,84 @@ impl Recorder {
                 },
             }
         })
+    }
+
+    /// Offers one row that `fill` writes straight into the calling thread's
+    /// ring slot (the row words of [`RowLayout`], validity words included):
+    /// the row is not built on the stack and copied. `fill` returns false to
+    /// decline (a value it does not convert); so does a full ring. A declined
+    /// row is not recorded, not counted, and its half-written slot is never
+    /// published: the caller then offers it through [`Recorder::push_with`],
+    /// which applies `on_full`. Otherwise like `push_with`: the same checks,
+    /// sampling, budget and counters, in the same order.
+    #[inline(always)]
+    pub fn offer_in_place(&self, fill: impl FnOnce(&[AtomicU64]) -> bool) -> Result<InPlace> {
+        self.check_open()?;
+        let shared = &self.shared;
+        producer::with_lane(shared, |lane, cursor, lane_index| {
+            let Some(words) = lane.ring.reserve(cursor) else {
+                return Ok(InPlace::Declined);
+            };
+            if !fill(words) {
+                return Ok(InPlace::Declined);
+            }
+            let iter = shared.iter_slot.and_then(|slot| {
+                let valid = shared
+                    .row_layout
+                    .validity_of(slot)
+                    .is_none_or(|(word, bit)| words[word].load(Ordering::Relaxed) & bit != 0);
+                valid.then(|| words[slot].load(Ordering::Relaxed) as i64)
+            });
+            if let Some(refused) = self.admit(lane, iter) {
+                return Ok(InPlace::Offered(refused));
+            }
+            let Ok(busy) = shared.gate.enter(&shared.lanes, lane_index) else {
+                shared.unoffer(lane);
+                return Err(CoreError::Closed);
+            };
+            let pos = lane.ring.publish(cursor);
+            drop(busy);
+            Ok(InPlace::Offered(shared.accepted(pos)))
+        })
+    }
+
+    /// Counts an offered row and applies sampling and the row budget: the
+    /// refusal, if the row goes no further. `iter` is the row's iteration,
+    /// remembered for the events that follow it.
+    #[inline(always)]
+    fn admit(&self, lane: &LaneRing, iter: Option<i64>) -> Option<Offer> {
+        let shared = &self.shared;
+        LaneRing::bump(&lane.offered, 1);
+        if let Some(s) = shared.config.sampling {
+            // The policy counts rows across threads: one shared counter,
+            // paid only by recorders that sample.
+            let index = shared.sample_index.fetch_add(1, Ordering::Relaxed);
+            if !s.keeps(index) {
+                shared.counters.sampled_out.fetch_add(1, Ordering::Relaxed);
+                return Some(Offer::SampledOut);
+            }
+        }
+        if let Some(max) = shared.config.max_rows {
+            let accepted = shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            if accepted >= max {
+                shared.counters.accepted.fetch_sub(1, Ordering::Relaxed);
+                shared.counters.over_budget.fetch_add(1, Ordering::Relaxed);
+                let first = !shared.budget_hit.swap(true, Ordering::AcqRel);
+                if first {
+                    self.push_event(
+                        "ROW_BUDGET_EXCEEDED",
+                        Some(format!("{{\"max_rows\": {max}}}")),
+                        None,
+                    );
+                }
+                return Some(Offer::OverBudget { first });
+            }
+        }
+        if let Some(iter) = iter {
+            lane.last_iter.store(iter, Ordering::Relaxed);
+            lane.has_iter.store(true, Ordering::Relaxed);
+        }
+        None
     }
 
     /// Records an event. `payload_json` must already be JSON text.
@@ -1367,6 +1422,16 @@ impl Shared {
     /// Takes back the count of a row whose call fails without recording it
     /// (the ring was closed, or nothing drains it any more).
     #[cold]
+    /// A row published at `pos`: wakes the flusher a few times per ring lap
+    /// so that it drains before the producer ever finds its ring full.
+    #[inline(always)]
+    fn accepted(&self, pos: u64) -> Offer {
+        if pos & self.wake_mask == self.wake_mask {
+            self.wake_flusher();
+        }
+        Offer::Accepted
+    }
+
     fn unoffer(&self, lane: &LaneRing) {
         LaneRing::bump(&lane.offered, u64::MAX); // minus one
         if self.config.max_rows.is_some() {

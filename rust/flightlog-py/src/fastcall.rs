@@ -175,6 +175,38 @@ pub(crate) fn exact_float(value: &Bound<'_, PyAny>) -> Option<f64> {
     value.cast_exact::<PyFloat>().ok().map(|x| x.value())
 }
 
+/// The value of an exact `int` (not a subclass, nor `bool`) that fits an
+/// i64; `None` for anything else, which the caller converts the general way
+/// (and which raises there when the int is too large).
+#[cfg(not(feature = "abi3"))]
+#[inline(always)]
+pub(crate) fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
+    let p = value.as_ptr();
+    // SAFETY: `p` is a live object borrowed for the call (its header may be
+    // read). For an object of exactly `PyLong_Type`,
+    // `PyLong_AsLongAndOverflow` cannot fail: it calls no `__index__` and
+    // reports an out-of-range value through `overflow`, setting no exception.
+    unsafe {
+        if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            return None;
+        }
+        let mut overflow = 0;
+        let v = ffi::PyLong_AsLongAndOverflow(p, &mut overflow);
+        (overflow == 0).then_some(i64::from(v))
+    }
+}
+
+/// The stable ABI: the checked conversion.
+#[cfg(feature = "abi3")]
+#[inline(always)]
+pub(crate) fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
+    use pyo3::types::PyInt;
+    value
+        .cast_exact::<PyInt>()
+        .ok()
+        .and_then(|i| i.extract::<i64>().ok())
+}
+
 /// `record(*values)`.
 ///
 /// # Safety

@@ -4,17 +4,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use flightlog_core::layout::f64_word;
 use flightlog_core::{
-    Codec, CoreError, DType, Field, Offer, OnFull, OutputLayout, Recorder, RecorderConfig,
+    Codec, CoreError, DType, Field, InPlace, Offer, OnFull, OutputLayout, Recorder, RecorderConfig,
     RowLayout, Sampling, Schema, Storage,
 };
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use crate::arrow::ArrowData;
 use crate::columns::NumericColumn;
@@ -114,6 +115,10 @@ struct Active {
     /// `record()` may omit trailing fields that are nullable (or a stamped
     /// `t_wall_ms`): it needs at least this many values.
     min_record_values: usize,
+    /// The number of values of a `record()` call that may be converted
+    /// straight into the ring (`Recorder::offer_in_place`): every stored slot,
+    /// when each is of a kind `fast_word` converts; else `usize::MAX`.
+    in_place_len: usize,
     describe: String,
 }
 
@@ -159,7 +164,13 @@ impl Active {
                 DType::Enum(_) => SlotKind::Enum,
                 _ => SlotKind::Other,
             })
-            .collect();
+            .collect::<Box<[SlotKind]>>();
+        let in_place_len =
+            if layout.stored_len() > 0 && slot_kinds.iter().all(|&k| k != SlotKind::Other) {
+                layout.stored_len()
+            } else {
+                usize::MAX
+            };
         let enum_labels = dtypes
             .map(|dtype| match dtype {
                 // Only the first labels: the identity scan runs on every
@@ -182,6 +193,7 @@ impl Active {
             by_ptr,
             t_wall_slot,
             min_record_values,
+            in_place_len,
             describe,
         }
     }
@@ -236,11 +248,7 @@ impl Active {
                 None => value.cast::<PyFloat>().ok().map(|x| f64_word(x.value())),
             }
         } else if kind == SlotKind::I64 {
-            value
-                .cast_exact::<PyInt>()
-                .ok()
-                .and_then(|i| i.extract::<i64>().ok())
-                .map(|v| v as u64)
+            crate::fastcall::exact_int(value).map(|v| v as u64)
         } else if kind == SlotKind::Enum {
             self.enum_labels[slot]
                 .iter()
@@ -292,10 +300,50 @@ impl Active {
             .rec
             .push_with(row, |blocked| py.detach(|| blocked.wait()))
             .map_err(to_py)?;
+        self.offered(py, offer)
+    }
+
+    /// Warns once when the row budget refused its first row.
+    #[inline(always)]
+    fn offered(&self, py: Python<'_>, offer: Offer) -> PyResult<()> {
         if let Offer::OverBudget { first: true } = offer {
             warn_budget(py, &self.rec)?;
         }
         Ok(())
+    }
+
+    /// Converts a whole row (`values`, one per stored slot) into `words`, the
+    /// row words of a ring slot, validity words included; false at the first
+    /// value `fast_word` does not take (the slot is then left unpublished).
+    #[inline(always)]
+    fn fill_in_place(&self, words: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
+        let n = values.len();
+        let (stored, validity) = words.split_at(n);
+        let kinds = &self.slot_kinds[..n];
+        // The loop body stays small: an exact float for an f64 slot (nearly
+        // every value of a telemetry row) inline, anything else out of line.
+        for (slot, ((word, value), &kind)) in stored.iter().zip(values).zip(kinds).enumerate() {
+            let w = match crate::fastcall::exact_float(value) {
+                Some(x) if kind == SlotKind::F64 => f64_word(x),
+                _ => match self.other_word(kind, slot, value) {
+                    Some(w) => w,
+                    None => return false,
+                },
+            };
+            word.store(w, Ordering::Relaxed);
+        }
+        // Every slot holds a value.
+        for word in validity {
+            word.store(u64::MAX, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// [`Active::fast_word`] out of line, for the values of an in-place row
+    /// that are not exact floats (the iteration counter, enum labels).
+    #[inline(never)]
+    fn other_word(&self, kind: SlotKind, slot: usize, value: &Bound<'_, PyAny>) -> Option<u64> {
+        self.fast_word(kind, slot, value)
     }
 
     /// The field a keyword names: by identity with the interned names (trying
@@ -465,6 +513,19 @@ impl PyRecorder {
         values: &[Bound<'_, PyAny>],
     ) -> PyResult<()> {
         let a = self.active()?;
+        if values.len() == a.in_place_len {
+            // The common row: every value converted straight into the ring
+            // slot. A value the fast conversion does not take (an int for an
+            // f64 field, None, a numpy scalar of another kind...) declines,
+            // and the general path below converts or rejects the row.
+            let offer = a
+                .rec
+                .offer_in_place(|words| a.fill_in_place(words, values))
+                .map_err(to_py)?;
+            if let InPlace::Offered(offer) = offer {
+                return a.offered(py, offer);
+            }
+        }
         let layout = a.layout();
         let given = values.len();
         if given > layout.stored_len() || given < a.min_record_values {

@@ -213,6 +213,40 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         cursor.pos + want <= cursor.limit
     }
 
+    /// The row words (the stamp excluded) of the next slot, for the producer
+    /// to fill in place and then [`SpscRing::publish`]: a row converted
+    /// straight into the ring skips a copy through the stack. `None` when the
+    /// ring is full. Filling without publishing records nothing: the consumer
+    /// reads no slot at or beyond `tail`, and the next reservation returns the
+    /// same slot.
+    #[inline]
+    pub fn reserve(&self, cursor: &mut Cursor) -> Option<&[AtomicU64]> {
+        let pos = cursor.pos;
+        if pos >= cursor.limit && !self.refresh(cursor, 1) {
+            return None;
+        }
+        let base = self.base(pos);
+        Some(&self.words[base + 1..base + self.stride])
+    }
+
+    /// Publishes the slot the last [`SpscRing::reserve`] returned, with the
+    /// words the producer left in it, and returns its position.
+    ///
+    /// # Panics
+    /// If no slot is reserved (the cursor is at its bound): a debug assertion.
+    #[inline]
+    pub fn publish(&self, cursor: &mut Cursor) -> u64 {
+        let pos = cursor.pos;
+        debug_assert!(pos < cursor.limit, "publish without a reservation");
+        // The stamp last: a reader of the file after a crash trusts the slot
+        // only once it says `pos + 1`, and `tail` (Release) orders it and the
+        // row before the consumer's Acquire.
+        self.words[self.base(pos)].store(pos + 1, Ordering::Relaxed);
+        cursor.pos = pos + 1;
+        self.words[TAIL].store(pos + 1, Ordering::Release);
+        pos
+    }
+
     #[inline(always)]
     fn write(&self, pos: u64, row: &[u64]) {
         let base = self.base(pos);
@@ -297,6 +331,27 @@ mod tests {
             cap,
             width,
         )
+    }
+
+    #[test]
+    fn reserve_fill_publish_and_abandon() {
+        let r = ring(2, 2);
+        let mut c = r.cursor();
+        let w = r.reserve(&mut c).expect("an empty ring has room");
+        w[0].store(7, Ordering::Relaxed);
+        // Abandoned: nothing published, the same slot comes back.
+        assert_eq!(r.published(), 0);
+        let w = r.reserve(&mut c).expect("still room");
+        w[0].store(1, Ordering::Relaxed);
+        w[1].store(2, Ordering::Relaxed);
+        assert_eq!(r.publish(&mut c), 0);
+        assert_eq!(r.push(&mut c, &[3, 4]), Ok(1));
+        assert!(r.reserve(&mut c).is_none(), "two rows fill a ring of 2");
+        let mut out = [0u64; 2];
+        assert!(r.read(0, &mut out));
+        assert_eq!(out, [1, 2]);
+        r.release(1);
+        assert!(r.reserve(&mut c).is_some(), "a released slot is free again");
     }
 
     #[test]

@@ -1,0 +1,123 @@
+"""record() converts a common row straight into its ring slot (issue 12).
+
+A row whose values are all exact floats, exact ints and interned enum labels
+is written into the thread's ring slot in place; any other value declines the
+slot (never published) and the general path converts or rejects the row.
+These tests mix the two paths row by row and check, with pyarrow as an
+independent reader, that every row arrives once, whole, in order, and that a
+rejected row leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from flightlog import Enum, Field, FlightRecorder, Schema
+
+
+def _schema(nullable: bool) -> Schema:
+    return Schema(
+        [
+            Field("iter", "i64", nullable=False),
+            Field("x", "f64", nullable=nullable),
+            Field("y", "f64", nullable=nullable),
+            Field("phase", Enum(["RED", "AMBER", "GREEN"]), nullable=nullable),
+        ]
+    )
+
+
+class FloatSub(float):
+    pass
+
+
+@pytest.mark.parametrize("nullable", [False, True])
+def test_rows_of_both_paths_interleave_whole_and_in_order(tmp_path: Path, nullable: bool) -> None:
+    rec = FlightRecorder(tmp_path / "r", _schema(nullable))
+    expected = []
+    for i in range(300):
+        kind = i % 6
+        if kind == 0:
+            row = (i, 0.5 * i, -1.0 * i, "RED")  # in place
+        elif kind == 1:
+            row = (i, i, 2.0, "AMBER")  # an int for an f64 field: general path
+        elif kind == 2:
+            row = (i, np.float64(i), FloatSub(3.5), "GREEN")  # float subclasses
+        elif kind == 3:
+            row = (np.int64(i), 1.0, 2.0, "RED")  # a numpy int for the i64 field
+        elif kind == 4:
+            row = (i, math.inf, math.nan, "amber".upper())  # a label built at run time
+        else:
+            row = (True + i - 1, 1.5, 2.5, "GREEN")  # bool arithmetic gives an int
+        rec.record(*row)
+        expected.append((int(row[0]), float(row[1]), float(row[2]), row[3]))
+    rec.close()
+    t = pq.read_table(tmp_path / "r" / "telemetry.parquet").to_pylist()
+    got = [(r["iter"], r["x"], r["y"], r["phase"]) for r in t]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert g[0] == e[0] and g[3] == e[3]
+        for a, b in zip(g[1:3], e[1:3], strict=True):
+            assert (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def test_a_rejected_row_after_fast_values_records_nothing(tmp_path: Path) -> None:
+    rec = FlightRecorder(tmp_path / "r", _schema(False))
+    rec.record(0, 1.0, 2.0, "RED")
+    # The first values are converted in place before the bad one is seen.
+    with pytest.raises(TypeError, match="y"):
+        rec.record(1, 1.0, "not a number", "RED")
+    with pytest.raises(OverflowError):
+        rec.record(2**70, 1.0, 2.0, "RED")
+    with pytest.raises(ValueError, match="phase"):
+        rec.record(3, 1.0, 2.0, "PURPLE")
+    rec.record(4, 4.0, 8.0, "GREEN")
+    rec.close()
+    t = pq.read_table(tmp_path / "r" / "telemetry.parquet")
+    assert t.column("iter").to_pylist() == [0, 4]
+    assert t.column("y").to_pylist() == [2.0, 8.0]
+    assert rec.stats()["rows_offered"] == 2
+
+
+def test_none_in_a_nullable_field_takes_the_general_path(tmp_path: Path) -> None:
+    rec = FlightRecorder(tmp_path / "r", _schema(True))
+    rec.record(0, None, 1.0, None)
+    rec.record(1, 2.0, 3.0, "GREEN")
+    rec.close()
+    t = pq.read_table(tmp_path / "r" / "telemetry.parquet").to_pylist()
+    assert t == [
+        {"iter": 0, "x": None, "y": 1.0, "phase": None},
+        {"iter": 1, "x": 2.0, "y": 3.0, "phase": "GREEN"},
+    ]
+
+
+@pytest.mark.parametrize("on_full", ["drop", "block"])
+def test_a_full_ring_declines_the_slot_and_on_full_applies(tmp_path: Path, on_full: str) -> None:
+    rec = FlightRecorder(tmp_path / "r", _schema(False), ring_capacity=64, on_full=on_full)
+    n = 5_000
+    for i in range(n):
+        rec.record(i, float(i), 0.0, "RED")
+    rec.close()
+    stats = rec.stats()
+    t = pq.read_table(tmp_path / "r" / "telemetry.parquet")
+    iters = t.column("iter").to_pylist()
+    assert stats["rows_offered"] == n
+    assert len(iters) + stats["rows_dropped"] == n
+    assert iters == sorted(iters) and len(set(iters)) == len(iters)
+    if on_full == "block":
+        assert iters == list(range(n))
+
+
+def test_budget_and_sampling_count_in_place_rows(tmp_path: Path) -> None:
+    rec = FlightRecorder(tmp_path / "r", _schema(False), max_rows=10)
+    with pytest.warns(Warning):
+        for i in range(25):
+            rec.record(i, 1.0, 2.0, "RED")
+    rec.close()
+    t = pq.read_table(tmp_path / "r" / "telemetry.parquet")
+    assert t.column("iter").to_pylist() == list(range(10))
+    assert rec.stats()["rows_offered"] == 25
