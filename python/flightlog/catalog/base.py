@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import CatalogError
 from .._tree import HttpfsTree, LocalTree, ObjectPath
-from .lake import _LakeSpec
+
+if TYPE_CHECKING:
+    from .backend import CatalogBackend
 
 
 class _ManagerBase:
@@ -21,9 +24,24 @@ class _ManagerBase:
     catalog: str | None
     db_path: Path | None
     data_path: str | None
-    _lake: _LakeSpec | None
+    _backend: CatalogBackend
+    _storage_overrides: dict[str, Any]
     _tree: LocalTree | HttpfsTree
     _closed: bool
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("this DuckDBManager is closed")
+
+    def _check_root(self) -> None:
+        """A local root that does not exist is an error (a mistyped path), never created:
+        only recorders create roots."""
+        if isinstance(self.root, Path) and not self.root.is_dir():
+            if self.root.exists():
+                raise NotADirectoryError(errno.ENOTDIR, "the flightlog root is not a folder", str(self.root))
+            raise FileNotFoundError(
+                errno.ENOENT, "no flightlog root (a folder of runs) at this path; check the path", str(self.root)
+            )
 
 
 def _catalog_io(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,8 +60,7 @@ def _catalog_io(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(self, *args, **kwargs)
         except duckdb.IOException as e:
             text = str(e).strip()
-            if self._lake is not None:
-                text = self._lake.redact(text)
+            text = self._backend.redact(text)
             raise CatalogError(f"{text} (catalog: {self._where}; root: {self.root})") from e
 
     return wrapper

@@ -17,8 +17,8 @@ from .base import _ManagerBase
 from .listing import _listing_row
 from .parquet import _PART_RE, _list_parts, _read_file_meta, _read_kv
 from .report import ConsolidationReport
-from .schema import _KINDS, _MODES, _RUNS_COLUMNS, _STATUSES, FINAL_STATUSES
-from .sql import _short
+from .schema import _KINDS, _LISTING, _MODES, _RUNS_COLUMNS, _STATUSES, FINAL_STATUSES
+from .sql import _short, table_columns
 from .values import _float, _int, _json_text, _str, _utc_now_text, _utc_text
 
 # Runs are read only where they are: a link could point outside the root, or at
@@ -105,6 +105,30 @@ class _Plan:
 
 class _Discovery(_ManagerBase):
     """Discovery (no database held): which files and runs rows are new or changed."""
+
+    def _load_state(self, con: Any) -> _State:
+        ingested: dict[str, tuple[int | None, float | None, str | None]] = {}
+        files_by_run: dict[tuple[str | None, str | None], list[str]] = {}
+        run_files: dict[tuple[str, str | None, str | None], list[str]] = {}
+        for path, kind, run_id, flow, size, mtime, source in con.execute(
+            "SELECT path, kind, run_id, flow_name, size, mtime, source FROM _ingested_files"
+        ).fetchall():
+            ingested[path] = (size, mtime, source)
+            files_by_run.setdefault((run_id, flow), []).append(source or path)
+            if source is None and kind in _KINDS and not path.startswith("flows/"):
+                run_files.setdefault((kind, run_id, flow), []).append(path)
+        runs = {}
+        for row in con.execute(
+            "SELECT manifest_path, manifest_mtime_ns, manifest_size, status, manifest_status, run_id, flow_name, "
+            "mode, path, rows_written FROM runs"
+        ).fetchall():
+            keys = ("manifest_mtime_ns", "manifest_size", "status", "manifest_status", "run_id", "flow_name", "mode")
+            runs[row[0]] = dict(zip(keys, row[1:8], strict=True)) | {"path": row[8], "rows_written": row[9]}
+        columns = {t: table_columns(con, t) for t in _KINDS}
+        listed = {r[0] for r in con.execute(f"SELECT manifest_path FROM {_LISTING}").fetchall()}
+        return _State(ingested, files_by_run, runs, columns, run_files, listed)
+
+    # ------------------------------------------------------------------ consolidation
 
     def _rel(self, path: Path) -> str:
         if type(path) is type(self.root) and isinstance(path, Path):

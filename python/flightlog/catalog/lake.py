@@ -1,4 +1,5 @@
-"""DuckLake catalog strings, the cached read session and guard-table names."""
+"""DuckLake catalog strings, the cached read session and guard-table names (the catalog
+itself: :mod:`.ducklake`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from typing import Any
 
 from .schema import _CAT, _GUARD_SCHEMA, _GUARD_SHARDS
 
-#: How often one transaction is tried again when other writers keep committing first.
-_LAKE_ATTEMPTS = 60
 _LAKE_ALIAS = "flightlog_lake"
 _INSTALL_HINT = "pip install 'flightlog[lake]'"
 

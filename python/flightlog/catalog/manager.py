@@ -102,29 +102,31 @@ Beyond one machine (``pip install 'flightlog[lake]'``, see docs/SCALE_OUT.md):
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .._tree import HttpfsTree, LocalTree, ObjectPath
+from .backend import CatalogBackend
 from .base import _catalog_io
+from .ducklake import LakeCatalog
+from .embedded import EmbeddedCatalog
+from .files import FilesCatalog
 from .ingest import _Discovery, _Plan, _State, _Unit
-from .lake import _LakeReads, _LakeSpec, _parse_catalog
+from .lake import _parse_catalog
 from .live import _Live
 from .queries import _Queries
 from .report import ConsolidationReport
 from .schema import _LISTING
-from .session import _Sessions
 from .sql import _duckdb
 from .write import _Writer
 
 
-class DuckDBManager(_Sessions, _Discovery, _Writer, _Queries, _Live):
+class DuckDBManager(_Discovery, _Writer, _Queries, _Live):
     """Consolidates the runs under a root into ``duckdb.db`` and queries them.
 
     >>> db = DuckDBManager("telematry_cfs")              # doctest: +SKIP
@@ -201,7 +203,7 @@ class DuckDBManager(_Sessions, _Discovery, _Writer, _Queries, _Live):
             raise ValueError(
                 "files_only=True reads the run files without a catalog: it excludes db_path=, catalog= and data_path="
             )
-        self._lake: _LakeSpec | None = _parse_catalog(catalog) if catalog is not None else None
+        lake = _parse_catalog(catalog) if catalog is not None else None
         if storage_options is not None and not isinstance(storage_options, Mapping):
             raise TypeError(f"storage_options must be a mapping, got {type(storage_options).__name__}")
         self._storage_overrides = dict(storage_options or {})
@@ -214,46 +216,20 @@ class DuckDBManager(_Sessions, _Discovery, _Writer, _Queries, _Live):
             local_root = resolve_root(raw_root, create=False).absolute()
             self._tree = LocalTree(local_root)
             self.root = local_root
-        if self._lake is not None:
-            if db_path is not None:
-                raise ValueError("db_path= and catalog= exclude each other: db_path is the embedded duckdb.db file")
-            self.db_path: Path | None = None
-            if data_path is None:
-                self.data_path: str | None = str(self.root / "lake").rstrip("/") + "/"
-            else:
-                dp = os.fspath(data_path)
-                self.data_path = (dp if is_object_url(dp) else str(Path(dp).expanduser().absolute())).rstrip("/") + "/"
-            self._data_path_given = data_path is not None
+        # The one place that asks which kind of catalog this is.
+        self._backend: CatalogBackend
+        if lake is not None:
+            self._backend = LakeCatalog(self, lake, db_path, data_path)
         elif self.files_only:
-            self.db_path = None
-            self.data_path = None
-            self._data_path_given = False
+            self._backend = FilesCatalog(self)
         else:
-            if data_path is not None:
-                raise ValueError(
-                    "data_path= is where a DuckLake catalog keeps its files: it needs catalog='ducklake:...'"
-                )
-            if db_path is None and isinstance(self.root, ObjectPath):
-                raise ValueError(
-                    f"DuckDBManager({str(self.root)!r}) needs db_path= (a local duckdb.db file: DuckDB cannot "
-                    "write its database file to an object store) or catalog='ducklake:postgres:<dsn>' "
-                    "(or files_only=True to read the run files without a catalog)"
-                )
-            if db_path is not None and is_object_url(os.fspath(db_path)):
-                raise ValueError(f"db_path= must be a local file, got {os.fspath(db_path)!r}")
-            self.db_path = (
-                Path(os.fspath(db_path)).expanduser() if db_path is not None else Path(self.root) / "duckdb.db"
-            ).absolute()
-            self.data_path = None
-            self._data_path_given = False
-        self.catalog: str | None = self._lake.display if self._lake is not None else None
+            self._backend = EmbeddedCatalog(self, db_path, data_path)
+        self.db_path: Path | None = self._backend.db_path
+        self.data_path: str | None = self._backend.data_path
+        self.catalog: str | None = self._backend.catalog
         self.read_only = bool(read_only) or self.files_only
         self.timeout = timeout
         self._closed = False
-        self._result_ids = itertools.count()
-        self._lake_ready = False
-        self._lake_lock = threading.Lock()
-        self._lake_reads: _LakeReads | None = None
 
     @_catalog_io
     def consolidate(
@@ -284,32 +260,19 @@ class DuckDBManager(_Sessions, _Discovery, _Writer, _Queries, _Live):
         the run tree; ``report.rebuilt`` says so.
         """
         self._check_open()
-        if self.files_only:
-            raise PermissionError(
-                f"DuckDBManager({str(self.root)!r}, files_only=True) has no catalog to consolidate into; "
-                "pass db_path= or catalog="
-            )
-        if self.read_only:
-            raise PermissionError(f"DuckDBManager(read_only=True) cannot consolidate {self._where}")
+        self._backend.refuse_writes()
         self._check_root()
         t0 = time.perf_counter()
         report = ConsolidationReport()
-        if self._lake is not None:
-            # No lock and no reason to let go of the session while the files are listed.
-            with self._open_rw() as con:
-                self._ensure_schema(con)
-                state = self._load_state(con)
-                run_rows, units, plan = self._discover(state, report, prune)
-                self._write(con, run_rows, units, plan, state, report, progress)
-            report.seconds = time.perf_counter() - t0
-            return report
-        with self._writer_lock():
-            with self._open_rw(rebuild=report) as con:
-                self._ensure_schema(con)
-                state = self._load_state(con)
-            run_rows, units, plan = self._discover(state, report, prune)
-            with self._open_rw() as con:
-                self._write(con, run_rows, units, plan, state, report, progress)
+
+        def discover(state: _State) -> tuple[list[dict[str, Any]], list[_Unit], _Plan]:
+            return self._discover(state, report, prune)
+
+        def write(con: Any, state: _State, found: tuple[list[dict[str, Any]], list[_Unit], _Plan]) -> None:
+            run_rows, units, plan = found
+            self._write(con, run_rows, units, plan, state, report, progress)
+
+        self._backend.consolidate(report, self._load_state, discover, write)
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -331,17 +294,15 @@ class DuckDBManager(_Sessions, _Discovery, _Writer, _Queries, _Live):
             self._prune(con, plan, report)
         self._write_units(con, units, state, report, progress)
 
-    # --- discovery (no database held) ---------------------------------
-
     def _listing(self, *, manifests: bool = False) -> dict[str, tuple[Any, ...]] | None:
         """The ``_flightlog.run_listing`` rows by manifest path (relative to the root):
         ``(mtime_ns, size, run_id, flow_name, mode, status, created_at, finished_at,
         rows_written, inode, outcome[, manifest JSON])``; None when there is no catalog, or it has no
         such table (written by an older flightlog, until the next consolidate)."""
         self._check_open()
-        if self.files_only or not self.exists():
+        if not self.exists():
             return None
-        with self._reader() as mem:
+        with self._backend.reader() as mem:
             try:
                 rows = mem.execute(
                     "SELECT manifest_path, manifest_mtime_ns, manifest_size, run_id, flow_name, mode, status, "
@@ -351,3 +312,56 @@ class DuckDBManager(_Sessions, _Discovery, _Writer, _Queries, _Live):
             except (_duckdb().CatalogException, _duckdb().BinderException):
                 return None  # no listing table (or an older one): every run is read from its files
         return {r[0]: r[1:] for r in rows}
+
+    # ------------------------------------------------------------------ what it is, lifecycle
+
+    def __repr__(self) -> str:
+        return self._backend.describe("read-only" if self.read_only else "read-write")
+
+    @property
+    def _where(self) -> str:
+        """The catalog, for messages."""
+        return self._backend.where
+
+    @property
+    def location(self) -> str:
+        """Where the catalog is, for messages: the ``db_path`` file, or the DuckLake
+        catalog string with its password masked (``"no catalog (files_only=True)"``
+        for a ``files_only`` manager)."""
+        return self._where
+
+    @_catalog_io
+    def exists(self) -> bool:
+        """Whether the catalog has been created (by :meth:`consolidate`): the ``db_path``
+        file exists, or the DuckLake catalog holds flightlog's tables. Creates nothing.
+
+        Raises:
+            CatalogUnavailableError: the DuckLake catalog's database cannot be reached.
+        """
+        self._check_open()
+        return self._backend.exists()
+
+    def close(self) -> None:
+        """Mark the manager closed and release what it keeps between calls; idempotent.
+
+        The DuckLake read session lets go of the catalog (and its PostgreSQL
+        connections); Results already returned stay readable. An ``s3://`` root's
+        scratch DuckDB session (for listings and footers) is closed too."""
+        self._closed = True
+        self._backend.close()
+        self._tree.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def _lake_reads(self) -> Any:
+        """The DuckLake read session kept between calls (None for other catalogs)."""
+        return self._backend.reads
+
+    def _open_rw(self) -> contextlib.AbstractContextManager[Any]:
+        """A read-write session on the catalog (closed on exit)."""
+        return self._backend.open_rw()

@@ -9,7 +9,7 @@ from typing import Any
 from .base import _catalog_io, _ManagerBase
 from .report import Result
 from .schema import RESERVED_COLUMNS
-from .sql import _check_one_select, _ident, is_numeric
+from .sql import _check_one_select, _ident, is_numeric, table_columns
 from .values import _id_list
 
 
@@ -37,8 +37,8 @@ class _Queries(_ManagerBase):
         if not isinstance(sql, str):
             raise TypeError(f"sql must be a str, got {type(sql).__name__}")
         body = _check_one_select(sql)
-        with self._reader() as mem:
-            return self._materialise(mem, body, params, names=True)
+        with self._backend.reader() as mem:
+            return self._backend.materialise(mem, body, params, names=True)
 
     @_catalog_io
     def runs(self, flow_name: str | None = None, status: str | Iterable[str] | None = None) -> Result:
@@ -83,8 +83,8 @@ class _Queries(_ManagerBase):
 
     def _rows_of(self, table: str, where: str, params: list[Any], columns: Sequence[str] | None, order: str) -> Result:
         self._check_open()
-        with self._reader() as mem:
-            available = self._table_columns(mem, table)
+        with self._backend.reader() as mem:
+            available = table_columns(mem, table)
             if columns is None:
                 select = "*"
             else:
@@ -95,7 +95,7 @@ class _Queries(_ManagerBase):
                 select = ", ".join(_ident(c) for c in columns)
             keys = [k for k in ("run_id", *order.split(",")) if k and k in available]
             order_by = f" ORDER BY {', '.join(_ident(k) for k in keys)}" if keys else ""
-            return self._materialise(mem, f"SELECT {select} FROM {table} WHERE {where}{order_by}", params)
+            return self._backend.materialise(mem, f"SELECT {select} FROM {table} WHERE {where}{order_by}", params)
 
     @_catalog_io
     def telemetry(self, run_ids: str | Iterable[str] | None = None, columns: Sequence[str] | None = None) -> Result:
@@ -137,8 +137,8 @@ class _Queries(_ManagerBase):
         ids = _id_list(run_ids)
         if not ids:
             raise ValueError("compare() needs at least one run id")
-        with self._reader() as mem:
-            available = self._table_columns(mem, "telemetry")
+        with self._backend.reader() as mem:
+            available = table_columns(mem, "telemetry")
             if metric not in available:
                 raise ValueError(f"no telemetry column {metric!r}; columns: {list(available)}")
             if metric in RESERVED_COLUMNS:
@@ -175,4 +175,4 @@ class _Queries(_ManagerBase):
             SELECT j.* EXCLUDE (ord), {", ".join(f"j.{c} - ref.{c} AS delta_{c}" for c in deltas)}
             FROM j CROSS JOIN (SELECT * FROM j WHERE ord = 0) ref ORDER BY j.ord
             """
-            return self._materialise(mem, sql, [ids, list(range(len(ids))), ids])
+            return self._backend.materialise(mem, sql, [ids, list(range(len(ids))), ids])

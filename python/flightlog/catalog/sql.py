@@ -213,3 +213,9 @@ def _short(exc: BaseException) -> str:
 def is_numeric(duck_type: str) -> bool:
     t = duck_type.upper()
     return t in _INTS or t in ("UBIGINT", "HUGEINT", "FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL")
+
+
+def table_columns(con: Any, table: str) -> dict[str, str]:
+    """``{column: DuckDB type}`` of ``table`` on ``con``."""
+    rows = con.execute(f"DESCRIBE {_ident(table)}").fetchall()
+    return {r[0]: str(r[1]) for r in rows}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -42,29 +41,7 @@ class _Writer(_ManagerBase):
 
         def write(con: Any) -> tuple[set[str] | None, list[dict[str, Any]]]:
             rows = run_rows
-            existing = None
-            if self._lake is not None:
-                # Two consolidators may add the same run: the guard makes the second one
-                # start again and see the first one's row (replaced, not added twice;
-                # left alone when it already says what we would write).
-                self._guard(con, [_GUARD_RUNS])
-                known = {
-                    r[0]: tuple(r[1:])
-                    for r in con.execute(
-                        "SELECT manifest_path, manifest_mtime_ns, manifest_size, status FROM runs "
-                        f"WHERE manifest_path IN (SELECT manifest_path FROM {source})",
-                        [json.dumps([{"manifest_path": r["manifest_path"]} for r in rows])],
-                    ).fetchall()
-                }
-                rows = [
-                    r
-                    for r in rows
-                    if r.get("_listing_only")
-                    or known.get(r["manifest_path"]) != (r["manifest_mtime_ns"], r["manifest_size"], r["status"])
-                ]
-                existing = set(known)
-                if not rows:
-                    raise _Rollback((existing, rows))
+            existing, rows = self._backend.claim_runs(con, rows, source)
             old = [mp for r in rows for mp in r.get("_replaces", ())]
             paths = json.dumps([{"manifest_path": p} for p in [r["manifest_path"] for r in rows] + old])
             payload = json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
@@ -80,7 +57,7 @@ class _Writer(_ManagerBase):
                 )
             return existing, rows
 
-        existing, run_rows = self._transaction("write the runs table", write, con)
+        existing, run_rows = self._backend.transaction("write the runs table", write, con)
         for r in run_rows:
             if r.get("_listing_only"):
                 continue  # the same runs row, now with its listing row: not an update
@@ -129,8 +106,7 @@ class _Writer(_ManagerBase):
         """Adds the columns the units bring to their tables (schema evolution)."""
 
         def add(con: Any) -> None:
-            if self._lake is not None:  # another writer may have added columns since we looked
-                state.columns.update({t: self._table_columns(con, t) for t in _KINDS})
+            self._backend.reload_columns(con, state.columns)
             new = self._plan_columns([u for u in units if u.pieces or u.marker], state, report)
             for table, columns in new.items():
                 for name, ctype in columns.items():
@@ -140,7 +116,7 @@ class _Writer(_ManagerBase):
             for table, columns in new.items():
                 state.columns[table].update(columns)
 
-        self._transaction("add columns", add, con)
+        self._backend.transaction("add columns", add, con)
 
     def _write_units(
         self,
@@ -156,12 +132,7 @@ class _Writer(_ManagerBase):
         done = 0
         if progress is not None:
             progress(0, total)
-        batches = list(_lake_batches(units) if self._lake is not None else _batches(units))
-        if self._lake is not None:
-            # Consolidators on other hosts list the same files in the same order: each
-            # starts at its own place, so that they mostly take different guard tables.
-            turn = random.randrange(len(batches)) if batches else 0
-            batches = batches[turn:] + batches[:turn]
+        batches = self._backend.batches(units)
         for batch in batches:
             n = sum(len(u.pieces) for u in batch)
             error = self._write_batch(con, batch, report)
@@ -185,22 +156,7 @@ class _Writer(_ManagerBase):
         batch (read in the transaction's own snapshot, under the guards)."""
 
         def write(con: Any) -> tuple[int, int]:
-            if self._lake is not None:
-                self._guard(con, {g for u in batch for g in _unit_guards(u)})
-                wanted = [p.rel for u in batch for p in u.pieces] + [u.marker for u in batch if u.marker]
-                taken = {
-                    r[0]
-                    for r in con.execute(
-                        "SELECT path FROM _ingested_files WHERE list_contains(?::VARCHAR[], path)", [wanted]
-                    ).fetchall()
-                }
-                if taken:
-                    for u in batch:
-                        u.pieces = [p for p in u.pieces if p.rel not in taken]
-                        if u.marker in taken:
-                            u.marker = None
-                    if not any(u.pieces or u.marker for u in batch):
-                        raise _Rollback((0, {}))
+            self._backend.claim_files(con, batch)
             files_added, rows_added = 0, dict.fromkeys(_KINDS, 0)
             for kind in _KINDS:  # a DuckLake batch may hold both tables' files (one transaction)
                 for part in _batches([u for u in batch if u.kind == kind and (u.pieces or u.marker)]):
@@ -209,9 +165,9 @@ class _Writer(_ManagerBase):
             return files_added, rows_added
 
         try:
-            files_added, by_kind = self._transaction("ingest files", write, con)
+            files_added, by_kind = self._backend.transaction("ingest files", write, con)
         except Exception as e:
-            if self._lake is not None and _is_conflict(e):
+            if self._backend.retries_conflicts and _is_conflict(e):
                 return f"could not be committed: other writers kept committing first ({_short(e)}); retried next time"
             return f"could not be ingested: {_short(e)}"
         report.files_added += files_added
@@ -302,12 +258,11 @@ class _Writer(_ManagerBase):
         match = "t.run_id IS NOT DISTINCT FROM g.run_id AND t.flow_name IS NOT DISTINCT FROM g.flow_name"
 
         def delete(con: Any) -> None:
-            if self._lake is not None:
-                self._guard(con, [_GUARD_RUNS])
+            self._backend.guard(con, [_GUARD_RUNS])
             for table in ("telemetry", "events", "_ingested_files", "runs", _LISTING):
                 con.execute(f"DELETE FROM {table} t USING {source} g WHERE {match}", [payload])
 
-        self._transaction("prune", delete, con)
+        self._backend.transaction("prune", delete, con)
         report.runs_pruned += len(plan.gone)
 
     def _move(self, con: Any, moved: list[tuple[str, str, int, float]]) -> None:
@@ -316,8 +271,7 @@ class _Writer(_ManagerBase):
         payload = json.dumps([{"old": o, "new": n, "size": s, "mtime": m} for o, n, s, m in moved])
 
         def move(con: Any) -> None:
-            if self._lake is not None:
-                self._guard(con, {_shard(p) for o, n, _, _ in moved for p in (o, n)})
+            self._backend.guard(con, {_shard(p) for o, n, _, _ in moved for p in (o, n)})
             # Insert the new rows, then delete the old (no UPDATE of the key column).
             con.execute(
                 "INSERT INTO _ingested_files BY NAME SELECT f.* EXCLUDE (path, size, mtime), m.new AS path, "
@@ -327,7 +281,7 @@ class _Writer(_ManagerBase):
             )
             con.execute(f"DELETE FROM _ingested_files WHERE path IN (SELECT old FROM {_rows_source(spec)})", [payload])
 
-        self._transaction("follow renamed run folders", move, con)
+        self._backend.transaction("follow renamed run folders", move, con)
 
 
 def _case_clashes(columns: Iterable[str], known: Mapping[str, str]) -> list[str]:
