@@ -7,11 +7,13 @@ import datetime as _dt
 import json
 import os
 import stat
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._errors import ManifestError
+from .._manifest import parse_manifest
+from .._runs import DEFAULT_RUN_PREFIX
 from .._tree import LocalTree
 from .base import _ManagerBase
 from .listing import _listing_row
@@ -269,11 +271,10 @@ class _Discovery(_ManagerBase):
         """A manifest's content, or None (reported) when it is malformed."""
         rel = self._rel(path)
         try:
-            raw = self._tree.read_bytes(path)
-            data = tomllib.loads(raw.decode("utf-8"))
+            data = parse_manifest(self._tree.read_bytes(path), rel)
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        except (OSError, ManifestError) as e:
             report.files_skipped.append((rel, f"malformed manifest: {e}"))
             return None
         problems = []
@@ -442,7 +443,8 @@ class _Discovery(_ManagerBase):
     ) -> list[int]:
         """One folder per (run_id, flow_name): a run copied (``cp -r fda_run_a fda_run_a.bak``)
         or renamed is ingested once. The folder kept is the one the catalog already knows,
-        else the one named after the run id, else the first by name; the others are
+        else the one named after the run id (``fda_run_<id>`` or ``<id>``, then any
+        ``<run_prefix><id>``), else the first by name; the others are
         reported as skipped, naming both folders."""
         groups: dict[tuple[str, str | None], list[int]] = {}
         for i, (_, info, _) in enumerate(folders):
@@ -453,11 +455,13 @@ class _Discovery(_ManagerBase):
                 keep.append(idx[0])
                 continue
 
-            def rank(i: int, run_id: str = run_id) -> tuple[bool, bool, str]:
+            def rank(i: int, run_id: str = run_id) -> tuple[bool, bool, bool, str]:
                 folder = Path(folders[i][0])
                 known = self._rel(folder / "manifest.toml") in state.runs
-                canonical = folder.name in (f"fda_run_{run_id}", run_id)
-                return (not known, not canonical, folder.name)
+                canonical = folder.name in (f"{DEFAULT_RUN_PREFIX}{run_id}", run_id)
+                # <run_prefix><run_id> for any run_prefix (the catalog is not told the prefix)
+                named = folder.name.endswith(run_id)
+                return (not known, not canonical, not named, folder.name)
 
             idx.sort(key=rank)
             keep.append(idx[0])

@@ -6,11 +6,12 @@ import contextlib
 import itertools
 import json
 import time
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._manifest import parse_manifest
+from .._runs import DEFAULT_RUN_PREFIX
 from .base import _catalog_io, _ManagerBase
 from .parquet import _list_dir, _list_parts, _part_run, _read_kv
 from .report import Result
@@ -76,15 +77,17 @@ class _Live(_ManagerBase):
         from .._names import validate_name
 
         validate_name("run_id", run_id)
-        candidates = [self.root / f"fda_run_{run_id}", self.root / run_id]
+        # The default <run_prefix><run_id> and a bare <run_id> first, then any folder named
+        # <something><run_id> (a run recorded with another run_prefix): the manifest decides.
+        candidates = [self.root / f"{DEFAULT_RUN_PREFIX}{run_id}", self.root / run_id]
         if self.root.is_dir():
             candidates += sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.endswith(run_id))
         for folder in candidates:
             manifest = folder / "manifest.toml"
             if not manifest.is_file():
                 continue
-            with contextlib.suppress(OSError, ValueError, tomllib.TOMLDecodeError):
-                data = tomllib.loads(self._tree.read_bytes(manifest).decode("utf-8"))
+            with contextlib.suppress(OSError, ValueError):  # ManifestError is a ValueError
+                data = parse_manifest(self._tree.read_bytes(manifest), str(manifest))
                 if data.get("run_id") == run_id:
                     return "folder", folder, data
         flows = self.root / "flows"
@@ -93,8 +96,8 @@ class _Live(_ManagerBase):
                 manifest = flow_dir / "runs" / f"{run_id}.toml"
                 if manifest.exists():
                     data = None
-                    with contextlib.suppress(OSError, ValueError, tomllib.TOMLDecodeError):
-                        data = tomllib.loads(self._tree.read_bytes(manifest).decode("utf-8"))
+                    with contextlib.suppress(OSError, ValueError):
+                        data = parse_manifest(self._tree.read_bytes(manifest), str(manifest))
                     return "parts", flow_dir, data
             for flow_dir in sorted(p for p in flows.iterdir() if p.is_dir()):
                 for mode in ("dev", "tuner"):

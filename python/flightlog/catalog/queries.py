@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .._manifest import parse_manifest
 from .base import _catalog_io, _ManagerBase
 from .report import Result
 from .schema import RESERVED_COLUMNS
@@ -75,10 +75,10 @@ class _Queries(_ManagerBase):
             return None
         manifest = self.root / manifest_path
         try:
-            data = tomllib.loads(self._tree.read_bytes(manifest).decode("utf-8"))
+            data = parse_manifest(self._tree.read_bytes(manifest), str(manifest))
             where = self.root / path if (mode or "run") == "run" and path else manifest
             return self._tree.evidence_status(data, where)
-        except (OSError, ValueError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        except (OSError, ValueError):  # ManifestError is a ValueError
             return None
 
     def _rows_of(self, table: str, where: str, params: list[Any], columns: Sequence[str] | None, order: str) -> Result:
