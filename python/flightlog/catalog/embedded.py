@@ -45,7 +45,7 @@ class EmbeddedCatalog(CatalogBackend):
         if db_path is not None and is_object_url(os.fspath(db_path)):
             raise ValueError(f"db_path= must be a local file, got {os.fspath(db_path)!r}")
         self.file: Path = (
-            Path(os.fspath(db_path)).expanduser() if db_path is not None else Path(root) / "duckdb.db"
+            Path(os.fspath(db_path)).expanduser() if db_path is not None else Path(str(root)) / "duckdb.db"
         ).absolute()
         self.db_path = self.file
 

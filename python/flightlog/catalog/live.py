@@ -72,7 +72,7 @@ class _Live(_ManagerBase):
                     raise ValueError(f"could not read the durable files of run {run_id!r}: {_short(e)}") from e
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _locate(self, run_id: str) -> tuple[str, Path, Mapping[str, Any] | None]:
+    def _locate(self, run_id: str) -> tuple[str, Any, Mapping[str, Any] | None]:
         """("folder", run folder, manifest) or ("parts", flow folder, manifest) of a run."""
         from .._names import validate_name
 
@@ -106,7 +106,7 @@ class _Live(_ManagerBase):
         raise ValueError(f"no run {run_id!r} under {self.root}")
 
     def _live_files(
-        self, where: tuple[str, Path, Mapping[str, Any] | None], run_id: str, kind: str
+        self, where: tuple[str, Any, Mapping[str, Any] | None], run_id: str, kind: str
     ) -> list[tuple[Path, int | None, int | None]]:
         how, base, manifest = where
         if how == "folder":

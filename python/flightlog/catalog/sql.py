@@ -205,7 +205,8 @@ def _strip_terminators(sql: str) -> str:
     return text
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException | str) -> str:
+    """An error's text on one line, at most 300 characters."""
     text = " ".join(str(exc).split())
     return text if len(text) <= 300 else text[:297] + "..."
 
