@@ -398,7 +398,7 @@ def test_reader_while_writer_works(root):
         make_run(root, f"R{i:02d}", 50)
     code = """
         import sys
-        from flightlog import _catalog
+        from flightlog.catalog import write as _catalog
         from flightlog import DuckDBManager
         _catalog._BATCH_FILES = 2
         print(DuckDBManager(sys.argv[1]).consolidate().files_added)
@@ -419,7 +419,7 @@ def test_consolidator_killed_midway_then_rerun(root):
         make_run(root, f"R{i:02d}", 20 + i)
     code = """
         import sys
-        from flightlog import _catalog
+        from flightlog.catalog import write as _catalog
         from flightlog import DuckDBManager
         _catalog._BATCH_FILES = 3
         def progress(done, total):

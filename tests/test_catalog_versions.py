@@ -84,7 +84,7 @@ def test_consolidate_records_the_duckdb_that_wrote_the_catalog(tmp_path: Path) -
     table = dict(db.query("SELECT key, value FROM _flightlog.catalog_writer").fetchall())
     assert table["duckdb_version"] == duckdb.__version__
     assert table["storage_version"] == sidecar["storage_version"]
-    from flightlog._catalog import read_catalog_version
+    from flightlog.catalog import read_catalog_version
 
     info = read_catalog_version(tmp_path / "duckdb.db")
     assert info["header_duckdb_version"] == duckdb.__version__

@@ -17,7 +17,8 @@ MODULES = [
     "flightlog._runs",
     "flightlog._manager",
     "flightlog._recover",
-    "flightlog._catalog",
+    "flightlog.catalog.manager",
+    "flightlog.catalog.report",
 ]
 
 

@@ -270,7 +270,8 @@ def test_bad_provenance_options_are_refused_before_any_file(tmp_path, options, e
 
 def test_catalog_dsn_redaction_is_shared(tmp_path):
     # The catalog's masking of DSNs in messages uses the same module as provenance.
-    from flightlog import _catalog, _redact
+    from flightlog import _redact
+    from flightlog.catalog import lake as _catalog
 
     assert _catalog._redact is _redact.redact_dsn
     assert _catalog._redact("host=h password=pw dbname=d") == "host=h password=*** dbname=d"

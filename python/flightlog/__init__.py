@@ -41,10 +41,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._catalog import ConsolidationReport, DuckDBManager
     from ._manager import TelemetryManager, UnitsWarning
     from ._manifest import read_manifest, write_manifest
     from ._recover import compact, recover
+    from .catalog import ConsolidationReport, DuckDBManager
 
 __version__: str = FlightRecorder._version()
 
@@ -81,8 +81,8 @@ __all__ = [
 # Loaded on first use so that `import flightlog` does not pay for them.
 _LAZY = {
     "TelemetryManager": "._manager",
-    "DuckDBManager": "._catalog",
-    "ConsolidationReport": "._catalog",
+    "DuckDBManager": ".catalog",
+    "ConsolidationReport": ".catalog",
     "UnitsWarning": "._manager",
     "read_manifest": "._manifest",
     "write_manifest": "._manifest",

@@ -132,7 +132,7 @@ class DashData:
         timeout: float = 30.0,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        from ._catalog import DuckDBManager
+        from .catalog import DuckDBManager
         from .cli import _root
 
         self.root = _root(root)
@@ -202,11 +202,11 @@ class DashData:
         raise DashError(f"no run {rid!r} under {self.root}", 404)
 
     def _catalog_ok(self) -> bool:
-        from ._catalog import _CatalogUnreadable
+        from .catalog import CatalogUnreadable
 
         try:
             return bool(self.db.exists())
-        except _CatalogUnreadable:
+        except CatalogUnreadable:
             return False
 
     def _columns(self) -> dict[str, str]:
@@ -741,9 +741,9 @@ def _minmax_rows(got: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 def _chartable(name: str, duck_type: str) -> bool:
-    from ._catalog import _is_numeric
+    from .catalog import is_numeric
 
-    return name not in _NOT_METRICS and _is_numeric(duck_type)
+    return name not in _NOT_METRICS and is_numeric(duck_type)
 
 
 def _ident(name: str) -> str:

@@ -179,7 +179,7 @@ def plot_runs(
         raise ValueError("plot needs at least one run id")
     plt = _matplotlib()
     if not hasattr(db, "query"):
-        from ._catalog import DuckDBManager
+        from .catalog import DuckDBManager
 
         db = DuckDBManager(db, read_only=True)
 

@@ -155,7 +155,7 @@ def _typed(text: Any, column_type: Any) -> Any:
     return text
 
 
-def _is_numeric(v: Any) -> bool:
+def is_numeric(v: Any) -> bool:
     return isinstance(v, int | float | Decimal) and not isinstance(v, bool)
 
 
@@ -235,7 +235,7 @@ def render(
     if fmt != "table":
         raise CLIError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     numeric = [
-        any(_is_numeric(r[i]) for r in rows) and all(r[i] is None or _is_numeric(r[i]) for r in rows)
+        any(is_numeric(r[i]) for r in rows) and all(r[i] is None or is_numeric(r[i]) for r in rows)
         for i in range(len(columns))
     ]
     console_cls = _use_rich()
@@ -467,7 +467,7 @@ def _catalog_listing(base: Path, db: Any, full: bool) -> dict[str, tuple[Any, ..
         if db is None:
             if not (base / "duckdb.db").is_file():
                 return None
-            from ._catalog import DuckDBManager
+            from .catalog import DuckDBManager
 
             # timeout 0: a catalog held by a writer is not waited for (the files answer).
             db = own = DuckDBManager(base, read_only=True, timeout=0)
@@ -699,7 +699,7 @@ def _parse_since(text: str) -> _dt.datetime:
 
 
 def _catalog(root: str | os.PathLike[str] | None, timeout: float = _DEFAULT_TIMEOUT, read_only: bool = True) -> Any:
-    from ._catalog import DuckDBManager
+    from .catalog import DuckDBManager
 
     return DuckDBManager(root, read_only=read_only, timeout=timeout)
 
@@ -736,7 +736,7 @@ def _open_catalog(args: argparse.Namespace, *, read_only: bool = True, required:
     An ``s3://`` root without either has no catalog: with ``required`` that is an
     error; else the manager returned is a ``files_only`` one, which reads only the
     run files (``live``) and whose ``exists()`` is False."""
-    from ._catalog import DuckDBManager
+    from .catalog import DuckDBManager
 
     root = _root(args.root, must_exist=False)  # the options are checked first, then the root
     catalog, db_path = _catalog_options(args)
@@ -937,14 +937,14 @@ def _outcomes(db: Any, ids: Sequence[str]) -> dict[str, str]:
 
 
 def _check_metric(db: Any, metric: str, need: Iterable[str] = ("iter", "t_wall_ms")) -> None:
-    from ._catalog import RESERVED_COLUMNS, _is_numeric
+    from .catalog import RESERVED_COLUMNS, is_numeric
 
     cols = _telemetry_columns(db)
     if metric not in cols:
         raise CLIError(f"no telemetry column {metric!r}; columns: {', '.join(cols) or '(none)'}")
     if metric in RESERVED_COLUMNS:
         raise CLIError(f"telemetry column {metric!r} is reserved (set by the catalog for every row), not a metric")
-    if not _is_numeric(cols[metric]):
+    if not is_numeric(cols[metric]):
         raise CLIError(f"telemetry column {metric!r} is {cols[metric]}, not numeric: it cannot be a metric")
     missing = [c for c in need if c not in cols]
     if missing:
@@ -1111,12 +1111,12 @@ def _without_unreadable_catalog(did: str) -> Iterator[list[bool]]:
     be read by this DuckDB (another DuckDB line wrote it, or it is not a database): one
     line on stderr says what happened and what the command did instead. The yielded
     list holds ``True`` once that happened."""
-    from ._catalog import _CatalogUnreadable
+    from .catalog import CatalogUnreadable
 
     fell_back: list[bool] = []
     try:
         yield fell_back
-    except _CatalogUnreadable as e:
+    except CatalogUnreadable as e:
         fell_back.append(True)
         _emit(f"flightlog: catalog unreadable: {e.what}; {did} (`flightlog consolidate` rebuilds it)", sys.stderr)
 
