@@ -51,6 +51,24 @@ def _parse_time(text: Any) -> _dt.datetime | None:
     return value.replace(tzinfo=_dt.UTC) if value.tzinfo is None else value.astimezone(_dt.UTC)
 
 
+def run_start_and_duration(
+    manifest: Mapping[str, Any], status: str, now: _dt.datetime
+) -> tuple[_dt.datetime | None, float | None]:
+    """A run's start (its manifest's ``created_at``, aware UTC) and duration in seconds,
+    rounded to the millisecond: ``finished_at - created_at``, or ``now - created_at`` while
+    its ``status`` (by evidence) is ``running``; None for what the manifest does not say.
+    The runs table of the CLI (:func:`runs_rows`) and of the dashboard both use it."""
+    start = _parse_time(manifest.get("created_at"))
+    end = _parse_time(manifest.get("finished_at"))
+    duration = None
+    if start is not None:
+        if end is not None:
+            duration = (end - start).total_seconds()
+        elif status == "running":
+            duration = (now - start).total_seconds()
+    return start, round(duration, 3) if duration is not None else None
+
+
 def _catalog(root: str | os.PathLike[str] | None, timeout: float = _DEFAULT_TIMEOUT, read_only: bool = True) -> Any:
     from ._catalog import DuckDBManager
 
@@ -152,14 +170,7 @@ def runs_rows(
     rows = []
     for r in runs:
         m = r.manifest
-        start = _parse_time(m.get("created_at"))
-        end = _parse_time(m.get("finished_at"))
-        duration = None
-        if start is not None:
-            if end is not None:
-                duration = (end - start).total_seconds()
-            elif r.status == "running":
-                duration = (now - start).total_seconds()
+        start, duration = run_start_and_duration(m, r.status, now)
         counts = m.get("counts") or {}
         last, low = values.get(r.run_id, (None, None))
         rows.append(
@@ -170,7 +181,7 @@ def runs_rows(
                 r.status,
                 m.get("outcome"),
                 start,
-                round(duration, 3) if duration is not None else None,
+                duration,
                 counts.get("rows_written"),
                 last,
                 low,

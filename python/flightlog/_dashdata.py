@@ -258,7 +258,7 @@ class DashData:
             raise DashError(f"offset must be an integer >= 0, got {offset!r}")
         if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise DashError(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
-        from ._analysis import _parse_time
+        from ._analysis import run_start_and_duration
 
         all_runs = self.scan()
         flows = sorted({str(r.manifest.get("flow_name")) for r in all_runs if r.manifest.get("flow_name")})
@@ -296,21 +296,14 @@ class DashData:
         rows: list[dict[str, Any]] = []
         for r in runs:
             m = r.manifest
-            start = _parse_time(m.get("created_at"))
-            end = _parse_time(m.get("finished_at"))
-            duration = None
-            if start is not None:
-                if end is not None:
-                    duration = (end - start).total_seconds()
-                elif r.status == "running":
-                    duration = (now - start).total_seconds()
+            start, duration = run_start_and_duration(m, r.status, now)
             counts = m.get("counts") or {}
             row = {
                 "run_id": r.run_id,
                 "flow_name": m.get("flow_name"),
                 "status": r.status,
                 "started": start.isoformat() if start else None,
-                "duration_s": round(duration, 3) if duration is not None else None,
+                "duration_s": duration,
                 "rows": counts.get("rows_written"),
             }
             for k, v in (m.get("params") or {}).items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from .._analysis import (
     _require_catalog,
@@ -65,14 +66,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
         width=args.width,
         height=args.height,
     )
-    if args.format == "json":
-        _emit(json.dumps(_json_value(info), indent=1))
-    else:
-        _emit(
-            f"wrote {info['path']}: {len(ids)} run(s), {info['rows']} rows drawn as {info['points']} points "
-            f"in {info['seconds']:.2f} s"
-        )
-    return 0
+    return _wrote(
+        args,
+        info,
+        f"wrote {info['path']}: {len(ids)} run(s), {info['rows']} rows drawn as {info['points']} points "
+        f"in {info['seconds']:.2f} s",
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -90,13 +89,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         tol=args.tol,
     )
-    if args.format == "json":
-        _emit(json.dumps(_json_value(info), indent=1))
-    else:
-        _emit(
-            f"wrote {info['path']}: {len(info['runs'])} run(s), {len(info['metrics'])} chart(s) per run, "
-            f"{info['bytes'] / 1e6:.2f} MB, self-contained (open it in a browser)"
-        )
+    return _wrote(
+        args,
+        info,
+        f"wrote {info['path']}: {len(info['runs'])} run(s), {len(info['metrics'])} chart(s) per run, "
+        f"{info['bytes'] / 1e6:.2f} MB, self-contained (open it in a browser)",
+    )
+
+
+def _wrote(args: argparse.Namespace, info: dict[str, Any], line: str) -> int:
+    """What a command that writes a file prints: ``info`` as JSON with ``--format json``, else ``line``."""
+    _emit(json.dumps(_json_value(info), indent=1) if args.format == "json" else line)
     return 0
 
 
