@@ -152,7 +152,7 @@ def runs_rows(
         with _without_unreadable_catalog(f"listed the runs from their manifests, without final_{metric}/min_{metric}"):
             cols = _telemetry_columns(db)
             if metric in cols and "iter" in cols:
-                m = '"' + metric.replace('"', '""') + '"'
+                q = '"' + metric.replace('"', '""') + '"'
                 # No bound parameter: DuckDB's Python binding imports pandas to bind one (~0.3-1 s).
                 # A few runs: their ids inline (zone maps skip the others' rows); many: every run,
                 # grouped once (a list of 100,000 ids compared per row takes seconds).
@@ -161,7 +161,7 @@ def runs_rows(
                 if len(wanted) <= 2000:
                     where = f" WHERE run_id IN ({', '.join(_sql_text(i) for i in sorted(wanted))})"
                 for rid, last, low in db.query(
-                    f"SELECT run_id, arg_max({m}, iter) FILTER (WHERE {m} IS NOT NULL), min({m}) FROM telemetry"
+                    f"SELECT run_id, arg_max({q}, iter) FILTER (WHERE {q} IS NOT NULL), min({q}) FROM telemetry"
                     f"{where} GROUP BY run_id"
                 ).fetchall():
                     if rid in wanted:
@@ -319,55 +319,93 @@ def compare_rows(
         )
     per_run = _per_run_tol(db, ids, metric, tol)
     outcomes = _outcomes(db, ids)
-    params = list(params or [])
     if group_by is None:
-        res = db.compare(ids, metric=metric)
-        base = res.columns
-        extra_p = [f"params.{p}" if not p.startswith("params.") else p for p in params]
-        cols = base[:3] + ["outcome"] + [p.removeprefix("params.") for p in extra_p] + base[3:]
-        if tol is not None:
-            cols += ["iters_to_tol", "time_to_tol_s"]
-        rows = []
-        for rec in res.to_dicts():
-            rid = rec["run_id"]
-            prow = [_param_of(info[rid].get("params"), p.removeprefix("params.")) for p in extra_p]
-            row = [rec[c] for c in base[:3]] + [outcomes.get(rid)] + prow + [rec[c] for c in base[3:]]
-            if tol is not None:
-                pr = per_run.get(rid, {})
-                row += [pr.get("iters_to_tol"), pr.get("time_to_tol_s")]
-            rows.append(row)
-        return cols, rows
+        return _compare_per_run(db, ids, metric, tol, list(params or []), info, per_run, outcomes)
+    groups, excluded, keys = _groups(ids, group_by, info, outcomes, include_failed)
+    return _compare_groups(group_by.removeprefix("params."), tol, groups, excluded, keys, per_run)
 
+
+def _compare_per_run(
+    db: Any,
+    ids: list[str],
+    metric: str,
+    tol: float | None,
+    params: list[str],
+    info: Mapping[str, Mapping[str, Any]],
+    per_run: Mapping[str, Mapping[str, Any]],
+    outcomes: Mapping[str, str],
+) -> tuple[list[str], list[list[Any]]]:
+    """:func:`compare_rows` without ``group_by``: one row a run."""
+    res = db.compare(ids, metric=metric)
+    base = res.columns
+    extra_p = [f"params.{p}" if not p.startswith("params.") else p for p in params]
+    cols = base[:3] + ["outcome"] + [p.removeprefix("params.") for p in extra_p] + base[3:]
+    if tol is not None:
+        cols += ["iters_to_tol", "time_to_tol_s"]
+    rows = []
+    for rec in res.to_dicts():
+        rid = rec["run_id"]
+        prow = [_param_of(info[rid].get("params"), p.removeprefix("params.")) for p in extra_p]
+        row = [rec[c] for c in base[:3]] + [outcomes.get(rid)] + prow + [rec[c] for c in base[3:]]
+        if tol is not None:
+            pr = per_run.get(rid, {})
+            row += [pr.get("iters_to_tol"), pr.get("time_to_tol_s")]
+        rows.append(row)
+    return cols, rows
+
+
+def _groups(
+    ids: list[str],
+    group_by: str,
+    info: Mapping[str, Mapping[str, Any]],
+    outcomes: Mapping[str, str],
+    include_failed: bool,
+) -> tuple[dict[str, list[str]], dict[str, int], dict[str, Any]]:
+    """The runs of each group of :func:`compare_rows` (``group_by`` value as sorted-key JSON):
+    ``(runs in the statistics, runs excluded, the group's value)``."""
     key_name = group_by.removeprefix("params.")
     groups: dict[str, list[str]] = {}
     excluded: dict[str, int] = {}
     keys: dict[str, Any] = {}
     for rid in ids:
-        row = info[rid]
+        run = info[rid]
         if group_by.startswith("params."):
-            k = _param_of(row.get("params"), key_name)
-        elif group_by in row:
-            k = row[group_by]
+            k = _param_of(run.get("params"), key_name)
+        elif group_by in run:
+            k = run[group_by]
         else:
-            raise InputError(f"--group-by {group_by!r}: use params.<name> or a runs column ({', '.join(row)})")
+            raise InputError(f"--group-by {group_by!r}: use params.<name> or a runs column ({', '.join(run)})")
         ks = json.dumps(_json_value(k), sort_keys=True)
         keys[ks] = k
         groups.setdefault(ks, [])
-        if not include_failed and (row.get("status") != "finished" or outcomes.get(rid) in EXCLUDED_OUTCOMES):
+        if not include_failed and (run.get("status") != "finished" or outcomes.get(rid) in EXCLUDED_OUTCOMES):
             excluded[ks] = excluded.get(ks, 0) + 1
         else:
             groups[ks].append(rid)
+    return groups, excluded, keys
 
-    def stats(vals: list[Any]) -> list[Any]:
-        import numpy as np
 
-        v = [float(x) for x in vals if x is not None and math.isfinite(float(x))]
-        if not v:
-            return [None, None, None, None]
-        lo, hi = _bootstrap_ci(v)
-        std = float(np.std(v, ddof=1)) if len(v) > 1 else None
-        return [float(np.mean(v)), std, lo, hi]
+def _stats(vals: list[Any]) -> list[Any]:
+    """``[mean, std, ci95_lo, ci95_hi]`` of the finite values (None for what cannot be told)."""
+    import numpy as np
 
+    v = [float(x) for x in vals if x is not None and math.isfinite(float(x))]
+    if not v:
+        return [None, None, None, None]
+    lo, hi = _bootstrap_ci(v)
+    std = float(np.std(v, ddof=1)) if len(v) > 1 else None
+    return [float(np.mean(v)), std, lo, hi]
+
+
+def _compare_groups(
+    key_name: str,
+    tol: float | None,
+    groups: Mapping[str, list[str]],
+    excluded: Mapping[str, int],
+    keys: Mapping[str, Any],
+    per_run: Mapping[str, Mapping[str, Any]],
+) -> tuple[list[str], list[list[Any]]]:
+    """:func:`compare_rows` with ``group_by``: one row a group, sorted by the group's value."""
     cols = [key_name, "runs", "excluded", "finite"]
     cols += ["final_mean", "final_std", "final_ci95_lo", "final_ci95_hi"]
     cols += ["best_mean", "best_std", "best_ci95_lo", "best_ci95_hi"]
@@ -385,11 +423,11 @@ def compare_rows(
         finals = [m.get("final") for m in members]
         row = [keys[ks], len(members), excluded.get(ks, 0)]
         row.append(sum(1 for f in finals if f is not None and math.isfinite(f)))
-        row += stats(finals) + stats([m.get("best") for m in members])
+        row += _stats(finals) + _stats([m.get("best") for m in members])
         if tol is not None:
             reached = [m for m in members if m.get("iters_to_tol") is not None]
-            its = stats([m["iters_to_tol"] for m in reached])
-            secs = stats([m["time_to_tol_s"] for m in reached])
+            its = _stats([m["iters_to_tol"] for m in reached])
+            secs = _stats([m["time_to_tol_s"] for m in reached])
             row += [len(reached), its[0], its[2], its[3], secs[0]]
         rows.append(row)
     return cols, rows

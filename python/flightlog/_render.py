@@ -49,7 +49,7 @@ def _csv_value(v: Any) -> str:
         return ""
     t = type(v)
     if t is str:  # the common cases first: isinstance against the ABCs below costs ~1 us
-        return v
+        return v  # type: ignore[no-any-return]
     if t is int:
         return str(v)
     if isinstance(v, bool):
@@ -69,7 +69,7 @@ def _cell(v: Any) -> str:
         return ""
     t = type(v)
     if t is str:  # the common cases first (see _csv_value)
-        return v
+        return v  # type: ignore[no-any-return]
     if t is int:
         return str(v)
     if isinstance(v, bool):

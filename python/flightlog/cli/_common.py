@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._analysis import CATALOG_ENV, DB_ENV, _needs_catalog, _parse_time, _require_catalog
-from ._discovery import RunNotFoundError, _is_object_root, _root, find_run
+from .._errors import RunNotFoundError
+from ._discovery import _is_object_root, _root, find_run
 from ._errors import CLIError
 
 _SINCE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

@@ -6,9 +6,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from .._analysis import _DEFAULT_TIMEOUT
+from .._analysis import _DEFAULT_TIMEOUT, CATALOG_ENV, DB_ENV
 from .._render import FORMATS
-from ._common import CATALOG_ENV, DB_ENV
 from ._discovery import _finite, _seconds
 from .catalog import cmd_consolidate, cmd_query
 from .compare import _port, cmd_compare, cmd_plot, cmd_report, cmd_ui
@@ -76,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(
         name: str, func: Callable[[argparse.Namespace], int], help: str, uses_catalog: bool = False, **kw: Any
     ) -> argparse.ArgumentParser:
-        parents = [common, catalog] if uses_catalog else [common]
+        parents: list[Any] = [common, catalog] if uses_catalog else [common]
         p = sub.add_parser(name, help=help, description=help, parents=parents, **kw)
         p.set_defaults(func=func)
         return p

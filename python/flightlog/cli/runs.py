@@ -40,52 +40,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     m["status"] = ref.status
     if ref.status != ref.manifest.get("status"):
         m["manifest_status"] = ref.manifest.get("status")
-    in_cat = False
-    with _without_unreadable_catalog("showing the run from its files"):
-        in_cat = db.exists() and bool(
-            db.query(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $1) AND EXISTS (SELECT 1 FROM telemetry WHERE run_id = $1)",
-                [ref.run_id],
-            ).fetchone()[0]
-        )
-    if in_cat:
-        summary = db.query(
-            "SUMMARIZE (SELECT * EXCLUDE (schema_version) FROM telemetry WHERE run_id = $1)", [ref.run_id]
-        ).to_dicts()
-        events = db.events(ref.run_id).to_dicts()
-    else:
-        live = db.live(ref.run_id)
-        summary = live.relation.query("t", "SUMMARIZE t").fetchall() if len(live) else []
-        cols = [
-            "column_name",
-            "column_type",
-            "min",
-            "max",
-            "approx_unique",
-            "avg",
-            "std",
-            "q25",
-            "q50",
-            "q75",
-            "count",
-            "null_percentage",
-        ]
-        summary = [dict(zip(cols, r, strict=False)) for r in summary]
-        events = db.live(ref.run_id, kind="events").to_dicts()
-    # A min/max of a string column is lexicographic ("min AMBER max RED"): a categorical
-    # column with several values shows its value counts instead.
-    categorical = {}
-    for s in summary:
-        ctype = str(s["column_type"]).upper()
-        if (ctype == "VARCHAR" or ctype.startswith("ENUM")) and s["min"] != s["max"]:
-            quoted = '"' + str(s["column_name"]).replace('"', '""') + '"'
-            sql = f"SELECT {quoted}::VARCHAR AS v, count(*) AS n FROM {{src}} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 11"
-            if in_cat:
-                got = db.query(sql.format(src="telemetry WHERE run_id = $1"), [ref.run_id]).fetchall()
-            else:
-                got = live.relation.query("t", sql.format(src="t")).fetchall()
-            categorical[s["column_name"]] = dict(got)
-            s["min"] = s["max"] = None
+    in_cat, summary, events, categorical = _summary(db, ref)
     col_names = ["column", "type", "count", "null_pct", "min", "max", "mean", "std"]
     col_rows = [
         [
@@ -145,6 +100,59 @@ def cmd_show(args: argparse.Namespace) -> int:
     if len(ev_rows) > limit:
         _emit(f"  ... {len(ev_rows) - limit} more (--events N, or --format json)")
     return 0
+
+
+def _summary(db: Any, ref: RunRef) -> tuple[bool, list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """What ``show`` prints of a run's data: ``(from the catalog, SUMMARIZE rows, events,
+    value counts of the categorical columns)``, from the catalog when it holds the run, else
+    from the run's durable files."""
+    in_cat = False
+    with _without_unreadable_catalog("showing the run from its files"):
+        in_cat = db.exists() and bool(
+            db.query(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $1) AND EXISTS (SELECT 1 FROM telemetry WHERE run_id = $1)",
+                [ref.run_id],
+            ).fetchone()[0]
+        )
+    if in_cat:
+        summary = db.query(
+            "SUMMARIZE (SELECT * EXCLUDE (schema_version) FROM telemetry WHERE run_id = $1)", [ref.run_id]
+        ).to_dicts()
+        events = db.events(ref.run_id).to_dicts()
+    else:
+        live = db.live(ref.run_id)
+        summary = live.relation.query("t", "SUMMARIZE t").fetchall() if len(live) else []
+        cols = [
+            "column_name",
+            "column_type",
+            "min",
+            "max",
+            "approx_unique",
+            "avg",
+            "std",
+            "q25",
+            "q50",
+            "q75",
+            "count",
+            "null_percentage",
+        ]
+        summary = [dict(zip(cols, r, strict=False)) for r in summary]
+        events = db.live(ref.run_id, kind="events").to_dicts()
+    # A min/max of a string column is lexicographic ("min AMBER max RED"): a categorical
+    # column with several values shows its value counts instead.
+    categorical = {}
+    for s in summary:
+        ctype = str(s["column_type"]).upper()
+        if (ctype == "VARCHAR" or ctype.startswith("ENUM")) and s["min"] != s["max"]:
+            quoted = '"' + str(s["column_name"]).replace('"', '""') + '"'
+            sql = f"SELECT {quoted}::VARCHAR AS v, count(*) AS n FROM {{src}} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 11"
+            if in_cat:
+                got = db.query(sql.format(src="telemetry WHERE run_id = $1"), [ref.run_id]).fetchall()
+            else:
+                got = live.relation.query("t", sql.format(src="t")).fetchall()
+            categorical[s["column_name"]] = dict(got)
+            s["min"] = s["max"] = None
+    return in_cat, summary, events, categorical
 
 
 def _counts_of(categorical: Mapping[str, Mapping[Any, int]], name: str) -> dict[str, Any]:
@@ -208,5 +216,5 @@ def _size(n: Any) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
+        n /= 1024
     return str(n)
