@@ -415,7 +415,9 @@ def _mark_events(ax: Any, rows: list[tuple[Any, ...]], ids: list[str], line_xy: 
     return drawn
 
 
-def _event_legend(plt: Any, rows: list[tuple[Any, ...]], handles: list[Any], labels: list[str]) -> tuple[list, list]:
+def _event_legend(
+    plt: Any, rows: list[tuple[Any, ...]], handles: list[Any], labels: list[str]
+) -> tuple[list[Any], list[str]]:
     from matplotlib.lines import Line2D
 
     for name in sorted({r[2] for r in rows}):

@@ -7,8 +7,8 @@ import argparse
 import datetime as _dt
 import os
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from .._analysis import CATALOG_ENV, DB_ENV, _needs_catalog, _parse_time, _require_catalog
 from .._errors import RunNotFoundError
@@ -87,3 +87,17 @@ def _catalog_ids(db: Any, ids: Sequence[str]) -> set[str]:
         return set()
     sql = "SELECT DISTINCT run_id FROM runs WHERE list_contains(?::VARCHAR[], run_id)"
     return {r[0] for r in db.query(sql, [list(ids)]).fetchall()}
+
+
+class AddCommand(Protocol):
+    """``add(name, func, help, uses_catalog=False, **kw)``: a subcommand running ``func``,
+    with the common options (and the catalog ones when ``uses_catalog``); returns its parser."""
+
+    def __call__(
+        self,
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        help: str,
+        uses_catalog: bool = False,
+        **kw: Any,
+    ) -> argparse.ArgumentParser: ...

@@ -16,7 +16,7 @@ from .._analysis import (
 )
 from .._render import _json_value, render
 from .._render import emit as _emit
-from ._common import _open_catalog
+from ._common import AddCommand, _open_catalog
 from ._errors import CLIError
 
 
@@ -106,3 +106,19 @@ def cmd_query(args: argparse.Namespace) -> int:
     res = db.query(sql, params)
     _emit(render(res.columns, res.fetchall(), args.format))
     return 0
+
+
+def add_parsers(add: AddCommand) -> None:
+    """Registers the subcommands of this module (``add`` is :func:`~flightlog.cli._parser.build_parser`'s)."""
+    p = add("consolidate", cmd_consolidate, "ingest new immutable files into the catalog (duckdb.db)", True)
+    p.add_argument("--prune", action="store_true", help="remove rows of runs whose folders are gone")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p = add("query", cmd_query, "run SQL over the catalog (tables runs, telemetry, events, _ingested_files)", True)
+    p.add_argument("sql", help="the SQL ('-' reads it from stdin)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="bind $NAME to VALUE (int, float, true/false/null, else text); repeatable",
+    )

@@ -14,7 +14,8 @@ from .._analysis import (
 )
 from .._render import _json_value, render
 from .._render import emit as _emit
-from ._common import _catalog_options, _ids_for, _open_catalog
+from ._common import AddCommand, _ids_for, _open_catalog
+from ._discovery import _finite
 from ._errors import CLIError
 
 
@@ -74,47 +75,44 @@ def cmd_plot(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from .._report import write_report
-
-    catalog, db_path = _catalog_options(args)
-    metrics = [m for chunk in args.metric for m in chunk.split(",") if m] if args.metric else None
-    info = write_report(
-        args.root,
-        args.runs,
-        args.output,
-        metrics=metrics,
-        db_path=db_path,
-        catalog=catalog,
-        timeout=args.timeout,
-        tol=args.tol,
-    )
-    return _wrote(
-        args,
-        info,
-        f"wrote {info['path']}: {len(info['runs'])} run(s), {len(info['metrics'])} chart(s) per run, "
-        f"{info['bytes'] / 1e6:.2f} MB, self-contained (open it in a browser)",
-    )
-
-
 def _wrote(args: argparse.Namespace, info: dict[str, Any], line: str) -> int:
     """What a command that writes a file prints: ``info`` as JSON with ``--format json``, else ``line``."""
     _emit(json.dumps(_json_value(info), indent=1) if args.format == "json" else line)
     return 0
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    from .._ui import serve
-
-    catalog, db_path = _catalog_options(args)
-    return serve(args.root, db_path=db_path, catalog=catalog, host=args.host, port=args.port, timeout=args.timeout)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 65535 (0: any free port), got {text!r}")
-    return value
+def add_parsers(add: AddCommand) -> None:
+    """Registers the subcommands of this module (``add`` is :func:`~flightlog.cli._parser.build_parser`'s)."""
+    p = add("compare", cmd_compare, "compare runs on a metric (per run, or per group with --group-by)", True)
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run ids")
+    p.add_argument("--flow", action="append", default=[], help="also every run of this flow (repeatable)")
+    p.add_argument("--metric", "-m", default="E", help="telemetry column (default E); lower is better")
+    p.add_argument("--tol", type=_finite, help="report iterations and seconds until metric <= TOL")
+    p.add_argument("--group-by", help="params.NAME (or a runs column such as flow_name): aggregate per group")
+    p.add_argument("--params", action="append", default=[], help="params to show as columns (a,b)")
+    p.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="with --group-by: also pool runs that failed, crashed, are running or diverged (left out by default)",
+    )
+    p.add_argument("--plot", metavar="FILE.png", help="also plot the runs")
+    p.add_argument(
+        "--logy", action=argparse.BooleanOptionalAction, default=None, help="log y axis for --plot (default: auto)"
+    )
+    p = add("plot", cmd_plot, "plot a metric of runs into a PNG (downsampled on read)", True)
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run ids")
+    p.add_argument("--flow", action="append", default=[], help="also every run of this flow (repeatable)")
+    p.add_argument("--metric", "-m", default="E", help="telemetry column (default E)")
+    p.add_argument("--x", default="iter", help="x column (default iter; e.g. t_wall_ms)")
+    p.add_argument(
+        "--logy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log y axis (default: log when the positive values span 3+ decades)",
+    )
+    p.add_argument("--logx", action="store_true", help="log x axis (symlog: iteration 0 stays visible)")
+    p.add_argument("--params", action="append", help="params for the legend (default: those that differ)")
+    p.add_argument("--title")
+    p.add_argument("--width", type=int, default=1400, help="pixels (default 1400)")
+    p.add_argument("--height", type=int, default=800, help="pixels (default 800)")
+    p.add_argument("-o", "--output", default="flightlog-plot.png", help="PNG file (default flightlog-plot.png)")

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._render import _json_value, render
 from .._render import emit as _emit
+from ._common import AddCommand
 from ._discovery import _is_object_root, _root
 from ._errors import CLIError
 
@@ -83,3 +84,22 @@ def cmd_compact(args: argparse.Namespace) -> int:
                 for s in rep[k].get("skipped") or []:
                     _emit(f"kept {s['path']}: {s['reason']}", sys.stderr)
     return 0
+
+
+def add_parsers(add: AddCommand) -> None:
+    """Registers the subcommands of this module (``add`` is :func:`~flightlog.cli._parser.build_parser`'s)."""
+    p = add("recover", cmd_recover, "finalise crashed runs (merge segments, mark crashed)")
+    p.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE.parquet",
+        help="finalise this output file of a bare FlightRecorder instead of the runs under --root",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        help="seconds without new files after which another host's running run counts as crashed",
+    )
+    p = add("compact", cmd_compact, "merge a flow's append-mode parts into one file")
+    p.add_argument("flow", help="flow name")
+    p.add_argument("--which", choices=["dev", "tuner"], default="dev", help="which parts (default dev)")

@@ -16,7 +16,7 @@ from .._analysis import (
 )
 from .._render import _cell, _json_value, _typed, render
 from .._render import emit as _emit
-from ._common import _open_catalog, _parse_since
+from ._common import AddCommand, _open_catalog, _parse_since
 from ._discovery import RunRef, _root, find_run
 
 
@@ -218,3 +218,21 @@ def _size(n: Any) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def add_parsers(add: AddCommand) -> None:
+    """Registers the subcommands of this module (``add`` is :func:`~flightlog.cli._parser.build_parser`'s)."""
+    p = add("runs", cmd_runs, "list runs (status by evidence: a dead running run shows as crashed)", True)
+    p.add_argument("--flow", help="only this flow")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=["running", "finished", "failed", "crashed"],
+        help="only runs with this status (repeatable)",
+    )
+    p.add_argument("--since", help="only runs started since: a duration (30m, 2h, 3d) or an ISO date/time")
+    p.add_argument("--metric", default="E", help="metric for the final/min columns (default E)")
+    p.add_argument("--limit", type=int, help="only the N most recent runs")
+    p = add("show", cmd_show, "one run: manifest, per-column summary, events", True)
+    p.add_argument("run", help="run id (or its folder name, or a unique prefix)")
+    p.add_argument("--events", type=int, default=30, help="events to list in the table (default 30)")

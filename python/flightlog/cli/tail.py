@@ -15,6 +15,7 @@ from .._analysis import (
 )
 from .._render import _cell, _csv_value, _json_value
 from .._render import emit as _emit
+from ._common import AddCommand
 from ._discovery import RunRef, _object_status, find_run
 
 
@@ -157,3 +158,12 @@ def _tail(args: argparse.Namespace, ref: RunRef, source: _TailSource) -> int:
                 _emit(f"run {ref.run_id} still running after {args.timeout_tail} s; stopped following")
             return 0
         time.sleep(args.interval)
+
+
+def add_parsers(add: AddCommand) -> None:
+    """Registers the subcommands of this module (``add`` is :func:`~flightlog.cli._parser.build_parser`'s)."""
+    p = add("tail", cmd_tail, "follow a running run: a line per new durable segment; ends with the run")
+    p.add_argument("run", help="run id")
+    p.add_argument("--metric", "-m", default="E", help="metric to show (default E)")
+    p.add_argument("--interval", type=float, default=0.5, help="seconds between polls (default 0.5)")
+    p.add_argument("--for", dest="timeout_tail", type=float, help="stop following after this many seconds")
