@@ -75,6 +75,18 @@ def test_cli_modules_stay_small() -> None:
     assert all(n < 800 for n in sizes.values()), sizes
 
 
+def test_cli_and_library_imports_stay_light() -> None:
+    """``import flightlog.cli`` (every ``flightlog`` command pays it) and the analysis and
+    rendering modules import no DuckDB, pandas, pyarrow, matplotlib, numpy or rich."""
+    code = (
+        "import sys, flightlog.cli, flightlog.cli._parser, flightlog._analysis, flightlog._render\n"
+        "print(sorted(m for m in ('duckdb', 'pandas', 'pyarrow', 'matplotlib', 'numpy', 'rich') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
 def test_entry_point_is_the_package_main() -> None:
     import tomllib
 
