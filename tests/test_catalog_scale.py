@@ -21,8 +21,10 @@ import duckdb
 import pytest
 
 from flightlog import DuckDBManager, Field, Schema, TelemetryManager
+from flightlog._analysis import runs_rows
+from flightlog._errors import RunNotFoundError
 from flightlog._manifest import read_manifest
-from flightlog.cli import RunNotFoundError, _runs_by_evidence, find_run, runs_rows, scan_runs
+from flightlog.cli._discovery import _runs_by_evidence, find_run, scan_runs
 
 SCHEMA = Schema([Field("iter", "i64"), Field("t_wall_ms", "f64"), Field("E", "f64")])
 
@@ -342,7 +344,7 @@ def test_long_tables_are_laid_out_as_rich_lays_them_out(monkeypatch):
     import string
 
     pytest.importorskip("rich")
-    from flightlog import cli
+    from flightlog import _render as cli
 
     monkeypatch.delenv("FLIGHTLOG_PLAIN", raising=False)
     rng = random.Random(17)

@@ -123,7 +123,7 @@ def test_an_ambiguous_prefix_says_how_many_runs_match(tmp_path: Path) -> None:
 
 
 def test_table_numbers_have_one_format(tmp_path: Path) -> None:
-    from flightlog.cli import render
+    from flightlog._render import render
 
     text = render(["a", "b", "c"], [[0.0414873, 1.22607, 2.507e-17]], "table")
     assert "0.04149" in text and "1.226" in text and "2.507e-17" in text

@@ -383,7 +383,8 @@ def test_deeply_nested_payload_raises_type_error(tmp_path: Path, where: str) -> 
 
 
 def test_param_out_of_float_range_is_refused(tmp_path: Path) -> None:
-    from flightlog.cli import CLIError, _parse_param
+    from flightlog.cli._errors import CLIError
+    from flightlog.cli.catalog import _parse_param
 
     for text in ("a=1e400", "a=-1e400", "a=1" + "0" * 400 + ".0"):
         with pytest.raises(CLIError, match="out of range"):

@@ -2,11 +2,11 @@
 
 The one place the dashboard reads data, and it reads it through the existing layers:
 
-- the runs (status by evidence, manifests) from :func:`flightlog.cli.scan_runs`;
+- the runs (status by evidence, manifests) from :func:`flightlog.cli._discovery.scan_runs`;
 - telemetry and events of consolidated runs from the catalog (:class:`~flightlog.DuckDBManager`,
   opened read-only; every value bound as a parameter), of the others from their durable files
   (:meth:`~flightlog.DuckDBManager.live`), so a running run shows what it has made durable;
-- the comparison from :func:`flightlog.cli.compare_rows` (the CLI's ``compare``);
+- the comparison from :func:`flightlog._analysis.compare_rows` (the CLI's ``compare``);
 - downsampling with the plot's M4 query (:func:`flightlog._plot._downsample_sql`: first, min, max
   and last point of each pixel bucket, computed in DuckDB), so a spike is never hidden and a
   10-million-row run sends a few thousand points, never its rows.
@@ -133,7 +133,7 @@ class DashData:
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         from .catalog import DuckDBManager
-        from .cli import _root
+        from .cli._discovery import _root
 
         self.root = _root(root)
         self.storage_options = dict(storage_options or {})
@@ -177,8 +177,8 @@ class DashData:
     # ------------------------------------------------------------------ runs
 
     def scan(self, *, fresh: bool = False) -> list[Any]:
-        """:func:`~flightlog.cli.scan_runs` of the root, reused for ``_SCAN_TTL`` seconds."""
-        from .cli import scan_runs
+        """:func:`~flightlog.cli._discovery.scan_runs` of the root, reused for ``_SCAN_TTL`` seconds."""
+        from .cli._discovery import scan_runs
 
         with self._lock:
             if not fresh and self._scan is not None and time.monotonic() - self._scan[0] < _SCAN_TTL:
@@ -189,8 +189,8 @@ class DashData:
         return runs
 
     def ref(self, run_id: Any) -> Any:
-        """The :class:`~flightlog.cli.RunRef` of ``run_id`` (exactly its id), else DashError 404."""
-        from .cli import BAD_MANIFEST
+        """The :class:`~flightlog.cli._discovery.RunRef` of ``run_id`` (exactly its id), else DashError 404."""
+        from .cli._discovery import BAD_MANIFEST
 
         rid = check_run_id(run_id)
         for fresh in (False, True):  # a run started a moment ago is not in the cached scan yet
@@ -258,7 +258,7 @@ class DashData:
             raise DashError(f"offset must be an integer >= 0, got {offset!r}")
         if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise DashError(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
-        from .cli import _parse_time
+        from ._analysis import run_start_and_duration
 
         all_runs = self.scan()
         flows = sorted({str(r.manifest.get("flow_name")) for r in all_runs if r.manifest.get("flow_name")})
@@ -296,21 +296,14 @@ class DashData:
         rows: list[dict[str, Any]] = []
         for r in runs:
             m = r.manifest
-            start = _parse_time(m.get("created_at"))
-            end = _parse_time(m.get("finished_at"))
-            duration = None
-            if start is not None:
-                if end is not None:
-                    duration = (end - start).total_seconds()
-                elif r.status == "running":
-                    duration = (now - start).total_seconds()
+            start, duration = run_start_and_duration(m, r.status, now)
             counts = m.get("counts") or {}
             row = {
                 "run_id": r.run_id,
                 "flow_name": m.get("flow_name"),
                 "status": r.status,
                 "started": start.isoformat() if start else None,
-                "duration_s": round(duration, 3) if duration is not None else None,
+                "duration_s": duration,
                 "rows": counts.get("rows_written"),
             }
             for k, v in (m.get("params") or {}).items():
@@ -387,7 +380,7 @@ class DashData:
 
     def _live_tail(self, d: dict[str, Any], ref: Any, metrics: list[str]) -> None:
         from . import _core
-        from .cli import _last_row, _segment_files
+        from ._analysis import _last_row, _segment_files
 
         files = _segment_files(ref)
         if not files:
@@ -462,7 +455,7 @@ class DashData:
         telemetry files (a run folder's segments/final file), None when they cannot tell."""
         import duckdb
 
-        from .cli import _segment_files
+        from ._analysis import _segment_files
 
         if ref.mode != "run":
             return None  # dev/tuner parts hold several runs' rows
@@ -648,10 +641,11 @@ class DashData:
         group_by: str | None = None,
         tol: float | None = None,
     ) -> dict[str, Any]:
-        """The CLI's ``compare`` (:func:`~flightlog.cli.compare_rows`) of consolidated runs: per run,
+        """The CLI's ``compare`` (:func:`~flightlog._analysis.compare_rows`) of consolidated runs: per run,
         and per group with ``group_by`` (bootstrap intervals, time to ``tol``). Runs not in the
         catalog yet are listed in ``"not_in_catalog"``."""
-        from .cli import CLIError, compare_rows
+        from ._analysis import compare_rows
+        from ._errors import InputError
 
         if not run_ids:
             raise DashError("compare needs run ids")
@@ -680,7 +674,7 @@ class DashData:
             if group_by:
                 gcols, grows = compare_rows(self.db, cat_ids, metric, tol=tol, group_by=group_by)
                 out["group_columns"], out["group_rows"] = gcols, _num(grows)
-        except (CLIError, ValueError) as e:
+        except (InputError, ValueError) as e:
             raise DashError(str(e)) from None
         return out
 

@@ -334,7 +334,8 @@ def run_demo(
     report = db.consolidate()
     _say(out, f"\nconsolidated into {result.db_path}: {report}")
 
-    from .cli import compare_rows, narrow_compare, render, runs_rows
+    from ._analysis import compare_rows, narrow_compare, runs_rows
+    from ._render import render
 
     ids = [r.run_id for r in result.runs if r.run_id]
     cols, rows = runs_rows(root_path, run_ids=ids, db=db)

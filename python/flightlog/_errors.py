@@ -21,6 +21,15 @@ or corrupt ``duckdb.db``); DuckDB's other errors in the SQL given to ``query()``
 (parser, binder, catalog errors: the caller's SQL is wrong) stay ``duckdb.Error``,
 as documented there.
 
+Outside that tree, for what a person typed (the CLI's arguments, the dashboard's):
+
+::
+
+    Exception
+     └── InputError                     bad input to the analysis/rendering library; the
+          │                             message says what was wrong and is shown as is
+          └── RunNotFoundError (ValueError)  no run with that id (or the prefix is ambiguous)
+
 Wrong value types raise the built-in ``TypeError`` and out-of-range values and
 bad names the built-in ``ValueError``, each naming the field or argument.
 """
@@ -92,6 +101,16 @@ class CatalogError(FlightlogError, OSError):
 class ConflictError(FlightlogError):
     """An object-store update lost a race: the object changed since it was read
     (its ETag no longer matches). Read it again and retry."""
+
+
+class InputError(Exception):
+    """Bad input to the analysis and rendering library (an unknown format or metric, no
+    catalog yet, a tolerance that is not finite): the message says what was wrong and what
+    to do, and is shown as is (the CLI prints it as its one error line)."""
+
+
+class RunNotFoundError(InputError, ValueError):
+    """No run with that id under the root or in the catalog (or the prefix is ambiguous)."""
 
 
 class RowBudgetWarning(UserWarning):

@@ -184,6 +184,97 @@ def plot_runs(
         db = DuckDBManager(db, read_only=True)
 
     buckets = min(max(64, int(width * 0.85)), 65_535)
+    by_run, event_rows, run_info = _read_runs(db, ids, metric, x, logx=logx, logy=logy, buckets=buckets, events=events)
+
+    if logy is None:
+        logy = _auto_logy(by_run)
+    ylabel = _y_label(metric, [run_info.get(r, {}).get("units", {}).get(metric) for r in ids])
+    legend_params = list(params) if params is not None else _auto_params({r: run_info[r]["params"] for r in ids})
+    multi = len(ids) > 1
+    show_phases = phases and any(r[12] is not None for rows in by_run.values() for r in rows)
+
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    if show_phases:
+        lane = 0.22 if multi else 0.3
+        grid = fig.add_gridspec(2, 1, height_ratios=[7.5, max(0.6, lane * len(ids))], hspace=0.05)
+        ax = fig.add_subplot(grid[0])
+        rib = fig.add_subplot(grid[1], sharex=ax)
+    else:
+        ax, rib = fig.add_subplot(1, 1, 1), None
+    colors = CURVE_COLORS
+    total_rows, total_points = 0, 0
+    line_xy: dict[str, tuple[list[float], list[float]]] = {}
+    for i, rid in enumerate(ids):
+        rows = by_run[rid]
+        total_rows += sum(r[1] for r in rows)
+        xs, ys = _points(rows)
+        total_points += len(xs)
+        line_xy[rid] = (xs, ys)
+        info = run_info.get(rid, {})
+        label = rid
+        extras = [f"{k}={_fmt_value(info.get('params', {}).get(k))}" for k in legend_params]
+        if extras:
+            label += "  " + " ".join(extras)
+        if info.get("status") not in (None, "finished"):
+            label += f"  [{info.get('status')}]"
+        color = colors[i % len(colors)]
+        ax.plot(xs, ys, color=color, lw=1.6, label=label, solid_joinstyle="round")
+        if xs and info.get("status") in ("failed", "crashed"):
+            ax.plot([xs[-1]], [ys[-1]], marker="X", ms=11, color=color, mec="black", mew=0.8, zorder=5)
+        if show_phases and rib is not None:
+            for lo, hi, phase in _phase_spans(rows):
+                rib.barh(i, hi - lo, left=lo, height=0.8, color=PHASE_COLORS.get(phase, "#bbbbbb"), alpha=0.85)
+                if not multi:
+                    ax.axvspan(lo, hi, color=PHASE_COLORS.get(phase, "#bbbbbb"), alpha=0.08, lw=0)
+
+    markers = _mark_events(ax, event_rows, ids, line_xy)
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("symlog", linthresh=1.0, linscale=0.3)
+        ax.set_xlim(left=0)
+    ax.grid(True, which="major", alpha=0.35)
+    if logy:
+        ax.grid(True, which="minor", axis="y", alpha=0.12)
+    ax.set_ylabel(ylabel, fontsize=9 if "\n" in ylabel else None)
+    ax.set_title(title or f"{metric} by {x}: {len(ids)} run{'s' if multi else ''}", fontsize=12)
+    handles, labels = ax.get_legend_handles_labels()
+    handles, labels = _event_legend(plt, event_rows, handles, labels)
+    ax.legend(handles, labels, fontsize=8.5, loc="best", framealpha=0.9)
+    if rib is not None:
+        _dress_ribbon(plt, ax, rib, ids, x, logx=logx, multi=multi)
+    else:
+        ax.set_xlabel(x)
+    # Margins by hand (constrained layout costs more than the query on a 10M-row run).
+    label_px = 7.5 * dpi / 72 * 0.62 * max(len(rid) for rid in ids) + 16 if rib is not None and multi else 0
+    left = max(0.07, (label_px + 10) / width)
+    fig.subplots_adjust(left=left, right=0.985, top=0.95, bottom=(95 if rib is not None else 55) / height)
+    path = _save_png(plt, fig, out, dpi)
+    return {
+        "path": str(path),
+        "runs": ids,
+        "rows": total_rows,
+        "points": total_points,
+        "markers": markers,
+        "logy": bool(logy),
+        "ylabel": ylabel,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _read_runs(
+    db: Any,
+    ids: list[str],
+    metric: str,
+    x: str,
+    *,
+    logx: bool,
+    logy: bool | None,
+    buckets: int,
+    events: bool,
+) -> tuple[dict[str, list[tuple[Any, ...]]], list[tuple[Any, ...]], dict[str, dict[str, Any]]]:
+    """What :func:`plot_runs` draws, downsampled to ``buckets`` per run: ``(rows by run, event
+    rows, run info)``; a run in the catalog is read from it, any other from its durable files."""
     cols: dict[str, str] = {}
     in_catalog: set[str] = set()
     run_info: dict[str, dict[str, Any]] = {}
@@ -247,86 +338,33 @@ def plot_runs(
         if not rows:
             raise ValueError(f"run {rid!r} has no telemetry rows")
 
-    if logy is None:
-        logy = _auto_logy(by_run)
-    ylabel = _y_label(metric, [run_info.get(r, {}).get("units", {}).get(metric) for r in ids])
-    legend_params = list(params) if params is not None else _auto_params({r: run_info[r]["params"] for r in ids})
-    multi = len(ids) > 1
-    show_phases = phases and any(r[12] is not None for rows in by_run.values() for r in rows)
+    return by_run, event_rows, run_info
 
-    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    if show_phases:
-        lane = 0.22 if multi else 0.3
-        grid = fig.add_gridspec(2, 1, height_ratios=[7.5, max(0.6, lane * len(ids))], hspace=0.05)
-        ax = fig.add_subplot(grid[0])
-        rib = fig.add_subplot(grid[1], sharex=ax)
-    else:
-        ax, rib = fig.add_subplot(1, 1, 1), None
-    colors = CURVE_COLORS
-    total_rows, total_points = 0, 0
-    line_xy: dict[str, tuple[list[float], list[float]]] = {}
-    for i, rid in enumerate(ids):
-        rows = by_run[rid]
-        total_rows += sum(r[1] for r in rows)
-        xs, ys = _points(rows)
-        total_points += len(xs)
-        line_xy[rid] = (xs, ys)
-        info = run_info.get(rid, {})
-        label = rid
-        extras = [f"{k}={_fmt_value(info.get('params', {}).get(k))}" for k in legend_params]
-        if extras:
-            label += "  " + " ".join(extras)
-        if info.get("status") not in (None, "finished"):
-            label += f"  [{info.get('status')}]"
-        color = colors[i % len(colors)]
-        ax.plot(xs, ys, color=color, lw=1.6, label=label, solid_joinstyle="round")
-        if xs and info.get("status") in ("failed", "crashed"):
-            ax.plot([xs[-1]], [ys[-1]], marker="X", ms=11, color=color, mec="black", mew=0.8, zorder=5)
-        if show_phases and rib is not None:
-            for lo, hi, phase in _phase_spans(rows):
-                rib.barh(i, hi - lo, left=lo, height=0.8, color=PHASE_COLORS.get(phase, "#bbbbbb"), alpha=0.85)
-                if not multi:
-                    ax.axvspan(lo, hi, color=PHASE_COLORS.get(phase, "#bbbbbb"), alpha=0.08, lw=0)
 
-    markers = _mark_events(ax, event_rows, ids, line_xy)
-    if logy:
-        ax.set_yscale("log")
-    if logx:
-        ax.set_xscale("symlog", linthresh=1.0, linscale=0.3)
-        ax.set_xlim(left=0)
-    ax.grid(True, which="major", alpha=0.35)
-    if logy:
-        ax.grid(True, which="minor", axis="y", alpha=0.12)
-    ax.set_ylabel(ylabel, fontsize=9 if "\n" in ylabel else None)
-    ax.set_title(title or f"{metric} by {x}: {len(ids)} run{'s' if multi else ''}", fontsize=12)
-    handles, labels = ax.get_legend_handles_labels()
-    handles, labels = _event_legend(plt, event_rows, handles, labels)
-    ax.legend(handles, labels, fontsize=8.5, loc="best", framealpha=0.9)
-    if rib is not None:
-        rib.set_yticks(range(len(ids)), [rid if multi else "phase" for rid in ids], fontsize=7.5)
-        rib.set_ylim(len(ids) - 0.5, -0.5)
-        rib.set_xlabel(x + ("  (symlog)" if logx else ""))
-        plt.setp(ax.get_xticklabels(), visible=False)
-        ax.xaxis.get_offset_text().set_visible(False)
-        rib.tick_params(axis="y", length=0)
-        for spine in ("top", "right"):
-            rib.spines[spine].set_visible(False)
-        patches = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.85) for c in PHASE_COLORS.values()]
-        rib.legend(
-            patches,
-            list(PHASE_COLORS),
-            fontsize=7.5,
-            ncols=3,
-            loc="upper left",
-            bbox_to_anchor=(0.0, -0.3),
-            frameon=False,
-        )
-    else:
-        ax.set_xlabel(x)
-    # Margins by hand (constrained layout costs more than the query on a 10M-row run).
-    label_px = 7.5 * dpi / 72 * 0.62 * max(len(rid) for rid in ids) + 16 if rib is not None and multi else 0
-    left = max(0.07, (label_px + 10) / width)
-    fig.subplots_adjust(left=left, right=0.985, top=0.95, bottom=(95 if rib is not None else 55) / height)
+def _dress_ribbon(plt: Any, ax: Any, rib: Any, ids: list[str], x: str, *, logx: bool, multi: bool) -> None:
+    """The phase ribbon under the axes: a lane a run, the x label, the phase legend."""
+    rib.set_yticks(range(len(ids)), [rid if multi else "phase" for rid in ids], fontsize=7.5)
+    rib.set_ylim(len(ids) - 0.5, -0.5)
+    rib.set_xlabel(x + ("  (symlog)" if logx else ""))
+    plt.setp(ax.get_xticklabels(), visible=False)
+    ax.xaxis.get_offset_text().set_visible(False)
+    rib.tick_params(axis="y", length=0)
+    for spine in ("top", "right"):
+        rib.spines[spine].set_visible(False)
+    patches = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.85) for c in PHASE_COLORS.values()]
+    rib.legend(
+        patches,
+        list(PHASE_COLORS),
+        fontsize=7.5,
+        ncols=3,
+        loc="upper left",
+        bbox_to_anchor=(0.0, -0.3),
+        frameon=False,
+    )
+
+
+def _save_png(plt: Any, fig: Any, out: str | os.PathLike[str], dpi: int) -> Path:
+    """``fig`` written to ``out`` (temp file, then renamed: no half-written PNG); closes it."""
     path = Path(out)
     if path.parent != Path():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -338,16 +376,7 @@ def plot_runs(
         plt.close(fig)
         if tmp.exists():
             tmp.unlink()
-    return {
-        "path": str(path),
-        "runs": ids,
-        "rows": total_rows,
-        "points": total_points,
-        "markers": markers,
-        "logy": bool(logy),
-        "ylabel": ylabel,
-        "seconds": time.perf_counter() - t0,
-    }
+    return path
 
 
 def _check_columns(cols: dict[str, str], metric: str, x: str) -> None:
@@ -415,7 +444,9 @@ def _mark_events(ax: Any, rows: list[tuple[Any, ...]], ids: list[str], line_xy: 
     return drawn
 
 
-def _event_legend(plt: Any, rows: list[tuple[Any, ...]], handles: list[Any], labels: list[str]) -> tuple[list, list]:
+def _event_legend(
+    plt: Any, rows: list[tuple[Any, ...]], handles: list[Any], labels: list[str]
+) -> tuple[list[Any], list[str]]:
     from matplotlib.lines import Line2D
 
     for name in sorted({r[2] for r in rows}):
@@ -426,7 +457,8 @@ def _event_legend(plt: Any, rows: list[tuple[Any, ...]], handles: list[Any], lab
 
 
 def _manifest_of(db: Any, run_id: str) -> dict[str, Any]:
-    from .cli import RunNotFoundError, find_run
+    from ._errors import RunNotFoundError
+    from .cli._discovery import find_run
 
     try:
         ref = find_run(db.root, run_id, storage_options=getattr(db, "_storage_overrides", None))

@@ -86,7 +86,7 @@ def make_app(data: Any, *, allowed_hosts: list[str] | None = None) -> Any:
         except DashError as e:
             return error(e.status, str(e))
         except Exception as e:  # one line, never a traceback page
-            from .cli import _error_line
+            from ._render import error_line as _error_line
 
             print(f"flightlog ui: {request.url.path}: {_error_line(e)}", file=sys.stderr)
             return error(500, f"{type(e).__name__}: {_error_line(e)}")

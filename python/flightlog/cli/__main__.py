@@ -1,0 +1,5 @@
+"""``python -m flightlog.cli``."""
+
+from . import main
+
+raise SystemExit(main())
