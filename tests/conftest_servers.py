@@ -52,7 +52,7 @@ def require_lake_extensions() -> None:
     and skip, declared, on the DuckDB 2 line (``FLIGHTLOG_DUCKDB_LINE=2``)."""
     if DUCKDB_LINE == "2":
         pytest.skip("FLIGHTLOG_DUCKDB_LINE=2: the lake extension wheels exist for DuckDB 1.5.5 only")
-    from flightlog._s3 import extension_path
+    from flightlog.runs.s3 import extension_path
 
     if not all(extension_path(n) for n in LAKE_EXTENSIONS):
         unavailable("the DuckDB extension wheels are not installed: pip install 'flightlog[lake]'")

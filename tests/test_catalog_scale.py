@@ -21,8 +21,9 @@ import duckdb
 import pytest
 
 from flightlog import DuckDBManager, Field, Schema, TelemetryManager
-from flightlog._manifest import read_manifest
-from flightlog.cli import RunNotFoundError, _runs_by_evidence, find_run, runs_rows, scan_runs
+from flightlog.cli import runs_rows
+from flightlog.runs.discover import RunNotFoundError, _runs_by_evidence, find_run, scan_runs
+from flightlog.runs.manifest import read_manifest
 
 SCHEMA = Schema([Field("iter", "i64"), Field("t_wall_ms", "f64"), Field("E", "f64")])
 

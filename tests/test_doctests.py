@@ -13,10 +13,10 @@ MODULES = [
     "flightlog._schema",
     "flightlog._recorder",
     "flightlog._names",
-    "flightlog._manifest",
-    "flightlog._runs",
-    "flightlog._manager",
-    "flightlog._recover",
+    "flightlog.runs.manifest",
+    "flightlog.runs.ids",
+    "flightlog.runs.manager",
+    "flightlog.runs.recover",
     "flightlog._catalog",
 ]
 

@@ -16,7 +16,7 @@ import pytest
 import flightlog
 from conftest_servers import WEED_ACCESS, Bucket
 from flightlog import _core
-from flightlog._s3 import ObjectLocation, open_store, storage_options
+from flightlog.runs.s3 import ObjectLocation, open_store, storage_options
 
 
 class WeedBucket(Bucket):

@@ -78,7 +78,7 @@ Guarantees of :meth:`DuckDBManager.consolidate`:
 Beyond one machine (``pip install 'flightlog[lake]'``, see docs/SCALE_OUT.md):
 
 - The root may be ``s3://bucket/prefix`` (same layout, key for path). It is
-  listed and read through DuckDB's ``httpfs`` (:mod:`flightlog._tree`); with the
+  listed and read through DuckDB's ``httpfs`` (:mod:`flightlog.runs.views`); with the
   embedded catalog, ``db_path`` (a local file) is then required.
 - ``catalog="ducklake:postgres:<dsn>"`` keeps the same tables in a DuckLake
   catalog on PostgreSQL, data files under ``data_path`` (default ``<root>/lake/``,
@@ -124,8 +124,8 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import CatalogError, CatalogLockedError, CatalogUnavailableError
-from ._manifest import fsync_dir
-from ._tree import HttpfsTree, LocalTree, ObjectPath, duckdb_connect
+from .runs.manifest import fsync_dir
+from .runs.views import HttpfsTree, LocalTree, ObjectPath, duckdb_connect
 
 try:  # POSIX only; elsewhere DuckDB's own file lock (with retries) is the only guard.
     import fcntl
@@ -219,7 +219,7 @@ _INGESTED_COLUMNS: dict[str, str] = {
     "ingested_at": "TIMESTAMP",
     "source": "VARCHAR",
 }
-#: ``_flightlog.run_listing``: what listing a run needs (``flightlog runs``, :func:`flightlog.cli.scan_runs`),
+#: ``_flightlog.run_listing``: what listing a run needs (``flightlog runs``, :func:`flightlog.runs.discover.scan_runs`),
 #: one row per consolidated run whose manifest is terminal and plain (see :func:`_listing_row`).
 #: A run is listed from this row while its manifest's ``mtime_ns`` and size are still the
 #: ones recorded here; otherwise its manifest is read again (status by evidence).
@@ -961,7 +961,7 @@ class DuckDBManager:
             ``<root>/lake/``; a folder or ``s3://`` URL). Only with ``catalog``.
         storage_options: object-store settings overriding the ``AWS_*``
             environment (``aws_endpoint``, ``aws_access_key_id``, ``aws_region``,
-            ...; see :func:`flightlog._s3.storage_options`).
+            ...; see :func:`flightlog.runs.s3.storage_options`).
         files_only: no catalog at all: the manager reads the run files under the
             root and nothing else. :meth:`live` works, :meth:`exists` is False,
             :meth:`query`, :meth:`runs`, :meth:`telemetry`, :meth:`events` and
@@ -995,9 +995,9 @@ class DuckDBManager:
         storage_options: Mapping[str, Any] | None = None,
         files_only: bool = False,
     ) -> None:
-        from ._runs import DEFAULT_ROOT, ROOT_ENV, resolve_root
-        from ._s3 import ObjectLocation, is_object_url
-        from ._s3 import storage_options as _storage_options
+        from .runs.ids import DEFAULT_ROOT, ROOT_ENV, resolve_root
+        from .runs.s3 import ObjectLocation, is_object_url
+        from .runs.s3 import storage_options as _storage_options
 
         if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0 or math.isnan(timeout)):
             raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
@@ -1305,7 +1305,7 @@ class DuckDBManager:
     def _lake_instance(self) -> Any:
         """A new in-memory DuckDB instance that can open the DuckLake catalog: its
         extensions loaded offline, the S3 secret created (no catalog attached yet)."""
-        from ._s3 import is_object_url, load_extensions
+        from .runs.s3 import is_object_url, load_extensions
 
         assert self._lake is not None
         con = duckdb_connect(offline=True)
@@ -1315,7 +1315,7 @@ class DuckDBManager:
             if isinstance(self._tree, HttpfsTree):
                 self._tree.prepare(con)
             elif needs_s3:
-                from ._s3 import duckdb_secret_sql, storage_options
+                from .runs.s3 import duckdb_secret_sql, storage_options
 
                 con.execute(duckdb_secret_sql(storage_options(self._storage_overrides)))
         except BaseException:

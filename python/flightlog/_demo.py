@@ -260,8 +260,8 @@ def run_demo(
     """
     from . import schemas
     from ._catalog import DuckDBManager
-    from ._manager import TelemetryManager
-    from ._runs import resolve_root
+    from .runs.ids import resolve_root
+    from .runs.manager import TelemetryManager
 
     t_start = time.perf_counter()
     n = n if n is not None else (40 if quick else 100)

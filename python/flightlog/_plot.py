@@ -426,7 +426,7 @@ def _event_legend(plt: Any, rows: list[tuple[Any, ...]], handles: list[Any], lab
 
 
 def _manifest_of(db: Any, run_id: str) -> dict[str, Any]:
-    from .cli import RunNotFoundError, find_run
+    from .runs.discover import RunNotFoundError, find_run
 
     try:
         ref = find_run(db.root, run_id, storage_options=getattr(db, "_storage_overrides", None))

@@ -106,7 +106,7 @@ def _after_fork_in_child() -> None:
     _core._after_fork_in_child()
     _open_recorders = weakref.WeakSet()
     _open_lock = allocate_lock()
-    manager = sys.modules.get("flightlog._manager")
+    manager = sys.modules.get("flightlog.runs.manager")
     if manager is not None:
         manager._after_fork_in_child()
 
@@ -256,7 +256,7 @@ class FlightRecorder:
         parts: tuple[Any, str] | None = None
         output_file: bool | None = None
         if isinstance(path, str) and path[:3].lower() in ("s3:", "s3a"):
-            from ._s3 import ObjectLocation, open_store
+            from .runs.s3 import ObjectLocation, open_store
 
             loc = ObjectLocation.parse(path)
             store = open_store(loc, storage_options)

@@ -94,7 +94,7 @@ def write_report(
         ValueError: no run ids, or a metric no run has.
     """
     from ._dashdata import DashData, DashError
-    from .cli import find_run
+    from .runs.discover import find_run
 
     t0 = time.perf_counter()
     if not run_ids:

@@ -57,21 +57,26 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path
 from typing import Any, TextIO
+
+from .runs.discover import (
+    CLIError,
+    RunNotFoundError,
+    RunRef,
+    _is_object_root,
+    _object_status,
+    _root,
+    _scan_local,
+    _scan_object_root,
+    find_run,
+    scan_runs,
+)
 
 __all__ = ["RunNotFoundError", "find_run", "main", "render", "scan_runs"]
 
 FORMATS = ("table", "csv", "json")
 _DEFAULT_TIMEOUT = 30.0
-
-
-class CLIError(Exception):
-    """An error whose message is shown as is (one line, exit status 1)."""
-
-
-class RunNotFoundError(CLIError, ValueError):
-    """No run with that id under the root."""
 
 
 # --------------------------------------------------------------------------- values and rendering
@@ -286,92 +291,6 @@ def _emit(text: str, file: TextIO | None = None) -> None:
     print(text, file=file or sys.stdout)
 
 
-# --------------------------------------------------------------------------- runs on disk
-
-
-@dataclasses.dataclass
-class RunRef:
-    """A run found under a root: its manifest and where it lives.
-
-    On a local root ``where`` is a :class:`~pathlib.Path`; on an object-store root it
-    is the key relative to the root (a :class:`~pathlib.PurePosixPath`) and ``tree``
-    is the :class:`~flightlog._objtree.ObjectTree` of the root."""
-
-    run_id: str
-    manifest: dict[str, Any]
-    where: PurePath  # run folder (mode "run") or per-run manifest file (dev/tuner)
-    status: str  # by evidence (a dead "running" run is "crashed"); BAD_MANIFEST when unreadable
-    tree: Any = None
-    problem: str | None = None  # why the manifest is bad (status BAD_MANIFEST)
-
-    @property
-    def mode(self) -> str:
-        return str(self.manifest.get("mode") or "run")
-
-    @property
-    def folder(self) -> Any:
-        return self.where if self.mode == "run" else self.where.parent.parent
-
-    @property
-    def manifest_path(self) -> Any:
-        return self.where / "manifest.toml" if self.mode == "run" else self.where
-
-    @property
-    def location(self) -> str:
-        """The run folder (flow folder for dev/tuner runs): a path, or an ``s3://`` URL."""
-        return str(self.folder) if self.tree is None else self.tree.url(self.folder.as_posix())
-
-
-# A --root that looks like a URL but is no object store (gs://..., https://..., s3:/x):
-# never taken for a local folder named "gs:". One-letter schemes are Windows drives.
-_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
-
-
-def _root(root: Any, *, must_exist: bool = True) -> Path | str:
-    """The root: a local :class:`~pathlib.Path`, or the ``s3://bucket/prefix`` URL (as text)
-    of an object-store root. ``root`` is ``--root`` (else ``$FLIGHTLOG_ROOT``, else the default).
-    A local root that does not exist is an error (a mistyped --root is never created),
-    unless not ``must_exist`` (``demo`` creates its root)."""
-    from ._runs import DEFAULT_ROOT, ROOT_ENV, resolve_root
-    from ._s3 import ObjectLocation, is_object_url
-
-    if root is None:
-        root = os.environ.get(ROOT_ENV) or DEFAULT_ROOT
-    raw = root if isinstance(root, str) else os.fspath(root) if isinstance(root, os.PathLike) else str(root)
-    if is_object_url(raw):
-        try:
-            return ObjectLocation.parse(raw).url()
-        except ValueError as e:
-            raise CLIError(f"--root: {e}") from None
-    if _URL_LIKE.match(raw):
-        raise CLIError(f"--root {raw!r} is neither a local folder nor an s3://bucket/prefix URL")
-    base = resolve_root(raw, create=False)
-    if base.exists() and not base.is_dir():
-        raise CLIError(f"--root {base} is a file, not a flightlog root folder")
-    if must_exist and not base.exists():
-        raise CLIError(f"no flightlog root at {base} (no such folder; check --root or ${ROOT_ENV})")
-    return base
-
-
-#: Status shown for a run whose manifest cannot be read, is not valid TOML, or says
-#: something that is not a run (no run_id, an unknown status).
-BAD_MANIFEST = "bad manifest"
-_KNOWN_STATUSES = ("running", "finished", "failed", "crashed")
-
-
-def _manifest_problem(manifest: Mapping[str, Any]) -> str | None:
-    rid = manifest.get("run_id")
-    if not isinstance(rid, str) or not rid:
-        return "run_id missing or not a string"
-    if manifest.get("status") not in _KNOWN_STATUSES:
-        return f"status {manifest.get('status')!r} is not one of {', '.join(_KNOWN_STATUSES)}"
-    return None
-
-
-def _is_object_root(root: Path | str) -> bool:
-    return isinstance(root, str)
-
-
 def _seconds(text: str) -> float:
     """argparse type of --timeout: a finite number of seconds >= 0."""
     try:
@@ -392,277 +311,6 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
-
-
-def scan_runs(
-    root: str | os.PathLike[str] | None, *, storage_options: Mapping[str, Any] | None = None, db: Any = None
-) -> list[RunRef]:
-    """Every run under ``root`` (run folders and dev/tuner runs), oldest first, status by evidence.
-
-    ``root`` may be ``s3://bucket/prefix`` (settings from ``AWS_*`` and ``storage_options``):
-    then the manifests are listed and read in the bucket.
-
-    On a local root, a run that the catalog (``db``, a :class:`~flightlog.DuckDBManager`;
-    by default the root's ``duckdb.db`` when it exists) holds as finished, failed or
-    crashed is taken from the catalog while its manifest's modification time, size and inode
-    are the ones consolidated; every other run (running, new, changed since the last
-    consolidation, or a catalog that cannot be read) has its manifest read and its
-    status decided by evidence. The result is the same either way."""
-    base = _root(root)
-    if isinstance(base, str):
-        return _scan_object_root(base, storage_options)
-    return _scan_local(base, db, full=True)
-
-
-def _runs_by_evidence(
-    root: str | os.PathLike[str] | None, *, storage_options: Mapping[str, Any] | None = None
-) -> list[RunRef]:
-    """:func:`scan_runs` without the catalog: every manifest read (the reference the fast path must match)."""
-    base = _root(root)
-    if isinstance(base, str):
-        return _scan_object_root(base, storage_options)
-    return _scan_local(base, None, full=True, use_catalog=False)
-
-
-#: Statuses after which a manifest no longer changes by itself: a run the catalog holds
-#: with one of them is listed from the catalog while its manifest file is unchanged.
-_TERMINAL = frozenset({"finished", "failed", "crashed"})
-
-
-def _local_candidates(base: Path) -> list[tuple[str, str, bool]]:
-    """``(manifest path, manifest path relative to the root, is a run folder)`` of every
-    possible run under a local root (strings: 100,000 ``Path`` objects cost a third of a second)."""
-    found: list[tuple[str, str, bool]] = []
-    if not base.is_dir():
-        return found
-    top = os.fspath(base)
-    with os.scandir(top) as it:
-        for e in it:
-            if not e.name.startswith(".") and e.name != "flows" and e.is_dir():
-                found.append((f"{e.path}/manifest.toml", f"{e.name}/manifest.toml", True))
-    flows = os.path.join(top, "flows")
-    if os.path.isdir(flows):
-        with os.scandir(flows) as it:
-            flow_dirs = list(it)
-        for f in flow_dirs:
-            runs_dir = os.path.join(f.path, "runs")
-            if f.is_dir() and os.path.isdir(runs_dir):
-                with os.scandir(runs_dir) as it:
-                    for m in it:
-                        if m.name.endswith(".toml") and not m.name.startswith("."):
-                            found.append((m.path, f"flows/{f.name}/runs/{m.name}", False))
-    return found
-
-
-def _catalog_listing(base: Path, db: Any, full: bool) -> dict[str, tuple[Any, ...]] | None:
-    """The catalog's listing rows (see ``DuckDBManager._listing``), or None when there is
-    no catalog or it cannot be read now (unreadable, locked by a writer, another root):
-    then every run is read from its files, as without a catalog."""
-    import duckdb
-
-    from ._errors import FlightlogError
-
-    own = None
-    try:
-        if db is None:
-            if not (base / "duckdb.db").is_file():
-                return None
-            from ._catalog import DuckDBManager
-
-            # timeout 0: a catalog held by a writer is not waited for (the files answer).
-            db = own = DuckDBManager(base, read_only=True, timeout=0)
-        elif db.files_only or os.path.abspath(os.fspath(db.root)) != os.path.abspath(os.fspath(base)):
-            return None
-        return db._listing(manifests=full)
-    except (FlightlogError, duckdb.Error, OSError, ValueError):
-        return None
-    finally:
-        if own is not None:
-            own.close()
-
-
-def _light_manifest(row: tuple[Any, ...]) -> dict[str, Any]:
-    """The part of a manifest that listing uses, from a ``_run_listing`` row (keys the
-    manifest did not have are left out, as they were)."""
-    _, _, rid, flow, mode, status, created, finished, rows_written = row[:9]
-    m: dict[str, Any] = {"run_id": rid, "status": status}
-    for key, value in (("flow_name", flow), ("mode", mode), ("created_at", created), ("finished_at", finished)):
-        if value is not None:
-            m[key] = value
-    if rows_written is not None:
-        m["counts"] = {"rows_written": rows_written}
-    if row[10] is not None:
-        m["outcome"] = row[10]
-    return m
-
-
-def _evidence_ref(mpath: Path, where: Path) -> RunRef | None:
-    """A run read from its manifest, status by evidence (None: no manifest there)."""
-    from ._manifest import read_manifest
-    from ._recover import run_status
-
-    # A run id for a bad manifest: the folder name without the prefix, or the file's stem.
-    fallback = where.name.removeprefix("fda_run_") if where == mpath.parent else mpath.stem
-    try:
-        manifest = read_manifest(mpath)
-    except FileNotFoundError:
-        return None  # a folder that is no run (or not yet: its manifest comes right after mkdir)
-    except (OSError, ValueError) as e:
-        return RunRef(fallback, {}, where, BAD_MANIFEST, problem=_error_line(e))
-    bad = _manifest_problem(manifest)
-    if bad is not None:
-        rid = manifest.get("run_id")
-        rid = rid if isinstance(rid, str) and rid else fallback
-        return RunRef(rid, manifest, where, BAD_MANIFEST, problem=f"manifest {mpath}: {bad}")
-    try:
-        status = run_status(manifest, where)
-    except (OSError, ValueError):
-        status = str(manifest.get("status", "unknown"))
-    return RunRef(manifest["run_id"], manifest, where, status)
-
-
-def _scan_local(base: Path, db: Any, *, full: bool, use_catalog: bool = True) -> list[RunRef]:
-    """:func:`scan_runs` of a local root. ``full``: whole manifests (else, for runs taken
-    from the catalog, only what listing uses: :func:`_light_manifest`)."""
-    import stat as _stat
-
-    candidates = _local_candidates(base)
-    listing = _catalog_listing(base, db, full) if use_catalog and candidates else None
-    found: list[RunRef] = []
-    for mpath, rel, is_folder in candidates:
-        row = listing.get(rel) if listing is not None else None
-        if row is not None and row[5] in _TERMINAL:
-            try:
-                st = os.lstat(mpath)
-            except OSError:
-                st = None
-            # Unchanged since it was consolidated (same mtime_ns, size and inode, still a
-            # regular file): the manifest says what the catalog holds, and a terminal status is its
-            # status by evidence. Anything else is read again.
-            if (
-                st is not None
-                and _stat.S_ISREG(st.st_mode)
-                and (st.st_mtime_ns, st.st_size) == row[:2]
-                and row[9] in (None, st.st_ino)
-            ):
-                if full:
-                    where: Any = Path(mpath).parent if is_folder else Path(mpath)
-                    found.append(RunRef(row[2], json.loads(row[11]), where, row[5]))
-                else:  # internal listing: ``where`` stays a string (a Path each costs ~2 us)
-                    where = mpath[: -len("/manifest.toml")] if is_folder else mpath
-                    found.append(RunRef(row[2], _light_manifest(row), where, row[5]))
-                continue
-        mp = Path(mpath)
-        ref = _evidence_ref(mp, mp.parent if is_folder else mp)
-        if ref is not None:
-            found.append(ref)
-    found.sort(key=lambda r: (str(r.manifest.get("created_at", "")), r.run_id))
-    return found
-
-
-def _object_status(manifest: Mapping[str, Any], where: PurePath, objects: Sequence[Mapping[str, Any]]) -> str:
-    """A run's status by evidence on an object store (what ``recover`` would decide): a
-    ``running`` run is ``crashed`` when its process is gone (same host) or when none of
-    its objects (in the ``ObjectTree.list`` listing ``objects``) changed for
-    ``DEFAULT_STALE_AFTER`` seconds."""
-    import posixpath
-
-    from ._objtree import alive_by_evidence
-    from ._recover import DEFAULT_STALE_AFTER, part_pattern
-
-    status = manifest.get("status")
-    if status != "running":
-        return str(status) if status else "unknown"
-    mode = str(manifest.get("mode") or "run")
-    if mode == "run":
-        prefix = where.as_posix() + "/"
-        times = [o["last_modified_ms"] for o in objects if o["rel"].startswith(prefix)]
-    else:
-        flow = where.parent.parent.as_posix()
-        folders = {f"{flow}/{mode}_telemetry", f"{flow}/{mode}_events"}
-        pat = part_pattern(str(manifest.get("run_id", "")))
-        times = [
-            o["last_modified_ms"]
-            for o in objects
-            if o["rel"] == where.as_posix()
-            or (posixpath.dirname(o["rel"]) in folders and pat.match(posixpath.basename(o["rel"])))
-        ]
-    return "running" if alive_by_evidence(manifest, max(times, default=0) / 1e3, DEFAULT_STALE_AFTER) else "crashed"
-
-
-def _scan_object_root(url: str, storage_options: Mapping[str, Any] | None) -> list[RunRef]:
-    """:func:`scan_runs` for ``s3://``: one listing of the root, then the manifests (read in parallel)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ._errors import FlightlogError
-    from ._objtree import ObjectTree
-
-    tree = ObjectTree(url, storage_options)
-    objects = tree.list("")
-    candidates: list[tuple[str, PurePosixPath]] = []
-    for o in objects:
-        parts = o["rel"].split("/")
-        if len(parts) == 2 and parts[1] == "manifest.toml" and not parts[0].startswith(".") and parts[0] != "flows":
-            candidates.append((o["rel"], PurePosixPath(parts[0])))
-        elif (
-            len(parts) == 4
-            and parts[0] == "flows"
-            and parts[2] == "runs"
-            and parts[3].endswith(".toml")
-            and not parts[3].startswith(".")
-        ):
-            candidates.append((o["rel"], PurePosixPath(o["rel"])))
-
-    def read(rel: str) -> dict[str, Any] | None:
-        try:
-            got = tree.read_manifest(rel)
-        except (OSError, ValueError, FlightlogError):
-            return None
-        return None if got is None else got[0]
-
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(candidates)))) as pool:
-        manifests = list(pool.map(read, [rel for rel, _ in candidates]))
-    found: list[RunRef] = []
-    for (_, where), manifest in zip(candidates, manifests, strict=True):
-        rid = manifest.get("run_id") if manifest is not None else None
-        if manifest is None or not isinstance(rid, str) or not rid:
-            continue
-        found.append(RunRef(rid, manifest, where, _object_status(manifest, where, objects), tree))
-    found.sort(key=lambda r: (str(r.manifest.get("created_at", "")), r.run_id))
-    return found
-
-
-def find_run(
-    root: str | os.PathLike[str] | None, run_id: str, *, storage_options: Mapping[str, Any] | None = None
-) -> RunRef:
-    """The run ``run_id`` (also its folder name, or a unique prefix of its id).
-
-    Raises:
-        RunNotFoundError: no such run, or the prefix is ambiguous.
-    """
-    base = _root(root)
-    runs = _scan_object_root(base, storage_options) if isinstance(base, str) else _scan_local(base, None, full=False)
-    names = {id(r): os.path.basename(os.fspath(r.where)) for r in runs}  # where: a Path, or a str (light)
-    exact = [r for r in runs if run_id in (r.run_id, names[id(r)])]
-    if len(exact) != 1 and not exact:
-        exact = [r for r in runs if r.run_id.startswith(run_id) or names[id(r)].startswith(run_id)]
-    if len(exact) == 1:
-        ref = exact[0]
-        if isinstance(ref.where, str):
-            # Listed from the catalog with part of its manifest: the one run found is read whole.
-            where = Path(ref.where)
-            ref = _evidence_ref(where / "manifest.toml" if where.is_dir() else where, where) or ref
-        if ref.status == BAD_MANIFEST:
-            raise RunNotFoundError(f"run {ref.run_id!r} has a bad manifest: {ref.problem}")
-        return ref
-    if len(exact) > 1:
-        names = ", ".join(f"{r.run_id} ({r.manifest.get('flow_name')})" for r in exact[:5])
-        if len(exact) > 5:
-            names += f" and {len(exact) - 5} more"
-        raise RunNotFoundError(
-            f"run id {run_id!r} is ambiguous under {_root(root)}: {len(exact)} runs match: {names}; give more of the id"
-        )
-    raise RunNotFoundError(f"no run {run_id!r} under {_root(root)} (see `flightlog runs`)")
 
 
 def _sql_text(text: str) -> str:
@@ -1470,7 +1118,7 @@ def _segment_files(ref: RunRef) -> list[Path]:
         final = ref.folder / "telemetry.parquet"
         files += [final] if final.exists() else []
     else:
-        from ._recover import part_pattern
+        from .runs.status import part_pattern
 
         pat = part_pattern(ref.run_id)
         parts_dir = ref.folder / f"{ref.mode}_telemetry"
@@ -1509,8 +1157,8 @@ class _TailSource:
         self.ref = ref
         self._con: Any = None
         if ref.tree is not None:  # DuckDB reads the last rows over httpfs: set it up now, errors up front
-            from ._s3 import duckdb_secret_sql, load_extensions, storage_options
-            from ._tree import duckdb_connect
+            from .runs.s3 import duckdb_secret_sql, load_extensions, storage_options
+            from .runs.views import duckdb_connect
 
             con = duckdb_connect(offline=True)
             try:
@@ -1527,8 +1175,8 @@ class _TailSource:
 
     def state(self) -> tuple[dict[str, Any], str]:
         """The manifest now and the status by evidence (the scanned manifest and "unknown" if unreadable)."""
-        from ._manifest import read_manifest
-        from ._recover import run_status
+        from .runs.manifest import read_manifest
+        from .runs.status import run_status
 
         ref = self.ref
         try:
@@ -1555,7 +1203,7 @@ class _TailSource:
             if tree.exists(f"{folder}/telemetry.parquet"):
                 out.append(("telemetry.parquet", f"{folder}/telemetry.parquet"))
             return out
-        from ._recover import part_pattern
+        from .runs.status import part_pattern
 
         pat = part_pattern(ref.run_id)
         parts = f"{folder}/{ref.mode}_telemetry"
@@ -1644,7 +1292,8 @@ def _tail(args: argparse.Namespace, ref: RunRef, source: _TailSource) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from ._recover import DEFAULT_STALE_AFTER, recover
+    from .runs.recover import recover
+    from .runs.status import DEFAULT_STALE_AFTER
 
     if args.file is not None:
         from ._recorder import is_output_file
@@ -1682,7 +1331,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from ._recover import compact
+    from .runs.compact import compact
 
     root = _root(args.root)
     if _is_object_root(root):

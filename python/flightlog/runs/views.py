@@ -9,7 +9,7 @@ stat files, read Parquet footers and rows). It does so through a *tree*:
 ``HttpfsTree``
     an ``s3://bucket/prefix`` root. Everything goes through DuckDB's ``httpfs``
     extension (loaded offline from the ``duckdb-extension-httpfs`` wheel) with a
-    secret built from :func:`flightlog._s3.storage_options`: one listing
+    secret built from :func:`flightlog.runs.s3.storage_options`: one listing
     (``read_blob('<root>/**')``, which gives sizes and modification times from
     the LIST responses without a request per object) is taken as a snapshot,
     objects are read with ``read_blob`` and Parquet with ``read_parquet`` /
@@ -29,7 +29,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ._s3 import ObjectLocation, duckdb_secret_sql, load_extensions
+from .layout import RUNS_DIR, part_pattern, parts_dir_name
+from .s3 import ObjectLocation, duckdb_secret_sql, load_extensions
 
 __all__ = ["Entry", "LocalTree", "ObjectPath", "ObjectStat", "HttpfsTree", "duckdb_connect"]
 
@@ -93,14 +94,14 @@ class LocalTree:
 
     def read_bytes(self, path: Path) -> bytes:
         """The content of a regular file; a link, FIFO or device raises ``NotRegularFileError``."""
-        from ._regular import read_bytes
+        from .._regular import read_bytes
 
         return read_bytes(path, follow_links=False)
 
     def unreadable(self, path: Path) -> str | None:
         """Why ``path`` must not be opened (a symbolic link, a FIFO, a device ...), else None
         (also None when it is missing: the caller's own check says so)."""
-        from ._regular import problem
+        from .._regular import problem
 
         try:
             return problem(path)
@@ -119,7 +120,7 @@ class LocalTree:
         """Make ``con`` able to read the tree's files (nothing to do locally)."""
 
     def evidence_status(self, manifest: Mapping[str, Any], where: Path) -> str:
-        from ._recover import run_status
+        from .status import run_status
 
         return run_status(manifest, where)
 
@@ -237,7 +238,7 @@ class ObjectPath:
 class HttpfsTree:
     """An ``s3://bucket/prefix`` root read through DuckDB ``httpfs``.
 
-    ``options`` are :func:`flightlog._s3.storage_options` output (``AWS_*``
+    ``options`` are :func:`flightlog.runs.s3.storage_options` output (``AWS_*``
     environment plus overrides.
     """
 
@@ -390,10 +391,10 @@ class HttpfsTree:
 
     # --- run status by evidence
     def evidence_status(self, manifest: Mapping[str, Any], where: ObjectPath) -> str:
-        """:func:`flightlog._recover.run_status` for object stores: a ``running`` run
+        """:func:`flightlog.runs.recover.run_status` for object stores: a ``running`` run
         whose process is gone (same host) or whose newest object is older than
         ``stale_after`` is ``crashed``."""
-        from ._recover import status_by_evidence
+        from .status import status_by_evidence
 
         return status_by_evidence(manifest, lambda: self._newest_of_run(manifest, where))
 
@@ -404,13 +405,14 @@ class HttpfsTree:
             times = [st.st_mtime for _, st in self.objects_below(where.rel)]
         else:
             run_id = str(manifest.get("run_id", ""))
+            pat = part_pattern(run_id)
             flow = where.parent.parent if where.suffix == ".toml" else where
-            with_manifest = [where] if where.suffix == ".toml" else [flow / "runs" / f"{run_id}.toml"]
+            with_manifest = [where] if where.suffix == ".toml" else [flow / RUNS_DIR / f"{run_id}.toml"]
             for p in with_manifest:
                 if p.is_file():
                     times.append(p.stat().st_mtime)
-            for sub in (f"{mode}_telemetry", f"{mode}_events"):
+            for sub in (parts_dir_name(mode, "telemetry"), parts_dir_name(mode, "events")):
                 for key, st in self.objects_below((flow / sub).rel):
-                    if key.rsplit("/", 1)[-1].startswith(f"part-{run_id}-"):
+                    if pat.match(key.rsplit("/", 1)[-1]):
                         times.append(st.st_mtime)
         return max(times) if times else None
