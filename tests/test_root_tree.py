@@ -174,3 +174,31 @@ def test_newest_time_of_a_run(tree) -> None:
         manifest, _ = tree.read_manifest(cl.manifest_rel)
         newest = tree.newest_time(manifest, where)
         assert newest is not None and abs(newest - time.time()) < 300, (cl, newest)
+
+
+def test_the_catalogs_httpfs_view_finds_the_same_newest_time(tree) -> None:
+    """The catalog reads a bucket through DuckDB's httpfs (runs.views.HttpfsTree): its
+    evidence for a running run is the one the RootTree gives."""
+    if tree.kind != "s3":
+        pytest.skip("the httpfs view is of object-store roots")
+    from conftest_servers import require_lake_extensions
+
+    require_lake_extensions()
+    from flightlog.runs.s3 import storage_options
+    from flightlog.runs.views import HttpfsTree
+
+    run = tree.claim_run_id("run", "gd", "fda_run_", "20250101_000000", running())
+    dev = tree.claim_run_id("dev", "gd", "fda_run_", "20250101_000001", running(mode="dev"))
+    view = HttpfsTree(tree.location, storage_options(tree.storage_options))
+    try:
+        for cl, where in ((run, "fda_run_20250101_000000"), (dev, dev.manifest_rel)):
+            manifest, _ = tree.read_manifest(cl.manifest_rel)
+            got = view._newest_of_run(manifest, view.root / where)
+            want = tree.newest_time(manifest, where)
+            assert got is not None and want is not None and abs(got - want) <= 1.0, (cl, got, want)
+        # Given the flow folder instead of the manifest (as the catalog may), the same.
+        manifest, _ = tree.read_manifest(dev.manifest_rel)
+        got = view._newest_of_run(manifest, view.root / "flows" / "gd")
+        assert got is not None and abs(got - tree.newest_time(manifest, dev.manifest_rel)) <= 1.0
+    finally:
+        view.close()

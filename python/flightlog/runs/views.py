@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .layout import RUNS_DIR, part_pattern, parts_dir_name
+from .layout import RUNS_DIR
 from .s3 import ObjectLocation, duckdb_secret_sql, load_extensions
 
 __all__ = ["Entry", "LocalTree", "ObjectPath", "ObjectStat", "HttpfsTree", "duckdb_connect"]
@@ -399,20 +399,12 @@ class HttpfsTree:
         return status_by_evidence(manifest, lambda: self._newest_of_run(manifest, where))
 
     def _newest_of_run(self, manifest: Mapping[str, Any], where: ObjectPath) -> float | None:
-        mode = manifest.get("mode", "run")
-        times: list[float] = []
-        if mode == "run":
-            times = [st.st_mtime for _, st in self.objects_below(where.rel)]
-        else:
-            run_id = str(manifest.get("run_id", ""))
-            pat = part_pattern(run_id)
-            flow = where.parent.parent if where.suffix == ".toml" else where
-            with_manifest = [where] if where.suffix == ".toml" else [flow / RUNS_DIR / f"{run_id}.toml"]
-            for p in with_manifest:
-                if p.is_file():
-                    times.append(p.stat().st_mtime)
-            for sub in (parts_dir_name(mode, "telemetry"), parts_dir_name(mode, "events")):
-                for key, st in self.objects_below((flow / sub).rel):
-                    if pat.match(key.rsplit("/", 1)[-1]):
-                        times.append(st.st_mtime)
-        return max(times) if times else None
+        """The newest object of the run in the snapshot (what ``ObjectTree.newest_time`` finds)."""
+        from .s3tree import newest_ms_of_run
+
+        if manifest.get("mode", "run") != "run" and where.suffix != ".toml":  # the flow folder
+            where = where / RUNS_DIR / f"{manifest.get('run_id', '')}.toml"
+        base = where if manifest.get("mode", "run") == "run" else where.parent.parent
+        objects = [{"rel": k, "last_modified_ms": st.st_mtime * 1e3} for k, st in self.objects_below(base.rel)]
+        ms = newest_ms_of_run(manifest, where.rel, objects)
+        return None if ms is None else ms / 1e3
