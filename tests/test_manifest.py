@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import errno
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 from flightlog import FlightlogError, read_manifest, write_manifest
-from flightlog._manifest import (
+from flightlog.runs.manifest import (
     ManifestError,
     _git_dirty,
     create_manifest,
@@ -101,34 +103,56 @@ def test_to_toml_table_needs_a_mapping():
         to_toml_table([1, 2], "params")  # type: ignore[arg-type]
 
 
-def test_write_is_atomic_when_rename_fails(tmp_path, monkeypatch):
+def test_write_is_atomic_when_rename_fails(tmp_path):
+    # The manifest is published by the core (_core.publish_bytes), which Python cannot
+    # patch: a real failure instead. A file-size limit makes the temp file's write fail
+    # (EFBIG), in a child process so that the limit and SIGXFSZ stay there.
     write_manifest(tmp_path, {"status": "running"})
-
-    def broken_replace(src, dst):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="No space"):
-        write_manifest(tmp_path, {"status": "finished"})
-    monkeypatch.undo()
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+        from flightlog import write_manifest
+        try:
+            write_manifest({str(tmp_path)!r}, {{"status": "finished", "note": "x" * 1000}})
+        except OSError as e:
+            print(type(e).__name__, e.errno, e.filename)
+            sys.exit(0)
+        sys.exit("no error")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    name, err, filename = out.stdout.split()
+    assert name == "OSError", out.stdout  # EFBIG has no subclass of its own
+    assert int(err) == errno.EFBIG and ".manifest.toml.tmp-" in filename, out.stdout
     assert read_manifest(tmp_path) == {"status": "running"}
     assert os.listdir(tmp_path) == ["manifest.toml"]  # the temp file is gone
 
 
-def test_temp_file_is_dot_prefixed_and_exclusive(tmp_path, monkeypatch):
-    seen = []
-    real_open = os.open
-
-    def spy(path, flags, mode=0o777, **kw):
-        seen.append((os.fspath(path), flags))
-        return real_open(path, flags, mode, **kw)
-
-    monkeypatch.setattr(os, "open", spy)
-    write_manifest(tmp_path, {"a": 1})
-    monkeypatch.undo()
-    name, flags = next((p, f) for p, f in seen if ".tmp-" in p)
-    assert os.path.basename(name).startswith(".manifest.toml.tmp-")
-    assert flags & os.O_EXCL and flags & os.O_CREAT
+def test_temp_file_is_dot_prefixed_and_exclusive(tmp_path):
+    # Seen from the kernel (strace): the core's writer creates the temp file O_EXCL
+    # under a dot-name, then renames it over the manifest.
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    script = f"from flightlog import write_manifest; write_manifest({str(tmp_path)!r}, {{'a': 1}})"
+    out = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=openat,rename,renameat,renameat2", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode != 0 and "ptrace" in out.stderr:
+        pytest.skip(f"strace cannot trace here: {out.stderr[-200:]}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    opens = [line for line in out.stderr.splitlines() if "openat(" in line and ".manifest.toml.tmp-" in line]
+    assert opens, out.stderr[-2000:]
+    assert "O_CREAT" in opens[0] and "O_EXCL" in opens[0], opens[0]
+    assert re.search(r'"[^"]*/\.manifest\.toml\.tmp-[0-9a-f]+"', opens[0]), opens[0]
+    renames = [line for line in out.stderr.splitlines() if "rename" in line and ".manifest.toml.tmp-" in line]
+    assert renames and renames[0].rstrip().endswith("= 0"), renames
+    assert read_manifest(tmp_path) == {"a": 1}
 
 
 def test_read_manifest_errors_name_the_file(tmp_path):
@@ -179,7 +203,7 @@ def test_provenance_does_not_import_numpy():
         import sys
         import flightlog
         had = "numpy" in sys.modules
-        from flightlog._manifest import provenance
+        from flightlog.runs.manifest import provenance
         p = provenance()
         print(had, "numpy" in sys.modules, "numpy_version" in p)
         """

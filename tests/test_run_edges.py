@@ -258,7 +258,7 @@ def test_manager_alive_at_exit_in_a_cycle_is_finished(tmp_path: Path) -> None:
 COLLECTED_UNDER_LOCKS = """
 import gc, sys, threading
 from flightlog import Field, Schema, TelemetryManager, _recorder
-from flightlog._runs import file_lock, flow_dir
+from flightlog.runs.ids import file_lock, flow_dir
 
 def dropped(**kw):
     tm = TelemetryManager(None, "held", **kw)

@@ -18,9 +18,11 @@ import pytest
 import flightlog
 from conftest import run_together
 from flightlog import Field, Schema, SchemaError, TelemetryManager, events, read_manifest, schemas
-from flightlog._manager import UnitsWarning
-from flightlog._recover import compact, recover, run_status
-from flightlog._runs import claim_run_dir, resolve_root
+from flightlog.runs.compact import compact
+from flightlog.runs.ids import claim_run_dir, resolve_root
+from flightlog.runs.manager import UnitsWarning
+from flightlog.runs.recover import recover
+from flightlog.runs.status import run_status
 
 PYTHON_DIR = str(Path(flightlog.__file__).resolve().parent.parent)
 UNITS = {
@@ -623,7 +625,7 @@ def test_evidence_from_another_host(tmp_path):
 
 
 def test_reused_pid_is_not_alive(tmp_path):
-    prov = flightlog._manifest.provenance()
+    prov = flightlog.runs.manifest.provenance()
     alive = {"status": "running", "mode": "run", "provenance": prov}
     assert run_status(alive, tmp_path) == "running"
     if "pid_start_ticks" in prov:
@@ -744,7 +746,7 @@ def test_compact_skips_parts_with_another_schema(tmp_path):
 
 COMPACT_CHILD = """
 import sys
-from flightlog._recover import compact
+from flightlog.runs.compact import compact
 compact(None, "k")
 """
 

@@ -41,10 +41,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._manager import TelemetryManager, UnitsWarning
-    from ._manifest import read_manifest, write_manifest
-    from ._recover import compact, recover
     from .catalog import ConsolidationReport, DuckDBManager
+    from .runs.compact import compact
+    from .runs.manager import TelemetryManager, UnitsWarning
+    from .runs.manifest import read_manifest, write_manifest
+    from .runs.recover import recover
 
 __version__: str = FlightRecorder._version()
 
@@ -80,14 +81,14 @@ __all__ = [
 
 # Loaded on first use so that `import flightlog` does not pay for them.
 _LAZY = {
-    "TelemetryManager": "._manager",
+    "TelemetryManager": ".runs.manager",
     "DuckDBManager": ".catalog",
     "ConsolidationReport": ".catalog",
-    "UnitsWarning": "._manager",
-    "read_manifest": "._manifest",
-    "write_manifest": "._manifest",
-    "recover": "._recover",
-    "compact": "._recover",
+    "UnitsWarning": ".runs.manager",
+    "read_manifest": ".runs.manifest",
+    "write_manifest": ".runs.manifest",
+    "recover": ".runs.recover",
+    "compact": ".runs.compact",
 }
 
 

@@ -19,11 +19,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import InputError, RunNotFoundError
+from ._errors import FlightlogError, InputError, RunNotFoundError
 from ._render import _json_value, emit
 
 if TYPE_CHECKING:
-    from .cli._discovery import RunRef
+    from .runs.discover import RunRef
 
 _DEFAULT_TIMEOUT = 30.0
 
@@ -73,6 +73,33 @@ def _catalog(root: str | os.PathLike[str] | None, timeout: float = _DEFAULT_TIME
     from .catalog import DuckDBManager
 
     return DuckDBManager(root, read_only=read_only, timeout=timeout)
+
+
+@contextlib.contextmanager
+def listing_catalog(root: str | os.PathLike[str] | Path | None) -> Iterator[Any]:
+    """The root's own ``duckdb.db`` opened read-only without waiting for a writer, for the
+    run listing's fast path (:func:`flightlog.runs.discover.scan_runs`'s ``db``); None when
+    the root is in a bucket, has no catalog or it cannot be opened now (the listing then
+    reads every manifest: the same answer, slower). Closed on exit."""
+    from .runs.discover import _root
+
+    base = _root(root)
+    db = None
+    if not isinstance(base, str) and (base / "duckdb.db").is_file():
+        import duckdb
+
+        from .catalog import DuckDBManager
+
+        try:
+            # timeout 0: a catalog held by a writer is not waited for (the files answer).
+            db = DuckDBManager(base, read_only=True, timeout=0)
+        except (FlightlogError, duckdb.Error, OSError, ValueError):
+            db = None
+    try:
+        yield db
+    finally:
+        if db is not None:
+            db.close()
 
 
 def _needs_catalog(root: str) -> str:
@@ -129,7 +156,7 @@ def runs_rows(
     """The runs table: from the manifests on disk or in the bucket (status by evidence),
     final and min of ``metric`` from the catalog when the run is consolidated (for an
     ``s3://`` root only when ``db`` is given)."""
-    from .cli._discovery import _is_object_root, _root, _scan_local, _scan_object_root
+    from .runs.discover import _is_object_root, _root, _scan_local, _scan_object_root
 
     base = _root(root)
     if isinstance(base, str):
@@ -472,7 +499,7 @@ def _segment_files(ref: RunRef) -> list[Path]:
         final = ref.folder / "telemetry.parquet"
         files += [final] if final.exists() else []
     else:
-        from ._recover import part_pattern
+        from .runs.layout import part_pattern
 
         pat = part_pattern(ref.run_id)
         parts_dir = ref.folder / f"{ref.mode}_telemetry"

@@ -6,6 +6,7 @@ The public API is :class:`flightlog.FlightRecorder`; these are its native parts.
 import builtins
 from collections.abc import Callable
 from os import PathLike
+from pathlib import Path
 from typing import Any, Self, final
 
 __all__ = [
@@ -20,6 +21,22 @@ __all__ = [
     "recover_run_dir",
     "salvage_parts",
     "_after_fork_in_child",
+    "publish_bytes",
+    "durable_files",
+    "EVENTS_FILE",
+    "EVENTS_SEGMENT_PREFIX",
+    "PART_PREFIX",
+    "PART_RUN_ID_END",
+    "RUN_LOCK_NAME",
+    "SEGMENTS_DIR",
+    "SEGMENTS_KEY",
+    "SEGMENT_MIN_DIGITS",
+    "SEGMENT_ROWS_KEY",
+    "SEGMENT_SUFFIX",
+    "SPOOL_DIR_NAME",
+    "TELEMETRY_FILE",
+    "TELEMETRY_SEGMENT_PREFIX",
+    "TEMP_MARKER",
 ]
 
 __version__: str
@@ -162,3 +179,33 @@ class ObjectStore:
         """Names of the objects directly below ``dir``, sorted."""
     def delete(self, key: str) -> None:
         """Deletes ``key``; a missing object is not an error."""
+
+def publish_bytes(path: str | PathLike[str], data: bytes, create_only: bool = False) -> int:
+    """Publish ``data`` at ``path`` atomically and durably (temp file, fsync, link or rename,
+    folder fsync). ``create_only``: ``FileExistsError`` if ``path`` exists (left as it is).
+    Other failures are ``OSError`` subclasses by errno, naming the file. Returns the size."""
+
+def durable_files(
+    segment_dir: str | PathLike[str],
+    prefix: str,
+    final_path: str | PathLike[str] | None = None,
+    store: ObjectStore | None = None,
+) -> list[Path]:
+    """The durable files of a recording: the final file if it exists, then the segments
+    named ``prefix...`` that it does not list (with ``store``: keys in that store)."""
+
+# The on-disk layout, read from the core's OutputLayout (wrapped by flightlog.runs.layout).
+SEGMENTS_DIR: str
+TELEMETRY_SEGMENT_PREFIX: str
+EVENTS_SEGMENT_PREFIX: str
+TELEMETRY_FILE: str
+EVENTS_FILE: str
+PART_PREFIX: str
+PART_RUN_ID_END: str
+SEGMENT_MIN_DIGITS: int
+SEGMENT_SUFFIX: str
+TEMP_MARKER: str
+RUN_LOCK_NAME: str
+SPOOL_DIR_NAME: str
+SEGMENTS_KEY: str
+SEGMENT_ROWS_KEY: str

@@ -2,7 +2,7 @@
 
 The one place the dashboard reads data, and it reads it through the existing layers:
 
-- the runs (status by evidence, manifests) from :func:`flightlog.cli._discovery.scan_runs`;
+- the runs (status by evidence, manifests) from :func:`flightlog.runs.discover.scan_runs`;
 - telemetry and events of consolidated runs from the catalog (:class:`~flightlog.DuckDBManager`,
   opened read-only; every value bound as a parameter), of the others from their durable files
   (:meth:`~flightlog.DuckDBManager.live`), so a running run shows what it has made durable;
@@ -133,7 +133,7 @@ class DashData:
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         from .catalog import DuckDBManager
-        from .cli._discovery import _root
+        from .runs.discover import _root
 
         self.root = _root(root)
         self.storage_options = dict(storage_options or {})
@@ -177,20 +177,22 @@ class DashData:
     # ------------------------------------------------------------------ runs
 
     def scan(self, *, fresh: bool = False) -> list[Any]:
-        """:func:`~flightlog.cli._discovery.scan_runs` of the root, reused for ``_SCAN_TTL`` seconds."""
-        from .cli._discovery import scan_runs
+        """:func:`~flightlog.runs.discover.scan_runs` of the root, reused for ``_SCAN_TTL`` seconds."""
+        from ._analysis import listing_catalog
+        from .runs.discover import scan_runs
 
         with self._lock:
             if not fresh and self._scan is not None and time.monotonic() - self._scan[0] < _SCAN_TTL:
                 return self._scan[1]
-        runs = scan_runs(self.root, storage_options=self.storage_options or None)
+        with listing_catalog(self.root) as listing:
+            runs = scan_runs(self.root, storage_options=self.storage_options or None, db=listing)
         with self._lock:
             self._scan = (time.monotonic(), runs)
         return runs
 
     def ref(self, run_id: Any) -> Any:
-        """The :class:`~flightlog.cli._discovery.RunRef` of ``run_id`` (exactly its id), else DashError 404."""
-        from .cli._discovery import BAD_MANIFEST
+        """The :class:`~flightlog.runs.discover.RunRef` of ``run_id`` (exactly its id), else DashError 404."""
+        from .runs.discover import BAD_MANIFEST
 
         rid = check_run_id(run_id)
         for fresh in (False, True):  # a run started a moment ago is not in the cached scan yet

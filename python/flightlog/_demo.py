@@ -259,9 +259,9 @@ def run_demo(
     Returns a :class:`DemoResult`.
     """
     from . import schemas
-    from ._manager import TelemetryManager
-    from ._runs import resolve_root
     from .catalog import DuckDBManager
+    from .runs.ids import resolve_root
+    from .runs.manager import TelemetryManager
 
     t_start = time.perf_counter()
     n = n if n is not None else (40 if quick else 100)

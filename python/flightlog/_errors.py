@@ -36,6 +36,9 @@ bad names the built-in ``ValueError``, each naming the field or argument.
 
 from __future__ import annotations
 
+import re
+import sys
+
 __all__ = [
     "CatalogError",
     "CatalogLockedError",
@@ -115,3 +118,37 @@ class RunNotFoundError(InputError, ValueError):
 
 class RowBudgetWarning(UserWarning):
     """A recorder reached its ``max_rows`` budget; later rows are counted, not written."""
+
+
+def error_line(exc: BaseException) -> str:
+    """One line describing ``exc`` for a person."""
+    text = str(exc) or type(exc).__name__
+    # An error of DuckDB's comes from an imported duckdb: describing others imports nothing.
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is not None and isinstance(exc, duckdb.Error):
+        head = text.split("\n\n")[0]
+        text = "; ".join(part.strip() for part in head.splitlines() if part.strip())
+        if not re.match(r"^[A-Z][A-Za-z ]* Error:", text):
+            text = f"{type(exc).__name__}: {text}"
+        return f"bad SQL or query: {text}" if not isinstance(exc, duckdb.IOException) else text
+    if isinstance(exc, CatalogLockedError):
+        return f"catalog locked: {text} (retry, or raise --timeout)"
+    if isinstance(exc, ImportError):
+        if "flightlog[" in text:
+            return text
+        name = getattr(exc, "name", None) or ""
+        extra = {"matplotlib": "plot", "rich": "cli", "pandas": "pandas", "pyarrow": "pandas"}.get(name.split(".")[0])
+        hint = f": pip install 'flightlog[{extra}]'" if extra else ""
+        return f"missing optional dependency {name or text}{hint}"
+    if isinstance(exc, InputError):
+        return text
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    # An S3 error response quoted whole (XML with request ids): its code and message say it.
+    text = _S3_ERROR_XML.sub(lambda m: f"{m.group(1)}: {m.group(2)}", text)
+    return " ".join(text.split())
+
+
+_S3_ERROR_XML = re.compile(
+    r"(?:<\?xml[^>]*>\s*)?<Error>\s*<Code>(.*?)</Code>\s*<Message>(.*?)</Message>.*?</Error>", re.S
+)

@@ -93,8 +93,8 @@ _SEQ = "9" * 20
 # Temp name of a file published by the recorder (atomic_file.rs, temp_path_for):
 # `.{name}.tmp-{pid:x}{nanos & 0xffffffff:x}{counter:x}`, at most 8 + 8 + 16 hex digits.
 _RUST_TEMP = ".tmp-" + "f" * 32
-# Temp name of a manifest (_manifest._write_temp): `.{name}.tmp-{8 hex digits}`.
-_MANIFEST_TEMP = ".tmp-" + "f" * 8
+# Temp name of a manifest: published by the same atomic writer (_core.publish_bytes).
+_MANIFEST_TEMP = _RUST_TEMP
 
 
 def _nbytes(text: str) -> int:

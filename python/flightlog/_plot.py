@@ -364,18 +364,21 @@ def _dress_ribbon(plt: Any, ax: Any, rib: Any, ids: list[str], x: str, *, logx: 
 
 
 def _save_png(plt: Any, fig: Any, out: str | os.PathLike[str], dpi: int) -> Path:
-    """``fig`` written to ``out`` (temp file, then renamed: no half-written PNG); closes it."""
+    """``fig`` written to ``out`` atomically (no half-written PNG: ``_core.publish_bytes``);
+    closes it."""
+    import io
+
+    from . import _core
+
     path = Path(out)
     if path.parent != Path():
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
+        fig.savefig(buf, format="png", dpi=dpi)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    _core.publish_bytes(path, buf.getvalue())
     return path
 
 
@@ -458,7 +461,7 @@ def _event_legend(
 
 def _manifest_of(db: Any, run_id: str) -> dict[str, Any]:
     from ._errors import RunNotFoundError
-    from .cli._discovery import find_run
+    from .runs.discover import find_run
 
     try:
         ref = find_run(db.root, run_id, storage_options=getattr(db, "_storage_overrides", None))

@@ -106,7 +106,7 @@ def _after_fork_in_child() -> None:
     _core._after_fork_in_child()
     _open_recorders = weakref.WeakSet()
     _open_lock = allocate_lock()
-    manager = sys.modules.get("flightlog._manager")
+    manager = sys.modules.get("flightlog.runs.manager")
     if manager is not None:
         manager._after_fork_in_child()
 

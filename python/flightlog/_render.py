@@ -13,13 +13,12 @@ import io
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TextIO
 
-from ._errors import InputError
+from ._errors import InputError, error_line
 
 __all__ = ["FORMATS", "emit", "error_line", "render"]
 
@@ -233,42 +232,3 @@ def render(
 
 def emit(text: str, file: TextIO | None = None) -> None:
     print(text, file=file or sys.stdout)
-
-
-def error_line(exc: BaseException) -> str:
-    """One line describing ``exc`` for a person."""
-    text = str(exc) or type(exc).__name__
-    try:
-        import duckdb
-
-        if isinstance(exc, duckdb.Error):
-            head = text.split("\n\n")[0]
-            text = "; ".join(part.strip() for part in head.splitlines() if part.strip())
-            if not re.match(r"^[A-Z][A-Za-z ]* Error:", text):
-                text = f"{type(exc).__name__}: {text}"
-            return f"bad SQL or query: {text}" if not isinstance(exc, duckdb.IOException) else text
-    except ImportError:
-        pass
-    from ._errors import CatalogLockedError
-
-    if isinstance(exc, CatalogLockedError):
-        return f"catalog locked: {text} (retry, or raise --timeout)"
-    if isinstance(exc, ImportError):
-        if "flightlog[" in text:
-            return text
-        name = getattr(exc, "name", None) or ""
-        extra = {"matplotlib": "plot", "rich": "cli", "pandas": "pandas", "pyarrow": "pandas"}.get(name.split(".")[0])
-        hint = f": pip install 'flightlog[{extra}]'" if extra else ""
-        return f"missing optional dependency {name or text}{hint}"
-    if isinstance(exc, InputError):
-        return text
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}"
-    # An S3 error response quoted whole (XML with request ids): its code and message say it.
-    text = _S3_ERROR_XML.sub(lambda m: f"{m.group(1)}: {m.group(2)}", text)
-    return " ".join(text.split())
-
-
-_S3_ERROR_XML = re.compile(
-    r"(?:<\?xml[^>]*>\s*)?<Error>\s*<Code>(.*?)</Code>\s*<Message>(.*?)</Message>.*?</Error>", re.S
-)

@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import _core
+
 __all__ = ["page_html", "write_report"]
 
 #: Pixel buckets per chart in a report (M4: at most four points each): sharp at report widths.
@@ -94,7 +96,7 @@ def write_report(
         ValueError: no run ids, or a metric no run has.
     """
     from ._dashdata import DashData, DashError
-    from .cli._discovery import find_run
+    from .runs.discover import find_run
 
     t0 = time.perf_counter()
     if not run_ids:
@@ -148,13 +150,7 @@ def write_report(
     path = Path(out)
     if path.parent != Path():
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _core.publish_bytes(path, html.encode("utf-8"))  # atomic: never a half-written report
     return {
         "path": str(path),
         "bytes": path.stat().st_size,

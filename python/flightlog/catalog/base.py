@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import CatalogError
-from .._tree import HttpfsTree, LocalTree, ObjectPath
+from ..runs.views import HttpfsTree, LocalTree, ObjectPath
 
 if TYPE_CHECKING:
     from .backend import CatalogBackend

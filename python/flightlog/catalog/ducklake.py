@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import CatalogLockedError, CatalogUnavailableError
-from .._tree import HttpfsTree, duckdb_connect
+from ..runs.views import HttpfsTree, duckdb_connect
 from .backend import CatalogBackend, state_columns
 from .lake import _LAKE_ALIAS, _guard_table, _LakeReads, _LakeSpec
 from .report import ConsolidationReport

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import _core
 from .._errors import CatalogLockedError
-from .._manifest import fsync_dir
-from .._tree import ObjectPath
+from ..runs.views import ObjectPath
 from .backend import CatalogBackend
 from .lock import writer_lock
 from .report import ConsolidationReport
@@ -188,12 +188,9 @@ def create_catalog_file_atomically(final: Path, init: Callable[[Any], None]) -> 
     process killed at that moment would leave a file DuckDB refuses for good; and
     a file published before its tables exist would make readers fail on a missing
     ``runs`` table. The database and its tables are made under a temp name in the
-    same folder, fsynced, and published with a hard link (which, unlike a rename,
-    never replaces a file another program created meanwhile); the folder is fsynced
-    so the name survives power loss.
-
-    The one place the catalog publishes a file itself: to become
-    ``_core.publish_bytes``-based when that exists (issue 13)."""
+    same folder, then published by ``_core.publish_bytes`` (the one atomic writer:
+    fsync, a link that never replaces a file another program created meanwhile, the
+    folder fsynced so the name survives power loss)."""
     duckdb = _duckdb()
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
@@ -208,14 +205,10 @@ def create_catalog_file_atomically(final: Path, init: Callable[[Any], None]) -> 
             _record_writer(con, None)
         finally:
             con.close()  # checkpoints: the tables are in the file itself, not a .wal
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # A new catalog is a few pages of empty tables: published whole, create-only (a
+        # catalog another process created meanwhile is kept, never replaced).
         with contextlib.suppress(FileExistsError):
-            os.link(tmp, final)
-        fsync_dir(final.parent)
+            _core.publish_bytes(final, tmp.read_bytes(), create_only=True)
     finally:
         for leftover in (tmp, Path(f"{tmp}.wal")):
             with contextlib.suppress(FileNotFoundError):

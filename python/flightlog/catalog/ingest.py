@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ManifestError
-from .._manifest import parse_manifest
-from .._runs import DEFAULT_RUN_PREFIX
-from .._tree import LocalTree
+from ..runs.ids import DEFAULT_RUN_PREFIX
+from ..runs.layout import MANIFEST_NAME, SEGMENT_ROWS_KEY, SEGMENTS_KEY, TELEMETRY_FILE
+from ..runs.manifest import parse_manifest
+from ..runs.views import LocalTree
 from .base import _ManagerBase
 from .listing import _listing_row
 from .parquet import _PART_RE, _list_parts, _read_file_meta, _read_kv
@@ -217,7 +218,7 @@ class _Discovery(_ManagerBase):
                 if path == lake_dir:
                     continue  # the DuckLake catalog's own data files
                 if is_link:
-                    if (path / "manifest.toml").exists():
+                    if (path / MANIFEST_NAME).exists():
                         report.files_skipped.append((e.name, _LINK_REASON))
                     continue
                 found = self._run_folder_info(path, state, report, run_rows)
@@ -230,7 +231,7 @@ class _Discovery(_ManagerBase):
                 if entry.path == lake_dir:
                     continue  # the DuckLake catalog's own data files
                 if entry.is_symlink:
-                    if (entry.path / "manifest.toml").exists():
+                    if (entry.path / MANIFEST_NAME).exists():
                         report.files_skipped.append((entry.name, _LINK_REASON))
                     continue
                 found = self._run_folder_info(entry.path, state, report, run_rows)
@@ -423,9 +424,9 @@ class _Discovery(_ManagerBase):
     ) -> tuple[tuple[str, str | None, str, int | None], dict[str, Any] | None] | None:
         """(run info, its queued runs row or None) of a run folder, or None when it has no
         usable manifest."""
-        manifest = folder / "manifest.toml"
+        manifest = folder / MANIFEST_NAME
         if not manifest.exists() and not manifest.is_symlink():
-            if (folder / "telemetry.parquet").exists():
+            if (folder / TELEMETRY_FILE).exists():
                 report.files_skipped.append((self._rel(folder), "run folder without manifest.toml"))
             return None
         queued = len(run_rows)
@@ -457,7 +458,7 @@ class _Discovery(_ManagerBase):
 
             def rank(i: int, run_id: str = run_id) -> tuple[bool, bool, bool, str]:
                 folder = Path(folders[i][0])
-                known = self._rel(folder / "manifest.toml") in state.runs
+                known = self._rel(folder / MANIFEST_NAME) in state.runs
                 canonical = folder.name in (f"{DEFAULT_RUN_PREFIX}{run_id}", run_id)
                 # <run_prefix><run_id> for any run_prefix (the catalog is not told the prefix)
                 named = folder.name.endswith(run_id)
@@ -615,7 +616,7 @@ class _Discovery(_ManagerBase):
             return set()
         unit.size, unit.mtime, unit.kv = st.st_size, st.st_mtime, kv
         try:
-            names = json.loads(kv["flightlog.segments"])
+            names = json.loads(kv[SEGMENTS_KEY])
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ValueError("flightlog.segments is not a list of names")
         except (KeyError, ValueError) as e:
@@ -623,7 +624,7 @@ class _Discovery(_ManagerBase):
             return set()
         listed = set(names)
         try:
-            rows = [int(r) for r in json.loads(kv["flightlog.segment_rows"])]
+            rows = [int(r) for r in json.loads(kv[SEGMENT_ROWS_KEY])]
             if len(rows) != len(names) or min(rows, default=0) < 0:
                 raise ValueError("flightlog.segment_rows does not match flightlog.segments")
         except (KeyError, ValueError, TypeError) as e:

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._manifest import parse_manifest
-from .._runs import DEFAULT_RUN_PREFIX
+from ..runs.ids import DEFAULT_RUN_PREFIX
+from ..runs.layout import MANIFEST_NAME, SEGMENT_ROWS_KEY, SEGMENTS_DIR, SEGMENTS_KEY, parts_dir_name
+from ..runs.manifest import parse_manifest
 from .base import _catalog_io, _ManagerBase
 from .parquet import _list_dir, _list_parts, _part_run, _read_kv
 from .report import Result
@@ -83,7 +84,7 @@ class _Live(_ManagerBase):
         if self.root.is_dir():
             candidates += sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.endswith(run_id))
         for folder in candidates:
-            manifest = folder / "manifest.toml"
+            manifest = folder / MANIFEST_NAME
             if not manifest.is_file():
                 continue
             with contextlib.suppress(OSError, ValueError):  # ManifestError is a ValueError
@@ -101,7 +102,7 @@ class _Live(_ManagerBase):
                     return "parts", flow_dir, data
             for flow_dir in sorted(p for p in flows.iterdir() if p.is_dir()):
                 for mode in ("dev", "tuner"):
-                    if any(_part_run(n) == run_id for n in _list_parts(flow_dir / f"{mode}_telemetry")):
+                    if any(_part_run(n) == run_id for n in _list_parts(flow_dir / parts_dir_name(mode, "telemetry"))):
                         return "parts", flow_dir, None
         raise ValueError(f"no run {run_id!r} under {self.root}")
 
@@ -110,14 +111,14 @@ class _Live(_ManagerBase):
     ) -> list[tuple[Path, int | None, int | None]]:
         how, base, manifest = where
         if how == "folder":
-            seg_dir = base / "segments"
+            seg_dir = base / SEGMENTS_DIR
             segments = [n for n in _list_dir(seg_dir) if n.startswith(f"{kind}-") and n.endswith(".parquet")]
             final = base / f"{kind}.parquet"
             files: list[tuple[Path, int | None, int | None]] = []
             listed: set[str] = set()
             if final.exists() and self._tree.unreadable(final) is None:
                 kv = _read_kv([final], self._tree.connect)[str(final)]
-                listed = set(json.loads(kv.get("flightlog.segments", "[]")))
+                listed = set(json.loads(kv.get(SEGMENTS_KEY, "[]")))
                 files.append((final, None, None))
             files += [(seg_dir / n, None, None) for n in segments if n not in listed]
             return self._readable(files)
@@ -130,8 +131,8 @@ class _Live(_ManagerBase):
             listed = set()
             if compacted.exists() and self._tree.unreadable(compacted) is None:
                 kv = _read_kv([compacted], self._tree.connect)[str(compacted)]
-                names = json.loads(kv.get("flightlog.segments", "[]"))
-                rows = json.loads(kv.get("flightlog.segment_rows", "null"))
+                names = json.loads(kv.get(SEGMENTS_KEY, "[]"))
+                rows = json.loads(kv.get(SEGMENT_ROWS_KEY, "null"))
                 listed = set(names)
                 if any(_part_run(n) == run_id for n in names):
                     if not isinstance(rows, list) or len(rows) != len(names):

@@ -1,6 +1,6 @@
 """The writer lock of an embedded catalog: ``<db>.lock``, held with ``fcntl.flock``.
 
-Not :func:`flightlog._runs.file_lock`: that one blocks for ever or tries once, while a
+Not :func:`flightlog.runs.ids.file_lock`: that one blocks for ever or tries once, while a
 writer here gives up after ``timeout`` seconds with :class:`~flightlog.CatalogLockedError`
 naming the process that holds the lock (its pid and host are written into the file)."""
 

@@ -78,7 +78,7 @@ Guarantees of :meth:`DuckDBManager.consolidate`:
 Beyond one machine (``pip install 'flightlog[lake]'``, see docs/SCALE_OUT.md):
 
 - The root may be ``s3://bucket/prefix`` (same layout, key for path). It is
-  listed and read through DuckDB's ``httpfs`` (:mod:`flightlog._tree`); with the
+  listed and read through DuckDB's ``httpfs`` (:mod:`flightlog.runs.views`); with the
   embedded catalog, ``db_path`` (a local file) is then required.
 - ``catalog="ducklake:postgres:<dsn>"`` keeps the same tables in a DuckLake
   catalog on PostgreSQL, data files under ``data_path`` (default ``<root>/lake/``,
@@ -110,7 +110,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from .._tree import HttpfsTree, LocalTree, ObjectPath
+from ..runs.views import HttpfsTree, LocalTree, ObjectPath
 from .backend import CatalogBackend
 from .base import _catalog_io
 from .ducklake import LakeCatalog
@@ -190,9 +190,9 @@ class DuckDBManager(_Discovery, _Writer, _Queries, _Live):
         storage_options: Mapping[str, Any] | None = None,
         files_only: bool = False,
     ) -> None:
-        from .._runs import DEFAULT_ROOT, ROOT_ENV, resolve_root
         from .._s3 import ObjectLocation, is_object_url
         from .._s3 import storage_options as _storage_options
+        from ..runs.ids import DEFAULT_ROOT, ROOT_ENV, resolve_root
 
         if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0 or math.isnan(timeout)):
             raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")

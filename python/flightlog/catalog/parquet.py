@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._tree import ObjectPath, duckdb_connect
+from ..runs.layout import PART_RE, SEGMENT_ROWS_KEY, SEGMENTS_KEY
+from ..runs.views import ObjectPath, duckdb_connect
 from .sql import _literal
 
-_PART_RE = re.compile(r"^part-(?P<run_id>.+)-(?P<seq>\d+)\.parquet$")
+_PART_RE = PART_RE  # the layout owner's pattern (runs.layout)
 
 
 def _list_dir(folder: Path | ObjectPath) -> list[str]:
@@ -25,7 +25,7 @@ def _list_dir(folder: Path | ObjectPath) -> list[str]:
 
 def _list_parts(folder: Path | ObjectPath) -> list[str]:
     """Published part files in ``folder`` (temp files start with a dot and never match)."""
-    return [n for n in _list_dir(folder) if n.startswith("part-") and n.endswith(".parquet")]
+    return [n for n in _list_dir(folder) if PART_RE.match(n)]
 
 
 def _part_run(name: str) -> str | None:
@@ -33,7 +33,7 @@ def _part_run(name: str) -> str | None:
     return m.group("run_id") if m else None
 
 
-_KV_KEYS = ("schema_version", "flightlog.segments", "flightlog.segment_rows", "flightlog.run_id")
+_KV_KEYS = ("schema_version", SEGMENTS_KEY, SEGMENT_ROWS_KEY, "flightlog.run_id")
 
 
 def _read_kv(files: Sequence[Any], connect: Callable[[], Any] = duckdb_connect) -> dict[str, dict[str, str]]:

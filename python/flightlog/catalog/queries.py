@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .._manifest import parse_manifest
+from ..runs.manifest import parse_manifest
 from .base import _catalog_io, _ManagerBase
 from .report import Result
 from .schema import RESERVED_COLUMNS

@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from .. import _core
 from .._errors import CatalogError, CatalogUnavailableError
 from .sql import _duckdb, _is_lock_conflict
 from .values import _utc_now_text
@@ -104,16 +105,8 @@ def _record_writer(con: Any, db_path: Path | None) -> None:
     text = "# The DuckDB that last wrote the flightlog catalog beside this file (written by flightlog).\n" + "".join(
         f"{k} = {json.dumps(v)}\n" for k, v in info.items()
     )
-    tmp = sidecar.parent / f".{sidecar.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, sidecar)
-    except OSError:  # a note for people: never fail a consolidation over it
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    with contextlib.suppress(OSError):  # a note for people: never fail a consolidation over it
+        _core.publish_bytes(sidecar, text.encode("utf-8"))
 
 
 def _unreadable(path: Path, exc: BaseException) -> CatalogUnreadable | None:

@@ -50,7 +50,7 @@ from collections.abc import Sequence
 
 from .._analysis import _DEFAULT_TIMEOUT
 from .._render import render
-from ._discovery import RunRef, find_run, scan_runs
+from ..runs.discover import RunRef, find_run, scan_runs
 from ._errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CLIError, RunNotFoundError, error_line
 
 __all__ = ["CLIError", "RunNotFoundError", "RunRef", "find_run", "main", "render", "scan_runs"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from typing import Any, Protocol
 
 from .._analysis import CATALOG_ENV, DB_ENV, _needs_catalog, _parse_time, _require_catalog
 from .._errors import RunNotFoundError
-from ._discovery import _is_object_root, _root, find_run
+from ..runs.discover import _is_object_root, _root, find_run
 from ._errors import CLIError
 
 _SINCE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -101,3 +102,25 @@ class AddCommand(Protocol):
         uses_catalog: bool = False,
         **kw: Any,
     ) -> argparse.ArgumentParser: ...
+
+
+def _seconds(text: str) -> float:
+    """argparse type of --timeout: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    """argparse type of --tol: a finite number (NaN would compare true with every value in DuckDB)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value

@@ -10,7 +10,7 @@ from typing import Any
 from .._analysis import _DEFAULT_TIMEOUT, CATALOG_ENV, DB_ENV
 from .._render import FORMATS
 from . import catalog, compare, demo, maintenance, runs, tail, ui
-from ._discovery import _seconds
+from ._common import _seconds
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,8 +14,7 @@ from .._analysis import (
 )
 from .._render import _json_value, render
 from .._render import emit as _emit
-from ._common import AddCommand, _ids_for, _open_catalog
-from ._discovery import _finite
+from ._common import AddCommand, _finite, _ids_for, _open_catalog
 from ._errors import CLIError
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..runs.discover import _is_object_root, _root
 from ._common import AddCommand
-from ._discovery import _is_object_root, _root
 from ._errors import CLIError
 
 

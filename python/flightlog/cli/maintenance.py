@@ -9,13 +9,14 @@ from typing import Any
 
 from .._render import _json_value, render
 from .._render import emit as _emit
+from ..runs.discover import _is_object_root, _root
 from ._common import AddCommand
-from ._discovery import _is_object_root, _root
 from ._errors import CLIError
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from .._recover import DEFAULT_STALE_AFTER, recover
+    from ..runs.recover import recover
+    from ..runs.status import DEFAULT_STALE_AFTER
 
     if args.file is not None:
         from .._recorder import is_output_file
@@ -53,7 +54,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from .._recover import compact
+    from ..runs.compact import compact
 
     root = _root(args.root)
     if _is_object_root(root):

@@ -12,12 +12,13 @@ from typing import Any
 from .._analysis import (
     _parse_time,
     _without_unreadable_catalog,
+    listing_catalog,
     runs_rows,
 )
 from .._render import _cell, _json_value, _typed, render
 from .._render import emit as _emit
+from ..runs.discover import RunRef, _root, find_run
 from ._common import AddCommand, _open_catalog, _parse_since
-from ._discovery import RunRef, _root, find_run
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -34,7 +35,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    ref = find_run(args.root, args.run)
+    with listing_catalog(args.root) as listing:
+        ref = find_run(args.root, args.run, db=listing)
     db = _open_catalog(args, required=False)
     m = dict(ref.manifest)
     m["status"] = ref.status

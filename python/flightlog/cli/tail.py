@@ -12,11 +12,20 @@ from typing import Any
 from .._analysis import (
     _last_row,
     _segment_files,
+    listing_catalog,
 )
 from .._render import _cell, _csv_value, _json_value
 from .._render import emit as _emit
+from ..runs.discover import RunRef, _object_status, find_run
+from ..runs.layout import (
+    SEGMENT_SUFFIX,
+    SEGMENTS_DIR,
+    TELEMETRY_FILE,
+    TELEMETRY_SEGMENT_PREFIX,
+    part_pattern,
+    parts_dir_name,
+)
 from ._common import AddCommand
-from ._discovery import RunRef, _object_status, find_run
 
 
 class _TailSource:
@@ -27,7 +36,7 @@ class _TailSource:
         self._con: Any = None
         if ref.tree is not None:  # DuckDB reads the last rows over httpfs: set it up now, errors up front
             from .._s3 import duckdb_secret_sql, load_extensions, storage_options
-            from .._tree import duckdb_connect
+            from ..runs.views import duckdb_connect
 
             con = duckdb_connect(offline=True)
             try:
@@ -44,8 +53,8 @@ class _TailSource:
 
     def state(self) -> tuple[dict[str, Any], str]:
         """The manifest now and the status by evidence (the scanned manifest and "unknown" if unreadable)."""
-        from .._manifest import read_manifest
-        from .._recover import run_status
+        from ..runs.manifest import read_manifest
+        from ..runs.status import run_status
 
         ref = self.ref
         try:
@@ -66,16 +75,16 @@ class _TailSource:
             return [(f.name, f) for f in _segment_files(ref)]
         folder = ref.folder.as_posix()
         if ref.mode == "run":
-            seg = f"{folder}/segments"
-            names = sorted(n for n in tree.names(seg) if n.startswith("telemetry-") and n.endswith(".parquet"))
+            seg = f"{folder}/{SEGMENTS_DIR}"
+            names = sorted(
+                n for n in tree.names(seg) if n.startswith(TELEMETRY_SEGMENT_PREFIX) and n.endswith(SEGMENT_SUFFIX)
+            )
             out = [(n, f"{seg}/{n}") for n in names]
-            if tree.exists(f"{folder}/telemetry.parquet"):
-                out.append(("telemetry.parquet", f"{folder}/telemetry.parquet"))
+            if tree.exists(f"{folder}/{TELEMETRY_FILE}"):
+                out.append((TELEMETRY_FILE, f"{folder}/{TELEMETRY_FILE}"))
             return out
-        from .._recover import part_pattern
-
         pat = part_pattern(ref.run_id)
-        parts = f"{folder}/{ref.mode}_telemetry"
+        parts = f"{folder}/{parts_dir_name(ref.mode, 'telemetry')}"
         return [(n, f"{parts}/{n}") for n in sorted(tree.names(parts)) if pat.match(n)]
 
     def rows(self, handle: Any) -> int:
@@ -92,7 +101,8 @@ class _TailSource:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    ref = find_run(args.root, args.run)
+    with listing_catalog(args.root) as listing:
+        ref = find_run(args.root, args.run, db=listing)
     source = _TailSource(ref)
     try:
         return _tail(args, ref, source)
@@ -120,7 +130,7 @@ def _tail(args: argparse.Namespace, ref: RunRef, source: _TailSource) -> int:
             except Exception:  # merged or removed while we looked: the next poll sees the result
                 continue
             seen.add(name)
-            if name == "telemetry.parquet":  # the merged file holds every segment
+            if name == TELEMETRY_FILE:  # the merged file holds every segment
                 total = rows
             else:
                 total += rows

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import AddCommand, _catalog_options
-from ._discovery import _finite
+from ._common import AddCommand, _catalog_options, _finite
 from .compare import _wrote
 
 

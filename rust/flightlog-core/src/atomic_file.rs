@@ -277,6 +277,106 @@ pub fn sweep_temp_files(dir: &Path) -> Result<usize> {
     Ok(removed)
 }
 
+/// Publishes the bytes `data` at `final_path` atomically and durably, for
+/// small documents (manifests, a catalog file) that Python writes whole:
+/// temp file in the same folder (`O_EXCL`), write, fsync, then
+///
+/// * `create_only`: a link to the final name, which fails with
+///   [`CoreError::Exists`] if the name is taken (the existing file untouched):
+///   the complete file appears at once, so it can claim a name. Where the
+///   filesystem has no hard links the name is claimed with an empty
+///   `O_EXCL` file, then replaced by the temp file (an instant where the name
+///   is empty, never where it is partial);
+/// * otherwise a rename over the final name (a reader sees the old or the new
+///   file, never a mix);
+///
+/// then an fsync of the folder, so that the name survives a power loss. A
+/// folder fsync the filesystem does not support (`EINVAL`, `EOPNOTSUPP`,
+/// `EBADF`: some network and FUSE filesystems) is skipped, as Python's
+/// manifest writer always did; any other failure is an error, raised after the
+/// file is in place (the content is complete, the name may not be durable).
+/// The temp file never survives an error before the rename. Returns the size.
+pub fn publish_bytes(final_path: &Path, data: &[u8], create_only: bool) -> Result<u64> {
+    let dir = final_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if create_only && final_path.symlink_metadata().is_ok() {
+        // A cheap early answer; the link below is what decides.
+        return Err(exists_now(final_path));
+    }
+    let tmp = temp_path_for(final_path);
+    let placed = write_and_place(&tmp, final_path, data, create_only);
+    // After a link the temp name is a second name of the published file;
+    // after a rename or an error before it, it is gone or must go.
+    let _ = fs::remove_file(&tmp);
+    placed?;
+    fsync_dir_if_supported(dir)?;
+    Ok(data.len() as u64)
+}
+
+fn exists_now(path: &Path) -> CoreError {
+    CoreError::Exists(format!(
+        "{} already exists (create-only publish: the existing file is left as it is)",
+        path.display()
+    ))
+}
+
+fn write_and_place(tmp: &Path, final_path: &Path, data: &[u8], create_only: bool) -> Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
+    let mut file = opts
+        .open(tmp)
+        .map_err(|e| CoreError::io("create temp file", tmp, e))?;
+    file.write_all(data)
+        .map_err(|e| CoreError::io("write", tmp, e))?;
+    file.sync_all()
+        .map_err(|e| CoreError::io("fsync", tmp, e))?;
+    drop(file);
+    if !create_only {
+        return fs::rename(tmp, final_path).map_err(|e| in_use_error("rename", tmp, final_path, e));
+    }
+    match fs::hard_link(tmp, final_path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists_now(final_path)),
+        // EPERM/EOPNOTSUPP/ENOSYS (no hard links here) or EMLINK (31).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+            ) || matches!(e.raw_os_error(), Some(31 | 38 | 95)) =>
+        {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(final_path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(exists_now(final_path))
+                }
+                Err(e) => return Err(CoreError::io("create", final_path, e)),
+            }
+            fs::rename(tmp, final_path).map_err(|e| CoreError::io("rename", tmp, e))
+        }
+        Err(e) => Err(CoreError::io("link", final_path, e)),
+    }
+}
+
+/// [`fsync_dir`], skipping filesystems that cannot fsync a folder.
+fn fsync_dir_if_supported(dir: &Path) -> Result<()> {
+    match fsync_dir(dir) {
+        Err(CoreError::Io { ref source, .. })
+            if matches!(source.raw_os_error(), Some(9 | 22 | 95)) =>
+        {
+            Ok(()) // EBADF, EINVAL, EOPNOTSUPP
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +454,51 @@ mod tests {
         assert_eq!(sweep_temp_files(dir.path()).unwrap(), 1);
         assert!(dir.path().join("keep.parquet").exists());
         assert_eq!(sweep_temp_files(&dir.path().join("missing")).unwrap(), 0);
+    }
+
+    #[test]
+    fn publish_bytes_replaces_or_creates_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("manifest.toml");
+        assert_eq!(publish_bytes(&target, b"a = 1\n", true).unwrap(), 6);
+        assert_eq!(fs::read(&target).unwrap(), b"a = 1\n");
+        // create_only onto an existing name: Exists, the file as it was, no temp left.
+        let err = publish_bytes(&target, b"a = 2\n", true).unwrap_err();
+        assert!(matches!(err, CoreError::Exists(_)), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"a = 1\n");
+        // Replacing is a rename over it.
+        publish_bytes(&target, b"a = 3\n", false).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"a = 3\n");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A dangling symbolic link is a taken name too (never followed).
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("l.toml");
+            std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+            assert!(matches!(
+                publish_bytes(&link, b"x", true).unwrap_err(),
+                CoreError::Exists(_)
+            ));
+            assert!(!dir.path().join("nowhere").exists());
+        }
+    }
+
+    #[test]
+    fn publish_bytes_into_a_missing_folder_fails_naming_it_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("gone").join("manifest.toml");
+        let err = publish_bytes(&target, b"x", false).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CoreError::Io {
+                    op: "create temp file",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("gone"), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

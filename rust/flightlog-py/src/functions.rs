@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flightlog_core::{
-    parquet_io, recover_run_with_spool, salvage_spool, OutputLayout, RecoverReport, Storage,
+    atomic_file, claim, parquet_io, read, recover_run_with_spool, salvage_spool, spool, CoreError,
+    OutputLayout, RecoverReport, Storage,
 };
+use pyo3::exceptions::{PyFileExistsError, PyOSError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -160,7 +162,117 @@ fn _after_fork_in_child() {
     flightlog_core::claim::after_fork_in_child();
 }
 
+/// Publishes `data` at `path` atomically and durably (temp file, fsync, link or
+/// rename, folder fsync: `atomic_file::publish_bytes`). With `create_only`,
+/// `FileExistsError` if `path` exists (it is left as it is). Returns the size.
+#[pyfunction]
+#[pyo3(signature = (path, data, create_only=false))]
+fn publish_bytes(py: Python<'_>, path: PathBuf, data: &[u8], create_only: bool) -> PyResult<u64> {
+    py.detach(|| {
+        guard(|| {
+            atomic_file::publish_bytes(&path, data, create_only)
+                .map_err(|e| publish_error(e, &path))
+        })
+    })
+}
+
+/// The error of `publish_bytes` as Python's file functions raise theirs: an
+/// `OSError` subclass chosen by errno (`FileExistsError`, `PermissionError`,
+/// `FileNotFoundError`, ...) naming the file, so callers that handled
+/// `os.replace` errors handle these.
+fn publish_error(err: CoreError, target: &std::path::Path) -> PyErr {
+    match err {
+        CoreError::Exists(m) => PyFileExistsError::new_err((17, m, target.display().to_string())),
+        CoreError::Io { op, path, source } => match source.raw_os_error() {
+            Some(code) => {
+                let text = source.to_string();
+                let text = text
+                    .strip_suffix(&format!(" (os error {code})"))
+                    .unwrap_or(&text);
+                PyOSError::new_err((code, format!("{text} ({op})"), path.display().to_string()))
+            }
+            None => to_py(CoreError::Io { op, path, source }),
+        },
+        e => to_py(e),
+    }
+}
+
+/// The durable telemetry (or events) files of a recording, in the core's order:
+/// the final file if it exists, then the segments named `prefix...` in
+/// `segment_dir` that it does not list (`read::durable_files`). With `store`,
+/// the paths are keys in that object store.
+#[pyfunction]
+#[pyo3(signature = (segment_dir, prefix, final_path=None, store=None))]
+fn durable_files(
+    py: Python<'_>,
+    segment_dir: PathBuf,
+    prefix: String,
+    final_path: Option<PathBuf>,
+    store: Option<PyRef<'_, PyObjectStore>>,
+) -> PyResult<Vec<PathBuf>> {
+    let storage = match store {
+        Some(s) => Storage::Object(Arc::clone(&s.root)),
+        None => Storage::Local,
+    };
+    py.detach(|| {
+        guard(|| {
+            read::durable_files(&storage, &segment_dir, &prefix, final_path.as_deref())
+                .map_err(to_py)
+        })
+    })
+}
+
+/// The names of the on-disk layout, read from the core's `OutputLayout` and
+/// its constants (never spelled again here), for `flightlog.runs.layout`.
+fn add_layout_names(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let run = OutputLayout::run_folder(std::path::Path::new(""));
+    let name_of = |p: &std::path::Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    m.add("SEGMENTS_DIR", name_of(&run.segment_dir))?;
+    m.add("TELEMETRY_SEGMENT_PREFIX", run.telemetry_prefix.clone())?;
+    m.add("EVENTS_SEGMENT_PREFIX", run.events_prefix.clone())?;
+    m.add(
+        "TELEMETRY_FILE",
+        run.final_telemetry
+            .as_deref()
+            .map(name_of)
+            .unwrap_or_default(),
+    )?;
+    m.add(
+        "EVENTS_FILE",
+        run.final_events.as_deref().map(name_of).unwrap_or_default(),
+    )?;
+    // A part's prefix is `{before}{run_id}{after}`: split it at a sentinel id.
+    const SENTINEL: &str = "\u{0}";
+    let parts =
+        OutputLayout::append_parts(std::path::Path::new(""), std::path::Path::new(""), SENTINEL);
+    let (before, after) = parts
+        .telemetry_prefix
+        .split_once(SENTINEL)
+        .unwrap_or((parts.telemetry_prefix.as_str(), ""));
+    m.add("PART_PREFIX", before.to_string())?;
+    m.add("PART_RUN_ID_END", after.to_string())?;
+    // `{prefix}{digits}{suffix}`: the fewest digits a segment number has, and the suffix.
+    let name = run.telemetry_segment_name(0);
+    let rest = &name[run.telemetry_prefix.len()..];
+    let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+    m.add("SEGMENT_MIN_DIGITS", digits)?;
+    m.add("SEGMENT_SUFFIX", rest[digits..].to_string())?;
+    m.add("TEMP_MARKER", atomic_file::TEMP_MARKER)?;
+    m.add("RUN_LOCK_NAME", claim::RUN_LOCK_NAME)?;
+    m.add("SPOOL_DIR_NAME", spool::SPOOL_DIR_NAME)?;
+    m.add("SEGMENTS_KEY", parquet_io::SEGMENTS_KEY)?;
+    m.add("SEGMENT_ROWS_KEY", parquet_io::SEGMENT_ROWS_KEY)?;
+    Ok(())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    add_layout_names(m)?;
+    m.add_function(wrap_pyfunction!(publish_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(durable_files, m)?)?;
     m.add_function(wrap_pyfunction!(recover_run_dir, m)?)?;
     m.add_function(wrap_pyfunction!(salvage_parts, m)?)?;
     m.add_function(wrap_pyfunction!(recover_output_file, m)?)?;

@@ -1,17 +1,9 @@
-"""Evidence-based run status, crash recovery and compaction of append-mode parts.
+"""Crash recovery: finalising the runs that died.
 
-Status by evidence (:func:`run_status`): a manifest that says ``running`` is
-believed only while its process can be alive:
-
-- same host (and same boot): the pid must exist, not be a zombie, and (Linux)
-  have the start time recorded in the manifest, so a reused pid does not keep a
-  dead run "running";
-- another host: some file of the run (manifest, segment, part, temp file) must
-  have changed within ``stale_after`` seconds.
-
-Otherwise the run is ``crashed``. :func:`recover` finalises such runs (and runs
-whose close failed and left segments): it merges segments, removes temp files,
-and rewrites the manifest with what was recovered. It never touches a live run
+A run is dead when its status by evidence (:mod:`flightlog.runs.status`) says so.
+:func:`recover` finalises such runs (and runs whose close failed and left
+segments): it merges segments, removes temp files, and rewrites the manifest
+with what was recovered. It never touches a live run
 and is idempotent.
 
 The one-writer claim: a recorder holds an exclusive ``flock`` on its run's lock
@@ -24,12 +16,7 @@ The protocol is the one of ``flightlog-core``'s ``claim.rs``: lock, check that
 the path still names the locked file, write ``pid= host= since=``; to let go,
 unlink while holding, then unlock.
 
-:func:`compact` merges a flow's published parts into one file. Crash safety: the
-merged file is published atomically and lists the parts it holds
-(``flightlog.segments``); parts are deleted only after it is durable, and a part
-still present that the merged file lists is a leftover, deleted by the next
-``compact`` or ``recover`` (readers must skip such parts). Parts published while
-compaction runs are not in its snapshot and are kept.
+Compaction (:func:`flightlog.runs.compact.compact`) removes the leftovers recovery finds too.
 """
 
 from __future__ import annotations
@@ -39,56 +26,57 @@ import dataclasses
 import datetime as _dt
 import errno
 import fcntl
-import json
 import os
-import re
 import socket
 import stat
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._errors import FlightlogError
-from ._manifest import (
+from .._errors import FlightlogError
+from .._regular import LINK_REASON, NotRegularFileError
+from .compact import _listed, _remove_listed_leftovers, _sweep_compaction_temps
+from .ids import ROOT_ENV, file_lock, resolve_root
+from .layout import (
+    DEFAULT_RUN_PREFIX,
+    EVENTS_FILE,
+    FLOWS_DIR,
     MANIFEST_NAME,
-    boot_id,
-    fsync_dir,
-    process_start_ticks,
-    read_manifest,
-    utc_now_iso,
-    write_manifest,
+    RUN_LOCK_NAME,
+    RUNS_DIR,
+    SEGMENTS_DIR,
+    SPOOL_DIR_NAME,
+    TELEMETRY_FILE,
+    compacted_name,
+    part_lock_name,
+    part_temp_prefix,
+    parts_dir_name,
 )
-from ._names import validate_name
-from ._regular import LINK_REASON, NotRegularFileError, problem
-from ._runs import DEFAULT_RUN_PREFIX, ROOT_ENV, file_lock, flow_paths, resolve_root
+from .manifest import fsync_dir, read_manifest, utc_now_iso, write_manifest
+from .status import (
+    _TEMP_MARKER,
+    DEFAULT_STALE_AFTER,
+    _core,
+    _newest,
+    _run_files_for_evidence,
+    _scandir,
+    crashed_manifest,
+    part_pattern,
+    run_status,
+)
 
-__all__ = [
-    "DEFAULT_STALE_AFTER",
-    "RecoverReport",
-    "compact",
-    "part_pattern",
-    "process_alive",
-    "recover",
-    "run_status",
-]
+__all__ = ["RecoverReport", "recover"]
 
-#: Seconds without any new file after which a ``running`` run of another host counts as crashed.
-DEFAULT_STALE_AFTER = 600.0
-
-_TEMP_MARKER = ".tmp-"
-_PART_RE = re.compile(r"^part-(?P<run_id>.+)-(?P<seq>\d{6,})\.parquet$")
-_SEGMENTS_KEY = "flightlog.segments"
-_SEGMENT_ROWS_KEY = "flightlog.segment_rows"
-_RUN_LOCK_NAME = ".flightlog.lock"
+_RUN_LOCK_NAME = RUN_LOCK_NAME
 # A recorder's spool (rows not yet in a segment, in files that outlive the
 # process): beside its claim file, named after it.
-_RUN_SPOOL_NAME = ".flightlog.spool"
+_RUN_SPOOL_NAME = SPOOL_DIR_NAME
 
 
 def _part_lock_path(parts_dir: Path, run_id: str) -> Path:
     """The claim file of a dev/tuner run's parts (``claim.rs``'s ``lock_path``)."""
-    return parts_dir / f".part-{run_id}-flightlog.lock"
+    return parts_dir / part_lock_name(run_id)
 
 
 def _holder(text: str) -> tuple[str, bool]:
@@ -183,168 +171,6 @@ def _claim(lock_path: Path) -> Iterator[tuple[str, bool] | None]:
         os.close(fd)
 
 
-def part_pattern(run_id: str) -> re.Pattern[str]:
-    """Regex matching the published part files of ``run_id`` (``part-<run_id>-NNNNNN.parquet``)."""
-    return re.compile(rf"^part-{re.escape(run_id)}-\d{{6,}}\.parquet$")
-
-
-def _core() -> Any:
-    from . import _core
-
-    return _core
-
-
-def _kv(path: Path) -> dict[str, str]:
-    return dict(_core().parquet_kv(str(path)))
-
-
-# --------------------------------------------------------------------------- evidence
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"Z", b"X")
-    except (OSError, ValueError):
-        return False
-
-
-def process_alive(prov: Mapping[str, Any]) -> bool | None:
-    """Whether the process described by a manifest's ``provenance`` is alive:
-    ``True``/``False`` on the same host, ``None`` when this host cannot tell
-    (another host, no pid)."""
-    host, pid = prov.get("host"), prov.get("pid")
-    if host != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return None
-    if os.name == "nt":
-        # os.kill(pid, 0) is TerminateProcess on Windows: never probe there.
-        # Unknown, so the status rests on the files' age (docs/PLATFORMS.md).
-        return None
-    recorded_boot, this_boot = prov.get("boot_id"), boot_id()
-    if recorded_boot and this_boot and recorded_boot != this_boot:
-        return False  # the host rebooted since
-    if pid != os.getpid():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # exists, owned by someone else
-        except OSError:
-            return None
-        if _zombie(pid):
-            return False
-    ticks = prov.get("pid_start_ticks")
-    if isinstance(ticks, int):
-        current = process_start_ticks(pid)
-        if current is not None and current != ticks:
-            return False  # the pid was reused
-    return True
-
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
-def _newest(paths: list[Path]) -> float | None:
-    times = [t for t in map(_mtime, paths) if t is not None]
-    return max(times) if times else None
-
-
-def _scandir(d: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(d) as it:
-            return list(it)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _run_files_for_evidence(manifest: Mapping[str, Any], where: Path) -> list[Path]:
-    mode = manifest.get("mode", "run")
-    if mode == "run":
-        files = [where, where / MANIFEST_NAME, where / "segments"]
-        files += [Path(e.path) for e in _scandir(where / "segments")]
-        return files
-    flow, manifest_file = _flow_locations(manifest, where)
-    run_id = str(manifest.get("run_id", ""))
-    pat = part_pattern(run_id)
-    files = [manifest_file]
-    for sub in (f"{mode}_telemetry", f"{mode}_events"):
-        for e in _scandir(flow / sub):
-            name = e.name
-            if pat.match(name) or (name.startswith(f".part-{run_id}-") and _TEMP_MARKER in name):
-                files.append(Path(e.path))
-    return files
-
-
-def _flow_locations(manifest: Mapping[str, Any], where: Path) -> tuple[Path, Path]:
-    """(flow folder, per-run manifest file) of a dev/tuner run given either."""
-    if where.suffix == ".toml" or where.is_file():
-        return where.parent.parent, where
-    return where, where / "runs" / f"{manifest.get('run_id')}.toml"
-
-
-def run_status(
-    manifest: Mapping[str, Any],
-    run_dir: str | os.PathLike[str],
-    *,
-    stale_after: float = DEFAULT_STALE_AFTER,
-    now: float | None = None,
-) -> str:
-    """The status of a run by evidence: the manifest's ``status``, except that
-    ``running`` becomes ``crashed`` when its process is gone (see the module doc).
-
-    ``run_dir`` is the run folder (mode ``"run"``), or for dev/tuner runs the
-    per-run manifest file ``flows/<flow>/runs/<run_id>.toml`` or the flow folder.
-    A manifest without a status reads as ``"unknown"``.
-    """
-    return status_by_evidence(
-        manifest, lambda: _newest(_run_files_for_evidence(manifest, Path(run_dir))), stale_after=stale_after, now=now
-    )
-
-
-def status_by_evidence(
-    manifest: Mapping[str, Any],
-    newest: Callable[[], float | None],
-    *,
-    stale_after: float = DEFAULT_STALE_AFTER,
-    now: float | None = None,
-) -> str:
-    """:func:`run_status` for any storage: ``newest()`` gives the time (seconds since
-    the epoch) of the run's newest file or object, or ``None`` if it has none; it is
-    only asked when the process cannot be (another host, no pid)."""
-    status = manifest.get("status")
-    if status != "running":
-        return str(status) if status else "unknown"
-    prov = manifest.get("provenance") or {}
-    alive = process_alive(prov) if isinstance(prov, Mapping) else None
-    if alive is not None:
-        return "running" if alive else "crashed"
-    t = newest()
-    if t is None:
-        return "crashed"
-    return "crashed" if (time.time() if now is None else now) - t > stale_after else "running"
-
-
-def crashed_manifest(
-    manifest: Mapping[str, Any], *, finished_at: str, telemetry_rows: int, event_rows: int
-) -> dict[str, Any]:
-    """The manifest of a run found dead: ``crashed``, when it last wrote, what was recovered."""
-    m = dict(manifest)
-    m["status"] = "crashed"
-    m["finished_at"] = finished_at
-    m.setdefault("error_message", _died_message(manifest))
-    counts = dict(m.get("counts") or {})
-    counts["rows_written"] = telemetry_rows
-    counts["events"] = event_rows
-    m["counts"] = counts
-    return m
-
-
 # --------------------------------------------------------------------------- report
 
 
@@ -372,7 +198,7 @@ class RecoverReport:
         return dataclasses.asdict(self)
 
     def _repr_html_(self) -> str:
-        from ._html import grid
+        from .._html import grid
 
         cols = ["run_id", "flow_name", "mode", "previous_status", "status", "telemetry_rows", "event_rows"]
         rows = [[r.get(c, "") for c in cols] for r in self.recovered]
@@ -399,12 +225,6 @@ def _file_entry(path: Path, base: Path, kind: str) -> dict[str, Any]:
         "rows": int(_core().parquet_rows(str(path))),
         "bytes": path.stat().st_size,
     }
-
-
-def _died_message(manifest: Mapping[str, Any]) -> str:
-    prov = manifest.get("provenance") or {}
-    who = f"process {prov.get('pid', '?')} on {prov.get('host', '?')}"
-    return f"{who} ended without closing the run; finalised by flightlog.recover"
 
 
 # --------------------------------------------------------------------------- recover
@@ -434,12 +254,12 @@ def _recover_run_folder_plan(run_dir: Path, stale_after: float, report: RecoverR
         manifest = None
     # A spool with a recorder's folder in it may hold rows; an empty one (a close
     # killed while removing it) holds nothing and is no reason to recover again.
-    has_segments = (run_dir / "segments").is_dir() or any(e.is_dir() for e in _scandir(run_dir / _RUN_SPOOL_NAME))
+    has_segments = (run_dir / SEGMENTS_DIR).is_dir() or any(e.is_dir() for e in _scandir(run_dir / _RUN_SPOOL_NAME))
     if manifest is None:
         # Claimed, but the process died before its manifest was published (or
         # not a flightlog run at all): only act on an old folder with segments
         # (or a spool: rows recorded before the first flush).
-        newest = _newest([run_dir, *(Path(e.path) for e in _scandir(run_dir / "segments"))])
+        newest = _newest([run_dir, *(Path(e.path) for e in _scandir(run_dir / SEGMENTS_DIR))])
         if not has_segments or newest is None or time.time() - newest <= stale_after:
             return False
         name = run_dir.name
@@ -465,7 +285,7 @@ def _recover_run_folder_plan(run_dir: Path, stale_after: float, report: RecoverR
     m = dict(manifest)
     files = [
         _file_entry(run_dir / name, run_dir, kind)
-        for name, kind in (("telemetry.parquet", "telemetry"), ("events.parquet", "events"))
+        for name, kind in ((TELEMETRY_FILE, "telemetry"), (EVENTS_FILE, "events"))
         if (run_dir / name).exists()
     ]
     if previous in ("running", "unknown"):
@@ -492,53 +312,15 @@ def _recover_run_folder_plan(run_dir: Path, stale_after: float, report: RecoverR
     return True
 
 
-def _regular_files_only(where: Path, names: tuple[str, ...] = ("telemetry.parquet", "events.parquet")) -> None:
+def _regular_files_only(where: Path, names: tuple[str, ...] = (TELEMETRY_FILE, EVENTS_FILE)) -> None:
     """Raises NotRegularFileError (an OSError, reported per run) for a FIFO, device or link
     among the files recovery would open: ``where`` itself when no ``names``, else those in it."""
-    from ._regular import check
+    from .._regular import check
 
-    paths = [where / n for n in names] + [Path(e) for e in _scandir(where / "segments")] if names else [where]
+    paths = [where / n for n in names] + [Path(e) for e in _scandir(where / SEGMENTS_DIR)] if names else [where]
     for p in paths:
         with contextlib.suppress(FileNotFoundError):
             check(p)
-
-
-def _listed(compacted: Path) -> list[tuple[str, int | None]]:
-    """(name, rows) of the parts a compacted file lists."""
-    if not compacted.exists():
-        return []
-    kv = _kv(compacted)
-    names = json.loads(kv.get(_SEGMENTS_KEY, "[]"))
-    rows = json.loads(kv.get(_SEGMENT_ROWS_KEY, "null")) or [None] * len(names)
-    return list(zip(names, rows, strict=False))
-
-
-def _remove_listed_leftovers(parts_dir: Path, compacted: Path) -> int:
-    """Delete parts that ``compacted`` already holds (a compaction died before
-    deleting them). A part is deleted only if it is older than the compacted file
-    and has the row count listed for it: a part that merely has a listed name
-    (a run id reused after its runs/ manifest was removed) is kept."""
-    listed = _listed(compacted)
-    if not listed:
-        return 0
-    compacted_mtime = compacted.stat().st_mtime_ns
-    removed = 0
-    for name, rows in listed:
-        if not _PART_RE.match(name):
-            continue  # e.g. the previous compacted file itself
-        part = parts_dir / name
-        try:
-            if part.stat().st_mtime_ns > compacted_mtime:
-                continue
-            if rows is not None and int(_core().parquet_rows(str(part))) != int(rows):
-                continue
-            os.unlink(part)
-            removed += 1
-        except FileNotFoundError:
-            continue
-    if removed:
-        fsync_dir(parts_dir)
-    return removed
 
 
 def _recover_append_run(mfile: Path, stale_after: float, report: RecoverReport) -> None:
@@ -549,7 +331,7 @@ def _recover_append_run(mfile: Path, stale_after: float, report: RecoverReport) 
     if run_status(manifest, mfile, stale_after=stale_after) == "running":
         report.live.append(str(mfile))
         return
-    parts_dir = mfile.parent.parent / f"{manifest.get('mode', 'dev')}_telemetry"
+    parts_dir = mfile.parent.parent / parts_dir_name(str(manifest.get("mode", "dev")), "telemetry")
     run_id = str(manifest.get("run_id", mfile.stem))
     if not parts_dir.is_dir():
         _recover_append_run_claimed(mfile, stale_after, report)
@@ -565,7 +347,7 @@ def _recover_append_run(mfile: Path, stale_after: float, report: RecoverReport) 
             return
         # Rows and events the dead recorder had not yet written: one last part each.
         mode = str(manifest.get("mode", "dev"))
-        _core().salvage_parts(str(parts_dir), str(parts_dir.parent / f"{mode}_events"), run_id)
+        _core().salvage_parts(str(parts_dir), str(parts_dir.parent / parts_dir_name(mode, "events")), run_id)
         _recover_append_run_claimed(mfile, stale_after, report)
 
 
@@ -581,10 +363,10 @@ def _recover_append_run_claimed(mfile: Path, stale_after: float, report: Recover
     files: list[dict[str, Any]] = []
     rows = {"telemetry": 0, "events": 0}
     for kind in ("telemetry", "events"):
-        d = flow / f"{mode}_{kind}"
+        d = flow / parts_dir_name(mode, kind)
         removed_here = 0
         for e in _scandir(d):
-            if e.name.startswith(f".part-{run_id}-") and _TEMP_MARKER in e.name:
+            if e.name.startswith(part_temp_prefix(run_id)) and _TEMP_MARKER in e.name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(e.path)
                     removed_here += 1
@@ -597,7 +379,7 @@ def _recover_append_run_claimed(mfile: Path, stale_after: float, report: Recover
                 files.append(entry)
                 rows[kind] += entry["rows"]
         # Parts of this run already merged by compact().
-        compacted = flow / f"{mode}_{kind}.parquet"
+        compacted = flow / compacted_name(mode, kind)
         for name, n in _listed(compacted):
             if pat.match(name) and not (d / name).exists() and n is not None:
                 rows[kind] += int(n)
@@ -624,7 +406,7 @@ def _recover_append_run_claimed(mfile: Path, stale_after: float, report: Recover
     )
 
 
-_FLOW_SUBDIRS = ("runs", "dev_telemetry", "dev_events", "tuner_telemetry", "tuner_events")
+_FLOW_SUBDIRS = (RUNS_DIR, *(parts_dir_name(m, k) for m in ("dev", "tuner") for k in ("telemetry", "events")))
 
 
 def _symlinked(path: Path, children: tuple[str, ...]) -> Path | None:
@@ -648,7 +430,7 @@ def _link_message(link: Path) -> str:
 
 
 def _is_output_file(path: Any) -> bool:
-    from ._recorder import is_output_file
+    from .._recorder import is_output_file
 
     return is_output_file(path)
 
@@ -688,11 +470,11 @@ def recover(
     from ``AWS_*`` and ``storage_options``): runs of other hosts count as alive
     until nothing of theirs was written for ``stale_after`` seconds.
     """
-    from ._s3 import is_object_url
+    from .._s3 import is_object_url
 
     url = base_path if base_path is not None else os.environ.get(ROOT_ENV)
     if is_object_url(url):
-        from ._objtree import ObjectTree, recover_tree
+        from .s3tree import ObjectTree, recover_tree
 
         tree = ObjectTree(str(url), storage_options)
         report = RecoverReport(root=tree.url())
@@ -707,19 +489,19 @@ def recover(
     if not root.is_dir():
         return report
     for e in sorted(_scandir(root), key=lambda e: e.name):
-        if e.name.startswith(".") or e.name == "flows" or not e.is_dir():
+        if e.name.startswith(".") or e.name == FLOWS_DIR or not e.is_dir():
             continue
-        link = _symlinked(Path(e.path), ("segments",))
+        link = _symlinked(Path(e.path), (SEGMENTS_DIR,))
         if link is not None:
-            if (Path(e.path) / MANIFEST_NAME).exists() or (Path(e.path) / "segments").exists():
+            if (Path(e.path) / MANIFEST_NAME).exists() or (Path(e.path) / SEGMENTS_DIR).exists():
                 report.errors.append({"path": e.path, "error": _link_message(link)})
             continue
         try:
             _recover_run_folder(Path(e.path), stale_after, report)
         except (OSError, FlightlogError, ValueError) as err:
             report.errors.append({"path": e.path, "error": f"{type(err).__name__}: {err}"})
-    flows_link = _symlinked(root / "flows", ())
-    for flow in [] if flows_link else sorted(_scandir(root / "flows"), key=lambda e: e.name):
+    flows_link = _symlinked(root / FLOWS_DIR, ())
+    for flow in [] if flows_link else sorted(_scandir(root / FLOWS_DIR), key=lambda e: e.name):
         if not flow.is_dir() or flow.name.startswith("."):
             continue
         fpath = Path(flow.path)
@@ -727,7 +509,7 @@ def recover(
         if link is not None:
             report.errors.append({"path": flow.path, "error": _link_message(link)})
             continue
-        for mf in sorted(_scandir(fpath / "runs"), key=lambda e: e.name):
+        for mf in sorted(_scandir(fpath / RUNS_DIR), key=lambda e: e.name):
             if mf.name.startswith(".") or not mf.name.endswith(".toml"):
                 continue
             try:
@@ -745,134 +527,10 @@ def recover(
                 for kind in ("telemetry", "events"):
                     try:
                         report.leftover_parts_removed += _remove_listed_leftovers(
-                            fpath / f"{which}_{kind}", fpath / f"{which}_{kind}.parquet"
+                            fpath / parts_dir_name(which, kind), fpath / compacted_name(which, kind)
                         )
                     except (OSError, FlightlogError, ValueError) as err:
                         report.errors.append(
-                            {"path": str(fpath / f"{which}_{kind}.parquet"), "error": f"{type(err).__name__}: {err}"}
+                            {"path": str(fpath / compacted_name(which, kind)), "error": f"{type(err).__name__}: {err}"}
                         )
-    return report
-
-
-# --------------------------------------------------------------------------- compact
-
-
-def _schema_json(kv: Mapping[str, str]) -> Any:
-    text = kv.get("flightlog.schema")
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _running_run_ids(runs_dir: Path) -> set[str]:
-    """Run ids of the flow's dev/tuner runs still running by evidence: their
-    recorders still own their parts and merge nothing, but must not see them vanish."""
-    running = set()
-    for e in _scandir(runs_dir):
-        if not e.name.endswith(".toml") or e.name.startswith("."):
-            continue
-        try:
-            manifest = read_manifest(e.path)
-        except Exception:
-            continue
-        if run_status(manifest, e.path) == "running":
-            running.add(str(manifest.get("run_id", e.name[: -len(".toml")])))
-    return running
-
-
-def _compact_kind(parts_dir: Path, out: Path, running: Collection[str] = ()) -> dict[str, Any]:
-    result: dict[str, Any] = {"path": str(out), "parts_merged": 0, "rows": 0, "bytes": 0, "leftovers_removed": 0}
-    result["leftovers_removed"] = _remove_listed_leftovers(parts_dir, out)
-    skipped: list[dict[str, str]] = []
-    parts = []
-    for e in _scandir(parts_dir):
-        m = _PART_RE.match(e.name)
-        if m is None:
-            continue
-        try:
-            # A symbolic link (perhaps to another run's file: its rows would be merged
-            # and counted twice) or a FIFO is reported, never merged or opened.
-            why = problem(e.path)
-        except FileNotFoundError:
-            continue
-        if why is not None:
-            skipped.append({"path": e.path, "reason": why})
-            continue
-        if m.group("run_id") in running:
-            skipped.append({"path": e.path, "reason": "its run is still running; compact again after it ends"})
-            continue
-        parts.append(Path(e.path))
-    parts.sort()
-    if parts:
-        reference = _schema_json(_kv(out)) if out.exists() else _schema_json(_kv(parts[0]))
-        chosen = []
-        for p in parts:
-            if _schema_json(_kv(p)) == reference:
-                chosen.append(p)
-            else:
-                skipped.append({"path": str(p), "reason": "its schema differs from the compacted file's"})
-        if chosen:
-            inputs = ([out] if out.exists() else []) + chosen
-            merged = dict(_core().merge_parquet(str(out), [str(p) for p in inputs]))
-            # The merged file is durable and lists `chosen`: only now delete them.
-            for p in chosen:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-            fsync_dir(parts_dir)
-            result.update(parts_merged=len(chosen), rows=int(merged["rows"]), bytes=int(merged["bytes"]))
-    if not result["parts_merged"] and out.exists():
-        result.update(rows=int(_core().parquet_rows(str(out))), bytes=out.stat().st_size)
-    result["skipped"] = skipped
-    return result
-
-
-def _sweep_compaction_temps(flow: Path, which: str) -> int:
-    """Remove temp files of a compaction that died (call with the compact lock held)."""
-    removed = 0
-    for e in _scandir(flow):
-        if e.name.startswith((f".{which}_telemetry.parquet{_TEMP_MARKER}", f".{which}_events.parquet{_TEMP_MARKER}")):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(e.path)
-                removed += 1
-    if removed:
-        fsync_dir(flow)
-    return removed
-
-
-def compact(base_path: str | os.PathLike[str] | None, flow_name: str, which: str = "dev") -> dict[str, Any]:
-    """Merge a flow's published ``which`` parts (``"dev"`` or ``"tuner"``) into
-    ``flows/<flow>/<which>_telemetry.parquet`` (and events into
-    ``<which>_events.parquet``), together with what an earlier compaction merged.
-
-    Returns ``{"flow_name", "which", "telemetry": {...}, "events": {...}}``, each
-    with ``path``, ``parts_merged``, ``rows`` (in the compacted file), ``bytes``,
-    ``leftovers_removed`` and ``skipped`` (parts whose schema differs, with the
-    reason; they stay as they are). One compaction per flow at a time (file
-    lock); see the module doc for crash safety.
-    """
-    validate_name("flow_name", flow_name)
-    from ._s3 import is_object_url
-
-    if is_object_url(base_path if base_path is not None else os.environ.get(ROOT_ENV)):
-        # Object stores cannot replace a compacted file in place (publishing is
-        # create-only), and DuckDB/DuckLake read the parts where they are.
-        raise ValueError(
-            "compact works on local roots; on an object store the parts stay as they are "
-            "(consolidate them with DuckDBManager, which reads them in place)"
-        )
-    if which not in ("dev", "tuner"):
-        raise ValueError(f"which must be 'dev' or 'tuner', got {which!r}")
-    root = resolve_root(base_path, create=False)
-    paths = flow_paths(root, flow_name, which)
-    if not paths["flow"].is_dir():
-        raise FileNotFoundError(f"no flow {flow_name!r} under {root} ({paths['flow']} does not exist)")
-    report: dict[str, Any] = {"flow_name": flow_name, "which": which}
-    with file_lock(paths["flow"] / ".compact.lock"):
-        report["temp_files_removed"] = _sweep_compaction_temps(paths["flow"], which)
-        running = _running_run_ids(paths["runs"])
-        for kind in ("telemetry", "events"):
-            report[kind] = _compact_kind(paths[kind], paths[f"compacted_{kind}"], running)
     return report

@@ -15,22 +15,38 @@ replaces the local file-system primitives:
 
 from __future__ import annotations
 
+import builtins
+import errno
 import posixpath
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._errors import ConflictError
-from ._manifest import dumps_manifest, parse_manifest, utc_now_iso
-from ._s3 import ObjectLocation, open_store
-
-MANIFEST_NAME = "manifest.toml"
+from .._errors import ConflictError
+from .._s3 import ObjectLocation, open_store
+from .layout import (
+    DEFAULT_RUN_PREFIX,
+    EVENTS_FILE,
+    FLOWS_DIR,
+    MANIFEST_NAME,
+    RUNS_DIR,
+    SEGMENTS_DIR,
+    TELEMETRY_FILE,
+    part_pattern,
+    parts_dir_name,
+)
+from .manifest import dumps_manifest, parse_manifest, utc_now_iso
+from .status import crashed_manifest, status_by_evidence
+from .tree import Claim, FileStat, RunEntry, manifest_rels
 
 
 class ObjectTree:
     """The run tree below ``s3://bucket/prefix``; ``rel`` arguments are ``/``-joined
-    paths relative to the root, exactly as in a local root."""
+    paths relative to the root, exactly as in a local root. The S3
+    :class:`~flightlog.runs.tree.RootTree`."""
+
+    kind = "s3"
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self.location = ObjectLocation.parse(url)
@@ -130,6 +146,88 @@ class ObjectTree:
                 time.sleep(min(0.5, 0.005 * 2**attempt) * random.random())
         raise ConflictError(f"{self.url(rel)} kept changing under {attempts} attempts to update it")
 
+    # -- the RootTree protocol ------------------------------------------------------------
+
+    def list_runs(self) -> builtins.list[RunEntry]:
+        """Every run folder manifest and dev/tuner manifest: one listing of the root."""
+        return runs_in_listing(self.list(""))
+
+    def read_bytes(self, rel: str) -> bytes:
+        got = self.store.get(self.key(rel))
+        if got is None:
+            raise FileNotFoundError(errno.ENOENT, "no such object", self.url(rel))
+        return bytes(got[0])
+
+    def stat(self, rel: str) -> FileStat | None:
+        head = self.store.head(self.key(rel))
+        return None if head is None else FileStat(int(head["size"]), head["last_modified_ms"] / 1e3)
+
+    def newest_time(self, manifest: Mapping[str, Any], where_rel: str) -> float | None:
+        mode = str(manifest.get("mode") or "run")
+        base = where_rel if mode == "run" else posixpath.dirname(posixpath.dirname(where_rel))
+        times = newest_ms_of_run(manifest, where_rel, self.list(base))
+        return None if times is None else times / 1e3
+
+    def claim_run_id(
+        self, mode: str, flow_name: str, run_prefix: str, run_id: str | None, manifest: dict[str, Any]
+    ) -> Claim:
+        """Claims the run id with the create-only put of the ``running`` manifest; the
+        run of the other kind that took the same id meanwhile wins (this one moves on)."""
+        from .ids import claim
+
+        mine, theirs = manifest_rels(mode, flow_name, run_prefix)
+        folder = self.url(run_prefix) if mode == "run" else self.url(posixpath.dirname(mine))
+        e_tags: dict[str, str | None] = {}
+
+        def make(cand: str) -> None:
+            manifest["run_id"] = cand
+            e_tags[cand] = self.create_manifest(mine.format(cand), manifest)
+            if self.exists(theirs.format(cand)):
+                self.delete(mine.format(cand))
+                raise FileExistsError(errno.EEXIST, "run id taken by a run of the other kind", cand)
+
+        rid = claim(folder, make, run_id)
+        return Claim(rid, mine.format(rid), e_tags[rid])
+
+
+def runs_in_listing(objects: Sequence[Mapping[str, Any]]) -> list[RunEntry]:
+    """The runs of a root from its listing (``ObjectTree.list("")``)."""
+    found: list[RunEntry] = []
+    for o in objects:
+        parts = o["rel"].split("/")
+        if len(parts) == 2 and parts[1] == MANIFEST_NAME and not parts[0].startswith(".") and parts[0] != FLOWS_DIR:
+            found.append(RunEntry(o["rel"], parts[0], True))
+        elif (
+            len(parts) == 4
+            and parts[0] == FLOWS_DIR
+            and parts[2] == RUNS_DIR
+            and parts[3].endswith(".toml")
+            and not parts[3].startswith(".")
+        ):
+            found.append(RunEntry(o["rel"], o["rel"], False))
+    return found
+
+
+def newest_ms_of_run(manifest: Mapping[str, Any], where_rel: str, objects: Sequence[Mapping[str, Any]]) -> float | None:
+    """When the run last wrote (ms since the epoch): its folder's objects (mode ``"run"``),
+    else its manifest and parts; from a listing (``ObjectTree.list``) that holds them.
+    None when it has none."""
+    mode = str(manifest.get("mode") or "run")
+    if mode == "run":
+        prefix = where_rel + "/"
+        times = [o["last_modified_ms"] for o in objects if o["rel"].startswith(prefix)]
+    else:
+        flow = posixpath.dirname(posixpath.dirname(where_rel))
+        folders = {f"{flow}/{parts_dir_name(mode, kind)}" for kind in ("telemetry", "events")}
+        pat = part_pattern(str(manifest.get("run_id", "")))
+        times = [
+            o["last_modified_ms"]
+            for o in objects
+            if o["rel"] == where_rel
+            or (posixpath.dirname(o["rel"]) in folders and pat.match(posixpath.basename(o["rel"])))
+        ]
+    return max(times) if times else None
+
 
 def relpath(key: str, base_key: str) -> str:
     """``key`` relative to the "folder" ``base_key`` (posix rules)."""
@@ -142,8 +240,6 @@ def relpath(key: str, base_key: str) -> str:
 def alive_by_evidence(manifest: Mapping[str, Any], newest_s: float, stale_after: float) -> bool:
     """Whether a ``running`` run is alive: its process on this host, else objects
     written within ``stale_after`` seconds (other hosts cannot be asked)."""
-    from ._recover import status_by_evidence
-
     running = {**manifest, "status": "running"}
     return status_by_evidence(running, lambda: newest_s, stale_after=stale_after) == "running"
 
@@ -171,7 +267,7 @@ def recover_tree(tree: ObjectTree, stale_after: float, report: Any) -> None:
     """``flightlog.recover`` for an object-store root: finalises crashed runs into
     ``report`` (a ``RecoverReport``). Incomplete multipart uploads a crash left are
     invisible; a bucket lifecycle rule (AbortIncompleteMultipartUpload) reclaims them."""
-    from ._errors import FlightlogError
+    from .._errors import FlightlogError
 
     objects = tree.list("")
     run_folders: dict[str, list[dict[str, Any]]] = {}
@@ -180,7 +276,7 @@ def recover_tree(tree: ObjectTree, stale_after: float, report: Any) -> None:
         top, _, rest = info["rel"].partition("/")
         if not rest:
             continue
-        if top == "flows":
+        if top == FLOWS_DIR:
             flow, _, inner = rest.partition("/")
             if inner:
                 info["in_flow"] = inner
@@ -207,11 +303,10 @@ def recover_tree(tree: ObjectTree, stale_after: float, report: Any) -> None:
 def _recover_run_folder(
     tree: ObjectTree, folder: str, infos: list[dict[str, Any]], stale_after: float, report: Any
 ) -> None:
-    from . import _core  # type: ignore[attr-defined]
-    from ._recover import crashed_manifest
+    from .. import _core  # type: ignore[attr-defined]
 
     by_name = {i["in_run"]: i for i in infos}
-    has_segments = any(n.startswith("segments/") for n in by_name)
+    has_segments = any(n.startswith(f"{SEGMENTS_DIR}/") for n in by_name)
     newest_ms = max(i["last_modified_ms"] for i in infos)
     mrel = f"{folder}/{MANIFEST_NAME}"
     read = tree.read_manifest(mrel) if MANIFEST_NAME in by_name else None
@@ -219,8 +314,6 @@ def _recover_run_folder(
         # Segments without a manifest: not a flightlog run folder, unless old.
         if not has_segments or time.time() - newest_ms / 1e3 <= stale_after:
             return
-        from ._runs import DEFAULT_RUN_PREFIX
-
         run_id = folder[len(DEFAULT_RUN_PREFIX) :] if folder.startswith(DEFAULT_RUN_PREFIX) else folder
         manifest: dict[str, Any] = {"run_id": run_id, "mode": "run", "status": "running"}
         e_tag, previous = None, "unknown"
@@ -235,8 +328,8 @@ def _recover_run_folder(
     rep = {k: int(v) for k, v in dict(_core.recover_run_dir(tree.key(folder), store=tree.store)).items()}
     files = []
     for name, kind, rows in (
-        ("telemetry.parquet", "telemetry", rep["telemetry_rows"]),
-        ("events.parquet", "events", rep["event_rows"]),
+        (TELEMETRY_FILE, "telemetry", rep["telemetry_rows"]),
+        (EVENTS_FILE, "events", rep["event_rows"]),
     ):
         head = tree.store.head(tree.key(f"{folder}/{name}"))
         if head is not None:
@@ -275,8 +368,7 @@ def _recover_append_run(
     stale_after: float,
     report: Any,
 ) -> None:
-    from . import _core  # type: ignore[attr-defined]
-    from ._recover import crashed_manifest, part_pattern
+    from .. import _core  # type: ignore[attr-defined]
 
     read = tree.read_manifest(minfo["rel"])
     if read is None:

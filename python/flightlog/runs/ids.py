@@ -20,7 +20,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ._names import validate_name
+from .._names import validate_name
+from .layout import DEFAULT_RUN_PREFIX as _DEFAULT_RUN_PREFIX
+from .layout import FLOWS_DIR, RUNS_DIR, compacted_name, parts_dir_name
 
 try:  # POSIX
     import fcntl
@@ -45,7 +47,7 @@ ROOT_ENV = "FLIGHTLOG_ROOT"
 #: Root used when neither ``base_path`` nor ``$FLIGHTLOG_ROOT`` is set (relative to the current folder).
 DEFAULT_ROOT = "telematry_cfs"
 #: Prefix of run folders.
-DEFAULT_RUN_PREFIX = "fda_run_"
+DEFAULT_RUN_PREFIX = _DEFAULT_RUN_PREFIX
 
 
 def resolve_root(base_path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
@@ -183,7 +185,7 @@ def file_lock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterato
 
 def flow_dir(root: str | os.PathLike[str], flow_name: str) -> Path:
     """``<root>/flows/<flow_name>`` (the name is validated)."""
-    return Path(root) / "flows" / validate_name("flow_name", flow_name)
+    return Path(root) / FLOWS_DIR / validate_name("flow_name", flow_name)
 
 
 def flow_paths(root: str | os.PathLike[str], flow_name: str, which: str) -> dict[str, Path]:
@@ -195,9 +197,9 @@ def flow_paths(root: str | os.PathLike[str], flow_name: str, which: str) -> dict
     fd = flow_dir(root, flow_name)
     return {
         "flow": fd,
-        "runs": fd / "runs",
-        "telemetry": fd / f"{which}_telemetry",
-        "events": fd / f"{which}_events",
-        "compacted_telemetry": fd / f"{which}_telemetry.parquet",
-        "compacted_events": fd / f"{which}_events.parquet",
+        "runs": fd / RUNS_DIR,
+        "telemetry": fd / parts_dir_name(which, "telemetry"),
+        "events": fd / parts_dir_name(which, "events"),
+        "compacted_telemetry": fd / compacted_name(which, "telemetry"),
+        "compacted_events": fd / compacted_name(which, "events"),
     }

@@ -29,7 +29,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ._s3 import ObjectLocation, duckdb_secret_sql, load_extensions
+from .._s3 import ObjectLocation, duckdb_secret_sql, load_extensions
+from .layout import RUNS_DIR
 
 __all__ = ["Entry", "LocalTree", "ObjectPath", "ObjectStat", "HttpfsTree", "duckdb_connect"]
 
@@ -93,14 +94,14 @@ class LocalTree:
 
     def read_bytes(self, path: Path) -> bytes:
         """The content of a regular file; a link, FIFO or device raises ``NotRegularFileError``."""
-        from ._regular import read_bytes
+        from .._regular import read_bytes
 
         return read_bytes(path, follow_links=False)
 
     def unreadable(self, path: Path) -> str | None:
         """Why ``path`` must not be opened (a symbolic link, a FIFO, a device ...), else None
         (also None when it is missing: the caller's own check says so)."""
-        from ._regular import problem
+        from .._regular import problem
 
         try:
             return problem(path)
@@ -119,7 +120,7 @@ class LocalTree:
         """Make ``con`` able to read the tree's files (nothing to do locally)."""
 
     def evidence_status(self, manifest: Mapping[str, Any], where: Path) -> str:
-        from ._recover import run_status
+        from .status import run_status
 
         return run_status(manifest, where)
 
@@ -390,27 +391,20 @@ class HttpfsTree:
 
     # --- run status by evidence
     def evidence_status(self, manifest: Mapping[str, Any], where: ObjectPath) -> str:
-        """:func:`flightlog._recover.run_status` for object stores: a ``running`` run
+        """:func:`flightlog.runs.recover.run_status` for object stores: a ``running`` run
         whose process is gone (same host) or whose newest object is older than
         ``stale_after`` is ``crashed``."""
-        from ._recover import status_by_evidence
+        from .status import status_by_evidence
 
         return status_by_evidence(manifest, lambda: self._newest_of_run(manifest, where))
 
     def _newest_of_run(self, manifest: Mapping[str, Any], where: ObjectPath) -> float | None:
-        mode = manifest.get("mode", "run")
-        times: list[float] = []
-        if mode == "run":
-            times = [st.st_mtime for _, st in self.objects_below(where.rel)]
-        else:
-            run_id = str(manifest.get("run_id", ""))
-            flow = where.parent.parent if where.suffix == ".toml" else where
-            with_manifest = [where] if where.suffix == ".toml" else [flow / "runs" / f"{run_id}.toml"]
-            for p in with_manifest:
-                if p.is_file():
-                    times.append(p.stat().st_mtime)
-            for sub in (f"{mode}_telemetry", f"{mode}_events"):
-                for key, st in self.objects_below((flow / sub).rel):
-                    if key.rsplit("/", 1)[-1].startswith(f"part-{run_id}-"):
-                        times.append(st.st_mtime)
-        return max(times) if times else None
+        """The newest object of the run in the snapshot (what ``ObjectTree.newest_time`` finds)."""
+        from .s3tree import newest_ms_of_run
+
+        if manifest.get("mode", "run") != "run" and where.suffix != ".toml":  # the flow folder
+            where = where / RUNS_DIR / f"{manifest.get('run_id', '')}.toml"
+        base = where if manifest.get("mode", "run") == "run" else where.parent.parent
+        objects = [{"rel": k, "last_modified_ms": st.st_mtime * 1e3} for k, st in self.objects_below(base.rel)]
+        ms = newest_ms_of_run(manifest, where.rel, objects)
+        return None if ms is None else ms / 1e3

@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import os
-import posixpath
-import shutil
 import sys
 import threading
 import time
@@ -41,23 +38,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import events as _events
-from ._errors import ConflictError, FlightlogError, SchemaError, WriteError
-from ._manifest import (
-    MANIFEST_NAME,
-    ManifestError,
-    create_manifest,
+from .. import events as _events
+from .._errors import FlightlogError, SchemaError
+from .._names import check_run_names, validate_name
+from .._recorder import FlightRecorder, Sampling
+from .._schema import Field, Schema
+from .finish import _Finishing, _schema_of
+from .ids import DEFAULT_RUN_PREFIX, ROOT_ENV, flow_paths, resolve_root
+from .layout import FLOWS_DIR, parts_dir_name
+from .manifest import provenance as _provenance  # the name `provenance` is an argument of __init__
+from .manifest import (
     provenance_options,
-    read_manifest,
     to_toml_table,
     utc_now_iso,
-    write_manifest,
 )
-from ._manifest import provenance as _provenance  # the name `provenance` is an argument of __init__
-from ._names import check_run_names, validate_name
-from ._recorder import FlightRecorder, Sampling
-from ._runs import DEFAULT_RUN_PREFIX, ROOT_ENV, claim, file_lock, flow_dir, flow_paths, resolve_root
-from ._schema import Field, Schema
+from .tree import LocalRootTree
 
 #: The terminal events that set :attr:`TelemetryManager.outcome` (unless it was set explicitly).
 OUTCOME_OF_EVENT = {_events.TIMEOUT: "timeout", _events.CANCELLED: "cancelled", _events.CERT_FAIL: "cert_fail"}
@@ -93,7 +88,6 @@ _RECORDER_OPTIONS = frozenset(
         "metadata",
     }
 )
-_MAX_ERROR_MESSAGE = 4000
 
 
 # Runs still open at interpreter exit are closed by _close_all_at_exit. It is
@@ -135,7 +129,7 @@ class UnitsWarning(UserWarning):
 def _recorders_lock_free() -> bool:
     """Whether the lock of :mod:`._recorder`'s open-recorder set is free (a probe: it
     may be held by the thread asking, which would deadlock closing a recorder)."""
-    from . import _recorder
+    from .. import _recorder
 
     lock = getattr(_recorder, "_open_lock", None)
     if lock is None or lock.acquire(blocking=False):
@@ -154,16 +148,6 @@ def _clean_exit(exc: BaseException | None) -> bool:
         code = exc.code
         return code is None or (isinstance(code, int) and code == 0)
     return False
-
-
-def _error_type(exc: BaseException) -> str:
-    t = type(exc)
-    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-
-
-def _error_message(exc: BaseException) -> str:
-    msg = str(exc)
-    return msg if len(msg) <= _MAX_ERROR_MESSAGE else msg[: _MAX_ERROR_MESSAGE - 3] + "..."
 
 
 def _sampling_pair(sampling: Any) -> tuple[int, int] | None:
@@ -188,11 +172,6 @@ def _with_constant_fields(schema: Schema, constants: Mapping[str, str]) -> Schem
     return schema.with_fields(extra, first=True) if extra else schema
 
 
-def _schema_of(rec: Any) -> Schema | None:
-    schema = getattr(rec, "schema", None)
-    return schema if isinstance(schema, Schema) else None
-
-
 class _Buffered:
     """Events recorded before a lazily created recorder exists."""
 
@@ -203,7 +182,7 @@ class _Buffered:
         self.items: list[tuple[str, Any, float, float | None]] = []
 
 
-class TelemetryManager:
+class TelemetryManager(_Finishing):
     """One run of a flow: ids, folder or parts, manifest, events, constant columns.
 
     >>> import tempfile
@@ -230,7 +209,7 @@ class TelemetryManager:
             ``log()`` first).
         trial_id: required in ``"tuner"`` mode; a constant column whenever given.
         params, tags, units: user config, labels, and units/notes per field, written
-            to the manifest (see :mod:`flightlog._manifest` for how values convert).
+            to the manifest (see :mod:`flightlog.runs.manifest` for how values convert).
         run_prefix: prefix of run folders (``"fda_run_"``).
         provenance: what the manifest's ``[provenance]`` records of the command line:
             ``None`` (default: ``argv`` with secret-looking values such as
@@ -328,13 +307,13 @@ class TelemetryManager:
         self._recorder: Any = None
 
         # 2. The root: a local folder, or an object-store URL (s3://bucket/prefix).
-        from ._s3 import is_object_url
+        from .._s3 import is_object_url
 
         url = base_path if base_path is not None else os.environ.get(ROOT_ENV)
         self._tree: Any = None
         self.root: Any
         if is_object_url(url):
-            from ._objtree import ObjectTree
+            from .s3tree import ObjectTree
 
             self._tree = ObjectTree(str(url), storage_options)
             self.root = self._tree.url()
@@ -375,43 +354,18 @@ class TelemetryManager:
         self._manifest_etag: str | None = None
         if self._tree is not None:
             rid = self._claim_on_store(run_prefix, run_id)
-        elif mode == "run":
-            flow_runs = flow_dir(self.root, self.flow_name) / "runs"
-
-            def make_dir(cand: str) -> None:
-                path = self.root / (run_prefix + cand)
-                os.mkdir(path)
-                if (flow_runs / f"{cand}.toml").exists():
-                    os.rmdir(path)
-                    raise FileExistsError(errno.EEXIST, "run id taken by a dev/tuner run of this flow", cand)
-
-            rid = claim(self.root / run_prefix, make_dir, run_id)
-            run_path = self.root / (run_prefix + rid)
-            self._manifest["run_id"] = rid
-            self._manifest_path = run_path / MANIFEST_NAME
-            try:
-                write_manifest(self._manifest_path, self._manifest)
-            except BaseException:
-                shutil.rmtree(run_path, ignore_errors=True)
-                raise
-            self.run_path: Path = run_path
         else:
-            paths = flow_paths(self.root, self.flow_name, mode)
-            for key in ("runs", "telemetry", "events"):
-                paths[key].mkdir(parents=True, exist_ok=True)
-            self._flow_dir = paths["flow"]
-            self._parts_dir, self._events_dir = paths["telemetry"], paths["events"]
-
-            def make(cand: str) -> None:
-                self._manifest["run_id"] = cand
-                mpath = create_manifest(paths["runs"] / f"{cand}.toml", self._manifest)
-                if (self.root / (run_prefix + cand)).exists():
-                    mpath.unlink()
-                    raise FileExistsError(errno.EEXIST, "run id taken by a run folder", cand)
-
-            rid = claim(paths["runs"], make, run_id)
-            self._manifest_path = paths["runs"] / f"{rid}.toml"
-            self.run_path = paths["flow"]
+            root_tree = LocalRootTree(self.root)
+            if mode != "run":
+                paths = flow_paths(self.root, self.flow_name, mode)
+                for key in ("runs", "telemetry", "events"):
+                    paths[key].mkdir(parents=True, exist_ok=True)
+                self._flow_dir = paths["flow"]
+                self._parts_dir, self._events_dir = paths["telemetry"], paths["events"]
+            claimed = root_tree.claim_run_id(mode, self.flow_name, run_prefix, run_id, self._manifest)
+            rid = claimed.run_id
+            self._manifest_path = root_tree.path(claimed.manifest_rel)
+            self.run_path: Path = root_tree.path(run_prefix + rid) if mode == "run" else paths["flow"]
         self.run_id: str = rid
         self._constants["run_id"] = rid
 
@@ -432,32 +386,17 @@ class TelemetryManager:
     def _claim_on_store(self, run_prefix: str, run_id: str | None) -> str:
         """Claims the run id with the create-only put of the ``running`` manifest."""
         tree = self._tree
-        flow = f"flows/{self.flow_name}"
-        # Each side claims its own name, then yields if the other side's exists
-        # (a run folder and a dev/tuner run of one flow must not share an id).
-        if self.mode == "run":
-            mine, theirs = f"{run_prefix}{{}}/{MANIFEST_NAME}", f"{flow}/runs/{{}}.toml"
-            folder = tree.url(run_prefix)
-        else:
-            mine, theirs = f"{flow}/runs/{{}}.toml", f"{run_prefix}{{}}/{MANIFEST_NAME}"
-            folder = tree.url(f"{flow}/runs")
-
-        def make(cand: str) -> None:
-            self._manifest["run_id"] = cand
-            self._manifest_etag = tree.create_manifest(mine.format(cand), self._manifest)
-            if tree.exists(theirs.format(cand)):
-                tree.delete(mine.format(cand))
-                raise FileExistsError(errno.EEXIST, "run id taken by a run of the other kind", cand)
-
-        rid = claim(folder, make, run_id)
-        self._manifest_rel = mine.format(rid)
+        flow = f"{FLOWS_DIR}/{self.flow_name}"
+        claimed = tree.claim_run_id(self.mode, self.flow_name, run_prefix, run_id, self._manifest)
+        rid = claimed.run_id
+        self._manifest_rel, self._manifest_etag = claimed.manifest_rel, claimed.e_tag
         self._manifest_path: Any = tree.url(self._manifest_rel)
         if self.mode == "run":
             self.run_path: Any = tree.url(run_prefix + rid)
         else:
             self._flow_dir = tree.url(flow)
-            self._parts_dir = tree.url(f"{flow}/{self.mode}_telemetry")
-            self._events_dir = tree.url(f"{flow}/{self.mode}_events")
+            self._parts_dir = tree.url(f"{flow}/{parts_dir_name(self.mode, 'telemetry')}")
+            self._events_dir = tree.url(f"{flow}/{parts_dir_name(self.mode, 'events')}")
             self.run_path = self._flow_dir
         return rid
 
@@ -693,7 +632,7 @@ class TelemetryManager:
         )
 
     def _repr_html_(self) -> str:
-        from ._html import key_values
+        from .._html import key_values
 
         stats = self._recorder.stats() if getattr(self, "_recorder", None) is not None else {}
         items = [
@@ -739,234 +678,10 @@ class TelemetryManager:
         if close_error is not None:
             raise close_error
 
-    def _close_locked(self, status: str, error: BaseException | None) -> BaseException | None:
-        """The work of :meth:`close`; returns the error to raise.
-
-        An interrupt (``KeyboardInterrupt``, or any exception a signal handler raises)
-        during the work does not stop it: the recorder is closed all the same (every
-        row written), the run ends ``failed`` with the interrupt as its error, and the
-        interrupt is re-raised. A second interrupt while the manifest is written
-        escapes; the run then stays open (``closed`` is false, the exit hook still
-        knows it), so another ``close()`` finishes it.
-        """
-        interrupt: BaseException | None = None
-        close_error: BaseException | None = None
-        try:
-            rec = self._ensure_recorder()
-        except Exception as e:
-            rec, close_error = None, e
-        except BaseException as e:
-            rec, interrupt = self._recorder, e
-        if interrupt is not None and error is None:
-            status, error = "failed", interrupt
-        if rec is not None:
-            if not self._finish_recorded:
-                payload: dict[str, Any] = {"status": status}
-                if self._outcome is not None:
-                    payload["outcome"] = self._outcome
-                if error is not None:
-                    payload["error_type"] = _error_type(error)
-                    payload["error_message"] = _error_message(error)
-                try:
-                    rec.event(_events.RUN_FINISHED, payload)
-                    self._finish_recorded = True
-                except Exception:
-                    pass
-                except BaseException as e:
-                    interrupt = interrupt or e
-            try:
-                rec.close()
-            except Exception as e:
-                close_error = e
-            except BaseException as e:
-                # Cut short (the native close cannot be interrupted: the interrupt came
-                # just before or after it): close again, which is idempotent. A second
-                # interrupt here escapes and leaves the run open.
-                interrupt = interrupt or e
-                try:
-                    rec.close()
-                except Exception as e2:
-                    close_error = e2
-        if interrupt is not None and error is None:
-            status, error = "failed", interrupt
-        if close_error is not None and error is None:
-            status, error = "failed", close_error
-        self._finish_manifest(rec, status, error)
-        try:
-            self._write_final_manifest()
-        except OSError as e:
-            # The disk that refused the data usually refuses the manifest too (full,
-            # read-only, run folder deleted): the recorder's WriteError says what
-            # happened to the rows and stays the error raised; the manifest failure
-            # is added to it. Alone, it is a WriteError naming the manifest.
-            note = f"the final manifest {self._manifest_path} could not be written either: {e}"
-            if close_error is None:
-                close_error = WriteError(
-                    e.errno,
-                    f"run {self.run_id}: the final manifest {self._manifest_path} could not be written: {e}",
-                )
-                close_error.__cause__ = e
-            else:
-                close_error.add_note(note)
-        # Closed only now: until the final manifest is written, another close() (or the
-        # exit hook) finishes the run.
-        self._closed = True
+    def _forget(self) -> None:
+        """Leave the set of runs the exit hook closes (the run is closed)."""
         with _open_lock:
             _open_runs.discard(self)
-        if self._flow_dir is not None:
-            with contextlib.suppress(OSError, ManifestError):
-                self._update_flow_manifest()
-        return interrupt if interrupt is not None else close_error
-
-    def _write_final_manifest(self) -> None:
-        if self._tree is None:
-            write_manifest(self._manifest_path, self._manifest)
-            return
-        try:
-            self._tree.update_manifest(self._manifest_rel, self._manifest, self._manifest_etag)
-        except ConflictError:
-            # Only `recover` rewrites a running run's manifest, and only when it
-            # judged the run dead (another host, `stale_after` exceeded). This
-            # process is alive and closing: what it knows wins.
-            self._tree.modify_manifest(self._manifest_rel, lambda _: self._manifest)
-
-    def _finish_manifest(self, rec: Any, status: str, error: BaseException | None) -> None:
-        m = self._manifest
-        m["status"] = status
-        if self._outcome is not None:
-            m["outcome"] = self._outcome
-        m["finished_at"] = utc_now_iso()
-        if error is not None:
-            m["error_type"] = _error_type(error)
-            m["error_message"] = _error_message(error)
-        if rec is None:
-            return
-        schema = _schema_of(rec)
-        if schema is not None:
-            m["schema_version"] = self._version(schema)
-            m["schema"] = schema.to_dict()
-        stats: dict[str, Any] = {}
-        with contextlib.suppress(Exception):
-            stats = dict(rec.stats())
-        count_keys = (
-            "rows_offered",
-            "rows_written",
-            "rows_sampled_out",
-            "rows_dropped",
-            "rows_over_budget",
-            "rows_lost",
-            "segments",
-            "events",
-        )
-        m["counts"] = {k: stats[k] for k in count_keys if k in stats}
-        m["cost"] = {k: stats[k] for k in ("flush_secs", "bytes_written", "producer_stalls") if k in stats}
-        files = []
-        if self._tree is None:
-            base, relpath = str(self._manifest_path.parent), os.path.relpath
-        else:  # object keys
-            base, relpath = posixpath.dirname(self._tree.key(self._manifest_rel)), posixpath.relpath
-        for f in getattr(rec, "files", None) or []:
-            if isinstance(f, Mapping):
-                path, rows, size = f["path"], f.get("rows"), f.get("bytes")
-            else:
-                path, rows, size = f
-            path = os.fspath(path)
-            name, parent = os.path.basename(path), os.path.basename(os.path.dirname(path))
-            if self.mode == "run":
-                kind = "events" if name.startswith("events") else "telemetry"
-            else:
-                kind = "events" if parent.endswith("_events") else "telemetry"
-            files.append({"path": relpath(path, base), "kind": kind, "rows": rows, "bytes": size})
-        m["files"] = files
-        # Keep the documented key order: scalars, then the tables.
-        order = [
-            "schema_version",
-            "run_id",
-            "flow_name",
-            "mode",
-            "trial_id",
-            "status",
-            "outcome",
-            "created_at",
-            "finished_at",
-            "error_type",
-            "error_message",
-        ]
-        self._manifest = {k: m[k] for k in order if k in m} | {k: v for k, v in m.items() if k not in order}
-
-    def _update_flow_manifest(self) -> None:
-        """Create or update ``flows/<flow>/manifest.toml`` under a file lock, only
-        when something in it changes (a new schema or mode)."""
-        assert self._flow_dir is not None
-        schema = self._schema or _schema_of(self._recorder)
-        schema_json = schema.to_json() if schema is not None else None
-
-        def up_to_date(m: dict[str, Any] | None) -> bool:
-            return (
-                m is not None
-                and self.mode in m.get("modes", [])
-                and (schema_json is None or m.get("schema") == schema_json)
-            )
-
-        def updated(m: dict[str, Any] | None) -> dict[str, Any]:
-            now = utc_now_iso()
-            data: dict[str, Any] = dict(m or {})
-            data["flow_name"] = self.flow_name
-            data.setdefault("created_at", now)
-            data["updated_at"] = now
-            data["modes"] = sorted({*data.get("modes", []), self.mode})
-            if schema is not None:
-                data["schema_version"] = self._version(schema)
-                data["schema"] = schema_json
-            return data
-
-        if self._tree is not None:
-            # No locks on an object store: read, change, conditional put, retry.
-            self._tree.modify_manifest(
-                f"flows/{self.flow_name}/{MANIFEST_NAME}", lambda m: None if up_to_date(m) else updated(m)
-            )
-            return
-        path = self._flow_dir / MANIFEST_NAME
-
-        def current() -> dict[str, Any] | None:
-            try:
-                return read_manifest(path)
-            except (FileNotFoundError, ManifestError):
-                return None
-
-        key = (str(path), self.mode, schema_json)
-        if _flow_checked.get(key, False) == _signature(path):
-            return  # unchanged since this process found it up to date
-        if up_to_date(current()):
-            _flow_checked[key] = _signature(path)
-            return
-        # From __del__ the collector may be running inside another run's section holding
-        # this lock on this very thread: waiting would never end, so try it only.
-        with file_lock(self._flow_dir / ".manifest.lock", blocking=not self._collected) as held:
-            if not held:
-                return  # the next run of the flow (or `compact`) brings it up to date
-            m = current()
-            if up_to_date(m):
-                _flow_checked[key] = _signature(path)
-                return
-            write_manifest(path, updated(m))
-            _flow_checked[key] = _signature(path)
-
-    def _abandon(self) -> None:
-        """Undo the claim after the recorder could not start."""
-        self._closed = True
-        rec = self._recorder
-        if rec is not None:
-            with contextlib.suppress(Exception):
-                rec.close()
-        if self._tree is not None:
-            with contextlib.suppress(Exception):
-                self._tree.delete(self._manifest_rel)
-        elif self.mode == "run":
-            shutil.rmtree(self.run_path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                self._manifest_path.unlink()
 
     def __enter__(self) -> TelemetryManager:
         return self
@@ -998,17 +713,3 @@ class TelemetryManager:
     def _close_quietly(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
-
-
-# Flow manifests this process found up to date, by (path, mode, schema JSON),
-# with the file's identity then: a tuner starting thousands of runs re-reads the
-# flow manifest only when another process changed it.
-_flow_checked: dict[tuple[str, str, str | None], tuple[int, int, int] | None] = {}
-
-
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)

@@ -1,25 +1,25 @@
-"""Runs under a root: :class:`RunRef`, :func:`scan_runs`, :func:`find_run` (status by
-evidence, from the manifests, the catalog's listing or the bucket), and the ``--root``,
-``--timeout`` and ``--tol`` argument checks. Moved verbatim from ``cli.py``; the run
-discovery of ``runs/discover.py`` replaces it."""
+"""Finding the runs under a root: :class:`RunRef`, :func:`scan_runs`, :func:`find_run`.
+
+A local root is walked with ``os.scandir`` (the runs a catalog holds as finished are
+taken from it while their manifests are unchanged); an ``s3://`` root is listed once
+and its manifests read in parallel. Status is by evidence
+(:mod:`flightlog.runs.status`). Used by the CLI, the dashboard, plots and reports.
+"""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
-from .._errors import RunNotFoundError
-from .._render import error_line as _error_line
-from ._errors import CLIError
+from .._errors import InputError, RunNotFoundError, error_line
+from .layout import DEFAULT_RUN_PREFIX, MANIFEST_NAME
 
-# --------------------------------------------------------------------------- runs on disk
+__all__ = ["BAD_MANIFEST", "RunRef", "find_run", "scan_runs"]
 
 
 @dataclasses.dataclass
@@ -28,7 +28,7 @@ class RunRef:
 
     On a local root ``where`` is a :class:`~pathlib.Path`; on an object-store root it
     is the key relative to the root (a :class:`~pathlib.PurePosixPath`) and ``tree``
-    is the :class:`~flightlog._objtree.ObjectTree` of the root."""
+    is the :class:`~flightlog._s3tree.ObjectTree` of the root."""
 
     run_id: str
     manifest: dict[str, Any]
@@ -47,7 +47,7 @@ class RunRef:
 
     @property
     def manifest_path(self) -> Any:
-        return self.where / "manifest.toml" if self.mode == "run" else self.where
+        return self.where / MANIFEST_NAME if self.mode == "run" else self.where
 
     @property
     def location(self) -> str:
@@ -65,8 +65,8 @@ def _root(root: Any, *, must_exist: bool = True) -> Path | str:
     of an object-store root. ``root`` is ``--root`` (else ``$FLIGHTLOG_ROOT``, else the default).
     A local root that does not exist is an error (a mistyped --root is never created),
     unless not ``must_exist`` (``demo`` creates its root)."""
-    from .._runs import DEFAULT_ROOT, ROOT_ENV, resolve_root
     from .._s3 import ObjectLocation, is_object_url
+    from .ids import DEFAULT_ROOT, ROOT_ENV, resolve_root
 
     if root is None:
         root = os.environ.get(ROOT_ENV) or DEFAULT_ROOT
@@ -75,14 +75,14 @@ def _root(root: Any, *, must_exist: bool = True) -> Path | str:
         try:
             return ObjectLocation.parse(raw).url()
         except ValueError as e:
-            raise CLIError(f"--root: {e}") from None
+            raise InputError(f"--root: {e}") from None
     if _URL_LIKE.match(raw):
-        raise CLIError(f"--root {raw!r} is neither a local folder nor an s3://bucket/prefix URL")
+        raise InputError(f"--root {raw!r} is neither a local folder nor an s3://bucket/prefix URL")
     base = resolve_root(raw, create=False)
     if base.exists() and not base.is_dir():
-        raise CLIError(f"--root {base} is a file, not a flightlog root folder")
+        raise InputError(f"--root {base} is a file, not a flightlog root folder")
     if must_exist and not base.exists():
-        raise CLIError(f"no flightlog root at {base} (no such folder; check --root or ${ROOT_ENV})")
+        raise InputError(f"no flightlog root at {base} (no such folder; check --root or ${ROOT_ENV})")
     return base
 
 
@@ -105,28 +105,6 @@ def _is_object_root(root: Path | str) -> bool:
     return isinstance(root, str)
 
 
-def _seconds(text: str) -> float:
-    """argparse type of --timeout: a finite number of seconds >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _finite(text: str) -> float:
-    """argparse type of --tol: a finite number (NaN would compare true with every value in DuckDB)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
 def scan_runs(
     root: str | os.PathLike[str] | None, *, storage_options: Mapping[str, Any] | None = None, db: Any = None
 ) -> list[RunRef]:
@@ -135,8 +113,8 @@ def scan_runs(
     ``root`` may be ``s3://bucket/prefix`` (settings from ``AWS_*`` and ``storage_options``):
     then the manifests are listed and read in the bucket.
 
-    On a local root, a run that the catalog (``db``, a :class:`~flightlog.DuckDBManager`;
-    by default the root's ``duckdb.db`` when it exists) holds as finished, failed or
+    On a local root, a run that the catalog (``db``, a :class:`~flightlog.DuckDBManager` of
+    the root, e.g. :func:`flightlog._analysis.listing_catalog`'s) holds as finished, failed or
     crashed is taken from the catalog while its manifest's modification time, size and inode
     are the ones consolidated; every other run (running, new, changed since the last
     consolidation, or a catalog that cannot be read) has its manifest read and its
@@ -165,26 +143,10 @@ _TERMINAL = frozenset({"finished", "failed", "crashed"})
 def _local_candidates(base: Path) -> list[tuple[str, str, bool]]:
     """``(manifest path, manifest path relative to the root, is a run folder)`` of every
     possible run under a local root (strings: 100,000 ``Path`` objects cost a third of a second)."""
-    found: list[tuple[str, str, bool]] = []
-    if not base.is_dir():
-        return found
+    from .tree import LocalRootTree
+
     top = os.fspath(base)
-    with os.scandir(top) as it:
-        for e in it:
-            if not e.name.startswith(".") and e.name != "flows" and e.is_dir():
-                found.append((f"{e.path}/manifest.toml", f"{e.name}/manifest.toml", True))
-    flows = os.path.join(top, "flows")
-    if os.path.isdir(flows):
-        with os.scandir(flows) as it:
-            flow_dirs = list(it)
-        for f in flow_dirs:
-            runs_dir = os.path.join(f.path, "runs")
-            if f.is_dir() and os.path.isdir(runs_dir):
-                with os.scandir(runs_dir) as it:
-                    for m in it:
-                        if m.name.endswith(".toml") and not m.name.startswith("."):
-                            found.append((m.path, f"flows/{f.name}/runs/{m.name}", False))
-    return found
+    return [(f"{top}/{e.manifest_rel}", e.manifest_rel, e.is_folder) for e in LocalRootTree(base).list_runs()]
 
 
 def _catalog_listing(base: Path, db: Any, full: bool) -> dict[str, tuple[Any, ...]] | None:
@@ -195,23 +157,14 @@ def _catalog_listing(base: Path, db: Any, full: bool) -> dict[str, tuple[Any, ..
 
     from .._errors import FlightlogError
 
-    own = None
+    if db is None:
+        return None
     try:
-        if db is None:
-            if not (base / "duckdb.db").is_file():
-                return None
-            from ..catalog import DuckDBManager
-
-            # timeout 0: a catalog held by a writer is not waited for (the files answer).
-            db = own = DuckDBManager(base, read_only=True, timeout=0)
-        elif db.files_only or os.path.abspath(os.fspath(db.root)) != os.path.abspath(os.fspath(base)):
+        if db.files_only or os.path.abspath(os.fspath(db.root)) != os.path.abspath(os.fspath(base)):
             return None
         return db._listing(manifests=full)
     except (FlightlogError, duckdb.Error, OSError, ValueError):
         return None
-    finally:
-        if own is not None:
-            own.close()
 
 
 def _light_manifest(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -231,17 +184,17 @@ def _light_manifest(row: tuple[Any, ...]) -> dict[str, Any]:
 
 def _evidence_ref(mpath: Path, where: Path) -> RunRef | None:
     """A run read from its manifest, status by evidence (None: no manifest there)."""
-    from .._manifest import read_manifest
-    from .._recover import run_status
+    from .manifest import read_manifest
+    from .status import run_status
 
     # A run id for a bad manifest: the folder name without the prefix, or the file's stem.
-    fallback = where.name.removeprefix("fda_run_") if where == mpath.parent else mpath.stem
+    fallback = where.name.removeprefix(DEFAULT_RUN_PREFIX) if where == mpath.parent else mpath.stem
     try:
         manifest = read_manifest(mpath)
     except FileNotFoundError:
         return None  # a folder that is no run (or not yet: its manifest comes right after mkdir)
     except (OSError, ValueError) as e:
-        return RunRef(fallback, {}, where, BAD_MANIFEST, problem=_error_line(e))
+        return RunRef(fallback, {}, where, BAD_MANIFEST, problem=error_line(e))
     bad = _manifest_problem(manifest)
     if bad is not None:
         rid = manifest.get("run_id")
@@ -282,7 +235,7 @@ def _scan_local(base: Path, db: Any, *, full: bool, use_catalog: bool = True) ->
                     where: Any = Path(mpath).parent if is_folder else Path(mpath)
                     found.append(RunRef(row[2], json.loads(row[11]), where, row[5]))
                 else:  # internal listing: ``where`` stays a string (a Path each costs ~2 us)
-                    where = mpath[: -len("/manifest.toml")] if is_folder else mpath
+                    where = mpath[: -len(MANIFEST_NAME) - 1] if is_folder else mpath
                     found.append(RunRef(row[2], _light_manifest(row), where, row[5]))
                 continue
         mp = Path(mpath)
@@ -298,29 +251,14 @@ def _object_status(manifest: Mapping[str, Any], where: PurePath, objects: Sequen
     ``running`` run is ``crashed`` when its process is gone (same host) or when none of
     its objects (in the ``ObjectTree.list`` listing ``objects``) changed for
     ``DEFAULT_STALE_AFTER`` seconds."""
-    import posixpath
-
-    from .._objtree import alive_by_evidence
-    from .._recover import DEFAULT_STALE_AFTER, part_pattern
+    from .s3tree import alive_by_evidence, newest_ms_of_run
+    from .status import DEFAULT_STALE_AFTER
 
     status = manifest.get("status")
     if status != "running":
         return str(status) if status else "unknown"
-    mode = str(manifest.get("mode") or "run")
-    if mode == "run":
-        prefix = where.as_posix() + "/"
-        times = [o["last_modified_ms"] for o in objects if o["rel"].startswith(prefix)]
-    else:
-        flow = where.parent.parent.as_posix()
-        folders = {f"{flow}/{mode}_telemetry", f"{flow}/{mode}_events"}
-        pat = part_pattern(str(manifest.get("run_id", "")))
-        times = [
-            o["last_modified_ms"]
-            for o in objects
-            if o["rel"] == where.as_posix()
-            or (posixpath.dirname(o["rel"]) in folders and pat.match(posixpath.basename(o["rel"])))
-        ]
-    return "running" if alive_by_evidence(manifest, max(times, default=0) / 1e3, DEFAULT_STALE_AFTER) else "crashed"
+    newest = newest_ms_of_run(manifest, where.as_posix(), objects)
+    return "running" if alive_by_evidence(manifest, (newest or 0) / 1e3, DEFAULT_STALE_AFTER) else "crashed"
 
 
 def _scan_object_root(url: str, storage_options: Mapping[str, Any] | None) -> list[RunRef]:
@@ -328,23 +266,13 @@ def _scan_object_root(url: str, storage_options: Mapping[str, Any] | None) -> li
     from concurrent.futures import ThreadPoolExecutor
 
     from .._errors import FlightlogError
-    from .._objtree import ObjectTree
+    from .s3tree import ObjectTree
 
     tree = ObjectTree(url, storage_options)
     objects = tree.list("")
-    candidates: list[tuple[str, PurePosixPath]] = []
-    for o in objects:
-        parts = o["rel"].split("/")
-        if len(parts) == 2 and parts[1] == "manifest.toml" and not parts[0].startswith(".") and parts[0] != "flows":
-            candidates.append((o["rel"], PurePosixPath(parts[0])))
-        elif (
-            len(parts) == 4
-            and parts[0] == "flows"
-            and parts[2] == "runs"
-            and parts[3].endswith(".toml")
-            and not parts[3].startswith(".")
-        ):
-            candidates.append((o["rel"], PurePosixPath(o["rel"])))
+    from .s3tree import runs_in_listing
+
+    candidates = [(e.manifest_rel, PurePosixPath(e.where_rel)) for e in runs_in_listing(objects)]
 
     def read(rel: str) -> dict[str, Any] | None:
         try:
@@ -366,15 +294,20 @@ def _scan_object_root(url: str, storage_options: Mapping[str, Any] | None) -> li
 
 
 def find_run(
-    root: str | os.PathLike[str] | None, run_id: str, *, storage_options: Mapping[str, Any] | None = None
+    root: str | os.PathLike[str] | None,
+    run_id: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    db: Any = None,
 ) -> RunRef:
-    """The run ``run_id`` (also its folder name, or a unique prefix of its id).
+    """The run ``run_id`` (also its folder name, or a unique prefix of its id); ``db`` as
+    for :func:`scan_runs` (a local root's runs are listed from it when it can).
 
     Raises:
         RunNotFoundError: no such run, or the prefix is ambiguous.
     """
     base = _root(root)
-    runs = _scan_object_root(base, storage_options) if isinstance(base, str) else _scan_local(base, None, full=False)
+    runs = _scan_object_root(base, storage_options) if isinstance(base, str) else _scan_local(base, db, full=False)
     names = {id(r): os.path.basename(os.fspath(r.where)) for r in runs}  # where: a Path, or a str (light)
     exact = [r for r in runs if run_id in (r.run_id, names[id(r)])]
     if len(exact) != 1 and not exact:
@@ -384,7 +317,7 @@ def find_run(
         if isinstance(ref.where, str):
             # Listed from the catalog with part of its manifest: the one run found is read whole.
             where = Path(ref.where)
-            ref = _evidence_ref(where / "manifest.toml" if where.is_dir() else where, where) or ref
+            ref = _evidence_ref(where / MANIFEST_NAME if where.is_dir() else where, where) or ref
         if ref.status == BAD_MANIFEST:
             raise RunNotFoundError(f"run {ref.run_id!r} has a bad manifest: {ref.problem}")
         return ref

@@ -5,11 +5,13 @@ Guarantees of :func:`write_manifest`:
 - The whole document is converted to TOML *before* any file is opened: a value
   TOML cannot hold raises ``TypeError`` naming its key path and leaves the disk
   untouched. There is never a half-written manifest.
-- The text goes to a dot-prefixed temp file in the target's folder
-  (``.manifest.toml.tmp-XXXXXXXX``, opened with ``O_EXCL``), is fsynced, renamed
-  over the target with :func:`os.replace`, and the folder is fsynced. A reader
-  sees the old manifest or the new one, never a mix. Temp files never match
-  ``*.toml`` and are swept by ``flightlog recover``.
+- The text is published by the core's atomic writer (``_core.publish_bytes``, the
+  one shared with the recorder's Parquet files): a dot-prefixed temp file in the
+  target's folder (``.manifest.toml.tmp-...``, opened with ``O_EXCL``), fsynced,
+  renamed over the target (:func:`create_manifest`: linked, never replacing), and
+  the folder fsynced. A reader sees the old manifest or the new one, never a mix.
+  Temp files never match ``*.toml`` and are swept by ``flightlog recover``.
+  Failures are ``OSError`` subclasses by errno, naming the file.
 
 Conversion of values TOML cannot hold (params, tags, units, ...):
 
@@ -41,7 +43,6 @@ import functools
 import getpass
 import os
 import platform
-import secrets
 import socket
 import subprocess
 import sys
@@ -50,7 +51,8 @@ from collections.abc import Mapping, Sequence, Set
 from pathlib import Path, PurePath
 from typing import Any
 
-from ._errors import ManifestError
+from .._errors import ManifestError
+from .layout import MANIFEST_NAME as _MANIFEST_NAME
 
 __all__ = [
     "MANIFEST_NAME",
@@ -68,7 +70,7 @@ __all__ = [
 ]
 
 #: File name of a run folder's manifest.
-MANIFEST_NAME = "manifest.toml"
+MANIFEST_NAME = _MANIFEST_NAME
 
 
 # --------------------------------------------------------------------------- conversion
@@ -226,27 +228,12 @@ def _dumps(data: Mapping[str, Any]) -> bytes:
     return tomli_w.dumps(to_toml_table(data)).encode("utf-8")
 
 
-def _write_temp(target: Path, payload: bytes) -> Path:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
-        try:
-            fd = os.open(tmp, flags, 0o644)
-        except FileExistsError:
-            continue
-        break
-    else:  # pragma: no cover - 100 random collisions
-        raise FileExistsError(errno.EEXIST, "could not create a unique temp file", str(target))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return tmp
+def _publish(target: Path, payload: bytes, *, create_only: bool) -> None:
+    """Temp file, fsync, rename (or, ``create_only``, a link that cannot overwrite),
+    folder fsync: the core's ``atomic_file::publish_bytes``, the one atomic writer."""
+    from .. import _core
+
+    _core.publish_bytes(target, payload, create_only)
 
 
 def write_manifest(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
@@ -271,15 +258,7 @@ def write_manifest(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Pat
             f"{target} is a Parquet file, not a manifest: pass its folder ({target.parent}: "
             f"{MANIFEST_NAME} is written there) or a .toml path"
         )
-    payload = _dumps(data)
-    tmp = _write_temp(target, payload)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(target.parent)
+    _publish(target, _dumps(data), create_only=False)
     return target
 
 
@@ -290,23 +269,7 @@ def create_manifest(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Pa
     target = manifest_path(path)
     if os.path.lexists(target):  # cheap early answer; the link below is what decides
         raise FileExistsError(errno.EEXIST, "manifest exists", str(target))
-    payload = _dumps(data)
-    tmp = _write_temp(target, payload)
-    try:
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            raise
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
-                raise
-            # No hard links here: claim the name with an empty file, then replace it.
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    fsync_dir(target.parent)
+    _publish(target, _dumps(data), create_only=True)
     return target
 
 
@@ -324,7 +287,7 @@ def read_manifest(path_or_run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         OSError: it is not a regular file (``NotRegularFileError``: a FIFO, device, ...).
         ManifestError: the file is empty or not valid TOML (the message names the file).
     """
-    from ._regular import read_bytes
+    from .._regular import read_bytes
 
     target = manifest_path(path_or_run_dir)
     raw = read_bytes(target)  # a FIFO or device is refused (NotRegularFileError), never waited on
@@ -393,7 +356,7 @@ def _user() -> str:
 
 
 def _flightlog_version() -> str:
-    pkg = sys.modules.get(__package__ or "flightlog")
+    pkg = sys.modules.get("flightlog")
     version = getattr(pkg, "__version__", None)
     if isinstance(version, str):
         return version
@@ -584,7 +547,7 @@ def provenance(options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     computed once and cached; pid, argv, cwd and the git commit are read on every
     call. ``None`` values are left out.
     """
-    from ._redact import redact_argv
+    from .._redact import redact_argv
 
     opts = provenance_options(options)
     pid = os.getpid()

@@ -1,0 +1,204 @@
+"""The RootTree contract: one suite, run against every implementation of a run root.
+
+A local folder, S3 on moto (always) and S3 on SeaweedFS (when its binary is installed;
+skipped with the reason otherwise, as in test_s3_conformance.py). What the manager,
+discovery and recovery rely on: listing runs, reading and stat-ing files, the newest
+file of a run, claiming run ids (collisions included, across run kinds and threads),
+creating manifests create-only and updating them conditionally (a stale version is a
+ConflictError, never a silent overwrite)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from conftest_servers import WEED_ACCESS, Bucket
+from flightlog import ConflictError
+from flightlog.runs.manifest import dumps_manifest
+from flightlog.runs.roots import open_tree
+from flightlog._s3tree import ObjectTree
+from flightlog.runs.tree import LocalRootTree, RootTree
+
+
+class WeedBucket(Bucket):
+    access = WEED_ACCESS
+
+
+@pytest.fixture(params=["local", "moto", "seaweedfs"])
+def tree(request: pytest.FixtureRequest, tmp_path) -> Any:
+    if request.param == "local":
+        root = tmp_path / "root"
+        root.mkdir()
+        yield open_tree(root)
+        return
+    if request.param == "moto":
+        bucket = request.getfixturevalue("s3_bucket")
+        yield open_tree(bucket.url("root"), bucket.storage_options)
+        return
+    b = WeedBucket.create(request.getfixturevalue("seaweed_server"))
+    try:
+        yield open_tree(b.url("root"), b.storage_options)
+    finally:
+        for key in b.keys():
+            b.client.delete_object(Bucket=b.name, Key=key)
+        b.client.delete_bucket(Bucket=b.name)
+
+
+def race(n: int, fn) -> list[object]:
+    """Runs fn(i) on n threads released together; returns each result or exception."""
+    barrier = threading.Barrier(n)
+    out: list[object] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = fn(i)
+        except Exception as e:
+            out[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    return out
+
+
+def running(flow: str = "gd", mode: str = "run") -> dict[str, Any]:
+    return {"run_id": "", "flow_name": flow, "mode": mode, "status": "running", "created_at": "2025-01-01T00:00:00Z"}
+
+
+def test_both_kinds_are_root_trees(tree) -> None:
+    assert isinstance(tree, RootTree)
+    assert tree.kind in ("local", "s3")
+    assert isinstance(tree, LocalRootTree if tree.kind == "local" else ObjectTree)
+    assert tree.url("a/b.toml").endswith("root/a/b.toml")
+    assert tree.list_runs() == []
+
+
+def test_create_read_stat_and_delete_a_manifest(tree) -> None:
+    rel = "flows/gd/manifest.toml"
+    assert tree.read_manifest(rel) is None
+    assert tree.stat(rel) is None
+    with pytest.raises(FileNotFoundError):
+        tree.read_bytes(rel)
+    e_tag = tree.create_manifest(rel, {"flow_name": "gd", "modes": ["dev"]})
+    data, read_tag = tree.read_manifest(rel)
+    assert data == {"flow_name": "gd", "modes": ["dev"]}
+    assert read_tag == e_tag
+    raw = tree.read_bytes(rel)
+    assert raw == dumps_manifest({"flow_name": "gd", "modes": ["dev"]})
+    st = tree.stat(rel)
+    assert st is not None and st.size == len(raw) and abs(st.mtime - time.time()) < 300
+    # Create-only: an existing manifest is never replaced.
+    with pytest.raises(FileExistsError):
+        tree.create_manifest(rel, {"flow_name": "other"})
+    assert tree.read_manifest(rel)[0]["flow_name"] == "gd"
+    tree.delete(rel)
+    assert tree.read_manifest(rel) is None
+    tree.delete(rel)  # a missing file is no error
+
+
+def test_update_is_conditional_on_the_version_read(tree) -> None:
+    rel = "fda_run_x/manifest.toml"
+    first = tree.create_manifest(rel, {"status": "running"})
+    second = tree.update_manifest(rel, {"status": "finished"}, first)
+    assert tree.read_manifest(rel) == ({"status": "finished"}, second)
+    # The version read before that update is stale now: refused, the manifest unchanged.
+    with pytest.raises(ConflictError):
+        tree.update_manifest(rel, {"status": "crashed"}, first)
+    assert tree.read_manifest(rel)[0] == {"status": "finished"}
+    # No version: unconditional.
+    tree.update_manifest(rel, {"status": "crashed"}, None)
+    assert tree.read_manifest(rel)[0] == {"status": "crashed"}
+    # A manifest deleted since it was read is a conflict too, not a resurrection.
+    _, tag = tree.read_manifest(rel)
+    tree.delete(rel)
+    with pytest.raises((ConflictError, FileNotFoundError)):
+        tree.update_manifest(rel, {"status": "finished"}, tag)
+    assert tree.read_manifest(rel) is None
+
+
+def test_of_racing_conditional_updates_exactly_one_wins(tree) -> None:
+    rel = "flows/gd/manifest.toml"
+    tag = tree.create_manifest(rel, {"n": 0})
+    results = race(6, lambda i: tree.update_manifest(rel, {"n": i + 1}, tag))
+    winners = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, ConflictError) for r in results if isinstance(r, Exception)), results
+    assert tree.read_manifest(rel)[0] == {"n": winners[0] + 1}
+
+
+def test_claims_move_on_past_taken_ids_of_either_kind(tree) -> None:
+    a = tree.claim_run_id("run", "gd", "fda_run_", "20250101_000000", running())
+    assert (a.run_id, a.manifest_rel) == ("20250101_000000", "fda_run_20250101_000000/manifest.toml")
+    b = tree.claim_run_id("run", "gd", "fda_run_", "20250101_000000", running())
+    assert b.run_id == "20250101_000000_2"
+    # A dev run of the same flow may not reuse an id a run folder holds (and vice versa).
+    c = tree.claim_run_id("dev", "gd", "fda_run_", "20250101_000000", running(mode="dev"))
+    assert c.run_id not in (a.run_id, b.run_id)
+    assert c.manifest_rel == f"flows/gd/runs/{c.run_id}.toml"
+    d = tree.claim_run_id("run", "gd", "fda_run_", c.run_id, running())
+    assert d.run_id not in (a.run_id, b.run_id, c.run_id)
+    # Each claim published its manifest (with its id) at the version returned.
+    for cl in (a, b, c, d):
+        data, tag = tree.read_manifest(cl.manifest_rel)
+        assert data["run_id"] == cl.run_id and data["status"] == "running"
+        assert tag == cl.e_tag
+    runs = {(e.manifest_rel, e.where_rel, e.is_folder) for e in tree.list_runs()}
+    assert runs == {
+        (a.manifest_rel, "fda_run_20250101_000000", True),
+        (b.manifest_rel, "fda_run_20250101_000000_2", True),
+        (c.manifest_rel, c.manifest_rel, False),
+        (d.manifest_rel, d.manifest_rel.split("/")[0], True),
+    }
+
+
+@pytest.mark.parametrize("mode", ["run", "tuner"])
+def test_racing_claims_of_one_id_all_get_different_ids(tree, mode) -> None:
+    results = race(6, lambda i: tree.claim_run_id(mode, "gd", "fda_run_", "20250101_000000", running(mode=mode)))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    ids = [r.run_id for r in results]  # type: ignore[union-attr]
+    assert len(set(ids)) == 6, ids
+    assert len(tree.list_runs()) == 6
+
+
+def test_newest_time_of_a_run(tree) -> None:
+    run = tree.claim_run_id("run", "gd", "fda_run_", "20250101_000000", running())
+    dev = tree.claim_run_id("dev", "gd", "fda_run_", "20250101_000001", running(mode="dev"))
+    for cl, where in ((run, "fda_run_20250101_000000"), (dev, dev.manifest_rel)):
+        manifest, _ = tree.read_manifest(cl.manifest_rel)
+        newest = tree.newest_time(manifest, where)
+        assert newest is not None and abs(newest - time.time()) < 300, (cl, newest)
+
+
+def test_the_catalogs_httpfs_view_finds_the_same_newest_time(tree) -> None:
+    """The catalog reads a bucket through DuckDB's httpfs (runs.views.HttpfsTree): its
+    evidence for a running run is the one the RootTree gives."""
+    if tree.kind != "s3":
+        pytest.skip("the httpfs view is of object-store roots")
+    from conftest_servers import require_lake_extensions
+
+    require_lake_extensions()
+    from flightlog._s3 import storage_options
+    from flightlog.runs.views import HttpfsTree
+
+    run = tree.claim_run_id("run", "gd", "fda_run_", "20250101_000000", running())
+    dev = tree.claim_run_id("dev", "gd", "fda_run_", "20250101_000001", running(mode="dev"))
+    view = HttpfsTree(tree.location, storage_options(tree.storage_options))
+    try:
+        for cl, where in ((run, "fda_run_20250101_000000"), (dev, dev.manifest_rel)):
+            manifest, _ = tree.read_manifest(cl.manifest_rel)
+            got = view._newest_of_run(manifest, view.root / where)
+            want = tree.newest_time(manifest, where)
+            assert got is not None and want is not None and abs(got - want) <= 1.0, (cl, got, want)
+        # Given the flow folder instead of the manifest (as the catalog may), the same.
+        manifest, _ = tree.read_manifest(dev.manifest_rel)
+        got = view._newest_of_run(manifest, view.root / "flows" / "gd")
+        assert got is not None and abs(got - tree.newest_time(manifest, dev.manifest_rel)) <= 1.0
+    finally:
+        view.close()
