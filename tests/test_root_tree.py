@@ -19,7 +19,7 @@ from conftest_servers import WEED_ACCESS, Bucket
 from flightlog import ConflictError
 from flightlog.runs.manifest import dumps_manifest
 from flightlog.runs.roots import open_tree
-from flightlog._s3tree import ObjectTree
+from flightlog.runs.s3tree import ObjectTree
 from flightlog.runs.tree import LocalRootTree, RootTree
 
 

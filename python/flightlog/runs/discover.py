@@ -28,7 +28,7 @@ class RunRef:
 
     On a local root ``where`` is a :class:`~pathlib.Path`; on an object-store root it
     is the key relative to the root (a :class:`~pathlib.PurePosixPath`) and ``tree``
-    is the :class:`~flightlog._s3tree.ObjectTree` of the root."""
+    is the :class:`~flightlog.runs.s3tree.ObjectTree` of the root."""
 
     run_id: str
     manifest: dict[str, Any]
