@@ -1,0 +1,106 @@
+"""Instructions per row of record() and log() over the no-op native call, by callgrind.
+
+Wall-clock ratios on a shared VM move by tens of percent; instruction counts do not.
+Each call is run N and 2N times in a child under ``valgrind --tool=callgrind
+--separate-threads=yes``; the recording thread's instruction count of the 2N run minus
+that of the N run, divided by N, is the cost of one loop iteration (the flusher thread is
+counted apart and left out). The same loop calling the no-op builtin (same calling
+convention, ``FlightRecorder._native._noop``) is the floor. PYTHONHASHSEED is fixed so
+that dict probing costs the same in every child. The children leave with ``os._exit``
+before ``close()``, whose merge would be counted on the recording thread.
+
+    python benches/bench_instructions.py            # N = 100,000
+    python benches/bench_instructions.py --n 50000
+
+Prints, per call, instructions per row and the excess over the no-op. Needs valgrind
+(Debian's ``valgrind`` package); says so and exits 0 without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = r"""
+import os, sys, tempfile, pathlib
+from flightlog import Field, FlightRecorder, Schema
+FIELDS = ["t_wall_ms", "E", "grad_norm", "eta_dd", "gamma", "alpha", "phi_residual", "invariant_drift_max", "step_len"]
+schema = Schema([Field("iter", "i64", nullable=False)] + [Field(f, "f64", nullable=False) for f in FIELDS])
+mode, n = sys.argv[1], int(sys.argv[2])
+rec = FlightRecorder(pathlib.Path(tempfile.mkdtemp()) / "r", schema, flush_interval=1000,
+                     ring_capacity=1 << 22, on_full="drop")
+def positional(f, n):
+    a, b, c, d, e, g, h, k, m = (0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5)
+    for i in range(n):
+        f(i, a, b, c, d, e, g, h, k, m)
+def keywords(f, n):
+    a, b, c, d, e, g, h, k, m = (0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5)
+    for i in range(n):
+        f(iter=i, t_wall_ms=a, E=b, grad_norm=c, eta_dd=d, gamma=e, alpha=g, phi_residual=h,
+          invariant_drift_max=k, step_len=m)
+if mode == "log":
+    keywords(rec.log, n)
+else:
+    positional(rec._native._noop if mode == "noop" else rec.record, n)
+os._exit(0)
+"""
+
+
+def thread_instructions(out: Path) -> int:
+    """Instructions of the main thread (callgrind's ``-01`` part) in ``out``."""
+    text = (out.parent / f"{out.name}-01").read_text(errors="replace")
+    m = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)", text, re.M)
+    if m is None:
+        raise RuntimeError(f"no instruction total in {out}-01")
+    return int(m.group(1))
+
+
+def per_row(mode: str, n: int, tmp: Path) -> float:
+    counts = []
+    for k in (n, 2 * n):
+        out = tmp / f"cg.{mode}.{k}"
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--separate-threads=yes",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-c",
+                CHILD,
+                mode,
+                str(k),
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
+        counts.append(thread_instructions(out))
+    return (counts[1] - counts[0]) / n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000, help="rows of the shorter run (default 100,000)")
+    args = ap.parse_args()
+    if shutil.which("valgrind") is None:
+        print("valgrind not found: apt-get install valgrind to count instructions")
+        return 0
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        noop = per_row("noop", args.n, tmp)
+        print(f"no-op call:   {noop:7.0f} instructions per loop iteration (the floor)")
+        for mode in ("record", "log"):
+            x = per_row(mode, args.n, tmp)
+            print(f"{mode + '()':<13} {x:7.0f} instructions per row, {x - noop:5.0f} over the no-op")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
