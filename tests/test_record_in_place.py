@@ -121,3 +121,36 @@ def test_budget_and_sampling_count_in_place_rows(tmp_path: Path) -> None:
     t = pq.read_table(tmp_path / "r" / "telemetry.parquet")
     assert t.column("iter").to_pylist() == list(range(10))
     assert rec.stats()["rows_offered"] == 25
+
+
+def test_log_rows_in_place_in_any_keyword_order_and_by_built_names(tmp_path: Path) -> None:
+    rec = FlightRecorder(tmp_path / "r", _schema(False))
+    built = "".join(["ph", "ase"])  # equal to the field name, not the interned object
+    rec.log(iter=0, x=1.0, y=2.0, phase="RED")  # schema order, in place
+    rec.log(phase="GREEN", y=4.0, iter=1, x=3.0)  # any order, in place
+    rec.log(**{"iter": 2, "x": 5.0, "y": 6.0, built: "AMBER"})  # general path
+    rec.log(iter=3, x=7, y=8.0, phase="RED")  # an int for an f64 field: general path
+    with pytest.raises(TypeError):
+        rec.log(iter=4, x=1.0, y="bad", phase="RED")
+    with pytest.raises(Exception, match="nope"):
+        rec.log(iter=5, x=1.0, y=2.0, nope=1.0)
+    rec.close()
+    t = pq.read_table(tmp_path / "r" / "telemetry.parquet").to_pylist()
+    assert t == [
+        {"iter": 0, "x": 1.0, "y": 2.0, "phase": "RED"},
+        {"iter": 1, "x": 3.0, "y": 4.0, "phase": "GREEN"},
+        {"iter": 2, "x": 5.0, "y": 6.0, "phase": "AMBER"},
+        {"iter": 3, "x": 7.0, "y": 8.0, "phase": "RED"},
+    ]
+    assert rec.stats()["rows_offered"] == 4
+
+
+def test_log_of_a_constant_column_is_refused_and_records_nothing(tmp_path: Path) -> None:
+    schema = Schema([Field("iter", "i64", nullable=False), Field("x", "f64", nullable=False), Field("run", "str")])
+    rec = FlightRecorder(tmp_path / "r", schema, constants={"run": "a"})
+    rec.log(iter=0, x=1.0)
+    with pytest.raises(Exception, match="run"):
+        rec.log(iter=1, run="b")
+    rec.close()
+    t = pq.read_table(tmp_path / "r" / "telemetry.parquet").to_pylist()
+    assert t == [{"iter": 0, "x": 1.0, "run": "a"}]

@@ -339,6 +339,51 @@ impl Active {
         true
     }
 
+    /// `log()`'s row converted into `words` in place (as [`Active::fill_in_place`]),
+    /// each value's slot found by its keyword's identity with the interned field
+    /// name. The caller passes exactly one keyword per stored slot; keywords of one
+    /// call are distinct objects (CPython refuses a repeated keyword), so keywords
+    /// that are all stored field names by identity fill every slot once. False at a
+    /// keyword or value it does not take (a name equal but not identical, a
+    /// constant column, a value `fast_word` does not convert).
+    #[inline(always)]
+    fn fill_log_in_place(
+        &self,
+        words: &[AtomicU64],
+        keys: &[Bound<'_, PyAny>],
+        values: &[Bound<'_, PyAny>],
+    ) -> bool {
+        let layout = self.layout();
+        let mut guess = 0;
+        for (key, value) in keys.iter().zip(values) {
+            let field = match self.names.get(guess) {
+                Some(name) if key.is(name) => guess,
+                _ => match self.by_ptr.get(&(key.as_ptr() as usize)) {
+                    Some(&field) => field,
+                    None => return false,
+                },
+            };
+            guess = field + 1;
+            let Some(slot) = layout.slot_of_field(field) else {
+                return false;
+            };
+            let kind = self.slot_kinds[slot];
+            let w = match crate::fastcall::exact_float(value) {
+                Some(x) if kind == SlotKind::F64 => f64_word(x),
+                _ => match self.other_word(kind, slot, value) {
+                    Some(w) => w,
+                    None => return false,
+                },
+            };
+            words[slot].store(w, Ordering::Relaxed);
+        }
+        // Every slot holds a value.
+        for word in &words[layout.stored_len()..] {
+            word.store(u64::MAX, Ordering::Relaxed);
+        }
+        true
+    }
+
     /// [`Active::fast_word`] out of line, for the values of an in-place row
     /// that are not exact floats (the iteration counter, enum labels).
     #[inline(never)]
@@ -593,6 +638,17 @@ impl PyRecorder {
                 self.infer(py, Some(&fields))?
             }
         };
+        if keys.len() == a.in_place_len {
+            // Every stored field by keyword, each found by identity: converted straight
+            // into the ring slot; anything else declines to the general path below.
+            let offer = a
+                .rec
+                .offer_in_place(|words| a.fill_log_in_place(words, keys, values))
+                .map_err(to_py)?;
+            if let InPlace::Offered(offer) = offer {
+                return a.offered(py, offer);
+            }
+        }
         let layout = a.layout();
         with_row(layout, |row| {
             let n_fields = a.rec.schema().fields.len();
