@@ -9,9 +9,9 @@ use std::thread;
 
 use super::batch::telemetry_props;
 use super::events::{events_arrow_schema, events_props};
-use super::flusher::panic_message;
+use super::flusher::{panic_message, FlusherOutcome};
 use super::{lock, Recorder, Shared};
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, FlusherError, Result};
 use crate::layout::OutputLayout;
 use crate::storage::{key_of, Storage};
 use crate::store::ObjectRoot;
@@ -66,10 +66,50 @@ impl Recorder {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(CloseReport::default());
         }
-        // No push succeeds after this, producers waiting for room included
-        // (they fail with `Closed`), and every push that did succeed is below
-        // the closing flush's target: producers that passed the closed check
-        // above before it was set cannot slip a row in after the final drain.
+        self.stop_producers();
+        let flush_result = self.shared.flush_and_wait(true);
+        let outcome = match lock(&self.flusher).take().map(|h| h.join()) {
+            Some(Ok(Ok(outcome))) => outcome,
+            Some(Ok(Err(msg))) => return Err(self.flusher_died(&msg)),
+            Some(Err(panic)) => return Err(self.flusher_died(&panic_message(&panic))),
+            None => return Ok(CloseReport::default()),
+        };
+        self.release_spool(&outcome);
+        // An error the caller has not seen yet wins over the merge: the merge
+        // still runs so that everything that was written ends up in one file.
+        let earlier = self.unreported_error(flush_result, &outcome);
+        let present = self.present_segments(&outcome);
+        let lost = self.shared.counters.lost.load(Ordering::Relaxed);
+        let mut report = CloseReport::default();
+        let merge = self.publish_final_files(&outcome, &present, &mut report);
+        if let Some(e) = earlier {
+            return Err(e);
+        }
+        merge?;
+        if present.vanished.is_empty() && lost == 0 {
+            self.check_final_rows(&report)?;
+        }
+        if !present.vanished.is_empty() {
+            return Err(CoreError::write(format!(
+                "published segments were deleted by something else before close: {}; \
+                 their rows are lost, the others are merged",
+                present.vanished.join(", ")
+            )));
+        }
+        if lost > 0 {
+            return Err(CoreError::write(format!(
+                "{lost} rows could not be written and were lost; see the earlier write errors"
+            )));
+        }
+        Ok(report)
+    }
+
+    /// Step 1 of `close`: no push succeeds after this, producers waiting for
+    /// room included (they fail with `Closed`), and every push that did
+    /// succeed is below the closing flush's target: producers that passed the
+    /// closed check before it was set cannot slip a row in after the final
+    /// drain.
+    fn stop_producers(&self) {
         let mut spins = 0u32;
         self.shared.gate.close(&self.shared.lanes, || {
             // A producer is between its closed check and its publish: a few
@@ -83,16 +123,14 @@ impl Recorder {
         });
         // A barrier for `push_event`, which reads `closed` under this lock.
         drop(lock(&self.shared.events));
-        let flush_result = self.shared.flush_and_wait(true);
-        let outcome = match lock(&self.flusher).take().map(|h| h.join()) {
-            Some(Ok(Ok(outcome))) => outcome,
-            Some(Ok(Err(msg))) => return Err(self.flusher_died(&msg)),
-            Some(Err(panic)) => return Err(self.flusher_died(&panic_message(&panic))),
-            None => return Ok(CloseReport::default()),
-        };
-        // Every row and event is in a published file (a segment, or the final
-        // file): the spool has nothing recovery would need. Otherwise it stays
-        // for `recover`, which salvages what the disk refused here.
+    }
+
+    /// Step 3 of `close` (after the closing flush and the flusher's exit):
+    /// every row and event is in a published file (a segment, or the final
+    /// file), so the spool has nothing recovery would need and goes.
+    /// Otherwise it stays for `recover`, which salvages what the disk refused
+    /// here.
+    fn release_spool(&self, outcome: &FlusherOutcome) {
         // Nothing writes the rings or the spool's files any more (the gate is
         // closed, the flusher stopped): let go of them, so that threads that
         // recorded (their registrations outlive the recorder) hold no file.
@@ -103,49 +141,61 @@ impl Recorder {
         if outcome.rows_not_written == 0 && outcome.events_not_written == 0 {
             self.shared.spool.remove();
         }
-        // An error the caller has not seen yet wins over the merge: the merge
-        // still runs so that everything that was written ends up in one file.
-        let mut earlier = self.take_error().err().or(flush_result.err());
-        // Rows still held for a retry die with the recorder: count them.
-        if outcome.rows_not_written > 0 || outcome.events_not_written > 0 {
-            self.shared
-                .counters
-                .lost
-                .fetch_add(outcome.rows_not_written, Ordering::Relaxed);
-            let cause = earlier
-                .take()
-                .map(|e| {
-                    e.to_string()
-                        .replace("kept in memory for a retry", "not written")
-                })
-                .unwrap_or_else(|| "the last write failed".into());
-            earlier = Some(CoreError::write(format!(
-                "{cause}; the recorder is closed: {} rows and {} events that were kept for a retry \
-                 are lost (counted in rows_lost)",
-                outcome.rows_not_written, outcome.events_not_written
-            )));
+    }
+
+    /// The error `close` returns before anything else: one the caller has not
+    /// seen yet, or that of the closing flush; rows still held for a retry
+    /// die with the recorder and are counted (and said) here.
+    fn unreported_error(
+        &self,
+        flush_result: Result<()>,
+        outcome: &FlusherOutcome,
+    ) -> Option<CoreError> {
+        let earlier = self.take_error().err().or(flush_result.err());
+        if outcome.rows_not_written == 0 && outcome.events_not_written == 0 {
+            return earlier;
         }
-        // Segments deleted behind our back (the run folder removed, a person
-        // cleaning up) cannot be merged: merge the rest and say so.
+        self.shared
+            .counters
+            .lost
+            .fetch_add(outcome.rows_not_written, Ordering::Relaxed);
+        let cause = earlier.map(|e| match e {
+            CoreError::Flusher(f) => Box::new(CoreError::Flusher(f.at_close())),
+            other => Box::new(other),
+        });
+        Some(
+            FlusherError::LostAtClose {
+                cause,
+                rows: outcome.rows_not_written,
+                events: outcome.events_not_written,
+            }
+            .into(),
+        )
+    }
+
+    /// The published segments still there to merge. Segments deleted behind
+    /// our back (the run folder removed, a person cleaning up) cannot be
+    /// merged: their rows are counted lost, and `close` merges the rest and
+    /// says so.
+    fn present_segments(&self, outcome: &FlusherOutcome) -> PresentSegments {
         let layout = &self.shared.config.layout;
-        let mut vanished = Vec::new();
-        let mut telemetry_segments = Vec::new();
+        let mut present = PresentSegments::default();
         for (name, rows) in &outcome.telemetry_segments {
-            let present = layout
+            let there = layout
                 .storage
                 .exists(&layout.segment_dir.join(name))
                 .unwrap_or(true);
-            if present {
-                telemetry_segments.push(name.clone());
+            if there {
+                present.telemetry.push(name.clone());
             } else {
-                vanished.push(name.clone());
+                present.vanished.push(name.clone());
                 self.shared
                     .counters
                     .lost
                     .fetch_add(*rows, Ordering::Relaxed);
             }
         }
-        let event_segments: Vec<String> = outcome
+        present.events = outcome
             .event_segments
             .iter()
             .filter(|n| {
@@ -156,97 +206,117 @@ impl Recorder {
             })
             .cloned()
             .collect();
-        let lost = self.shared.counters.lost.load(Ordering::Relaxed);
-        let mut report = CloseReport::default();
-        let merge = (|| -> Result<()> {
-            if let (Some(final_path), Some((rows, size))) =
-                (&layout.final_telemetry, outcome.final_telemetry)
-            {
-                report.files.push((final_path.clone(), rows, size));
-            } else if let Some(final_path) = &layout.final_telemetry {
-                let expected: u64 = outcome
-                    .telemetry_segments
-                    .iter()
-                    .filter(|(n, _)| telemetry_segments.contains(n))
-                    .map(|(_, rows)| rows)
-                    .sum();
-                let (rows, size) = layout.storage.finalize(
-                    &layout.segment_dir,
-                    &telemetry_segments,
-                    final_path,
-                    Some(expected),
-                    || empty_file(final_path, &self.shared),
-                )?;
-                if telemetry_segments.len() != 1 || !layout.storage.is_local() {
-                    // A merge (or an empty file) wrote new bytes; a rename did not.
-                    self.shared
-                        .counters
-                        .bytes
-                        .fetch_add(size, Ordering::Relaxed);
-                }
-                report.files.push((final_path.clone(), rows, size));
-            } else {
-                for (name, rows) in &outcome.telemetry_segments {
-                    if telemetry_segments.contains(name) {
-                        let p = layout.segment_dir.join(name);
-                        let size = layout.storage.size(&p)?;
-                        report.files.push((p, *rows, size));
-                    }
-                }
-            }
-            if let (Some(final_events), Some((rows, size))) =
-                (&layout.final_events, outcome.final_events)
-            {
-                report.files.push((final_events.clone(), rows, size));
-            } else if let Some(final_events) = &layout.final_events {
-                let (rows, size) = layout.storage.finalize(
-                    &layout.events_dir,
-                    &event_segments,
-                    final_events,
-                    None,
-                    || {
-                        layout.storage.write_parquet(
-                            final_events,
-                            events_arrow_schema(),
-                            &[],
-                            events_props(&self.shared, 0),
-                        )
-                    },
-                )?;
-                report.files.push((final_events.clone(), rows, size));
-            } else {
-                for name in &event_segments {
-                    let p = layout.events_dir.join(name);
-                    let size = layout.storage.size(&p)?;
-                    report
-                        .files
-                        .push((p.clone(), layout.storage.row_count(&p)?, size));
-                }
-            }
-            layout.storage.remove_dir_if_empty(&layout.segment_dir);
-            Ok(())
-        })();
-        if let Some(e) = earlier {
-            return Err(e);
-        }
-        merge?;
-        if vanished.is_empty() && lost == 0 {
-            self.check_final_rows(&report)?;
-        }
-        if !vanished.is_empty() {
-            return Err(CoreError::write(format!(
-                "published segments were deleted by something else before close: {}; \
-                 their rows are lost, the others are merged",
-                vanished.join(", ")
-            )));
-        }
-        if lost > 0 {
-            return Err(CoreError::write(format!(
-                "{lost} rows could not be written and were lost; see the earlier write errors"
-            )));
-        }
-        Ok(report)
+        present
     }
+
+    /// The last step of `close`: the final telemetry and events files (merged
+    /// from the segments, or already written directly by the closing flush),
+    /// or, for a layout without final files, the segments themselves, into
+    /// `report`.
+    fn publish_final_files(
+        &self,
+        outcome: &FlusherOutcome,
+        present: &PresentSegments,
+        report: &mut CloseReport,
+    ) -> Result<()> {
+        self.publish_final_telemetry(outcome, &present.telemetry, report)?;
+        self.publish_final_events(outcome, &present.events, report)?;
+        let layout = &self.shared.config.layout;
+        layout.storage.remove_dir_if_empty(&layout.segment_dir);
+        Ok(())
+    }
+
+    fn publish_final_telemetry(
+        &self,
+        outcome: &FlusherOutcome,
+        telemetry_segments: &[String],
+        report: &mut CloseReport,
+    ) -> Result<()> {
+        let layout = &self.shared.config.layout;
+        if let (Some(final_path), Some((rows, size))) =
+            (&layout.final_telemetry, outcome.final_telemetry)
+        {
+            report.files.push((final_path.clone(), rows, size));
+        } else if let Some(final_path) = &layout.final_telemetry {
+            let expected: u64 = outcome
+                .telemetry_segments
+                .iter()
+                .filter(|(n, _)| telemetry_segments.contains(n))
+                .map(|(_, rows)| rows)
+                .sum();
+            let (rows, size) = layout.storage.finalize(
+                &layout.segment_dir,
+                telemetry_segments,
+                final_path,
+                Some(expected),
+                || empty_file(final_path, &self.shared),
+            )?;
+            if telemetry_segments.len() != 1 || !layout.storage.is_local() {
+                // A merge (or an empty file) wrote new bytes; a rename did not.
+                self.shared
+                    .counters
+                    .bytes
+                    .fetch_add(size, Ordering::Relaxed);
+            }
+            report.files.push((final_path.clone(), rows, size));
+        } else {
+            for (name, rows) in &outcome.telemetry_segments {
+                if telemetry_segments.contains(name) {
+                    let p = layout.segment_dir.join(name);
+                    let size = layout.storage.size(&p)?;
+                    report.files.push((p, *rows, size));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_final_events(
+        &self,
+        outcome: &FlusherOutcome,
+        event_segments: &[String],
+        report: &mut CloseReport,
+    ) -> Result<()> {
+        let layout = &self.shared.config.layout;
+        if let (Some(final_events), Some((rows, size))) =
+            (&layout.final_events, outcome.final_events)
+        {
+            report.files.push((final_events.clone(), rows, size));
+        } else if let Some(final_events) = &layout.final_events {
+            let (rows, size) = layout.storage.finalize(
+                &layout.events_dir,
+                event_segments,
+                final_events,
+                None,
+                || {
+                    layout.storage.write_parquet(
+                        final_events,
+                        events_arrow_schema(),
+                        &[],
+                        events_props(&self.shared, 0),
+                    )
+                },
+            )?;
+            report.files.push((final_events.clone(), rows, size));
+        } else {
+            for name in event_segments {
+                let p = layout.events_dir.join(name);
+                let size = layout.storage.size(&p)?;
+                report
+                    .files
+                    .push((p.clone(), layout.storage.row_count(&p)?, size));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The segments `close` found still published, and those that vanished.
+#[derive(Default)]
+struct PresentSegments {
+    telemetry: Vec<String>,
+    events: Vec<String>,
+    vanished: Vec<String>,
 }
 
 impl Recorder {
@@ -266,10 +336,11 @@ impl Recorder {
         c.lost.fetch_add(missing, Ordering::Relaxed);
         // The panic was also recorded as the pending error; it is reported here.
         let _ = self.take_error();
-        CoreError::write(format!(
-            "the flusher thread panicked: {msg}; {missing} rows not yet written are lost \
-             (counted in rows_lost); published segments are intact, run recover"
-        ))
+        FlusherError::Died {
+            panic: msg.to_owned(),
+            missing,
+        }
+        .into()
     }
 }
 
@@ -373,4 +444,78 @@ fn empty_file(path: &Path, shared: &Shared) -> Result<u64> {
         &[],
         telemetry_props(shared, Vec::new()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::{CoreError, FlusherError};
+    use crate::layout::{f64_word, i64_word};
+    use crate::{DType, Field, OutputLayout, Recorder, RecorderConfig, Schema};
+
+    fn recorder(run: &std::path::Path) -> Recorder {
+        let schema = Schema::new(
+            vec![Field::new("iter", DType::I64), Field::new("E", DType::F64)],
+            1,
+        )
+        .unwrap();
+        let mut cfg = RecorderConfig::new(OutputLayout::run_folder(run));
+        cfg.flush_interval_secs = 3600.0;
+        Recorder::new(schema, cfg).unwrap()
+    }
+
+    /// A write error of the flusher reaches `flush` as a value (not text),
+    /// and `close` reports the rows it kept as not written, typed too.
+    #[test]
+    fn flusher_errors_arrive_typed_and_close_says_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        let rec = recorder(&run);
+        for i in 0..10 {
+            rec.push(&[i64_word(i), f64_word(0.5)]).unwrap();
+        }
+        // The run folder vanishes: no segment folder can be made in it.
+        std::fs::remove_dir_all(&run).unwrap();
+        let err = rec.flush().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CoreError::Flusher(FlusherError::Segment {
+                    kept: 10,
+                    lost: 0,
+                    closed: false,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_write_error());
+        assert!(
+            err.to_string()
+                .contains("10 rows kept in memory for a retry"),
+            "{err}"
+        );
+        let err = rec.close().unwrap_err();
+        let CoreError::Flusher(FlusherError::LostAtClose {
+            cause: Some(cause),
+            rows: 10,
+            events: 0,
+        }) = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert!(
+            matches!(
+                **cause,
+                CoreError::Flusher(FlusherError::Segment { closed: true, .. })
+            ),
+            "{cause:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("10 rows not written") && !msg.contains("kept in memory"),
+            "{msg}"
+        );
+        assert_eq!(rec.stats().rows_lost, 10);
+    }
 }

@@ -15,7 +15,7 @@ use flightlog_ring::LaneState;
 use super::batch::{batch_from_rows, extend_cover, telemetry_props, Cover, Pending};
 use super::events::{build_events_batch, events_arrow_schema, events_props, EventRow};
 use super::{lock, Shared, MAX_LANES};
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, FlusherError, Result};
 use crate::spool;
 
 #[derive(Default)]
@@ -23,7 +23,7 @@ pub(super) struct FlushState {
     requested: u64,
     completed: u64,
     /// The error of the last flush cycle, for the `flush()` that asked for it.
-    last_error: Option<String>,
+    last_error: Option<CoreError>,
     closing: bool,
 }
 
@@ -42,9 +42,7 @@ pub(super) fn run_flusher(shared: Arc<Shared>) -> FlusherExit {
     }))
     .map_err(|panic| panic_message(&panic));
     if let Err(msg) = &exit {
-        shared.record_error(CoreError::write(format!(
-            "the flusher thread panicked: {msg}; published segments are intact, run recover"
-        )));
+        shared.record_error(FlusherError::ThreadPanicked(msg.clone()).into());
     }
     shared.flusher_stopped.store(true, Ordering::Release);
     // Under the lock, so a flush about to wait cannot miss the wake-up.
@@ -100,7 +98,7 @@ impl Shared {
             }
         }
         match st.last_error.take() {
-            Some(msg) => Err(CoreError::write(msg)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -238,10 +236,7 @@ impl Flusher {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(panic) => {
-                    let msg = format!(
-                        "the flusher panicked: {}; published segments are intact",
-                        panic_message(&panic)
-                    );
+                    let err = FlusherError::CyclePanicked(panic_message(&panic));
                     // Report it once: to the flush() waiting for this cycle if
                     // there is one, else to the next producer call.
                     let waiting = {
@@ -249,9 +244,9 @@ impl Flusher {
                         st.requested > st.completed
                     };
                     if waiting {
-                        self.complete_flush_requests(Some(msg));
+                        self.complete_flush_requests(Some(err.into()));
                     } else {
-                        self.shared.record_error(CoreError::write(msg));
+                        self.shared.record_error(err.into());
                     }
                     if lock(&self.shared.flush).closing {
                         break;
@@ -308,7 +303,7 @@ impl Flusher {
             while closing && written.is_ok() && self.pending.rows > 0 {
                 written = self.write_due(false);
             }
-            let error = written.err().map(|e| e.to_string());
+            let error = written.err();
             let mut st = lock(&self.shared.flush);
             st.completed = requested;
             st.last_error = error;
@@ -325,7 +320,7 @@ impl Flusher {
         false
     }
 
-    fn complete_flush_requests(&mut self, error: Option<String>) {
+    fn complete_flush_requests(&mut self, error: Option<CoreError>) {
         let mut st = lock(&self.shared.flush);
         st.completed = st.requested;
         st.last_error = error;
@@ -497,9 +492,11 @@ impl Flusher {
                         .counters
                         .lost
                         .fetch_add(rows as u64, Ordering::Relaxed);
-                    return Err(CoreError::write(format!(
-                        "building a batch of {rows} rows failed, rows lost: {e}"
-                    )));
+                    return Err(FlusherError::Batch {
+                        rows,
+                        source: Box::new(e),
+                    }
+                    .into());
                 }
             }
         }
@@ -613,16 +610,14 @@ impl Flusher {
                 if lost == 0 {
                     self.failed_telemetry = Some(target);
                 }
-                let fate = if lost > 0 {
-                    format!(
-                        "{kept} rows kept in memory for a retry, {lost} older rows lost (memory bound)"
-                    )
-                } else {
-                    format!("{kept} rows kept in memory for a retry")
-                };
-                Err(CoreError::write(format!(
-                    "writing segment {path}: {e}; {fate}"
-                )))
+                Err(FlusherError::Segment {
+                    path,
+                    source: Box::new(e),
+                    kept,
+                    lost,
+                    closed: false,
+                }
+                .into())
             }
         }
     }
@@ -681,9 +676,13 @@ impl Flusher {
                 let n = self.unwritten_events.len();
                 let path = layout.storage.describe(&target.path);
                 self.failed_events = Some(target);
-                Err(CoreError::write(format!(
-                    "writing events segment {path}: {e}; {n} events kept in memory for a retry"
-                )))
+                Err(FlusherError::EventsSegment {
+                    path,
+                    source: Box::new(e),
+                    kept: n,
+                    closed: false,
+                }
+                .into())
             }
         }
     }
