@@ -518,4 +518,41 @@ mod tests {
         );
         assert_eq!(rec.stats().rows_lost, 10);
     }
+
+    /// A short run's close publishes both final files at once (one folder
+    /// fsync): both hold everything, and nothing else is left in the folder.
+    #[test]
+    fn a_short_run_closes_into_both_final_files_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = recorder(dir.path());
+        for i in 0..10 {
+            rec.push(&[i64_word(i), f64_word(0.5)]).unwrap();
+        }
+        rec.event("MARK", Some("{\"k\": 1}".into()), None).unwrap();
+        let report = rec.close().unwrap();
+        let telemetry = dir.path().join("telemetry.parquet");
+        let events = dir.path().join("events.parquet");
+        assert_eq!(report.files.len(), 2, "{report:?}");
+        assert_eq!((&report.files[0].0, report.files[0].1), (&telemetry, 10));
+        assert_eq!((&report.files[1].0, report.files[1].1), (&events, 1));
+        assert_eq!(crate::parquet_io::row_count(&telemetry).unwrap(), 10);
+        assert_eq!(crate::parquet_io::row_count(&events).unwrap(), 1);
+        let stats = rec.stats();
+        assert_eq!(
+            (stats.rows_written, stats.segments, stats.rows_lost),
+            (10, 1, 0)
+        );
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        // No segments folder, no temp file; the claim file may stay.
+        assert!(
+            names.iter().all(|n| n == "telemetry.parquet"
+                || n == "events.parquet"
+                || n.starts_with(".flightlog")),
+            "{names:?}"
+        );
+    }
 }

@@ -15,7 +15,9 @@ use flightlog_ring::LaneState;
 use super::batch::{batch_from_rows, extend_cover, telemetry_props, Cover, Pending};
 use super::events::{build_events_batch, events_arrow_schema, events_props, EventRow};
 use super::{lock, Shared, MAX_LANES};
+use crate::atomic_file;
 use crate::error::{CoreError, FlusherError, Result};
+use crate::parquet_io;
 use crate::spool;
 
 #[derive(Default)]
@@ -501,13 +503,22 @@ impl Flusher {
             }
         }
         let mut result = Ok(());
-        if !self.unwritten.is_empty() {
-            result = self.write_telemetry_segment();
-        }
-        if with_events {
-            let ev = self.write_events_segment();
-            if result.is_ok() {
-                result = ev;
+        let together = if with_events {
+            self.write_final_files_together()
+        } else {
+            None
+        };
+        if let Some(written) = together {
+            result = written;
+        } else {
+            if !self.unwritten.is_empty() {
+                result = self.write_telemetry_segment();
+            }
+            if with_events {
+                let ev = self.write_events_segment();
+                if result.is_ok() {
+                    result = ev;
+                }
             }
         }
         self.last_write = Instant::now();
@@ -516,6 +527,114 @@ impl Flusher {
             .flush_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result
+    }
+
+    /// A short recording's close on a local disk: nothing was published yet,
+    /// so its rows and events go straight to both final files, published
+    /// together ([`atomic_file::publish_together`]): the two files' fsyncs run
+    /// at the same time and one folder fsync covers both names, where writing
+    /// them one after the other waits for four fsyncs in a row. The crash
+    /// guarantees are [`atomic_file::publish`]'s: a final name appears only
+    /// once its data are durable. None when this is not such a close (the
+    /// writes then go the usual way, one file at a time).
+    fn write_final_files_together(&mut self) -> Option<Result<()>> {
+        let shared = Arc::clone(&self.shared);
+        let layout = &shared.config.layout;
+        let (Some(final_telemetry), Some(final_events)) = (
+            layout.final_telemetry.as_ref(),
+            layout.final_events.as_ref(),
+        ) else {
+            return None;
+        };
+        let rows: usize = self.unwritten.iter().map(|(b, _)| b.num_rows()).sum();
+        let short_close = self.closing
+            && layout.storage.is_local()
+            && final_telemetry.parent() == final_events.parent()
+            && self.telemetry_segments.is_empty()
+            && self.event_segments.is_empty()
+            && self.failed_telemetry.is_none()
+            && self.failed_events.is_none()
+            && rows > 0
+            && rows < CONCURRENT_WRITE_MIN_ROWS;
+        if !short_close {
+            return None;
+        }
+        self.unwritten_events
+            .extend(std::mem::take(&mut *lock(&shared.events)));
+        let mut cover = Cover::new();
+        let batches: Vec<RecordBatch> = self
+            .unwritten
+            .iter()
+            .map(|(b, c)| {
+                for (&lane, &(start, end)) in c {
+                    extend_cover(&mut cover, lane, start, end);
+                }
+                b.clone()
+            })
+            .collect();
+        let lanes_kv = vec![(spool::LANES_KEY.to_string(), spool::format_lanes(&cover))];
+        let events = self.unwritten_events.len();
+        let journals_before = shared.spool.rotate_journal();
+        let published = (|| -> Result<Vec<u64>> {
+            let telemetry = atomic_file::stage(final_telemetry, |out| {
+                parquet_io::write_batches(
+                    out,
+                    Arc::clone(&shared.arrow_schema),
+                    &batches,
+                    telemetry_props(&shared, lanes_kv),
+                )
+            })?;
+            // No events: the empty events file `close` would write.
+            let event_batches = if events == 0 {
+                Vec::new()
+            } else {
+                vec![build_events_batch(
+                    shared.config.run_id.as_deref(),
+                    &self.unwritten_events,
+                )?]
+            };
+            let events_file = atomic_file::stage(final_events, |out| {
+                parquet_io::write_batches(
+                    out,
+                    events_arrow_schema(),
+                    &event_batches,
+                    events_props(&shared, self.events_published + events as u64),
+                )
+            })?;
+            atomic_file::publish_together(vec![telemetry, events_file])
+        })();
+        let sizes = match published {
+            Ok(sizes) => sizes,
+            Err(e) => {
+                // Nothing was published: the rows and events stay kept, and
+                // the closing recorder counts them lost, as after a failed
+                // write of either file alone.
+                return Some(Err(FlusherError::Segment {
+                    path: layout.storage.describe(final_telemetry),
+                    source: Box::new(e),
+                    kept: rows,
+                    lost: 0,
+                    closed: false,
+                }
+                .into()));
+            }
+        };
+        let c = &shared.counters;
+        self.unwritten.clear();
+        shared.spool.drop_journals(journals_before);
+        self.next_seq += 1;
+        self.final_telemetry = Some((rows as u64, sizes[0]));
+        c.written.fetch_add(rows as u64, Ordering::Relaxed);
+        c.segments.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(sizes[0], Ordering::Relaxed);
+        self.unwritten_events.clear();
+        self.final_events = Some((events as u64, sizes[1]));
+        if events > 0 {
+            self.events_published += events as u64;
+            self.next_event_seq += 1;
+            c.bytes.fetch_add(sizes[1], Ordering::Relaxed);
+        }
+        Some(Ok(()))
     }
 
     fn write_telemetry_segment(&mut self) -> Result<()> {
