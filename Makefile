@@ -207,9 +207,10 @@ sdist-test: sdist  ## Install the sdist into a fresh virtualenv (pip + Rust only
 	MATURIN_NO_INSTALL_RUST=1 .venv-sdist/bin/pip install --no-cache-dir --progress-bar off "$$(ls dist/flightlog-*.tar.gz)"
 	cd /tmp && $(CURDIR)/.venv-sdist/bin/python $(CURDIR)/tests/smoke_install.py
 
-bench: dev venv-test wheel  ## Recorder and catalog benchmarks: regenerate benches/RESULTS.md
+bench: dev venv-test wheel  ## Recorder, catalog and short-run benchmarks: regenerate benches/RESULTS.md
 	$(VPY) benches/bench_recorder.py --out benches/RESULTS.md
 	$(VPY) benches/bench_catalog.py --out benches/RESULTS.md
+	$(VPY) benches/bench_runs.py --out benches/RESULTS.md
 
 bench-peers: dev venv-test  ## The same workload through flightlog and peer loggers: regenerate benches/PEERS.md
 	# The peers of the `bench` extra (peers that fail to install are skipped by the harness).

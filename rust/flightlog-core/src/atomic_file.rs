@@ -377,6 +377,171 @@ fn fsync_dir_if_supported(dir: &Path) -> Result<()> {
     }
 }
 
+/// A file written under its temp name and not yet published (nor fsynced):
+/// the first half of [`publish`], for [`publish_together`].
+pub struct Staged {
+    tmp: PathBuf,
+    final_path: PathBuf,
+    file: File,
+    size: u64,
+}
+
+impl Staged {
+    /// The name the file will be published under.
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Never published: the temp name goes (a no-op once it was linked
+        // and unlinked by `publish_together`). Recovery sweeps what a crash
+        // leaves.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+/// Writes the content of `final_path` to a fresh temp file beside it, as
+/// [`publish`] does, without publishing it: [`publish_together`] does that.
+pub fn stage<F>(final_path: &Path, write: F) -> Result<Staged>
+where
+    F: FnOnce(BufWriter<File>) -> Result<BufWriter<File>>,
+{
+    let tmp = temp_path_for(final_path);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| CoreError::io("create temp file", &tmp, e))?;
+    // From here the temp file is removed on every error (`Staged::drop`).
+    let mut staged = Staged {
+        tmp,
+        final_path: final_path.to_path_buf(),
+        file,
+        size: 0,
+    };
+    let writer = staged
+        .file
+        .try_clone()
+        .map_err(|e| CoreError::io("open", &staged.tmp, e))?;
+    let mut buffered = write(BufWriter::with_capacity(1 << 20, writer))?;
+    fail::fail_point!("atomic_file::write", |_| Err(CoreError::io(
+        "write",
+        &staged.tmp,
+        std::io::Error::other("injected write failure")
+    )));
+    buffered
+        .flush()
+        .map_err(|e| CoreError::io("write", &staged.tmp, e))?;
+    drop(buffered);
+    staged.size = staged
+        .file
+        .metadata()
+        .map_err(|e| CoreError::io("stat", &staged.tmp, e))?
+        .len();
+    Ok(staged)
+}
+
+/// Publishes staged files of one folder in one step, with [`publish`]'s
+/// guarantees and fewer waits: their fsyncs run at the same time (one
+/// thread each), then each is linked to its final name (create-only), then
+/// one fsync of the folder makes every new name durable. A name appears only
+/// once its data are durable (each fsync precedes every link). On any error
+/// nothing stays published: names already linked are removed again, so the
+/// caller can retry with the same content under the same names. Returns the
+/// sizes, in the order given.
+pub fn publish_together(files: Vec<Staged>) -> Result<Vec<u64>> {
+    let Some(first) = files.first() else {
+        return Ok(Vec::new());
+    };
+    let dir = first
+        .final_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    if files.iter().any(|f| {
+        f.final_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            != dir
+    }) {
+        return Err(CoreError::write(
+            "publish_together: every file must be in one folder (one folder fsync covers them)",
+        ));
+    }
+    let sync = |f: &Staged| -> Result<()> {
+        fail::fail_point!("atomic_file::fsync", |_| Err(CoreError::io(
+            "fsync",
+            &f.tmp,
+            std::io::Error::from_raw_os_error(5)
+        )));
+        f.file
+            .sync_all()
+            .map_err(|e| CoreError::io("fsync", &f.tmp, e))
+    };
+    // Every fsync but the first on its own thread; this one does the first
+    // (and any whose thread could not start).
+    std::thread::scope(|scope| {
+        let mut threads = Vec::new();
+        let mut here = vec![&files[0]];
+        for f in &files[1..] {
+            match std::thread::Builder::new()
+                .name("flightlog-fsync".into())
+                .spawn_scoped(scope, move || sync(f))
+            {
+                Ok(handle) => threads.push(handle),
+                Err(_) => here.push(f),
+            }
+        }
+        let mut result = Ok(());
+        for f in here {
+            let r = sync(f);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        for handle in threads {
+            let r = handle
+                .join()
+                .unwrap_or_else(|_| Err(CoreError::write("an fsync thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })?;
+    fail::fail_point!("atomic_file::rename", |_| Err(CoreError::io(
+        "rename",
+        &files[0].tmp,
+        std::io::Error::other("injected rename failure")
+    )));
+    let mut linked: Vec<&Path> = Vec::with_capacity(files.len());
+    let undo = |linked: &[&Path]| {
+        for p in linked {
+            let _ = fs::remove_file(p);
+        }
+    };
+    for f in &files {
+        if let Err(e) = link_new(&f.tmp, &f.final_path) {
+            undo(&linked);
+            return Err(e);
+        }
+        linked.push(&f.final_path);
+    }
+    for f in &files {
+        // A second link to the same file; a leftover dot-name is swept.
+        let _ = fs::remove_file(&f.tmp);
+    }
+    if let Err(e) = fsync_dir(&dir) {
+        undo(&linked);
+        return Err(e);
+    }
+    Ok(files.iter().map(|f| f.size).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

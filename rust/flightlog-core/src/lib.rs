@@ -39,7 +39,7 @@ pub mod spool;
 pub mod storage;
 pub mod store;
 
-pub use error::{CoreError, Result};
+pub use error::{CoreError, FlusherError, Result};
 pub use layout::{OutputLayout, RowLayout};
 pub use parquet_io::Codec;
 pub use recorder::{InPlace, Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};

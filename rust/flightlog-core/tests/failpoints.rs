@@ -288,3 +288,58 @@ fn check_lost_response(point: &str, multipart_threshold: usize) {
     assert!(!keys.iter().any(|k| k.contains("segments/")), "{keys:?}");
     scenario.teardown();
 }
+
+/// A short run's close publishes both final files together
+/// (`atomic_file::publish_together`): a failing write, fsync or link there
+/// publishes neither file and leaves no temp file, `close` says the rows are
+/// lost to it, and `recover` salvages them from the spool.
+#[test]
+fn a_failed_short_close_publishes_neither_file_and_recover_salvages() {
+    for point in [
+        "atomic_file::write",
+        "atomic_file::fsync",
+        "atomic_file::rename",
+    ] {
+        let scenario = fail::FailScenario::setup();
+        let dir = tempfile::tempdir().unwrap();
+        let rec = recorder(dir.path());
+        push_rows(&rec, 0, 10);
+        rec.event("MARK", None, None).unwrap();
+        fail::cfg(point, "return").unwrap();
+        let err = rec.close().unwrap_err();
+        fail::remove(point);
+        assert!(err.is_write_error(), "{point}: {err}");
+        assert!(
+            err.to_string().contains("10 rows not written"),
+            "{point}: {err}"
+        );
+        assert_eq!(rec.stats().rows_lost, 10, "{point}");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.ends_with(".parquet") || n.contains(".tmp-")),
+            "{point}: {names:?}"
+        );
+        let layout = OutputLayout::run_folder(dir.path());
+        flightlog_core::recover_run(&layout).unwrap();
+        let rows: usize = read_telemetry(&layout)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, batches)| batches)
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 10, "{point}");
+        let events: usize = read_events(&layout)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, batches)| batches)
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(events, 1, "{point}");
+        scenario.teardown();
+    }
+}

@@ -25,9 +25,12 @@ pub fn to_py(err: CoreError) -> PyErr {
         CoreError::Claimed(m) => RunClaimedError::new_err(m),
         CoreError::Forked(m) => FlightlogError::new_err(m),
         CoreError::Closed => RecorderClosedError::new_err("the recorder is closed"),
-        e @ (CoreError::Write { .. } | CoreError::Io { .. } | CoreError::Parquet(_)) => {
-            WriteError::new_err(e.to_string())
-        }
+        // A flusher error stays typed up to here (what failed, and what
+        // became of the rows); Python sees its message as a WriteError.
+        e @ (CoreError::Write { .. }
+        | CoreError::Io { .. }
+        | CoreError::Parquet(_)
+        | CoreError::Flusher(_)) => WriteError::new_err(e.to_string()),
         e => FlightlogError::new_err(e.to_string()),
     }
 }

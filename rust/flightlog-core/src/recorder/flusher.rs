@@ -1,0 +1,830 @@
+//! The flusher thread: drains the lanes' rings into pending rows, builds
+//! batches and publishes segments, answers `flush()` requests, and keeps rows
+//! the disk refuses for a retry.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use flightlog_ring::LaneState;
+
+use super::batch::{batch_from_rows, extend_cover, telemetry_props, Cover, Pending};
+use super::events::{build_events_batch, events_arrow_schema, events_props, EventRow};
+use super::{lock, Shared, MAX_LANES};
+use crate::atomic_file;
+use crate::error::{CoreError, FlusherError, Result};
+use crate::parquet_io;
+use crate::spool;
+
+#[derive(Default)]
+pub(super) struct FlushState {
+    requested: u64,
+    completed: u64,
+    /// The error of the last flush cycle, for the `flush()` that asked for it.
+    last_error: Option<CoreError>,
+    closing: bool,
+}
+
+/// What the flusher thread hands back: its outcome, or the message of a
+/// panic that escaped its per-cycle guard (its state is then gone).
+pub(super) type FlusherExit = std::result::Result<FlusherOutcome, String>;
+
+/// The flusher thread's body. Every panic, wherever it happens, becomes an
+/// error that the next producer call, `flush` or `close` returns: nothing
+/// unwinds out of the thread, and `flusher_stopped` tells waiters that
+/// nothing will drain the ring any more.
+pub(super) fn run_flusher(shared: Arc<Shared>) -> FlusherExit {
+    let flusher_shared = Arc::clone(&shared);
+    let exit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        Flusher::new(flusher_shared).run()
+    }))
+    .map_err(|panic| panic_message(&panic));
+    if let Err(msg) = &exit {
+        shared.record_error(FlusherError::ThreadPanicked(msg.clone()).into());
+    }
+    shared.flusher_stopped.store(true, Ordering::Release);
+    // Under the lock, so a flush about to wait cannot miss the wake-up.
+    drop(lock(&shared.flush));
+    shared.flush_done.notify_all();
+    exit
+}
+
+/// What the flusher hands back when it stops.
+pub(super) struct FlusherOutcome {
+    /// Published telemetry segments with their row counts.
+    pub(super) telemetry_segments: Vec<(String, u64)>,
+    pub(super) event_segments: Vec<String>,
+    /// Rows and events the flusher still held (kept for a retry) when it
+    /// stopped: the disk refused them to the end, so they are lost.
+    pub(super) rows_not_written: u64,
+    pub(super) events_not_written: u64,
+    /// (rows, bytes) of final files written directly by the closing flush
+    /// (nothing had been published yet, so there was nothing to merge).
+    pub(super) final_telemetry: Option<(u64, u64)>,
+    pub(super) final_events: Option<(u64, u64)>,
+}
+
+impl Shared {
+    /// Asks the flusher to make every row pushed so far durable and waits.
+    pub(super) fn flush_and_wait(&self, closing: bool) -> Result<()> {
+        let mut st = lock(&self.flush);
+        st.requested += 1;
+        st.closing |= closing;
+        let mine = st.requested;
+        drop(st);
+        self.wake_flusher();
+        let mut st = lock(&self.flush);
+        while st.completed < mine {
+            if self.flusher_stopped.load(Ordering::Acquire) {
+                // Nothing will answer: closed meanwhile, or the thread died
+                // (its panic is the pending error the caller gets next).
+                return Err(if self.gate.is_closed() {
+                    CoreError::Closed
+                } else {
+                    CoreError::write("the flusher thread stopped before this flush completed")
+                });
+            }
+            st = self
+                .flush_done
+                .wait_timeout(st, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+            if st.completed < mine {
+                drop(st);
+                self.wake_flusher();
+                st = lock(&self.flush);
+            }
+        }
+        match st.last_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+struct Flusher {
+    shared: Arc<Shared>,
+    pending: Pending,
+    /// Batches whose write failed, oldest first, kept for a retry, with the
+    /// ring positions they hold.
+    unwritten: VecDeque<(RecordBatch, Cover)>,
+    /// Per lane: the next ring position to drain.
+    drained: Vec<u64>,
+    /// The lane a drain starts with (rotates, so no lane waits behind others).
+    next_lane: usize,
+    /// Drained rows as journal records (`lane`, `pos`, row words), reused.
+    journal_buf: Vec<u64>,
+    /// Events in published segments (their sequence numbers are below).
+    events_published: u64,
+    unwritten_events: Vec<EventRow>,
+    /// The last telemetry (events) write that failed, retried as it was.
+    failed_telemetry: Option<WriteTarget>,
+    failed_events: Option<WriteTarget>,
+    telemetry_segments: Vec<(String, u64)>,
+    event_segments: Vec<String>,
+    next_seq: u64,
+    next_event_seq: u64,
+    last_write: Instant,
+    /// Set by the closing flush request: the last write may go straight to
+    /// the final file when nothing was published before.
+    closing: bool,
+    final_telemetry: Option<(u64, u64)>,
+    final_events: Option<(u64, u64)>,
+}
+
+/// Where one segment write goes and how many of the kept batches (events) it
+/// holds.
+///
+/// A write that failed is retried with exactly the same rows at the same
+/// path, and rows that arrived meanwhile go to the next segment. On an object
+/// store a failed put's outcome is unknown (it may have been stored with only
+/// the response lost); a retry with the same bytes is then recognised by the
+/// create-only put as this very file (`ObjectWriter::finish`), where a retry
+/// with more rows would be refused forever, or a retry under a new name would
+/// leave the rows twice. On a local disk the retry replaces what a failed
+/// rename or folder fsync may have left.
+#[derive(Debug, Clone)]
+struct WriteTarget {
+    /// The final file itself (a recording closed before its first flush).
+    direct: bool,
+    name: String,
+    path: PathBuf,
+    items: usize,
+}
+
+impl WriteTarget {
+    /// A new write of `items` kept batches (events): segment `name` in `dir`,
+    /// or, for a recording closed before its first flush (`first_and_last`),
+    /// straight to its final file: one publish instead of a segment, a rename
+    /// and a merge.
+    fn next(
+        final_file: Option<&PathBuf>,
+        first_and_last: bool,
+        dir: &Path,
+        name: String,
+        items: usize,
+    ) -> Self {
+        match final_file {
+            Some(f) if first_and_last => WriteTarget {
+                direct: true,
+                name,
+                path: f.clone(),
+                items,
+            },
+            _ => WriteTarget {
+                direct: false,
+                path: dir.join(&name),
+                name,
+                items,
+            },
+        }
+    }
+}
+
+/// Segments of at least this many rows are encoded on a scoped thread while
+/// the flusher keeps draining the ring; smaller ones are written in place (a
+/// thread start costs more than they take).
+const CONCURRENT_WRITE_MIN_ROWS: usize = 16 * 1024;
+
+impl Flusher {
+    fn new(shared: Arc<Shared>) -> Self {
+        let stored = shared.row_layout.stored_len();
+        let with_validity = shared.row_layout.has_validity();
+        Flusher {
+            pending: Pending::new(stored, with_validity),
+            shared,
+            unwritten: VecDeque::new(),
+            drained: vec![0; MAX_LANES],
+            next_lane: 0,
+            journal_buf: Vec::new(),
+            events_published: 0,
+            unwritten_events: Vec::new(),
+            failed_telemetry: None,
+            failed_events: None,
+            telemetry_segments: Vec::new(),
+            event_segments: Vec::new(),
+            next_seq: 1,
+            next_event_seq: 1,
+            last_write: Instant::now(),
+            closing: false,
+            final_telemetry: None,
+            final_events: None,
+        }
+    }
+
+    /// Most rows kept in memory while the disk refuses them; past this the
+    /// oldest are counted as lost so memory stays bounded.
+    fn max_unwritten_rows(&self) -> usize {
+        self.shared
+            .config
+            .segment_rows
+            .saturating_mul(8)
+            .max(1 << 20)
+    }
+
+    fn run(mut self) -> FlusherOutcome {
+        let interval = Duration::from_secs_f64(self.shared.config.flush_interval_secs);
+        // Drain often enough that producers rarely find the ring full, but
+        // sleep when idle.
+        let drain_period = interval.min(Duration::from_millis(20));
+        loop {
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.cycle(interval)));
+            match outcome {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(panic) => {
+                    let err = FlusherError::CyclePanicked(panic_message(&panic));
+                    // Report it once: to the flush() waiting for this cycle if
+                    // there is one, else to the next producer call.
+                    let waiting = {
+                        let st = lock(&self.shared.flush);
+                        st.requested > st.completed
+                    };
+                    if waiting {
+                        self.complete_flush_requests(Some(err.into()));
+                    } else {
+                        self.shared.record_error(err.into());
+                    }
+                    if lock(&self.shared.flush).closing {
+                        break;
+                    }
+                }
+            }
+            thread::park_timeout(drain_period);
+        }
+        let rows_not_written = self
+            .unwritten
+            .iter()
+            .map(|(b, _)| b.num_rows() as u64)
+            .sum::<u64>()
+            + self.pending.rows as u64
+            // Rows still in the rings: only if a closing cycle panicked.
+            + self.undrained();
+        let events_not_written =
+            (self.unwritten_events.len() + lock(&self.shared.events).len()) as u64;
+        FlusherOutcome {
+            telemetry_segments: std::mem::take(&mut self.telemetry_segments),
+            event_segments: std::mem::take(&mut self.event_segments),
+            rows_not_written,
+            events_not_written,
+            final_telemetry: self.final_telemetry,
+            final_events: self.final_events,
+        }
+    }
+
+    /// One wake-up: drain, write what is due, answer flush requests.
+    /// Returns true when the recorder is closing and everything is written.
+    fn cycle(&mut self, interval: Duration) -> bool {
+        fail::fail_point!("recorder::flush_cycle");
+        self.drain_available();
+        let (requested, completed, closing) = {
+            let st = lock(&self.shared.flush);
+            (st.requested, st.completed, st.closing)
+        };
+        if requested > completed {
+            // Every row published before the request must be drained: a push
+            // publishes before it returns, so those are the rows published now.
+            let targets: Vec<(usize, u64)> = (0..MAX_LANES)
+                .filter_map(|i| self.shared.lane(i).map(|l| (i, l.ring.published())))
+                .collect();
+            while targets.iter().any(|&(i, t)| self.drained[i] < t) {
+                if self.drain_available() == 0 {
+                    thread::yield_now();
+                }
+            }
+            self.closing = closing;
+            let mut written = self.write_due(true);
+            // A large segment is written while the ring keeps draining into
+            // `pending`; at close those rows must go out too, not be left
+            // behind as "kept for a retry".
+            while closing && written.is_ok() && self.pending.rows > 0 {
+                written = self.write_due(false);
+            }
+            let error = written.err();
+            let mut st = lock(&self.shared.flush);
+            st.completed = requested;
+            st.last_error = error;
+            drop(st);
+            self.shared.flush_done.notify_all();
+            return closing;
+        }
+        let due = self.last_write.elapsed() >= interval;
+        if due || self.pending.rows >= self.shared.config.segment_rows {
+            if let Err(e) = self.write_due(due) {
+                self.shared.record_error(e);
+            }
+        }
+        false
+    }
+
+    fn complete_flush_requests(&mut self, error: Option<CoreError>) {
+        let mut st = lock(&self.shared.flush);
+        st.completed = st.requested;
+        st.last_error = error;
+        drop(st);
+        self.shared.flush_done.notify_all();
+    }
+
+    /// Moves what the ring holds into `pending`, writing full segments as
+    /// they fill. Returns rows drained.
+    fn drain_available(&mut self) -> usize {
+        let mut total = 0;
+        loop {
+            if self.pending.rows >= self.shared.config.segment_rows {
+                if let Err(e) = self.write_due(false) {
+                    self.shared.record_error(e);
+                }
+                continue;
+            }
+            let n = self.drain_into_pending(self.shared.config.segment_rows);
+            total += n;
+            if n == 0 || self.pending.rows < self.shared.config.segment_rows {
+                return total;
+            }
+        }
+    }
+
+    /// Runs `write` (encoding and publishing a segment) on a scoped thread
+    /// while this one keeps draining the ring into `pending`: producers then
+    /// wait for the encoder only once a whole segment has piled up behind it,
+    /// not whenever the ring's few rows run out. Falls back to writing here if
+    /// no thread can be started; a panic of the writer resumes here, where
+    /// `run` turns it into an error (the batches stay kept for a retry).
+    fn write_while_draining(&mut self, write: &(dyn Fn() -> Result<u64> + Sync)) -> Result<u64> {
+        thread::scope(|scope| {
+            let encoder = thread::Builder::new()
+                .name("flightlog-encode".into())
+                .spawn_scoped(scope, write);
+            let Ok(encoder) = encoder else {
+                return write();
+            };
+            // Up to a quarter segment piles up meanwhile: enough to cover an
+            // encode at millions of rows per second, without holding two
+            // whole segments in memory.
+            let cap = self.pending.rows + (self.shared.config.segment_rows / 4).max(1);
+            while !encoder.is_finished() {
+                if self.drain_into_pending(cap) == 0 {
+                    // Producers unpark this thread as the ring fills.
+                    thread::park_timeout(Duration::from_millis(1));
+                }
+            }
+            encoder
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Rows published in the rings and not yet drained.
+    fn undrained(&self) -> u64 {
+        (0..MAX_LANES)
+            .filter_map(|i| {
+                self.shared
+                    .lane(i)
+                    .map(|l| l.ring.published() - self.drained[i])
+            })
+            .sum()
+    }
+
+    /// Moves rows from the lanes' rings into `pending`, until it holds `cap`
+    /// rows (at most a segment), without writing a segment. Returns rows
+    /// moved.
+    ///
+    /// The rows are appended to the spool's journal before their slots are
+    /// released: until a segment holds them, a row is always in a ring or in
+    /// the journal, both of which outlive the process. A retired lane whose
+    /// rows are all drained is freed for a new thread.
+    fn drain_into_pending(&mut self, cap: usize) -> usize {
+        let cap = cap.min(self.shared.config.segment_rows);
+        let mut room = cap - self.pending.rows.min(cap);
+        if room == 0 {
+            return 0;
+        }
+        let shared = Arc::clone(&self.shared);
+        let width = shared.row_layout.width();
+        let mut row = vec![0u64; width];
+        let mut moved = 0;
+        let mut touched: Vec<(usize, u64)> = Vec::new();
+        let mut retired: Vec<usize> = Vec::new();
+        self.journal_buf.clear();
+        for k in 0..MAX_LANES {
+            let i = (self.next_lane + k) % MAX_LANES;
+            let state = shared.lanes.state(i);
+            if state == LaneState::Free {
+                continue;
+            }
+            let Some(lane) = shared.lane(i) else {
+                // Claimed, then its ring could not be mapped: nothing to drain.
+                if state == LaneState::Retired {
+                    shared.lanes.free_if_drained(i);
+                }
+                continue;
+            };
+            // Read after the state: a retired lane's rows are all published.
+            let end = lane.ring.published();
+            let from = self.drained[i];
+            let n = ((end - from) as usize).min(room);
+            for pos in from..from + n as u64 {
+                lane.ring.read(pos, &mut row);
+                self.journal_buf.push(i as u64);
+                self.journal_buf.push(pos);
+                self.journal_buf.extend_from_slice(&row);
+                for (slot, col) in self.pending.columns.iter_mut().enumerate() {
+                    col.push(row[slot]);
+                }
+                for (slot, v) in self.pending.validity.iter_mut().enumerate() {
+                    v.push(shared.row_layout.is_valid(&row, slot));
+                }
+            }
+            if n > 0 {
+                extend_cover(&mut self.pending.cover, i, from, from + n as u64);
+                self.drained[i] = from + n as u64;
+                touched.push((i, from + n as u64));
+                moved += n;
+                room -= n;
+            }
+            if state == LaneState::Retired && self.drained[i] == end {
+                retired.push(i);
+            }
+            if room == 0 {
+                // Next time, start after the lane that filled this drain.
+                self.next_lane = (i + 1) % MAX_LANES;
+                break;
+            }
+        }
+        self.pending.rows += moved;
+        if moved > 0 && shared.spool.journal(&self.journal_buf).is_err() {
+            // The rows are in memory and go to the next segment as usual; only
+            // their protection against a crash before then is gone. Counted.
+            shared.spool.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        for (i, upto) in touched {
+            if let Some(lane) = shared.lane(i) {
+                lane.ring.release(upto);
+            }
+        }
+        for i in retired {
+            shared.lanes.free_if_drained(i);
+        }
+        moved
+    }
+
+    /// Builds a batch of pending rows (if any) and writes it with earlier
+    /// unwritten batches as one segment; writes pending events when
+    /// `with_events`.
+    fn write_due(&mut self, with_events: bool) -> Result<()> {
+        let started = Instant::now();
+        if self.pending.rows > 0 {
+            let rows = self.pending.rows;
+            let cover = std::mem::take(&mut self.pending.cover);
+            match self.build_batch() {
+                Ok(batch) => self.unwritten.push_back((batch, cover)),
+                Err(e) => {
+                    // Cannot happen with a validated schema; if it does, the
+                    // rows are counted as lost rather than retried forever.
+                    self.pending = Pending::new(
+                        self.shared.row_layout.stored_len(),
+                        self.shared.row_layout.has_validity(),
+                    );
+                    self.shared
+                        .counters
+                        .lost
+                        .fetch_add(rows as u64, Ordering::Relaxed);
+                    return Err(FlusherError::Batch {
+                        rows,
+                        source: Box::new(e),
+                    }
+                    .into());
+                }
+            }
+        }
+        let mut result = Ok(());
+        let together = if with_events {
+            self.write_final_files_together()
+        } else {
+            None
+        };
+        if let Some(written) = together {
+            result = written;
+        } else {
+            if !self.unwritten.is_empty() {
+                result = self.write_telemetry_segment();
+            }
+            if with_events {
+                let ev = self.write_events_segment();
+                if result.is_ok() {
+                    result = ev;
+                }
+            }
+        }
+        self.last_write = Instant::now();
+        self.shared
+            .counters
+            .flush_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
+
+    /// A short recording's close on a local disk: nothing was published yet,
+    /// so its rows and events go straight to both final files, published
+    /// together ([`atomic_file::publish_together`]): the two files' fsyncs run
+    /// at the same time and one folder fsync covers both names, where writing
+    /// them one after the other waits for four fsyncs in a row. The crash
+    /// guarantees are [`atomic_file::publish`]'s: a final name appears only
+    /// once its data are durable. None when this is not such a close (the
+    /// writes then go the usual way, one file at a time).
+    fn write_final_files_together(&mut self) -> Option<Result<()>> {
+        let shared = Arc::clone(&self.shared);
+        let layout = &shared.config.layout;
+        let (Some(final_telemetry), Some(final_events)) = (
+            layout.final_telemetry.as_ref(),
+            layout.final_events.as_ref(),
+        ) else {
+            return None;
+        };
+        let rows: usize = self.unwritten.iter().map(|(b, _)| b.num_rows()).sum();
+        let short_close = self.closing
+            && layout.storage.is_local()
+            && final_telemetry.parent() == final_events.parent()
+            && self.telemetry_segments.is_empty()
+            && self.event_segments.is_empty()
+            && self.failed_telemetry.is_none()
+            && self.failed_events.is_none()
+            && rows > 0
+            && rows < CONCURRENT_WRITE_MIN_ROWS;
+        if !short_close {
+            return None;
+        }
+        self.unwritten_events
+            .extend(std::mem::take(&mut *lock(&shared.events)));
+        let mut cover = Cover::new();
+        let batches: Vec<RecordBatch> = self
+            .unwritten
+            .iter()
+            .map(|(b, c)| {
+                for (&lane, &(start, end)) in c {
+                    extend_cover(&mut cover, lane, start, end);
+                }
+                b.clone()
+            })
+            .collect();
+        let lanes_kv = vec![(spool::LANES_KEY.to_string(), spool::format_lanes(&cover))];
+        let events = self.unwritten_events.len();
+        let journals_before = shared.spool.rotate_journal();
+        let published = (|| -> Result<Vec<u64>> {
+            let telemetry = atomic_file::stage(final_telemetry, |out| {
+                parquet_io::write_batches(
+                    out,
+                    Arc::clone(&shared.arrow_schema),
+                    &batches,
+                    telemetry_props(&shared, lanes_kv),
+                )
+            })?;
+            // No events: the empty events file `close` would write.
+            let event_batches = if events == 0 {
+                Vec::new()
+            } else {
+                vec![build_events_batch(
+                    shared.config.run_id.as_deref(),
+                    &self.unwritten_events,
+                )?]
+            };
+            let events_file = atomic_file::stage(final_events, |out| {
+                parquet_io::write_batches(
+                    out,
+                    events_arrow_schema(),
+                    &event_batches,
+                    events_props(&shared, self.events_published + events as u64),
+                )
+            })?;
+            atomic_file::publish_together(vec![telemetry, events_file])
+        })();
+        let sizes = match published {
+            Ok(sizes) => sizes,
+            Err(e) => {
+                // Nothing was published: the rows and events stay kept, and
+                // the closing recorder counts them lost, as after a failed
+                // write of either file alone.
+                return Some(Err(FlusherError::Segment {
+                    path: layout.storage.describe(final_telemetry),
+                    source: Box::new(e),
+                    kept: rows,
+                    lost: 0,
+                    closed: false,
+                }
+                .into()));
+            }
+        };
+        let c = &shared.counters;
+        self.unwritten.clear();
+        shared.spool.drop_journals(journals_before);
+        self.next_seq += 1;
+        self.final_telemetry = Some((rows as u64, sizes[0]));
+        c.written.fetch_add(rows as u64, Ordering::Relaxed);
+        c.segments.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(sizes[0], Ordering::Relaxed);
+        self.unwritten_events.clear();
+        self.final_events = Some((events as u64, sizes[1]));
+        if events > 0 {
+            self.events_published += events as u64;
+            self.next_event_seq += 1;
+            c.bytes.fetch_add(sizes[1], Ordering::Relaxed);
+        }
+        Some(Ok(()))
+    }
+
+    fn write_telemetry_segment(&mut self) -> Result<()> {
+        // A clone of the Arc, so that `self` stays free for draining meanwhile.
+        let shared = Arc::clone(&self.shared);
+        let layout = &shared.config.layout;
+        let target = self.failed_telemetry.take().unwrap_or_else(|| {
+            WriteTarget::next(
+                layout.final_telemetry.as_ref(),
+                self.closing && self.telemetry_segments.is_empty(),
+                &layout.segment_dir,
+                layout.telemetry_segment_name(self.next_seq),
+                self.unwritten.len(),
+            )
+        });
+        let mut cover = Cover::new();
+        let batches: Vec<RecordBatch> = self
+            .unwritten
+            .iter()
+            .take(target.items)
+            .map(|(b, c)| {
+                for (&lane, &(start, end)) in c {
+                    extend_cover(&mut cover, lane, start, end);
+                }
+                b.clone()
+            })
+            .collect();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let lanes_kv = vec![(spool::LANES_KEY.to_string(), spool::format_lanes(&cover))];
+        // Rows drained from now on are journaled apart: once this segment is
+        // published they are the only ones the spool still needs.
+        let journals_before = shared.spool.rotate_journal();
+        let write = || {
+            if !target.direct {
+                layout.storage.ensure_dir(&layout.segment_dir)?;
+            }
+            layout.storage.write_parquet(
+                &target.path,
+                Arc::clone(&shared.arrow_schema),
+                &batches,
+                telemetry_props(&shared, lanes_kv.clone()),
+            )
+        };
+        let written = if rows >= CONCURRENT_WRITE_MIN_ROWS {
+            self.write_while_draining(&write)
+        } else {
+            write()
+        };
+        match written {
+            Ok(size) => {
+                self.unwritten.drain(..target.items);
+                if self.unwritten.is_empty() {
+                    shared.spool.drop_journals(journals_before);
+                }
+                self.next_seq += 1;
+                if target.direct {
+                    self.final_telemetry = Some((rows as u64, size));
+                } else {
+                    self.telemetry_segments.push((target.name, rows as u64));
+                }
+                let c = &self.shared.counters;
+                c.written.fetch_add(rows as u64, Ordering::Relaxed);
+                c.segments.fetch_add(1, Ordering::Relaxed);
+                c.bytes.fetch_add(size, Ordering::Relaxed);
+                if self.unwritten.is_empty() {
+                    Ok(())
+                } else {
+                    // Rows kept since a failed write was retried: the next segment.
+                    self.write_telemetry_segment()
+                }
+            }
+            Err(e) => {
+                // Keep the rows for a retry, up to a bound.
+                let mut lost = 0;
+                let mut kept: usize = self.unwritten.iter().map(|(b, _)| b.num_rows()).sum();
+                while kept > self.max_unwritten_rows() && self.unwritten.len() > 1 {
+                    if let Some((b, _)) = self.unwritten.pop_front() {
+                        lost += b.num_rows();
+                        kept -= b.num_rows();
+                    }
+                }
+                if lost > 0 {
+                    self.shared
+                        .counters
+                        .lost
+                        .fetch_add(lost as u64, Ordering::Relaxed);
+                    // The failed write's rows changed, so the retry cannot be
+                    // the same file: a fresh name, from the kept rows.
+                    self.next_seq += 1;
+                }
+                let path = layout.storage.describe(&target.path);
+                if lost == 0 {
+                    self.failed_telemetry = Some(target);
+                }
+                Err(FlusherError::Segment {
+                    path,
+                    source: Box::new(e),
+                    kept,
+                    lost,
+                    closed: false,
+                }
+                .into())
+            }
+        }
+    }
+
+    fn write_events_segment(&mut self) -> Result<()> {
+        self.unwritten_events
+            .extend(std::mem::take(&mut *lock(&self.shared.events)));
+        if self.unwritten_events.is_empty() {
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.shared);
+        let layout = &shared.config.layout;
+        let target = self.failed_events.take().unwrap_or_else(|| {
+            WriteTarget::next(
+                layout.final_events.as_ref(),
+                self.closing && self.event_segments.is_empty(),
+                &layout.events_dir,
+                layout.events_segment_name(self.next_event_seq),
+                self.unwritten_events.len(),
+            )
+        });
+        let events = &self.unwritten_events[..target.items];
+        let written = (|| {
+            if !target.direct {
+                layout.storage.ensure_dir(&layout.events_dir)?;
+            }
+            let batch = build_events_batch(shared.config.run_id.as_deref(), events)?;
+            layout.storage.write_parquet(
+                &target.path,
+                events_arrow_schema(),
+                &[batch],
+                events_props(&shared, self.events_published + target.items as u64),
+            )
+        })();
+        match written {
+            Ok(size) => {
+                self.unwritten_events.drain(..target.items);
+                self.events_published += target.items as u64;
+                self.next_event_seq += 1;
+                if target.direct {
+                    self.final_events = Some((target.items as u64, size));
+                } else {
+                    self.event_segments.push(target.name);
+                }
+                self.shared
+                    .counters
+                    .bytes
+                    .fetch_add(size, Ordering::Relaxed);
+                if self.unwritten_events.is_empty() {
+                    Ok(())
+                } else {
+                    self.write_events_segment()
+                }
+            }
+            Err(e) => {
+                let n = self.unwritten_events.len();
+                let path = layout.storage.describe(&target.path);
+                self.failed_events = Some(target);
+                Err(FlusherError::EventsSegment {
+                    path,
+                    source: Box::new(e),
+                    kept: n,
+                    closed: false,
+                }
+                .into())
+            }
+        }
+    }
+
+    fn build_batch(&mut self) -> Result<RecordBatch> {
+        let shared = &*self.shared;
+        batch_from_rows(
+            &shared.schema,
+            &shared.arrow_schema,
+            &shared.row_layout,
+            &shared.dictionaries,
+            &shared.constants,
+            &mut self.pending,
+        )
+    }
+}
+
+pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
