@@ -635,11 +635,14 @@ def test_a_consolidator_dying_right_after_publishing_duckdb_db_leaves_a_readable
     code = """
         import os, sys
         from flightlog import DuckDBManager
-        real_link = os.link
-        def link_then_die(src, dst, *args, **kwargs):
-            real_link(src, dst, *args, **kwargs)
-            os._exit(9)
-        os.link = link_then_die
+        from flightlog import _core
+        real_publish = _core.publish_bytes
+        def publish_then_die(path, *args, **kwargs):
+            size = real_publish(path, *args, **kwargs)
+            if os.fspath(path).endswith("duckdb.db"):
+                os._exit(9)
+            return size
+        _core.publish_bytes = publish_then_die
         DuckDBManager(sys.argv[1]).consolidate()
     """
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(root)], env=child_env, timeout=120)
