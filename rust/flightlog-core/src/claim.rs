@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{CoreError, Result};
-use crate::layout::OutputLayout;
+use crate::output_layout::OutputLayout;
 
 /// Name of the lock file of a run folder.
 pub const RUN_LOCK_NAME: &str = ".flightlog.lock";

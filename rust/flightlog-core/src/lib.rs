@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use flightlog_core::{DType, Field, OutputLayout, Recorder, RecorderConfig, Schema};
-//! use flightlog_core::layout::{f64_word, i64_word};
+//! use flightlog_core::row_layout::{f64_word, i64_word};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let schema = Schema::new(vec![Field::new("iter", DType::I64), Field::new("E", DType::F64)], 1).unwrap();
@@ -27,26 +27,28 @@ pub mod barrier;
 pub mod claim;
 pub mod dict;
 pub mod error;
-pub mod layout;
 pub mod mapped;
+pub mod object_root;
+pub mod output_layout;
 pub mod parquet_io;
 mod producer;
 pub mod read;
 pub mod recorder;
 pub mod recover;
+pub mod row_layout;
 pub mod schema;
 pub mod spool;
 pub mod storage;
-pub mod store;
 
 pub use error::{CoreError, FlusherError, Result};
-pub use layout::{OutputLayout, RowLayout};
+pub use object_root::{ObjectRoot, PutKind};
+pub use output_layout::OutputLayout;
 pub use parquet_io::Codec;
 pub use recorder::{InPlace, Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};
 pub use recover::{
     publish_replacement, recover_output_file, recover_run, recover_run_exclusive,
     recover_run_with_spool, salvage_spool, RecoverReport,
 };
+pub use row_layout::RowLayout;
 pub use schema::{DType, Field, Schema, Value};
 pub use storage::Storage;
-pub use store::{ObjectRoot, PutKind};

@@ -7,7 +7,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::error::Result;
-use crate::layout::OutputLayout;
+use crate::output_layout::OutputLayout;
 use crate::storage::Storage;
 
 /// The durable telemetry files of a layout, in order: the final file (if

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::atomic_file::sweep_temp_files;
 use crate::claim::{Claim, TryClaim};
 use crate::error::{CoreError, Result};
-use crate::layout::OutputLayout;
+use crate::output_layout::OutputLayout;
 use crate::recorder::{salvage_props, salvaged_batches, spool_dir, RecorderConfig};
 use crate::spool::{self, EVENTS_UPTO_KEY, LANES_KEY};
 use crate::storage::Storage;
@@ -112,7 +112,8 @@ pub fn publish_replacement(file: &Path) -> Result<bool> {
             Err(e) => return Err(CoreError::io("replace", &target, e)),
         }
     }
-    let staging = crate::layout::sidecar_dir(file).join(crate::layout::REPLACEMENT_DIR);
+    let staging =
+        crate::output_layout::sidecar_dir(file).join(crate::output_layout::REPLACEMENT_DIR);
     // Only when empty: anything left (a segment) stays for the next recover.
     let _ = std::fs::remove_dir(&staging);
     Ok(moved)

@@ -13,8 +13,8 @@ use parquet::file::properties::WriterProperties;
 
 use crate::atomic_file::{fsync_dir, move_new};
 use crate::error::{CoreError, Result};
+use crate::object_root::ObjectRoot;
 use crate::parquet_io::{self, MergeInput};
-use crate::store::ObjectRoot;
 
 /// The medium of a layout.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use arrow_array::Int64Array;
-use flightlog_core::layout::i64_word;
 use flightlog_core::read::read_telemetry;
+use flightlog_core::row_layout::i64_word;
 use flightlog_core::{
     CoreError, DType, Field, OutputLayout, Recorder, RecorderConfig, Schema, Stats,
 };

@@ -7,8 +7,8 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use flightlog_core::layout::{f64_word, i64_word};
 use flightlog_core::read::{read_events, read_telemetry};
+use flightlog_core::row_layout::{f64_word, i64_word};
 use flightlog_core::{
     parquet_io, DType, Field, ObjectRoot, OutputLayout, Recorder, RecorderConfig, Schema, Storage,
 };

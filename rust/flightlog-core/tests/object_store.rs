@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use flightlog_core::layout::{f64_word, i64_word};
 use flightlog_core::read::{read_events, read_telemetry};
+use flightlog_core::row_layout::{f64_word, i64_word};
 use flightlog_core::{
     recover_run, DType, Field, ObjectRoot, OutputLayout, PutKind, Recorder, RecorderConfig, Schema,
     Storage,

@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use flightlog_core::layout::i64_word;
+use flightlog_core::row_layout::i64_word;
 use flightlog_core::{
     parquet_io, recover_run, CoreError, DType, Field, OutputLayout, Recorder, RecorderConfig,
     Schema,

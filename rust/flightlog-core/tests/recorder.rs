@@ -4,8 +4,8 @@
 use std::fs;
 use std::sync::Arc;
 
-use flightlog_core::layout::{f64_word, i64_word};
 use flightlog_core::read::durable_files;
+use flightlog_core::row_layout::{f64_word, i64_word};
 use flightlog_core::{
     parquet_io, recover_run, DType, Field, Offer, OnFull, OutputLayout, Recorder, RecorderConfig,
     Sampling, Schema, Value,

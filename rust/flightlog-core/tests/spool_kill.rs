@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::Array;
-use flightlog_core::layout::{f64_word, i64_word};
+use flightlog_core::row_layout::{f64_word, i64_word};
 use flightlog_core::{
     parquet_io, recover_run, DType, Field, OutputLayout, Recorder, RecorderConfig, Schema,
 };

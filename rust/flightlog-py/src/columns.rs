@@ -7,7 +7,7 @@
 //! copied whole: `extend()` converts bounded chunks (see `recorder.rs`).
 #![allow(unsafe_code)]
 
-use flightlog_core::layout::{f32_word, f64_word, i64_word};
+use flightlog_core::row_layout::{f32_word, f64_word, i64_word};
 use flightlog_core::DType;
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyOverflowError, PyTypeError};

@@ -2,7 +2,7 @@
 //! field; nothing is pushed until a whole row converted.
 
 use flightlog_core::dict::Dictionary;
-use flightlog_core::layout::{f32_word, f64_word, i64_word};
+use flightlog_core::row_layout::{f32_word, f64_word, i64_word};
 use flightlog_core::{DType, Value};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use flightlog_core::layout::f64_word;
+use flightlog_core::row_layout::f64_word;
 use flightlog_core::{
     Codec, CoreError, DType, Field, InPlace, Offer, OnFull, OutputLayout, Recorder, RecorderConfig,
     RowLayout, Sampling, Schema, Storage,

@@ -20,7 +20,7 @@ pub struct PyObjectStore {
 
 fn info_dict<'py>(
     py: Python<'py>,
-    info: &flightlog_core::store::ObjectInfo,
+    info: &flightlog_core::object_root::ObjectInfo,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("key", &info.key)?;

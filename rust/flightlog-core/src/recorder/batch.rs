@@ -18,8 +18,8 @@ use super::events::{build_events_batch, EventRow};
 use super::Shared;
 use crate::dict::Dictionary;
 use crate::error::{CoreError, Result};
-use crate::layout::RowLayout;
 use crate::parquet_io::{self, Codec};
+use crate::row_layout::RowLayout;
 use crate::schema::{DType, Schema, Value};
 use crate::spool;
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::{CoreError, Result};
-use crate::layout::OutputLayout;
+use crate::output_layout::OutputLayout;
 use crate::parquet_io::Codec;
 use crate::schema::{DType, Value};
 use crate::spool;

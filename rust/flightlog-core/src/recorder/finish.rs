@@ -12,9 +12,9 @@ use super::events::{events_arrow_schema, events_props};
 use super::flusher::{panic_message, FlusherOutcome};
 use super::{lock, Recorder, Shared};
 use crate::error::{CoreError, FlusherError, Result};
-use crate::layout::OutputLayout;
+use crate::object_root::ObjectRoot;
+use crate::output_layout::OutputLayout;
 use crate::storage::{key_of, Storage};
-use crate::store::ObjectRoot;
 
 /// Files a closed recorder left behind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -449,7 +449,7 @@ fn empty_file(path: &Path, shared: &Shared) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use crate::error::{CoreError, FlusherError};
-    use crate::layout::{f64_word, i64_word};
+    use crate::row_layout::{f64_word, i64_word};
     use crate::{DType, Field, OutputLayout, Recorder, RecorderConfig, Schema};
 
     fn recorder(run: &std::path::Path) -> Recorder {

@@ -34,9 +34,10 @@ use std::sync::OnceLock;
 use crate::claim::{instance_id, Claim, Owner};
 use crate::dict::Dictionary;
 use crate::error::{CoreError, Result};
-use crate::layout::{OutputLayout, RowLayout};
+use crate::output_layout::OutputLayout;
 use crate::parquet_io::FORMAT_VERSION;
 use crate::producer::{self, LaneRing};
+use crate::row_layout::RowLayout;
 use crate::schema::{DType, Schema, Value};
 use crate::spool::{self, Spool, SpoolMeta, SpooledEvent};
 
