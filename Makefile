@@ -16,7 +16,7 @@ test-all: venv-test lint test-rust test-failpoints test-loom servers java browse
 HOST_PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 test-all: WHEEL_PYTHONS = $(HOST_PYTHON_VERSION)
 
-.PHONY: help venv venv-test servers java browser dev lint lint-python fmt test test-rust test-loom test-failpoints test-python wheel-deps wheel wheel-check wheel-test sdist sdist-test bench bench-peers reliability demo clean
+.PHONY: help venv venv-test servers java browser dev lint lint-python fmt test test-rust test-loom test-failpoints test-python wheel-deps wheel wheel-check wheel-test sdist sdist-test bench bench-rust bench-peers reliability demo clean
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -99,6 +99,9 @@ fmt:  ## Format Rust and Python
 	cargo fmt --all
 	$(VENV)/bin/ruff format python tests benches
 	$(VENV)/bin/ruff check --fix python tests benches
+
+bench-rust:  ## Criterion benchmarks of the core's hot functions (ring push, offer, segment write); not run by CI
+	cargo bench --manifest-path rust/flightlog-bench/Cargo.toml --bench hot
 
 test-rust:  ## cargo test: unit, integration and doc tests
 	cargo test --workspace --exclude flightlog-py
