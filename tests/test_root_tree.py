@@ -319,3 +319,70 @@ def test_one_recovery_finalises_dead_runs_of_either_kind_alike(tree) -> None:
     again = RecoverReport(root=tree.url())
     recover_tree(tree, -1.0, again)
     assert again.recovered == [] and again.errors == []
+
+
+# --------------------------------------------------------------------------- the manager
+# What TelemetryManager asks a tree instead of branching on the kind of root.
+
+
+def test_locations_folders_and_recorder_options(tree) -> None:
+    loc = tree.where("fda_run_x")
+    assert str(loc).endswith("root/fda_run_x")
+    assert str(tree.where()) == tree.url()
+    tree.make_folders(["flows/gd/runs", "flows/gd/dev_telemetry"])  # implied by keys on a store
+    opts = tree.recorder_options()
+    assert opts == ({} if tree.kind == "local" else {"storage_options": tree.storage_options})
+    # A recorder names its files by path locally and by object key on a store.
+    file = str(tree.where("flows/gd/dev_telemetry/part-r1-000001.parquet"))
+    if tree.kind == "s3":
+        file = tree.key("flows/gd/dev_telemetry/part-r1-000001.parquet")
+    assert tree.relative_to_manifest("flows/gd/runs/r1.toml", file) == "../dev_telemetry/part-r1-000001.parquet"
+    file = str(tree.where("fda_run_x/telemetry.parquet"))
+    if tree.kind == "s3":
+        file = tree.key("fda_run_x/telemetry.parquet")
+    assert tree.relative_to_manifest("fda_run_x/manifest.toml", file) == "telemetry.parquet"
+
+
+def test_the_closing_run_wins_over_a_recover_that_judged_it_dead(tree) -> None:
+    claimed = tree.claim_run_id("run", "gd", "fda_run_", "20250101_000000", running())
+    # recover rewrote the manifest meanwhile: the version the run holds is stale.
+    data, tag = tree.read_manifest(claimed.manifest_rel)
+    tree.update_manifest(claimed.manifest_rel, {**data, "status": "crashed"}, tag)
+    tree.replace_manifest(claimed.manifest_rel, {**data, "status": "finished"}, claimed.e_tag)
+    assert tree.read_manifest(claimed.manifest_rel)[0]["status"] == "finished"
+
+
+def test_modify_manifest_changes_only_what_needs_changing(tree) -> None:
+    rel = "flows/gd/manifest.toml"
+    calls: list[object] = []
+
+    def add_mode(mode: str):
+        def change(m):
+            calls.append(m)
+            if m is not None and mode in m.get("modes", []):
+                return None
+            return {"flow_name": "gd", "modes": sorted({*(m or {}).get("modes", []), mode})}
+
+        return change
+
+    assert tree.modify_manifest(rel, add_mode("dev")) == {"flow_name": "gd", "modes": ["dev"]}
+    assert tree.modify_manifest(rel, add_mode("tuner")) == {"flow_name": "gd", "modes": ["dev", "tuner"]}
+    assert tree.read_manifest(rel)[0]["modes"] == ["dev", "tuner"]
+    before = tree.read_manifest(rel)[1]
+    assert tree.modify_manifest(rel, add_mode("dev")) == {"flow_name": "gd", "modes": ["dev", "tuner"]}
+    assert tree.read_manifest(rel)[1] == before  # unchanged: not rewritten
+    # Concurrent modifications lose nothing.
+    race(4, lambda i: tree.modify_manifest(rel, add_mode(f"m{i}")))
+    assert tree.read_manifest(rel)[0]["modes"] == sorted(["dev", "tuner", "m0", "m1", "m2", "m3"])
+    version = tree.cheap_version(rel)
+    assert version == (tree.read_manifest(rel)[1] if tree.kind == "local" else None)
+
+
+@pytest.mark.parametrize("mode", ["run", "dev"])
+def test_unclaim_removes_the_claim(tree, mode) -> None:
+    claimed = tree.claim_run_id(mode, "gd", "fda_run_", "20250101_000000", running(mode=mode))
+    folder = claimed.manifest_rel.split("/")[0] if mode == "run" else None
+    tree.unclaim(claimed.manifest_rel, folder)
+    assert tree.read_manifest(claimed.manifest_rel) is None
+    assert tree.list_runs() == []
+    tree.unclaim(claimed.manifest_rel, folder)  # twice: no error

@@ -128,11 +128,13 @@ class ObjectTree:
         rel: str,
         change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
         *,
+        blocking: bool = True,
         attempts: int = 50,
     ) -> dict[str, Any] | None:
         """Read, ``change``, conditional put; again on a lost race. ``change`` gets the
         current manifest (``None`` if absent) and returns the new one, or ``None``
-        to leave it as it is. Returns what is stored afterwards."""
+        to leave it as it is. Returns what is stored afterwards. No locks: ``blocking``
+        changes nothing."""
         for attempt in range(attempts):
             current = self.read_manifest(rel)
             data, e_tag = current if current is not None else (None, None)
@@ -148,6 +150,37 @@ class ObjectTree:
             except (FileExistsError, ConflictError):
                 time.sleep(min(0.5, 0.005 * 2**attempt) * random.random())
         raise ConflictError(f"{self.url(rel)} kept changing under {attempts} attempts to update it")
+
+    # -- a run's manager (flightlog.runs.manager) ----------------------------------------
+
+    def where(self, rel: str = "") -> str:
+        return self.url(rel)
+
+    def make_folders(self, rels: builtins.list[str]) -> None:
+        return None  # folders are implied by keys
+
+    def recorder_options(self) -> dict[str, Any]:
+        return {"storage_options": self.storage_options}
+
+    def relative_to_manifest(self, manifest_rel: str, file: str) -> str:
+        # A recorder on a store names its files by object key.
+        return posixpath.relpath(file, posixpath.dirname(self.key(manifest_rel)) or ".")
+
+    def replace_manifest(self, rel: str, data: Mapping[str, Any], e_tag: str | None) -> None:
+        try:
+            self.update_manifest(rel, data, e_tag)
+        except ConflictError:
+            # Only `recover` rewrites a running run's manifest, and only when it judged
+            # the run dead (another host, `stale_after` exceeded). This process is alive
+            # and closing: what it knows wins.
+            self.modify_manifest(rel, lambda _: dict(data))
+
+    def cheap_version(self, rel: str) -> str | None:
+        return None  # a version costs a request: always read
+
+    def unclaim(self, manifest_rel: str, folder_rel: str | None) -> None:
+        with contextlib.suppress(Exception):
+            self.delete(manifest_rel)
 
     # -- recovery (flightlog.runs.recover) -----------------------------------------------
     # No folders, no temp files, no locks: the claims are no-ops, and what replaces them

@@ -27,7 +27,7 @@ import errno
 import fcntl
 import os
 import stat as _stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -127,6 +127,54 @@ class RootTree(Protocol):
     ) -> Claim:
         """Claim ``run_id`` (default: the time now), else ``run_id_2``, ... with ``manifest``
         (its ``run_id`` is set) as the run's first manifest."""
+        ...
+
+    # -- what a run's manager (flightlog.runs.manager) needs -----------------------------
+
+    def where(self, rel: str = "") -> Any:
+        """What a recorder and the user are given for ``rel``: a ``Path`` locally, the
+        ``s3://`` URL on an object store."""
+        ...
+
+    def make_folders(self, rels: list[str]) -> None:
+        """Create the folders ``rels`` (and their parents); implied by keys on a store."""
+        ...
+
+    def recorder_options(self) -> dict[str, Any]:
+        """What :class:`~flightlog.FlightRecorder` needs besides a location."""
+        ...
+
+    def relative_to_manifest(self, manifest_rel: str, file: str) -> str:
+        """``file`` (as a recorder names it: a path, or an object key) relative to the
+        folder of the manifest ``manifest_rel``."""
+        ...
+
+    def replace_manifest(self, rel: str, data: Mapping[str, Any], e_tag: str | None) -> None:
+        """Publish the final manifest of a run this process owns. Only ``recover``
+        rewrites a running run's manifest, and only once it judged the run dead: this
+        process is alive and closing, so what it knows wins over such a rewrite."""
+        ...
+
+    def modify_manifest(
+        self,
+        rel: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        *,
+        blocking: bool = True,
+    ) -> dict[str, Any] | None:
+        """Read, ``change`` (``None``: leave it), write, with no concurrent change lost
+        (a file lock locally; conditional puts, retried, on a store). Returns what is
+        stored afterwards; None when not ``blocking`` and another process holds the lock."""
+        ...
+
+    def cheap_version(self, rel: str) -> str | None:
+        """The version of ``rel`` when it can be known without a request (a local
+        ``stat``), else None: lets a caller skip re-reading an unchanged manifest."""
+        ...
+
+    def unclaim(self, manifest_rel: str, folder_rel: str | None) -> None:
+        """Undo a claim whose recorder could not start: its manifest, and its run
+        folder (``folder_rel``; None for a dev/tuner run). Errors are ignored."""
         ...
 
     # -- what recovery (flightlog.runs.recover) needs ------------------------------------
@@ -381,6 +429,71 @@ class LocalRootTree:
             rid = claim(runs_dir, make, run_id)
         rel = mine.format(rid)
         return Claim(rid, rel, self._version(rel))
+
+    # -- a run's manager ----------------------------------------------------------------
+
+    def where(self, rel: str = "") -> Path:
+        return self.path(rel)
+
+    def make_folders(self, rels: list[str]) -> None:
+        for rel in rels:
+            self.path(rel).mkdir(parents=True, exist_ok=True)
+
+    def recorder_options(self) -> dict[str, Any]:
+        return {}
+
+    def relative_to_manifest(self, manifest_rel: str, file: str) -> str:
+        return os.path.relpath(file, str(self.path(manifest_rel).parent))
+
+    def replace_manifest(self, rel: str, data: Mapping[str, Any], e_tag: str | None) -> None:
+        from .manifest import write_manifest
+
+        # The run's claim lock keeps recover away from a live run here: no version check.
+        write_manifest(self.path(rel), data)
+
+    def modify_manifest(
+        self,
+        rel: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        *,
+        blocking: bool = True,
+    ) -> dict[str, Any] | None:
+        from .ids import file_lock
+        from .manifest import ManifestError, read_manifest, write_manifest
+
+        path = self.path(rel)
+
+        def current() -> dict[str, Any] | None:
+            try:
+                return read_manifest(path)
+            except (FileNotFoundError, ManifestError):
+                return None  # an unreadable manifest is replaced
+
+        m = current()
+        if change(None if m is None else dict(m)) is None:
+            return m  # nothing to change: no lock taken
+        path.parent.mkdir(parents=True, exist_ok=True)  # as a key on a store implies it
+        with file_lock(path.parent / ".manifest.lock", blocking=blocking) as held:
+            if not held:
+                return None
+            m = current()
+            new = change(None if m is None else dict(m))
+            if new is None:
+                return m
+            write_manifest(path, new)
+            return new
+
+    def cheap_version(self, rel: str) -> str | None:
+        return self._version(rel)
+
+    def unclaim(self, manifest_rel: str, folder_rel: str | None) -> None:
+        import shutil
+
+        if folder_rel is not None:
+            shutil.rmtree(self.path(folder_rel), ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path(manifest_rel))
 
     # -- recovery ---------------------------------------------------------------------
     # Recovery writes, renames and deletes files: through a symbolic link it could do so
