@@ -21,7 +21,7 @@ import errno
 import posixpath
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .._errors import ConflictError
@@ -36,7 +36,7 @@ from .layout import (
 )
 from .manifest import dumps_manifest, parse_manifest
 from .status import status_by_evidence
-from .tree import Claim, FileStat, RunEntry, manifest_rels
+from .tree import Claim, FileStat, ManifestChange, RunEntry, manifest_rels
 
 
 class ObjectTree:
@@ -124,12 +124,7 @@ class ObjectTree:
         return parse_manifest(raw, self.url(rel)), e_tag
 
     def modify_manifest(
-        self,
-        rel: str,
-        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
-        *,
-        blocking: bool = True,
-        attempts: int = 50,
+        self, rel: str, change: ManifestChange, *, blocking: bool = True, attempts: int = 50
     ) -> dict[str, Any] | None:
         """Read, ``change``, conditional put; again on a lost race. ``change`` gets the
         current manifest (``None`` if absent) and returns the new one, or ``None``

@@ -48,8 +48,13 @@ from .layout import (
     part_temp_prefix,
     parts_dir_name,
 )
+from .status import _TEMP_MARKER, _core, _scandir
 
-__all__ = ["Claim", "FileStat", "LocalRootTree", "RootTree", "RunEntry", "manifest_rels"]
+__all__ = ["Claim", "FileStat", "LocalRootTree", "ManifestChange", "RootTree", "RunEntry", "manifest_rels"]
+
+#: How :meth:`RootTree.modify_manifest` changes a manifest: the current one (None if
+#: absent) to the new one, or None to leave it as it is.
+ManifestChange = Callable[[dict[str, Any] | None], dict[str, Any] | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,13 +160,7 @@ class RootTree(Protocol):
         process is alive and closing, so what it knows wins over such a rewrite."""
         ...
 
-    def modify_manifest(
-        self,
-        rel: str,
-        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
-        *,
-        blocking: bool = True,
-    ) -> dict[str, Any] | None:
+    def modify_manifest(self, rel: str, change: ManifestChange, *, blocking: bool = True) -> dict[str, Any] | None:
         """Read, ``change`` (``None``: leave it), write, with no concurrent change lost
         (a file lock locally; conditional puts, retried, on a store). Returns what is
         stored afterwards; None when not ``blocking`` and another process holds the lock."""
@@ -451,13 +450,7 @@ class LocalRootTree:
         # The run's claim lock keeps recover away from a live run here: no version check.
         write_manifest(self.path(rel), data)
 
-    def modify_manifest(
-        self,
-        rel: str,
-        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
-        *,
-        blocking: bool = True,
-    ) -> dict[str, Any] | None:
+    def modify_manifest(self, rel: str, change: ManifestChange, *, blocking: bool = True) -> dict[str, Any] | None:
         from .ids import file_lock
         from .manifest import ManifestError, read_manifest, write_manifest
 
@@ -536,8 +529,6 @@ class LocalRootTree:
         return out
 
     def folder_leftovers(self, folder: str) -> tuple[bool, bool]:
-        from .status import _TEMP_MARKER
-
         run_dir = self.path(folder)
         # A spool with a recorder's folder in it may hold rows; an empty one (a close
         # killed while removing it) holds nothing and is no reason to recover again.
@@ -562,22 +553,17 @@ class LocalRootTree:
         return take_claim(part_lock_path(parts_dir, run_id))
 
     def merge_run_folder(self, folder: str) -> dict[str, int]:
-        from .status import _core
-
         run_dir = self.path(folder)
         _regular_files_only(run_dir)  # a FIFO would block the merge (NotRegularFileError is reported)
         return {k: int(v) for k, v in dict(_core().recover_run_dir(str(run_dir))).items()}
 
     def salvage_parts(self, flow: str, mode: str, run_id: str) -> None:
-        from .status import _core
-
         parts_dir = self._parts_dir(flow, mode, "telemetry")
         if parts_dir.is_dir():
             _core().salvage_parts(str(parts_dir), str(self._parts_dir(flow, mode, "events")), run_id)
 
     def remove_part_temps(self, flow: str, mode: str, run_id: str) -> int:
         from .manifest import fsync_dir
-        from .status import _TEMP_MARKER
 
         removed = 0
         for kind in ("telemetry", "events"):
@@ -611,7 +597,6 @@ class LocalRootTree:
 
     def parquet_rows(self, rel: str) -> int:
         from .._regular import check
-        from .status import _core
 
         check(self.path(rel))  # never block on a FIFO part
         return int(_core().parquet_rows(str(self.path(rel))))
@@ -645,14 +630,6 @@ class LocalRootTree:
 
 
 _FLOW_SUBDIRS = (RUNS_DIR, *(parts_dir_name(m, k) for m in ("dev", "tuner") for k in ("telemetry", "events")))
-
-
-def _scandir(d: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(d) as it:
-            return list(it)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 def _symlinked(path: Path, children: tuple[str, ...]) -> Path | None:
