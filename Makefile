@@ -88,7 +88,8 @@ MYPY_STRICT = flightlog/_errors.py flightlog/_analysis.py flightlog/_render.py f
 	flightlog/_demo.py flightlog/_plot.py flightlog/_dashdata.py flightlog/_report.py flightlog/_ui.py \
 	flightlog/catalog/backend.py flightlog/catalog/embedded.py flightlog/catalog/ducklake.py \
 	flightlog/catalog/files.py flightlog/catalog/lock.py \
-	flightlog/runs/tree.py flightlog/runs/layout.py flightlog/runs/roots.py
+	flightlog/runs/tree.py flightlog/runs/layout.py flightlog/runs/roots.py \
+	flightlog/runs/recover.py flightlog/runs/claim.py flightlog/runs/finish.py flightlog/runs/s3tree.py flightlog/runs/manager.py
 lint-python:  ## import-linter layers, mypy --strict (typed modules), module size
 	$(abspath $(VENV))/bin/lint-imports --config pyproject.toml
 	cd python && $(abspath $(VENV))/bin/mypy --strict --ignore-missing-imports $(MYPY_STRICT)

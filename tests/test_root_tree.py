@@ -202,3 +202,187 @@ def test_the_catalogs_httpfs_view_finds_the_same_newest_time(tree) -> None:
         assert got is not None and abs(got - tree.newest_time(manifest, dev.manifest_rel)) <= 1.0
     finally:
         view.close()
+
+
+# --------------------------------------------------------------------------- recovery
+# What the one recovery procedure (runs.recover.recover_tree) asks a tree, on every kind.
+
+
+def _parquet(n: int) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"step": pa.array(range(n), pa.int64())}), buf)
+    return buf.getvalue()
+
+
+def _put(tree: Any, rel: str, data: bytes) -> None:
+    """Writes a file as a recorder would have (the tree itself publishes manifests only)."""
+    if tree.kind == "local":
+        path = tree.path(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    else:
+        tree.store.put(tree.key(rel), data, "overwrite")
+
+
+def _segment(n: int) -> str:
+    from flightlog.runs.layout import SEGMENT_SUFFIX, SEGMENTS_DIR, TELEMETRY_SEGMENT_PREFIX
+
+    return f"{SEGMENTS_DIR}/{TELEMETRY_SEGMENT_PREFIX}{n:06d}{SEGMENT_SUFFIX}"
+
+
+def _part(mode: str, run_id: str, n: int) -> str:
+    return f"flows/gd/{mode}_telemetry/part-{run_id}-{n:06d}.parquet"
+
+
+def test_recovery_lists_run_folders_flows_and_leftovers(tree) -> None:
+    tree.create_manifest("fda_run_a/manifest.toml", {"status": "finished"})
+    _put(tree, f"fda_run_b/{_segment(1)}", _parquet(3))
+    tree.create_manifest("flows/gd/runs/r1.toml", running(mode="dev"))
+    _put(tree, _part("dev", "r1", 1), _parquet(2))
+    for _ in range(2):  # the same answers from one listing of the root
+        assert tree.recovery_folders() == [("fda_run_a", None), ("fda_run_b", None)]
+        assert tree.recovery_flows() == [("gd", None, ["flows/gd/runs/r1.toml"])]
+        assert tree.folder_leftovers("fda_run_a") == (False, False)
+        assert tree.folder_leftovers("fda_run_b")[0] is True
+        with tree.snapshot():
+            assert tree.recovery_folders() == [("fda_run_a", None), ("fda_run_b", None)]
+            assert tree.folder_leftovers("fda_run_b")[0] is True
+    # Nothing a compaction left, nothing held: nothing to sweep, no claim in the way.
+    assert tree.sweep_flow("gd") == (0, 0, [])
+    with tree.claim_run("fda_run_b") as busy:
+        assert busy is None
+    with tree.claim_parts("gd", "dev", "r1") as busy:
+        assert busy is None
+
+
+def test_merge_run_folder_publishes_the_merged_file_through_the_core(tree) -> None:
+    _put(tree, f"fda_run_x/{_segment(1)}", _parquet(3))
+    _put(tree, f"fda_run_x/{_segment(2)}", _parquet(4))
+    rep = tree.merge_run_folder("fda_run_x")
+    assert rep["telemetry_rows"] == 7 and rep["segments_merged"] == 2, rep
+    st = tree.stat("fda_run_x/telemetry.parquet")
+    assert st is not None and st.size > 0
+    assert tree.parquet_rows("fda_run_x/telemetry.parquet") == 7
+    assert tree.folder_leftovers("fda_run_x") == (False, False)
+    assert tree.merge_run_folder("fda_run_x")["segments_merged"] == 0  # idempotent
+
+
+def test_a_dev_runs_parts_are_listed_by_name_with_their_sizes(tree) -> None:
+    for n, rows in ((2, 5), (1, 2)):
+        _put(tree, _part("dev", "r1", n), _parquet(rows))
+    _put(tree, _part("dev", "r2", 1), _parquet(9))  # another run's part
+    tree.salvage_parts("gd", "dev", "r1")  # nothing left unwritten: nothing published
+    assert tree.remove_part_temps("gd", "dev", "r1") == 0
+    parts = tree.list_parts("gd", "dev", "telemetry", "r1")
+    assert [rel for rel, _ in parts] == [_part("dev", "r1", 1), _part("dev", "r1", 2)]
+    assert [tree.parquet_rows(rel) for rel, _ in parts] == [2, 5]
+    assert [st.size for _, st in parts] == [tree.stat(rel).size for rel, _ in parts]
+    assert tree.list_parts("gd", "dev", "events", "r1") == []
+    assert tree.compacted_parts("gd", "dev", "telemetry") == []
+
+
+def test_one_recovery_finalises_dead_runs_of_either_kind_alike(tree) -> None:
+    from flightlog.runs.recover import RecoverReport, recover_tree
+
+    tree.create_manifest("fda_run_x/manifest.toml", {**running(), "run_id": "x"})
+    _put(tree, f"fda_run_x/{_segment(1)}", _parquet(3))
+    _put(tree, f"fda_run_y/{_segment(1)}", _parquet(4))  # died before its manifest
+    tree.create_manifest("flows/gd/runs/r1.toml", {**running(mode="dev"), "run_id": "r1"})
+    _put(tree, _part("dev", "r1", 1), _parquet(5))
+    report = RecoverReport(root=tree.url())
+    recover_tree(tree, -1.0, report)  # no process to ask: dead by their files' age
+    assert report.errors == [] and report.live == []
+    got = {r["path"]: (r["previous_status"], r["status"], r["telemetry_rows"]) for r in report.recovered}
+    assert got == {
+        tree.url("fda_run_x"): ("running", "crashed", 3),
+        tree.url("fda_run_y"): ("unknown", "crashed", 4),
+        tree.url("flows/gd/runs/r1.toml"): ("running", "crashed", 5),
+    }
+    m, _ = tree.read_manifest("fda_run_x/manifest.toml")
+    assert m["files"] == [
+        {
+            "path": "telemetry.parquet",
+            "kind": "telemetry",
+            "rows": 3,
+            "bytes": tree.stat("fda_run_x/telemetry.parquet").size,
+        }
+    ]
+    m, _ = tree.read_manifest("flows/gd/runs/r1.toml")
+    assert [(f["path"], f["rows"]) for f in m["files"]] == [("../dev_telemetry/part-r1-000001.parquet", 5)]
+    assert m["counts"]["rows_written"] == 5
+    # Idempotent: a second pass finds nothing to do.
+    again = RecoverReport(root=tree.url())
+    recover_tree(tree, -1.0, again)
+    assert again.recovered == [] and again.errors == []
+
+
+# --------------------------------------------------------------------------- the manager
+# What TelemetryManager asks a tree instead of branching on the kind of root.
+
+
+def test_locations_folders_and_recorder_options(tree) -> None:
+    loc = tree.where("fda_run_x")
+    assert str(loc).endswith("root/fda_run_x")
+    assert str(tree.where()) == tree.url()
+    tree.make_folders(["flows/gd/runs", "flows/gd/dev_telemetry"])  # implied by keys on a store
+    opts = tree.recorder_options()
+    assert opts == ({} if tree.kind == "local" else {"storage_options": tree.storage_options})
+    # A recorder names its files by path locally and by object key on a store.
+    file = str(tree.where("flows/gd/dev_telemetry/part-r1-000001.parquet"))
+    if tree.kind == "s3":
+        file = tree.key("flows/gd/dev_telemetry/part-r1-000001.parquet")
+    assert tree.relative_to_manifest("flows/gd/runs/r1.toml", file) == "../dev_telemetry/part-r1-000001.parquet"
+    file = str(tree.where("fda_run_x/telemetry.parquet"))
+    if tree.kind == "s3":
+        file = tree.key("fda_run_x/telemetry.parquet")
+    assert tree.relative_to_manifest("fda_run_x/manifest.toml", file) == "telemetry.parquet"
+
+
+def test_the_closing_run_wins_over_a_recover_that_judged_it_dead(tree) -> None:
+    claimed = tree.claim_run_id("run", "gd", "fda_run_", "20250101_000000", running())
+    # recover rewrote the manifest meanwhile: the version the run holds is stale.
+    data, tag = tree.read_manifest(claimed.manifest_rel)
+    tree.update_manifest(claimed.manifest_rel, {**data, "status": "crashed"}, tag)
+    tree.replace_manifest(claimed.manifest_rel, {**data, "status": "finished"}, claimed.e_tag)
+    assert tree.read_manifest(claimed.manifest_rel)[0]["status"] == "finished"
+
+
+def test_modify_manifest_changes_only_what_needs_changing(tree) -> None:
+    rel = "flows/gd/manifest.toml"
+    calls: list[object] = []
+
+    def add_mode(mode: str):
+        def change(m):
+            calls.append(m)
+            if m is not None and mode in m.get("modes", []):
+                return None
+            return {"flow_name": "gd", "modes": sorted({*(m or {}).get("modes", []), mode})}
+
+        return change
+
+    assert tree.modify_manifest(rel, add_mode("dev")) == {"flow_name": "gd", "modes": ["dev"]}
+    assert tree.modify_manifest(rel, add_mode("tuner")) == {"flow_name": "gd", "modes": ["dev", "tuner"]}
+    assert tree.read_manifest(rel)[0]["modes"] == ["dev", "tuner"]
+    before = tree.read_manifest(rel)[1]
+    assert tree.modify_manifest(rel, add_mode("dev")) == {"flow_name": "gd", "modes": ["dev", "tuner"]}
+    assert tree.read_manifest(rel)[1] == before  # unchanged: not rewritten
+    # Concurrent modifications lose nothing.
+    race(4, lambda i: tree.modify_manifest(rel, add_mode(f"m{i}")))
+    assert tree.read_manifest(rel)[0]["modes"] == sorted(["dev", "tuner", "m0", "m1", "m2", "m3"])
+    version = tree.cheap_version(rel)
+    assert version == (tree.read_manifest(rel)[1] if tree.kind == "local" else None)
+
+
+@pytest.mark.parametrize("mode", ["run", "dev"])
+def test_unclaim_removes_the_claim(tree, mode) -> None:
+    claimed = tree.claim_run_id(mode, "gd", "fda_run_", "20250101_000000", running(mode=mode))
+    folder = claimed.manifest_rel.split("/")[0] if mode == "run" else None
+    tree.unclaim(claimed.manifest_rel, folder)
+    assert tree.read_manifest(claimed.manifest_rel) is None
+    assert tree.list_runs() == []
+    tree.unclaim(claimed.manifest_rel, folder)  # twice: no error

@@ -189,7 +189,7 @@ def open_store(location: ObjectLocation, overrides: Mapping[str, Any] | None = N
     """The native ``ObjectStore`` of ``location``'s bucket with :func:`storage_options`,
     shared per process by bucket and settings (one HTTP connection pool for every
     run a tuner starts). Keys passed to it are full keys (``location.key(...)``)."""
-    from . import _core  # type: ignore[attr-defined]
+    from . import _core
 
     opts = storage_options(overrides)
     cache_key = (location.bucket, tuple(sorted(opts.items())))

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import posixpath
-import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from .. import events as _events
-from .._errors import ConflictError, WriteError
+from .._errors import WriteError
 from .._schema import Schema
-from .ids import file_lock
-from .manifest import MANIFEST_NAME, ManifestError, read_manifest, utc_now_iso, write_manifest
+from .layout import FLOWS_DIR
+from .manifest import MANIFEST_NAME, ManifestError, utc_now_iso
+from .tree import RootTree
 
 _MAX_ERROR_MESSAGE = 4000
 
@@ -51,11 +49,11 @@ class _Finishing:
     _manifest_path: Any
     _manifest_rel: str
     _manifest_etag: str | None
-    _tree: Any
+    _tree: RootTree
     _recorder: Any
     _schema: Schema | None
     _outcome: str | None
-    _flow_dir: Path | None
+    _flow_dir: Any
     _closed: bool
     _collected: bool
     _finish_recorded: bool
@@ -148,16 +146,7 @@ class _Finishing:
         return interrupt if interrupt is not None else close_error
 
     def _write_final_manifest(self) -> None:
-        if self._tree is None:
-            write_manifest(self._manifest_path, self._manifest)
-            return
-        try:
-            self._tree.update_manifest(self._manifest_rel, self._manifest, self._manifest_etag)
-        except ConflictError:
-            # Only `recover` rewrites a running run's manifest, and only when it
-            # judged the run dead (another host, `stale_after` exceeded). This
-            # process is alive and closing: what it knows wins.
-            self._tree.modify_manifest(self._manifest_rel, lambda _: self._manifest)
+        self._tree.replace_manifest(self._manifest_rel, self._manifest, self._manifest_etag)
 
     def _finish_manifest(self, rec: Any, status: str, error: BaseException | None) -> None:
         m = self._manifest
@@ -190,10 +179,6 @@ class _Finishing:
         m["counts"] = {k: stats[k] for k in count_keys if k in stats}
         m["cost"] = {k: stats[k] for k in ("flush_secs", "bytes_written", "producer_stalls") if k in stats}
         files = []
-        if self._tree is None:
-            base, relpath = str(self._manifest_path.parent), os.path.relpath
-        else:  # object keys
-            base, relpath = posixpath.dirname(self._tree.key(self._manifest_rel)), posixpath.relpath
         for f in getattr(rec, "files", None) or []:
             if isinstance(f, Mapping):
                 path, rows, size = f["path"], f.get("rows"), f.get("bytes")
@@ -205,7 +190,8 @@ class _Finishing:
                 kind = "events" if name.startswith("events") else "telemetry"
             else:
                 kind = "events" if parent.endswith("_events") else "telemetry"
-            files.append({"path": relpath(path, base), "kind": kind, "rows": rows, "bytes": size})
+            rel = self._tree.relative_to_manifest(self._manifest_rel, path)
+            files.append({"path": rel, "kind": kind, "rows": rows, "bytes": size})
         m["files"] = files
         # Keep the documented key order: scalars, then the tables.
         order = [
@@ -249,37 +235,21 @@ class _Finishing:
                 data["schema"] = schema_json
             return data
 
-        if self._tree is not None:
-            # No locks on an object store: read, change, conditional put, retry.
-            self._tree.modify_manifest(
-                f"flows/{self.flow_name}/{MANIFEST_NAME}", lambda m: None if up_to_date(m) else updated(m)
-            )
-            return
-        path = self._flow_dir / MANIFEST_NAME
-
-        def current() -> dict[str, Any] | None:
-            try:
-                return read_manifest(path)
-            except (FileNotFoundError, ManifestError):
-                return None
-
-        key = (str(path), self.mode, schema_json)
-        if _flow_checked.get(key, False) == _signature(path):
-            return  # unchanged since this process found it up to date
-        if up_to_date(current()):
-            _flow_checked[key] = _signature(path)
+        rel = f"{FLOWS_DIR}/{self.flow_name}/{MANIFEST_NAME}"
+        # A tuner starting thousands of runs re-reads the flow manifest only when another
+        # process changed it (where the tree can tell without a request).
+        key = (self._tree.url(rel), self.mode, schema_json)
+        version = self._tree.cheap_version(rel)
+        if version is not None and _flow_checked.get(key) == version:
             return
         # From __del__ the collector may be running inside another run's section holding
-        # this lock on this very thread: waiting would never end, so try it only.
-        with file_lock(self._flow_dir / ".manifest.lock", blocking=not self._collected) as held:
-            if not held:
-                return  # the next run of the flow (or `compact`) brings it up to date
-            m = current()
-            if up_to_date(m):
-                _flow_checked[key] = _signature(path)
-                return
-            write_manifest(path, updated(m))
-            _flow_checked[key] = _signature(path)
+        # the flow's lock on this very thread: waiting would never end, so try it only
+        # (the next run of the flow, or `compact`, brings it up to date).
+        stored = self._tree.modify_manifest(
+            rel, lambda m: None if up_to_date(m) else updated(m), blocking=not self._collected
+        )
+        if stored is not None:
+            _flow_checked[key] = self._tree.cheap_version(rel)
 
     def _abandon(self) -> None:
         """Undo the claim after the recorder could not start."""
@@ -288,25 +258,11 @@ class _Finishing:
         if rec is not None:
             with contextlib.suppress(Exception):
                 rec.close()
-        if self._tree is not None:
-            with contextlib.suppress(Exception):
-                self._tree.delete(self._manifest_rel)
-        elif self.mode == "run":
-            shutil.rmtree(self.run_path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                self._manifest_path.unlink()
+        folder = self._manifest_rel.rsplit("/", 1)[0] if self.mode == "run" else None
+        self._tree.unclaim(self._manifest_rel, folder)
 
 
 # Flow manifests this process found up to date, by (path, mode, schema JSON),
-# with the file's identity then: a tuner starting thousands of runs re-reads the
+# with their version then (RootTree.cheap_version): a tuner starting thousands of runs re-reads the
 # flow manifest only when another process changed it.
-_flow_checked: dict[tuple[str, str, str | None], tuple[int, int, int] | None] = {}
-
-
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+_flow_checked: dict[tuple[str, str, str | None], str | None] = {}

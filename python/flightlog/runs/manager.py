@@ -35,7 +35,6 @@ import time
 import warnings
 import weakref
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from .. import events as _events
@@ -44,15 +43,15 @@ from .._names import check_run_names, validate_name
 from .._recorder import FlightRecorder, Sampling
 from .._schema import Field, Schema
 from .finish import _Finishing, _schema_of
-from .ids import DEFAULT_RUN_PREFIX, ROOT_ENV, flow_paths, resolve_root
-from .layout import FLOWS_DIR, parts_dir_name
+from .ids import DEFAULT_RUN_PREFIX
+from .layout import FLOWS_DIR, RUNS_DIR, parts_dir_name
 from .manifest import provenance as _provenance  # the name `provenance` is an argument of __init__
 from .manifest import (
     provenance_options,
     to_toml_table,
     utc_now_iso,
 )
-from .tree import LocalRootTree
+from .tree import RootTree
 
 #: The terminal events that set :attr:`TelemetryManager.outcome` (unless it was set explicitly).
 OUTCOME_OF_EVENT = {_events.TIMEOUT: "timeout", _events.CANCELLED: "cancelled", _events.CERT_FAIL: "cert_fail"}
@@ -307,20 +306,10 @@ class TelemetryManager(_Finishing):
         self._recorder: Any = None
 
         # 2. The root: a local folder, or an object-store URL (s3://bucket/prefix).
-        from .._s3 import is_object_url
+        from .roots import open_root
 
-        url = base_path if base_path is not None else os.environ.get(ROOT_ENV)
-        self._tree: Any = None
-        self.root: Any
-        if is_object_url(url):
-            from .s3tree import ObjectTree
-
-            self._tree = ObjectTree(str(url), storage_options)
-            self.root = self._tree.url()
-        else:
-            if storage_options is not None:
-                raise ValueError(f"storage_options is only for object-store roots (s3://...), not {base_path!r}")
-            self.root = resolve_root(base_path)
+        self._tree: RootTree = open_root(base_path, storage_options)
+        self.root: Any = self._tree.where()
 
         # 3. Claim the id together with the "running" manifest.
         sampling_table: dict[str, Any] = {"policy": "all"} if sampling is None else {}
@@ -344,28 +333,24 @@ class TelemetryManager(_Finishing):
         }
         if self._schema is not None:
             self._manifest["schema"] = self._schema.to_dict()
-        self._flow_dir: Path | None = None
+        self._flow_dir: Any = None
         # Run ids are unique per (root, flow) across modes: a "run" folder and a dev/tuner
         # run of the same flow started in the same second would otherwise share an id,
         # and the catalog (keyed by run_id and flow_name) could not tell their rows apart.
-        # Each side claims its own name first, then yields if the other side's name
+        # The tree claims the run's own name first, then yields if the other side's name
         # exists: of two concurrent claims at least one sees the other.
-        self._manifest_rel = ""
-        self._manifest_etag: str | None = None
-        if self._tree is not None:
-            rid = self._claim_on_store(run_prefix, run_id)
-        else:
-            root_tree = LocalRootTree(self.root)
-            if mode != "run":
-                paths = flow_paths(self.root, self.flow_name, mode)
-                for key in ("runs", "telemetry", "events"):
-                    paths[key].mkdir(parents=True, exist_ok=True)
-                self._flow_dir = paths["flow"]
-                self._parts_dir, self._events_dir = paths["telemetry"], paths["events"]
-            claimed = root_tree.claim_run_id(mode, self.flow_name, run_prefix, run_id, self._manifest)
-            rid = claimed.run_id
-            self._manifest_path = root_tree.path(claimed.manifest_rel)
-            self.run_path: Path = root_tree.path(run_prefix + rid) if mode == "run" else paths["flow"]
+        tree = self._tree
+        if mode != "run":
+            flow = f"{FLOWS_DIR}/{self.flow_name}"
+            parts, events = (f"{flow}/{parts_dir_name(mode, kind)}" for kind in ("telemetry", "events"))
+            tree.make_folders([f"{flow}/{RUNS_DIR}", parts, events])
+            self._flow_dir = tree.where(flow)
+            self._parts_dir, self._events_dir = tree.where(parts), tree.where(events)
+        claimed = tree.claim_run_id(mode, self.flow_name, run_prefix, run_id, self._manifest)
+        rid = claimed.run_id
+        self._manifest_rel, self._manifest_etag = claimed.manifest_rel, claimed.e_tag
+        self._manifest_path: Any = tree.where(claimed.manifest_rel)
+        self.run_path: Any = tree.where(run_prefix + rid) if mode == "run" else self._flow_dir
         self.run_id: str = rid
         self._constants["run_id"] = rid
 
@@ -382,23 +367,6 @@ class TelemetryManager(_Finishing):
         with _open_lock:
             _open_runs.add(self)
         self._started = True  # __del__ finishes it from now on
-
-    def _claim_on_store(self, run_prefix: str, run_id: str | None) -> str:
-        """Claims the run id with the create-only put of the ``running`` manifest."""
-        tree = self._tree
-        flow = f"{FLOWS_DIR}/{self.flow_name}"
-        claimed = tree.claim_run_id(self.mode, self.flow_name, run_prefix, run_id, self._manifest)
-        rid = claimed.run_id
-        self._manifest_rel, self._manifest_etag = claimed.manifest_rel, claimed.e_tag
-        self._manifest_path: Any = tree.url(self._manifest_rel)
-        if self.mode == "run":
-            self.run_path: Any = tree.url(run_prefix + rid)
-        else:
-            self._flow_dir = tree.url(flow)
-            self._parts_dir = tree.url(f"{flow}/{parts_dir_name(self.mode, 'telemetry')}")
-            self._events_dir = tree.url(f"{flow}/{parts_dir_name(self.mode, 'events')}")
-            self.run_path = self._flow_dir
-        return rid
 
     # ------------------------------------------------------------------ recorder
 
@@ -422,8 +390,7 @@ class TelemetryManager(_Finishing):
         opts = dict(self._options)
         if "sampling" in opts and isinstance(opts["sampling"], list):
             opts["sampling"] = tuple(opts["sampling"])
-        if self._tree is not None:
-            opts["storage_options"] = self._tree.storage_options
+        opts.update(self._tree.recorder_options())
         if self.mode == "run":
             return FlightRecorder(self.run_path, schema, run_id=self.run_id, constants=dict(self._constants), **opts)
         return FlightRecorder.for_parts(
@@ -438,10 +405,10 @@ class TelemetryManager(_Finishing):
 
     def _bind(self, rec: Any) -> None:
         # Straight to the native methods: no Python frame on the hot path.
-        self.log = rec.log
-        self.record = rec.record
-        self.extend = rec.extend
-        self.flush = rec.flush
+        self.log = rec.log  # type: ignore[method-assign]
+        self.record = rec.record  # type: ignore[method-assign]
+        self.extend = rec.extend  # type: ignore[method-assign]
+        self.flush = rec.flush  # type: ignore[method-assign]
 
     def _drain_buffered(self, rec: Any) -> None:
         items, self._buffered.items = self._buffered.items, []

@@ -371,7 +371,7 @@ def _flightlog_version() -> str:
 def _numpy_version() -> str | None:
     np = _numpy()
     if np is not None and isinstance(getattr(np, "__version__", None), str):
-        return np.__version__
+        return str(np.__version__)
     try:
         from importlib.metadata import version as dist_version
 

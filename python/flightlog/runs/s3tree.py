@@ -16,29 +16,27 @@ replaces the local file-system primitives:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import posixpath
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .._errors import ConflictError
 from .._s3 import ObjectLocation, open_store
 from .layout import (
-    DEFAULT_RUN_PREFIX,
-    EVENTS_FILE,
     FLOWS_DIR,
     MANIFEST_NAME,
     RUNS_DIR,
     SEGMENTS_DIR,
-    TELEMETRY_FILE,
     part_pattern,
     parts_dir_name,
 )
-from .manifest import dumps_manifest, parse_manifest, utc_now_iso
-from .status import crashed_manifest, status_by_evidence
-from .tree import Claim, FileStat, RunEntry, manifest_rels
+from .manifest import dumps_manifest, parse_manifest
+from .status import status_by_evidence
+from .tree import Claim, FileStat, ManifestChange, RunEntry, manifest_rels
 
 
 class ObjectTree:
@@ -52,6 +50,8 @@ class ObjectTree:
         self.location = ObjectLocation.parse(url)
         self.storage_options = dict(storage_options or {})
         self.store = open_store(self.location, self.storage_options)
+        # One listing of the root, kept while recovery walks it (see snapshot()).
+        self._snapshot: builtins.list[dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"ObjectTree({self.url()!r})"
@@ -79,16 +79,19 @@ class ObjectTree:
     def list(self, rel_prefix: str) -> list[dict[str, Any]]:
         """Objects below ``rel_prefix/`` (recursively), with ``rel`` added to each."""
         out = []
+        if self._snapshot is not None:
+            base = self.key(rel_prefix)
+            return [o for o in self._snapshot if not base or o["key"] == base or o["key"].startswith(base + "/")]
         for info in self.store.list(self.key(rel_prefix)):
             info["rel"] = self.rel(info["key"])
             out.append(info)
         return out
 
-    def names(self, rel_dir: str) -> list[str]:
+    def names(self, rel_dir: str) -> builtins.list[str]:
         """Names of the objects directly in ``rel_dir``."""
         return list(self.store.list_names(self.key(rel_dir)))
 
-    def subfolders(self, rel_dir: str = "") -> list[str]:
+    def subfolders(self, rel_dir: str = "") -> builtins.list[str]:
         """Names of the "folders" directly below ``rel_dir`` (from a recursive listing)."""
         base = self.key(rel_dir)
         cut = len(base) + 1 if base else 0
@@ -103,14 +106,14 @@ class ObjectTree:
 
     def create_manifest(self, rel: str, data: Mapping[str, Any]) -> str | None:
         """Publish a new manifest; ``FileExistsError`` if ``rel`` exists. Returns its ETag."""
-        return self.store.put(self.key(rel), dumps_manifest(data), "create")
+        return _e_tag(self.store.put(self.key(rel), dumps_manifest(data), "create"))
 
     def update_manifest(self, rel: str, data: Mapping[str, Any], e_tag: str | None) -> str | None:
         """Replace the manifest if it still has ``e_tag`` (``ConflictError`` otherwise).
         Without an ETag (a store that gives none) the put is unconditional."""
         if e_tag is None:
-            return self.store.put(self.key(rel), dumps_manifest(data), "overwrite")
-        return self.store.put(self.key(rel), dumps_manifest(data), "update", e_tag)
+            return _e_tag(self.store.put(self.key(rel), dumps_manifest(data), "overwrite"))
+        return _e_tag(self.store.put(self.key(rel), dumps_manifest(data), "update", e_tag))
 
     def read_manifest(self, rel: str) -> tuple[dict[str, Any], str | None] | None:
         """``(manifest, e_tag)``, or ``None`` if there is none. ``ManifestError`` if unreadable."""
@@ -121,15 +124,12 @@ class ObjectTree:
         return parse_manifest(raw, self.url(rel)), e_tag
 
     def modify_manifest(
-        self,
-        rel: str,
-        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
-        *,
-        attempts: int = 50,
+        self, rel: str, change: ManifestChange, *, blocking: bool = True, attempts: int = 50
     ) -> dict[str, Any] | None:
         """Read, ``change``, conditional put; again on a lost race. ``change`` gets the
         current manifest (``None`` if absent) and returns the new one, or ``None``
-        to leave it as it is. Returns what is stored afterwards."""
+        to leave it as it is. Returns what is stored afterwards. No locks: ``blocking``
+        changes nothing."""
         for attempt in range(attempts):
             current = self.read_manifest(rel)
             data, e_tag = current if current is not None else (None, None)
@@ -145,6 +145,116 @@ class ObjectTree:
             except (FileExistsError, ConflictError):
                 time.sleep(min(0.5, 0.005 * 2**attempt) * random.random())
         raise ConflictError(f"{self.url(rel)} kept changing under {attempts} attempts to update it")
+
+    # -- a run's manager (flightlog.runs.manager) ----------------------------------------
+
+    def where(self, rel: str = "") -> str:
+        return self.url(rel)
+
+    def make_folders(self, rels: builtins.list[str]) -> None:
+        return None  # folders are implied by keys
+
+    def recorder_options(self) -> dict[str, Any]:
+        return {"storage_options": self.storage_options}
+
+    def relative_to_manifest(self, manifest_rel: str, file: str) -> str:
+        # A recorder on a store names its files by object key.
+        return posixpath.relpath(file, posixpath.dirname(self.key(manifest_rel)) or ".")
+
+    def replace_manifest(self, rel: str, data: Mapping[str, Any], e_tag: str | None) -> None:
+        try:
+            self.update_manifest(rel, data, e_tag)
+        except ConflictError:
+            # Only `recover` rewrites a running run's manifest, and only when it judged
+            # the run dead (another host, `stale_after` exceeded). This process is alive
+            # and closing: what it knows wins.
+            self.modify_manifest(rel, lambda _: dict(data))
+
+    def cheap_version(self, rel: str) -> str | None:
+        return None  # a version costs a request: always read
+
+    def unclaim(self, manifest_rel: str, folder_rel: str | None) -> None:
+        with contextlib.suppress(Exception):
+            self.delete(manifest_rel)
+
+    # -- recovery (flightlog.runs.recover) -----------------------------------------------
+    # No folders, no temp files, no locks: the claims are no-ops, and what replaces them
+    # is the conditional put of the recovered manifest (a lost race leaves the run's own).
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        self._snapshot = self.list("")
+        try:
+            yield
+        finally:
+            self._snapshot = None
+
+    def _top_level(self) -> tuple[dict[str, int], dict[str, builtins.list[str]]]:
+        folders: dict[str, int] = {}
+        flows: dict[str, builtins.list[str]] = {}
+        for info in self.list(""):
+            top, _, rest = info["rel"].partition("/")
+            if not rest:
+                continue
+            if top == FLOWS_DIR:
+                flow, _, inner = rest.partition("/")
+                if inner:
+                    runs = flows.setdefault(flow, [])
+                    if inner.startswith(f"{RUNS_DIR}/") and inner.endswith(".toml") and inner.count("/") == 1:
+                        runs.append(info["rel"])
+            elif not top.startswith("."):
+                folders[top] = folders.get(top, 0) + 1
+        return folders, flows
+
+    def recovery_folders(self) -> builtins.list[tuple[str, str | None]]:
+        return [(f, None) for f in sorted(self._top_level()[0])]
+
+    def recovery_flows(self) -> builtins.list[tuple[str, str | None, builtins.list[str]]]:
+        return [(f, None, sorted(rels)) for f, rels in sorted(self._top_level()[1].items())]
+
+    def folder_leftovers(self, folder: str) -> tuple[bool, bool]:
+        segments = f"{folder}/{SEGMENTS_DIR}/"
+        return any(o["rel"].startswith(segments) for o in self.list(folder)), False
+
+    def claim_run(self, folder: str) -> contextlib.AbstractContextManager[tuple[str, bool] | None]:
+        return contextlib.nullcontext()
+
+    def claim_parts(
+        self, flow: str, mode: str, run_id: str
+    ) -> contextlib.AbstractContextManager[tuple[str, bool] | None]:
+        return contextlib.nullcontext()
+
+    def merge_run_folder(self, folder: str) -> dict[str, int]:
+        from .. import _core
+
+        return {k: int(v) for k, v in dict(_core.recover_run_dir(self.key(folder), store=self.store)).items()}
+
+    def salvage_parts(self, flow: str, mode: str, run_id: str) -> None:
+        return None  # a recorder on an object store publishes parts whole or not at all
+
+    def remove_part_temps(self, flow: str, mode: str, run_id: str) -> int:
+        return 0  # no temp objects: an unfinished upload is invisible
+
+    def list_parts(self, flow: str, mode: str, kind: str, run_id: str) -> builtins.list[tuple[str, FileStat]]:
+        base = f"{FLOWS_DIR}/{flow}/{parts_dir_name(mode, kind)}"
+        pat = part_pattern(run_id)
+        found = [
+            (o["rel"], FileStat(int(o["size"]), o["last_modified_ms"] / 1e3))
+            for o in self.list(base)
+            if posixpath.dirname(o["rel"]) == base and pat.match(posixpath.basename(o["rel"]))
+        ]
+        return sorted(found)
+
+    def compacted_parts(self, flow: str, mode: str, kind: str) -> builtins.list[tuple[str, int | None]]:
+        return []  # compact() works on local roots only
+
+    def parquet_rows(self, rel: str) -> int:
+        from .. import _core
+
+        return int(_core.parquet_rows(self.key(rel), store=self.store))
+
+    def sweep_flow(self, flow: str) -> tuple[int, int, builtins.list[dict[str, str]]]:
+        return 0, 0, []
 
     # -- the RootTree protocol ------------------------------------------------------------
 
@@ -188,6 +298,11 @@ class ObjectTree:
 
         rid = claim(folder, make, run_id)
         return Claim(rid, mine.format(rid), e_tags[rid])
+
+
+def _e_tag(put: Any) -> str | None:
+    """The ETag a put returned (``None`` from a store that gives none)."""
+    return None if put is None else str(put)
 
 
 def runs_in_listing(objects: Sequence[Mapping[str, Any]]) -> list[RunEntry]:
@@ -234,188 +349,8 @@ def relpath(key: str, base_key: str) -> str:
     return posixpath.relpath(key, base_key or ".")
 
 
-# --------------------------------------------------------------------------- recovery
-
-
 def alive_by_evidence(manifest: Mapping[str, Any], newest_s: float, stale_after: float) -> bool:
     """Whether a ``running`` run is alive: its process on this host, else objects
     written within ``stale_after`` seconds (other hosts cannot be asked)."""
     running = {**manifest, "status": "running"}
     return status_by_evidence(running, lambda: newest_s, stale_after=stale_after) == "running"
-
-
-def _iso_ms(ms: float) -> str:
-    import datetime as _dt
-
-    return _dt.datetime.fromtimestamp(ms / 1e3, _dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _publish_recovered(tree: ObjectTree, rel: str, manifest: dict[str, Any], e_tag: str | None, existed: bool) -> bool:
-    """Writes the recovered manifest; False if the run changed it meanwhile (it was
-    alive after all and closed): then the run's own manifest stands."""
-    try:
-        if existed:
-            tree.update_manifest(rel, manifest, e_tag)
-        else:
-            tree.create_manifest(rel, manifest)
-    except (ConflictError, FileExistsError):
-        return False
-    return True
-
-
-def recover_tree(tree: ObjectTree, stale_after: float, report: Any) -> None:
-    """``flightlog.recover`` for an object-store root: finalises crashed runs into
-    ``report`` (a ``RecoverReport``). Incomplete multipart uploads a crash left are
-    invisible; a bucket lifecycle rule (AbortIncompleteMultipartUpload) reclaims them."""
-    from .._errors import FlightlogError
-
-    objects = tree.list("")
-    run_folders: dict[str, list[dict[str, Any]]] = {}
-    flow_objects: dict[str, list[dict[str, Any]]] = {}
-    for info in objects:
-        top, _, rest = info["rel"].partition("/")
-        if not rest:
-            continue
-        if top == FLOWS_DIR:
-            flow, _, inner = rest.partition("/")
-            if inner:
-                info["in_flow"] = inner
-                flow_objects.setdefault(flow, []).append(info)
-        elif not top.startswith("."):
-            info["in_run"] = rest
-            run_folders.setdefault(top, []).append(info)
-    for folder, infos in sorted(run_folders.items()):
-        try:
-            _recover_run_folder(tree, folder, infos, stale_after, report)
-        except (OSError, FlightlogError, ValueError) as err:
-            report.errors.append({"path": tree.url(folder), "error": f"{type(err).__name__}: {err}"})
-    for flow, infos in sorted(flow_objects.items()):
-        for info in infos:
-            inner = info["in_flow"]
-            if not (inner.startswith("runs/") and inner.endswith(".toml") and inner.count("/") == 1):
-                continue
-            try:
-                _recover_append_run(tree, flow, info, infos, stale_after, report)
-            except (OSError, FlightlogError, ValueError) as err:
-                report.errors.append({"path": tree.url(info["rel"]), "error": f"{type(err).__name__}: {err}"})
-
-
-def _recover_run_folder(
-    tree: ObjectTree, folder: str, infos: list[dict[str, Any]], stale_after: float, report: Any
-) -> None:
-    from .. import _core  # type: ignore[attr-defined]
-
-    by_name = {i["in_run"]: i for i in infos}
-    has_segments = any(n.startswith(f"{SEGMENTS_DIR}/") for n in by_name)
-    newest_ms = max(i["last_modified_ms"] for i in infos)
-    mrel = f"{folder}/{MANIFEST_NAME}"
-    read = tree.read_manifest(mrel) if MANIFEST_NAME in by_name else None
-    if read is None:
-        # Segments without a manifest: not a flightlog run folder, unless old.
-        if not has_segments or time.time() - newest_ms / 1e3 <= stale_after:
-            return
-        run_id = folder[len(DEFAULT_RUN_PREFIX) :] if folder.startswith(DEFAULT_RUN_PREFIX) else folder
-        manifest: dict[str, Any] = {"run_id": run_id, "mode": "run", "status": "running"}
-        e_tag, previous = None, "unknown"
-    else:
-        manifest, e_tag = read
-        previous = str(manifest.get("status", "unknown"))
-        if previous == "running" and alive_by_evidence(manifest, newest_ms / 1e3, stale_after):
-            report.live.append(tree.url(folder))
-            return
-        if previous != "running" and not has_segments:
-            return  # finished, failed or already recovered
-    rep = {k: int(v) for k, v in dict(_core.recover_run_dir(tree.key(folder), store=tree.store)).items()}
-    files = []
-    for name, kind, rows in (
-        (TELEMETRY_FILE, "telemetry", rep["telemetry_rows"]),
-        (EVENTS_FILE, "events", rep["event_rows"]),
-    ):
-        head = tree.store.head(tree.key(f"{folder}/{name}"))
-        if head is not None:
-            files.append({"path": name, "kind": kind, "rows": rows, "bytes": int(head["size"])})
-    m = dict(manifest)
-    if previous in ("running", "unknown"):
-        m = crashed_manifest(
-            manifest,
-            finished_at=_iso_ms(newest_ms),
-            telemetry_rows=rep["telemetry_rows"],
-            event_rows=rep["event_rows"],
-        )
-    m["files"] = files
-    m["recovery"] = {"recovered_at": utc_now_iso(), **rep}
-    if not _publish_recovered(tree, mrel, m, e_tag, read is not None):
-        report.live.append(tree.url(folder))
-        return
-    report.recovered.append(
-        {
-            "run_id": str(m.get("run_id", folder)),
-            "flow_name": m.get("flow_name"),
-            "mode": "run",
-            "path": tree.url(folder),
-            "previous_status": previous,
-            "status": m["status"],
-            **rep,
-        }
-    )
-
-
-def _recover_append_run(
-    tree: ObjectTree,
-    flow: str,
-    minfo: dict[str, Any],
-    flow_infos: list[dict[str, Any]],
-    stale_after: float,
-    report: Any,
-) -> None:
-    from .. import _core  # type: ignore[attr-defined]
-
-    read = tree.read_manifest(minfo["rel"])
-    if read is None:
-        return
-    manifest, e_tag = read
-    previous = str(manifest.get("status", "unknown"))
-    if previous != "running":
-        return
-    mode = str(manifest.get("mode", "dev"))
-    run_id = str(manifest.get("run_id", posixpath.basename(minfo["rel"])[: -len(".toml")]))
-    pat = part_pattern(run_id)
-    parts = [
-        (kind, i)
-        for i in flow_infos
-        for kind in ("telemetry", "events")
-        if posixpath.dirname(i["in_flow"]) == f"{mode}_{kind}" and pat.match(posixpath.basename(i["in_flow"]))
-    ]
-    newest_ms = max([minfo["last_modified_ms"], *(i["last_modified_ms"] for _, i in parts)])
-    if alive_by_evidence(manifest, newest_ms / 1e3, stale_after):
-        report.live.append(tree.url(minfo["rel"]))
-        return
-    files = []
-    rows = {"telemetry": 0, "events": 0}
-    for kind, i in sorted(parts, key=lambda p: p[1]["key"]):
-        n = int(_core.parquet_rows(i["key"], store=tree.store))
-        rows[kind] += n
-        files.append({"path": f"../{i['in_flow']}", "kind": kind, "rows": n, "bytes": int(i["size"])})
-    m = crashed_manifest(
-        manifest, finished_at=_iso_ms(newest_ms), telemetry_rows=rows["telemetry"], event_rows=rows["events"]
-    )
-    m["files"] = files
-    m["recovery"] = {"recovered_at": utc_now_iso(), "temp_files_removed": 0}
-    if not _publish_recovered(tree, minfo["rel"], m, e_tag, True):
-        report.live.append(tree.url(minfo["rel"]))
-        return
-    report.recovered.append(
-        {
-            "run_id": run_id,
-            "flow_name": m.get("flow_name", flow),
-            "mode": mode,
-            "path": tree.url(minfo["rel"]),
-            "previous_status": previous,
-            "status": "crashed",
-            "telemetry_rows": rows["telemetry"],
-            "event_rows": rows["events"],
-            "segments_merged": 0,
-            "temp_files_removed": 0,
-            "leftover_segments_removed": 0,
-        }
-    )

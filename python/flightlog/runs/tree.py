@@ -27,15 +27,34 @@ import errno
 import fcntl
 import os
 import stat as _stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .. import _regular
 from .._errors import ConflictError
 from .._regular import NotRegularFileError
-from .layout import FLOWS_DIR, MANIFEST_NAME, RUNS_DIR
+from .claim import Busy
+from .layout import (
+    FLOWS_DIR,
+    MANIFEST_NAME,
+    RUN_LOCK_NAME,
+    RUNS_DIR,
+    SEGMENTS_DIR,
+    SPOOL_DIR_NAME,
+    compacted_name,
+    part_pattern,
+    part_temp_prefix,
+    parts_dir_name,
+)
+from .status import _TEMP_MARKER, _core, _scandir
 
-__all__ = ["Claim", "FileStat", "LocalRootTree", "RootTree", "RunEntry", "manifest_rels"]
+__all__ = ["Claim", "FileStat", "LocalRootTree", "ManifestChange", "RootTree", "RunEntry", "manifest_rels"]
+
+#: How :meth:`RootTree.modify_manifest` changes a manifest: the current one (None if
+#: absent) to the new one, or None to leave it as it is.
+ManifestChange = Callable[[dict[str, Any] | None], dict[str, Any] | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +132,109 @@ class RootTree(Protocol):
     ) -> Claim:
         """Claim ``run_id`` (default: the time now), else ``run_id_2``, ... with ``manifest``
         (its ``run_id`` is set) as the run's first manifest."""
+        ...
+
+    # -- what a run's manager (flightlog.runs.manager) needs -----------------------------
+
+    def where(self, rel: str = "") -> Any:
+        """What a recorder and the user are given for ``rel``: a ``Path`` locally, the
+        ``s3://`` URL on an object store."""
+        ...
+
+    def make_folders(self, rels: list[str]) -> None:
+        """Create the folders ``rels`` (and their parents); implied by keys on a store."""
+        ...
+
+    def recorder_options(self) -> dict[str, Any]:
+        """What :class:`~flightlog.FlightRecorder` needs besides a location."""
+        ...
+
+    def relative_to_manifest(self, manifest_rel: str, file: str) -> str:
+        """``file`` (as a recorder names it: a path, or an object key) relative to the
+        folder of the manifest ``manifest_rel``."""
+        ...
+
+    def replace_manifest(self, rel: str, data: Mapping[str, Any], e_tag: str | None) -> None:
+        """Publish the final manifest of a run this process owns. Only ``recover``
+        rewrites a running run's manifest, and only once it judged the run dead: this
+        process is alive and closing, so what it knows wins over such a rewrite."""
+        ...
+
+    def modify_manifest(self, rel: str, change: ManifestChange, *, blocking: bool = True) -> dict[str, Any] | None:
+        """Read, ``change`` (``None``: leave it), write, with no concurrent change lost
+        (a file lock locally; conditional puts, retried, on a store). Returns what is
+        stored afterwards; None when not ``blocking`` and another process holds the lock."""
+        ...
+
+    def cheap_version(self, rel: str) -> str | None:
+        """The version of ``rel`` when it can be known without a request (a local
+        ``stat``), else None: lets a caller skip re-reading an unchanged manifest."""
+        ...
+
+    def unclaim(self, manifest_rel: str, folder_rel: str | None) -> None:
+        """Undo a claim whose recorder could not start: its manifest, and its run
+        folder (``folder_rel``; None for a dev/tuner run). Errors are ignored."""
+        ...
+
+    # -- what recovery (flightlog.runs.recover) needs ------------------------------------
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Within the block, listings may be answered from one listing of the root
+        (one request on an object store instead of one per run)."""
+        ...
+
+    def recovery_folders(self) -> list[tuple[str, str | None]]:
+        """``(folder, problem)`` for every possible run folder, sorted; ``problem``: why
+        it must not be touched (a symbolic link), or None."""
+        ...
+
+    def recovery_flows(self) -> list[tuple[str, str | None, list[str]]]:
+        """``(flow, problem, manifest_rels)`` for every flow folder, sorted: its dev/tuner
+        run manifests, or the reason (a symbolic link) it must not be touched."""
+        ...
+
+    def folder_leftovers(self, folder: str) -> tuple[bool, bool]:
+        """``(has_segments, has_temp_files)`` of a run folder: whether a close is owed."""
+        ...
+
+    def claim_run(self, folder: str) -> AbstractContextManager[Busy | None]:
+        """The run folder's one-writer claim (:func:`~.claim.take_claim`): None when it is
+        ours for the block, else who holds it. No locks on an object store: always None."""
+        ...
+
+    def claim_parts(self, flow: str, mode: str, run_id: str) -> AbstractContextManager[Busy | None]:
+        """The one-writer claim of a dev/tuner run's parts (as :meth:`claim_run`)."""
+        ...
+
+    def merge_run_folder(self, folder: str) -> dict[str, int]:
+        """Finalise a dead run's folder through the core (``_core.recover_run_dir``):
+        merge its segments, sweep its temp files. Returns the core's counts."""
+        ...
+
+    def salvage_parts(self, flow: str, mode: str, run_id: str) -> None:
+        """Publish what a dead dev/tuner recorder had not yet written as one last part
+        each (``_core.salvage_parts``)."""
+        ...
+
+    def remove_part_temps(self, flow: str, mode: str, run_id: str) -> int:
+        """Remove a dead dev/tuner run's temp files; how many."""
+        ...
+
+    def list_parts(self, flow: str, mode: str, kind: str, run_id: str) -> list[tuple[str, FileStat]]:
+        """``(rel, stat)`` of a dev/tuner run's published parts of ``kind``, by name."""
+        ...
+
+    def compacted_parts(self, flow: str, mode: str, kind: str) -> list[tuple[str, int | None]]:
+        """``(part name, rows)`` that the flow's compacted file of ``kind`` lists."""
+        ...
+
+    def parquet_rows(self, rel: str) -> int:
+        """Rows of a Parquet file, from its footer (a FIFO or link is refused, never opened)."""
+        ...
+
+    def sweep_flow(self, flow: str) -> tuple[int, int, list[dict[str, str]]]:
+        """``(temp_files_removed, leftover_parts_removed, errors)``: what a compaction
+        that died left in ``flow``; nothing while a compaction holds the flow."""
         ...
 
 
@@ -202,7 +324,11 @@ class LocalRootTree:
         try:
             st = os.fstat(fd)
             if not _stat.S_ISREG(st.st_mode):
-                raise NotRegularFileError(errno.EINVAL, "not a regular file", os.fspath(path))
+                # The words of _regular.read_bytes, which manifests were read with before.
+                reason = (
+                    f"{_regular._kind(st.st_mode)}, not a regular file: not opened (reading it could block forever)"
+                )
+                raise NotRegularFileError(errno.EINVAL, reason, os.fspath(path))
             chunks = []
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
@@ -302,3 +428,232 @@ class LocalRootTree:
             rid = claim(runs_dir, make, run_id)
         rel = mine.format(rid)
         return Claim(rid, rel, self._version(rel))
+
+    # -- a run's manager ----------------------------------------------------------------
+
+    def where(self, rel: str = "") -> Path:
+        return self.path(rel)
+
+    def make_folders(self, rels: list[str]) -> None:
+        for rel in rels:
+            self.path(rel).mkdir(parents=True, exist_ok=True)
+
+    def recorder_options(self) -> dict[str, Any]:
+        return {}
+
+    def relative_to_manifest(self, manifest_rel: str, file: str) -> str:
+        return os.path.relpath(file, str(self.path(manifest_rel).parent))
+
+    def replace_manifest(self, rel: str, data: Mapping[str, Any], e_tag: str | None) -> None:
+        from .manifest import write_manifest
+
+        # The run's claim lock keeps recover away from a live run here: no version check.
+        write_manifest(self.path(rel), data)
+
+    def modify_manifest(self, rel: str, change: ManifestChange, *, blocking: bool = True) -> dict[str, Any] | None:
+        from .ids import file_lock
+        from .manifest import ManifestError, read_manifest, write_manifest
+
+        path = self.path(rel)
+
+        def current() -> dict[str, Any] | None:
+            try:
+                return read_manifest(path)
+            except (FileNotFoundError, ManifestError):
+                return None  # an unreadable manifest is replaced
+
+        m = current()
+        if change(None if m is None else dict(m)) is None:
+            return m  # nothing to change: no lock taken
+        path.parent.mkdir(parents=True, exist_ok=True)  # as a key on a store implies it
+        with file_lock(path.parent / ".manifest.lock", blocking=blocking) as held:
+            if not held:
+                return None
+            m = current()
+            new = change(None if m is None else dict(m))
+            if new is None:
+                return m
+            write_manifest(path, new)
+            return new
+
+    def cheap_version(self, rel: str) -> str | None:
+        return self._version(rel)
+
+    def unclaim(self, manifest_rel: str, folder_rel: str | None) -> None:
+        import shutil
+
+        if folder_rel is not None:
+            shutil.rmtree(self.path(folder_rel), ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path(manifest_rel))
+
+    # -- recovery ---------------------------------------------------------------------
+    # Recovery writes, renames and deletes files: through a symbolic link it could do so
+    # outside the root (or merge another run's segments into this one), so links are
+    # never followed, and a FIFO is never opened (it would block the merge).
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def recovery_folders(self) -> list[tuple[str, str | None]]:
+        out: list[tuple[str, str | None]] = []
+        for e in sorted(_scandir(self.root), key=lambda e: e.name):
+            if e.name.startswith(".") or e.name == FLOWS_DIR or not e.is_dir():
+                continue
+            link = _symlinked(Path(e.path), (SEGMENTS_DIR,))
+            if link is None:
+                out.append((e.name, None))
+            elif (Path(e.path) / MANIFEST_NAME).exists() or (Path(e.path) / SEGMENTS_DIR).exists():
+                out.append((e.name, _link_message(link)))
+        return out
+
+    def recovery_flows(self) -> list[tuple[str, str | None, list[str]]]:
+        if _symlinked(self.path(FLOWS_DIR), ()) is not None:
+            return []
+        out: list[tuple[str, str | None, list[str]]] = []
+        for flow in sorted(_scandir(self.path(FLOWS_DIR)), key=lambda e: e.name):
+            if not flow.is_dir() or flow.name.startswith("."):
+                continue
+            link = _symlinked(Path(flow.path), _FLOW_SUBDIRS)
+            if link is not None:
+                out.append((flow.name, _link_message(link), []))
+                continue
+            runs = f"{FLOWS_DIR}/{flow.name}/{RUNS_DIR}"
+            rels = [
+                f"{runs}/{m.name}"
+                for m in sorted(_scandir(self.path(runs)), key=lambda e: e.name)
+                if not m.name.startswith(".") and m.name.endswith(".toml")
+            ]
+            out.append((flow.name, None, rels))
+        return out
+
+    def folder_leftovers(self, folder: str) -> tuple[bool, bool]:
+        run_dir = self.path(folder)
+        # A spool with a recorder's folder in it may hold rows; an empty one (a close
+        # killed while removing it) holds nothing and is no reason to recover again.
+        has_segments = (run_dir / SEGMENTS_DIR).is_dir() or any(e.is_dir() for e in _scandir(run_dir / SPOOL_DIR_NAME))
+        has_temps = any(_TEMP_MARKER in e.name and e.name.startswith(".") for e in _scandir(run_dir))
+        return has_segments, has_temps
+
+    def claim_run(self, folder: str) -> AbstractContextManager[Busy | None]:
+        from .claim import take_claim
+
+        return take_claim(self.path(folder) / RUN_LOCK_NAME)
+
+    def _parts_dir(self, flow: str, mode: str, kind: str) -> Path:
+        return self.path(f"{FLOWS_DIR}/{flow}/{parts_dir_name(mode, kind)}")
+
+    def claim_parts(self, flow: str, mode: str, run_id: str) -> AbstractContextManager[Busy | None]:
+        from .claim import part_lock_path, take_claim
+
+        parts_dir = self._parts_dir(flow, mode, "telemetry")
+        if not parts_dir.is_dir():
+            return contextlib.nullcontext()  # no parts yet: no lock file to take
+        return take_claim(part_lock_path(parts_dir, run_id))
+
+    def merge_run_folder(self, folder: str) -> dict[str, int]:
+        run_dir = self.path(folder)
+        _regular_files_only(run_dir)  # a FIFO would block the merge (NotRegularFileError is reported)
+        return {k: int(v) for k, v in dict(_core().recover_run_dir(str(run_dir))).items()}
+
+    def salvage_parts(self, flow: str, mode: str, run_id: str) -> None:
+        parts_dir = self._parts_dir(flow, mode, "telemetry")
+        if parts_dir.is_dir():
+            _core().salvage_parts(str(parts_dir), str(self._parts_dir(flow, mode, "events")), run_id)
+
+    def remove_part_temps(self, flow: str, mode: str, run_id: str) -> int:
+        from .manifest import fsync_dir
+
+        removed = 0
+        for kind in ("telemetry", "events"):
+            d = self._parts_dir(flow, mode, kind)
+            removed_here = 0
+            for e in _scandir(d):
+                if e.name.startswith(part_temp_prefix(run_id)) and _TEMP_MARKER in e.name:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(e.path)
+                        removed_here += 1
+            if removed_here:
+                fsync_dir(d)
+            removed += removed_here
+        return removed
+
+    def list_parts(self, flow: str, mode: str, kind: str, run_id: str) -> list[tuple[str, FileStat]]:
+        pat = part_pattern(run_id)
+        base = f"{FLOWS_DIR}/{flow}/{parts_dir_name(mode, kind)}"
+        out: list[tuple[str, FileStat]] = []
+        for e in sorted(_scandir(self.path(base)), key=lambda e: e.name):
+            if pat.match(e.name):
+                st = self.stat(f"{base}/{e.name}")
+                if st is not None:
+                    out.append((f"{base}/{e.name}", st))
+        return out
+
+    def compacted_parts(self, flow: str, mode: str, kind: str) -> list[tuple[str, int | None]]:
+        from .compact import _listed
+
+        return _listed(self.path(f"{FLOWS_DIR}/{flow}/{compacted_name(mode, kind)}"))
+
+    def parquet_rows(self, rel: str) -> int:
+        from .._regular import check
+
+        check(self.path(rel))  # never block on a FIFO part
+        return int(_core().parquet_rows(str(self.path(rel))))
+
+    def sweep_flow(self, flow: str) -> tuple[int, int, list[dict[str, str]]]:
+        from .._errors import FlightlogError
+        from .compact import _remove_listed_leftovers, _sweep_compaction_temps
+        from .ids import file_lock
+
+        fpath = self.path(f"{FLOWS_DIR}/{flow}")
+        temps = leftovers = 0
+        errors: list[dict[str, str]] = []
+        with file_lock(fpath / ".compact.lock", blocking=False) as locked:
+            if not locked:
+                # A compaction (or another recover) is on this flow: it removes the
+                # leftovers itself; racing it would delete under it.
+                return 0, 0, []
+            for which in ("dev", "tuner"):
+                temps += _sweep_compaction_temps(fpath, which)
+            for which in ("dev", "tuner"):
+                for kind in ("telemetry", "events"):
+                    try:
+                        leftovers += _remove_listed_leftovers(
+                            fpath / parts_dir_name(which, kind), fpath / compacted_name(which, kind)
+                        )
+                    except (OSError, FlightlogError, ValueError) as err:
+                        errors.append(
+                            {"path": str(fpath / compacted_name(which, kind)), "error": f"{type(err).__name__}: {err}"}
+                        )
+        return temps, leftovers, errors
+
+
+_FLOW_SUBDIRS = (RUNS_DIR, *(parts_dir_name(m, k) for m in ("dev", "tuner") for k in ("telemetry", "events")))
+
+
+def _symlinked(path: Path, children: tuple[str, ...]) -> Path | None:
+    """``path`` or the first of its ``children`` that is a symbolic link, else None."""
+    for p in (path, *(path / c for c in children)):
+        if p.is_symlink():
+            return p
+    return None
+
+
+def _link_message(link: Path) -> str:
+    return (
+        f"{link} is a symbolic link (to {os.readlink(link)!r}); recover never follows links, so that it cannot "
+        "write or delete outside the root: move the run into the root instead"
+    )
+
+
+def _regular_files_only(run_dir: Path) -> None:
+    """Raises NotRegularFileError (an OSError, reported per run) for a FIFO, device or link
+    among the files a merge would open."""
+    from .._regular import check
+    from .layout import EVENTS_FILE, TELEMETRY_FILE
+
+    paths = [run_dir / TELEMETRY_FILE, run_dir / EVENTS_FILE] + [Path(e) for e in _scandir(run_dir / SEGMENTS_DIR)]
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            check(p)
