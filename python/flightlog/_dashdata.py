@@ -22,6 +22,7 @@ import bisect
 import datetime as _dt
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,10 @@ MAX_PAGE = 500
 M4_MAX_ROWS = 2_000_000
 _SCAN_TTL = 1.0  # seconds a scan of the root is reused (the runs page polls)
 _MAX_EVENTS = 500
+#: Downsampled series kept (run, metric, width, range; each a few thousand numbers).
+_SERIES_CACHE = 256
+#: Rows of the phase column read per pixel bucket above M4_MAX_ROWS (one in so many rows, by iter).
+_PHASE_SAMPLES = 8
 
 
 class DashError(ValueError):
@@ -153,6 +158,7 @@ class DashData:
         self._scan: tuple[float, list[Any]] | None = None
         self._cache: dict[str, tuple[float, Any]] = {}
         self._live_lock = threading.RLock()
+        self._series: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
 
     def _cached(self, key: str, make: Any) -> Any:
         """``make()``, reused for ``_SCAN_TTL`` seconds: the catalog's columns and contents change
@@ -508,7 +514,7 @@ class DashData:
         within ``[x_min, x_max]`` when given (a zoom). Returns ``{"run_id", "metric", "x", "y",
         "rows", "points", "phases": [[x_from, x_to, phase], ...], "events": [[x, y, name, payload], ...],
         "status", "source"}``. Values that are not finite are not drawn."""
-        from ._plot import _downsample_sql, _phase_spans, _points
+        from ._plot import _phase_spans, _points
 
         ref = self.ref(run_id)
         if not isinstance(metric, str) or not metric:
@@ -520,45 +526,32 @@ class DashData:
                 raise DashError(f"{name} must be a finite number, got {v!r}")
         rid = ref.run_id
         in_cat = rid in self._in_catalog([rid])
-        ranged = x_min is not None or x_max is not None
+        # Bounds bound as integers: a BIGINT iter compared with a DOUBLE (or infinite) bound
+        # is cast row by row, several times slower on 10M rows.
+        bounds = {"ilo": -(2**62) if x_min is None else math.ceil(x_min)}
+        bounds["ihi"] = 2**62 if x_max is None else math.floor(x_max)
         if in_cat:
             cols = self._columns()
             self._check_metric(metric, cols)
-            # Bounds bound as integers: a BIGINT iter compared with a DOUBLE (or infinite) bound
-            # is cast row by row, several times slower on 10M rows.
-            bounds = {"ilo": -(2**62) if x_min is None else math.ceil(x_min)}
-            bounds["ihi"] = 2**62 if x_max is None else math.floor(x_max)
-            span = self.db.query(
-                "SELECT min(iter), max(iter), count(*) FROM telemetry WHERE run_id = $rid "
-                "AND iter BETWEEN $ilo AND $ihi",
-                {"rid": rid, **bounds},
-            ).fetchall()[0]
-            rows = []
-            if span is not None and span[0] is not None:
-                scale = (buckets - 1) / max(float(span[1] - span[0]), 1e-300)
-                params = {"rid": rid, "lo": float(span[0]), "ilo": int(span[0]), "ihi": int(span[1]), "scale": scale}
-                if span[2] <= M4_MAX_ROWS:
-                    rows = list(self.db.query(_m4_sql(metric, "phase" in cols), params).fetchall())
-                else:
-                    got = self.db.query(_minmax_sql(metric, "phase" in cols), params).fetchall()
-                    rows = _minmax_rows(got)
+            key = ("catalog", rid, metric, buckets, bounds["ilo"], bounds["ihi"], self._catalog_stamp())
+
+            def query(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+                return list(self.db.query(sql, dict(params)).fetchall())
+
+            rows = self._series_cache(
+                key,
+                lambda: _downsample(
+                    query, "telemetry", "run_id = $rid AND", {"rid": rid}, metric, cols, buckets, bounds
+                ),
+            )
         else:
-            with self._live_lock:
-                live = self._live(rid)
-                if not len(live):
+            got = self._files_series(ref, metric, buckets, bounds)
+            if got is None:
+                rows = self._live_series(ref, metric, buckets, x_min, x_max)
+                if rows is None:
                     return self._empty_series(ref, metric)
-                cols = dict(zip(live.columns, live.types, strict=True))
-                self._check_metric(metric, cols)
-                # The live relation holds this run only: the run-id filter becomes TRUE, so no value
-                # is formatted into the SQL (DuckDB relations take no parameters).
-                src = "t"
-                if ranged:  # floats checked finite above, written with repr: no request text in the SQL
-                    conds = [f"iter >= {float(x_min)!r}"] if x_min is not None else []
-                    conds += [f"iter <= {float(x_max)!r}"] if x_max is not None else []
-                    src = f"(SELECT * FROM t WHERE {' AND '.join(conds)})"
-                sql = _downsample_sql(src, metric, "iter", "phase" in cols, False, False, buckets)
-                sql = sql.replace("list_contains(?::VARCHAR[], run_id)", "TRUE")
-                rows = [r[1:] for r in live.relation.query("t", sql).fetchall()]
+            else:
+                rows = got
         xs, ys = _points(rows)
         events = []
         for it, name, payload in self._marks(rid, in_cat):
@@ -579,6 +572,122 @@ class DashData:
             "phases": [[_short_float(a), _short_float(b), p] for a, b, p in _phase_spans(rows)],
             "events": events,
         }
+
+    def _live_series(
+        self, ref: Any, metric: str, buckets: int, x_min: float | None, x_max: float | None
+    ) -> list[tuple[Any, ...]] | None:
+        """Bucket rows of a run read through :meth:`~flightlog.DuckDBManager.live` (the run's
+        durable rows copied into memory): for runs whose files are not all whole files of their
+        own (rows of a dev/tuner compacted file) or not local. None when it has no rows yet."""
+        rid = ref.run_id
+        with self._live_lock:
+            live = self._live(rid)
+            if not len(live):
+                return None
+            cols = dict(zip(live.columns, live.types, strict=True))
+            self._check_metric(metric, cols)
+            # The live relation holds this run only: the run-id filter becomes TRUE, so no value
+            # is formatted into the SQL (DuckDB relations take no parameters).
+            src = "t"
+            if x_min is not None or x_max is not None:  # floats checked finite: no request text in the SQL
+                conds = [f"iter >= {float(x_min)!r}"] if x_min is not None else []
+                conds += [f"iter <= {float(x_max)!r}"] if x_max is not None else []
+                src = f"(SELECT * FROM t WHERE {' AND '.join(conds)})"
+            from ._plot import _downsample_sql
+
+            sql = _downsample_sql(src, metric, "iter", "phase" in cols, False, False, buckets)
+            sql = sql.replace("list_contains(?::VARCHAR[], run_id)", "TRUE")
+            return [r[1:] for r in live.relation.query("t", sql).fetchall()]
+
+    def _run_files(self, ref: Any) -> list[str] | None:
+        """The durable telemetry files of a local run that are whole files of its own (a run
+        folder's segments and final file, a dev/tuner run's parts), as
+        :meth:`~flightlog.DuckDBManager.live` lists them (a merge in progress is never counted
+        twice); None when some rows must be cut out of a shared file, or the root is not local."""
+        if ref.tree is not None:
+            return None
+        try:
+            listed = self.db._live_files(self.db._locate(ref.run_id), ref.run_id, "telemetry")
+        except (OSError, ValueError, KeyError):
+            return None
+        if any(lo is not None for _, lo, _ in listed):
+            return None
+        return [str(f) for f, _, _ in listed]
+
+    def _files_series(
+        self, ref: Any, metric: str, buckets: int, bounds: Mapping[str, int]
+    ) -> list[tuple[Any, ...]] | None:
+        """Bucket rows of a run not in the catalog, aggregated by DuckDB straight from its
+        durable Parquet files (``read_parquet([...])``, only the columns the query names), without
+        copying its rows first; cached while the files stay the same. None when the files cannot
+        be read this way (:meth:`_live_series` then reads the run)."""
+        import duckdb
+
+        for _attempt in range(3):  # a segment merged away between listing and reading: list again
+            files = self._run_files(ref)
+            if files is None:
+                return None
+            if not files:
+                return []
+            try:
+                return self._files_series_once(ref.run_id, files, metric, buckets, bounds)
+            except (OSError, duckdb.IOException, duckdb.InvalidInputException):
+                continue
+        return None
+
+    def _files_series_once(
+        self, rid: str, files: list[str], metric: str, buckets: int, bounds: Mapping[str, int]
+    ) -> list[tuple[Any, ...]]:
+        import duckdb
+
+        stamp = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+        key = ("files", rid, metric, buckets, bounds["ilo"], bounds["ihi"], stamp)
+        src = "read_parquet($files, union_by_name = true)"
+        con = duckdb.connect(":memory:")
+        try:
+            described = con.execute(f"DESCRIBE SELECT * FROM {src}", {"files": files}).fetchall()
+            cols = {str(r[0]): str(r[1]) for r in described}
+            self._check_metric(metric, cols)
+
+            def query(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+                return list(con.execute(sql, {**params, "files": files}).fetchall())
+
+            return self._series_cache(key, lambda: _downsample(query, src, "", {}, metric, cols, buckets, bounds))
+        finally:
+            con.close()
+
+    def _series_cache(self, key: tuple[Any, ...], make: Any) -> list[tuple[Any, ...]]:
+        """``make()`` (a run's bucket rows), kept for the same ``key`` (run, metric, width, range and
+        the size and mtime of what it was read from): a run page reloaded, a second viewer, or a
+        finished run polled, do not aggregate its rows again. At most ``_SERIES_CACHE`` entries."""
+        if key[-1] is None:  # no stamp (a DuckLake catalog): not cached
+            return list(make())
+        with self._lock:
+            hit = self._series.pop(key, None)
+            if hit is not None:
+                self._series[key] = hit  # most recently used last
+                return hit
+        value = list(make())
+        with self._lock:
+            self._series[key] = value
+            while len(self._series) > _SERIES_CACHE:
+                del self._series[next(iter(self._series))]
+        return value
+
+    def _catalog_stamp(self) -> tuple[Any, ...] | None:
+        """Size and mtime of ``duckdb.db`` (and its WAL): the catalog's contents change only with
+        them. None for a DuckLake catalog (its data lives elsewhere: nothing cached)."""
+        path = getattr(self.db, "db_path", None)
+        if path is None or self.db.catalog is not None:
+            return None
+        out: list[Any] = []
+        for f in (str(path), str(path) + ".wal"):
+            try:
+                st = os.stat(f)
+                out.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
 
     def _marks(self, rid: str, in_cat: bool) -> list[tuple[int, str, Any]]:
         """``(iter, event, payload)`` of the events to mark on a run's charts (one read per run
@@ -681,12 +790,50 @@ class DashData:
         return out
 
 
-def _m4_sql(metric: str, has_phase: bool) -> str:
+def _downsample(
+    query: Any,
+    src: str,
+    cond: str,
+    base: Mapping[str, Any],
+    metric: str,
+    cols: Mapping[str, str],
+    buckets: int,
+    bounds: Mapping[str, int],
+) -> list[tuple[Any, ...]]:
+    """Bucket rows (the M4 layout of :func:`flightlog._plot._points`) of ``metric`` against ``iter``
+    in ``src`` (rows ``cond`` keeps, e.g. one run of the catalog), within ``bounds`` (``ilo``,
+    ``ihi``), at ``buckets`` pixel buckets. ``query(sql, params)`` runs one statement.
+
+    Up to ``M4_MAX_ROWS`` rows, M4 (every drawn point a real row). Above, min and max per bucket
+    (a spike of one row stays visible) in one scan of ``iter`` and the metric, and the phase of
+    each bucket from a sample of its rows (:func:`_minmax_sql`): the phase column is text, and
+    reading all of it costs more than the whole min/max aggregate."""
+    has_phase = "phase" in cols
+    span = query(
+        f"SELECT min(iter), max(iter), count(*) FROM {src} WHERE {cond} iter BETWEEN $ilo AND $ihi",
+        {**base, **bounds},
+    )[0]
+    if span is None or span[0] is None:
+        return []
+    lo, hi, n = int(span[0]), int(span[1]), int(span[2])
+    scale = (buckets - 1) / max(float(hi - lo), 1e-300)
+    params = {**base, "lo": float(lo), "ilo": lo, "ihi": hi, "scale": scale}
+    if n <= M4_MAX_ROWS:
+        return query(_m4_sql(metric, has_phase, src, cond), params)
+    step = max(1, (hi - lo) // (buckets * _PHASE_SAMPLES))
+    got = query(_minmax_sql(metric, has_phase, src, cond), {**params, "step": step} if has_phase else params)
+    if has_phase and sum(r[-1] is not None for r in got) < 0.9 * len(got):
+        # iters too sparse for the sample (e.g. every 10th recorded, a step of 16): all rows
+        got = query(_minmax_sql(metric, has_phase, src, cond).replace("(iter - $ilo) % $step = 0", "TRUE"), params)
+    return _minmax_rows(got)
+
+
+def _m4_sql(metric: str, has_phase: bool, src: str = "telemetry", cond: str = "run_id = $rid AND") -> str:
     """The plot's M4 downsampling (:func:`flightlog._plot._downsample_sql`: first, min, max and last
     point of each pixel bucket of ``iter``, rows in its bucket-row layout for ``_points`` and
-    ``_phase_spans``) for one run of the catalog, with the run and the x range bound as parameters
-    (``$rid``, ``$lo``, ``$ilo``, ``$ihi``, ``$scale``): an equality on ``run_id`` and a bucket computed from
-    bound numbers are several times faster on a 10M-row run than a list filter and a joined range."""
+    ``_phase_spans``) of the rows of ``src`` that ``cond`` keeps, with the x range bound as
+    parameters (``$lo``, ``$ilo``, ``$ihi``, ``$scale``): a bucket computed from bound numbers is
+    several times faster on a 10M-row run than a joined range."""
     y = f"{_ident(metric)}::DOUBLE"
     phase = "arg_max(phase::VARCHAR, iter)" if has_phase else "NULL::VARCHAR"
     return f"""
@@ -696,25 +843,39 @@ def _m4_sql(metric: str, has_phase: bool) -> str:
            arg_max(iter, {y})::DOUBLE AS x_max, max({y}) AS y_max,
            max(iter)::DOUBLE AS x_last, arg_max({y}, iter) AS y_last,
            min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, {phase} AS phase
-    FROM telemetry
-    WHERE run_id = $rid AND iter BETWEEN $ilo AND $ihi AND isfinite({y})
+    FROM {src}
+    WHERE {cond} iter BETWEEN $ilo AND $ihi AND isfinite({y})
     GROUP BY bucket ORDER BY bucket
     """
 
 
-def _minmax_sql(metric: str, has_phase: bool) -> str:
-    """Min and max of ``metric`` per pixel bucket of ``iter`` (and the bucket's iter range and
-    phase, the greatest name in the bucket): what a line at pixel resolution needs, spikes
-    included, without the per-row argument tracking of M4."""
+def _minmax_sql(metric: str, has_phase: bool, src: str = "telemetry", cond: str = "run_id = $rid AND") -> str:
+    """Min and max of ``metric`` per pixel bucket of ``iter`` and the bucket's iter range: what a
+    line at pixel resolution needs, spikes included, without the per-row argument tracking of M4.
+
+    The phase of a bucket is that of one of its rows whose ``iter - $ilo`` is a multiple of
+    ``$step`` (about ``_PHASE_SAMPLES`` rows a bucket of a dense run): DuckDB then decodes the
+    phase text of those rows only, where ``max(phase)`` over every row doubled the query's time.
+    A phase shorter than a pixel may be missed, as one hidden by ``max`` was before."""
     y = f"{_ident(metric)}::DOUBLE"
-    phase = "max(phase::VARCHAR)" if has_phase else "NULL::VARCHAR"
+    agg = f"""
+        SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, count(*) AS n,
+               min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, min({y}) AS y_min, max({y}) AS y_max
+        FROM {src}
+        WHERE {cond} iter BETWEEN $ilo AND $ihi AND isfinite({y})
+        GROUP BY bucket"""
+    if not has_phase:
+        return f"SELECT *, NULL::VARCHAR AS phase FROM ({agg}) ORDER BY bucket"
     return f"""
-    SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, count(*) AS n,
-           min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, min({y}) AS y_min, max({y}) AS y_max,
-           {phase} AS phase
-    FROM telemetry
-    WHERE run_id = $rid AND iter BETWEEN $ilo AND $ihi AND isfinite({y})
-    GROUP BY bucket ORDER BY bucket
+    WITH a AS ({agg}),
+    p AS (
+        SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, any_value(phase::VARCHAR) AS phase
+        FROM {src}
+        WHERE {cond} iter BETWEEN $ilo AND $ihi AND (iter - $ilo) % $step = 0
+        GROUP BY bucket
+    )
+    SELECT a.bucket, a.n, a.x_lo, a.x_hi, a.y_min, a.y_max, p.phase FROM a LEFT JOIN p USING (bucket)
+    ORDER BY a.bucket
     """
 
 
