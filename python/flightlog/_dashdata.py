@@ -413,6 +413,11 @@ class DashData:
             cols = self._columns()
             present, rows = self._present_metrics(ref, cols)
             events = self.db.events(ref.run_id).to_dicts()
+        elif (got := self._files_metrics(ref)) is not None:
+            cols, present, rows = got
+            with self._live_lock:
+                ev = self._live(ref.run_id, kind="events")
+                events = ev.to_dicts() if len(ev) else []
         else:
             with self._live_lock:
                 live = self._live(ref.run_id)
@@ -439,6 +444,44 @@ class DashData:
             "events": ev_rows,
             "events_total": len(events),
         }
+
+    def _files_metrics(self, ref: Any) -> tuple[dict[str, str], list[str], int] | None:
+        """``(columns, numeric fields with values, rows)`` of a run not in the catalog, from the
+        schema and footers (value and null counts) of its own durable files, as listed by
+        :meth:`_run_files`: no row is read. None when the files cannot tell (then the run's rows
+        are read)."""
+        import duckdb
+
+        for _attempt in range(3):  # a segment merged away between listing and reading: list again
+            files = self._run_files(ref)
+            if files is None:
+                return None
+            if not files:
+                return {}, [], 0
+            con = duckdb.connect(":memory:")
+            try:
+                described = con.execute(
+                    "DESCRIBE SELECT * FROM read_parquet($files, union_by_name = true)", {"files": files}
+                ).fetchall()
+                meta = con.execute(
+                    "SELECT path_in_schema, sum(num_values), sum(stats_null_count), "
+                    "count(*) - count(stats_null_count) FROM parquet_metadata($files) GROUP BY 1",
+                    {"files": files},
+                ).fetchall()
+                nrows = con.execute(
+                    "SELECT sum(num_rows) FROM parquet_file_metadata($files)", {"files": files}
+                ).fetchone()
+            except (OSError, duckdb.IOException, duckdb.InvalidInputException):
+                continue
+            finally:
+                con.close()
+            if any(unknown for *_, unknown in meta) or not nrows or nrows[0] is None:
+                return None
+            cols = {str(r[0]): str(r[1]) for r in described}
+            non_null = {str(name): int(vals) - int(nulls or 0) for name, vals, nulls, _ in meta}
+            present = [c for c in cols if _chartable(c, cols[c]) and non_null.get(c, 0) > 0]
+            return cols, present, int(nrows[0])
+        return None
 
     def _present_metrics(self, ref: Any, cols: Mapping[str, str]) -> tuple[list[str], int]:
         """The numeric fields this run has values of (a shared catalog has every flow's columns),
