@@ -90,32 +90,6 @@ def _num(v: Any) -> Any:
         return str(v)
 
 
-def _short_float(v: Any) -> Any:
-    """A chart coordinate with 7 significant digits (a pixel needs far fewer): keeps the report small."""
-    if v is None:
-        return None
-    f = float(v)
-    if not math.isfinite(f):
-        return None
-    if f == int(f) and abs(f) < 1e15:
-        return int(f)
-    return float(f"{f:.7g}")
-
-
-def _thin(xs: list[Any], ys: list[Any]) -> tuple[list[Any], list[Any]]:
-    """Drops points inside a run of equal y (a constant stretch draws the same with its two ends)."""
-    if len(xs) < 3:
-        return xs, ys
-    ox, oy = [xs[0]], [ys[0]]
-    for i in range(1, len(xs) - 1):
-        if not (ys[i] == ys[i - 1] == ys[i + 1]):
-            ox.append(xs[i])
-            oy.append(ys[i])
-    ox.append(xs[-1])
-    oy.append(ys[-1])
-    return ox, oy
-
-
 class DashData:
     """Read-only access to a root (and its catalog) for the dashboard.
 
@@ -447,41 +421,20 @@ class DashData:
 
     def _files_metrics(self, ref: Any) -> tuple[dict[str, str], list[str], int] | None:
         """``(columns, numeric fields with values, rows)`` of a run not in the catalog, from the
-        schema and footers (value and null counts) of its own durable files, as listed by
-        :meth:`_run_files`: no row is read. None when the files cannot tell (then the run's rows
-        are read)."""
-        import duckdb
+        schema and footers of its own durable files (:meth:`_run_files`): no row is read. None
+        when the files cannot tell (then the run's rows are read)."""
 
-        for _attempt in range(3):  # a segment merged away between listing and reading: list again
-            files = self._run_files(ref)
-            if files is None:
+        from ._plot import _file_columns, _footer_stats
+
+        def read(con: Any, files: list[str]) -> tuple[dict[str, str], list[str], int] | None:
+            got = _footer_stats(con, files)
+            if got is None:
                 return None
-            if not files:
-                return {}, [], 0
-            con = duckdb.connect(":memory:")
-            try:
-                described = con.execute(
-                    "DESCRIBE SELECT * FROM read_parquet($files, union_by_name = true)", {"files": files}
-                ).fetchall()
-                meta = con.execute(
-                    "SELECT path_in_schema, sum(num_values), sum(stats_null_count), "
-                    "count(*) - count(stats_null_count) FROM parquet_metadata($files) GROUP BY 1",
-                    {"files": files},
-                ).fetchall()
-                nrows = con.execute(
-                    "SELECT sum(num_rows) FROM parquet_file_metadata($files)", {"files": files}
-                ).fetchone()
-            except (OSError, duckdb.IOException, duckdb.InvalidInputException):
-                continue
-            finally:
-                con.close()
-            if any(unknown for *_, unknown in meta) or not nrows or nrows[0] is None:
-                return None
-            cols = {str(r[0]): str(r[1]) for r in described}
-            non_null = {str(name): int(vals) - int(nulls or 0) for name, vals, nulls, _ in meta}
-            present = [c for c in cols if _chartable(c, cols[c]) and non_null.get(c, 0) > 0]
-            return cols, present, int(nrows[0])
-        return None
+            cols = _file_columns(con, files)
+            return cols, [c for c in cols if _chartable(c, cols[c]) and got[1].get(c, 0) > 0], got[0]
+
+        got: tuple[dict[str, str], list[str], int] | None = self._with_files(ref, read, ({}, [], 0))
+        return got
 
     def _present_metrics(self, ref: Any, cols: Mapping[str, str]) -> tuple[list[str], int]:
         """The numeric fields this run has values of (a shared catalog has every flow's columns),
@@ -507,6 +460,7 @@ class DashData:
         import duckdb
 
         from ._analysis import _segment_files
+        from ._plot import _footer_stats
 
         if ref.mode != "run":
             return None  # dev/tuner parts hold several runs' rows
@@ -516,19 +470,11 @@ class DashData:
                 return None
             con = duckdb.connect(":memory:")
             try:
-                meta = con.execute(
-                    "SELECT path_in_schema, sum(num_values), sum(stats_null_count), count(*) - count(stats_null_count) "
-                    "FROM parquet_metadata(?) GROUP BY 1",
-                    [files],
-                ).fetchall()
-                nrows = con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [files]).fetchone()
+                return _footer_stats(con, files)
             finally:
                 con.close()
         except (OSError, duckdb.Error):
             return None
-        if any(unknown for *_, unknown in meta) or not nrows or nrows[0] is None:
-            return None
-        return int(nrows[0]), {str(name): int(vals) - int(nulls or 0) for name, vals, nulls, _ in meta}
 
     def _live(self, run_id: str, kind: str = "telemetry") -> Any:
         """The run's durable rows (:meth:`~flightlog.DuckDBManager.live`), read once a second at
@@ -557,7 +503,7 @@ class DashData:
         within ``[x_min, x_max]`` when given (a zoom). Returns ``{"run_id", "metric", "x", "y",
         "rows", "points", "phases": [[x_from, x_to, phase], ...], "events": [[x, y, name, payload], ...],
         "status", "source"}``. Values that are not finite are not drawn."""
-        from ._plot import _phase_spans, _points
+        from ._plot import _downsample, _phase_spans, _points, _short_float, _thin
 
         ref = self.ref(run_id)
         if not isinstance(metric, str) or not metric:
@@ -581,20 +527,15 @@ class DashData:
             def query(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
                 return list(self.db.query(sql, dict(params)).fetchall())
 
-            rows = self._series_cache(
-                key,
-                lambda: _downsample(
-                    query, "telemetry", "run_id = $rid AND", {"rid": rid}, metric, cols, buckets, bounds
-                ),
-            )
+            src, cond = "telemetry", "run_id = $rid AND"
+            args = (metric, cols, buckets, bounds, M4_MAX_ROWS, _PHASE_SAMPLES)
+            rows = self._series_cache(key, lambda: _downsample(query, src, cond, {"rid": rid}, *args))
         else:
             got = self._files_series(ref, metric, buckets, bounds)
+            got = self._live_series(ref, metric, buckets, x_min, x_max) if got is None else got
             if got is None:
-                rows = self._live_series(ref, metric, buckets, x_min, x_max)
-                if rows is None:
-                    return self._empty_series(ref, metric)
-            else:
-                rows = got
+                return self._empty_series(ref, metric)
+            rows = got
         xs, ys = _points(rows)
         events = []
         for it, name, payload in self._marks(rid, in_cat):
@@ -619,9 +560,8 @@ class DashData:
     def _live_series(
         self, ref: Any, metric: str, buckets: int, x_min: float | None, x_max: float | None
     ) -> list[tuple[Any, ...]] | None:
-        """Bucket rows of a run read through :meth:`~flightlog.DuckDBManager.live` (the run's
-        durable rows copied into memory): for runs whose files are not all whole files of their
-        own (rows of a dev/tuner compacted file) or not local. None when it has no rows yet."""
+        """Bucket rows of a run copied through :meth:`~flightlog.DuckDBManager.live` (when its files
+        are not all its own, or not local); None when it has no rows yet."""
         rid = ref.run_id
         with self._live_lock:
             live = self._live(rid)
@@ -643,10 +583,8 @@ class DashData:
             return [r[1:] for r in live.relation.query("t", sql).fetchall()]
 
     def _run_files(self, ref: Any) -> list[str] | None:
-        """The durable telemetry files of a local run that are whole files of its own (a run
-        folder's segments and final file, a dev/tuner run's parts), as
-        :meth:`~flightlog.DuckDBManager.live` lists them (a merge in progress is never counted
-        twice); None when some rows must be cut out of a shared file, or the root is not local."""
+        """A local run's durable telemetry files, as ``DuckDBManager.live`` lists them (a merge in
+        progress never counted twice); None when some are shared files or the root is remote."""
         if ref.tree is not None:
             return None
         try:
@@ -657,47 +595,49 @@ class DashData:
             return None
         return [str(f) for f, _, _ in listed]
 
-    def _files_series(
-        self, ref: Any, metric: str, buckets: int, bounds: Mapping[str, int]
-    ) -> list[tuple[Any, ...]] | None:
-        """Bucket rows of a run not in the catalog, aggregated by DuckDB straight from its
-        durable Parquet files (``read_parquet([...])``, only the columns the query names), without
-        copying its rows first; cached while the files stay the same. None when the files cannot
-        be read this way (:meth:`_live_series` then reads the run)."""
+    def _with_files(self, ref: Any, read: Any, empty: Any) -> Any:
+        """``read(con, files)`` over the run's own durable files (:meth:`_run_files`) on a fresh
+        in-memory DuckDB connection; ``empty`` when it has none yet, None when its files cannot
+        be read so. A file merged away between listing and reading: listed and read again."""
         import duckdb
 
-        for _attempt in range(3):  # a segment merged away between listing and reading: list again
+        for _attempt in range(3):
             files = self._run_files(ref)
             if files is None:
                 return None
             if not files:
-                return []
+                return empty
+            con = duckdb.connect(":memory:")
             try:
-                return self._files_series_once(ref.run_id, files, metric, buckets, bounds)
+                return read(con, files)
             except (OSError, duckdb.IOException, duckdb.InvalidInputException):
                 continue
+            finally:
+                con.close()
         return None
 
-    def _files_series_once(
-        self, rid: str, files: list[str], metric: str, buckets: int, bounds: Mapping[str, int]
-    ) -> list[tuple[Any, ...]]:
-        import duckdb
+    def _files_series(
+        self, ref: Any, metric: str, buckets: int, bounds: Mapping[str, int]
+    ) -> list[tuple[Any, ...]] | None:
+        """Bucket rows of a run not in the catalog, aggregated by DuckDB straight from its own durable
+        Parquet files (``read_parquet([...])``, no copy of its rows), cached while the files stay
+        the same; None when they cannot be read so (:meth:`_live_series` then reads the run)."""
+        from ._plot import _FILES, _downsample, _file_columns
 
-        stamp = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
-        key = ("files", rid, metric, buckets, bounds["ilo"], bounds["ihi"], stamp)
-        src = "read_parquet($files, union_by_name = true)"
-        con = duckdb.connect(":memory:")
-        try:
-            described = con.execute(f"DESCRIBE SELECT * FROM {src}", {"files": files}).fetchall()
-            cols = {str(r[0]): str(r[1]) for r in described}
+        def read(con: Any, files: list[str]) -> list[tuple[Any, ...]]:
+            stamp = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+            key = ("files", ref.run_id, metric, buckets, bounds["ilo"], bounds["ihi"], stamp)
+            cols = _file_columns(con, files)
             self._check_metric(metric, cols)
 
             def query(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
                 return list(con.execute(sql, {**params, "files": files}).fetchall())
 
-            return self._series_cache(key, lambda: _downsample(query, src, "", {}, metric, cols, buckets, bounds))
-        finally:
-            con.close()
+            args = (metric, cols, buckets, bounds, M4_MAX_ROWS, _PHASE_SAMPLES)
+            return self._series_cache(key, lambda: _downsample(query, _FILES, "", {}, *args))
+
+        got: list[tuple[Any, ...]] | None = self._with_files(ref, read, [])
+        return got
 
     def _series_cache(self, key: tuple[Any, ...], make: Any) -> list[tuple[Any, ...]]:
         """``make()`` (a run's bucket rows), kept for the same ``key`` (run, metric, width, range and
@@ -718,8 +658,7 @@ class DashData:
         return value
 
     def _catalog_stamp(self) -> tuple[Any, ...] | None:
-        """Size and mtime of ``duckdb.db`` (and its WAL): the catalog's contents change only with
-        them. None for a DuckLake catalog (its data lives elsewhere: nothing cached)."""
+        """Size and mtime of ``duckdb.db`` and its WAL (None for DuckLake: nothing cached)."""
         path = getattr(self.db, "db_path", None)
         if path is None or self.db.catalog is not None:
             return None
@@ -831,113 +770,6 @@ class DashData:
         except (InputError, ValueError) as e:
             raise DashError(str(e)) from None
         return out
-
-
-def _downsample(
-    query: Any,
-    src: str,
-    cond: str,
-    base: Mapping[str, Any],
-    metric: str,
-    cols: Mapping[str, str],
-    buckets: int,
-    bounds: Mapping[str, int],
-) -> list[tuple[Any, ...]]:
-    """Bucket rows (the M4 layout of :func:`flightlog._plot._points`) of ``metric`` against ``iter``
-    in ``src`` (rows ``cond`` keeps, e.g. one run of the catalog), within ``bounds`` (``ilo``,
-    ``ihi``), at ``buckets`` pixel buckets. ``query(sql, params)`` runs one statement.
-
-    Up to ``M4_MAX_ROWS`` rows, M4 (every drawn point a real row). Above, min and max per bucket
-    (a spike of one row stays visible) in one scan of ``iter`` and the metric, and the phase of
-    each bucket from a sample of its rows (:func:`_minmax_sql`): the phase column is text, and
-    reading all of it costs more than the whole min/max aggregate."""
-    has_phase = "phase" in cols
-    span = query(
-        f"SELECT min(iter), max(iter), count(*) FROM {src} WHERE {cond} iter BETWEEN $ilo AND $ihi",
-        {**base, **bounds},
-    )[0]
-    if span is None or span[0] is None:
-        return []
-    lo, hi, n = int(span[0]), int(span[1]), int(span[2])
-    scale = (buckets - 1) / max(float(hi - lo), 1e-300)
-    params = {**base, "lo": float(lo), "ilo": lo, "ihi": hi, "scale": scale}
-    if n <= M4_MAX_ROWS:
-        return query(_m4_sql(metric, has_phase, src, cond), params)
-    step = max(1, (hi - lo) // (buckets * _PHASE_SAMPLES))
-    got = query(_minmax_sql(metric, has_phase, src, cond), {**params, "step": step} if has_phase else params)
-    if has_phase and sum(r[-1] is not None for r in got) < 0.9 * len(got):
-        # iters too sparse for the sample (e.g. every 10th recorded, a step of 16): all rows
-        got = query(_minmax_sql(metric, has_phase, src, cond).replace("(iter - $ilo) % $step = 0", "TRUE"), params)
-    return _minmax_rows(got)
-
-
-def _m4_sql(metric: str, has_phase: bool, src: str = "telemetry", cond: str = "run_id = $rid AND") -> str:
-    """The plot's M4 downsampling (:func:`flightlog._plot._downsample_sql`: first, min, max and last
-    point of each pixel bucket of ``iter``, rows in its bucket-row layout for ``_points`` and
-    ``_phase_spans``) of the rows of ``src`` that ``cond`` keeps, with the x range bound as
-    parameters (``$lo``, ``$ilo``, ``$ihi``, ``$scale``): a bucket computed from bound numbers is
-    several times faster on a 10M-row run than a joined range."""
-    y = f"{_ident(metric)}::DOUBLE"
-    phase = "arg_max(phase::VARCHAR, iter)" if has_phase else "NULL::VARCHAR"
-    return f"""
-    SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, count(*) AS n,
-           min(iter)::DOUBLE AS x_first, arg_min({y}, iter) AS y_first,
-           arg_min(iter, {y})::DOUBLE AS x_min, min({y}) AS y_min,
-           arg_max(iter, {y})::DOUBLE AS x_max, max({y}) AS y_max,
-           max(iter)::DOUBLE AS x_last, arg_max({y}, iter) AS y_last,
-           min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, {phase} AS phase
-    FROM {src}
-    WHERE {cond} iter BETWEEN $ilo AND $ihi AND isfinite({y})
-    GROUP BY bucket ORDER BY bucket
-    """
-
-
-def _minmax_sql(metric: str, has_phase: bool, src: str = "telemetry", cond: str = "run_id = $rid AND") -> str:
-    """Min and max of ``metric`` per pixel bucket of ``iter`` and the bucket's iter range: what a
-    line at pixel resolution needs, spikes included, without the per-row argument tracking of M4.
-
-    The phase of a bucket is that of one of its rows whose ``iter - $ilo`` is a multiple of
-    ``$step`` (about ``_PHASE_SAMPLES`` rows a bucket of a dense run): DuckDB then decodes the
-    phase text of those rows only, where ``max(phase)`` over every row doubled the query's time.
-    A phase shorter than a pixel may be missed, as one hidden by ``max`` was before."""
-    y = f"{_ident(metric)}::DOUBLE"
-    agg = f"""
-        SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, count(*) AS n,
-               min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, min({y}) AS y_min, max({y}) AS y_max
-        FROM {src}
-        WHERE {cond} iter BETWEEN $ilo AND $ihi AND isfinite({y})
-        GROUP BY bucket"""
-    if not has_phase:
-        return f"SELECT *, NULL::VARCHAR AS phase FROM ({agg}) ORDER BY bucket"
-    return f"""
-    WITH a AS ({agg}),
-    p AS (
-        SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, any_value(phase::VARCHAR) AS phase
-        FROM {src}
-        WHERE {cond} iter BETWEEN $ilo AND $ihi AND (iter - $ilo) % $step = 0
-        GROUP BY bucket
-    )
-    SELECT a.bucket, a.n, a.x_lo, a.x_hi, a.y_min, a.y_max, p.phase FROM a LEFT JOIN p USING (bucket)
-    ORDER BY a.bucket
-    """
-
-
-def _minmax_rows(got: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Min/max bucket rows in the M4 row layout (for ``_points`` and ``_phase_spans``): each bucket
-    becomes two points at its ends, min and max in the order that continues the line from the
-    previous bucket (at one bucket per pixel the line looks as if every row were drawn)."""
-    out: list[tuple[Any, ...]] = []
-    prev: float | None = None
-    for bucket, n, x_lo, x_hi, y_min, y_max, phase in got:
-        if prev is not None and abs(prev - y_max) < abs(prev - y_min):
-            first, last = y_max, y_min
-        else:
-            first, last = y_min, y_max
-        if x_lo == x_hi:
-            first = last = y_min if y_min == y_max else first
-        prev = last
-        out.append((bucket, n, x_lo, first, None, None, None, None, x_hi, last, x_lo, x_hi, phase))
-    return out
 
 
 def _chartable(name: str, duck_type: str) -> bool:
