@@ -46,8 +46,6 @@ _SCAN_TTL = 1.0  # seconds a scan of the root is reused (the runs page polls)
 _MAX_EVENTS = 500
 #: Downsampled series kept (run, metric, width, range; each a few thousand numbers).
 _SERIES_CACHE = 256
-#: Rows of the phase column read per pixel bucket above M4_MAX_ROWS (one in so many rows, by iter).
-_PHASE_SAMPLES = 8
 
 
 class DashError(ValueError):
@@ -528,7 +526,7 @@ class DashData:
                 return list(self.db.query(sql, dict(params)).fetchall())
 
             src, cond = "telemetry", "run_id = $rid AND"
-            args = (metric, cols, buckets, bounds, M4_MAX_ROWS, _PHASE_SAMPLES)
+            args = (metric, cols, buckets, bounds, M4_MAX_ROWS)
             rows = self._series_cache(key, lambda: _downsample(query, src, cond, {"rid": rid}, *args))
         else:
             got = self._files_series(ref, metric, buckets, bounds)
@@ -633,7 +631,7 @@ class DashData:
             def query(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
                 return list(con.execute(sql, {**params, "files": files}).fetchall())
 
-            args = (metric, cols, buckets, bounds, M4_MAX_ROWS, _PHASE_SAMPLES)
+            args = (metric, cols, buckets, bounds, M4_MAX_ROWS)
             return self._series_cache(key, lambda: _downsample(query, _FILES, "", {}, *args))
 
         got: list[tuple[Any, ...]] | None = self._with_files(ref, read, [])

@@ -96,16 +96,13 @@ def _downsample(
     buckets: int,
     bounds: Mapping[str, int],
     m4_max_rows: int,
-    phase_samples: int = 8,
 ) -> list[tuple[Any, ...]]:
-    """Bucket rows (the M4 layout of :func:`flightlog._plot._points`) of ``metric`` against ``iter``
+    """Bucket rows (the M4 layout of :func:`_points`) of ``metric`` against ``iter``
     in ``src`` (rows ``cond`` keeps, e.g. one run of the catalog), within ``bounds`` (``ilo``,
     ``ihi``), at ``buckets`` pixel buckets. ``query(sql, params)`` runs one statement.
 
     Up to ``m4_max_rows`` rows, M4 (every drawn point a real row). Above, min and max per bucket
-    (a spike of one row stays visible) in one scan of ``iter`` and the metric, and the phase of
-    each bucket from a sample of its rows (:func:`_minmax_sql`): the phase column is text, and
-    reading all of it costs more than the whole min/max aggregate."""
+    (:func:`_minmax_sql`: a spike of one row stays visible)."""
     has_phase = "phase" in cols
     span = query(
         f"SELECT min(iter), max(iter), count(*) FROM {src} WHERE {cond} iter BETWEEN $ilo AND $ihi",
@@ -118,11 +115,7 @@ def _downsample(
     params = {**base, "lo": float(lo), "ilo": lo, "ihi": hi, "scale": scale}
     if n <= m4_max_rows:
         return list(query(_m4_sql(metric, has_phase, src, cond), params))
-    step = max(1, (hi - lo) // (buckets * phase_samples))
-    got = query(_minmax_sql(metric, has_phase, src, cond), {**params, "step": step} if has_phase else params)
-    if has_phase and sum(r[-1] is not None for r in got) < 0.9 * len(got):
-        # iters too sparse for the sample (e.g. every 10th recorded, a step of 16): all rows
-        got = query(_minmax_sql(metric, has_phase, src, cond).replace("(iter - $ilo) % $step = 0", "TRUE"), params)
+    got = query(_minmax_sql(metric, has_phase, src, cond), params)
     return _minmax_rows(got)
 
 
@@ -148,32 +141,20 @@ def _m4_sql(metric: str, has_phase: bool, src: str = "telemetry", cond: str = "r
 
 
 def _minmax_sql(metric: str, has_phase: bool, src: str = "telemetry", cond: str = "run_id = $rid AND") -> str:
-    """Min and max of ``metric`` per pixel bucket of ``iter`` and the bucket's iter range: what a
-    line at pixel resolution needs, spikes included, without the per-row argument tracking of M4.
-
-    The phase of a bucket is that of one of its rows whose ``iter - $ilo`` is a multiple of
-    ``$step`` (about ``phase_samples`` rows a bucket of a dense run): DuckDB then decodes the
-    phase text of those rows only, where ``max(phase)`` over every row doubled the query's time.
-    A phase shorter than a pixel may be missed, as one hidden by ``max`` was before."""
+    """Min and max of ``metric`` per pixel bucket of ``iter`` (and the bucket's iter range and
+    phase, the greatest name in the bucket), in one scan of the rows of ``src`` that ``cond``
+    keeps: what a line at pixel resolution needs, spikes included, without the per-row argument
+    tracking of M4. (Reading the phase of a sample of rows only was tried: no faster, measured
+    against this query in the same run, and not deterministic.)"""
     y = f"{_ident(metric)}::DOUBLE"
-    agg = f"""
-        SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, count(*) AS n,
-               min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, min({y}) AS y_min, max({y}) AS y_max
-        FROM {src}
-        WHERE {cond} iter BETWEEN $ilo AND $ihi AND isfinite({y})
-        GROUP BY bucket"""
-    if not has_phase:
-        return f"SELECT *, NULL::VARCHAR AS phase FROM ({agg}) ORDER BY bucket"
+    phase = "max(phase::VARCHAR)" if has_phase else "NULL::VARCHAR"
     return f"""
-    WITH a AS ({agg}),
-    p AS (
-        SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, any_value(phase::VARCHAR) AS phase
-        FROM {src}
-        WHERE {cond} iter BETWEEN $ilo AND $ihi AND (iter - $ilo) % $step = 0
-        GROUP BY bucket
-    )
-    SELECT a.bucket, a.n, a.x_lo, a.x_hi, a.y_min, a.y_max, p.phase FROM a LEFT JOIN p USING (bucket)
-    ORDER BY a.bucket
+    SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, count(*) AS n,
+           min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, min({y}) AS y_min, max({y}) AS y_max,
+           {phase} AS phase
+    FROM {src}
+    WHERE {cond} iter BETWEEN $ilo AND $ihi AND isfinite({y})
+    GROUP BY bucket ORDER BY bucket
     """
 
 
