@@ -22,6 +22,7 @@ import bisect
 import datetime as _dt
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,8 @@ MAX_PAGE = 500
 M4_MAX_ROWS = 2_000_000
 _SCAN_TTL = 1.0  # seconds a scan of the root is reused (the runs page polls)
 _MAX_EVENTS = 500
+#: Downsampled series kept (run, metric, width, range; each a few thousand numbers).
+_SERIES_CACHE = 256
 
 
 class DashError(ValueError):
@@ -83,32 +86,6 @@ def _num(v: Any) -> Any:
         return _num(float(v))
     except (TypeError, ValueError):
         return str(v)
-
-
-def _short_float(v: Any) -> Any:
-    """A chart coordinate with 7 significant digits (a pixel needs far fewer): keeps the report small."""
-    if v is None:
-        return None
-    f = float(v)
-    if not math.isfinite(f):
-        return None
-    if f == int(f) and abs(f) < 1e15:
-        return int(f)
-    return float(f"{f:.7g}")
-
-
-def _thin(xs: list[Any], ys: list[Any]) -> tuple[list[Any], list[Any]]:
-    """Drops points inside a run of equal y (a constant stretch draws the same with its two ends)."""
-    if len(xs) < 3:
-        return xs, ys
-    ox, oy = [xs[0]], [ys[0]]
-    for i in range(1, len(xs) - 1):
-        if not (ys[i] == ys[i - 1] == ys[i + 1]):
-            ox.append(xs[i])
-            oy.append(ys[i])
-    ox.append(xs[-1])
-    oy.append(ys[-1])
-    return ox, oy
 
 
 class DashData:
@@ -153,6 +130,7 @@ class DashData:
         self._scan: tuple[float, list[Any]] | None = None
         self._cache: dict[str, tuple[float, Any]] = {}
         self._live_lock = threading.RLock()
+        self._series: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
 
     def _cached(self, key: str, make: Any) -> Any:
         """``make()``, reused for ``_SCAN_TTL`` seconds: the catalog's columns and contents change
@@ -407,6 +385,11 @@ class DashData:
             cols = self._columns()
             present, rows = self._present_metrics(ref, cols)
             events = self.db.events(ref.run_id).to_dicts()
+        elif (got := self._files_metrics(ref)) is not None:
+            cols, present, rows = got
+            with self._live_lock:
+                ev = self._live(ref.run_id, kind="events")
+                events = ev.to_dicts() if len(ev) else []
         else:
             with self._live_lock:
                 live = self._live(ref.run_id)
@@ -434,6 +417,23 @@ class DashData:
             "events_total": len(events),
         }
 
+    def _files_metrics(self, ref: Any) -> tuple[dict[str, str], list[str], int] | None:
+        """``(columns, numeric fields with values, rows)`` of a run not in the catalog, from the
+        schema and footers of its own durable files (:meth:`_run_files`): no row is read. None
+        when the files cannot tell (then the run's rows are read)."""
+
+        from ._plot import _file_columns, _footer_stats
+
+        def read(con: Any, files: list[str]) -> tuple[dict[str, str], list[str], int] | None:
+            got = _footer_stats(con, files)
+            if got is None:
+                return None
+            cols = _file_columns(con, files)
+            return cols, [c for c in cols if _chartable(c, cols[c]) and got[1].get(c, 0) > 0], got[0]
+
+        got: tuple[dict[str, str], list[str], int] | None = self._with_files(ref, read, ({}, [], 0))
+        return got
+
     def _present_metrics(self, ref: Any, cols: Mapping[str, str]) -> tuple[list[str], int]:
         """The numeric fields this run has values of (a shared catalog has every flow's columns),
         and its rows. From the Parquet footers of a local run's files when they tell (value and
@@ -458,6 +458,7 @@ class DashData:
         import duckdb
 
         from ._analysis import _segment_files
+        from ._plot import _footer_stats
 
         if ref.mode != "run":
             return None  # dev/tuner parts hold several runs' rows
@@ -467,19 +468,11 @@ class DashData:
                 return None
             con = duckdb.connect(":memory:")
             try:
-                meta = con.execute(
-                    "SELECT path_in_schema, sum(num_values), sum(stats_null_count), count(*) - count(stats_null_count) "
-                    "FROM parquet_metadata(?) GROUP BY 1",
-                    [files],
-                ).fetchall()
-                nrows = con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)", [files]).fetchone()
+                return _footer_stats(con, files)
             finally:
                 con.close()
         except (OSError, duckdb.Error):
             return None
-        if any(unknown for *_, unknown in meta) or not nrows or nrows[0] is None:
-            return None
-        return int(nrows[0]), {str(name): int(vals) - int(nulls or 0) for name, vals, nulls, _ in meta}
 
     def _live(self, run_id: str, kind: str = "telemetry") -> Any:
         """The run's durable rows (:meth:`~flightlog.DuckDBManager.live`), read once a second at
@@ -508,7 +501,7 @@ class DashData:
         within ``[x_min, x_max]`` when given (a zoom). Returns ``{"run_id", "metric", "x", "y",
         "rows", "points", "phases": [[x_from, x_to, phase], ...], "events": [[x, y, name, payload], ...],
         "status", "source"}``. Values that are not finite are not drawn."""
-        from ._plot import _downsample_sql, _phase_spans, _points
+        from ._plot import _downsample, _phase_spans, _points, _short_float, _thin
 
         ref = self.ref(run_id)
         if not isinstance(metric, str) or not metric:
@@ -520,45 +513,27 @@ class DashData:
                 raise DashError(f"{name} must be a finite number, got {v!r}")
         rid = ref.run_id
         in_cat = rid in self._in_catalog([rid])
-        ranged = x_min is not None or x_max is not None
+        # Bounds bound as integers: a BIGINT iter compared with a DOUBLE (or infinite) bound
+        # is cast row by row, several times slower on 10M rows.
+        bounds = {"ilo": -(2**62) if x_min is None else math.ceil(x_min)}
+        bounds["ihi"] = 2**62 if x_max is None else math.floor(x_max)
         if in_cat:
             cols = self._columns()
             self._check_metric(metric, cols)
-            # Bounds bound as integers: a BIGINT iter compared with a DOUBLE (or infinite) bound
-            # is cast row by row, several times slower on 10M rows.
-            bounds = {"ilo": -(2**62) if x_min is None else math.ceil(x_min)}
-            bounds["ihi"] = 2**62 if x_max is None else math.floor(x_max)
-            span = self.db.query(
-                "SELECT min(iter), max(iter), count(*) FROM telemetry WHERE run_id = $rid "
-                "AND iter BETWEEN $ilo AND $ihi",
-                {"rid": rid, **bounds},
-            ).fetchall()[0]
-            rows = []
-            if span is not None and span[0] is not None:
-                scale = (buckets - 1) / max(float(span[1] - span[0]), 1e-300)
-                params = {"rid": rid, "lo": float(span[0]), "ilo": int(span[0]), "ihi": int(span[1]), "scale": scale}
-                if span[2] <= M4_MAX_ROWS:
-                    rows = list(self.db.query(_m4_sql(metric, "phase" in cols), params).fetchall())
-                else:
-                    got = self.db.query(_minmax_sql(metric, "phase" in cols), params).fetchall()
-                    rows = _minmax_rows(got)
+            key = ("catalog", rid, metric, buckets, bounds["ilo"], bounds["ihi"], self._catalog_stamp())
+
+            def query(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+                return list(self.db.query(sql, dict(params)).fetchall())
+
+            src, cond = "telemetry", "run_id = $rid AND"
+            args = (metric, cols, buckets, bounds, M4_MAX_ROWS)
+            rows = self._series_cache(key, lambda: _downsample(query, src, cond, {"rid": rid}, *args))
         else:
-            with self._live_lock:
-                live = self._live(rid)
-                if not len(live):
-                    return self._empty_series(ref, metric)
-                cols = dict(zip(live.columns, live.types, strict=True))
-                self._check_metric(metric, cols)
-                # The live relation holds this run only: the run-id filter becomes TRUE, so no value
-                # is formatted into the SQL (DuckDB relations take no parameters).
-                src = "t"
-                if ranged:  # floats checked finite above, written with repr: no request text in the SQL
-                    conds = [f"iter >= {float(x_min)!r}"] if x_min is not None else []
-                    conds += [f"iter <= {float(x_max)!r}"] if x_max is not None else []
-                    src = f"(SELECT * FROM t WHERE {' AND '.join(conds)})"
-                sql = _downsample_sql(src, metric, "iter", "phase" in cols, False, False, buckets)
-                sql = sql.replace("list_contains(?::VARCHAR[], run_id)", "TRUE")
-                rows = [r[1:] for r in live.relation.query("t", sql).fetchall()]
+            got = self._files_series(ref, metric, buckets, bounds)
+            got = self._live_series(ref, metric, buckets, x_min, x_max) if got is None else got
+            if got is None:
+                return self._empty_series(ref, metric)
+            rows = got
         xs, ys = _points(rows)
         events = []
         for it, name, payload in self._marks(rid, in_cat):
@@ -579,6 +554,120 @@ class DashData:
             "phases": [[_short_float(a), _short_float(b), p] for a, b, p in _phase_spans(rows)],
             "events": events,
         }
+
+    def _live_series(
+        self, ref: Any, metric: str, buckets: int, x_min: float | None, x_max: float | None
+    ) -> list[tuple[Any, ...]] | None:
+        """Bucket rows of a run copied through :meth:`~flightlog.DuckDBManager.live` (when its files
+        are not all its own, or not local); None when it has no rows yet."""
+        rid = ref.run_id
+        with self._live_lock:
+            live = self._live(rid)
+            if not len(live):
+                return None
+            cols = dict(zip(live.columns, live.types, strict=True))
+            self._check_metric(metric, cols)
+            # The live relation holds this run only: the run-id filter becomes TRUE, so no value
+            # is formatted into the SQL (DuckDB relations take no parameters).
+            src = "t"
+            if x_min is not None or x_max is not None:  # floats checked finite: no request text in the SQL
+                conds = [f"iter >= {float(x_min)!r}"] if x_min is not None else []
+                conds += [f"iter <= {float(x_max)!r}"] if x_max is not None else []
+                src = f"(SELECT * FROM t WHERE {' AND '.join(conds)})"
+            from ._plot import _downsample_sql
+
+            sql = _downsample_sql(src, metric, "iter", "phase" in cols, False, False, buckets)
+            sql = sql.replace("list_contains(?::VARCHAR[], run_id)", "TRUE")
+            return [r[1:] for r in live.relation.query("t", sql).fetchall()]
+
+    def _run_files(self, ref: Any) -> list[str] | None:
+        """A local run's durable telemetry files, as ``DuckDBManager.live`` lists them (a merge in
+        progress never counted twice); None when some are shared files or the root is remote."""
+        if ref.tree is not None:
+            return None
+        try:
+            listed = self.db._live_files(self.db._locate(ref.run_id), ref.run_id, "telemetry")
+        except (OSError, ValueError, KeyError):
+            return None
+        if any(lo is not None for _, lo, _ in listed):
+            return None
+        return [str(f) for f, _, _ in listed]
+
+    def _with_files(self, ref: Any, read: Any, empty: Any) -> Any:
+        """``read(con, files)`` over the run's own durable files (:meth:`_run_files`) on a fresh
+        in-memory DuckDB connection; ``empty`` when it has none yet, None when its files cannot
+        be read so. A file merged away between listing and reading: listed and read again."""
+        import duckdb
+
+        for _attempt in range(3):
+            files = self._run_files(ref)
+            if files is None:
+                return None
+            if not files:
+                return empty
+            con = duckdb.connect(":memory:")
+            try:
+                return read(con, files)
+            except (OSError, duckdb.IOException, duckdb.InvalidInputException):
+                continue
+            finally:
+                con.close()
+        return None
+
+    def _files_series(
+        self, ref: Any, metric: str, buckets: int, bounds: Mapping[str, int]
+    ) -> list[tuple[Any, ...]] | None:
+        """Bucket rows of a run not in the catalog, aggregated by DuckDB straight from its own durable
+        Parquet files (``read_parquet([...])``, no copy of its rows), cached while the files stay
+        the same; None when they cannot be read so (:meth:`_live_series` then reads the run)."""
+        from ._plot import _FILES, _downsample, _file_columns
+
+        def read(con: Any, files: list[str]) -> list[tuple[Any, ...]]:
+            stamp = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+            key = ("files", ref.run_id, metric, buckets, bounds["ilo"], bounds["ihi"], stamp)
+            cols = _file_columns(con, files)
+            self._check_metric(metric, cols)
+
+            def query(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+                return list(con.execute(sql, {**params, "files": files}).fetchall())
+
+            args = (metric, cols, buckets, bounds, M4_MAX_ROWS)
+            return self._series_cache(key, lambda: _downsample(query, _FILES, "", {}, *args))
+
+        got: list[tuple[Any, ...]] | None = self._with_files(ref, read, [])
+        return got
+
+    def _series_cache(self, key: tuple[Any, ...], make: Any) -> list[tuple[Any, ...]]:
+        """``make()`` (a run's bucket rows), kept for the same ``key`` (run, metric, width, range and
+        the size and mtime of what it was read from): a run page reloaded, a second viewer, or a
+        finished run polled, do not aggregate its rows again. At most ``_SERIES_CACHE`` entries."""
+        if key[-1] is None:  # no stamp (a DuckLake catalog): not cached
+            return list(make())
+        with self._lock:
+            hit = self._series.pop(key, None)
+            if hit is not None:
+                self._series[key] = hit  # most recently used last
+                return hit
+        value = list(make())
+        with self._lock:
+            self._series[key] = value
+            while len(self._series) > _SERIES_CACHE:
+                del self._series[next(iter(self._series))]
+        return value
+
+    def _catalog_stamp(self) -> tuple[Any, ...] | None:
+        """Size and mtime of ``duckdb.db`` and its WAL (None for DuckLake: nothing cached)."""
+        path = getattr(self.db, "db_path", None)
+        if path is None or self.db.catalog is not None:
+            return None
+        out: list[Any] = []
+        for f in (str(path), str(path) + ".wal"):
+            try:
+                st = os.stat(f)
+                out.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
 
     def _marks(self, rid: str, in_cat: bool) -> list[tuple[int, str, Any]]:
         """``(iter, event, payload)`` of the events to mark on a run's charts (one read per run
@@ -679,61 +768,6 @@ class DashData:
         except (InputError, ValueError) as e:
             raise DashError(str(e)) from None
         return out
-
-
-def _m4_sql(metric: str, has_phase: bool) -> str:
-    """The plot's M4 downsampling (:func:`flightlog._plot._downsample_sql`: first, min, max and last
-    point of each pixel bucket of ``iter``, rows in its bucket-row layout for ``_points`` and
-    ``_phase_spans``) for one run of the catalog, with the run and the x range bound as parameters
-    (``$rid``, ``$lo``, ``$ilo``, ``$ihi``, ``$scale``): an equality on ``run_id`` and a bucket computed from
-    bound numbers are several times faster on a 10M-row run than a list filter and a joined range."""
-    y = f"{_ident(metric)}::DOUBLE"
-    phase = "arg_max(phase::VARCHAR, iter)" if has_phase else "NULL::VARCHAR"
-    return f"""
-    SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, count(*) AS n,
-           min(iter)::DOUBLE AS x_first, arg_min({y}, iter) AS y_first,
-           arg_min(iter, {y})::DOUBLE AS x_min, min({y}) AS y_min,
-           arg_max(iter, {y})::DOUBLE AS x_max, max({y}) AS y_max,
-           max(iter)::DOUBLE AS x_last, arg_max({y}, iter) AS y_last,
-           min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, {phase} AS phase
-    FROM telemetry
-    WHERE run_id = $rid AND iter BETWEEN $ilo AND $ihi AND isfinite({y})
-    GROUP BY bucket ORDER BY bucket
-    """
-
-
-def _minmax_sql(metric: str, has_phase: bool) -> str:
-    """Min and max of ``metric`` per pixel bucket of ``iter`` (and the bucket's iter range and
-    phase, the greatest name in the bucket): what a line at pixel resolution needs, spikes
-    included, without the per-row argument tracking of M4."""
-    y = f"{_ident(metric)}::DOUBLE"
-    phase = "max(phase::VARCHAR)" if has_phase else "NULL::VARCHAR"
-    return f"""
-    SELECT ((iter - $lo) * $scale)::USMALLINT AS bucket, count(*) AS n,
-           min(iter)::DOUBLE AS x_lo, max(iter)::DOUBLE AS x_hi, min({y}) AS y_min, max({y}) AS y_max,
-           {phase} AS phase
-    FROM telemetry
-    WHERE run_id = $rid AND iter BETWEEN $ilo AND $ihi AND isfinite({y})
-    GROUP BY bucket ORDER BY bucket
-    """
-
-
-def _minmax_rows(got: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Min/max bucket rows in the M4 row layout (for ``_points`` and ``_phase_spans``): each bucket
-    becomes two points at its ends, min and max in the order that continues the line from the
-    previous bucket (at one bucket per pixel the line looks as if every row were drawn)."""
-    out: list[tuple[Any, ...]] = []
-    prev: float | None = None
-    for bucket, n, x_lo, x_hi, y_min, y_max, phase in got:
-        if prev is not None and abs(prev - y_max) < abs(prev - y_min):
-            first, last = y_max, y_min
-        else:
-            first, last = y_min, y_max
-        if x_lo == x_hi:
-            first = last = y_min if y_min == y_max else first
-        prev = last
-        out.append((bucket, n, x_lo, first, None, None, None, None, x_hi, last, x_lo, x_hi, phase))
-    return out
 
 
 def _chartable(name: str, duck_type: str) -> bool:
