@@ -192,6 +192,8 @@ pub(crate) fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
         }
         let mut overflow = 0;
         let v = ffi::PyLong_AsLongAndOverflow(p, &mut overflow);
+        // `c_long` is 64 bits here but 32 on Windows: the conversion is not useless there.
+        #[allow(clippy::useless_conversion)]
         (overflow == 0).then_some(i64::from(v))
     }
 }
