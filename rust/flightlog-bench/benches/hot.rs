@@ -37,7 +37,8 @@ fn ring_push(c: &mut Criterion) {
         b.iter(|| {
             if ring.push(&mut cursor, black_box(&row)).is_err() {
                 ring.release(ring.published());
-                ring.push(&mut cursor, &row).expect("a drained ring has room");
+                ring.push(&mut cursor, &row)
+                    .expect("a drained ring has room");
             }
             if cursor.position() % 1024 == 0 {
                 ring.release(ring.published());
@@ -119,8 +120,13 @@ fn segment_write(c: &mut Criterion) {
             },
             |path| {
                 let props = parquet_io::writer_properties(&[], Codec::Zstd, n, Vec::new());
-                parquet_io::write_file(&path, arrow_schema.clone(), std::slice::from_ref(&batch), props)
-                    .expect("a segment")
+                parquet_io::write_file(
+                    &path,
+                    arrow_schema.clone(),
+                    std::slice::from_ref(&batch),
+                    props,
+                )
+                .expect("a segment")
             },
             BatchSize::PerIteration,
         )
