@@ -75,6 +75,7 @@ dev: venv  ## Build the extension (release) into the dev virtualenv
 
 lint:  ## cargo fmt --check, clippy -D warnings, ruff check and format --check
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path rust/flightlog-bench/Cargo.toml -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
@@ -98,6 +99,7 @@ lint-python:  ## import-linter layers, mypy --strict (typed modules), module siz
 
 fmt:  ## Format Rust and Python
 	cargo fmt --all
+	cargo fmt --manifest-path rust/flightlog-bench/Cargo.toml
 	$(VENV)/bin/ruff format python tests benches
 	$(VENV)/bin/ruff check --fix python tests benches
 
