@@ -21,7 +21,7 @@ import duckdb
 import pytest
 
 from flightlog import DuckDBManager, Field, Schema, TelemetryManager
-from flightlog._analysis import runs_rows
+from flightlog._analysis import listing_catalog, runs_rows
 from flightlog._errors import RunNotFoundError
 from flightlog.runs.discover import _runs_by_evidence, find_run, scan_runs
 from flightlog.runs.manifest import read_manifest
@@ -44,6 +44,13 @@ LIVE_CHILD = textwrap.dedent(
     tm.close()
     """
 )
+
+
+def _scan(root: Path) -> list:
+    """``scan_runs`` with the root's own catalog, as the CLI and the dashboard list runs:
+    the fast path (``scan_runs(root)`` alone reads every manifest)."""
+    with listing_catalog(root) as db:
+        return scan_runs(root, db=db)
 
 
 def make_run(root: Path, run_id: str, *, flow: str = "gd", mode: str = "run", n: int = 20) -> None:
@@ -102,7 +109,7 @@ def evidence_listing(root: Path) -> list[tuple]:
 
 
 def fast_listing(root: Path) -> list[tuple]:
-    return [(r.run_id, r.status, r.manifest, str(r.where)) for r in scan_runs(root)]
+    return [(r.run_id, r.status, r.manifest, str(r.where)) for r in _scan(root)]
 
 
 def listed_from_catalog(root: Path) -> set[str]:
@@ -161,10 +168,10 @@ def test_run_that_dies_after_consolidation_shows_crashed(tmp_path):
     make_run(root, "20250101_000000")
     with recorder(root) as (p, live_id):
         DuckDBManager(root).consolidate()
-        assert {r.run_id: r.status for r in scan_runs(root)}[live_id] == "running"
+        assert {r.run_id: r.status for r in _scan(root)}[live_id] == "running"
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(timeout=60)
-        got = {r.run_id: r.status for r in scan_runs(root)}
+        got = {r.run_id: r.status for r in _scan(root)}
         assert got == {"20250101_000000": "finished", live_id: "crashed"}
         _, rows = runs_rows(root)
         assert {r[0]: r[3] for r in rows} == got
@@ -219,7 +226,7 @@ def test_same_size_same_mtime_rewrite_is_served_from_the_catalog(tmp_path):
     mpath.write_text(mpath.read_text().replace('flow_name = "gd"', 'flow_name = "xy"'))
     os.utime(mpath, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert read_manifest(mpath)["flow_name"] == "xy"
-    assert [r.manifest["flow_name"] for r in scan_runs(root)] == ["gd"]
+    assert [r.manifest["flow_name"] for r in _scan(root)] == ["gd"]
     assert [r.manifest["flow_name"] for r in _runs_by_evidence(root)] == ["xy"]
     # find_run reads the one run it found from its file.
     assert find_run(root, "20250101_000000").manifest["flow_name"] == "xy"
@@ -230,7 +237,7 @@ def test_same_size_same_mtime_rewrite_is_served_from_the_catalog(tmp_path):
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(tmp, mpath)
     assert (mpath.stat().st_size, mpath.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-    assert [r.manifest["flow_name"] for r in scan_runs(root)] == ["zw"]
+    assert [r.manifest["flow_name"] for r in _scan(root)] == ["zw"]
 
 
 def test_old_catalog_gets_its_listing_at_the_next_consolidate(tmp_path):
