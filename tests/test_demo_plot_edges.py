@@ -156,3 +156,25 @@ def test_cli_plot_logy_is_auto_by_default(demo, tmp_path: Path, capsys) -> None:
         args = ["--root", str(demo.root), "--format", "json", "plot", run, "-o", str(tmp_path / "p.png"), *flag]
         assert main(args) == 0
         assert json.loads(capsys.readouterr().out)["logy"] is expected, flag
+
+
+def test_plot_of_a_live_run_whose_id_has_a_quote(tmp_path: Path) -> None:
+    """A run not yet consolidated is plotted from its files through a DuckDB relation,
+    whose query takes no parameters: an id with a quote (a valid run id) is quoted, not
+    spliced into the SQL."""
+    from flightlog._plot import plot_runs
+
+    root = tmp_path / "root"
+    schema = flightlog.Schema(
+        [flightlog.Field("iter", "i64", nullable=False), flightlog.Field("E", "f64", nullable=False)]
+    )
+    with TelemetryManager(root, "q", run_id="o'brien", schema=schema) as tm:
+        for i in range(50):
+            tm.record(i, 1.0 / (i + 1))
+    db = DuckDBManager(root, read_only=True)
+    try:
+        info = plot_runs(db, ["o'brien"], "E", tmp_path / "q.png")
+    finally:
+        db.close()
+    assert (tmp_path / "q.png").stat().st_size > 0
+    assert info is not None

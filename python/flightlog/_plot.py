@@ -453,7 +453,9 @@ def _read_runs(
             raise ValueError(f"run {rid!r} has no durable telemetry rows yet")
         _check_columns(lcols, metric, x)
         sql = _downsample_sql("t", metric, x, "phase" in lcols, logx, bool(logy), buckets)
-        for row in live.relation.query("t", sql.replace("?::VARCHAR[]", f"['{rid}']")).fetchall():
+        # A relation's query takes no parameters: the id goes in as a quoted literal.
+        literal = "'" + rid.replace("'", "''") + "'"
+        for row in live.relation.query("t", sql.replace("?::VARCHAR[]", f"[{literal}]")).fetchall():
             by_run[row[0]].append(row[1:])
         if events:
             ev = db.live(rid, kind="events")
