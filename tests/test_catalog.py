@@ -410,8 +410,48 @@ def test_reader_while_writer_works(root):
         seen.append(count(reader, "SELECT count(*) FROM telemetry"))
     assert int(p.communicate()[0]) == 60
     seen.append(count(reader, "SELECT count(*) FROM telemetry"))
+    # A reader gets in before the writer opens the file or after it let go, never while
+    # it writes (DuckDB's file lock): it sees the catalog before or after, nothing between.
     assert seen == sorted(seen) and seen[-1] == 60 * 50
-    assert all(n % 50 == 0 for n in seen)  # whole files only
+    assert set(seen) <= {30 * 50, 60 * 50}
+
+
+def test_writer_keeps_the_file_locked_while_it_writes(root):
+    """DuckDB's lock on duckdb.db is a POSIX fcntl lock, which the process loses when it
+    closes any descriptor of the file: the writer once read its own header after opening
+    and so let readers in mid-write (under DuckDB 2 they read a half-checkpointed file)."""
+    for i in range(4):
+        make_run(root, f"R{i:02d}", 50)
+    DuckDBManager(root).consolidate()
+    for i in range(4, 8):
+        make_run(root, f"R{i:02d}", 50)
+    code = """
+        import sys, time
+        from flightlog.catalog import write as _catalog
+        from flightlog import DuckDBManager
+        _catalog._BATCH_FILES = 1
+        write_batch = _catalog._Writer._write_batch
+
+        def paused(self, con, batch, report):
+            error = write_batch(self, con, batch, report)
+            print("wrote one batch", flush=True)
+            sys.stdin.readline()
+            return error
+
+        _catalog._Writer._write_batch = paused
+        print(DuckDBManager(sys.argv[1]).consolidate().files_added, flush=True)
+    """
+    args = [sys.executable, "-c", textwrap.dedent(code), str(root)]
+    with subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout.readline().strip() == "wrote one batch"
+            with pytest.raises(CatalogLockedError):
+                DuckDBManager(root, read_only=True, timeout=0.3).query("SELECT count(*) FROM telemetry")
+            out, _ = p.communicate(timeout=60)  # stdin closed: every later batch goes on
+        finally:
+            p.kill()
+    assert out.strip().splitlines()[-1] == "8"  # 4 runs' telemetry and events files
+    assert count(DuckDBManager(root, read_only=True), "SELECT count(*) FROM telemetry") == 8 * 50
 
 
 def test_consolidator_killed_midway_then_rerun(root):

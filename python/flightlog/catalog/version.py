@@ -42,7 +42,14 @@ def _file_header(path: Path) -> tuple[int | None, str | None]:
     """``(storage version number, DuckDB version)`` from a DuckDB file's main header, read
     without DuckDB: 8 bytes checksum, ``DUCK``, the storage version (uint64 LE), four
     uint64 flags, then the writing library's version (``v1.5.5``, 32 bytes). ``(None,
-    None)`` when the file does not start like a DuckDB database."""
+    None)`` when the file does not start like a DuckDB database.
+
+    Never call this in a process that may hold a DuckDB connection to ``path``: DuckDB
+    locks the file with POSIX ``fcntl`` locks, and closing *any* descriptor of a file
+    drops every such lock the process holds on it. A writer that read its own header
+    let readers in while it wrote (they saw a half-checkpointed file: a row count going
+    back). Only the error path of a failed open (:func:`_unreadable`) and tools that
+    hold no connection read it."""
     try:
         with open(path, "rb") as f:
             head = f.read(84)
@@ -61,15 +68,20 @@ def read_catalog_version(db_path: str | os.PathLike[str]) -> dict[str, Any]:
     ``flightlog_version``, ``written_at``), and ``header_duckdb_version`` /
     ``header_storage_number`` from the file's own header. Missing parts are left out."""
     path = Path(os.fspath(db_path))
-    info: dict[str, Any] = {}
-    with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        info.update(tomllib.loads(Path(str(path) + VERSION_SUFFIX).read_text("utf-8")))
+    info = _read_sidecar(path)
     storage, library = _file_header(path)
     if storage is not None:
         info["header_storage_number"] = storage
     if library is not None:
         info["header_duckdb_version"] = library
     return info
+
+
+def _read_sidecar(db_path: Path) -> dict[str, Any]:
+    """The ``<db>.version`` sidecar's keys; empty when it is missing or unreadable."""
+    with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return tomllib.loads(Path(str(db_path) + VERSION_SUFFIX).read_text("utf-8"))
+    return {}
 
 
 def _flightlog_version() -> str:
@@ -88,8 +100,10 @@ def _record_writer(con: Any, db_path: Path | None) -> None:
     duckdb = _duckdb()
     mine = {"duckdb_version": duckdb.__version__, "flightlog_version": _flightlog_version()}
     sidecar = Path(str(db_path) + VERSION_SUFFIX) if db_path is not None else None
-    if sidecar is not None:
-        known = read_catalog_version(db_path)  # type: ignore[arg-type]
+    if db_path is not None:
+        # The sidecar only, never the file's header: ``con`` holds DuckDB's lock on
+        # ``db_path`` and reading the file would drop it (see :func:`_file_header`).
+        known = _read_sidecar(db_path)
         if all(known.get(k) == v for k, v in mine.items()):
             return
     storage = ""
