@@ -185,7 +185,7 @@ def main() -> None:
         "",
         "Reading: the series is one aggregate over the run's `iter` and metric columns (min and max",
         "per pixel bucket above 2M rows, M4 below: a spike among 10M rows stays visible), the phase of",
-        "each bucket read from a sample of its rows; a run not in the catalog is aggregated straight",
+        "each bucket that of its last row; a run not in the catalog is aggregated straight",
         "from its durable Parquet files (`read_parquet([...])`, no copy of its rows). The rest of the",
         "first chart is the run page's small reads, each opening the catalog anew. Figures move with",
         "the load of the shared machine; the ratios to DuckDB's own aggregate much less.",
