@@ -222,10 +222,30 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+#: The TOML text of each top-level table last written, by key: ``(repr of the table,
+#: text)``. A run writes its manifest at least twice (start, end) and a process often
+#: runs many: the schema, provenance and params tables rarely change between writes,
+#: and formatting them is most of a write's Python cost. Keyed by ``repr`` (never
+#: ``==``, under which ``1``, ``1.0`` and ``True`` are one value).
+_TABLE_TEXT: dict[str, tuple[str, str]] = {}
+
+
 def _dumps(data: Mapping[str, Any]) -> bytes:
     import tomli_w
 
-    return tomli_w.dumps(to_toml_table(data)).encode("utf-8")
+    table = to_toml_table(data)
+    # A TOML document is its top-level keys that are not tables, then one section per
+    # table: formatted apart, the same document as tomli_w.dumps(table).
+    parts = [tomli_w.dumps({k: v for k, v in table.items() if not isinstance(v, dict)})]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            shape = repr(value)
+            known = _TABLE_TEXT.get(key)
+            if known is None or known[0] != shape:
+                known = (shape, tomli_w.dumps({key: value}))
+                _TABLE_TEXT[key] = known  # one assignment: safe to race, at worst formatted twice
+            parts.append(known[1])
+    return "\n".join(parts).encode("utf-8")
 
 
 def _publish(target: Path, payload: bytes, *, create_only: bool) -> None:

@@ -77,6 +77,11 @@ impl MappedWords {
         // read observe a torn or changing value.
         let map = unsafe { MmapMut::map_mut(file) }.map_err(|e| CoreError::io("map", path, e))?;
         assert!(map.len() >= words * 8);
+        // No readahead: a ring's pages are allocated but unwritten, so the kernel
+        // would zero-fill (and later evict) a large folio around each first touch.
+        // A short run touches a few pages of its megabytes; a long one faults each
+        // page in once either way. Advisory: a refusal changes nothing else.
+        let _ = map.advise(memmap2::Advice::Random);
         Ok(MappedWords { map, words })
     }
 }
