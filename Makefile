@@ -77,6 +77,8 @@ lint:  ## cargo fmt --check, clippy -D warnings, ruff check and format --check
 	cargo fmt --all -- --check
 	cargo fmt --manifest-path rust/flightlog-bench/Cargo.toml -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	# The core without its object-store client (cargo feature `object-store`, on in the wheel).
+	cargo clippy -p flightlog-core --no-default-features --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
 	$(MAKE) --no-print-directory lint-python

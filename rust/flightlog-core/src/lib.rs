@@ -28,6 +28,7 @@ pub mod claim;
 pub mod dict;
 pub mod error;
 pub mod mapped;
+#[cfg(feature = "object-store")]
 pub mod object_root;
 pub mod output_layout;
 pub mod parquet_io;
@@ -41,6 +42,7 @@ pub mod spool;
 pub mod storage;
 
 pub use error::{CoreError, FlusherError, Result};
+#[cfg(feature = "object-store")]
 pub use object_root::{ObjectRoot, PutKind};
 pub use output_layout::OutputLayout;
 pub use parquet_io::Codec;

@@ -4,17 +4,22 @@
 //! below the bucket (`/`-separated).
 
 use std::path::{Path, PathBuf};
+#[cfg(feature = "object-store")]
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+#[cfg(feature = "object-store")]
 use bytes::Bytes;
 use parquet::file::properties::WriterProperties;
 
 use crate::atomic_file::{fsync_dir, move_new};
 use crate::error::{CoreError, Result};
+#[cfg(feature = "object-store")]
 use crate::object_root::ObjectRoot;
-use crate::parquet_io::{self, MergeInput};
+use crate::parquet_io;
+#[cfg(feature = "object-store")]
+use crate::parquet_io::MergeInput;
 
 /// The medium of a layout.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +28,7 @@ pub enum Storage {
     #[default]
     Local,
     /// An object store: create-only puts, multipart uploads for large files.
+    #[cfg(feature = "object-store")]
     Object(Arc<ObjectRoot>),
 }
 
@@ -43,6 +49,7 @@ impl Storage {
     pub fn describe(&self, path: &Path) -> String {
         match self {
             Storage::Local => path.display().to_string(),
+            #[cfg(feature = "object-store")]
             Storage::Object(root) => root.url(&key_of(path).unwrap_or_default()),
         }
     }
@@ -58,6 +65,7 @@ impl Storage {
     ) -> Result<u64> {
         match self {
             Storage::Local => parquet_io::write_file(path, schema, batches, props),
+            #[cfg(feature = "object-store")]
             Storage::Object(root) => {
                 let writer = root.writer(&key_of(path)?);
                 parquet_io::write_batches(writer, schema, batches, props)?.finish()
@@ -69,6 +77,7 @@ impl Storage {
     pub fn exists(&self, path: &Path) -> Result<bool> {
         match self {
             Storage::Local => Ok(path.exists()),
+            #[cfg(feature = "object-store")]
             Storage::Object(root) => root.exists(&key_of(path)?),
         }
     }
@@ -77,6 +86,7 @@ impl Storage {
     pub fn size(&self, path: &Path) -> Result<u64> {
         match self {
             Storage::Local => Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)),
+            #[cfg(feature = "object-store")]
             Storage::Object(root) => Ok(root.head(&key_of(path)?)?.map_or(0, |i| i.size)),
         }
     }
@@ -85,6 +95,7 @@ impl Storage {
     pub fn segments(&self, dir: &Path, prefix: &str) -> Result<Vec<String>> {
         match self {
             Storage::Local => existing_segments(dir, prefix),
+            #[cfg(feature = "object-store")]
             Storage::Object(root) => Ok(root
                 .list_names(&key_of(dir)?)?
                 .into_iter()
@@ -97,6 +108,7 @@ impl Storage {
     pub fn row_count(&self, path: &Path) -> Result<u64> {
         match self {
             Storage::Local => parquet_io::row_count(path),
+            #[cfg(feature = "object-store")]
             Storage::Object(root) => {
                 let md = root.parquet_metadata(&key_of(path)?)?;
                 Ok(md.file_metadata().num_rows().max(0) as u64)
@@ -108,6 +120,7 @@ impl Storage {
     pub fn key_values(&self, path: &Path) -> Result<Vec<(String, String)>> {
         match self {
             Storage::Local => parquet_io::read_key_values(path),
+            #[cfg(feature = "object-store")]
             Storage::Object(root) => Ok(parquet_io::key_values_of(
                 &root.parquet_metadata(&key_of(path)?)?,
             )),
@@ -118,6 +131,7 @@ impl Storage {
     pub fn listed_segments(&self, path: &Path) -> Result<Vec<String>> {
         match self {
             Storage::Local => parquet_io::listed_segments(path),
+            #[cfg(feature = "object-store")]
             Storage::Object(root) => {
                 let key = key_of(path)?;
                 let md = root.parquet_metadata(&key)?;
@@ -130,10 +144,12 @@ impl Storage {
     pub fn read_parquet(&self, path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         match self {
             Storage::Local => parquet_io::read_file(path),
+            #[cfg(feature = "object-store")]
             Storage::Object(root) => parquet_io::read_batches(self.fetch(root, path)?),
         }
     }
 
+    #[cfg(feature = "object-store")]
     fn fetch(&self, root: &ObjectRoot, path: &Path) -> Result<Bytes> {
         let key = key_of(path)?;
         root.get(&key)?
@@ -149,6 +165,7 @@ impl Storage {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(CoreError::io("remove", path, e)),
             },
+            #[cfg(feature = "object-store")]
             Storage::Object(root) => root.delete(&key_of(path)?),
         }
     }
@@ -157,6 +174,7 @@ impl Storage {
     pub fn ensure_dir(&self, dir: &Path) -> Result<()> {
         match self {
             Storage::Local => ensure_dir(dir),
+            #[cfg(feature = "object-store")]
             Storage::Object(_) => Ok(()),
         }
     }
@@ -174,6 +192,7 @@ impl Storage {
     pub fn sync_dir(&self, dir: &Path) -> Result<()> {
         match self {
             Storage::Local => fsync_dir(dir),
+            #[cfg(feature = "object-store")]
             Storage::Object(_) => Ok(()),
         }
     }
@@ -217,6 +236,7 @@ impl Storage {
                 return Ok((rows, size));
             }
             (Storage::Local, _) => parquet_io::merge_segments(final_path, &paths)?,
+            #[cfg(feature = "object-store")]
             (Storage::Object(root), _) => {
                 let mut inputs = Vec::with_capacity(paths.len());
                 for p in &paths {

@@ -1,6 +1,7 @@
 //! The recorder on an object store (object_store's in-memory backend, which
 //! honours create-only and conditional puts like S3): segments are objects,
 //! close merges them into one object, recovery finishes what a crash left.
+#![cfg(feature = "object-store")]
 
 use std::path::Path;
 use std::sync::Arc;

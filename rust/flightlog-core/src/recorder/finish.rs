@@ -12,8 +12,10 @@ use super::events::{events_arrow_schema, events_props};
 use super::flusher::{panic_message, FlusherOutcome};
 use super::{lock, Recorder, Shared};
 use crate::error::{CoreError, FlusherError, Result};
+#[cfg(feature = "object-store")]
 use crate::object_root::ObjectRoot;
 use crate::output_layout::OutputLayout;
+#[cfg(feature = "object-store")]
 use crate::storage::{key_of, Storage};
 
 /// Files a closed recorder left behind.
@@ -366,6 +368,7 @@ pub(super) fn prepare_dirs(layout: &OutputLayout) -> Result<()> {
     // closed before it ever flushes never creates them). Object stores have
     // no folders.
     let storage = &layout.storage;
+    #[cfg(feature = "object-store")]
     if let Storage::Object(root) = storage {
         return prepare_object_layout(layout, root);
     }
@@ -404,6 +407,7 @@ pub(super) fn prepare_dirs(layout: &OutputLayout) -> Result<()> {
 /// folder holds every run's parts, so a listing per run start would grow with
 /// the flow; a part name another run already took is refused by the
 /// create-only put of the first flush instead (the rows stay for a retry).
+#[cfg(feature = "object-store")]
 fn prepare_object_layout(layout: &OutputLayout, root: &ObjectRoot) -> Result<()> {
     let (Some(final_telemetry), Some(final_events)) =
         (&layout.final_telemetry, &layout.final_events)
