@@ -329,6 +329,22 @@ def test_write_error_surfaces_on_next_call_and_on_close(run_dir: Path) -> None:
     assert rec.stats()["rows_lost"] == 1
 
 
+def test_close_says_when_a_published_events_segment_was_deleted(run_dir: Path) -> None:
+    """As for telemetry: close fails naming the vanished segment (it once wrote an empty
+    events.parquet and said nothing; found by test_stateful)."""
+    import shutil
+
+    rec = FlightRecorder(run_dir, SCHEMA, flush_interval=3600, segment_rows=7)
+    rec.event("A")
+    rec.flush()
+    (gone,) = [p.name for p in (run_dir / "segments").glob("events-*.parquet")]
+    shutil.rmtree(run_dir / "segments")
+    rec.event("B")
+    with pytest.raises(WriteError, match=f"deleted by something else before close: {gone}"):
+        rec.close()
+    assert read_pa(run_dir / "events.parquet").column("event").to_pylist() == ["B"]
+
+
 def test_several_threads_lose_nothing(run_dir: Path) -> None:
     schema = Schema([Field("t", "i64", nullable=False), Field("i", "i64", nullable=False)])
     rec = FlightRecorder(run_dir, schema, ring_capacity=64, flush_interval=0.01)

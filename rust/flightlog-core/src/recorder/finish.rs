@@ -94,7 +94,7 @@ impl Recorder {
         if !present.vanished.is_empty() {
             return Err(CoreError::write(format!(
                 "published segments were deleted by something else before close: {}; \
-                 their rows are lost, the others are merged",
+                 their rows or events are lost, the others are merged",
                 present.vanished.join(", ")
             )));
         }
@@ -197,17 +197,20 @@ impl Recorder {
                     .fetch_add(*rows, Ordering::Relaxed);
             }
         }
-        present.events = outcome
-            .event_segments
-            .iter()
-            .filter(|n| {
-                layout
-                    .storage
-                    .exists(&layout.events_dir.join(n))
-                    .unwrap_or(true)
-            })
-            .cloned()
-            .collect();
+        // Events too: a vanished events segment makes close fail as a vanished
+        // telemetry segment does (an empty events.parquet and no error would
+        // hide that events the recorder had published are gone).
+        for name in &outcome.event_segments {
+            let there = layout
+                .storage
+                .exists(&layout.events_dir.join(name))
+                .unwrap_or(true);
+            if there {
+                present.events.push(name.clone());
+            } else {
+                present.vanished.push(name.clone());
+            }
+        }
         present
     }
 
