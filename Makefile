@@ -86,7 +86,7 @@ lint:  ## cargo fmt --check, clippy -D warnings, ruff check and format --check
 # typed so far (the modules they import are read for their types, their own errors not
 # reported: silent), and no module over MAX_MODULE_LINES lines.
 MAX_MODULE_LINES = 800
-MYPY_STRICT = flightlog/_errors.py flightlog/_analysis.py flightlog/_render.py flightlog/cli \
+MYPY_STRICT = flightlog/_errors.py flightlog/_recorder.py flightlog/_analysis.py flightlog/_render.py flightlog/cli \
 	flightlog/_demo.py flightlog/_plot.py flightlog/_dashdata.py flightlog/_report.py flightlog/_ui.py \
 	flightlog/catalog/backend.py flightlog/catalog/embedded.py flightlog/catalog/ducklake.py \
 	flightlog/catalog/files.py flightlog/catalog/lock.py flightlog/catalog/ingest.py flightlog/catalog/live.py \
