@@ -88,12 +88,17 @@ lint:  ## cargo fmt --check, clippy -D warnings, ruff check and format --check
 # typed so far (the modules they import are read for their types, their own errors not
 # reported: silent), and no module over MAX_MODULE_LINES lines.
 MAX_MODULE_LINES = 800
-MYPY_STRICT = flightlog/_errors.py flightlog/_analysis.py flightlog/_render.py flightlog/cli \
+MYPY_STRICT = flightlog/_errors.py flightlog/_recorder.py flightlog/_analysis.py flightlog/_render.py flightlog/cli \
 	flightlog/_demo.py flightlog/_plot.py flightlog/_dashdata.py flightlog/_report.py flightlog/_ui.py \
 	flightlog/catalog/backend.py flightlog/catalog/embedded.py flightlog/catalog/ducklake.py \
-	flightlog/catalog/files.py flightlog/catalog/lock.py \
+	flightlog/catalog/files.py flightlog/catalog/lock.py flightlog/catalog/ingest.py flightlog/catalog/live.py \
+	flightlog/catalog/write.py flightlog/catalog/queries.py flightlog/catalog/report.py flightlog/catalog/values.py \
+	flightlog/catalog/sql.py flightlog/catalog/schema.py flightlog/catalog/version.py flightlog/catalog/manager.py \
+	flightlog/catalog/listing.py flightlog/catalog/parquet.py flightlog/catalog/lake.py flightlog/catalog/base.py \
 	flightlog/runs/tree.py flightlog/runs/layout.py flightlog/runs/roots.py \
-	flightlog/runs/recover.py flightlog/runs/claim.py flightlog/runs/finish.py flightlog/runs/s3tree.py flightlog/runs/manager.py
+	flightlog/runs/recover.py flightlog/runs/claim.py flightlog/runs/finish.py flightlog/runs/s3tree.py flightlog/runs/manager.py \
+	flightlog/runs/discover.py flightlog/runs/views.py flightlog/runs/status.py flightlog/runs/ids.py \
+	flightlog/runs/manifest.py flightlog/runs/compact.py
 lint-python:  ## import-linter layers, mypy --strict (typed modules), module size
 	PYTHONPATH=python $(abspath $(VENV))/bin/lint-imports pyproject.toml
 	cd python && $(abspath $(VENV))/bin/mypy --strict --ignore-missing-imports --follow-imports=silent $(MYPY_STRICT)

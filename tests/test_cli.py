@@ -281,7 +281,10 @@ def test_plot_reads_unconsolidated_dev_run(root: Path, tmp_path: Path) -> None:
     from flightlog import Field, Schema, TelemetryManager
 
     schema = Schema([Field("iter", "i64"), Field("E", "f64")])
-    with TelemetryManager(root, "lateflow", mode="dev", schema=schema, sampling=None) as tm:
+    # An explicit id: run ids are unique per flow, so an auto id (the start second) can be
+    # the id of the fixture's last devflow run when this test runs alone, and `plot <id>`
+    # is then (rightly) ambiguous.
+    with TelemetryManager(root, "lateflow", mode="dev", schema=schema, sampling=None, run_id="late_dev_run") as tm:
         for i in range(200):
             tm.log(iter=i, E=1.0 / (i + 1))
     out = tmp_path / "late.png"

@@ -286,15 +286,13 @@ def _outcomes(db: Any, ids: Sequence[str]) -> dict[str, str]:
 
 
 def _check_metric(db: Any, metric: str, need: Iterable[str] = ("iter", "t_wall_ms")) -> None:
-    from .catalog import RESERVED_COLUMNS, is_numeric
+    from .catalog import MetricError, check_metric
 
     cols = _telemetry_columns(db)
-    if metric not in cols:
-        raise InputError(f"no telemetry column {metric!r}; columns: {', '.join(cols) or '(none)'}")
-    if metric in RESERVED_COLUMNS:
-        raise InputError(f"telemetry column {metric!r} is reserved (set by the catalog for every row), not a metric")
-    if not is_numeric(cols[metric]):
-        raise InputError(f"telemetry column {metric!r} is {cols[metric]}, not numeric: it cannot be a metric")
+    try:
+        check_metric(metric, cols)
+    except MetricError as e:
+        raise InputError(str(e)) from None
     missing = [c for c in need if c not in cols]
     if missing:
         raise InputError(f"telemetry has no {', '.join(missing)} column(s), needed to compare runs")

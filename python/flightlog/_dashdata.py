@@ -31,8 +31,6 @@ from typing import Any
 
 __all__ = ["DashData", "DashError", "check_run_id"]
 
-#: Columns that are never charted (ids, the x axis, and text).
-_NOT_METRICS = ("run_id", "flow_name", "schema_version", "iter")
 #: The metrics shown as last values in the runs table, when the runs have them.
 CORE_METRICS = ("E", "grad_norm", "phi_residual")
 #: Pixel buckets of a chart (M4: at most 4 points each).
@@ -715,10 +713,14 @@ class DashData:
 
     @staticmethod
     def _check_metric(metric: str, cols: Mapping[str, str]) -> None:
-        if metric not in cols:
-            raise DashError(f"no telemetry column {metric!r}; columns: {', '.join(cols) or '(none)'}", 404)
-        if not _chartable(metric, cols[metric]):
-            raise DashError(f"telemetry column {metric!r} is {cols[metric]}, not a numeric metric")
+        from .catalog import MetricError, check_metric
+
+        try:
+            check_metric(metric, cols)
+        except MetricError as e:
+            raise DashError(str(e), 404 if e.missing else 400) from None
+        if metric == "iter":
+            raise DashError("telemetry column 'iter' is the charts' x axis, not a metric")
         if "iter" not in cols:
             raise DashError("telemetry has no iter column to chart against")
 
@@ -771,9 +773,10 @@ class DashData:
 
 
 def _chartable(name: str, duck_type: str) -> bool:
-    from .catalog import is_numeric
+    """A metric (:func:`flightlog.catalog.check_metric`'s rule) other than the charts' x axis."""
+    from .catalog import is_metric
 
-    return name not in _NOT_METRICS and is_numeric(duck_type)
+    return name != "iter" and is_metric(name, duck_type)
 
 
 def _ident(name: str) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import atexit
 import math
 import os
-import sys
 import weakref
 from _thread import allocate_lock
+from collections.abc import Callable
 
 from . import _core
 from ._errors import SchemaError
@@ -95,20 +95,33 @@ def _close_all_at_exit() -> None:
             pass
 
 
+#: What the layers above reset in the child of a fork, after the recorders
+#: (:func:`add_after_fork_hook`; the run manager's open-run registry).
+_after_fork_hooks: list[Callable[[], None]] = []
+
+
+def add_after_fork_hook(hook: Callable[[], None]) -> None:
+    """Run ``hook`` in the child of every ``os.fork()``, after the recorders are
+    reset (:func:`_after_fork_in_child`), in the order the hooks were added.
+
+    The seam for the layers above: :mod:`flightlog.runs.manager` adds the reset
+    of its open runs when it is imported, so this module never looks them up."""
+    _after_fork_hooks.append(hook)
+
+
 def _after_fork_in_child() -> None:
     """Runs in the child of ``os.fork()``: the parent's recorders are not the child's.
 
     Their native side refuses to write there (``FlightlogError`` naming the
     parent) and their ``close()`` does nothing; the child's exit hook forgets
     them, and the registry's lock is new (a parent thread may have held it at
-    the fork)."""
+    the fork). Then the hooks of :func:`add_after_fork_hook`."""
     global _open_recorders, _open_lock
     _core._after_fork_in_child()
     _open_recorders = weakref.WeakSet()
     _open_lock = allocate_lock()
-    manager = sys.modules.get("flightlog.runs.manager")
-    if manager is not None:
-        manager._after_fork_in_child()
+    for hook in _after_fork_hooks:
+        hook()
 
 
 if hasattr(os, "register_at_fork"):

@@ -8,7 +8,7 @@ from .._errors import CatalogUnavailableError
 from .manager import DuckDBManager
 from .report import ConsolidationReport, Result
 from .schema import FINAL_STATUSES, RESERVED_COLUMNS
-from .sql import is_numeric
+from .sql import MetricError, check_metric, is_metric, is_numeric
 from .version import VERSION_SUFFIX, CatalogUnreadable, read_catalog_version
 
 __all__ = [
@@ -19,7 +19,10 @@ __all__ = [
     "CatalogUnreadable",
     "ConsolidationReport",
     "DuckDBManager",
+    "MetricError",
     "Result",
+    "check_metric",
+    "is_metric",
     "is_numeric",
     "read_catalog_version",
 ]

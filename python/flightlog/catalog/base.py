@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from .._errors import CatalogError
 from ..runs.views import HttpfsTree, LocalTree, ObjectPath
@@ -44,7 +44,12 @@ class _ManagerBase:
             )
 
 
-def _catalog_io(method: Callable[..., Any]) -> Callable[..., Any]:
+_M = TypeVar("_M", bound="_ManagerBase")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _catalog_io(method: Callable[Concatenate[_M, _P], _R]) -> Callable[Concatenate[_M, _P], _R]:
     """Public entry points: DuckDB's I/O errors (``duckdb.IOException``, including its
     ``HTTPException``: a wrong S3 secret, an unreadable ``duckdb.db``) become
     :class:`~flightlog.CatalogError`, message kept, the DuckDB error chained. Other
@@ -52,8 +57,7 @@ def _catalog_io(method: Callable[..., Any]) -> Callable[..., Any]:
     and Python's documented errors pass through unchanged."""
     import functools
 
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: _M, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         import duckdb
 
         try:
@@ -61,6 +65,7 @@ def _catalog_io(method: Callable[..., Any]) -> Callable[..., Any]:
         except duckdb.IOException as e:
             text = str(e).strip()
             text = self._backend.redact(text)
-            raise CatalogError(f"{text} (catalog: {self._where}; root: {self.root})") from e
+            raise CatalogError(f"{text} (catalog: {self._backend.where}; root: {self.root})") from e
 
+    functools.update_wrapper(wrapper, method)
     return wrapper

@@ -15,7 +15,7 @@ from .._errors import ManifestError
 from ..runs.ids import DEFAULT_RUN_PREFIX
 from ..runs.layout import MANIFEST_NAME, SEGMENT_ROWS_KEY, SEGMENTS_KEY, TELEMETRY_FILE
 from ..runs.manifest import parse_manifest
-from ..runs.views import LocalTree
+from ..runs.views import LocalTree, ObjectPath, ObjectStat, TreePath
 from .base import _ManagerBase
 from .listing import _listing_row
 from .parquet import _PART_RE, _list_parts, _read_file_meta, _read_kv
@@ -27,6 +27,14 @@ from .values import _float, _int, _json_text, _str, _utc_now_text, _utc_text
 # Runs are read only where they are: a link could point outside the root, or at
 # another run (whose rows would then be ingested twice).
 _LINK_REASON = "a symbolic link: not followed (it may point outside the root or at another run)"
+
+#: A run folder found by discovery: its path, or (a local folder with nothing new) the
+#: path as a str, made a Path only when needed.
+_Folder = tuple[str | TreePath, tuple[str, str | None, str, int | None], dict[str, Any] | None]
+
+
+def _folder_path(folder: str | TreePath) -> TreePath:
+    return Path(folder) if isinstance(folder, str) else folder
 
 
 def _compacted_marker(rel: str, rows: int) -> str:
@@ -53,7 +61,7 @@ class _Unit:
     """One Parquet file to read: whole (one piece) or row ranges of a compacted file."""
 
     kind: str
-    file: Path
+    file: TreePath
     rel: str
     pieces: list[_Piece]
     compacted: bool = False
@@ -133,16 +141,21 @@ class _Discovery(_ManagerBase):
 
     # ------------------------------------------------------------------ consolidation
 
-    def _rel(self, path: Path) -> str:
-        if type(path) is type(self.root) and isinstance(path, Path):
-            # A string prefix, not relative_to(): 3 us a call, 7 calls a run.
-            text, top = str(path), str(self.root)
-            if text.startswith(top + "/") and "/.." not in text and "/./" not in text:
-                return text[len(top) + 1 :]
+    def _rel(self, path: TreePath) -> str:
+        root = self.root
         try:
-            return path.relative_to(self.root).as_posix()
+            if isinstance(path, Path) and isinstance(root, Path):
+                if type(path) is type(root):
+                    # A string prefix, not relative_to(): 3 us a call, 7 calls a run.
+                    text, top = str(path), str(root)
+                    if text.startswith(top + "/") and "/.." not in text and "/./" not in text:
+                        return text[len(top) + 1 :]
+                return path.relative_to(root).as_posix()
+            if isinstance(path, ObjectPath) and isinstance(root, ObjectPath):
+                return path.relative_to(root).as_posix()
         except ValueError:
-            return path.as_posix()
+            pass
+        return path.as_posix()
 
     def _settled(self, folder: str, name: str, state: _State) -> tuple[str, str | None, str, int | None] | None:
         """A local run folder with nothing to do, known without building a path: its
@@ -189,7 +202,7 @@ class _Discovery(_ManagerBase):
         run_rows: list[dict[str, Any]] = []
         units: list[_Unit] = []
         plan = _Plan()
-        folders: list[tuple[Path, tuple[str, str | None, str, int | None], dict[str, Any] | None]] = []
+        folders: list[_Folder] = []
         self._tree.refresh()  # an object store is listed once, here
         lake_dir = self._lake_data_folder()
         settled: set[int] = set()
@@ -242,7 +255,7 @@ class _Discovery(_ManagerBase):
             for i in keep:
                 if i not in settled:
                     folder, info, row = folders[i]
-                    self._discover_run_folder(folder, info, row, state, report, units, plan)
+                    self._discover_run_folder(_folder_path(folder), info, row, state, report, units, plan)
             flows = self.root / "flows"
             if flows.is_symlink():
                 report.files_skipped.append(("flows", _LINK_REASON))
@@ -294,7 +307,12 @@ class _Discovery(_ManagerBase):
         return data
 
     def _run_row(
-        self, data: Mapping[str, Any], status: str, path: Path, manifest: Path, st: os.stat_result
+        self,
+        data: Mapping[str, Any],
+        status: str,
+        path: TreePath,
+        manifest: TreePath,
+        st: os.stat_result | ObjectStat,
     ) -> dict[str, Any]:
         prov = data.get("provenance") or {}
         counts = data.get("counts") or {}
@@ -351,9 +369,9 @@ class _Discovery(_ManagerBase):
 
     def _check_run(
         self,
-        manifest: Path,
-        run_path: Path,
-        folder: Path | None,
+        manifest: TreePath,
+        run_path: TreePath,
+        folder: TreePath | None,
         state: _State,
         report: ConsolidationReport,
         run_rows: list[dict[str, Any]],
@@ -373,18 +391,18 @@ class _Discovery(_ManagerBase):
         except FileNotFoundError:
             return None
         known = state.runs.get(rel)
-        unchanged = (
-            known is not None and known["manifest_mtime_ns"] == st.st_mtime_ns and known["manifest_size"] == st.st_size
-        )
-        # A catalog written before _flightlog.run_listing existed gets its listing rows once.
-        backfill = unchanged and known["manifest_status"] in FINAL_STATUSES and rel not in state.listed
-        if unchanged and known["status"] != "running" and not backfill:
-            return known["run_id"], known["flow_name"], known["manifest_status"], known["rows_written"]
+        unchanged = backfill = False
+        if known is not None:
+            unchanged = known["manifest_mtime_ns"] == st.st_mtime_ns and known["manifest_size"] == st.st_size
+            # A catalog written before _flightlog.run_listing existed gets its listing rows once.
+            backfill = unchanged and known["manifest_status"] in FINAL_STATUSES and rel not in state.listed
+            if unchanged and known["status"] != "running" and not backfill:
+                return known["run_id"], known["flow_name"], known["manifest_status"], known["rows_written"]
         data = self._parse_manifest(manifest, report)
         if data is None:
             return None
         status = self._tree.evidence_status(data, folder if folder is not None else manifest)
-        if not unchanged or known["status"] != status:
+        if known is None or not unchanged or known["status"] != status:
             row = self._run_row(data, status, run_path, manifest, st)
             row["_new"] = known is None
             run_rows.append(row)
@@ -397,7 +415,7 @@ class _Discovery(_ManagerBase):
         return data["run_id"], _str(data.get("flow_name")), data["status"], _int(counts.get("rows_written"))
 
     def _file_piece(
-        self, path: Path, state: _State, report: ConsolidationReport, run_id: str | None, flow: str | None
+        self, path: TreePath, state: _State, report: ConsolidationReport, run_id: str | None, flow: str | None
     ) -> _Piece | None:
         """A whole-file piece for ``path`` if it is not ingested yet (None otherwise)."""
         rel = self._rel(path)
@@ -420,7 +438,7 @@ class _Discovery(_ManagerBase):
         return _Piece(rel, run_id, flow, size=st.st_size, mtime=st.st_mtime)
 
     def _run_folder_info(
-        self, folder: Path, state: _State, report: ConsolidationReport, run_rows: list[dict[str, Any]]
+        self, folder: TreePath, state: _State, report: ConsolidationReport, run_rows: list[dict[str, Any]]
     ) -> tuple[tuple[str, str | None, str, int | None], dict[str, Any] | None] | None:
         """(run info, its queued runs row or None) of a run folder, or None when it has no
         usable manifest."""
@@ -437,7 +455,7 @@ class _Discovery(_ManagerBase):
 
     def _one_folder_per_run(
         self,
-        folders: list[tuple[Path, tuple[str, str | None, str, int | None], dict[str, Any] | None]],
+        folders: list[_Folder],
         state: _State,
         report: ConsolidationReport,
         run_rows: list[dict[str, Any]],
@@ -457,7 +475,7 @@ class _Discovery(_ManagerBase):
                 continue
 
             def rank(i: int, run_id: str = run_id) -> tuple[bool, bool, bool, str]:
-                folder = Path(folders[i][0])
+                folder = _folder_path(folders[i][0])
                 known = self._rel(folder / MANIFEST_NAME) in state.runs
                 canonical = folder.name in (f"{DEFAULT_RUN_PREFIX}{run_id}", run_id)
                 # <run_prefix><run_id> for any run_prefix (the catalog is not told the prefix)
@@ -466,14 +484,14 @@ class _Discovery(_ManagerBase):
 
             idx.sort(key=rank)
             keep.append(idx[0])
-            primary = self._rel(Path(folders[idx[0]][0]))
+            primary = self._rel(_folder_path(folders[idx[0]][0]))
             for i in idx[1:]:
                 folder, _, row = folders[i]
                 if row is not None:
                     run_rows.remove(row)
                 report.files_skipped.append(
                     (
-                        self._rel(Path(folder)),
+                        self._rel(_folder_path(folder)),
                         f"the same run {run_id!r} (flow {flow!r}) as {primary}: a copied or renamed run folder; "
                         f"its rows are ingested once, from {primary}",
                     )
@@ -482,7 +500,7 @@ class _Discovery(_ManagerBase):
 
     def _discover_run_folder(
         self,
-        folder: Path,
+        folder: TreePath,
         info: tuple[str, str | None, str, int | None],
         row: dict[str, Any] | None,
         state: _State,
@@ -521,7 +539,7 @@ class _Discovery(_ManagerBase):
 
     def _moved(
         self,
-        path: Path,
+        path: TreePath,
         rel: str,
         kind: str,
         run_id: str,
@@ -560,7 +578,7 @@ class _Discovery(_ManagerBase):
 
     def _discover_flow(
         self,
-        flow_dir: Path,
+        flow_dir: TreePath,
         state: _State,
         report: ConsolidationReport,
         run_rows: list[dict[str, Any]],
@@ -598,7 +616,7 @@ class _Discovery(_ManagerBase):
                         )
 
     def _plan_compacted(
-        self, unit: _Unit, parts_dir: Path, flow: str, state: _State, report: ConsolidationReport
+        self, unit: _Unit, parts_dir: TreePath, flow: str, state: _State, report: ConsolidationReport
     ) -> set[str]:
         """Reads a compacted file's part list; fills ``unit.pieces`` with the parts not yet
         ingested. Returns the listed part names (all of them, ingested or not)."""
@@ -716,10 +734,12 @@ class _Discovery(_ManagerBase):
             if any(p in moved or (self.root / p).exists() for p in files):
                 continue
             present = [mp for mp in manifests.get(key, []) if mp not in replaced and (self.root / mp).exists()]
-            info = [state.runs[mp] for mp in manifests.get(key, [])]
+            known = [state.runs[mp] for mp in manifests.get(key, [])]
             # A run folder's runs row goes with its folder; a dev/tuner run's when its
             # manifest and parts are gone.
-            if not present and all(i["mode"] in ("dev", "tuner") or not (self.root / i["path"]).exists() for i in info):
+            if not present and all(
+                i["mode"] in ("dev", "tuner") or not (self.root / i["path"]).exists() for i in known
+            ):
                 plan.gone.append(key)
 
     # --- writing (database held) ---------------------------------------

@@ -7,17 +7,20 @@ import itertools
 import json
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from ..runs.ids import DEFAULT_RUN_PREFIX
 from ..runs.layout import MANIFEST_NAME, SEGMENT_ROWS_KEY, SEGMENTS_DIR, SEGMENTS_KEY, parts_dir_name
 from ..runs.manifest import parse_manifest
+from ..runs.views import TreePath
 from .base import _catalog_io, _ManagerBase
 from .parquet import _list_dir, _list_parts, _part_run, _read_kv
 from .report import Result
 from .schema import _FILE_COL, _KINDS
 from .sql import _duckdb, _literal, _rows_source, _short, _sleep_backoff
+
+#: A Parquet file to read, with the row range [lo, hi) of the run in it (None, None: all of it).
+_FileRows = tuple[TreePath, int | None, int | None]
 
 
 class _Live(_ManagerBase):
@@ -73,7 +76,7 @@ class _Live(_ManagerBase):
                     raise ValueError(f"could not read the durable files of run {run_id!r}: {_short(e)}") from e
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _locate(self, run_id: str) -> tuple[str, Any, Mapping[str, Any] | None]:
+    def _locate(self, run_id: str) -> tuple[str, TreePath, Mapping[str, Any] | None]:
         """("folder", run folder, manifest) or ("parts", flow folder, manifest) of a run."""
         from .._names import validate_name
 
@@ -96,10 +99,10 @@ class _Live(_ManagerBase):
             for flow_dir in sorted(p for p in flows.iterdir() if p.is_dir()):
                 manifest = flow_dir / "runs" / f"{run_id}.toml"
                 if manifest.exists():
-                    data = None
+                    flow_data: dict[str, Any] | None = None
                     with contextlib.suppress(OSError, ValueError):
-                        data = parse_manifest(self._tree.read_bytes(manifest), str(manifest))
-                    return "parts", flow_dir, data
+                        flow_data = parse_manifest(self._tree.read_bytes(manifest), str(manifest))
+                    return "parts", flow_dir, flow_data
             for flow_dir in sorted(p for p in flows.iterdir() if p.is_dir()):
                 for mode in ("dev", "tuner"):
                     if any(_part_run(n) == run_id for n in _list_parts(flow_dir / parts_dir_name(mode, "telemetry"))):
@@ -107,14 +110,14 @@ class _Live(_ManagerBase):
         raise ValueError(f"no run {run_id!r} under {self.root}")
 
     def _live_files(
-        self, where: tuple[str, Any, Mapping[str, Any] | None], run_id: str, kind: str
-    ) -> list[tuple[Path, int | None, int | None]]:
+        self, where: tuple[str, TreePath, Mapping[str, Any] | None], run_id: str, kind: str
+    ) -> list[_FileRows]:
         how, base, manifest = where
         if how == "folder":
             seg_dir = base / SEGMENTS_DIR
             segments = [n for n in _list_dir(seg_dir) if n.startswith(f"{kind}-") and n.endswith(".parquet")]
             final = base / f"{kind}.parquet"
-            files: list[tuple[Path, int | None, int | None]] = []
+            files: list[_FileRows] = []
             listed: set[str] = set()
             if final.exists() and self._tree.unreadable(final) is None:
                 kv = _read_kv([final], self._tree.connect)[str(final)]
@@ -145,7 +148,7 @@ class _Live(_ManagerBase):
             files += [(parts_dir / n, None, None) for n in parts if n not in listed]
         return self._readable(files)
 
-    def _readable(self, files: list[tuple[Path, int | None, int | None]]) -> list[tuple[Path, int | None, int | None]]:
+    def _readable(self, files: list[_FileRows]) -> list[_FileRows]:
         """``files`` without those that must not be opened (FIFOs, devices, links): DuckDB
         would block on a FIFO, and a link may bring in another run's rows."""
         return [f for f in files if self._tree.unreadable(f[0]) is None]

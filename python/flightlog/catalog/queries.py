@@ -8,8 +8,7 @@ from typing import Any
 from ..runs.manifest import parse_manifest
 from .base import _catalog_io, _ManagerBase
 from .report import Result
-from .schema import RESERVED_COLUMNS
-from .sql import _check_one_select, _ident, is_numeric, table_columns
+from .sql import _check_one_select, _ident, check_metric, table_columns
 from .values import _id_list
 
 
@@ -139,12 +138,7 @@ class _Queries(_ManagerBase):
             raise ValueError("compare() needs at least one run id")
         with self._backend.reader() as mem:
             available = table_columns(mem, "telemetry")
-            if metric not in available:
-                raise ValueError(f"no telemetry column {metric!r}; columns: {list(available)}")
-            if metric in RESERVED_COLUMNS:
-                raise ValueError(f"telemetry column {metric!r} is reserved (set by the catalog), not a metric")
-            if not is_numeric(available[metric]):
-                raise ValueError(f"telemetry column {metric!r} is {available[metric]}, not numeric")
+            check_metric(metric, available)  # a MetricError is the ValueError documented above
             if "iter" in available:
                 key = _ident("iter")
             elif "t_wall_ms" in available:

@@ -59,7 +59,8 @@ class Result:
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         """All rows as tuples."""
-        return self._rel.fetchall()
+        rows: list[tuple[Any, ...]] = self._rel.fetchall()  # the relation is untyped (DuckDB 1.5 and 2.x)
+        return rows
 
     def fetchone(self) -> tuple[Any, ...] | None:
         """The first row, or ``None`` when there is none."""
@@ -68,7 +69,8 @@ class Result:
 
     def fetchnumpy(self) -> dict[str, Any]:
         """Columns as a dict of numpy arrays."""
-        return self._rel.fetchnumpy()
+        columns: dict[str, Any] = self._rel.fetchnumpy()
+        return columns
 
     def df(self) -> Any:
         """A ``pandas.DataFrame`` (needs pandas)."""

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .schema import _INTS
+from .schema import _INTS, RESERVED_COLUMNS
 
 
 def _duckdb() -> Any:
@@ -214,6 +214,38 @@ def _short(exc: BaseException | str) -> str:
 def is_numeric(duck_type: str) -> bool:
     t = duck_type.upper()
     return t in _INTS or t in ("UBIGINT", "HUGEINT", "FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL")
+
+
+def is_metric(name: str, duck_type: str) -> bool:
+    """Whether column ``name`` of type ``duck_type`` can be a metric (:func:`check_metric`)."""
+    return name not in RESERVED_COLUMNS and is_numeric(duck_type)
+
+
+class MetricError(ValueError):
+    """A metric name that is no numeric telemetry column (:func:`check_metric`);
+    ``missing``: there is no column of that name at all."""
+
+    def __init__(self, message: str, *, missing: bool) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def check_metric(metric: str, columns: Mapping[str, str]) -> None:
+    """The one rule for a metric (what ``compare`` summarises, what is charted): a numeric
+    telemetry column the catalog does not set itself. ``columns`` is ``{name: DuckDB type}``
+    of the telemetry table. Raises :class:`MetricError` naming the column (and, when it is
+    missing, the columns there are); callers that speak another error type translate it."""
+    if metric not in columns:
+        raise MetricError(f"no telemetry column {metric!r}; columns: {', '.join(columns) or '(none)'}", missing=True)
+    if is_metric(metric, columns[metric]):
+        return
+    if metric in RESERVED_COLUMNS:
+        raise MetricError(
+            f"telemetry column {metric!r} is reserved (set by the catalog for every row), not a metric", missing=False
+        )
+    raise MetricError(
+        f"telemetry column {metric!r} is {columns[metric]}, not numeric: it cannot be a metric", missing=False
+    )
 
 
 def table_columns(con: Any, table: str) -> dict[str, str]:

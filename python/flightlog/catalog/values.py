@@ -37,9 +37,8 @@ def _utc_text(value: Any) -> str | None:
         except ValueError:
             return None
     if isinstance(value, _dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(_dt.UTC).replace(tzinfo=None)
-        return value.isoformat(sep=" ", timespec="microseconds")
+        moment = value if value.tzinfo is None else value.astimezone(_dt.UTC).replace(tzinfo=None)
+        return moment.isoformat(sep=" ", timespec="microseconds")
     if isinstance(value, _dt.date):
         return _dt.datetime(value.year, value.month, value.day).isoformat(sep=" ")
     return None

@@ -155,7 +155,7 @@ class _Writer(_ManagerBase):
         DuckLake catalog, files another writer recorded first are dropped from the
         batch (read in the transaction's own snapshot, under the guards)."""
 
-        def write(con: Any) -> tuple[int, int]:
+        def write(con: Any) -> tuple[int, dict[str, int]]:
             self._backend.claim_files(con, batch)
             files_added, rows_added = 0, dict.fromkeys(_KINDS, 0)
             for kind in _KINDS:  # a DuckLake batch may hold both tables' files (one transaction)
@@ -189,7 +189,8 @@ class _Writer(_ManagerBase):
         expected = 0
         for u in batch:
             for p in u.pieces:
-                lo, hi = (p.lo, p.hi) if ranged and p.lo is not None else (0, u.rows)
+                # A compacted file's pieces are row ranges (lo and hi set together); a whole file is all of its rows.
+                lo, hi = (p.lo, p.hi) if ranged and p.lo is not None and p.hi is not None else (0, u.rows)
                 mapping.append(
                     {
                         "file": str(u.file),
@@ -222,7 +223,7 @@ class _Writer(_ManagerBase):
                 "kind": kind,
                 "run_id": p.run_id,
                 "flow_name": p.flow_name,
-                "rows": (p.hi - p.lo) if p.lo is not None else u.rows,
+                "rows": (p.hi - p.lo) if p.lo is not None and p.hi is not None else u.rows,
                 "size": p.size,
                 "mtime": p.mtime,
                 "ingested_at": now,
@@ -233,8 +234,16 @@ class _Writer(_ManagerBase):
         ]
         files_added = len(bookkeeping)
         bookkeeping += [
-            {"path": u.marker, "kind": "compacted", "flow_name": u.flow_name, "rows": u.rows, "source": u.rel}
-            | {"size": u.size, "mtime": u.mtime, "ingested_at": now}
+            {
+                "path": u.marker,
+                "kind": "compacted",
+                "flow_name": u.flow_name,
+                "rows": u.rows,
+                "source": u.rel,
+                "size": u.size,
+                "mtime": u.mtime,
+                "ingested_at": now,
+            }
             for u in batch
             if u.marker
         ]

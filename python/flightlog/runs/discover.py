@@ -14,10 +14,13 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import InputError, RunNotFoundError, error_line
 from .layout import DEFAULT_RUN_PREFIX, MANIFEST_NAME
+
+if TYPE_CHECKING:
+    from .views import TreePath
 
 __all__ = ["BAD_MANIFEST", "RunRef", "find_run", "scan_runs"]
 
@@ -53,6 +56,19 @@ class RunRef:
     def location(self) -> str:
         """The run folder (flow folder for dev/tuner runs): a path, or an ``s3://`` URL."""
         return str(self.folder) if self.tree is None else self.tree.url(self.folder.as_posix())
+
+
+class ListingCatalog(Protocol):
+    """What discovery uses of a root's catalog (a :class:`~flightlog.DuckDBManager`, a layer
+    above this one): whether it has a catalog, its root, and its listing rows."""
+
+    @property
+    def files_only(self) -> bool: ...
+
+    @property
+    def root(self) -> TreePath: ...
+
+    def _listing(self, *, manifests: bool = False) -> dict[str, tuple[Any, ...]] | None: ...
 
 
 # A --root that looks like a URL but is no object store (gs://..., https://..., s3:/x):
@@ -106,7 +122,10 @@ def _is_object_root(root: Path | str) -> bool:
 
 
 def scan_runs(
-    root: str | os.PathLike[str] | None, *, storage_options: Mapping[str, Any] | None = None, db: Any = None
+    root: str | os.PathLike[str] | None,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    db: ListingCatalog | None = None,
 ) -> list[RunRef]:
     """Every run under ``root`` (run folders and dev/tuner runs), oldest first, status by evidence.
 
@@ -149,7 +168,7 @@ def _local_candidates(base: Path) -> list[tuple[str, str, bool]]:
     return [(f"{top}/{e.manifest_rel}", e.manifest_rel, e.is_folder) for e in LocalRootTree(base).list_runs()]
 
 
-def _catalog_listing(base: Path, db: Any, full: bool) -> dict[str, tuple[Any, ...]] | None:
+def _catalog_listing(base: Path, db: ListingCatalog | None, full: bool) -> dict[str, tuple[Any, ...]] | None:
     """The catalog's listing rows (see ``DuckDBManager._listing``), or None when there is
     no catalog or it cannot be read now (unreadable, locked by a writer, another root):
     then every run is read from its files, as without a catalog."""
@@ -160,7 +179,8 @@ def _catalog_listing(base: Path, db: Any, full: bool) -> dict[str, tuple[Any, ..
     if db is None:
         return None
     try:
-        if db.files_only or os.path.abspath(os.fspath(db.root)) != os.path.abspath(os.fspath(base)):
+        # An object-store catalog is never a local root's.
+        if db.files_only or not isinstance(db.root, Path) or os.path.abspath(db.root) != os.path.abspath(base):
             return None
         return db._listing(manifests=full)
     except (FlightlogError, duckdb.Error, OSError, ValueError):
@@ -207,7 +227,7 @@ def _evidence_ref(mpath: Path, where: Path) -> RunRef | None:
     return RunRef(manifest["run_id"], manifest, where, status)
 
 
-def _scan_local(base: Path, db: Any, *, full: bool, use_catalog: bool = True) -> list[RunRef]:
+def _scan_local(base: Path, db: ListingCatalog | None, *, full: bool, use_catalog: bool = True) -> list[RunRef]:
     """:func:`scan_runs` of a local root. ``full``: whole manifests (else, for runs taken
     from the catalog, only what listing uses: :func:`_light_manifest`)."""
     import stat as _stat
@@ -298,7 +318,7 @@ def find_run(
     run_id: str,
     *,
     storage_options: Mapping[str, Any] | None = None,
-    db: Any = None,
+    db: ListingCatalog | None = None,
 ) -> RunRef:
     """The run ``run_id`` (also its folder name, or a unique prefix of its id); ``db`` as
     for :func:`scan_runs` (a local root's runs are listed from it when it can).
@@ -322,10 +342,11 @@ def find_run(
             raise RunNotFoundError(f"run {ref.run_id!r} has a bad manifest: {ref.problem}")
         return ref
     if len(exact) > 1:
-        names = ", ".join(f"{r.run_id} ({r.manifest.get('flow_name')})" for r in exact[:5])
+        matches = ", ".join(f"{r.run_id} ({r.manifest.get('flow_name')})" for r in exact[:5])
         if len(exact) > 5:
-            names += f" and {len(exact) - 5} more"
+            matches += f" and {len(exact) - 5} more"
         raise RunNotFoundError(
-            f"run id {run_id!r} is ambiguous under {_root(root)}: {len(exact)} runs match: {names}; give more of the id"
+            f"run id {run_id!r} is ambiguous under {_root(root)}: {len(exact)} runs match: {matches}; "
+            "give more of the id"
         )
     raise RunNotFoundError(f"no run {run_id!r} under {_root(root)} (see `flightlog runs`)")

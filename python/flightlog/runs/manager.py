@@ -40,7 +40,7 @@ from typing import Any
 from .. import events as _events
 from .._errors import FlightlogError, SchemaError
 from .._names import check_run_names, validate_name
-from .._recorder import FlightRecorder, Sampling
+from .._recorder import FlightRecorder, Sampling, add_after_fork_hook
 from .._schema import Field, Schema
 from .finish import _Finishing, _schema_of
 from .ids import DEFAULT_RUN_PREFIX
@@ -114,6 +114,9 @@ def _after_fork_in_child() -> None:
     global _open_runs, _open_lock
     _open_runs = weakref.WeakSet()
     _open_lock = threading.RLock()
+
+
+add_after_fork_hook(_after_fork_in_child)
 
 
 class UnitsWarning(UserWarning):

@@ -32,7 +32,7 @@ from typing import Any
 from .._s3 import ObjectLocation, duckdb_secret_sql, load_extensions
 from .layout import RUNS_DIR
 
-__all__ = ["Entry", "LocalTree", "ObjectPath", "ObjectStat", "HttpfsTree", "duckdb_connect"]
+__all__ = ["Entry", "LocalTree", "ObjectPath", "ObjectStat", "HttpfsTree", "TreePath", "duckdb_connect"]
 
 #: Settings of every in-memory DuckDB connection that reads an object store: the
 #: extensions are loaded by path from their wheels, never downloaded.
@@ -53,7 +53,7 @@ class Entry:
     """One folder entry: the same shape for both trees."""
 
     name: str
-    path: Any  # Path | ObjectPath
+    path: TreePath
     is_dir: bool
     is_file: bool
     is_symlink: bool = False
@@ -76,10 +76,10 @@ class LocalTree:
     def close(self) -> None:
         """Nothing to release."""
 
-    def scandir(self, folder: Path) -> list[Entry]:
+    def scandir(self, folder: TreePath) -> list[Entry]:
         """Entries of ``folder`` sorted by name ([] when it is missing or not a folder)."""
         try:
-            with os.scandir(folder) as it:
+            with os.scandir(_local(folder)) as it:
                 raw = list(it)
         except (FileNotFoundError, NotADirectoryError):
             return []
@@ -92,25 +92,25 @@ class LocalTree:
             out.append(Entry(e.name, Path(e.path), is_dir, is_file, is_link))
         return out
 
-    def read_bytes(self, path: Path) -> bytes:
+    def read_bytes(self, path: TreePath) -> bytes:
         """The content of a regular file; a link, FIFO or device raises ``NotRegularFileError``."""
         from .._regular import read_bytes
 
-        return read_bytes(path, follow_links=False)
+        return read_bytes(_local(path), follow_links=False)
 
-    def unreadable(self, path: Path) -> str | None:
+    def unreadable(self, path: TreePath) -> str | None:
         """Why ``path`` must not be opened (a symbolic link, a FIFO, a device ...), else None
         (also None when it is missing: the caller's own check says so)."""
         from .._regular import problem
 
         try:
-            return problem(path)
+            return problem(_local(path))
         except FileNotFoundError:
             return None
 
-    def restat(self, path: Path) -> os.stat_result:
+    def restat(self, path: TreePath) -> os.stat_result:
         """A fresh ``stat`` (the file system has no snapshot)."""
-        return path.stat()
+        return _local(path).stat()
 
     def connect(self, private: bool = False) -> Any:
         """An in-memory DuckDB connection that can read the tree's files (close it after use)."""
@@ -119,10 +119,10 @@ class LocalTree:
     def prepare(self, con: Any) -> None:
         """Make ``con`` able to read the tree's files (nothing to do locally)."""
 
-    def evidence_status(self, manifest: Mapping[str, Any], where: Path) -> str:
+    def evidence_status(self, manifest: Mapping[str, Any], where: TreePath) -> str:
         from .status import run_status
 
-        return run_status(manifest, where)
+        return run_status(manifest, _local(where))
 
 
 # --------------------------------------------------------------------------- object store
@@ -226,13 +226,33 @@ class ObjectPath:
 
     def iterdir(self) -> Iterator[ObjectPath]:
         for e in self.tree.scandir(self):
-            yield e.path
+            yield _object(e.path)
 
     def read_bytes(self) -> bytes:
         return self.tree.read_bytes(self)
 
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
+
+
+#: A path below a root: a local :class:`~pathlib.Path` or an :class:`ObjectPath`. The
+#: manager's code is the same for both; each tree narrows the paths it is given to its own
+#: kind (:func:`_local`, :func:`_object`), the one place where the two meet.
+TreePath = Path | ObjectPath
+
+
+def _local(path: TreePath) -> Path:
+    """``path`` as a local path (a :class:`LocalTree` is never given an object key)."""
+    if isinstance(path, ObjectPath):
+        raise TypeError(f"an object-store path given to the local tree: {path}")
+    return path
+
+
+def _object(path: TreePath) -> ObjectPath:
+    """``path`` as an object key (an :class:`HttpfsTree` is never given a local path)."""
+    if not isinstance(path, ObjectPath):
+        raise TypeError(f"a local path given to the object-store tree: {path}")
+    return path
 
 
 class HttpfsTree:
@@ -317,8 +337,9 @@ class HttpfsTree:
                 folders[parent][parts[i]] = folders[parent].get(parts[i], False) or is_dir
         self._objects, self._folders = objects, folders
 
-    def unreadable(self, path: ObjectPath) -> str | None:
+    def unreadable(self, path: TreePath) -> str | None:
         """Objects are always plain objects: nothing to refuse."""
+        _object(path)
         return None
 
     def _glob_all(self) -> str:
@@ -341,7 +362,8 @@ class HttpfsTree:
         prefix = rel.strip("/") + "/" if rel.strip("/") else ""
         return [(k, v) for k, v in self._snapshot().items() if k.startswith(prefix)]
 
-    def scandir(self, folder: ObjectPath) -> list[Entry]:
+    def scandir(self, folder: TreePath) -> list[Entry]:
+        folder = _object(folder)
         self._snapshot()
         children = self._folders.get(folder.rel, {})
         out = []
@@ -351,16 +373,17 @@ class HttpfsTree:
             out.append(Entry(name, path, is_dir, path.rel in self._snapshot()))
         return out
 
-    def stat(self, path: ObjectPath) -> ObjectStat:
-        st = self._snapshot().get(path.rel)
+    def stat(self, path: TreePath) -> ObjectStat:
+        st = self._snapshot().get(_object(path).rel)
         if st is None:
             raise FileNotFoundError(f"no object {path}")
         return st
 
     # --- reads (always fresh)
-    def read_bytes(self, path: ObjectPath) -> bytes:
+    def read_bytes(self, path: TreePath) -> bytes:
         import duckdb
 
+        path = _object(path)
         con = self.connect()
         try:
             row = con.execute("SELECT content FROM read_blob(?)", [str(path)]).fetchone()
@@ -374,10 +397,11 @@ class HttpfsTree:
             raise FileNotFoundError(f"no object {path}")
         return bytes(row[0])
 
-    def restat(self, path: ObjectPath) -> ObjectStat:
+    def restat(self, path: TreePath) -> ObjectStat:
         """The object's size and time now (a HEAD request), not from the snapshot."""
         import duckdb
 
+        path = _object(path)
         con = self.connect()
         try:
             row = con.execute("SELECT size, epoch(last_modified) FROM read_blob(?)", [str(path)]).fetchone()
@@ -390,13 +414,14 @@ class HttpfsTree:
         return ObjectStat(int(row[0] or 0), _seconds(row[1]))
 
     # --- run status by evidence
-    def evidence_status(self, manifest: Mapping[str, Any], where: ObjectPath) -> str:
+    def evidence_status(self, manifest: Mapping[str, Any], where: TreePath) -> str:
         """:func:`flightlog.runs.recover.run_status` for object stores: a ``running`` run
         whose process is gone (same host) or whose newest object is older than
         ``stale_after`` is ``crashed``."""
         from .status import status_by_evidence
 
-        return status_by_evidence(manifest, lambda: self._newest_of_run(manifest, where))
+        obj = _object(where)
+        return status_by_evidence(manifest, lambda: self._newest_of_run(manifest, obj))
 
     def _newest_of_run(self, manifest: Mapping[str, Any], where: ObjectPath) -> float | None:
         """The newest object of the run in the snapshot (what ``ObjectTree.newest_time`` finds)."""
