@@ -66,7 +66,12 @@ def read_catalog_version(db_path: str | os.PathLike[str]) -> dict[str, Any]:
     """What is known about the DuckDB that wrote ``db_path``, without opening it with DuckDB:
     the ``<db>.version`` sidecar's keys (``duckdb_version``, ``storage_version``,
     ``flightlog_version``, ``written_at``), and ``header_duckdb_version`` /
-    ``header_storage_number`` from the file's own header. Missing parts are left out."""
+    ``header_storage_number`` from the file's own header. Missing parts are left out.
+
+    Reading the header opens the file: a process that holds a DuckDB connection to
+    ``db_path`` at that moment loses DuckDB's lock on it (POSIX ``fcntl`` locks end
+    when the process closes any descriptor of the file). Call it from a process
+    that has no connection to the catalog open (a tool, a check after close)."""
     path = Path(os.fspath(db_path))
     info = _read_sidecar(path)
     storage, library = _file_header(path)
