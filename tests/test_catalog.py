@@ -410,10 +410,11 @@ def test_reader_while_writer_works(root):
         seen.append(count(reader, "SELECT count(*) FROM telemetry"))
     assert int(p.communicate()[0]) == 60
     seen.append(count(reader, "SELECT count(*) FROM telemetry"))
-    # A reader gets in before the writer opens the file or after it let go, never while
-    # it writes (DuckDB's file lock): it sees the catalog before or after, nothing between.
+    # A reader gets in while the writer has let go (listing the tree, or between two
+    # batches because readers wait), never while it writes a batch (DuckDB's file lock):
+    # counts only grow, by whole files.
     assert seen == sorted(seen) and seen[-1] == 60 * 50
-    assert set(seen) <= {30 * 50, 60 * 50}
+    assert all(n % 50 == 0 for n in seen)
 
 
 def test_writer_keeps_the_file_locked_while_it_writes(root):
@@ -452,6 +453,49 @@ def test_writer_keeps_the_file_locked_while_it_writes(root):
             p.kill()
     assert out.strip().splitlines()[-1] == "8"  # 4 runs' telemetry and events files
     assert count(DuckDBManager(root, read_only=True), "SELECT count(*) FROM telemetry") == 8 * 50
+
+
+def test_a_long_consolidation_lets_waiting_readers_in_between_batches(root):
+    """The writer keeps its lock while it writes a batch, but a reader that waits does not
+    wait for the whole consolidation: it says so (the .readers-waiting file) and the writer
+    lets go between two batches. The reader sees whole batches, never part of one."""
+    for i in range(2):
+        make_run(root, f"R{i:02d}", 50)
+    DuckDBManager(root).consolidate()
+    for i in range(2, 14):
+        make_run(root, f"R{i:02d}", 50)
+    code = """
+        import sys, time
+        from flightlog.catalog import write as _catalog
+        from flightlog import DuckDBManager
+        _catalog._BATCH_FILES = 1
+        write_batch = _catalog._Writer._write_batch
+
+        def slow(self, con, batch, report):
+            time.sleep(0.4)  # a batch of big files
+            return write_batch(self, con, batch, report)
+
+        _catalog._Writer._write_batch = slow
+        print("start", flush=True)
+        print(DuckDBManager(sys.argv[1]).consolidate().files_added, flush=True)
+    """
+    args = [sys.executable, "-c", textwrap.dedent(code), str(root)]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout.readline().strip() == "start"
+            time.sleep(2.0)  # well into the 24 batches (about 10 s in all)
+            assert p.poll() is None
+            t0 = time.monotonic()
+            mid = count(DuckDBManager(root, read_only=True, timeout=3), "SELECT count(*) FROM telemetry")
+            waited = time.monotonic() - t0
+            assert p.poll() is None, "the consolidation ended before the reader got in"
+            out, _ = p.communicate(timeout=120)
+        finally:
+            p.kill()
+    assert out.strip().splitlines()[-1] == "24"
+    assert waited < 3
+    assert 2 * 50 <= mid < 14 * 50 and mid % 50 == 0
+    assert count(DuckDBManager(root, read_only=True), "SELECT count(*) FROM telemetry") == 14 * 50
 
 
 def test_consolidator_killed_midway_then_rerun(root):

@@ -197,6 +197,11 @@ class CatalogBackend(abc.ABC):
         """Inside the transaction ingesting ``batch``: drops the files another writer took."""
         return None
 
+    def between_batches(self, con: Any) -> None:
+        """Called by a consolidation between two committed batches: a backend whose
+        writer excludes readers lets waiting ones in here (nothing by default)."""
+        return None
+
     def batches(self, units: list[_Unit]) -> list[list[_Unit]]:
         """The units in the batches (one transaction each) they are written in."""
         from .write import _batches

@@ -26,6 +26,25 @@ if TYPE_CHECKING:
     from .manager import DuckDBManager
 
 
+#: Beside ``duckdb.db``: touched by a reader that found a consolidation writing, so
+#: that the writer lets go of the file between two batches (see ``between_batches``).
+READERS_WAITING_SUFFIX = ".readers-waiting"
+#: How long a writer stays away when readers wait: longer than a reader's longest
+#: pause between two tries (``_sleep_backoff``: 0.25 s), so each waiting reader gets in.
+_READER_WINDOW = 0.3
+
+
+class _WriterConnection:
+    """The consolidating writer's DuckDB connection, which it can close and open again
+    between batches (every other attribute is the connection's)."""
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.con, name)
+
+
 class EmbeddedCatalog(CatalogBackend):
     """``duckdb.db``: the default catalog."""
 
@@ -44,6 +63,8 @@ class EmbeddedCatalog(CatalogBackend):
             )
         if db_path is not None and is_object_url(os.fspath(db_path)):
             raise ValueError(f"db_path= must be a local file, got {os.fspath(db_path)!r}")
+        #: Readers that waited before this time were let in (``between_batches``).
+        self._readers_served_ns = 0
         self.file: Path = (
             Path(os.fspath(db_path)).expanduser() if db_path is not None else Path(str(root)) / "duckdb.db"
         ).absolute()
@@ -68,14 +89,43 @@ class EmbeddedCatalog(CatalogBackend):
         discover: Callable[[_State], Any],
         write: Callable[[Any, _State, Any], None],
     ) -> None:
-        # The database is let go while the files are listed: readers get in meanwhile.
+        # The database is let go while the files are listed, and between two batches
+        # when readers wait: they get in meanwhile and see whole batches only.
         with writer_lock(Path(str(self.file) + ".lock"), self.owner.timeout):
             with self.open_rw(rebuild=report) as con:
                 self.ensure_schema(con)
                 state = load(con)
             found = discover(state)
+            self._readers_served_ns = time.time_ns()
             with self.open_rw() as con:
-                write(con, state, found)
+                writer = _WriterConnection(con)
+                try:
+                    write(writer, state, found)
+                finally:
+                    if writer.con is not con:
+                        writer.con.close()
+
+    def between_batches(self, con: Any) -> None:
+        """Lets readers that found the file locked in: the connection is closed (its
+        batches are committed and checkpointed), left closed for ``_READER_WINDOW`` and
+        opened again once they are done. Readers say they wait by touching the
+        ``.readers-waiting`` file beside ``duckdb.db``; without one this does nothing."""
+        if not isinstance(con, _WriterConnection):
+            return
+        try:
+            asked = os.stat(str(self.file) + READERS_WAITING_SUFFIX).st_mtime_ns
+        except OSError:
+            return
+        if asked <= self._readers_served_ns:
+            return
+        self._readers_served_ns = time.time_ns()
+        con.con.close()
+        time.sleep(_READER_WINDOW)
+        duckdb = _duckdb()
+        fresh = self._retry_locked(lambda: self._connect_rw(duckdb), "by readers")
+        _quiet(fresh)
+        self.owner._tree.prepare(fresh)
+        con.con = fresh
 
     def ensure_schema(self, con: Any) -> None:
         def create(con: Any) -> None:
@@ -142,7 +192,7 @@ class EmbeddedCatalog(CatalogBackend):
                 raise
             return mem
 
-        mem = self._retry_locked(attach, "by a writer")
+        mem = self._retry_locked(attach, "by a writer", on_conflict=self._say_a_reader_waits)
         try:
             mem.execute(f"USE {_CAT}")
             yield mem
@@ -163,9 +213,15 @@ class EmbeddedCatalog(CatalogBackend):
     def _create_db_file(self) -> None:
         create_catalog_file_atomically(self.file, self.ensure_schema)
 
-    def _retry_locked(self, open_: Callable[[], Any], by: str) -> Any:
+    def _say_a_reader_waits(self) -> None:
+        # Best effort: a read-only folder leaves the reader waiting for the whole write.
+        with contextlib.suppress(OSError):
+            Path(str(self.file) + READERS_WAITING_SUFFIX).touch()
+
+    def _retry_locked(self, open_: Callable[[], Any], by: str, on_conflict: Callable[[], None] | None = None) -> Any:
         """``open_()``, tried again while DuckDB says another process holds ``duckdb.db``;
-        :class:`~flightlog.CatalogLockedError` after ``timeout`` seconds."""
+        :class:`~flightlog.CatalogLockedError` after ``timeout`` seconds. ``on_conflict``
+        runs at the first conflict."""
         duckdb = _duckdb()
         timeout = self.owner.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -175,6 +231,8 @@ class EmbeddedCatalog(CatalogBackend):
             except duckdb.Error as e:
                 if not _is_lock_conflict(e):
                     raise
+                if attempt == 0 and on_conflict is not None:
+                    on_conflict()
                 if not _sleep_backoff(attempt, deadline):
                     raise CatalogLockedError(f"{self.file} stayed locked {by} for {timeout} s: {e}") from e
         raise AssertionError("unreachable")  # pragma: no cover

@@ -147,6 +147,7 @@ class _Writer(_ManagerBase):
             done += n
             if progress is not None:
                 progress(done, total)
+            self._backend.between_batches(con)
 
     def _write_batch(self, con: Any, batch: list[_Unit], report: ConsolidationReport) -> str | None:
         """Inserts the rows of ``batch`` and their bookkeeping in one transaction.
