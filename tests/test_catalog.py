@@ -417,6 +417,28 @@ def test_reader_while_writer_works(root):
     assert all(n % 50 == 0 for n in seen)
 
 
+def _consolidation_with_batches(root, wrap_batch: str, first_line: str = "") -> list[str]:
+    """The command of a process consolidating ``root`` one file per batch, each batch
+    written by ``wrap_batch``: the body of ``batch(self, con, batch, report)``, in which
+    ``write_batch(...)`` writes it. Prints ``first_line`` (if any), then files_added."""
+    code = f"""
+import sys, time
+from flightlog.catalog import write as _catalog
+from flightlog import DuckDBManager
+_catalog._BATCH_FILES = 1
+write_batch = _catalog._Writer._write_batch
+
+def batch(self, con, batch, report):
+{textwrap.indent(textwrap.dedent(wrap_batch).strip(), "    ")}
+
+_catalog._Writer._write_batch = batch
+if {first_line!r}:
+    print({first_line!r}, flush=True)
+print(DuckDBManager(sys.argv[1]).consolidate().files_added, flush=True)
+"""
+    return [sys.executable, "-c", code, str(root)]
+
+
 def test_writer_keeps_the_file_locked_while_it_writes(root):
     """DuckDB's lock on duckdb.db is a POSIX fcntl lock, which the process loses when it
     closes any descriptor of the file: the writer once read its own header after opening
@@ -426,23 +448,13 @@ def test_writer_keeps_the_file_locked_while_it_writes(root):
     DuckDBManager(root).consolidate()
     for i in range(4, 8):
         make_run(root, f"R{i:02d}", 50)
-    code = """
-        import sys, time
-        from flightlog.catalog import write as _catalog
-        from flightlog import DuckDBManager
-        _catalog._BATCH_FILES = 1
-        write_batch = _catalog._Writer._write_batch
-
-        def paused(self, con, batch, report):
-            error = write_batch(self, con, batch, report)
-            print("wrote one batch", flush=True)
-            sys.stdin.readline()
-            return error
-
-        _catalog._Writer._write_batch = paused
-        print(DuckDBManager(sys.argv[1]).consolidate().files_added, flush=True)
+    paused = """
+        error = write_batch(self, con, batch, report)
+        print("wrote one batch", flush=True)
+        sys.stdin.readline()
+        return error
     """
-    args = [sys.executable, "-c", textwrap.dedent(code), str(root)]
+    args = _consolidation_with_batches(root, paused)
     with subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as p:
         try:
             assert p.stdout.readline().strip() == "wrote one batch"
@@ -464,22 +476,11 @@ def test_a_long_consolidation_lets_waiting_readers_in_between_batches(root):
     DuckDBManager(root).consolidate()
     for i in range(2, 14):
         make_run(root, f"R{i:02d}", 50)
-    code = """
-        import sys, time
-        from flightlog.catalog import write as _catalog
-        from flightlog import DuckDBManager
-        _catalog._BATCH_FILES = 1
-        write_batch = _catalog._Writer._write_batch
-
-        def slow(self, con, batch, report):
-            time.sleep(0.4)  # a batch of big files
-            return write_batch(self, con, batch, report)
-
-        _catalog._Writer._write_batch = slow
-        print("start", flush=True)
-        print(DuckDBManager(sys.argv[1]).consolidate().files_added, flush=True)
+    slow = """
+        time.sleep(0.4)  # a batch of big files
+        return write_batch(self, con, batch, report)
     """
-    args = [sys.executable, "-c", textwrap.dedent(code), str(root)]
+    args = _consolidation_with_batches(root, slow, first_line="start")
     with subprocess.Popen(args, stdout=subprocess.PIPE, text=True) as p:
         try:
             assert p.stdout.readline().strip() == "start"
