@@ -94,7 +94,7 @@ MYPY_STRICT = flightlog/_errors.py flightlog/_recorder.py flightlog/_analysis.py
 	flightlog/catalog/files.py flightlog/catalog/lock.py flightlog/catalog/ingest.py flightlog/catalog/live.py \
 	flightlog/catalog/write.py flightlog/catalog/queries.py flightlog/catalog/report.py flightlog/catalog/values.py \
 	flightlog/catalog/sql.py flightlog/catalog/schema.py flightlog/catalog/version.py flightlog/catalog/manager.py \
-	flightlog/catalog/listing.py flightlog/catalog/parquet.py flightlog/catalog/lake.py flightlog/catalog/base.py \
+	flightlog/catalog/listing.py flightlog/catalog/parquet.py flightlog/catalog/lake.py flightlog/catalog/base.py flightlog/catalog/quick.py \
 	flightlog/runs/tree.py flightlog/runs/layout.py flightlog/runs/roots.py \
 	flightlog/runs/recover.py flightlog/runs/claim.py flightlog/runs/finish.py flightlog/runs/s3tree.py flightlog/runs/manager.py \
 	flightlog/runs/discover.py flightlog/runs/views.py flightlog/runs/status.py flightlog/runs/ids.py \

@@ -380,8 +380,50 @@ def test_long_tables_are_laid_out_as_rich_lays_them_out(monkeypatch):
         monkeypatch.setattr(cli, "_RICH_MAX_ROWS", -1)
         assert cli.render(cols, rows, "table", title=title) == by_rich, (cols, rows, title)
         numeric = [False] * len(cols)
-        fast_used += cli._simple_head_table(cols, rows, numeric, title) is not None
+        types = cli._column_types(rows, len(cols))
+        fast_used += cli._simple_head_table(cols, rows, types, numeric, title) is not None
     assert fast_used > 50  # the comparison covered the fast layout, not only the fallback
+
+
+def test_csv_columns_are_written_as_each_value_would_be():
+    """``render(..., "csv")`` hands uniform columns to csv.writer untouched: the text must be
+    the one of converting every value by ``_csv_value`` (bools, times, JSON, numpy scalars,
+    quoting, nan and inf included)."""
+    import csv
+    import datetime
+    import io
+    import random
+
+    import numpy as np
+
+    from flightlog import _render
+
+    rng = random.Random(5)
+    makers = {
+        "s": lambda: rng.choice(["a", "", "x,y", 'q"uote', "line\nbreak", "é", " pad "]),
+        "i": lambda: rng.randint(-(10**12), 10**12),
+        "f": lambda: rng.choice([rng.random() * 10 ** rng.randint(-20, 20), float("nan"), float("-inf"), 0.0, 1e16]),
+        "b": lambda: rng.random() < 0.5,
+        "d": lambda: (
+            datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(seconds=rng.random() * 1e7)
+        ),
+        "j": lambda: rng.choice([{"k": [1, 2.5]}, [None, "x"], ()]),
+        "n": lambda: rng.choice([np.float64(0.25), np.int64(3), np.float32(1.5)]),
+    }
+    for _ in range(200):
+        kinds = [rng.choice("sifbdjn" if rng.random() < 0.5 else "sif") for _ in range(rng.randint(1, 8))]
+        mixed = rng.random() < 0.3
+        rows = [
+            [None if rng.random() < 0.1 else makers[rng.choice("sifbdjn") if mixed else k]() for k in kinds]
+            for _ in range(rng.randint(0, 20))
+        ]
+        cols = [f"c{i}" for i in range(len(kinds))]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([_render._csv_value(v) for v in r])
+        assert _render.render(cols, rows, "csv") == buf.getvalue().rstrip("\n"), rows
 
 
 def test_consolidate_with_nothing_new_still_sees_changed_and_copied_folders(tmp_path):
@@ -487,3 +529,110 @@ def test_listing_while_a_writer_holds_the_catalog(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
         p.communicate(timeout=60)
+
+
+def test_the_rust_scan_finds_what_the_python_walk_finds(tmp_path):
+    """``_core.list_run_manifests`` (the listing's one ``lstat`` a run, on threads) lists the
+    candidates ``LocalRootTree.list_runs`` lists, with ``os.lstat``'s signatures: hidden
+    folders, files, FIFOs, symlinks to folders and to files, flows with and without runs."""
+    import duckdb
+
+    from flightlog import _core
+    from flightlog.runs.layout import FLOWS_DIR, MANIFEST_NAME, RUN_MANIFEST_SUFFIX, RUNS_DIR
+    from flightlog.runs.tree import LocalRootTree
+
+    root = tmp_path / "root"
+    make_run(root, "20250101_000000")
+    make_run(root, "dev1", flow="dv", mode="dev")
+    (root / "empty_folder").mkdir()
+    (root / ".hidden").mkdir()
+    (root / "a_file").write_text("x")
+    os.mkfifo(root / "a_fifo")
+    os.symlink(root / "fda_run_20250101_000000", root / "linked_run")
+    os.symlink(root / "a_file", root / "linked_file")
+    (root / "fifo_run").mkdir()
+    os.mkfifo(root / "fifo_run" / "manifest.toml")
+    (root / "flows" / "nothing" / "runs").mkdir(parents=True)
+    (root / "flows" / "dv" / "runs" / ".tmp-x.toml").write_text("")
+
+    def lstat_sig(path: str):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino, stat.S_ISREG(st.st_mode))
+
+    import stat
+
+    expected = {
+        (e.manifest_rel, e.is_folder, lstat_sig(f"{root}/{e.manifest_rel}")) for e in LocalRootTree(root).list_runs()
+    }
+    scan = _core.list_run_manifests(str(root), MANIFEST_NAME, FLOWS_DIR, RUNS_DIR, RUN_MANIFEST_SUFFIX)
+    rows = duckdb.connect().from_arrow(scan).fetchall()
+    got = {
+        (rel, folder, None if mtime is None else (mtime, size, ino, reg)) for rel, folder, mtime, size, ino, reg in rows
+    }
+    assert got == expected
+    assert {r[0] for r in rows} >= {"linked_run/manifest.toml", "fifo_run/manifest.toml", "flows/dv/runs/dev1.toml"}
+    assert _core.list_run_manifests(str(tmp_path / "nope"), MANIFEST_NAME, FLOWS_DIR, RUNS_DIR, ".toml").num_rows == 0
+
+
+def test_a_root_with_a_name_that_is_not_utf8_is_listed_from_the_files(tmp_path):
+    """The Rust scan leaves a root with a non-UTF-8 name to Python (names keep their bytes):
+    the listing is still the evidence listing."""
+    root = tmp_path / "root"
+    for k in range(2):
+        make_run(root, f"20250101_00000{k}")
+    assert DuckDBManager(root).consolidate().runs_added == 2
+    os.mkdir(os.fsencode(root) + b"/odd_\xff")
+    assert fast_listing(root) == evidence_listing(root)
+    assert len(fast_listing(root)) == 2
+
+
+def _report_and_tables(root: Path) -> tuple:
+    """What a consolidation of ``root`` says and leaves, with paths relative to the root."""
+    rep = DuckDBManager(root).consolidate()
+    con = duckdb.connect(str(root / "duckdb.db"), read_only=True)
+    try:
+        runs = sorted(con.execute("SELECT run_id, flow_name, status, manifest_path, path FROM runs").fetchall())
+        files = sorted(con.execute("SELECT path, kind, run_id, rows, size FROM _ingested_files").fetchall())
+        counts = con.execute("SELECT count(*), count(DISTINCT run_id) FROM telemetry").fetchone()
+    finally:
+        con.close()
+    said = (rep.files_added, rep.rows_added, rep.runs_added, rep.runs_updated, sorted(rep.files_skipped))
+    return said, runs, files, counts
+
+
+def test_the_quick_look_decides_as_the_look_at_each_folder(tmp_path, monkeypatch):
+    """``consolidate`` recognises the run folders with nothing new in one query (the Rust scan
+    joined with the bookkeeping) and loads only the others' bookkeeping. After every kind of
+    change to a consolidated root, it must report and ingest what the folder-by-folder look
+    (the path it replaces, still used when pruning) does."""
+    from flightlog.catalog import ingest
+
+    root = tmp_path / "root"
+    for k in range(7):
+        make_run(root, f"20250101_00000{k}")
+    make_run(root, "dev1", flow="dv", mode="dev")
+    DuckDBManager(root).consolidate()
+    with open(root / "fda_run_20250101_000000" / "telemetry.parquet", "ab") as f:
+        f.write(b"x")  # a data file changed after it was ingested
+    shutil.copytree(root / "fda_run_20250101_000001", root / "fda_run_20250101_000001.bak")  # a copy
+    os.utime(root / "fda_run_20250101_000002" / "manifest.toml", ns=(1, 1))  # a manifest touched
+    os.rename(root / "fda_run_20250101_000003", root / "renamed_000003")  # a folder renamed
+    os.unlink(root / "fda_run_20250101_000004" / "events.parquet")  # a data file gone
+    os.symlink(root / "fda_run_20250101_000005", root / "link_000005")  # a symlink to a run
+    make_run(root, "20250102_000000")  # a new run
+    make_run(root, "dev2", flow="dv", mode="dev")
+    quick_root, full_root = tmp_path / "quick", tmp_path / "full"
+    shutil.copytree(root, quick_root, symlinks=True)
+    shutil.copytree(root, full_root, symlinks=True)
+    quick = _report_and_tables(quick_root)
+    monkeypatch.setattr(ingest, "settled_folders", lambda con, root: (None, {}))
+    full = _report_and_tables(full_root)
+    assert quick == full
+    assert quick[0][2] >= 1 and quick[0][4], quick[0]  # it did see the new run and the skipped files
+    # And a second consolidation finds nothing new either way.
+    monkeypatch.undo()
+    again = DuckDBManager(quick_root).consolidate()
+    assert (again.files_added, again.runs_added, again.runs_updated) == (0, 0, 0)

@@ -39,7 +39,15 @@ def _sql_text(text: str) -> str:
 
 def _parse_time(text: Any) -> _dt.datetime | None:
     """A manifest time (ISO text or TOML datetime) as an aware UTC datetime."""
-    if isinstance(text, _dt.datetime):
+    if type(text) is str and text:  # the common case first: 100,000 runs are listed at a time
+        try:
+            value = _dt.datetime.fromisoformat(text)  # Python 3.11+ reads a "Z" suffix itself
+        except ValueError:
+            try:
+                value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+    elif isinstance(text, _dt.datetime):
         value = text
     elif isinstance(text, str) and text:
         try:
@@ -48,6 +56,8 @@ def _parse_time(text: Any) -> _dt.datetime | None:
             return None
     else:
         return None
+    if value.tzinfo is _dt.UTC:
+        return value
     return value.replace(tzinfo=_dt.UTC) if value.tzinfo is None else value.astimezone(_dt.UTC)
 
 
@@ -156,23 +166,31 @@ def runs_rows(
     """The runs table: from the manifests on disk or in the bucket (status by evidence),
     final and min of ``metric`` from the catalog when the run is consolidated (for an
     ``s3://`` root only when ``db`` is given)."""
-    from .runs.discover import _is_object_root, _root, _scan_local, _scan_object_root
+    from .runs.discover import _is_object_root, _listed_and_unlisted, _root, _scan_object_root, _unlisted_ref
 
     base = _root(root)
+    # Local: the runs the catalog answers for come as result rows (``listed``, oldest first,
+    # final/min of ``metric`` included): no manifest read, no Python object but the row.
+    listed: list[tuple[Any, ...]] = []
     if isinstance(base, str):
         runs = _scan_object_root(base, storage_options)
     else:
         db = db if db is not None else _catalog(root)
-        runs = _scan_local(base, db, full=False)
+        listed, unlisted = _listed_and_unlisted(base, db, full=False, metric=metric)
+        runs = [ref for ref in (_unlisted_ref(mpath, is_folder) for mpath, _, is_folder in unlisted) if ref]
     if run_ids is not None:
         wanted = set(run_ids)
         runs = [r for r in runs if r.run_id in wanted]
+        listed = [r for r in listed if r[2] in wanted]
     if flow is not None:
         runs = [r for r in runs if r.manifest.get("flow_name") == flow]
+        listed = [r for r in listed if r[3] == flow]
     if status:
         runs = [r for r in runs if r.status in status]
+        listed = [r for r in listed if r[5] in status]
     if since is not None:
         runs = [r for r in runs if (t := _parse_time(r.manifest.get("created_at"))) is not None and t >= since]
+        listed = [r for r in listed if (t := _parse_time(r[6])) is not None and t >= since]
     values: dict[str, tuple[Any, Any]] = {}
     if runs and (db is not None or not _is_object_root(_root(root))):
         db = db if db is not None else _catalog(root)
@@ -193,27 +211,35 @@ def runs_rows(
                 ).fetchall():
                     if rid in wanted:
                         values[rid] = (last, low)
-    now = _dt.datetime.now(_dt.UTC)
     rows = []
-    for r in runs:
-        m = r.manifest
-        start, duration = run_start_and_duration(m, r.status, now)
-        counts = m.get("counts") or {}
-        last, low = values.get(r.run_id, (None, None))
-        rows.append(
-            [
-                r.run_id,
-                m.get("flow_name"),
-                r.mode,
-                r.status,
-                m.get("outcome"),
-                start,
-                duration,
-                counts.get("rows_written"),
-                last,
-                low,
-            ]
-        )
+    utc, iso = _dt.UTC, _dt.datetime.fromisoformat
+    start: _dt.datetime | None
+    end: _dt.datetime | None
+    duration: float | None
+    for _, _, rid, flow_name, mode, run_status, created, finished, rows_written, outcome, last, low in listed:
+        try:  # what flightlog writes ("...Z" times), inline: 100,000 runs are listed at a time
+            start, end = iso(created), iso(finished)
+            if start.tzinfo is not utc or end.tzinfo is not utc:
+                raise ValueError
+        except (TypeError, ValueError):  # None, another offset, or another form
+            start, end = _parse_time(created), _parse_time(finished)
+        duration = round((end - start).total_seconds(), 3) if start is not None and end is not None else None
+        rows.append([rid, flow_name, mode or "run", run_status, outcome, start, duration, rows_written, last, low])
+    if runs:
+        now = _dt.datetime.now(_dt.UTC)
+        read = []
+        for r in runs:
+            m = r.manifest
+            start, duration = run_start_and_duration(m, r.status, now)
+            counts = m.get("counts") or {}
+            last, low = values.get(r.run_id, (None, None))
+            row = [r.run_id, m.get("flow_name"), r.mode, r.status, m.get("outcome"), start, duration]
+            read.append((str(m.get("created_at", "")), r.run_id, [*row, counts.get("rows_written"), last, low]))
+        # Merged into the listed rows (oldest first) in the one order of every listing.
+        keyed = [(created or "", rid, row) for (_, _, rid, _, _, _, created, *_), row in zip(listed, rows, strict=True)]
+        keyed += read
+        keyed.sort(key=lambda k: (k[0], k[1]))
+        rows = [k[2] for k in keyed]
     columns = list(RUNS_COLUMNS)
     columns[-2:] = [f"final_{metric}", f"min_{metric}"]
     return columns, rows

@@ -157,6 +157,19 @@ def parquet_kv(path: str | PathLike[str], store: ObjectStore | None = None) -> l
 def parquet_rows(path: str | PathLike[str], store: ObjectStore | None = None) -> int:
     """Row count of a Parquet file, from its footer."""
 
+def list_run_manifests(
+    root: str | PathLike[str], manifest: str, flows_dir: str, runs_dir: str, manifest_suffix: str
+) -> ArrowData | None:
+    """Every possible run under a local root (``{folder}/{manifest}`` of each folder below it,
+    ``{flows_dir}/{flow}/{runs_dir}/*{manifest_suffix}``) with its manifest's ``lstat``: columns
+    ``manifest_rel``, ``is_folder``, ``mtime_ns``, ``size``, ``ino``, ``is_regular`` (null where
+    there is no manifest). None when a name under the root is not UTF-8."""
+
+def scan_run_folders(root: str | PathLike[str], flows_dir: str, files: list[str]) -> ArrowData | None:
+    """The entries right below a local root (sorted; not hidden, not ``flows_dir``): columns
+    ``name``, ``is_dir``, ``is_symlink`` and, per file ``k`` of ``files`` inside each real folder,
+    ``mtime_ns_k``, ``size_k``, ``regular_k``. None when a name is not UTF-8."""
+
 @final
 class ObjectStore:
     """A bucket opened with the ``AWS_*`` environment and explicit options (object_store keys)."""

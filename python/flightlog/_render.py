@@ -86,6 +86,57 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+_NONE = type(None)
+#: Column types whose values csv.writer writes as :func:`_csv_value` would (str as is, int
+#: by str(), float by repr(), None empty): such a column is handed to it untouched.
+_CSV_NATIVE = frozenset({str, int, float, _NONE})
+#: Column types whose table cells never need rich's attention (see :func:`_plain_cell`).
+_PLAIN_KINDS = frozenset({int, float, _NONE, _dt.datetime})
+
+
+def _column_types(rows: Sequence[Sequence[Any]], n: int) -> list[set[type]]:
+    """The exact types of each column's values."""
+    return [{type(r[i]) for r in rows} for i in range(n)]
+
+
+def _numeric_types(kinds: set[type]) -> bool:
+    """Whether a column with values of these types is numeric (:func:`_is_numeric`): some
+    number, and nothing but numbers and None."""
+    values = kinds - {_NONE}
+    return bool(values) and all(issubclass(t, int | float | Decimal) and not issubclass(t, bool) for t in values)
+
+
+def _csv_columns(rows: Sequence[Sequence[Any]], n: int) -> list[Sequence[Any]]:
+    """Each column of ``rows`` ready for csv.writer: as is where it writes each value as
+    :func:`_csv_value` would, else converted value by value."""
+    out: list[Sequence[Any]] = []
+    for i in range(n):
+        column = [r[i] for r in rows]
+        kinds = {type(v) for v in column}
+        if kinds <= _CSV_NATIVE:
+            out.append(column)
+        elif kinds <= {_dt.datetime, _NONE}:
+            out.append(["" if v is None else v.isoformat() for v in column])
+        else:
+            out.append([_csv_value(v) for v in column])
+    return out
+
+
+def _cell_column(values: list[Any], kinds: set[type]) -> list[str]:
+    """:func:`_cell` of each value of one column, by the column's types (a loop per
+    type instead of a call per value where they are uniform)."""
+    if kinds <= {str, _NONE}:
+        return ["" if v is None else v for v in values]
+    if kinds <= {int, _NONE}:
+        return ["" if v is None else str(v) for v in values]
+    if kinds <= {float, _NONE}:
+        # format(x, ".4g") is str(x) for inf and nan, as _cell has it.
+        return ["" if v is None else f"{v:.4g}" for v in values]
+    if kinds <= {_dt.datetime, _NONE}:
+        return ["" if v is None else v.strftime("%Y-%m-%d %H:%M:%S") for v in values]
+    return [_cell(v) for v in values]
+
+
 def _typed(text: Any, column_type: Any) -> Any:
     """A SUMMARIZE min/max (text) as the column's type: int, float or bool; else as is."""
     if not isinstance(text, str):
@@ -137,15 +188,26 @@ def _plain_cell(text: str) -> bool:
 
 
 def _simple_head_table(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[bool], title: str | None
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    types: Sequence[set[type]],
+    numeric: Sequence[bool],
+    title: str | None,
 ) -> str | None:
     """The text rich prints for :func:`render`'s table (``box.SIMPLE_HEAD``, no edge, no
     colour), built directly; None when rich would do anything but pad cells (a cell it
-    would change, or a table wider than the console, which rich folds)."""
-    cells = [[_cell(v) for v in r] for r in rows]
-    if not all(_plain_cell(c) for c in columns) or not all(_plain_cell(c) for r in cells for c in r):
+    would change, or a table wider than the console, which rich folds). Column by
+    column: 100,000 runs are laid out in a fraction of a second."""
+    if not all(_plain_cell(c) for c in columns):
         return None
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    cell_columns = []
+    for i, kinds in enumerate(types):
+        cells = _cell_column([r[i] for r in rows], kinds)
+        # Numbers, times and empty cells are plain; text is checked once per distinct value.
+        if not kinds <= _PLAIN_KINDS and not all(_plain_cell(c) for c in set(cells)):
+            return None
+        cell_columns.append(cells)
+    widths = [max([len(c), *map(len, cells)]) for c, cells in zip(columns, cell_columns, strict=True)]
     total = sum(widths) + 3 * (len(widths) - 1)
     if sys.stdout.isatty():
         import shutil
@@ -161,9 +223,13 @@ def _simple_head_table(
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
         return "   ".join(parts).rstrip()
 
+    padded = [
+        [c.rjust(w) for c in cells] if num else [c.ljust(w) for c in cells]
+        for cells, w, num in zip(cell_columns, widths, numeric, strict=True)
+    ]
     out = [title] if title else []
     out += [line(list(columns)), "\u2500" * total]
-    out += [line(r) for r in cells]
+    out += [text.rstrip() for text in map("   ".join, zip(*padded, strict=True))]
     return "\n".join(out)
 
 
@@ -177,18 +243,15 @@ def render(
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(columns)
-        for r in rows:
-            w.writerow([_csv_value(v) for v in r])
+        w.writerows(zip(*_csv_columns(rows, len(columns)), strict=True))
         return buf.getvalue().rstrip("\n")
     if fmt != "table":
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    numeric = [
-        any(_is_numeric(r[i]) for r in rows) and all(r[i] is None or _is_numeric(r[i]) for r in rows)
-        for i in range(len(columns))
-    ]
+    types = _column_types(rows, len(columns))
+    numeric = [_numeric_types(t) for t in types]
     console_cls = _use_rich()
     if console_cls is not None and len(rows) > _RICH_MAX_ROWS:
-        fast = _simple_head_table(columns, rows, numeric, title)
+        fast = _simple_head_table(columns, rows, types, numeric, title)
         if fast is not None:
             return fast
     if console_cls is not None:

@@ -221,6 +221,12 @@ class CatalogBackend(abc.ABC):
         con.execute(f"CREATE TABLE IF NOT EXISTS _ingested_files ({ingested})")
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {_GUARD_SCHEMA}")
         con.execute(f"CREATE TABLE IF NOT EXISTS {_LISTING} ({columns_sql(_LISTING_COLUMNS)})")
+        if "outcome" not in {r[0] for r in con.execute(f"DESCRIBE {_LISTING}").fetchall()}:
+            # A listing from before its outcome column: the column, filled from the manifests;
+            # a run whose outcome is not text is read from its files again (as new ones are).
+            con.execute(f"ALTER TABLE {_LISTING} ADD COLUMN outcome VARCHAR")
+            con.execute(f"DELETE FROM {_LISTING} WHERE json_type(manifest, '$.outcome') NOT IN ('VARCHAR', 'NULL')")
+            con.execute(f"UPDATE {_LISTING} SET outcome = json_extract_string(manifest, '$.outcome')")
 
 
 def state_columns(con: Any) -> dict[str, dict[str, str]]:

@@ -19,6 +19,7 @@ from ..runs.views import LocalTree, ObjectPath, ObjectStat, TreePath
 from .base import _ManagerBase
 from .listing import _listing_row
 from .parquet import _PART_RE, _list_parts, _read_file_meta, _read_kv
+from .quick import settled_folders, top_entries
 from .report import ConsolidationReport
 from .schema import _KINDS, _LISTING, _MODES, _RUNS_COLUMNS, _STATUSES, FINAL_STATUSES
 from .sql import _short, table_columns
@@ -86,6 +87,12 @@ class _State:
     run_files: dict[tuple[str, str | None, str | None], list[str]] = dataclasses.field(default_factory=dict)
     #: manifest paths that have a ``_flightlog.run_listing`` row
     listed: set[str] = dataclasses.field(default_factory=set)
+    #: (name, is a folder, is a symlink) of the entries right below a local root, sorted by
+    #: name, when they were scanned with the bookkeeping (else discovery lists the root)
+    folders: list[tuple[str, bool, bool]] | None = None
+    #: run folders (by name) with nothing new, recognised in one query: their run info, as
+    #: ``_check_run`` returns it. Their bookkeeping rows are left out of the fields above.
+    settled: dict[str, tuple[str, str | None, str, int | None]] = dataclasses.field(default_factory=dict)
     _by_key: dict[tuple[str | None, str | None], list[str]] | None = None
 
     def runs_by_key(self) -> dict[tuple[str | None, str | None], list[str]]:
@@ -117,27 +124,41 @@ class _Plan:
 class _Discovery(_ManagerBase):
     """Discovery (no database held): which files and runs rows are new or changed."""
 
-    def _load_state(self, con: Any) -> _State:
+    def _load_state(self, con: Any, *, quick: bool = False) -> _State:
+        """The bookkeeping discovery compares the root with. ``quick`` (a consolidation
+        without pruning, of a local root): the run folders with nothing new are recognised
+        in the database first (:func:`~flightlog.catalog.quick.settled_folders`) and their rows
+        left out: at 100,000 runs, loading every row into Python took seconds."""
+        root = self.root
+        folders: list[tuple[str, bool, bool]] | None = None
+        settled: dict[str, tuple[str, str | None, str, int | None]] = {}
+        if quick and isinstance(self._tree, LocalTree) and isinstance(root, Path) and root.is_dir():
+            folders, settled = settled_folders(con, root)
+        ingested_sql = "SELECT path, kind, run_id, flow_name, size, mtime, source FROM _ingested_files"
+        runs_sql = (
+            "SELECT manifest_path, manifest_mtime_ns, manifest_size, status, manifest_status, run_id, flow_name, "
+            "mode, path, rows_written FROM runs"
+        )
+        listed_sql = f"SELECT manifest_path FROM {_LISTING}"
+        if settled:
+            ingested_sql += " i ANTI JOIN _flightlog_settled_paths s ON s.path = i.path"
+            runs_sql += " r ANTI JOIN _flightlog_settled_paths s ON s.path = r.manifest_path"
+            listed_sql += " l ANTI JOIN _flightlog_settled_paths s ON s.path = l.manifest_path"
         ingested: dict[str, tuple[int | None, float | None, str | None]] = {}
         files_by_run: dict[tuple[str | None, str | None], list[str]] = {}
         run_files: dict[tuple[str, str | None, str | None], list[str]] = {}
-        for path, kind, run_id, flow, size, mtime, source in con.execute(
-            "SELECT path, kind, run_id, flow_name, size, mtime, source FROM _ingested_files"
-        ).fetchall():
+        for path, kind, run_id, flow, size, mtime, source in con.execute(ingested_sql).fetchall():
             ingested[path] = (size, mtime, source)
             files_by_run.setdefault((run_id, flow), []).append(source or path)
             if source is None and kind in _KINDS and not path.startswith("flows/"):
                 run_files.setdefault((kind, run_id, flow), []).append(path)
         runs = {}
-        for row in con.execute(
-            "SELECT manifest_path, manifest_mtime_ns, manifest_size, status, manifest_status, run_id, flow_name, "
-            "mode, path, rows_written FROM runs"
-        ).fetchall():
+        for row in con.execute(runs_sql).fetchall():
             keys = ("manifest_mtime_ns", "manifest_size", "status", "manifest_status", "run_id", "flow_name", "mode")
             runs[row[0]] = dict(zip(keys, row[1:8], strict=True)) | {"path": row[8], "rows_written": row[9]}
         columns = {t: table_columns(con, t) for t in _KINDS}
-        listed = {r[0] for r in con.execute(f"SELECT manifest_path FROM {_LISTING}").fetchall()}
-        return _State(ingested, files_by_run, runs, columns, run_files, listed)
+        listed = {r[0] for r in con.execute(listed_sql).fetchall()}
+        return _State(ingested, files_by_run, runs, columns, run_files, listed, folders, settled)
 
     # ------------------------------------------------------------------ consolidation
 
@@ -210,29 +231,25 @@ class _Discovery(_ManagerBase):
             # Local: one scandir; a folder with nothing new is recognised from two lstat calls
             # and the bookkeeping, without a Path (consolidate with nothing new, 100,000 runs).
             top = str(self.root)
-            with os.scandir(top) as it:
-                raw = sorted(it, key=lambda e: e.name)
-            for e in raw:
-                if e.name == "flows" or e.name.startswith("."):
-                    continue
-                try:
-                    is_dir, is_link = e.is_dir(), e.is_symlink()
-                except OSError:
-                    continue
+            entries = state.folders if state.folders is not None else top_entries(top)
+            for name, is_dir, is_link in entries:
                 if not is_dir:
                     continue
+                entry_path = f"{top}/{name}"
                 if not is_link:
-                    info = self._settled(e.path, e.name, state)
+                    info = (
+                        state.settled.get(name) if state.folders is not None else self._settled(entry_path, name, state)
+                    )
                     if info is not None:
                         settled.add(len(folders))
-                        folders.append((e.path, info, None))  # a str: a Path only if it has a copy
+                        folders.append((entry_path, info, None))  # a str: a Path only if it has a copy
                         continue
-                path = Path(e.path)
+                path = Path(entry_path)
                 if path == lake_dir:
                     continue  # the DuckLake catalog's own data files
                 if is_link:
                     if (path / MANIFEST_NAME).exists():
-                        report.files_skipped.append((e.name, _LINK_REASON))
+                        report.files_skipped.append((name, _LINK_REASON))
                     continue
                 found = self._run_folder_info(path, state, report, run_rows)
                 if found is not None:
@@ -465,18 +482,23 @@ class _Discovery(_ManagerBase):
         else the one named after the run id (``fda_run_<id>`` or ``<id>``, then any
         ``<run_prefix><id>``), else the first by name; the others are
         reported as skipped, naming both folders."""
+        # Only runs found in more than one folder are grouped (100,000 runs, nearly all unique).
+        first: dict[tuple[str, str | None], int] = {}
         groups: dict[tuple[str, str | None], list[int]] = {}
         for i, (_, info, _) in enumerate(folders):
-            groups.setdefault((info[0], info[1]), []).append(i)
-        keep: list[int] = []
-        for (run_id, flow), idx in groups.items():
-            if len(idx) == 1:
-                keep.append(idx[0])
-                continue
+            key = (info[0], info[1])
+            j = first.setdefault(key, i)
+            if j != i:
+                groups.setdefault(key, [j]).append(i)
+        if not groups:
+            return list(range(len(folders)))
+        keep = [i for key, i in first.items() if key not in groups]
+        for run_id, flow in sorted(groups, key=first.__getitem__):  # in the order they were found
+            idx = groups[(run_id, flow)]
 
             def rank(i: int, run_id: str = run_id) -> tuple[bool, bool, bool, str]:
                 folder = _folder_path(folders[i][0])
-                known = self._rel(folder / MANIFEST_NAME) in state.runs
+                known = self._rel(folder / MANIFEST_NAME) in state.runs or folder.name in state.settled
                 canonical = folder.name in (f"{DEFAULT_RUN_PREFIX}{run_id}", run_id)
                 # <run_prefix><run_id> for any run_prefix (the catalog is not told the prefix)
                 named = folder.name.endswith(run_id)

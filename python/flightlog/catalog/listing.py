@@ -30,7 +30,7 @@ def _listing_row(data: Mapping[str, Any], manifest_rel: str, st: Any) -> dict[st
     or not plain (a field the listing uses has an odd type, or a TOML date/time)."""
     if data.get("status") not in FINAL_STATUSES:
         return None
-    light = {k: data.get(k) for k in ("flow_name", "mode", "created_at", "finished_at")}
+    light = {k: data.get(k) for k in ("flow_name", "mode", "created_at", "finished_at", "outcome")}
     if any(v is not None and not isinstance(v, str) for v in light.values()):
         return None
     rows = (data.get("counts") or {}).get("rows_written")

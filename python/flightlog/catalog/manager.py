@@ -121,8 +121,8 @@ from .lake import _parse_catalog
 from .live import _Live
 from .queries import _Queries
 from .report import ConsolidationReport
-from .schema import _LISTING
-from .sql import _duckdb
+from .schema import _LISTING, FINAL_STATUSES
+from .sql import _duckdb, _ident, _literal, table_columns
 from .write import _Writer
 
 
@@ -272,7 +272,11 @@ class DuckDBManager(_Discovery, _Writer, _Queries, _Live):
             run_rows, units, plan = found
             self._write(con, run_rows, units, plan, state, report, progress)
 
-        self._backend.consolidate(report, self._load_state, discover, write)
+        def load(con: Any) -> _State:
+            # Pruning compares every known run with the root: the whole bookkeeping.
+            return self._load_state(con, quick=not prune)
+
+        self._backend.consolidate(report, load, discover, write)
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -306,12 +310,78 @@ class DuckDBManager(_Discovery, _Writer, _Queries, _Live):
             try:
                 rows = mem.execute(
                     "SELECT manifest_path, manifest_mtime_ns, manifest_size, run_id, flow_name, mode, status, "
-                    "created_at, finished_at, rows_written, manifest_ino, json_extract_string(manifest, '$.outcome')"
+                    "created_at, finished_at, rows_written, manifest_ino, outcome"
                     f"{', manifest' if manifests else ''} FROM {_LISTING}"
                 ).fetchall()
             except (_duckdb().CatalogException, _duckdb().BinderException):
                 return None  # no listing table (or an older one): every run is read from its files
         return {r[0]: r[1:] for r in rows}
+
+    def _listing_of(
+        self, scan: Any, *, manifests: bool = False, metric: str | None = None
+    ) -> list[tuple[Any, ...]] | None:
+        """The runs of a scan (``flightlog._core.list_run_manifests``' Arrow columns: each
+        manifest under the root with its ``lstat`` signature) joined with their
+        ``_flightlog.run_listing`` rows, in DuckDB (a root of 100,000 runs costs no
+        Python work per listed run beyond its result row).
+
+        One tuple per scanned manifest: ``(manifest_rel, is_folder, run_id, flow_name,
+        mode, status, created_at, finished_at, rows_written, outcome[, manifest JSON]
+        [, final, min])``. ``run_id`` is None where the listing does not answer (no
+        row, not terminal, or the file is no longer the one consolidated: other
+        ``mtime_ns``, size or inode, or not a regular file): that manifest must be read.
+        Listed runs come first, ordered by ``created_at`` then ``run_id`` (as
+        :func:`~flightlog.runs.discover.scan_runs` orders); the rest follow unordered.
+        With ``metric`` (a telemetry column; with ``iter``, else both None),
+        ``final``/``min`` are that column's last non-null value by ``iter`` and its
+        minimum over each listed run's rows (matched by run id).
+        None when there is no catalog or no listing table."""
+        self._check_open()
+        if not self.exists():
+            return None
+        terminal = ", ".join(_literal(s) for s in sorted(FINAL_STATUSES))
+        with self._backend.reader() as mem:
+            try:
+                # The stream capsule itself, not the object: DuckDB then scans it without
+                # importing pyarrow (0.5 s) even where pyarrow is installed. Read once, into
+                # a temporary table (a capsule is a one-time stream).
+                mem.register("_flightlog_scan_stream", scan.__arrow_c_stream__())
+                mem.execute("CREATE TEMP TABLE _flightlog_scan AS SELECT * FROM _flightlog_scan_stream")
+                mem.unregister("_flightlog_scan_stream")
+                extra = ", m.manifest" if manifests else ""
+                agg_join = ""
+                if metric is not None:
+                    extra += ", a.final, a.low"
+                    try:
+                        columns = table_columns(mem, "telemetry")
+                    except _duckdb().CatalogException:
+                        columns = {}  # a catalog of runs without rows yet
+                    if metric in columns and "iter" in columns:
+                        q = _ident(metric)
+                        # One GROUP BY without parameters (a bound list of ids makes DuckDB's Python
+                        # binding import pandas; comparing each row with 100,000 ids takes seconds).
+                        agg = (
+                            f"SELECT run_id, arg_max({q}, iter) FILTER (WHERE {q} IS NOT NULL) AS final, "
+                            f"min({q}) AS low FROM telemetry GROUP BY run_id"
+                        )
+                    else:
+                        agg = "SELECT NULL::VARCHAR AS run_id, NULL AS final, NULL AS low WHERE false"
+                    agg_join = f" LEFT JOIN ({agg}) a ON a.run_id = m.listed_id"
+                # Equality joins only, the checks in a CASE: a join condition with OR (or
+                # one on a computed flag) makes DuckDB join nested-loop (a minute at 100,000).
+                return mem.execute(  # type: ignore[no-any-return]
+                    "WITH m AS (SELECT s.manifest_rel, s.is_folder, l.*, CASE WHEN (s.is_regular "
+                    "AND l.manifest_mtime_ns = s.mtime_ns AND l.manifest_size = s.size AND "
+                    f"coalesce(l.manifest_ino = s.ino, true) AND l.status IN ({terminal})) IS TRUE "
+                    f"THEN l.run_id END AS listed_id FROM _flightlog_scan s LEFT JOIN {_LISTING} l "
+                    "ON l.manifest_path = s.manifest_rel) "
+                    "SELECT m.manifest_rel, m.is_folder, m.listed_id, m.flow_name, m.mode, m.status, "
+                    "m.created_at, m.finished_at, m.rows_written, "
+                    f"m.outcome{extra} FROM m{agg_join} "
+                    "ORDER BY m.listed_id IS NULL, coalesce(m.created_at, ''), m.listed_id, m.manifest_rel"
+                ).fetchall()
+            except (_duckdb().CatalogException, _duckdb().BinderException):
+                return None  # no listing table (or an older one): every run is read from its files
 
     # ------------------------------------------------------------------ what it is, lifecycle
 

@@ -17,7 +17,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import InputError, RunNotFoundError, error_line
-from .layout import DEFAULT_RUN_PREFIX, MANIFEST_NAME
+from .layout import DEFAULT_RUN_PREFIX, FLOWS_DIR, MANIFEST_NAME, RUN_MANIFEST_SUFFIX, RUNS_DIR
 
 if TYPE_CHECKING:
     from .views import TreePath
@@ -68,7 +68,9 @@ class ListingCatalog(Protocol):
     @property
     def root(self) -> TreePath: ...
 
-    def _listing(self, *, manifests: bool = False) -> dict[str, tuple[Any, ...]] | None: ...
+    def _listing_of(
+        self, scan: Any, *, manifests: bool = False, metric: str | None = None
+    ) -> list[tuple[Any, ...]] | None: ...
 
 
 # A --root that looks like a URL but is no object store (gs://..., https://..., s3:/x):
@@ -154,11 +156,6 @@ def _runs_by_evidence(
     return _scan_local(base, None, full=True, use_catalog=False)
 
 
-#: Statuses after which a manifest no longer changes by itself: a run the catalog holds
-#: with one of them is listed from the catalog while its manifest file is unchanged.
-_TERMINAL = frozenset({"finished", "failed", "crashed"})
-
-
 def _local_candidates(base: Path) -> list[tuple[str, str, bool]]:
     """``(manifest path, manifest path relative to the root, is a run folder)`` of every
     possible run under a local root (strings: 100,000 ``Path`` objects cost a third of a second)."""
@@ -168,37 +165,58 @@ def _local_candidates(base: Path) -> list[tuple[str, str, bool]]:
     return [(f"{top}/{e.manifest_rel}", e.manifest_rel, e.is_folder) for e in LocalRootTree(base).list_runs()]
 
 
-def _catalog_listing(base: Path, db: ListingCatalog | None, full: bool) -> dict[str, tuple[Any, ...]] | None:
-    """The catalog's listing rows (see ``DuckDBManager._listing``), or None when there is
-    no catalog or it cannot be read now (unreadable, locked by a writer, another root):
-    then every run is read from its files, as without a catalog."""
+def _listed_and_unlisted(
+    base: Path, db: ListingCatalog | None, *, full: bool, metric: str | None = None
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, bool]]]:
+    """The runs under a local root that the catalog answers for, and the others.
+
+    Listed: the ``_listing_of`` rows (``(manifest_rel, is_folder, run_id, flow_name, mode,
+    status, created_at, finished_at, rows_written, outcome[, manifest JSON][, final, min])``,
+    oldest first) of runs the catalog holds as finished, failed or crashed whose
+    ``manifest.toml`` keeps the ``mtime_ns``, size and inode it had when consolidated
+    (one ``lstat`` a run, made by the Rust extension on a few threads, joined with the
+    catalog in DuckDB). Unlisted: ``(manifest path, path relative to the root, is a run
+    folder)`` of every other possible run, to be read from its files. Without a usable
+    catalog (none, unreadable, locked by a writer, another root's) or with a name that is
+    not UTF-8 under the root, every run is unlisted: the answer is the same, slower."""
     import duckdb
 
+    from .. import _core
     from .._errors import FlightlogError
 
-    if db is None:
-        return None
+    top = os.fspath(base)
+    rows = None
     try:
         # An object-store catalog is never a local root's.
-        if db.files_only or not isinstance(db.root, Path) or os.path.abspath(db.root) != os.path.abspath(base):
-            return None
-        return db._listing(manifests=full)
+        if (
+            db is not None
+            and not db.files_only
+            and isinstance(db.root, Path)
+            and os.path.abspath(db.root) == os.path.abspath(base)
+        ):
+            scan = _core.list_run_manifests(top, MANIFEST_NAME, FLOWS_DIR, RUNS_DIR, RUN_MANIFEST_SUFFIX)
+            if scan is not None and len(scan):
+                rows = db._listing_of(scan, manifests=full, metric=metric)
     except (FlightlogError, duckdb.Error, OSError, ValueError):
-        return None
+        rows = None
+    if rows is None:
+        return [], _local_candidates(base)
+    listed = [r for r in rows if r[2] is not None]
+    return listed, [(f"{top}/{r[0]}", r[0], r[1]) for r in rows if r[2] is None]
 
 
 def _light_manifest(row: tuple[Any, ...]) -> dict[str, Any]:
-    """The part of a manifest that listing uses, from a ``_run_listing`` row (keys the
-    manifest did not have are left out, as they were)."""
-    _, _, rid, flow, mode, status, created, finished, rows_written = row[:9]
+    """The part of a manifest that listing uses, from a listed row (see
+    :func:`_listed_and_unlisted`; keys the manifest did not have are left out, as they were)."""
+    _, _, rid, flow, mode, status, created, finished, rows_written, outcome = row[:10]
     m: dict[str, Any] = {"run_id": rid, "status": status}
     for key, value in (("flow_name", flow), ("mode", mode), ("created_at", created), ("finished_at", finished)):
         if value is not None:
             m[key] = value
     if rows_written is not None:
         m["counts"] = {"rows_written": rows_written}
-    if row[10] is not None:
-        m["outcome"] = row[10]
+    if outcome is not None:
+        m["outcome"] = outcome
     return m
 
 
@@ -230,40 +248,32 @@ def _evidence_ref(mpath: Path, where: Path) -> RunRef | None:
 def _scan_local(base: Path, db: ListingCatalog | None, *, full: bool, use_catalog: bool = True) -> list[RunRef]:
     """:func:`scan_runs` of a local root. ``full``: whole manifests (else, for runs taken
     from the catalog, only what listing uses: :func:`_light_manifest`)."""
-    import stat as _stat
-
-    candidates = _local_candidates(base)
-    listing = _catalog_listing(base, db, full) if use_catalog and candidates else None
+    listed, unlisted = _listed_and_unlisted(base, db if use_catalog else None, full=full)
+    top = os.fspath(base)
     found: list[RunRef] = []
-    for mpath, rel, is_folder in candidates:
-        row = listing.get(rel) if listing is not None else None
-        if row is not None and row[5] in _TERMINAL:
-            try:
-                st = os.lstat(mpath)
-            except OSError:
-                st = None
-            # Unchanged since it was consolidated (same mtime_ns, size and inode, still a
-            # regular file): the manifest says what the catalog holds, and a terminal status is its
-            # status by evidence. Anything else is read again.
-            if (
-                st is not None
-                and _stat.S_ISREG(st.st_mode)
-                and (st.st_mtime_ns, st.st_size) == row[:2]
-                and row[9] in (None, st.st_ino)
-            ):
-                if full:
-                    where: Any = Path(mpath).parent if is_folder else Path(mpath)
-                    found.append(RunRef(row[2], json.loads(row[11]), where, row[5]))
-                else:  # internal listing: ``where`` stays a string (a Path each costs ~2 us)
-                    where = mpath[: -len(MANIFEST_NAME) - 1] if is_folder else mpath
-                    found.append(RunRef(row[2], _light_manifest(row), where, row[5]))
-                continue
-        mp = Path(mpath)
-        ref = _evidence_ref(mp, mp.parent if is_folder else mp)
-        if ref is not None:
-            found.append(ref)
-    found.sort(key=lambda r: (str(r.manifest.get("created_at", "")), r.run_id))
+    for row in listed:
+        mpath = f"{top}/{row[0]}"
+        if full:
+            where: Any = Path(mpath).parent if row[1] else Path(mpath)
+            found.append(RunRef(row[2], json.loads(row[10]), where, row[5]))
+        else:  # internal listing: ``where`` stays a string (a Path each costs ~2 us)
+            where = mpath[: -len(MANIFEST_NAME) - 1] if row[1] else mpath
+            found.append(RunRef(row[2], _light_manifest(row), where, row[5]))
+    read = [ref for ref in (_unlisted_ref(mpath, is_folder) for mpath, _, is_folder in unlisted) if ref is not None]
+    if read:  # the listed ones come oldest first already
+        found += read
+        found.sort(key=_run_order)
     return found
+
+
+def _unlisted_ref(mpath: str, is_folder: bool) -> RunRef | None:
+    mp = Path(mpath)
+    return _evidence_ref(mp, mp.parent if is_folder else mp)
+
+
+def _run_order(r: RunRef) -> tuple[str, str]:
+    """How runs are listed: oldest first (manifest ``created_at``), then by run id."""
+    return (str(r.manifest.get("created_at", "")), r.run_id)
 
 
 def _object_status(manifest: Mapping[str, Any], where: PurePath, objects: Sequence[Mapping[str, Any]]) -> str:
@@ -309,7 +319,7 @@ def _scan_object_root(url: str, storage_options: Mapping[str, Any] | None) -> li
         if manifest is None or not isinstance(rid, str) or not rid:
             continue
         found.append(RunRef(rid, manifest, where, _object_status(manifest, where, objects), tree))
-    found.sort(key=lambda r: (str(r.manifest.get("created_at", "")), r.run_id))
+    found.sort(key=_run_order)
     return found
 
 

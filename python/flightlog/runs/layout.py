@@ -31,6 +31,7 @@ __all__ = [
     "MANIFEST_NAME",
     "PART_RE",
     "RUNS_DIR",
+    "RUN_MANIFEST_SUFFIX",
     "RUN_LOCK_NAME",
     "SEGMENTS_DIR",
     "SEGMENTS_KEY",
@@ -73,6 +74,8 @@ MANIFEST_NAME = "manifest.toml"
 DEFAULT_RUN_PREFIX = "fda_run_"
 FLOWS_DIR = "flows"
 RUNS_DIR = "runs"
+#: Suffix of a dev/tuner run's manifest file in ``RUNS_DIR`` (``<run_id>.toml``).
+RUN_MANIFEST_SUFFIX = ".toml"
 
 #: Any published part: ``part-<run_id>-<digits>.parquet`` (groups ``run_id``, ``seq``).
 PART_RE: re.Pattern[str] = re.compile(

@@ -40,6 +40,7 @@ from .layout import (
     FLOWS_DIR,
     MANIFEST_NAME,
     RUN_LOCK_NAME,
+    RUN_MANIFEST_SUFFIX,
     RUNS_DIR,
     SEGMENTS_DIR,
     SPOOL_DIR_NAME,
@@ -292,7 +293,7 @@ class LocalRootTree:
                 if f.is_dir() and os.path.isdir(runs_dir):
                     with os.scandir(runs_dir) as it:
                         for m in it:
-                            if m.name.endswith(".toml") and not m.name.startswith("."):
+                            if m.name.endswith(RUN_MANIFEST_SUFFIX) and not m.name.startswith("."):
                                 rel = f"{FLOWS_DIR}/{f.name}/{RUNS_DIR}/{m.name}"
                                 found.append(RunEntry(rel, rel, False))
         return found
@@ -523,7 +524,7 @@ class LocalRootTree:
             rels = [
                 f"{runs}/{m.name}"
                 for m in sorted(_scandir(self.path(runs)), key=lambda e: e.name)
-                if not m.name.startswith(".") and m.name.endswith(".toml")
+                if not m.name.startswith(".") and m.name.endswith(RUN_MANIFEST_SUFFIX)
             ]
             out.append((flow.name, None, rels))
         return out

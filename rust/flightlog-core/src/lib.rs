@@ -36,6 +36,7 @@ mod producer;
 pub mod read;
 pub mod recorder;
 pub mod recover;
+pub mod root_scan;
 pub mod row_layout;
 pub mod schema;
 pub mod spool;

@@ -20,6 +20,14 @@ pub struct ArrowData {
 }
 
 impl ArrowData {
+    /// One batch.
+    pub fn from_batch(schema: SchemaRef, batch: RecordBatch) -> Self {
+        ArrowData {
+            schema,
+            batches: Arc::new(vec![batch]),
+        }
+    }
+
     /// Joins the batches of several files (same columns). Schema-level
     /// metadata differs between a merged file and its segments, so it is
     /// dropped; `fallback` is used when there is no file yet.

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flightlog_core::{
-    atomic_file, claim, parquet_io, read, recover_run_with_spool, salvage_spool, spool, CoreError,
-    OutputLayout, RecoverReport, Storage,
+    atomic_file, claim, parquet_io, read, recover_run_with_spool, root_scan, salvage_spool, spool,
+    CoreError, OutputLayout, RecoverReport, Storage,
 };
 use pyo3::exceptions::{PyFileExistsError, PyOSError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::arrow::ArrowData;
 use crate::error::{guard, to_py};
 use crate::store::PyObjectStore;
 
@@ -222,6 +223,127 @@ fn durable_files(
     })
 }
 
+/// Every possible run under a local root with its manifest's `lstat` signature
+/// (`root_scan::list_run_manifests`), as Arrow columns `manifest_rel`, `is_folder`,
+/// `mtime_ns`, `size`, `ino`, `is_regular` (the last four null where there is no
+/// manifest). None when a name under the root is not UTF-8 (Python lists it then).
+#[pyfunction]
+fn list_run_manifests(
+    py: Python<'_>,
+    root: PathBuf,
+    manifest: &str,
+    flows_dir: &str,
+    runs_dir: &str,
+    manifest_suffix: &str,
+) -> PyResult<Option<ArrowData>> {
+    let names = root_scan::RootNames {
+        manifest,
+        flows_dir,
+        runs_dir,
+        manifest_suffix,
+    };
+    let found =
+        py.detach(|| guard(|| root_scan::list_run_manifests(&root, &names).map_err(PyErr::from)))?;
+    found.map(manifest_columns).transpose()
+}
+
+fn manifest_columns(entries: Vec<root_scan::ManifestEntry>) -> PyResult<ArrowData> {
+    use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, UInt64Array};
+    use arrow_schema::{DataType, Field, Schema};
+
+    let stats = || entries.iter().map(|e| e.stat);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|e| e.rel.as_str()),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            entries.iter().map(|e| Some(e.is_folder)),
+        )),
+        Arc::new(Int64Array::from_iter(
+            stats().map(|s| s.map(|s| s.mtime_ns)),
+        )),
+        Arc::new(Int64Array::from_iter(
+            stats().map(|s| s.map(|s| s.size as i64)),
+        )),
+        Arc::new(UInt64Array::from_iter(
+            stats().map(|s| s.and_then(|s| s.ino)),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            stats().map(|s| s.map(|s| s.is_regular)),
+        )),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("manifest_rel", DataType::Utf8, false),
+        Field::new("is_folder", DataType::Boolean, false),
+        Field::new("mtime_ns", DataType::Int64, true),
+        Field::new("size", DataType::Int64, true),
+        Field::new("ino", DataType::UInt64, true),
+        Field::new("is_regular", DataType::Boolean, true),
+    ]));
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    Ok(ArrowData::from_batch(schema, batch))
+}
+
+/// The entries right below a local root (`root_scan::scan_run_folders`: sorted, not
+/// hidden, not `flows_dir`) as Arrow columns `name`, `is_dir`, `is_symlink` and, for the
+/// k-th of `files` inside each real folder, `mtime_ns_k`, `size_k`, `regular_k` (null
+/// where there is no such file). None when a name is not UTF-8.
+#[pyfunction]
+fn scan_run_folders(
+    py: Python<'_>,
+    root: PathBuf,
+    flows_dir: &str,
+    files: Vec<String>,
+) -> PyResult<Option<ArrowData>> {
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+    let found = py.detach(|| {
+        guard(|| root_scan::scan_run_folders(&root, flows_dir, &names).map_err(PyErr::from))
+    })?;
+    found.map(|f| folder_columns(f, files.len())).transpose()
+}
+
+fn folder_columns(entries: Vec<root_scan::FolderEntry>, files: usize) -> PyResult<ArrowData> {
+    use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    let mut fields = vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("is_dir", DataType::Boolean, false),
+        Field::new("is_symlink", DataType::Boolean, false),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|e| e.entry.name.as_str()),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            entries.iter().map(|e| Some(e.entry.is_dir)),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            entries.iter().map(|e| Some(e.entry.is_symlink)),
+        )),
+    ];
+    for k in 0..files {
+        let stats = || entries.iter().map(|e| e.files[k]);
+        fields.push(Field::new(format!("mtime_ns_{k}"), DataType::Int64, true));
+        fields.push(Field::new(format!("size_{k}"), DataType::Int64, true));
+        fields.push(Field::new(format!("regular_{k}"), DataType::Boolean, true));
+        columns.push(Arc::new(Int64Array::from_iter(
+            stats().map(|s| s.map(|s| s.mtime_ns)),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter(
+            stats().map(|s| s.map(|s| s.size as i64)),
+        )));
+        columns.push(Arc::new(BooleanArray::from_iter(
+            stats().map(|s| s.map(|s| s.is_regular)),
+        )));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    Ok(ArrowData::from_batch(schema, batch))
+}
+
 /// The names of the on-disk layout, read from the core's `OutputLayout` and
 /// its constants (never spelled again here), for `flightlog.runs.layout`.
 fn add_layout_names(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -280,5 +402,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge_parquet, m)?)?;
     m.add_function(wrap_pyfunction!(parquet_kv, m)?)?;
     m.add_function(wrap_pyfunction!(parquet_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(list_run_manifests, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_run_folders, m)?)?;
     Ok(())
 }
