@@ -23,6 +23,8 @@ __all__ = [
     "_after_fork_in_child",
     "publish_bytes",
     "durable_files",
+    "list_run_manifests",
+    "scan_run_folders",
     "EVENTS_FILE",
     "EVENTS_SEGMENT_PREFIX",
     "PART_PREFIX",
