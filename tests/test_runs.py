@@ -825,3 +825,52 @@ def test_recover_on_empty_or_missing_root(tmp_path):
     rep = recover(tmp_path)
     assert rep.recovered == [] and len(rep.errors) == 1 and "not valid TOML" in rep.errors[0]["error"]
     assert "recovered 0 run(s)" in str(rep)
+
+
+def _short_schema() -> Schema:
+    return Schema([Field("iter", "i64", nullable=False), Field("E", "f64")])
+
+
+def test_short_close_fsyncs_the_run_folder_before_placing_the_final_manifest(tmp_path, monkeypatch):
+    """A short run's close leaves the final files' folder fsync to the final manifest's
+    publish, which runs it before the manifest's rename (issue 13)."""
+    from flightlog import _core
+
+    calls: list[tuple[str, object]] = []
+    real = _core.publish_bytes
+
+    def spy(path, data, create_only=False, after=None):
+        calls.append((os.path.basename(os.fspath(path)), after))
+        return real(path, data, create_only, after)
+
+    monkeypatch.setattr(_core, "publish_bytes", spy)
+    with TelemetryManager(tmp_path, "f", run_id="r1", schema=_short_schema()) as tm:
+        tm.log(iter=0, E=1.0)
+    assert calls[0] == ("manifest.toml", None)  # the start manifest
+    assert calls[-1][0] == "manifest.toml" and os.fspath(calls[-1][1]) == os.fspath(tm.run_path)
+    m = read_manifest(tm.run_path)
+    assert m["status"] == "finished" and {f["path"] for f in m["files"]} == {"telemetry.parquet", "events.parquet"}
+
+
+def test_short_close_whose_final_manifest_fails_still_fsyncs_the_folder(tmp_path, monkeypatch):
+    from flightlog import WriteError, _core
+    from flightlog.runs import finish
+
+    synced: list[str] = []
+    real_sync = finish.fsync_folder
+    monkeypatch.setattr(finish, "fsync_folder", lambda d: (synced.append(os.fspath(d)), real_sync(d)))
+    real = _core.publish_bytes
+
+    def failing(path, data, create_only=False, after=None):
+        if after is not None:
+            raise OSError(28, "No space left on device (injected)", os.fspath(path))
+        return real(path, data, create_only, after)
+
+    monkeypatch.setattr(_core, "publish_bytes", failing)
+    tm = TelemetryManager(tmp_path, "f", run_id="r1", schema=_short_schema())
+    tm.log(iter=0, E=1.0)
+    with pytest.raises(WriteError, match="final manifest"):
+        tm.close()
+    assert synced == [os.fspath(tm.run_path)]
+    assert pq.read_table(tm.run_path / "telemetry.parquet").num_rows == 1
+    assert read_manifest(tm.run_path)["status"] == "running"  # recover finalises it

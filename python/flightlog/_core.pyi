@@ -98,8 +98,11 @@ class Recorder:
         known (no ``log()`` yet) it is kept and recorded when the recorder starts."""
     def flush(self) -> None:
         """Returns when every earlier row is in a published segment."""
-    def close(self) -> None:
-        """Makes everything durable and merges segments; idempotent."""
+    def close(self, defer_folder_sync: bool = False) -> PathLike[str] | str | None:
+        """Makes everything durable and merges segments; idempotent. ``defer_folder_sync``:
+        the folder fsync of a short recording's final files may be left to the caller,
+        who gets that folder back (else None) and must fsync it before anything listing
+        the files can be durable (``publish_bytes(after=folder)``)."""
     @property
     def files(self) -> list[tuple[str, int, int]]:
         """After close: (path, rows, bytes) of each published file."""
@@ -195,10 +198,17 @@ class ObjectStore:
     def delete(self, key: str) -> None:
         """Deletes ``key``; a missing object is not an error."""
 
-def publish_bytes(path: str | PathLike[str], data: bytes, create_only: bool = False) -> int:
+def publish_bytes(
+    path: str | PathLike[str],
+    data: bytes,
+    create_only: bool = False,
+    after: str | PathLike[str] | None = None,
+) -> int:
     """Publish ``data`` at ``path`` atomically and durably (temp file, fsync, link or rename,
     folder fsync). ``create_only``: ``FileExistsError`` if ``path`` exists (left as it is).
-    Other failures are ``OSError`` subclasses by errno, naming the file. Returns the size."""
+    ``after``: a folder whose fsync completes before ``path`` is placed (it runs at the same
+    time as the temp file's). Other failures are ``OSError`` subclasses by errno, naming the
+    file. Returns the size."""
 
 def durable_files(
     segment_dir: str | PathLike[str],

@@ -402,6 +402,18 @@ class FlightRecorder:
             with _open_lock:
                 _open_recorders.discard(self)
 
+    def _close_deferring_folder_sync(self) -> str | None:
+        """:meth:`close`, except that the folder fsync of a short recording's final files
+        may be left to the caller: returns that folder (else None), which the caller must
+        fsync before anything that lists the files can be durable, e.g. with
+        ``_core.publish_bytes(manifest, data, after=folder)`` (a run's final manifest)."""
+        try:
+            owed = self._native.close(True)
+        finally:
+            with _open_lock:
+                _open_recorders.discard(self)
+        return None if owed is None else os.fspath(owed)
+
     def stats(self) -> dict[str, Any]:
         """Counters: rows_offered, rows_written, rows_sampled_out, rows_dropped,
         rows_over_budget, rows_lost, segments, bytes_written, flush_secs,

@@ -32,6 +32,15 @@ def _error_message(exc: BaseException) -> str:
     return msg if len(msg) <= _MAX_ERROR_MESSAGE else msg[: _MAX_ERROR_MESSAGE - 3] + "..."
 
 
+def fsync_folder(folder: str | os.PathLike[str]) -> None:
+    """fsync a folder, so that the names in it are durable."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _schema_of(rec: Any) -> Schema | None:
     schema = getattr(rec, "schema", None)
     return schema if isinstance(schema, Schema) else None
@@ -79,6 +88,13 @@ class _Finishing:
         """
         interrupt: BaseException | None = None
         close_error: BaseException | None = None
+        # The folder whose fsync the recorder's close left to this close (a short run's
+        # two final files: their data are durable, their names not yet). It is run at
+        # the same time as the final manifest's own fsync and completes before the
+        # manifest's rename (publish_bytes(after=...)): a manifest listing the files is
+        # never durable before their names are, and close() returns only once both
+        # are. Every other path fsyncs the folder below before close() returns.
+        owed: str | None = None
         try:
             rec = self._ensure_recorder()
         except Exception as e:
@@ -102,8 +118,16 @@ class _Finishing:
                     pass
                 except BaseException as e:
                     interrupt = interrupt or e
+            # Only a local run folder's close defers its fsync (the short close
+            # publishes both final files into the run folder).
+            defer = getattr(rec, "_close_deferring_folder_sync", None)
+            if self.mode != "run" or self._tree.kind != "local":
+                defer = None
             try:
-                rec.close()
+                if defer is not None:
+                    owed = defer()
+                else:
+                    rec.close()
             except Exception as e:
                 close_error = e
             except BaseException as e:
@@ -111,6 +135,10 @@ class _Finishing:
                 # just before or after it): close again, which is idempotent. A second
                 # interrupt here escapes and leaves the run open.
                 interrupt = interrupt or e
+                if defer is not None:
+                    # The interrupt may have come between the native close and the
+                    # assignment, losing the folder it owed: fsync the run folder.
+                    owed = os.fspath(self.run_path)
                 try:
                     rec.close()
                 except Exception as e2:
@@ -119,9 +147,40 @@ class _Finishing:
             status, error = "failed", interrupt
         if close_error is not None and error is None:
             status, error = "failed", close_error
-        self._finish_manifest(rec, status, error)
         try:
-            self._write_final_manifest()
+            self._finish_manifest(rec, status, error)
+            close_error = self._publish_final_manifest(owed, close_error)
+            owed = None  # fsynced before the manifest was placed (or it failed: see below)
+        finally:
+            if owed is not None:
+                # Not handed to the manifest's publish (interrupted before it): the
+                # files' names are made durable here, as the recorder's close would.
+                try:
+                    fsync_folder(owed)
+                except OSError as e:
+                    if close_error is None:
+                        close_error = WriteError(e.errno, f"run {self.run_id}: fsync of {owed} failed: {e}")
+                        close_error.__cause__ = e
+        # Closed only now: until the final manifest is written, another close() (or the
+        # exit hook) finishes the run.
+        self._closed = True
+        self._forget()
+        if self._flow_dir is not None:
+            with contextlib.suppress(OSError, ManifestError):
+                self._update_flow_manifest()
+        return interrupt if interrupt is not None else close_error
+
+    def _publish_final_manifest(self, owed: str | None, close_error: BaseException | None) -> BaseException | None:
+        """Writes the final manifest (after ``owed``'s fsync); returns the error to raise."""
+        try:
+            try:
+                self._write_final_manifest(after=owed)
+            except OSError:
+                if owed is not None:
+                    # The publish may have failed before (or at) the owed fsync: it is
+                    # still owed. A failure here is the disk's answer for the files.
+                    fsync_folder(owed)
+                raise
         except OSError as e:
             # The disk that refused the data usually refuses the manifest too (full,
             # read-only, run folder deleted): the recorder's WriteError says what
@@ -136,17 +195,10 @@ class _Finishing:
                 close_error.__cause__ = e
             else:
                 close_error.add_note(note)
-        # Closed only now: until the final manifest is written, another close() (or the
-        # exit hook) finishes the run.
-        self._closed = True
-        self._forget()
-        if self._flow_dir is not None:
-            with contextlib.suppress(OSError, ManifestError):
-                self._update_flow_manifest()
-        return interrupt if interrupt is not None else close_error
+        return close_error
 
-    def _write_final_manifest(self) -> None:
-        self._tree.replace_manifest(self._manifest_rel, self._manifest, self._manifest_etag)
+    def _write_final_manifest(self, after: str | None = None) -> None:
+        self._tree.replace_manifest(self._manifest_rel, self._manifest, self._manifest_etag, after=after)
 
     def _finish_manifest(self, rec: Any, status: str, error: BaseException | None) -> None:
         m = self._manifest

@@ -248,21 +248,29 @@ def _dumps(data: Mapping[str, Any]) -> bytes:
     return "\n".join(parts).encode("utf-8")
 
 
-def _publish(target: Path, payload: bytes, *, create_only: bool) -> None:
+def _publish(target: Path, payload: bytes, *, create_only: bool, after: str | os.PathLike[str] | None = None) -> None:
     """Temp file, fsync, rename (or, ``create_only``, a link that cannot overwrite),
-    folder fsync: the core's ``atomic_file::publish_bytes``, the one atomic writer."""
+    folder fsync: the core's ``atomic_file::publish_bytes``, the one atomic writer.
+    ``after``: a folder fsynced (at the same time as the temp file) before the rename."""
     from .. import _core
 
-    _core.publish_bytes(target, payload, create_only)
+    if after is None:
+        _core.publish_bytes(target, payload, create_only)
+    else:
+        _core.publish_bytes(target, payload, create_only, after)
 
 
-def write_manifest(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
+def write_manifest(
+    path: str | os.PathLike[str], data: Mapping[str, Any], *, after: str | os.PathLike[str] | None = None
+) -> Path:
     """Write ``data`` as TOML to ``path`` atomically and durably; return the file path.
 
     ``path`` is the manifest file, or a run folder (then ``path/manifest.toml``);
     a path ending in ``.parquet`` raises ``ValueError`` (a data file is never replaced).
     Values are converted first (see the module doc), so a value TOML cannot hold
-    raises ``TypeError`` before anything is written.
+    raises ``TypeError`` before anything is written. ``after``: a folder whose fsync
+    completes before the manifest's name is placed (a run's close: the names of the
+    files the manifest lists become durable first; the two fsyncs run at once).
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
@@ -278,7 +286,7 @@ def write_manifest(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Pat
             f"{target} is a Parquet file, not a manifest: pass its folder ({target.parent}: "
             f"{MANIFEST_NAME} is written there) or a .toml path"
         )
-    _publish(target, _dumps(data), create_only=False)
+    _publish(target, _dumps(data), create_only=False, after=after)
     return target
 
 

@@ -161,7 +161,13 @@ class ObjectTree:
         # A recorder on a store names its files by object key.
         return posixpath.relpath(file, posixpath.dirname(self.key(manifest_rel)) or ".")
 
-    def replace_manifest(self, rel: str, data: Mapping[str, Any], e_tag: str | None) -> None:
+    def replace_manifest(
+        self, rel: str, data: Mapping[str, Any], e_tag: str | None, *, after: str | None = None
+    ) -> None:
+        if after is not None:  # a local folder's fsync owed first (not made by a store's recorder)
+            from .finish import fsync_folder
+
+            fsync_folder(after)
         try:
             self.update_manifest(rel, data, e_tag)
         except ConflictError:

@@ -155,10 +155,14 @@ class RootTree(Protocol):
         folder of the manifest ``manifest_rel``."""
         ...
 
-    def replace_manifest(self, rel: str, data: Mapping[str, Any], e_tag: str | None) -> None:
+    def replace_manifest(
+        self, rel: str, data: Mapping[str, Any], e_tag: str | None, *, after: str | None = None
+    ) -> None:
         """Publish the final manifest of a run this process owns. Only ``recover``
         rewrites a running run's manifest, and only once it judged the run dead: this
-        process is alive and closing, so what it knows wins over such a rewrite."""
+        process is alive and closing, so what it knows wins over such a rewrite.
+        ``after``: a local folder whose fsync must complete before the manifest can be
+        durable (the recorder's close left it: ``FlightRecorder._close_deferring_folder_sync``)."""
         ...
 
     def modify_manifest(self, rel: str, change: ManifestChange, *, blocking: bool = True) -> dict[str, Any] | None:
@@ -445,11 +449,13 @@ class LocalRootTree:
     def relative_to_manifest(self, manifest_rel: str, file: str) -> str:
         return os.path.relpath(file, str(self.path(manifest_rel).parent))
 
-    def replace_manifest(self, rel: str, data: Mapping[str, Any], e_tag: str | None) -> None:
+    def replace_manifest(
+        self, rel: str, data: Mapping[str, Any], e_tag: str | None, *, after: str | None = None
+    ) -> None:
         from .manifest import write_manifest
 
         # The run's claim lock keeps recover away from a live run here: no version check.
-        write_manifest(self.path(rel), data)
+        write_manifest(self.path(rel), data, after=after)
 
     def modify_manifest(self, rel: str, change: ManifestChange, *, blocking: bool = True) -> dict[str, Any] | None:
         from .ids import file_lock

@@ -297,6 +297,23 @@ pub fn sweep_temp_files(dir: &Path) -> Result<usize> {
 /// file is in place (the content is complete, the name may not be durable).
 /// The temp file never survives an error before the rename. Returns the size.
 pub fn publish_bytes(final_path: &Path, data: &[u8], create_only: bool) -> Result<u64> {
+    publish_bytes_after(final_path, data, create_only, None)
+}
+
+/// [`publish_bytes`], whose name must never be durable before the names in
+/// the folder `after` are: `after`'s fsync (owed by
+/// [`publish_together_then`]) runs on a thread at the same time as the temp
+/// file's, and the link or rename waits for both. The order the crash
+/// guarantee needs (the names in `after` durable, then this name placed) is
+/// kept; only the two fsyncs overlap, where one after the other they are two
+/// waits for the disk. If `after`'s fsync fails, nothing is placed (the temp
+/// file is removed) and that error is returned: the caller still owes it.
+pub fn publish_bytes_after(
+    final_path: &Path,
+    data: &[u8],
+    create_only: bool,
+    after: Option<&Path>,
+) -> Result<u64> {
     let dir = final_path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -306,7 +323,7 @@ pub fn publish_bytes(final_path: &Path, data: &[u8], create_only: bool) -> Resul
         return Err(exists_now(final_path));
     }
     let tmp = temp_path_for(final_path);
-    let placed = write_and_place(&tmp, final_path, data, create_only);
+    let placed = write_and_place(&tmp, final_path, data, create_only, after);
     // After a link the temp name is a second name of the published file;
     // after a rename or an error before it, it is gone or must go.
     let _ = fs::remove_file(&tmp);
@@ -322,7 +339,13 @@ fn exists_now(path: &Path) -> CoreError {
     ))
 }
 
-fn write_and_place(tmp: &Path, final_path: &Path, data: &[u8], create_only: bool) -> Result<()> {
+fn write_and_place(
+    tmp: &Path,
+    final_path: &Path,
+    data: &[u8],
+    create_only: bool,
+    after: Option<&Path>,
+) -> Result<()> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -332,8 +355,25 @@ fn write_and_place(tmp: &Path, final_path: &Path, data: &[u8], create_only: bool
         .map_err(|e| CoreError::io("create temp file", tmp, e))?;
     file.write_all(data)
         .map_err(|e| CoreError::io("write", tmp, e))?;
-    file.sync_all()
-        .map_err(|e| CoreError::io("fsync", tmp, e))?;
+    let sync_file = || file.sync_all().map_err(|e| CoreError::io("fsync", tmp, e));
+    match after {
+        None => sync_file()?,
+        Some(earlier) => std::thread::scope(|scope| {
+            // The earlier folder's fsync on its own thread (here if no thread
+            // can start); both must succeed before the name below is placed.
+            let folder = std::thread::Builder::new()
+                .name("flightlog-fsync".into())
+                .spawn_scoped(scope, || fsync_dir(earlier));
+            let synced = sync_file();
+            let folder = match folder {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Err(CoreError::write("an fsync thread panicked"))),
+                Err(_) => fsync_dir(earlier),
+            };
+            folder.and(synced)
+        })?,
+    }
     drop(file);
     if !create_only {
         return fs::rename(tmp, final_path).map_err(|e| in_use_error("rename", tmp, final_path, e));
@@ -452,8 +492,22 @@ where
 /// caller can retry with the same content under the same names. Returns the
 /// sizes, in the order given.
 pub fn publish_together(files: Vec<Staged>) -> Result<Vec<u64>> {
+    publish_together_then(files, true).map(|(sizes, _)| sizes)
+}
+
+/// [`publish_together`], with the folder fsync left to the caller when
+/// `sync_folder` is false: then every name is in place and its data durable,
+/// but the names themselves are not yet (a power loss may take them back),
+/// and the folder to fsync is returned. The caller owes that fsync before
+/// anything that must never be durable without these names (a manifest that
+/// lists them; see [`publish_bytes_after`], which runs it at the same time as
+/// the manifest's own fsync) and before it reports them durable.
+pub fn publish_together_then(
+    files: Vec<Staged>,
+    sync_folder: bool,
+) -> Result<(Vec<u64>, Option<PathBuf>)> {
     let Some(first) = files.first() else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
     let dir = first
         .final_path
@@ -535,11 +589,15 @@ pub fn publish_together(files: Vec<Staged>) -> Result<Vec<u64>> {
         // A second link to the same file; a leftover dot-name is swept.
         let _ = fs::remove_file(&f.tmp);
     }
+    let sizes = files.iter().map(|f| f.size).collect();
+    if !sync_folder {
+        return Ok((sizes, Some(dir)));
+    }
     if let Err(e) = fsync_dir(&dir) {
         undo(&linked);
         return Err(e);
     }
-    Ok(files.iter().map(|f| f.size).collect())
+    Ok((sizes, None))
 }
 
 #[cfg(test)]
@@ -646,6 +704,43 @@ mod tests {
             ));
             assert!(!dir.path().join("nowhere").exists());
         }
+    }
+
+    #[test]
+    fn publish_together_then_leaves_the_folder_fsync_to_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = ["a.parquet", "b.parquet"]
+            .iter()
+            .map(|n| {
+                stage(&dir.path().join(n), |mut w| {
+                    w.write_all(n.as_bytes()).unwrap();
+                    Ok(w)
+                })
+                .unwrap()
+            })
+            .collect();
+        let (sizes, owed) = publish_together_then(staged, false).unwrap();
+        assert_eq!(sizes, vec![9, 9]);
+        assert_eq!(owed.as_deref(), Some(dir.path()));
+        assert_eq!(
+            fs::read(dir.path().join("b.parquet")).unwrap(),
+            b"b.parquet"
+        );
+        // The manifest that lists them is placed only after that fsync.
+        let manifest = dir.path().join("manifest.toml");
+        publish_bytes_after(&manifest, b"a = 1\n", false, owed.as_deref()).unwrap();
+        assert_eq!(fs::read(&manifest).unwrap(), b"a = 1\n");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn publish_bytes_after_a_failing_folder_fsync_places_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.toml");
+        let err = publish_bytes_after(&manifest, b"x", false, Some(&dir.path().join("gone")))
+            .unwrap_err();
+        assert!(matches!(err, CoreError::Io { .. }), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

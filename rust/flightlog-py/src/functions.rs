@@ -165,13 +165,21 @@ fn _after_fork_in_child() {
 
 /// Publishes `data` at `path` atomically and durably (temp file, fsync, link or
 /// rename, folder fsync: `atomic_file::publish_bytes`). With `create_only`,
-/// `FileExistsError` if `path` exists (it is left as it is). Returns the size.
+/// `FileExistsError` if `path` exists (it is left as it is). With `after`, a
+/// folder whose fsync must complete before `path` is placed (run at the same
+/// time as the temp file's: `atomic_file::publish_bytes_after`). Returns the size.
 #[pyfunction]
-#[pyo3(signature = (path, data, create_only=false))]
-fn publish_bytes(py: Python<'_>, path: PathBuf, data: &[u8], create_only: bool) -> PyResult<u64> {
+#[pyo3(signature = (path, data, create_only=false, after=None))]
+fn publish_bytes(
+    py: Python<'_>,
+    path: PathBuf,
+    data: &[u8],
+    create_only: bool,
+    after: Option<PathBuf>,
+) -> PyResult<u64> {
     py.detach(|| {
         guard(|| {
-            atomic_file::publish_bytes(&path, data, create_only)
+            atomic_file::publish_bytes_after(&path, data, create_only, after.as_deref())
                 .map_err(|e| publish_error(e, &path))
         })
     })

@@ -1013,7 +1013,13 @@ impl PyRecorder {
     }
 
     /// Makes everything durable, merges segments, stops the flusher.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
+    ///
+    /// `defer_folder_sync`: the final folder fsync of a short recording may be
+    /// left to the caller, who gets that folder back and must fsync it before
+    /// anything listing the files can be durable (`publish_bytes(after=...)`);
+    /// otherwise (and whenever close did it) returns None.
+    #[pyo3(signature = (defer_folder_sync=false))]
+    fn close(&self, py: Python<'_>, defer_folder_sync: bool) -> PyResult<Option<PathBuf>> {
         let Some(a) = self.active.get() else {
             // Never got a schema: no row was recorded, and no recording was
             // started to hold the events (its files need the row schema).
@@ -1038,9 +1044,20 @@ impl PyRecorder {
                     1,
                 )?;
             }
-            return Ok(());
+            return Ok(None);
         };
-        let report = py.detach(|| guard_core(|| a.rec.close()))?;
+        // The replacing form publishes after close: nothing is deferred there.
+        let defer = defer_folder_sync && self.output_file.is_none();
+        let report = py.detach(|| {
+            guard_core(|| {
+                if defer {
+                    a.rec.close_deferring_folder_sync()
+                } else {
+                    a.rec.close()
+                }
+            })
+        })?;
+        let unsynced = report.unsynced_folder.clone();
         if let Some((file, true)) = &self.output_file {
             // The replacing form: the complete recording now replaces the old
             // output (a close that failed above leaves it and the segments
@@ -1070,7 +1087,7 @@ impl PyRecorder {
             };
             files.push((p.to_string_lossy().into_owned(), rows, bytes));
         }
-        Ok(())
+        Ok(unsynced)
     }
 
     /// Published files after close: (path, rows, bytes).

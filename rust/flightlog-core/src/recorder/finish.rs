@@ -23,6 +23,10 @@ use crate::storage::{key_of, Storage};
 pub struct CloseReport {
     /// Published files with their row counts and sizes.
     pub files: Vec<(PathBuf, u64, u64)>,
+    /// Only from [`Recorder::close_deferring_folder_sync`]: the folder whose
+    /// fsync the caller owes (the final files' names are in place, their data
+    /// durable, the names not yet). None when close did every fsync.
+    pub unsynced_folder: Option<PathBuf>,
 }
 
 impl Recorder {
@@ -32,10 +36,41 @@ impl Recorder {
     /// fails (the segments then stay for `recover`). In a forked child it does
     /// nothing: the files are the parent's.
     pub fn close(&self) -> Result<CloseReport> {
+        self.close_with(false)
+    }
+
+    /// [`close`](Self::close), except that when the closing flush publishes
+    /// the final files of a short recording together, the folder fsync that
+    /// makes their names durable may be left to the caller:
+    /// [`CloseReport::unsynced_folder`] then names the folder, and the
+    /// caller must fsync it before anything that lists these files can be
+    /// durable (a run's final manifest: `atomic_file::publish_bytes_after`
+    /// runs the two fsyncs at the same time) and before it reports the
+    /// recording durable. On an error nothing is owed: close fsyncs the
+    /// folder itself first.
+    pub fn close_deferring_folder_sync(&self) -> Result<CloseReport> {
+        self.close_with(true)
+    }
+
+    fn close_with(&self, defer_folder_sync: bool) -> Result<CloseReport> {
         if !self.owner.is_current() {
             return Ok(CloseReport::default());
         }
-        let result = self.close_owned();
+        if defer_folder_sync {
+            lock(&self.shared.flush).defer_folder_sync = true;
+        }
+        let mut owed = None;
+        let mut result = self.close_owned(&mut owed);
+        if let Some(folder) = owed {
+            match &mut result {
+                Ok(report) => report.unsynced_folder = Some(folder),
+                // Not handed over with an error: the names the flush placed
+                // are made durable here, as publish_together would have.
+                Err(_) => {
+                    let _ = crate::atomic_file::fsync_dir(&folder);
+                }
+            }
+        }
         if let Some(claim) = &self.claim {
             claim.release();
         }
@@ -63,7 +98,7 @@ impl Recorder {
         Ok(())
     }
 
-    fn close_owned(&self) -> Result<CloseReport> {
+    fn close_owned(&self, owed: &mut Option<PathBuf>) -> Result<CloseReport> {
         let _guard = lock(&self.close_lock);
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(CloseReport::default());
@@ -76,6 +111,7 @@ impl Recorder {
             Some(Err(panic)) => return Err(self.flusher_died(&panic_message(&panic))),
             None => return Ok(CloseReport::default()),
         };
+        owed.clone_from(&outcome.unsynced_folder);
         self.release_spool(&outcome);
         // An error the caller has not seen yet wins over the merge: the merge
         // still runs so that everything that was written ends up in one file.

@@ -27,6 +27,9 @@ pub(super) struct FlushState {
     /// The error of the last flush cycle, for the `flush()` that asked for it.
     last_error: Option<CoreError>,
     closing: bool,
+    /// Set by `close_deferring_folder_sync`: the closing flush may leave the
+    /// folder fsync of the final files to the caller.
+    pub(super) defer_folder_sync: bool,
 }
 
 /// What the flusher thread hands back: its outcome, or the message of a
@@ -66,6 +69,9 @@ pub(super) struct FlusherOutcome {
     /// (nothing had been published yet, so there was nothing to merge).
     pub(super) final_telemetry: Option<(u64, u64)>,
     pub(super) final_events: Option<(u64, u64)>,
+    /// The folder whose fsync the closing flush left to the caller
+    /// ([`atomic_file::publish_together_then`]); None when it did it.
+    pub(super) unsynced_folder: Option<PathBuf>,
 }
 
 impl Shared {
@@ -132,6 +138,10 @@ struct Flusher {
     /// Set by the closing flush request: the last write may go straight to
     /// the final file when nothing was published before.
     closing: bool,
+    /// The closing request allows leaving the final folder fsync to `close`'s
+    /// caller (see `FlushState::defer_folder_sync`).
+    defer_folder_sync: bool,
+    unsynced_folder: Option<PathBuf>,
     final_telemetry: Option<(u64, u64)>,
     final_events: Option<(u64, u64)>,
 }
@@ -211,6 +221,8 @@ impl Flusher {
             next_event_seq: 1,
             last_write: Instant::now(),
             closing: false,
+            defer_folder_sync: false,
+            unsynced_folder: None,
             final_telemetry: None,
             final_events: None,
         }
@@ -274,6 +286,7 @@ impl Flusher {
             events_not_written,
             final_telemetry: self.final_telemetry,
             final_events: self.final_events,
+            unsynced_folder: self.unsynced_folder.take(),
         }
     }
 
@@ -282,9 +295,9 @@ impl Flusher {
     fn cycle(&mut self, interval: Duration) -> bool {
         fail::fail_point!("recorder::flush_cycle");
         self.drain_available();
-        let (requested, completed, closing) = {
+        let (requested, completed, closing, defer_folder_sync) = {
             let st = lock(&self.shared.flush);
-            (st.requested, st.completed, st.closing)
+            (st.requested, st.completed, st.closing, st.defer_folder_sync)
         };
         if requested > completed {
             // Every row published before the request must be drained: a push
@@ -298,6 +311,7 @@ impl Flusher {
                 }
             }
             self.closing = closing;
+            self.defer_folder_sync = closing && defer_folder_sync;
             let mut written = self.write_due(true);
             // A large segment is written while the ring keeps draining into
             // `pending`; at close those rows must go out too, not be left
@@ -575,7 +589,8 @@ impl Flusher {
         let lanes_kv = vec![(spool::LANES_KEY.to_string(), spool::format_lanes(&cover))];
         let events = self.unwritten_events.len();
         let journals_before = shared.spool.rotate_journal();
-        let published = (|| -> Result<Vec<u64>> {
+        let sync_folder = !self.defer_folder_sync;
+        let published = (|| -> Result<(Vec<u64>, Option<PathBuf>)> {
             let telemetry = atomic_file::stage(final_telemetry, |out| {
                 parquet_io::write_batches(
                     out,
@@ -601,10 +616,17 @@ impl Flusher {
                     events_props(&shared, self.events_published + events as u64),
                 )
             })?;
-            atomic_file::publish_together(vec![telemetry, events_file])
+            // Deferred: the caller (a run's close) fsyncs the folder at the
+            // same time as its manifest's temp file, before that manifest's
+            // rename (atomic_file::publish_bytes_after); close() does it
+            // itself on every path that does not hand it over.
+            atomic_file::publish_together_then(vec![telemetry, events_file], sync_folder)
         })();
         let sizes = match published {
-            Ok(sizes) => sizes,
+            Ok((sizes, unsynced)) => {
+                self.unsynced_folder = unsynced;
+                sizes
+            }
             Err(e) => {
                 // Nothing was published: the rows and events stay kept, and
                 // the closing recorder counts them lost, as after a failed
