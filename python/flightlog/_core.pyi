@@ -17,6 +17,7 @@ __all__ = [
     "merge_parquet",
     "parquet_kv",
     "parquet_rows",
+    "parquet_footers",
     "recover_output_file",
     "recover_run_dir",
     "salvage_parts",
@@ -161,6 +162,10 @@ def parquet_kv(path: str | PathLike[str], store: ObjectStore | None = None) -> l
 
 def parquet_rows(path: str | PathLike[str], store: ObjectStore | None = None) -> int:
     """Row count of a Parquet file, from its footer."""
+
+def parquet_footers(paths: list[str] | list[PathLike[str]]) -> list[tuple[int, list[tuple[str, str]]]]:
+    """``(rows, key-value metadata)`` of local Parquet files, one footer read each (on a few
+    threads); raises for the first file that cannot be read, naming it."""
 
 def list_run_manifests(
     root: str | PathLike[str], manifest: str, flows_dir: str, runs_dir: str, manifest_suffix: str

@@ -58,10 +58,22 @@ def _read_file_meta(
 ) -> dict[str, tuple[int, dict[str, str], dict[str, str]]]:
     """(rows, flightlog KV, {column: DuckDB type}) of Parquet files, from their footers."""
     names = [str(f) for f in files]
-    kv = _read_kv(files, connect)
+    rows: dict[str, int]
+    if all(isinstance(f, Path) for f in files):
+        # Local files: row count and key-value metadata from one footer read each, on a few
+        # threads (DuckDB's parquet_file_metadata + parquet_kv_metadata read each footer twice,
+        # one file at a time: most of a consolidation of 100,000 tiny runs' metadata pass).
+        from .. import _core
+
+        footers = _core.parquet_footers(names)
+        rows = {n: r for n, (r, _) in zip(names, footers, strict=True)}
+        kv = {n: {k: v for k, v in pairs if k in _KV_KEYS} for n, (_, pairs) in zip(names, footers, strict=True)}
+    else:
+        kv = _read_kv(files, connect)
     con = connect()
     try:
-        rows = dict(con.execute("SELECT file_name, num_rows FROM parquet_file_metadata(?)", [names]).fetchall())
+        if not all(isinstance(f, Path) for f in files):
+            rows = dict(con.execute("SELECT file_name, num_rows FROM parquet_file_metadata(?)", [names]).fetchall())
         schema: dict[str, list[tuple[str, str | None, int | None]]] = {n: [] for n in names}
         for fname, col, dtype, children in con.execute(
             "SELECT file_name, name, duckdb_type, num_children FROM parquet_schema(?)", [names]

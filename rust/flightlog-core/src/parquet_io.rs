@@ -260,6 +260,20 @@ pub fn read_key_values(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(key_values_of(&metadata))
 }
 
+/// Row count and key-value metadata of Parquet files, one footer read each, on a few
+/// threads (a consolidation reads tens of thousands of tiny files' footers). Each
+/// file's own result, in order; an error names its file.
+pub fn read_footers(paths: &[PathBuf]) -> Vec<Result<(u64, Vec<(String, String)>)>> {
+    crate::root_scan::on_threads(paths.iter().collect(), |path: &PathBuf| {
+        let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
+        let metadata = ParquetMetaDataReader::new()
+            .parse_and_finish(&file)
+            .map_err(|e| CoreError::write(format!("{}: {e}", path.display())))?;
+        let rows = metadata.file_metadata().num_rows().max(0) as u64;
+        Ok((rows, key_values_of(&metadata)))
+    })
+}
+
 /// Number of rows in a Parquet file (from its footer).
 pub fn row_count(path: &Path) -> Result<u64> {
     let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;

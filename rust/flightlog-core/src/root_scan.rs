@@ -203,8 +203,8 @@ fn stat_all(root: &Path, found: Vec<(String, bool)>) -> Vec<ManifestEntry> {
 }
 
 /// `f` of each item, in order; on a few threads when there are many (the work is
-/// system calls: `lstat`s that each wait on the kernel).
-fn on_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+/// mostly system calls: `lstat`s and small reads that each wait on the kernel).
+pub(crate) fn on_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_THREADS);

@@ -373,3 +373,32 @@ fn rows_pushed_while_a_segment_is_encoded_are_drained_in_order() {
     assert_eq!(iters, (0..n).collect::<Vec<_>>());
     assert!(rec.stats().segments >= 7, "{:?}", rec.stats());
 }
+
+#[test]
+fn footers_are_read_in_bulk_each_with_its_own_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for k in 0..3 {
+        let folder = dir.path().join(format!("run{k}"));
+        let rec = Recorder::new(schema(), config(&folder)).unwrap();
+        for i in 0..(10 * (k + 1)) {
+            rec.push(&row(&rec, i)).unwrap();
+        }
+        rec.close().unwrap();
+        paths.push(folder.join("telemetry.parquet"));
+    }
+    let garbage = dir.path().join("garbage.parquet");
+    fs::write(&garbage, b"not parquet at all").unwrap();
+    paths.push(garbage);
+    paths.push(dir.path().join("missing.parquet"));
+    let got = parquet_io::read_footers(&paths);
+    for (k, result) in got.iter().take(3).enumerate() {
+        let (rows, kv) = result.as_ref().unwrap();
+        assert_eq!(*rows, 10 * (k as u64 + 1));
+        assert_eq!(kv, &parquet_io::read_key_values(&paths[k]).unwrap());
+        assert!(kv.iter().any(|(key, _)| key == "schema_version"), "{kv:?}");
+    }
+    let bad = got[3].as_ref().unwrap_err().to_string();
+    assert!(bad.contains("garbage.parquet"), "{bad}");
+    assert!(got[4].is_err());
+}

@@ -140,6 +140,23 @@ fn parquet_kv(
     })
 }
 
+/// `(rows, key-value metadata)` of local Parquet files, one footer read each, read on a
+/// few threads (`parquet_io::read_footers`); raises for the first file that cannot be read.
+#[pyfunction]
+fn parquet_footers(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+) -> PyResult<Vec<(u64, Vec<(String, String)>)>> {
+    py.detach(|| {
+        guard(|| {
+            parquet_io::read_footers(&paths)
+                .into_iter()
+                .collect::<flightlog_core::Result<Vec<_>>>()
+                .map_err(to_py)
+        })
+    })
+}
+
 /// Row count of a Parquet file, from its footer (with `store`, `path` is its key there).
 #[pyfunction]
 #[pyo3(signature = (path, store=None))]
@@ -410,6 +427,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge_parquet, m)?)?;
     m.add_function(wrap_pyfunction!(parquet_kv, m)?)?;
     m.add_function(wrap_pyfunction!(parquet_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(parquet_footers, m)?)?;
     m.add_function(wrap_pyfunction!(list_run_manifests, m)?)?;
     m.add_function(wrap_pyfunction!(scan_run_folders, m)?)?;
     Ok(())
