@@ -19,6 +19,7 @@ pub fn to_py(err: CoreError) -> PyErr {
     match err {
         CoreError::Schema(m) => SchemaError::new_err(m),
         CoreError::InvalidValue(m) => PyValueError::new_err(m),
+        CoreError::WrongType(m) => PyTypeError::new_err(m),
         CoreError::Config(m) => PyValueError::new_err(m),
         CoreError::Exists(m) => PyFileExistsError::new_err(m),
         CoreError::Conflict(m) => ConflictError::new_err(m),

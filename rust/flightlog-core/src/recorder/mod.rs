@@ -21,6 +21,8 @@ mod config;
 mod events;
 mod finish;
 mod flusher;
+mod pending;
+mod rows;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -49,6 +51,9 @@ use events::EventRow;
 use finish::prepare_dirs;
 pub use finish::CloseReport;
 use flusher::{run_flusher, FlushState, FlusherExit};
+pub use pending::{PendingRecorder, ReadyRecorder};
+pub use rows::RowCall;
+use rows::RowRules;
 
 /// A push that found the ring full under `OnFull::Block`; [`Blocked::wait`]
 /// completes it.
@@ -176,6 +181,8 @@ pub(crate) struct Shared {
     schema: Schema,
     arrow_schema: SchemaRef,
     row_layout: RowLayout,
+    /// What fills the fields a row leaves out.
+    rules: RowRules,
     dictionaries: Vec<Option<Dictionary>>,
     constants: Vec<Option<Value>>,
     config: RecorderConfig,
@@ -331,6 +338,7 @@ impl Recorder {
             events_seq: AtomicU64::new(0),
             wake_mask,
             arrow_schema: schema.arrow_schema(),
+            rules: RowRules::new(&schema, &row_layout),
             schema,
             row_layout,
             dictionaries,
