@@ -284,22 +284,36 @@ impl Active {
     fn fill_in_place(&self, words: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
         let n = values.len();
         let (stored, validity) = words.split_at(n);
-        let kinds = &self.slot_kinds[..n];
-        // The loop body stays small: an exact float for an f64 slot (nearly
-        // every value of a telemetry row) inline, anything else out of line.
+        if !self.fill_values(stored, values) {
+            return false;
+        }
+        // Every slot holds a value.
+        for word in validity {
+            word.store(u64::MAX, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// The value loop of [`Active::fill_in_place`], out of line so that it has
+    /// the registers to itself: an exact float for an f64 slot (nearly every
+    /// value of a telemetry row) and an exact int for an i64 slot inline,
+    /// anything else out of line.
+    #[inline(never)]
+    fn fill_values(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
+        let kinds = &self.slot_kinds[..values.len()];
         for (slot, ((word, value), &kind)) in stored.iter().zip(values).zip(kinds).enumerate() {
             let w = match crate::fastcall::exact_float(value) {
                 Some(x) if kind == SlotKind::F64 => f64_word(x),
+                _ if kind == SlotKind::I64 => match crate::fastcall::exact_int(value) {
+                    Some(v) => v as u64,
+                    None => return false,
+                },
                 _ => match self.other_word(kind, slot, value) {
                     Some(w) => w,
                     None => return false,
                 },
             };
             word.store(w, Ordering::Relaxed);
-        }
-        // Every slot holds a value.
-        for word in validity {
-            word.store(u64::MAX, Ordering::Relaxed);
         }
         true
     }
@@ -499,27 +513,53 @@ impl PyRecorder {
         Ok(self.active.get().expect("just set"))
     }
 
+    /// The common `record(*values)` row: every value converted straight into
+    /// the ring slot. `Declined` (nothing recorded, nothing counted) when the
+    /// schema is not known yet, the row is not the full width, or a value is
+    /// not one the fast conversion takes (an int for an f64 field, None, a
+    /// numpy scalar...): [`PyRecorder::record_general`] then converts or
+    /// rejects the row. Small result, no `PyErr`: the caller's hot path stays
+    /// in registers.
+    #[inline(always)]
+    pub(crate) fn record_in_place(
+        &self,
+        values: &[Bound<'_, PyAny>],
+    ) -> Result<InPlace, Box<CoreError>> {
+        match self.active.get() {
+            Some(a) if values.len() == a.in_place_len => a
+                .rec
+                .offer_in_place(|words| a.fill_in_place(words, values))
+                .map_err(Box::new),
+            _ => Ok(InPlace::Declined),
+        }
+    }
+
+    /// What `record()` does with the outcome of [`PyRecorder::record_in_place`]
+    /// other than a plain offer: warn once at the row budget, raise an error.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn record_offered(
+        &self,
+        py: Python<'_>,
+        offered: Result<Offer, Box<CoreError>>,
+    ) -> PyResult<()> {
+        let offer = offered.map_err(|e| to_py(*e))?;
+        match self.active.get() {
+            Some(a) => a.offered(py, offer),
+            None => Ok(()),
+        }
+    }
+
     /// `record(*values)`: one row from values in schema order (constant
-    /// columns excluded); trailing nullable fields may be omitted.
-    pub(crate) fn record_values(
+    /// columns excluded); trailing nullable fields may be omitted. The path
+    /// of every row [`PyRecorder::record_in_place`] declined.
+    #[inline(never)]
+    pub(crate) fn record_general(
         &self,
         py: Python<'_>,
         values: &[Bound<'_, PyAny>],
     ) -> PyResult<()> {
         let a = self.active()?;
-        if values.len() == a.in_place_len {
-            // The common row: every value converted straight into the ring
-            // slot. A value the fast conversion does not take (an int for an
-            // f64 field, None, a numpy scalar of another kind...) declines,
-            // and the general path below converts or rejects the row.
-            let offer = a
-                .rec
-                .offer_in_place(|words| a.fill_in_place(words, values))
-                .map_err(to_py)?;
-            if let InPlace::Offered(offer) = offer {
-                return a.offered(py, offer);
-            }
-        }
         let layout = a.layout();
         let given = values.len();
         a.rec.check_record_arity(given).map_err(to_py)?;
