@@ -242,11 +242,11 @@ unsafe extern "C" fn record_fast(
     })) {
         Ok(Ok(InPlace::Offered(Offer::OverBudget { first: true }))) => finish(
             py,
-            guard(|| recorder.record_offered(py, Ok(Offer::OverBudget { first: true }))),
+            guard(|| recorder.row_offered(py, Ok(Offer::OverBudget { first: true }))),
         ),
         Ok(Ok(InPlace::Offered(_))) => py.None().into_ptr(),
         Ok(Ok(InPlace::Declined)) => finish(py, guard(|| recorder.record_general(py, values))),
-        Ok(Err(e)) => finish(py, guard(|| recorder.record_offered(py, Err(e)))),
+        Ok(Err(e)) => finish(py, guard(|| recorder.row_offered(py, Err(e)))),
         Err(panic) => finish(py, Err(crate::error::panic_error(panic))),
     }
 }
@@ -304,7 +304,20 @@ unsafe extern "C" fn log_fast(
     let keys: &[Bound<'_, PyAny>] = &owned;
     // SAFETY: as above, `keys.len()` values follow in `args`.
     let values = unsafe { objects(py, args, keys.len()) };
-    finish(py, guard(|| recorder.get().log_pairs(py, keys, values)))
+    let recorder = recorder.get();
+    // As in `record_fast`: the common row returns without a `PyResult`.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        recorder.log_in_place(keys, values)
+    })) {
+        Ok(Ok(InPlace::Offered(Offer::OverBudget { first: true }))) => finish(
+            py,
+            guard(|| recorder.row_offered(py, Ok(Offer::OverBudget { first: true }))),
+        ),
+        Ok(Ok(InPlace::Offered(_))) => py.None().into_ptr(),
+        Ok(Ok(InPlace::Declined)) => finish(py, guard(|| recorder.log_general(py, keys, values))),
+        Ok(Err(e)) => finish(py, guard(|| recorder.row_offered(py, Err(e)))),
+        Err(panic) => finish(py, Err(crate::error::panic_error(panic))),
+    }
 }
 
 /// `_noop(*values)`: the call floor, the same convention as `record`.

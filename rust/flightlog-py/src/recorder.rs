@@ -325,7 +325,7 @@ impl Active {
     /// that are all stored field names by identity fill every slot once. False at a
     /// keyword or value it does not take (a name equal but not identical, a
     /// constant column, a value `fast_word` does not convert).
-    #[inline(always)]
+    #[inline(never)]
     fn fill_log_in_place(
         &self,
         words: &[AtomicU64],
@@ -349,6 +349,10 @@ impl Active {
             let kind = self.slot_kinds[slot];
             let w = match crate::fastcall::exact_float(value) {
                 Some(x) if kind == SlotKind::F64 => f64_word(x),
+                _ if kind == SlotKind::I64 => match crate::fastcall::exact_int(value) {
+                    Some(v) => v as u64,
+                    None => return false,
+                },
                 _ => match self.other_word(kind, slot, value) {
                     Some(w) => w,
                     None => return false,
@@ -538,7 +542,7 @@ impl PyRecorder {
     /// other than a plain offer: warn once at the row budget, raise an error.
     #[cold]
     #[inline(never)]
-    pub(crate) fn record_offered(
+    pub(crate) fn row_offered(
         &self,
         py: Python<'_>,
         offered: Result<Offer, Box<CoreError>>,
@@ -601,7 +605,29 @@ impl PyRecorder {
     }
 
     /// `log(**fields)`: one row from (keyword, value) pairs.
-    pub(crate) fn log_pairs(
+    /// The common `log(**fields)` row: every stored field by keyword, each
+    /// found by identity, converted straight into the ring slot (as
+    /// [`PyRecorder::record_in_place`]); anything else declines to
+    /// [`PyRecorder::log_general`].
+    #[inline(always)]
+    pub(crate) fn log_in_place(
+        &self,
+        keys: &[Bound<'_, PyAny>],
+        values: &[Bound<'_, PyAny>],
+    ) -> Result<InPlace, Box<CoreError>> {
+        match self.active.get() {
+            Some(a) if keys.len() == a.in_place_len => a
+                .rec
+                .offer_in_place(|words| a.fill_log_in_place(words, keys, values))
+                .map_err(Box::new),
+            _ => Ok(InPlace::Declined),
+        }
+    }
+
+    /// `log(**fields)`: one row from (keyword, value) pairs, for every row
+    /// [`PyRecorder::log_in_place`] declined.
+    #[inline(never)]
+    pub(crate) fn log_general(
         &self,
         py: Python<'_>,
         keys: &[Bound<'_, PyAny>],
@@ -614,17 +640,6 @@ impl PyRecorder {
                 self.infer(py, keys, values)?
             }
         };
-        if keys.len() == a.in_place_len {
-            // Every stored field by keyword, each found by identity: converted straight
-            // into the ring slot; anything else declines to the general path below.
-            let offer = a
-                .rec
-                .offer_in_place(|words| a.fill_log_in_place(words, keys, values))
-                .map_err(to_py)?;
-            if let InPlace::Offered(offer) = offer {
-                return a.offered(py, offer);
-            }
-        }
         let layout = a.layout();
         with_row(layout, |row| {
             let n_fields = a.rec.schema().fields.len();

@@ -549,9 +549,10 @@ impl Recorder {
         self.check_open()?;
         let shared = &self.shared;
         producer::with_lane(shared, |lane, cursor, lane_index| {
-            let Some(words) = lane.ring.reserve(cursor) else {
+            let Some(reserved) = lane.ring.reserve_slot(cursor) else {
                 return Ok(InPlace::Declined);
             };
+            let words = reserved.words();
             if !fill(words) {
                 return Ok(InPlace::Declined);
             }
@@ -569,7 +570,7 @@ impl Recorder {
                 shared.unoffer(lane);
                 return Err(CoreError::Closed);
             };
-            let pos = lane.ring.publish(cursor);
+            let pos = lane.ring.publish_slot(cursor, reserved);
             drop(busy);
             Ok(InPlace::Offered(shared.accepted(pos)))
         })
