@@ -89,6 +89,17 @@ enum SlotKind {
 /// and in an enum's number of labels.
 const MAX_IDENTITY_SCAN: usize = 16;
 
+/// One field as `log()`'s in-place loop reads it: one load per keyword.
+#[derive(Clone, Copy)]
+struct FieldPlan {
+    /// The address of the interned name (held by `Active::names`).
+    name: usize,
+    /// The stored slot; `usize::MAX` for a constant column (no slot).
+    slot: usize,
+    /// The fast-path kind of the slot.
+    kind: SlotKind,
+}
+
 /// A recorder whose schema is known.
 struct Active {
     rec: Recorder,
@@ -106,6 +117,8 @@ struct Active {
     /// in O(1) however wide the schema (a scan cost O(fields) per keyword).
     /// The addresses stay valid: `names` holds a reference to each string.
     by_ptr: HashMap<usize, usize>,
+    /// Per field: its name's address, slot and kind, for `log()`.
+    plan: Box<[FieldPlan]>,
     /// The number of values of a `record()` call that may be converted
     /// straight into the ring (`Recorder::offer_in_place`): every stored slot,
     /// when each is of a kind `fast_word` converts; else `usize::MAX`.
@@ -145,6 +158,18 @@ impl Active {
                 _ => SlotKind::Other,
             })
             .collect::<Box<[SlotKind]>>();
+        let plan = names
+            .iter()
+            .enumerate()
+            .map(|(field, name)| {
+                let slot = layout.slot_of_field(field);
+                FieldPlan {
+                    name: name.as_ptr() as usize,
+                    slot: slot.unwrap_or(usize::MAX),
+                    kind: slot.map_or(SlotKind::Other, |s| slot_kinds[s]),
+                }
+            })
+            .collect();
         let in_place_len =
             if layout.stored_len() > 0 && slot_kinds.iter().all(|&k| k != SlotKind::Other) {
                 layout.stored_len()
@@ -171,6 +196,7 @@ impl Active {
             index,
             names,
             by_ptr,
+            plan,
             in_place_len,
             describe,
         }
@@ -333,20 +359,23 @@ impl Active {
         values: &[Bound<'_, PyAny>],
     ) -> bool {
         let layout = self.layout();
+        let plan = &*self.plan;
         let mut guess = 0;
         for (key, value) in keys.iter().zip(values) {
-            let field = match self.names.get(guess) {
-                Some(name) if key.is(name) => guess,
-                _ => match self.by_ptr.get(&(key.as_ptr() as usize)) {
+            let key_addr = key.as_ptr() as usize;
+            let field = match plan.get(guess) {
+                Some(p) if p.name == key_addr => guess,
+                _ => match self.by_ptr.get(&key_addr) {
                     Some(&field) => field,
                     None => return false,
                 },
             };
             guess = field + 1;
-            let Some(slot) = layout.slot_of_field(field) else {
+            let FieldPlan { slot, kind, .. } = plan[field];
+            // A constant column has no slot (`usize::MAX`): declined.
+            let Some(word) = words.get(slot) else {
                 return false;
             };
-            let kind = self.slot_kinds[slot];
             let w = match crate::fastcall::exact_float(value) {
                 Some(x) if kind == SlotKind::F64 => f64_word(x),
                 _ if kind == SlotKind::I64 => match crate::fastcall::exact_int(value) {
@@ -358,7 +387,7 @@ impl Active {
                     None => return false,
                 },
             };
-            words[slot].store(w, Ordering::Relaxed);
+            word.store(w, Ordering::Relaxed);
         }
         // Every slot holds a value.
         for word in &words[layout.stored_len()..] {
