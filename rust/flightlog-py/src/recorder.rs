@@ -1,6 +1,10 @@
 //! `flightlog._core.Recorder`: argument conversion over `flightlog_core::Recorder`.
 //! No policy lives here: sampling, budgets, blocking and durability are the
-//! core's; this file converts values, maps errors and releases the GIL.
+//! core's, and so are the row rules (the stamped `t_wall_ms`, omitted and
+//! missing fields, constant columns: `Recorder::fill_missing` and friends)
+//! and the schema-not-yet-known state (`PendingRecorder`: inference rules,
+//! early events, the folder's claim); this file converts values, maps errors
+//! and releases the GIL.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
