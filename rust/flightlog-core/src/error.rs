@@ -12,6 +12,10 @@ pub enum CoreError {
     /// A value does not fit its field (an enum label outside the enum, ...).
     #[error("{0}")]
     InvalidValue(String),
+    /// A value of the wrong kind for its field (`None` for a non-nullable
+    /// field, ...): a binding raises its type error.
+    #[error("{0}")]
+    WrongType(String),
     /// A configuration value is out of range; the message says what is allowed.
     #[error("{0}")]
     Config(String),

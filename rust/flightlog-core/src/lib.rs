@@ -47,7 +47,10 @@ pub use error::{CoreError, FlusherError, Result};
 pub use object_root::{ObjectRoot, PutKind};
 pub use output_layout::OutputLayout;
 pub use parquet_io::Codec;
-pub use recorder::{InPlace, Offer, OnFull, Recorder, RecorderConfig, Sampling, Stats};
+pub use recorder::{
+    InPlace, Offer, OnFull, PendingRecorder, ReadyRecorder, Recorder, RecorderConfig, RowCall,
+    Sampling, Stats,
+};
 pub use recover::{
     publish_replacement, recover_output_file, recover_run, recover_run_exclusive,
     recover_run_with_spool, salvage_spool, RecoverReport,

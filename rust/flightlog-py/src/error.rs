@@ -19,6 +19,7 @@ pub fn to_py(err: CoreError) -> PyErr {
     match err {
         CoreError::Schema(m) => SchemaError::new_err(m),
         CoreError::InvalidValue(m) => PyValueError::new_err(m),
+        CoreError::WrongType(m) => PyTypeError::new_err(m),
         CoreError::Config(m) => PyValueError::new_err(m),
         CoreError::Exists(m) => PyFileExistsError::new_err(m),
         CoreError::Conflict(m) => ConflictError::new_err(m),
@@ -60,15 +61,19 @@ pub fn wrong_type(field: &str, expected: &str, got: &pyo3::Bound<'_, pyo3::PyAny
 pub fn guard<T>(f: impl FnOnce() -> pyo3::PyResult<T>) -> pyo3::PyResult<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(FlightlogError::new_err(format!(
-                "internal error (a bug in flightlog, please report it): {msg}"
-            )))
-        }
+        Err(panic) => Err(panic_error(panic)),
     }
+}
+
+/// The `FlightlogError` a caught panic becomes.
+#[cold]
+pub fn panic_error(panic: Box<dyn std::any::Any + Send>) -> pyo3::PyErr {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    FlightlogError::new_err(format!(
+        "internal error (a bug in flightlog, please report it): {msg}"
+    ))
 }

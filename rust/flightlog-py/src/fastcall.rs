@@ -21,6 +21,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use flightlog_core::{InPlace, Offer};
+
 use crate::error::guard;
 use crate::recorder::PyRecorder;
 
@@ -231,7 +233,22 @@ unsafe extern "C" fn record_fast(
             objects(py, args, nargs.max(0) as usize),
         )
     };
-    finish(py, guard(|| recorder.get().record_values(py, values)))
+    let recorder = recorder.get();
+    // The common row, recorded in place; its small result is matched here so
+    // that the row that returns at once builds no `PyResult`. A panic is
+    // caught as on every path (`guard`) and never unwinds into C.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        recorder.record_in_place(values)
+    })) {
+        Ok(Ok(InPlace::Offered(Offer::OverBudget { first: true }))) => finish(
+            py,
+            guard(|| recorder.row_offered(py, Ok(Offer::OverBudget { first: true }))),
+        ),
+        Ok(Ok(InPlace::Offered(_))) => py.None().into_ptr(),
+        Ok(Ok(InPlace::Declined)) => finish(py, guard(|| recorder.record_general(py, values))),
+        Ok(Err(e)) => finish(py, guard(|| recorder.row_offered(py, Err(e)))),
+        Err(panic) => finish(py, Err(crate::error::panic_error(panic))),
+    }
 }
 
 /// The positional count in a vectorcall `nargsf`: CPython's
@@ -287,7 +304,20 @@ unsafe extern "C" fn log_fast(
     let keys: &[Bound<'_, PyAny>] = &owned;
     // SAFETY: as above, `keys.len()` values follow in `args`.
     let values = unsafe { objects(py, args, keys.len()) };
-    finish(py, guard(|| recorder.get().log_pairs(py, keys, values)))
+    let recorder = recorder.get();
+    // As in `record_fast`: the common row returns without a `PyResult`.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        recorder.log_in_place(keys, values)
+    })) {
+        Ok(Ok(InPlace::Offered(Offer::OverBudget { first: true }))) => finish(
+            py,
+            guard(|| recorder.row_offered(py, Ok(Offer::OverBudget { first: true }))),
+        ),
+        Ok(Ok(InPlace::Offered(_))) => py.None().into_ptr(),
+        Ok(Ok(InPlace::Declined)) => finish(py, guard(|| recorder.log_general(py, keys, values))),
+        Ok(Err(e)) => finish(py, guard(|| recorder.row_offered(py, Err(e)))),
+        Err(panic) => finish(py, Err(crate::error::panic_error(panic))),
+    }
 }
 
 /// `_noop(*values)`: the call floor, the same convention as `record`.

@@ -1,6 +1,10 @@
 //! `flightlog._core.Recorder`: argument conversion over `flightlog_core::Recorder`.
 //! No policy lives here: sampling, budgets, blocking and durability are the
-//! core's; this file converts values, maps errors and releases the GIL.
+//! core's, and so are the row rules (the stamped `t_wall_ms`, omitted and
+//! missing fields, constant columns: `Recorder::fill_missing` and friends)
+//! and the schema-not-yet-known state (`PendingRecorder`: inference rules,
+//! early events, the folder's claim); this file converts values, maps errors
+//! and releases the GIL.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,8 +13,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use flightlog_core::row_layout::f64_word;
 use flightlog_core::{
-    Codec, CoreError, DType, Field, InPlace, Offer, OnFull, OutputLayout, Recorder, RecorderConfig,
-    RowLayout, Sampling, Schema, Storage,
+    Codec, CoreError, DType, Field, InPlace, Offer, OnFull, OutputLayout, PendingRecorder,
+    Recorder, RecorderConfig, RowCall, RowLayout, Sampling, Schema, Storage,
 };
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -37,14 +41,10 @@ type FieldSpec = (
 fn schema_from_spec(spec: Vec<FieldSpec>, version: i64) -> PyResult<Schema> {
     let mut fields = Vec::with_capacity(spec.len());
     for (name, dtype, nullable, variants, unit, doc) in spec {
-        let dtype = match (dtype.as_str(), variants) {
-            ("enum", Some(v)) => DType::Enum(v),
-            ("enum", None) => {
-                return Err(SchemaError::new_err(format!(
-                    "enum field '{name}' has no variants"
-                )))
-            }
-            (other, _) => DType::parse(other).map_err(to_py)?,
+        let dtype = match dtype.as_str() {
+            // No variants: `Schema::new` says so, naming the field.
+            "enum" => DType::Enum(variants.unwrap_or_default()),
+            other => DType::parse(other).map_err(to_py)?,
         };
         fields.push(Field {
             name,
@@ -93,6 +93,17 @@ enum SlotKind {
 /// and in an enum's number of labels.
 const MAX_IDENTITY_SCAN: usize = 16;
 
+/// One field as `log()`'s in-place loop reads it: one load per keyword.
+#[derive(Clone, Copy)]
+struct FieldPlan {
+    /// The address of the interned name (held by `Active::names`).
+    name: usize,
+    /// The stored slot; `usize::MAX` for a constant column (no slot).
+    slot: usize,
+    /// The fast-path kind of the slot.
+    kind: SlotKind,
+}
+
 /// A recorder whose schema is known.
 struct Active {
     rec: Recorder,
@@ -110,11 +121,8 @@ struct Active {
     /// in O(1) however wide the schema (a scan cost O(fields) per keyword).
     /// The addresses stay valid: `names` holds a reference to each string.
     by_ptr: HashMap<usize, usize>,
-    /// Stored slot of an f64 `t_wall_ms` field, stamped when a row omits it.
-    t_wall_slot: Option<usize>,
-    /// `record()` may omit trailing fields that are nullable (or a stamped
-    /// `t_wall_ms`): it needs at least this many values.
-    min_record_values: usize,
+    /// Per field: its name's address, slot and kind, for `log()`.
+    plan: Box<[FieldPlan]>,
     /// The number of values of a `record()` call that may be converted
     /// straight into the ring (`Recorder::offer_in_place`): every stored slot,
     /// when each is of a kind `fast_word` converts; else `usize::MAX`.
@@ -141,19 +149,8 @@ impl Active {
             .enumerate()
             .map(|(i, n): (usize, &Py<PyString>)| (n.as_ptr() as usize, i))
             .collect();
-        let t_wall_slot = schema
-            .index_of("t_wall_ms")
-            .filter(|&i| schema.fields[i].dtype == DType::F64)
-            .and_then(|i| rec.row_layout().slot_of_field(i));
         let describe = schema.describe();
         let layout = rec.row_layout();
-        let min_record_values = (0..layout.stored_len())
-            .rev()
-            .find(|&slot| {
-                let f = &schema.fields[layout.field_of_slot(slot)];
-                !f.nullable && Some(slot) != t_wall_slot
-            })
-            .map_or(0, |slot| slot + 1);
         let dtypes =
             (0..layout.stored_len()).map(|slot| &schema.fields[layout.field_of_slot(slot)].dtype);
         let slot_kinds = dtypes
@@ -165,6 +162,18 @@ impl Active {
                 _ => SlotKind::Other,
             })
             .collect::<Box<[SlotKind]>>();
+        let plan = names
+            .iter()
+            .enumerate()
+            .map(|(field, name)| {
+                let slot = layout.slot_of_field(field);
+                FieldPlan {
+                    name: name.as_ptr() as usize,
+                    slot: slot.unwrap_or(usize::MAX),
+                    kind: slot.map_or(SlotKind::Other, |s| slot_kinds[s]),
+                }
+            })
+            .collect();
         let in_place_len =
             if layout.stored_len() > 0 && slot_kinds.iter().all(|&k| k != SlotKind::Other) {
                 layout.stored_len()
@@ -191,8 +200,7 @@ impl Active {
             index,
             names,
             by_ptr,
-            t_wall_slot,
-            min_record_values,
+            plan,
             in_place_len,
             describe,
         }
@@ -272,23 +280,10 @@ impl Active {
         value: &Bound<'_, PyAny>,
         stamp_none: bool,
     ) -> PyResult<()> {
-        let field = self.layout().field_of_slot(slot);
         if value.is_none() {
-            if stamp_none && Some(slot) == self.t_wall_slot {
-                row[slot] = f64_word(self.rec.now_ms());
-                return Ok(());
-            }
-            let f = &self.rec.schema().fields[field];
-            if !f.nullable {
-                return Err(PyTypeError::new_err(format!(
-                    "field '{}' is not nullable, got None",
-                    f.name
-                )));
-            }
-            self.layout().set_null(row, slot);
-            return Ok(());
+            return self.rec.put_none(row, slot, stamp_none).map_err(to_py);
         }
-        row[slot] = to_word(&self.conv(field), value)?;
+        row[slot] = to_word(&self.conv(self.layout().field_of_slot(slot)), value)?;
         Ok(())
     }
 
@@ -319,22 +314,36 @@ impl Active {
     fn fill_in_place(&self, words: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
         let n = values.len();
         let (stored, validity) = words.split_at(n);
-        let kinds = &self.slot_kinds[..n];
-        // The loop body stays small: an exact float for an f64 slot (nearly
-        // every value of a telemetry row) inline, anything else out of line.
+        if !self.fill_values(stored, values) {
+            return false;
+        }
+        // Every slot holds a value.
+        for word in validity {
+            word.store(u64::MAX, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// The value loop of [`Active::fill_in_place`], out of line so that it has
+    /// the registers to itself: an exact float for an f64 slot (nearly every
+    /// value of a telemetry row) and an exact int for an i64 slot inline,
+    /// anything else out of line.
+    #[inline(never)]
+    fn fill_values(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
+        let kinds = &self.slot_kinds[..values.len()];
         for (slot, ((word, value), &kind)) in stored.iter().zip(values).zip(kinds).enumerate() {
             let w = match crate::fastcall::exact_float(value) {
                 Some(x) if kind == SlotKind::F64 => f64_word(x),
+                _ if kind == SlotKind::I64 => match crate::fastcall::exact_int(value) {
+                    Some(v) => v as u64,
+                    None => return false,
+                },
                 _ => match self.other_word(kind, slot, value) {
                     Some(w) => w,
                     None => return false,
                 },
             };
             word.store(w, Ordering::Relaxed);
-        }
-        // Every slot holds a value.
-        for word in validity {
-            word.store(u64::MAX, Ordering::Relaxed);
         }
         true
     }
@@ -346,7 +355,7 @@ impl Active {
     /// that are all stored field names by identity fill every slot once. False at a
     /// keyword or value it does not take (a name equal but not identical, a
     /// constant column, a value `fast_word` does not convert).
-    #[inline(always)]
+    #[inline(never)]
     fn fill_log_in_place(
         &self,
         words: &[AtomicU64],
@@ -354,28 +363,35 @@ impl Active {
         values: &[Bound<'_, PyAny>],
     ) -> bool {
         let layout = self.layout();
+        let plan = &*self.plan;
         let mut guess = 0;
         for (key, value) in keys.iter().zip(values) {
-            let field = match self.names.get(guess) {
-                Some(name) if key.is(name) => guess,
-                _ => match self.by_ptr.get(&(key.as_ptr() as usize)) {
+            let key_addr = key.as_ptr() as usize;
+            let field = match plan.get(guess) {
+                Some(p) if p.name == key_addr => guess,
+                _ => match self.by_ptr.get(&key_addr) {
                     Some(&field) => field,
                     None => return false,
                 },
             };
             guess = field + 1;
-            let Some(slot) = layout.slot_of_field(field) else {
+            let FieldPlan { slot, kind, .. } = plan[field];
+            // A constant column has no slot (`usize::MAX`): declined.
+            let Some(word) = words.get(slot) else {
                 return false;
             };
-            let kind = self.slot_kinds[slot];
             let w = match crate::fastcall::exact_float(value) {
                 Some(x) if kind == SlotKind::F64 => f64_word(x),
+                _ if kind == SlotKind::I64 => match crate::fastcall::exact_int(value) {
+                    Some(v) => v as u64,
+                    None => return false,
+                },
                 _ => match self.other_word(kind, slot, value) {
                     Some(w) => w,
                     None => return false,
                 },
             };
-            words[slot].store(w, Ordering::Relaxed);
+            word.store(w, Ordering::Relaxed);
         }
         // Every slot holds a value.
         for word in &words[layout.stored_len()..] {
@@ -439,24 +455,23 @@ fn warn_budget(py: Python<'_>, rec: &Recorder) -> PyResult<()> {
     PyErr::warn(py, &py.get_type::<RowBudgetWarning>(), &msg, 1)
 }
 
-/// Settings kept until the schema is known (schema inferred from the first log).
+/// A recorder whose schema is not known yet (inferred from the first log()):
+/// the core's pending recorder, and the constant columns' values, converted
+/// once their dtypes are known.
 struct Deferred {
-    /// The folder's claim, taken at construction, handed to the recorder.
-    claim: Option<flightlog_core::claim::Claim>,
-    /// The process that made the recorder: a forked child must not start one
-    /// on the parent's claim.
-    owner: flightlog_core::claim::Owner,
-    config: RecorderConfig,
-    schema_version: i64,
+    pending: PendingRecorder,
     constants: Vec<(String, Py<PyAny>)>,
-    /// Events recorded before the schema was known (events do not depend on
-    /// it): recorded when the recorder starts, at the time they happened.
-    events: Vec<PendingEvent>,
 }
 
-/// An event waiting for the recorder: name, JSON payload, the caller's
-/// `t_wall_ms`, and when it happened (for a stamped time).
-type PendingEvent = (String, Option<String>, Option<f64>, std::time::Instant);
+/// A Python error through the core's generic policy code (which raises its
+/// own errors as `CoreError`).
+struct PyFail(PyErr);
+
+impl From<CoreError> for PyFail {
+    fn from(e: CoreError) -> Self {
+        PyFail(to_py(e))
+    }
+}
 
 /// Rows up to this many words are built on the stack (zeroing it is part of
 /// every call, so it is sized for telemetry rows, not for the largest schema).
@@ -524,58 +539,67 @@ impl PyRecorder {
     }
 
     fn init(&self, schema: Schema, deferred: Deferred, py: Python<'_>) -> PyResult<&Active> {
-        deferred.owner.check().map_err(to_py)?;
-        let mut config = deferred.config;
-        for (name, value) in &deferred.constants {
-            let i = schema.index_of(name).ok_or_else(|| {
-                SchemaError::new_err(format!(
-                    "constant column '{name}' is not in the schema {}",
-                    schema.describe()
-                ))
-            })?;
-            let v = to_constant(name, &schema.fields[i].dtype, value.bind(py))?;
-            config.constants.push((name.clone(), v));
-        }
-        let claim = deferred.claim;
-        let rec = py
-            .detach(|| Recorder::new_claimed(schema, config, claim))
-            .map_err(to_py)?;
-        // Earlier events keep their order and their time on the recorder's
-        // clock: negative, as they happened before it started.
-        for (name, payload, t_wall_ms, at) in deferred.events {
-            let t = t_wall_ms.unwrap_or_else(|| rec.now_ms() - at.elapsed().as_secs_f64() * 1e3);
-            rec.event(&name, payload, Some(t)).map_err(to_py)?;
-        }
+        let Deferred { pending, constants } = deferred;
+        let ready = pending
+            .prepare(schema, |i, name, dtype| {
+                to_constant(name, dtype, constants[i].1.bind(py)).map_err(PyFail)
+            })
+            .map_err(|PyFail(e)| e)?;
+        let rec = py.detach(|| ready.start()).map_err(to_py)?;
         let _ = self.active.set(Active::new(py, rec));
         Ok(self.active.get().expect("just set"))
     }
 
+    /// The common `record(*values)` row: every value converted straight into
+    /// the ring slot. `Declined` (nothing recorded, nothing counted) when the
+    /// schema is not known yet, the row is not the full width, or a value is
+    /// not one the fast conversion takes (an int for an f64 field, None, a
+    /// numpy scalar...): [`PyRecorder::record_general`] then converts or
+    /// rejects the row. Small result, no `PyErr`: the caller's hot path stays
+    /// in registers.
+    #[inline(always)]
+    pub(crate) fn record_in_place(
+        &self,
+        values: &[Bound<'_, PyAny>],
+    ) -> Result<InPlace, Box<CoreError>> {
+        match self.active.get() {
+            Some(a) if values.len() == a.in_place_len => a
+                .rec
+                .offer_in_place(|words| a.fill_in_place(words, values))
+                .map_err(Box::new),
+            _ => Ok(InPlace::Declined),
+        }
+    }
+
+    /// What `record()` does with the outcome of [`PyRecorder::record_in_place`]
+    /// other than a plain offer: warn once at the row budget, raise an error.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn row_offered(
+        &self,
+        py: Python<'_>,
+        offered: Result<Offer, Box<CoreError>>,
+    ) -> PyResult<()> {
+        let offer = offered.map_err(|e| to_py(*e))?;
+        match self.active.get() {
+            Some(a) => a.offered(py, offer),
+            None => Ok(()),
+        }
+    }
+
     /// `record(*values)`: one row from values in schema order (constant
-    /// columns excluded); trailing nullable fields may be omitted.
-    pub(crate) fn record_values(
+    /// columns excluded); trailing nullable fields may be omitted. The path
+    /// of every row [`PyRecorder::record_in_place`] declined.
+    #[inline(never)]
+    pub(crate) fn record_general(
         &self,
         py: Python<'_>,
         values: &[Bound<'_, PyAny>],
     ) -> PyResult<()> {
         let a = self.active()?;
-        if values.len() == a.in_place_len {
-            // The common row: every value converted straight into the ring
-            // slot. A value the fast conversion does not take (an int for an
-            // f64 field, None, a numpy scalar of another kind...) declines,
-            // and the general path below converts or rejects the row.
-            let offer = a
-                .rec
-                .offer_in_place(|words| a.fill_in_place(words, values))
-                .map_err(to_py)?;
-            if let InPlace::Offered(offer) = offer {
-                return a.offered(py, offer);
-            }
-        }
         let layout = a.layout();
         let given = values.len();
-        if given > layout.stored_len() || given < a.min_record_values {
-            return Err(record_arity_error(a, given));
-        }
+        a.rec.check_record_arity(given).map_err(to_py)?;
         let kinds = &a.slot_kinds[..given];
         with_row(layout, |row| {
             // The common row first, zipped (no bounds check per value): an
@@ -607,21 +631,36 @@ impl PyRecorder {
                     }
                 }
             }
-            // Omitted trailing fields are nullable (checked by `min_record_values`)
-            // or a stamped t_wall_ms.
-            for slot in given..layout.stored_len() {
-                if Some(slot) == a.t_wall_slot {
-                    row[slot] = f64_word(a.rec.now_ms());
-                } else {
-                    layout.set_null(row, slot);
-                }
-            }
+            // Omitted trailing fields: nulls or a stamped t_wall_ms.
+            a.rec.fill_omitted(row, given);
             a.push(py, row)
         })
     }
 
     /// `log(**fields)`: one row from (keyword, value) pairs.
-    pub(crate) fn log_pairs(
+    /// The common `log(**fields)` row: every stored field by keyword, each
+    /// found by identity, converted straight into the ring slot (as
+    /// [`PyRecorder::record_in_place`]); anything else declines to
+    /// [`PyRecorder::log_general`].
+    #[inline(always)]
+    pub(crate) fn log_in_place(
+        &self,
+        keys: &[Bound<'_, PyAny>],
+        values: &[Bound<'_, PyAny>],
+    ) -> Result<InPlace, Box<CoreError>> {
+        match self.active.get() {
+            Some(a) if keys.len() == a.in_place_len => a
+                .rec
+                .offer_in_place(|words| a.fill_log_in_place(words, keys, values))
+                .map_err(Box::new),
+            _ => Ok(InPlace::Declined),
+        }
+    }
+
+    /// `log(**fields)`: one row from (keyword, value) pairs, for every row
+    /// [`PyRecorder::log_in_place`] declined.
+    #[inline(never)]
+    pub(crate) fn log_general(
         &self,
         py: Python<'_>,
         keys: &[Bound<'_, PyAny>],
@@ -631,24 +670,9 @@ impl PyRecorder {
             Some(a) => a,
             None => {
                 // The first log() of a recorder without a schema infers it.
-                let fields = PyDict::new(py);
-                for (key, value) in keys.iter().zip(values) {
-                    fields.set_item(key, value)?;
-                }
-                self.infer(py, Some(&fields))?
+                self.infer(py, keys, values)?
             }
         };
-        if keys.len() == a.in_place_len {
-            // Every stored field by keyword, each found by identity: converted straight
-            // into the ring slot; anything else declines to the general path below.
-            let offer = a
-                .rec
-                .offer_in_place(|words| a.fill_log_in_place(words, keys, values))
-                .map_err(to_py)?;
-            if let InPlace::Offered(offer) = offer {
-                return a.offered(py, offer);
-            }
-        }
         let layout = a.layout();
         with_row(layout, |row| {
             let n_fields = a.rec.schema().fields.len();
@@ -665,30 +689,25 @@ impl PyRecorder {
             for (key, value) in keys.iter().zip(values) {
                 let field = a.field_of_key(key, guess)?;
                 guess = field + 1;
-                let Some(slot) = layout.slot_of_field(field) else {
-                    return Err(SchemaError::new_err(format!(
-                        "field '{}' is filled in by the recorder; do not pass it",
-                        a.rec.schema().fields[field].name
-                    )));
-                };
+                let slot = a.rec.slot_given(field).map_err(to_py)?;
                 filled += usize::from(!std::mem::replace(&mut seen[field], true));
                 a.put(row, slot, value)?;
             }
             if filled < layout.stored_len() {
-                fill_missing(a, row, seen, |field| {
-                    SchemaError::new_err(format!(
-                        "missing non-nullable field '{}'; the schema is {}",
-                        a.rec.schema().fields[field].name,
-                        a.describe
-                    ))
-                })?;
+                a.rec.fill_missing(row, seen, RowCall::Log).map_err(to_py)?;
             }
             a.push(py, row)
         })
     }
 
-    /// Infers the schema from the first `log()`'s keywords (constants first).
-    fn infer(&self, py: Python<'_>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<&Active> {
+    /// Infers the schema from the first `log()`'s keywords (the core's rules;
+    /// the dtypes from the values).
+    fn infer(
+        &self,
+        py: Python<'_>,
+        keys: &[Bound<'_, PyAny>],
+        values: &[Bound<'_, PyAny>],
+    ) -> PyResult<&Active> {
         let mut guard = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = self.active.get() {
             return Ok(a);
@@ -697,27 +716,19 @@ impl PyRecorder {
             return self.active();
         };
         let result = (|| {
-            let mut spec = Vec::new();
-            for (name, value) in &deferred.constants {
-                spec.push(Field::new(name.clone(), infer_dtype(name, value.bind(py))?));
-            }
-            if let Some(fields) = fields {
-                for (k, v) in fields.iter() {
-                    let name: String = k.extract()?;
-                    if deferred.constants.iter().any(|(c, _)| *c == name) {
-                        return Err(SchemaError::new_err(format!(
-                            "field '{name}' is filled in by the recorder; do not pass it"
-                        )));
-                    }
-                    spec.push(Field::new(name.clone(), infer_dtype(&name, &v)?));
-                }
-            }
-            if spec.is_empty() {
-                return Err(SchemaError::new_err(
-                    "cannot infer a schema from a log() without fields",
-                ));
-            }
-            Schema::new(spec, deferred.schema_version).map_err(to_py)
+            let fields = keys
+                .iter()
+                .zip(values)
+                .map(|(k, v)| Ok((k.extract::<String>()?, v)))
+                .collect::<PyResult<Vec<_>>>()?;
+            deferred
+                .pending
+                .infer_schema(
+                    |i, name| infer_dtype(name, deferred.constants[i].1.bind(py)).map_err(PyFail),
+                    fields,
+                    |name, value| infer_dtype(name, value).map_err(PyFail),
+                )
+                .map_err(|PyFail(e)| e)
         })();
         match result {
             Ok(schema) => self.init(schema, deferred, py),
@@ -784,20 +795,14 @@ impl PyRecorder {
         config.max_rows = max_rows;
         config.run_id = run_id;
         config.metadata = metadata.unwrap_or_default();
-        config.validate().map_err(to_py)?;
-        // One writer per folder, claimed now (also for a recorder whose schema
-        // comes with its first log()).
-        let claim = py
-            .detach(|| flightlog_core::claim::Claim::acquire(&config.layout))
+        let constants = constants.unwrap_or_default();
+        let names = constants.iter().map(|(n, _)| n.clone()).collect();
+        // Validated, and the folder claimed now (also for a recorder whose
+        // schema comes with its first log()).
+        let pending = py
+            .detach(|| PendingRecorder::new(config, schema_version, names))
             .map_err(to_py)?;
-        let deferred = Deferred {
-            claim,
-            owner: flightlog_core::claim::Owner::current(),
-            config,
-            schema_version,
-            constants: constants.unwrap_or_default(),
-            events: Vec::new(),
-        };
+        let deferred = Deferred { pending, constants };
         let this = PyRecorder {
             active: OnceLock::new(),
             deferred: Mutex::new(None),
@@ -859,11 +864,7 @@ impl PyRecorder {
             let Some(&field) = a.index.get(&name) else {
                 return Err(a.unknown_field(&name));
             };
-            let Some(slot) = layout.slot_of_field(field) else {
-                return Err(SchemaError::new_err(format!(
-                    "field '{name}' is filled in by the recorder; do not pass it"
-                )));
-            };
+            let slot = a.rec.slot_given(field).map_err(to_py)?;
             let column = column_source(a, field, &value)?;
             match &n_rows {
                 None => n_rows = Some((column.len(), name.clone())),
@@ -881,12 +882,9 @@ impl PyRecorder {
         let n = n_rows.map(|(n, _)| n).unwrap_or(0);
         // Missing columns: nulls, a stamped t_wall_ms, or an error.
         let mut template = layout.new_row();
-        fill_missing(a, &mut template, &mut seen, |field| {
-            SchemaError::new_err(format!(
-                "extend() is missing non-nullable field '{}'; the schema is {}",
-                schema.fields[field].name, a.describe
-            ))
-        })?;
+        a.rec
+            .fill_missing(&mut template, &seen, RowCall::Extend)
+            .map_err(to_py)?;
         let rec = &a.rec;
         let width = layout.width();
         let mut rows: Vec<u64> = Vec::with_capacity(EXTEND_CHUNK_ROWS.min(n) * width);
@@ -992,12 +990,7 @@ impl PyRecorder {
         }
         match deferred.as_mut() {
             Some(d) => {
-                d.events.push((
-                    name.to_owned(),
-                    payload_json,
-                    t_wall_ms,
-                    std::time::Instant::now(),
-                ));
+                d.pending.event(name, payload_json, t_wall_ms);
                 Ok(())
             }
             None => self.active().map(|_| ()),
@@ -1028,7 +1021,7 @@ impl PyRecorder {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
-                .map_or(0, |d| d.events.len());
+                .map_or(0, |d| d.pending.events_len());
             self.closed_without_schema
                 .store(true, std::sync::atomic::Ordering::Release);
             if dropped > 0 {
@@ -1158,49 +1151,6 @@ impl PyRecorder {
 
 fn guard_core<T>(f: impl FnOnce() -> flightlog_core::Result<T>) -> PyResult<T> {
     guard(|| f().map_err(to_py))
-}
-
-fn record_arity_error(a: &Active, got: usize) -> PyErr {
-    let layout = a.layout();
-    let names: Vec<&str> = (0..layout.stored_len())
-        .map(|s| a.rec.schema().fields[layout.field_of_slot(s)].name.as_str())
-        .collect();
-    let (count, note) = if a.min_record_values == names.len() {
-        (format!("{}", names.len()), "")
-    } else {
-        (
-            format!("{} to {}", a.min_record_values, names.len()),
-            "; trailing nullable fields may be omitted",
-        )
-    };
-    SchemaError::new_err(format!(
-        "record() takes {count} values in schema order ({}), got {got}{note}",
-        names.join(", ")
-    ))
-}
-
-/// Fills fields not in `seen`: a stamped `t_wall_ms`, a null, or `missing(field)`.
-fn fill_missing(
-    a: &Active,
-    row: &mut [u64],
-    seen: &mut [bool],
-    missing: impl Fn(usize) -> PyErr,
-) -> PyResult<()> {
-    let layout = a.layout();
-    for slot in 0..layout.stored_len() {
-        let field = layout.field_of_slot(slot);
-        if seen[field] {
-            continue;
-        }
-        if Some(slot) == a.t_wall_slot {
-            row[slot] = f64_word(a.rec.now_ms());
-        } else if a.rec.schema().fields[field].nullable {
-            layout.set_null(row, slot);
-        } else {
-            return Err(missing(field));
-        }
-    }
-    Ok(())
 }
 
 /// Rows `extend()` converts and pushes at a time: its extra memory is this

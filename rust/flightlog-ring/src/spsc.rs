@@ -58,6 +58,21 @@ pub struct SpscRing<M> {
     stride: usize,
 }
 
+/// A slot [`SpscRing::reserve_slot`] handed to the producer: the stamp word
+/// and the row words, published by [`SpscRing::publish_slot`].
+#[derive(Debug)]
+pub struct Reserved<'a> {
+    slot: &'a [AtomicU64],
+}
+
+impl<'a> Reserved<'a> {
+    /// The row words (the stamp excluded), for the producer to fill.
+    #[inline(always)]
+    pub fn words(&self) -> &'a [AtomicU64] {
+        &self.slot[1..]
+    }
+}
+
 /// The producer's private state: the next position, and how far it may go
 /// before it must look at the consumer's `released` again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,12 +236,21 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
     /// same slot.
     #[inline]
     pub fn reserve(&self, cursor: &mut Cursor) -> Option<&[AtomicU64]> {
+        self.reserve_slot(cursor).map(|r| r.words())
+    }
+
+    /// [`SpscRing::reserve`] keeping the whole slot, so that
+    /// [`SpscRing::publish_slot`] stamps it without finding it again.
+    #[inline(always)]
+    pub fn reserve_slot(&self, cursor: &mut Cursor) -> Option<Reserved<'_>> {
         let pos = cursor.pos;
         if pos >= cursor.limit && !self.refresh(cursor, 1) {
             return None;
         }
         let base = self.base(pos);
-        Some(&self.words[base + 1..base + self.stride])
+        Some(Reserved {
+            slot: &self.words[base..base + self.stride],
+        })
     }
 
     /// Publishes the slot the last [`SpscRing::reserve`] returned, with the
@@ -236,12 +260,34 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
     /// If no slot is reserved (the cursor is at its bound): a debug assertion.
     #[inline]
     pub fn publish(&self, cursor: &mut Cursor) -> u64 {
+        let base = self.base(cursor.pos);
+        self.publish_slot(
+            cursor,
+            Reserved {
+                slot: &self.words[base..base + self.stride],
+            },
+        )
+    }
+
+    /// Publishes `slot`, which the last [`SpscRing::reserve_slot`] on this
+    /// ring and `cursor` returned (no other reservation or push since), with
+    /// the words the producer left in it, and returns its position.
+    ///
+    /// # Panics
+    /// If no slot is reserved (the cursor is at its bound), or `slot` is not
+    /// the reserved one: debug assertions.
+    #[inline(always)]
+    pub fn publish_slot(&self, cursor: &mut Cursor, slot: Reserved<'_>) -> u64 {
         let pos = cursor.pos;
         debug_assert!(pos < cursor.limit, "publish without a reservation");
+        debug_assert!(
+            std::ptr::eq(slot.slot.as_ptr(), self.words[self.base(pos)..].as_ptr()),
+            "publish of a slot that is not the reserved one"
+        );
         // The stamp last: a reader of the file after a crash trusts the slot
         // only once it says `pos + 1`, and `tail` (Release) orders it and the
         // row before the consumer's Acquire.
-        self.words[self.base(pos)].store(pos + 1, Ordering::Relaxed);
+        slot.slot[0].store(pos + 1, Ordering::Relaxed);
         cursor.pos = pos + 1;
         self.words[TAIL].store(pos + 1, Ordering::Release);
         pos

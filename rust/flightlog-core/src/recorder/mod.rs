@@ -21,6 +21,8 @@ mod config;
 mod events;
 mod finish;
 mod flusher;
+mod pending;
+mod rows;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -49,6 +51,9 @@ use events::EventRow;
 use finish::prepare_dirs;
 pub use finish::CloseReport;
 use flusher::{run_flusher, FlushState, FlusherExit};
+pub use pending::{PendingRecorder, ReadyRecorder};
+pub use rows::RowCall;
+use rows::RowRules;
 
 /// A push that found the ring full under `OnFull::Block`; [`Blocked::wait`]
 /// completes it.
@@ -176,6 +181,8 @@ pub(crate) struct Shared {
     schema: Schema,
     arrow_schema: SchemaRef,
     row_layout: RowLayout,
+    /// What fills the fields a row leaves out.
+    rules: RowRules,
     dictionaries: Vec<Option<Dictionary>>,
     constants: Vec<Option<Value>>,
     config: RecorderConfig,
@@ -331,6 +338,7 @@ impl Recorder {
             events_seq: AtomicU64::new(0),
             wake_mask,
             arrow_schema: schema.arrow_schema(),
+            rules: RowRules::new(&schema, &row_layout),
             schema,
             row_layout,
             dictionaries,
@@ -541,9 +549,10 @@ impl Recorder {
         self.check_open()?;
         let shared = &self.shared;
         producer::with_lane(shared, |lane, cursor, lane_index| {
-            let Some(words) = lane.ring.reserve(cursor) else {
+            let Some(reserved) = lane.ring.reserve_slot(cursor) else {
                 return Ok(InPlace::Declined);
             };
+            let words = reserved.words();
             if !fill(words) {
                 return Ok(InPlace::Declined);
             }
@@ -561,7 +570,7 @@ impl Recorder {
                 shared.unoffer(lane);
                 return Err(CoreError::Closed);
             };
-            let pos = lane.ring.publish(cursor);
+            let pos = lane.ring.publish_slot(cursor, reserved);
             drop(busy);
             Ok(InPlace::Offered(shared.accepted(pos)))
         })
