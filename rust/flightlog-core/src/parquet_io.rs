@@ -260,10 +260,13 @@ pub fn read_key_values(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(key_values_of(&metadata))
 }
 
+/// What a footer says of its file: the row count and the key-value metadata.
+pub type FooterFacts = (u64, Vec<(String, String)>);
+
 /// Row count and key-value metadata of Parquet files, one footer read each, on a few
 /// threads (a consolidation reads tens of thousands of tiny files' footers). Each
 /// file's own result, in order; an error names its file.
-pub fn read_footers(paths: &[PathBuf]) -> Vec<Result<(u64, Vec<(String, String)>)>> {
+pub fn read_footers(paths: &[PathBuf]) -> Vec<Result<FooterFacts>> {
     crate::root_scan::on_threads(paths.iter().collect(), |path: &PathBuf| {
         let file = File::open(path).map_err(|e| CoreError::io("open", path, e))?;
         let metadata = ParquetMetaDataReader::new()

@@ -143,10 +143,7 @@ fn parquet_kv(
 /// `(rows, key-value metadata)` of local Parquet files, one footer read each, read on a
 /// few threads (`parquet_io::read_footers`); raises for the first file that cannot be read.
 #[pyfunction]
-fn parquet_footers(
-    py: Python<'_>,
-    paths: Vec<PathBuf>,
-) -> PyResult<Vec<(u64, Vec<(String, String)>)>> {
+fn parquet_footers(py: Python<'_>, paths: Vec<PathBuf>) -> PyResult<Vec<parquet_io::FooterFacts>> {
     py.detach(|| {
         guard(|| {
             parquet_io::read_footers(&paths)
