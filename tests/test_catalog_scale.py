@@ -364,7 +364,10 @@ def test_long_tables_are_laid_out_as_rich_lays_them_out(monkeypatch):
             "s": lambda: "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))),
             "i": lambda: rng.randint(-(10**6), 10**9),
             "f": lambda: rng.choice([rng.random() * 10 ** rng.randint(-12, 12), float("nan"), 0.0, -1.5]),
-            "d": lambda: datetime.datetime(2025, 1, 1) + datetime.timedelta(seconds=rng.randint(0, 10**8)),
+            "d": lambda: (
+                rng.choice([datetime.datetime(2025, 1, 1), datetime.datetime(987, 6, 5)])
+                + datetime.timedelta(seconds=rng.randint(0, 10**8))
+            ),
             "b": lambda: rng.random() < 0.5,
             "u": lambda: rng.choice(["é", ":smile:", "[bold]x[/bold]", "a\tb", "ok", "東京"]),
         }[kind]()

@@ -146,7 +146,8 @@ def _cell_column(values: Sequence[Any], kinds: set[type]) -> list[str]:
         # format(x, ".4g") is str(x) for inf and nan, as _cell has it.
         return ["" if v is None else f"{v:.4g}" for v in values]
     if kinds <= {_dt.datetime, _NONE}:
-        return ["" if v is None else v.strftime("%Y-%m-%d %H:%M:%S") for v in values]
+        # isoformat is strftime's text for years from 1000 on, at a fifth of its cost.
+        return ["" if v is None else v.isoformat(" ", "seconds")[:19] if v.year >= 1000 else _cell(v) for v in values]
     return [_cell(v) for v in values]
 
 
@@ -200,6 +201,15 @@ def _plain_cell(text: str) -> bool:
     return True
 
 
+def _plain_cells(texts: set[str]) -> bool:
+    """:func:`_plain_cell` of every text: all at once where none has a colon (the emoji
+    check is per cell), else one by one."""
+    joined = " ".join(texts)
+    if joined.isascii() and joined.isprintable() and "[" not in joined and ":" not in joined:
+        return True
+    return all(_plain_cell(t) for t in texts)
+
+
 def _simple_head_table(
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
@@ -217,7 +227,7 @@ def _simple_head_table(
     for column, kinds in zip(_columns_of(rows, len(columns)), types, strict=True):
         cells = _cell_column(column, kinds)
         # Numbers, times and empty cells are plain; text is checked once per distinct value.
-        if not kinds <= _PLAIN_KINDS and not all(_plain_cell(c) for c in set(cells)):
+        if not kinds <= _PLAIN_KINDS and not _plain_cells(set(cells)):
             return None
         cell_columns.append(cells)
     widths = [max([len(c), *map(len, cells)]) for c, cells in zip(columns, cell_columns, strict=True)]
