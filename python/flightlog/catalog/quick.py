@@ -13,6 +13,7 @@ from typing import Any
 
 from ..runs.layout import FLOWS_DIR, MANIFEST_NAME
 from .schema import _KINDS, _LISTING, FINAL_STATUSES
+from .sql import _literal
 
 
 def settled_folders(
@@ -36,7 +37,7 @@ def settled_folders(
     finally:
         con.unregister("_flightlog_folder_stream")
     folders = con.execute("SELECT name, is_dir, is_symlink FROM _flightlog_folders ORDER BY name").fetchall()
-    final = ", ".join(f"'{s}'" for s in sorted(FINAL_STATUSES))
+    final = ", ".join(_literal(s) for s in sorted(FINAL_STATUSES))
     joins, checks = [], []
     for k, kind in enumerate(_KINDS, start=1):
         joins.append(f"JOIN _ingested_files d{k} ON d{k}.path = f.name || '/{kind}.parquet'")
