@@ -6,7 +6,16 @@ telemetry a solver computes anyway) with and without ``record()`` of every
 iteration. The problem size is calibrated so one iteration takes about 10 µs and
 about 100 µs. Blocks with and without recording alternate (ABBA) in one process
 so that drift on a shared machine cancels; the figure is the median over pairs
-of ``with / without - 1``.
+of ``with / without - 1``, with its interquartile range.
+
+Each block is timed twice: by the wall clock, and by the CPU time of the thread
+running the loop (``time.thread_time``). The second leaves out the time the loop
+spent descheduled (other processes, flightlog's own flusher on a busy core), which
+is most of the block-to-block noise of a shared VM; the difference between the two
+is what the recording cost beyond its own instructions.
+
+    python benches/peers/overhead.py            # both sizes, 41 pairs each
+    python benches/peers/overhead.py --smoke    # checks the harness runs
 """
 
 from __future__ import annotations
@@ -68,10 +77,16 @@ def _problem(n: int, kappa: float = 1e4, seed: int = 0) -> tuple[Any, Any, Any, 
 
 
 def _per_iter(gd: Any, prob: tuple[Any, Any, Any, float], iters: int, record: Any = None) -> float:
+    return _timed(gd, prob, iters, record)[0]
+
+
+def _timed(gd: Any, prob: tuple[Any, Any, Any, float], iters: int, record: Any = None) -> tuple[float, float]:
+    """Seconds per iteration of ``iters`` iterations: by the wall clock, and in CPU
+    time of this thread."""
     a, b, xs, alpha = prob
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     gd(a, b, xs, alpha, iters, record)
-    return (time.perf_counter() - t0) / iters
+    return (time.perf_counter() - t0) / iters, (time.thread_time() - c0) / iters
 
 
 def calibrate(target_s: float, plain: Any) -> tuple[int, float]:
@@ -112,29 +127,31 @@ def overhead(smoke: bool) -> dict[str, Any]:
             pairs = []
             for r in range(rounds):
                 if r % 2 == 0:
-                    a = _per_iter(plain, prob, iters)
-                    b = _per_iter(with_rec, prob, iters, record)
+                    a = _timed(plain, prob, iters)
+                    b = _timed(with_rec, prob, iters, record)
                 else:
-                    b = _per_iter(with_rec, prob, iters, record)
-                    a = _per_iter(plain, prob, iters)
+                    b = _timed(with_rec, prob, iters, record)
+                    a = _timed(plain, prob, iters)
                 pairs.append((a, b))
             rec.close()
             stats = rec.stats()
-            ratios = sorted(b / a - 1.0 for a, b in pairs)
-            out["sizes"].append(
-                {
-                    "target_us": target * 1e6,
-                    "n": n,
-                    "iters_per_block": iters,
-                    "without_us": statistics.median(a for a, _ in pairs) * 1e6,
-                    "with_us": statistics.median(b for _, b in pairs) * 1e6,
-                    "slowdown_pct": statistics.median(ratios) * 100,
-                    "q1_pct": ratios[len(ratios) // 4] * 100,
-                    "q3_pct": ratios[(3 * len(ratios)) // 4] * 100,
-                    "rows": stats["rows_written"],
-                    "stalls": stats["producer_stalls"],
+            size: dict[str, Any] = {
+                "target_us": target * 1e6,
+                "n": n,
+                "iters_per_block": iters,
+                "rows": stats["rows_written"],
+                "stalls": stats["producer_stalls"],
+            }
+            for clock, k in (("", 0), ("cpu_", 1)):
+                ratios = sorted(b[k] / a[k] - 1.0 for a, b in pairs)
+                size |= {
+                    f"{clock}without_us": statistics.median(a[k] for a, _ in pairs) * 1e6,
+                    f"{clock}with_us": statistics.median(b[k] for _, b in pairs) * 1e6,
+                    f"{clock}slowdown_pct": statistics.median(ratios) * 100,
+                    f"{clock}q1_pct": ratios[len(ratios) // 4] * 100,
+                    f"{clock}q3_pct": ratios[(3 * len(ratios)) // 4] * 100,
                 }
-            )
+            out["sizes"].append(size)
     out["blas_threads"] = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     return out
 
@@ -207,3 +224,27 @@ def floor(smoke: bool) -> dict[str, Any]:
             net = [x - empty for x in xs]
             res[k] = {"median": statistics.median(net), "min": min(net), "max": max(net)}
     return res
+
+
+def main() -> None:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="flightlog's overhead on a numeric loop (see the module doc)")
+    ap.add_argument("--smoke", action="store_true", help="tiny blocks: checks the harness runs")
+    args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    ov = overhead(args.smoke)
+    print(f"{ov['rounds']} ABBA pairs of {ov['block_s']} s blocks; BLAS threads: {ov['blas_threads']}")
+    for s in ov["sizes"]:
+        print(
+            f"{s['target_us']:.0f} us target (n={s['n']}): wall {s['without_us']:.2f} -> {s['with_us']:.2f} us/iter, "
+            f"{s['slowdown_pct']:+.2f}% (q1..q3 {s['q1_pct']:+.2f}..{s['q3_pct']:+.2f}%); thread CPU "
+            f"{s['cpu_without_us']:.2f} -> {s['cpu_with_us']:.2f} us/iter, {s['cpu_slowdown_pct']:+.2f}% "
+            f"(q1..q3 {s['cpu_q1_pct']:+.2f}..{s['cpu_q3_pct']:+.2f}%); {s['rows']:,} rows, {s['stalls']} stalls"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -214,9 +214,13 @@ impl Spool {
                     .map_err(|e| io("open", &path, e))?,
             );
         }
-        j.buf.clear();
-        for w in records {
-            j.buf.extend_from_slice(&w.to_le_bytes());
+        // Sized, then filled by chunks: a loop the compiler turns into plain
+        // copies (on little-endian machines), where pushing word by word was a
+        // twentieth of the flusher's time at full rate. Every byte is written
+        // below, so only growth is zeroed (no `clear` first).
+        j.buf.resize(records.len() * 8, 0);
+        for (bytes, w) in j.buf.chunks_exact_mut(8).zip(records) {
+            bytes.copy_from_slice(&w.to_le_bytes());
         }
         let file = j.file.as_mut().expect("opened above");
         file.write_all(&j.buf)
