@@ -48,6 +48,10 @@ def test_peer_harness_smoke(tmp_path: Path) -> None:
     # Killed at step 10,000 of 20,000: whatever was published before is readable and checked.
     assert "of 10,001 readable" in lines["flightlog-record"]
     assert "## Overhead on a real numeric loop" in text
+    # Both clocks, and the control arm (the same call to a no-op) beside the recording arm.
+    assert "slowdown (thread CPU)" in text and "control: no-op call (wall)" in text
+    overhead = text.split("## Overhead on a real numeric loop", 1)[1]
+    assert "| 10 µs |" in overhead and "| 100 µs |" in overhead
     assert "## Call floor" in text
     # Peers whose package is missing are listed as skipped, never silently dropped.
     for line in stdout.splitlines():

@@ -6,7 +6,9 @@ telemetry a solver computes anyway) with and without ``record()`` of every
 iteration. The problem size is calibrated so one iteration takes about 10 µs and
 about 100 µs. Blocks with and without recording alternate (ABBA) in one process
 so that drift on a shared machine cancels; the figure is the median over pairs
-of ``with / without - 1``, with its interquartile range.
+of ``with / without - 1``, with its interquartile range. A third arm, the same
+loop calling the recorder's native no-op with the same arguments, is the
+control: what the call costs before any logger does anything with it.
 
 Each block is timed twice: by the wall clock, and by the CPU time of the thread
 running the loop (``time.thread_time``). The second leaves out the time the loop
@@ -121,18 +123,26 @@ def overhead(smoke: bool) -> dict[str, Any]:
             prob = _problem(n)
             iters = max(100, int(block_s / t_iter))
             rec = FlightRecorder(Path(d) / f"n{n}", schema())
-            record = rec.record
+            record, noop = rec.record, rec._native._noop
             _per_iter(plain, prob, iters)  # warm-up
             _per_iter(with_rec, prob, iters, record)
-            pairs = []
+            _per_iter(with_rec, prob, iters, noop)
+            # Three arms, in palindromic order (A C B, then B C A) so that drift
+            # cancels: A without the call, B recording, C the control: the same
+            # call with the same arguments to the recorder's native no-op, which
+            # is what any logger's call costs before it does anything.
+            pairs, controls = [], []
             for r in range(rounds):
                 if r % 2 == 0:
                     a = _timed(plain, prob, iters)
+                    c = _timed(with_rec, prob, iters, noop)
                     b = _timed(with_rec, prob, iters, record)
                 else:
                     b = _timed(with_rec, prob, iters, record)
+                    c = _timed(with_rec, prob, iters, noop)
                     a = _timed(plain, prob, iters)
                 pairs.append((a, b))
+                controls.append((a, c))
             rec.close()
             stats = rec.stats()
             size: dict[str, Any] = {
@@ -143,6 +153,12 @@ def overhead(smoke: bool) -> dict[str, Any]:
                 "stalls": stats["producer_stalls"],
             }
             for clock, k in (("", 0), ("cpu_", 1)):
+                control = sorted(c[k] / a[k] - 1.0 for a, c in controls)
+                size |= {
+                    f"{clock}control_pct": statistics.median(control) * 100,
+                    f"{clock}control_q1_pct": control[len(control) // 4] * 100,
+                    f"{clock}control_q3_pct": control[(3 * len(control)) // 4] * 100,
+                }
                 ratios = sorted(b[k] / a[k] - 1.0 for a, b in pairs)
                 size |= {
                     f"{clock}without_us": statistics.median(a[k] for a, _ in pairs) * 1e6,
@@ -243,6 +259,11 @@ def main() -> None:
             f"{s['slowdown_pct']:+.2f}% (q1..q3 {s['q1_pct']:+.2f}..{s['q3_pct']:+.2f}%); thread CPU "
             f"{s['cpu_without_us']:.2f} -> {s['cpu_with_us']:.2f} us/iter, {s['cpu_slowdown_pct']:+.2f}% "
             f"(q1..q3 {s['cpu_q1_pct']:+.2f}..{s['cpu_q3_pct']:+.2f}%); {s['rows']:,} rows, {s['stalls']} stalls"
+        )
+        print(
+            f"  control (the same call to a no-op): wall {s['control_pct']:+.2f}% "
+            f"(q1..q3 {s['control_q1_pct']:+.2f}..{s['control_q3_pct']:+.2f}%), thread CPU "
+            f"{s['cpu_control_pct']:+.2f}% (q1..q3 {s['cpu_control_q1_pct']:+.2f}..{s['cpu_control_q3_pct']:+.2f}%)"
         )
 
 

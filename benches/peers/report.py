@@ -216,11 +216,13 @@ def render(
             f"and 100 µs. {ov['rounds']} rounds of blocks of about {ov['block_s']} s, with and without "
             f"alternating (ABBA) in one process; BLAS threads: {ov['blas_threads']}. Slowdown = median over rounds "
             "of (with / without - 1); q1..q3 shows the spread. Each block is timed by the wall clock and by the "
-            "CPU time of the looping thread (which leaves out the time it spent descheduled).",
+            "CPU time of the looping thread (which leaves out the time it spent descheduled). The control arm is "
+            "the same loop calling the recorder's native no-op with the same arguments: what the call costs before "
+            "any logger does anything with it.",
             "",
             "| target | n | µs/iter without | µs/iter with | slowdown (wall) | q1..q3 | slowdown (thread CPU) | q1..q3 "
-            "| rows recorded | producer stalls |",
-            "|---|---:|---:|---:|---:|---|---:|---|---:|---:|",
+            "| control: no-op call (wall) | rows recorded | producer stalls |",
+            "|---|---:|---:|---:|---:|---|---:|---|---|---:|---:|",
         ]
         for s in ov["sizes"]:
             cpu = (
@@ -228,9 +230,14 @@ def render(
                 if "cpu_slowdown_pct" in s
                 else "| "
             )
+            control = (
+                f"{s['control_pct']:+.2f}% ({s['control_q1_pct']:+.2f}%..{s['control_q3_pct']:+.2f}%)"
+                if "control_pct" in s
+                else ""
+            )
             L.append(
                 f"| {s['target_us']:.0f} µs | {s['n']} | {s['without_us']:.2f} | {s['with_us']:.2f} "
-                f"| **{s['slowdown_pct']:+.2f}%** | {s['q1_pct']:+.2f}%..{s['q3_pct']:+.2f}% | {cpu} "
+                f"| **{s['slowdown_pct']:+.2f}%** | {s['q1_pct']:+.2f}%..{s['q3_pct']:+.2f}% | {cpu} | {control} "
                 f"| {s['rows']:,} | {s['stalls']} |"
             )
         L += ["", "Target: ≤ 1% at 10 µs per iteration (the JFR standard).", ""]
