@@ -473,7 +473,23 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        args.out.write_text(text)
+        write_section(args.out, text)
+
+
+#: Where the part of RESULTS.md this bench does not write begins: the notes read with its
+#: table, then the other benches' sections.
+KEPT_FROM = "\nReading the recorder table"
+
+
+def write_section(out: Path, text: str) -> None:
+    """Writes the generated figures to ``out``, keeping what follows them there (from
+    ``KEPT_FROM`` on): `make bench` replaces this bench's figures, not the whole file."""
+    try:
+        old = out.read_text()
+    except FileNotFoundError:
+        old = ""
+    kept = old.find(KEPT_FROM)
+    out.write_text(text.rstrip("\n") + "\n" + (old[kept:] if kept >= 0 else ""))
 
 
 if __name__ == "__main__":

@@ -73,3 +73,27 @@ def test_scale_out_bench_smoke(tmp_path: Path, postgres_cluster: object) -> None
     assert "## Scale-out: local root vs S3" in text
     assert "`consolidate()` of the local tree: DuckLake on PostgreSQL" in text
     assert "runs/s" in text and "ns/row" in text
+
+
+RECORDER_BENCH = Path(__file__).resolve().parents[1] / "benches" / "bench_recorder.py"
+
+
+def test_recorder_bench_replaces_only_its_own_figures(tmp_path: Path) -> None:
+    """`make bench` writes the recorder figures into RESULTS.md, which also holds the notes
+    read with them and the other benches' sections: those survive a regeneration."""
+    out = tmp_path / "RESULTS.md"
+    kept = "\nReading the recorder table (notes kept by hand)\n\n## Catalog: another bench's section\n"
+    out.write_text("# flightlog recorder benchmarks\n\nold figures\n" + kept)
+    p = subprocess.run(
+        [sys.executable, str(RECORDER_BENCH), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    text = out.read_text()
+    assert "old figures" not in text
+    assert text.startswith("# flightlog recorder benchmarks\n")
+    assert "| `record()` 1 i64 + 9 f64" in text
+    assert text.endswith(kept) and text.count("Reading the recorder table") == 1
