@@ -14,7 +14,7 @@ Each block is timed twice: by the wall clock, and by the CPU time of the thread
 running the loop (``time.thread_time``). The second leaves out the time the loop
 spent descheduled (other processes, flightlog's own flusher on a busy core), which
 is most of the block-to-block noise of a shared VM; the difference between the two
-is what the recording cost beyond its own instructions.
+is time the loop waited (a full ring) or was descheduled.
 
     python benches/peers/overhead.py            # both sizes, 41 pairs each
     python benches/peers/overhead.py --smoke    # checks the harness runs
@@ -91,6 +91,17 @@ def _timed(gd: Any, prob: tuple[Any, Any, Any, float], iters: int, record: Any =
     return (time.perf_counter() - t0) / iters, (time.thread_time() - c0) / iters
 
 
+def _slowdown(median_key: str, quartile_prefix: str, pairs: list[tuple[float, float]]) -> dict[str, float]:
+    """Median (``median_key``) and quartiles (``{quartile_prefix}q1_pct``, ``..q3_pct``) over
+    (without, with) pairs of ``with / without - 1``, in %."""
+    ratios = sorted(b / a - 1.0 for a, b in pairs)
+    return {
+        median_key: statistics.median(ratios) * 100,
+        f"{quartile_prefix}q1_pct": ratios[len(ratios) // 4] * 100,
+        f"{quartile_prefix}q3_pct": ratios[(3 * len(ratios)) // 4] * 100,
+    }
+
+
 def calibrate(target_s: float, plain: Any) -> tuple[int, float]:
     """The problem size whose iteration time is nearest ``target_s`` (sizes grow by 1.25x)."""
     best = (8, math.inf, math.inf)
@@ -153,19 +164,11 @@ def overhead(smoke: bool) -> dict[str, Any]:
                 "stalls": stats["producer_stalls"],
             }
             for clock, k in (("", 0), ("cpu_", 1)):
-                control = sorted(c[k] / a[k] - 1.0 for a, c in controls)
-                size |= {
-                    f"{clock}control_pct": statistics.median(control) * 100,
-                    f"{clock}control_q1_pct": control[len(control) // 4] * 100,
-                    f"{clock}control_q3_pct": control[(3 * len(control)) // 4] * 100,
-                }
-                ratios = sorted(b[k] / a[k] - 1.0 for a, b in pairs)
+                size |= _slowdown(f"{clock}control_pct", f"{clock}control_", [(a[k], c[k]) for a, c in controls])
+                size |= _slowdown(f"{clock}slowdown_pct", clock, [(a[k], b[k]) for a, b in pairs])
                 size |= {
                     f"{clock}without_us": statistics.median(a[k] for a, _ in pairs) * 1e6,
                     f"{clock}with_us": statistics.median(b[k] for _, b in pairs) * 1e6,
-                    f"{clock}slowdown_pct": statistics.median(ratios) * 100,
-                    f"{clock}q1_pct": ratios[len(ratios) // 4] * 100,
-                    f"{clock}q3_pct": ratios[(3 * len(ratios)) // 4] * 100,
                 }
             out["sizes"].append(size)
     out["blas_threads"] = os.environ.get("OPENBLAS_NUM_THREADS", "default")
