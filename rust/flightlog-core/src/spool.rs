@@ -12,7 +12,10 @@
 //!   through `kill -9`, a segfault or an OOM kill of the process;
 //! * `journal-NNNNNN.rows`: rows the flusher took out of the rings and has
 //!   not yet published in a segment, appended with `write(2)` (also page
-//!   cache) before their ring slots are released;
+//!   cache) before their ring slots are released. A ring slot is otherwise
+//!   released only once a published segment holds its row, so only a thread
+//!   that records faster than about a quarter ring per segment has rows
+//!   journaled (written twice); a short run has no journal;
 //! * `dict.log`: every string a `str` field was given, with its code, written
 //!   before the first row that uses it is published;
 //! * `events.log`: every event, one JSON line each, with its sequence number.

@@ -17,6 +17,7 @@ use flightlog_core::{
 };
 
 const CHILD_ENV: &str = "FLIGHTLOG_SPOOL_KILL_CHILD";
+const SLOW_CHILD_ENV: &str = "FLIGHTLOG_SPOOL_KILL_SLOW_CHILD";
 const THREADS: i64 = 3;
 
 fn schema() -> Schema {
@@ -141,4 +142,107 @@ fn every_row_whose_call_returned_survives_kill_9() {
 
 fn notes_column_is_complete(batches: &[arrow_array::RecordBatch]) -> bool {
     batches.iter().all(|b| b.column(3).null_count() == 0)
+}
+
+/// Journal files in a run folder's spool(s).
+fn journals(run: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let spool = run.join(".flightlog.spool");
+    flightlog_core::spool::spool_dirs(&spool)
+        .into_iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap().flatten().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-")
+        })
+        .collect()
+}
+
+/// The slow child: no segment is ever due (a long flush interval, large
+/// segments). It records 200 rows (under a quarter of its 1,024-row ring),
+/// waits for the flusher to drain them, says `slow`; then records 5,000 rows
+/// (laps of the ring, which the flusher must journal to free), says `fast`,
+/// and waits to be killed.
+fn slow_child(dir: &std::path::Path) {
+    let mut cfg = RecorderConfig::new(OutputLayout::run_folder(dir));
+    cfg.flush_interval_secs = 1000.0;
+    cfg.segment_rows = 100_000;
+    cfg.ring_capacity = 1024;
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    let notes = rec.dictionary(3).unwrap();
+    let code = notes.code("n").unwrap() as u64;
+    let push = |i: i64| {
+        rec.push(&[i64_word(0), i64_word(i), f64_word(i as f64), code])
+            .unwrap();
+    };
+    (0..200).for_each(push);
+    // The flusher drains at least every 20 ms.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    println!("slow");
+    (200..5_000).for_each(push);
+    println!("fast");
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+
+/// A producer slower than a quarter ring per segment has its drained rows
+/// kept in its ring slots, not journaled: they are salvaged from the ring. A
+/// faster one makes the flusher journal rows to free their slots. Either way
+/// a kill -9 loses none.
+#[test]
+fn drained_rows_survive_kill_9_in_the_ring_or_the_journal() {
+    if let Some(dir) = std::env::var_os(SLOW_CHILD_ENV) {
+        slow_child(std::path::Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "drained_rows_survive_kill_9_in_the_ring_or_the_journal",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SLOW_CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(proc.stdout.take().unwrap()).lines();
+    let mut wait_for = |word: &str| loop {
+        let line = lines.next().expect("the child ended early").unwrap();
+        // The harness prints the test's name on the line of the first word.
+        if line.trim_end().ends_with(word) {
+            return;
+        }
+    };
+    wait_for("slow");
+    let slow_journals = journals(dir.path());
+    wait_for("fast");
+    let fast_journals = journals(dir.path());
+    proc.kill().unwrap(); // SIGKILL
+    proc.wait().unwrap();
+
+    assert!(
+        slow_journals.is_empty(),
+        "200 rows in a 1,024-row ring were journaled: {slow_journals:?}"
+    );
+    assert!(
+        !fast_journals.is_empty(),
+        "5,000 rows through a 1,024-row ring with no segment: the flusher must journal"
+    );
+    let report = recover_run(&OutputLayout::run_folder(dir.path())).unwrap();
+    assert_eq!(report.torn_rows, 0);
+    let (_, batches) = parquet_io::read_file(&dir.path().join("telemetry.parquet")).unwrap();
+    let iters: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(1).as_primitive::<Int64Type>();
+            (0..b.num_rows()).map(|r| c.value(r)).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        iters,
+        (0..5_000).collect::<Vec<i64>>(),
+        "every row, once, in order"
+    );
 }

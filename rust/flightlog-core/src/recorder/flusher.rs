@@ -120,6 +120,11 @@ struct Flusher {
     unwritten: VecDeque<(RecordBatch, Cover)>,
     /// Per lane: the next ring position to drain.
     drained: Vec<u64>,
+    /// Per lane: rows below this position are journaled or in a published
+    /// segment. Drained rows above it live only in their ring's slots (and in
+    /// `pending`), which therefore stay unreleased until one of the two holds
+    /// them (see [`Flusher::secure_held_rows`]).
+    secured: Vec<u64>,
     /// The lane a drain starts with (rotates, so no lane waits behind others).
     next_lane: usize,
     /// Drained rows as journal records (`lane`, `pos`, row words), reused.
@@ -209,6 +214,7 @@ impl Flusher {
             shared,
             unwritten: VecDeque::new(),
             drained: vec![0; MAX_LANES],
+            secured: vec![0; MAX_LANES],
             next_lane: 0,
             journal_buf: Vec::new(),
             events_published: 0,
@@ -408,23 +414,25 @@ impl Flusher {
     /// rows (at most a segment), without writing a segment. Returns rows
     /// moved.
     ///
-    /// The rows are appended to the spool's journal before their slots are
-    /// released: until a segment holds them, a row is always in a ring or in
-    /// the journal, both of which outlive the process. A retired lane whose
-    /// rows are all drained is freed for a new thread.
+    /// A drained row stays in its ring slot (which outlives the process) until
+    /// a published segment holds it: a row is then written once, not also to
+    /// the journal. Only a lane that holds many drained rows has them
+    /// journaled so that its producer gets the room back
+    /// ([`Flusher::secure_held_rows`]). A retired lane whose rows are all
+    /// drained is freed for a new thread (which cannot overwrite held slots:
+    /// the ring refuses a push past its released position).
     fn drain_into_pending(&mut self, cap: usize) -> usize {
         let cap = cap.min(self.shared.config.segment_rows);
         let mut room = cap - self.pending.rows.min(cap);
         if room == 0 {
+            self.secure_held_rows();
             return 0;
         }
         let shared = Arc::clone(&self.shared);
         let width = shared.row_layout.width();
         let mut row = vec![0u64; width];
         let mut moved = 0;
-        let mut touched: Vec<(usize, u64)> = Vec::new();
         let mut retired: Vec<usize> = Vec::new();
-        self.journal_buf.clear();
         for k in 0..MAX_LANES {
             let i = (self.next_lane + k) % MAX_LANES;
             let state = shared.lanes.state(i);
@@ -444,9 +452,6 @@ impl Flusher {
             let n = ((end - from) as usize).min(room);
             for pos in from..from + n as u64 {
                 lane.ring.read(pos, &mut row);
-                self.journal_buf.push(i as u64);
-                self.journal_buf.push(pos);
-                self.journal_buf.extend_from_slice(&row);
                 for (slot, col) in self.pending.columns.iter_mut().enumerate() {
                     col.push(row[slot]);
                 }
@@ -457,7 +462,6 @@ impl Flusher {
             if n > 0 {
                 extend_cover(&mut self.pending.cover, i, from, from + n as u64);
                 self.drained[i] = from + n as u64;
-                touched.push((i, from + n as u64));
                 moved += n;
                 room -= n;
             }
@@ -471,20 +475,66 @@ impl Flusher {
             }
         }
         self.pending.rows += moved;
-        if moved > 0 && shared.spool.journal(&self.journal_buf).is_err() {
-            // The rows are in memory and go to the next segment as usual; only
-            // their protection against a crash before then is gone. Counted.
-            shared.spool.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        for (i, upto) in touched {
-            if let Some(lane) = shared.lane(i) {
-                lane.ring.release(upto);
-            }
-        }
+        self.secure_held_rows();
         for i in retired {
             shared.lanes.free_if_drained(i);
         }
         moved
+    }
+
+    /// Gives producers their ring room back: a lane holding more than a
+    /// quarter of its ring in drained rows (rows no published segment holds
+    /// yet) has them appended to the spool's journal, then releases their
+    /// slots. Until then those rows are safe in the ring itself, so a
+    /// producer slower than about a quarter ring per segment never has its
+    /// rows written twice, and a short run never creates a journal.
+    fn secure_held_rows(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let mut row = vec![0u64; shared.row_layout.width()];
+        let mut releases: Vec<(usize, u64)> = Vec::new();
+        self.journal_buf.clear();
+        for i in 0..MAX_LANES {
+            let Some(lane) = shared.lane(i) else {
+                continue;
+            };
+            let upto = self.drained[i];
+            let from = self.secured[i].max(lane.ring.released());
+            if upto <= from || ((upto - from) as usize) <= lane.ring.capacity() / 4 {
+                continue;
+            }
+            for pos in from..upto {
+                lane.ring.read(pos, &mut row);
+                self.journal_buf.push(i as u64);
+                self.journal_buf.push(pos);
+                self.journal_buf.extend_from_slice(&row);
+            }
+            self.secured[i] = upto;
+            releases.push((i, upto));
+        }
+        if !self.journal_buf.is_empty() && shared.spool.journal(&self.journal_buf).is_err() {
+            // The rows are in memory and go to the next segment as usual; only
+            // their protection against a crash before then is gone. Counted.
+            shared.spool.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        for (i, upto) in releases {
+            if let Some(lane) = shared.lane(i) {
+                lane.ring.release(upto);
+            }
+        }
+    }
+
+    /// A segment holding `cover` is published: the ring slots of its rows no
+    /// longer need to hold them.
+    fn release_published(&mut self, cover: &Cover) {
+        for (&i, &(_, end)) in cover {
+            let Some(lane) = self.shared.lane(i) else {
+                continue;
+            };
+            self.secured[i] = self.secured[i].max(end);
+            if end > lane.ring.released() {
+                lane.ring.release(end);
+            }
+        }
     }
 
     /// Builds a batch of pending rows (if any) and writes it with earlier
@@ -643,6 +693,7 @@ impl Flusher {
         };
         let c = &shared.counters;
         self.unwritten.clear();
+        self.release_published(&cover);
         shared.spool.drop_journals(journals_before);
         self.next_seq += 1;
         self.final_telemetry = Some((rows as u64, sizes[0]));
@@ -708,6 +759,7 @@ impl Flusher {
         match written {
             Ok(size) => {
                 self.unwritten.drain(..target.items);
+                self.release_published(&cover);
                 if self.unwritten.is_empty() {
                     shared.spool.drop_journals(journals_before);
                 }
