@@ -5,7 +5,7 @@
 //! returned, once, each thread's rows in order, with its strings and events.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use arrow_array::cast::AsArray;
@@ -65,6 +65,18 @@ fn child(dir: &std::path::Path) {
     }
 }
 
+/// This test binary re-run as the child of `test` (which it recognises by
+/// `env` naming its run folder), its stdout piped to the caller.
+fn spawn_child(test: &str, env: &str, dir: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn every_row_whose_call_returned_survives_kill_9() {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
@@ -72,17 +84,11 @@ fn every_row_whose_call_returned_survives_kill_9() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "every_row_whose_call_returned_survives_kill_9",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut proc = spawn_child(
+        "every_row_whose_call_returned_survives_kill_9",
+        CHILD_ENV,
+        dir.path(),
+    );
     let mut returned: BTreeMap<i64, i64> = BTreeMap::new();
     let stdout = BufReader::new(proc.stdout.take().unwrap());
     for line in stdout.lines() {
@@ -161,7 +167,8 @@ fn journals(run: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// The slow child: no segment is ever due (a long flush interval, large
 /// segments). It records 200 rows (under a quarter of its 1,024-row ring),
-/// waits for the flusher to drain them, says `slow`; then records 5,000 rows
+/// waits for the flusher to drain them, says `slow` and waits for a line on
+/// stdin; then records 5,000 rows
 /// (laps of the ring, which the flusher must journal to free), says `fast`,
 /// and waits to be killed.
 fn slow_child(dir: &std::path::Path) {
@@ -180,6 +187,9 @@ fn slow_child(dir: &std::path::Path) {
     // The flusher drains at least every 20 ms.
     std::thread::sleep(std::time::Duration::from_millis(300));
     println!("slow");
+    // Until the parent has looked at the spool.
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
     (200..5_000).for_each(push);
     println!("fast");
     std::thread::sleep(std::time::Duration::from_secs(600));
@@ -196,17 +206,11 @@ fn drained_rows_survive_kill_9_in_the_ring_or_the_journal() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "drained_rows_survive_kill_9_in_the_ring_or_the_journal",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(SLOW_CHILD_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut proc = spawn_child(
+        "drained_rows_survive_kill_9_in_the_ring_or_the_journal",
+        SLOW_CHILD_ENV,
+        dir.path(),
+    );
     let mut lines = BufReader::new(proc.stdout.take().unwrap()).lines();
     let mut wait_for = |word: &str| loop {
         let line = lines.next().expect("the child ended early").unwrap();
@@ -217,6 +221,7 @@ fn drained_rows_survive_kill_9_in_the_ring_or_the_journal() {
     };
     wait_for("slow");
     let slow_journals = journals(dir.path());
+    writeln!(proc.stdin.take().unwrap(), "go").unwrap();
     wait_for("fast");
     let fast_journals = journals(dir.path());
     proc.kill().unwrap(); // SIGKILL
