@@ -93,7 +93,19 @@ def _sort_key(value: Any) -> tuple[str, Any]:
     return (type(value).__name__, value if isinstance(value, (int, float, str)) else repr(value))
 
 
+#: Types stored as they are: exact ``str``, ``int``, ``float`` and ``bool`` (subclasses,
+#: enums among them, take the checks below). Most of a manifest: checked first.
+_PLAIN = frozenset({str, int, float, bool})
+
+
 def _convert(value: Any, where: str, *, in_array: bool = False) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return _convert_table(value, where)
+    if kind is list or kind is tuple:
+        return [_convert(v, f"{where}[{i}]", in_array=True) for i, v in enumerate(value)]
     if value is None:
         if in_array:
             raise TypeError(f"{where}: None inside an array cannot be stored in TOML (there is no null)")
