@@ -96,13 +96,32 @@ pub fn key_values<K: Into<String>, V: Into<String>>(
         .collect()
 }
 
-/// Writes `batches` (all of `schema`) as one Parquet file into `out`.
+/// Files of fewer rows than this are written uncompressed, whatever codec
+/// was asked for. Compressing a column chunk costs a fixed setup (the writer
+/// makes a compression and a decompression context per column chunk; zstd's
+/// runs `cpuid`, which traps to the hypervisor in a VM) that a chunk of a few
+/// hundred values cannot repay: at most 2 KiB a column is left uncompressed.
+/// That is a short run's files (issue 13: a tenth of such a run's cost), and
+/// the last segment of a run that ended soon after a flush.
+pub const SMALL_FILE_ROWS: usize = 256;
+
+/// Writes `batches` (all of `schema`) as one Parquet file into `out`
+/// (uncompressed if it holds fewer than [`SMALL_FILE_ROWS`] rows).
 pub fn write_batches<W: Write + Send>(
     out: W,
     schema: SchemaRef,
     batches: &[RecordBatch],
     props: WriterProperties,
 ) -> Result<W> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let props = if rows < SMALL_FILE_ROWS {
+        props
+            .into_builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .build()
+    } else {
+        props
+    };
     let mut writer = ArrowWriter::try_new(out, schema, Some(props))?;
     for batch in batches {
         writer.write(batch)?;
@@ -373,4 +392,43 @@ pub fn merge_segments_over(out: &Path, inputs: &[PathBuf]) -> Result<(u64, u64)>
         atomic_file::publish(out, |w| merge_into(w, &opened, kv))?
     };
     Ok((rows, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Float64Array;
+    use arrow_schema::{DataType, Field, Schema};
+
+    /// The codec of each column chunk of a file of `rows` rows written with `codec`.
+    fn codecs_of(rows: usize, codec: Codec) -> Vec<Compression> {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)]));
+        let values = Float64Array::from_iter_values((0..rows).map(|i| i as f64));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(values)]).unwrap();
+        let props = writer_properties(&[], codec, 1 << 20, Vec::new());
+        let bytes = write_batches(Vec::new(), schema, &[batch], props).unwrap();
+        let meta = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes::Bytes::from(bytes))
+            .unwrap();
+        meta.row_groups()
+            .iter()
+            .flat_map(|g| g.columns().iter().map(|c| c.compression()))
+            .collect()
+    }
+
+    #[test]
+    fn files_below_the_small_file_rows_are_uncompressed_whatever_the_codec() {
+        for codec in [Codec::Zstd, Codec::Snappy, Codec::Lz4, Codec::None] {
+            assert_eq!(
+                codecs_of(SMALL_FILE_ROWS - 1, codec),
+                [Compression::UNCOMPRESSED],
+                "{codec:?}"
+            );
+            assert_eq!(
+                codecs_of(SMALL_FILE_ROWS, codec),
+                [codec.parquet()],
+                "{codec:?}"
+            );
+        }
+    }
 }
