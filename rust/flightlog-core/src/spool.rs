@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use arrow_buffer::ToByteSlice;
 use flightlog_ring::SpscRing;
 
 use crate::error::{CoreError, Result};
@@ -217,16 +218,20 @@ impl Spool {
                     .map_err(|e| io("open", &path, e))?,
             );
         }
-        // Sized, then filled by chunks: a loop the compiler turns into plain
-        // copies (on little-endian machines), where pushing word by word was a
-        // twentieth of the flusher's time at full rate. Every byte is written
-        // below, so only growth is zeroed (no `clear` first).
-        j.buf.resize(records.len() * 8, 0);
-        for (bytes, w) in j.buf.chunks_exact_mut(8).zip(records) {
-            bytes.copy_from_slice(&w.to_le_bytes());
-        }
+        // The journal is little-endian words: on a little-endian machine the
+        // words' own bytes, written as they lie (a copy through a byte buffer
+        // was a tenth of the flusher's time at full rate).
+        let bytes: &[u8] = if cfg!(target_endian = "little") {
+            records.to_byte_slice()
+        } else {
+            j.buf.resize(records.len() * 8, 0);
+            for (bytes, w) in j.buf.chunks_exact_mut(8).zip(records) {
+                bytes.copy_from_slice(&w.to_le_bytes());
+            }
+            &j.buf
+        };
         let file = j.file.as_mut().expect("opened above");
-        file.write_all(&j.buf)
+        file.write_all(bytes)
             .map_err(|e| io("append to", &self.dir.join("journal"), e))
     }
 

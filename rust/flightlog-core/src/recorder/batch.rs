@@ -54,6 +54,24 @@ impl Pending {
             cover: Cover::new(),
         }
     }
+
+    /// Room for `n` more rows. A column that must grow takes room for `cap`
+    /// rows at once (the segment it fills: a batch takes the columns, so each
+    /// segment starts from empty ones): growing by doubling from empty copied
+    /// every column about eighteen times a segment, into freshly faulted pages.
+    pub(super) fn reserve(&mut self, n: usize, cap: usize) {
+        let want = (self.rows + n).max(cap);
+        for col in &mut self.columns {
+            if col.capacity() < self.rows + n {
+                col.reserve_exact(want - col.len());
+            }
+        }
+        for v in &mut self.validity {
+            if v.capacity() < self.rows + n {
+                v.reserve_exact(want - v.len());
+            }
+        }
+    }
 }
 
 pub(super) fn telemetry_props(

@@ -450,6 +450,9 @@ impl Flusher {
             let end = lane.ring.published();
             let from = self.drained[i];
             let n = ((end - from) as usize).min(room);
+            if n > 0 {
+                self.pending.reserve(n, cap);
+            }
             for pos in from..from + n as u64 {
                 lane.ring.read(pos, &mut row);
                 for (slot, col) in self.pending.columns.iter_mut().enumerate() {
