@@ -65,6 +65,43 @@ def test_rows_of_both_paths_interleave_whole_and_in_order(tmp_path: Path, nullab
             assert (math.isnan(a) and math.isnan(b)) or a == b
 
 
+@pytest.mark.parametrize("nullable", [False, True])
+def test_trailing_float_fields_take_every_kind_of_value(tmp_path: Path, nullable: bool) -> None:
+    """A schema ending in f64 fields (a telemetry row: ids and labels, then floats) has
+    those converted by their own loop: exact floats in place, anything else the general
+    way, a bad value refused with its field named and nothing recorded."""
+    schema = Schema(
+        [Field("iter", "i64", nullable=False), Field("phase", Enum(["RED", "GREEN"]), nullable=nullable)]
+        + [Field(f"x{k}", "f64", nullable=nullable) for k in range(4)]
+    )
+    rec = FlightRecorder(tmp_path / "r", schema)
+    rows = [
+        (0, "RED", 0.5, 1.5, 2.5, 3.5),  # in place
+        (1, "GREEN", 1, 2.0, np.float64(3.0), FloatSub(4.0)),  # an int, float subclasses
+        (2, "RED", math.inf, -0.0, 7.0, math.nan),
+        (3, "GREEN", 1.0, 2.0, 3.0, 1e300),
+    ]
+    for row in rows:
+        rec.record(*row)
+    with pytest.raises(TypeError, match="x2"):
+        rec.record(4, "RED", 1.0, 2.0, "three", 4.0)
+    with pytest.raises(TypeError, match=r"x3.*bool"):
+        rec.record(4, "RED", 1.0, 2.0, 3.0, True)
+    if nullable:
+        rec.record(5, None, None, 2.0, None, 4.0)
+    else:
+        with pytest.raises((TypeError, ValueError), match="x1"):
+            rec.record(5, "RED", 1.0, None, 3.0, 4.0)
+    rec.close()
+    t = pq.read_table(tmp_path / "r" / "telemetry.parquet").to_pylist()
+    assert [r["iter"] for r in t] == [0, 1, 2, 3] + ([5] if nullable else [])
+    assert [t[1][f"x{k}"] for k in range(4)] == [1.0, 2.0, 3.0, 4.0]
+    assert t[2]["x0"] == math.inf and math.copysign(1.0, t[2]["x1"]) == -1.0 and math.isnan(t[2]["x3"])
+    assert t[3]["x3"] == 1e300
+    if nullable:
+        assert t[4] == {"iter": 5, "phase": None, "x0": None, "x1": 2.0, "x2": None, "x3": 4.0}
+
+
 def test_a_rejected_row_after_fast_values_records_nothing(tmp_path: Path) -> None:
     rec = FlightRecorder(tmp_path / "r", _schema(False))
     rec.record(0, 1.0, 2.0, "RED")

@@ -127,6 +127,10 @@ struct Active {
     /// straight into the ring (`Recorder::offer_in_place`): every stored slot,
     /// when each is of a kind `fast_word` converts; else `usize::MAX`.
     in_place_len: usize,
+    /// The first slot from which every slot is an f64 (a telemetry row's
+    /// floats after its ints and labels): `record()` converts those with no
+    /// per-value kind test.
+    f64_from: usize,
     describe: String,
 }
 
@@ -180,6 +184,12 @@ impl Active {
             } else {
                 usize::MAX
             };
+        let f64_from = slot_kinds.len()
+            - slot_kinds
+                .iter()
+                .rev()
+                .take_while(|&&k| k == SlotKind::F64)
+                .count();
         let enum_labels = dtypes
             .map(|dtype| match dtype {
                 // Only the first labels: the identity scan runs on every
@@ -202,6 +212,7 @@ impl Active {
             by_ptr,
             plan,
             in_place_len,
+            f64_from,
             describe,
         }
     }
@@ -330,8 +341,22 @@ impl Active {
     /// anything else out of line.
     #[inline(never)]
     fn fill_values(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
-        let kinds = &self.slot_kinds[..values.len()];
-        for (slot, ((word, value), &kind)) in stored.iter().zip(values).zip(kinds).enumerate() {
+        let split = self.f64_from.min(values.len());
+        let (head, floats) = values.split_at(split);
+        let kinds = &self.slot_kinds[..split];
+        // The trailing floats first, with no kind test (three instructions a
+        // value fewer); anything but an exact float goes the way of the head.
+        for (slot, (word, value)) in stored[split..].iter().zip(floats).enumerate() {
+            let w = match crate::fastcall::exact_float(value) {
+                Some(x) => f64_word(x),
+                None => match self.other_word(SlotKind::F64, split + slot, value) {
+                    Some(w) => w,
+                    None => return false,
+                },
+            };
+            word.store(w, Ordering::Relaxed);
+        }
+        for (slot, ((word, value), &kind)) in stored.iter().zip(head).zip(kinds).enumerate() {
             let w = match crate::fastcall::exact_float(value) {
                 Some(x) if kind == SlotKind::F64 => f64_word(x),
                 _ if kind == SlotKind::I64 => match crate::fastcall::exact_int(value) {
