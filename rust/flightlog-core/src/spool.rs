@@ -481,6 +481,12 @@ pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> 
             continue;
         };
         let path = dir.join(name);
+        // A thread's first row creates its lane's file, then sizes it
+        // (`MappedWords::create`): a kill in between leaves it empty, and
+        // no row was ever published in it.
+        if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            continue;
+        }
         let words = SpscRing::<RingMemory>::words_needed(meta.ring_capacity, width);
         let mapped = RingMemory::Mapped(crate::mapped::MappedWords::open(&path, words)?);
         let ring = SpscRing::new(mapped, meta.ring_capacity, width);
@@ -620,6 +626,23 @@ mod tests {
         assert_eq!(s.events.len(), 1);
         assert_eq!(s.events_upto, 1);
         assert_eq!(spool.errors.load(Ordering::Relaxed), 0);
+    }
+
+    /// A kill between the creation of a lane's file and its sizing leaves it
+    /// empty: it holds no row, and the other lanes are salvaged.
+    #[test]
+    fn an_empty_lane_file_holds_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(&dir.path().join("s.spool"), &meta(1, 4)).unwrap();
+        let sp = spool.dir().to_path_buf();
+        let ring = spool.map_lane(0);
+        let mut c = ring.cursor();
+        ring.push(&mut c, &[7]).unwrap();
+        File::create(sp.join("lane-001.ring")).unwrap();
+        let s = salvage(&sp, &BTreeMap::new(), 0).unwrap();
+        assert_eq!(s.rows, vec![vec![7]]);
+        assert_eq!(s.lanes, BTreeMap::from([(0, (0, 1))]));
+        assert_eq!(s.torn_rows, 0);
     }
 
     #[test]

@@ -626,7 +626,6 @@ fn kill_change_and_check(
 /// Kills at seeded moments while 4 threads record at once (a fast one, a
 /// slow one, and two chains of short-lived threads reusing lanes).
 #[test]
-#[ignore = "BUG (spool salvage): fails now and then on main: a kill while a new thread creates its lane file leaves it empty and recover fails; fixed in the next commit"]
 fn threads_that_come_and_go_lose_nothing_to_kill_9() {
     if run_as_child() {
         return;
@@ -705,7 +704,6 @@ fn close_killed_midway_loses_nothing() {
 /// lane (it failed: "lane-NNN.ring holds 0 bytes, a ring needs ...", and
 /// salvaged nothing at all).
 #[test]
-#[ignore = "BUG (spool salvage): an empty lane file (a kill while a thread creates it) makes recover fail and salvage nothing; fixed in the next commit"]
 fn a_kill_while_a_thread_creates_its_lane_file_loses_nothing() {
     if run_as_child() {
         return;
