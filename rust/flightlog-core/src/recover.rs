@@ -248,8 +248,11 @@ pub fn salvage_spool(layout: &OutputLayout, spool_base: Option<&Path>) -> Result
 
 /// Publishes what the spools of `layout`'s dead recorders hold beyond the
 /// published segments as one last segment each (telemetry and events), then
-/// removes the spools. A finished recording's spool (its process died after
-/// publishing the final file, before removing the spool) holds nothing new.
+/// removes the spools. A kind (telemetry, events) whose final file is
+/// published has nothing new in the spool: a close publishes it, directly
+/// or merged, only once every row (event) of its kind is in it. The two are
+/// published one after the other, so a process that died in between left a
+/// spool whose other kind may still hold what no file does.
 fn salvage_spools(
     layout: &OutputLayout,
     spool_base_override: Option<&Path>,
@@ -264,13 +267,17 @@ fn salvage_spools(
         return Ok(());
     }
     let storage = &layout.storage;
-    let finished = match &layout.final_telemetry {
-        Some(f) => storage.exists(f)?,
-        None => false,
+    let published = |f: &Option<PathBuf>| match f {
+        Some(f) => storage.exists(f),
+        None => Ok(false),
+    };
+    let done = Finished {
+        telemetry: published(&layout.final_telemetry)?,
+        events: published(&layout.final_events)?,
     };
     for dir in dirs {
-        if !finished {
-            salvage_one(layout, &dir, report)?;
+        if !(done.telemetry && done.events) {
+            salvage_one(layout, &dir, done, report)?;
         }
         std::fs::remove_dir_all(&dir).map_err(|e| CoreError::io("remove spool", &dir, e))?;
     }
@@ -278,12 +285,24 @@ fn salvage_spools(
     Ok(())
 }
 
+/// Which kinds already have their final file.
+#[derive(Debug, Clone, Copy)]
+struct Finished {
+    telemetry: bool,
+    events: bool,
+}
+
 /// The instance number of a spool folder (its name).
 fn instance_of(dir: &Path) -> Option<u64> {
     dir.file_name()?.to_str()?.parse().ok()
 }
 
-fn salvage_one(layout: &OutputLayout, dir: &Path, report: &mut RecoverReport) -> Result<()> {
+fn salvage_one(
+    layout: &OutputLayout,
+    dir: &Path,
+    done: Finished,
+    report: &mut RecoverReport,
+) -> Result<()> {
     let storage = &layout.storage;
     let Some(instance) = instance_of(dir) else {
         return Ok(());
@@ -347,7 +366,7 @@ fn salvage_one(layout: &OutputLayout, dir: &Path, report: &mut RecoverReport) ->
         return Ok(());
     };
     let marker = |n: usize| ("flightlog.salvaged_from_spool".to_string(), n.to_string());
-    if let Some(batch) = &batches.telemetry {
+    if let Some(batch) = batches.telemetry.as_ref().filter(|_| !done.telemetry) {
         let path = layout
             .segment_dir
             .join(mine.telemetry_segment_name(last_seq + 1));
@@ -364,7 +383,7 @@ fn salvage_one(layout: &OutputLayout, dir: &Path, report: &mut RecoverReport) ->
         )?;
         report.salvaged_rows += batch.num_rows() as u64;
     }
-    if let Some(batch) = &batches.events {
+    if let Some(batch) = batches.events.as_ref().filter(|_| !done.events) {
         let path = layout
             .events_dir
             .join(mine.events_segment_name(last_event_seq + 1));

@@ -668,7 +668,6 @@ fn threads_that_come_and_go_lose_nothing_to_kill_9() {
 /// Kills at seeded moments while `close` runs with every producer still
 /// recording (and some after it returned).
 #[test]
-#[ignore = "BUG (recover): fails now and then on main (5 of 20 close kills in a campaign): a kill between close's direct events.parquet and the spool's removal makes recover salvage the events again and refuse to merge; fixed in a later commit"]
 fn close_killed_midway_loses_nothing() {
     if run_as_child() {
         return;
@@ -863,7 +862,6 @@ fn kill_when_final_file_appears(test: &str, first: &str) -> bool {
 /// the events a second time (it then refused to merge: "events.parquet exists
 /// and does not list segment events-…").
 #[test]
-#[ignore = "BUG (recover): fails on main: a kill between close's direct events.parquet and the spool's removal makes recover salvage the events again and refuse to merge; fixed in a later commit"]
 fn close_killed_after_its_events_file_recovers_each_event_once() {
     if let Some(dir) = std::env::var_os(FINAL_CHILD_ENV) {
         final_child(Path::new(&dir), 1_000, false);
@@ -882,7 +880,6 @@ fn close_killed_after_its_events_file_recovers_each_event_once() {
 /// lose those events (`recover` took the final telemetry file for a
 /// finished recording and removed the spool unread).
 #[test]
-#[ignore = "BUG (recover): fails on main: a kill after close's direct telemetry.parquet, before its last events segment, makes recover drop the spool and lose those events; fixed in a later commit"]
 fn close_killed_after_its_telemetry_file_loses_no_event() {
     if let Some(dir) = std::env::var_os(FINAL_CHILD_ENV) {
         final_child(Path::new(&dir), 100_000, true);
