@@ -720,6 +720,47 @@ fn a_kill_while_a_thread_creates_its_lane_file_loses_nothing() {
     );
 }
 
+const RECOVER_CHILD_ENV: &str = "FLIGHTLOG_KILL_RECOVER_CHILD";
+
+/// Recovery killed too: after each recording's kill, a child process runs
+/// `recover` on the folder and is killed at a seeded moment of it (or after
+/// it): with the salvaged segment written or not, the spool removed in part,
+/// the merge done or not. Then `recover` runs again and must finish the job
+/// with every row and event once.
+#[test]
+fn recover_killed_midway_then_run_again_loses_nothing() {
+    if let Some(dir) = std::env::var_os(RECOVER_CHILD_ENV) {
+        println!("recovering");
+        recover_run(&OutputLayout::run_folder(Path::new(&dir))).unwrap();
+        println!("recovered");
+        std::thread::sleep(Duration::from_secs(600));
+        return;
+    }
+    if run_as_child() {
+        return;
+    }
+    const TEST: &str = "recover_killed_midway_then_run_again_loses_nothing";
+    let mut rng = Rng(707);
+    let started = Instant::now();
+    for k in 0..16u64 {
+        let record = Duration::from_micros(rng.range(5_000, 150_000));
+        // Recovery takes some 5 to 50 ms here: most kills land in it.
+        let delay = Duration::from_micros(match k % 4 {
+            0 => rng.range(0, 2_000),
+            3 => rng.range(20_000, 60_000),
+            _ => rng.range(2_000, 20_000),
+        });
+        let out = kill_change_and_check(TEST, 4_000 + k, false, record, |run| {
+            let mut child = spawn(TEST, &[(RECOVER_CHILD_ENV, run.as_os_str())]);
+            child.wait_for("recovering");
+            std::thread::sleep(delay);
+            child.kill();
+        });
+        eprintln!("kill {k}, recover killed at {delay:?}: {out:?}");
+    }
+    eprintln!("16 kills in {:?}", started.elapsed());
+}
+
 /// A longer campaign, by hand: `FLIGHTLOG_KILL_THREADS_CAMPAIGN=<kills>
 /// cargo test --release --test spool_kill_threads campaign -- --ignored
 /// --nocapture` (half while recording, half during close; seeds from 10,000).
