@@ -5,9 +5,15 @@ local disk, and how many fsyncs each costs.
 
 * runs/s: ``--runs`` runs of ``--rows`` rows each (``iter`` + 3 f64 columns), each
   opened, filled with one ``extend`` and closed (manifest, final Parquet files);
+* CPU per run (user and system) of the same loop, and the same loop in a RAM folder
+  (``/dev/shm``, where fsync costs nothing): flightlog's own ceiling, apart from the disk;
 * fsyncs per run: the same loop in a child process under
   ``strace -f -c -e trace=fsync,fdatasync`` (skipped, with a message, when strace is
-  missing), divided by the runs it made.
+  missing), divided by the runs it made;
+* the disk's filesystem, and for ext4 whether it has a journal. Without one (a VM image
+  mounted ``nojournal``), ext4 looks past every inode freed in the last seconds for each
+  inode it allocates (``recently_deleted`` in ``fs/ext4/ialloc.c``), so runs that follow
+  many deletions cost more system time: back-to-back runs of this benchmark slow down.
 
 ``--root`` picks the disk (default: a temporary folder, usually the system disk).
 """
@@ -25,19 +31,53 @@ import time
 from pathlib import Path
 
 
-def make_runs(root: Path, runs: int, rows: int) -> float:
-    """Starts and closes ``runs`` runs of ``rows`` rows below ``root``; returns seconds."""
+def make_runs(root: Path, runs: int, rows: int) -> tuple[float, float, float]:
+    """Starts and closes ``runs`` runs of ``rows`` rows below ``root``; returns wall,
+    user CPU and system CPU seconds (the whole process: the writer's threads count)."""
     import numpy as np
 
     from flightlog import Field, Schema, TelemetryManager
 
     schema = Schema([Field("iter", "i64", nullable=False)] + [Field(f, "f64") for f in ("E", "g", "h")])
     cols = {"iter": np.arange(rows), "E": np.ones(rows), "g": np.zeros(rows), "h": np.full(rows, 0.5)}
-    t0 = time.perf_counter()
+    cpu0, t0 = os.times(), time.perf_counter()
     for k in range(runs):
         with TelemetryManager(root, "bench", run_id=f"r{k:06d}", schema=schema, max_rows=None) as tm:
             tm.extend(**cols)
-    return time.perf_counter() - t0
+    wall, cpu1 = time.perf_counter() - t0, os.times()
+    return wall, cpu1.user - cpu0.user, cpu1.system - cpu0.system
+
+
+def filesystem(path: Path) -> str:
+    """The filesystem holding ``path`` (from /proc/mounts), and for ext4 whether it has a
+    journal (a journaled ext4 has a ``/proc/fs/jbd2/<device>-*`` entry)."""
+    try:
+        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return "unknown"
+    target = str(path.resolve())
+    best = max(
+        (m for m in mounts if len(m) > 2 and (target == m[1] or target.startswith(m[1].rstrip("/") + "/"))),
+        key=lambda m: len(m[1]),
+        default=None,
+    )
+    if best is None:
+        return "unknown"
+    device, mount, kind = best[0], best[1], best[2]
+    text = f"{kind} on {mount} ({device})"
+    if kind == "ext4":
+        name = Path(device).name
+        journaled = any(p.name.startswith(name + "-") for p in Path("/proc/fs/jbd2").glob("*"))
+        text += ", with a journal" if journaled else ", without a journal"
+    return text
+
+
+def rate(runs: int, measured: tuple[float, float, float]) -> str:
+    wall, user, system = measured
+    return (
+        f"{runs / wall:.0f} ({runs} runs in {wall:.2f} s; CPU per run {1e3 * (user + system) / runs:.2f} ms: "
+        f"user {1e3 * user / runs:.2f}, system {1e3 * system / runs:.2f})"
+    )
 
 
 def fsyncs_per_run(root: Path, runs: int, rows: int) -> str:
@@ -88,19 +128,28 @@ def main() -> None:
     base = args.root if args.root is not None else Path(tempfile.mkdtemp(prefix="flightlog-bench-runs-"))
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=base))
+    ram = Path("/dev/shm")
+    in_ram = None
     try:
         make_runs(work / "warmup", 5, args.rows)
-        secs = make_runs(work / "timed", args.runs, args.rows)
+        on_disk = make_runs(work / "timed", args.runs, args.rows)
         fsyncs = fsyncs_per_run(work, min(args.runs, 50), args.rows)
+        if ram.is_dir() and os.access(ram, os.W_OK):
+            ram_work = Path(tempfile.mkdtemp(prefix="flightlog-bench-runs-", dir=ram))
+            try:
+                in_ram = make_runs(ram_work / "timed", args.runs, args.rows)
+            finally:
+                shutil.rmtree(ram_work, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = [
         "",
         f"## Short runs ({args.rows} rows each, local disk)",
         "",
-        f"- runs started and closed per second: {args.runs / secs:.0f} ({args.runs} runs in {secs:.2f} s)",
+        f"- runs started and closed per second: {rate(args.runs, on_disk)}",
+        f"- the same in RAM ({ram}, no disk): {rate(args.runs, in_ram) if in_ram else 'not measured (no /dev/shm)'}",
         f"- fsync + fdatasync per run (strace -f -c): {fsyncs}",
-        f"- disk: {base} ({os.uname().sysname})",
+        f"- disk: {base}: {filesystem(base)} ({os.uname().sysname})",
         "",
     ]
     text = "\n".join(lines)

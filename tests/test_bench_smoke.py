@@ -97,3 +97,24 @@ def test_recorder_bench_replaces_only_its_own_figures(tmp_path: Path) -> None:
     assert text.startswith("# flightlog recorder benchmarks\n")
     assert "| `record()` 1 i64 + 9 f64" in text
     assert text.endswith(kept) and text.count("Reading the recorder table") == 1
+
+
+RUNS_BENCH = Path(__file__).resolve().parents[1] / "benches" / "bench_runs.py"
+
+
+@pytest.mark.skipif(not RUNS_BENCH.exists(), reason="benches/ is not part of this checkout")
+def test_runs_bench_reports_disk_ram_and_filesystem(tmp_path: Path) -> None:
+    """The short-runs bench prints the rate on disk with its CPU split, the same loop in RAM
+    (flightlog's own ceiling), and which filesystem the disk was, so a slow figure can be
+    told apart from a slow disk."""
+    text, _ = run_bench(RUNS_BENCH, tmp_path, "RESULTS.md", "--runs", "5", "--root", str(tmp_path / "runs"))
+    lines = {line.split(":", 1)[0]: line for line in text.splitlines() if line.startswith("- ")}
+    on_disk = lines["- runs started and closed per second"]
+    assert "(5 runs in" in on_disk and "CPU per run" in on_disk and "system" in on_disk, text
+    ram = lines["- the same in RAM (/dev/shm, no disk)"]
+    assert "(5 runs in" in ram or "not measured (no /dev/shm)" in ram, text
+    disk = lines["- disk"]
+    assert disk.startswith(f"- disk: {tmp_path / 'runs'}: "), text
+    assert "unknown" in disk or " on " in disk, text
+    # The bench cleans up after itself: no run is left in the folder it was given.
+    assert not any((tmp_path / "runs").rglob("manifest.toml"))
