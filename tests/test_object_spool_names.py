@@ -1,0 +1,67 @@
+"""Two runs on an object store whose locations differ only in punctuation
+(``s3://b/team.a`` and ``s3://b/team_a``, run id ``r1`` each) are killed before
+their first flush: their rows are in this host's spools only, in two spool
+folders of one name (the location with every character but letters, digits,
+``-`` and ``_`` turned into ``_``). ``recover`` of each root must publish that
+run's rows, and only those."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pyarrow.parquet as pq
+import pytest
+
+import flightlog
+
+CHILD = textwrap.dedent(
+    """
+    import sys, json, time
+    from flightlog import TelemetryManager, Schema, Field
+    root, opts, first = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    schema = Schema([Field("iter", "i64", nullable=False), Field("E", "f64", nullable=False)])
+    tm = TelemetryManager(root, "f", run_id="r1", schema=schema, storage_options=opts, flush_interval=3600.0)
+    for i in range(first, first + 300):
+        tm.record(i, 1.0)
+    print(tm.run_id, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: recover of one root salvages (and removes) the spool of the other, whose folder has the same name",
+)
+def test_recover_of_one_root_never_takes_the_rows_of_a_root_whose_name_differs_in_punctuation(
+    s3_bucket, child_env
+) -> None:
+    opts = s3_bucket.storage_options
+    roots = {"team.a": 0, "team_a": 1000}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, s3_bucket.url(prefix), json.dumps(opts), str(first)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env,
+        )
+        for prefix, first in roots.items()
+    ]
+    try:
+        # Both recorded their 300 rows (the calls returned) before the kill.
+        assert [p.stdout.readline().strip() for p in procs] == ["r1", "r1"]  # type: ignore[union-attr]
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+            p.communicate()
+    for prefix, first in roots.items():
+        rep = flightlog.recover(s3_bucket.url(prefix), storage_options=opts)
+        assert not rep.errors, rep.errors
+        key = f"{prefix}/fda_run_r1/telemetry.parquet"
+        body = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read()
+        assert pq.read_table(io.BytesIO(body))["iter"].to_pylist() == list(range(first, first + 300)), prefix
