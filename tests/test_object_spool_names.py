@@ -15,7 +15,6 @@ import sys
 import textwrap
 
 import pyarrow.parquet as pq
-import pytest
 
 import flightlog
 
@@ -34,10 +33,6 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: recover of one root salvages (and removes) the spool of the other, whose folder has the same name",
-)
 def test_recover_of_one_root_never_takes_the_rows_of_a_root_whose_name_differs_in_punctuation(
     s3_bucket, child_env
 ) -> None:

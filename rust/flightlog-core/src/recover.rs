@@ -259,7 +259,15 @@ fn salvage_spools(
     report: &mut RecoverReport,
 ) -> Result<()> {
     let base = spool_base(layout, spool_base_override);
-    let dirs = spool::spool_dirs(&base);
+    let mut config = RecorderConfig::new(layout.clone());
+    config.spool_dir = spool_base_override.map(Path::to_path_buf);
+    let location = crate::recorder::spool_location(&config);
+    // Spools of recordings at other locations whose spool folder has the
+    // same name (object stores) are theirs: neither salvaged nor removed.
+    let dirs: Vec<PathBuf> = spool::spool_dirs(&base)
+        .into_iter()
+        .filter(|d| !spool::belongs_elsewhere(d, location.as_deref()))
+        .collect();
     if dirs.is_empty() {
         // A close killed between removing its spool and the folder that held
         // it leaves the folder empty: nothing to salvage, nothing to keep.

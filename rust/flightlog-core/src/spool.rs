@@ -109,6 +109,12 @@ pub struct SpoolMeta {
     /// Key-value metadata of every file.
     pub file_kv: Vec<(String, String)>,
     pub run_id: Option<String>,
+    /// The recording's location when the spool is in a folder other
+    /// recordings' spools may share (see [`crate::recorder::spool_location`]):
+    /// recovery of another location leaves it alone. None for a spool in the
+    /// recording's own folder (and in spools written before it was kept).
+    #[serde(default)]
+    pub location: Option<String>,
 }
 
 /// This boot's identity (Linux), to tell a spool written before a reboot.
@@ -155,7 +161,7 @@ impl Spool {
     /// `meta.instance`) and writes `meta.json`. Fails if `base` holds the
     /// spool of a recording that did not finish (see [`check_no_unfinished`]).
     pub fn create(base: &Path, meta: &SpoolMeta) -> Result<Spool> {
-        check_no_unfinished(base)?;
+        check_no_unfinished(base, meta.location.as_deref())?;
         let dir = base.join(format!("{:08}", meta.instance));
         fs::create_dir_all(&dir).map_err(|e| io("create spool folder", &dir, e))?;
         let text = serde_json::to_string(meta)
@@ -343,10 +349,12 @@ fn lane_index(name: &str) -> Option<usize> {
 /// Fails if `base` holds a recorder's spool with rows or events: that
 /// recording did not finish, and its rows belong to it (`recover` salvages
 /// them). Spools without any (a live recorder that has not recorded yet, or
-/// one that died before it did) are left alone.
-pub fn check_no_unfinished(base: &Path) -> Result<()> {
+/// one that died before it did), and spools of recordings at another
+/// location than `location` whose folder shares `base`'s name (see
+/// [`belongs_elsewhere`]), are left alone.
+pub fn check_no_unfinished(base: &Path, location: Option<&str>) -> Result<()> {
     for dir in spool_dirs(base) {
-        if has_rows(&dir) {
+        if has_rows(&dir) && !belongs_elsewhere(&dir, location) {
             return Err(CoreError::Exists(format!(
                 "{} holds the spool of a recording that did not finish: \
                  run recover on the folder (it salvages those rows), or use a new folder",
@@ -389,6 +397,22 @@ pub fn has_rows(dir: &Path) -> bool {
             })
         })
         .unwrap_or(false)
+}
+
+/// True when the spool in `dir` is that of a recording at another location
+/// than `location` (its folder's name is shared, see
+/// [`crate::recorder::spool_location`]): not the caller's to salvage or
+/// remove. A spool without a readable location (none kept, or no metadata
+/// yet) is not known to be another's.
+pub fn belongs_elsewhere(dir: &Path, location: Option<&str>) -> bool {
+    let Some(mine) = location else {
+        return false;
+    };
+    fs::read_to_string(dir.join(META))
+        .ok()
+        .and_then(|text| serde_json::from_str::<SpoolMeta>(&text).ok())
+        .and_then(|meta| meta.location)
+        .is_some_and(|theirs| theirs != mine)
 }
 
 /// The rows and events a dead recorder's spool holds beyond its segments.
@@ -578,6 +602,7 @@ mod tests {
             constants: vec![],
             file_kv: vec![],
             run_id: None,
+            location: None,
         }
     }
 
@@ -643,6 +668,42 @@ mod tests {
         assert_eq!(s.rows, vec![vec![7]]);
         assert_eq!(s.lanes, BTreeMap::from([(0, (0, 1))]));
         assert_eq!(s.torn_rows, 0);
+    }
+
+    /// A spool keeps its recording's location when its folder may be shared:
+    /// another location's recover and recorder leave it alone. A spool
+    /// written before the location was kept (no such key) is nobody else's.
+    #[test]
+    fn a_spool_of_another_location_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("shared.spool");
+        let mut m = meta(1, 2);
+        m.location = Some("s3://b/a.b/run/segments/telemetry-".into());
+        let spool = Spool::create(&base, &m).unwrap();
+        let ring = spool.map_lane(0);
+        ring.push(&mut ring.cursor(), &[1]).unwrap();
+        let sp = spool.dir().to_path_buf();
+        assert!(belongs_elsewhere(
+            &sp,
+            Some("s3://b/a_b/run/segments/telemetry-")
+        ));
+        assert!(!belongs_elsewhere(&sp, m.location.as_deref()));
+        assert!(!belongs_elsewhere(&sp, None));
+        check_no_unfinished(&base, Some("s3://b/a_b/run/segments/telemetry-")).unwrap();
+        assert!(check_no_unfinished(&base, m.location.as_deref()).is_err());
+        // The metadata of an older version, without the key.
+        let mut old: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(sp.join(META)).unwrap()).unwrap();
+        old.as_object_mut().unwrap().remove("location");
+        fs::write(sp.join(META), old.to_string()).unwrap();
+        assert!(!belongs_elsewhere(
+            &sp,
+            Some("s3://b/a_b/run/segments/telemetry-")
+        ));
+        assert_eq!(
+            salvage(&sp, &BTreeMap::new(), 0).unwrap().rows,
+            vec![vec![1]]
+        );
     }
 
     #[test]

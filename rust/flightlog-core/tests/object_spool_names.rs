@@ -66,7 +66,6 @@ fn spools(spool: &Path) -> usize {
 }
 
 #[test]
-#[ignore = "BUG: object-store spool folders of locations differing only in punctuation share one name"]
 fn recovering_a_run_never_takes_the_spool_of_a_run_whose_location_differs_only_in_punctuation() {
     let spool = tempfile::tempdir().unwrap();
     let root = ObjectRoot::in_memory("bucket", 1 << 20, 1 << 20);
@@ -101,7 +100,6 @@ fn recovering_a_run_never_takes_the_spool_of_a_run_whose_location_differs_only_i
 /// after publishing a segment: its own spool is salvaged, the other one's is
 /// kept.
 #[test]
-#[ignore = "BUG: object-store spool folders of locations differing only in punctuation share one name"]
 fn a_crashed_run_recovered_beside_a_live_one_with_a_colliding_spool_name_keeps_both_apart() {
     let spool = tempfile::tempdir().unwrap();
     let root = ObjectRoot::in_memory("bucket", 1 << 20, 1 << 20);
@@ -133,7 +131,6 @@ fn a_crashed_run_recovered_beside_a_live_one_with_a_colliding_spool_name_keeps_b
 /// dead one's spool as "another recording's", and the rows whose calls had
 /// returned were lost.
 #[test]
-#[ignore = "BUG: object-store spool folders of locations differing only in punctuation share one name"]
 fn an_unrecovered_spool_refuses_a_new_recorder_at_its_location_only() {
     let spool = tempfile::tempdir().unwrap();
     let root = ObjectRoot::in_memory("bucket", 1 << 20, 1 << 20);

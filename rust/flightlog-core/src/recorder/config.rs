@@ -179,9 +179,7 @@ pub fn spool_dir(config: &RecorderConfig) -> (PathBuf, bool) {
             .join("flightlog")
             .join("spool"),
     };
-    let mut name: String = layout
-        .storage
-        .describe(&layout.segment_dir.join(&layout.telemetry_prefix))
+    let mut name: String = location(layout)
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -193,6 +191,24 @@ pub fn spool_dir(config: &RecorderConfig) -> (PathBuf, bool) {
         .collect();
     name.push_str(".spool");
     (base.join(name), false)
+}
+
+/// The location a spool in a shared folder (see [`spool_dir`]) is named
+/// after. The name keeps only letters, digits, `-` and `_` of it, so two
+/// locations may share a name (`exp/a/b` and `exp/a_b`): the spool's
+/// metadata keeps the location itself ([`spool_location`]), and recovery of
+/// one leaves the other's spools alone.
+fn location(layout: &crate::output_layout::OutputLayout) -> String {
+    layout
+        .storage
+        .describe(&layout.segment_dir.join(&layout.telemetry_prefix))
+}
+
+/// The location of `config`'s recording when its spool lives in a folder
+/// shared with other recordings' (an object store's), for the spool's
+/// metadata; None for a spool in the recording's own folder.
+pub fn spool_location(config: &RecorderConfig) -> Option<String> {
+    (!spool_dir(config).1).then(|| location(&config.layout))
 }
 
 /// A constant's value as JSON (the spool's metadata).

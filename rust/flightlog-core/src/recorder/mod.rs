@@ -45,7 +45,7 @@ use crate::spool::{self, Spool, SpoolMeta, SpooledEvent};
 
 pub(crate) use batch::{salvage_props, salvaged_batches};
 use config::{check_constant, constant_json};
-pub use config::{spool_dir, OnFull, RecorderConfig, Sampling};
+pub use config::{spool_dir, spool_location, OnFull, RecorderConfig, Sampling};
 pub use events::events_arrow_schema;
 use events::EventRow;
 use finish::prepare_dirs;
@@ -317,10 +317,11 @@ impl Recorder {
                 .collect(),
             file_kv: file_kv.clone(),
             run_id: config.run_id.clone(),
+            location: spool_location(&config),
         };
         let (spool_base, local) = spool_dir(&config);
         if local {
-            spool::check_no_unfinished(&spool_base)?;
+            spool::check_no_unfinished(&spool_base, None)?;
         }
         let spool = Arc::new(Spool::create(&spool_base, &spool_meta)?);
         for (i, d) in dictionaries.iter().enumerate() {
