@@ -1,6 +1,6 @@
 """Two runs on an object store whose locations differ only in punctuation
-(``s3://b/team.a`` and ``s3://b/team_a``, run id ``r1`` each) are killed before
-their first flush: their rows are in this host's spools only, in two spool
+(``s3://b/team.a`` and ``s3://b/team_a``, run id ``r1`` each; run folders, or
+dev-mode parts) are killed before their first flush: their rows are in this host's spools only, in two spool
 folders of one name (the location with every character but letters, digits,
 ``-`` and ``_`` turned into ``_``). ``recover`` of each root must publish that
 run's rows, and only those."""
@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 import pyarrow.parquet as pq
+import pytest
 
 import flightlog
 
@@ -22,9 +23,10 @@ CHILD = textwrap.dedent(
     """
     import sys, json, time
     from flightlog import TelemetryManager, Schema, Field
-    root, opts, first = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    root, opts, first, mode = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     schema = Schema([Field("iter", "i64", nullable=False), Field("E", "f64", nullable=False)])
-    tm = TelemetryManager(root, "f", run_id="r1", schema=schema, storage_options=opts, flush_interval=3600.0)
+    tm = TelemetryManager(root, "f", run_id="r1", mode=mode, schema=schema, storage_options=opts,
+                          flush_interval=3600.0)
     for i in range(first, first + 300):
         tm.record(i, 1.0)
     print(tm.run_id, flush=True)
@@ -33,14 +35,28 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "run",
+        pytest.param(
+            "dev",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="BUG: recover of dev/tuner runs on an object store never salvages their spool "
+                "(ObjectTree.salvage_parts does nothing): rows not yet in a part are lost",
+            ),
+        ),
+    ],
+)
 def test_recover_of_one_root_never_takes_the_rows_of_a_root_whose_name_differs_in_punctuation(
-    s3_bucket, child_env
+    s3_bucket, child_env, mode
 ) -> None:
     opts = s3_bucket.storage_options
     roots = {"team.a": 0, "team_a": 1000}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, s3_bucket.url(prefix), json.dumps(opts), str(first)],
+            [sys.executable, "-c", CHILD, s3_bucket.url(prefix), json.dumps(opts), str(first), mode],
             stdout=subprocess.PIPE,
             text=True,
             env=child_env,
@@ -57,6 +73,12 @@ def test_recover_of_one_root_never_takes_the_rows_of_a_root_whose_name_differs_i
     for prefix, first in roots.items():
         rep = flightlog.recover(s3_bucket.url(prefix), storage_options=opts)
         assert not rep.errors, rep.errors
-        key = f"{prefix}/fda_run_r1/telemetry.parquet"
-        body = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read()
-        assert pq.read_table(io.BytesIO(body))["iter"].to_pylist() == list(range(first, first + 300)), prefix
+        if mode == "run":
+            keys = [f"{prefix}/fda_run_r1/telemetry.parquet"]
+        else:  # append-mode parts: the dead recorder's rows are salvaged as one last part
+            keys = [k for k in s3_bucket.keys(f"{prefix}/flows/f/dev_telemetry/") if "/part-r1-" in k]
+        got: list[int] = []
+        for key in keys:
+            body = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read()
+            got += pq.read_table(io.BytesIO(body))["iter"].to_pylist()
+        assert got == list(range(first, first + 300)), prefix
