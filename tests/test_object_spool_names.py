@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import tomllib
 
 import pyarrow.parquet as pq
 import pytest
@@ -35,20 +36,7 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "run",
-        pytest.param(
-            "dev",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: recover of dev/tuner runs on an object store never salvages their spool "
-                "(ObjectTree.salvage_parts does nothing): rows not yet in a part are lost",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("mode", ["run", "dev"])
 def test_recover_of_one_root_never_takes_the_rows_of_a_root_whose_name_differs_in_punctuation(
     s3_bucket, child_env, mode
 ) -> None:
@@ -82,3 +70,6 @@ def test_recover_of_one_root_never_takes_the_rows_of_a_root_whose_name_differs_i
             body = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read()
             got += pq.read_table(io.BytesIO(body))["iter"].to_pylist()
         assert got == list(range(first, first + 300)), prefix
+        manifest = f"{prefix}/fda_run_r1/manifest.toml" if mode == "run" else f"{prefix}/flows/f/runs/r1.toml"
+        m = tomllib.loads(s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=manifest)["Body"].read().decode())
+        assert (m["status"], m["counts"]["rows_written"]) == ("crashed", 300), prefix

@@ -236,7 +236,18 @@ class ObjectTree:
         return {k: int(v) for k, v in dict(_core.recover_run_dir(self.key(folder), store=self.store)).items()}
 
     def salvage_parts(self, flow: str, mode: str, run_id: str) -> None:
-        return None  # a recorder on an object store publishes parts whole or not at all
+        # Parts are published whole or not at all, but rows and events not yet in a
+        # part are in the dead recorder's spool, a local folder of this host.
+        from .. import _core
+
+        rels = [f"{FLOWS_DIR}/{flow}/{parts_dir_name(mode, k)}" for k in ("telemetry", "events")]
+        done = dict(_core.salvage_parts(self.key(rels[0]), self.key(rels[1]), run_id, store=self.store))
+        if self._snapshot is not None and (done["salvaged_rows"] or done["salvaged_events"]):
+            # The walk's one listing predates the parts just published: list their folders again.
+            for rel in rels:
+                base = self.key(rel) + "/"
+                fresh = [dict(info, rel=self.rel(info["key"])) for info in self.store.list(self.key(rel))]
+                self._snapshot = [o for o in self._snapshot if not o["key"].startswith(base)] + fresh
 
     def remove_part_temps(self, flow: str, mode: str, run_id: str) -> int:
         return 0  # no temp objects: an unfinished upload is invisible
