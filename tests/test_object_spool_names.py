@@ -73,3 +73,44 @@ def test_recover_of_one_root_never_takes_the_rows_of_a_root_whose_name_differs_i
         manifest = f"{prefix}/fda_run_r1/manifest.toml" if mode == "run" else f"{prefix}/flows/f/runs/r1.toml"
         m = tomllib.loads(s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=manifest)["Body"].read().decode())
         assert (m["status"], m["counts"]["rows_written"]) == ("crashed", 300), prefix
+
+
+BARE = textwrap.dedent(
+    """
+    import sys, json, time
+    from flightlog import FlightRecorder, Schema, Field
+    url, opts = sys.argv[1], json.loads(sys.argv[2])
+    rec = FlightRecorder(url, Schema([Field("iter", "i64", nullable=False)]), storage_options=opts,
+                         flush_interval=3600.0)
+    for i in range(100):
+        rec.record(i)
+    print("recorded", flush=True)  # after the calls returned
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a bare FlightRecorder run folder on an object store killed before its first flush has no object "
+    "in the bucket, so recover never sees it (its rows are only in this host's spool); locally the same is recovered",
+)
+def test_a_bare_recorder_on_a_bucket_killed_before_its_first_flush_is_recovered(s3_bucket, child_env) -> None:
+    opts = s3_bucket.storage_options
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BARE, s3_bucket.url("bare/run1"), json.dumps(opts)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "recorded"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    rep = flightlog.recover(s3_bucket.url("bare"), storage_options=opts, stale_after=0)
+    assert not rep.errors, rep.errors
+    key = "bare/run1/telemetry.parquet"
+    assert key in s3_bucket.keys("bare/"), rep
+    body = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read()
+    assert pq.read_table(io.BytesIO(body))["iter"].to_pylist() == list(range(100))
