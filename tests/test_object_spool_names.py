@@ -90,11 +90,6 @@ BARE = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a bare FlightRecorder run folder on an object store killed before its first flush has no object "
-    "in the bucket, so recover never sees it (its rows are only in this host's spool); locally the same is recovered",
-)
 def test_a_bare_recorder_on_a_bucket_killed_before_its_first_flush_is_recovered(s3_bucket, child_env) -> None:
     opts = s3_bucket.storage_options
     proc = subprocess.Popen(
@@ -105,6 +100,10 @@ def test_a_bare_recorder_on_a_bucket_killed_before_its_first_flush_is_recovered(
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "recorded"
+        # While its recorder lives, its spool is not recover's to take.
+        live = flightlog.recover(s3_bucket.url("bare"), storage_options=opts, stale_after=0)
+        assert live.recovered == [] and not live.errors, live
+        assert s3_bucket.keys("bare/") == []
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
@@ -114,3 +113,5 @@ def test_a_bare_recorder_on_a_bucket_killed_before_its_first_flush_is_recovered(
     assert key in s3_bucket.keys("bare/"), rep
     body = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read()
     assert pq.read_table(io.BytesIO(body))["iter"].to_pylist() == list(range(100))
+    again = flightlog.recover(s3_bucket.url("bare"), storage_options=opts, stale_after=0)
+    assert again.recovered == [] and not again.errors, again

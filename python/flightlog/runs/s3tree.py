@@ -18,10 +18,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import json
+import os
 import posixpath
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .._errors import ConflictError
@@ -31,6 +34,7 @@ from .layout import (
     MANIFEST_NAME,
     RUNS_DIR,
     SEGMENTS_DIR,
+    TELEMETRY_SEGMENT_PREFIX,
     part_pattern,
     parts_dir_name,
 )
@@ -213,14 +217,55 @@ class ObjectTree:
         return folders, flows
 
     def recovery_folders(self) -> builtins.list[tuple[str, str | None]]:
-        return [(f, None) for f in sorted(self._top_level()[0])]
+        # A run folder is also one a dead recorder of this host spooled rows for: killed
+        # before its first flush, it left nothing in the bucket.
+        return [(f, None) for f in sorted(set(self._top_level()[0]) | set(self._spooled_folders()))]
+
+    def _spooled_folders(self) -> dict[str, float]:
+        """Run folders of this root (top level) whose dead recorder's spool is on this
+        host, with the time of the spool's newest file. The spool of a recording on an
+        object store is a local folder (``spool_dir`` in the core's recorder config:
+        ``$FLIGHTLOG_SPOOL_DIR``, else the user's cache folder) whose ``meta.json``
+        names the recording's location; a spool whose process lives is left out."""
+        env = os.environ
+        if env.get("FLIGHTLOG_SPOOL_DIR"):
+            base = Path(env["FLIGHTLOG_SPOOL_DIR"])
+        else:
+            cache = env.get("XDG_CACHE_HOME") or (os.path.join(env["HOME"], ".cache") if env.get("HOME") else None)
+            if cache is None:
+                return {}
+            base = Path(cache) / "flightlog" / "spool"
+        head = self.url("").rstrip("/") + "/"
+        tail = f"/{SEGMENTS_DIR}/{TELEMETRY_SEGMENT_PREFIX}"
+        found: dict[str, float] = {}
+        try:
+            spools = [d for d in base.iterdir() if d.name.endswith(".spool") and d.is_dir()]
+        except OSError:
+            return found
+        for spool in spools:
+            with contextlib.suppress(OSError):
+                for inst in spool.iterdir():
+                    try:
+                        meta = json.loads((inst / "meta.json").read_text())
+                    except (OSError, ValueError):
+                        continue
+                    loc = meta.get("location") if isinstance(meta, dict) else None
+                    if not (isinstance(loc, str) and loc.startswith(head) and loc.endswith(tail)):
+                        continue
+                    folder = loc[len(head) : -len(tail)]
+                    if not folder or "/" in folder or folder.startswith(".") or _alive(meta.get("pid")):
+                        continue
+                    newest = max(e.stat().st_mtime for e in inst.iterdir())
+                    found[folder] = max(found.get(folder, 0.0), newest)
+        return found
 
     def recovery_flows(self) -> builtins.list[tuple[str, str | None, builtins.list[str]]]:
         return [(f, None, sorted(rels)) for f, rels in sorted(self._top_level()[1].items())]
 
     def folder_leftovers(self, folder: str) -> tuple[bool, bool]:
         segments = f"{folder}/{SEGMENTS_DIR}/"
-        return any(o["rel"].startswith(segments) for o in self.list(folder)), False
+        has = any(o["rel"].startswith(segments) for o in self.list(folder)) or folder in self._spooled_folders()
+        return has, False
 
     def claim_run(self, folder: str) -> contextlib.AbstractContextManager[tuple[str, bool] | None]:
         return contextlib.nullcontext()
@@ -293,7 +338,10 @@ class ObjectTree:
         mode = str(manifest.get("mode") or "run")
         base = where_rel if mode == "run" else posixpath.dirname(posixpath.dirname(where_rel))
         times = newest_ms_of_run(manifest, where_rel, self.list(base))
-        return None if times is None else times / 1e3
+        spooled = self._spooled_folders().get(where_rel) if mode == "run" else None
+        if times is None:
+            return spooled
+        return times / 1e3 if spooled is None else max(times / 1e3, spooled)
 
     def claim_run_id(
         self, mode: str, flow_name: str, run_prefix: str, run_id: str | None, manifest: dict[str, Any]
@@ -371,3 +419,16 @@ def alive_by_evidence(manifest: Mapping[str, Any], newest_s: float, stale_after:
     written within ``stale_after`` seconds (other hosts cannot be asked)."""
     running = {**manifest, "status": "running"}
     return status_by_evidence(running, lambda: newest_s, stale_after=stale_after) == "running"
+
+
+def _alive(pid: Any) -> bool:
+    """Whether process ``pid`` of this host lives (a spool's writer)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists (another user's)
+    return True
