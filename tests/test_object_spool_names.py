@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import tomllib
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -115,3 +116,19 @@ def test_a_bare_recorder_on_a_bucket_killed_before_its_first_flush_is_recovered(
     assert pq.read_table(io.BytesIO(body))["iter"].to_pylist() == list(range(100))
     again = flightlog.recover(s3_bucket.url("bare"), storage_options=opts, stale_after=0)
     assert again.recovered == [] and not again.errors, again
+
+
+def test_the_shared_spool_folder_is_the_cores_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python finds object-store spools where the core puts them: an explicit folder, else
+    $FLIGHTLOG_SPOOL_DIR, else flightlog/spool in the user's cache folder."""
+    from flightlog import _core
+
+    monkeypatch.delenv("FLIGHTLOG_SPOOL_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert _core.shared_spool_dir() == tmp_path / "cache" / "flightlog" / "spool"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _core.shared_spool_dir() == tmp_path / "home" / ".cache" / "flightlog" / "spool"
+    monkeypatch.setenv("FLIGHTLOG_SPOOL_DIR", str(tmp_path / "spools"))
+    assert _core.shared_spool_dir() == tmp_path / "spools"
+    assert _core.shared_spool_dir(tmp_path / "mine") == tmp_path / "mine"

@@ -21,6 +21,7 @@ __all__ = [
     "recover_output_file",
     "recover_run_dir",
     "salvage_parts",
+    "shared_spool_dir",
     "_after_fork_in_child",
     "publish_bytes",
     "durable_files",
@@ -141,6 +142,11 @@ def salvage_parts(
     store: ObjectStore | None = None,
     spool_dir: str | PathLike[str] | None = None,
 ) -> dict[str, int]: ...
+def shared_spool_dir(spool_dir: str | PathLike[str] | None = None) -> Path:
+    """The local folder holding the spools of object-store recordings (one
+    ``<location>.spool`` folder each): ``spool_dir``, else ``$FLIGHTLOG_SPOOL_DIR``,
+    else ``flightlog/spool`` in the user's cache folder."""
+
 def recover_run_dir(
     path: str | PathLike[str], store: ObjectStore | None = None, spool_dir: str | PathLike[str] | None = None
 ) -> dict[str, int]:

@@ -24,7 +24,6 @@ import posixpath
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from .._errors import ConflictError
@@ -224,17 +223,11 @@ class ObjectTree:
     def _spooled_folders(self) -> dict[str, float]:
         """Run folders of this root (top level) whose dead recorder's spool is on this
         host, with the time of the spool's newest file. The spool of a recording on an
-        object store is a local folder (``spool_dir`` in the core's recorder config:
-        ``$FLIGHTLOG_SPOOL_DIR``, else the user's cache folder) whose ``meta.json``
+        object store is a local folder (``_core.shared_spool_dir()``: the core's rule) whose ``meta.json``
         names the recording's location; a spool whose process lives is left out."""
-        env = os.environ
-        if env.get("FLIGHTLOG_SPOOL_DIR"):
-            base = Path(env["FLIGHTLOG_SPOOL_DIR"])
-        else:
-            cache = env.get("XDG_CACHE_HOME") or (os.path.join(env["HOME"], ".cache") if env.get("HOME") else None)
-            if cache is None:
-                return {}
-            base = Path(cache) / "flightlog" / "spool"
+        from .. import _core
+
+        base = _core.shared_spool_dir()
         head = self.url("").rstrip("/") + "/"
         tail = f"/{SEGMENTS_DIR}/{TELEMETRY_SEGMENT_PREFIX}"
         found: dict[str, float] = {}

@@ -287,7 +287,14 @@ fn salvage_spools(
         if !(done.telemetry && done.events) {
             salvage_one(layout, &dir, done, report)?;
         }
-        std::fs::remove_dir_all(&dir).map_err(|e| CoreError::io("remove spool", &dir, e))?;
+        // Another recover of the same object-store run (which takes no
+        // folder claim) may have removed it, or part of it, first.
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(CoreError::io("remove spool", &dir, e));
+            }
+            _ => {}
+        }
     }
     let _ = std::fs::remove_dir(&base);
     Ok(())

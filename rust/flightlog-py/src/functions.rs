@@ -59,6 +59,15 @@ fn salvage_parts<'py>(
     report_dict(py, &report)
 }
 
+/// The local folder that holds the spools of object-store recordings, one
+/// `<location>.spool` folder each: `spool_dir`, else `$FLIGHTLOG_SPOOL_DIR`,
+/// else `flightlog/spool` in the user's cache folder (the core's rule).
+#[pyfunction]
+#[pyo3(signature = (spool_dir=None))]
+fn shared_spool_dir(spool_dir: Option<PathBuf>) -> PathBuf {
+    flightlog_core::shared_spool_base(spool_dir.as_deref())
+}
+
 fn report_dict<'py>(py: Python<'py>, report: &RecoverReport) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("temp_files_removed", report.temp_files_removed)?;
@@ -419,6 +428,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(durable_files, m)?)?;
     m.add_function(wrap_pyfunction!(recover_run_dir, m)?)?;
     m.add_function(wrap_pyfunction!(salvage_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(shared_spool_dir, m)?)?;
     m.add_function(wrap_pyfunction!(recover_output_file, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(merge_parquet, m)?)?;

@@ -1,7 +1,7 @@
 //! What a recorder is asked to do: [`RecorderConfig`] and its policies
 //! ([`OnFull`], [`Sampling`]), the checks of both, and where its spool lives.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{CoreError, Result};
 use crate::output_layout::OutputLayout;
@@ -166,19 +166,7 @@ pub fn spool_dir(config: &RecorderConfig) -> (PathBuf, bool) {
             return (spool::spool_dir_for_lock(&lock), true);
         }
     }
-    let base = match config
-        .spool_dir
-        .clone()
-        .or_else(|| std::env::var_os("FLIGHTLOG_SPOOL_DIR").map(PathBuf::from))
-    {
-        Some(d) => d,
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir)
-            .join("flightlog")
-            .join("spool"),
-    };
+    let base = shared_spool_base(config.spool_dir.as_deref());
     let mut name: String = location(layout)
         .chars()
         .map(|c| {
@@ -191,6 +179,25 @@ pub fn spool_dir(config: &RecorderConfig) -> (PathBuf, bool) {
         .collect();
     name.push_str(".spool");
     (base.join(name), false)
+}
+
+/// The folder that holds the spools of recordings that have no local folder
+/// of their own (object stores), one `<location>.spool` folder each:
+/// `override_dir`, else `$FLIGHTLOG_SPOOL_DIR`, else `flightlog/spool` in the
+/// user's cache folder (`$XDG_CACHE_HOME`, `~/.cache`, the temp folder).
+pub fn shared_spool_base(override_dir: Option<&Path>) -> PathBuf {
+    match override_dir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("FLIGHTLOG_SPOOL_DIR").map(PathBuf::from))
+    {
+        Some(d) => d,
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("flightlog")
+            .join("spool"),
+    }
 }
 
 /// The location a spool in a shared folder (see [`spool_dir`]) is named

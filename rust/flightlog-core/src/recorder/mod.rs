@@ -45,7 +45,7 @@ use crate::spool::{self, Spool, SpoolMeta, SpooledEvent};
 
 pub(crate) use batch::{salvage_props, salvaged_batches};
 use config::{check_constant, constant_json};
-pub use config::{spool_dir, spool_location, OnFull, RecorderConfig, Sampling};
+pub use config::{shared_spool_base, spool_dir, spool_location, OnFull, RecorderConfig, Sampling};
 pub use events::events_arrow_schema;
 use events::EventRow;
 use finish::prepare_dirs;
