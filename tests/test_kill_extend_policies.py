@@ -206,7 +206,9 @@ def _verify(root: Path, snap: list[list[int]], scenario: str) -> None:
     assert m["counts"]["rows_written"] == tids.size
     files = {f["kind"]: f["rows"] for f in m["files"]}
     assert files == {"telemetry": tids.size, "events": len(ev)}
-    n = duckdb.sql(f"select count(*) from read_parquet('{run / 'telemetry.parquet'}')").fetchone()
+    # An independent reader; `execute` (not a relation's `fetchone`, gone in DuckDB 2).
+    with duckdb.connect() as con:
+        n = con.execute(f"select count(*) from read_parquet('{run / 'telemetry.parquet'}')").fetchone()
     assert n is not None and n[0] == tids.size
     again = flightlog.recover(root)
     assert again.recovered == [] and not again.errors
