@@ -6,7 +6,8 @@ What returned is known exactly: the child writes, in a memory-mapped file
 outside the run folder (the page cache keeps it through the kill), per thread
 how many rows it had begun to offer and how many rows' calls returned (each
 counter stored *after* the call returned), and the recorder's drop and budget
-counters read after that return.
+counters read after that return, tagged with the returned count they belong to
+(a kill can land between the return and the copy of the counters).
 
 After recovery, per thread: every row is one the thread offered, with its own
 values (no torn row), at most once, in order; every row of a returned
@@ -39,7 +40,7 @@ from flightlog import read_manifest
 
 SLOT_WORDS = 8
 # Per-thread words (slot tid, tid >= 1); slot 0 is the header.
-BEGUN, RETURNED, DROPPED, OVER_BUDGET, EV_BEGUN, EV_RETURNED = range(6)
+BEGUN, RETURNED, DROPPED, OVER_BUDGET, EV_BEGUN, EV_RETURNED, COUNTERS_AT = range(7)
 H_STARTED = 0
 
 CHILD = textwrap.dedent(
@@ -86,6 +87,7 @@ CHILD = textwrap.dedent(
             st = stats()
             P[s + 2] = st["rows_dropped"]
             P[s + 3] = st["rows_over_budget"]
+            P[s + 6] = done
             k += 1
             if k % 5 == 0:
                 P[s + 4] = P[s + 4] + 1
@@ -106,6 +108,7 @@ CHILD = textwrap.dedent(
             st = stats()
             P[s + 2] = st["rows_dropped"]
             P[s + 3] = st["rows_over_budget"]
+            P[s + 6] = done
             if done % 50 == 0:
                 time.sleep(r.choice([0.001, 0.004]))
 
@@ -180,8 +183,13 @@ def _verify(root: Path, snap: list[list[int]], scenario: str) -> None:
         # Rows the recorder counted dropped / over budget, read after the call returned
         # and before the next one began (one thread: all of them among its returned rows).
         excused = s[DROPPED] + s[OVER_BUDGET]
-        assert returned == s[RETURNED] - excused, (
-            f"thread {t}: {s[RETURNED]} rows returned, {excused} counted dropped or over budget, {returned} in the file"
+        # The kill may land after the last call returned but before its counters were
+        # copied (COUNTERS_AT still names the call before): the fate of that last call's
+        # rows is then unknown to the harness, and only they may be missing.
+        unknown = s[RETURNED] - s[COUNTERS_AT]
+        assert s[RETURNED] - excused - unknown <= returned <= s[RETURNED] - excused, (
+            f"thread {t}: {s[RETURNED]} rows returned, {excused} counted dropped or over budget "
+            f"after {s[COUNTERS_AT]} of them, {returned} in the file"
         )
         if scenario == "block":
             assert (mine[: s[RETURNED]] == np.arange(min(s[RETURNED], mine.size))).all()
