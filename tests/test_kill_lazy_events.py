@@ -1,10 +1,14 @@
 """A run whose schema comes with its first ``log()`` (``schema=None``) records an
 event before that first row, and the process is killed with SIGKILL once
 ``event()`` returned (the README: once ``event()`` returns, the event is in the
-run's spool). ``recover`` must publish it.
+run's spool). ``recover`` must publish it: before the first row the events are in
+an events-only spool, which the recorder adopts when the first ``log()`` gives it
+a schema.
 
-Control: the same with one ``log()`` after the event before the kill (the kept
-event then goes to the recorder's spool)."""
+Also: the same with one ``log()`` after the event before the kill (the adopted
+spool); a bare ``FlightRecorder(schema=None)`` killed after an event; and the
+clean paths (a run closed before any row keeps its events; a bare recorder closed
+without a schema leaves no spool behind)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import flightlog
+from flightlog import TelemetryManager
 
 CHILD = textwrap.dedent(
     """
@@ -57,10 +62,78 @@ def test_an_event_before_the_first_row_of_an_inferred_schema_survives_once_a_row
     assert _events_after_kill(tmp_path, then_log=True).count("STARTED") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: before the first log() of an inferred schema, event() keeps the event in process memory only "
-    "(TelemetryManager._buffered, the native PendingRecorder): a kill then loses an event whose call returned",
-)
 def test_an_event_before_the_first_row_of_an_inferred_schema_survives_a_kill(tmp_path: Path) -> None:
-    assert _events_after_kill(tmp_path, then_log=False).count("STARTED") == 1
+    names = _events_after_kill(tmp_path, then_log=False)
+    assert names.count("STARTED") == 1 and names.count("RUN_STARTED") == 1, names
+    assert names.index("RUN_STARTED") < names.index("STARTED")
+
+
+def test_events_before_and_after_the_first_row_keep_their_order_across_a_kill(tmp_path: Path) -> None:
+    names = _events_after_kill(tmp_path, then_log=True)
+    assert [n for n in names if n in ("RUN_STARTED", "STARTED")] == ["RUN_STARTED", "STARTED"]
+
+
+BARE = textwrap.dedent(
+    """
+    import sys
+    from flightlog import FlightRecorder
+    rec = FlightRecorder(sys.argv[1], flush_interval=3600.0)
+    rec.event("EARLY", {"n": 1})
+    rec.event("EARLIER_CLOCK", None, t_wall_ms=-5.0)
+    print("ready", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_a_bare_recorder_without_a_schema_killed_after_events(tmp_path: Path) -> None:
+    run = tmp_path / "rec"
+    with subprocess.Popen([sys.executable, "-c", BARE, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as p:
+        try:
+            assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+    assert (run / ".flightlog.spool").is_dir()
+    # A bare recorder's folder is not a run (no manifest): the core's recovery of one folder.
+    rep = flightlog._core.recover_run_dir(str(run))
+    assert (rep["salvaged_events"], rep["event_rows"], rep["telemetry_rows"]) == (2, 2, 0), rep
+    assert not (run / ".flightlog.spool").exists()
+    ev = pq.read_table(run / "events.parquet").to_pylist()
+    assert [e["event"] for e in ev] == ["EARLY", "EARLIER_CLOCK"]
+    assert ev[1]["t_wall_ms"] == -5.0 and ev[0]["t_wall_ms"] >= 0.0
+    assert not (run / "telemetry.parquet").exists()
+    again = flightlog._core.recover_run_dir(str(run))
+    assert again["salvaged_events"] == 0 and again["event_rows"] == 2, again
+
+
+def test_a_run_closed_before_its_first_row_keeps_its_events(tmp_path: Path) -> None:
+    with TelemetryManager(tmp_path, "lazy") as tm:
+        tm.event("STARTED", {"step": 0})
+        assert tm.recorder is None
+    names = pq.read_table(tm.run_path / "events.parquet")["event"].to_pylist()
+    assert names[:2] == ["RUN_STARTED", "STARTED"] and names[-1] == "RUN_FINISHED"
+    assert pq.read_table(tm.run_path / "telemetry.parquet").num_rows == 0
+    assert not (tm.run_path / ".flightlog.spool").exists()
+
+
+def test_a_bare_recorder_closed_without_a_schema_leaves_no_spool(tmp_path: Path) -> None:
+    rec = flightlog.FlightRecorder(tmp_path / "rec")
+    rec.event("EARLY")
+    assert (tmp_path / "rec" / ".flightlog.spool").is_dir()
+    with pytest.warns(RuntimeWarning, match="1 event"):
+        rec.close()
+    assert not (tmp_path / "rec" / ".flightlog.spool").exists()
+    assert flightlog.recover(tmp_path / "rec").recovered == []
+
+
+def test_a_failed_first_log_keeps_the_early_events(tmp_path: Path) -> None:
+    with TelemetryManager(tmp_path, "lazy") as tm:
+        tm.event("STARTED")
+        with pytest.raises(flightlog.SchemaError, match="cannot infer the type of field 'E'"):
+            tm.log(E=object())  # no dtype for it: the schema is not inferred
+        assert tm.recorder is None
+        tm.log(E=0.5)
+    names = pq.read_table(tm.run_path / "events.parquet")["event"].to_pylist()
+    assert names.count("STARTED") == 1
+    assert pq.read_table(tm.run_path / "telemetry.parquet")["E"].to_pylist() == [0.5]

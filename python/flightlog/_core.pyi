@@ -97,7 +97,12 @@ class Recorder:
         call floor)."""
     def event(self, name: str, payload_json: str | None = None, t_wall_ms: float | None = None) -> None:
         """An event with a JSON payload (already serialised). Before the schema is
-        known (no ``log()`` yet) it is kept and recorded when the recorder starts."""
+        known (no ``log()`` yet) it is kept, in an events-only spool that ``recover``
+        publishes after a crash, and recorded when the recorder starts."""
+    def start(self, spec: list[_FieldSpec]) -> None:
+        """Gives a recorder whose schema is not known yet this schema (of the version it
+        was made with) instead of one its first ``log()`` would infer; an error if it
+        has one already."""
     def flush(self) -> None:
         """Returns when every earlier row is in a published segment."""
     def close(self, defer_folder_sync: bool = False) -> PathLike[str] | str | None:

@@ -386,6 +386,11 @@ class FlightRecorder:
         text = payload_json(name, payload)  # standard JSON: NaN/inf as strings; TypeError if it cannot be
         self._native.event(name, text, None if t_wall_ms is None else float(t_wall_ms))
 
+    def _start(self, schema: Schema) -> None:
+        """Gives a recorder made with ``schema=None`` this schema before any ``log()``
+        (a run closed before its first row records its events with it)."""
+        self._native.start(schema._spec())
+
     def flush(self) -> None:
         """Returns when every row recorded before the call is in a published segment."""
         self._native.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +61,7 @@ class _Finishing:
     _manifest_etag: str | None
     _tree: RootTree
     _recorder: Any
+    _pending: Any
     _schema: Schema | None
     _outcome: str | None
     _flow_dir: Any
@@ -306,10 +308,12 @@ class _Finishing:
     def _abandon(self) -> None:
         """Undo the claim after the recorder could not start."""
         self._closed = True
-        rec = self._recorder
-        if rec is not None:
-            with contextlib.suppress(Exception):
-                rec.close()
+        for rec in (self._recorder, self._pending):
+            if rec is not None:
+                # A pending recorder's events go with the claim (no warning about them).
+                with contextlib.suppress(Exception), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    rec.close()
         folder = self._manifest_rel.rsplit("/", 1)[0] if self.mode == "run" else None
         self._tree.unclaim(self._manifest_rel, folder)
 

@@ -174,16 +174,6 @@ def _with_constant_fields(schema: Schema, constants: Mapping[str, str]) -> Schem
     return schema.with_fields(extra, first=True) if extra else schema
 
 
-class _Buffered:
-    """Events recorded before a lazily created recorder exists."""
-
-    __slots__ = ("items",)
-
-    def __init__(self) -> None:
-        # (name, payload, time.monotonic() at the call, explicit t_wall_ms or None)
-        self.items: list[tuple[str, Any, float, float | None]] = []
-
-
 class TelemetryManager(_Finishing):
     """One run of a flow: ids, folder or parts, manifest, events, constant columns.
 
@@ -304,7 +294,9 @@ class TelemetryManager(_Finishing):
         self._collected = False  # finished by the garbage collector (__del__)
         # A forked child inherits this object but not the run: see close().
         self._pid = os.getpid()
-        self._buffered = _Buffered()
+        # Lazy mode: the recorder of the events recorded before the first log() (its
+        # schema comes with that log()), which keeps them in its spool.
+        self._pending: Any = None
         self._t0 = time.monotonic()
         self._recorder: Any = None
 
@@ -413,14 +405,6 @@ class TelemetryManager(_Finishing):
         self.extend = rec.extend  # type: ignore[method-assign]
         self.flush = rec.flush  # type: ignore[method-assign]
 
-    def _drain_buffered(self, rec: Any) -> None:
-        items, self._buffered.items = self._buffered.items, []
-        if not items:
-            return
-        start = time.monotonic()
-        for name, payload, t, explicit in items:
-            rec.event(name, payload, t_wall_ms=(t - start) * 1e3 if explicit is None else explicit)
-
     def _check_owner(self) -> None:
         """A forked child does not own its parent's run: refuse before taking
         ``self._lock``, which a parent thread may have held at the fork (it is never
@@ -447,27 +431,35 @@ class TelemetryManager(_Finishing):
                     ],
                     version=1 if self._schema_version is None else int(self._schema_version),
                 )
-                rec = self._new_recorder(schema)
+                if self._pending is None:
+                    rec = self._new_recorder(schema)
+                else:
+                    rec = self._pending
+                    rec._start(schema)
             else:
-                rec = self._new_recorder(None)
+                rec = self._pending_recorder()
                 try:
                     rec.log(**first_log)  # infers the schema (constants first) and records the row
                 except BaseException:
                     if _schema_of(rec) is None:  # inference failed: try again on the next log()
-                        with contextlib.suppress(Exception):
-                            rec.close()
                         raise
                     self._adopt(rec)  # the schema stands; only this row was refused
                     raise
             self._adopt(rec)
             return rec
 
+    def _pending_recorder(self) -> Any:
+        """Lazy mode, before the first log(): the recorder without a schema yet
+        (made on the first call; it claims the run folder)."""
+        if self._pending is None:
+            self._pending = self._new_recorder(None)
+        return self._pending
+
     def _adopt(self, rec: Any) -> None:
-        self._recorder = rec
+        self._recorder, self._pending = rec, None
         schema = _schema_of(rec)
         if schema is not None:
             self._check_units(schema, stacklevel=5)
-        self._drain_buffered(rec)
         self._bind(rec)
 
     # Used until the recorder exists (schema=None); then replaced per instance by
@@ -520,8 +512,8 @@ class TelemetryManager(_Finishing):
                 self._outcome = OUTCOME_OF_EVENT[name]
             rec = self._recorder
             if rec is None:
-                _events.payload_json(name, payload)  # TypeError now, as the recorder would raise
-                self._buffered.items.append((name, payload, time.monotonic(), t_wall_ms))
+                # Before the first log(): in the spool of the recorder to come.
+                self._pending_recorder().event(name, payload, t_wall_ms=t_wall_ms)
                 return
         if t_wall_ms is None:
             rec.event(name, payload)

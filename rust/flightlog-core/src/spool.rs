@@ -6,7 +6,10 @@
 //! an object store, in a local folder). It holds:
 //!
 //! * `meta.json`: what a reader needs to turn words back into rows (schema,
-//!   constants, file metadata, row width, the writer's pid and **boot id**);
+//!   constants, file metadata, row width, the writer's pid and **boot id**).
+//!   A recorder whose schema comes with its first row spools its earlier
+//!   events in a spool whose metadata has no schema yet
+//!   ([`SpoolMeta::events_only`]); the recorder adopts it ([`Spool::adopt`]);
 //! * `lane-NNN.ring`: one memory-mapped [`SpscRing`] per recording thread.
 //!   A row is in the page cache once `record()` returns: the kernel keeps it
 //!   through `kill -9`, a segfault or an OOM kill of the process;
@@ -115,6 +118,14 @@ pub struct SpoolMeta {
     /// recording's own folder (and in spools written before it was kept).
     #[serde(default)]
     pub location: Option<String>,
+}
+
+impl SpoolMeta {
+    /// True for the spool of a recorder whose schema was not known yet
+    /// (its `schema_json` is empty): it holds events, never rows.
+    pub fn events_only(&self) -> bool {
+        self.schema_json.is_empty()
+    }
 }
 
 /// This boot's identity (Linux), to tell a spool written before a reboot.
@@ -277,10 +288,35 @@ impl Spool {
 
     /// Records event number `seq`.
     pub fn log_event(&self, seq: u64, event: &SpooledEvent) -> Result<()> {
-        let mut line = serde_json::to_vec(&(seq, event))
-            .map_err(|e| CoreError::write(format!("event to JSON: {e}")))?;
-        line.push(b'\n');
-        self.append(&self.events, EVENTS_LOG, &line)
+        self.append(&self.events, EVENTS_LOG, &event_line(seq, event)?)
+    }
+
+    /// Makes the events-only spool of a recorder whose schema was not known
+    /// yet (see [`SpoolMeta::events_only`]) the spool of the recorder that now
+    /// has one: `events.log` is rewritten with `events` (their times on that
+    /// recorder's clock), then `meta.json` is replaced by `meta`. Each file is
+    /// replaced by a rename, so a kill leaves the old or the new one whole:
+    /// before the second rename the spool still reads as events only, which
+    /// it is (no row can be recorded before this returns).
+    pub fn adopt(self, meta: &SpoolMeta, events: &[(u64, SpooledEvent)]) -> Result<Spool> {
+        let mut log = Vec::new();
+        for (seq, event) in events {
+            log.extend(event_line(*seq, event)?);
+        }
+        *lock(&self.events) = None;
+        replace(&self.dir.join(EVENTS_LOG), &log)?;
+        let text = serde_json::to_string(meta)
+            .map_err(|e| CoreError::write(format!("spool metadata: {e}")))?;
+        replace(&self.dir.join(META), text.as_bytes())?;
+        Ok(Spool {
+            dir: self.dir,
+            width: meta.width,
+            capacity: meta.ring_capacity,
+            journal: self.journal,
+            dict: self.dict,
+            events: Mutex::new(None),
+            errors: self.errors,
+        })
     }
 
     fn append(&self, slot: &Mutex<Option<File>>, name: &str, bytes: &[u8]) -> Result<()> {
@@ -317,6 +353,24 @@ impl Spool {
             let _ = fs::remove_dir(base);
         }
     }
+}
+
+/// One line of `events.log`: `[seq, event]` as JSON.
+fn event_line(seq: u64, event: &SpooledEvent) -> Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(&(seq, event))
+        .map_err(|e| CoreError::write(format!("event to JSON: {e}")))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Replaces `path` by `bytes` through a temp file and a rename (no fsync: the
+/// spool outlives the process, not the machine).
+fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, bytes).map_err(|e| io("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io("rename", &tmp, e))
 }
 
 /// An event as the spool keeps it.

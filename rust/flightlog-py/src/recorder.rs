@@ -1022,6 +1022,28 @@ impl PyRecorder {
         }
     }
 
+    /// Gives a recorder whose schema is not known yet the schema `spec` (of
+    /// the version it was made with) instead of one its first `log()` would
+    /// infer: a run closed before its first row, whose events the recorder
+    /// holds. An error if it has a schema already.
+    fn start(&self, py: Python<'_>, spec: Vec<FieldSpec>) -> PyResult<()> {
+        let mut guard = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        if self.active.get().is_some() {
+            return Err(SchemaError::new_err("the recorder has a schema already"));
+        }
+        let Some(deferred) = guard.take() else {
+            return self.active().map(|_| ());
+        };
+        let schema = match schema_from_spec(spec, deferred.pending.schema_version()) {
+            Ok(schema) => schema,
+            Err(e) => {
+                *guard = Some(deferred);
+                return Err(e);
+            }
+        };
+        self.init(schema, deferred, py).map(|_| ())
+    }
+
     /// Blocks until every earlier row is durable.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         match self.active.get() {

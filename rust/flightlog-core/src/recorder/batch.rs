@@ -146,6 +146,15 @@ pub(crate) fn salvaged_batches(s: &spool::Salvaged) -> Result<Option<SalvagedBat
     let Some(meta) = &s.meta else {
         return Ok(None);
     };
+    if meta.events_only() {
+        // A recorder killed before its first row gave it a schema: its events.
+        return Ok(Some(SalvagedBatches {
+            telemetry: None,
+            events: salvaged_events(s, meta)?,
+            arrow_schema: Arc::new(arrow_schema::Schema::empty()),
+            file_kv: meta.file_kv.clone(),
+        }));
+    }
     let schema = Schema::from_json(&meta.schema_json)?;
     let mut constants: Vec<Option<Value>> = vec![None; schema.fields.len()];
     let mut constant_idx = Vec::new();
@@ -199,27 +208,30 @@ pub(crate) fn salvaged_batches(s: &spool::Salvaged) -> Result<Option<SalvagedBat
             &mut pending,
         )?)
     };
-    let events = if s.events.is_empty() {
-        None
-    } else {
-        let rows: Vec<EventRow> = s
-            .events
-            .iter()
-            .map(|e| EventRow {
-                t_wall_ms: e.t_wall_ms,
-                iter: e.iter,
-                name: e.name.clone(),
-                payload: e.payload.clone(),
-            })
-            .collect();
-        Some(build_events_batch(meta.run_id.as_deref(), &rows)?)
-    };
     Ok(Some(SalvagedBatches {
         telemetry,
-        events,
+        events: salvaged_events(s, meta)?,
         arrow_schema,
         file_kv: meta.file_kv.clone(),
     }))
+}
+
+/// The salvaged events as one batch (None without any).
+fn salvaged_events(s: &spool::Salvaged, meta: &spool::SpoolMeta) -> Result<Option<RecordBatch>> {
+    if s.events.is_empty() {
+        return Ok(None);
+    }
+    let rows: Vec<EventRow> = s
+        .events
+        .iter()
+        .map(|e| EventRow {
+            t_wall_ms: e.t_wall_ms,
+            iter: e.iter,
+            name: e.name.clone(),
+            payload: e.payload.clone(),
+        })
+        .collect();
+    Ok(Some(build_events_batch(meta.run_id.as_deref(), &rows)?))
 }
 
 /// Writer properties of a salvaged segment: the recording's metadata plus `extra`.

@@ -19,6 +19,18 @@ pub(super) struct EventRow {
     pub(super) payload: Option<String>,
 }
 
+impl EventRow {
+    /// The event as the spool keeps it.
+    pub(super) fn spooled(&self) -> crate::spool::SpooledEvent {
+        crate::spool::SpooledEvent {
+            t_wall_ms: self.t_wall_ms,
+            iter: self.iter,
+            name: self.name.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+}
+
 /// Arrow schema of events files.
 pub fn events_arrow_schema() -> SchemaRef {
     Arc::new(ArrowSchema::new(vec![

@@ -225,6 +225,42 @@ pub struct Recorder {
     claim: Option<Claim>,
 }
 
+/// Key-value metadata of every file of a recording: the schema (None while it
+/// is not known: the events-only spool of a [`PendingRecorder`]), versions,
+/// the run id and the caller's metadata, whose keys may not be flightlog's.
+fn file_metadata(
+    schema_version: i64,
+    schema: Option<&Schema>,
+    config: &RecorderConfig,
+) -> Result<Vec<(String, String)>> {
+    let mut file_kv = vec![
+        ("schema_version".to_string(), schema_version.to_string()),
+        (
+            "flightlog.format_version".to_string(),
+            FORMAT_VERSION.to_string(),
+        ),
+        (
+            "flightlog.writer".to_string(),
+            format!("flightlog {}", env!("CARGO_PKG_VERSION")),
+        ),
+    ];
+    if let Some(schema) = schema {
+        file_kv.insert(2, ("flightlog.schema".to_string(), schema.to_json()));
+    }
+    if let Some(run_id) = &config.run_id {
+        file_kv.push(("flightlog.run_id".to_string(), run_id.clone()));
+    }
+    for (k, v) in &config.metadata {
+        if file_kv.iter().any(|(key, _)| key == k) || k == "flightlog.schema" {
+            return Err(CoreError::Config(format!(
+                "metadata key '{k}' is reserved by flightlog"
+            )));
+        }
+        file_kv.push((k.clone(), v.clone()));
+    }
+    Ok(file_kv)
+}
+
 impl Recorder {
     /// Creates the output directories and starts the flusher thread.
     ///
@@ -241,11 +277,27 @@ impl Recorder {
     /// until `close`.
     pub fn new_claimed(
         schema: Schema,
-        mut config: RecorderConfig,
+        config: RecorderConfig,
         claim: Option<Claim>,
     ) -> Result<Recorder> {
+        Recorder::start(schema, config, claim, pending::Handover::default())
+    }
+
+    /// [`Recorder::new_claimed`], taking over what a [`PendingRecorder`]
+    /// kept: its events, and the spool they are in (whose instance number
+    /// this recording then has).
+    fn start(
+        schema: Schema,
+        mut config: RecorderConfig,
+        claim: Option<Claim>,
+        mut handover: pending::Handover,
+    ) -> Result<Recorder> {
         config.validate()?;
-        config.layout = config.layout.with_instance(instance_id());
+        let adopted = handover.spool.take();
+        let instance = adopted
+            .as_ref()
+            .map_or_else(instance_id, |spool| spool.instance);
+        config.layout = config.layout.with_instance(instance);
         let mut constants: Vec<Option<Value>> = vec![None; schema.fields.len()];
         let mut constant_idx = Vec::new();
         for (name, value) in &config.constants {
@@ -276,29 +328,7 @@ impl Recorder {
 
         prepare_dirs(&config.layout)?;
 
-        let mut file_kv = vec![
-            ("schema_version".to_string(), schema.version.to_string()),
-            (
-                "flightlog.format_version".to_string(),
-                FORMAT_VERSION.to_string(),
-            ),
-            ("flightlog.schema".to_string(), schema.to_json()),
-            (
-                "flightlog.writer".to_string(),
-                format!("flightlog {}", env!("CARGO_PKG_VERSION")),
-            ),
-        ];
-        if let Some(run_id) = &config.run_id {
-            file_kv.push(("flightlog.run_id".to_string(), run_id.clone()));
-        }
-        for (k, v) in &config.metadata {
-            if file_kv.iter().any(|(key, _)| key == k) {
-                return Err(CoreError::Config(format!(
-                    "metadata key '{k}' is reserved by flightlog"
-                )));
-            }
-            file_kv.push((k.clone(), v.clone()));
-        }
+        let file_kv = file_metadata(schema.version, Some(&schema), &config)?;
 
         let ring_capacity = config.ring_capacity.next_power_of_two().max(2);
         let wake_mask = (ring_capacity as u64 / 4).max(1) - 1;
@@ -319,11 +349,44 @@ impl Recorder {
             run_id: config.run_id.clone(),
             location: spool_location(&config),
         };
-        let (spool_base, local) = spool_dir(&config);
-        if local {
-            spool::check_no_unfinished(&spool_base, None)?;
-        }
-        let spool = Arc::new(Spool::create(&spool_base, &spool_meta)?);
+        // Events recorded before the schema was known, on this recorder's
+        // clock (before its start: negative times).
+        let start = Instant::now();
+        let early: Vec<EventRow> = std::mem::take(&mut handover.events)
+            .into_iter()
+            .map(|(name, payload, t_wall_ms, at)| EventRow {
+                t_wall_ms: t_wall_ms
+                    .unwrap_or_else(|| -start.duration_since(at).as_secs_f64() * 1e3),
+                iter: None,
+                name,
+                payload,
+            })
+            .collect();
+        let spool = match adopted {
+            // The early events are in this spool already: rewritten with
+            // their new times, under the same sequence numbers.
+            Some(pending) => {
+                let spooled: Vec<(u64, SpooledEvent)> = early
+                    .iter()
+                    .enumerate()
+                    .map(|(seq, e)| (seq as u64, e.spooled()))
+                    .collect();
+                Arc::new(pending.into_spool().adopt(&spool_meta, &spooled)?)
+            }
+            None => {
+                let (spool_base, local) = spool_dir(&config);
+                if local {
+                    spool::check_no_unfinished(&spool_base, None)?;
+                }
+                let spool = Spool::create(&spool_base, &spool_meta)?;
+                for (seq, e) in early.iter().enumerate() {
+                    if spool.log_event(seq as u64, &e.spooled()).is_err() {
+                        spool.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Arc::new(spool)
+            }
+        };
         for (i, d) in dictionaries.iter().enumerate() {
             if let Some(d) = d {
                 d.spool_to(i, Arc::clone(&spool));
@@ -336,7 +399,7 @@ impl Recorder {
             lane_init: Mutex::new(()),
             spool,
             sample_index: AtomicU64::new(0),
-            events_seq: AtomicU64::new(0),
+            events_seq: AtomicU64::new(early.len() as u64),
             wake_mask,
             arrow_schema: schema.arrow_schema(),
             rules: RowRules::new(&schema, &row_layout),
@@ -345,15 +408,18 @@ impl Recorder {
             dictionaries,
             constants,
             config,
-            counters: Counters::default(),
-            start: Instant::now(),
+            counters: Counters {
+                events: AtomicU64::new(early.len() as u64),
+                ..Counters::default()
+            },
+            start,
             iter_slot,
             budget_hit: AtomicBool::new(false),
             pending_error: Mutex::new(None),
             has_error: AtomicBool::new(false),
             flush: Mutex::new(FlushState::default()),
             flush_done: Condvar::new(),
-            events: Mutex::new(Vec::new()),
+            events: Mutex::new(early),
             flusher_thread: std::sync::OnceLock::new(),
             flusher_stopped: AtomicBool::new(false),
             file_kv,
@@ -651,19 +717,7 @@ impl Recorder {
         // In the spool before the call returns (under the events lock, so
         // sequence numbers follow the order of `events`).
         let seq = shared.events_seq.fetch_add(1, Ordering::Relaxed);
-        if shared
-            .spool
-            .log_event(
-                seq,
-                &SpooledEvent {
-                    t_wall_ms: event.t_wall_ms,
-                    iter: event.iter,
-                    name: event.name.clone(),
-                    payload: event.payload.clone(),
-                },
-            )
-            .is_err()
-        {
+        if shared.spool.log_event(seq, &event.spooled()).is_err() {
             shared.spool.errors.fetch_add(1, Ordering::Relaxed);
         }
         events.push(event);

@@ -3,22 +3,73 @@
 //! starts the [`Recorder`] ([`PendingRecorder::prepare`], then
 //! [`ReadyRecorder::start`]). A binding supplies the values' conversions; the
 //! order of the checks, the schema inferred and the errors are decided here.
+//!
+//! Events are in a spool before `event` returns, as a started recorder's are:
+//! the first one creates an events-only spool ([`SpoolMeta::events_only`]),
+//! which `recover` publishes if the process dies before the first row, and
+//! which the recorder adopts when it starts.
 
 use std::time::Instant;
 
-use crate::claim::{Claim, Owner};
+use crate::claim::{instance_id, Claim, Owner};
 use crate::error::{CoreError, Result};
 use crate::schema::{DType, Field, Schema, Value};
+use crate::spool::{self, Spool, SpoolMeta, SpooledEvent};
 
 use super::rows::filled_in;
-use super::{Recorder, RecorderConfig};
+use super::{file_metadata, spool_dir, spool_location, Recorder, RecorderConfig};
 
 /// An event recorded before the schema was known: name, JSON payload, the
 /// caller's `t_wall_ms`, and when it happened (for a stamped time).
-type PendingEvent = (String, Option<String>, Option<f64>, Instant);
+pub(super) type PendingEvent = (String, Option<String>, Option<f64>, Instant);
+
+/// The events-only spool of a pending recorder. Removed when dropped unless
+/// a recorder adopted it ([`PendingSpool::into_spool`]): a recorder closed
+/// before any row gave it a schema writes no events (the binding says so), and
+/// a forked child leaves its parent's spool alone.
+pub(super) struct PendingSpool {
+    spool: Option<Spool>,
+    pub(super) instance: u64,
+    owner: Owner,
+}
+
+impl PendingSpool {
+    /// The spool, for the recorder that adopts it.
+    pub(super) fn into_spool(mut self) -> Spool {
+        self.spool.take().expect("taken only here")
+    }
+}
+
+impl Drop for PendingSpool {
+    fn drop(&mut self) {
+        if let Some(spool) = self.spool.take() {
+            if self.owner.is_current() {
+                spool.close_files();
+                spool.remove();
+            }
+        }
+    }
+}
+
+/// What a pending recorder hands to the recorder it starts.
+#[derive(Default)]
+pub(super) struct Handover {
+    pub(super) events: Vec<PendingEvent>,
+    pub(super) spool: Option<PendingSpool>,
+}
 
 /// Settings kept until the schema is known.
 pub struct PendingRecorder {
+    /// The spool of the events kept so far (before `claim`: dropped first, so
+    /// the folder's claim is released only once it is gone).
+    spool: Option<PendingSpool>,
+    /// The spool could not be made (a full disk, or an unfinished recording's
+    /// spool in the folder, which starting the recorder will report): events
+    /// are kept in memory only.
+    spool_failed: bool,
+    /// When the recorder was made: the clock of spooled events' times until
+    /// the recorder starts (which then moves them to its own).
+    made: Instant,
     /// The folder's claim, taken at construction, handed to the recorder.
     claim: Option<Claim>,
     /// The process that made the recorder: a forked child must not start one
@@ -45,6 +96,9 @@ impl PendingRecorder {
         config.validate()?;
         let claim = Claim::acquire(&config.layout)?;
         Ok(PendingRecorder {
+            spool: None,
+            spool_failed: false,
+            made: Instant::now(),
             claim,
             owner: Owner::current(),
             config,
@@ -59,10 +113,58 @@ impl PendingRecorder {
         self.schema_version
     }
 
-    /// Keeps an event for the recorder to come.
+    /// Keeps an event for the recorder to come, in the spool before it
+    /// returns (the first event creates the spool; if it cannot, events are
+    /// kept in memory only, as a started recorder keeps rows when its spool
+    /// fails).
     pub fn event(&mut self, name: &str, payload_json: Option<String>, t_wall_ms: Option<f64>) {
+        let at = Instant::now();
+        if self.spool.is_none() && !self.spool_failed && self.owner.is_current() {
+            self.spool = self.create_spool().ok();
+            self.spool_failed = self.spool.is_none();
+        }
+        if let Some(spool) = self.spool.as_ref().and_then(|p| p.spool.as_ref()) {
+            let event = SpooledEvent {
+                t_wall_ms: t_wall_ms
+                    .unwrap_or_else(|| at.duration_since(self.made).as_secs_f64() * 1e3),
+                iter: None,
+                name: name.to_owned(),
+                payload: payload_json.clone(),
+            };
+            if spool.log_event(self.events.len() as u64, &event).is_err() {
+                spool
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         self.events
-            .push((name.to_owned(), payload_json, t_wall_ms, Instant::now()));
+            .push((name.to_owned(), payload_json, t_wall_ms, at));
+    }
+
+    /// The events-only spool, where the recorder's spool will be.
+    fn create_spool(&self) -> Result<PendingSpool> {
+        let instance = instance_id();
+        let mut config = self.config.clone();
+        config.layout = config.layout.with_instance(instance);
+        let meta = SpoolMeta {
+            format: 1,
+            boot_id: spool::boot_id(),
+            pid: std::process::id(),
+            instance,
+            width: 0,
+            ring_capacity: 0,
+            schema_json: String::new(),
+            constants: Vec::new(),
+            file_kv: file_metadata(self.schema_version, None, &config)?,
+            run_id: config.run_id.clone(),
+            location: spool_location(&config),
+        };
+        let (base, _) = spool_dir(&config);
+        Ok(PendingSpool {
+            spool: Some(Spool::create(&base, &meta)?),
+            instance,
+            owner: Owner::current(),
+        })
     }
 
     /// Events kept so far (not written if the recorder never starts).
@@ -104,7 +206,7 @@ impl PendingRecorder {
     /// `constant_value(i, name, dtype)`. Fails in a forked child or for a
     /// constant not in the schema (the claim is then released).
     pub fn prepare<E: From<CoreError>>(
-        self,
+        mut self,
         schema: Schema,
         mut constant_value: impl FnMut(usize, &str, &DType) -> std::result::Result<Value, E>,
     ) -> std::result::Result<ReadyRecorder, E> {
@@ -123,8 +225,11 @@ impl PendingRecorder {
         Ok(ReadyRecorder {
             schema,
             config,
-            claim: self.claim,
-            events: self.events,
+            claim: self.claim.take(),
+            handover: Handover {
+                events: std::mem::take(&mut self.events),
+                spool: self.spool.take(),
+            },
         })
     }
 }
@@ -132,22 +237,19 @@ impl PendingRecorder {
 /// A recorder with its schema and constants, not started yet (a binding
 /// starts it without holding its interpreter lock).
 pub struct ReadyRecorder {
+    // `handover` before `claim`: its spool goes before the claim is released.
+    handover: Handover,
     schema: Schema,
     config: RecorderConfig,
     claim: Option<Claim>,
-    events: Vec<PendingEvent>,
 }
 
 impl ReadyRecorder {
-    /// Starts the recorder ([`Recorder::new_claimed`]) and records the events
-    /// kept so far at the times they happened (negative on its clock).
+    /// Starts the recorder ([`Recorder::new_claimed`]) with the events kept
+    /// so far, at the times they happened (negative on its clock), and the
+    /// spool they are in.
     pub fn start(self) -> Result<Recorder> {
-        let rec = Recorder::new_claimed(self.schema, self.config, self.claim)?;
-        for (name, payload, t_wall_ms, at) in self.events {
-            let t = t_wall_ms.unwrap_or_else(|| rec.now_ms() - at.elapsed().as_secs_f64() * 1e3);
-            rec.event(&name, payload, Some(t))?;
-        }
-        Ok(rec)
+        Recorder::start(self.schema, self.config, self.claim, self.handover)
     }
 }
 
@@ -155,6 +257,77 @@ impl ReadyRecorder {
 mod tests {
     use super::*;
     use crate::OutputLayout;
+    use std::collections::BTreeMap;
+
+    fn spool_of(run: &std::path::Path) -> Vec<std::path::PathBuf> {
+        spool::spool_dirs(&run.join(spool::SPOOL_DIR_NAME))
+    }
+
+    /// Events before the schema are in an events-only spool when `event`
+    /// returns (what recover would publish after a kill); the recorder that
+    /// starts adopts that spool, with the events' times moved to its clock.
+    #[test]
+    fn early_events_are_spooled_then_adopted_by_the_recorder() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let mut p = pending(&run, &[]);
+        assert!(spool_of(&run).is_empty(), "no spool before the first event");
+        p.event("START", Some("{\"k\":1}".into()), None);
+        p.event("CONFIG", None, Some(42.0));
+        let spools = spool_of(&run);
+        assert_eq!(spools.len(), 1);
+        let s = spool::salvage(&spools[0], &BTreeMap::new(), 0).unwrap();
+        assert!(s.meta.as_ref().unwrap().events_only());
+        let names: Vec<&str> = s.events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["START", "CONFIG"]);
+        assert_eq!(s.events[1].t_wall_ms, 42.0);
+        assert!(s.events[0].t_wall_ms >= 0.0);
+        let batches = crate::recorder::salvaged_batches(&s).unwrap().unwrap();
+        assert!(batches.telemetry.is_none());
+        assert_eq!(batches.events.unwrap().num_rows(), 2);
+
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let schema = Schema::new(vec![Field::new("E", DType::F64)], 1).unwrap();
+        let rec = p
+            .prepare(schema, |_, _, _| Ok::<_, CoreError>(Value::Null))
+            .and_then(ReadyRecorder::start)
+            .unwrap();
+        assert_eq!(spool_of(&run), spools, "the recorder took over the spool");
+        let s = spool::salvage(&spools[0], &BTreeMap::new(), 0).unwrap();
+        assert!(!s.meta.as_ref().unwrap().events_only());
+        assert_eq!(s.events.len(), 2);
+        assert!(s.events[0].t_wall_ms < 0.0, "before the recorder's start");
+        assert_eq!(s.events[1].t_wall_ms, 42.0);
+        rec.event("LATER", None, None).unwrap();
+        let s = spool::salvage(&spools[0], &BTreeMap::new(), 0).unwrap();
+        let names: Vec<&str> = s.events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["START", "CONFIG", "LATER"], "numbered on");
+        assert_eq!(rec.stats().events, 3);
+        rec.close().unwrap();
+        assert!(!run.join(spool::SPOOL_DIR_NAME).exists());
+        let events = crate::read::read_events(&OutputLayout::run_folder(&run)).unwrap();
+        let total: usize = events
+            .iter()
+            .flat_map(|(_, b)| b)
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(total, 3);
+    }
+
+    /// A pending recorder dropped before any row (a binding's close without
+    /// a schema) leaves no spool, and releases the folder.
+    #[test]
+    fn a_pending_recorder_dropped_leaves_no_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let mut p = pending(&run, &[]);
+        p.event("START", None, None);
+        assert_eq!(spool_of(&run).len(), 1);
+        drop(p);
+        assert!(!run.join(spool::SPOOL_DIR_NAME).exists());
+        let mut again = pending(&run, &[]);
+        again.event("START", None, None);
+    }
 
     fn pending(dir: &std::path::Path, constants: &[&str]) -> PendingRecorder {
         let config = RecorderConfig::new(OutputLayout::run_folder(dir));
