@@ -277,6 +277,7 @@ HOSTILE_FILES = [
     "tests/test_kill_extend_policies.py",
     "tests/test_fork_then_kill.py",
     "tests/test_kill_lazy_events.py",
+    "tests/test_pending_spool_hostile.py",
 ]
 HOSTILE_CASES = [
     (
@@ -401,6 +402,28 @@ HOSTILE_CASES = [
         "kill pass: an `event()` before the first `log()` of an inferred schema was in process memory only "
         "(lost on a kill); now in an events-only spool the recorder adopts",
         "test_kill_lazy_events.py; pending.rs::early_events_are_spooled_*, *_dropped_leaves_no_spool",
+    ),
+    (
+        "pending-spool pass: `event()` or a second first `log()` racing the first `log()` of a bare schema-less "
+        "recorder deadlocked (a mutex held across the released interpreter lock)",
+        "test_pending_spool_hostile.py::test_a_bare_recorder_event_racing_*, *_two_threads_racing_*",
+    ),
+    (
+        "pending-spool pass: a forked child's early `event()` was written into its parent's spool",
+        "test_pending_spool_hostile.py::test_a_forked_childs_event_*",
+    ),
+    (
+        "pending-spool pass: an event time of NaN or infinity was lost on a kill (JSON `null` in the spool)",
+        "test_pending_spool_hostile.py::test_an_early_event_with_a_non_finite_time_*; spool.rs::non_finite_*",
+    ),
+    (
+        "pending-spool pass: an `overwrite=True` output file killed before its first row was half replaced",
+        "test_pending_spool_hostile.py::test_a_replacing_output_file_killed_*",
+    ),
+    (
+        "pending-spool pass: a schema-less recorder in a folder holding a dead recording's spool accepted events "
+        "it could not keep",
+        "test_pending_spool_hostile.py::test_a_schema_less_recorder_in_a_folder_with_a_dead_spool_*",
     ),
 ]
 

@@ -18,8 +18,13 @@ spool when its first row gives it a schema.
 * ``os.fork()`` after an early event;
 * ``recover`` on a live pending run, ``event()`` after ``close()``, odd payloads.
 
-Scenarios that could hang run in a child process under a timeout. Defects
-found are strict xfails whose reason names the cause.
+Scenarios that could hang run in a child process under a timeout. The pass
+found six defects; five are fixed (a deadlock of ``event()`` or a second first
+``log()`` against the first on a bare recorder, a forked child's early event
+written into its parent's spool, non-finite event times lost on a kill, a
+replacing output file half-replaced after a kill before its first row, early
+events accepted in a folder holding a dead recording's spool) and their tests
+pass; the sixth is a strict xfail whose reason names the cause.
 """
 
 from __future__ import annotations
@@ -418,24 +423,12 @@ BARE_RACE = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PyRecorder::infer/start hold the `deferred` mutex across py.detach(ready.start()) "
-    "(rust/flightlog-py/src/recorder.rs:736,759 -> 573) while event() takes that mutex with the GIL held "
-    "(recorder.rs:1010): the first log() can never get the GIL back (deadlock)",
-)
 def test_a_bare_recorder_event_racing_its_first_log(tmp_path: Path) -> None:
     for trial in _run_child(BARE_RACE, str(tmp_path), "event", timeout=5):
         assert trial["names"][0] == "EARLY" and trial["names"].count("SPAM") == trial["n"]
         assert trial["rows"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two first log() calls on a schema-less FlightRecorder deadlock: infer() locks `deferred` "
-    "with the GIL held (rust/flightlog-py/src/recorder.rs:736) while the other thread holds it across "
-    "py.detach(ready.start()) (recorder.rs:573) and waits for the GIL",
-)
 def test_two_threads_racing_the_first_log_of_a_bare_recorder(tmp_path: Path) -> None:
     for trial in _run_child(BARE_RACE, str(tmp_path), "log", timeout=5):
         assert trial["names"] == ["EARLY"] and trial["rows"] == 2
@@ -624,13 +617,6 @@ FORK_BARE = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a forked child's event() on a schema-less FlightRecorder is accepted (no FlightlogError) "
-    "and appended to the parent's events-only spool: PendingRecorder::event checks the owner only before "
-    "creating the spool (rust/flightlog-core/src/recorder/pending.rs:122), not before writing to it (:134); "
-    "PyRecorder::event's deferred branch (rust/flightlog-py/src/recorder.rs:1016) never checks it",
-)
 def test_a_forked_childs_event_on_a_pending_bare_recorder(tmp_path: Path) -> None:
     path = tmp_path / "rec"
     proc = subprocess.run(
@@ -787,13 +773,6 @@ NONFINITE_TIME = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: event(t_wall_ms=nan/inf) is accepted and written by close(), but lost after a kill: the spool "
-    "line is serialised with serde_json, which writes a non-finite f64 as null (rust/flightlog-core/src/spool.rs:360, "
-    "event_line; the pending spool's line at rust/flightlog-core/src/recorder/pending.rs:134), and salvage skips "
-    "the line it cannot parse back into an f64 as if cut short by the kill (spool.rs:610-611)",
-)
 @pytest.mark.parametrize("then_log", [False, True], ids=["events_only", "adopted"])
 def test_an_early_event_with_a_non_finite_time_survives_a_kill(tmp_path: Path, then_log: bool) -> None:
     proc = subprocess.run(
@@ -969,14 +948,6 @@ REOPEN_DEAD = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: in a folder holding a killed recording's spool, a schema-less FlightRecorder's event() returns "
-    "although it could not be spooled (PendingRecorder::event swallows Spool::create's 'did not finish' error, "
-    "rust/flightlog-core/src/recorder/pending.rs:123); the first log() then raises FileExistsError and "
-    "PyRecorder::init has already consumed the pending recorder (rust/flightlog-py/src/recorder.rs:566-573), so "
-    "close() drops the event without the documented RuntimeWarning and later calls say 'call log() first'",
-)
 def test_a_schema_less_recorder_in_a_folder_with_a_dead_spool_does_not_lose_events_silently(tmp_path: Path) -> None:
     path = tmp_path / "rec"
     proc = subprocess.run([sys.executable, "-c", REOPEN_DEAD, str(path)], capture_output=True, timeout=60, check=False)
@@ -1007,14 +978,6 @@ OVERWRITE_KILL = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an overwrite=True output-file recording killed before its first row leaves an events-only spool; "
-    "recover salvages it into the replacement's events.parquet only (recorder/batch.rs:149-157, no telemetry) and "
-    "publish_replacement (rust/flightlog-core/src/recover.rs:99-111) moves that file over the old recording's "
-    "events, taking the missing staged telemetry for 'already moved': the old telemetry is left with the new "
-    "events (a clean close() of the same recorder leaves the old output whole)",
-)
 def test_a_replacing_output_file_killed_before_its_first_row_is_not_half_replaced(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     with flightlog.FlightRecorder(out) as old:
@@ -1031,7 +994,7 @@ def test_a_replacing_output_file_killed_before_its_first_row_is_not_half_replace
     telemetry = pq.read_table(out)["x"].to_pylist()
     names = pq.read_table(events)["event"].to_pylist()
     # One recording or the other, never the old rows with the new events.
-    assert (telemetry, names) in ([[7.0], ["OLD"]], [[], ["NEW"]]), (telemetry, names)
+    assert [telemetry, names] in ([[7.0], ["OLD"]], [[], ["NEW"]]), (telemetry, names)
 
 
 OUTPUT_FILE_KILL = textwrap.dedent(

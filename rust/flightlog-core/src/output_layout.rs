@@ -114,6 +114,18 @@ impl OutputLayout {
         }
     }
 
+    /// True for the layout of a recording that replaces an output file when
+    /// it closes ([`OutputLayout::output_file`] with `replacing`).
+    pub fn is_replacement(&self) -> bool {
+        self.storage.is_local()
+            && self.claim_dir.is_some()
+            && self
+                .segment_dir
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == REPLACEMENT_DIR)
+    }
+
     /// For a replacing output-file layout of `file`: the (staged, target)
     /// pairs that publishing renames, telemetry first.
     pub fn replacement_targets(file: &Path) -> [(PathBuf, PathBuf); 2] {

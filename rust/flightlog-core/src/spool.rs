@@ -355,6 +355,41 @@ impl Spool {
     }
 }
 
+/// An f64 in JSON whatever its value: a number when finite, else `"NaN"`,
+/// `"inf"` or `"-inf"` (serde_json would write `null`, which reads back as no
+/// number at all). `null`, from spools written before, reads as NaN.
+mod any_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => n
+                .as_f64()
+                .ok_or_else(|| serde::de::Error::custom("not an f64")),
+            serde_json::Value::Null => Ok(f64::NAN),
+            serde_json::Value::String(t) => match t.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                _ => Err(serde::de::Error::custom(format!("not an f64: {t:?}"))),
+            },
+            other => Err(serde::de::Error::custom(format!("not an f64: {other}"))),
+        }
+    }
+}
+
 /// One line of `events.log`: `[seq, event]` as JSON.
 fn event_line(seq: u64, event: &SpooledEvent) -> Result<Vec<u8>> {
     let mut line = serde_json::to_vec(&(seq, event))
@@ -376,6 +411,8 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
 /// An event as the spool keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SpooledEvent {
+    /// Any f64: JSON has no NaN or infinity, so those are kept as text.
+    #[serde(with = "any_f64")]
     pub t_wall_ms: f64,
     pub iter: Option<i64>,
     pub name: String,
@@ -705,6 +742,28 @@ mod tests {
         assert_eq!(s.events.len(), 1);
         assert_eq!(s.events_upto, 1);
         assert_eq!(spool.errors.load(Ordering::Relaxed), 0);
+    }
+
+    /// Event times that JSON cannot write as numbers come back as they were
+    /// (a `null` of an older spool reads as NaN).
+    #[test]
+    fn non_finite_event_times_survive_the_events_log() {
+        for t in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -2.5] {
+            let e = SpooledEvent {
+                t_wall_ms: t,
+                iter: None,
+                name: "E".into(),
+                payload: None,
+            };
+            let line = event_line(3, &e).unwrap();
+            let (seq, back): (u64, SpooledEvent) = serde_json::from_slice(&line).unwrap();
+            assert_eq!(seq, 3);
+            assert!(back.t_wall_ms == t || (t.is_nan() && back.t_wall_ms.is_nan()));
+        }
+        let old: (u64, SpooledEvent) =
+            serde_json::from_str(r#"[0,{"t_wall_ms":null,"iter":null,"name":"E","payload":null}]"#)
+                .unwrap();
+        assert!(old.1.t_wall_ms.is_nan());
     }
 
     /// A kill between the creation of a lane's file and its sizing leaves it

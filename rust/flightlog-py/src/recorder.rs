@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use flightlog_core::row_layout::f64_word;
 use flightlog_core::{
@@ -19,6 +19,7 @@ use flightlog_core::{
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use crate::arrow::ArrowData;
@@ -547,6 +548,16 @@ impl PyRecorder {
         }
     }
 
+    /// The state kept until the schema is known. Locked without holding the
+    /// interpreter: the thread that holds it may be starting the recorder with
+    /// the interpreter released (`init`), and waits for nothing this thread
+    /// holds.
+    fn lock_deferred(&self, py: Python<'_>) -> MutexGuard<'_, Option<Deferred>> {
+        self.deferred
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     fn active(&self) -> PyResult<&Active> {
         self.active.get().ok_or_else(|| {
             if self
@@ -733,7 +744,7 @@ impl PyRecorder {
         keys: &[Bound<'_, PyAny>],
         values: &[Bound<'_, PyAny>],
     ) -> PyResult<&Active> {
-        let mut guard = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.lock_deferred(py);
         if let Some(a) = self.active.get() {
             return Ok(a);
         }
@@ -1000,6 +1011,7 @@ impl PyRecorder {
     #[pyo3(signature = (name, payload_json=None, t_wall_ms=None))]
     fn event(
         &self,
+        py: Python<'_>,
         name: &str,
         payload_json: Option<String>,
         t_wall_ms: Option<f64>,
@@ -1007,17 +1019,17 @@ impl PyRecorder {
         if let Some(a) = self.active.get() {
             return a.rec.event(name, payload_json, t_wall_ms).map_err(to_py);
         }
-        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        let mut deferred = self.lock_deferred(py);
         // The schema may have been set while this thread waited for the lock.
         if let Some(a) = self.active.get() {
             drop(deferred);
             return a.rec.event(name, payload_json, t_wall_ms).map_err(to_py);
         }
         match deferred.as_mut() {
-            Some(d) => {
-                d.pending.event(name, payload_json, t_wall_ms);
-                Ok(())
-            }
+            Some(d) => d
+                .pending
+                .event(name, payload_json, t_wall_ms)
+                .map_err(to_py),
             None => self.active().map(|_| ()),
         }
     }
@@ -1027,7 +1039,7 @@ impl PyRecorder {
     /// infer: a run closed before its first row, whose events the recorder
     /// holds. An error if it has a schema already.
     fn start(&self, py: Python<'_>, spec: Vec<FieldSpec>) -> PyResult<()> {
-        let mut guard = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.lock_deferred(py);
         if self.active.get().is_some() {
             return Err(SchemaError::new_err("the recorder has a schema already"));
         }
@@ -1064,9 +1076,7 @@ impl PyRecorder {
             // Never got a schema: no row was recorded, and no recording was
             // started to hold the events (its files need the row schema).
             let dropped = self
-                .deferred
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .lock_deferred(py)
                 .take()
                 .map_or(0, |d| d.pending.events_len());
             self.closed_without_schema

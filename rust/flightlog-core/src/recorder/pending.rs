@@ -95,6 +95,13 @@ impl PendingRecorder {
     ) -> Result<PendingRecorder> {
         config.validate()?;
         let claim = Claim::acquire(&config.layout)?;
+        // Refused now, as a recorder given its schema is refused: the folder
+        // holds rows or events of a recording that did not finish (an event
+        // accepted here could not be spooled, and the first row would fail).
+        let (spool_base, local) = spool_dir(&config);
+        if local {
+            spool::check_no_unfinished(&spool_base, None)?;
+        }
         Ok(PendingRecorder {
             spool: None,
             spool_failed: false,
@@ -116,10 +123,20 @@ impl PendingRecorder {
     /// Keeps an event for the recorder to come, in the spool before it
     /// returns (the first event creates the spool; if it cannot, events are
     /// kept in memory only, as a started recorder keeps rows when its spool
-    /// fails).
-    pub fn event(&mut self, name: &str, payload_json: Option<String>, t_wall_ms: Option<f64>) {
+    /// fails). Refused in a forked child: the spool is the parent's.
+    ///
+    /// A recording that replaces an output file keeps its early events in
+    /// memory: until its first row it has nothing to replace the file with,
+    /// so a crash leaves the old file whole, as a close would.
+    pub fn event(
+        &mut self,
+        name: &str,
+        payload_json: Option<String>,
+        t_wall_ms: Option<f64>,
+    ) -> Result<()> {
+        self.owner.check()?;
         let at = Instant::now();
-        if self.spool.is_none() && !self.spool_failed && self.owner.is_current() {
+        if self.spool.is_none() && !self.spool_failed && !self.config.layout.is_replacement() {
             self.spool = self.create_spool().ok();
             self.spool_failed = self.spool.is_none();
         }
@@ -139,6 +156,7 @@ impl PendingRecorder {
         }
         self.events
             .push((name.to_owned(), payload_json, t_wall_ms, at));
+        Ok(())
     }
 
     /// The events-only spool, where the recorder's spool will be.
@@ -272,8 +290,8 @@ mod tests {
         let run = dir.path().join("run");
         let mut p = pending(&run, &[]);
         assert!(spool_of(&run).is_empty(), "no spool before the first event");
-        p.event("START", Some("{\"k\":1}".into()), None);
-        p.event("CONFIG", None, Some(42.0));
+        p.event("START", Some("{\"k\":1}".into()), None).unwrap();
+        p.event("CONFIG", None, Some(42.0)).unwrap();
         let spools = spool_of(&run);
         assert_eq!(spools.len(), 1);
         let s = spool::salvage(&spools[0], &BTreeMap::new(), 0).unwrap();
@@ -321,12 +339,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         let mut p = pending(&run, &[]);
-        p.event("START", None, None);
+        p.event("START", None, None).unwrap();
         assert_eq!(spool_of(&run).len(), 1);
         drop(p);
         assert!(!run.join(spool::SPOOL_DIR_NAME).exists());
         let mut again = pending(&run, &[]);
-        again.event("START", None, None);
+        again.event("START", None, None).unwrap();
     }
 
     fn pending(dir: &std::path::Path, constants: &[&str]) -> PendingRecorder {
@@ -383,7 +401,7 @@ mod tests {
             "cannot infer a schema from a log() without fields"
         );
         let mut p = pending(&dir.path().join("b"), &["nope"]);
-        p.event("START", None, None);
+        p.event("START", None, None).unwrap();
         assert_eq!(p.events_len(), 1);
         let schema = Schema::new(vec![Field::new("E", DType::F64)], 1).unwrap();
         let err = p
@@ -395,7 +413,7 @@ mod tests {
             .starts_with("constant column 'nope' is not in the schema"));
 
         let mut p = pending(&dir.path().join("c"), &[]);
-        p.event("START", None, None);
+        p.event("START", None, None).unwrap();
         let schema = Schema::new(vec![Field::new("E", DType::F64)], 1).unwrap();
         let rec = p
             .prepare(schema, |_, _, _| Ok::<_, CoreError>(Value::Null))
