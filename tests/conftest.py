@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +124,26 @@ def follow_tail(
             proc.kill()
         _, err = proc.communicate()
     return proc.returncode, lines, err
+
+
+def run_child_json(script: str, *args: str, timeout: float = 120.0) -> Any:
+    """Runs ``python -c script args`` in its own process group and returns the JSON of
+    its last stdout line. A hang is a failure: the group is killed at ``timeout``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+        raise AssertionError(f"the scenario hung (killed after {timeout}s):\n{out}\n{err[-3000:]}") from None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err[-3000:]}"
+    return json.loads(out.strip().splitlines()[-1])

@@ -15,29 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import run_child_json
+
 PYTHON = sys.executable
 TIMEOUT = 120
 
 
 def _run(script: str, *args: str) -> dict:
-    proc = subprocess.Popen(
-        [PYTHON, "-c", script, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
-        raise AssertionError(f"scenario hung (killed after {TIMEOUT}s):\n{out}\n{err[-3000:]}") from None
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err[-3000:]}"
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child_json(script, *args, timeout=TIMEOUT)
 
 
 _CHILD_RECORDS = r"""

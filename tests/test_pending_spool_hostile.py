@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import flightlog
+from conftest import run_child_json
 from flightlog import read_manifest
 
 FLOW = "hostile"
@@ -296,26 +297,9 @@ def test_killed_around_the_first_log_then_recover(tmp_path: Path, mode: str, see
 # --------------------------------------------------------------------------- thread races
 
 
-def _run_child(script: str, *args: str, timeout: float = 30.0) -> dict[str, Any]:
+def _run_child(script: str, *args: str, timeout: float = 30.0) -> Any:
     """Runs ``script`` in its own process group; a hang is a failure (killed at ``timeout``)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
-        raise AssertionError(f"the scenario hung (killed after {timeout}s):\n{out}\n{err[-3000:]}") from None
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err[-3000:]}"
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child_json(script, *args, timeout=timeout)
 
 
 MANAGER_RACE = textwrap.dedent(
