@@ -374,10 +374,8 @@ impl Recorder {
                 Arc::new(pending.into_spool().adopt(&spool_meta, &spooled)?)
             }
             None => {
-                let (spool_base, local) = spool_dir(&config);
-                if local {
-                    spool::check_no_unfinished(&spool_base, None)?;
-                }
+                // `create` refuses a folder holding an unfinished recording's spool.
+                let (spool_base, _) = spool_dir(&config);
                 let spool = Spool::create(&spool_base, &spool_meta)?;
                 for (seq, e) in early.iter().enumerate() {
                     if spool.log_event(seq as u64, &e.spooled()).is_err() {
