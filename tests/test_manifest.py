@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -261,3 +262,44 @@ def test_git_info_from_files(tmp_path):
     outside = tmp_path / "plain"
     outside.mkdir()
     assert git_info(outside) == {} or git_info(outside).get("git_commit") != head
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_git_info_rereads_only_changed_files(tmp_path):
+    """git_info remembers HEAD and the refs it read with their (inode, mtime, size);
+    a commit, a branch switch or a packed ref is seen at the next call."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "one")
+    first = _git(repo, "rev-parse", "HEAD")
+    gitdir = repo / ".git"
+
+    def age_all() -> None:
+        # Files younger than 2 s are never trusted (one may be written while it is read).
+        old = time.time() - 60
+        for p in [gitdir / "HEAD", gitdir / "refs" / "heads" / "main", gitdir / "refs" / "heads" / "side"]:
+            if p.exists():
+                os.utime(p, (old, old))
+
+    age_all()
+    assert git_info(repo)["git_commit"] == first
+    assert git_info(repo)["git_commit"] == first  # from what it remembered
+
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "two")
+    second = _git(repo, "rev-parse", "HEAD")
+    age_all()  # even with an old mtime: the ref was replaced (another inode)
+    assert git_info(repo)["git_commit"] == second
+
+    _git(repo, "branch", "side", first)
+    _git(repo, "checkout", "-q", "side")
+    age_all()
+    info = git_info(repo)
+    assert (info["git_branch"], info["git_commit"]) == ("side", first)
+
+    _git(repo, "pack-refs", "--all")
+    age_all()
+    assert git_info(repo)["git_commit"] == first
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "three")  # a loose ref again, over the packed one
+    age_all()
+    assert git_info(repo)["git_commit"] == _git(repo, "rev-parse", "HEAD")

@@ -46,6 +46,7 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Mapping, Sequence, Set
 from pathlib import Path, PurePath
@@ -379,6 +380,13 @@ def process_start_ticks(pid: int) -> int | None:
 
 
 @functools.cache
+def _own_start_ticks(pid: int) -> int | None:
+    """:func:`process_start_ticks` of this process, read once per pid (a forked child
+    has its own)."""
+    return process_start_ticks(pid)
+
+
+@functools.cache
 def boot_id() -> str | None:
     """This boot's id (Linux ``/proc/sys/kernel/random/boot_id``), else ``None``."""
     try:
@@ -455,9 +463,12 @@ def _find_git_dir(start: str) -> tuple[str, str] | None:
     return None
 
 
-def _read_ref(git_dir: Path, common_dir: Path, ref: str) -> str | None:
+def _read_ref(git_dir: Path, common_dir: Path, ref: str, consulted: list[Path]) -> str | None:
+    """The commit ``ref`` names; the files that may decide it are added to ``consulted``."""
+    consulted.append(common_dir / "packed-refs")
     for _ in range(5):  # symbolic refs may chain
         value = None
+        consulted.extend((git_dir / ref, common_dir / ref))
         for base in (git_dir, common_dir):
             with contextlib.suppress(OSError):
                 value = (base / ref).read_text(encoding="utf-8").strip()
@@ -499,6 +510,26 @@ def _git_dirty(work_tree: str) -> bool | None:
     return bool(out.stdout.strip())
 
 
+def _signatures(paths: list[Path]) -> tuple[tuple[int, int, int] | None, ...]:
+    """(inode, mtime, size) of each path, None for one that is missing: git replaces a
+    ref or HEAD by a rename, so any change gives another inode."""
+    out: list[tuple[int, int, int] | None] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+#: git_info's last answer per git dir: the files it read, their signatures, the answer.
+#: A process starting many runs reads HEAD and the refs again only when one changed
+#: (a few stat calls instead of opening and reading them).
+_git_seen: dict[str, tuple[list[Path], tuple[tuple[int, int, int] | None, ...], dict[str, Any]]] = {}
+
+
 def git_info(start: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """``git_commit``, ``git_branch`` and ``git_dirty`` of the work tree holding ``start``
     (default: the current folder); empty outside a git work tree.
@@ -508,13 +539,32 @@ def git_info(start: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     it is run once per work tree per process (``--untracked-files=no``, without
     taking git's index lock) and cached, so a process that starts thousands of
     runs spawns it once; later edits in that process's lifetime are not seen.
-    It is omitted when git is not installed or takes more than 5 s.
+    It is omitted when git is not installed or takes more than 5 s. HEAD and the
+    refs are read again only when one of the files read changed (inode, mtime or
+    size: a commit or a checkout replaces them), so a later call costs a few stats.
     """
     found = _find_git_dir(os.path.abspath(start if start is not None else os.getcwd()))
     if found is None:
         return {}
     work_tree, git_dir_s = found
+    seen = _git_seen.get(git_dir_s)
+    if seen is not None and _signatures(seen[0]) == seen[1]:
+        info: dict[str, Any] | None = dict(seen[2])
+    else:
+        info = _git_commit_info(git_dir_s)
+    if info is None:
+        return {}
+    dirty = _git_dirty(work_tree)
+    if dirty is not None:
+        info["git_dirty"] = dirty
+    return info
+
+
+def _git_commit_info(git_dir_s: str) -> dict[str, Any] | None:
+    """``git_branch`` and ``git_commit`` of a git dir, read from its files (and
+    remembered in ``_git_seen`` with their signatures); None without a readable HEAD."""
     git_dir = Path(git_dir_s)
+    consulted = [git_dir / "commondir", git_dir / "HEAD"]
     common = git_dir
     with contextlib.suppress(OSError):
         rel = (git_dir / "commondir").read_text(encoding="utf-8").strip()
@@ -523,19 +573,24 @@ def git_info(start: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     try:
         head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
     except OSError:
-        return {}
+        return None
+    refs: list[Path] = []
     if head.startswith("ref:"):
         ref = head[4:].strip()
         if ref.startswith("refs/heads/"):
             info["git_branch"] = ref[len("refs/heads/") :]
-        commit = _read_ref(git_dir, common, ref)
+        commit = _read_ref(git_dir, common, ref, refs)
     else:
-        commit = _read_ref(git_dir, common, "HEAD")
+        commit = _read_ref(git_dir, common, "HEAD", refs)
     if commit is not None:
         info["git_commit"] = commit
-    dirty = _git_dirty(work_tree)
-    if dirty is not None:
-        info["git_dirty"] = dirty
+    consulted += refs
+    signatures = _signatures(consulted)
+    # A file written between its read above and its stat here would be remembered with
+    # its new signature and the old answer: only files unchanged for a while are trusted.
+    recent = (time.time() - 2.0) * 1e9
+    if all(sig is None or sig[1] < recent for sig in signatures):
+        _git_seen[git_dir_s] = (consulted, signatures, dict(info))
     return info
 
 
@@ -599,7 +654,7 @@ def provenance(options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     out.update(
         {
             "pid": pid,
-            "pid_start_ticks": process_start_ticks(pid),
+            "pid_start_ticks": _own_start_ticks(pid),
             "argv": redact_argv(sys.argv, opts["redact"]) if opts["argv"] else None,
             "cwd": cwd,
         }
