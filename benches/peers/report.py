@@ -205,44 +205,7 @@ def render(
     elif "floor" in extra:
         L += [f"Call floor: error: {extra['floor'].get('error')}", ""]
 
-    ov = extra.get("overhead")
-    if isinstance(ov, dict) and "error" not in ov:
-        L += [
-            "## Overhead on a real numeric loop",
-            "",
-            "Gradient descent on an ill-conditioned quadratic (the demo's flow: `f(x) = ½xᵀAx - bᵀx`, κ = 1e4, one "
-            "mat-vec per iteration, the solver's own telemetry computed in both variants) with and without "
-            "`record()` of every iteration (11 values). The size n is calibrated so one iteration takes about 10 µs "
-            f"and 100 µs. {ov['rounds']} rounds of blocks of about {ov['block_s']} s, with and without "
-            f"alternating (ABBA) in one process; BLAS threads: {ov['blas_threads']}. Slowdown = median over rounds "
-            "of (with / without - 1); q1..q3 shows the spread. Each block is timed by the wall clock and by the "
-            "CPU time of the looping thread (which leaves out the time it spent descheduled). The control arm is "
-            "the same loop calling the recorder's native no-op with the same arguments: what the call costs before "
-            "any logger does anything with it.",
-            "",
-            "| target | n | µs/iter without | µs/iter with | slowdown (wall) | q1..q3 | slowdown (thread CPU) | q1..q3 "
-            "| control: no-op call (wall) | rows recorded | producer stalls |",
-            "|---|---:|---:|---:|---:|---|---:|---|---|---:|---:|",
-        ]
-        for s in ov["sizes"]:
-            cpu = (
-                f"**{s['cpu_slowdown_pct']:+.2f}%** | {s['cpu_q1_pct']:+.2f}%..{s['cpu_q3_pct']:+.2f}%"
-                if "cpu_slowdown_pct" in s
-                else "| "
-            )
-            control = (
-                f"{s['control_pct']:+.2f}% ({s['control_q1_pct']:+.2f}%..{s['control_q3_pct']:+.2f}%)"
-                if "control_pct" in s
-                else ""
-            )
-            L.append(
-                f"| {s['target_us']:.0f} µs | {s['n']} | {s['without_us']:.2f} | {s['with_us']:.2f} "
-                f"| **{s['slowdown_pct']:+.2f}%** | {s['q1_pct']:+.2f}%..{s['q3_pct']:+.2f}% | {cpu} | {control} "
-                f"| {s['rows']:,} | {s['stalls']} |"
-            )
-        L += ["", "Target: ≤ 1% at 10 µs per iteration (the JFR standard).", ""]
-    elif ov is not None:
-        L += [f"Overhead: error: {ov.get('error')}", ""]
+    L += overhead_section(extra.get("overhead"), extra.get("instructions"))
 
     L += [
         "## Noise",
@@ -257,3 +220,90 @@ def render(
         "",
     ]
     return "\n".join(L)
+
+
+def _pct_range(s: dict[str, Any], lo: str, hi: str) -> str:
+    return f"{s[lo]:+.2f}%..{s[hi]:+.2f}%" if lo in s and hi in s else ""
+
+
+def overhead_section(ov: Any, ins: Any = None) -> list[str]:
+    """The section "Overhead on a real numeric loop": the clocked ABBA arms (``ov``,
+    overhead.overhead()) and the callgrind instruction counts (``ins``,
+    overhead.instructions(); ``ov["instructions"]`` when ``ins`` is None)."""
+    if ov is None:
+        return []
+    if not isinstance(ov, dict) or "error" in ov:
+        return [f"Overhead: error: {ov.get('error') if isinstance(ov, dict) else ov}", ""]
+    if ins is None:
+        ins = ov.get("instructions")
+    L = [
+        "## Overhead on a real numeric loop",
+        "",
+        "Gradient descent on an ill-conditioned quadratic (the demo's flow: `f(x) = ½xᵀAx - bᵀx`, κ = 1e4, one "
+        "mat-vec per iteration, the solver's own telemetry computed in both variants) with and without "
+        "`record()` of every iteration (11 values). The size n is calibrated so one iteration takes about 10 µs "
+        "and 100 µs"
+        + (
+            ""
+            if ov.get("calibrated", True)
+            else " (here given, not calibrated: `overhead.py --n`, the sizes an earlier calibration found; on a "
+            "busier machine an iteration takes longer than its target)"
+        )
+        + f". {ov['rounds']} rounds of blocks of about {ov['block_s']} s, with and without "
+        f"alternating (ABBA) in one process; BLAS threads: {ov['blas_threads']}. Slowdown = median over rounds "
+        "of (with / without - 1); q1..q3 is the spread of the rounds (more rounds do not narrow it), the "
+        "median's 95% confidence interval (distribution-free, from order statistics) how well the median is "
+        "known (more rounds do narrow it). Each block is timed by the wall clock and by the "
+        "CPU time of the looping thread (which leaves out the time it spent descheduled). The control arm is "
+        "the same loop calling the recorder's native no-op with the same arguments: what the call costs before "
+        "any logger does anything with it.",
+        "",
+        "| target | n | µs/iter without | µs/iter with | slowdown (wall) | q1..q3 | median's 95% CI "
+        "| slowdown (thread CPU) | q1..q3 | control: no-op call (wall) | rows recorded | producer stalls |",
+        "|---|---:|---:|---:|---:|---|---|---:|---|---|---:|---:|",
+    ]
+    for s in ov["sizes"]:
+        cpu = (
+            f"**{s['cpu_slowdown_pct']:+.2f}%** | {s['cpu_q1_pct']:+.2f}%..{s['cpu_q3_pct']:+.2f}%"
+            if "cpu_slowdown_pct" in s
+            else "| "
+        )
+        control = (
+            f"{s['control_pct']:+.2f}% ({s['control_q1_pct']:+.2f}%..{s['control_q3_pct']:+.2f}%)"
+            if "control_pct" in s
+            else ""
+        )
+        L.append(
+            f"| {s['target_us']:.0f} µs | {s['n']} | {s['without_us']:.2f} | {s['with_us']:.2f} "
+            f"| **{s['slowdown_pct']:+.2f}%** | {s['q1_pct']:+.2f}%..{s['q3_pct']:+.2f}% "
+            f"| {_pct_range(s, 'ci_lo_pct', 'ci_hi_pct')} | {cpu} | {control} | {s['rows']:,} | {s['stalls']} |"
+        )
+    L.append("")
+    if isinstance(ins, dict) and "sizes" in ins:
+        L += [
+            "Instructions per iteration of the recording thread, by callgrind (`--separate-threads=yes`, the "
+            "flusher thread counted apart and left out), for the same loop at the same n: each arm runs N and 2N "
+            "iterations in a fresh process, counted between markers just before and after the loop, and the two "
+            "counts are differenced; BLAS on one thread, so the mat-vec is counted. Overhead = (with - without) / "
+            "without. These are instructions, not cycles: cache misses, branch mispredictions and the flusher "
+            "thread's competition for the core are not in them (the wall-clock figure above has them), and BLAS "
+            "may run another kernel under valgrind than on the bare CPU. They do not move with the machine's load, so "
+            "they tell 1% from 2% where the clock cannot; repeated counts of the same loop still differ by a few "
+            "hundred instructions per iteration (up to about 0.3% of the 100 µs loop), so smaller differences are "
+            "noise.",
+            "",
+            "| target | n | N | instructions/iter without | with `record()` | overhead | with the no-op "
+            "(control) | overhead (control) | rows offered (2N run) | producer stalls |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in ins["sizes"]:
+            L.append(
+                f"| {s['target_us']:.0f} µs | {s['n']} | {s['iters']:,} | {s['without']:,.0f} "
+                f"| {s['record']:,.0f} | **{s['record_pct']:+.2f}%** ({s['record_excess']:+,.0f}) "
+                f"| {s['noop']:,.0f} | {s['noop_pct']:+.2f}% ({s['noop_excess']:+,.0f}) | {s['rows']:,} | {s['stalls']} |"
+            )
+        L.append("")
+    elif isinstance(ins, dict):
+        L += [f"Instructions: {ins.get('skipped') or 'error: ' + str(ins.get('error'))}", ""]
+    L += ["Target: ≤ 1% at 10 µs per iteration (the JFR standard).", ""]
+    return L

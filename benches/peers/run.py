@@ -1,6 +1,6 @@
 """flightlog against the loggers people use today: one workload, every peer in a fresh process.
 
-    python benches/peers/run.py --out benches/PEERS.md     # the full run (about 15 minutes)
+    python benches/peers/run.py --out benches/PEERS.md     # the full run (about 20 minutes, callgrind included)
     python benches/peers/run.py --smoke                     # tiny N, 1 repeat: checks the harness (CI)
     python benches/peers/run.py --list                      # the peers and whether they are importable
 
@@ -88,6 +88,12 @@ def child(args: argparse.Namespace) -> None:
         import overhead
 
         emit(getattr(overhead, args.child)(args.smoke))
+        return
+    if args.child == "instructions":  # the sizes the overhead child calibrated, not recalibrated
+        import overhead
+
+        sizes = list(zip((10e-6, 100e-6), (int(x) for x in args.sizes.split(",")), strict=False))
+        emit(overhead.instructions(sizes, 5_000))
         return
     peer = next(p for p in all_peers() if p.name == args.child)
     out, n = Path(args.out), args.n
@@ -306,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", help="comma-separated names or prefixes (default: all)")
     ap.add_argument("--no-kill", action="store_true", help="skip the kill -9 tests")
     ap.add_argument("--no-overhead", action="store_true", help="skip the floor and overhead figures")
+    ap.add_argument(
+        "--no-instructions",
+        action="store_true",
+        help="skip the overhead loop's instruction counts (callgrind: 12 children, several minutes; never in smoke)",
+    )
     ap.add_argument("--jobs", type=int, help="children run at once (default 1; smoke 2). >1 distorts timings")
     ap.add_argument("--workdir", type=Path, help="where the peers write (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the files the peers wrote")
@@ -321,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="run", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(args)
@@ -395,11 +407,21 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: spawn(["--child", "overhead"] + (["--smoke"] if args.smoke else []), env=ov_env, cwd=work),
             )
         )
+    if not args.no_overhead and not args.no_instructions and not args.smoke and jobs <= 1:
+
+        def instructions() -> dict[str, Any]:
+            ov = extra.get("overhead")  # run just before (one job: the tasks run in order)
+            if not isinstance(ov, dict) or "error" in ov:
+                return {"error": "no overhead sizes to count at"}
+            sizes = ",".join(str(s["n"]) for s in ov["sizes"])
+            return spawn(["--child", "instructions", "--sizes", sizes], env=ov_env, cwd=work)
+
+        tasks.append(("instructions", instructions))
 
     def collect(label: str, res: Any) -> None:
-        if label == "floor" or label == "overhead":
+        if label in ("floor", "overhead", "instructions"):
             extra[label] = res
-            log(f"{label}: {'error: ' + res['error'] if 'error' in res else 'done'}")
+            log(f"{label}: {'error: ' + res['error'] if 'error' in res else res.get('skipped', 'done')}")
             return
         kind, p, r = res
         if kind == "run":
