@@ -19,12 +19,13 @@ spool when its first row gives it a schema.
 * ``recover`` on a live pending run, ``event()`` after ``close()``, odd payloads.
 
 Scenarios that could hang run in a child process under a timeout. The pass
-found six defects; five are fixed (a deadlock of ``event()`` or a second first
+found six defects; all are fixed (a deadlock of ``event()`` or a second first
 ``log()`` against the first on a bare recorder, a forked child's early event
 written into its parent's spool, non-finite event times lost on a kill, a
 replacing output file half-replaced after a kill before its first row, early
-events accepted in a folder holding a dead recording's spool) and their tests
-pass; the sixth is a strict xfail whose reason names the cause.
+events accepted in a folder holding a dead recording's spool, and ``now_ms()``
+jumping back at the first ``log()``: the recorder's clock now starts when the
+pending recorder is made).
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def _verify_after_kill(root: Path, snap: list[list[int]], mode: str, recover: An
             assert p["nan"] == "NaN" and math.isfinite(p["t"]), p
 
     # Stamped times (no explicit t_wall_ms) follow the order of the events, across the
-    # adoption (early ones move to the recorder's clock: before its start).
+    # adoption (one clock, from the manager's pending recorder's creation).
     stamped = [
         e["t_wall_ms"]
         for e in events
@@ -897,14 +898,6 @@ def test_killed_while_closing_a_run_that_never_logged(tmp_path: Path, seed: int)
 # --------------------------------------------------------------------------- clocks and reuse
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (predates f095bbb): TelemetryManager.now_ms() before the first log() counts from the manager's "
-    "creation (python/flightlog/runs/manager.py:531), then from the recorder's start (:530): it jumps back at "
-    "the first log(), and an event stamped with it before that row lands after the first row's events, while "
-    "the same moment stamped by the recorder is negative (Recorder::start, rust/flightlog-core/src/recorder/mod.rs:354: "
-    "its clock starts at the first log(), not at the pending recorder's `made`)",
-)
 def test_now_ms_before_the_first_log_is_on_the_clock_of_the_early_events(tmp_path: Path) -> None:
     with flightlog.TelemetryManager(tmp_path, FLOW, flush_interval=3600.0) as tm:
         time.sleep(0.02)
@@ -919,6 +912,23 @@ def test_now_ms_before_the_first_log_is_on_the_clock_of_the_early_events(tmp_pat
     assert after >= before, (before, after)
     assert ev["MINE"] <= ev["AFTER_FIRST_ROW"], ev
     assert abs(ev["MINE"] - ev["STAMPED"]) < 5.0, ev
+
+
+def test_a_bare_recorders_clock_runs_from_its_creation_across_the_first_log(tmp_path: Path) -> None:
+    rec = flightlog.FlightRecorder(tmp_path / "rec", flush_interval=3600.0)
+    time.sleep(0.03)
+    before = rec.now_ms()
+    rec.event("STAMPED")
+    time.sleep(0.01)
+    rec.log(x=1.0)
+    after = rec.now_ms()
+    rec.event("AFTER_FIRST_ROW")
+    rec.close()
+    ev = {e["event"]: e["t_wall_ms"] for e in pq.read_table(tmp_path / "rec" / "events.parquet").to_pylist()}
+    # The clock started when the recorder was made, not at its first log().
+    assert before >= 30.0, before
+    assert after >= before + 10.0, (before, after)
+    assert before <= ev["STAMPED"] <= after <= ev["AFTER_FIRST_ROW"], (before, after, ev)
 
 
 REOPEN_DEAD = textwrap.dedent(
@@ -1012,7 +1022,7 @@ def test_an_output_file_recording_killed_around_its_first_row(tmp_path: Path, th
     assert [e["event"] for e in ev] == ["EARLY", "EARLY", *(["LATE"] if then_log else [])]
     assert ev[1]["t_wall_ms"] == -2.5
     if then_log:
-        assert ev[0]["t_wall_ms"] < 0 <= ev[2]["t_wall_ms"], ev  # moved to the recorder's clock
+        assert 0 <= ev[0]["t_wall_ms"] <= ev[2]["t_wall_ms"], ev  # one clock across the first row
         assert pq.read_table(out)["x"].to_pylist() == [1.0]
     else:
         assert not out.exists()

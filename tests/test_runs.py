@@ -413,7 +413,7 @@ def test_inferred_schema_fills_constants(tmp_path):
     assert table["iter"].to_pylist() == [0, 1, 2] and set(table["flow_name"].to_pylist()) == {"lazy"}
     evs = events_of(tm.run_path / "events.parquet")
     assert [e["event"] for e in evs] == [events.RUN_STARTED, "BEFORE_ROWS", events.RUN_FINISHED]
-    assert evs[0]["t_wall_ms"] <= evs[1]["t_wall_ms"] <= 0 <= evs[2]["t_wall_ms"]
+    assert 0 <= evs[0]["t_wall_ms"] <= evs[1]["t_wall_ms"] <= evs[2]["t_wall_ms"]
     assert read_manifest(tm.run_path)["schema"]["fields"][0]["name"] == "run_id"
 
 

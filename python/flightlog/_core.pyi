@@ -121,7 +121,7 @@ class Recorder:
         """rows_offered, rows_written, rows_sampled_out, rows_dropped, rows_over_budget,
         rows_lost, segments, bytes_written, flush_secs, producer_stalls, events."""
     def now_ms(self) -> float:
-        """Milliseconds since the recorder started (monotonic)."""
+        """Milliseconds since the recorder was made (monotonic), before the first ``log()`` too."""
     def to_arrow(self) -> ArrowData:
         """Durable telemetry (what the last flush published)."""
     def events_to_arrow(self) -> ArrowData:

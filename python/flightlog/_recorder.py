@@ -179,9 +179,11 @@ class FlightRecorder:
       non-nullable ones. NaN in a float array is data, not a null.
 
     :meth:`event` does not need the row schema: events recorded before the first
-    :meth:`log` infers it are kept and recorded then, with negative ``t_wall_ms``
-    (before the recorder's clock started). A recorder closed without ever getting
-    a schema writes no files, and warns (``RuntimeWarning``) if events are lost so.
+    :meth:`log` infers it are kept and recorded then. Their ``t_wall_ms`` is on the
+    recorder's clock, which runs from the recorder's creation (:meth:`now_ms`
+    counts from it before the first :meth:`log` too, and goes on across it). A
+    recorder closed without ever getting a schema writes no files, and warns
+    (``RuntimeWarning``) if events are lost so.
 
     >>> import tempfile
     >>> from flightlog import FlightRecorder, Schema, Field
@@ -426,7 +428,8 @@ class FlightRecorder:
         return dict(self._native.stats())
 
     def now_ms(self) -> float:
-        """Milliseconds since the recorder started, from a monotonic clock."""
+        """Milliseconds since the recorder was created, from a monotonic clock (the
+        clock of ``t_wall_ms``; with ``schema=None``, also before the first :meth:`log`)."""
         return float(self._native.now_ms())
 
     def _flush_if_open(self) -> None:

@@ -215,8 +215,9 @@ class TelemetryManager(_Finishing):
     ``log``, ``record``, ``extend`` and ``flush`` are the recorder's own native
     methods, bound onto the manager: no Python frame on the hot path. With
     ``schema=None`` the recorder is created by the first ``log()`` (which then
-    binds them); events before that are kept and written then, with negative
-    ``t_wall_ms`` (they happened before the recorder's clock started).
+    binds them); events before that are kept and written then, with their
+    ``t_wall_ms`` on the recorder's clock, which runs from the run's start (not from
+    the first ``log()``).
 
     Leaving a ``with`` block by an exception closes the run as ``failed`` (type
     and message in the manifest, every row kept) and re-raises; ``sys.exit(0)``,
@@ -525,9 +526,12 @@ class TelemetryManager(_Finishing):
         return dict(self._recorder.stats()) if self._recorder is not None else {}
 
     def now_ms(self) -> float:
-        """Milliseconds since the recorder started (monotonic)."""
-        if self._recorder is not None:
-            return float(self._recorder.now_ms())
+        """Milliseconds since the recorder started (monotonic): the clock of ``t_wall_ms``.
+        With ``schema=None`` it runs from the run's start, before the first ``log()`` too
+        (the recorder that ``log()`` starts continues it)."""
+        rec = self._recorder if self._recorder is not None else self._pending
+        if rec is not None:
+            return float(rec.now_ms())
         return (time.monotonic() - self._t0) * 1e3
 
     # ------------------------------------------------------------------ properties

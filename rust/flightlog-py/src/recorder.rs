@@ -1181,9 +1181,19 @@ impl PyRecorder {
         Ok(d)
     }
 
-    /// Milliseconds since the recorder started (monotonic).
-    fn now_ms(&self) -> f64 {
-        self.active.get().map(|a| a.rec.now_ms()).unwrap_or(0.0)
+    /// Milliseconds since the recorder was made (monotonic): before the
+    /// first log() of an inferred schema too, on the clock the recorder then
+    /// continues. 0.0 once closed without ever getting a schema.
+    fn now_ms(&self, py: Python<'_>) -> f64 {
+        if let Some(a) = self.active.get() {
+            return a.rec.now_ms();
+        }
+        let deferred = self.lock_deferred(py);
+        match (self.active.get(), deferred.as_ref()) {
+            (Some(a), _) => a.rec.now_ms(),
+            (None, Some(d)) => d.pending.now_ms(),
+            (None, None) => 0.0,
+        }
     }
 
     /// Durable telemetry as an Arrow stream source (re-readable).

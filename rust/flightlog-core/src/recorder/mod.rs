@@ -284,8 +284,10 @@ impl Recorder {
     }
 
     /// [`Recorder::new_claimed`], taking over what a [`PendingRecorder`]
-    /// kept: its events, and the spool they are in (whose instance number
-    /// this recording then has).
+    /// kept: its events, the spool they are in (whose instance number this
+    /// recording then has), and its clock (this recorder's `now_ms` counts
+    /// from when the pending recorder was made, so the early events' times
+    /// stand as they are).
     fn start(
         schema: Schema,
         mut config: RecorderConfig,
@@ -349,22 +351,22 @@ impl Recorder {
             run_id: config.run_id.clone(),
             location: spool_location(&config),
         };
-        // Events recorded before the schema was known, on this recorder's
-        // clock (before its start: negative times).
-        let start = Instant::now();
+        // The clock continues the pending recorder's: the events recorded
+        // before the schema was known are on it already.
+        let start = handover.clock_origin.unwrap_or_else(Instant::now);
         let early: Vec<EventRow> = std::mem::take(&mut handover.events)
             .into_iter()
-            .map(|(name, payload, t_wall_ms, at)| EventRow {
-                t_wall_ms: t_wall_ms
-                    .unwrap_or_else(|| -start.duration_since(at).as_secs_f64() * 1e3),
+            .map(|(name, payload, t_wall_ms)| EventRow {
+                t_wall_ms,
                 iter: None,
                 name,
                 payload,
             })
             .collect();
         let spool = match adopted {
-            // The early events are in this spool already: rewritten with
-            // their new times, under the same sequence numbers.
+            // The early events are in this spool already: rewritten as they
+            // are (one that failed to append is then in), under the same
+            // sequence numbers.
             Some(pending) => {
                 let spooled: Vec<(u64, SpooledEvent)> = early
                     .iter()
@@ -463,7 +465,9 @@ impl Recorder {
         self.shared.constants[field].as_ref()
     }
 
-    /// Milliseconds since the recorder started, from a monotonic clock.
+    /// Milliseconds since the recorder started, from a monotonic clock: since
+    /// it was made, or for one whose schema came with its first row, since
+    /// its [`PendingRecorder`] was made.
     pub fn now_ms(&self) -> f64 {
         self.shared.start.elapsed().as_secs_f64() * 1e3
     }

@@ -8,6 +8,10 @@
 //! the first one creates an events-only spool ([`SpoolMeta::events_only`]),
 //! which `recover` publishes if the process dies before the first row, and
 //! which the recorder adopts when it starts.
+//!
+//! The recorder's clock (`t_wall_ms`, `now_ms`) starts when the pending
+//! recorder is made, not when its schema becomes known: early events and
+//! `now_ms` before the first row are on the clock of the rows that follow.
 
 use std::time::Instant;
 
@@ -19,9 +23,9 @@ use crate::spool::{self, Spool, SpoolMeta, SpooledEvent};
 use super::rows::filled_in;
 use super::{file_metadata, spool_dir, spool_location, Recorder, RecorderConfig};
 
-/// An event recorded before the schema was known: name, JSON payload, the
-/// caller's `t_wall_ms`, and when it happened (for a stamped time).
-pub(super) type PendingEvent = (String, Option<String>, Option<f64>, Instant);
+/// An event recorded before the schema was known: name, JSON payload and
+/// `t_wall_ms` (the caller's, or stamped on the recorder's clock).
+pub(super) type PendingEvent = (String, Option<String>, f64);
 
 /// The events-only spool of a pending recorder. Removed when dropped unless
 /// a recorder adopted it ([`PendingSpool::into_spool`]): a recorder closed
@@ -56,6 +60,9 @@ impl Drop for PendingSpool {
 pub(super) struct Handover {
     pub(super) events: Vec<PendingEvent>,
     pub(super) spool: Option<PendingSpool>,
+    /// The origin of the recorder's clock: when the pending recorder was
+    /// made (None: when the recorder starts).
+    pub(super) clock_origin: Option<Instant>,
 }
 
 /// Settings kept until the schema is known.
@@ -67,8 +74,8 @@ pub struct PendingRecorder {
     /// spool in the folder, which starting the recorder will report): events
     /// are kept in memory only.
     spool_failed: bool,
-    /// When the recorder was made: the clock of spooled events' times until
-    /// the recorder starts (which then moves them to its own).
+    /// When the recorder was made: the origin of its clock, which the
+    /// recorder it starts keeps (see [`PendingRecorder::now_ms`]).
     made: Instant,
     /// The folder's claim, taken at construction, handed to the recorder.
     claim: Option<Claim>,
@@ -81,7 +88,7 @@ pub struct PendingRecorder {
     /// their dtypes are known.
     constants: Vec<String>,
     /// Events recorded before the schema was known (events do not depend on
-    /// it): recorded when the recorder starts, at the time they happened.
+    /// it): recorded when the recorder starts, with the times they were given.
     events: Vec<PendingEvent>,
 }
 
@@ -120,6 +127,13 @@ impl PendingRecorder {
         self.schema_version
     }
 
+    /// Milliseconds since the recorder was made, from a monotonic clock: the
+    /// clock of its events, which the recorder it starts continues
+    /// ([`crate::Recorder::now_ms`] counts from the same instant).
+    pub fn now_ms(&self) -> f64 {
+        self.made.elapsed().as_secs_f64() * 1e3
+    }
+
     /// Keeps an event for the recorder to come, in the spool before it
     /// returns (the first event creates the spool; if it cannot, events are
     /// kept in memory only, as a started recorder keeps rows when its spool
@@ -135,15 +149,14 @@ impl PendingRecorder {
         t_wall_ms: Option<f64>,
     ) -> Result<()> {
         self.owner.check()?;
-        let at = Instant::now();
+        let t_wall_ms = t_wall_ms.unwrap_or_else(|| self.now_ms());
         if self.spool.is_none() && !self.spool_failed && !self.config.layout.is_replacement() {
             self.spool = self.create_spool().ok();
             self.spool_failed = self.spool.is_none();
         }
         if let Some(spool) = self.spool.as_ref().and_then(|p| p.spool.as_ref()) {
             let event = SpooledEvent {
-                t_wall_ms: t_wall_ms
-                    .unwrap_or_else(|| at.duration_since(self.made).as_secs_f64() * 1e3),
+                t_wall_ms,
                 iter: None,
                 name: name.to_owned(),
                 payload: payload_json.clone(),
@@ -154,8 +167,7 @@ impl PendingRecorder {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        self.events
-            .push((name.to_owned(), payload_json, t_wall_ms, at));
+        self.events.push((name.to_owned(), payload_json, t_wall_ms));
         Ok(())
     }
 
@@ -247,6 +259,7 @@ impl PendingRecorder {
             handover: Handover {
                 events: std::mem::take(&mut self.events),
                 spool: self.spool.take(),
+                clock_origin: Some(self.made),
             },
         })
     }
@@ -264,8 +277,8 @@ pub struct ReadyRecorder {
 
 impl ReadyRecorder {
     /// Starts the recorder ([`Recorder::new_claimed`]) with the events kept
-    /// so far, at the times they happened (negative on its clock), and the
-    /// spool they are in.
+    /// so far and the spool they are in; its clock continues this pending
+    /// recorder's (it counts from when that was made).
     pub fn start(self) -> Result<Recorder> {
         Recorder::start(self.schema, self.config, self.claim, self.handover)
     }
@@ -283,7 +296,8 @@ mod tests {
 
     /// Events before the schema are in an events-only spool when `event`
     /// returns (what recover would publish after a kill); the recorder that
-    /// starts adopts that spool, with the events' times moved to its clock.
+    /// starts adopts that spool, and its clock continues the pending one's:
+    /// the events' times stand, and `now_ms` never goes back.
     #[test]
     fn early_events_are_spooled_then_adopted_by_the_recorder() {
         let dir = tempfile::tempdir().unwrap();
@@ -299,22 +313,29 @@ mod tests {
         let names: Vec<&str> = s.events.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["START", "CONFIG"]);
         assert_eq!(s.events[1].t_wall_ms, 42.0);
-        assert!(s.events[0].t_wall_ms >= 0.0);
+        let stamped = s.events[0].t_wall_ms;
+        assert!(stamped >= 0.0);
         let batches = crate::recorder::salvaged_batches(&s).unwrap().unwrap();
         assert!(batches.telemetry.is_none());
         assert_eq!(batches.events.unwrap().num_rows(), 2);
 
         std::thread::sleep(std::time::Duration::from_millis(5));
+        let before = p.now_ms();
+        assert!(before >= stamped + 5.0, "{before} {stamped}");
         let schema = Schema::new(vec![Field::new("E", DType::F64)], 1).unwrap();
         let rec = p
             .prepare(schema, |_, _, _| Ok::<_, CoreError>(Value::Null))
             .and_then(ReadyRecorder::start)
             .unwrap();
+        assert!(rec.now_ms() >= before, "the clock went back at the start");
         assert_eq!(spool_of(&run), spools, "the recorder took over the spool");
         let s = spool::salvage(&spools[0], &BTreeMap::new(), 0).unwrap();
         assert!(!s.meta.as_ref().unwrap().events_only());
         assert_eq!(s.events.len(), 2);
-        assert!(s.events[0].t_wall_ms < 0.0, "before the recorder's start");
+        assert_eq!(
+            s.events[0].t_wall_ms, stamped,
+            "on the recorder's clock already"
+        );
         assert_eq!(s.events[1].t_wall_ms, 42.0);
         rec.event("LATER", None, None).unwrap();
         let s = spool::salvage(&spools[0], &BTreeMap::new(), 0).unwrap();
@@ -421,5 +442,51 @@ mod tests {
             .unwrap();
         assert_eq!(rec.stats().events, 1);
         rec.close().unwrap();
+    }
+
+    /// A replacing output file keeps its early events in memory (no spool):
+    /// stamped on the same clock, which the recorder continues, so the
+    /// events keep their order against the first row's.
+    #[test]
+    fn events_kept_in_memory_are_on_the_clock_the_recorder_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out.parquet");
+        let config = RecorderConfig::new(OutputLayout::output_file(&file, true));
+        let mut p = PendingRecorder::new(config, 1, Vec::new()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        p.event("EARLY", None, None).unwrap();
+        assert!(
+            p.spool.is_none(),
+            "a replacing recording spools nothing yet"
+        );
+        let before = p.now_ms();
+        assert!(before >= 5.0, "{before}");
+        let schema = Schema::new(vec![Field::new("E", DType::F64)], 1).unwrap();
+        let rec = p
+            .prepare(schema, |_, _, _| Ok::<_, CoreError>(Value::Null))
+            .and_then(ReadyRecorder::start)
+            .unwrap();
+        assert!(rec.now_ms() >= before);
+        rec.event("LATER", None, None).unwrap();
+        rec.close().unwrap();
+        let staged = OutputLayout::output_file(&file, true);
+        let events = crate::read::read_events(&staged).unwrap();
+        let times: Vec<f64> = events
+            .iter()
+            .flat_map(|(_, b)| b)
+            .flat_map(|b| {
+                let col = b.column_by_name("t_wall_ms").unwrap();
+                let col = col
+                    .as_any()
+                    .downcast_ref::<arrow_array::Float64Array>()
+                    .unwrap();
+                col.values().to_vec()
+            })
+            .collect();
+        assert_eq!(times.len(), 2);
+        assert!(
+            5.0 <= times[0] && times[0] <= before && before <= times[1],
+            "{times:?}"
+        );
     }
 }
