@@ -1028,3 +1028,30 @@ def test_an_output_file_recording_killed_around_its_first_row(tmp_path: Path, th
         assert not out.exists()
     assert _spools(tmp_path) == []
     assert flightlog.recover(out).recovered == []
+
+
+# --------------------------------------------------------------------------- closed before the first row
+
+
+def test_flush_of_a_bare_recorder_closed_without_a_schema_raises_closed(tmp_path: Path) -> None:
+    with flightlog.FlightRecorder(tmp_path / "given", flightlog.Schema([flightlog.Field("x", "f64")])) as given:
+        given.log(x=1.0)
+    with pytest.raises(flightlog.RecorderClosedError) as closed:
+        given.flush()
+    for events in (0, 2):
+        rec = flightlog.FlightRecorder(tmp_path / f"bare{events}", flush_interval=3600.0)
+        for k in range(events):
+            rec.event("EARLY", {"k": k})
+        if events:
+            with pytest.warns(RuntimeWarning, match=f"{events} event"):
+                rec.close()
+        else:
+            rec.close()
+        assert rec.closed
+        with pytest.raises(flightlog.RecorderClosedError) as raised:
+            rec.flush()
+        assert str(raised.value) == str(closed.value)
+    # An open one without a schema yet has nothing to flush: no error.
+    with flightlog.FlightRecorder(tmp_path / "open", flush_interval=3600.0) as rec:
+        rec.flush()
+        rec.log(x=1.0)

@@ -1056,11 +1056,19 @@ impl PyRecorder {
         self.init(schema, deferred, py).map(|_| ())
     }
 
-    /// Blocks until every earlier row is durable.
+    /// Blocks until every earlier row is durable. Before the schema is known
+    /// there is no row to flush (early events are in the spool already); a
+    /// recorder closed without ever getting one raises as any closed one.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         match self.active.get() {
             Some(a) => py.detach(|| guard_core(|| a.rec.flush())),
-            None => self.active().map(|_| ()).or(Ok(())),
+            None if self
+                .closed_without_schema
+                .load(std::sync::atomic::Ordering::Acquire) =>
+            {
+                Err(to_py(CoreError::Closed))
+            }
+            None => Ok(()),
         }
     }
 
