@@ -1055,3 +1055,24 @@ def test_flush_of_a_bare_recorder_closed_without_a_schema_raises_closed(tmp_path
     with flightlog.FlightRecorder(tmp_path / "open", flush_interval=3600.0) as rec:
         rec.flush()
         rec.log(x=1.0)
+
+
+@pytest.mark.parametrize("how", ["lazy_before_first_row", "lazy_after_a_row", "given_schema"])
+def test_every_closed_run_says_closed_to_log_record_and_extend(tmp_path: Path, how: str) -> None:
+    schema = flightlog.Schema([flightlog.Field("x", "f64")]) if how == "given_schema" else None
+    with flightlog.TelemetryManager(tmp_path, FLOW, schema=schema, flush_interval=3600.0) as tm:
+        tm.event("EARLY")
+        if how == "lazy_after_a_row":
+            tm.log(x=1.0)
+    assert tm.closed
+    for call in (
+        lambda: tm.log(x=1.0),
+        lambda: tm.log(not_a_field=1.0),
+        lambda: tm.record(1.0),
+        lambda: tm.record(1.0, 2.0, 3.0),
+        lambda: tm.extend(x=[1.0]),
+        lambda: tm.flush(),
+    ):
+        with pytest.raises(flightlog.RecorderClosedError, match="closed"):
+            call()
+    assert read_manifest(tm.run_path)["status"] == "finished"

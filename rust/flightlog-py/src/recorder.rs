@@ -635,6 +635,11 @@ impl PyRecorder {
         let a = self.active()?;
         let layout = a.layout();
         let given = values.len();
+        if a.rec.is_closed() {
+            // Said before anything about the row: its fields need not fit
+            // the schema of a closed recorder.
+            return Err(to_py(CoreError::Closed));
+        }
         a.rec.check_record_arity(given).map_err(to_py)?;
         let kinds = &a.slot_kinds[..given];
         with_row(layout, |row| {
@@ -709,6 +714,12 @@ impl PyRecorder {
                 self.infer(py, keys, values)?
             }
         };
+        if a.rec.is_closed() {
+            // Said before anything about the row: a closed run's schema may
+            // be one no row ever gave (the constants of a run closed before
+            // its first log()), which would call every field unknown.
+            return Err(to_py(CoreError::Closed));
+        }
         let layout = a.layout();
         with_row(layout, |row| {
             let n_fields = a.rec.schema().fields.len();
