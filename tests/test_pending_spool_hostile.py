@@ -16,16 +16,19 @@ spool when its first row gives it a schema.
 * thread races: ``event()`` against the first ``log()``, two first ``log()`` calls,
   ``close()`` against ``event()``;
 * ``os.fork()`` after an early event;
-* ``recover`` on a live pending run, ``event()`` after ``close()``, odd payloads.
+* ``recover`` on a live pending run, ``event()`` after ``close()``, odd payloads;
+* the clock across the first ``log()``, and calls on runs closed before their first row.
 
 Scenarios that could hang run in a child process under a timeout. The pass
-found six defects; all are fixed (a deadlock of ``event()`` or a second first
+found six defects, all fixed (a deadlock of ``event()`` or a second first
 ``log()`` against the first on a bare recorder, a forked child's early event
 written into its parent's spool, non-finite event times lost on a kill, a
 replacing output file half-replaced after a kill before its first row, early
 events accepted in a folder holding a dead recording's spool, and ``now_ms()``
 jumping back at the first ``log()``: the recorder's clock now starts when the
-pending recorder is made).
+pending recorder is made); a later pass fixed ``flush()`` of a bare recorder
+closed without a schema (silent) and closed runs answering ``log()`` with
+"unknown field".
 """
 
 from __future__ import annotations
@@ -1076,3 +1079,34 @@ def test_every_closed_run_says_closed_to_log_record_and_extend(tmp_path: Path, h
         with pytest.raises(flightlog.RecorderClosedError, match="closed"):
             call()
     assert read_manifest(tm.run_path)["status"] == "finished"
+
+
+@pytest.mark.parametrize("early_events", [0, 2])
+def test_a_replacing_output_file_closed_without_a_row_leaves_no_staging_folder(
+    tmp_path: Path, early_events: int
+) -> None:
+    out = tmp_path / "out.parquet"
+    with flightlog.FlightRecorder(out) as old:
+        old.event("OLD")
+        old.log(x=7.0)
+    sidecar = tmp_path / ".out.parquet.flightlog"
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    listing = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    rec = flightlog.FlightRecorder(out, flush_interval=3600.0, overwrite=True)
+    for k in range(early_events):
+        rec.event("NEW", {"k": k})
+    if early_events:
+        with pytest.warns(RuntimeWarning, match=f"{early_events} event"):
+            rec.close()
+    else:
+        rec.close()
+    assert not (sidecar / "replacement").exists(), sorted(os.listdir(sidecar))
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == listing
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert pq.read_table(out)["x"].to_pylist() == [7.0]
+    assert flightlog.recover(out).recovered == []
+    # The file can be replaced later as usual.
+    with flightlog.FlightRecorder(out, overwrite=True) as new:
+        new.log(x=8.0)
+    assert pq.read_table(out)["x"].to_pylist() == [8.0]
+    assert not (sidecar / "replacement").exists()
