@@ -425,6 +425,28 @@ HOSTILE_CASES = [
         "it could not keep",
         "test_pending_spool_hostile.py::test_a_schema_less_recorder_in_a_folder_with_a_dead_spool_*",
     ),
+    (
+        "pending-spool pass: `now_ms()` before the first `log()` of an inferred schema counted from the manager's "
+        "creation (0 on a bare recorder), then jumped back at the first `log()`, where the recorder's clock started; "
+        "early events got negative times. The clock now runs from the pending recorder's creation and the recorder "
+        "continues it",
+        "test_pending_spool_hostile.py::test_now_ms_before_the_first_log_*, *_clock_runs_from_its_creation_*; "
+        "pending.rs::early_events_are_spooled_*, events_kept_in_memory_*",
+    ),
+    (
+        "pending-spool pass: `flush()` of a bare recorder closed before it got a schema returned silently",
+        "test_pending_spool_hostile.py::test_flush_of_a_bare_recorder_closed_without_a_schema_*",
+    ),
+    (
+        "pending-spool pass: `log()`/`record()` with fields not in the schema on a closed run (a lazy run closed "
+        'before its first row: every field) said "unknown field", not closed',
+        "test_pending_spool_hostile.py::test_every_closed_run_says_closed_*",
+    ),
+    (
+        "pending-spool pass: an `overwrite=True` output file closed before its first row left an empty "
+        "`replacement/` (fixed with the row above it: no spool there before the first row; regression test)",
+        "test_pending_spool_hostile.py::test_a_replacing_output_file_closed_without_a_row_*",
+    ),
 ]
 
 
