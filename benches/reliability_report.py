@@ -447,6 +447,13 @@ HOSTILE_CASES = [
         "`replacement/` (fixed with the row above it: no spool there before the first row; regression test)",
         "test_pending_spool_hostile.py::test_a_replacing_output_file_closed_without_a_row_*",
     ),
+    (
+        "pending-spool pass: a schema-less recorder in a folder holding a finished recording accepted events, "
+        "then its first `log()` raised and the events went with its spool, without a warning at close "
+        "(refused at construction now, as with a schema)",
+        "test_pending_spool_hostile.py::test_a_schema_less_recorder_in_a_finished_folder_*; "
+        "pending.rs::a_finished_folder_is_refused_*",
+    ),
 ]
 
 

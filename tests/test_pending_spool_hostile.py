@@ -964,6 +964,25 @@ def test_a_schema_less_recorder_in_a_folder_with_a_dead_spool_does_not_lose_even
     assert pq.read_table(path / "events.parquet")["event"].to_pylist() == ["DEAD"]
 
 
+def test_a_schema_less_recorder_in_a_finished_folder_is_refused_up_front(tmp_path: Path) -> None:
+    """A folder holding a finished recording is refused at construction, as
+    FlightRecorder(path, schema) refuses it. Before, the schema-less recorder accepted
+    events, its first log() raised FileExistsError, and those events went with the spool
+    it then removed, without a warning at close."""
+    path = tmp_path / "rec"
+    schema = flightlog.Schema([flightlog.Field("x", "f64")])
+    done = flightlog.FlightRecorder(path, schema)
+    done.log(x=1.0)
+    done.close()
+    before = {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    with pytest.raises(FileExistsError, match="already exists"):
+        flightlog.FlightRecorder(path, schema)
+    with pytest.raises(FileExistsError, match="already exists"):
+        flightlog.FlightRecorder(path)
+    after = {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    assert after == before
+
+
 OVERWRITE_KILL = textwrap.dedent(
     """
     import os, signal, sys

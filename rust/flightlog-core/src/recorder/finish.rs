@@ -406,16 +406,27 @@ pub(super) fn prepare_dirs(layout: &OutputLayout) -> Result<()> {
     // segment folders themselves appear with the first flush (a short run
     // closed before it ever flushes never creates them). Object stores have
     // no folders.
+    if layout.storage.is_local() {
+        for dir in [&layout.segment_dir, &layout.events_dir] {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| CoreError::io("create directory", parent, e))?;
+            }
+        }
+    }
+    check_fresh(layout)
+}
+
+/// Refuses a layout that holds a finished recording's final files, or
+/// segments of a recording not merged yet: a recording never mixes its rows
+/// with another's. Checked by a recorder at construction, also by one whose
+/// schema comes with its first row (whose early events would otherwise be
+/// spooled for a recording that cannot start).
+pub(super) fn check_fresh(layout: &OutputLayout) -> Result<()> {
     let storage = &layout.storage;
     #[cfg(feature = "object-store")]
     if let Storage::Object(root) = storage {
         return prepare_object_layout(layout, root);
-    }
-    for dir in [&layout.segment_dir, &layout.events_dir] {
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| CoreError::io("create directory", parent, e))?;
-        }
     }
     for f in [&layout.final_telemetry, &layout.final_events]
         .into_iter()

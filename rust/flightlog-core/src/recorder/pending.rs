@@ -109,6 +109,8 @@ impl PendingRecorder {
         if local {
             spool::check_no_unfinished(&spool_base, None)?;
         }
+        // So is a folder holding a finished recording, or segments not merged.
+        super::finish::check_fresh(&config.layout)?;
         Ok(PendingRecorder {
             spool: None,
             spool_failed: false,
@@ -371,6 +373,20 @@ mod tests {
     fn pending(dir: &std::path::Path, constants: &[&str]) -> PendingRecorder {
         let config = RecorderConfig::new(OutputLayout::run_folder(dir));
         PendingRecorder::new(config, 3, constants.iter().map(|c| c.to_string()).collect()).unwrap()
+    }
+
+    /// A folder it could never record into (a finished recording's final
+    /// files) is refused at construction, before any event is accepted.
+    #[test]
+    fn a_finished_folder_is_refused_before_any_event() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("telemetry.parquet"), b"PAR1").unwrap();
+        let config = RecorderConfig::new(OutputLayout::run_folder(dir.path()));
+        let err = PendingRecorder::new(config, 3, Vec::new())
+            .err()
+            .expect("refused");
+        assert!(matches!(err, CoreError::Exists(_)), "{err:?}");
+        assert!(spool_of(dir.path()).is_empty());
     }
 
     #[test]
