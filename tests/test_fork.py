@@ -8,10 +8,7 @@ process group under a timeout (a regression is a hang).
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -161,26 +158,7 @@ if __name__ == "__main__":
 
 
 def test_a_fork_pool_whose_workers_record_through_their_own_managers_gives_exact_counts(tmp_path: Path) -> None:
-    script = tmp_path / "pool_scenario.py"
-    script.write_text(_POOL)
-    proc = subprocess.Popen(
-        [PYTHON, str(script), str(tmp_path / "root")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-        raise AssertionError("the pool scenario hung") from None
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, err[-3000:]
-    res = json.loads(out.strip().splitlines()[-1])
+    res = run_child_json(_POOL, str(tmp_path / "root"), timeout=TIMEOUT)
     assert res["counts"] == {**{f"w{k}": 1000 + k for k in range(8)}, "parent": 4000}
 
 
