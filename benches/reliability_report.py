@@ -454,6 +454,18 @@ HOSTILE_CASES = [
         "test_pending_spool_hostile.py::test_a_schema_less_recorder_in_a_finished_folder_*; "
         "pending.rs::a_finished_folder_is_refused_*",
     ),
+    (
+        "a first `log()` whose start failed (a finished recording's file put in the folder after the "
+        "recorder was made) took the pending state with it: the early events and their spool were gone "
+        "and the recorder was neither pending nor started. The start now hands everything back; the next "
+        "`log()` tries again, a kill leaves the events to `recover`",
+        "test_kill_lazy_events.py::test_a_first_log_whose_start_fails_*, test_a_failed_start_killed_*; "
+        "pending.rs::a_failed_start_keeps_*",
+    ),
+    (
+        '`FlightRecorder("x.parquet")` closed before any row left an empty hidden `.x.parquet.flightlog/`',
+        "test_kill_lazy_events.py::test_an_output_file_closed_without_a_row_*",
+    ),
 ]
 
 

@@ -137,3 +137,115 @@ def test_a_failed_first_log_keeps_the_early_events(tmp_path: Path) -> None:
     names = pq.read_table(tm.run_path / "events.parquet")["event"].to_pylist()
     assert names.count("STARTED") == 1
     assert pq.read_table(tm.run_path / "telemetry.parquet")["E"].to_pylist() == [0.5]
+
+
+def test_a_first_log_whose_start_fails_keeps_the_early_events(tmp_path: Path) -> None:
+    """Not a row the schema refuses but a start that fails: a finished recording's file
+    appeared in the folder after the recorder was made. The first log() raises, the
+    recorder stays one whose schema is to come, with its events, their spool and its
+    claim; once the folder is fit again the next log() starts it."""
+    run = tmp_path / "rec"
+    rec = flightlog.FlightRecorder(run)
+    rec.event("EARLY", {"k": 1})
+    intruder = run / "telemetry.parquet"
+    intruder.write_bytes(b"PAR1")
+    with pytest.raises(FileExistsError, match="already exists"):
+        rec.log(E=1.0)
+    assert rec.schema is None and not rec.closed
+    assert (run / ".flightlog.spool").is_dir(), "the events' spool stays"
+    with pytest.raises(flightlog.RunClaimedError):
+        flightlog.FlightRecorder(run)  # still this folder's one writer
+    intruder.unlink()
+    rec.log(E=2.0)
+    rec.close()
+    assert pq.read_table(run / "events.parquet")["event"].to_pylist() == ["EARLY"]
+    assert pq.read_table(run / "telemetry.parquet")["E"].to_pylist() == [2.0]
+    assert not (run / ".flightlog.spool").exists()
+
+
+def test_a_failed_start_killed_then_recovered_keeps_the_early_events(tmp_path: Path) -> None:
+    """As above, killed after the failed first log(): recover publishes the events."""
+    run = tmp_path / "rec"
+    child = textwrap.dedent(
+        """
+        import sys, pathlib, flightlog
+        run = pathlib.Path(sys.argv[1])
+        rec = flightlog.FlightRecorder(run)
+        rec.event("EARLY")
+        (run / "telemetry.parquet").write_bytes(b"PAR1")
+        try:
+            rec.log(E=1.0)
+        except FileExistsError:
+            print("refused", flush=True)
+        sys.stdin.read()
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", child, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as p:
+        try:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "refused"
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+    assert (run / ".flightlog.spool").is_dir()
+    (run / "telemetry.parquet").unlink()
+    # A bare recorder's folder is not a run (no manifest): the core's recovery of one folder.
+    rep = flightlog._core.recover_run_dir(str(run))
+    assert (rep["salvaged_events"], rep["event_rows"]) == (1, 1), rep
+    assert pq.read_table(run / "events.parquet")["event"].to_pylist() == ["EARLY"]
+    assert not (run / ".flightlog.spool").exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_output_file_closed_without_a_row_leaves_nothing_behind(tmp_path: Path, overwrite: bool) -> None:
+    """``FlightRecorder("x.parquet")`` (schema to come) closed before any row writes no
+    file, and its hidden folder (claim, spool) goes with it; an existing file that
+    ``overwrite=True`` would have replaced stays as it was."""
+    out = tmp_path / "x.parquet"
+    if overwrite:
+        out.write_bytes(b"old")
+    rec = flightlog.FlightRecorder(out, overwrite=overwrite)
+    rec.event("EARLY")
+    with pytest.warns(RuntimeWarning, match="1 event"):
+        rec.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["x.parquet"] if overwrite else [])
+    if overwrite:
+        assert out.read_bytes() == b"old"
+    # The path is free for the next recording.
+    with flightlog.FlightRecorder(out, overwrite=overwrite) as again:
+        again.log(E=1.0)
+    assert pq.read_table(out)["E"].to_pylist() == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [({"n": 2**70}, OverflowError), ({"s": "\ud800"}, UnicodeEncodeError)],
+    ids=["int-past-i64", "lone-surrogate"],
+)
+def test_a_refused_first_row_gives_no_schema(tmp_path: Path, bad: dict[str, object], error: type) -> None:
+    """The schema is inferred from the first row that is recorded: a first ``log()`` whose
+    row cannot be stored under the types it would give raises and leaves the recorder
+    waiting for its schema, its events kept; an ``overwrite=True`` output file closed
+    then is not replaced by an empty one."""
+    out = tmp_path / "x.parquet"
+    out.write_bytes(b"old")
+    rec = flightlog.FlightRecorder(out, overwrite=True)
+    rec.event("EARLY")
+    with pytest.raises(error):
+        rec.log(E=0.5, **bad)
+    assert rec.schema is None
+    with pytest.warns(RuntimeWarning, match="1 event"):
+        rec.close()
+    assert out.read_bytes() == b"old"
+
+    run = tmp_path / "run"
+    with flightlog.FlightRecorder(run) as rec:
+        rec.event("EARLY")
+        with pytest.raises(error):
+            rec.log(E=0.5, **bad)
+        rec.log(E=1.5, n=3, s="ok")
+    t = pq.read_table(run / "telemetry.parquet")
+    assert t.column_names == ["E", "n", "s"] and t["E"].to_pylist() == [1.5]
+    assert pq.read_table(run / "events.parquet")["event"].to_pylist() == ["EARLY"]

@@ -207,11 +207,19 @@ impl Claim {
         let Some(path) = lock_path(layout) else {
             return Ok(None);
         };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| CoreError::io("create directory", dir, e))?;
-        }
         let what = path.parent().unwrap_or(Path::new("."));
-        match Claim::try_path(&path)? {
+        // Bounded: each retry means the folder went between its creation and
+        // the lock file's (an output file's hidden folder, removed by a
+        // recorder closed without a row as it let go of its claim).
+        let mut tries = 0;
+        let claimed = loop {
+            fs::create_dir_all(what).map_err(|e| CoreError::io("create directory", what, e))?;
+            match Claim::try_path(&path) {
+                Err(_) if tries < 100 && !what.is_dir() => tries += 1,
+                claimed => break claimed,
+            }
+        };
+        match claimed? {
             Some(TryClaim::Held(c)) => Ok(Some(c)),
             None => Ok(None),
             Some(TryClaim::Busy(holder)) => Err(CoreError::Claimed(format!(

@@ -48,8 +48,8 @@ pub use object_root::{ObjectRoot, PutKind};
 pub use output_layout::OutputLayout;
 pub use parquet_io::Codec;
 pub use recorder::{
-    shared_spool_base, InPlace, Offer, OnFull, PendingRecorder, ReadyRecorder, Recorder,
-    RecorderConfig, RowCall, Sampling, Stats,
+    shared_spool_base, InPlace, NotStarted, Offer, OnFull, PendingRecorder, ReadyRecorder,
+    Recorder, RecorderConfig, RowCall, Sampling, Stats,
 };
 pub use recover::{
     publish_replacement, recover_output_file, recover_run, recover_run_exclusive,

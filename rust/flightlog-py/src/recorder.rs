@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use flightlog_core::row_layout::f64_word;
 use flightlog_core::{
-    Codec, CoreError, DType, Field, InPlace, Offer, OnFull, OutputLayout, PendingRecorder,
-    Recorder, RecorderConfig, RowCall, RowLayout, Sampling, Schema, Storage,
+    Codec, CoreError, DType, Field, InPlace, NotStarted, Offer, OnFull, OutputLayout,
+    PendingRecorder, Recorder, RecorderConfig, RowCall, RowLayout, Sampling, Schema, Storage,
 };
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -574,16 +574,56 @@ impl PyRecorder {
         })
     }
 
-    fn init(&self, schema: Schema, deferred: Deferred, py: Python<'_>) -> PyResult<&Active> {
+    ///
+    /// On an error the deferred state comes back with it, whole (the early
+    /// events, their spool, the claim), for the caller to keep: the next
+    /// row tries again, and a close still has the events.
+    fn init(
+        &self,
+        schema: Schema,
+        deferred: Deferred,
+        py: Python<'_>,
+    ) -> Result<&Active, Box<(PyErr, Deferred)>> {
         let Deferred { pending, constants } = deferred;
-        let ready = pending
-            .prepare(schema, |i, name, dtype| {
-                to_constant(name, dtype, constants[i].1.bind(py)).map_err(PyFail)
-            })
-            .map_err(|PyFail(e)| e)?;
-        let rec = py.detach(|| ready.start()).map_err(to_py)?;
-        let _ = self.active.set(Active::new(py, rec));
-        Ok(self.active.get().expect("just set"))
+        let prepared = pending.prepare(schema, |i, name, dtype| {
+            to_constant(name, dtype, constants[i].1.bind(py)).map_err(PyFail)
+        });
+        let ready = match prepared {
+            Ok(ready) => ready,
+            Err(NotStarted {
+                error: PyFail(e),
+                pending,
+            }) => {
+                let pending = *pending;
+                return Err(Box::new((e, Deferred { pending, constants })));
+            }
+        };
+        match py.detach(|| ready.start()) {
+            Ok(rec) => {
+                let _ = self.active.set(Active::new(py, rec));
+                Ok(self.active.get().expect("just set"))
+            }
+            Err(NotStarted { error, pending }) => {
+                let pending = *pending;
+                Err(Box::new((to_py(error), Deferred { pending, constants })))
+            }
+        }
+    }
+
+    /// [`PyRecorder::init`] for a caller holding the deferred state's lock:
+    /// a failed start puts the state back.
+    fn init_or_restore(
+        &self,
+        guard: &mut MutexGuard<'_, Option<Deferred>>,
+        schema: Schema,
+        deferred: Deferred,
+        py: Python<'_>,
+    ) -> PyResult<&Active> {
+        self.init(schema, deferred, py).map_err(|failed| {
+            let (e, deferred) = *failed;
+            **guard = Some(deferred);
+            e
+        })
     }
 
     /// The common `record(*values)` row: every value converted straight into
@@ -773,12 +813,19 @@ impl PyRecorder {
                 .infer_schema(
                     |i, name| infer_dtype(name, deferred.constants[i].1.bind(py)).map_err(PyFail),
                     fields,
-                    |name, value| infer_dtype(name, value).map_err(PyFail),
+                    |name, value| {
+                        // The row must convert under the schema it gives: a
+                        // refused first row (an int past i64, a str with a
+                        // lone surrogate) leaves the schema to the next one.
+                        let dtype = infer_dtype(name, value).map_err(PyFail)?;
+                        to_constant(name, &dtype, value).map_err(PyFail)?;
+                        Ok(dtype)
+                    },
                 )
                 .map_err(|PyFail(e)| e)
         })();
         match result {
-            Ok(schema) => self.init(schema, deferred, py),
+            Ok(schema) => self.init_or_restore(&mut guard, schema, deferred, py),
             Err(e) => {
                 *guard = Some(deferred);
                 Err(e)
@@ -862,7 +909,8 @@ impl PyRecorder {
         match schema {
             Some(spec) => {
                 let schema = schema_from_spec(spec, schema_version)?;
-                this.init(schema, deferred, py)?;
+                // Nothing was kept yet: a failed start only fails the constructor.
+                this.init(schema, deferred, py).map_err(|failed| failed.0)?;
             }
             None => *this.deferred.lock().unwrap_or_else(|e| e.into_inner()) = Some(deferred),
         }
@@ -1064,7 +1112,8 @@ impl PyRecorder {
                 return Err(e);
             }
         };
-        self.init(schema, deferred, py).map(|_| ())
+        self.init_or_restore(&mut guard, schema, deferred, py)
+            .map(|_| ())
     }
 
     /// Blocks until every earlier row is durable. Before the schema is known
@@ -1094,10 +1143,8 @@ impl PyRecorder {
         let Some(a) = self.active.get() else {
             // Never got a schema: no row was recorded, and no recording was
             // started to hold the events (its files need the row schema).
-            let dropped = self
-                .lock_deferred(py)
-                .take()
-                .map_or(0, |d| d.pending.events_len());
+            let deferred = self.lock_deferred(py).take();
+            let dropped = deferred.map_or(0, |d| py.detach(|| d.pending.abandon()));
             self.closed_without_schema
                 .store(true, std::sync::atomic::Ordering::Release);
             if dropped > 0 {

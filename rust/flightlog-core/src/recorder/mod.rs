@@ -51,7 +51,7 @@ use events::EventRow;
 use finish::prepare_dirs;
 pub use finish::CloseReport;
 use flusher::{run_flusher, FlushState, FlusherExit};
-pub use pending::{PendingRecorder, ReadyRecorder};
+pub use pending::{NotStarted, PendingRecorder, ReadyRecorder};
 pub use rows::RowCall;
 use rows::RowRules;
 
@@ -280,7 +280,13 @@ impl Recorder {
         config: RecorderConfig,
         claim: Option<Claim>,
     ) -> Result<Recorder> {
-        Recorder::start(schema, config, claim, pending::Handover::default())
+        let mut claim = claim;
+        Recorder::start(
+            schema,
+            config,
+            &mut claim,
+            &mut pending::Handover::default(),
+        )
     }
 
     /// [`Recorder::new_claimed`], taking over what a [`PendingRecorder`]
@@ -288,15 +294,22 @@ impl Recorder {
     /// recording then has), and its clock (this recorder's `now_ms` counts
     /// from when the pending recorder was made, so the early events' times
     /// stand as they are).
+    ///
+    /// `claim` and `handover` are taken only once nothing can fail before
+    /// they are in use: an error of the checks and folders before that (a
+    /// constant that does not fit, a finished recording that appeared in the
+    /// folder, a folder that cannot be made) leaves both with the caller,
+    /// whose early events and their spool are then neither lost nor removed
+    /// (a pending recorder keeps them for another try).
     fn start(
         schema: Schema,
         mut config: RecorderConfig,
-        claim: Option<Claim>,
-        mut handover: pending::Handover,
+        claim: &mut Option<Claim>,
+        handover: &mut pending::Handover,
     ) -> Result<Recorder> {
         config.validate()?;
-        let adopted = handover.spool.take();
-        let instance = adopted
+        let instance = handover
+            .spool
             .as_ref()
             .map_or_else(instance_id, |spool| spool.instance);
         config.layout = config.layout.with_instance(instance);
@@ -354,16 +367,22 @@ impl Recorder {
         // The clock continues the pending recorder's: the events recorded
         // before the schema was known are on it already.
         let start = handover.clock_origin.unwrap_or_else(Instant::now);
-        let early: Vec<EventRow> = std::mem::take(&mut handover.events)
-            .into_iter()
+        fail::fail_point!("recorder::start", |_| Err(CoreError::write(
+            "injected failure starting the recorder"
+        )));
+        let early: Vec<EventRow> = handover
+            .events
+            .iter()
             .map(|(name, payload, t_wall_ms)| EventRow {
-                t_wall_ms,
+                t_wall_ms: *t_wall_ms,
                 iter: None,
-                name,
-                payload,
+                name: name.clone(),
+                payload: payload.clone(),
             })
             .collect();
-        let spool = match adopted {
+        // From here the early events' spool belongs to this recorder: an error
+        // below leaves its files (and the events in them) for `recover`.
+        let spool = match handover.spool.take() {
             // The early events are in this spool already: rewritten as they
             // are (one that failed to append is then in), under the same
             // sequence numbers.
@@ -436,7 +455,7 @@ impl Recorder {
             closed: AtomicBool::new(false),
             close_lock: Mutex::new(()),
             owner: Owner::current(),
-            claim,
+            claim: claim.take(),
         })
     }
 

@@ -124,6 +124,23 @@ impl PendingRecorder {
         })
     }
 
+    /// Gives up a recorder that never got its schema (closed before its
+    /// first row): its events go unwritten (the count is returned, for the
+    /// caller's warning), their spool is removed, and the folder's claim is
+    /// released. An output file's hidden folder, then empty, goes too: a
+    /// recording that wrote nothing leaves nothing behind.
+    pub fn abandon(mut self) -> usize {
+        let dropped = self.events.len();
+        let sidecar = self.config.layout.claim_dir.clone();
+        drop(self.spool.take());
+        drop(self.claim.take());
+        if let Some(dir) = sidecar.filter(|_| self.owner.is_current()) {
+            // Only if empty: another recorder of the same file may be in it.
+            let _ = std::fs::remove_dir(dir);
+        }
+        dropped
+    }
+
     /// The version of the schema the recorder will have.
     pub fn schema_version(&self) -> i64 {
         self.schema_version
@@ -236,53 +253,103 @@ impl PendingRecorder {
 
     /// Readies the recorder of `schema`: constant `i`'s value comes from
     /// `constant_value(i, name, dtype)`. Fails in a forked child or for a
-    /// constant not in the schema (the claim is then released).
+    /// constant not in the schema; the pending recorder then comes back with
+    /// the error, its events, spool and claim as they were.
     pub fn prepare<E: From<CoreError>>(
-        mut self,
+        self,
         schema: Schema,
         mut constant_value: impl FnMut(usize, &str, &DType) -> std::result::Result<Value, E>,
-    ) -> std::result::Result<ReadyRecorder, E> {
-        self.owner.check()?;
-        let mut config = self.config;
-        for (i, name) in self.constants.iter().enumerate() {
-            let field = schema.index_of(name).ok_or_else(|| {
-                CoreError::Schema(format!(
-                    "constant column '{name}' is not in the schema {}",
-                    schema.describe()
-                ))
-            })?;
-            let v = constant_value(i, name, &schema.fields[field].dtype)?;
-            config.constants.push((name.clone(), v));
+    ) -> std::result::Result<ReadyRecorder, NotStarted<E>> {
+        let constants = (|| {
+            self.owner.check()?;
+            let mut values = Vec::with_capacity(self.constants.len());
+            for (i, name) in self.constants.iter().enumerate() {
+                let field = schema.index_of(name).ok_or_else(|| {
+                    CoreError::Schema(format!(
+                        "constant column '{name}' is not in the schema {}",
+                        schema.describe()
+                    ))
+                })?;
+                let v = constant_value(i, name, &schema.fields[field].dtype)?;
+                values.push((name.clone(), v));
+            }
+            Ok(values)
+        })();
+        match constants {
+            Ok(constants) => Ok(ReadyRecorder {
+                pending: self,
+                schema,
+                constants,
+            }),
+            Err(error) => Err(NotStarted {
+                error,
+                pending: Box::new(self),
+            }),
         }
-        Ok(ReadyRecorder {
-            schema,
-            config,
-            claim: self.claim.take(),
-            handover: Handover {
-                events: std::mem::take(&mut self.events),
-                spool: self.spool.take(),
-                clock_origin: Some(self.made),
-            },
-        })
+    }
+}
+
+/// A pending recorder that could not start, and why: it keeps its early
+/// events, their spool and the folder's claim, so that a later try (or its
+/// close) still has them.
+pub struct NotStarted<E> {
+    pub error: E,
+    pub pending: Box<PendingRecorder>,
+}
+
+impl<E: std::fmt::Debug> std::fmt::Debug for NotStarted<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotStarted")
+            .field("error", &self.error)
+            .field("events_kept", &self.pending.events.len())
+            .finish()
     }
 }
 
 /// A recorder with its schema and constants, not started yet (a binding
 /// starts it without holding its interpreter lock).
 pub struct ReadyRecorder {
-    // `handover` before `claim`: its spool goes before the claim is released.
-    handover: Handover,
+    pending: PendingRecorder,
     schema: Schema,
-    config: RecorderConfig,
-    claim: Option<Claim>,
+    constants: Vec<(String, Value)>,
 }
 
 impl ReadyRecorder {
     /// Starts the recorder ([`Recorder::new_claimed`]) with the events kept
-    /// so far and the spool they are in; its clock continues this pending
-    /// recorder's (it counts from when that was made).
-    pub fn start(self) -> Result<Recorder> {
-        Recorder::start(self.schema, self.config, self.claim, self.handover)
+    /// so far and the spool they are in; its clock continues the pending
+    /// recorder's (it counts from when that was made). On an error the
+    /// pending recorder comes back as it was (see [`Recorder::start`] for
+    /// what it keeps when the error comes after its spool was adopted).
+    pub fn start(self) -> std::result::Result<Recorder, NotStarted<CoreError>> {
+        let ReadyRecorder {
+            mut pending,
+            schema,
+            constants,
+        } = self;
+        let mut config = pending.config.clone();
+        config.constants.extend(constants);
+        let mut handover = Handover {
+            events: std::mem::take(&mut pending.events),
+            spool: pending.spool.take(),
+            clock_origin: Some(pending.made),
+        };
+        let had_spool = handover.spool.is_some();
+        let mut claim = pending.claim.take();
+        match Recorder::start(schema, config, &mut claim, &mut handover) {
+            Ok(recorder) => Ok(recorder),
+            Err(error) => {
+                pending.events = handover.events;
+                pending.spool = handover.spool;
+                // A spool adopted before the error stays on disk for
+                // `recover`; another one cannot be made beside it.
+                pending.spool_failed |= had_spool && pending.spool.is_none();
+                pending.claim = claim;
+                Err(NotStarted {
+                    error,
+                    pending: Box::new(pending),
+                })
+            }
+        }
     }
 }
 
@@ -375,6 +442,59 @@ mod tests {
         PendingRecorder::new(config, 3, constants.iter().map(|c| c.to_string()).collect()).unwrap()
     }
 
+    /// A start that fails (here: a finished recording's file appeared in the
+    /// folder after the pending recorder was made) hands the pending recorder
+    /// back whole: its events, their spool on disk (what `recover` would
+    /// publish after a kill) and the folder's claim. Once the folder is fit
+    /// again, a second start records the events as if nothing had happened.
+    #[test]
+    fn a_failed_start_keeps_the_early_events_and_their_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let mut p = pending(&run, &[]);
+        p.event("START", Some("{\"k\":1}".into()), None).unwrap();
+        p.event("CONFIG", None, Some(42.0)).unwrap();
+        assert_eq!(spool_of(&run).len(), 1);
+        let intruder = run.join("telemetry.parquet");
+        std::fs::write(&intruder, b"PAR1").unwrap();
+        let schema = Schema::new(vec![Field::new("E", DType::F64)], 1).unwrap();
+        let failed = p
+            .prepare(schema.clone(), |_, _, _| Ok::<_, CoreError>(Value::Null))
+            .and_then(ReadyRecorder::start)
+            .err()
+            .expect("a finished recording's file is in the folder");
+        assert!(
+            matches!(failed.error, CoreError::Exists(_)),
+            "{:?}",
+            failed.error
+        );
+        let p = *failed.pending;
+        assert_eq!(p.events_len(), 2);
+        let spools = spool_of(&run);
+        assert_eq!(spools.len(), 1, "the events' spool is still on disk");
+        let s = spool::salvage(&spools[0], &BTreeMap::new(), 0).unwrap();
+        assert_eq!(s.events.len(), 2);
+        // Still this folder's one writer.
+        let other = RecorderConfig::new(OutputLayout::run_folder(&run));
+        assert!(PendingRecorder::new(other, 3, Vec::new()).is_err());
+
+        std::fs::remove_file(&intruder).unwrap();
+        let rec = p
+            .prepare(schema, |_, _, _| Ok::<_, CoreError>(Value::Null))
+            .and_then(ReadyRecorder::start)
+            .unwrap();
+        let mut row = rec.row_layout().new_row();
+        row[0] = 1.5f64.to_bits();
+        rec.push(&row).unwrap();
+        rec.close().unwrap();
+        assert!(spool_of(&run).is_empty());
+        let (_, events) = crate::parquet_io::read_file(&run.join("events.parquet")).unwrap();
+        let rows: usize = events.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 2);
+        let (_, telemetry) = crate::parquet_io::read_file(&run.join("telemetry.parquet")).unwrap();
+        assert_eq!(telemetry.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    }
+
     /// A folder it could never record into (a finished recording's final
     /// files) is refused at construction, before any event is accepted.
     #[test]
@@ -446,8 +566,10 @@ mod tests {
             .err()
             .unwrap();
         assert!(err
+            .error
             .to_string()
             .starts_with("constant column 'nope' is not in the schema"));
+        assert_eq!(err.pending.events_len(), 1, "the refusal keeps the event");
 
         let mut p = pending(&dir.path().join("c"), &[]);
         p.event("START", None, None).unwrap();
