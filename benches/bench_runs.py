@@ -1,10 +1,13 @@
 """Short runs: how many 10-row runs `TelemetryManager` starts and closes per second on a
 local disk, and how many fsyncs each costs.
 
-    python benches/bench_runs.py [--runs 300] [--rows 10] [--root DIR] [--out FILE]
+    python benches/bench_runs.py [--runs 300] [--rows 10] [--workers 2] [--root DIR] [--out FILE]
 
 * runs/s: ``--runs`` runs of ``--rows`` rows each (``iter`` + 3 f64 columns), each
-  opened, filled with one ``extend`` and closed (manifest, final Parquet files);
+  opened, filled with one ``extend`` and closed (manifest, final Parquet files), one
+  after another; then the same runs spread over ``--workers`` threads of one process, as
+  an auto-tuner runs trials side by side (a run waits on its fsyncs about as long as it
+  computes, so another run's work fits in those waits);
 * CPU per run (user and system) of the same loop, and the same loop in a RAM folder
   (``/dev/shm``, where fsync costs nothing): flightlog's own ceiling, apart from the disk;
 * fsyncs per run: the same loop in a child process under
@@ -31,20 +34,34 @@ import time
 from pathlib import Path
 
 
-def make_runs(root: Path, runs: int, rows: int) -> tuple[float, float, float]:
-    """Starts and closes ``runs`` runs of ``rows`` rows below ``root``; returns wall,
+def make_runs(root: Path, runs: int, rows: int, workers: int = 1) -> tuple[float, float, float]:
+    """Starts and closes ``runs`` runs of ``rows`` rows below ``root``, one after another
+    in each of ``workers`` threads (an auto-tuner's trials side by side); returns wall,
     user CPU and system CPU seconds (the whole process: the writer's threads count)."""
+    import threading
+
     import numpy as np
 
     from flightlog import Field, Schema, TelemetryManager
 
     schema = Schema([Field("iter", "i64", nullable=False)] + [Field(f, "f64") for f in ("E", "g", "h")])
     cols = {"iter": np.arange(rows), "E": np.ones(rows), "g": np.zeros(rows), "h": np.full(rows, 0.5)}
+
+    def work(worker: int) -> None:
+        for k in range(worker, runs, workers):
+            with TelemetryManager(root, "bench", run_id=f"r{k:06d}", schema=schema, max_rows=None) as tm:
+                tm.extend(**cols)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
     cpu0, t0 = os.times(), time.perf_counter()
-    for k in range(runs):
-        with TelemetryManager(root, "bench", run_id=f"r{k:06d}", schema=schema, max_rows=None) as tm:
-            tm.extend(**cols)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     wall, cpu1 = time.perf_counter() - t0, os.times()
+    made = sum(1 for p in root.iterdir() if (p / "telemetry.parquet").is_file())
+    if made != runs:
+        raise RuntimeError(f"{made} finished runs in {root}, expected {runs}")
     return wall, cpu1.user - cpu0.user, cpu1.system - cpu0.system
 
 
@@ -119,6 +136,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--rows", type=int, default=10)
     ap.add_argument("--root", type=Path, default=None, help="folder for the runs (default: a temporary one)")
+    ap.add_argument("--workers", type=int, default=2, help="threads of the side-by-side measure (default 2)")
     ap.add_argument("--out", type=Path, default=None, help="append the Markdown section to this file")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -133,6 +151,7 @@ def main() -> None:
     try:
         make_runs(work / "warmup", 5, args.rows)
         on_disk = make_runs(work / "timed", args.runs, args.rows)
+        side_by_side = make_runs(work / "threads", args.runs, args.rows, args.workers)
         fsyncs = fsyncs_per_run(work, min(args.runs, 50), args.rows)
         if ram.is_dir() and os.access(ram, os.W_OK):
             ram_work = Path(tempfile.mkdtemp(prefix="flightlog-bench-runs-", dir=ram))
@@ -146,8 +165,10 @@ def main() -> None:
         "",
         f"## Short runs ({args.rows} rows each, local disk)",
         "",
-        f"- runs started and closed per second: {rate(args.runs, on_disk)}",
-        f"- the same in RAM ({ram}, no disk): {rate(args.runs, in_ram) if in_ram else 'not measured (no /dev/shm)'}",
+        f"- runs started and closed per second, one after another: {rate(args.runs, on_disk)}",
+        f"- the same runs in {args.workers} threads of one process (trials side by side; each run's fsyncs "
+        f"then overlap another's work): {rate(args.runs, side_by_side)}",
+        f"- one after another in RAM ({ram}, no disk): {rate(args.runs, in_ram) if in_ram else 'not measured (no /dev/shm)'}",
         f"- fsync + fdatasync per run (strace -f -c): {fsyncs}",
         f"- disk: {base}: {filesystem(base)} ({os.uname().sysname})",
         "",
