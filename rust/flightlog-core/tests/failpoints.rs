@@ -343,3 +343,72 @@ fn a_failed_short_close_publishes_neither_file_and_recover_salvages() {
         scenario.teardown();
     }
 }
+
+/// A pending recorder (schema to come) whose start fails after its checks
+/// (`recorder::start`) comes back whole: its early events, their spool on
+/// disk and the folder's claim; the next start records the events once.
+#[test]
+fn a_failed_start_hands_the_pending_recorder_back() {
+    use flightlog_core::{PendingRecorder, ReadyRecorder, Value};
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let config = RecorderConfig::new(OutputLayout::run_folder(&run));
+    let mut pending = PendingRecorder::new(config, 1, Vec::new()).unwrap();
+    pending.event("EARLY", None, None).unwrap();
+    fail::cfg("recorder::start", "return").unwrap();
+    let failed = pending
+        .prepare(schema(), |_, _, _| {
+            Ok::<_, flightlog_core::CoreError>(Value::Null)
+        })
+        .and_then(ReadyRecorder::start)
+        .err()
+        .expect("the start fails");
+    assert!(
+        failed.error.to_string().contains("injected"),
+        "{}",
+        failed.error
+    );
+    let mut pending = *failed.pending;
+    assert_eq!(pending.events_len(), 1);
+    assert!(run.join(".flightlog.spool").is_dir(), "the spool stays");
+    let other = RecorderConfig::new(OutputLayout::run_folder(&run));
+    assert!(
+        PendingRecorder::new(other, 1, Vec::new()).is_err(),
+        "still claimed"
+    );
+    pending.event("BETWEEN", None, None).unwrap();
+
+    fail::remove("recorder::start");
+    let rec = pending
+        .prepare(schema(), |_, _, _| {
+            Ok::<_, flightlog_core::CoreError>(Value::Null)
+        })
+        .and_then(ReadyRecorder::start)
+        .unwrap();
+    push_rows(&rec, 0, 3);
+    rec.close().unwrap();
+    let layout = OutputLayout::run_folder(&run);
+    let rows = |parts: Vec<(arrow_schema::SchemaRef, Vec<arrow_array::RecordBatch>)>| -> usize {
+        parts
+            .iter()
+            .flat_map(|(_, b)| b)
+            .map(|b| b.num_rows())
+            .sum()
+    };
+    let events = read_events(&layout).unwrap();
+    assert_eq!(rows(events.clone()), 2);
+    let names = events[0].1[0]
+        .column_by_name("event")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()
+        .map(|a| a.iter().flatten().map(str::to_owned).collect::<Vec<_>>());
+    assert_eq!(
+        names.as_deref(),
+        Some(&["EARLY".to_owned(), "BETWEEN".to_owned()][..])
+    );
+    assert_eq!(rows(read_telemetry(&layout).unwrap()), 3);
+    assert!(!run.join(".flightlog.spool").exists());
+    scenario.teardown();
+}
