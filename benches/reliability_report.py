@@ -277,6 +277,7 @@ HOSTILE_FILES = [
     "tests/test_kill_extend_policies.py",
     "tests/test_fork_then_kill.py",
     "tests/test_kill_lazy_events.py",
+    "tests/test_first_log_hostile.py",
     "tests/test_pending_spool_hostile.py",
 ]
 HOSTILE_CASES = [
@@ -465,6 +466,30 @@ HOSTILE_CASES = [
     (
         '`FlightRecorder("x.parquet")` closed before any row left an empty hidden `.x.parquet.flightlog/`',
         "test_kill_lazy_events.py::test_an_output_file_closed_without_a_row_*",
+    ),
+    (
+        "first-log pass: two threads taking one output file in turn, each closing it without a row, got "
+        "WriteError (the claim's folder went between its creation and the lock file); now retried",
+        "test_first_log_hostile.py::test_two_threads_on_one_output_file_*",
+    ),
+    (
+        "first-log pass: a first value whose `__float__` called back into the recorder (`now_ms()`, `event()`) "
+        "hung the thread (the values were converted under the recorder's lock); an exception of a value's own "
+        "`__index__`/`__float__` (Ctrl-C among them) became a TypeError",
+        "test_first_log_hostile.py::test_a_first_value_calling_back_*, *_keyboard_interrupt_*",
+    ),
+    (
+        "first-log pass: `TelemetryManager.close()` of a run whose start failed kept the run claimed (recover "
+        "took it for live); a recorder garbage-collected before its first row dropped its events without the "
+        "warning close() gives; close() in a forked child warned of the parent's events",
+        "test_first_log_hostile.py::test_manager_close_with_the_folder_still_unfit_*, "
+        "*_garbage_collected_*, *_forked_child_*",
+    ),
+    (
+        "first-log pass: an `overwrite=True` output file let go of its claim before its recording moved into "
+        "place; a recorder of the same file made in between got FileExistsError (the core's close now moves "
+        "it while it holds the claim)",
+        "test_first_log_hostile.py::test_a_replacing_recorder_closing_never_refuses_*",
     ),
 ]
 

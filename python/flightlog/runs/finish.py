@@ -78,6 +78,9 @@ class _Finishing:
     def _forget(self) -> None:
         raise NotImplementedError
 
+    def _give_up_pending(self) -> None:
+        raise NotImplementedError
+
     def _close_locked(self, status: str, error: BaseException | None) -> BaseException | None:
         """The work of :meth:`close`; returns the error to raise.
 
@@ -101,6 +104,9 @@ class _Finishing:
             rec = self._ensure_recorder()
         except Exception as e:
             rec, close_error = None, e
+            # The recorder waiting for its schema could not start (its folder not fit
+            # for it): the run ends failed all the same, and lets go of its folder.
+            self._give_up_pending()
         except BaseException as e:
             rec, interrupt = self._recorder, e
         if interrupt is not None and error is None:

@@ -456,6 +456,15 @@ class TelemetryManager(_Finishing):
             self._pending = self._new_recorder(None)
         return self._pending
 
+    def _give_up_pending(self) -> None:
+        """Closes the recorder still waiting for its schema, whose start failed at close:
+        it lets go of the run folder's claim and spool (its close warns how many events
+        go unwritten), so the closed run is not taken for a live one."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                pending.close()
+
     def _adopt(self, rec: Any) -> None:
         self._recorder, self._pending = rec, None
         schema = _schema_of(rec)

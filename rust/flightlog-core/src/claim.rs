@@ -208,14 +208,16 @@ impl Claim {
             return Ok(None);
         };
         let what = path.parent().unwrap_or(Path::new("."));
-        // Bounded: each retry means the folder went between its creation and
-        // the lock file's (an output file's hidden folder, removed by a
-        // recorder closed without a row as it let go of its claim).
+        // Bounded: each retry means the folder went while it was being made or
+        // before the lock file was (an output file's hidden folder, removed by
+        // a recorder closed without a row as it let go of its claim).
         let mut tries = 0;
         let claimed = loop {
-            fs::create_dir_all(what).map_err(|e| CoreError::io("create directory", what, e))?;
-            match Claim::try_path(&path) {
-                Err(_) if tries < 100 && !what.is_dir() => tries += 1,
+            let attempt = fs::create_dir_all(what)
+                .map_err(|e| CoreError::io("create directory", what, e))
+                .and_then(|()| Claim::try_path(&path));
+            match attempt {
+                Err(e) if tries < 100 && folder_went(&e) => tries += 1,
                 claimed => break claimed,
             }
         };
@@ -426,6 +428,21 @@ fn refuse_odd_lock_file(path: &Path) -> Result<()> {
         Ok(m) if m.file_type().is_symlink() => Err(odd_lock_file(path, "a symbolic link")),
         Ok(m) if !m.file_type().is_file() => Err(odd_lock_file(path, "not a regular file")),
         _ => Ok(()),
+    }
+}
+
+/// Whether `e`, met while claiming a lock file, may be its folder going away
+/// meanwhile: removed by another recorder between `create_dir_all`'s `mkdir`
+/// and its check that the folder is there (AlreadyExists), or before the lock
+/// file was created (NotFound). A retry then claims it; a path that really is
+/// a file fails the same way on every try, and the bounded retries end.
+fn folder_went(e: &CoreError) -> bool {
+    match e {
+        CoreError::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::AlreadyExists
+        ),
+        _ => false,
     }
 }
 

@@ -35,6 +35,9 @@ pub struct OutputLayout {
     /// Folder of the one-writer claim when it is not the final file's folder
     /// (the output-file form: the final file sits among the user's files).
     pub claim_dir: Option<PathBuf>,
+    /// The output file this recording replaces when it closes
+    /// ([`OutputLayout::output_file`] with `replacing`).
+    pub replaces: Option<PathBuf>,
 }
 
 /// Suffix of the hidden folder kept beside an output file (`.{name}.flightlog`):
@@ -70,6 +73,7 @@ impl OutputLayout {
             storage: Storage::Local,
             instance: None,
             claim_dir: None,
+            replaces: None,
         }
     }
 
@@ -111,6 +115,7 @@ impl OutputLayout {
             storage: Storage::Local,
             instance: None,
             claim_dir: Some(sidecar),
+            replaces: replacing.then(|| file.to_path_buf()),
         }
     }
 
@@ -149,6 +154,7 @@ impl OutputLayout {
             storage: Storage::Local,
             instance: None,
             claim_dir: None,
+            replaces: None,
         }
     }
 

@@ -89,7 +89,12 @@ pub fn to_word(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
                         value.repr().map(|r| r.to_string()).unwrap_or_default()
                     )))
                 }
-                Err(_) => Err(wrong_type(f.name, "an int (i64)", value)),
+                // Not an int. An error raised inside the value's own
+                // `__index__` (a KeyboardInterrupt among them) is its own.
+                Err(e) if e.is_instance_of::<PyTypeError>(value.py()) => {
+                    Err(wrong_type(f.name, "an int (i64)", value))
+                }
+                Err(e) => Err(e),
             }
         }
         DType::Bool => {
@@ -136,9 +141,14 @@ fn to_f64(f: &FieldConv<'_>, value: &Bound<'_, PyAny>) -> PyResult<f64> {
     if is_numpy_time(value) {
         return Err(time_error(f, value));
     }
-    value
-        .extract::<f64>()
-        .map_err(|_| wrong_type(f.name, "a float (or an object with __float__)", value))
+    value.extract::<f64>().map_err(|e| {
+        // As for ints: what the value's own `__float__` raised stays.
+        if e.is_instance_of::<PyTypeError>(value.py()) {
+            wrong_type(f.name, "a float (or an object with __float__)", value)
+        } else {
+            e
+        }
+    })
 }
 
 /// The dtype a value implies, for schema inference from the first `log()`.

@@ -15,6 +15,7 @@ use flightlog_core::row_layout::f64_word;
 use flightlog_core::{
     Codec, CoreError, DType, Field, InPlace, NotStarted, Offer, OnFull, OutputLayout,
     PendingRecorder, Recorder, RecorderConfig, RowCall, RowLayout, Sampling, Schema, Storage,
+    Value,
 };
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -520,6 +521,22 @@ fn with_row<R>(layout: &RowLayout, f: impl FnOnce(&mut [u64]) -> R) -> R {
     }
 }
 
+/// Says that a recorder `how` ("closed", "garbage-collected") before any row
+/// gave it a schema drops its `dropped` events (their files need the schema).
+fn warn_events_not_written(py: Python<'_>, how: &str, dropped: usize) -> PyResult<()> {
+    let msg = format!(
+        "the recorder was {how} before any row gave it a schema: its {dropped} \
+         event(s) are not written (pass schema= to record events without rows)"
+    );
+    let msg = std::ffi::CString::new(msg).expect("no NUL in message");
+    PyErr::warn(
+        py,
+        &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+        &msg,
+        1,
+    )
+}
+
 /// The native recorder behind `flightlog.FlightRecorder`.
 #[pyclass(frozen, module = "flightlog._core", name = "Recorder")]
 pub struct PyRecorder {
@@ -534,6 +551,31 @@ pub struct PyRecorder {
     /// Set once a replacing recording has moved into place: reads then go to
     /// the output file instead of the (moved) staged files.
     replaced: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for PyRecorder {
+    /// A recorder dropped before any row gave it a schema (never closed) is
+    /// given up as `close()` gives it up: its claim and spool let go, and the
+    /// same warning that its events are not written, not a silent loss. (A
+    /// started recorder closes when its core recorder is dropped.)
+    fn drop(&mut self) {
+        let deferred = self
+            .deferred
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(d) = deferred {
+            let dropped = d.pending.abandon();
+            if dropped > 0 {
+                Python::attach(|py| {
+                    if let Err(e) = warn_events_not_written(py, "garbage-collected", dropped) {
+                        // Warnings turned into errors: nowhere to raise from a drop.
+                        e.write_unraisable(py, None);
+                    }
+                });
+            }
+        }
+    }
 }
 
 impl PyRecorder {
@@ -578,15 +620,20 @@ impl PyRecorder {
     /// On an error the deferred state comes back with it, whole (the early
     /// events, their spool, the claim), for the caller to keep: the next
     /// row tries again, and a close still has the events.
+    ///
+    /// `known`: the constants' values, converted already (for their dtypes in
+    /// `schema`); else they are converted here.
     fn init(
         &self,
         schema: Schema,
         deferred: Deferred,
+        known: Option<Vec<Value>>,
         py: Python<'_>,
     ) -> Result<&Active, Box<(PyErr, Deferred)>> {
         let Deferred { pending, constants } = deferred;
-        let prepared = pending.prepare(schema, |i, name, dtype| {
-            to_constant(name, dtype, constants[i].1.bind(py)).map_err(PyFail)
+        let prepared = pending.prepare(schema, |i, name, dtype| match &known {
+            Some(values) => Ok(values[i].clone()),
+            None => to_constant(name, dtype, constants[i].1.bind(py)).map_err(PyFail),
         });
         let ready = match prepared {
             Ok(ready) => ready,
@@ -617,9 +664,10 @@ impl PyRecorder {
         guard: &mut MutexGuard<'_, Option<Deferred>>,
         schema: Schema,
         deferred: Deferred,
+        known: Option<Vec<Value>>,
         py: Python<'_>,
     ) -> PyResult<&Active> {
-        self.init(schema, deferred, py).map_err(|failed| {
+        self.init(schema, deferred, known, py).map_err(|failed| {
             let (e, deferred) = *failed;
             **guard = Some(deferred);
             e
@@ -795,6 +843,43 @@ impl PyRecorder {
         keys: &[Bound<'_, PyAny>],
         values: &[Bound<'_, PyAny>],
     ) -> PyResult<&Active> {
+        // First, without the lock, everything that may run the values' own
+        // code (`__index__`, `__float__`, `__getattr__`), which may call back
+        // into this recorder (`now_ms()`, `event()`: they take the lock too).
+        // The row must convert under the schema it gives: a refused first row
+        // (an int past i64, a str with a lone surrogate) leaves the schema to
+        // the next one.
+        let fields = keys
+            .iter()
+            .zip(values)
+            .map(|(k, v)| {
+                let name = k.extract::<String>()?;
+                let dtype = infer_dtype(&name, v)?;
+                to_constant(&name, &dtype, v)?;
+                Ok((name, dtype))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let constants: Vec<(String, Py<PyAny>)> = {
+            let guard = self.lock_deferred(py);
+            match (self.active.get(), guard.as_ref()) {
+                (Some(a), _) => return Ok(a),
+                (None, None) => return self.active(),
+                (None, Some(d)) => d
+                    .constants
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone_ref(py)))
+                    .collect(),
+            }
+        };
+        let constant_values = constants
+            .iter()
+            .map(|(name, value)| {
+                let value = value.bind(py);
+                let dtype = infer_dtype(name, value)?;
+                Ok((dtype.clone(), to_constant(name, &dtype, value)?))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+
         let mut guard = self.lock_deferred(py);
         if let Some(a) = self.active.get() {
             return Ok(a);
@@ -802,33 +887,19 @@ impl PyRecorder {
         let Some(deferred) = guard.take() else {
             return self.active();
         };
-        let result = (|| {
-            let fields = keys
-                .iter()
-                .zip(values)
-                .map(|(k, v)| Ok((k.extract::<String>()?, v)))
-                .collect::<PyResult<Vec<_>>>()?;
-            deferred
-                .pending
-                .infer_schema(
-                    |i, name| infer_dtype(name, deferred.constants[i].1.bind(py)).map_err(PyFail),
-                    fields,
-                    |name, value| {
-                        // The row must convert under the schema it gives: a
-                        // refused first row (an int past i64, a str with a
-                        // lone surrogate) leaves the schema to the next one.
-                        let dtype = infer_dtype(name, value).map_err(PyFail)?;
-                        to_constant(name, &dtype, value).map_err(PyFail)?;
-                        Ok(dtype)
-                    },
-                )
-                .map_err(|PyFail(e)| e)
-        })();
-        match result {
-            Ok(schema) => self.init_or_restore(&mut guard, schema, deferred, py),
+        let inferred = deferred.pending.infer_schema(
+            |i, _| Ok::<_, CoreError>(constant_values[i].0.clone()),
+            fields,
+            |_, dtype| Ok(dtype.clone()),
+        );
+        match inferred {
+            Ok(schema) => {
+                let values = constant_values.into_iter().map(|(_, v)| v).collect();
+                self.init_or_restore(&mut guard, schema, deferred, Some(values), py)
+            }
             Err(e) => {
                 *guard = Some(deferred);
-                Err(e)
+                Err(to_py(e))
             }
         }
     }
@@ -910,7 +981,8 @@ impl PyRecorder {
             Some(spec) => {
                 let schema = schema_from_spec(spec, schema_version)?;
                 // Nothing was kept yet: a failed start only fails the constructor.
-                this.init(schema, deferred, py).map_err(|failed| failed.0)?;
+                this.init(schema, deferred, None, py)
+                    .map_err(|failed| failed.0)?;
             }
             None => *this.deferred.lock().unwrap_or_else(|e| e.into_inner()) = Some(deferred),
         }
@@ -1112,7 +1184,7 @@ impl PyRecorder {
                 return Err(e);
             }
         };
-        self.init_or_restore(&mut guard, schema, deferred, py)
+        self.init_or_restore(&mut guard, schema, deferred, None, py)
             .map(|_| ())
     }
 
@@ -1148,17 +1220,7 @@ impl PyRecorder {
             self.closed_without_schema
                 .store(true, std::sync::atomic::Ordering::Release);
             if dropped > 0 {
-                let msg = format!(
-                    "the recorder was closed before any row gave it a schema: its {dropped} \
-                     event(s) are not written (pass schema= to record events without rows)"
-                );
-                let msg = std::ffi::CString::new(msg).expect("no NUL in message");
-                PyErr::warn(
-                    py,
-                    &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
-                    &msg,
-                    1,
-                )?;
+                warn_events_not_written(py, "closed", dropped)?;
             }
             return Ok(None);
         };
@@ -1174,21 +1236,12 @@ impl PyRecorder {
             })
         })?;
         let unsynced = report.unsynced_folder.clone();
-        if let Some((file, true)) = &self.output_file {
-            // The replacing form: the complete recording now replaces the old
-            // output (a close that failed above leaves it and the segments
-            // for recover). Once, under the files lock, taken without the GIL:
-            // a concurrent close() waits here without holding the GIL that
-            // this one needs to return.
-            py.detach(|| {
-                let _once = self.files.lock().unwrap_or_else(|e| e.into_inner());
-                if !self.replaced.load(std::sync::atomic::Ordering::Acquire) {
-                    guard_core(|| flightlog_core::publish_replacement(file))?;
-                    self.replaced
-                        .store(true, std::sync::atomic::Ordering::Release);
-                }
-                Ok::<(), PyErr>(())
-            })?;
+        if report.replaced {
+            // The replacing form: the core moved the complete recording into
+            // place before it let go of the claim (a close that failed leaves
+            // the old output and the segments for recover).
+            self.replaced
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let moved = self.read_layout();

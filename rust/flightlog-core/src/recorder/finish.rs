@@ -27,6 +27,9 @@ pub struct CloseReport {
     /// fsync the caller owes (the final files' names are in place, their data
     /// durable, the names not yet). None when close did every fsync.
     pub unsynced_folder: Option<PathBuf>,
+    /// The recording replaced its output file ([`crate::OutputLayout::replaces`]):
+    /// its final files are in place of the old ones.
+    pub replaced: bool,
 }
 
 impl Recorder {
@@ -138,6 +141,13 @@ impl Recorder {
             return Err(CoreError::write(format!(
                 "{lost} rows could not be written and were lost; see the earlier write errors"
             )));
+        }
+        // A replacing recording moves into place while it still holds the
+        // claim (released after this, in `close_with`): a recorder that claims
+        // the output file next finds it whole, never this one's staged files.
+        if let Some(file) = &self.shared.config.layout.replaces {
+            crate::recover::publish_replacement(file)?;
+            report.replaced = true;
         }
         Ok(report)
     }

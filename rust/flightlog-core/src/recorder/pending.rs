@@ -128,9 +128,15 @@ impl PendingRecorder {
     /// first row): its events go unwritten (the count is returned, for the
     /// caller's warning), their spool is removed, and the folder's claim is
     /// released. An output file's hidden folder, then empty, goes too: a
-    /// recording that wrote nothing leaves nothing behind.
+    /// recording that wrote nothing leaves nothing behind. In a forked child
+    /// nothing is touched and nothing is dropped (0): the events, their spool
+    /// and the claim are the parent's.
     pub fn abandon(mut self) -> usize {
-        let dropped = self.events.len();
+        let dropped = if self.owner.is_current() {
+            self.events.len()
+        } else {
+            0
+        };
         let sidecar = self.config.layout.claim_dir.clone();
         drop(self.spool.take());
         drop(self.claim.take());
