@@ -613,8 +613,10 @@ mod tests {
         assert!(rec.now_ms() >= before);
         rec.event("LATER", None, None).unwrap();
         rec.close().unwrap();
-        let staged = OutputLayout::output_file(&file, true);
-        let events = crate::read::read_events(&staged).unwrap();
+        // The close moved the recording into place (the output file, and the
+        // events beside it in the sidecar).
+        let placed = OutputLayout::output_file(&file, false);
+        let events = crate::read::read_events(&placed).unwrap();
         let times: Vec<f64> = events
             .iter()
             .flat_map(|(_, b)| b)
