@@ -64,6 +64,17 @@ def _refused_start(rec: Any, **row: Any) -> None:
         rec.log(**row)
 
 
+def _recorder_whose_start_failed(tmp_path: Path) -> tuple[Path, Any]:
+    """A bare recorder with one early event ("EARLY") whose first log() was refused at
+    its start: a finished recording's file (still there) was put in its folder."""
+    run = tmp_path / "run"
+    rec = flightlog.FlightRecorder(run)
+    rec.event("EARLY")
+    (run / "telemetry.parquet").write_bytes(b"PAR1")
+    _refused_start(rec, E=1.0)
+    return run, rec
+
+
 def _threads_of_this_process() -> int:
     return len(os.listdir("/proc/self/task"))
 
@@ -222,11 +233,7 @@ def test_a_spool_removed_by_hand_before_the_first_log(tmp_path: Path) -> None:
 
 
 def test_a_pending_recorder_garbage_collected_does_not_lose_its_events_silently(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    rec = flightlog.FlightRecorder(run)
-    rec.event("EARLY")
-    (run / "telemetry.parquet").write_bytes(b"PAR1")
-    _refused_start(rec, E=1.0)
+    run, rec = _recorder_whose_start_failed(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         del rec
@@ -603,11 +610,7 @@ def test_fork_after_a_failed_start_leaves_the_parents_spool_alone(tmp_path: Path
 
 
 def test_close_in_a_forked_child_does_not_claim_the_parents_events_are_lost(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    rec = flightlog.FlightRecorder(run)
-    rec.event("EARLY")
-    (run / "telemetry.parquet").write_bytes(b"PAR1")
-    _refused_start(rec, E=1.0)
+    _, rec = _recorder_whose_start_failed(tmp_path)
 
     def child() -> dict[str, Any]:
         with warnings.catch_warnings(record=True) as caught:
@@ -626,12 +629,19 @@ def test_close_in_a_forked_child_does_not_claim_the_parents_events_are_lost(tmp_
 # ----------------------------------------------------------------------------- output files
 
 
-def test_output_file_appearing_refuses_the_start_and_close_leaves_only_it(tmp_path: Path) -> None:
+def _output_file_whose_start_failed(tmp_path: Path, content: bytes) -> tuple[Path, Any]:
+    """``FlightRecorder("x.parquet")`` with one early event ("EARLY") whose first log()
+    was refused at its start: the output file appeared (``content``) meanwhile."""
     out = tmp_path / "x.parquet"
     rec = flightlog.FlightRecorder(out)
     rec.event("EARLY")
-    out.write_bytes(b"someone else's")
+    out.write_bytes(content)
     _refused_start(rec, E=1.0)
+    return out, rec
+
+
+def test_output_file_appearing_refuses_the_start_and_close_leaves_only_it(tmp_path: Path) -> None:
+    out, rec = _output_file_whose_start_failed(tmp_path, b"someone else's")
     assert (tmp_path / ".x.parquet.flightlog" / SPOOL).is_dir()
     with pytest.warns(RuntimeWarning, match="1 event"):
         rec.close()
@@ -640,11 +650,7 @@ def test_output_file_appearing_refuses_the_start_and_close_leaves_only_it(tmp_pa
 
 
 def test_output_file_failed_start_then_success(tmp_path: Path) -> None:
-    out = tmp_path / "x.parquet"
-    rec = flightlog.FlightRecorder(out)
-    rec.event("EARLY")
-    out.write_bytes(b"x")
-    _refused_start(rec, E=1.0)
+    out, rec = _output_file_whose_start_failed(tmp_path, b"x")
     out.unlink()
     rec.log(E=2.0)
     rec.close()
