@@ -876,7 +876,8 @@ impl PyRecorder {
             .map(|(name, value)| {
                 let value = value.bind(py);
                 let dtype = infer_dtype(name, value)?;
-                Ok((dtype.clone(), to_constant(name, &dtype, value)?))
+                let converted = to_constant(name, &dtype, value)?;
+                Ok((dtype, converted))
             })
             .collect::<PyResult<Vec<_>>>()?;
 

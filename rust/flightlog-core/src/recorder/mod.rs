@@ -278,9 +278,8 @@ impl Recorder {
     pub fn new_claimed(
         schema: Schema,
         config: RecorderConfig,
-        claim: Option<Claim>,
+        mut claim: Option<Claim>,
     ) -> Result<Recorder> {
-        let mut claim = claim;
         Recorder::start(
             schema,
             config,

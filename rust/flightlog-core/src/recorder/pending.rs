@@ -132,15 +132,12 @@ impl PendingRecorder {
     /// nothing is touched and nothing is dropped (0): the events, their spool
     /// and the claim are the parent's.
     pub fn abandon(mut self) -> usize {
-        let dropped = if self.owner.is_current() {
-            self.events.len()
-        } else {
-            0
-        };
+        let here = self.owner.is_current();
+        let dropped = if here { self.events.len() } else { 0 };
         let sidecar = self.config.layout.claim_dir.clone();
         drop(self.spool.take());
         drop(self.claim.take());
-        if let Some(dir) = sidecar.filter(|_| self.owner.is_current()) {
+        if let Some(dir) = sidecar.filter(|_| here) {
             // Only if empty: another recorder of the same file may be in it.
             let _ = std::fs::remove_dir(dir);
         }
