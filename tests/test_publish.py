@@ -103,3 +103,114 @@ def test_one_publish_is_two_fsyncs(tmp_path) -> None:
     fsyncs = [line for line in inside.splitlines() if "fsync(" in line]
     assert len(fsyncs) == 4, inside  # per publish: the temp file, then the folder
     assert (tmp_path / "a.toml").read_bytes() == b"y"
+
+
+def _strace_lines(script: str) -> str:
+    """What ``script`` asks the kernel between its START and END markers (fsyncs,
+    links, renames), file descriptors shown with their paths (``strace -y``)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    out = subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-y",
+            "-e",
+            "trace=fsync,fdatasync,link,linkat,rename,renameat,renameat2,write",
+            sys.executable,
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode != 0 and "ptrace" in out.stderr:
+        pytest.skip(f"strace cannot trace here: {out.stderr[-200:]}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stderr.split("START", 1)[1].split("END", 1)[0]
+
+
+def test_durable_false_places_without_any_fsync(tmp_path) -> None:
+    target = tmp_path / "a.toml"
+    inside = _strace_lines(
+        "import sys; from flightlog import _core; "
+        "print('START', file=sys.stderr, flush=True); "
+        f"_core.publish_bytes({str(target)!r}, b'x', True, durable=False); "
+        f"_core.publish_bytes({str(target)!r}, b'y', False, durable=False); "
+        "print('END', file=sys.stderr, flush=True)"
+    )
+    assert "fsync(" not in inside, inside
+    assert target.read_bytes() == b"y"
+    assert os.listdir(tmp_path) == ["a.toml"]
+    with pytest.raises(FileExistsError):
+        _core.publish_bytes(target, b"z", True, durable=False)
+    with pytest.raises(ValueError, match="durable=True"):
+        _core.publish_bytes(target, b"z", False, tmp_path, False)
+    assert target.read_bytes() == b"y"
+
+
+_SHORT_RUN = """
+import sys
+import numpy as np
+from flightlog import Field, Schema, TelemetryManager
+schema = {schema}
+print('START', file=sys.stderr, flush=True)
+tm = TelemetryManager({root!r}, "flow", run_id="r1", schema=schema, max_rows=None)
+print('STARTED', file=sys.stderr, flush=True)
+tm.log(iter=1, E=0.5)
+tm.close()
+print('END', file=sys.stderr, flush=True)
+"""
+
+
+def test_a_run_leaves_its_start_manifest_fsyncs_to_its_first_file(tmp_path) -> None:
+    """A run whose schema is known at the start waits for no fsync there: its close
+    fsyncs the start manifest (and the root, which names the run folder) in the same
+    wait as the final files' data, before any of their names is placed."""
+    schema = 'Schema([Field("iter", "i64"), Field("E", "f64")])'
+    inside = _strace_lines(_SHORT_RUN.format(schema=schema, root=str(tmp_path)))
+    start, close = inside.split("STARTED", 1)
+    assert "fsync(" not in start, start
+    lines = close.splitlines()
+    first_link = next(i for i, line in enumerate(lines) if "link" in line and "telemetry.parquet" in line)
+    synced_first = [line for line in lines[:first_link] if "fsync(" in line]
+    assert any("/fda_run_r1/manifest.toml>" in line for line in synced_first), close
+    assert any(f"<{tmp_path}>" in line for line in synced_first), close
+    assert any(".telemetry.parquet.tmp-" in line for line in synced_first), close
+    from flightlog.runs.manifest import read_manifest
+
+    assert read_manifest(tmp_path / "fda_run_r1")["status"] == "finished"
+
+
+def test_a_lazy_run_makes_its_start_manifest_durable_at_once(tmp_path) -> None:
+    """Without a schema, no recorder starts with the run (nor may one ever): the start
+    manifest is fsynced before the constructor returns, as any manifest."""
+    inside = _strace_lines(_SHORT_RUN.format(schema="None", root=str(tmp_path)))
+    start = inside.split("STARTED", 1)[0]
+    fsyncs = [line for line in start.splitlines() if "fsync(" in line]
+    assert any("manifest.toml" in line for line in fsyncs), start
+    assert any("/fda_run_r1>" in line for line in fsyncs), start
+
+
+def test_a_failed_sync_first_fails_the_first_write_once(tmp_path) -> None:
+    """``_sync_first`` reaches the core: a path that cannot be fsynced fails the first
+    write (rows kept, the error names the path), and is not tried again (a failed fsync
+    is never retried blindly): the next flush publishes the kept rows."""
+    import flightlog
+    from flightlog import Field, FlightRecorder, Schema
+
+    blocker = tmp_path / "blocker"
+    blocker.write_bytes(b"")  # "blocker/x" cannot even be looked up: ENOTDIR
+    run = tmp_path / "run"
+    rec = FlightRecorder(run, Schema([Field("iter", "i64")]), flush_interval=3600.0, _sync_first=[blocker / "x"])
+    rec.extend(iter=list(range(5)))
+    with pytest.raises(flightlog.WriteError, match="blocker"):
+        rec.flush()
+    assert not (run / "segments").exists() or not any((run / "segments").iterdir())
+    rec.flush()
+    rec.close()
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(run / "telemetry.parquet")["iter"].to_pylist() == [0, 1, 2, 3, 4]

@@ -839,14 +839,15 @@ def test_short_close_fsyncs_the_run_folder_before_placing_the_final_manifest(tmp
     calls: list[tuple[str, object]] = []
     real = _core.publish_bytes
 
-    def spy(path, data, create_only=False, after=None):
-        calls.append((os.path.basename(os.fspath(path)), after))
-        return real(path, data, create_only, after)
+    def spy(path, data, create_only=False, after=None, durable=True):
+        calls.append((os.path.basename(os.fspath(path)), after, durable))
+        return real(path, data, create_only, after, durable)
 
     monkeypatch.setattr(_core, "publish_bytes", spy)
     with TelemetryManager(tmp_path, "f", run_id="r1", schema=_short_schema()) as tm:
         tm.log(iter=0, E=1.0)
-    assert calls[0] == ("manifest.toml", None)  # the start manifest
+    # The start manifest, whose fsyncs the recorder's first file pays.
+    assert calls[0] == ("manifest.toml", None, False)
     assert calls[-1][0] == "manifest.toml" and os.fspath(calls[-1][1]) == os.fspath(tm.run_path)
     m = read_manifest(tm.run_path)
     assert m["status"] == "finished" and {f["path"] for f in m["files"]} == {"telemetry.parquet", "events.parquet"}
@@ -861,10 +862,10 @@ def test_short_close_whose_final_manifest_fails_still_fsyncs_the_folder(tmp_path
     monkeypatch.setattr(finish, "fsync_folder", lambda d: (synced.append(os.fspath(d)), real_sync(d)))
     real = _core.publish_bytes
 
-    def failing(path, data, create_only=False, after=None):
+    def failing(path, data, create_only=False, after=None, durable=True):
         if after is not None:
             raise OSError(28, "No space left on device (injected)", os.fspath(path))
-        return real(path, data, create_only, after)
+        return real(path, data, create_only, after, durable)
 
     monkeypatch.setattr(_core, "publish_bytes", failing)
     tm = TelemetryManager(tmp_path, "f", run_id="r1", schema=_short_schema())

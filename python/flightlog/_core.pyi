@@ -4,7 +4,7 @@ The public API is :class:`flightlog.FlightRecorder`; these are its native parts.
 """
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any, Self, final
@@ -70,6 +70,7 @@ class Recorder:
         parts: tuple[str | PathLike[str], str] | None = None,
         store: ObjectStore | None = None,
         output_file: bool | None = None,
+        sync_first: Sequence[str | PathLike[str]] | None = None,
     ) -> Self: ...
     # record, log and _noop are builtins bound to the recorder (METH_FASTCALL:
     # no tuple or dict is built per call); each access makes a new one.
@@ -219,12 +220,14 @@ def publish_bytes(
     data: bytes,
     create_only: bool = False,
     after: str | PathLike[str] | None = None,
+    durable: bool = True,
 ) -> int:
     """Publish ``data`` at ``path`` atomically and durably (temp file, fsync, link or rename,
     folder fsync). ``create_only``: ``FileExistsError`` if ``path`` exists (left as it is).
     ``after``: a folder whose fsync completes before ``path`` is placed (it runs at the same
-    time as the temp file's). Other failures are ``OSError`` subclasses by errno, naming the
-    file. Returns the size."""
+    time as the temp file's). ``durable=False``: placed the same way without any fsync; the
+    caller owes the file's and its folder's (``Recorder(sync_first=...)``). Other failures
+    are ``OSError`` subclasses by errno, naming the file. Returns the size."""
 
 def durable_files(
     segment_dir: str | PathLike[str],

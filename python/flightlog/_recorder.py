@@ -7,7 +7,7 @@ import math
 import os
 import weakref
 from _thread import allocate_lock
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from . import _core
 from ._errors import SchemaError
@@ -242,6 +242,7 @@ class FlightRecorder:
         storage_options: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         _parts: tuple[str | os.PathLike[str], str] | None = None,
+        _sync_first: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         self._native: Any = None
         if schema is not None and not isinstance(schema, Schema):
@@ -315,6 +316,9 @@ class FlightRecorder:
             parts=parts,
             store=store,
             output_file=output_file,
+            # Files the caller placed without an fsync (a run's start manifest): made
+            # durable before this recorder's first file.
+            sync_first=[os.fspath(p) for p in _sync_first] or None,
         )
         self._sampling = sampling
         self._max_rows = max_rows

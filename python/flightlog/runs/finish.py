@@ -219,7 +219,9 @@ class _Finishing:
             m["error_message"] = _error_message(error)
         if rec is None:
             return
-        schema = _schema_of(rec)
+        # The schema given at the start is the recorder's (and is in the manifest
+        # already); a lazy run's comes with its first log().
+        schema = self._schema if self._schema is not None else _schema_of(rec)
         if schema is not None:
             m["schema_version"] = self._version(schema)
             m["schema"] = schema.to_dict()

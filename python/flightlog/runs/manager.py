@@ -342,7 +342,14 @@ class TelemetryManager(_Finishing):
             tree.make_folders([f"{flow}/{RUNS_DIR}", parts, events])
             self._flow_dir = tree.where(flow)
             self._parts_dir, self._events_dir = tree.where(parts), tree.where(events)
-        claimed = tree.claim_run_id(mode, self.flow_name, run_prefix, run_id, self._manifest)
+        # A run folder whose recorder starts now leaves its first manifest's fsyncs to
+        # that recorder: its first file (at the latest, the close of a short run) waits
+        # for them in the same wait as its own, so a run costs two fewer waits for the
+        # disk, and no file of the run is ever durable without its manifest.
+        claimed = tree.claim_run_id(
+            mode, self.flow_name, run_prefix, run_id, self._manifest, durable=self._schema is None
+        )
+        self._unsynced = claimed.unsynced
         rid = claimed.run_id
         self._manifest_rel, self._manifest_etag = claimed.manifest_rel, claimed.e_tag
         self._manifest_path: Any = tree.where(claimed.manifest_rel)
@@ -388,7 +395,14 @@ class TelemetryManager(_Finishing):
             opts["sampling"] = tuple(opts["sampling"])
         opts.update(self._tree.recorder_options())
         if self.mode == "run":
-            return FlightRecorder(self.run_path, schema, run_id=self.run_id, constants=dict(self._constants), **opts)
+            return FlightRecorder(
+                self.run_path,
+                schema,
+                run_id=self.run_id,
+                constants=dict(self._constants),
+                _sync_first=self._unsynced,
+                **opts,
+            )
         return FlightRecorder.for_parts(
             self._parts_dir, self._events_dir, self.run_id, schema=schema, constants=dict(self._constants), **opts
         )

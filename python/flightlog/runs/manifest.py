@@ -261,20 +261,34 @@ def _dumps(data: Mapping[str, Any]) -> bytes:
     return "\n".join(parts).encode("utf-8")
 
 
-def _publish(target: Path, payload: bytes, *, create_only: bool, after: str | os.PathLike[str] | None = None) -> None:
+def _publish(
+    target: Path,
+    payload: bytes,
+    *,
+    create_only: bool,
+    after: str | os.PathLike[str] | None = None,
+    durable: bool = True,
+) -> None:
     """Temp file, fsync, rename (or, ``create_only``, a link that cannot overwrite),
     folder fsync: the core's ``atomic_file::publish_bytes``, the one atomic writer.
-    ``after``: a folder fsynced (at the same time as the temp file) before the rename."""
+    ``after``: a folder fsynced (at the same time as the temp file) before the rename.
+    ``durable=False``: no fsync at all (the caller owes them)."""
     from .. import _core
 
-    if after is None:
+    if after is not None:
+        _core.publish_bytes(target, payload, create_only, after)
+    elif durable:
         _core.publish_bytes(target, payload, create_only)
     else:
-        _core.publish_bytes(target, payload, create_only, after)
+        _core.publish_bytes(target, payload, create_only, durable=False)
 
 
 def write_manifest(
-    path: str | os.PathLike[str], data: Mapping[str, Any], *, after: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    data: Mapping[str, Any],
+    *,
+    after: str | os.PathLike[str] | None = None,
+    durable: bool = True,
 ) -> Path:
     """Write ``data`` as TOML to ``path`` atomically and durably; return the file path.
 
@@ -284,6 +298,10 @@ def write_manifest(
     raises ``TypeError`` before anything is written. ``after``: a folder whose fsync
     completes before the manifest's name is placed (a run's close: the names of the
     files the manifest lists become durable first; the two fsyncs run at once).
+    ``durable=False``: placed the same way (whole or not at all for readers and for a
+    process that dies) but not fsynced, nor is its folder: a power loss may take it back
+    or leave it empty. The caller owes both fsyncs before anything that must not be
+    durable without it (a run's start manifest: its recorder's ``_sync_first``).
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
@@ -299,7 +317,7 @@ def write_manifest(
             f"{target} is a Parquet file, not a manifest: pass its folder ({target.parent}: "
             f"{MANIFEST_NAME} is written there) or a .toml path"
         )
-    _publish(target, _dumps(data), create_only=False, after=after)
+    _publish(target, _dumps(data), create_only=False, after=after, durable=durable)
     return target
 
 

@@ -337,7 +337,14 @@ class ObjectTree:
         return times / 1e3 if spooled is None else max(times / 1e3, spooled)
 
     def claim_run_id(
-        self, mode: str, flow_name: str, run_prefix: str, run_id: str | None, manifest: dict[str, Any]
+        self,
+        mode: str,
+        flow_name: str,
+        run_prefix: str,
+        run_id: str | None,
+        manifest: dict[str, Any],
+        *,
+        durable: bool = True,  # a put is durable once it returns: nothing to hand over
     ) -> Claim:
         """Claims the run id with the create-only put of the ``running`` manifest; the
         run of the other kind that took the same id meanwhile wins (this one moves on)."""

@@ -78,11 +78,17 @@ class RunEntry:
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """A claimed run: its id, its manifest and the manifest's version (ETag)."""
+    """A claimed run: its id, its manifest and the manifest's version (ETag).
+
+    ``unsynced``: local paths the claim placed without waiting for the disk (see
+    ``claim_run_id``'s ``durable``), which the run's recorder must make durable before
+    its first file (``FlightRecorder(_sync_first=...)``); empty when the claim is durable.
+    """
 
     run_id: str
     manifest_rel: str
     e_tag: str | None
+    unsynced: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -129,10 +135,20 @@ class RootTree(Protocol):
         ...
 
     def claim_run_id(
-        self, mode: str, flow_name: str, run_prefix: str, run_id: str | None, manifest: dict[str, Any]
+        self,
+        mode: str,
+        flow_name: str,
+        run_prefix: str,
+        run_id: str | None,
+        manifest: dict[str, Any],
+        *,
+        durable: bool = True,
     ) -> Claim:
         """Claim ``run_id`` (default: the time now), else ``run_id_2``, ... with ``manifest``
-        (its ``run_id`` is set) as the run's first manifest."""
+        (its ``run_id`` is set) as the run's first manifest. ``durable=False`` lets a
+        tree skip the fsyncs of a run folder's first manifest and hand them over in
+        ``Claim.unsynced`` (a run whose recorder starts now: its first file carries them,
+        in the same wait as its own); a tree whose writes are durable anyway ignores it."""
         ...
 
     # -- what a run's manager (flightlog.runs.manager) needs -----------------------------
@@ -395,12 +411,20 @@ class LocalRootTree:
             os.unlink(self.path(rel))
 
     def claim_run_id(
-        self, mode: str, flow_name: str, run_prefix: str, run_id: str | None, manifest: dict[str, Any]
+        self,
+        mode: str,
+        flow_name: str,
+        run_prefix: str,
+        run_id: str | None,
+        manifest: dict[str, Any],
+        *,
+        durable: bool = True,
     ) -> Claim:
         from .ids import claim
         from .manifest import create_manifest, write_manifest
 
         mine, theirs = manifest_rels(mode, flow_name, run_prefix)
+        unsynced: tuple[str, ...] = ()
         if mode == "run":
 
             def make(cand: str) -> None:
@@ -412,13 +436,17 @@ class LocalRootTree:
 
             rid = claim(self.path(run_prefix), make, run_id)
             manifest["run_id"] = rid
+            folder = self.path(run_prefix + rid)
             try:
-                write_manifest(self.path(mine.format(rid)), manifest)
+                target = write_manifest(self.path(mine.format(rid)), manifest, durable=durable)
             except BaseException:
                 import shutil
 
-                shutil.rmtree(self.path(run_prefix + rid), ignore_errors=True)
+                shutil.rmtree(folder, ignore_errors=True)
                 raise
+            if not durable:
+                # The manifest's data and name, and the run folder's own name in the root.
+                unsynced = (str(target), str(folder), str(folder.parent))
         else:
             runs_dir = self.path(mine).parent
             runs_dir.mkdir(parents=True, exist_ok=True)
@@ -432,7 +460,7 @@ class LocalRootTree:
 
             rid = claim(runs_dir, make, run_id)
         rel = mine.format(rid)
-        return Claim(rid, rel, self._version(rel))
+        return Claim(rid, rel, self._version(rel), unsynced)
 
     # -- a run's manager ----------------------------------------------------------------
 
@@ -447,7 +475,11 @@ class LocalRootTree:
         return {}
 
     def relative_to_manifest(self, manifest_rel: str, file: str) -> str:
-        return os.path.relpath(file, str(self.path(manifest_rel).parent))
+        folder = str(self.path(manifest_rel).parent)
+        name = file[len(folder) + 1 :]
+        if file.startswith(folder + os.sep) and os.sep not in name and name not in ("", ".", ".."):
+            return name  # a file of the manifest's own folder: relpath's answer, without its cost
+        return os.path.relpath(file, folder)
 
     def replace_manifest(
         self, rel: str, data: Mapping[str, Any], e_tag: str | None, *, after: str | None = None

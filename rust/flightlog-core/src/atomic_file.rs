@@ -314,6 +314,44 @@ pub fn publish_bytes_after(
     create_only: bool,
     after: Option<&Path>,
 ) -> Result<u64> {
+    let wait = match after {
+        Some(earlier) => Wait::FileAndFolder(earlier),
+        None => Wait::File,
+    };
+    publish_bytes_waiting(final_path, data, create_only, wait)
+}
+
+/// [`publish_bytes`] without waiting for the disk: the file is written under
+/// its temp name and placed as `publish_bytes` places it (a reader, or a
+/// process that dies, sees no file or the whole file; a rename replaces
+/// atomically), but neither its data nor its name are fsynced, so a power
+/// loss may take both back or leave an empty file. The caller owes
+/// [`sync_paths`] of the file and its folder before anything that must never
+/// be durable without it: a run's start manifest is written so, and the run's
+/// recorder makes it durable before its first file
+/// (`RecorderConfig::sync_first`), in the same wait as that file's own fsync.
+pub fn place_bytes(final_path: &Path, data: &[u8], create_only: bool) -> Result<u64> {
+    publish_bytes_waiting(final_path, data, create_only, Wait::Nothing)
+}
+
+/// What a byte publish waits for before it returns.
+#[derive(Clone, Copy)]
+enum Wait<'a> {
+    /// Nothing: [`place_bytes`].
+    Nothing,
+    /// The file's fsync before its name is placed, the folder's after.
+    File,
+    /// As `File`, and the fsync of an earlier folder (at the same time as the
+    /// file's) before the name is placed: [`publish_bytes_after`].
+    FileAndFolder(&'a Path),
+}
+
+fn publish_bytes_waiting(
+    final_path: &Path,
+    data: &[u8],
+    create_only: bool,
+    wait: Wait<'_>,
+) -> Result<u64> {
     let dir = final_path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -323,13 +361,91 @@ pub fn publish_bytes_after(
         return Err(exists_now(final_path));
     }
     let tmp = temp_path_for(final_path);
-    let placed = write_and_place(&tmp, final_path, data, create_only, after);
+    let placed = write_and_place(&tmp, final_path, data, create_only, wait);
     // After a link the temp name is a second name of the published file;
     // after a rename or an error before it, it is gone or must go.
     let _ = fs::remove_file(&tmp);
     placed?;
-    fsync_dir_if_supported(dir)?;
+    if !matches!(wait, Wait::Nothing) {
+        fsync_dir_if_supported(dir)?;
+    }
     Ok(data.len() as u64)
+}
+
+/// fsyncs every path of `paths` (files and folders alike), all at the same
+/// time (one thread each but the first): the debt [`place_bytes`] leaves.
+/// Only what is still a regular file or a folder there is fsynced: a path
+/// that is gone has nothing left to make durable, and one that something
+/// else put there since (a symlink, a FIFO, a device) is not what was placed
+/// and is never opened (a FIFO would block the open). A folder whose
+/// filesystem cannot fsync one is skipped as [`publish_bytes`] skips it. The
+/// first error is returned once every fsync has finished.
+pub fn sync_paths(paths: &[PathBuf]) -> Result<()> {
+    all_at_once(paths, |p| sync_path(p))
+}
+
+fn sync_path(path: &Path) -> Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    // Not followed, and never waiting for a writer (a FIFO swapped in after
+    // the check below).
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CoreError::io("stat", path, e)),
+        Ok(m) if m.is_dir() => fsync_dir_if_supported(path),
+        Ok(m) if !m.is_file() => Ok(()),
+        Ok(_) => match opts.open(path) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => {
+                f.sync_all().map_err(|e| CoreError::io("fsync", path, e))
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // ELOOP: a symlink swapped in after the check.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(()),
+            Err(e) => Err(CoreError::io("open", path, e)),
+        },
+    }
+}
+
+/// Runs `job` on every item at the same time: one scoped thread each but the
+/// first, which runs here (as does any whose thread cannot start). Waits for
+/// all; the first error in `items`' order wins.
+fn all_at_once<T: Sync>(items: &[T], job: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+    let Some((first, rest)) = items.split_first() else {
+        return Ok(());
+    };
+    let job = &job;
+    std::thread::scope(|scope| {
+        let mut threads = Vec::with_capacity(rest.len());
+        let mut here = vec![first];
+        for item in rest {
+            match std::thread::Builder::new()
+                .name("flightlog-fsync".into())
+                .spawn_scoped(scope, move || job(item))
+            {
+                Ok(handle) => threads.push(handle),
+                Err(_) => here.push(item),
+            }
+        }
+        let mut result = Ok(());
+        for item in here {
+            let r = job(item);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        for handle in threads {
+            let r = handle
+                .join()
+                .unwrap_or_else(|_| Err(CoreError::write("an fsync thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
 }
 
 fn exists_now(path: &Path) -> CoreError {
@@ -344,7 +460,7 @@ fn write_and_place(
     final_path: &Path,
     data: &[u8],
     create_only: bool,
-    after: Option<&Path>,
+    wait: Wait<'_>,
 ) -> Result<()> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
@@ -356,9 +472,10 @@ fn write_and_place(
     file.write_all(data)
         .map_err(|e| CoreError::io("write", tmp, e))?;
     let sync_file = || file.sync_all().map_err(|e| CoreError::io("fsync", tmp, e));
-    match after {
-        None => sync_file()?,
-        Some(earlier) => std::thread::scope(|scope| {
+    match wait {
+        Wait::Nothing => {}
+        Wait::File => sync_file()?,
+        Wait::FileAndFolder(earlier) => std::thread::scope(|scope| {
             // The earlier folder's fsync on its own thread (here if no thread
             // can start); both must succeed before the name below is placed.
             let folder = std::thread::Builder::new()
@@ -442,6 +559,12 @@ impl Drop for Staged {
     }
 }
 
+/// One fsync of [`publish_together_then`]'s wait.
+enum SyncJob<'a> {
+    Staged(&'a Staged),
+    Path(&'a Path),
+}
+
 /// Writes the content of `final_path` to a fresh temp file beside it, as
 /// [`publish`] does, without publishing it: [`publish_together`] does that.
 pub fn stage<F>(final_path: &Path, write: F) -> Result<Staged>
@@ -492,7 +615,7 @@ where
 /// caller can retry with the same content under the same names. Returns the
 /// sizes, in the order given.
 pub fn publish_together(files: Vec<Staged>) -> Result<Vec<u64>> {
-    publish_together_then(files, true).map(|(sizes, _)| sizes)
+    publish_together_then(files, true, &[]).map(|(sizes, _)| sizes)
 }
 
 /// [`publish_together`], with the folder fsync left to the caller when
@@ -502,9 +625,13 @@ pub fn publish_together(files: Vec<Staged>) -> Result<Vec<u64>> {
 /// anything that must never be durable without these names (a manifest that
 /// lists them; see [`publish_bytes_after`], which runs it at the same time as
 /// the manifest's own fsync) and before it reports them durable.
+///
+/// `also`: paths (files or folders) fsynced in the same wait as the files,
+/// before any name is placed ([`sync_paths`]; the debt of a [`place_bytes`]).
 pub fn publish_together_then(
     files: Vec<Staged>,
     sync_folder: bool,
+    also: &[PathBuf],
 ) -> Result<(Vec<u64>, Option<PathBuf>)> {
     let Some(first) = files.first() else {
         return Ok((Vec::new(), None));
@@ -536,36 +663,15 @@ pub fn publish_together_then(
             .sync_all()
             .map_err(|e| CoreError::io("fsync", &f.tmp, e))
     };
-    // Every fsync but the first on its own thread; this one does the first
-    // (and any whose thread could not start).
-    std::thread::scope(|scope| {
-        let mut threads = Vec::new();
-        let mut here = vec![&files[0]];
-        for f in &files[1..] {
-            match std::thread::Builder::new()
-                .name("flightlog-fsync".into())
-                .spawn_scoped(scope, move || sync(f))
-            {
-                Ok(handle) => threads.push(handle),
-                Err(_) => here.push(f),
-            }
-        }
-        let mut result = Ok(());
-        for f in here {
-            let r = sync(f);
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        for handle in threads {
-            let r = handle
-                .join()
-                .unwrap_or_else(|_| Err(CoreError::write("an fsync thread panicked")));
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+    // The files' fsyncs and the `also` paths' at the same time.
+    let jobs: Vec<SyncJob<'_>> = files
+        .iter()
+        .map(SyncJob::Staged)
+        .chain(also.iter().map(|p| SyncJob::Path(p)))
+        .collect();
+    all_at_once(&jobs, |job| match job {
+        SyncJob::Staged(f) => sync(f),
+        SyncJob::Path(p) => sync_path(p),
     })?;
     fail::fail_point!("atomic_file::rename", |_| Err(CoreError::io(
         "rename",
@@ -719,7 +825,7 @@ mod tests {
                 .unwrap()
             })
             .collect();
-        let (sizes, owed) = publish_together_then(staged, false).unwrap();
+        let (sizes, owed) = publish_together_then(staged, false, &[]).unwrap();
         assert_eq!(sizes, vec![9, 9]);
         assert_eq!(owed.as_deref(), Some(dir.path()));
         assert_eq!(
@@ -731,6 +837,69 @@ mod tests {
         publish_bytes_after(&manifest, b"a = 1\n", false, owed.as_deref()).unwrap();
         assert_eq!(fs::read(&manifest).unwrap(), b"a = 1\n");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn place_bytes_places_like_publish_bytes_and_sync_paths_pays_the_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.toml");
+        assert_eq!(place_bytes(&manifest, b"a = 1\n", true).unwrap(), 6);
+        // Create-only refuses an existing file and leaves it as it is.
+        let err = place_bytes(&manifest, b"a = 2\n", true).unwrap_err();
+        assert!(matches!(err, CoreError::Exists(_)), "{err}");
+        assert_eq!(fs::read(&manifest).unwrap(), b"a = 1\n");
+        // A replace is a rename over it; no temp file is left either way.
+        place_bytes(&manifest, b"a = 3\n", false).unwrap();
+        assert_eq!(fs::read(&manifest).unwrap(), b"a = 3\n");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // The debt: the file and its folder; a path gone since is skipped.
+        let gone = dir.path().join("gone.toml");
+        sync_paths(&[manifest.clone(), dir.path().to_path_buf(), gone]).unwrap();
+        sync_paths(&[]).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn sync_paths_never_opens_what_was_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("manifest.toml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        // Neither blocks (an open of a FIFO waits for a writer) nor fails.
+        sync_paths(&[fifo, link]).unwrap();
+    }
+
+    #[test]
+    fn publish_together_then_syncs_the_also_paths_in_its_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.toml");
+        place_bytes(&manifest, b"a = 1\n", false).unwrap();
+        let staged = vec![stage(&dir.path().join("a.parquet"), |mut w| {
+            w.write_all(b"a").unwrap();
+            Ok(w)
+        })
+        .unwrap()];
+        let (sizes, owed) =
+            publish_together_then(staged, true, std::slice::from_ref(&manifest)).unwrap();
+        assert_eq!((sizes, owed), (vec![1], None));
+        // An also-path that cannot be fsynced (here: not even looked up, its
+        // "folder" is a file) fails the publish before any name is placed.
+        let staged = vec![stage(&dir.path().join("b.parquet"), |mut w| {
+            w.write_all(b"b").unwrap();
+            Ok(w)
+        })
+        .unwrap()];
+        let bad = dir.path().join("a.parquet").join("x");
+        let err = publish_together_then(staged, true, &[bad]).unwrap_err();
+        assert!(matches!(err, CoreError::Io { op: "stat", .. }), "{err}");
+        assert!(!dir.path().join("b.parquet").exists());
+        let names = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 2, "manifest.toml and a.parquet only");
     }
 
     #[test]

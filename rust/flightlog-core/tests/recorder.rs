@@ -402,3 +402,74 @@ fn footers_are_read_in_bulk_each_with_its_own_result() {
     assert!(bad.contains("garbage.parquet"), "{bad}");
     assert!(got[4].is_err());
 }
+
+/// `sync_first`: what the caller placed without an fsync (a run's start
+/// manifest) is made durable before the recording's first file; a path that
+/// cannot be synced fails that write (its rows kept) and is not tried again
+/// (a failed fsync is never retried blindly): the retry publishes the rows.
+#[test]
+fn a_sync_first_path_that_cannot_be_synced_fails_the_first_write_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    fs::create_dir(&run).unwrap();
+    let manifest = run.join("manifest.toml");
+    flightlog_core::atomic_file::place_bytes(&manifest, b"a = 1\n", true).unwrap();
+    // "blocker/x" cannot even be looked up while `blocker` is a file (ENOTDIR).
+    let blocker = dir.path().join("blocker");
+    fs::write(&blocker, b"").unwrap();
+    let mut cfg = config(&run);
+    cfg.sync_first = vec![manifest.clone(), run.clone(), blocker.join("x")];
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    for i in 0..10 {
+        rec.push(&row(&rec, i)).unwrap();
+    }
+    let err = rec.flush().unwrap_err().to_string();
+    assert!(err.contains("blocker"), "{err}");
+    let segments = || {
+        durable_files(
+            &Default::default(),
+            &run.join("segments"),
+            "telemetry-",
+            None,
+        )
+        .unwrap()
+    };
+    assert!(segments().is_empty(), "nothing published before the syncs");
+    rec.flush().unwrap();
+    assert_eq!(total_rows(&segments()), 10);
+    let report = rec.close().unwrap();
+    assert_eq!(report.files[0].1, 10);
+    assert_eq!(
+        iters_in(&run.join("telemetry.parquet")),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(fs::read(&manifest).unwrap(), b"a = 1\n");
+}
+
+/// A short recording's close publishes its final files with the owed syncs in
+/// the same wait; when they fail, close fails as after a failed write of those
+/// files (the rows are not in the final file), and `recover` finds every row
+/// in the spool.
+#[test]
+fn a_short_close_whose_sync_first_fails_leaves_the_rows_to_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    fs::create_dir(&run).unwrap();
+    let blocker = dir.path().join("blocker");
+    fs::write(&blocker, b"").unwrap();
+    let mut cfg = config(&run);
+    cfg.sync_first = vec![blocker.join("x")];
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    for i in 0..10 {
+        rec.push(&row(&rec, i)).unwrap();
+    }
+    let err = rec.close().unwrap_err().to_string();
+    assert!(err.contains("blocker"), "{err}");
+    // No final file holding some rows only: recover never adds to one.
+    assert!(!run.join("telemetry.parquet").exists());
+    recover_run(&OutputLayout::run_folder(&run)).unwrap();
+    assert_eq!(
+        iters_in(&run.join("telemetry.parquet")),
+        (0..10).collect::<Vec<_>>()
+    );
+}

@@ -190,20 +190,33 @@ fn _after_fork_in_child() {
 /// rename, folder fsync: `atomic_file::publish_bytes`). With `create_only`,
 /// `FileExistsError` if `path` exists (it is left as it is). With `after`, a
 /// folder whose fsync must complete before `path` is placed (run at the same
-/// time as the temp file's: `atomic_file::publish_bytes_after`). Returns the size.
+/// time as the temp file's: `atomic_file::publish_bytes_after`). With
+/// `durable=False`, placed the same way without any fsync
+/// (`atomic_file::place_bytes`): the caller owes them (a run's start manifest,
+/// which its recorder makes durable through `sync_first`). Returns the size.
 #[pyfunction]
-#[pyo3(signature = (path, data, create_only=false, after=None))]
+#[pyo3(signature = (path, data, create_only=false, after=None, durable=true))]
 fn publish_bytes(
     py: Python<'_>,
     path: PathBuf,
     data: &[u8],
     create_only: bool,
     after: Option<PathBuf>,
+    durable: bool,
 ) -> PyResult<u64> {
+    if !durable && after.is_some() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "publish_bytes: `after` orders fsyncs, so it needs durable=True",
+        ));
+    }
     py.detach(|| {
         guard(|| {
-            atomic_file::publish_bytes_after(&path, data, create_only, after.as_deref())
-                .map_err(|e| publish_error(e, &path))
+            if durable {
+                atomic_file::publish_bytes_after(&path, data, create_only, after.as_deref())
+            } else {
+                atomic_file::place_bytes(&path, data, create_only)
+            }
+            .map_err(|e| publish_error(e, &path))
         })
     })
 }

@@ -913,7 +913,7 @@ impl PyRecorder {
     #[pyo3(signature = (
         path, schema, schema_version, *, run_id=None, flush_interval=1.0, segment_rows=None,
         ring_capacity=None, compression="zstd", on_full="block", sampling=None, max_rows=None,
-        metadata=None, constants=None, parts=None, store=None, output_file=None
+        metadata=None, constants=None, parts=None, store=None, output_file=None, sync_first=None
     ))]
     fn new(
         py: Python<'_>,
@@ -933,6 +933,7 @@ impl PyRecorder {
         parts: Option<(PathBuf, String)>,
         store: Option<PyRef<'_, PyObjectStore>>,
         output_file: Option<bool>,
+        sync_first: Option<Vec<PathBuf>>,
     ) -> PyResult<Self> {
         // `output_file`: Some(replacing) for a path ending in `.parquet` (the
         // Python side decides), where `path` is the file itself.
@@ -961,6 +962,7 @@ impl PyRecorder {
         config.max_rows = max_rows;
         config.run_id = run_id;
         config.metadata = metadata.unwrap_or_default();
+        config.sync_first = sync_first.unwrap_or_default();
         let constants = constants.unwrap_or_default();
         let names = constants.iter().map(|(n, _)| n.clone()).collect();
         // Validated, and the folder claimed now (also for a recorder whose

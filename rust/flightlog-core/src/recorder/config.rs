@@ -66,6 +66,12 @@ pub struct RecorderConfig {
     /// folder); None: `FLIGHTLOG_SPOOL_DIR`, else the user's cache folder.
     /// A local recording's spool is always beside its claim file.
     pub spool_dir: Option<PathBuf>,
+    /// Local files and folders the caller wrote without waiting for the disk
+    /// ([`crate::atomic_file::place_bytes`]: a run's start manifest, its
+    /// folder) that no file of this recording may be durable without: their
+    /// fsyncs complete before the first file is published, in the same wait
+    /// as that file's own when it can (a short run's close), and once.
+    pub sync_first: Vec<PathBuf>,
 }
 
 impl RecorderConfig {
@@ -94,6 +100,7 @@ impl RecorderConfig {
             metadata: Vec::new(),
             constants: Vec::new(),
             spool_dir: None,
+            sync_first: Vec::new(),
         }
     }
 

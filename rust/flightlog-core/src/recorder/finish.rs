@@ -270,6 +270,7 @@ impl Recorder {
         present: &PresentSegments,
         report: &mut CloseReport,
     ) -> Result<()> {
+        self.shared.sync_first()?;
         self.publish_final_telemetry(outcome, &present.telemetry, report)?;
         self.publish_final_events(outcome, &present.events, report)?;
         let layout = &self.shared.config.layout;
@@ -288,6 +289,11 @@ impl Recorder {
             (&layout.final_telemetry, outcome.final_telemetry)
         {
             report.files.push((final_path.clone(), rows, size));
+        } else if layout.final_telemetry.is_some() && outcome.rows_not_written > 0 {
+            // Rows the closing flush could not write are still in the spool:
+            // a final file now would hold the others only, and `recover`
+            // never adds to a published final file. The segments stay;
+            // `recover` salvages the spool and merges them all.
         } else if let Some(final_path) = &layout.final_telemetry {
             let expected: u64 = outcome
                 .telemetry_segments
@@ -333,6 +339,8 @@ impl Recorder {
             (&layout.final_events, outcome.final_events)
         {
             report.files.push((final_events.clone(), rows, size));
+        } else if layout.final_events.is_some() && outcome.events_not_written > 0 {
+            // As for the rows: the events stay for `recover`.
         } else if let Some(final_events) = &layout.final_events {
             let (rows, size) = layout.storage.finalize(
                 &layout.events_dir,

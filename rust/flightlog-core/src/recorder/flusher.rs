@@ -643,7 +643,17 @@ impl Flusher {
         let events = self.unwritten_events.len();
         let journals_before = shared.spool.rotate_journal();
         let sync_folder = !self.defer_folder_sync;
-        let published = (|| -> Result<(Vec<u64>, Option<PathBuf>)> {
+        // What the caller left unsynced is fsynced in the files' own wait; the
+        // files' folder but the one their folder fsync covers (it makes every
+        // name placed in it durable, those placed before included).
+        let owed = shared.take_syncs();
+        let folder = final_telemetry.parent();
+        let also: Vec<PathBuf> = owed
+            .iter()
+            .filter(|p| Some(p.as_path()) != folder)
+            .cloned()
+            .collect();
+        let staged = (|| -> Result<Vec<atomic_file::Staged>> {
             let telemetry = atomic_file::stage(final_telemetry, |out| {
                 parquet_io::write_batches(
                     out,
@@ -669,12 +679,20 @@ impl Flusher {
                     events_props(&shared, self.events_published + events as u64),
                 )
             })?;
+            Ok(vec![telemetry, events_file])
+        })();
+        let published = match staged {
             // Deferred: the caller (a run's close) fsyncs the folder at the
             // same time as its manifest's temp file, before that manifest's
             // rename (atomic_file::publish_bytes_after); close() does it
             // itself on every path that does not hand it over.
-            atomic_file::publish_together_then(vec![telemetry, events_file], sync_folder)
-        })();
+            Ok(files) => atomic_file::publish_together_then(files, sync_folder, &also),
+            Err(e) => {
+                // The owed syncs were not tried: still owed.
+                shared.owe_syncs(owed);
+                Err(e)
+            }
+        };
         let sizes = match published {
             Ok((sizes, unsynced)) => {
                 self.unsynced_folder = unsynced;
@@ -744,6 +762,7 @@ impl Flusher {
         // published they are the only ones the spool still needs.
         let journals_before = shared.spool.rotate_journal();
         let write = || {
+            shared.sync_first()?;
             if !target.direct {
                 layout.storage.ensure_dir(&layout.segment_dir)?;
             }
@@ -837,6 +856,7 @@ impl Flusher {
         });
         let events = &self.unwritten_events[..target.items];
         let written = (|| {
+            shared.sync_first()?;
             if !target.direct {
                 layout.storage.ensure_dir(&layout.events_dir)?;
             }

@@ -24,6 +24,7 @@ mod flusher;
 mod pending;
 mod rows;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle, Thread};
@@ -205,6 +206,8 @@ pub(crate) struct Shared {
     /// times per lap of their ring (its capacity is a power of two).
     wake_mask: u64,
     file_kv: Vec<(String, String)>,
+    /// What of `config.sync_first` is still owed (see [`Shared::sync_first`]).
+    owed_syncs: Mutex<Vec<PathBuf>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -410,6 +413,7 @@ impl Recorder {
                 d.spool_to(i, Arc::clone(&spool));
             }
         }
+        let owed_syncs = Mutex::new(config.sync_first.clone());
         let shared = Arc::new(Shared {
             lanes: Lanes::new(MAX_LANES),
             gate: Gate::new(Some(crate::barrier::process_wide_fence)),
@@ -441,6 +445,7 @@ impl Recorder {
             flusher_thread: std::sync::OnceLock::new(),
             flusher_stopped: AtomicBool::new(false),
             file_kv,
+            owed_syncs,
         });
         let flusher_shared = Arc::clone(&shared);
         let handle = thread::Builder::new()
@@ -779,6 +784,32 @@ impl Recorder {
 }
 
 impl Shared {
+    /// Makes what the caller left unsynced durable (`config.sync_first`)
+    /// before this recording's first file, once. A failure fails the write
+    /// that needed it (its rows are kept for the retry, as after any failed
+    /// write) and is not tried again: after a failed fsync the kernel may have
+    /// dropped the data it was to write, and a second fsync would then succeed
+    /// without making anything durable (the write-error rule of
+    /// `atomic_file`: a file whose fsync failed is written afresh, never
+    /// fsynced again). Only the caller can write such a file afresh: a run's
+    /// final manifest is, at close.
+    pub(crate) fn sync_first(&self) -> Result<()> {
+        let owed = self.take_syncs();
+        crate::atomic_file::sync_paths(&owed)
+    }
+
+    /// The paths of `config.sync_first` still owed, taken by a publish that
+    /// fsyncs them in its own wait (see [`Shared::sync_first`] for a failure);
+    /// it puts them back ([`Shared::owe_syncs`]) if it fails before trying.
+    pub(crate) fn take_syncs(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut *lock(&self.owed_syncs))
+    }
+
+    /// Puts back syncs taken by [`Shared::take_syncs`] and not tried.
+    pub(crate) fn owe_syncs(&self, paths: Vec<PathBuf>) {
+        lock(&self.owed_syncs).extend(paths);
+    }
+
     /// Lane `i`'s ring, once mapped.
     pub(crate) fn lane(&self, i: usize) -> Option<&LaneRing> {
         self.lane_rings[i].get()
