@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,3 +148,21 @@ def run_child_json(script: str, *args: str, timeout: float = 120.0) -> Any:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err[-3000:]}"
     return json.loads(out.strip().splitlines()[-1])
+
+
+def strace_child(script: str, *, trace: str, paths: bool = False) -> str:
+    """What ``python -c script`` asks the kernel (``strace -f -e trace=<trace>``; with
+    ``paths``, file descriptors shown with their paths: ``-y``): strace's output. Skips
+    the test where strace is missing or cannot trace (no ptrace)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    out = subprocess.run(
+        ["strace", "-f", "-qq", *(["-y"] if paths else []), "-e", f"trace={trace}", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode != 0 and "ptrace" in out.stderr:
+        pytest.skip(f"strace cannot trace here: {out.stderr[-200:]}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stderr

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import strace_child
 from flightlog import FlightlogError, read_manifest, write_manifest
 from flightlog.runs.manifest import (
     ManifestError,
@@ -135,23 +136,13 @@ def test_write_is_atomic_when_rename_fails(tmp_path):
 def test_temp_file_is_dot_prefixed_and_exclusive(tmp_path):
     # Seen from the kernel (strace): the core's writer creates the temp file O_EXCL
     # under a dot-name, then renames it over the manifest.
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
     script = f"from flightlog import write_manifest; write_manifest({str(tmp_path)!r}, {{'a': 1}})"
-    out = subprocess.run(
-        ["strace", "-f", "-qq", "-e", "trace=openat,rename,renameat,renameat2", sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if out.returncode != 0 and "ptrace" in out.stderr:
-        pytest.skip(f"strace cannot trace here: {out.stderr[-200:]}")
-    assert out.returncode == 0, out.stderr[-2000:]
-    opens = [line for line in out.stderr.splitlines() if "openat(" in line and ".manifest.toml.tmp-" in line]
-    assert opens, out.stderr[-2000:]
+    traced = strace_child(script, trace="openat,rename,renameat,renameat2")
+    opens = [line for line in traced.splitlines() if "openat(" in line and ".manifest.toml.tmp-" in line]
+    assert opens, traced[-2000:]
     assert "O_CREAT" in opens[0] and "O_EXCL" in opens[0], opens[0]
     assert re.search(r'"[^"]*/\.manifest\.toml\.tmp-[0-9a-f]+"', opens[0]), opens[0]
-    renames = [line for line in out.stderr.splitlines() if "rename" in line and ".manifest.toml.tmp-" in line]
+    renames = [line for line in traced.splitlines() if "rename" in line and ".manifest.toml.tmp-" in line]
     assert renames and renames[0].rstrip().endswith("= 0"), renames
     assert read_manifest(tmp_path) == {"a": 1}
 

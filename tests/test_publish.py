@@ -5,12 +5,10 @@ strace for what reaches the kernel."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 
+from conftest import strace_child
 from flightlog import _core
 from flightlog.runs.manifest import create_manifest, read_manifest, write_manifest
 
@@ -81,25 +79,13 @@ def test_manifests_go_through_the_core_writer(tmp_path) -> None:
 
 def test_one_publish_is_two_fsyncs(tmp_path) -> None:
     """The file, then its folder: counted by strace (what the kernel is asked)."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
-    script = (
+    inside = _strace_lines(
         "import sys; from flightlog import _core; "
         "print('START', file=sys.stderr, flush=True); "
         f"_core.publish_bytes({str(tmp_path / 'a.toml')!r}, b'x', True); "
         f"_core.publish_bytes({str(tmp_path / 'a.toml')!r}, b'y', False); "
         "print('END', file=sys.stderr, flush=True)"
     )
-    out = subprocess.run(
-        ["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,write", sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if out.returncode != 0 and "ptrace" in out.stderr:
-        pytest.skip(f"strace cannot trace here: {out.stderr[-200:]}")
-    assert out.returncode == 0, out.stderr[-2000:]
-    inside = out.stderr.split("START", 1)[1].split("END", 1)[0]
     fsyncs = [line for line in inside.splitlines() if "fsync(" in line]
     assert len(fsyncs) == 4, inside  # per publish: the temp file, then the folder
     assert (tmp_path / "a.toml").read_bytes() == b"y"
@@ -108,28 +94,8 @@ def test_one_publish_is_two_fsyncs(tmp_path) -> None:
 def _strace_lines(script: str) -> str:
     """What ``script`` asks the kernel between its START and END markers (fsyncs,
     links, renames), file descriptors shown with their paths (``strace -y``)."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
-    out = subprocess.run(
-        [
-            "strace",
-            "-f",
-            "-qq",
-            "-y",
-            "-e",
-            "trace=fsync,fdatasync,link,linkat,rename,renameat,renameat2,write",
-            sys.executable,
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if out.returncode != 0 and "ptrace" in out.stderr:
-        pytest.skip(f"strace cannot trace here: {out.stderr[-200:]}")
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stderr.split("START", 1)[1].split("END", 1)[0]
+    trace = "fsync,fdatasync,link,linkat,rename,renameat,renameat2,write"
+    return strace_child(script, trace=trace, paths=True).split("START", 1)[1].split("END", 1)[0]
 
 
 def test_durable_false_places_without_any_fsync(tmp_path) -> None:
