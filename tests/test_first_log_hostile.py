@@ -374,6 +374,52 @@ def test_a_first_value_calling_back_into_the_recorder_does_not_hang(tmp_path: Pa
     assert out["hung"] is False, out
 
 
+REENTRANT_CONSTANT = textwrap.dedent(
+    """
+    import json, os, sys, threading, flightlog
+    from flightlog import Field, Schema
+    call = sys.argv[2]
+    rec = None
+
+    class Lazy:
+        def __float__(self):
+            if rec is not None:
+                if call == "now_ms":
+                    return rec.now_ms()
+                rec.event("INSIDE")
+            return 1.0
+
+    rec = flightlog.FlightRecorder(sys.argv[1], constants={"c": Lazy()})
+    rec.event("EARLY")
+    out = {}
+    def start():
+        try:
+            # What a run closed before its first row does: the schema given, not inferred.
+            rec._start(Schema([Field("c", "f64"), Field("x", "f64")]))
+            rec.close()
+            out["ok"] = True
+        except Exception as e:
+            out["error"] = f"{type(e).__name__}: {e}"
+    t = threading.Thread(target=start, daemon=True)
+    t.start()
+    t.join(3.0)
+    print(json.dumps({"hung": t.is_alive(), **out}), flush=True)
+    os._exit(0)
+    """
+)
+
+
+@pytest.mark.parametrize("call", ["now_ms", "event"])
+def test_a_constant_calling_back_into_the_recorder_does_not_hang_a_given_schema(tmp_path: Path, call: str) -> None:
+    """``_start(schema)`` converts the constants outside the pending state's lock too."""
+    run = tmp_path / "run"
+    out = run_child_json(REENTRANT_CONSTANT, str(run), call, timeout=60)
+    assert out == {"hung": False, "ok": True}, out
+    names = pq.read_table(run / "events.parquet")["name"].to_pylist()
+    assert names[0] == "EARLY", names
+    assert ("INSIDE" in names) == (call == "event"), names
+
+
 def test_a_started_recorder_takes_a_value_calling_back_into_it(tmp_path: Path) -> None:
     """The same value after the first row (the recorder started) works too."""
     rec = flightlog.FlightRecorder(tmp_path / "run")

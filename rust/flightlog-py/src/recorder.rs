@@ -1173,21 +1173,44 @@ impl PyRecorder {
     /// infer: a run closed before its first row, whose events the recorder
     /// holds. An error if it has a schema already.
     fn start(&self, py: Python<'_>, spec: Vec<FieldSpec>) -> PyResult<()> {
+        let has_schema = || SchemaError::new_err("the recorder has a schema already");
+        // Under the lock only long enough to copy the version and the
+        // constants: converting them may run their own code (`__float__`,
+        // `__index__`), which may call back into this recorder (`now_ms()`,
+        // `event()` take the lock too), as in `infer`.
+        let (version, constants): (i64, Vec<(String, Py<PyAny>)>) = {
+            let guard = self.lock_deferred(py);
+            if self.active.get().is_some() {
+                return Err(has_schema());
+            }
+            match guard.as_ref() {
+                None => return self.active().map(|_| ()),
+                Some(d) => (
+                    d.pending.schema_version(),
+                    d.constants
+                        .iter()
+                        .map(|(n, v)| (n.clone(), v.clone_ref(py)))
+                        .collect(),
+                ),
+            }
+        };
+        let schema = schema_from_spec(spec, version)?;
+        let values = constants
+            .iter()
+            .map(|(name, value)| match schema.index_of(name) {
+                Some(i) => to_constant(name, &schema.fields[i].dtype, value.bind(py)),
+                // Never read: the start refuses a schema without the column.
+                None => Ok(Value::Null),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         let mut guard = self.lock_deferred(py);
         if self.active.get().is_some() {
-            return Err(SchemaError::new_err("the recorder has a schema already"));
+            return Err(has_schema());
         }
         let Some(deferred) = guard.take() else {
             return self.active().map(|_| ());
         };
-        let schema = match schema_from_spec(spec, deferred.pending.schema_version()) {
-            Ok(schema) => schema,
-            Err(e) => {
-                *guard = Some(deferred);
-                return Err(e);
-            }
-        };
-        self.init_or_restore(&mut guard, schema, deferred, None, py)
+        self.init_or_restore(&mut guard, schema, deferred, Some(values), py)
             .map(|_| ())
     }
 
