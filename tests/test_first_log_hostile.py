@@ -415,7 +415,7 @@ def test_a_constant_calling_back_into_the_recorder_does_not_hang_a_given_schema(
     run = tmp_path / "run"
     out = run_child_json(REENTRANT_CONSTANT, str(run), call, timeout=60)
     assert out == {"hung": False, "ok": True}, out
-    names = pq.read_table(run / "events.parquet")["name"].to_pylist()
+    names = pq.read_table(run / "events.parquet")["event"].to_pylist()
     assert names[0] == "EARLY", names
     assert ("INSIDE" in names) == (call == "event"), names
 
