@@ -475,20 +475,12 @@ fn write_and_place(
     match wait {
         Wait::Nothing => {}
         Wait::File => sync_file()?,
-        Wait::FileAndFolder(earlier) => std::thread::scope(|scope| {
-            // The earlier folder's fsync on its own thread (here if no thread
-            // can start); both must succeed before the name below is placed.
-            let folder = std::thread::Builder::new()
-                .name("flightlog-fsync".into())
-                .spawn_scoped(scope, || fsync_dir(earlier));
-            let synced = sync_file();
-            let folder = match folder {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|_| Err(CoreError::write("an fsync thread panicked"))),
-                Err(_) => fsync_dir(earlier),
-            };
-            folder.and(synced)
+        // The earlier folder's fsync and the temp file's at the same time;
+        // both must succeed before the name below is placed (the folder's
+        // error first).
+        Wait::FileAndFolder(earlier) => all_at_once(&[Some(earlier), None], |item| match item {
+            Some(folder) => fsync_dir(folder),
+            None => sync_file(),
         })?,
     }
     drop(file);

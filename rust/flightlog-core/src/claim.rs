@@ -342,13 +342,21 @@ fn describe_holder(text: &str) -> String {
     }
 }
 
+/// This machine's name, for the claim's diagnostic text only (who holds a
+/// run). Read once per process: a run's claim needs no fresher answer than
+/// its process's, and short runs pay for every system call (issue 13).
 fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
+    static HOSTNAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOSTNAME
+        .get_or_init(|| {
+            fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "unknown".into())
+        })
+        .clone()
 }
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ` (UTC), without a date library.

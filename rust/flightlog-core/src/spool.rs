@@ -129,10 +129,19 @@ impl SpoolMeta {
 }
 
 /// This boot's identity (Linux), to tell a spool written before a reboot.
+///
+/// Read once per process: a process cannot outlive the boot it started in,
+/// and every run a process starts would otherwise pay five system calls for
+/// the same answer (issue 13: short runs).
 pub fn boot_id() -> Option<String> {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_owned())
+    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .clone()
 }
 
 /// The spool folder of a local layout's claim file (`<lock>.spool`).
