@@ -342,21 +342,39 @@ fn describe_holder(text: &str) -> String {
     }
 }
 
+/// `read()`'s answer, kept in `cell` after the first call: for facts that
+/// cannot change while the process lives, read once instead of by every run
+/// (short runs pay for every system call: issue 13).
+///
+/// Never waits: a `OnceLock` (or a blocking lock) that a thread of the parent
+/// held at `fork()` would hang the child at its first run, since that thread
+/// does not exist there. With `try_lock`, a lock that is busy (or poisoned)
+/// only means `read()` runs again.
+pub(crate) fn read_once<T: Clone>(cell: &Mutex<Option<T>>, read: impl FnOnce() -> T) -> T {
+    if let Ok(known) = cell.try_lock() {
+        if let Some(value) = known.as_ref() {
+            return value.clone();
+        }
+    }
+    let value = read();
+    if let Ok(mut known) = cell.try_lock() {
+        *known = Some(value.clone());
+    }
+    value
+}
+
 /// This machine's name, for the claim's diagnostic text only (who holds a
-/// run). Read once per process: a run's claim needs no fresher answer than
-/// its process's, and short runs pay for every system call (issue 13).
+/// run): the process's answer is fresh enough, so it is read once.
 fn hostname() -> String {
-    static HOSTNAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HOSTNAME
-        .get_or_init(|| {
-            fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .unwrap_or_else(|| "unknown".into())
-        })
-        .clone()
+    static HOSTNAME: Mutex<Option<String>> = Mutex::new(None);
+    read_once(&HOSTNAME, || {
+        fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "unknown".into())
+    })
 }
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ` (UTC), without a date library.
@@ -457,6 +475,50 @@ fn folder_went(e: &CoreError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_once_reads_once_then_answers_from_the_cell() {
+        let cell = Mutex::new(None);
+        let mut reads = 0;
+        assert_eq!(
+            read_once(&cell, || {
+                reads += 1;
+                7
+            }),
+            7
+        );
+        assert_eq!(
+            read_once(&cell, || {
+                reads += 1;
+                8
+            }),
+            7
+        );
+        assert_eq!(reads, 1);
+    }
+
+    #[test]
+    fn read_once_never_waits_for_a_held_or_poisoned_cell() {
+        // As after fork() in a child whose parent had a thread inside the
+        // cell: the lock is held by no one who will let go. A blocking lock
+        // here would deadlock this very thread.
+        let cell = Mutex::new(Some(1));
+        let held = cell.lock().unwrap();
+        assert_eq!(read_once(&cell, || 2), 2);
+        drop(held);
+        assert_eq!(read_once(&cell, || 3), 1);
+
+        let poisoned = std::sync::Arc::new(Mutex::new(None::<i32>));
+        let p = std::sync::Arc::clone(&poisoned);
+        let _ = std::thread::spawn(move || {
+            let _guard = p.lock().unwrap();
+            panic!("poison the cell");
+        })
+        .join();
+        assert!(poisoned.is_poisoned());
+        assert_eq!(read_once(&poisoned, || 4), 4);
+        assert_eq!(read_once(&poisoned, || 5), 5);
+    }
 
     #[test]
     fn two_claims_in_one_process_conflict_and_release_removes_the_file() {

@@ -129,19 +129,15 @@ impl SpoolMeta {
 }
 
 /// This boot's identity (Linux), to tell a spool written before a reboot.
-///
-/// Read once per process: a process cannot outlive the boot it started in,
-/// and every run a process starts would otherwise pay five system calls for
-/// the same answer (issue 13: short runs).
+/// Read once per process ([`crate::claim::read_once`]): a process cannot
+/// outlive the boot it started in.
 pub fn boot_id() -> Option<String> {
-    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    BOOT_ID
-        .get_or_init(|| {
-            fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .ok()
-                .map(|s| s.trim().to_owned())
-        })
-        .clone()
+    static BOOT_ID: Mutex<Option<Option<String>>> = Mutex::new(None);
+    crate::claim::read_once(&BOOT_ID, || {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_owned())
+    })
 }
 
 /// The spool folder of a local layout's claim file (`<lock>.spool`).
