@@ -111,6 +111,35 @@ def test_special_floats_are_bit_exact_and_ints_do_not_go_through_float(run_dir: 
     assert xs[-1] == float(np.float32(0.1))
 
 
+#: Exact ints around every boundary of CPython's 30-bit digits (the record path reads
+#: ints of one or two digits from their digits on CPython 3.11), and the i64 ends.
+DIGIT_EDGES = sorted(
+    {
+        sign * b
+        for b in (0, 1, 2**30 - 1, 2**30, 2**30 + 1, 2**31, 2**32, 2**59, 2**60 - 1, 2**60, 2**60 + 1, 2**62, 2**63 - 1)
+        for sign in (1, -1)
+    }
+    | {-(2**63)}
+)
+
+
+def test_exact_ints_round_trip_around_every_digit_boundary(run_dir: Path) -> None:
+    schema = Schema([Field("i", "i64", nullable=False), Field("x", "f64")])
+    with FlightRecorder(run_dir, schema) as rec:
+        for v in DIGIT_EDGES:
+            rec.record(v, 0.5)
+        for v in DIGIT_EDGES:
+            rec.log(i=v, x=1.5)
+        with pytest.raises(OverflowError, match="field 'i': 9223372036854775808 does not fit"):
+            rec.record(2**63, 0.5)
+        with pytest.raises(OverflowError, match="field 'i': -9223372036854775809 does not fit"):
+            rec.log(i=-(2**63) - 1, x=0.5)
+    want = DIGIT_EDGES + DIGIT_EDGES
+    assert read_pa(run_dir / "telemetry.parquet").column("i").to_pylist() == want
+    got = duckdb.sql(f"SELECT i FROM read_parquet('{run_dir / 'telemetry.parquet'}')").fetchall()
+    assert [r[0] for r in got] == want
+
+
 def test_schema_is_inferred_from_the_first_log(run_dir: Path) -> None:
     with FlightRecorder(run_dir) as rec:
         assert rec.schema is None

@@ -177,6 +177,99 @@ pub(crate) fn exact_float(value: &Bound<'_, PyAny>) -> Option<f64> {
     value.cast_exact::<PyFloat>().ok().map(|x| x.value())
 }
 
+/// Whether [`exact_int`] reads an int of one or two digits where CPython
+/// keeps them: set once at import by [`detect_int_layout`], for the one layout
+/// it knows (CPython 3.11, 30-bit digits) and only after checking it on known
+/// values. Otherwise every int goes through `PyLong_AsLongAndOverflow`.
+#[cfg(not(feature = "abi3"))]
+static INT_DIGITS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// CPython 3.11's int: a variable-size header whose `ob_size` is the number
+/// of 30-bit digits with the value's sign, then the digits, least
+/// significant first (`Include/cpython/longintrepr.h`). 3.12 changed it,
+/// which [`detect_int_layout`] checks before this is ever read.
+#[cfg(not(feature = "abi3"))]
+#[repr(C)]
+struct LongObject311 {
+    head: ffi::PyVarObject,
+    /// `ob_digit[1]` in C: as many digits follow as `ob_size` says.
+    digits: [u32; 1],
+}
+
+/// The value of a one- or two-digit int read from its digits (CPython 3.11
+/// layout), `None` for any other size.
+///
+/// # Safety
+/// `p` is a live object of exactly `PyLong_Type`, and [`INT_DIGITS`] is set
+/// (the running interpreter lays ints out as [`LongObject311`]).
+#[cfg(not(feature = "abi3"))]
+#[inline(always)]
+unsafe fn small_int_311(p: *mut ffi::PyObject) -> Option<i64> {
+    // SAFETY: the caller's contract: an int object of the 3.11 layout, whose
+    // `ob_size` says how many digits follow; a digit is read only when the
+    // size says it is there (a zero has none).
+    unsafe {
+        let long = p.cast::<LongObject311>();
+        let size = (*long).head.ob_size;
+        let digit = |i: usize| i64::from(*std::ptr::addr_of!((*long).digits).cast::<u32>().add(i));
+        match size {
+            0 => Some(0),
+            1 => Some(digit(0)),
+            -1 => Some(-digit(0)),
+            2 => Some(digit(0) | (digit(1) << 30)),
+            -2 => Some(-(digit(0) | (digit(1) << 30))),
+            _ => None,
+        }
+    }
+}
+
+/// Turns on [`small_int_311`] if the running interpreter is CPython 3.11
+/// with 30-bit digits in 4 bytes and the read agrees with
+/// `PyLong_AsLongAndOverflow` on values around every digit boundary.
+#[cfg(not(feature = "abi3"))]
+pub(crate) fn detect_int_layout(py: Python<'_>) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    let version = sys.getattr("version_info")?;
+    let info = sys.getattr("int_info")?;
+    let implementation: String = sys.getattr("implementation")?.getattr("name")?.extract()?;
+    let known = implementation == "cpython"
+        && version.getattr("major")?.extract::<u32>()? == 3
+        && version.getattr("minor")?.extract::<u32>()? == 11
+        && info.getattr("bits_per_digit")?.extract::<u32>()? == 30
+        && info.getattr("sizeof_digit")?.extract::<u32>()? == 4;
+    if !known {
+        return Ok(());
+    }
+    let mut agrees = true;
+    for base in [
+        0i64,
+        1,
+        (1 << 30) - 1,
+        1 << 30,
+        (1 << 60) - 1,
+        1 << 60,
+        i64::MAX,
+    ] {
+        for v in [base, -base] {
+            let int = v.into_pyobject(py)?;
+            let p = int.as_ptr();
+            // SAFETY: `p` is a live int (exactly `PyLong_Type`: made from an
+            // i64 just above) and the interpreter is 3.11 with 30-bit digits,
+            // as checked above: the layout `small_int_311` reads.
+            let read = unsafe { small_int_311(p) };
+            agrees &= read.is_none_or(|r| r == v);
+        }
+    }
+    INT_DIGITS.store(agrees, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// The stable ABI: nothing to detect (ints take the checked conversion).
+#[cfg(feature = "abi3")]
+pub(crate) fn detect_int_layout(_py: Python<'_>) -> PyResult<()> {
+    Ok(())
+}
+
 /// The value of an exact `int` (not a subclass, nor `bool`) that fits an
 /// i64; `None` for anything else, which the caller converts the general way
 /// (and which raises there when the int is too large).
@@ -185,12 +278,18 @@ pub(crate) fn exact_float(value: &Bound<'_, PyAny>) -> Option<f64> {
 pub(crate) fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
     let p = value.as_ptr();
     // SAFETY: `p` is a live object borrowed for the call (its header may be
-    // read). For an object of exactly `PyLong_Type`,
+    // read). An object of exactly `PyLong_Type`, with `INT_DIGITS` set, has
+    // the layout `small_int_311` reads. For such an object
     // `PyLong_AsLongAndOverflow` cannot fail: it calls no `__index__` and
     // reports an out-of-range value through `overflow`, setting no exception.
     unsafe {
         if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyLong_Type) {
             return None;
+        }
+        if INT_DIGITS.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(v) = small_int_311(p) {
+                return Some(v);
+            }
         }
         let mut overflow = 0;
         let v = ffi::PyLong_AsLongAndOverflow(p, &mut overflow);

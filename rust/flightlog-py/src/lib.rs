@@ -21,5 +21,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<arrow::ArrowData>()?;
     m.add_class::<store::PyObjectStore>()?;
     functions::register(m)?;
+    fastcall::detect_int_layout(m.py())?;
     Ok(())
 }
