@@ -224,22 +224,32 @@ unsafe fn small_int_311(p: *mut ffi::PyObject) -> Option<i64> {
 }
 
 /// Turns on [`small_int_311`] if the running interpreter is CPython 3.11
-/// with 30-bit digits in 4 bytes and the read agrees with
-/// `PyLong_AsLongAndOverflow` on values around every digit boundary.
+/// with 30-bit digits in 4 bytes and the read gives the right value for
+/// ints of one and two digits around every digit boundary, and declines the
+/// ones of three.
 #[cfg(not(feature = "abi3"))]
 pub(crate) fn detect_int_layout(py: Python<'_>) -> PyResult<()> {
-    let sys = py.import("sys")?;
-    let version = sys.getattr("version_info")?;
-    let info = sys.getattr("int_info")?;
-    let implementation: String = sys.getattr("implementation")?.getattr("name")?.extract()?;
-    let known = implementation == "cpython"
-        && version.getattr("major")?.extract::<u32>()? == 3
-        && version.getattr("minor")?.extract::<u32>()? == 11
-        && info.getattr("bits_per_digit")?.extract::<u32>()? == 30
-        && info.getattr("sizeof_digit")?.extract::<u32>()? == 4;
-    if !known {
+    // Anything unexpected (a missing attribute included) leaves the fast path
+    // off rather than failing the import.
+    let known = || -> PyResult<bool> {
+        let sys = py.import("sys")?;
+        let name: String = sys.getattr("implementation")?.getattr("name")?.extract()?;
+        let version = sys.getattr("version_info")?;
+        if name != "cpython"
+            || version.getattr("major")?.extract::<u32>()? != 3
+            || version.getattr("minor")?.extract::<u32>()? != 11
+        {
+            return Ok(false);
+        }
+        let info = sys.getattr("int_info")?;
+        Ok(info.getattr("bits_per_digit")?.extract::<u32>()? == 30
+            && info.getattr("sizeof_digit")?.extract::<u32>()? == 4)
+    };
+    if !known().unwrap_or(false) {
         return Ok(());
     }
+    // Every value below 2^60 in size must be read, and read right; every
+    // larger one (three digits) must be left to the call.
     let mut agrees = true;
     for base in [
         0i64,
@@ -257,7 +267,10 @@ pub(crate) fn detect_int_layout(py: Python<'_>) -> PyResult<()> {
             // i64 just above) and the interpreter is 3.11 with 30-bit digits,
             // as checked above: the layout `small_int_311` reads.
             let read = unsafe { small_int_311(p) };
-            agrees &= read.is_none_or(|r| r == v);
+            agrees &= match read {
+                Some(r) => v.unsigned_abs() < 1 << 60 && r == v,
+                None => v.unsigned_abs() >= 1 << 60,
+            };
         }
     }
     INT_DIGITS.store(agrees, std::sync::atomic::Ordering::Relaxed);
