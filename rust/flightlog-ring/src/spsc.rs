@@ -319,6 +319,43 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         slot[0].load(Ordering::Relaxed) == pos + 1
     }
 
+    /// The words of each row `from..to` (stamps excluded), in order: the
+    /// consumer's bulk read, with the same contract as [`SpscRing::read`] for
+    /// every position (below `published`, not released). Slots are walked in
+    /// at most two contiguous runs (the ring wraps once at most), so the
+    /// iterator's length is exact.
+    ///
+    /// # Panics
+    /// If the range spans more than the capacity.
+    pub fn rows(&self, from: u64, to: u64) -> impl Iterator<Item = &[AtomicU64]> + '_ {
+        assert!(
+            from <= to && to - from <= self.capacity as u64,
+            "rows {from}..{to} do not fit a ring of {}",
+            self.capacity
+        );
+        let n = (to - from) as usize;
+        let first = (from & self.mask) as usize;
+        let before_wrap = n.min(self.capacity - first);
+        let run = |slot: usize, rows: usize| {
+            let start = HEADER_WORDS + slot * self.stride;
+            self.words[start..start + rows * self.stride]
+                .chunks_exact(self.stride)
+                .map(|s| &s[1..])
+        };
+        run(first, before_wrap).chain(run(0, n - before_wrap))
+    }
+
+    /// Word `k` of each row `from..to`: one column of [`SpscRing::rows`],
+    /// the consumer's transposing read.
+    ///
+    /// # Panics
+    /// If `k` is not below the width, or as [`SpscRing::rows`].
+    pub fn column(&self, from: u64, to: u64, k: usize) -> impl Iterator<Item = u64> + '_ {
+        assert!(k < self.width, "word {k} of a row of {} words", self.width);
+        self.rows(from, to)
+            .map(move |row| row[k].load(Ordering::Relaxed))
+    }
+
     /// Frees every slot below `upto` for the producer (Release: the reads of
     /// those slots happen before the producer's next writes to them).
     pub fn release(&self, upto: u64) {
@@ -398,6 +435,37 @@ mod tests {
         assert_eq!(out, [1, 2]);
         r.release(1);
         assert!(r.reserve(&mut c).is_some(), "a released slot is free again");
+    }
+
+    #[test]
+    fn columns_read_across_the_wrap_match_rows() {
+        let r = ring(4, 3);
+        let mut c = r.cursor();
+        // Positions 0..6 of a ring of 4: the last rows wrap to slots 0 and 1.
+        for i in 0..6u64 {
+            if i >= 4 {
+                r.release(i - 3);
+            }
+            r.push(&mut c, &[i, i * 10, i * 100]).unwrap();
+        }
+        for (from, to) in [(2u64, 6u64), (3, 5), (4, 6), (5, 5)] {
+            for k in 0..3 {
+                let col: Vec<u64> = r.column(from, to, k).collect();
+                let want: Vec<u64> = (from..to).map(|i| i * [1, 10, 100][k]).collect();
+                assert_eq!(col, want, "word {k} of rows {from}..{to}");
+                assert_eq!(
+                    r.column(from, to, k).size_hint(),
+                    ((to - from) as usize, Some((to - from) as usize))
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "word 3 of a row of 3 words")]
+    fn a_column_past_the_width_panics() {
+        let r = ring(4, 3);
+        let _ = r.column(0, 0, 3);
     }
 
     #[test]
