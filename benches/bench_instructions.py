@@ -14,6 +14,11 @@ before ``close()``, whose merge would be counted on the recording thread.
 
 Prints, per call, instructions per row and the excess over the no-op. Needs valgrind
 (Debian's ``valgrind`` package); says so and exits 0 without it.
+
+``--background`` also counts what the recorder's own threads spend per row when one thread
+records with the default settings and closes: the flusher (draining the rings into columns,
+journaling) and the encoder threads with the close (Parquet encoding, compression, publishing),
+again as the difference between an N-row and a 2N-row child, per thread.
 """
 
 from __future__ import annotations
@@ -52,13 +57,64 @@ os._exit(0)
 """
 
 
-def thread_instructions(out: Path) -> int:
-    """Instructions of the main thread (callgrind's ``-01`` part) in ``out``."""
-    text = (out.parent / f"{out.name}-01").read_text(errors="replace")
+BACKGROUND_CHILD = r"""
+import sys, tempfile, pathlib
+from flightlog import Field, FlightRecorder, Schema
+FIELDS = ["t_wall_ms", "E", "grad_norm", "eta_dd", "gamma", "alpha", "phi_residual", "invariant_drift_max", "step_len"]
+schema = Schema([Field("iter", "i64", nullable=False)] + [Field(f, "f64", nullable=False) for f in FIELDS])
+n = int(sys.argv[1])
+rec = FlightRecorder(pathlib.Path(tempfile.mkdtemp()) / "r", schema)
+def loop(record):
+    a, b, c, d, e, g, h, k, m = (0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5)
+    for i in range(n):
+        record(i, a, b, c, d, e, g, h, k, m)
+loop(rec.record)
+rec.close()
+"""
+
+
+def part_instructions(out: Path, part: int) -> int:
+    """Instructions of callgrind thread ``part`` (1 is the main thread) in ``out``."""
+    text = (out.parent / f"{out.name}-{part:02d}").read_text(errors="replace")
     m = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)", text, re.M)
     if m is None:
-        raise RuntimeError(f"no instruction total in {out}-01")
+        raise RuntimeError(f"no instruction total in {out}-{part:02d}")
     return int(m.group(1))
+
+
+def thread_instructions(out: Path) -> int:
+    """Instructions of the main thread (callgrind's ``-01`` part) in ``out``."""
+    return part_instructions(out, 1)
+
+
+def background_per_row(n: int, tmp: Path) -> tuple[float, float]:
+    """Instructions per row of the flusher thread and of every later thread (the encoders and
+    the close's), recording 10 fields with the default settings: the 2N-row child minus the
+    N-row one, divided by N. Valgrind numbers threads in the order they start (a number freed
+    by a thread that ended is reused): 2 is the flusher, the encoders come after."""
+    totals = []
+    for k in (n, 2 * n):
+        out = tmp / f"cg.background.{k}"
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--separate-threads=yes",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-c",
+                BACKGROUND_CHILD,
+                str(k),
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
+        parts = sorted(int(p.name.rsplit("-", 1)[1]) for p in tmp.glob(f"{out.name}-*"))
+        flusher = part_instructions(out, 2)
+        later = sum(part_instructions(out, p) for p in parts if p > 2)
+        totals.append((flusher, later))
+    return (totals[1][0] - totals[0][0]) / n, (totals[1][1] - totals[0][1]) / n
 
 
 def per_row(mode: str, n: int, tmp: Path) -> float:
@@ -88,6 +144,11 @@ def per_row(mode: str, n: int, tmp: Path) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100_000, help="rows of the shorter run (default 100,000)")
+    ap.add_argument(
+        "--background",
+        action="store_true",
+        help="also count the flusher's and the encoders' instructions per row (default settings, with close)",
+    )
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind not found: apt-get install valgrind to count instructions")
@@ -99,6 +160,12 @@ def main() -> int:
         for mode in ("record", "log"):
             x = per_row(mode, args.n, tmp)
             print(f"{mode + '()':<13} {x:7.0f} instructions per row, {x - noop:5.0f} over the no-op")
+        if args.background:
+            # Whole segments (262,144 rows by default) in both children.
+            rows = max(args.n, 300_000)
+            flusher, encoders = background_per_row(rows, tmp)
+            print(f"flusher thread {flusher:7.0f} instructions per row (draining the rings, journaling)")
+            print(f"encoders+close {encoders:7.0f} instructions per row (Parquet, compression, publishing)")
     return 0
 
 
