@@ -82,9 +82,24 @@ def part_instructions(out: Path, part: int) -> int:
     return int(m.group(1))
 
 
-def thread_instructions(out: Path) -> int:
-    """Instructions of the main thread (callgrind's ``-01`` part) in ``out``."""
-    return part_instructions(out, 1)
+def run_callgrind(out: Path, child: str, *args: str) -> None:
+    """Runs ``child`` (Python source) with ``args`` under callgrind, one output part per thread
+    (``out-01`` the main thread), with a fixed hash seed."""
+    subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--separate-threads=yes",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-c",
+            child,
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
 
 
 def background_per_row(n: int, tmp: Path) -> tuple[float, float]:
@@ -95,21 +110,7 @@ def background_per_row(n: int, tmp: Path) -> tuple[float, float]:
     totals = []
     for k in (n, 2 * n):
         out = tmp / f"cg.background.{k}"
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--separate-threads=yes",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                "-c",
-                BACKGROUND_CHILD,
-                str(k),
-            ],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-        )
+        run_callgrind(out, BACKGROUND_CHILD, str(k))
         parts = sorted(int(p.name.rsplit("-", 1)[1]) for p in tmp.glob(f"{out.name}-*"))
         flusher = part_instructions(out, 2)
         later = sum(part_instructions(out, p) for p in parts if p > 2)
@@ -121,23 +122,8 @@ def per_row(mode: str, n: int, tmp: Path) -> float:
     counts = []
     for k in (n, 2 * n):
         out = tmp / f"cg.{mode}.{k}"
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--separate-threads=yes",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                "-c",
-                CHILD,
-                mode,
-                str(k),
-            ],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-        )
-        counts.append(thread_instructions(out))
+        run_callgrind(out, CHILD, mode, str(k))
+        counts.append(part_instructions(out, 1))
     return (counts[1] - counts[0]) / n
 
 
