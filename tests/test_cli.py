@@ -376,6 +376,29 @@ def test_recover_crashed_run(root: Path) -> None:
     assert table.returncode == 0 and "recovered 0 run(s)" in table.stdout
 
 
+def test_recover_a_folder_a_bare_recorder_left(tmp_path: Path) -> None:
+    folder = tmp_path / "trial7"
+    script = (
+        "import os, sys\n"
+        "from flightlog import Field, FlightRecorder, Schema\n"
+        "rec = FlightRecorder(sys.argv[1], Schema([Field('i', 'i64', nullable=False)]))\n"
+        "for i in range(1234):\n"
+        "    rec.record(i)\n"
+        "os._exit(3)  # dies without close: the rows are in the spool only\n"
+    )
+    assert subprocess.run([PYTHON, "-c", script, str(folder)], timeout=60).returncode == 3
+    assert not (folder / "telemetry.parquet").exists()
+    proc = cli("recover", str(folder), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [(r["path"], r["telemetry_rows"]) for r in report["recovered"]] == [(str(folder), 1234)]
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(folder / "telemetry.parquet")["i"].to_pylist() == list(range(1234))
+    proc = cli("recover", str(tmp_path / "no_such_thing"))
+    assert proc.returncode != 0 and "neither an output file" in proc.stderr and "nor a run folder" in proc.stderr
+
+
 def test_compact(root: Path) -> None:
     proc = cli("compact", "devflow", "--format", "json", root=root)
     assert proc.returncode == 0, proc.stderr

@@ -169,6 +169,90 @@ def test_kill_9_of_the_claim_holder_lets_recover_finalise(tmp_path: Path) -> Non
     assert not (path / ".flightlog.lock").exists()
 
 
+def test_a_killed_bare_recorder_is_recovered_at_once(tmp_path: Path) -> None:
+    """A FlightRecorder folder has no manifest (no pid to ask): its claim file names the dead
+    writer's host and pid, and the claim is free, so recover need not wait ``stale_after``."""
+    root = tmp_path / "root"
+    path = root / "fda_run_k"
+    proc = _start_holder(path, 20_000, "kill")
+    _stop(proc)
+    report = flightlog.recover(root)  # the default stale_after (600 s); the files are seconds old
+    assert report.errors == [] and report.live == [], report
+    assert [r["path"] for r in report.recovered] == [str(path)]
+    assert report.recovered[0]["telemetry_rows"] == 20_000
+    assert _rows(path / "telemetry.parquet") == 20_000
+    assert not (path / ".flightlog.lock").exists() and not (path / ".flightlog.spool").exists()
+
+
+def test_recover_given_the_run_folder_itself(tmp_path: Path) -> None:
+    path = tmp_path / "just_a_folder"  # any name: a recorder's folder is a run folder
+    proc = _start_holder(path, 7_000, "kill")
+    _stop(proc)
+    report = flightlog.recover(path)
+    assert report.errors == [] and report.live == [], report
+    assert [r["path"] for r in report.recovered] == [str(path)]
+    assert _rows(path / "telemetry.parquet") == 7_000
+    again = flightlog.recover(path)
+    assert again.recovered == [] and again.errors == [] and again.live == []
+    assert _rows(path / "telemetry.parquet") == 7_000
+
+
+def test_recover_reports_a_live_bare_recorder_it_leaves_alone(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    path = root / "fda_run_live"
+    proc = _start_holder(path, 5000, "close")
+    try:
+        for given in (root, path):
+            report = flightlog.recover(given)
+            assert report.live == [str(path)] and report.recovered == [] and report.errors == [], report
+        assert not (path / "telemetry.parquet").exists() and (path / ".flightlog.spool").is_dir()
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "closed"
+        assert proc.wait(timeout=60) == 0
+    finally:
+        _stop(proc)
+    assert _rows(path / "telemetry.parquet") == 5000
+
+
+def test_a_bare_recorder_of_another_host_waits_stale_after(tmp_path: Path) -> None:
+    """A claim file naming another host (a shared file system, where its lock may not reach
+    this one) proves nothing here: the folder's age decides, as before."""
+    root = tmp_path / "root"
+    path = root / "fda_run_far"
+    proc = _start_holder(path, 3000, "kill")
+    _stop(proc)
+    lock = path / ".flightlog.lock"
+    lock.write_text(f"pid=1 host=not-{socket.gethostname()} since=2026-12-04T00:00:00Z\n")
+    report = flightlog.recover(root)
+    assert report.recovered == [] and report.errors == [], report
+    assert not (path / "telemetry.parquet").exists()
+    report = flightlog.recover(root, stale_after=0)
+    assert [r["path"] for r in report.recovered] == [str(path)], report
+    assert _rows(path / "telemetry.parquet") == 3000
+
+
+def test_reading_a_claim_file_never_blocks_follows_a_link_or_trusts_garbage(tmp_path: Path) -> None:
+    from flightlog.runs.claim import Holder, read_holder
+
+    lock = tmp_path / ".flightlog.lock"
+    assert read_holder(lock) is None  # none
+    lock.write_text("")
+    assert read_holder(lock) is None  # its holder is still writing it
+    lock.write_text("pid=x host=h")
+    assert read_holder(lock) is None
+    lock.write_text(f"pid=42 host={socket.gethostname()} since=2026-12-04T00:00:00Z role=recover\n")
+    assert read_holder(lock) == Holder(pid=42, host=socket.gethostname(), is_recover=True)
+    lock.unlink()
+    os.mkfifo(lock)  # a FIFO planted as the claim file: refused at once, never waited on
+    assert read_holder(lock) is None
+    lock.unlink()
+    (tmp_path / "elsewhere").write_text("pid=7 host=h\n")
+    lock.symlink_to(tmp_path / "elsewhere")
+    assert read_holder(lock) is None
+
+
 def test_old_style_segment_names_are_still_recovered(tmp_path: Path) -> None:
     root = tmp_path / "root"
     path = root / "fda_run_old"

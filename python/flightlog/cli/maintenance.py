@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -21,8 +22,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if args.file is not None:
         from .._recorder import is_output_file
 
-        if not is_output_file(args.file):
-            raise CLIError(f"{args.file}: not an output file (a path ending in .parquet); runs are found with --root")
+        if not is_output_file(args.file) and not os.path.isdir(args.file):
+            raise CLIError(
+                f"{args.file}: neither an output file (a path ending in .parquet) nor a run folder; "
+                "the runs under a root are found with --root"
+            )
         root: Any = args.file
     else:
         root = _root(args.root)
@@ -93,8 +97,9 @@ def add_parsers(add: AddCommand) -> None:
     p.add_argument(
         "file",
         nargs="?",
-        metavar="FILE.parquet",
-        help="finalise this output file of a bare FlightRecorder instead of the runs under --root",
+        metavar="PATH",
+        help="finalise this output file (FILE.parquet) or this run folder of a FlightRecorder instead of the runs "
+        "under --root",
     )
     p.add_argument(
         "--stale-after",

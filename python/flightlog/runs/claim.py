@@ -11,6 +11,7 @@ then unlock).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import os
@@ -25,10 +26,19 @@ from .._regular import LINK_REASON, NotRegularFileError
 from .layout import part_lock_name
 from .manifest import utc_now_iso
 
-__all__ = ["Busy", "part_lock_path", "take_claim"]
+__all__ = ["Busy", "Holder", "part_lock_path", "read_holder", "take_claim"]
 
 # Who holds a claim another process has, and whether that one is a recover.
 Busy = tuple[str, bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    """What a lock file says of the process that last took its claim (alive or not)."""
+
+    pid: int
+    host: str
+    is_recover: bool
 
 
 def part_lock_path(parts_dir: Path, run_id: str) -> Path:
@@ -36,9 +46,14 @@ def part_lock_path(parts_dir: Path, run_id: str) -> Path:
     return parts_dir / part_lock_name(run_id)
 
 
+def _fields(text: str) -> dict[str, str]:
+    """The ``key=value`` words of a lock file's text."""
+    return dict(w.split("=", 1) for w in text.split() if "=" in w)
+
+
 def _holder(text: str) -> tuple[str, bool]:
     """(who holds a claim, whether it is a recover) from a lock file's text."""
-    kv = dict(w.split("=", 1) for w in text.split() if "=" in w)
+    kv = _fields(text)
     if "pid" not in kv:
         return "another writer (taking the claim right now)", False
     who = f"process {kv['pid']} on host {kv.get('host', '?')} since {kv.get('since', '?')}"
@@ -56,6 +71,30 @@ def _holder_text(fd: int) -> str:
             break
         time.sleep(0.002)
     return text.decode("utf-8", "replace")
+
+
+def read_holder(lock_path: Path) -> Holder | None:
+    """The process a lock file names, read without taking the lock (it may be dead: the
+    kernel drops a killed holder's lock, not its file). None when there is no lock file,
+    it is not a regular file (never opened as a FIFO, never followed as a link) or it
+    names no process yet (its holder is writing it)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        kv = _fields(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        pid = int(kv["pid"])
+    except (KeyError, ValueError):
+        return None
+    return Holder(pid=pid, host=kv.get("host", ""), is_recover=kv.get("role") == "recover")
 
 
 @contextlib.contextmanager

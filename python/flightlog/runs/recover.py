@@ -36,12 +36,15 @@ from .layout import (
     EVENTS_FILE,
     FLOWS_DIR,
     MANIFEST_NAME,
+    RUN_LOCK_NAME,
+    SEGMENTS_DIR,
+    SPOOL_DIR_NAME,
     TELEMETRY_FILE,
     part_pattern,
     parts_dir_name,
 )
 from .manifest import utc_now_iso
-from .status import DEFAULT_STALE_AFTER, _core, crashed_manifest, status_by_evidence
+from .status import DEFAULT_STALE_AFTER, _core, crashed_manifest, process_alive, status_by_evidence
 from .tree import LocalRootTree, RootTree
 
 __all__ = ["RecoverReport", "recover", "recover_tree"]
@@ -158,6 +161,28 @@ def _recover_run_folder(tree: RootTree, folder: str, stale_after: float, report:
         _recover_run_folder_plan(tree, folder, stale_after, report, dry=False)
 
 
+def _writer_gone(tree: RootTree, folder: str, *, claim_held: bool) -> bool:
+    """Whether the writer of a folder without a manifest (a bare recorder's: no pid of
+    its own to ask) is gone, by the folder's claim file, before its files grow stale.
+
+    Before the claim is taken, a claim file naming this host is reason to take it: held,
+    the writer is alive (reported live); free, the writer died with its lock. Once taken,
+    the file names this recover (the lock was free), or, on a file system without locks,
+    still its writer, whose pid must then be gone. A claim file naming another host proves
+    nothing here (a shared file system's locks may not reach this host): the files' age
+    decides, as for any run whose process cannot be asked."""
+    import socket
+
+    holder = tree.claim_holder(folder)
+    if holder is None or holder.host != socket.gethostname():
+        return False
+    if not claim_held:
+        return True
+    if holder.is_recover and holder.pid == os.getpid():
+        return True
+    return process_alive({"host": holder.host, "pid": holder.pid}) is False
+
+
 def _recover_run_folder_plan(
     tree: RootTree, folder: str, stale_after: float, report: RecoverReport, *, dry: bool
 ) -> bool:
@@ -174,7 +199,9 @@ def _recover_run_folder_plan(
         # (or a spool: rows recorded before the first flush).
         manifest: dict[str, Any] = {"mode": "run", "status": "running"}
         newest = tree.newest_time(manifest, folder)
-        if not has_segments or newest is None or time.time() - newest <= stale_after:
+        if not has_segments or newest is None:
+            return False
+        if time.time() - newest <= stale_after and not _writer_gone(tree, folder, claim_held=not dry):
             return False
         run_id = folder[len(DEFAULT_RUN_PREFIX) :] if folder.startswith(DEFAULT_RUN_PREFIX) else folder
         manifest = {"run_id": run_id, "mode": "run", "status": "running"}
@@ -345,6 +372,12 @@ def recover(
     :class:`FlightRecorder`): its segments are merged into that file, and a
     killed ``overwrite=True`` recording replaces it, as its close would have.
 
+    ``base_path`` may be one run folder (a folder given to :class:`FlightRecorder`,
+    or a run's folder under a root): that run alone is recovered. A folder a
+    ``FlightRecorder`` wrote has no manifest; its claim file names the writer, so a
+    writer of this host that is gone is recovered at once, without waiting
+    ``stale_after``.
+
     ``base_path`` may be an object-store root (``s3://bucket/prefix``, settings
     from ``AWS_*`` and ``storage_options``): runs of other hosts count as alive
     until nothing of theirs was written for ``stale_after`` seconds.
@@ -367,5 +400,29 @@ def recover(
     report = RecoverReport(root=str(root))
     if not root.is_dir():
         return report
+    if base_path is not None and _recover_given_run_folder(root, stale_after, report):
+        return report
     recover_tree(LocalRootTree(root), stale_after, report)
     return report
+
+
+def _recover_given_run_folder(folder: Path, stale_after: float, report: RecoverReport) -> bool:
+    """Recovers ``folder`` as one run when it is a run folder itself (its manifest, claim
+    file, spool or segments are in it: what a :class:`~flightlog.FlightRecorder` given a
+    folder leaves) rather than a root of runs; False when it is not one."""
+    if not any((folder / name).exists() for name in (MANIFEST_NAME, RUN_LOCK_NAME, SPOOL_DIR_NAME, SEGMENTS_DIR)):
+        return False
+    folder = folder.absolute()
+    tree = LocalRootTree(folder.parent)
+    listed = dict(tree.recovery_folders())
+    if folder.name not in listed:
+        return False  # not a name a root's listing holds (hidden, `flows`): a root then
+    problem = listed[folder.name]
+    if problem is not None:
+        report.errors.append({"path": tree.url(folder.name), "error": problem})
+        return True
+    try:
+        _recover_run_folder(tree, folder.name, stale_after, report)
+    except (OSError, FlightlogError, ValueError) as err:
+        report.errors.append({"path": tree.url(folder.name), "error": f"{type(err).__name__}: {err}"})
+    return True

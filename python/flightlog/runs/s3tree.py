@@ -28,6 +28,7 @@ from typing import Any
 
 from .._errors import ConflictError
 from .._s3 import ObjectLocation, open_store
+from .claim import Holder
 from .layout import (
     FLOWS_DIR,
     MANIFEST_NAME,
@@ -262,6 +263,9 @@ class ObjectTree:
 
     def claim_run(self, folder: str) -> contextlib.AbstractContextManager[tuple[str, bool] | None]:
         return contextlib.nullcontext()
+
+    def claim_holder(self, folder: str) -> Holder | None:
+        return None  # an object store has no claim files
 
     def claim_parts(
         self, flow: str, mode: str, run_id: str

@@ -35,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 from .. import _regular
 from .._errors import ConflictError
 from .._regular import NotRegularFileError
-from .claim import Busy
+from .claim import Busy, Holder
 from .layout import (
     FLOWS_DIR,
     MANIFEST_NAME,
@@ -221,6 +221,12 @@ class RootTree(Protocol):
     def claim_run(self, folder: str) -> AbstractContextManager[Busy | None]:
         """The run folder's one-writer claim (:func:`~.claim.take_claim`): None when it is
         ours for the block, else who holds it. No locks on an object store: always None."""
+        ...
+
+    def claim_holder(self, folder: str) -> Holder | None:
+        """The process the run folder's claim file names (:func:`~.claim.read_holder`:
+        its last holder, alive or not), without taking the claim. None when it has none;
+        always None on an object store (no claim files)."""
         ...
 
     def claim_parts(self, flow: str, mode: str, run_id: str) -> AbstractContextManager[Busy | None]:
@@ -579,6 +585,11 @@ class LocalRootTree:
         from .claim import take_claim
 
         return take_claim(self.path(folder) / RUN_LOCK_NAME)
+
+    def claim_holder(self, folder: str) -> Holder | None:
+        from .claim import read_holder
+
+        return read_holder(self.path(folder) / RUN_LOCK_NAME)
 
     def _parts_dir(self, flow: str, mode: str, kind: str) -> Path:
         return self.path(f"{FLOWS_DIR}/{flow}/{parts_dir_name(mode, kind)}")
