@@ -216,41 +216,24 @@ def test_recover_reports_a_live_bare_recorder_it_leaves_alone(tmp_path: Path) ->
     assert _rows(path / "telemetry.parquet") == 5000
 
 
-def test_a_bare_recorder_of_another_host_waits_stale_after(tmp_path: Path) -> None:
-    """A claim file naming another host (a shared file system, where its lock may not reach
-    this one) proves nothing here: the folder's age decides, as before."""
+def test_a_bare_recorder_of_another_boot_waits_stale_after(tmp_path: Path) -> None:
+    """A spool whose writer ran in another boot (or on another host sharing the folder) names
+    a pid this host cannot ask: the folder's age decides, as for any such run."""
     root = tmp_path / "root"
     path = root / "fda_run_far"
     proc = _start_holder(path, 3000, "kill")
     _stop(proc)
-    lock = path / ".flightlog.lock"
-    lock.write_text(f"pid=1 host=not-{socket.gethostname()} since=2026-12-04T00:00:00Z\n")
+    (meta_path,) = (path / ".flightlog.spool").glob("*/meta.json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "boot_id": "another-boot"}))
+    before = sorted(p.name for p in path.rglob("*"))
     report = flightlog.recover(root)
-    assert report.recovered == [] and report.errors == [], report
-    assert not (path / "telemetry.parquet").exists()
-    report = flightlog.recover(root, stale_after=0)
+    assert report.recovered == [] and report.live == [] and report.errors == [], report
+    assert sorted(p.name for p in path.rglob("*")) == before
+    meta_path.write_text(json.dumps(meta))  # this boot's writer again, and it is gone: at once
+    report = flightlog.recover(root)
     assert [r["path"] for r in report.recovered] == [str(path)], report
     assert _rows(path / "telemetry.parquet") == 3000
-
-
-def test_reading_a_claim_file_never_blocks_follows_a_link_or_trusts_garbage(tmp_path: Path) -> None:
-    from flightlog.runs.claim import Holder, read_holder
-
-    lock = tmp_path / ".flightlog.lock"
-    assert read_holder(lock) is None  # none
-    lock.write_text("")
-    assert read_holder(lock) is None  # its holder is still writing it
-    lock.write_text("pid=x host=h")
-    assert read_holder(lock) is None
-    lock.write_text(f"pid=42 host={socket.gethostname()} since=2026-12-04T00:00:00Z role=recover\n")
-    assert read_holder(lock) == Holder(pid=42, host=socket.gethostname(), is_recover=True)
-    lock.unlink()
-    os.mkfifo(lock)  # a FIFO planted as the claim file: refused at once, never waited on
-    assert read_holder(lock) is None
-    lock.unlink()
-    (tmp_path / "elsewhere").write_text("pid=7 host=h\n")
-    lock.symlink_to(tmp_path / "elsewhere")
-    assert read_holder(lock) is None
 
 
 def test_old_style_segment_names_are_still_recovered(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ then unlock).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import os
@@ -25,20 +24,12 @@ from .._errors import FlightlogError
 from .._regular import LINK_REASON, NotRegularFileError
 from .layout import part_lock_name
 from .manifest import utc_now_iso
+from .status import process_alive
 
-__all__ = ["Busy", "Holder", "part_lock_path", "read_holder", "take_claim"]
+__all__ = ["Busy", "part_lock_path", "take_claim"]
 
 # Who holds a claim another process has, and whether that one is a recover.
 Busy = tuple[str, bool]
-
-
-@dataclasses.dataclass(frozen=True)
-class Holder:
-    """What a lock file says of the process that last took its claim (alive or not)."""
-
-    pid: int
-    host: str
-    is_recover: bool
 
 
 def part_lock_path(parts_dir: Path, run_id: str) -> Path:
@@ -62,39 +53,23 @@ def _holder(text: str) -> tuple[str, bool]:
 
 def _holder_text(fd: int) -> str:
     """The text of a lock file whose claim another process holds. Its holder writes it
-    right after taking the lock: an empty file is read again briefly, so that a recover
-    that has just taken the claim is not mistaken for a live writer."""
-    text = b""
+    right after taking the lock, so a file that is still empty, or still names its last
+    holder (a process of this host that is gone: the file a killed writer left, just
+    locked by whoever takes the claim now), is read again briefly: a recover that has
+    just taken the claim is then not mistaken for a live writer."""
+    text = ""
     for _ in range(100):
-        text = os.pread(fd, 4096, 0)
-        if text:
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        kv = _fields(text)
+        stale = (
+            "pid" in kv
+            and kv["pid"].isdigit()
+            and process_alive({"host": kv.get("host"), "pid": int(kv["pid"])}) is False
+        )
+        if text and not stale:
             break
         time.sleep(0.002)
-    return text.decode("utf-8", "replace")
-
-
-def read_holder(lock_path: Path) -> Holder | None:
-    """The process a lock file names, read without taking the lock (it may be dead: the
-    kernel drops a killed holder's lock, not its file). None when there is no lock file,
-    it is not a regular file (never opened as a FIFO, never followed as a link) or it
-    names no process yet (its holder is writing it)."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        kv = _fields(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    try:
-        pid = int(kv["pid"])
-    except (KeyError, ValueError):
-        return None
-    return Holder(pid=pid, host=kv.get("host", ""), is_recover=kv.get("role") == "recover")
+    return text
 
 
 @contextlib.contextmanager

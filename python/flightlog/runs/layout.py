@@ -38,6 +38,7 @@ __all__ = [
     "SEGMENT_ROWS_KEY",
     "SEGMENT_SUFFIX",
     "SPOOL_DIR_NAME",
+    "SPOOL_META_NAME",
     "TELEMETRY_FILE",
     "TELEMETRY_SEGMENT_PREFIX",
     "TEMP_MARKER",
@@ -58,6 +59,7 @@ EVENTS_FILE: str = _core.EVENTS_FILE
 TEMP_MARKER: str = _core.TEMP_MARKER
 RUN_LOCK_NAME: str = _core.RUN_LOCK_NAME
 SPOOL_DIR_NAME: str = _core.SPOOL_DIR_NAME
+SPOOL_META_NAME: str = _core.SPOOL_META_NAME
 SEGMENT_SUFFIX: str = _core.SEGMENT_SUFFIX
 #: Parquet key-value metadata of a merged file: the segments (parts) it holds, and their rows.
 SEGMENTS_KEY: str = _core.SEGMENTS_KEY

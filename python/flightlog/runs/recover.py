@@ -25,6 +25,7 @@ import dataclasses
 import datetime as _dt
 import os
 import posixpath
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from .layout import (
     part_pattern,
     parts_dir_name,
 )
-from .manifest import utc_now_iso
+from .manifest import boot_id, utc_now_iso
 from .status import DEFAULT_STALE_AFTER, _core, crashed_manifest, process_alive, status_by_evidence
 from .tree import LocalRootTree, RootTree
 
@@ -161,26 +162,24 @@ def _recover_run_folder(tree: RootTree, folder: str, stale_after: float, report:
         _recover_run_folder_plan(tree, folder, stale_after, report, dry=False)
 
 
-def _writer_gone(tree: RootTree, folder: str, *, claim_held: bool) -> bool:
-    """Whether the writer of a folder without a manifest (a bare recorder's: no pid of
-    its own to ask) is gone, by the folder's claim file, before its files grow stale.
+def _spool_writers_alive(tree: RootTree, folder: str) -> bool | None:
+    """Whether the recorders whose spools a folder without a manifest holds (a bare
+    recorder's folder: no manifest's pid to ask) are alive, by each spool's own record
+    of its writer (``meta.json``: pid and boot id, written by the recorder itself).
 
-    Before the claim is taken, a claim file naming this host is reason to take it: held,
-    the writer is alive (reported live); free, the writer died with its lock. Once taken,
-    the file names this recover (the lock was free), or, on a file system without locks,
-    still its writer, whose pid must then be gone. A claim file naming another host proves
-    nothing here (a shared file system's locks may not reach this host): the files' age
-    decides, as for any run whose process cannot be asked."""
-    import socket
-
-    holder = tree.claim_holder(folder)
-    if holder is None or holder.host != socket.gethostname():
-        return False
-    if not claim_held:
-        return True
-    if holder.is_recover and holder.pid == os.getpid():
-        return True
-    return process_alive({"host": holder.host, "pid": holder.pid}) is False
+    ``False`` when every spool was written in this boot by a process that is gone (its
+    run need not wait ``stale_after``); ``True`` when one of them is alive (or its pid
+    was reused: then the files' age decides, and the claim has the last word); ``None``
+    when this host cannot tell (no spool, an unreadable one, another boot or host)."""
+    writers = tree.spool_writers(folder)
+    this_boot = boot_id()
+    if not writers or this_boot is None or any(w.boot_id != this_boot for w in writers):
+        return None
+    host = socket.gethostname()
+    alive = [process_alive({"host": host, "pid": w.pid, "boot_id": w.boot_id}) for w in writers]
+    if any(a is None for a in alive):
+        return None
+    return any(alive)
 
 
 def _recover_run_folder_plan(
@@ -201,8 +200,18 @@ def _recover_run_folder_plan(
         newest = tree.newest_time(manifest, folder)
         if not has_segments or newest is None:
             return False
-        if time.time() - newest <= stale_after and not _writer_gone(tree, folder, claim_held=not dry):
-            return False
+        alive = _spool_writers_alive(tree, folder)
+        if alive is not False and time.time() - newest <= stale_after:
+            if alive is None:
+                return False  # nothing tells whether its writer lives: the files' age decides
+            if not dry:
+                # The claim was free, yet a process of this boot with the writer's pid
+                # lives: its pid was reused, or the claim file was replaced under a live
+                # writer. Left alone (live) until its files are stale.
+                report.live.append(tree.url(folder))
+                return False
+            # To the claim: held by the writer, it is live; by another recover, that one
+            # reports the run (a recover's own salvage spool names this process meanwhile).
         run_id = folder[len(DEFAULT_RUN_PREFIX) :] if folder.startswith(DEFAULT_RUN_PREFIX) else folder
         manifest = {"run_id": run_id, "mode": "run", "status": "running"}
         previous = "unknown"
@@ -374,9 +383,9 @@ def recover(
 
     ``base_path`` may be one run folder (a folder given to :class:`FlightRecorder`,
     or a run's folder under a root): that run alone is recovered. A folder a
-    ``FlightRecorder`` wrote has no manifest; its claim file names the writer, so a
-    writer of this host that is gone is recovered at once, without waiting
-    ``stale_after``.
+    ``FlightRecorder`` wrote has no manifest; its spool names the writer (pid and
+    boot), so once that process of this host is gone the run is recovered at once,
+    without waiting ``stale_after``, and while it lives the run is reported live.
 
     ``base_path`` may be an object-store root (``s3://bucket/prefix``, settings
     from ``AWS_*`` and ``storage_options``): runs of other hosts count as alive
@@ -406,17 +415,28 @@ def recover(
     return report
 
 
-def _recover_given_run_folder(folder: Path, stale_after: float, report: RecoverReport) -> bool:
-    """Recovers ``folder`` as one run when it is a run folder itself (its manifest, claim
-    file, spool or segments are in it: what a :class:`~flightlog.FlightRecorder` given a
-    folder leaves) rather than a root of runs; False when it is not one."""
-    if not any((folder / name).exists() for name in (MANIFEST_NAME, RUN_LOCK_NAME, SPOOL_DIR_NAME, SEGMENTS_DIR)):
+def _recover_given_run_folder(given: Path, stale_after: float, report: RecoverReport) -> bool:
+    """Recovers ``given`` as one run when it is a run folder itself rather than a root of
+    runs: a recorder's claim file, spool or segments are in it (what a
+    :class:`~flightlog.FlightRecorder` given a folder leaves), or a run's manifest (one
+    with a ``run_id``: a flow's folder is not a run). False when it is not one."""
+    folder = Path(os.path.abspath(given))  # `..` and `.` resolved by name, links not followed
+    if folder.name in ("", ".", ".."):
         return False
-    folder = folder.absolute()
     tree = LocalRootTree(folder.parent)
+    if not _is_run_folder(tree, folder.name):
+        return False
     listed = dict(tree.recovery_folders())
     if folder.name not in listed:
-        return False  # not a name a root's listing holds (hidden, `flows`): a root then
+        if folder.name.startswith("."):
+            why = (
+                "a hidden folder is never a run folder (a `.NAME.parquet.flightlog` folder belongs to the output "
+                "file NAME.parquet: recover that file); otherwise rename it, then recover it"
+            )
+        else:
+            why = f"a folder named {folder.name!r} is a root's flows, never a run folder: rename it, then recover it"
+        report.errors.append({"path": tree.url(folder.name), "error": f"holds a recording, but {why}"})
+        return True
     problem = listed[folder.name]
     if problem is not None:
         report.errors.append({"path": tree.url(folder.name), "error": problem})
@@ -426,3 +446,14 @@ def _recover_given_run_folder(folder: Path, stale_after: float, report: RecoverR
     except (OSError, FlightlogError, ValueError) as err:
         report.errors.append({"path": tree.url(folder.name), "error": f"{type(err).__name__}: {err}"})
     return True
+
+
+def _is_run_folder(tree: LocalRootTree, name: str) -> bool:
+    folder = tree.path(name)
+    if any(os.path.lexists(folder / n) for n in (RUN_LOCK_NAME, SPOOL_DIR_NAME, SEGMENTS_DIR)):
+        return True
+    try:
+        read = tree.read_manifest(f"{name}/{MANIFEST_NAME}")
+    except (OSError, FlightlogError, ValueError):
+        return True  # a run's manifest that cannot be read: reported by the recovery itself
+    return read is not None and "run_id" in read[0]

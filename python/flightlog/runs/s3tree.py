@@ -28,19 +28,19 @@ from typing import Any
 
 from .._errors import ConflictError
 from .._s3 import ObjectLocation, open_store
-from .claim import Holder
 from .layout import (
     FLOWS_DIR,
     MANIFEST_NAME,
     RUNS_DIR,
     SEGMENTS_DIR,
+    SPOOL_META_NAME,
     TELEMETRY_SEGMENT_PREFIX,
     part_pattern,
     parts_dir_name,
 )
 from .manifest import dumps_manifest, parse_manifest
 from .status import status_by_evidence
-from .tree import Claim, FileStat, ManifestChange, RunEntry, manifest_rels
+from .tree import Claim, FileStat, ManifestChange, RunEntry, SpoolWriter, manifest_rels
 
 
 class ObjectTree:
@@ -240,7 +240,7 @@ class ObjectTree:
             with contextlib.suppress(OSError):
                 for inst in spool.iterdir():
                     try:
-                        meta = json.loads((inst / "meta.json").read_text())
+                        meta = json.loads((inst / SPOOL_META_NAME).read_text())
                     except (OSError, ValueError):
                         continue
                     loc = meta.get("location") if isinstance(meta, dict) else None
@@ -264,8 +264,8 @@ class ObjectTree:
     def claim_run(self, folder: str) -> contextlib.AbstractContextManager[tuple[str, bool] | None]:
         return contextlib.nullcontext()
 
-    def claim_holder(self, folder: str) -> Holder | None:
-        return None  # an object store has no claim files
+    def spool_writers(self, folder: str) -> builtins.list[SpoolWriter] | None:
+        return []  # its recorders spool on their own hosts: the objects' age decides
 
     def claim_parts(
         self, flow: str, mode: str, run_id: str

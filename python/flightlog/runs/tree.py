@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import json
 import os
 import stat as _stat
 from collections.abc import Callable, Iterator, Mapping
@@ -35,7 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 from .. import _regular
 from .._errors import ConflictError
 from .._regular import NotRegularFileError
-from .claim import Busy, Holder
+from .claim import Busy
 from .layout import (
     FLOWS_DIR,
     MANIFEST_NAME,
@@ -44,6 +45,7 @@ from .layout import (
     RUNS_DIR,
     SEGMENTS_DIR,
     SPOOL_DIR_NAME,
+    SPOOL_META_NAME,
     compacted_name,
     part_pattern,
     part_temp_prefix,
@@ -51,11 +53,28 @@ from .layout import (
 )
 from .status import _TEMP_MARKER, _core, _scandir
 
-__all__ = ["Claim", "FileStat", "LocalRootTree", "ManifestChange", "RootTree", "RunEntry", "manifest_rels"]
+__all__ = [
+    "Claim",
+    "FileStat",
+    "LocalRootTree",
+    "ManifestChange",
+    "RootTree",
+    "RunEntry",
+    "SpoolWriter",
+    "manifest_rels",
+]
 
 #: How :meth:`RootTree.modify_manifest` changes a manifest: the current one (None if
 #: absent) to the new one, or None to leave it as it is.
 ManifestChange = Callable[[dict[str, Any] | None], dict[str, Any] | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class SpoolWriter:
+    """The recorder a spool names (its ``meta.json``): its pid, and the boot it ran in."""
+
+    pid: int
+    boot_id: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,10 +242,11 @@ class RootTree(Protocol):
         ours for the block, else who holds it. No locks on an object store: always None."""
         ...
 
-    def claim_holder(self, folder: str) -> Holder | None:
-        """The process the run folder's claim file names (:func:`~.claim.read_holder`:
-        its last holder, alive or not), without taking the claim. None when it has none;
-        always None on an object store (no claim files)."""
+    def spool_writers(self, folder: str) -> list[SpoolWriter] | None:
+        """The processes whose spools a run folder holds (each spool's ``meta.json``: the
+        recorder's pid and boot id, alive or not): ``[]`` when it holds none, ``None``
+        when one cannot be read. Always ``[]`` on an object store (its recorders spool on
+        their own host)."""
         ...
 
     def claim_parts(self, flow: str, mode: str, run_id: str) -> AbstractContextManager[Busy | None]:
@@ -546,10 +566,11 @@ class LocalRootTree:
         for e in sorted(_scandir(self.root), key=lambda e: e.name):
             if e.name.startswith(".") or e.name == FLOWS_DIR or not e.is_dir():
                 continue
-            link = _symlinked(Path(e.path), (SEGMENTS_DIR,))
+            # The spool too: recovery salvages and removes it.
+            link = _symlinked(Path(e.path), (SEGMENTS_DIR, SPOOL_DIR_NAME))
             if link is None:
                 out.append((e.name, None))
-            elif (Path(e.path) / MANIFEST_NAME).exists() or (Path(e.path) / SEGMENTS_DIR).exists():
+            elif any(os.path.lexists(Path(e.path) / n) for n in (MANIFEST_NAME, SEGMENTS_DIR, SPOOL_DIR_NAME)):
                 out.append((e.name, _link_message(link)))
         return out
 
@@ -586,10 +607,19 @@ class LocalRootTree:
 
         return take_claim(self.path(folder) / RUN_LOCK_NAME)
 
-    def claim_holder(self, folder: str) -> Holder | None:
-        from .claim import read_holder
-
-        return read_holder(self.path(folder) / RUN_LOCK_NAME)
+    def spool_writers(self, folder: str) -> list[SpoolWriter] | None:
+        writers: list[SpoolWriter] = []
+        for spool in _scandir(self.path(folder) / SPOOL_DIR_NAME):
+            if not spool.is_dir(follow_symlinks=False):
+                continue
+            try:
+                meta = json.loads(_regular.read_bytes(Path(spool.path) / SPOOL_META_NAME, follow_links=False))
+                writers.append(SpoolWriter(pid=int(meta["pid"]), boot_id=meta.get("boot_id")))
+            except FileNotFoundError:
+                continue  # a spool being made or removed: no writer to ask
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+        return writers
 
     def _parts_dir(self, flow: str, mode: str, kind: str) -> Path:
         return self.path(f"{FLOWS_DIR}/{flow}/{parts_dir_name(mode, kind)}")

@@ -57,7 +57,9 @@ pub const EVENTS_UPTO_KEY: &str = "flightlog.events_upto";
 /// The spool folder of a merged recording (`run/.flightlog.spool`).
 pub const SPOOL_DIR_NAME: &str = ".flightlog.spool";
 
-const META: &str = "meta.json";
+/// The spool's metadata file (what a reader needs, and the writer's pid and
+/// boot id, which `recover` asks whether the writer is gone).
+pub const SPOOL_META_NAME: &str = "meta.json";
 const DICT_LOG: &str = "dict.log";
 const EVENTS_LOG: &str = "events.log";
 const FORMAT: u32 = 1;
@@ -182,7 +184,7 @@ impl Spool {
         fs::create_dir_all(&dir).map_err(|e| io("create spool folder", &dir, e))?;
         let text = serde_json::to_string(meta)
             .map_err(|e| CoreError::write(format!("spool metadata: {e}")))?;
-        let path = dir.join(META);
+        let path = dir.join(SPOOL_META_NAME);
         fs::write(&path, text).map_err(|e| io("write", &path, e))?;
         Ok(Spool {
             dir,
@@ -312,7 +314,7 @@ impl Spool {
         replace(&self.dir.join(EVENTS_LOG), &log)?;
         let text = serde_json::to_string(meta)
             .map_err(|e| CoreError::write(format!("spool metadata: {e}")))?;
-        replace(&self.dir.join(META), text.as_bytes())?;
+        replace(&self.dir.join(SPOOL_META_NAME), text.as_bytes())?;
         Ok(Spool {
             dir: self.dir,
             width: meta.width,
@@ -504,7 +506,7 @@ pub fn belongs_elsewhere(dir: &Path, location: Option<&str>) -> bool {
     let Some(mine) = location else {
         return false;
     };
-    fs::read_to_string(dir.join(META))
+    fs::read_to_string(dir.join(SPOOL_META_NAME))
         .ok()
         .and_then(|text| serde_json::from_str::<SpoolMeta>(&text).ok())
         .and_then(|meta| meta.location)
@@ -534,7 +536,7 @@ pub struct Salvaged {
 /// `events_from` on. The spool is not changed.
 pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> Result<Salvaged> {
     let mut out = Salvaged::default();
-    let meta_path = dir.join(META);
+    let meta_path = dir.join(SPOOL_META_NAME);
     let meta: SpoolMeta = match fs::read_to_string(&meta_path) {
         Ok(text) => match serde_json::from_str(&text) {
             Ok(m) => m,
@@ -811,9 +813,9 @@ mod tests {
         assert!(check_no_unfinished(&base, m.location.as_deref()).is_err());
         // The metadata of an older version, without the key.
         let mut old: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(sp.join(META)).unwrap()).unwrap();
+            serde_json::from_str(&fs::read_to_string(sp.join(SPOOL_META_NAME)).unwrap()).unwrap();
         old.as_object_mut().unwrap().remove("location");
-        fs::write(sp.join(META), old.to_string()).unwrap();
+        fs::write(sp.join(SPOOL_META_NAME), old.to_string()).unwrap();
         assert!(!belongs_elsewhere(
             &sp,
             Some("s3://b/a_b/run/segments/telemetry-")

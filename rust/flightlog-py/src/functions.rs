@@ -430,6 +430,7 @@ fn add_layout_names(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TEMP_MARKER", atomic_file::TEMP_MARKER)?;
     m.add("RUN_LOCK_NAME", claim::RUN_LOCK_NAME)?;
     m.add("SPOOL_DIR_NAME", spool::SPOOL_DIR_NAME)?;
+    m.add("SPOOL_META_NAME", spool::SPOOL_META_NAME)?;
     m.add("SEGMENTS_KEY", parquet_io::SEGMENTS_KEY)?;
     m.add("SEGMENT_ROWS_KEY", parquet_io::SEGMENT_ROWS_KEY)?;
     Ok(())
