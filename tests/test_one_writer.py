@@ -118,6 +118,15 @@ def _start_holder(path: Path, rows: int, mode: str) -> subprocess.Popen[str]:
     return proc
 
 
+def _close_holder(proc: subprocess.Popen[str]) -> None:
+    """Tells a holder started with mode "close" to close its recorder; waits for it to exit."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "closed"
+    assert proc.wait(timeout=60) == 0
+
+
 def _stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -131,11 +140,7 @@ def test_a_recorder_in_another_process_is_refused(tmp_path: Path) -> None:
         with pytest.raises(RunClaimedError) as exc:
             FlightRecorder(path, SCHEMA)
         _assert_names_holder(exc.value, proc.pid)
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "closed"
-        assert proc.wait(timeout=60) == 0
+        _close_holder(proc)
     finally:
         _stop(proc)
     assert _rows(path / "telemetry.parquet") == 50_000
@@ -206,11 +211,7 @@ def test_recover_reports_a_live_bare_recorder_it_leaves_alone(tmp_path: Path) ->
             report = flightlog.recover(given)
             assert report.live == [str(path)] and report.recovered == [] and report.errors == [], report
         assert not (path / "telemetry.parquet").exists() and (path / ".flightlog.spool").is_dir()
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "closed"
-        assert proc.wait(timeout=60) == 0
+        _close_holder(proc)
     finally:
         _stop(proc)
     assert _rows(path / "telemetry.parquet") == 5000
@@ -281,11 +282,7 @@ def test_recover_leaves_a_live_recorder_of_another_process_alone(tmp_path: Path)
             os.utime(p, (old, old))
         report = flightlog.recover(root, stale_after=0)
         assert report.live == [str(path)] and report.recovered == [] and report.errors == []
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "closed"
-        assert proc.wait(timeout=60) == 0
+        _close_holder(proc)
     finally:
         _stop(proc)
     assert _rows(path / "telemetry.parquet") == 5000
