@@ -15,6 +15,13 @@ before ``close()``, whose merge would be counted on the recording thread.
 Prints, per call, instructions per row and the excess over the no-op. Needs valgrind
 (Debian's ``valgrind`` package); says so and exits 0 without it.
 
+``--cache`` also simulates the caches (callgrind ``--cache-sim=yes``, the host's L1 geometry)
+while the solver loop of ``benches/peers/overhead.py`` records every iteration (n = 188: about
+10 µs an iteration on this VM class), and prints what one ``record()`` costs inside the extension
+module: instructions and L1 misses (instruction fetch, data read, data write). Between two rows
+the loop's numpy work evicts the recorder's code and data from L1, so each cache line the row
+path touches is a miss: in a solver these cost more than the instructions do.
+
 ``--background`` also counts what the recorder's own threads spend per row when one thread
 records with the default settings and closes: the flusher (draining the rings into columns,
 journaling) and the encoder threads with the close (Parquet encoding, compression, publishing),
@@ -102,6 +109,79 @@ def run_callgrind(out: Path, child: str, *args: str) -> None:
     )
 
 
+SOLVER_CHILD = r"""
+import os, sys, pathlib, tempfile
+sys.path.insert(0, sys.argv[1])
+import overhead
+from peer_flightlog import schema
+from flightlog import FlightRecorder
+n, iters = int(sys.argv[2]), int(sys.argv[3])
+a, b, xs, alpha = overhead._problem(n)
+rec = FlightRecorder(pathlib.Path(tempfile.mkdtemp()) / "r", schema())
+gd = overhead._make_gd(True)
+os.getppid()
+gd(a, b, xs, alpha, iters, rec.record)
+os.getpgrp()
+os._exit(0)
+"""
+
+CACHE_EVENTS = ("Ir", "I1mr", "D1mr", "D1mw")
+
+
+def extension_costs(out: Path) -> dict[str, int]:
+    """Ir and L1 misses of the main thread inside flightlog's extension module, between the
+    loop's markers (callgrind's first dump), summed over its functions by callgrind_annotate."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--threshold=100", "--show-percs=no", f"{out}.1-01"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    events = re.search(r"^Events shown:\s+(.*)$", text, re.M)
+    if events is None:
+        raise RuntimeError(f"no event list in callgrind_annotate's output for {out}")
+    names = events.group(1).split()
+    totals = dict.fromkeys(names, 0)
+    for line in text.splitlines():
+        if "flightlog/_core" not in line:
+            continue
+        costs = line.split("???:")[0].split() if "???:" in line else line.split()[: len(names)]
+        for name, cost in zip(names, costs, strict=False):
+            totals[name] += 0 if cost == "." else int(cost.replace(",", ""))
+    return {k: totals[k] for k in CACHE_EVENTS}
+
+
+def solver_cache_per_row(iters: int, tmp: Path) -> dict[str, float]:
+    """Per ``record()`` in the solver loop (n = 188), inside the extension: the 2N-iteration
+    child minus the N-iteration one, divided by N (the first row's registration cancels)."""
+    peers = str(Path(__file__).resolve().parent / "peers")
+    counts = []
+    for k in (iters, 2 * iters):
+        out = tmp / f"cg.solver.{k}"
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--cache-sim=yes",
+                "--separate-threads=yes",
+                "--zero-before=getppid",
+                "--dump-before=getpgrp",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-c",
+                SOLVER_CHILD,
+                peers,
+                "188",
+                str(k),
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        )
+        counts.append(extension_costs(out))
+    return {k: (counts[1][k] - counts[0][k]) / iters for k in CACHE_EVENTS}
+
+
 def background_per_row(n: int, tmp: Path) -> tuple[float, float]:
     """Instructions per row of the flusher thread and of every later thread (the encoders and
     the close's), recording 10 fields with the default settings: the 2N-row child minus the
@@ -135,6 +215,11 @@ def main() -> int:
         action="store_true",
         help="also count the flusher's and the encoders' instructions per row (default settings, with close)",
     )
+    ap.add_argument(
+        "--cache",
+        action="store_true",
+        help="also simulate the caches for record() in the 10 µs solver loop of benches/peers/overhead.py",
+    )
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind not found: apt-get install valgrind to count instructions")
@@ -146,6 +231,13 @@ def main() -> int:
         for mode in ("record", "log"):
             x = per_row(mode, args.n, tmp)
             print(f"{mode + '()':<13} {x:7.0f} instructions per row, {x - noop:5.0f} over the no-op")
+        if args.cache:
+            c = solver_cache_per_row(5_000, tmp)
+            print(
+                f"record() in the solver loop, inside the extension: {c['Ir']:.0f} instructions, "
+                f"L1 misses: {c['I1mr']:.1f} instruction fetch, {c['D1mr']:.1f} data read, "
+                f"{c['D1mw']:.1f} data write"
+            )
         if args.background:
             # Whole segments (262,144 rows by default) in both children.
             rows = max(args.n, 300_000)

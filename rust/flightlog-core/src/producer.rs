@@ -57,6 +57,9 @@ impl LaneRing {
 pub(crate) struct Registration {
     shared: Arc<Shared>,
     pub(crate) lane: usize,
+    /// The lane's ring, found once: a row then reads its registration and
+    /// the ring, not `shared`'s table of lanes (a cache line less a row).
+    ring: Arc<LaneRing>,
     pub(crate) cursor: Cursor,
 }
 
@@ -88,8 +91,7 @@ pub(crate) fn with_lane<R>(
                 None => register(shared, &mut regs)?,
             };
             let r = &mut regs[i];
-            let lane = shared.lane(r.lane).expect("a registered lane has its ring");
-            f(lane, &mut r.cursor, r.lane)
+            f(&r.ring, &mut r.cursor, r.lane)
         })
         .unwrap_or_else(|_| {
             Err(CoreError::write(
@@ -135,6 +137,7 @@ fn register(shared: &Arc<Shared>, regs: &mut Vec<Registration>) -> Result<usize>
         shared: Arc::clone(shared),
         lane,
         cursor: ring.ring.cursor(),
+        ring,
     });
     Ok(regs.len() - 1)
 }

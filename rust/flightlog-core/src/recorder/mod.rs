@@ -172,7 +172,7 @@ pub(crate) struct Shared {
     /// claim), and the gate that closes them.
     pub(crate) lanes: Lanes,
     pub(crate) gate: Gate,
-    lane_rings: Box<[OnceLock<LaneRing>]>,
+    lane_rings: Box<[OnceLock<Arc<LaneRing>>]>,
     lane_init: Mutex<()>,
     spool: Arc<Spool>,
     /// Rows offered, for the sampling policy's index (only with sampling).
@@ -189,11 +189,11 @@ pub(crate) struct Shared {
     config: RecorderConfig,
     counters: Counters,
     start: Instant,
-    iter_slot: Option<usize>,
+    /// What every row reads, in one cache line.
+    row_path: RowPath,
     budget_hit: AtomicBool,
     /// A write error not yet reported to a producer.
     pending_error: Mutex<Option<CoreError>>,
-    has_error: AtomicBool,
     flush: Mutex<FlushState>,
     flush_done: Condvar,
     events: Mutex<Vec<EventRow>>,
@@ -202,12 +202,28 @@ pub(crate) struct Shared {
     /// panic outside its per-cycle guard): nothing drains the ring any more,
     /// so waiting producers and flushes give up instead of hanging.
     flusher_stopped: AtomicBool,
-    /// Producers wake the flusher when `pos & wake_mask == wake_mask`: four
-    /// times per lap of their ring (its capacity is a power of two).
-    wake_mask: u64,
     file_kv: Vec<(String, String)>,
     /// What of `config.sync_first` is still owed (see [`Shared::sync_first`]).
     owed_syncs: Mutex<Vec<PathBuf>>,
+}
+
+/// The fields of [`Shared`] a recorded row reads, together. A solver's loop
+/// evicts the recorder's data between two rows, so each cache line a row
+/// touches is a miss: these were spread over six lines of `Shared` (callgrind's
+/// cache simulation of `benches/peers/overhead.py`, RESULTS.md).
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct RowPath {
+    /// A write error not yet reported to a producer.
+    has_error: AtomicBool,
+    /// Sampling or a row budget is set: each row takes [`Recorder::admit_by_policy`].
+    has_policy: bool,
+    /// The `iter` field's slot (an i64 field named `iter`), and its validity
+    /// word and bit if it is nullable: the iteration events are stamped with.
+    iter: Option<(usize, Option<(usize, u64)>)>,
+    /// Producers wake the flusher when `pos & wake_mask == wake_mask`: four
+    /// times per lap of their ring (its capacity is a power of two).
+    wake_mask: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -422,7 +438,12 @@ impl Recorder {
             spool,
             sample_index: AtomicU64::new(0),
             events_seq: AtomicU64::new(early.len() as u64),
-            wake_mask,
+            row_path: RowPath {
+                has_error: AtomicBool::new(false),
+                has_policy: config.sampling.is_some() || config.max_rows.is_some(),
+                iter: iter_slot.map(|slot| (slot, row_layout.validity_of(slot))),
+                wake_mask,
+            },
             arrow_schema: schema.arrow_schema(),
             rules: RowRules::new(&schema, &row_layout),
             schema,
@@ -435,10 +456,8 @@ impl Recorder {
                 ..Counters::default()
             },
             start,
-            iter_slot,
             budget_hit: AtomicBool::new(false),
             pending_error: Mutex::new(None),
-            has_error: AtomicBool::new(false),
             flush: Mutex::new(FlushState::default()),
             flush_done: Condvar::new(),
             events: Mutex::new(early),
@@ -503,7 +522,7 @@ impl Recorder {
     /// Returns (and clears) a write error the flusher hit since the last call.
     #[inline]
     pub fn take_error(&self) -> Result<()> {
-        if self.shared.has_error.load(Ordering::Acquire) {
+        if self.shared.row_path.has_error.load(Ordering::Acquire) {
             return self.take_pending_error();
         }
         Ok(())
@@ -512,7 +531,10 @@ impl Recorder {
     #[cold]
     fn take_pending_error(&self) -> Result<()> {
         let err = lock(&self.shared.pending_error).take();
-        self.shared.has_error.store(false, Ordering::Release);
+        self.shared
+            .row_path
+            .has_error
+            .store(false, Ordering::Release);
         match err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -521,7 +543,7 @@ impl Recorder {
 
     /// Whether the flusher hit a write error no call has reported yet.
     pub fn has_pending_error(&self) -> bool {
-        self.shared.has_error.load(Ordering::Acquire)
+        self.shared.row_path.has_error.load(Ordering::Acquire)
     }
 
     /// Fails if the recorder is closed, or returns (and clears) a pending
@@ -588,9 +610,10 @@ impl Recorder {
         let shared = &self.shared;
         producer::with_lane(shared, |lane, cursor, lane_index| {
             let iter = shared
-                .iter_slot
-                .filter(|&slot| shared.row_layout.is_valid(row, slot))
-                .map(|slot| row[slot] as i64);
+                .row_path
+                .iter
+                .filter(|&(slot, _)| shared.row_layout.is_valid(row, slot))
+                .map(|(slot, _)| row[slot] as i64);
             if let Some(refused) = self.admit(lane, iter) {
                 return Ok(refused);
             }
@@ -648,10 +671,8 @@ impl Recorder {
             if !fill(words) {
                 return Ok(InPlace::Declined);
             }
-            let iter = shared.iter_slot.and_then(|slot| {
-                let valid = shared
-                    .row_layout
-                    .validity_of(slot)
+            let iter = shared.row_path.iter.and_then(|(slot, validity)| {
+                let valid = validity
                     .is_none_or(|(word, bit)| words[word].load(Ordering::Relaxed) & bit != 0);
                 valid.then(|| words[slot].load(Ordering::Relaxed) as i64)
             });
@@ -673,8 +694,25 @@ impl Recorder {
     /// remembered for the events that follow it.
     #[inline(always)]
     fn admit(&self, lane: &LaneRing, iter: Option<i64>) -> Option<Offer> {
-        let shared = &self.shared;
         LaneRing::bump(&lane.offered, 1);
+        if self.shared.row_path.has_policy {
+            if let Some(refused) = self.admit_by_policy() {
+                return Some(refused);
+            }
+        }
+        if let Some(iter) = iter {
+            lane.last_iter.store(iter, Ordering::Relaxed);
+            lane.has_iter.store(true, Ordering::Relaxed);
+        }
+        None
+    }
+
+    /// Sampling and the row budget, out of the common row's way (a recorder
+    /// with neither never calls it).
+    #[cold]
+    #[inline(never)]
+    fn admit_by_policy(&self) -> Option<Offer> {
+        let shared = &self.shared;
         if let Some(s) = shared.config.sampling {
             // The policy counts rows across threads: one shared counter,
             // paid only by recorders that sample.
@@ -699,10 +737,6 @@ impl Recorder {
                 }
                 return Some(Offer::OverBudget { first });
             }
-        }
-        if let Some(iter) = iter {
-            lane.last_iter.store(iter, Ordering::Relaxed);
-            lane.has_iter.store(true, Ordering::Relaxed);
         }
         None
     }
@@ -812,21 +846,21 @@ impl Shared {
 
     /// Lane `i`'s ring, once mapped.
     pub(crate) fn lane(&self, i: usize) -> Option<&LaneRing> {
-        self.lane_rings[i].get()
+        self.lane_rings[i].get().map(|ring| &**ring)
     }
 
     /// Lane `i`'s ring, mapping it in the spool on the lane's first use.
-    pub(crate) fn ensure_lane(&self, i: usize) -> Result<&LaneRing> {
+    pub(crate) fn ensure_lane(&self, i: usize) -> Result<Arc<LaneRing>> {
         if let Some(lane) = self.lane_rings[i].get() {
-            return Ok(lane);
+            return Ok(Arc::clone(lane));
         }
         let _guard = lock(&self.lane_init);
         if let Some(lane) = self.lane_rings[i].get() {
-            return Ok(lane);
+            return Ok(Arc::clone(lane));
         }
         let ring = self.spool.map_lane(i);
-        let _ = self.lane_rings[i].set(LaneRing::new(ring));
-        Ok(self.lane_rings[i].get().expect("just set"))
+        let _ = self.lane_rings[i].set(Arc::new(LaneRing::new(ring)));
+        Ok(Arc::clone(self.lane_rings[i].get().expect("just set")))
     }
 
     /// The last `iter` recorded: by the calling thread's lane if it has one,
@@ -841,7 +875,7 @@ impl Shared {
             self.lane_rings
                 .iter()
                 .filter_map(OnceLock::get)
-                .find_map(of)
+                .find_map(|lane| of(lane))
         })
     }
 
@@ -858,7 +892,8 @@ impl Shared {
     /// so that it drains before the producer ever finds its ring full.
     #[inline(always)]
     fn accepted(&self, pos: u64) -> Offer {
-        if pos & self.wake_mask == self.wake_mask {
+        let mask = self.row_path.wake_mask;
+        if pos & mask == mask {
             self.wake_flusher();
         }
         Offer::Accepted
@@ -877,6 +912,6 @@ impl Shared {
         if slot.is_none() {
             *slot = Some(err);
         }
-        self.has_error.store(true, Ordering::Release);
+        self.row_path.has_error.store(true, Ordering::Release);
     }
 }
