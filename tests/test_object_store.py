@@ -352,3 +352,44 @@ def test_a_killed_run_reads_as_crashed_by_evidence_before_recover(s3_bucket, chi
     (row,) = db.runs().to_dicts()
     assert row["status"] == "crashed" and row["run_id"] == run_id
     assert db.query("SELECT count(*) FROM telemetry WHERE run_id = ?", [run_id]).fetchone()[0] == 100
+
+
+@pytest.mark.parametrize("trailing_slash", [False, True])
+def test_recover_given_one_run_url_recovers_that_run(s3_bucket, child_env, trailing_slash):
+    """`recover(s3://bucket/root/<run>)` recovers that run, as `recover(folder)` does on a
+    local disk (it was read as a root of runs: nothing found, nothing said)."""
+    root = s3_bucket.url(f"onerun{int(trailing_slash)}")
+    opts = s3_bucket.storage_options
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER, root, json.dumps(opts), "run"], stdout=subprocess.PIPE, text=True, env=child_env
+    )
+    try:
+        run_id = proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert run_id
+    rel = f"onerun{int(trailing_slash)}/fda_run_{run_id}"
+    run_url = s3_bucket.url(rel) + ("/" if trailing_slash else "")
+    report = flightlog.recover(run_url, storage_options=opts)
+    assert [r["run_id"] for r in report.recovered] == [run_id], report
+    assert report.errors == []
+    assert read_toml(s3_bucket, f"{rel}/manifest.toml")["status"] == "crashed"
+    assert read_table(s3_bucket, f"{rel}/telemetry.parquet").num_rows == 100
+    # Twice changes nothing, and the root has nothing left to recover.
+    assert flightlog.recover(run_url, storage_options=opts).recovered == []
+    assert flightlog.recover(root, storage_options=opts).recovered == []
+
+
+def test_recover_given_a_flows_or_root_url_is_not_one_run(s3_bucket):
+    """A prefix without a run's marks is still read as a root (a flow's prefix included):
+    nothing is rewritten as a crashed run."""
+    root = s3_bucket.url("notarun")
+    opts = s3_bucket.storage_options
+    with TelemetryManager(root, "f", mode="dev", schema=SCHEMA, storage_options=opts) as tm:
+        tm.record(1, 1.0)
+    before = sorted(s3_bucket.keys("notarun/"))
+    for url in (root, s3_bucket.url("notarun/flows"), s3_bucket.url("notarun/flows/f")):
+        report = flightlog.recover(url, storage_options=opts)
+        assert report.recovered == [] and report.errors == [], (url, report)
+    assert sorted(s3_bucket.keys("notarun/")) == before

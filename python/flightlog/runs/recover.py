@@ -28,7 +28,7 @@ import posixpath
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConflictError, FlightlogError
 from .ids import ROOT_ENV, resolve_root
@@ -47,6 +47,9 @@ from .layout import (
 from .manifest import boot_id, utc_now_iso
 from .status import DEFAULT_STALE_AFTER, _core, crashed_manifest, process_alive, status_by_evidence
 from .tree import LocalRootTree, RootTree
+
+if TYPE_CHECKING:
+    from .s3tree import ObjectTree
 
 __all__ = ["RecoverReport", "recover", "recover_tree"]
 
@@ -389,7 +392,9 @@ def recover(
 
     ``base_path`` may be an object-store root (``s3://bucket/prefix``, settings
     from ``AWS_*`` and ``storage_options``): runs of other hosts count as alive
-    until nothing of theirs was written for ``stale_after`` seconds.
+    until nothing of theirs was written for ``stale_after`` seconds. It may also be
+    one run's prefix under such a root (``s3://bucket/prefix/<run folder>``): that run
+    alone is recovered.
     """
     from .._s3 import is_object_url
 
@@ -399,7 +404,8 @@ def recover(
 
         tree = ObjectTree(str(url), storage_options)
         report = RecoverReport(root=tree.url())
-        recover_tree(tree, stale_after, report)
+        if base_path is None or not _recover_given_object_run(tree, stale_after, report):
+            recover_tree(tree, stale_after, report)
         return report
     if storage_options is not None:
         raise ValueError(f"storage_options is only for object-store roots (s3://...), not {base_path!r}")
@@ -445,6 +451,33 @@ def _recover_given_run_folder(given: Path, stale_after: float, report: RecoverRe
         _recover_run_folder(tree, folder.name, stale_after, report)
     except (OSError, FlightlogError, ValueError) as err:
         report.errors.append({"path": tree.url(folder.name), "error": f"{type(err).__name__}: {err}"})
+    return True
+
+
+def _recover_given_object_run(given: ObjectTree, stale_after: float, report: RecoverReport) -> bool:
+    """Recovers the prefix ``given`` as one run when it is a run's rather than a root of
+    runs: its manifest (one with a ``run_id``: a flow's prefix is not a run) or segments
+    are there, or a dead recorder of this host spooled rows for it. False when it is not
+    one (then it is read as a root)."""
+    from .._s3 import ObjectLocation
+    from .s3tree import ObjectTree
+
+    location = given.location
+    parent_prefix, _, name = location.prefix.rpartition("/")
+    if not name or name.startswith("."):
+        return False
+    parent = ObjectTree(ObjectLocation(location.bucket, parent_prefix).url(), given.storage_options)
+    try:
+        read = parent.read_manifest(f"{name}/{MANIFEST_NAME}")
+    except (OSError, FlightlogError, ValueError):
+        read = ({"run_id": name}, None)  # unreadable: the recovery itself reports it
+    is_run = (read is not None and "run_id" in read[0]) or parent.folder_leftovers(name)[0]
+    if not is_run:
+        return False
+    try:
+        _recover_run_folder(parent, name, stale_after, report)
+    except (OSError, FlightlogError, ValueError) as err:
+        report.errors.append({"path": parent.url(name), "error": f"{type(err).__name__}: {err}"})
     return True
 
 
