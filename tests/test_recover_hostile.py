@@ -829,3 +829,20 @@ def test_recover_dot_dot_naming_a_killed_folder(tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(path / "notes")
     report = flightlog.recover("..")
     assert report.errors or [rows for _, rows in _paths(report)] == [n], report
+
+
+def test_a_bare_folder_named_flows_inside_a_root_is_reported_not_taken_for_the_flows(tmp_path: Path) -> None:
+    """A killed `FlightRecorder(root / "flows")`: `recover(root)` read it as the root's flows
+    folder (its `segments/` as a flow, given a `.compact.lock`) and said nothing. It is
+    reported, untouched; renamed, it is recovered."""
+    root = tmp_path / "root"
+    path = root / "flows"
+    n = _killed_bare(path, 400, flush=True)
+    before = _listing(path)
+    report = flightlog.recover(root)
+    assert report.recovered == [] and [e["path"] for e in report.errors] == [str(path)], report
+    assert "flows" in report.errors[0]["error"] and "rename" in report.errors[0]["error"], report
+    assert _listing(path) == before
+    path.rename(root / "renamed")
+    report = flightlog.recover(root)
+    assert report.errors == [] and _paths(report) == [(str(root / "renamed"), n)], report

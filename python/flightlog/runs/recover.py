@@ -46,7 +46,7 @@ from .layout import (
 )
 from .manifest import boot_id, utc_now_iso
 from .status import DEFAULT_STALE_AFTER, _core, crashed_manifest, process_alive, status_by_evidence
-from .tree import LocalRootTree, RootTree
+from .tree import FLOWS_RECORDING_PROBLEM, LocalRootTree, RootTree
 
 if TYPE_CHECKING:
     from .s3tree import ObjectTree
@@ -434,14 +434,13 @@ def _recover_given_run_folder(given: Path, stale_after: float, report: RecoverRe
         return False
     listed = dict(tree.recovery_folders())
     if folder.name not in listed:
+        unlisted = FLOWS_RECORDING_PROBLEM
         if folder.name.startswith("."):
-            why = (
-                "a hidden folder is never a run folder (a `.NAME.parquet.flightlog` folder belongs to the output "
-                "file NAME.parquet: recover that file); otherwise rename it, then recover it"
+            unlisted = (
+                "holds a recording, but a hidden folder is never a run folder (a `.NAME.parquet.flightlog` folder "
+                "belongs to the output file NAME.parquet: recover that file); otherwise rename it, then recover it"
             )
-        else:
-            why = f"a folder named {folder.name!r} is a root's flows, never a run folder: rename it, then recover it"
-        report.errors.append({"path": tree.url(folder.name), "error": f"holds a recording, but {why}"})
+        report.errors.append({"path": tree.url(folder.name), "error": unlisted})
         return True
     problem = listed[folder.name]
     if problem is not None:

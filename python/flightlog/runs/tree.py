@@ -561,8 +561,17 @@ class LocalRootTree:
     def snapshot(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
 
+    def _flows_is_a_recording(self) -> bool:
+        """Whether the root's ``flows`` folder is a recorder's own folder (its claim file
+        or spool at the top, which a root's flows never has): ``FlightRecorder(root /
+        "flows")``. It is then neither read as the flows nor recovered, but reported."""
+        flows = self.path(FLOWS_DIR)
+        return any(os.path.lexists(flows / n) for n in (RUN_LOCK_NAME, SPOOL_DIR_NAME))
+
     def recovery_folders(self) -> list[tuple[str, str | None]]:
         out: list[tuple[str, str | None]] = []
+        if self._flows_is_a_recording():
+            out.append((FLOWS_DIR, FLOWS_RECORDING_PROBLEM))
         for e in sorted(_scandir(self.root), key=lambda e: e.name):
             if e.name.startswith(".") or e.name == FLOWS_DIR or not e.is_dir():
                 continue
@@ -575,7 +584,7 @@ class LocalRootTree:
         return out
 
     def recovery_flows(self) -> list[tuple[str, str | None, list[str]]]:
-        if _symlinked(self.path(FLOWS_DIR), ()) is not None:
+        if _symlinked(self.path(FLOWS_DIR), ()) is not None or self._flows_is_a_recording():
             return []
         out: list[tuple[str, str | None, list[str]]] = []
         for flow in sorted(_scandir(self.path(FLOWS_DIR)), key=lambda e: e.name):
@@ -718,6 +727,13 @@ def _symlinked(path: Path, children: tuple[str, ...]) -> Path | None:
         if p.is_symlink():
             return p
     return None
+
+
+#: Why a root's ``flows`` folder that a recorder wrote into is left alone.
+FLOWS_RECORDING_PROBLEM = (
+    f"holds a recording, but a folder named {FLOWS_DIR!r} is a root's flows, never a run folder: "
+    "rename it, then recover it"
+)
 
 
 def _link_message(link: Path) -> str:
