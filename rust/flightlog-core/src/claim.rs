@@ -71,8 +71,10 @@ pub fn after_fork_in_child() {
     }
 }
 
-/// The process (and fork generation) a recorder belongs to.
+/// The process (and fork generation) a recorder belongs to. `repr(C)`: the
+/// generation, which every row compares, first.
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 pub struct Owner {
     generation: u64,
     pid: u32,

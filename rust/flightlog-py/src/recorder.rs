@@ -107,10 +107,24 @@ struct FieldPlan {
 }
 
 /// A recorder whose schema is known.
+/// What a started recorder's calls use. The fields `record()` reads on every
+/// row come first, with the core recorder's own (its `Shared`, closed flag
+/// and owner, first in `Recorder`): one cache line, where a solver's loop
+/// (whose numpy work evicts them between two rows) misses each line a row
+/// touches (`benches/bench_instructions.py --cache`).
+#[repr(C, align(64))]
 struct Active {
-    rec: Recorder,
+    /// The number of values of a `record()` call that may be converted
+    /// straight into the ring (`Recorder::offer_in_place`): every stored slot,
+    /// when each is of a kind `fast_word` converts; else `usize::MAX`.
+    in_place_len: usize,
+    /// The first slot from which every slot is an f64 (a telemetry row's
+    /// floats after its ints and labels): `record()` converts those with no
+    /// per-value kind test.
+    f64_from: usize,
     /// Per stored slot: the fast-path kind of its field.
     slot_kinds: Box<[SlotKind]>,
+    rec: Recorder,
     /// Per stored slot: an enum's labels as interned strings (empty for other
     /// kinds). A label written as a literal in the caller's code is the same
     /// object, found by pointer comparison.
@@ -125,14 +139,6 @@ struct Active {
     by_ptr: HashMap<usize, usize>,
     /// Per field: its name's address, slot and kind, for `log()`.
     plan: Box<[FieldPlan]>,
-    /// The number of values of a `record()` call that may be converted
-    /// straight into the ring (`Recorder::offer_in_place`): every stored slot,
-    /// when each is of a kind `fast_word` converts; else `usize::MAX`.
-    in_place_len: usize,
-    /// The first slot from which every slot is an f64 (a telemetry row's
-    /// floats after its ints and labels): `record()` converts those with no
-    /// per-value kind test.
-    f64_from: usize,
     describe: String,
 }
 
@@ -540,7 +546,9 @@ fn warn_events_not_written(py: Python<'_>, how: &str, dropped: usize) -> PyResul
 /// The native recorder behind `flightlog.FlightRecorder`.
 #[pyclass(frozen, module = "flightlog._core", name = "Recorder")]
 pub struct PyRecorder {
-    active: OnceLock<Active>,
+    /// Boxed: a row reads the lock's state and the pointer (one line of the
+    /// Python object), then the first line of `Active` (see there).
+    active: OnceLock<Box<Active>>,
     deferred: Mutex<Option<Deferred>>,
     layout: OutputLayout,
     files: Mutex<Vec<(String, u64, u64)>>,
@@ -601,7 +609,7 @@ impl PyRecorder {
     }
 
     fn active(&self) -> PyResult<&Active> {
-        self.active.get().ok_or_else(|| {
+        self.active.get().map(|a| &**a).ok_or_else(|| {
             if self
                 .closed_without_schema
                 .load(std::sync::atomic::Ordering::Acquire)
@@ -647,7 +655,7 @@ impl PyRecorder {
         };
         match py.detach(|| ready.start()) {
             Ok(rec) => {
-                let _ = self.active.set(Active::new(py, rec));
+                let _ = self.active.set(Box::new(Active::new(py, rec)));
                 Ok(self.active.get().expect("just set"))
             }
             Err(NotStarted { error, pending }) => {

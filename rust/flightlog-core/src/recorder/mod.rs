@@ -167,11 +167,16 @@ struct Counters {
 /// Most threads that record into one recorder at the same time.
 pub const MAX_LANES: usize = 256;
 
+/// `repr(C)`: a row reads [`RowPath`] and the gate (its flags and the lanes'
+/// busy words): these first, in two cache lines.
+#[repr(C)]
 pub(crate) struct Shared {
+    /// What every row reads, in one cache line.
+    row_path: RowPath,
     /// The recording threads' lanes, their rings (mapped on a lane's first
     /// claim), and the gate that closes them.
-    pub(crate) lanes: Lanes,
     pub(crate) gate: Gate,
+    pub(crate) lanes: Lanes,
     lane_rings: Box<[OnceLock<Arc<LaneRing>>]>,
     lane_init: Mutex<()>,
     spool: Arc<Spool>,
@@ -189,8 +194,6 @@ pub(crate) struct Shared {
     config: RecorderConfig,
     counters: Counters,
     start: Instant,
-    /// What every row reads, in one cache line.
-    row_path: RowPath,
     budget_hit: AtomicBool,
     /// A write error not yet reported to a producer.
     pending_error: Mutex<Option<CoreError>>,
@@ -232,14 +235,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A flight recorder over one output layout.
+/// A flight recorder over one output layout. `repr(C)`: what every row reads
+/// (the shared state's pointer, the closed flag, the owner) comes first, in
+/// one cache line with whatever its holder puts just before it.
+#[repr(C)]
 pub struct Recorder {
     shared: Arc<Shared>,
-    flusher: Mutex<Option<JoinHandle<FlusherExit>>>,
     closed: AtomicBool,
-    close_lock: Mutex<()>,
     /// The process the recorder belongs to (checked on every producer call).
     owner: Owner,
+    flusher: Mutex<Option<JoinHandle<FlusherExit>>>,
+    close_lock: Mutex<()>,
     /// The folder's one-writer claim, released at the end of `close`.
     claim: Option<Claim>,
 }
