@@ -21,10 +21,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
     if args.file is not None:
         from .._recorder import is_output_file
+        from .._s3 import is_object_url
 
-        if not is_output_file(args.file) and not os.path.isdir(args.file):
+        if not (is_output_file(args.file) or is_object_url(args.file) or os.path.isdir(args.file)):
             raise CLIError(
-                f"{args.file}: neither an output file (a path ending in .parquet) nor a run folder; "
+                f"{args.file}: neither an output file (a path ending in .parquet), an s3:// URL nor a run folder; "
                 "the runs under a root are found with --root"
             )
         root: Any = args.file

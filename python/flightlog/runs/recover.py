@@ -150,6 +150,25 @@ def _publish(tree: RootTree, rel: str, manifest: dict[str, Any], e_tag: str | No
     return True
 
 
+#: Why a recording in a hidden folder (or under a hidden prefix) is left alone.
+HIDDEN_RECORDING_PROBLEM = (
+    "holds a recording, but a hidden folder is never a run folder (a `.NAME.parquet.flightlog` folder "
+    "belongs to the output file NAME.parquet: recover that file); once its recorder is closed or gone, "
+    "rename it, then recover it"
+)
+
+
+def _recovered_meanwhile(tree: RootTree, folder: str) -> bool:
+    """Whether another recover finalised the run while this one worked on it (its
+    manifest now has a ``recovery`` record): on an object store nothing keeps two
+    recovers off one run (no claims), and the one that loses has nothing to say."""
+    try:
+        read = tree.read_manifest(f"{folder}/{MANIFEST_NAME}")
+    except (OSError, FlightlogError, ValueError):
+        return False
+    return read is not None and "recovery" in read[0] and read[0].get("status") != "running"
+
+
 def _recover_run_folder(tree: RootTree, folder: str, stale_after: float, report: RecoverReport) -> None:
     # Decide without the claim first (most folders are finished: taking the
     # claim would create and remove a lock file in each), then again under it:
@@ -162,7 +181,11 @@ def _recover_run_folder(tree: RootTree, folder: str, stale_after: float, report:
             if not is_recover:  # a live writer on this host; another recover reports the run itself
                 report.live.append(tree.url(folder))
             return
-        _recover_run_folder_plan(tree, folder, stale_after, report, dry=False)
+        try:
+            _recover_run_folder_plan(tree, folder, stale_after, report, dry=False)
+        except (OSError, FlightlogError, ValueError):
+            if not _recovered_meanwhile(tree, folder):
+                raise
 
 
 def _spool_writers_alive(tree: RootTree, folder: str) -> bool | None:
@@ -204,6 +227,11 @@ def _recover_run_folder_plan(
         if not has_segments or newest is None:
             return False
         alive = _spool_writers_alive(tree, folder)
+        if alive and tree.kind != "local":
+            # No claim on an object store to tell a live writer from a reused pid: a
+            # spool of this boot whose writer lives is a live run, whatever its age.
+            report.live.append(tree.url(folder))
+            return False
         if alive is not False and time.time() - newest <= stale_after:
             if alive is None:
                 return False  # nothing tells whether its writer lives: the files' age decides
@@ -247,7 +275,8 @@ def _recover_run_folder_plan(
     m["files"] = files
     m["recovery"] = {"recovered_at": utc_now_iso(), **rep}
     if not _publish(tree, mrel, m, e_tag, read is not None):
-        report.live.append(tree.url(folder))
+        if not _recovered_meanwhile(tree, folder):
+            report.live.append(tree.url(folder))
         return True
     report.recovered.append(
         {
@@ -434,12 +463,7 @@ def _recover_given_run_folder(given: Path, stale_after: float, report: RecoverRe
         return False
     listed = dict(tree.recovery_folders())
     if folder.name not in listed:
-        unlisted = FLOWS_RECORDING_PROBLEM
-        if folder.name.startswith("."):
-            unlisted = (
-                "holds a recording, but a hidden folder is never a run folder (a `.NAME.parquet.flightlog` folder "
-                "belongs to the output file NAME.parquet: recover that file); otherwise rename it, then recover it"
-            )
+        unlisted = HIDDEN_RECORDING_PROBLEM if folder.name.startswith(".") else FLOWS_RECORDING_PROBLEM
         report.errors.append({"path": tree.url(folder.name), "error": unlisted})
         return True
     problem = listed[folder.name]
@@ -463,7 +487,7 @@ def _recover_given_object_run(given: ObjectTree, stale_after: float, report: Rec
 
     location = given.location
     parent_prefix, _, name = location.prefix.rpartition("/")
-    if not name or name.startswith("."):
+    if not name:
         return False
     parent = ObjectTree(ObjectLocation(location.bucket, parent_prefix).url(), given.storage_options)
     try:
@@ -473,6 +497,9 @@ def _recover_given_object_run(given: ObjectTree, stale_after: float, report: Rec
     is_run = (read is not None and "run_id" in read[0]) or parent.folder_leftovers(name)[0]
     if not is_run:
         return False
+    if name.startswith("."):
+        report.errors.append({"path": parent.url(name), "error": HIDDEN_RECORDING_PROBLEM})
+        return True
     try:
         _recover_run_folder(parent, name, stale_after, report)
     except (OSError, FlightlogError, ValueError) as err:

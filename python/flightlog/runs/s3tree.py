@@ -221,21 +221,20 @@ class ObjectTree:
         # before its first flush, it left nothing in the bucket.
         return [(f, None) for f in sorted(set(self._top_level()[0]) | set(self._spooled_folders()))]
 
-    def _spooled_folders(self) -> dict[str, float]:
-        """Run folders of this root (top level) whose dead recorder's spool is on this
-        host, with the time of the spool's newest file. The spool of a recording on an
-        object store is a local folder (``_core.shared_spool_dir()``: the core's rule) whose ``meta.json``
-        names the recording's location; a spool whose process lives is left out."""
+    def _local_spools(self) -> Iterator[tuple[str, dict[str, Any], Any]]:
+        """``(folder, meta, spool_dir)`` for every spool on this host of a recording into a
+        top-level run folder of this root, alive or not. The spool of a recording on an
+        object store is a local folder (``_core.shared_spool_dir()``: the core's rule) whose
+        ``meta.json`` names the recording's location."""
         from .. import _core
 
         base = _core.shared_spool_dir()
         head = self.url("").rstrip("/") + "/"
         tail = f"/{SEGMENTS_DIR}/{TELEMETRY_SEGMENT_PREFIX}"
-        found: dict[str, float] = {}
         try:
             spools = [d for d in base.iterdir() if d.name.endswith(".spool") and d.is_dir()]
         except OSError:
-            return found
+            return
         for spool in spools:
             with contextlib.suppress(OSError):
                 for inst in spool.iterdir():
@@ -247,10 +246,20 @@ class ObjectTree:
                     if not (isinstance(loc, str) and loc.startswith(head) and loc.endswith(tail)):
                         continue
                     folder = loc[len(head) : -len(tail)]
-                    if not folder or "/" in folder or folder.startswith(".") or _alive(meta.get("pid")):
-                        continue
-                    newest = max(e.stat().st_mtime for e in inst.iterdir())
-                    found[folder] = max(found.get(folder, 0.0), newest)
+                    if folder and "/" not in folder and not folder.startswith("."):
+                        yield folder, meta, inst
+
+    def _spooled_folders(self) -> dict[str, float]:
+        """Run folders of this root (top level) whose dead recorder's spool is on this
+        host, with the time of the spool's newest file; a spool whose process lives is
+        left out."""
+        found: dict[str, float] = {}
+        for folder, meta, inst in self._local_spools():
+            if _alive(meta.get("pid")):
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                newest = max(e.stat().st_mtime for e in inst.iterdir())
+                found[folder] = max(found.get(folder, 0.0), newest)
         return found
 
     def recovery_flows(self) -> builtins.list[tuple[str, str | None, builtins.list[str]]]:
@@ -265,7 +274,17 @@ class ObjectTree:
         return contextlib.nullcontext()
 
     def spool_writers(self, folder: str) -> builtins.list[SpoolWriter] | None:
-        return []  # its recorders spool on their own hosts: the objects' age decides
+        # The recorders of this host spool here; those of other hosts on their own (for
+        # them the objects' age decides).
+        writers = []
+        for name, meta, _inst in self._local_spools():
+            if name != folder:
+                continue
+            try:
+                writers.append(SpoolWriter(pid=int(meta["pid"]), boot_id=meta.get("boot_id")))
+            except (KeyError, TypeError, ValueError):
+                return None
+        return writers
 
     def claim_parts(
         self, flow: str, mode: str, run_id: str

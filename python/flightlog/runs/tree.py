@@ -594,6 +594,11 @@ class LocalRootTree:
             if link is not None:
                 out.append((flow.name, _link_message(link), []))
                 continue
+            if any(os.path.lexists(Path(flow.path) / n) for n in (RUN_LOCK_NAME, SPOOL_DIR_NAME)):
+                # `FlightRecorder(root / "flows" / name)`: not a flow (a flow's own locks are
+                # named apart), and sweeping it as one would write into the recording.
+                out.append((flow.name, FLOWS_RECORDING_PROBLEM, []))
+                continue
             runs = f"{FLOWS_DIR}/{flow.name}/{RUNS_DIR}"
             rels = [
                 f"{runs}/{m.name}"
@@ -731,8 +736,8 @@ def _symlinked(path: Path, children: tuple[str, ...]) -> Path | None:
 
 #: Why a root's ``flows`` folder that a recorder wrote into is left alone.
 FLOWS_RECORDING_PROBLEM = (
-    f"holds a recording, but a folder named {FLOWS_DIR!r} is a root's flows, never a run folder: "
-    "rename it, then recover it"
+    f"holds a recording, but a folder named {FLOWS_DIR!r} (or a flow's folder in it) is a root's flows, "
+    "never a run folder: once its recorder is closed or gone, rename it out of the flows, then recover it"
 )
 
 
