@@ -324,6 +324,21 @@ SLEEPER = textwrap.dedent(
 )
 
 
+def _killed_sleeper(root: str, opts: dict, mode: str, child_env: dict) -> str:
+    """Runs SLEEPER (100 rows flushed into a ``mode`` run under ``root``), kills it -9 once
+    it printed its run id, and returns that id."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER, root, json.dumps(opts), mode], stdout=subprocess.PIPE, text=True, env=child_env
+    )
+    try:
+        run_id = proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert run_id
+    return run_id
+
+
 @pytest.mark.parametrize("mode", ["run", "dev"])
 def test_a_killed_run_reads_as_crashed_by_evidence_before_recover(s3_bucket, child_env, tmp_path, mode):
     """The catalog and the CLI judge a `running` manifest on a bucket by evidence:
@@ -334,15 +349,7 @@ def test_a_killed_run_reads_as_crashed_by_evidence_before_recover(s3_bucket, chi
     require_lake_extensions()  # DuckDBManager reads a bucket through DuckDB's httpfs
     root = s3_bucket.url("dies")
     opts = s3_bucket.storage_options
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLEEPER, root, json.dumps(opts), mode], stdout=subprocess.PIPE, text=True, env=child_env
-    )
-    try:
-        run_id = proc.stdout.readline().strip()
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-    assert run_id
+    run_id = _killed_sleeper(root, opts, mode, child_env)
     db = flightlog.DuckDBManager(root, db_path=tmp_path / "cat.db", storage_options=opts)
     db.consolidate()
     assert db.runs().to_dicts()[0]["status"] == "crashed"
@@ -360,15 +367,7 @@ def test_recover_given_one_run_url_recovers_that_run(s3_bucket, child_env, trail
     local disk (it was read as a root of runs: nothing found, nothing said)."""
     root = s3_bucket.url(f"onerun{int(trailing_slash)}")
     opts = s3_bucket.storage_options
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLEEPER, root, json.dumps(opts), "run"], stdout=subprocess.PIPE, text=True, env=child_env
-    )
-    try:
-        run_id = proc.stdout.readline().strip()
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-    assert run_id
+    run_id = _killed_sleeper(root, opts, "run", child_env)
     rel = f"onerun{int(trailing_slash)}/fda_run_{run_id}"
     run_url = s3_bucket.url(rel) + ("/" if trailing_slash else "")
     report = flightlog.recover(run_url, storage_options=opts)
