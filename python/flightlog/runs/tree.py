@@ -245,8 +245,8 @@ class RootTree(Protocol):
     def spool_writers(self, folder: str) -> list[SpoolWriter] | None:
         """The processes whose spools a run folder holds (each spool's ``meta.json``: the
         recorder's pid and boot id, alive or not): ``[]`` when it holds none, ``None``
-        when one cannot be read. Always ``[]`` on an object store (its recorders spool on
-        their own host)."""
+        when one cannot be read. On an object store: the spools on this host (a local
+        folder) of recordings into the run; recorders of other hosts spool on their own."""
         ...
 
     def claim_parts(self, flow: str, mode: str, run_id: str) -> AbstractContextManager[Busy | None]:
