@@ -41,6 +41,7 @@ pub mod row_layout;
 pub mod schema;
 pub mod spool;
 pub mod storage;
+mod thread_key;
 
 pub use error::{CoreError, FlusherError, Result};
 #[cfg(feature = "object-store")]

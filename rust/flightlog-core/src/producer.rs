@@ -8,21 +8,37 @@
 //! and summed by whoever reads them. When the thread ends, its registrations
 //! are dropped, which retires their lanes: the flusher drains what is left and
 //! frees them for new threads.
+//!
+//! The thread that owns lane 0 (the first thread to record, usually the only
+//! one) skips the thread-local list: the lane holds its owner's
+//! [`thread_key`], and a thread that reads its own key there owns the lane
+//! (only the owner writes its key, and clears it before its registration is
+//! gone, before the key can be reused). Reaching the thread-local list from a
+//! shared library costs a call into the dynamic linker and a search: about a
+//! tenth of a row's instructions (`benches/bench_instructions.py`).
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flightlog_ring::Cursor;
+use flightlog_ring::{Cursor, CursorCell};
 
 use crate::error::{CoreError, Result};
 use crate::recorder::Shared;
 use crate::spool::MappedRing;
+#[cfg(unix)]
+use crate::thread_key::thread_key;
 
-/// One lane: its ring and the counters only its producer writes.
+/// One lane: its ring, its producer's cursor and owner key, and the counters
+/// only its producer writes.
 #[derive(Debug)]
 pub(crate) struct LaneRing {
     pub(crate) ring: MappedRing,
+    /// The producer's position and cached bound (only the producer uses it).
+    cursor: CursorCell,
+    /// The owning thread's [`thread_key`] while a registration holds the
+    /// lane, else 0.
+    owner: AtomicUsize,
     pub(crate) offered: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) stalls: AtomicU64,
@@ -33,13 +49,36 @@ pub(crate) struct LaneRing {
 impl LaneRing {
     pub(crate) fn new(ring: MappedRing) -> Self {
         LaneRing {
+            cursor: CursorCell::new(ring.cursor()),
             ring,
+            owner: AtomicUsize::new(0),
             offered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
             last_iter: AtomicI64::new(0),
             has_iter: AtomicBool::new(false),
         }
+    }
+
+    /// Runs `f` with the producer's cursor, kept for the next row afterwards
+    /// (also if `f` unwinds: a row it published stays counted in the cursor).
+    #[inline(always)]
+    fn with_cursor<R>(&self, f: impl FnOnce(&mut Cursor) -> R) -> R {
+        struct KeepCursor<'a> {
+            cell: &'a CursorCell,
+            cursor: Cursor,
+        }
+        impl Drop for KeepCursor<'_> {
+            #[inline(always)]
+            fn drop(&mut self) {
+                self.cell.store(self.cursor);
+            }
+        }
+        let mut keep = KeepCursor {
+            cell: &self.cursor,
+            cursor: self.cursor.load(),
+        };
+        f(&mut keep.cursor)
     }
 
     /// `counter += by` by the lane's only writer: a load and a store, not a
@@ -57,16 +96,17 @@ impl LaneRing {
 pub(crate) struct Registration {
     shared: Arc<Shared>,
     pub(crate) lane: usize,
-    /// The lane's ring, found once: a row then reads its registration and
-    /// the ring, not `shared`'s table of lanes (a cache line less a row).
-    ring: Arc<LaneRing>,
-    pub(crate) cursor: Cursor,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         // The thread is done with this recorder (it ended, or the recorder is
         // closed): its rows are all published, the flusher drains the rest.
+        // The key goes first: once the lane is retired another thread may
+        // claim it, and this thread's key may be reused once it has ended.
+        if let Some(ring) = self.shared.lane(self.lane) {
+            ring.owner.store(0, Ordering::Relaxed);
+        }
         self.shared.lanes.retire(self.lane);
         self.shared.wake_flusher();
     }
@@ -77,21 +117,45 @@ thread_local! {
 }
 
 /// Runs `f` with the calling thread's lane of `shared` (registering the
-/// thread on its first row) and its cursor.
-#[inline]
+/// thread on its first row), its cursor and its index.
+#[inline(always)]
 pub(crate) fn with_lane<R>(
     shared: &Arc<Shared>,
     f: impl FnOnce(&LaneRing, &mut Cursor, usize) -> Result<R>,
 ) -> Result<R> {
+    let (lane, index) = lane_of(shared)?;
+    lane.with_cursor(|cursor| f(lane, cursor, index))
+}
+
+/// The calling thread's lane of `shared` and its index, registering the
+/// thread on its first row.
+#[inline(always)]
+fn lane_of(shared: &Arc<Shared>) -> Result<(&LaneRing, usize)> {
+    #[cfg(unix)]
+    if let Some(first) = shared.first_lane() {
+        // Relaxed: the key equals ours only if this thread stored it.
+        if first.owner.load(Ordering::Relaxed) == thread_key() {
+            return Ok((first, 0));
+        }
+    }
+    let index = registered_lane(shared)?;
+    let lane = shared
+        .lane(index)
+        .expect("a registered lane's ring is mapped before its registration");
+    Ok((lane, index))
+}
+
+/// The index of the calling thread's lane of `shared`, from its
+/// registrations (registering it on its first row).
+#[inline(never)]
+fn registered_lane(shared: &Arc<Shared>) -> Result<usize> {
     REGISTRATIONS
         .try_with(|cell| {
             let mut regs = cell.borrow_mut();
-            let i = match regs.iter().position(|r| Arc::ptr_eq(&r.shared, shared)) {
-                Some(i) => i,
-                None => register(shared, &mut regs)?,
-            };
-            let r = &mut regs[i];
-            f(&r.ring, &mut r.cursor, r.lane)
+            match regs.iter().find(|r| Arc::ptr_eq(&r.shared, shared)) {
+                Some(r) => Ok(r.lane),
+                None => register(shared, &mut regs),
+            }
         })
         .unwrap_or_else(|_| {
             Err(CoreError::write(
@@ -133,11 +197,14 @@ fn register(shared: &Arc<Shared>, regs: &mut Vec<Registration>) -> Result<usize>
             return Err(e);
         }
     };
+    // The lane is this thread's from its claim (Acquire) on: start where the
+    // ring's last producer stopped, then let the fast path find it.
+    ring.cursor.store(ring.ring.cursor());
+    #[cfg(unix)]
+    ring.owner.store(thread_key(), Ordering::Relaxed);
     regs.push(Registration {
         shared: Arc::clone(shared),
         lane,
-        cursor: ring.ring.cursor(),
-        ring,
     });
-    Ok(regs.len() - 1)
+    Ok(lane)
 }

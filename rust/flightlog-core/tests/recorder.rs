@@ -199,6 +199,66 @@ fn several_producer_threads_lose_nothing_through_a_tiny_ring() {
     assert_eq!(iters.len(), 20_000, "no row lost or duplicated");
 }
 
+/// Threads that end one after another hand the first lane (which its owner
+/// finds by its thread id, without its thread-local list) to the next: a new
+/// thread often gets the id of the one just joined. Every row lands once, and
+/// the rows of each thread stay in order, whoever owned which lane.
+#[test]
+fn threads_that_take_turns_on_the_first_lane_keep_every_row_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.ring_capacity = 8;
+    cfg.segment_rows = 700;
+    cfg.flush_interval_secs = 0.002;
+    let rec = Arc::new(Recorder::new(schema(), cfg).unwrap());
+    let record = |rec: &Arc<Recorder>, t: i64, n: i64| {
+        for i in 0..n {
+            rec.push(&row(rec, t * 100_000 + i)).unwrap();
+        }
+    };
+    for t in 0..15 {
+        let rec = Arc::clone(&rec);
+        std::thread::spawn(move || record(&rec, t, 300))
+            .join()
+            .unwrap();
+    }
+    // One long-lived thread beside the ones that come and go.
+    let steady = {
+        let rec = Arc::clone(&rec);
+        std::thread::spawn(move || {
+            for chunk in 0..40 {
+                for i in 0..50 {
+                    rec.push(&row(&rec, 99 * 100_000 + chunk * 50 + i)).unwrap();
+                }
+                std::thread::yield_now();
+            }
+        })
+    };
+    for t in 15..30 {
+        let rec = Arc::clone(&rec);
+        std::thread::spawn(move || record(&rec, t, 300))
+            .join()
+            .unwrap();
+    }
+    steady.join().unwrap();
+    record(&rec, 50, 300);
+    rec.close().unwrap();
+    let stats = rec.stats();
+    let expected = 30 * 300 + 2000 + 300;
+    assert_eq!(stats.rows_offered, expected);
+    assert_eq!(stats.rows_written, expected);
+    let iters = iters_in(&dir.path().join("telemetry.parquet"));
+    assert_eq!(iters.len() as u64, expected, "no row lost or duplicated");
+    let mut next = std::collections::HashMap::new();
+    for it in iters {
+        let (thread, i) = (it / 100_000, it % 100_000);
+        let want = next.entry(thread).or_insert(0);
+        assert_eq!(i, *want, "thread {thread}'s rows out of order");
+        *want += 1;
+    }
+    assert_eq!(next.len(), 32);
+}
+
 #[test]
 fn drop_policy_counts_every_dropped_row() {
     let dir = tempfile::tempdir().unwrap();

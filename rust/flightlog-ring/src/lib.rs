@@ -41,7 +41,7 @@ pub mod lanes;
 pub mod spsc;
 
 pub use lanes::{Busy, Closed, Gate, LaneState, Lanes};
-pub use spsc::{Cursor, Full, Reserved, SpscRing};
+pub use spsc::{Cursor, CursorCell, Full, Reserved, SpscRing};
 
 use sync::atomic::{AtomicU64, Ordering};
 use sync::UnsafeCell;

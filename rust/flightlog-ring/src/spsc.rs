@@ -88,6 +88,42 @@ impl Cursor {
     }
 }
 
+/// A producer's [`Cursor`] kept where the producer finds it by address (a
+/// table shared with other threads) rather than owned by it. Only the ring's
+/// one producer loads and stores it, so relaxed operations (plain moves) are
+/// enough: whoever hands the ring to a new producer orders that handover.
+#[derive(Debug)]
+pub struct CursorCell {
+    pos: AtomicU64,
+    limit: AtomicU64,
+}
+
+impl CursorCell {
+    /// A cell holding `cursor`.
+    pub fn new(cursor: Cursor) -> Self {
+        CursorCell {
+            pos: AtomicU64::new(cursor.pos),
+            limit: AtomicU64::new(cursor.limit),
+        }
+    }
+
+    /// The cursor last stored.
+    #[inline(always)]
+    pub fn load(&self) -> Cursor {
+        Cursor {
+            pos: self.pos.load(Ordering::Relaxed),
+            limit: self.limit.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Keeps `cursor` for the producer's next push.
+    #[inline(always)]
+    pub fn store(&self, cursor: Cursor) {
+        self.pos.store(cursor.pos, Ordering::Relaxed);
+        self.limit.store(cursor.limit, Ordering::Relaxed);
+    }
+}
+
 impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
     /// Words a ring of `capacity` rows of `width` words needs.
     pub fn words_needed(capacity: usize, width: usize) -> usize {

@@ -227,7 +227,15 @@ struct RowPath {
     /// Producers wake the flusher when `pos & wake_mask == wake_mask`: four
     /// times per lap of their ring (its capacity is a power of two).
     wake_mask: u64,
+    /// Lane 0's ring once mapped (also in `lane_rings`): its owner, the first
+    /// thread to record, finds it here ([`producer::with_lane`]).
+    first_lane: OnceLock<Arc<LaneRing>>,
 }
+
+const _: () = assert!(
+    std::mem::size_of::<RowPath>() == 64,
+    "RowPath is one cache line"
+);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Poisoning means a thread panicked while holding the lock; every critical
@@ -449,6 +457,7 @@ impl Recorder {
                 has_policy: config.sampling.is_some() || config.max_rows.is_some(),
                 iter: iter_slot.map(|slot| (slot, row_layout.validity_of(slot))),
                 wake_mask,
+                first_lane: OnceLock::new(),
             },
             arrow_schema: schema.arrow_schema(),
             rules: RowRules::new(&schema, &row_layout),
@@ -864,9 +873,18 @@ impl Shared {
         if let Some(lane) = self.lane_rings[i].get() {
             return Ok(Arc::clone(lane));
         }
-        let ring = self.spool.map_lane(i);
-        let _ = self.lane_rings[i].set(Arc::new(LaneRing::new(ring)));
-        Ok(Arc::clone(self.lane_rings[i].get().expect("just set")))
+        let ring = Arc::new(LaneRing::new(self.spool.map_lane(i)));
+        if i == 0 {
+            let _ = self.row_path.first_lane.set(Arc::clone(&ring));
+        }
+        let _ = self.lane_rings[i].set(Arc::clone(&ring));
+        Ok(ring)
+    }
+
+    /// Lane 0's ring, once mapped.
+    #[inline(always)]
+    pub(crate) fn first_lane(&self) -> Option<&LaneRing> {
+        self.row_path.first_lane.get().map(|ring| &**ring)
     }
 
     /// The last `iter` recorded: by the calling thread's lane if it has one,
