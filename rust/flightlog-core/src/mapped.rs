@@ -65,6 +65,18 @@ impl MappedWords {
         Self::map(&file, path, words)
     }
 
+    /// `words` zero words of anonymous memory (no file): a ring that records
+    /// as fast as a mapped one but dies with the process.
+    pub fn anonymous(words: usize) -> Result<MappedWords> {
+        let map = MmapMut::map_anon(words * 8).map_err(|e| {
+            CoreError::write(format!(
+                "could not map {} bytes of memory for a ring: {e}",
+                words * 8
+            ))
+        })?;
+        Ok(MappedWords { map, words })
+    }
+
     fn map(file: &File, path: &Path, words: usize) -> Result<MappedWords> {
         // SAFETY: memmap2's contract is that the file is not truncated or
         // modified outside this mapping while it exists (that would be
@@ -150,6 +162,7 @@ fn allocate(_file: &File, _path: &Path, _len: usize) -> Result<()> {
 impl Deref for MappedWords {
     type Target = [AtomicU64];
 
+    #[inline(always)]
     fn deref(&self) -> &[AtomicU64] {
         let ptr = self.map.as_ptr();
         // SAFETY: a mapping starts on a page boundary, so `ptr` is aligned for
@@ -180,5 +193,17 @@ mod tests {
         assert_eq!(b[3].load(Ordering::Acquire), 42);
         assert_eq!(b[1023].load(Ordering::Acquire), 7);
         assert!(MappedWords::open(&p, 2048).is_err());
+    }
+
+    #[test]
+    fn anonymous_words_start_zero_and_keep_what_is_stored() {
+        let a = MappedWords::anonymous(4096).unwrap();
+        assert_eq!(a.len(), 4096);
+        assert!(a.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        a[4095].store(9, Ordering::Release);
+        assert_eq!(a[4095].load(Ordering::Acquire), 9);
+        // Releasing the (absent) file keeps the memory mapped.
+        a.release_file();
+        assert_eq!(a.len(), 4096);
     }
 }

@@ -65,35 +65,10 @@ const EVENTS_LOG: &str = "events.log";
 const FORMAT: u32 = 1;
 
 /// The words of a lane's ring: a mapped spool file, or (when the spool could
-/// not provide one: a full disk) plain memory, which records as fast but does
-/// not outlive the process.
-#[derive(Debug)]
-pub enum RingMemory {
-    Mapped(crate::mapped::MappedWords),
-    Heap(Box<[AtomicU64]>),
-}
-
-impl RingMemory {
-    /// Lets go of the spool file behind this memory (see
-    /// [`crate::mapped::MappedWords::release_file`]).
-    pub fn release_file(&self) {
-        if let RingMemory::Mapped(m) = self {
-            m.release_file();
-        }
-    }
-}
-
-impl std::ops::Deref for RingMemory {
-    type Target = [AtomicU64];
-
-    #[inline(always)]
-    fn deref(&self) -> &[AtomicU64] {
-        match self {
-            RingMemory::Mapped(m) => m,
-            RingMemory::Heap(h) => h,
-        }
-    }
-}
+/// not provide one: a full disk) anonymous memory, which records as fast but
+/// does not outlive the process. One type either way, so that finding the
+/// words on every row is two loads, not a match.
+pub type RingMemory = crate::mapped::MappedWords;
 
 /// A lane's ring.
 pub type MappedRing = SpscRing<RingMemory>;
@@ -209,19 +184,19 @@ impl Spool {
     /// The ring of lane `lane`: a mapped file in the spool, or, if the spool
     /// cannot hold it (a full disk), memory (counted in [`Spool::errors`]:
     /// that lane's rows do not survive a crash until they are in a segment).
-    pub fn map_lane(&self, lane: usize) -> MappedRing {
+    pub fn map_lane(&self, lane: usize) -> Result<MappedRing> {
         let words = SpscRing::<RingMemory>::words_needed(self.capacity, self.width);
         let path = self.dir.join(format!("lane-{lane:03}.ring"));
         let memory = match crate::mapped::MappedWords::create(&path, words) {
-            Ok(m) => RingMemory::Mapped(m),
+            Ok(m) => m,
             Err(_) => {
                 let _ = fs::remove_file(&path);
                 self.errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                RingMemory::Heap(flightlog_ring::spsc::heap_words(words))
+                crate::mapped::MappedWords::anonymous(words)?
             }
         };
-        SpscRing::new(memory, self.capacity, self.width)
+        Ok(SpscRing::new(memory, self.capacity, self.width))
     }
 
     /// Appends drained rows (`lane`, `pos`, words) to the current journal.
@@ -610,7 +585,7 @@ pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> 
             continue;
         }
         let words = SpscRing::<RingMemory>::words_needed(meta.ring_capacity, width);
-        let mapped = RingMemory::Mapped(crate::mapped::MappedWords::open(&path, words)?);
+        let mapped = crate::mapped::MappedWords::open(&path, words)?;
         let ring = SpscRing::new(mapped, meta.ring_capacity, width);
         let (_, torn) = ring.salvage(from(lane), |pos, row| {
             rows.insert((lane, pos), row.to_vec());
@@ -710,7 +685,7 @@ mod tests {
         let base = dir.path().join(".flightlog.spool");
         let spool = Spool::create(&base, &meta(2, 4)).unwrap();
         let sp = spool.dir().to_path_buf();
-        let ring = spool.map_lane(0);
+        let ring = spool.map_lane(0).unwrap();
         let mut c = ring.cursor();
         for i in 0..4u64 {
             ring.push(&mut c, &[i, 10 * i]).unwrap();
@@ -780,7 +755,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::create(&dir.path().join("s.spool"), &meta(1, 4)).unwrap();
         let sp = spool.dir().to_path_buf();
-        let ring = spool.map_lane(0);
+        let ring = spool.map_lane(0).unwrap();
         let mut c = ring.cursor();
         ring.push(&mut c, &[7]).unwrap();
         File::create(sp.join("lane-001.ring")).unwrap();
@@ -800,7 +775,7 @@ mod tests {
         let mut m = meta(1, 2);
         m.location = Some("s3://b/a.b/run/segments/telemetry-".into());
         let spool = Spool::create(&base, &m).unwrap();
-        let ring = spool.map_lane(0);
+        let ring = spool.map_lane(0).unwrap();
         ring.push(&mut ring.cursor(), &[1]).unwrap();
         let sp = spool.dir().to_path_buf();
         assert!(belongs_elsewhere(
@@ -833,7 +808,7 @@ mod tests {
         m.boot_id = Some("not-this-boot".into());
         let spool = Spool::create(&dir.path().join("s.spool"), &m).unwrap();
         let sp = spool.dir().to_path_buf();
-        let ring = spool.map_lane(0);
+        let ring = spool.map_lane(0).unwrap();
         let mut c = ring.cursor();
         ring.push(&mut c, &[1]).unwrap();
         let s = salvage(&sp, &BTreeMap::new(), 0).unwrap();

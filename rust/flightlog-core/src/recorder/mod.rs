@@ -873,7 +873,7 @@ impl Shared {
         if let Some(lane) = self.lane_rings[i].get() {
             return Ok(Arc::clone(lane));
         }
-        let ring = Arc::new(LaneRing::new(self.spool.map_lane(i)));
+        let ring = Arc::new(LaneRing::new(self.spool.map_lane(i)?));
         if i == 0 {
             let _ = self.row_path.first_lane.set(Arc::clone(&ring));
         }
