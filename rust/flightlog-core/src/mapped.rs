@@ -17,6 +17,7 @@ use crate::error::{CoreError, Result};
 
 /// `n` words of a file, shared with the page cache (`MAP_SHARED`).
 #[derive(Debug)]
+#[repr(C)]
 pub struct MappedWords {
     map: MmapMut,
     words: usize,

@@ -31,20 +31,32 @@ use crate::thread_key::thread_key;
 
 /// One lane: its ring, its producer's cursor and owner key, and the counters
 /// only its producer writes.
+///
+/// `repr(C, align(64))`: a row reads the owner, the cursor and where the
+/// ring's words are (its first fields) in the first cache line, and bumps
+/// `offered` and the last `iter` in the second. A solver's loop evicts them
+/// between two rows: each line is a miss (`bench_instructions.py --cache`).
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct LaneRing {
-    pub(crate) ring: MappedRing,
-    /// The producer's position and cached bound (only the producer uses it).
-    cursor: CursorCell,
     /// The owning thread's [`thread_key`] while a registration holds the
     /// lane, else 0.
     owner: AtomicUsize,
+    /// The producer's position and cached bound (only the producer uses it).
+    cursor: CursorCell,
+    pub(crate) ring: MappedRing,
     pub(crate) offered: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) stalls: AtomicU64,
     pub(crate) last_iter: AtomicI64,
     pub(crate) has_iter: AtomicBool,
 }
+
+// The ring's words, mask and stride (its first fields) end the first line.
+const _: () = assert!(
+    std::mem::offset_of!(LaneRing, ring) + std::mem::size_of::<crate::spool::RingMemory>() + 16
+        <= 64
+);
 
 impl LaneRing {
     pub(crate) fn new(ring: MappedRing) -> Self {

@@ -50,12 +50,16 @@ impl std::error::Error for Full {}
 
 /// A single-producer / single-consumer ring over the words `M` holds (a heap
 /// slice, or a memory-mapped file).
+///
+/// `repr(C)`: what a push reads to find its slot (the words, the mask and the
+/// stride) comes first, so that a holder can keep it in one cache line.
+#[repr(C)]
 pub struct SpscRing<M> {
     words: M,
-    width: usize,
-    capacity: usize,
     mask: u64,
     stride: usize,
+    width: usize,
+    capacity: usize,
 }
 
 /// A slot [`SpscRing::reserve_slot`] handed to the producer: the stamp word
