@@ -53,6 +53,10 @@ pub enum CoreError {
     /// The recorder was closed.
     #[error("the recorder is closed")]
     Closed,
+    /// A call the recorder cannot serve where it was made (a row offered from
+    /// inside another row's offer on the same thread); the message says which.
+    #[error("{0}")]
+    Misuse(String),
     /// The flusher thread failed to write (or panicked): carried typed from
     /// that thread to the producer call, `flush` or `close` that reports it.
     #[error(transparent)]

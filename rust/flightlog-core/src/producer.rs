@@ -72,25 +72,24 @@ impl LaneRing {
         }
     }
 
-    /// Runs `f` with the producer's cursor, kept for the next row afterwards
-    /// (also if `f` unwinds: a row it published stays counted in the cursor).
+    /// Runs `f` with the producer's cursor, kept for the next row afterwards.
+    /// `held` is the owner word as [`lane_of`] read it (not in an offer): the
+    /// word says "in an offer" meanwhile, so that a row offered from inside
+    /// `f` on this thread (a callback calling back into the recorder) is
+    /// refused instead of taking the slot this row is filling.
+    ///
+    /// No drop guard (it cost a sixth of the row's instructions, the result
+    /// then taking a detour through memory): if `f` panics, which is a bug,
+    /// the lane stays "in an offer" and this thread's later rows into the
+    /// recorder are refused with that error; nothing published is lost.
     #[inline(always)]
-    fn with_cursor<R>(&self, f: impl FnOnce(&mut Cursor) -> R) -> R {
-        struct KeepCursor<'a> {
-            cell: &'a CursorCell,
-            cursor: Cursor,
-        }
-        impl Drop for KeepCursor<'_> {
-            #[inline(always)]
-            fn drop(&mut self) {
-                self.cell.store(self.cursor);
-            }
-        }
-        let mut keep = KeepCursor {
-            cell: &self.cursor,
-            cursor: self.cursor.load(),
-        };
-        f(&mut keep.cursor)
+    fn with_cursor<R>(&self, held: usize, f: impl FnOnce(&mut Cursor) -> R) -> R {
+        self.owner.store(held | IN_OFFER, Ordering::Relaxed);
+        let mut cursor = self.cursor.load();
+        let result = f(&mut cursor);
+        self.cursor.store(cursor);
+        self.owner.store(held, Ordering::Relaxed);
+        result
     }
 
     /// `counter += by` by the lane's only writer: a load and a store, not a
@@ -103,6 +102,9 @@ impl LaneRing {
         );
     }
 }
+
+/// The bit of a lane's `owner` word set while its producer is inside an offer.
+const IN_OFFER: usize = 1;
 
 /// A thread's registration with one recorder.
 pub(crate) struct Registration {
@@ -135,26 +137,42 @@ pub(crate) fn with_lane<R>(
     shared: &Arc<Shared>,
     f: impl FnOnce(&LaneRing, &mut Cursor, usize) -> Result<R>,
 ) -> Result<R> {
-    let (lane, index) = lane_of(shared)?;
-    lane.with_cursor(|cursor| f(lane, cursor, index))
+    let (lane, index, held) = lane_of(shared)?;
+    lane.with_cursor(held, |cursor| f(lane, cursor, index))
 }
 
-/// The calling thread's lane of `shared` and its index, registering the
-/// thread on its first row.
+/// The calling thread's lane of `shared`, its index and its owner word (not
+/// in an offer), registering the thread on its first row.
 #[inline(always)]
-fn lane_of(shared: &Arc<Shared>) -> Result<(&LaneRing, usize)> {
+fn lane_of(shared: &Arc<Shared>) -> Result<(&LaneRing, usize, usize)> {
     #[cfg(unix)]
     if let Some(first) = shared.first_lane() {
-        // Relaxed: the key equals ours only if this thread stored it.
-        if first.owner.load(Ordering::Relaxed) == thread_key() {
-            return Ok((first, 0));
+        // Relaxed: the word equals our key only if this thread stored it
+        // (and it is not in an offer: that sets a bit the key never has).
+        let held = first.owner.load(Ordering::Relaxed);
+        if held == thread_key() {
+            return Ok((first, 0, held));
         }
     }
     let index = registered_lane(shared)?;
     let lane = shared
         .lane(index)
         .expect("a registered lane's ring is mapped before its registration");
-    Ok((lane, index))
+    let held = lane.owner.load(Ordering::Relaxed);
+    if held & IN_OFFER != 0 {
+        return Err(reentrant());
+    }
+    Ok((lane, index, held))
+}
+
+#[cold]
+#[inline(never)]
+fn reentrant() -> CoreError {
+    CoreError::Misuse(
+        "this thread is already inside an offer to this recorder (a callback of that offer \
+         calling back into the recorder, or an offer that panicked): the row was not recorded"
+            .into(),
+    )
 }
 
 /// The index of the calling thread's lane of `shared`, from its

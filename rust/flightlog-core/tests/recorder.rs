@@ -259,6 +259,46 @@ fn threads_that_take_turns_on_the_first_lane_keep_every_row_in_order() {
     assert_eq!(next.len(), 32);
 }
 
+/// A row offered from inside another row's offer on the same thread (the
+/// `fill` callback of `offer_in_place`, or `push_with`'s `on_block`, calling
+/// back into the recorder) would take the slot the outer row is filling: it is
+/// refused with an error, and every other row is recorded once. Through the
+/// first lane (found by thread id) and through another thread's lane (found
+/// through its thread-local registration: the main thread keeps lane 0).
+#[test]
+fn a_row_offered_from_inside_an_offer_on_the_same_thread_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(Recorder::new(schema(), config(dir.path())).unwrap());
+    let check = |rec: &Arc<Recorder>, base: i64| {
+        // From inside the in-place fill.
+        let mut nested = None;
+        let outer = rec
+            .offer_in_place(|words| {
+                nested = Some(rec.push(&row(rec, base + 900)));
+                for (w, v) in words.iter().zip(row(rec, base)) {
+                    w.store(v, std::sync::atomic::Ordering::Relaxed);
+                }
+                true
+            })
+            .unwrap();
+        assert_eq!(outer, flightlog_core::InPlace::Offered(Offer::Accepted));
+        let err = nested.unwrap().unwrap_err().to_string();
+        assert!(err.contains("already inside an offer"), "{err}");
+        // The lane is free again: the next row is recorded.
+        rec.push(&row(rec, base + 1)).unwrap();
+    };
+    check(&rec, 0);
+    let other = Arc::clone(&rec);
+    std::thread::spawn(move || check(&other, 1000))
+        .join()
+        .unwrap();
+    rec.close().unwrap();
+    let mut iters = iters_in(&dir.path().join("telemetry.parquet"));
+    iters.sort_unstable();
+    assert_eq!(iters, vec![0, 1, 1000, 1001]);
+    assert_eq!(rec.stats().rows_offered, 4);
+}
+
 #[test]
 fn drop_policy_counts_every_dropped_row() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,7 +24,7 @@ pub fn to_py(err: CoreError) -> PyErr {
         CoreError::Exists(m) => PyFileExistsError::new_err(m),
         CoreError::Conflict(m) => ConflictError::new_err(m),
         CoreError::Claimed(m) => RunClaimedError::new_err(m),
-        CoreError::Forked(m) => FlightlogError::new_err(m),
+        CoreError::Forked(m) | CoreError::Misuse(m) => FlightlogError::new_err(m),
         CoreError::Closed => RecorderClosedError::new_err("the recorder is closed"),
         // A flusher error stays typed up to here (what failed, and what
         // became of the rows); Python sees its message as a WriteError.
