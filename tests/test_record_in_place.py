@@ -191,3 +191,51 @@ def test_log_of_a_constant_column_is_refused_and_records_nothing(tmp_path: Path)
     rec.close()
     t = pq.read_table(tmp_path / "r" / "telemetry.parquet").to_pylist()
     assert t == [{"iter": 0, "x": 1.0, "run": "a"}]
+
+
+def test_the_iteration_then_floats_row_matches_log_value_for_value(tmp_path: Path) -> None:
+    """The usual telemetry schema (an i64 ``iter``, then f64 fields) has its own in-place
+    path (the int read first, then the float loop, no loop over the leading slots). Any
+    value that path does not take declines to the general one: every row, and every
+    refusal, is the same as through ``log()``, a different path, checked field by field."""
+    names = ["iter", "a", "b", "c"]
+    schema = Schema([Field("iter", "i64", nullable=False)] + [Field(n, "f64", nullable=False) for n in names[1:]])
+    by_record = FlightRecorder(tmp_path / "record", schema)
+    by_log = FlightRecorder(tmp_path / "log", schema)
+    rows = [
+        (0, 0.5, 1.5, 2.5),  # in place
+        (1, -0.0, math.inf, math.nan),
+        (np.int64(2), 1.0, 2.0, 3.0),  # a numpy int for the i64
+        (2**40, 1.0, 2.0, 3.0),  # two 30-bit digits
+        (2**62, 1.0, 2.0, 3.0),  # three digits: the interpreter's own conversion
+        (-(2**31), 1.0, 2.0, 3.0),  # negative, two digits
+        (5, 1, FloatSub(2.0), np.float64(3.0)),  # an int and float subclasses for f64
+        (2**70, 1.0, 2.0, 3.0),  # too large for an i64: refused
+        (True, 1.0, 2.0, 3.0),  # a bool for the i64
+        (6, 1.0, "two", 3.0),  # a string for an f64: refused
+        (7, 1.0, 2.0, None),  # None in a non-nullable f64: refused
+        (8, 1.0, 2.0, 3.0),  # in place again after the refusals
+    ]
+    for row in rows:
+        outcomes = []
+        calls = ((by_record.record, row, {}), (by_log.log, (), dict(zip(names, row, strict=True))))
+        for call, args, kwargs in calls:
+            try:
+                call(*args, **kwargs)
+                outcomes.append(None)
+            except Exception as e:  # the same refusal both ways, whatever it is
+                outcomes.append(type(e))
+        assert outcomes[0] == outcomes[1], (row, outcomes)
+    assert by_record.stats()["rows_offered"] == by_log.stats()["rows_offered"]
+    by_record.close()
+    by_log.close()
+    got = pq.read_table(tmp_path / "record" / "telemetry.parquet").to_pylist()
+    want = pq.read_table(tmp_path / "log" / "telemetry.parquet").to_pylist()
+    assert [r["iter"] for r in got] == [r["iter"] for r in want]
+    assert [r["iter"] for r in got][:7] == [0, 1, 2, 2**40, 2**62, -(2**31), 5]
+    assert got[-1]["iter"] == 8
+    for g, w in zip(got, want, strict=True):
+        for n in names[1:]:
+            assert (math.isnan(g[n]) and math.isnan(w[n])) or (
+                g[n] == w[n] and math.copysign(1, g[n]) == math.copysign(1, w[n])
+            )

@@ -122,6 +122,10 @@ struct Active {
     /// floats after its ints and labels): `record()` converts those with no
     /// per-value kind test.
     f64_from: usize,
+    /// The first slot is an i64 and every other one an f64 (the iteration,
+    /// then floats: the usual telemetry row), converted with no loop over
+    /// the leading slots.
+    lead_i64: bool,
     /// Per stored slot: the fast-path kind of its field.
     slot_kinds: Box<[SlotKind]>,
     rec: Recorder,
@@ -198,6 +202,7 @@ impl Active {
                 .rev()
                 .take_while(|&&k| k == SlotKind::F64)
                 .count();
+        let lead_i64 = f64_from == 1 && slot_kinds[0] == SlotKind::I64;
         let enum_labels = dtypes
             .map(|dtype| match dtype {
                 // Only the first labels: the identity scan runs on every
@@ -221,6 +226,7 @@ impl Active {
             plan,
             in_place_len,
             f64_from,
+            lead_i64,
             describe,
         }
     }
@@ -349,21 +355,20 @@ impl Active {
     /// anything else out of line.
     #[inline(never)]
     fn fill_values(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
+        if self.lead_i64 {
+            // The iteration, then floats: no split, no loop over one slot.
+            if let (Some((first_word, words)), Some((first, floats))) =
+                (stored.split_first(), values.split_first())
+            {
+                if let Some(v) = crate::fastcall::exact_int(first) {
+                    first_word.store(v as u64, Ordering::Relaxed);
+                    return self.fill_floats(words, floats);
+                }
+            }
+        }
         let split = self.f64_from.min(values.len());
         let (head, floats) = values.split_at(split);
         let kinds = &self.slot_kinds[..split];
-        // The trailing floats first, with no kind test (three instructions a
-        // value fewer); anything but an exact float goes the way of the head.
-        for (slot, (word, value)) in stored[split..].iter().zip(floats).enumerate() {
-            let w = match crate::fastcall::exact_float(value) {
-                Some(x) => f64_word(x),
-                None => match self.other_word(SlotKind::F64, split + slot, value) {
-                    Some(w) => w,
-                    None => return false,
-                },
-            };
-            word.store(w, Ordering::Relaxed);
-        }
         for (slot, ((word, value), &kind)) in stored.iter().zip(head).zip(kinds).enumerate() {
             let w = match crate::fastcall::exact_float(value) {
                 Some(x) if kind == SlotKind::F64 => f64_word(x),
@@ -372,6 +377,24 @@ impl Active {
                     None => return false,
                 },
                 _ => match self.other_word(kind, slot, value) {
+                    Some(w) => w,
+                    None => return false,
+                },
+            };
+            word.store(w, Ordering::Relaxed);
+        }
+        self.fill_floats(&stored[split..], floats)
+    }
+
+    /// The trailing f64 slots, with no kind test (three instructions a value
+    /// fewer); anything but an exact float goes through [`Active::other_word`]
+    /// (which needs no slot index for an f64: no counter in the loop).
+    #[inline(always)]
+    fn fill_floats(&self, words: &[AtomicU64], floats: &[Bound<'_, PyAny>]) -> bool {
+        for (word, value) in words.iter().zip(floats) {
+            let w = match crate::fastcall::exact_float(value) {
+                Some(x) => f64_word(x),
+                None => match self.other_word(SlotKind::F64, 0, value) {
                     Some(w) => w,
                     None => return false,
                 },
