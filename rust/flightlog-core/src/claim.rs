@@ -25,10 +25,14 @@
 //!
 //! **Fork.** A forked child inherits the parent's recorders as memory, but not
 //! its flusher thread. [`Owner::check`] compares a process-wide fork generation
-//! (bumped by [`after_fork_in_child`], which the Python package registers with
-//! `os.register_at_fork`) with the one the recorder was made in: one relaxed
-//! load on the hot path. The child also closes its copies of the claim files
-//! (without unlocking, which would release the parent's lock too).
+//! with the one the recorder was made in: one relaxed load on the hot path.
+//! The generation is bumped in the child of every `fork()` by a
+//! `pthread_atfork` handler (registered with the first [`Owner`]), so a fork
+//! Python's hooks never see (a C extension's, or libc's through `ctypes`) is
+//! caught too; and by [`after_fork_in_child`], which the Python package
+//! registers with `os.register_at_fork` and which also closes the child's
+//! copies of the claim files (without unlocking, which would release the
+//! parent's lock too).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -71,6 +75,33 @@ pub fn after_fork_in_child() {
     }
 }
 
+/// Registers, once per process, a `pthread_atfork` child handler that bumps
+/// the fork generation: every `fork()`, whoever makes it, turns the parent's
+/// recorders into ones the child may not write to (they map the parent's
+/// spool files: the child's rows would overwrite the parent's).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn watch_forks() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    extern "C" fn in_child() {
+        // An atomic add: what a child handler of a multithreaded process may
+        // do (async-signal-safe; no lock, no allocation).
+        FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a handler with the C library; the handler is a
+        // plain `extern "C" fn` that lives as long as the program and only
+        // does an atomic add. It fails only for lack of memory (ENOMEM): then
+        // `os.fork` is still caught by the Python hook.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(in_child));
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn watch_forks() {}
+
 /// The process (and fork generation) a recorder belongs to. `repr(C)`: the
 /// generation, which every row compares, first.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +114,7 @@ pub struct Owner {
 impl Owner {
     /// This process, now.
     pub fn current() -> Owner {
+        watch_forks();
         Owner {
             generation: FORK_GENERATION.load(Ordering::Relaxed),
             pid: std::process::id(),
