@@ -15,7 +15,9 @@ use memmap2::MmapMut;
 
 use crate::error::{CoreError, Result};
 
-/// `n` words of a file, shared with the page cache (`MAP_SHARED`).
+/// `n` words of a file, shared with the page cache (`MAP_SHARED`), or of
+/// anonymous memory ([`MappedWords::anonymous`]: a ring the spool cannot hold).
+/// `repr(C)`: the mapping's address and the word count first, what a row reads.
 #[derive(Debug)]
 #[repr(C)]
 pub struct MappedWords {

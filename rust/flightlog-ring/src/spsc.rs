@@ -478,6 +478,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_kept_in_a_cell_continues_where_it_stopped() {
+        let r = ring(2, 1);
+        let cell = CursorCell::new(r.cursor());
+        for i in 0..2u64 {
+            let mut c = cell.load();
+            r.push(&mut c, &[i]).unwrap();
+            cell.store(c);
+        }
+        // Full, and the cell remembers that bound.
+        let mut c = cell.load();
+        assert_eq!(r.push(&mut c, &[9]), Err(Full));
+        cell.store(c);
+        r.release(1);
+        let mut c = cell.load();
+        assert_eq!(c.position(), 2);
+        assert_eq!(r.push(&mut c, &[2]), Ok(2));
+        cell.store(c);
+        assert_eq!(cell.load(), c);
+        let mut out = [0u64];
+        assert!(r.read(1, &mut out) && out == [1]);
+        assert!(r.read(2, &mut out) && out == [2]);
+    }
+
+    #[test]
     fn columns_read_across_the_wrap_match_rows() {
         let r = ring(4, 3);
         let mut c = r.cursor();
