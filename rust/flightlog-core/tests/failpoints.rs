@@ -1,6 +1,7 @@
 //! Fault injection on the atomic writer (build with `--features failpoints`):
 //! a failing write, fsync (EIO) or rename publishes nothing partial, surfaces
-//! as a write error, keeps the rows in memory, and a later flush writes them.
+//! as a write error, keeps the rows in memory, and a later flush writes them;
+//! and a recover racing another on one object-store run.
 #![cfg(feature = "failpoints")]
 
 use std::fs;
@@ -410,5 +411,56 @@ fn a_failed_start_hands_the_pending_recorder_back() {
     );
     assert_eq!(rows(read_telemetry(&layout).unwrap()), 3);
     assert!(!run.join(".flightlog.spool").exists());
+    scenario.teardown();
+}
+
+/// Two recovers racing on one object-store run (a bucket has no claim to keep
+/// them apart): the second merges and deletes the segments while the first has
+/// listed them and not yet merged. The first then finds a segment gone: it
+/// takes the other's final file as the run's, with no error and no row lost.
+#[test]
+fn a_recover_that_loses_the_race_to_merge_takes_the_winners_file() {
+    let scenario = fail::FailScenario::setup();
+    let (rec, layout, root) = object_recorder(1 << 20);
+    push_rows(&rec, 0, 250);
+    rec.flush().unwrap();
+    push_rows(&rec, 250, 400);
+    rec.flush().unwrap();
+    // A crash: the recorder never closes.
+    std::mem::forget(rec);
+    let segments = |root: &ObjectRoot| {
+        root.list("run/segments")
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.key.ends_with(".parquet"))
+            .count()
+    };
+    assert!(segments(&root) >= 2);
+    let raced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = {
+        let (layout, raced) = (layout.clone(), Arc::clone(&raced));
+        move || {
+            if !raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let won = flightlog_core::recover::recover_run(&layout).unwrap();
+                assert_eq!((won.telemetry_rows, won.segments_merged > 0), (400, true));
+            }
+        }
+    };
+    fail::cfg_callback("recover::before_merge", other).unwrap();
+    let lost = flightlog_core::recover::recover_run(&layout).unwrap();
+    fail::remove("recover::before_merge");
+    assert!(
+        raced.load(std::sync::atomic::Ordering::SeqCst),
+        "the race was not run"
+    );
+    assert_eq!((lost.telemetry_rows, lost.segments_merged), (400, 0));
+    assert_eq!(segments(&root), 0);
+    let rows: usize = read_telemetry(&layout)
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b.iter())
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 400);
     scenario.teardown();
 }
