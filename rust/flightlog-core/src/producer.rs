@@ -18,7 +18,7 @@
 //! tenth of a row's instructions (`benches/bench_instructions.py`).
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use flightlog_ring::{Cursor, CursorCell};
@@ -34,7 +34,7 @@ use crate::thread_key::thread_key;
 ///
 /// `repr(C, align(64))`: a row reads the owner, the cursor and where the
 /// ring's words are (its first fields) in the first cache line, and bumps
-/// `offered` and the last `iter` in the second. A solver's loop evicts them
+/// `offered` in the second. A solver's loop evicts them
 /// between two rows: each line is a miss (`bench_instructions.py --cache`).
 #[derive(Debug)]
 #[repr(C, align(64))]
@@ -48,8 +48,6 @@ pub(crate) struct LaneRing {
     pub(crate) offered: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) stalls: AtomicU64,
-    pub(crate) last_iter: AtomicI64,
-    pub(crate) has_iter: AtomicBool,
 }
 
 // The ring's words, mask and stride (its first fields) end the first line.
@@ -67,8 +65,6 @@ impl LaneRing {
             offered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
-            last_iter: AtomicI64::new(0),
-            has_iter: AtomicBool::new(false),
         }
     }
 

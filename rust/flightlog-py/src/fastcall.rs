@@ -283,6 +283,33 @@ pub(crate) fn detect_int_layout(_py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// The value of an exact `int` of one or two digits read in place (no call):
+/// `None` for anything else, including every int when the layout is not the
+/// one [`small_int_311`] knows; [`exact_int`] takes those.
+#[cfg(not(feature = "abi3"))]
+#[inline(always)]
+pub(crate) fn small_exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
+    let p = value.as_ptr();
+    // SAFETY: `p` is a live object borrowed for the call (its header may be
+    // read); an object of exactly `PyLong_Type`, with `INT_DIGITS` set, has
+    // the layout `small_int_311` reads.
+    unsafe {
+        if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyLong_Type)
+            || !INT_DIGITS.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        small_int_311(p)
+    }
+}
+
+/// The stable ABI: ints are never read in place.
+#[cfg(feature = "abi3")]
+#[inline(always)]
+pub(crate) fn small_exact_int(_value: &Bound<'_, PyAny>) -> Option<i64> {
+    None
+}
+
 /// The value of an exact `int` (not a subclass, nor `bool`) that fits an
 /// i64; `None` for anything else, which the caller converts the general way
 /// (and which raises there when the int is too large).

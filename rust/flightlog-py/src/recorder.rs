@@ -122,10 +122,10 @@ struct Active {
     /// floats after its ints and labels): `record()` converts those with no
     /// per-value kind test.
     f64_from: usize,
-    /// The first slot is an i64 and every other one an f64 (the iteration,
-    /// then floats: the usual telemetry row), converted with no loop over
-    /// the leading slots.
-    lead_i64: bool,
+    /// When the first slot is an i64: how many f64 slots follow it before
+    /// any other kind (the iteration, then floats: the usual telemetry row),
+    /// converted by a loop with no kind test and no call; else 0.
+    lead_floats: usize,
     /// Per stored slot: the fast-path kind of its field.
     slot_kinds: Box<[SlotKind]>,
     rec: Recorder,
@@ -202,7 +202,10 @@ impl Active {
                 .rev()
                 .take_while(|&&k| k == SlotKind::F64)
                 .count();
-        let lead_i64 = f64_from == 1 && slot_kinds[0] == SlotKind::I64;
+        let lead_floats = match slot_kinds.split_first() {
+            Some((SlotKind::I64, rest)) => rest.iter().take_while(|&&k| k == SlotKind::F64).count(),
+            _ => 0,
+        };
         let enum_labels = dtypes
             .map(|dtype| match dtype {
                 // Only the first labels: the identity scan runs on every
@@ -226,7 +229,7 @@ impl Active {
             plan,
             in_place_len,
             f64_from,
-            lead_i64,
+            lead_floats,
             describe,
         }
     }
@@ -349,34 +352,56 @@ impl Active {
         true
     }
 
-    /// The value loop of [`Active::fill_in_place`], out of line so that it has
-    /// the registers to itself: an exact float for an f64 slot (nearly every
-    /// value of a telemetry row) and an exact int for an i64 slot inline,
-    /// anything else out of line.
-    #[inline(never)]
+    /// The value loop of [`Active::fill_in_place`]. The usual telemetry row
+    /// (the iteration, then a run of floats, then perhaps labels) is converted
+    /// by a loop that calls nothing, so it needs no callee-saved register and
+    /// no stack: the first value it does not take (not a small exact int, not
+    /// an exact float), and whatever follows the run, go to
+    /// [`Active::fill_mixed`] from that slot on (a tail call).
+    #[inline(always)]
     fn fill_values(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
-        if self.lead_i64 {
-            // The iteration, then floats: no split, no loop over one slot.
-            if let (Some((first_word, words)), Some((first, floats))) =
+        let run = self.lead_floats;
+        if run > 0 {
+            if let (Some((first_word, words)), Some((first, rest))) =
                 (stored.split_first(), values.split_first())
             {
-                if let Some(v) = crate::fastcall::exact_int(first) {
+                if let Some(v) = crate::fastcall::small_exact_int(first) {
                     first_word.store(v as u64, Ordering::Relaxed);
-                    return self.fill_floats(words, floats);
+                    let n = run.min(words.len());
+                    for (i, (word, value)) in words[..n].iter().zip(rest).enumerate() {
+                        match crate::fastcall::exact_float(value) {
+                            Some(x) => word.store(f64_word(x), Ordering::Relaxed),
+                            // The index, not the rest sliced here: that kept a
+                            // second counter in the loop.
+                            None => return self.fill_mixed(stored, values, 1 + i),
+                        }
+                    }
+                    return n == words.len() || self.fill_mixed(stored, values, 1 + n);
                 }
             }
         }
-        let split = self.f64_from.min(values.len());
-        let (head, floats) = values.split_at(split);
-        let kinds = &self.slot_kinds[..split];
-        for (slot, ((word, value), &kind)) in stored.iter().zip(head).zip(kinds).enumerate() {
+        self.fill_mixed(stored, values, 0)
+    }
+
+    /// [`Active::fill_values`] for any row, from slot `from` on: an exact float
+    /// for an f64 slot and an exact int for an i64 slot inline, anything else
+    /// out of line.
+    #[inline(never)]
+    fn fill_mixed(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>], from: usize) -> bool {
+        let split = self.f64_from.clamp(from, values.len().max(from));
+        let (Some(head), Some(floats)) = (values.get(from..split), values.get(split..)) else {
+            return true; // `from` is past the row: nothing left to convert
+        };
+        let kinds = &self.slot_kinds[from..split];
+        let words = &stored[from..];
+        for (i, ((word, value), &kind)) in words.iter().zip(head).zip(kinds).enumerate() {
             let w = match crate::fastcall::exact_float(value) {
                 Some(x) if kind == SlotKind::F64 => f64_word(x),
                 _ if kind == SlotKind::I64 => match crate::fastcall::exact_int(value) {
                     Some(v) => v as u64,
                     None => return false,
                 },
-                _ => match self.other_word(kind, slot, value) {
+                _ => match self.other_word(kind, from + i, value) {
                     Some(w) => w,
                     None => return false,
                 },
@@ -389,7 +414,7 @@ impl Active {
     /// The trailing f64 slots, with no kind test (three instructions a value
     /// fewer); anything but an exact float goes through [`Active::other_word`]
     /// (which needs no slot index for an f64: no counter in the loop).
-    #[inline(always)]
+    #[inline(never)]
     fn fill_floats(&self, words: &[AtomicU64], floats: &[Bound<'_, PyAny>]) -> bool {
         for (word, value) in words.iter().zip(floats) {
             let w = match crate::fastcall::exact_float(value) {

@@ -183,6 +183,16 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         self.words[TAIL].load(Ordering::Acquire)
     }
 
+    /// The row words (stamp excluded) of the newest row published, `None`
+    /// before the first. Exact for the producer itself (nothing else writes
+    /// its slots); another thread may see a newer row than the one that was
+    /// newest when it asked, never a torn word.
+    pub fn last_published(&self) -> Option<&[AtomicU64]> {
+        let pos = self.published().checked_sub(1)?;
+        let base = self.base(pos);
+        self.words.get(base + 1..base + self.stride)
+    }
+
     /// Rows the consumer has released.
     pub fn released(&self) -> u64 {
         self.words[RELEASED].load(Ordering::Acquire)

@@ -624,12 +624,7 @@ impl Recorder {
     ) -> Result<Offer> {
         let shared = &self.shared;
         producer::with_lane(shared, |lane, cursor, lane_index| {
-            let iter = shared
-                .row_path
-                .iter
-                .filter(|&(slot, _)| shared.row_layout.is_valid(row, slot))
-                .map(|(slot, _)| row[slot] as i64);
-            if let Some(refused) = self.admit(lane, iter) {
+            if let Some(refused) = self.admit(lane) {
                 return Ok(refused);
             }
             let Ok(busy) = shared.gate.enter(&shared.lanes, lane_index) else {
@@ -686,12 +681,7 @@ impl Recorder {
             if !fill(words) {
                 return Ok(InPlace::Declined);
             }
-            let iter = shared.row_path.iter.and_then(|(slot, validity)| {
-                let valid = validity
-                    .is_none_or(|(word, bit)| words[word].load(Ordering::Relaxed) & bit != 0);
-                valid.then(|| words[slot].load(Ordering::Relaxed) as i64)
-            });
-            if let Some(refused) = self.admit(lane, iter) {
+            if let Some(refused) = self.admit(lane) {
                 return Ok(InPlace::Offered(refused));
             }
             let Ok(busy) = shared.gate.enter(&shared.lanes, lane_index) else {
@@ -705,19 +695,14 @@ impl Recorder {
     }
 
     /// Counts an offered row and applies sampling and the row budget: the
-    /// refusal, if the row goes no further. `iter` is the row's iteration,
-    /// remembered for the events that follow it.
+    /// refusal, if the row goes no further.
     #[inline(always)]
-    fn admit(&self, lane: &LaneRing, iter: Option<i64>) -> Option<Offer> {
+    fn admit(&self, lane: &LaneRing) -> Option<Offer> {
         LaneRing::bump(&lane.offered, 1);
         if self.shared.row_path.has_policy {
             if let Some(refused) = self.admit_by_policy() {
                 return Some(refused);
             }
-        }
-        if let Some(iter) = iter {
-            lane.last_iter.store(iter, Ordering::Relaxed);
-            lane.has_iter.store(true, Ordering::Relaxed);
         }
         None
     }
@@ -887,13 +872,22 @@ impl Shared {
         self.row_path.first_lane.get().map(|ring| &**ring)
     }
 
-    /// The last `iter` recorded: by the calling thread's lane if it has one,
-    /// else by any lane.
+    /// The `iter` of the newest row published: by the calling thread's lane
+    /// if it has one, else by any lane. Read from the ring when an event asks
+    /// (events are rare), rather than kept by every row: a row that was
+    /// dropped, sampled out or refused by the budget has no say, and a row
+    /// whose `iter` is null gives none.
     fn last_iter(&self, mine: Option<usize>) -> Option<i64> {
+        let (slot, validity) = self.row_path.iter?;
         let of = |lane: &LaneRing| {
-            lane.has_iter
-                .load(Ordering::Relaxed)
-                .then(|| lane.last_iter.load(Ordering::Relaxed))
+            let row = lane.ring.last_published()?;
+            let valid = validity.is_none_or(|(word, bit)| {
+                row.get(word)
+                    .is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0)
+            });
+            valid
+                .then(|| row.get(slot).map(|w| w.load(Ordering::Relaxed) as i64))
+                .flatten()
         };
         mine.and_then(|i| self.lane(i)).and_then(of).or_else(|| {
             self.lane_rings
