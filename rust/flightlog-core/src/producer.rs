@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flightlog_ring::{Cursor, CursorCell};
+use flightlog_ring::{BusyFlag, Cursor, CursorCell};
 
 use crate::error::{CoreError, Result};
 use crate::recorder::Shared;
@@ -34,7 +34,7 @@ use crate::thread_key::thread_key;
 ///
 /// `repr(C, align(64))`: a row reads the owner, the cursor and where the
 /// ring's words are (its first fields) in the first cache line, and bumps
-/// `offered` in the second. A solver's loop evicts them
+/// `offered` and its gate flag in the second. A solver's loop evicts them
 /// between two rows: each line is a miss (`bench_instructions.py --cache`).
 #[derive(Debug)]
 #[repr(C, align(64))]
@@ -46,6 +46,9 @@ pub(crate) struct LaneRing {
     cursor: CursorCell,
     pub(crate) ring: MappedRing,
     pub(crate) offered: AtomicU64,
+    /// Set while the producer is inside the close gate (beside `offered`,
+    /// which every row bumps: no cache line of its own).
+    pub(crate) busy: BusyFlag,
     pub(crate) dropped: AtomicU64,
     pub(crate) stalls: AtomicU64,
 }
@@ -63,6 +66,7 @@ impl LaneRing {
             ring,
             owner: AtomicUsize::new(0),
             offered: AtomicU64::new(0),
+            busy: BusyFlag::new(),
             dropped: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
         }
@@ -127,27 +131,27 @@ thread_local! {
 }
 
 /// Runs `f` with the calling thread's lane of `shared` (registering the
-/// thread on its first row), its cursor and its index.
+/// thread on its first row) and its cursor.
 #[inline(always)]
 pub(crate) fn with_lane<R>(
     shared: &Arc<Shared>,
-    f: impl FnOnce(&LaneRing, &mut Cursor, usize) -> Result<R>,
+    f: impl FnOnce(&LaneRing, &mut Cursor) -> Result<R>,
 ) -> Result<R> {
-    let (lane, index, held) = lane_of(shared)?;
-    lane.with_cursor(held, |cursor| f(lane, cursor, index))
+    let (lane, held) = lane_of(shared)?;
+    lane.with_cursor(held, |cursor| f(lane, cursor))
 }
 
-/// The calling thread's lane of `shared`, its index and its owner word (not
-/// in an offer), registering the thread on its first row.
+/// The calling thread's lane of `shared` and its owner word (not in an
+/// offer), registering the thread on its first row.
 #[inline(always)]
-fn lane_of(shared: &Arc<Shared>) -> Result<(&LaneRing, usize, usize)> {
+fn lane_of(shared: &Arc<Shared>) -> Result<(&LaneRing, usize)> {
     #[cfg(unix)]
     if let Some(first) = shared.first_lane() {
         // Relaxed: the word equals our key only if this thread stored it
         // (and it is not in an offer: that sets a bit the key never has).
         let held = first.owner.load(Ordering::Relaxed);
         if held == thread_key() {
-            return Ok((first, 0, held));
+            return Ok((first, held));
         }
     }
     let index = registered_lane(shared)?;
@@ -158,7 +162,7 @@ fn lane_of(shared: &Arc<Shared>) -> Result<(&LaneRing, usize, usize)> {
     if held & IN_OFFER != 0 {
         return Err(reentrant());
     }
-    Ok((lane, index, held))
+    Ok((lane, held))
 }
 
 #[cold]

@@ -9,9 +9,10 @@
 //! thread that stopped recording or exited never holds rows back.
 //!
 //! Closing ([`Gate`]) must guarantee that no row is published after the
-//! consumer's final drain. The producer marks itself busy, checks `closed`,
-//! pushes, and marks itself idle; the closer sets `closed`, then waits for
-//! every busy lane to go idle. That is Dekker's pattern, which needs a full
+//! consumer's final drain. The producer marks itself busy (its [`BusyFlag`],
+//! kept wherever the producer's other per-row state is, so that the mark
+//! costs no cache line of its own), checks `closed`, pushes, and marks itself
+//! idle; the closer sets `closed`, then waits for every busy flag to clear. That is Dekker's pattern, which needs a full
 //! fence on both sides (a store followed by a load of another location). The
 //! producer's fence would cost as much as the row, so it is made asymmetric:
 //! the producer has only a compiler fence, and the closer runs a process-wide
@@ -26,21 +27,34 @@ const FREE: u8 = 0;
 const ACTIVE: u8 = 1;
 const RETIRED: u8 = 2;
 
-/// The state of one lane, padded to its own cache line: only its producer
-/// writes `busy` on the row path.
+/// The state of one lane, padded to its own cache line (claims and
+/// retirements of one lane do not disturb another's).
 #[repr(align(128))]
 #[derive(Debug)]
 pub struct Lane {
-    /// 1 while the producer is between its closed-check and its publish.
-    busy: AtomicU64,
     state: AtomicU8,
 }
 
 impl Lane {
     fn new() -> Self {
         Lane {
-            busy: AtomicU64::new(0),
             state: AtomicU8::new(FREE),
+        }
+    }
+}
+
+/// A producer's mark for the [`Gate`]: set while it is between its closed
+/// check and its publish. Only that producer writes it; the closer reads it.
+#[derive(Debug, Default)]
+pub struct BusyFlag {
+    busy: AtomicU64,
+}
+
+impl BusyFlag {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        BusyFlag {
+            busy: AtomicU64::new(0),
         }
     }
 }
@@ -129,16 +143,16 @@ pub struct Closed;
 
 /// A producer between [`Gate::enter`] and the drop of this guard may publish
 /// rows; the closer waits for it.
-#[must_use = "the lane stays busy until the guard is dropped"]
+#[must_use = "the producer stays busy until the guard is dropped"]
 pub struct Busy<'a> {
-    lane: &'a Lane,
+    flag: &'a BusyFlag,
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         // Release: the rows published inside are visible to a closer that
         // reads `busy == 0` with Acquire.
-        self.lane.busy.store(0, Ordering::Release);
+        self.flag.busy.store(0, Ordering::Release);
     }
 }
 
@@ -173,13 +187,13 @@ impl Gate {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Marks lane `lane` busy and checks the gate: `Err(Closed)` once closing
-    /// began (nothing may be published then); otherwise the producer publishes
-    /// while it holds the guard.
+    /// Sets the producer's `flag` and checks the gate: `Err(Closed)` once
+    /// closing began (nothing may be published then); otherwise the producer
+    /// publishes while it holds the guard. The flag must be one the closer
+    /// finds ([`Gate::close`]'s `flags`) from before this call on.
     #[inline(always)]
-    pub fn enter<'a>(&self, lanes: &'a Lanes, lane: usize) -> Result<Busy<'a>, Closed> {
-        let lane = &lanes.lanes[lane];
-        lane.busy.store(1, Ordering::Relaxed);
+    pub fn enter<'a>(&self, flag: &'a BusyFlag) -> Result<Busy<'a>, Closed> {
+        flag.busy.store(1, Ordering::Relaxed);
         if self.asymmetric {
             // Paired with the closer's process-wide barrier.
             // (A compiler fence is not a memory operation: std's, also under loom.)
@@ -187,7 +201,7 @@ impl Gate {
         } else {
             fence(Ordering::SeqCst);
         }
-        let busy = Busy { lane };
+        let busy = Busy { flag };
         if self.closed.load(Ordering::Relaxed) {
             return Err(Closed);
         }
@@ -198,13 +212,22 @@ impl Gate {
     /// row is published on any lane, and every row published so far is
     /// visible. Producers that entered before keep going; `wait` is called
     /// while one is still inside (spin, yield or sleep: the caller's choice).
-    pub fn close(&self, lanes: &Lanes, mut wait: impl FnMut()) {
+    ///
+    /// `flags` lists every producer's [`BusyFlag`]. It is called after the
+    /// closed flag is set and fenced, so it may read a table that producers
+    /// add to as they come (Acquire): a producer that made its flag findable
+    /// before it entered, and then found the gate open, is found here (its
+    /// fence came before the closer's, so its earlier writes are visible).
+    pub fn close<'a, I>(&self, flags: impl FnOnce() -> I, mut wait: impl FnMut())
+    where
+        I: IntoIterator<Item = &'a BusyFlag>,
+    {
         self.closed.store(true, Ordering::SeqCst);
         if !(self.heavy_fence)() {
             fence(Ordering::SeqCst);
         }
-        for lane in lanes.lanes.iter() {
-            while lane.busy.load(Ordering::Acquire) != 0 {
+        for flag in flags() {
+            while flag.busy.load(Ordering::Acquire) != 0 {
                 wait();
             }
         }

@@ -40,7 +40,7 @@ mod sync;
 pub mod lanes;
 pub mod spsc;
 
-pub use lanes::{Busy, Closed, Gate, LaneState, Lanes};
+pub use lanes::{Busy, BusyFlag, Closed, Gate, LaneState, Lanes};
 pub use spsc::{Cursor, CursorCell, Full, Reserved, SpscRing};
 
 use sync::atomic::{AtomicU64, Ordering};

@@ -6,8 +6,8 @@
 #![cfg(loom)]
 
 use flightlog_ring::spsc::heap_words;
-use flightlog_ring::{Gate, LaneState, Lanes, SpscRing};
-use loom::sync::atomic::AtomicU64;
+use flightlog_ring::{BusyFlag, Gate, LaneState, Lanes, SpscRing};
+use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -158,17 +158,16 @@ fn lanes_retired_and_reused_against_a_drain() {
 #[test]
 fn gate_close_sees_every_row_that_got_in() {
     loom::model(|| {
-        let lanes = Arc::new(Lanes::new(1));
         let gate = Arc::new(Gate::new(None));
+        let flag = Arc::new(BusyFlag::new());
         let r = Arc::new(ring(2, 1));
-        let lane = lanes.claim().unwrap();
         let producer = {
-            let (lanes, gate, r) = (Arc::clone(&lanes), Arc::clone(&gate), Arc::clone(&r));
+            let (flag, gate, r) = (Arc::clone(&flag), Arc::clone(&gate), Arc::clone(&r));
             thread::spawn(move || {
                 let mut c = r.cursor();
                 let mut accepted = 0u64;
                 for i in 0..2u64 {
-                    match gate.enter(&lanes, lane) {
+                    match gate.enter(&flag) {
                         Ok(_busy) => {
                             r.push(&mut c, &[i]).unwrap();
                             accepted += 1;
@@ -179,7 +178,43 @@ fn gate_close_sees_every_row_that_got_in() {
                 accepted
             })
         };
-        gate.close(&lanes, thread::yield_now);
+        gate.close(|| [&*flag], thread::yield_now);
+        let final_published = r.published();
+        let accepted = producer.join().unwrap();
+        assert_eq!(final_published, accepted, "a row got in after close");
+    });
+}
+
+/// A producer that makes its flag findable while the closer is closing (a
+/// recorder maps a thread's lane, flag included, on its first row): the closer
+/// lists the flags after its fence, so either it finds the flag (and waits for
+/// the row) or the producer finds the gate closed (and publishes nothing).
+#[test]
+fn gate_close_finds_a_flag_made_findable_meanwhile() {
+    loom::model(|| {
+        let gate = Arc::new(Gate::new(None));
+        let flag = Arc::new(BusyFlag::new());
+        let findable = Arc::new(AtomicBool::new(false));
+        let r = Arc::new(ring(2, 1));
+        let producer = {
+            let (flag, findable) = (Arc::clone(&flag), Arc::clone(&findable));
+            let (gate, r) = (Arc::clone(&gate), Arc::clone(&r));
+            thread::spawn(move || {
+                findable.store(true, Ordering::Release);
+                let mut c = r.cursor();
+                match gate.enter(&flag) {
+                    Ok(_busy) => {
+                        r.push(&mut c, &[7]).unwrap();
+                        1u64
+                    }
+                    Err(_) => 0,
+                }
+            })
+        };
+        gate.close(
+            || findable.load(Ordering::Acquire).then_some(&*flag),
+            thread::yield_now,
+        );
         let final_published = r.published();
         let accepted = producer.join().unwrap();
         assert_eq!(final_published, accepted, "a row got in after close");

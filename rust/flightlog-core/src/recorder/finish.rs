@@ -159,7 +159,16 @@ impl Recorder {
     /// drain.
     fn stop_producers(&self) {
         let mut spins = 0u32;
-        self.shared.gate.close(&self.shared.lanes, || {
+        // The lanes' flags are listed after the gate is closed (a thread that
+        // maps its lane meanwhile and finds the gate open is found).
+        let flags = || {
+            self.shared
+                .lane_rings
+                .iter()
+                .filter_map(OnceLock::get)
+                .map(|lane| &lane.busy)
+        };
+        self.shared.gate.close(flags, || {
             // A producer is between its closed check and its publish: a few
             // instructions, unless it was preempted there.
             spins += 1;

@@ -62,7 +62,6 @@ pub struct Blocked<'a> {
     shared: &'a Shared,
     row: &'a [u64],
     lane: &'a LaneRing,
-    lane_index: usize,
     cursor: &'a mut Cursor,
 }
 
@@ -92,7 +91,7 @@ impl Blocked<'_> {
                 thread::sleep(Duration::from_micros(50));
             }
             spins = spins.saturating_add(1);
-            let Ok(_busy) = self.shared.gate.enter(&self.shared.lanes, self.lane_index) else {
+            let Ok(_busy) = self.shared.gate.enter(&self.lane.busy) else {
                 self.shared.unoffer(self.lane);
                 return Err(CoreError::Closed);
             };
@@ -623,11 +622,11 @@ impl Recorder {
         on_block: impl FnOnce(Blocked<'_>) -> Result<Offer>,
     ) -> Result<Offer> {
         let shared = &self.shared;
-        producer::with_lane(shared, |lane, cursor, lane_index| {
+        producer::with_lane(shared, |lane, cursor| {
             if let Some(refused) = self.admit(lane) {
                 return Ok(refused);
             }
-            let Ok(busy) = shared.gate.enter(&shared.lanes, lane_index) else {
+            let Ok(busy) = shared.gate.enter(&lane.busy) else {
                 // `close` began after this call passed the closed check: the
                 // call fails, so the row is not counted.
                 shared.unoffer(lane);
@@ -652,7 +651,6 @@ impl Recorder {
                             shared,
                             row,
                             lane,
-                            lane_index,
                             cursor,
                         })
                     }
@@ -673,7 +671,7 @@ impl Recorder {
     pub fn offer_in_place(&self, fill: impl FnOnce(&[AtomicU64]) -> bool) -> Result<InPlace> {
         self.check_open()?;
         let shared = &self.shared;
-        producer::with_lane(shared, |lane, cursor, lane_index| {
+        producer::with_lane(shared, |lane, cursor| {
             let Some(reserved) = lane.ring.reserve_slot(cursor) else {
                 return Ok(InPlace::Declined);
             };
@@ -684,7 +682,7 @@ impl Recorder {
             if let Some(refused) = self.admit(lane) {
                 return Ok(InPlace::Offered(refused));
             }
-            let Ok(busy) = shared.gate.enter(&shared.lanes, lane_index) else {
+            let Ok(busy) = shared.gate.enter(&lane.busy) else {
                 shared.unoffer(lane);
                 return Err(CoreError::Closed);
             };
