@@ -85,7 +85,17 @@ def test_a_null_iter_gives_a_null(tmp_path: Path) -> None:
         rec.event("AFTER_5")
         rec.record(None, 0.5)
         rec.event("AFTER_NULL")
-    assert events_of(run) == [("AFTER_5", 5), ("AFTER_NULL", None)]
+
+        # Another thread's null is its own: not replaced by this thread's 5.
+        def other() -> None:
+            rec.record(None, 0.5)
+            rec.event("OTHER_AFTER_NULL")
+
+        rec.record(5, 0.5)
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert events_of(run) == [("AFTER_5", 5), ("AFTER_NULL", None), ("OTHER_AFTER_NULL", None)]
 
 
 def test_each_thread_sees_its_own_rows_and_a_thread_without_rows_sees_some(tmp_path: Path) -> None:

@@ -386,9 +386,10 @@ class FlightRecorder:
     def event(self, name: str, payload: Any = None, *, t_wall_ms: float | None = None) -> None:
         """Records an event; ``payload`` must be JSON-serialisable (``TypeError`` otherwise).
 
-        Its ``iter`` is that of the newest row this thread recorded (any thread's
-        if this one recorded none): rows sampled out, over the row budget or
-        dropped by a full ring do not count, and a null ``iter`` gives a null."""
+        Its ``iter`` is that of the newest row this thread recorded (if this one
+        recorded none: a recent row of another thread that did): rows sampled
+        out, over the row budget or dropped by a full ring do not count, and a
+        null ``iter`` gives a null."""
         if not isinstance(name, str) or not name or len(name) > _EVENT_NAME_MAX:
             raise ValueError(f"event name must be a str of 1 to {_EVENT_NAME_MAX} characters, got {name!r}")
         if any(ord(c) < 32 or ord(c) == 127 for c in name):

@@ -105,7 +105,8 @@ impl MappedWords {
     /// Lets go of the file while keeping the memory: the same addresses are
     /// mapped again to fresh anonymous memory. A closed recorder's rings may
     /// still be referenced (by a thread's registration, until that thread
-    /// records again or ends) but are never read or written again; holding the
+    /// records again or ends) but are never written again (an event refused
+    /// by the closing recorder may still read one: zeros); holding the
     /// file for them would keep its filesystem busy (it could not be made
     /// read-only or unmounted) and its blocks allocated after the spool was
     /// removed. False if the system refused (the file then stays mapped).

@@ -187,28 +187,7 @@ fn recover_one(
 ) -> Result<(usize, usize, u64)> {
     let segments = storage.segments(segment_dir, prefix)?;
     if storage.exists(final_path)? {
-        // The merge published the final file; segments it lists are leftovers
-        // of a crash between publishing and deleting them.
-        let listed = storage.listed_segments(final_path)?;
-        let mut removed = 0;
-        for name in &segments {
-            if listed.contains(name) || same_file(storage, &segment_dir.join(name), final_path) {
-                // Listed by the merge, or the other name of a single segment
-                // moved into place by link + unlink (a crash between the two).
-                storage.remove(&segment_dir.join(name))?;
-                removed += 1;
-            } else {
-                return Err(CoreError::write(format!(
-                    "{} exists and does not list segment {name}: refusing to guess; \
-                     move one of them aside and run recover again",
-                    storage.describe(final_path)
-                )));
-            }
-        }
-        if removed > 0 {
-            storage.sync_dir(segment_dir)?;
-        }
-        return Ok((0, removed, storage.row_count(final_path)?));
+        return leftovers_of_published(storage, segment_dir, &segments, final_path);
     }
     if segments.is_empty() {
         return Ok((0, 0, 0));
@@ -218,14 +197,47 @@ fn recover_one(
     match storage.finalize(segment_dir, &segments, final_path, None, || Ok(0)) {
         Ok((rows, _)) => Ok((segments.len(), 0, rows)),
         // An object store has no claim to keep two recovers off one run: the
-        // other one merged these segments first (one vanished under this
-        // merge, or its final file won the create-only put). Its final file is
-        // the run's; this recover has nothing to add.
-        Err(_) if !storage.is_local() && storage.exists(final_path)? => {
-            Ok((0, 0, storage.row_count(final_path)?))
+        // other one merged first (a segment vanished under this merge, or its
+        // final file won the create-only put). Its file is the run's if it
+        // lists every segment still here; one it does not list (a spool the
+        // other salvaged after this one looked) is refused as after a crash.
+        Err(e) if !storage.is_local() && matches!(storage.exists(final_path), Ok(true)) => {
+            let segments = storage.segments(segment_dir, prefix).map_err(|_| e)?;
+            leftovers_of_published(storage, segment_dir, &segments, final_path)
         }
         Err(e) => Err(e),
     }
+}
+
+/// The final file is published: `segments` it lists are leftovers of a crash
+/// between publishing and deleting them (removed); one it does not list is an
+/// error. Returns (0, leftovers removed, rows in the final file).
+fn leftovers_of_published(
+    storage: &Storage,
+    segment_dir: &Path,
+    segments: &[String],
+    final_path: &Path,
+) -> Result<(usize, usize, u64)> {
+    let listed = storage.listed_segments(final_path)?;
+    let mut removed = 0;
+    for name in segments {
+        if listed.contains(name) || same_file(storage, &segment_dir.join(name), final_path) {
+            // Listed by the merge, or the other name of a single segment
+            // moved into place by link + unlink (a crash between the two).
+            storage.remove(&segment_dir.join(name))?;
+            removed += 1;
+        } else {
+            return Err(CoreError::write(format!(
+                "{} exists and does not list segment {name}: refusing to guess; \
+                 move one of them aside and run recover again",
+                storage.describe(final_path)
+            )));
+        }
+    }
+    if removed > 0 {
+        storage.sync_dir(segment_dir)?;
+    }
+    Ok((0, removed, storage.row_count(final_path)?))
 }
 
 /// True when two local paths are links to one file.

@@ -12,11 +12,17 @@
 /// in such a destructor, so no other thread can ever read its own key in a
 /// lane it does not own.
 ///
-/// On x86-64 the thread pointer register is read in line: the TLS ABI keeps
-/// the control block's own address at `%fs:0`, which is what `pthread_self()`
-/// returns (glibc and musl alike). A call to `pthread_self` instead cost the
-/// row path the call and, worse, the registers the call clobbers.
-#[cfg(all(unix, target_arch = "x86_64"))]
+/// On x86-64 Linux the thread pointer register is read in line: the TLS ABI
+/// keeps the control block's own address at `%fs:0`, which is what
+/// `pthread_self()` returns (glibc and musl alike). A call to `pthread_self`
+/// instead cost the row path the call and, worse, the registers the call
+/// clobbers. Only there: macOS keeps its thread data behind `%gs` (`%fs:0`
+/// would fault), and other systems lay `%fs` out their own way.
+#[cfg(all(
+    target_os = "linux",
+    target_arch = "x86_64",
+    target_pointer_width = "64"
+))]
 #[inline(always)]
 pub(crate) fn thread_key() -> usize {
     let control_block: usize;
@@ -35,7 +41,14 @@ pub(crate) fn thread_key() -> usize {
 }
 
 /// Elsewhere: `pthread_self()`, the same identity through a call.
-#[cfg(all(unix, not(target_arch = "x86_64")))]
+#[cfg(all(
+    unix,
+    not(all(
+        target_os = "linux",
+        target_arch = "x86_64",
+        target_pointer_width = "64"
+    ))
+))]
 #[inline(always)]
 pub(crate) fn thread_key() -> usize {
     // SAFETY: `pthread_self` has no preconditions, cannot fail, and touches no

@@ -464,3 +464,43 @@ fn a_recover_that_loses_the_race_to_merge_takes_the_winners_file() {
     assert_eq!(rows, 400);
     scenario.teardown();
 }
+
+/// The same race, but the winner's file does not hold everything: a segment
+/// appeared after the winner listed (here put by hand; in life, a spool the
+/// loser salvaged). The loser refuses, as after a crash, rather than report a
+/// run whose rows are not all in its file.
+#[test]
+fn a_recover_that_loses_the_race_refuses_a_segment_the_winners_file_lacks() {
+    let scenario = fail::FailScenario::setup();
+    let (rec, layout, root) = object_recorder(1 << 20);
+    push_rows(&rec, 0, 100);
+    rec.flush().unwrap();
+    std::mem::forget(rec);
+    let first = root
+        .list("run/segments")
+        .unwrap()
+        .into_iter()
+        .find(|o| o.key.ends_with(".parquet"))
+        .unwrap()
+        .key;
+    let bytes = root.get(&first).unwrap().unwrap().0.to_vec();
+    let raced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = {
+        let (layout, raced, root) = (layout.clone(), Arc::clone(&raced), Arc::clone(&root));
+        move || {
+            if !raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                flightlog_core::recover::recover_run(&layout).unwrap();
+                let late = first.replace("telemetry-", "telemetry-9");
+                root.put(&late, bytes.clone(), flightlog_core::PutKind::Create)
+                    .unwrap();
+            }
+        }
+    };
+    fail::cfg_callback("recover::before_merge", other).unwrap();
+    let lost = flightlog_core::recover::recover_run(&layout);
+    fail::remove("recover::before_merge");
+    assert!(raced.load(std::sync::atomic::Ordering::SeqCst));
+    let err = lost.expect_err("a segment the final file does not list was accepted");
+    assert!(err.to_string().contains("does not list segment"), "{err}");
+    scenario.teardown();
+}

@@ -354,10 +354,10 @@ impl Active {
 
     /// The value loop of [`Active::fill_in_place`]. The usual telemetry row
     /// (the iteration, then a run of floats, then perhaps labels) is converted
-    /// by a loop that calls nothing, so it needs no callee-saved register and
-    /// no stack: the first value it does not take (not a small exact int, not
-    /// an exact float), and whatever follows the run, go to
-    /// [`Active::fill_mixed`] from that slot on (a tail call).
+    /// by a loop that calls nothing (the iteration read in place on CPython
+    /// 3.11, through the C API elsewhere): the first value it does not take
+    /// (not an exact int, not an exact float), and whatever follows the run,
+    /// go to [`Active::fill_mixed`] from that slot on.
     #[inline(always)]
     fn fill_values(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
         let run = self.lead_floats;
@@ -365,7 +365,11 @@ impl Active {
             if let (Some((first_word, words)), Some((first, rest))) =
                 (stored.split_first(), values.split_first())
             {
-                if let Some(v) = crate::fastcall::small_exact_int(first) {
+                // In place where CPython's int layout is known (3.11), else
+                // through the C API (a call, but the row stays on this path).
+                let lead = crate::fastcall::small_exact_int(first)
+                    .or_else(|| crate::fastcall::exact_int(first));
+                if let Some(v) = lead {
                     first_word.store(v as u64, Ordering::Relaxed);
                     let n = run.min(words.len());
                     for (i, (word, value)) in words[..n].iter().zip(rest).enumerate() {
@@ -390,7 +394,9 @@ impl Active {
     fn fill_mixed(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>], from: usize) -> bool {
         let split = self.f64_from.clamp(from, values.len().max(from));
         let (Some(head), Some(floats)) = (values.get(from..split), values.get(split..)) else {
-            return true; // `from` is past the row: nothing left to convert
+            // `from` past the row: not reached (callers pass at most its
+            // length); declined rather than publish a slot left unwritten.
+            return false;
         };
         let kinds = &self.slot_kinds[from..split];
         let words = &stored[from..];

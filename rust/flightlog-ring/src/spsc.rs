@@ -185,8 +185,10 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
 
     /// The row words (stamp excluded) of the newest row published, `None`
     /// before the first. Exact for the producer itself (nothing else writes
-    /// its slots); another thread may see a newer row than the one that was
-    /// newest when it asked, never a torn word.
+    /// its slots). Another thread reads while the producer may go on: if the
+    /// producer laps the ring meanwhile, the words may be those of a later
+    /// row, or of a slot being filled, word by word (each word whole). Good
+    /// for "a recent row", not for a row's contents.
     pub fn last_published(&self) -> Option<&[AtomicU64]> {
         let pos = self.published().checked_sub(1)?;
         let base = self.base(pos);

@@ -871,28 +871,35 @@ impl Shared {
     }
 
     /// The `iter` of the newest row published: by the calling thread's lane
-    /// if it has one, else by any lane. Read from the ring when an event asks
-    /// (events are rare), rather than kept by every row: a row that was
-    /// dropped, sampled out or refused by the budget has no say, and a row
-    /// whose `iter` is null gives none.
+    /// if it published one, else by the first lane that did (another
+    /// thread's, read while it may be recording: a recent row's). Read from
+    /// the ring when an event asks (events are rare), rather than kept by
+    /// every row: a row that was dropped, sampled out or refused by the
+    /// budget has no say, and a row whose `iter` is null gives none.
     fn last_iter(&self, mine: Option<usize>) -> Option<i64> {
         let (slot, validity) = self.row_path.iter?;
-        let of = |lane: &LaneRing| {
+        // Outer `None`: the lane published no row; inner: its `iter` is null.
+        let of = |lane: &LaneRing| -> Option<Option<i64>> {
             let row = lane.ring.last_published()?;
             let valid = validity.is_none_or(|(word, bit)| {
                 row.get(word)
                     .is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0)
             });
-            valid
-                .then(|| row.get(slot).map(|w| w.load(Ordering::Relaxed) as i64))
-                .flatten()
+            Some(
+                valid
+                    .then(|| row.get(slot).map(|w| w.load(Ordering::Relaxed) as i64))
+                    .flatten(),
+            )
         };
-        mine.and_then(|i| self.lane(i)).and_then(of).or_else(|| {
-            self.lane_rings
-                .iter()
-                .filter_map(OnceLock::get)
-                .find_map(|lane| of(lane))
-        })
+        mine.and_then(|i| self.lane(i))
+            .and_then(of)
+            .or_else(|| {
+                self.lane_rings
+                    .iter()
+                    .filter_map(OnceLock::get)
+                    .find_map(|lane| of(lane))
+            })
+            .flatten()
     }
 
     pub(crate) fn wake_flusher(&self) {
