@@ -170,6 +170,16 @@ fn a_panic_on_the_flusher_thread_becomes_an_error_and_loses_nothing() {
     scenario.teardown();
 }
 
+/// Rows in the telemetry `layout`'s files hold, read back.
+fn telemetry_rows(layout: &OutputLayout) -> usize {
+    read_telemetry(layout)
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b.iter())
+        .map(|b| b.num_rows())
+        .sum()
+}
+
 /// A recorder writing run folder `run` to a bucket in memory (files above
 /// `multipart_threshold` bytes go up in 1 KiB parts); only explicit flushes.
 fn object_recorder(multipart_threshold: usize) -> (Recorder, OutputLayout, Arc<ObjectRoot>) {
@@ -203,13 +213,7 @@ fn check_object_fault(point: &str, multipart_threshold: usize) {
     rec.flush().unwrap();
     assert_eq!(rec.stats().rows_written, 600);
     rec.close().unwrap();
-    let rows: usize = read_telemetry(&layout)
-        .unwrap()
-        .iter()
-        .flat_map(|(_, b)| b.iter())
-        .map(|b| b.num_rows())
-        .sum();
-    assert_eq!(rows, 600);
+    assert_eq!(telemetry_rows(&layout), 600);
     scenario.teardown();
 }
 
@@ -455,13 +459,7 @@ fn a_recover_that_loses_the_race_to_merge_takes_the_winners_file() {
     );
     assert_eq!((lost.telemetry_rows, lost.segments_merged), (400, 0));
     assert_eq!(segments(&root), 0);
-    let rows: usize = read_telemetry(&layout)
-        .unwrap()
-        .iter()
-        .flat_map(|(_, b)| b.iter())
-        .map(|b| b.num_rows())
-        .sum();
-    assert_eq!(rows, 400);
+    assert_eq!(telemetry_rows(&layout), 400);
     scenario.teardown();
 }
 
