@@ -239,3 +239,46 @@ def test_the_iteration_then_floats_row_matches_log_value_for_value(tmp_path: Pat
             assert (math.isnan(g[n]) and math.isnan(w[n])) or (
                 g[n] == w[n] and math.copysign(1, g[n]) == math.copysign(1, w[n])
             )
+
+
+@pytest.mark.parametrize("n_floats", [1, 2, 3, 4, 9])
+def test_the_float_run_declines_at_any_position_as_log_does(tmp_path: Path, n_floats: int) -> None:
+    """The float run of the usual row is converted two values a turn, then the odd last
+    one: a value it does not take, at any position (first or second of a pair, or the
+    last), sends the row to the general path whole. Checked against ``log()`` row by row,
+    with ints of every size the in-place read handles (one digit first, by itself)."""
+    names = ["iter"] + [f"f{k}" for k in range(n_floats)]
+    schema = Schema([Field("iter", "i64", nullable=False)] + [Field(n, "f64", nullable=False) for n in names[1:]])
+    by_record = FlightRecorder(tmp_path / "record", schema)
+    by_log = FlightRecorder(tmp_path / "log", schema)
+    floats = [0.25 + k for k in range(n_floats)]
+    rows: list[tuple[object, ...]] = []
+    for i in [0, 1, -1, 2**30 - 1, 2**30, -(2**30), 2**60 - 1]:
+        rows.append((i, *floats))
+    for k in range(n_floats):
+        for odd in (3, FloatSub(3.5), np.float64(4.5), "x", None):
+            vals: list[object] = list(floats)
+            vals[k] = odd
+            rows.append((len(rows), *vals))
+    rows.append((len(rows), *floats))
+    outcomes = {"record": [], "log": []}
+    for row in rows:
+        for name, call, args, kwargs in (
+            ("record", by_record.record, row, {}),
+            ("log", by_log.log, (), dict(zip(names, row, strict=True))),
+        ):
+            try:
+                call(*args, **kwargs)
+                outcomes[name].append(None)
+            except Exception as e:
+                outcomes[name].append(type(e))
+    assert outcomes["record"] == outcomes["log"]
+    refused = sum(o is not None for o in outcomes["record"])
+    assert refused == 2 * n_floats  # the string and the None at each position
+    by_record.close()
+    by_log.close()
+    got = pq.read_table(tmp_path / "record" / "telemetry.parquet").to_pylist()
+    want = pq.read_table(tmp_path / "log" / "telemetry.parquet").to_pylist()
+    assert got == want
+    assert len(got) == len(rows) - refused
+    assert [r["iter"] for r in got][:7] == [0, 1, -1, 2**30 - 1, 2**30, -(2**30), 2**60 - 1]

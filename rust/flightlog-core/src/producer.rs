@@ -84,10 +84,21 @@ impl LaneRing {
     /// recorder are refused with that error; nothing published is lost.
     #[inline(always)]
     fn with_cursor<R>(&self, held: usize, f: impl FnOnce(&mut Cursor) -> R) -> R {
+        self.with_cell(held, |cell| {
+            let mut cursor = cell.load();
+            let result = f(&mut cursor);
+            cell.store(cursor);
+            result
+        })
+    }
+
+    /// [`LaneRing::with_cursor`] handing `f` the cell the cursor is kept in,
+    /// for ring operations that use it in place (the row path: a cursor
+    /// copied out and back cost the row its loads, stores and spills).
+    #[inline(always)]
+    fn with_cell<R>(&self, held: usize, f: impl FnOnce(&CursorCell) -> R) -> R {
         self.owner.store(held | IN_OFFER, Ordering::Relaxed);
-        let mut cursor = self.cursor.load();
-        let result = f(&mut cursor);
-        self.cursor.store(cursor);
+        let result = f(&self.cursor);
         self.owner.store(held, Ordering::Relaxed);
         result
     }
@@ -139,6 +150,16 @@ pub(crate) fn with_lane<R>(
 ) -> Result<R> {
     let (lane, held) = lane_of(shared)?;
     lane.with_cursor(held, |cursor| f(lane, cursor))
+}
+
+/// [`with_lane`] with the cursor's cell (see [`LaneRing::with_cell`]).
+#[inline(always)]
+pub(crate) fn with_lane_cell<R>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&LaneRing, &CursorCell) -> Result<R>,
+) -> Result<R> {
+    let (lane, held) = lane_of(shared)?;
+    lane.with_cell(held, |cell| f(lane, cell))
 }
 
 /// The calling thread's lane of `shared` and its owner word (not in an

@@ -211,10 +211,29 @@ unsafe fn small_int_311(p: *mut ffi::PyObject) -> Option<i64> {
     unsafe {
         let long = p.cast::<LongObject311>();
         let size = (*long).head.ob_size;
+        // The usual value (an iteration count below 2^30) tested first, by
+        // itself: in one `match` with the others it took a jump table.
+        if size == 1 {
+            return Some(i64::from(*std::ptr::addr_of!((*long).digits).cast::<u32>()));
+        }
+        other_small_int_311(long, size)
+    }
+}
+
+/// [`small_int_311`] of every size but 1 (0, negative, or two digits).
+///
+/// # Safety
+/// As for [`small_int_311`]; `size` is the object's `ob_size`.
+#[cfg(not(feature = "abi3"))]
+#[cold]
+#[inline(never)]
+unsafe fn other_small_int_311(long: *const LongObject311, size: ffi::Py_ssize_t) -> Option<i64> {
+    // SAFETY: the caller's contract; a digit is read only when `size` says
+    // it is there.
+    unsafe {
         let digit = |i: usize| i64::from(*std::ptr::addr_of!((*long).digits).cast::<u32>().add(i));
         match size {
             0 => Some(0),
-            1 => Some(digit(0)),
             -1 => Some(-digit(0)),
             2 => Some(digit(0) | (digit(1) << 30)),
             -2 => Some(-(digit(0) | (digit(1) << 30))),
@@ -281,33 +300,6 @@ pub(crate) fn detect_int_layout(py: Python<'_>) -> PyResult<()> {
 #[cfg(feature = "abi3")]
 pub(crate) fn detect_int_layout(_py: Python<'_>) -> PyResult<()> {
     Ok(())
-}
-
-/// The value of an exact `int` of one or two digits read in place (no call):
-/// `None` for anything else, including every int when the layout is not the
-/// one [`small_int_311`] knows; [`exact_int`] takes those.
-#[cfg(not(feature = "abi3"))]
-#[inline(always)]
-pub(crate) fn small_exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
-    let p = value.as_ptr();
-    // SAFETY: `p` is a live object borrowed for the call (its header may be
-    // read); an object of exactly `PyLong_Type`, with `INT_DIGITS` set, has
-    // the layout `small_int_311` reads.
-    unsafe {
-        if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyLong_Type)
-            || !INT_DIGITS.load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return None;
-        }
-        small_int_311(p)
-    }
-}
-
-/// The stable ABI: ints are never read in place.
-#[cfg(feature = "abi3")]
-#[inline(always)]
-pub(crate) fn small_exact_int(_value: &Bound<'_, PyAny>) -> Option<i64> {
-    None
 }
 
 /// The value of an exact `int` (not a subclass, nor `bool`) that fits an

@@ -367,17 +367,29 @@ impl Active {
             {
                 // In place where CPython's int layout is known (3.11), else
                 // through the C API (a call, but the row stays on this path).
-                let lead = crate::fastcall::small_exact_int(first)
-                    .or_else(|| crate::fastcall::exact_int(first));
-                if let Some(v) = lead {
+                if let Some(v) = crate::fastcall::exact_int(first) {
                     first_word.store(v as u64, Ordering::Relaxed);
-                    let n = run.min(words.len());
-                    for (i, (word, value)) in words[..n].iter().zip(rest).enumerate() {
-                        match crate::fastcall::exact_float(value) {
-                            Some(x) => word.store(f64_word(x), Ordering::Relaxed),
+                    let n = run.min(words.len()).min(rest.len());
+                    // Two floats a turn: the loop's own count and branch are
+                    // paid once a pair (7 instructions a float, 5.5 in pairs).
+                    let (word_pairs, last_word) = words[..n].as_chunks::<2>();
+                    let (value_pairs, last_value) = rest[..n].as_chunks::<2>();
+                    for (k, (w, v)) in word_pairs.iter().zip(value_pairs).enumerate() {
+                        let (Some(a), Some(b)) = (
+                            crate::fastcall::exact_float(&v[0]),
+                            crate::fastcall::exact_float(&v[1]),
+                        ) else {
                             // The index, not the rest sliced here: that kept a
                             // second counter in the loop.
-                            None => return self.fill_mixed(stored, values, 1 + i),
+                            return self.fill_mixed(stored, values, 1 + 2 * k);
+                        };
+                        w[0].store(f64_word(a), Ordering::Relaxed);
+                        w[1].store(f64_word(b), Ordering::Relaxed);
+                    }
+                    if let ([w], [v]) = (last_word, last_value) {
+                        match crate::fastcall::exact_float(v) {
+                            Some(x) => w.store(f64_word(x), Ordering::Relaxed),
+                            None => return self.fill_mixed(stored, values, n),
                         }
                     }
                     return n == words.len() || self.fill_mixed(stored, values, 1 + n);

@@ -21,7 +21,7 @@
 //! available, the producer takes the full fence itself. Under loom both sides
 //! use `fence(SeqCst)`, which is what the asymmetric pair is equivalent to.
 
-use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
+use crate::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
 
 const FREE: u8 = 0;
 const ACTIVE: u8 = 1;
@@ -131,11 +131,19 @@ impl Lanes {
 /// the module docs.
 #[derive(Debug)]
 pub struct Gate {
-    closed: AtomicBool,
+    /// [`GATE_CLOSED`] once closing began, and [`GATE_SYMMETRIC`] when
+    /// producers fence themselves: one word, so that a producer of an open
+    /// asymmetric gate (the usual case) reads it once and tests it once.
+    state: AtomicU8,
     /// True when `heavy_fence` works: producers then need only a compiler fence.
     asymmetric: bool,
     heavy_fence: fn() -> bool,
 }
+
+/// [`Gate`]'s state: closing began.
+const GATE_CLOSED: u8 = 1;
+/// [`Gate`]'s state: no process-wide barrier, producers fence themselves.
+const GATE_SYMMETRIC: u8 = 2;
 
 /// Why [`Gate::enter`] refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +179,7 @@ impl Gate {
             _ => (false, full_fence as fn() -> bool),
         };
         Gate {
-            closed: AtomicBool::new(false),
+            state: AtomicU8::new(if asymmetric { 0 } else { GATE_SYMMETRIC }),
             asymmetric,
             heavy_fence,
         }
@@ -184,7 +192,7 @@ impl Gate {
 
     /// True once [`Gate::close`] began.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & GATE_CLOSED != 0
     }
 
     /// Sets the producer's `flag` and checks the gate: `Err(Closed)` once
@@ -194,15 +202,28 @@ impl Gate {
     #[inline(always)]
     pub fn enter<'a>(&self, flag: &'a BusyFlag) -> Result<Busy<'a>, Closed> {
         flag.busy.store(1, Ordering::Relaxed);
-        if self.asymmetric {
-            // Paired with the closer's process-wide barrier.
-            // (A compiler fence is not a memory operation: std's, also under loom.)
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        } else {
+        // Paired with the closer's process-wide barrier when the gate is
+        // asymmetric. (A compiler fence is not a memory operation: std's, also
+        // under loom.)
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        let busy = Busy { flag };
+        if self.state.load(Ordering::Relaxed) == 0 {
+            // Asymmetric and open: the closer's barrier orders this read.
+            return Ok(busy);
+        }
+        self.enter_fenced(busy)
+    }
+
+    /// [`Gate::enter`] past an open asymmetric gate's test: a symmetric
+    /// gate's producer fences, then reads the closed bit again (the first
+    /// read, before any fence, decides nothing else).
+    #[cold]
+    #[inline(never)]
+    fn enter_fenced<'a>(&self, busy: Busy<'a>) -> Result<Busy<'a>, Closed> {
+        if !self.asymmetric {
             fence(Ordering::SeqCst);
         }
-        let busy = Busy { flag };
-        if self.closed.load(Ordering::Relaxed) {
+        if self.state.load(Ordering::Relaxed) & GATE_CLOSED != 0 {
             return Err(Closed);
         }
         Ok(busy)
@@ -222,7 +243,7 @@ impl Gate {
     where
         I: IntoIterator<Item = &'a BusyFlag>,
     {
-        self.closed.store(true, Ordering::SeqCst);
+        self.state.fetch_or(GATE_CLOSED, Ordering::SeqCst);
         if !(self.heavy_fence)() {
             fence(Ordering::SeqCst);
         }

@@ -305,6 +305,53 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         })
     }
 
+    /// [`SpscRing::reserve_slot`] on the cursor where it is kept: nothing is
+    /// copied out of the cell and back (a refreshed bound is stored in it).
+    #[inline(always)]
+    pub fn reserve_slot_in(&self, cell: &CursorCell) -> Option<Reserved<'_>> {
+        let pos = cell.pos.load(Ordering::Relaxed);
+        if pos >= cell.limit.load(Ordering::Relaxed) && !self.refresh_in(cell, pos) {
+            return None;
+        }
+        let base = self.base(pos);
+        Some(Reserved {
+            slot: &self.words[base..base + self.stride],
+        })
+    }
+
+    /// [`SpscRing::refresh`] of a kept cursor at `pos`, for one row.
+    #[cold]
+    fn refresh_in(&self, cell: &CursorCell, pos: u64) -> bool {
+        let mut cursor = Cursor {
+            pos,
+            limit: cell.limit.load(Ordering::Relaxed),
+        };
+        let room = self.refresh(&mut cursor, 1);
+        cell.limit.store(cursor.limit, Ordering::Relaxed);
+        room
+    }
+
+    /// [`SpscRing::publish_slot`] on the cursor where it is kept: `slot` is
+    /// what the last [`SpscRing::reserve_slot_in`] on this ring and `cell`
+    /// returned.
+    #[inline(always)]
+    pub fn publish_slot_in(&self, cell: &CursorCell, slot: Reserved<'_>) -> u64 {
+        let pos = cell.pos.load(Ordering::Relaxed);
+        debug_assert!(
+            pos < cell.limit.load(Ordering::Relaxed),
+            "publish without a reservation"
+        );
+        debug_assert!(
+            std::ptr::eq(slot.slot.as_ptr(), self.words[self.base(pos)..].as_ptr()),
+            "publish of a slot that is not the reserved one"
+        );
+        // As in `publish_slot`: the stamp, then the position, then `tail`.
+        slot.slot[0].store(pos + 1, Ordering::Relaxed);
+        cell.pos.store(pos + 1, Ordering::Relaxed);
+        self.words[TAIL].store(pos + 1, Ordering::Release);
+        pos
+    }
+
     /// Publishes the slot the last [`SpscRing::reserve`] returned, with the
     /// words the producer left in it, and returns its position.
     ///
@@ -511,6 +558,38 @@ mod tests {
         let mut out = [0u64];
         assert!(r.read(1, &mut out) && out == [1]);
         assert!(r.read(2, &mut out) && out == [2]);
+    }
+
+    #[test]
+    fn slots_reserved_and_published_in_the_cell_match_pushes() {
+        let r = ring(2, 2);
+        let cell = CursorCell::new(r.cursor());
+        for i in 0..2u64 {
+            let slot = r.reserve_slot_in(&cell).expect("room");
+            slot.words()[0].store(10 * i, Ordering::Relaxed);
+            slot.words()[1].store(10 * i + 1, Ordering::Relaxed);
+            assert_eq!(r.publish_slot_in(&cell, slot), i);
+        }
+        assert_eq!(r.published(), 2);
+        // Full: no slot, and the cell keeps its position.
+        assert!(r.reserve_slot_in(&cell).is_none());
+        assert_eq!(cell.load().position(), 2);
+        // A slot filled but not published records nothing; the next
+        // reservation after a release is the same position.
+        r.release(1);
+        let slot = r.reserve_slot_in(&cell).expect("a released slot is free again");
+        slot.words()[0].store(99, Ordering::Relaxed);
+        assert_eq!(r.published(), 2);
+        let slot = r.reserve_slot_in(&cell).expect("still reserved");
+        slot.words()[1].store(21, Ordering::Relaxed);
+        assert_eq!(r.publish_slot_in(&cell, slot), 2);
+        // The copying cursor API continues from the cell.
+        let mut c = cell.load();
+        assert_eq!(c.position(), 3);
+        assert_eq!(r.push(&mut c, &[7, 8]), Err(Full));
+        let mut out = [0u64; 2];
+        assert!(r.read(1, &mut out) && out == [10, 11]);
+        assert!(r.read(2, &mut out) && out == [99, 21]);
     }
 
     #[test]

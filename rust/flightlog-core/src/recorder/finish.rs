@@ -106,6 +106,10 @@ impl Recorder {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(CloseReport::default());
         }
+        self.shared
+            .row_path
+            .refuse
+            .fetch_or(super::REFUSE_CLOSED, Ordering::AcqRel);
         self.stop_producers();
         let flush_result = self.shared.flush_and_wait(true);
         let outcome = match lock(&self.flusher).take().map(|h| h.join()) {

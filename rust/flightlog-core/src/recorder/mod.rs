@@ -25,7 +25,7 @@ mod pending;
 mod rows;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -216,8 +216,10 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct RowPath {
-    /// A write error not yet reported to a producer.
-    has_error: AtomicBool,
+    /// Why producers must take the slow check, in one word that every row
+    /// tests once: [`REFUSE_ERROR`] (a write error not yet reported to a
+    /// producer) and [`REFUSE_CLOSED`] (`close` has begun).
+    refuse: AtomicU8,
     /// Sampling or a row budget is set: each row takes [`Recorder::admit_by_policy`].
     has_policy: bool,
     /// The `iter` field's slot (an i64 field named `iter`), and its validity
@@ -235,6 +237,13 @@ const _: () = assert!(
     std::mem::size_of::<RowPath>() == 64,
     "RowPath is one cache line"
 );
+
+/// [`RowPath::refuse`]: a write error waits for a producer to report it.
+const REFUSE_ERROR: u8 = 1;
+/// [`RowPath::refuse`]: `close` has begun (set just after the recorder's
+/// `closed` flag; a producer that passed the check before is caught by the
+/// close gate, as one that checked just before the flag).
+const REFUSE_CLOSED: u8 = 2;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Poisoning means a thread panicked while holding the lock; every critical
@@ -452,7 +461,7 @@ impl Recorder {
             sample_index: AtomicU64::new(0),
             events_seq: AtomicU64::new(early.len() as u64),
             row_path: RowPath {
-                has_error: AtomicBool::new(false),
+                refuse: AtomicU8::new(0),
                 has_policy: config.sampling.is_some() || config.max_rows.is_some(),
                 iter: iter_slot.map(|slot| (slot, row_layout.validity_of(slot))),
                 wake_mask,
@@ -536,7 +545,7 @@ impl Recorder {
     /// Returns (and clears) a write error the flusher hit since the last call.
     #[inline]
     pub fn take_error(&self) -> Result<()> {
-        if self.shared.row_path.has_error.load(Ordering::Acquire) {
+        if self.has_pending_error() {
             return self.take_pending_error();
         }
         Ok(())
@@ -547,8 +556,8 @@ impl Recorder {
         let err = lock(&self.shared.pending_error).take();
         self.shared
             .row_path
-            .has_error
-            .store(false, Ordering::Release);
+            .refuse
+            .fetch_and(!REFUSE_ERROR, Ordering::Release);
         match err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -557,7 +566,7 @@ impl Recorder {
 
     /// Whether the flusher hit a write error no call has reported yet.
     pub fn has_pending_error(&self) -> bool {
-        self.shared.row_path.has_error.load(Ordering::Acquire)
+        self.shared.row_path.refuse.load(Ordering::Acquire) & REFUSE_ERROR != 0
     }
 
     /// Fails if the recorder is closed, or returns (and clears) a pending
@@ -565,6 +574,17 @@ impl Recorder {
     #[inline]
     pub fn check_open(&self) -> Result<()> {
         self.owner.check()?;
+        if self.shared.row_path.refuse.load(Ordering::Acquire) != 0 {
+            return self.refused();
+        }
+        Ok(())
+    }
+
+    /// [`Recorder::check_open`] once the refuse word is set: closed wins over
+    /// a pending error (which is then reported by `close`).
+    #[cold]
+    #[inline(never)]
+    fn refused(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(CoreError::Closed);
         }
@@ -671,8 +691,8 @@ impl Recorder {
     pub fn offer_in_place(&self, fill: impl FnOnce(&[AtomicU64]) -> bool) -> Result<InPlace> {
         self.check_open()?;
         let shared = &self.shared;
-        producer::with_lane(shared, |lane, cursor| {
-            let Some(reserved) = lane.ring.reserve_slot(cursor) else {
+        producer::with_lane_cell(shared, |lane, cursor| {
+            let Some(reserved) = lane.ring.reserve_slot_in(cursor) else {
                 return Ok(InPlace::Declined);
             };
             let words = reserved.words();
@@ -686,7 +706,7 @@ impl Recorder {
                 shared.unoffer(lane);
                 return Err(CoreError::Closed);
             };
-            let pos = lane.ring.publish_slot(cursor, reserved);
+            let pos = lane.ring.publish_slot_in(cursor, reserved);
             drop(busy);
             Ok(InPlace::Offered(shared.accepted(pos)))
         })
@@ -935,6 +955,8 @@ impl Shared {
         if slot.is_none() {
             *slot = Some(err);
         }
-        self.row_path.has_error.store(true, Ordering::Release);
+        self.row_path
+            .refuse
+            .fetch_or(REFUSE_ERROR, Ordering::Release);
     }
 }
