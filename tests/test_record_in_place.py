@@ -242,25 +242,33 @@ def test_the_iteration_then_floats_row_matches_log_value_for_value(tmp_path: Pat
 
 
 @pytest.mark.parametrize("n_floats", [1, 2, 3, 4, 9])
-def test_the_float_run_declines_at_any_position_as_log_does(tmp_path: Path, n_floats: int) -> None:
-    """The float run of the usual row is converted two values a turn, then the odd last
-    one: a value it does not take, at any position (first or second of a pair, or the
-    last), sends the row to the general path whole. Checked against ``log()`` row by row,
-    with ints of every size the in-place read handles (one digit first, by itself)."""
+@pytest.mark.parametrize("then_label", [False, True])
+def test_the_float_run_declines_at_any_position_as_log_does(tmp_path: Path, n_floats: int, then_label: bool) -> None:
+    """The float run of the usual row is converted two values a turn, an odd one first:
+    a value it does not take, at any position (the odd one, first or second of a pair),
+    sends the row to the general path whole, and so does a field after the run (an enum
+    label here). Checked against ``log()`` row by row, with ints of every size the
+    in-place read handles (one digit first, by itself)."""
     names = ["iter"] + [f"f{k}" for k in range(n_floats)]
-    schema = Schema([Field("iter", "i64", nullable=False)] + [Field(n, "f64", nullable=False) for n in names[1:]])
+    fields = [Field("iter", "i64", nullable=False)] + [Field(n, "f64", nullable=False) for n in names[1:]]
+    tail: list[object] = []
+    if then_label:
+        names.append("phase")
+        fields.append(Field("phase", Enum(["RED", "AMBER", "GREEN"]), nullable=False))
+        tail = ["AMBER"]
+    schema = Schema(fields)
     by_record = FlightRecorder(tmp_path / "record", schema)
     by_log = FlightRecorder(tmp_path / "log", schema)
     floats = [0.25 + k for k in range(n_floats)]
     rows: list[tuple[object, ...]] = []
     for i in [0, 1, -1, 2**30 - 1, 2**30, -(2**30), 2**60 - 1]:
-        rows.append((i, *floats))
+        rows.append((i, *floats, *tail))
     for k in range(n_floats):
         for odd in (3, FloatSub(3.5), np.float64(4.5), "x", None):
             vals: list[object] = list(floats)
             vals[k] = odd
-            rows.append((len(rows), *vals))
-    rows.append((len(rows), *floats))
+            rows.append((len(rows), *vals, *tail))
+    rows.append((len(rows), *floats, *tail))
     outcomes = {"record": [], "log": []}
     for row in rows:
         for name, call, args, kwargs in (

@@ -176,10 +176,11 @@ impl Deref for MappedWords {
         // every bit pattern is a valid `u64`. Shared `&AtomicU64`s may be
         // written through (interior mutability), which is why the mapping is
         // never also exposed as a byte slice.
-        // A mapping is never at address 0 (an `mmap` that fails returns
-        // `MAP_FAILED`, which memmap2 turns into an error): said to the
-        // compiler, which otherwise tests the pointer of every slot a row
-        // reserves (`Option<Reserved>`'s null niche).
+        // `from_raw_parts` already requires a non-null pointer (true of every
+        // mapping memmap2 hands out: a failed `mmap` is an error, an empty
+        // request still maps a page), so the hint adds no requirement. It
+        // tells the compiler, which otherwise tests the pointer of every slot
+        // a row reserves (`Option<Reserved>`'s null niche).
         debug_assert_eq!(ptr as usize % std::mem::align_of::<AtomicU64>(), 0);
         unsafe {
             std::hint::assert_unchecked(!ptr.is_null());

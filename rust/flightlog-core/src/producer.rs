@@ -51,6 +51,11 @@ pub(crate) struct LaneRing {
     pub(crate) busy: BusyFlag,
     pub(crate) dropped: AtomicU64,
     pub(crate) stalls: AtomicU64,
+    /// The producer wakes the flusher when `pos & wake_mask == wake_mask`:
+    /// four times per lap of its ring (a power of two), so that the flusher
+    /// drains before the ring is ever full. Beside `offered`, which every row
+    /// touches: a row reads no other line to decide.
+    pub(crate) wake_mask: u64,
 }
 
 // The ring's words, mask and stride (its first fields) end the first line.
@@ -61,6 +66,7 @@ const _: () = assert!(
 
 impl LaneRing {
     pub(crate) fn new(ring: MappedRing) -> Self {
+        let wake_mask = (ring.capacity() as u64 / 4).max(1) - 1;
         LaneRing {
             cursor: CursorCell::new(ring.cursor()),
             ring,
@@ -69,6 +75,7 @@ impl LaneRing {
             busy: BusyFlag::new(),
             dropped: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
+            wake_mask,
         }
     }
 
@@ -175,6 +182,14 @@ fn lane_of(shared: &Arc<Shared>) -> Result<(&LaneRing, usize)> {
             return Ok((first, held));
         }
     }
+    other_lane(shared)
+}
+
+/// [`lane_of`] for every thread but the first lane's owner (out of the
+/// owner's way: its row then runs straight through).
+#[cold]
+#[inline(never)]
+fn other_lane(shared: &Arc<Shared>) -> Result<(&LaneRing, usize)> {
     let index = registered_lane(shared)?;
     let lane = shared
         .lane(index)

@@ -132,13 +132,15 @@ unsafe fn attached<'py>() -> Python<'py> {
 ///
 /// # Safety
 /// `args` points to `n` valid, non-NULL object pointers (CPython's vectorcall
-/// argument array) that outlive `'a`, and the interpreter is attached.
+/// argument array) that outlive `'a`, or is NULL when `n` is 0, and the
+/// interpreter is attached.
 unsafe fn objects<'a, 'py>(
     _py: Python<'py>,
     args: *const *mut ffi::PyObject,
     n: usize,
 ) -> &'a [Bound<'py, PyAny>] {
-    if n == 0 {
+    // An empty argument array may come as NULL (a call with no arguments).
+    if args.is_null() {
         return &[];
     }
     // SAFETY: `Bound<'py, PyAny>` is `#[repr(transparent)]` over `Py<PyAny>`
@@ -356,12 +358,16 @@ unsafe extern "C" fn record_fast(
     // SAFETY: CPython calls builtins only from an attached thread.
     let py = unsafe { attached() };
     // SAFETY: see the function's contract: `slf` is a `PyRecorder` (so the
-    // unchecked cast is right), and the argument array holds `nargs` live
-    // pointers, borrowed for this call.
+    // unchecked cast is right, and it is not NULL: said to the compiler, which
+    // would otherwise test it for `from_ptr`'s panic), and the argument array
+    // holds `nargs` live pointers, borrowed for this call.
     let (recorder, values) = unsafe {
+        std::hint::assert_unchecked(!slf.is_null());
         (
             Borrowed::from_ptr(py, slf).cast_unchecked::<PyRecorder>(),
-            objects(py, args, nargs.max(0) as usize),
+            // A METH_FASTCALL count is never negative (`PyVectorcall_NARGS`
+            // masks the flag bit off).
+            objects(py, args, nargs as usize),
         )
     };
     let recorder = recorder.get();
@@ -412,10 +418,12 @@ unsafe extern "C" fn log_fast(
         ));
         return finish(py, Err(err));
     }
-    // SAFETY: see the function's contract: `slf` is a `PyRecorder`,
-    // `kwnames` NULL or a tuple, and with no positional arguments the array
-    // holds one live value per keyword name, borrowed for this call.
+    // SAFETY: see the function's contract: `slf` is a `PyRecorder` (not NULL,
+    // as for `record_fast`), `kwnames` NULL or a tuple, and with no positional
+    // arguments the array holds one live value per keyword name, borrowed for
+    // this call.
     let (recorder, names) = unsafe {
+        std::hint::assert_unchecked(!slf.is_null());
         (
             Borrowed::from_ptr(py, slf).cast_unchecked::<PyRecorder>(),
             (!kwnames.is_null())

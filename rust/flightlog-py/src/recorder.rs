@@ -7,6 +7,7 @@
 //! and releases the GIL.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -116,8 +117,10 @@ struct FieldPlan {
 struct Active {
     /// The number of values of a `record()` call that may be converted
     /// straight into the ring (`Recorder::offer_in_place`): every stored slot,
-    /// when each is of a kind `fast_word` converts; else `usize::MAX`.
-    in_place_len: usize,
+    /// when each is of a kind `fast_word` converts; else `usize::MAX`. Never
+    /// 0 (nor is a row that matches it empty: the compiler knows its first
+    /// value is there).
+    in_place_len: NonZeroUsize,
     /// The first slot from which every slot is an f64 (a telemetry row's
     /// floats after its ints and labels): `record()` converts those with no
     /// per-value kind test.
@@ -190,12 +193,9 @@ impl Active {
                 }
             })
             .collect();
-        let in_place_len =
-            if layout.stored_len() > 0 && slot_kinds.iter().all(|&k| k != SlotKind::Other) {
-                layout.stored_len()
-            } else {
-                usize::MAX
-            };
+        let in_place_len = NonZeroUsize::new(layout.stored_len())
+            .filter(|_| slot_kinds.iter().all(|&k| k != SlotKind::Other))
+            .unwrap_or(NonZeroUsize::MAX);
         let f64_from = slot_kinds.len()
             - slot_kinds
                 .iter()
@@ -372,8 +372,16 @@ impl Active {
                     let n = run.min(words.len()).min(rest.len());
                     // Two floats a turn: the loop's own count and branch are
                     // paid once a pair (7 instructions a float, 5.5 in pairs).
-                    let (word_pairs, last_word) = words[..n].as_chunks::<2>();
-                    let (value_pairs, last_value) = rest[..n].as_chunks::<2>();
+                    // An odd one goes first, where its index is known.
+                    let (odd_word, word_pairs) = words[..n].as_rchunks::<2>();
+                    let (odd_value, value_pairs) = rest[..n].as_rchunks::<2>();
+                    if let ([w], [v]) = (odd_word, odd_value) {
+                        match crate::fastcall::exact_float(v) {
+                            Some(x) => w.store(f64_word(x), Ordering::Relaxed),
+                            None => return self.fill_mixed(stored, values, 1),
+                        }
+                    }
+                    let from = 1 + odd_word.len();
                     for (k, (w, v)) in word_pairs.iter().zip(value_pairs).enumerate() {
                         let (Some(a), Some(b)) = (
                             crate::fastcall::exact_float(&v[0]),
@@ -381,16 +389,10 @@ impl Active {
                         ) else {
                             // The index, not the rest sliced here: that kept a
                             // second counter in the loop.
-                            return self.fill_mixed(stored, values, 1 + 2 * k);
+                            return self.fill_mixed(stored, values, from + 2 * k);
                         };
                         w[0].store(f64_word(a), Ordering::Relaxed);
                         w[1].store(f64_word(b), Ordering::Relaxed);
-                    }
-                    if let ([w], [v]) = (last_word, last_value) {
-                        match crate::fastcall::exact_float(v) {
-                            Some(x) => w.store(f64_word(x), Ordering::Relaxed),
-                            None => return self.fill_mixed(stored, values, n),
-                        }
                     }
                     return n == words.len() || self.fill_mixed(stored, values, 1 + n);
                 }
@@ -761,7 +763,7 @@ impl PyRecorder {
         values: &[Bound<'_, PyAny>],
     ) -> Result<InPlace, Box<CoreError>> {
         match self.active.get() {
-            Some(a) if values.len() == a.in_place_len => a
+            Some(a) if values.len() == a.in_place_len.get() => a
                 .rec
                 .offer_in_place(|words| a.fill_in_place(words, values))
                 .map_err(Box::new),
@@ -852,7 +854,7 @@ impl PyRecorder {
         values: &[Bound<'_, PyAny>],
     ) -> Result<InPlace, Box<CoreError>> {
         match self.active.get() {
-            Some(a) if keys.len() == a.in_place_len => a
+            Some(a) if keys.len() == a.in_place_len.get() => a
                 .rec
                 .offer_in_place(|words| a.fill_log_in_place(words, keys, values))
                 .map_err(Box::new),

@@ -207,26 +207,21 @@ impl Gate {
         // under loom.)
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         let busy = Busy { flag };
-        if self.state.load(Ordering::Relaxed) == 0 {
+        let state = self.state.load(Ordering::Relaxed);
+        if state == 0 {
             // Asymmetric and open: the closer's barrier orders this read.
             return Ok(busy);
         }
-        self.enter_fenced(busy)
-    }
-
-    /// [`Gate::enter`] past an open asymmetric gate's test: a symmetric
-    /// gate's producer fences, then reads the closed bit again (the first
-    /// read, before any fence, decides nothing else).
-    #[cold]
-    #[inline(never)]
-    fn enter_fenced<'a>(&self, busy: Busy<'a>) -> Result<Busy<'a>, Closed> {
-        if !self.asymmetric {
+        // A symmetric gate's producer fences, then reads the closed bit again
+        // (the read before the fence decides nothing else): every row of a
+        // platform without a process-wide barrier comes this way.
+        if state & GATE_SYMMETRIC != 0 {
             fence(Ordering::SeqCst);
+            if self.state.load(Ordering::Relaxed) & GATE_CLOSED == 0 {
+                return Ok(busy);
+            }
         }
-        if self.state.load(Ordering::Relaxed) & GATE_CLOSED != 0 {
-            return Err(Closed);
-        }
-        Ok(busy)
+        Err(Closed)
     }
 
     /// Closes the gate and waits until no producer is inside: afterwards no

@@ -577,7 +577,9 @@ mod tests {
         // A slot filled but not published records nothing; the next
         // reservation after a release is the same position.
         r.release(1);
-        let slot = r.reserve_slot_in(&cell).expect("a released slot is free again");
+        let slot = r
+            .reserve_slot_in(&cell)
+            .expect("a released slot is free again");
         slot.words()[0].store(99, Ordering::Relaxed);
         assert_eq!(r.published(), 2);
         let slot = r.reserve_slot_in(&cell).expect("still reserved");

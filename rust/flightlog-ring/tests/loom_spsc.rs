@@ -6,7 +6,7 @@
 #![cfg(loom)]
 
 use flightlog_ring::spsc::heap_words;
-use flightlog_ring::{BusyFlag, Gate, LaneState, Lanes, SpscRing};
+use flightlog_ring::{BusyFlag, CursorCell, Gate, LaneState, Lanes, SpscRing};
 use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -56,18 +56,34 @@ fn producer_and_consumer_on_one_ring() {
 /// order, never the abandoned words, across a lap of a ring of 2.
 #[test]
 fn rows_filled_in_place_and_one_abandoned() {
-    loom::model(|| {
+    filled_in_place_and_one_abandoned(false);
+}
+
+/// The same, with the slots reserved and published on a cursor kept in its
+/// cell ([`SpscRing::reserve_slot_in`], the recorder's row path).
+#[test]
+fn rows_filled_in_place_in_the_cell_and_one_abandoned() {
+    filled_in_place_and_one_abandoned(true);
+}
+
+fn filled_in_place_and_one_abandoned(in_cell: bool) {
+    loom::model(move || {
         let r = Arc::new(ring(2, 2));
         let producer = {
             let r = Arc::clone(&r);
             thread::spawn(move || {
                 let mut c = r.cursor();
+                let cell = CursorCell::new(r.cursor());
                 for i in 0..3u64 {
-                    let words = loop {
-                        match r.reserve(&mut c) {
-                            Some(w) => break w,
-                            None => thread::yield_now(),
+                    let (words, slot) = loop {
+                        if in_cell {
+                            if let Some(slot) = r.reserve_slot_in(&cell) {
+                                break (slot.words(), Some(slot));
+                            }
+                        } else if let Some(w) = r.reserve(&mut c) {
+                            break (w, None);
                         }
+                        thread::yield_now();
                     };
                     if i == 1 {
                         // A row the caller gave up on (a bad value): half
@@ -77,7 +93,10 @@ fn rows_filled_in_place_and_one_abandoned() {
                     }
                     words[0].store(i, loom::sync::atomic::Ordering::Relaxed);
                     words[1].store(i + 100, loom::sync::atomic::Ordering::Relaxed);
-                    r.publish(&mut c);
+                    match slot {
+                        Some(slot) => r.publish_slot_in(&cell, slot),
+                        None => r.publish(&mut c),
+                    };
                 }
             })
         };

@@ -103,13 +103,15 @@ impl Recorder {
 
     fn close_owned(&self, owed: &mut Option<PathBuf>) -> Result<CloseReport> {
         let _guard = lock(&self.close_lock);
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(CloseReport::default());
-        }
+        // The producers' word first (see `REFUSE_CLOSED`); set once, never
+        // cleared, under `close_lock`.
         self.shared
             .row_path
             .refuse
             .fetch_or(super::REFUSE_CLOSED, Ordering::AcqRel);
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(CloseReport::default());
+        }
         self.stop_producers();
         let flush_result = self.shared.flush_and_wait(true);
         let outcome = match lock(&self.flusher).take().map(|h| h.join()) {

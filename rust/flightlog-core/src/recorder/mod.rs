@@ -225,9 +225,6 @@ struct RowPath {
     /// The `iter` field's slot (an i64 field named `iter`), and its validity
     /// word and bit if it is nullable: the iteration events are stamped with.
     iter: Option<(usize, Option<(usize, u64)>)>,
-    /// Producers wake the flusher when `pos & wake_mask == wake_mask`: four
-    /// times per lap of their ring (its capacity is a power of two).
-    wake_mask: u64,
     /// Lane 0's ring once mapped (also in `lane_rings`): its owner, the first
     /// thread to record, finds it here ([`producer::with_lane`]).
     first_lane: OnceLock<Arc<LaneRing>>,
@@ -240,9 +237,10 @@ const _: () = assert!(
 
 /// [`RowPath::refuse`]: a write error waits for a producer to report it.
 const REFUSE_ERROR: u8 = 1;
-/// [`RowPath::refuse`]: `close` has begun (set just after the recorder's
-/// `closed` flag; a producer that passed the check before is caught by the
-/// close gate, as one that checked just before the flag).
+/// [`RowPath::refuse`]: `close` has begun (set just before the recorder's
+/// `closed` flag, so that a thread that saw `is_closed()` has its next row
+/// refused; a producer that passed the check before is caught by the close
+/// gate).
 const REFUSE_CLOSED: u8 = 2;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -386,7 +384,6 @@ impl Recorder {
         let file_kv = file_metadata(schema.version, Some(&schema), &config)?;
 
         let ring_capacity = config.ring_capacity.next_power_of_two().max(2);
-        let wake_mask = (ring_capacity as u64 / 4).max(1) - 1;
         let spool_meta = SpoolMeta {
             format: 1,
             boot_id: spool::boot_id(),
@@ -464,7 +461,6 @@ impl Recorder {
                 refuse: AtomicU8::new(0),
                 has_policy: config.sampling.is_some() || config.max_rows.is_some(),
                 iter: iter_slot.map(|slot| (slot, row_layout.validity_of(slot))),
-                wake_mask,
                 first_lane: OnceLock::new(),
             },
             arrow_schema: schema.arrow_schema(),
@@ -553,11 +549,15 @@ impl Recorder {
 
     #[cold]
     fn take_pending_error(&self) -> Result<()> {
-        let err = lock(&self.shared.pending_error).take();
+        // The bit is cleared under the lock: an error the flusher stores
+        // meanwhile waits for the lock and sets the bit again after.
+        let mut pending = lock(&self.shared.pending_error);
+        let err = pending.take();
         self.shared
             .row_path
             .refuse
             .fetch_and(!REFUSE_ERROR, Ordering::Release);
+        drop(pending);
         match err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -574,8 +574,9 @@ impl Recorder {
     #[inline]
     pub fn check_open(&self) -> Result<()> {
         self.owner.check()?;
-        if self.shared.row_path.refuse.load(Ordering::Acquire) != 0 {
-            return self.refused();
+        let refuse = self.shared.row_path.refuse.load(Ordering::Acquire);
+        if refuse != 0 {
+            return self.refused(refuse);
         }
         Ok(())
     }
@@ -584,8 +585,8 @@ impl Recorder {
     /// a pending error (which is then reported by `close`).
     #[cold]
     #[inline(never)]
-    fn refused(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
+    fn refused(&self, refuse: u8) -> Result<()> {
+        if refuse & REFUSE_CLOSED != 0 {
             return Err(CoreError::Closed);
         }
         self.take_error()
@@ -655,7 +656,7 @@ impl Recorder {
             let pushed = lane.ring.push(cursor, row);
             drop(busy);
             match pushed {
-                Ok(pos) => Ok(shared.accepted(pos)),
+                Ok(pos) => Ok(shared.accepted(lane, pos)),
                 Err(Full) => match shared.config.on_full {
                     OnFull::Drop => {
                         LaneRing::bump(&lane.dropped, 1);
@@ -708,7 +709,7 @@ impl Recorder {
             };
             let pos = lane.ring.publish_slot_in(cursor, reserved);
             drop(busy);
-            Ok(InPlace::Offered(shared.accepted(pos)))
+            Ok(InPlace::Offered(shared.accepted(lane, pos)))
         })
     }
 
@@ -934,8 +935,8 @@ impl Shared {
     /// A row published at `pos`: wakes the flusher a few times per ring lap
     /// so that it drains before the producer ever finds its ring full.
     #[inline(always)]
-    fn accepted(&self, pos: u64) -> Offer {
-        let mask = self.row_path.wake_mask;
+    fn accepted(&self, lane: &LaneRing, pos: u64) -> Offer {
+        let mask = lane.wake_mask;
         if pos & mask == mask {
             self.wake_flusher();
         }
