@@ -135,8 +135,6 @@ pub struct Gate {
     /// producers fence themselves: one word, so that a producer of an open
     /// asymmetric gate (the usual case) reads it once and tests it once.
     state: AtomicU8,
-    /// True when `heavy_fence` works: producers then need only a compiler fence.
-    asymmetric: bool,
     heavy_fence: fn() -> bool,
 }
 
@@ -180,14 +178,14 @@ impl Gate {
         };
         Gate {
             state: AtomicU8::new(if asymmetric { 0 } else { GATE_SYMMETRIC }),
-            asymmetric,
             heavy_fence,
         }
     }
 
     /// True when producers use only a compiler fence.
     pub fn is_asymmetric(&self) -> bool {
-        self.asymmetric
+        // The symmetric bit is set at construction and never changes.
+        self.state.load(Ordering::Relaxed) & GATE_SYMMETRIC == 0
     }
 
     /// True once [`Gate::close`] began.

@@ -299,10 +299,7 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         if pos >= cursor.limit && !self.refresh(cursor, 1) {
             return None;
         }
-        let base = self.base(pos);
-        Some(Reserved {
-            slot: &self.words[base..base + self.stride],
-        })
+        Some(self.slot_at(pos))
     }
 
     /// [`SpscRing::reserve_slot`] on the cursor where it is kept: nothing is
@@ -313,10 +310,7 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         if pos >= cell.limit.load(Ordering::Relaxed) && !self.refresh_in(cell, pos) {
             return None;
         }
-        let base = self.base(pos);
-        Some(Reserved {
-            slot: &self.words[base..base + self.stride],
-        })
+        Some(self.slot_at(pos))
     }
 
     /// [`SpscRing::refresh`] of a kept cursor at `pos`, for one row.
@@ -341,14 +335,7 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
             pos < cell.limit.load(Ordering::Relaxed),
             "publish without a reservation"
         );
-        debug_assert!(
-            std::ptr::eq(slot.slot.as_ptr(), self.words[self.base(pos)..].as_ptr()),
-            "publish of a slot that is not the reserved one"
-        );
-        // As in `publish_slot`: the stamp, then the position, then `tail`.
-        slot.slot[0].store(pos + 1, Ordering::Relaxed);
-        cell.pos.store(pos + 1, Ordering::Relaxed);
-        self.words[TAIL].store(pos + 1, Ordering::Release);
+        self.publish_at(pos, slot, |next| cell.pos.store(next, Ordering::Relaxed));
         pos
     }
 
@@ -359,13 +346,7 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
     /// If no slot is reserved (the cursor is at its bound): a debug assertion.
     #[inline]
     pub fn publish(&self, cursor: &mut Cursor) -> u64 {
-        let base = self.base(cursor.pos);
-        self.publish_slot(
-            cursor,
-            Reserved {
-                slot: &self.words[base..base + self.stride],
-            },
-        )
+        self.publish_slot(cursor, self.slot_at(cursor.pos))
     }
 
     /// Publishes `slot`, which the last [`SpscRing::reserve_slot`] on this
@@ -379,6 +360,23 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
     pub fn publish_slot(&self, cursor: &mut Cursor, slot: Reserved<'_>) -> u64 {
         let pos = cursor.pos;
         debug_assert!(pos < cursor.limit, "publish without a reservation");
+        self.publish_at(pos, slot, |next| cursor.pos = next);
+        pos
+    }
+
+    /// The slot of position `pos`.
+    #[inline(always)]
+    fn slot_at(&self, pos: u64) -> Reserved<'_> {
+        let base = self.base(pos);
+        Reserved {
+            slot: &self.words[base..base + self.stride],
+        }
+    }
+
+    /// Stamps `slot`, reserved at `pos`, and publishes it; `advance` keeps
+    /// the producer's next position (wherever its cursor lives) in between.
+    #[inline(always)]
+    fn publish_at(&self, pos: u64, slot: Reserved<'_>, advance: impl FnOnce(u64)) {
         debug_assert!(
             std::ptr::eq(slot.slot.as_ptr(), self.words[self.base(pos)..].as_ptr()),
             "publish of a slot that is not the reserved one"
@@ -387,9 +385,8 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         // only once it says `pos + 1`, and `tail` (Release) orders it and the
         // row before the consumer's Acquire.
         slot.slot[0].store(pos + 1, Ordering::Relaxed);
-        cursor.pos = pos + 1;
+        advance(pos + 1);
         self.words[TAIL].store(pos + 1, Ordering::Release);
-        pos
     }
 
     #[inline(always)]
