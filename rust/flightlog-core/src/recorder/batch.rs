@@ -23,12 +23,39 @@ use crate::row_layout::RowLayout;
 use crate::schema::{DType, Schema, Value};
 use crate::spool;
 
-/// Rows drained from the ring and not yet in a published segment.
+/// Rows a [`Pending`] chunk holds at most: 128 KiB a column of words.
+///
+/// Pending rows are kept in chunks, each written as its own batch, so that a
+/// written segment's columns come back to the flusher a chunk at a time and
+/// are filled again (see [`Pending::recycle`]). Fresh columns are faulted in
+/// page by page, zeroed by the kernel: at full rate that was a sixth of the
+/// flusher's time. Recycled in chunks, the columns in use stay at about a
+/// segment and the quarter segment drained while it is written, as before.
+pub(super) const CHUNK_ROWS: usize = 16 * 1024;
+
+/// Rows drained from the rings and not yet in a published segment, in chunks
+/// of at most [`CHUNK_ROWS`] (fewer when segments are smaller).
 pub(super) struct Pending {
+    /// Chunks in drain order; only the last one has room.
+    chunks: Vec<Chunk>,
+    /// Columns of written batches, emptied, for the chunks to come.
+    spare_words: Vec<Vec<u64>>,
+    spare_validity: Vec<Vec<bool>>,
+    stored: usize,
+    with_validity: bool,
+    chunk_rows: usize,
+    /// Most spare columns kept: the chunks of a segment and a quarter.
+    max_spare: usize,
+    /// Rows in all chunks.
+    pub(super) rows: usize,
+}
+
+/// Rows of one chunk, column by column (word slots and validity flags), and
+/// the ring positions they came from.
+pub(super) struct Chunk {
     pub(super) columns: Vec<Vec<u64>>,
     pub(super) validity: Vec<Vec<bool>>,
     pub(super) rows: usize,
-    /// Ring positions the rows came from, per lane: [start, end).
     pub(super) cover: Cover,
 }
 
@@ -41,12 +68,13 @@ pub(super) fn extend_cover(cover: &mut Cover, lane: usize, start: u64, end: u64)
     e.1 = e.1.max(end);
 }
 
-impl Pending {
-    pub(super) fn new(stored: usize, with_validity: bool) -> Self {
-        Pending {
-            columns: vec![Vec::new(); stored],
+impl Chunk {
+    /// A chunk of `rows` rows given row by row (a salvage's).
+    pub(super) fn of_rows(stored: usize, with_validity: bool, rows: usize) -> Chunk {
+        Chunk {
+            columns: (0..stored).map(|_| Vec::with_capacity(rows)).collect(),
             validity: if with_validity {
-                vec![Vec::new(); stored]
+                (0..stored).map(|_| Vec::with_capacity(rows)).collect()
             } else {
                 Vec::new()
             },
@@ -54,21 +82,117 @@ impl Pending {
             cover: Cover::new(),
         }
     }
+}
 
-    /// Room for `n` more rows. A column that must grow takes room for `cap`
-    /// rows at once (the segment it fills: a batch takes the columns, so each
-    /// segment starts from empty ones): growing by doubling from empty copied
-    /// every column about eighteen times a segment, into freshly faulted pages.
-    pub(super) fn reserve(&mut self, n: usize, cap: usize) {
-        let want = (self.rows + n).max(cap);
-        for col in &mut self.columns {
-            if col.capacity() < self.rows + n {
-                col.reserve_exact(want - col.len());
+impl Pending {
+    /// Pending rows of `stored` word slots (and as many validity flags if
+    /// `with_validity`), for segments of `segment_rows`.
+    pub(super) fn new(stored: usize, with_validity: bool, segment_rows: usize) -> Self {
+        let chunk_rows = segment_rows.clamp(1, CHUNK_ROWS);
+        let chunks_kept = (segment_rows + segment_rows / 4).div_ceil(chunk_rows) + 1;
+        Pending {
+            chunks: Vec::new(),
+            spare_words: Vec::new(),
+            spare_validity: Vec::new(),
+            stored,
+            with_validity,
+            chunk_rows,
+            max_spare: chunks_kept * stored,
+            rows: 0,
+        }
+    }
+
+    /// The chunk that takes the next rows, and how many it has room for
+    /// (at least one): a new chunk, of recycled columns when there are, once
+    /// the last one is full.
+    pub(super) fn chunk_with_room(&mut self) -> (&mut Chunk, usize) {
+        let full = self.chunks.last().is_none_or(|c| c.rows == self.chunk_rows);
+        if full {
+            let rows = self.chunk_rows;
+            let mut words = || {
+                self.spare_words
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(rows))
+            };
+            let columns = (0..self.stored).map(|_| words()).collect();
+            let validity = if self.with_validity {
+                (0..self.stored)
+                    .map(|_| {
+                        self.spare_validity
+                            .pop()
+                            .unwrap_or_else(|| Vec::with_capacity(rows))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            self.chunks.push(Chunk {
+                columns,
+                validity,
+                rows: 0,
+                cover: Cover::new(),
+            });
+        }
+        let room = self.chunk_rows;
+        let chunk = self.chunks.last_mut().expect("pushed above if none");
+        let left = room - chunk.rows;
+        (chunk, left)
+    }
+
+    /// Counts `n` rows just added to the last chunk, from `lane`'s ring
+    /// positions `start..start + n`.
+    pub(super) fn added(&mut self, lane: usize, start: u64, n: usize) {
+        let chunk = self.chunks.last_mut().expect("rows go into a chunk");
+        chunk.rows += n;
+        extend_cover(&mut chunk.cover, lane, start, start + n as u64);
+        self.rows += n;
+    }
+
+    /// Takes every chunk (leaving none), in drain order.
+    pub(super) fn take_chunks(&mut self) -> Vec<Chunk> {
+        self.rows = 0;
+        std::mem::take(&mut self.chunks)
+    }
+
+    /// Drops every pending row (a batch that could not be built).
+    pub(super) fn clear(&mut self) {
+        self.chunks.clear();
+        self.rows = 0;
+    }
+
+    /// Takes back the columns of a written batch (built by [`batch_of_chunk`]
+    /// from this recorder's chunks) for the chunks to come. Columns still
+    /// shared (a batch clone alive) or not built from words are left to drop.
+    pub(super) fn recycle(&mut self, batch: RecordBatch) {
+        let (_, columns, _) = batch.into_parts();
+        for column in columns {
+            if self.spare_words.len() >= self.max_spare {
+                return;
+            }
+            let values = if let Some(a) = column.as_any().downcast_ref::<Float64Array>() {
+                a.values().inner().clone()
+            } else if let Some(a) = column.as_any().downcast_ref::<Int64Array>() {
+                a.values().inner().clone()
+            } else {
+                continue;
+            };
+            drop(column);
+            if let Ok(words) = values.into_vec::<u64>() {
+                self.spare(words, None);
             }
         }
-        for v in &mut self.validity {
-            if v.capacity() < self.rows + n {
-                v.reserve_exact(want - v.len());
+    }
+
+    /// Keeps a chunk's emptied column (and validity flags) for reuse.
+    fn spare(&mut self, mut words: Vec<u64>, validity: Option<Vec<bool>>) {
+        if words.capacity() == self.chunk_rows && self.spare_words.len() < self.max_spare {
+            words.clear();
+            self.spare_words.push(words);
+        }
+        if let Some(mut v) = validity {
+            if v.capacity() == self.chunk_rows && self.spare_validity.len() < self.max_spare {
+                v.clear();
+                self.spare_validity.push(v);
             }
         }
     }
@@ -93,16 +217,21 @@ pub(super) fn telemetry_props(
     )
 }
 
-/// Builds a telemetry batch of `pending`'s rows (which it leaves empty).
-pub(super) fn batch_from_rows(
+/// Builds a telemetry batch of `chunk`'s rows. Word columns that the batch
+/// does not take as they are (converted, or validity flags) go back to
+/// `pending`'s spares when there is one.
+pub(super) fn batch_of_chunk(
     schema: &Schema,
     arrow_schema: &SchemaRef,
     row_layout: &RowLayout,
     dictionaries: &[Option<Dictionary>],
     constants: &[Option<Value>],
-    pending: &mut Pending,
+    chunk: Chunk,
+    mut pending: Option<&mut Pending>,
 ) -> Result<RecordBatch> {
-    let n = pending.rows;
+    let n = chunk.rows;
+    let mut words_of = chunk.columns.into_iter().map(Some).collect::<Vec<_>>();
+    let mut validity_of = chunk.validity.into_iter().map(Some).collect::<Vec<_>>();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields.len());
     for (i, field) in schema.fields.iter().enumerate() {
         let array: ArrayRef = match row_layout.slot_of_field(i) {
@@ -112,22 +241,29 @@ pub(super) fn batch_from_rows(
                 n,
             ),
             Some(slot) => {
-                let words = std::mem::take(&mut pending.columns[slot]);
-                let nulls = pending
-                    .validity
-                    .get_mut(slot)
-                    .map(std::mem::take)
+                let words = words_of[slot].take().expect("a slot is one field's");
+                let flags = validity_of.get_mut(slot).and_then(Option::take);
+                let nulls = flags
+                    .as_ref()
                     .filter(|v| v.iter().any(|ok| !ok))
-                    .map(NullBuffer::from);
-                column_array(&field.dtype, words, nulls, dictionaries[i].as_ref())?
+                    .map(|v| NullBuffer::from(v.as_slice()));
+                let (array, unused) =
+                    column_array(&field.dtype, words, nulls, dictionaries[i].as_ref())?;
+                if let Some(p) = pending.as_deref_mut() {
+                    match unused {
+                        Some(words) => p.spare(words, flags),
+                        None => {
+                            if let Some(v) = flags {
+                                p.spare(Vec::new(), Some(v));
+                            }
+                        }
+                    }
+                }
+                array
             }
         };
         columns.push(array);
     }
-    for v in &mut pending.validity {
-        v.clear();
-    }
-    pending.rows = 0;
     Ok(RecordBatch::try_new(Arc::clone(arrow_schema), columns)?)
 }
 
@@ -189,23 +325,28 @@ pub(crate) fn salvaged_batches(s: &spool::Salvaged) -> Result<Option<SalvagedBat
     let telemetry = if s.rows.is_empty() {
         None
     } else {
-        let mut pending = Pending::new(row_layout.stored_len(), row_layout.has_validity());
+        let mut chunk = Chunk::of_rows(
+            row_layout.stored_len(),
+            row_layout.has_validity(),
+            s.rows.len(),
+        );
         for row in &s.rows {
-            for (slot, col) in pending.columns.iter_mut().enumerate() {
+            for (slot, col) in chunk.columns.iter_mut().enumerate() {
                 col.push(row[slot]);
             }
-            for (slot, v) in pending.validity.iter_mut().enumerate() {
+            for (slot, v) in chunk.validity.iter_mut().enumerate() {
                 v.push(row_layout.is_valid(row, slot));
             }
         }
-        pending.rows = s.rows.len();
-        Some(batch_from_rows(
+        chunk.rows = s.rows.len();
+        Some(batch_of_chunk(
             &schema,
             &arrow_schema,
             &row_layout,
             &dictionaries,
             &constants,
-            &mut pending,
+            chunk,
+            None,
         )?)
     };
     Ok(Some(SalvagedBatches {
@@ -259,39 +400,50 @@ pub(crate) fn salvage_props(
     )
 }
 
+/// The array of a column's words, and the words back when the array is a
+/// conversion of them (not the words themselves).
 fn column_array(
     dtype: &DType,
     words: Vec<u64>,
     nulls: Option<NullBuffer>,
     dictionary: Option<&Dictionary>,
-) -> Result<ArrayRef> {
+) -> Result<(ArrayRef, Option<Vec<u64>>)> {
     Ok(match dtype {
         DType::F64 => {
             // Zero-copy: the words are the f64 bit patterns, so the buffer is
             // reinterpreted, not converted (NaN payloads and -0.0 survive).
             let buffer = arrow_buffer::Buffer::from_vec(words);
             let len = buffer.len() / 8;
-            Arc::new(Float64Array::new(ScalarBuffer::new(buffer, 0, len), nulls))
+            let array = Float64Array::new(ScalarBuffer::new(buffer, 0, len), nulls);
+            (Arc::new(array), None)
         }
         DType::I64 => {
             let buffer = arrow_buffer::Buffer::from_vec(words);
             let len = buffer.len() / 8;
-            Arc::new(Int64Array::new(ScalarBuffer::new(buffer, 0, len), nulls))
+            let array = Int64Array::new(ScalarBuffer::new(buffer, 0, len), nulls);
+            (Arc::new(array), None)
         }
         DType::F32 => {
             let values: Vec<f32> = words.iter().map(|&w| f32::from_bits(w as u32)).collect();
-            Arc::new(Float32Array::new(values.into(), nulls))
+            (
+                Arc::new(Float32Array::new(values.into(), nulls)),
+                Some(words),
+            )
         }
         DType::Bool => {
             let values: Vec<bool> = words.iter().map(|&w| w != 0).collect();
-            Arc::new(BooleanArray::new(values.into(), nulls))
+            (
+                Arc::new(BooleanArray::new(values.into(), nulls)),
+                Some(words),
+            )
         }
         DType::Str | DType::Enum(_) => {
             let dictionary = dictionary.expect("dictionary fields have a dictionary");
             let keys: Vec<i32> = words.iter().map(|&w| w as i32).collect();
             let keys = Int32Array::new(keys.into(), nulls);
             let values: Arc<StringArray> = Arc::new(dictionary.values());
-            Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values)?)
+            let array = DictionaryArray::<Int32Type>::try_new(keys, values)?;
+            (Arc::new(array), Some(words))
         }
     })
 }
@@ -311,5 +463,178 @@ fn constant_array(dtype: &DType, value: &Value, n: usize) -> ArrayRef {
             )
         }
         _ => unreachable!("constants are checked against their field at construction"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Field;
+    use arrow_array::Array;
+
+    /// `iter` (i64), `x` (nullable f64), `on` (bool): two word columns taken
+    /// as they are, one converted, and validity flags.
+    fn layout() -> (Schema, SchemaRef, RowLayout) {
+        let schema = Schema::new(
+            vec![
+                Field::new("iter", DType::I64),
+                Field::new("x", DType::F64).nullable(),
+                Field::new("on", DType::Bool),
+            ],
+            1,
+        )
+        .unwrap();
+        let arrow = schema.arrow_schema();
+        let rows = RowLayout::new(&schema, &[]);
+        (schema, arrow, rows)
+    }
+
+    /// Adds rows `start..start + n` of lane `lane` as a drain does: row `k`
+    /// holds `k`, `k / 2` (null when `k % 5 == 0`) and `k % 2 == 1`.
+    fn add_rows(pending: &mut Pending, lane: usize, start: u64, n: usize) {
+        let mut k = start;
+        while k < start + n as u64 {
+            let (chunk, room) = pending.chunk_with_room();
+            let take = room.min((start + n as u64 - k) as usize);
+            for r in k..k + take as u64 {
+                chunk.columns[0].push(r);
+                chunk.columns[1].push((r as f64 / 2.0).to_bits());
+                chunk.columns[2].push(r % 2);
+                for (slot, v) in chunk.validity.iter_mut().enumerate() {
+                    v.push(slot != 1 || r % 5 != 0);
+                }
+            }
+            pending.added(lane, k, take);
+            k += take as u64;
+        }
+    }
+
+    fn batches(pending: &mut Pending) -> Vec<(RecordBatch, Cover)> {
+        let (schema, arrow, rows) = layout();
+        pending
+            .take_chunks()
+            .into_iter()
+            .map(|mut chunk| {
+                let cover = std::mem::take(&mut chunk.cover);
+                let batch = batch_of_chunk(
+                    &schema,
+                    &arrow,
+                    &rows,
+                    &[None, None, None],
+                    &[None, None, None],
+                    chunk,
+                    Some(&mut *pending),
+                )
+                .unwrap();
+                (batch, cover)
+            })
+            .collect()
+    }
+
+    fn values_ptr(batch: &RecordBatch, column: usize) -> *const u8 {
+        batch.column(column).to_data().buffers()[0].as_ptr()
+    }
+
+    #[test]
+    fn rows_are_chunked_in_order_with_each_chunks_positions() {
+        let (_, _, rows) = layout();
+        let mut pending = Pending::new(rows.stored_len(), rows.has_validity(), 10);
+        add_rows(&mut pending, 3, 100, 7);
+        add_rows(&mut pending, 5, 0, 18);
+        assert_eq!(pending.rows, 25);
+        let out = batches(&mut pending);
+        assert_eq!(pending.rows, 0);
+        let sizes: Vec<usize> = out.iter().map(|(b, _)| b.num_rows()).collect();
+        assert_eq!(sizes, [10, 10, 5], "chunks of at most a segment's rows");
+        let covers: Vec<Vec<(usize, (u64, u64))>> = out
+            .iter()
+            .map(|(_, c)| c.iter().map(|(&l, &r)| (l, r)).collect())
+            .collect();
+        assert_eq!(
+            covers,
+            [
+                vec![(3, (100, 107)), (5, (0, 3))],
+                vec![(5, (3, 13))],
+                vec![(5, (13, 18))],
+            ]
+        );
+        let iters: Vec<i64> = out
+            .iter()
+            .flat_map(|(b, _)| {
+                let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                a.values().to_vec()
+            })
+            .collect();
+        let want: Vec<i64> = (100..107).chain(0..18).collect();
+        assert_eq!(iters, want);
+        let x = out[2]
+            .0
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        // Rows 13..18 of lane 5: row 15 is null.
+        assert_eq!(x.null_count(), 1);
+        assert!(x.is_null(2));
+        assert_eq!(x.value(1), 7.0);
+        let on = out[0]
+            .0
+            .column(2)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .unwrap();
+        assert!(on.value(1) && !on.value(0));
+    }
+
+    #[test]
+    fn written_columns_are_filled_again_and_shared_ones_are_left_alone() {
+        let (_, _, rows) = layout();
+        let mut pending = Pending::new(rows.stored_len(), rows.has_validity(), 8);
+        add_rows(&mut pending, 0, 0, 16);
+        let mut out = batches(&mut pending);
+        let (second, _) = out.pop().unwrap();
+        let (first, _) = out.pop().unwrap();
+        let first_iter = values_ptr(&first, 0);
+        // A clone of the second batch is still alive (a write in progress):
+        // its columns must not be refilled under it.
+        let alive = second.clone();
+        pending.recycle(first);
+        pending.recycle(second);
+        add_rows(&mut pending, 0, 16, 8);
+        let out = batches(&mut pending);
+        let ptrs: Vec<*const u8> = (0..2).map(|c| values_ptr(&out[0].0, c)).collect();
+        assert!(
+            ptrs.contains(&first_iter),
+            "a written chunk's `iter` column was not reused"
+        );
+        assert!(!ptrs.contains(&values_ptr(&alive, 0)));
+        let kept = alive
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(kept.values().to_vec(), (8..16).collect::<Vec<i64>>());
+        let refilled = out[0]
+            .0
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(refilled.values().to_vec(), (16..24).collect::<Vec<i64>>());
+    }
+
+    #[test]
+    fn spare_columns_are_bounded_to_about_a_segment_and_a_quarter() {
+        let (_, _, rows) = layout();
+        let mut pending = Pending::new(rows.stored_len(), rows.has_validity(), 8);
+        add_rows(&mut pending, 0, 0, 8 * 20);
+        for (batch, _) in batches(&mut pending) {
+            pending.recycle(batch);
+        }
+        assert!(pending.spare_words.len() <= pending.max_spare);
+        assert!(pending.spare_validity.len() <= pending.max_spare);
+        // 8-row segments: 10 rows (a segment and a quarter) in 2 chunks, +1.
+        assert_eq!(pending.max_spare, 3 * rows.stored_len());
+        assert_eq!(pending.spare_words.len(), pending.max_spare);
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use flightlog_ring::LaneState;
 
-use super::batch::{batch_from_rows, extend_cover, telemetry_props, Cover, Pending};
+use super::batch::{batch_of_chunk, extend_cover, telemetry_props, Cover, Pending};
 use super::events::{build_events_batch, events_arrow_schema, events_props, EventRow};
 use super::{lock, Shared, MAX_LANES};
 use crate::atomic_file;
@@ -214,7 +214,7 @@ impl Flusher {
         let stored = shared.row_layout.stored_len();
         let with_validity = shared.row_layout.has_validity();
         Flusher {
-            pending: Pending::new(stored, with_validity),
+            pending: Pending::new(stored, with_validity, shared.config.segment_rows),
             shared,
             unwritten: VecDeque::new(),
             drained: vec![0; MAX_LANES],
@@ -452,29 +452,29 @@ impl Flusher {
             let end = lane.ring.published();
             let from = self.drained[i];
             let n = ((end - from) as usize).min(room);
-            if n > 0 {
-                self.pending.reserve(n, shared.config.segment_rows);
-            }
             // Column by column, in blocks whose slots stay in the cache
-            // across the columns' passes.
+            // across the columns' passes (and within one chunk).
             let end_of_drain = from + n as u64;
             let mut block = from;
             while block < end_of_drain {
-                let to = (block + DRAIN_BLOCK_ROWS).min(end_of_drain);
-                for (slot, col) in self.pending.columns.iter_mut().enumerate() {
+                let (chunk, chunk_room) = self.pending.chunk_with_room();
+                let to = (block + DRAIN_BLOCK_ROWS)
+                    .min(end_of_drain)
+                    .min(block + chunk_room as u64);
+                for (slot, col) in chunk.columns.iter_mut().enumerate() {
                     col.extend(lane.ring.column(block, to, slot));
                 }
-                for (slot, v) in self.pending.validity.iter_mut().enumerate() {
+                for (slot, v) in chunk.validity.iter_mut().enumerate() {
                     let (word, bit) = shared
                         .row_layout
                         .validity_of(slot)
                         .expect("validity columns exist only with validity words");
                     v.extend(lane.ring.column(block, to, word).map(|w| w & bit != 0));
                 }
+                self.pending.added(i, block, (to - block) as usize);
                 block = to;
             }
             if n > 0 {
-                extend_cover(&mut self.pending.cover, i, from, from + n as u64);
                 self.drained[i] = from + n as u64;
                 moved += n;
                 room -= n;
@@ -488,7 +488,6 @@ impl Flusher {
                 break;
             }
         }
-        self.pending.rows += moved;
         self.secure_held_rows();
         for i in retired {
             shared.lanes.free_if_drained(i);
@@ -560,16 +559,12 @@ impl Flusher {
         let started = Instant::now();
         if self.pending.rows > 0 {
             let rows = self.pending.rows;
-            let cover = std::mem::take(&mut self.pending.cover);
-            match self.build_batch() {
-                Ok(batch) => self.unwritten.push_back((batch, cover)),
+            match self.build_batches() {
+                Ok(batches) => self.unwritten.extend(batches),
                 Err(e) => {
                     // Cannot happen with a validated schema; if it does, the
                     // rows are counted as lost rather than retried forever.
-                    self.pending = Pending::new(
-                        self.shared.row_layout.stored_len(),
-                        self.shared.row_layout.has_validity(),
-                    );
+                    self.pending.clear();
                     self.shared
                         .counters
                         .lost
@@ -791,9 +786,12 @@ impl Flusher {
         } else {
             write()
         };
+        drop(batches);
         match written {
             Ok(size) => {
-                self.unwritten.drain(..target.items);
+                for (batch, _) in self.unwritten.drain(..target.items) {
+                    self.pending.recycle(batch);
+                }
                 self.release_published(&cover);
                 if self.unwritten.is_empty() {
                     shared.spool.drop_journals(journals_before);
@@ -916,16 +914,27 @@ impl Flusher {
         }
     }
 
-    fn build_batch(&mut self) -> Result<RecordBatch> {
+    /// The pending rows as batches (one per chunk) with the ring positions
+    /// each holds; pending is left empty. All or none: a chunk that cannot
+    /// be built fails the lot.
+    fn build_batches(&mut self) -> Result<Vec<(RecordBatch, Cover)>> {
         let shared = &*self.shared;
-        batch_from_rows(
-            &shared.schema,
-            &shared.arrow_schema,
-            &shared.row_layout,
-            &shared.dictionaries,
-            &shared.constants,
-            &mut self.pending,
-        )
+        let chunks = self.pending.take_chunks();
+        let mut batches = Vec::with_capacity(chunks.len());
+        for mut chunk in chunks {
+            let cover = std::mem::take(&mut chunk.cover);
+            let batch = batch_of_chunk(
+                &shared.schema,
+                &shared.arrow_schema,
+                &shared.row_layout,
+                &shared.dictionaries,
+                &shared.constants,
+                chunk,
+                Some(&mut self.pending),
+            )?;
+            batches.push((batch, cover));
+        }
+        Ok(batches)
     }
 }
 
