@@ -573,3 +573,46 @@ fn a_short_close_whose_sync_first_fails_leaves_the_rows_to_recover() {
         (0..10).collect::<Vec<_>>()
     );
 }
+
+/// Segments of more rows than a pending chunk (16,384), and not a multiple
+/// of it, across several flusher chunks and refilled columns: each segment
+/// is one row group of `segment_rows`, every row is in the final file once
+/// and in order, with its nulls and dictionary values.
+#[test]
+fn segments_spanning_chunks_keep_one_row_group_and_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segment_rows = 40_000;
+    cfg.ring_capacity = 4096;
+    let rec = Recorder::new(schema(), cfg).unwrap();
+    let n = 130_000;
+    for i in 0..n {
+        rec.push(&row(&rec, i)).unwrap();
+    }
+    rec.close().unwrap();
+    let final_path = dir.path().join("telemetry.parquet");
+    let file = fs::File::open(&final_path).unwrap();
+    let meta = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+    let groups: Vec<i64> = parquet::file::reader::FileReader::metadata(&meta)
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows())
+        .collect();
+    assert_eq!(groups, [40_000, 40_000, 40_000, 10_000]);
+    assert_eq!(iters_in(&final_path), (0..n).collect::<Vec<i64>>());
+    let (_, batches) = parquet_io::read_file(&final_path).unwrap();
+    let mut i = 0i64;
+    for b in &batches {
+        let e = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .unwrap();
+        let note = b.column(3);
+        for r in 0..b.num_rows() {
+            assert_eq!(e.value(r), i as f64 * 0.5);
+            assert_eq!(arrow_array::Array::is_null(note, r), i % 3 == 0, "row {i}");
+            i += 1;
+        }
+    }
+}

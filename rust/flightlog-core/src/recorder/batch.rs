@@ -33,6 +33,12 @@ use crate::spool;
 /// segment and the quarter segment drained while it is written, as before.
 pub(super) const CHUNK_ROWS: usize = 16 * 1024;
 
+/// Most memory kept in spare columns: a recording of wide rows or huge
+/// segments refills part of its columns and allocates the rest, rather than
+/// holding that much after a burst. The defaults (10 columns, 256k-row
+/// segments) keep about 26 MiB.
+const MAX_SPARE_BYTES: usize = 64 << 20;
+
 /// Rows drained from the rings and not yet in a published segment, in chunks
 /// of at most [`CHUNK_ROWS`] (fewer when segments are smaller).
 pub(super) struct Pending {
@@ -44,7 +50,8 @@ pub(super) struct Pending {
     stored: usize,
     with_validity: bool,
     chunk_rows: usize,
-    /// Most spare columns kept: the chunks of a segment and a quarter.
+    /// Most spare columns kept: the chunks of a segment and a quarter, within
+    /// [`MAX_SPARE_BYTES`].
     max_spare: usize,
     /// Rows in all chunks.
     pub(super) rows: usize,
@@ -90,6 +97,7 @@ impl Pending {
     pub(super) fn new(stored: usize, with_validity: bool, segment_rows: usize) -> Self {
         let chunk_rows = segment_rows.clamp(1, CHUNK_ROWS);
         let chunks_kept = (segment_rows + segment_rows / 4).div_ceil(chunk_rows) + 1;
+        let columns_in_budget = MAX_SPARE_BYTES / (chunk_rows * 8);
         Pending {
             chunks: Vec::new(),
             spare_words: Vec::new(),
@@ -97,7 +105,7 @@ impl Pending {
             stored,
             with_validity,
             chunk_rows,
-            max_spare: chunks_kept * stored,
+            max_spare: (chunks_kept * stored).min(columns_in_budget),
             rows: 0,
         }
     }
@@ -148,21 +156,45 @@ impl Pending {
         self.rows += n;
     }
 
-    /// Takes every chunk (leaving none), in drain order.
+    /// Takes every chunk (leaving none), in drain order. Their rows stay
+    /// counted in [`Pending::rows`] until [`Pending::built`] (or
+    /// [`Pending::clear`]): a batch build that panics leaves them counted as
+    /// not written, not gone.
+    ///
+    /// A chunk less than a quarter full gives its columns' room back first:
+    /// it may wait long for a disk that refuses writes, and a full chunk's
+    /// room (128 KiB a column) for a few rows a flush would bound the rows
+    /// kept then, not the memory.
     pub(super) fn take_chunks(&mut self) -> Vec<Chunk> {
-        self.rows = 0;
-        std::mem::take(&mut self.chunks)
+        let mut chunks = std::mem::take(&mut self.chunks);
+        for chunk in &mut chunks {
+            if chunk.rows < self.chunk_rows / 4 {
+                chunk.columns.iter_mut().for_each(Vec::shrink_to_fit);
+                chunk.validity.iter_mut().for_each(Vec::shrink_to_fit);
+            }
+        }
+        chunks
     }
 
-    /// Drops every pending row (a batch that could not be built).
+    /// The chunks taken are built into batches: their rows are no longer
+    /// pending.
+    pub(super) fn built(&mut self) {
+        self.rows = 0;
+    }
+
+    /// Drops every pending row (a batch that could not be built; they are
+    /// counted as lost by the caller).
     pub(super) fn clear(&mut self) {
         self.chunks.clear();
         self.rows = 0;
     }
 
-    /// Takes back the columns of a written batch (built by [`batch_of_chunk`]
-    /// from this recorder's chunks) for the chunks to come. Columns still
-    /// shared (a batch clone alive) or not built from words are left to drop.
+    /// Takes back the `f64` and `i64` columns of a written batch (built by
+    /// [`batch_of_chunk`] from this recorder's chunks) for the chunks to
+    /// come; the other columns' words were taken back when the batch was
+    /// built. A column still shared (a clone or slice of the batch alive)
+    /// cannot be taken (`Buffer::into_vec` refuses), nor one of another
+    /// capacity than a chunk's ([`Pending::spare`]): both are dropped.
     pub(super) fn recycle(&mut self, batch: RecordBatch) {
         let (_, columns, _) = batch.into_parts();
         for column in columns {
@@ -217,14 +249,27 @@ pub(super) fn telemetry_props(
     )
 }
 
-/// Builds a telemetry batch of `chunk`'s rows. Word columns that the batch
-/// does not take as they are (converted, or validity flags) go back to
-/// `pending`'s spares when there is one.
+/// The values of each dictionary field (None for the others), taken once for
+/// all the batches built together: every row in them was published after its
+/// code was handed out, so this snapshot holds every code they use.
+pub(super) fn dictionary_values(
+    dictionaries: &[Option<Dictionary>],
+) -> Vec<Option<Arc<StringArray>>> {
+    dictionaries
+        .iter()
+        .map(|d| d.as_ref().map(|d| Arc::new(d.values())))
+        .collect()
+}
+
+/// Builds a telemetry batch of `chunk`'s rows, with the dictionaries' values
+/// of [`dictionary_values`]. Word columns that the batch does not take as
+/// they are (converted, or validity flags) go back to `pending`'s spares when
+/// there is one.
 pub(super) fn batch_of_chunk(
     schema: &Schema,
     arrow_schema: &SchemaRef,
     row_layout: &RowLayout,
-    dictionaries: &[Option<Dictionary>],
+    dictionaries: &[Option<Arc<StringArray>>],
     constants: &[Option<Value>],
     chunk: Chunk,
     mut pending: Option<&mut Pending>,
@@ -343,7 +388,7 @@ pub(crate) fn salvaged_batches(s: &spool::Salvaged) -> Result<Option<SalvagedBat
             &schema,
             &arrow_schema,
             &row_layout,
-            &dictionaries,
+            &dictionary_values(&dictionaries),
             &constants,
             chunk,
             None,
@@ -406,7 +451,7 @@ fn column_array(
     dtype: &DType,
     words: Vec<u64>,
     nulls: Option<NullBuffer>,
-    dictionary: Option<&Dictionary>,
+    dictionary: Option<&Arc<StringArray>>,
 ) -> Result<(ArrayRef, Option<Vec<u64>>)> {
     Ok(match dtype {
         DType::F64 => {
@@ -438,10 +483,9 @@ fn column_array(
             )
         }
         DType::Str | DType::Enum(_) => {
-            let dictionary = dictionary.expect("dictionary fields have a dictionary");
+            let values = Arc::clone(dictionary.expect("dictionary fields have a dictionary"));
             let keys: Vec<i32> = words.iter().map(|&w| w as i32).collect();
             let keys = Int32Array::new(keys.into(), nulls);
-            let values: Arc<StringArray> = Arc::new(dictionary.values());
             let array = DictionaryArray::<Int32Type>::try_new(keys, values)?;
             (Arc::new(array), Some(words))
         }
@@ -511,7 +555,7 @@ mod tests {
 
     fn batches(pending: &mut Pending) -> Vec<(RecordBatch, Cover)> {
         let (schema, arrow, rows) = layout();
-        pending
+        let out = pending
             .take_chunks()
             .into_iter()
             .map(|mut chunk| {
@@ -528,7 +572,9 @@ mod tests {
                 .unwrap();
                 (batch, cover)
             })
-            .collect()
+            .collect();
+        pending.built();
+        out
     }
 
     fn values_ptr(batch: &RecordBatch, column: usize) -> *const u8 {
@@ -602,39 +648,101 @@ mod tests {
         pending.recycle(second);
         add_rows(&mut pending, 0, 16, 8);
         let out = batches(&mut pending);
-        let ptrs: Vec<*const u8> = (0..2).map(|c| values_ptr(&out[0].0, c)).collect();
+        let refilled = &out[0].0;
+        let ptrs: Vec<*const u8> = (0..2).map(|c| values_ptr(refilled, c)).collect();
         assert!(
             ptrs.contains(&first_iter),
             "a written chunk's `iter` column was not reused"
         );
-        assert!(!ptrs.contains(&values_ptr(&alive, 0)));
+        for c in 0..2 {
+            assert!(!ptrs.contains(&values_ptr(&alive, c)));
+        }
         let kept = alive
             .column(0)
             .as_any()
             .downcast_ref::<Int64Array>()
             .unwrap();
         assert_eq!(kept.values().to_vec(), (8..16).collect::<Vec<i64>>());
-        let refilled = out[0]
-            .0
+        let kept_x = alive
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        assert_eq!(kept_x.value(1), 4.5);
+        assert!(kept_x.is_null(2), "row 10 is null");
+        let iters = refilled
             .column(0)
             .as_any()
             .downcast_ref::<Int64Array>()
             .unwrap();
-        assert_eq!(refilled.values().to_vec(), (16..24).collect::<Vec<i64>>());
+        assert_eq!(iters.values().to_vec(), (16..24).collect::<Vec<i64>>());
+        // Reused validity flags: rows 16..24, only row 20 null.
+        let x = refilled
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        assert_eq!(x.null_count(), 1);
+        assert!(x.is_null(4));
+        assert_eq!(x.value(7), 11.5);
     }
 
     #[test]
     fn spare_columns_are_bounded_to_about_a_segment_and_a_quarter() {
-        let (_, _, rows) = layout();
+        // Only columns a written batch gives back (i64, f64), so that the
+        // bound is reached by `recycle`, not by building.
+        let schema = Schema::new(
+            vec![Field::new("iter", DType::I64), Field::new("x", DType::F64)],
+            1,
+        )
+        .unwrap();
+        let arrow = schema.arrow_schema();
+        let rows = RowLayout::new(&schema, &[]);
         let mut pending = Pending::new(rows.stored_len(), rows.has_validity(), 8);
-        add_rows(&mut pending, 0, 0, 8 * 20);
-        for (batch, _) in batches(&mut pending) {
-            pending.recycle(batch);
-        }
-        assert!(pending.spare_words.len() <= pending.max_spare);
-        assert!(pending.spare_validity.len() <= pending.max_spare);
         // 8-row segments: 10 rows (a segment and a quarter) in 2 chunks, +1.
-        assert_eq!(pending.max_spare, 3 * rows.stored_len());
+        assert_eq!(pending.max_spare, 3 * 2);
+        for k in 0..20 * 8u64 {
+            let (chunk, _) = pending.chunk_with_room();
+            chunk.columns[0].push(k);
+            chunk.columns[1].push((k as f64).to_bits());
+            pending.added(0, k, 1);
+        }
+        let built: Vec<RecordBatch> = pending
+            .take_chunks()
+            .into_iter()
+            .map(|chunk| {
+                batch_of_chunk(
+                    &schema,
+                    &arrow,
+                    &rows,
+                    &[None, None],
+                    &[None, None],
+                    chunk,
+                    None,
+                )
+                .unwrap()
+            })
+            .collect();
+        pending.built();
+        assert!(pending.spare_words.is_empty());
+        let mut counts = Vec::new();
+        for batch in built {
+            pending.recycle(batch);
+            counts.push(pending.spare_words.len());
+        }
+        assert_eq!(&counts[..4], [2, 4, 6, 6], "taken back up to the bound");
         assert_eq!(pending.spare_words.len(), pending.max_spare);
+    }
+
+    #[test]
+    fn a_chunk_built_nearly_empty_gives_its_room_back() {
+        let (_, _, rows) = layout();
+        let mut pending = Pending::new(rows.stored_len(), rows.has_validity(), 1 << 20);
+        add_rows(&mut pending, 0, 0, 3);
+        let chunks = pending.take_chunks();
+        assert_eq!(pending.rows, 3, "counted until built");
+        assert!(chunks[0].columns.iter().all(|c| c.capacity() < 1024));
+        pending.built();
+        assert_eq!(pending.rows, 0);
     }
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use flightlog_ring::LaneState;
 
-use super::batch::{batch_of_chunk, extend_cover, telemetry_props, Cover, Pending};
+use super::batch::{
+    batch_of_chunk, dictionary_values, extend_cover, telemetry_props, Cover, Pending,
+};
 use super::events::{build_events_batch, events_arrow_schema, events_props, EventRow};
 use super::{lock, Shared, MAX_LANES};
 use crate::atomic_file;
@@ -115,8 +117,9 @@ impl Shared {
 struct Flusher {
     shared: Arc<Shared>,
     pending: Pending,
-    /// Batches whose write failed, oldest first, kept for a retry, with the
-    /// ring positions they hold.
+    /// Batches not yet in a published segment (one per pending chunk), oldest
+    /// first, with the ring positions they hold: those of the write under way,
+    /// and those kept for a retry after a write failed.
     unwritten: VecDeque<(RecordBatch, Cover)>,
     /// Per lane: the next ring position to drain.
     drained: Vec<u64>,
@@ -552,9 +555,9 @@ impl Flusher {
         }
     }
 
-    /// Builds a batch of pending rows (if any) and writes it with earlier
-    /// unwritten batches as one segment; writes pending events when
-    /// `with_events`.
+    /// Builds the pending rows (if any) into batches, one per chunk, and
+    /// writes them with earlier unwritten batches as one segment; writes
+    /// pending events when `with_events`.
     fn write_due(&mut self, with_events: bool) -> Result<()> {
         let started = Instant::now();
         if self.pending.rows > 0 {
@@ -920,6 +923,7 @@ impl Flusher {
     fn build_batches(&mut self) -> Result<Vec<(RecordBatch, Cover)>> {
         let shared = &*self.shared;
         let chunks = self.pending.take_chunks();
+        let dictionaries = dictionary_values(&shared.dictionaries);
         let mut batches = Vec::with_capacity(chunks.len());
         for mut chunk in chunks {
             let cover = std::mem::take(&mut chunk.cover);
@@ -927,13 +931,14 @@ impl Flusher {
                 &shared.schema,
                 &shared.arrow_schema,
                 &shared.row_layout,
-                &shared.dictionaries,
+                &dictionaries,
                 &shared.constants,
                 chunk,
                 Some(&mut self.pending),
             )?;
             batches.push((batch, cover));
         }
+        self.pending.built();
         Ok(batches)
     }
 }
