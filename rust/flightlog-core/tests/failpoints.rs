@@ -170,6 +170,38 @@ fn a_panic_on_the_flusher_thread_becomes_an_error_and_loses_nothing() {
     scenario.teardown();
 }
 
+/// A batch build that panics halfway through a segment's chunks (a bug, by
+/// assumption) fails that flush; its rows are counted lost once, not carried
+/// as pending rows that no longer exist, and the rows after it are written.
+#[test]
+fn a_build_that_panics_counts_its_rows_lost_once() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = recorder(dir.path());
+    // Three chunks (16,384 rows each at most): the second build panics.
+    push_rows(&rec, 0, 40_000);
+    fail::cfg("recorder::build_chunk", "1*off->1*panic").unwrap();
+    let err = rec.flush().unwrap_err();
+    assert!(err.to_string().contains("panicked"), "{err}");
+    fail::remove("recorder::build_chunk");
+    push_rows(&rec, 40_000, 40_100);
+    rec.flush().unwrap();
+    assert_eq!(rec.stats().rows_lost, 40_000);
+    // Close says so (the loss was counted, not hidden), and the rows after
+    // the panic are in the final file.
+    let err = rec.close().unwrap_err();
+    assert!(err.to_string().contains("40000 rows"), "{err}");
+    assert_eq!(
+        parquet_io::row_count(&dir.path().join("telemetry.parquet")).unwrap(),
+        100,
+        "only the rows after the panic"
+    );
+    let stats = rec.stats();
+    assert_eq!(stats.rows_written, 100);
+    assert_eq!(stats.rows_lost, 40_000, "counted once");
+    scenario.teardown();
+}
+
 /// Rows in the telemetry `layout`'s files hold, read back.
 fn telemetry_rows(layout: &OutputLayout) -> usize {
     read_telemetry(layout)

@@ -561,12 +561,12 @@ impl Flusher {
     fn write_due(&mut self, with_events: bool) -> Result<()> {
         let started = Instant::now();
         if self.pending.rows > 0 {
-            let rows = self.pending.rows;
             match self.build_batches() {
                 Ok(batches) => self.unwritten.extend(batches),
                 Err(e) => {
                     // Cannot happen with a validated schema; if it does, the
                     // rows are counted as lost rather than retried forever.
+                    let rows = self.pending.rows;
                     self.pending.clear();
                     self.shared
                         .counters
@@ -923,9 +923,22 @@ impl Flusher {
     fn build_batches(&mut self) -> Result<Vec<(RecordBatch, Cover)>> {
         let shared = &*self.shared;
         let chunks = self.pending.take_chunks();
+        // Rows counted as pending but in no chunk: those of a build that
+        // panicked (its cycle was reported as failed). Counted lost here,
+        // once, rather than carried as pending rows that no longer exist.
+        let in_chunks: usize = chunks.iter().map(|c| c.rows).sum();
+        let vanished = self.pending.rows.saturating_sub(in_chunks);
+        if vanished > 0 {
+            shared
+                .counters
+                .lost
+                .fetch_add(vanished as u64, Ordering::Relaxed);
+            self.pending.rows = in_chunks;
+        }
         let dictionaries = dictionary_values(&shared.dictionaries);
         let mut batches = Vec::with_capacity(chunks.len());
         for mut chunk in chunks {
+            fail::fail_point!("recorder::build_chunk");
             let cover = std::mem::take(&mut chunk.cover);
             let batch = batch_of_chunk(
                 &shared.schema,
