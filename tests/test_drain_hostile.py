@@ -288,6 +288,28 @@ def test_many_threads_exact(tmp_path: Path, ring: int, segment: int, flush: floa
     check_table(table, {t: (n, n) for t, n in totals.items()})
 
 
+def test_segments_spanning_pending_chunks_are_exact(tmp_path: Path) -> None:
+    """Segments larger than the flusher's pending chunks (16,384 rows each, built into
+    one batch each and refilled once written): 8 threads, 40,000-row segments, so each
+    segment is three chunks, while a string field gets a value no row had before every
+    other row (its dictionary grows inside every segment). Every row exact, once, in
+    order per thread; each segment is one row group of the final file."""
+    totals = {t: 12_000 for t in range(1, 9)}
+    with FlightRecorder(tmp_path / "run", SCHEMA, ring_capacity=4096, segment_rows=40_000, flush_interval=30.0) as rec:
+        threads = [threading.Thread(target=_producer, args=(rec, t, n, 77 * t)) for t, n in totals.items()]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    st = rec.stats()
+    assert st["rows_written"] == st["rows_offered"] == 96_000
+    meta = pq.ParquetFile(tmp_path / "run" / "telemetry.parquet").metadata
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert groups == [40_000, 40_000, 16_000], groups
+    table = read_final(tmp_path / "run")
+    check_table(table, {t: (n, n) for t, n in totals.items()})
+
+
 def test_short_lived_threads_reuse_lanes(tmp_path: Path) -> None:
     """Hundreds of threads come and go (up to 16 at once): retired lanes are freed once
     drained and claimed again while their slots may still hold unpublished rows."""
