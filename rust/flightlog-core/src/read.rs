@@ -29,21 +29,49 @@ pub fn durable_files(
     let segments = storage.segments(segment_dir, prefix)?;
     let mut files = Vec::new();
     let mut listed = Vec::new();
+    let mut final_id = None;
     if let Some(f) = final_path {
         if storage.exists(f)? {
             listed = storage.listed_segments(f)?;
             files.push(f.to_path_buf());
+            if storage.is_local() {
+                final_id = file_id(f);
+            }
         }
     }
     for name in segments {
-        if !listed.contains(&name) {
-            files.push(segment_dir.join(name));
+        if listed.contains(&name) {
+            continue;
         }
+        let path = segment_dir.join(name);
+        // A close publishes a single segment as the final file by linking it
+        // there, then removing the segment (`atomic_file::move_new`): between
+        // the two, both names are one file, which must be read once.
+        if final_id.is_some() && file_id(&path) == final_id {
+            continue;
+        }
+        files.push(path);
     }
-    // A single segment renamed to the final file cannot be listed in it. If
-    // the rename came between the two looks, both are returned: reading the
-    // segment then fails and `read_durable` looks again.
+    // A single segment moved to the final file cannot be listed in it. If the
+    // move came between the two looks, both are returned: reading the segment
+    // then fails (it is gone) and `read_durable` looks again.
     Ok(files)
+}
+
+/// The identity of a local file (device and inode), to tell two names of one
+/// file. None where it cannot be read (the file is gone) or on a platform
+/// without inode numbers.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// How many times a read is retried because the files changed under it (a

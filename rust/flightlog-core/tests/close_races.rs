@@ -2,6 +2,7 @@
 //! through real files and real threads.
 
 use std::collections::HashSet;
+use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -217,4 +218,43 @@ fn reading_while_close_merges_sees_every_durable_row_once() {
         }
         closer.join().unwrap();
     }
+}
+
+/// The moment inside a close that publishes its single segment as the final
+/// file (`atomic_file::move_new`: a link, then the segment removed), when both
+/// names are one file: a reader counts its rows once. A different file under
+/// a segment's name (a copy) is still read, as any unlisted segment is.
+#[cfg(unix)]
+#[test]
+fn a_segment_linked_as_the_final_file_is_read_once() {
+    use flightlog_core::read::durable_files;
+    let made = tempfile::tempdir().unwrap();
+    let rec = Recorder::new(schema(), config(made.path(), 64)).unwrap();
+    let mut row = rec.row_layout().new_row();
+    for i in 0..10 {
+        row[1] = i64_word(i);
+        rec.push(&row).unwrap();
+    }
+    rec.close().unwrap();
+    let published = made.path().join("telemetry.parquet");
+
+    let run = tempfile::tempdir().unwrap();
+    let segments = run.path().join("segments");
+    fs::create_dir(&segments).unwrap();
+    let segment = segments.join("telemetry-00000001000001.parquet");
+    let final_path = run.path().join("telemetry.parquet");
+    fs::copy(&published, &segment).unwrap();
+    fs::hard_link(&segment, &final_path).unwrap();
+    let storage = flightlog_core::Storage::Local;
+    let files = durable_files(&storage, &segments, "telemetry-", Some(&final_path)).unwrap();
+    assert_eq!(
+        files,
+        std::slice::from_ref(&final_path),
+        "one file under two names, read once"
+    );
+
+    fs::remove_file(&segment).unwrap();
+    fs::copy(&published, &segment).unwrap();
+    let files = durable_files(&storage, &segments, "telemetry-", Some(&final_path)).unwrap();
+    assert_eq!(files, [final_path, segment], "another file is another file");
 }
