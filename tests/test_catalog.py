@@ -623,6 +623,24 @@ def test_live_when_merge_left_listed_segments(root):
     assert len(DuckDBManager(root).live("M")) == 30
 
 
+def test_live_reads_a_segment_linked_as_the_final_file_once(root):
+    # A close publishing its single segment links it to telemetry.parquet, then removes
+    # the segment: a live() between the two sees one file under two names.
+    tm = TelemetryManager(root, "gd", run_id="K", schema=SCHEMA, segment_rows=1000)
+    tm.extend(iter=np.arange(12), t_wall_ms=np.zeros(12), E=np.ones(12))
+    tm.close()
+    run = root / "fda_run_K"
+    seg_dir = run / "segments"
+    seg_dir.mkdir(exist_ok=True)
+    segment = seg_dir / "telemetry-00000001000001.parquet"
+    os.link(run / "telemetry.parquet", segment)
+    assert len(DuckDBManager(root).live("K")) == 12
+    # Another file under a segment's name is another file (a copy, unlisted): read too.
+    segment.unlink()
+    segment.write_bytes((run / "telemetry.parquet").read_bytes())
+    assert len(DuckDBManager(root).live("K")) == 24
+
+
 def test_live_dev_run_across_compaction(root):
     make_run(root, "D1", 25, mode="dev", segment_rows=10)
     tm = TelemetryManager(root, "gd", run_id="D2", mode="dev", schema=SCHEMA, sampling=None, segment_rows=10)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..runs.ids import DEFAULT_RUN_PREFIX
@@ -119,11 +121,19 @@ class _Live(_ManagerBase):
             final = base / f"{kind}.parquet"
             files: list[_FileRows] = []
             listed: set[str] = set()
+            final_id = None
             if final.exists() and self._tree.unreadable(final) is None:
                 kv = _read_kv([final], self._tree.connect)[str(final)]
                 listed = set(json.loads(kv.get(SEGMENTS_KEY, "[]")))
                 files.append((final, None, None))
-            files += [(seg_dir / n, None, None) for n in segments if n not in listed]
+                final_id = _file_id(final)
+            # A close publishes a single segment as the final file by linking it there,
+            # then removing the segment: between the two, both names are one file, read once.
+            files += [
+                (seg_dir / n, None, None)
+                for n in segments
+                if n not in listed and (final_id is None or _file_id(seg_dir / n) != final_id)
+            ]
             return self._readable(files)
         modes = [manifest["mode"]] if manifest and manifest.get("mode") in ("dev", "tuner") else ["dev", "tuner"]
         files = []
@@ -152,3 +162,15 @@ class _Live(_ManagerBase):
         """``files`` without those that must not be opened (FIFOs, devices, links): DuckDB
         would block on a FIFO, and a link may bring in another run's rows."""
         return [f for f in files if self._tree.unreadable(f[0]) is None]
+
+
+def _file_id(path: TreePath) -> tuple[int, int] | None:
+    """(device, inode) of a local file, to tell two names of one file; None for an
+    object-store path (a close there always writes a new merged file) or a file gone."""
+    if not isinstance(path, Path):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
