@@ -105,7 +105,9 @@ def run_callgrind(out: Path, child: str, *args: str) -> None:
         ],
         check=True,
         capture_output=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        # The child's recorder folder (tempfile.mkdtemp) goes under the caller's temporary
+        # folder, removed with it: the child leaves by os._exit, spool and all.
+        env={**os.environ, "PYTHONHASHSEED": "0", "TMPDIR": str(out.parent)},
     )
 
 
@@ -176,7 +178,13 @@ def solver_cache_per_row(iters: int, tmp: Path) -> dict[str, float]:
             ],
             check=True,
             capture_output=True,
-            env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+            env={
+                **os.environ,
+                "PYTHONHASHSEED": "0",
+                "OPENBLAS_NUM_THREADS": "1",
+                "OMP_NUM_THREADS": "1",
+                "TMPDIR": str(tmp),
+            },
         )
         counts.append(extension_costs(out))
     return {k: (counts[1][k] - counts[0][k]) / iters for k in CACHE_EVENTS}

@@ -432,8 +432,10 @@ def seaweed_server() -> Iterator[str]:
     # Every listener on a free port: the defaults (9333, 8080, 8888, ...) may be taken.
     ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
     cmd = [
-        weed, "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
-        "-webdav.port=0", f"-s3.port={s3_port}", "-master.telemetry=false",
+        # -logdir: weed's glog files go with the rest of base, not into /tmp for good.
+        weed, f"-logdir={base}", "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
+        "-webdav.port=0", f"-webdav.cacheDir={base}", f"-s3.localSocket={base / 's3.sock'}",
+        f"-s3.port={s3_port}", "-master.telemetry=false",
         *(f"-{name}.port={port}" for name, port in ports.items()),
     ]  # fmt: skip
     env = {**os.environ, "AWS_ACCESS_KEY_ID": WEED_ACCESS["aws_access_key_id"]}

@@ -541,7 +541,15 @@ RISKY = textwrap.dedent(
 @pytest.mark.parametrize("which", ["deep", "corrupt-1", "corrupt-2", "huge"])
 def test_risky_inputs_never_crash_the_interpreter(tmp_path: Path, which: str) -> None:
     args = which.split("-")
-    r = subprocess.run([sys.executable, "-c", RISKY, *args], capture_output=True, text=True, timeout=300)
+    # The child's tempfile.mkdtemp() lands in tmp_path, which pytest removes: the child leaves
+    # without cleaning up on purpose (a crash would skip it anyway).
+    r = subprocess.run(
+        [sys.executable, "-c", RISKY, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
     assert r.returncode >= 0, f"killed by signal {signal.Signals(-r.returncode).name}: {r.stderr[-2000:]}"
     assert r.returncode == 0 and "survived" in r.stdout, r.stderr[-3000:]
 

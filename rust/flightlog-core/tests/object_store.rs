@@ -13,9 +13,6 @@ use flightlog_core::{
     Storage,
 };
 
-static SPOOL: std::sync::LazyLock<tempfile::TempDir> =
-    std::sync::LazyLock::new(|| tempfile::tempdir().unwrap());
-
 fn schema() -> Schema {
     Schema::new(
         vec![Field::new("iter", DType::I64), Field::new("E", DType::F64)],
@@ -24,15 +21,15 @@ fn schema() -> Schema {
     .unwrap()
 }
 
-fn recorder(root: &Arc<ObjectRoot>, key: &str, segment_rows: usize) -> Recorder {
+fn recorder(root: &Arc<ObjectRoot>, spool: &Path, key: &str, segment_rows: usize) -> Recorder {
     let layout = OutputLayout::run_folder(Path::new(key)).on(Storage::Object(Arc::clone(root)));
     let mut cfg = RecorderConfig::new(layout);
     cfg.flush_interval_secs = 3600.0;
     cfg.segment_rows = segment_rows;
     cfg.run_id = Some("r1".into());
-    // The spool of an object-store recording is a local folder; one per
-    // test process, so that crashed recorders of other runs stay apart.
-    cfg.spool_dir = Some(SPOOL.path().to_path_buf());
+    // The spool of an object-store recording is a local folder: one per test
+    // (a temporary folder it removes), so crashed recorders stay apart.
+    cfg.spool_dir = Some(spool.to_path_buf());
     Recorder::new(schema(), cfg).unwrap()
 }
 
@@ -64,7 +61,8 @@ fn rows(parts: &[(arrow_schema::SchemaRef, Vec<arrow_array::RecordBatch>)]) -> u
 #[test]
 fn segments_are_objects_and_close_merges_them() {
     let root = ObjectRoot::in_memory("bucket", 1 << 20, 1 << 20);
-    let rec = recorder(&root, "runs/fda_run_1", 1000);
+    let spool = tempfile::tempdir().unwrap();
+    let rec = recorder(&root, spool.path(), "runs/fda_run_1", 1000);
     push_rows(&rec, 0..2500);
     rec.flush().unwrap();
     rec.event("CERT_PASS", Some("{}".into()), None).unwrap();
@@ -98,7 +96,8 @@ fn segments_are_objects_and_close_merges_them() {
 fn large_merges_go_up_as_multipart_uploads() {
     // A 64-byte threshold forces every file through the multipart path.
     let root = ObjectRoot::in_memory("bucket", 64, 1024);
-    let rec = recorder(&root, "big", 500);
+    let spool = tempfile::tempdir().unwrap();
+    let rec = recorder(&root, spool.path(), "big", 500);
     push_rows(&rec, 0..2000);
     rec.flush().unwrap();
     push_rows(&rec, 2000..4000);
@@ -118,7 +117,8 @@ fn large_merges_go_up_as_multipart_uploads() {
 #[test]
 fn a_finished_recording_is_never_overwritten() {
     let root = ObjectRoot::in_memory("bucket", 1 << 20, 1 << 20);
-    let rec = recorder(&root, "done", 100);
+    let spool = tempfile::tempdir().unwrap();
+    let rec = recorder(&root, spool.path(), "done", 100);
     push_rows(&rec, 0..10);
     rec.close().unwrap();
     let layout = OutputLayout::run_folder(Path::new("done")).on(Storage::Object(Arc::clone(&root)));
@@ -135,7 +135,8 @@ fn a_finished_recording_is_never_overwritten() {
 #[test]
 fn recovery_merges_what_a_crashed_recorder_published() {
     let root = ObjectRoot::in_memory("bucket", 1 << 20, 1 << 20);
-    let rec = recorder(&root, "crashed", 100);
+    let spool = tempfile::tempdir().unwrap();
+    let rec = recorder(&root, spool.path(), "crashed", 100);
     push_rows(&rec, 0..250);
     rec.flush().unwrap();
     // A crash: the recorder never closes (its memory is simply abandoned).
@@ -154,7 +155,8 @@ fn recovery_merges_what_a_crashed_recorder_published() {
 #[test]
 fn recovery_removes_segments_a_published_merge_already_lists() {
     let root = ObjectRoot::in_memory("bucket", 1 << 20, 1 << 20);
-    let rec = recorder(&root, "half", 100);
+    let spool = tempfile::tempdir().unwrap();
+    let rec = recorder(&root, spool.path(), "half", 100);
     push_rows(&rec, 0..300);
     rec.flush().unwrap();
     let segs = keys(&root, "half/segments");
@@ -181,7 +183,8 @@ fn recovery_removes_segments_a_published_merge_already_lists() {
 #[test]
 fn a_folder_with_a_crashed_recordings_segments_is_refused() {
     let root = ObjectRoot::in_memory("bucket", 1 << 20, 1 << 20);
-    let rec = recorder(&root, "left", 100);
+    let spool = tempfile::tempdir().unwrap();
+    let rec = recorder(&root, spool.path(), "left", 100);
     push_rows(&rec, 0..150);
     rec.flush().unwrap();
     std::mem::forget(rec);
@@ -191,7 +194,7 @@ fn a_folder_with_a_crashed_recordings_segments_is_refused() {
     };
     assert!(err.to_string().contains("already holds segments"), "{err}");
     // A sibling folder whose name extends this one is not confused with it.
-    let sibling = recorder(&root, "left2", 100);
+    let sibling = recorder(&root, spool.path(), "left2", 100);
     push_rows(&sibling, 0..5);
     sibling.close().unwrap();
 }
