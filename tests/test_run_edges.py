@@ -410,10 +410,13 @@ def test_param_out_of_float_range_is_refused(tmp_path: Path) -> None:
     assert_one_line_error(proc, "--param", "1e400", "out of range")
 
 
-def test_events_docstring_examples() -> None:
+def test_events_docstring_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import doctest
+    import tempfile
 
     import flightlog.events
 
+    # The examples' tempfile.mkdtemp() folders land in tmp_path, removed with it.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = doctest.testmod(flightlog.events, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
