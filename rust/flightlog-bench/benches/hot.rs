@@ -125,6 +125,7 @@ fn segment_write(c: &mut Criterion) {
                     arrow_schema.clone(),
                     std::slice::from_ref(&batch),
                     props,
+                    1,
                 )
                 .expect("a segment")
             },

@@ -418,6 +418,8 @@ fn salvage_one(
             batches.arrow_schema.clone(),
             std::slice::from_ref(batch),
             salvage_props(&batches.arrow_schema, &batches.file_kv, kv, false),
+            // Recovery is nobody's hot loop: as fast as the encoders go.
+            crate::parquet_io::MAX_ENCODE_THREADS,
         )?;
         report.salvaged_rows += batch.num_rows() as u64;
     }
@@ -439,6 +441,7 @@ fn salvage_one(
             schema.clone(),
             std::slice::from_ref(batch),
             salvage_props(&schema, &batches.file_kv, kv, true),
+            1,
         )?;
         report.salvaged_events += batch.num_rows() as u64;
     }

@@ -62,13 +62,14 @@ impl Storage {
         schema: SchemaRef,
         batches: &[RecordBatch],
         props: WriterProperties,
+        threads: usize,
     ) -> Result<u64> {
         match self {
-            Storage::Local => parquet_io::write_file(path, schema, batches, props),
+            Storage::Local => parquet_io::write_file(path, schema, batches, props, threads),
             #[cfg(feature = "object-store")]
             Storage::Object(root) => {
                 let writer = root.writer(&key_of(path)?);
-                parquet_io::write_batches(writer, schema, batches, props)?.finish()
+                parquet_io::write_batches(writer, schema, batches, props, threads)?.finish()
             }
         }
     }

@@ -368,6 +368,7 @@ impl Recorder {
                         events_arrow_schema(),
                         &[],
                         events_props(&self.shared, 0),
+                        1,
                     )
                 },
             )?;
@@ -530,6 +531,7 @@ fn empty_file(path: &Path, shared: &Shared) -> Result<u64> {
         Arc::clone(&shared.arrow_schema),
         &[],
         telemetry_props(shared, Vec::new()),
+        1,
     )
 }
 

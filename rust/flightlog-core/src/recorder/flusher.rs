@@ -132,6 +132,12 @@ struct Flusher {
     next_lane: usize,
     /// Drained rows as journal records (`lane`, `pos`, row words), reused.
     journal_buf: Vec<u64>,
+    /// Producer stalls and dropped rows (all lanes) at the last segment's
+    /// encode ([`Flusher::encode_threads`]).
+    backlog_seen: u64,
+    /// A flush request (a close's or a `flush()`'s) is being answered: its
+    /// caller waits.
+    waited_on: bool,
     /// Events in published segments (their sequence numbers are below).
     events_published: u64,
     unwritten_events: Vec<EventRow>,
@@ -224,6 +230,8 @@ impl Flusher {
             secured: vec![0; MAX_LANES],
             next_lane: 0,
             journal_buf: Vec::new(),
+            backlog_seen: 0,
+            waited_on: false,
             events_published: 0,
             unwritten_events: Vec::new(),
             failed_telemetry: None,
@@ -307,6 +315,9 @@ impl Flusher {
     /// Returns true when the recorder is closing and everything is written.
     fn cycle(&mut self, interval: Duration) -> bool {
         fail::fail_point!("recorder::flush_cycle");
+        // Set while a flush request is answered below (left set only by a
+        // cycle that panicked).
+        self.waited_on = false;
         self.drain_available();
         let (requested, completed, closing, defer_folder_sync) = {
             let st = lock(&self.shared.flush);
@@ -325,6 +336,7 @@ impl Flusher {
             }
             self.closing = closing;
             self.defer_folder_sync = closing && defer_folder_sync;
+            self.waited_on = true;
             let mut written = self.write_due(true);
             // A large segment is written while the ring keeps draining into
             // `pending`; at close those rows must go out too, not be left
@@ -332,6 +344,7 @@ impl Flusher {
             while closing && written.is_ok() && self.pending.rows > 0 {
                 written = self.write_due(false);
             }
+            self.waited_on = false;
             let error = written.err();
             let mut st = lock(&self.shared.flush);
             st.completed = requested;
@@ -507,7 +520,10 @@ impl Flusher {
     fn secure_held_rows(&mut self) {
         let shared = Arc::clone(&self.shared);
         let mut releases: Vec<(usize, u64)> = Vec::new();
-        self.journal_buf.clear();
+        // Words of `journal_buf` filled by this call. The buffer keeps its
+        // length between calls and is overwritten in place: clearing it and
+        // growing it again zero-filled every word before it was written.
+        let mut used = 0;
         for i in 0..MAX_LANES {
             let Some(lane) = shared.lane(i) else {
                 continue;
@@ -520,10 +536,12 @@ impl Flusher {
             // Sized once and filled record by record (`lane`, `pos`, the row's
             // words): pushing word by word spent half its time growing checks.
             let record = 2 + lane.ring.width();
-            let start = self.journal_buf.len();
-            self.journal_buf
-                .resize(start + (upto - from) as usize * record, 0);
-            let records = self.journal_buf[start..].chunks_exact_mut(record);
+            let start = used;
+            used += (upto - from) as usize * record;
+            if self.journal_buf.len() < used {
+                self.journal_buf.resize(used, 0);
+            }
+            let records = self.journal_buf[start..used].chunks_exact_mut(record);
             for ((pos, row), out) in (from..upto).zip(lane.ring.rows(from, upto)).zip(records) {
                 out[0] = i as u64;
                 out[1] = pos;
@@ -534,7 +552,7 @@ impl Flusher {
             self.secured[i] = upto;
             releases.push((i, upto));
         }
-        if !self.journal_buf.is_empty() && shared.spool.journal(&self.journal_buf).is_err() {
+        if used > 0 && shared.spool.journal(&self.journal_buf[..used]).is_err() {
             // The rows are in memory and go to the next segment as usual; only
             // their protection against a crash before then is gone. Counted.
             shared.spool.errors.fetch_add(1, Ordering::Relaxed);
@@ -676,6 +694,8 @@ impl Flusher {
                     Arc::clone(&shared.arrow_schema),
                     &batches,
                     telemetry_props(&shared, lanes_kv),
+                    // Fewer rows than a parallel encode starts for.
+                    1,
                 )
             })?;
             // No events: the empty events file `close` would write.
@@ -693,6 +713,7 @@ impl Flusher {
                     events_arrow_schema(),
                     &event_batches,
                     events_props(&shared, self.events_published + events as u64),
+                    1,
                 )
             })?;
             Ok(vec![telemetry, events_file])
@@ -747,6 +768,30 @@ impl Flusher {
         Some(Ok(()))
     }
 
+    /// Threads for the next segment's encode: two (where there are two
+    /// cores, [`parquet_io::encode_threads`]) when a core is idle anyway, one
+    /// otherwise.
+    ///
+    /// A core is idle while someone waits for this write (a close, a flush),
+    /// and while a producer that records faster than one encoder keeps up
+    /// sleeps on its full ring (or drops rows): producers stalled or dropped
+    /// since the last segment. A producer that keeps up (a solver recording
+    /// each iteration) keeps its core to itself: the encode stays on one
+    /// thread beside it rather than taking turns with it.
+    fn encode_threads(&mut self) -> usize {
+        let backlog: u64 = (0..MAX_LANES)
+            .filter_map(|i| self.shared.lane(i))
+            .map(|l| l.stalls.load(Ordering::Relaxed) + l.dropped.load(Ordering::Relaxed))
+            .sum();
+        let behind = backlog > self.backlog_seen;
+        self.backlog_seen = backlog;
+        if behind || self.waited_on {
+            parquet_io::MAX_ENCODE_THREADS
+        } else {
+            1
+        }
+    }
+
     fn write_telemetry_segment(&mut self) -> Result<()> {
         // A clone of the Arc, so that `self` stays free for draining meanwhile.
         let shared = Arc::clone(&self.shared);
@@ -777,6 +822,7 @@ impl Flusher {
         // Rows drained from now on are journaled apart: once this segment is
         // published they are the only ones the spool still needs.
         let journals_before = shared.spool.rotate_journal();
+        let threads = self.encode_threads();
         let write = || {
             shared.sync_first()?;
             if !target.direct {
@@ -787,6 +833,7 @@ impl Flusher {
                 Arc::clone(&shared.arrow_schema),
                 &batches,
                 telemetry_props(&shared, lanes_kv.clone()),
+                threads,
             )
         };
         let written = if rows >= CONCURRENT_WRITE_MIN_ROWS {
@@ -885,6 +932,7 @@ impl Flusher {
                 events_arrow_schema(),
                 &[batch],
                 events_props(&shared, self.events_published + target.items as u64),
+                1,
             )
         })();
         match written {
