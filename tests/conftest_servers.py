@@ -435,6 +435,7 @@ def seaweed_server() -> Iterator[str]:
         # -logdir: weed's glog files go with the rest of base, not into /tmp for good.
         weed, f"-logdir={base}", "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
         "-webdav.port=0", f"-webdav.cacheDir={base}", f"-s3.localSocket={base / 's3.sock'}",
+        f"-filer.localSocket={base / 'filer.sock'}",
         f"-s3.port={s3_port}", "-master.telemetry=false",
         *(f"-{name}.port={port}" for name, port in ports.items()),
     ]  # fmt: skip

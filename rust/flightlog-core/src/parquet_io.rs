@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::SchemaRef;
@@ -128,10 +128,15 @@ pub fn write_batches<W: Write + Send>(
     } else {
         props
     };
-    let one_row_group = rows <= props.max_row_group_row_count().unwrap_or(usize::MAX);
-    let threads = encode_threads(threads);
+    // One row group (ArrowWriter would split more rows), flat fields (one
+    // Parquet column each), enough rows to repay a thread, and two threads.
+    let parallel = threads > 1
+        && rows >= PARALLEL_ENCODE_MIN_ROWS
+        && rows <= props.max_row_group_row_count().unwrap_or(usize::MAX)
+        && schema.fields().iter().all(|f| !f.data_type().is_nested());
+    let threads = if parallel { encode_threads(threads) } else { 1 };
     let mut writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(props))?;
-    if rows >= PARALLEL_ENCODE_MIN_ROWS && one_row_group && threads > 1 {
+    if threads > 1 {
         let (file, factory) = writer.into_serialized_writer()?;
         return write_row_group_in_parallel(file, &factory, &schema, batches, threads);
     }
@@ -158,7 +163,9 @@ pub const MAX_ENCODE_THREADS: usize = 2;
 /// The threads a write asking for `wanted` gets: at most
 /// [`MAX_ENCODE_THREADS`], and not more than the machine has cores.
 pub fn encode_threads(wanted: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Asked once: on Linux each call reads the cgroup's CPU limit anew.
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     wanted.clamp(1, MAX_ENCODE_THREADS).min(cores)
 }
 
@@ -176,35 +183,39 @@ fn write_row_group_in_parallel<W: Write + Send>(
     threads: usize,
 ) -> Result<W> {
     let writers = factory.create_column_writers(0)?;
-    if writers.len() != schema.fields().len() {
-        return Err(CoreError::write(format!(
-            "{} Parquet columns for {} Arrow fields: nested fields are not written in parallel",
-            writers.len(),
-            schema.fields().len()
-        )));
-    }
+    // Flat fields only (the caller checks): column k is field k.
+    assert_eq!(writers.len(), schema.fields().len(), "one column per field");
     let writers: Vec<Mutex<Option<ArrowColumnWriter>>> =
         writers.into_iter().map(|w| Mutex::new(Some(w))).collect();
     let next = AtomicUsize::new(0);
+    let encode_column = |k: usize| -> Result<ArrowColumnChunk> {
+        let mut writer = writers[k]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .expect("each column is taken once");
+        for batch in batches {
+            for leaf in compute_leaves(schema.field(k), batch.column(k))? {
+                writer.write(&leaf)?;
+            }
+        }
+        Ok(writer.close()?)
+    };
     let encode_columns = || -> Result<Vec<(usize, ArrowColumnChunk)>> {
         let mut done = Vec::new();
         loop {
             let k = next.fetch_add(1, Ordering::Relaxed);
-            let Some(slot) = writers.get(k) else {
+            if k >= writers.len() {
                 return Ok(done);
-            };
-            let mut writer = slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-                .expect("each column is taken once");
-            let field = schema.field(k);
-            for batch in batches {
-                for leaf in compute_leaves(field, batch.column(k))? {
-                    writer.write(&leaf)?;
+            }
+            match encode_column(k) {
+                Ok(chunk) => done.push((k, chunk)),
+                Err(e) => {
+                    // The file fails: the other threads take no new column.
+                    next.store(writers.len(), Ordering::Relaxed);
+                    return Err(e);
                 }
             }
-            done.push((k, writer.close()?));
         }
     };
     let mut chunks = std::thread::scope(|scope| -> Result<Vec<(usize, ArrowColumnChunk)>> {
@@ -217,12 +228,13 @@ fn write_row_group_in_parallel<W: Write + Send>(
             })
             .collect();
         // This thread encodes too; with no helper started it encodes them all.
-        let mut chunks = encode_columns()?;
-        for helper in helpers {
-            let theirs = helper
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-            chunks.extend(theirs);
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(encode_columns));
+        // Every helper is joined before anything is returned, so that the
+        // error or panic reported is a thread's own, not the scope's.
+        let theirs: Vec<_> = helpers.into_iter().map(|h| h.join()).collect();
+        let mut chunks = mine.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        for joined in theirs {
+            chunks.extend(joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
         }
         Ok(chunks)
     })?;
@@ -592,10 +604,35 @@ mod tests {
             // Byte for byte: the same pages, statistics, page index and footer.
             assert!(parallel == plain, "{threads} threads wrote another file");
         }
-        // And the public entry point, asked for two threads, takes that path
-        // for a file this size.
+        // And the public entry point, asked for two threads, writes it too
+        // (on two threads where the machine has two cores).
         let written = write_batches(Vec::new(), Arc::clone(&schema), &batches, props(), 2).unwrap();
         assert!(written == plain);
+    }
+
+    #[test]
+    fn nested_fields_are_written_by_arrow_writer() {
+        // Several Parquet columns for one field: not the parallel path's.
+        use arrow_array::types::Float64Type;
+        use arrow_array::ListArray;
+        let rows = PARALLEL_ENCODE_MIN_ROWS + 1;
+        let item = Arc::new(Field::new("item", DataType::Float64, true));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::List(item), true),
+            Field::new("x", DataType::Float64, false),
+        ]));
+        let v = ListArray::from_iter_primitive::<Float64Type, _, _>(
+            (0..rows).map(|i| Some(vec![Some(i as f64), None])),
+        );
+        let x = Float64Array::from_iter_values((0..rows).map(|i| i as f64));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(v), Arc::new(x)]).unwrap();
+        let props = writer_properties(&[], Codec::Zstd, 1 << 20, Vec::new());
+        let bytes = write_batches(Vec::new(), schema, &[batch], props, 2).unwrap();
+        let meta = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes::Bytes::from(bytes))
+            .unwrap();
+        assert_eq!(meta.file_metadata().num_rows(), rows as i64);
     }
 
     #[test]

@@ -135,8 +135,8 @@ struct Flusher {
     /// Producer stalls and dropped rows (all lanes) at the last segment's
     /// encode ([`Flusher::encode_threads`]).
     backlog_seen: u64,
-    /// A flush request (a close's or a `flush()`'s) is being answered: its
-    /// caller waits.
+    /// A flush request (a close's or a `flush()`'s) was waiting when this
+    /// cycle began: its caller is blocked until the cycle answers it.
     waited_on: bool,
     /// Events in published segments (their sequence numbers are below).
     events_published: u64,
@@ -315,9 +315,13 @@ impl Flusher {
     /// Returns true when the recorder is closing and everything is written.
     fn cycle(&mut self, interval: Duration) -> bool {
         fail::fail_point!("recorder::flush_cycle");
-        // Set while a flush request is answered below (left set only by a
-        // cycle that panicked).
-        self.waited_on = false;
+        // A flush request waiting: its caller is blocked from now on, so the
+        // segments this cycle writes (the full ones the drain writes first
+        // included) may take a second core.
+        self.waited_on = {
+            let st = lock(&self.shared.flush);
+            st.requested > st.completed
+        };
         self.drain_available();
         let (requested, completed, closing, defer_folder_sync) = {
             let st = lock(&self.shared.flush);
@@ -344,7 +348,6 @@ impl Flusher {
             while closing && written.is_ok() && self.pending.rows > 0 {
                 written = self.write_due(false);
             }
-            self.waited_on = false;
             let error = written.err();
             let mut st = lock(&self.shared.flush);
             st.completed = requested;
@@ -778,7 +781,12 @@ impl Flusher {
     /// since the last segment. A producer that keeps up (a solver recording
     /// each iteration) keeps its core to itself: the encode stays on one
     /// thread beside it rather than taking turns with it.
-    fn encode_threads(&mut self) -> usize {
+    fn encode_threads(&mut self, rows: usize) -> usize {
+        if rows < parquet_io::PARALLEL_ENCODE_MIN_ROWS {
+            // Encoded on one thread whatever is asked: the backlog seen
+            // stays for the next segment that can use a second.
+            return 1;
+        }
         let backlog: u64 = (0..MAX_LANES)
             .filter_map(|i| self.shared.lane(i))
             .map(|l| l.stalls.load(Ordering::Relaxed) + l.dropped.load(Ordering::Relaxed))
@@ -822,7 +830,7 @@ impl Flusher {
         // Rows drained from now on are journaled apart: once this segment is
         // published they are the only ones the spool still needs.
         let journals_before = shared.spool.rotate_journal();
-        let threads = self.encode_threads();
+        let threads = self.encode_threads(rows);
         let write = || {
             shared.sync_first()?;
             if !target.direct {
