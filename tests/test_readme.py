@@ -47,7 +47,8 @@ def test_readme_output_file_example_runs(tmp_path: Path) -> None:
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            env=dict(os.environ),
+            # The example's tempfile.mkdtemp() folder lands in tmp_path, removed with it.
+            env={**os.environ, "TMPDIR": str(tmp_path)},
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.split("\n")[:3] == ["5", "5", "{'alpha': 0.1}"]
