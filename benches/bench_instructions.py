@@ -23,8 +23,8 @@ the loop's numpy work evicts the recorder's code and data from L1, so each cache
 path touches is a miss: in a solver these cost more than the instructions do.
 
 ``--background`` also counts what the recorder's own threads spend per row when one thread
-records with the default settings and closes: the flusher (draining the rings into columns,
-journaling) and the encoder threads with the close (Parquet encoding, compression, publishing),
+records with the default settings and closes: the flusher (draining the rings into the spool's
+chunks) and the encoder threads with the close (Parquet encoding, compression, publishing),
 again as the difference between an N-row and a 2N-row child, per thread.
 """
 
@@ -250,7 +250,7 @@ def main() -> int:
             # Whole segments (262,144 rows by default) in both children.
             rows = max(args.n, 300_000)
             flusher, encoders = background_per_row(rows, tmp)
-            print(f"flusher thread {flusher:7.0f} instructions per row (draining the rings, journaling)")
+            print(f"flusher thread {flusher:7.0f} instructions per row (draining the rings into the spool's chunks)")
             print(f"encoders+close {encoders:7.0f} instructions per row (Parquet, compression, publishing)")
     return 0
 

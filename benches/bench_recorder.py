@@ -476,7 +476,7 @@ def main() -> None:
         f"| `log(**10 fields)` ns/call | {fmt3(calls['log_ns'], 'ns')} | `record()` | {log_ratio:.2f}x record | ≤ 1.3x |",
         f"| {n_e2e:,} rows via `record()` then `close()`, to a durable file | {fmt3(e2e['flightlog_s'], 's')} | list of tuples → pyarrow `write_table` + fsync {fmt3(e2e['baseline_s'], 's')} | {e2e_ratio:.2f}x faster | ≥ 10x |",
         f"| {thr['threads']} threads `record()` into one recorder, {thr['rows']:,} rows | {thr['rows_per_s'] / 1e6:.2f} M rows/s aggregate; per-thread counts exact and in order: {'yes' if thr['exact_in_order'] else '**NO**'} | | | exact, in order |",
-        f"| spool on disk while {thr['threads']} threads record | {thr['spool_mb']:.0f} MiB | | | ring per thread + journal |",
+        f"| spool on disk while {thr['threads']} threads record | {thr['spool_mb']:.0f} MiB | | | ring per thread + chunks of drained rows |",
         f"| `extend()` 10 columns x {n_ext:,} rows to a durable file (zstd) | {fmt3(ext['flightlog_s'], 's')} | pyarrow `write_table` of the same arrays + fsync {fmt3(ext['pyarrow_s'], 's')} | {ext_ratio:.2f}x | ≥ 1x |",
         f"| peak RSS growth recording {rss['flightlog_rows']:,} rows | {rss['flightlog_growth_mb']:.1f} MiB | list of tuples, {rss['baseline_rows']:,} rows: {rss['baseline_growth_mb']:.1f} MiB ({rss['baseline_growth_mb'] / rss['baseline_rows'] * rss['flightlog_rows']:.0f} MiB extrapolated to {rss['flightlog_rows']:,}) | | ≤ 64 MiB, flat |",
         f"| peak RSS growth of one `extend()` of 2 f64 columns x {xrss['rows']:,} rows (ru_maxrss) | {xrss['growth_mb']:.1f} MiB | the input arrays: {xrss['input_mb']:.0f} MiB | {xrss['growth_mb'] / xrss['input_mb']:.3f}x the input | flat (chunks) |",

@@ -106,7 +106,7 @@ def crash_section(n: int, workers: int, seed: int) -> tuple[str, bool]:
         f"- rows whose call returned but missing after `recover` (all 3 threads): {dist([float(r) for r in rows], '{:.0f}')}",
         f"- seconds between the newest row in the files and the kill: {dist(secs, '{:.3f}')}",
         "",
-        "The worst case is 0 rows: a row is in the spool (its thread's memory-mapped ring, or the journal)",
+        "The worst case is 0 rows: a row is in the spool (its thread's memory-mapped ring, or a chunk of drained rows)",
         "from the moment its call returns until a published segment holds it, and the kernel keeps the",
         "spool's page cache when the process dies. Power loss is another matter: the spool is not fsynced,",
         "so a machine that goes down loses rows younger than `flush_interval` (README, Guarantees).",

@@ -1,5 +1,6 @@
 """Hostile but legal use of the flusher's drain (column-by-column blocks of 256 ring
-slots, the wrap-around as two runs, held rows journaled past a quarter ring).
+slots, the wrap-around as two runs, each row moved into a chunk of the spool before its
+slot is freed).
 
 Every row carries ``(tid, seq)`` and values that are a pure function of them
 (:func:`row_values`, the same code in the child processes): nulls, strings (empty and
@@ -458,7 +459,7 @@ def test_drop_policy_keeps_order_and_counts(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# kill -9 while recording flat out with small rings (the journal used heavily)
+# kill -9 while recording flat out with small rings (slots freed and refilled often)
 
 PROGRESS_WORDS = 8192  # word 0: started; word 1: tids spawned; words 2t, 2t+1: begun, returned
 
@@ -560,20 +561,20 @@ def test_kill_recording_flat_out_then_recover(
     fd = os.open(prog, os.O_RDONLY)
     m = mmap.mmap(fd, 8 * PROGRESS_WORDS, prot=mmap.PROT_READ)
     words = memoryview(m).cast("q")
-    journals: set[str] = set()
+    chunks: set[str] = set()
     try:
         deadline = time.monotonic() + 30
         rng = random.Random(seed)
-        # Record at least a few rings' worth, until a journal shows, then a seeded while more.
+        # Record at least a few rings' worth, until a chunk shows, then a seeded while more.
         want_rows = 20 * max(ring, 256)
         kill_after = rng.uniform(0.0, 0.4)
         t0 = None
         while True:
             assert p.poll() is None, "the child died"
-            assert time.monotonic() < deadline, "the child never got going, or never journaled"
-            journals |= {q.name for q in run.glob(".flightlog.spool/*/journal-*.rows")}
+            assert time.monotonic() < deadline, "the child never got going, or never drained into a chunk"
+            chunks |= {q.name for q in run.glob(".flightlog.spool/*/chunk-*.cols")}
             returned = sum(words[2 * t + 1] for t in range(1, words[1] + 1))
-            if words[0] == 1 and returned >= want_rows and journals:
+            if words[0] == 1 and returned >= want_rows and chunks:
                 t0 = t0 or time.monotonic()
                 if time.monotonic() - t0 >= kill_after:
                     break
@@ -685,43 +686,48 @@ def test_rejected_calls_between_rows_leave_nothing_behind(tmp_path: Path) -> Non
     check_table(table, {0: (n, n)})
 
 
-def test_journal_threshold_and_records_are_exact(tmp_path: Path) -> None:
-    """A quarter ring drained is held in the ring (no journal); one row more and the
-    whole run of held rows is journaled once: records (lane, pos, words) with the
-    positions 0..256 in order and each row's own words (the bulk build of the journal
-    records reads the slots right)."""
+def test_drained_rows_are_committed_in_a_chunk_exactly(tmp_path: Path) -> None:
+    """Rows the flusher drained are in a chunk file of the spool before their ring slots
+    are freed: its header commits exactly the rows drained, each row's tag holds its lane
+    and ring position, and each word column holds the rows' own words (the drain's
+    column-by-column copy reads the slots right)."""
     ring = 1024
+    n = ring // 4 + 1
     run = tmp_path / "run"
     with FlightRecorder(run, SCHEMA, ring_capacity=ring, segment_rows=10**6, flush_interval=60.0) as rec:
-        emit(rec, 3, 0, ring // 4, "record")
-        time.sleep(0.3)  # the flusher drains every 20 ms: these rows are drained by now
-        assert not list(run.glob(".flightlog.spool/*/journal-*.rows")), "a quarter ring was journaled"
-        emit(rec, 3, ring // 4, 1, "log")
+        emit(rec, 3, 0, n, "record")
         deadline = time.monotonic() + 20
-        while not (journals := list(run.glob(".flightlog.spool/*/journal-*.rows"))):
-            assert time.monotonic() < deadline, "held rows past a quarter ring were never journaled"
+        while True:
+            chunks = list(run.glob(".flightlog.spool/*/chunk-*.cols"))
+            words = np.fromfile(chunks[0], dtype="<u8") if chunks else np.zeros(8, dtype="<u8")
+            if int(words[3]) == n:  # the flusher drains every 20 ms
+                break
+            assert time.monotonic() < deadline, f"{n} rows were never committed to a chunk"
             time.sleep(0.005)
-        time.sleep(0.1)
+        assert len(chunks) == 1
+        assert words[:4].tobytes()[:8] == b"FLCHUNK2"
         width = len(FIELDS) + 1  # one word a field, one validity word
-        words = np.fromfile(journals[0], dtype="<u8")
-        assert words.size == (ring // 4 + 1) * (2 + width), "journaled more or fewer rows than held"
-        recs = words.reshape(-1, 2 + width)
-        assert (recs[:, 0] == recs[0, 0]).all()
-        assert recs[:, 1].tolist() == list(range(ring // 4 + 1))
-        assert recs[:, 2].tolist() == [3] * (ring // 4 + 1)  # tid
-        assert recs[:, 3].tolist() == list(range(ring // 4 + 1))  # seq
+        capacity = int(words[2])
+        assert int(words[1]) == width and capacity >= n
+        columns = words[8 : 8 + (1 + width) * capacity].reshape(1 + width, capacity)[:, :n]
+        tags = columns[0]
+        assert ((tags >> 48) == tags[0] >> 48).all(), "one lane"
+        assert (tags & ((1 << 48) - 1)).tolist() == list(range(n))
+        recs = columns[1:].T
+        assert recs[:, 0].tolist() == [3] * n  # tid
+        assert recs[:, 1].tolist() == list(range(n))  # seq
         for k, r in enumerate(recs):
             v = row_values(3, k)
-            validity = int(r[2 + width - 1])
+            validity = int(r[width - 1])
             assert bool(validity & (1 << 2)) == (v[2] is not None), k
             if v[2] is not None:
-                assert int(r[4]) == f64_bits(v[2]), k
+                assert int(r[2]) == f64_bits(v[2]), k
             assert bool(validity & (1 << 3)) == (v[3] is not None), k
             if v[3] is not None:
-                assert int(r[5]) == v[3] % 2**64, k
+                assert int(r[3]) == v[3] % 2**64, k
         # The producer may now wrap over the released slots: nothing lost at close.
-        emit(rec, 3, ring // 4 + 1, 3 * ring + 7, "extend")
-    total = ring // 4 + 1 + 3 * ring + 7
+        emit(rec, 3, n, 3 * ring + 7, "extend")
+    total = n + 3 * ring + 7
     assert not (run / ".flightlog.spool").exists()
     table = read_final(run)
     check_table(table, {3: (total, total)})

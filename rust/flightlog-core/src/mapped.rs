@@ -1,15 +1,20 @@
 //! A file mapped into memory as `AtomicU64` words: the backing of the spool's
-//! per-thread rings ([`crate::spool`]).
+//! per-thread rings and of the flusher's pending chunks ([`crate::spool`]).
 //!
-//! This is the core's only `unsafe`: mapping a file (`memmap2`), and viewing
-//! the mapping as atomics. Both arguments are below; everything that reads or
-//! writes the words goes through `AtomicU64`'s safe methods.
+//! This is the core's only `unsafe`: mapping a file (`memmap2`), viewing the
+//! mapping as atomics, and lending columns of it to Arrow as buffers
+//! ([`ColumnWords::lend`]). The arguments are below; everything else that
+//! reads or writes the words goes through `AtomicU64`'s safe methods.
 #![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::ops::Deref;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow_buffer::Buffer;
 
 use memmap2::MmapMut;
 
@@ -189,10 +194,123 @@ impl Deref for MappedWords {
     }
 }
 
+/// A mapping laid out as a header of `first` words, then `columns` columns of
+/// `rows` words each, filled row by row from row 0, whose filled rows can be
+/// lent to Arrow as buffers over the mapping itself (no copy).
+///
+/// Rows lent are frozen: no slice handed out for writing reaches below the
+/// highest row lent ([`ColumnWords::writable`]), until [`ColumnWords::reset`]
+/// finds that no buffer is left. That is the argument for the one `unsafe` of
+/// [`ColumnWords::lend`]: Arrow reads the buffer's bytes as plain memory, so
+/// nothing may store to them while it lives, and nothing here can.
+#[derive(Debug)]
+pub(crate) struct ColumnWords {
+    /// Shared only with the buffers lent (each holds a clone): the strong
+    /// count tells whether any is left.
+    memory: Arc<MappedWords>,
+    first: usize,
+    columns: usize,
+    rows: usize,
+    /// Rows `[0, lent)` of every column may be in a lent buffer.
+    lent: usize,
+}
+
+impl ColumnWords {
+    /// `memory` viewed as a header of `first` words and `columns` columns of
+    /// `rows` words (it must hold them all).
+    pub(crate) fn new(
+        memory: MappedWords,
+        first: usize,
+        columns: usize,
+        rows: usize,
+    ) -> ColumnWords {
+        assert!(
+            first + columns * rows <= memory.words,
+            "{} words cannot hold {first} + {columns} x {rows}",
+            memory.words
+        );
+        ColumnWords {
+            memory: Arc::new(memory),
+            first,
+            columns,
+            rows,
+            lent: 0,
+        }
+    }
+
+    /// Rows per column.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The header words (never lent).
+    pub(crate) fn header(&self) -> &[AtomicU64] {
+        &self.memory[..self.first]
+    }
+
+    /// Column `column` from row `from` on, for writing. Panics below the rows
+    /// lent: those may be in an Arrow buffer.
+    pub(crate) fn writable(&self, column: usize, from: usize) -> &[AtomicU64] {
+        assert!(
+            from >= self.lent,
+            "row {from} of a column is lent (rows below {} are)",
+            self.lent
+        );
+        &self.column_words(column)[from..]
+    }
+
+    /// Row `row` of column `column`.
+    pub(crate) fn get(&self, column: usize, row: usize) -> u64 {
+        self.column_words(column)[row].load(Ordering::Relaxed)
+    }
+
+    /// Rows `[start, end)` of `column` as an Arrow buffer over the mapping,
+    /// which it keeps mapped. Those rows are frozen from now on (see the type).
+    pub(crate) fn lend(&mut self, column: usize, start: usize, end: usize) -> Buffer {
+        assert!(start <= end && end <= self.rows && column < self.columns);
+        self.lent = self.lent.max(end);
+        let word = self.first + column * self.rows + start;
+        let ptr = self.memory.map.as_ptr().wrapping_add(word * 8).cast_mut();
+        let ptr = NonNull::new(ptr).expect("a mapping is never at address 0");
+        let owner: Arc<dyn arrow_buffer::alloc::Allocation> = self.memory.clone();
+        // SAFETY: the `(end - start) * 8` bytes from `ptr` are inside the
+        // mapping (asserted above and in `new`), which `owner` keeps mapped for
+        // as long as the buffer or any slice of it lives. Arrow reads them as
+        // plain bytes: every bit pattern is a valid byte, and no store reaches
+        // them while a buffer lives, because `writable` refuses rows below
+        // `lent` (raised above before the buffer exists) and `reset` lowers it
+        // only once `memory` is unique again, no buffer left (and `&mut self`
+        // rules out a lend meanwhile). `MappedWords` is never handed
+        // out, so nothing else writes through it. The file itself is the
+        // spool's, under the folder's one-writer claim (see `MappedWords::map`).
+        unsafe { Buffer::from_custom_allocation(ptr, (end - start) * 8, owner) }
+    }
+
+    /// Makes every row writable again, if no lent buffer is left (true);
+    /// false while one lives.
+    pub(crate) fn reset(&mut self) -> bool {
+        // `get_mut` is the uniqueness test that synchronizes with the drop of
+        // the last clone (an acquire, where `strong_count` is a relaxed read):
+        // every read of a lent buffer, on whatever thread it was dropped,
+        // happens before the stores that follow.
+        if Arc::get_mut(&mut self.memory).is_some() {
+            self.lent = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn column_words(&self, column: usize) -> &[AtomicU64] {
+        assert!(column < self.columns);
+        let start = self.first + column * self.rows;
+        &self.memory[start..start + self.rows]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     #[test]
     fn words_written_through_one_mapping_are_read_through_another() {
@@ -217,5 +335,38 @@ mod tests {
         // Releasing the (absent) file keeps the memory mapped.
         a.release_file();
         assert_eq!(a.len(), 4096);
+    }
+
+    #[test]
+    fn lent_rows_are_read_in_place_and_frozen_until_the_buffers_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("chunk");
+        let mut c = ColumnWords::new(MappedWords::create(&p, 2 + 3 * 8).unwrap(), 2, 3, 8);
+        for row in 0..4 {
+            c.writable(1, row)[0].store(100 + row as u64, Ordering::Relaxed);
+        }
+        let buffer = c.lend(1, 1, 4);
+        let values: &[u64] = buffer.typed_data();
+        assert_eq!(values, [101, 102, 103]);
+        // The buffer is the mapping: what another mapping of the file reads.
+        let other = MappedWords::open(&p, 2 + 3 * 8).unwrap();
+        assert_eq!(other[2 + 8 + 2].load(Ordering::Relaxed), 102);
+        // Rows past the lent ones stay writable, those below are refused.
+        c.writable(1, 4)[0].store(104, Ordering::Relaxed);
+        assert_eq!(c.get(1, 4), 104);
+        let below = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.writable(0, 3);
+        }));
+        assert!(below.is_err(), "a row below the lent ones was writable");
+        assert!(!c.reset(), "reset while a buffer lives");
+        let slice = buffer.slice(8);
+        drop(buffer);
+        assert!(!c.reset(), "a slice of a lent buffer still reads the rows");
+        assert_eq!(slice.typed_data::<u64>(), [102, 103]);
+        drop(slice);
+        assert!(c.reset());
+        c.writable(1, 0)[0].store(7, Ordering::Relaxed);
+        assert_eq!(c.get(1, 0), 7);
+        assert_eq!(c.header().len(), 2);
     }
 }

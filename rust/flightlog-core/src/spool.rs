@@ -13,19 +13,23 @@
 //! * `lane-NNN.ring`: one memory-mapped [`SpscRing`] per recording thread.
 //!   A row is in the page cache once `record()` returns: the kernel keeps it
 //!   through `kill -9`, a segfault or an OOM kill of the process;
-//! * `journal-NNNNNN.rows`: rows the flusher took out of the rings and has
-//!   not yet published in a segment, appended with `write(2)` (also page
-//!   cache) before their ring slots are released. A ring slot is otherwise
-//!   released only once a published segment holds its row, so only a thread
-//!   that records faster than about a quarter ring per segment has rows
-//!   journaled (written twice); a short run has no journal;
+//! * `chunk-NNNNNN.cols`: rows the flusher took out of the rings and has not
+//!   yet published in a segment, column by column, each with its lane and ring
+//!   position, and a header counting the rows committed. The flusher copies a
+//!   row out of its ring slot straight into a chunk (a mapping of the file,
+//!   page cache again), commits it, and only then releases the slot; the
+//!   segment is encoded from the chunk's columns in place (lent to Arrow, not
+//!   copied), so a row is written once on its way to Parquet. A chunk is
+//!   refilled, not removed, once its rows are published. Spools of format 1
+//!   kept such rows in `journal-NNNNNN.rows` files instead; [`salvage`] reads
+//!   both;
 //! * `dict.log`: every string a `str` field was given, with its code, written
 //!   before the first row that uses it is published;
 //! * `events.log`: every event, one JSON line each, with its sequence number.
 //!
 //! Every segment records which positions of which lane it holds
 //! ([`LANES_KEY`]), and which events ([`EVENTS_UPTO_KEY`]). Recovery
-//! ([`salvage`]) takes from the journals and rings every row beyond what the
+//! ([`salvage`]) takes from the chunks and rings every row beyond what the
 //! segments hold, once each, and writes them as one last segment.
 //!
 //! Nothing here is fsynced: the spool protects against the death of the
@@ -37,15 +41,15 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use arrow_buffer::ToByteSlice;
 use flightlog_ring::SpscRing;
 
 use crate::error::{CoreError, Result};
+use crate::mapped::{ColumnWords, MappedWords};
 
 /// Footer key of a segment: `{"lane": [start, end], ...}`, the ring positions
 /// whose rows the segment holds.
@@ -62,7 +66,89 @@ pub const SPOOL_DIR_NAME: &str = ".flightlog.spool";
 pub const SPOOL_META_NAME: &str = "meta.json";
 const DICT_LOG: &str = "dict.log";
 const EVENTS_LOG: &str = "events.log";
-const FORMAT: u32 = 1;
+/// Format 2 keeps drained rows in chunk files; format 1 (still read) kept
+/// them in journals.
+pub const FORMAT: u32 = 2;
+const FORMATS_READ: [u32; 2] = [1, 2];
+
+/// A chunk file's header words: a magic word, the row width, the rows it has
+/// room for, the rows committed (the rows a reader takes), then zeros. The
+/// columns follow: the rows' tags ([`chunk_tag`]), then the `width` word
+/// columns, each `capacity` words.
+const CHUNK_HEADER_WORDS: usize = 8;
+const CHUNK_MAGIC: u64 = u64::from_le_bytes(*b"FLCHUNK2");
+const CHUNK_MAGIC_WORD: usize = 0;
+const CHUNK_WIDTH_WORD: usize = 1;
+const CHUNK_CAPACITY_WORD: usize = 2;
+const CHUNK_COMMITTED_WORD: usize = 3;
+/// A tag holds the ring position in its low bits and the lane above them.
+const TAG_POS_BITS: u32 = 48;
+/// The highest ring position a tag holds: 2^48 rows of one thread, nine
+/// years at a million rows a second.
+pub(crate) const MAX_CHUNK_POS: u64 = (1 << TAG_POS_BITS) - 1;
+
+/// The tag of a chunk row: its lane and ring position in one word.
+pub(crate) fn chunk_tag(lane: usize, pos: u64) -> u64 {
+    debug_assert!(pos < 1 << TAG_POS_BITS && lane < 1 << (64 - TAG_POS_BITS));
+    ((lane as u64) << TAG_POS_BITS) | pos
+}
+
+fn chunk_untag(tag: u64) -> (usize, u64) {
+    (
+        (tag >> TAG_POS_BITS) as usize,
+        tag & ((1 << TAG_POS_BITS) - 1),
+    )
+}
+
+/// The words of a chunk of `capacity` rows `width` words wide.
+fn chunk_words(width: usize, capacity: usize) -> usize {
+    CHUNK_HEADER_WORDS + (1 + width) * capacity
+}
+
+/// The memory of a pending chunk: a spool file, or anonymous memory (a
+/// chunk the spool could not hold, and a salvage's rows). Column 0 holds the
+/// rows' tags, column `1 + w` their word `w`.
+#[derive(Debug)]
+pub(crate) struct ChunkMemory {
+    pub(crate) columns: ColumnWords,
+    /// The spool file, if any (removed when the chunk is given up).
+    pub(crate) path: Option<PathBuf>,
+}
+
+impl ChunkMemory {
+    /// A chunk in anonymous memory.
+    pub(crate) fn anonymous(width: usize, capacity: usize) -> Result<ChunkMemory> {
+        let memory = MappedWords::anonymous(chunk_words(width, capacity))?;
+        Ok(Self::laid_out(memory, width, capacity, None))
+    }
+
+    fn laid_out(
+        memory: MappedWords,
+        width: usize,
+        capacity: usize,
+        path: Option<PathBuf>,
+    ) -> ChunkMemory {
+        let columns = ColumnWords::new(memory, CHUNK_HEADER_WORDS, 1 + width, capacity);
+        let header = columns.header();
+        header[CHUNK_WIDTH_WORD].store(width as u64, Ordering::Relaxed);
+        header[CHUNK_CAPACITY_WORD].store(capacity as u64, Ordering::Relaxed);
+        header[CHUNK_MAGIC_WORD].store(CHUNK_MAGIC, Ordering::Release);
+        ChunkMemory { columns, path }
+    }
+
+    /// Makes rows `[0, rows)` the ones a reader of the file takes: stored
+    /// after the rows themselves.
+    pub(crate) fn commit(&self, rows: usize) {
+        self.columns.header()[CHUNK_COMMITTED_WORD].store(rows as u64, Ordering::Release);
+    }
+
+    /// Removes the spool file (its rows are published, or counted lost).
+    pub(crate) fn remove_file(&self) {
+        if let Some(p) = &self.path {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
 
 /// The words of a lane's ring: a mapped spool file, or (when the spool could
 /// not provide one: a full disk) anonymous memory, which records as fast but
@@ -135,18 +221,12 @@ pub struct Spool {
     dir: PathBuf,
     width: usize,
     capacity: usize,
-    journal: Mutex<Journal>,
     dict: Mutex<Option<File>>,
     events: Mutex<Option<File>>,
-    /// Appends that failed: rows since were not protected against a crash.
+    /// Spool files that could not be made or appended to (a ring or chunk
+    /// kept in memory instead, a lost log line): rows since were not
+    /// protected against a crash.
     pub errors: AtomicU64,
-}
-
-#[derive(Debug)]
-struct Journal {
-    index: u64,
-    file: Option<File>,
-    buf: Vec<u8>,
 }
 
 impl Spool {
@@ -165,11 +245,6 @@ impl Spool {
             dir,
             width: meta.width,
             capacity: meta.ring_capacity,
-            journal: Mutex::new(Journal {
-                index: 0,
-                file: None,
-                buf: Vec::new(),
-            }),
             dict: Mutex::new(None),
             events: Mutex::new(None),
             errors: AtomicU64::new(0),
@@ -199,61 +274,18 @@ impl Spool {
         Ok(SpscRing::new(memory, self.capacity, self.width))
     }
 
-    /// Appends drained rows (`lane`, `pos`, words) to the current journal.
-    /// `rows` holds `n` records of `2 + width` words.
-    pub fn journal(&self, records: &[u64]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut j = lock(&self.journal);
-        let j = &mut *j;
-        if j.file.is_none() {
-            let path = self.dir.join(format!("journal-{:06}.rows", j.index));
-            j.file = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| io("open", &path, e))?,
-            );
-        }
-        // The journal is little-endian words: on a little-endian machine the
-        // words' own bytes, written as they lie (a copy through a byte buffer
-        // was a tenth of the flusher's time at full rate).
-        let bytes: &[u8] = if cfg!(target_endian = "little") {
-            records.to_byte_slice()
-        } else {
-            j.buf.resize(records.len() * 8, 0);
-            for (bytes, w) in j.buf.chunks_exact_mut(8).zip(records) {
-                bytes.copy_from_slice(&w.to_le_bytes());
-            }
-            &j.buf
-        };
-        let file = j.file.as_mut().expect("opened above");
-        file.write_all(bytes)
-            .map_err(|e| io("append to", &self.dir.join("journal"), e))
-    }
-
-    /// Starts a new journal file; returns the index of the last one before it.
-    /// Rows journaled from now on go to the new file.
-    pub fn rotate_journal(&self) -> u64 {
-        let mut j = lock(&self.journal);
-        let last = j.index;
-        j.index += 1;
-        j.file = None;
-        last
-    }
-
-    /// Removes journal files up to `upto` (their rows are in published segments).
-    pub fn drop_journals(&self, upto: u64) {
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                let name = e.file_name();
-                if let Some(i) = journal_index(&name.to_string_lossy()) {
-                    if i <= upto {
-                        let _ = fs::remove_file(e.path());
-                    }
-                }
+    /// Chunk number `index` for `capacity` drained rows: a spool file, or,
+    /// if the spool cannot hold it (a full disk), memory (counted in
+    /// [`Spool::errors`]: its rows do not survive a crash until they are in a
+    /// segment).
+    pub(crate) fn map_chunk(&self, index: u64, capacity: usize) -> Result<ChunkMemory> {
+        let path = self.dir.join(format!("chunk-{index:06}.cols"));
+        match MappedWords::create(&path, chunk_words(self.width, capacity)) {
+            Ok(m) => Ok(ChunkMemory::laid_out(m, self.width, capacity, Some(path))),
+            Err(_) => {
+                let _ = fs::remove_file(&path);
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                ChunkMemory::anonymous(self.width, capacity)
             }
         }
     }
@@ -294,7 +326,6 @@ impl Spool {
             dir: self.dir,
             width: meta.width,
             capacity: meta.ring_capacity,
-            journal: self.journal,
             dict: self.dict,
             events: Mutex::new(None),
             errors: self.errors,
@@ -322,7 +353,6 @@ impl Spool {
     /// Closes the spool's files (the recorder is closed): appends stop, and
     /// the files are no longer held open.
     pub fn close_files(&self) {
-        lock(&self.journal).file = None;
         *lock(&self.dict) = None;
         *lock(&self.events) = None;
     }
@@ -412,6 +442,13 @@ fn journal_index(name: &str) -> Option<u64> {
         .ok()
 }
 
+fn chunk_index(name: &str) -> Option<u64> {
+    name.strip_prefix("chunk-")?
+        .strip_suffix(".cols")?
+        .parse()
+        .ok()
+}
+
 fn lane_index(name: &str) -> Option<usize> {
     name.strip_prefix("lane-")?
         .strip_suffix(".ring")?
@@ -466,7 +503,10 @@ pub fn has_rows(dir: &Path) -> bool {
         .map(|entries| {
             entries.flatten().any(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                journal_index(&n).is_some() || lane_index(&n).is_some() || n == EVENTS_LOG
+                journal_index(&n).is_some()
+                    || chunk_index(&n).is_some()
+                    || lane_index(&n).is_some()
+                    || n == EVENTS_LOG
             })
         })
         .unwrap_or(false)
@@ -526,9 +566,9 @@ pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> 
         }
         Err(e) => return Err(io("read", &meta_path, e)),
     };
-    if meta.format != FORMAT {
+    if !FORMATS_READ.contains(&meta.format) {
         out.discarded = Some(format!(
-            "spool format {} is not this version's ({FORMAT})",
+            "spool format {} is not one this version reads ({FORMATS_READ:?})",
             meta.format
         ));
         return Ok(out);
@@ -571,6 +611,15 @@ pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> 
             if pos >= from(lane) {
                 rows.insert((lane, pos), words[2..].to_vec());
             }
+        }
+    }
+    for name in &names {
+        if chunk_index(name).is_some() {
+            out.torn_rows += salvage_chunk(&dir.join(name), width, &mut |lane, pos, row| {
+                if pos >= from(lane) {
+                    rows.insert((lane, pos), row);
+                }
+            })?;
         }
     }
     for name in &names {
@@ -638,6 +687,48 @@ pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> 
     Ok(out)
 }
 
+/// Hands each committed row of the chunk file at `path` to `row` (lane,
+/// position, words), and returns how many rows it could not trust. A file
+/// killed before its header was written (no magic yet) or before it was sized
+/// holds no committed row; one whose header does not fit this spool (another
+/// width, or more rows than the file holds) is not read, and its committed
+/// rows count as untrusted: the other files are salvaged all the same.
+fn salvage_chunk(
+    path: &Path,
+    width: usize,
+    row: &mut dyn FnMut(usize, u64, Vec<u64>),
+) -> Result<u64> {
+    let len = fs::metadata(path).map_err(|e| io("stat", path, e))?.len() as usize;
+    if len < CHUNK_HEADER_WORDS * 8 {
+        return Ok(0);
+    }
+    let words = MappedWords::open(path, len / 8)?;
+    let header = |k: usize| words[k].load(Ordering::Acquire);
+    if header(CHUNK_MAGIC_WORD) != CHUNK_MAGIC {
+        return Ok(0);
+    }
+    let capacity = header(CHUNK_CAPACITY_WORD) as usize;
+    let committed = header(CHUNK_COMMITTED_WORD);
+    let fits = (1 + width)
+        .checked_mul(capacity)
+        .and_then(|w| w.checked_add(CHUNK_HEADER_WORDS))
+        .is_some_and(|w| w <= len / 8);
+    if header(CHUNK_WIDTH_WORD) as usize != width || !fits {
+        return Ok(committed.min((len / 8) as u64));
+    }
+    let committed = (committed as usize).min(capacity);
+    let columns = ColumnWords::new(words, CHUNK_HEADER_WORDS, 1 + width, capacity);
+    for k in 0..committed {
+        let (lane, pos) = chunk_untag(columns.get(0, k));
+        row(
+            lane,
+            pos,
+            (0..width).map(|w| columns.get(1 + w, k)).collect(),
+        );
+    }
+    Ok(0)
+}
+
 /// Parses a segment footer's [`LANES_KEY`] value.
 pub fn parse_lanes(value: &str) -> BTreeMap<usize, (u64, u64)> {
     serde_json::from_str::<BTreeMap<String, (u64, u64)>>(value)
@@ -680,7 +771,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_in_rings_and_journals_are_salvaged_once_beyond_what_is_covered() {
+    fn rows_in_rings_and_chunks_are_salvaged_once_beyond_what_is_covered() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join(".flightlog.spool");
         let spool = Spool::create(&base, &meta(2, 4)).unwrap();
@@ -690,13 +781,20 @@ mod tests {
         for i in 0..4u64 {
             ring.push(&mut c, &[i, 10 * i]).unwrap();
         }
-        // The flusher took rows 0..3 out, journaled them and released them.
-        let mut rec = Vec::new();
-        for pos in 0..3u64 {
-            rec.extend_from_slice(&[0, pos, pos, 10 * pos]);
+        // The flusher took rows 0..3 out into a chunk, committed them and
+        // released their slots; a fourth row written but not committed is
+        // not taken from the chunk (its ring slot still holds it).
+        let chunk = spool.map_chunk(0, 8).unwrap();
+        for pos in 0..4u64 {
+            let k = pos as usize;
+            chunk.columns.writable(0, k)[0].store(chunk_tag(0, pos), Ordering::Relaxed);
+            chunk.columns.writable(1, k)[0].store(pos, Ordering::Relaxed);
+            chunk.columns.writable(2, k)[0].store(10 * pos, Ordering::Relaxed);
         }
-        spool.journal(&rec).unwrap();
+        chunk.commit(3);
         ring.release(3);
+        // An empty chunk file (killed before it was sized) holds no row.
+        fs::write(sp.join("chunk-000001.cols"), b"").unwrap();
         for i in 4..6u64 {
             ring.push(&mut c, &[i, 10 * i]).unwrap();
         }
@@ -724,6 +822,63 @@ mod tests {
         assert_eq!(s.events.len(), 1);
         assert_eq!(s.events_upto, 1);
         assert_eq!(spool.errors.load(Ordering::Relaxed), 0);
+    }
+
+    /// A chunk's rows are taken by their tags (lane and position), whichever
+    /// lane they came from, and a chunk of another row width is refused.
+    #[test]
+    fn chunk_rows_carry_their_lane_and_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(&dir.path().join("s"), &meta(1, 4)).unwrap();
+        let sp = spool.dir().to_path_buf();
+        let chunk = spool.map_chunk(3, 4).unwrap();
+        for (k, (lane, pos)) in [(7usize, 40u64), (2, 5), (7, 41)].into_iter().enumerate() {
+            chunk.columns.writable(0, k)[0].store(chunk_tag(lane, pos), Ordering::Relaxed);
+            chunk.columns.writable(1, k)[0].store(pos * 100, Ordering::Relaxed);
+        }
+        chunk.commit(3);
+        let covered = BTreeMap::from([(7usize, 41u64)]);
+        let s = salvage(&sp, &covered, 0).unwrap();
+        assert_eq!(s.rows, vec![vec![500], vec![4100]]);
+        assert_eq!(s.lanes, BTreeMap::from([(2, (5, 6)), (7, (41, 42))]));
+        assert_eq!(
+            chunk_untag(chunk_tag(255, (1 << 48) - 1)),
+            (255, (1 << 48) - 1)
+        );
+        drop(chunk);
+        let wide = ChunkMemory::laid_out(
+            MappedWords::create(&sp.join("chunk-000004.cols"), chunk_words(2, 4)).unwrap(),
+            2,
+            4,
+            None,
+        );
+        wide.commit(1);
+        // Not read, its committed row untrusted; the other chunk is salvaged.
+        let s = salvage(&sp, &covered, 0).unwrap();
+        assert_eq!(s.rows, vec![vec![500], vec![4100]]);
+        assert_eq!(s.torn_rows, 1);
+    }
+
+    /// A format-1 spool (rows drained into journals) is still salvaged.
+    #[test]
+    fn format_1_journals_are_still_salvaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = meta(2, 4);
+        m.format = 1;
+        let spool = Spool::create(&dir.path().join("s"), &m).unwrap();
+        let sp = spool.dir().to_path_buf();
+        let mut bytes = Vec::new();
+        for pos in 0..3u64 {
+            for w in [0, pos, pos, 10 * pos] {
+                bytes.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        // A record cut short by the kill is not a row.
+        bytes.extend_from_slice(&[1, 2, 3]);
+        fs::write(sp.join("journal-000000.rows"), &bytes).unwrap();
+        let s = salvage(&sp, &BTreeMap::from([(0usize, 1u64)]), 0).unwrap();
+        assert!(s.discarded.is_none());
+        assert_eq!(s.rows, vec![vec![1, 10], vec![2, 20]]);
     }
 
     /// Event times that JSON cannot write as numbers come back as they were

@@ -37,7 +37,7 @@ fn schema() -> Schema {
 /// 1,000th returned call (so the parent knows rows 0..=i of thread T returned).
 fn child(dir: &std::path::Path) {
     let mut cfg = RecorderConfig::new(OutputLayout::run_folder(dir));
-    // Segments now and then, so that the spool's rows, its journal and the
+    // Segments now and then, so that the spool's rows, its chunks and the
     // segments all hold some of the rows when the kill comes.
     cfg.flush_interval_secs = 0.05;
     cfg.segment_rows = 5_000;
@@ -150,8 +150,8 @@ fn notes_column_is_complete(batches: &[arrow_array::RecordBatch]) -> bool {
     batches.iter().all(|b| b.column(3).null_count() == 0)
 }
 
-/// Journal files in a run folder's spool(s).
-fn journals(run: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// Chunk files in a run folder's spool(s).
+fn chunks(run: &std::path::Path) -> Vec<std::path::PathBuf> {
     let spool = run.join(".flightlog.spool");
     flightlog_core::spool::spool_dirs(&spool)
         .into_iter()
@@ -160,7 +160,7 @@ fn journals(run: &std::path::Path) -> Vec<std::path::PathBuf> {
             p.file_name()
                 .unwrap()
                 .to_string_lossy()
-                .starts_with("journal-")
+                .starts_with("chunk-")
         })
         .collect()
 }
@@ -168,9 +168,9 @@ fn journals(run: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// The slow child: no segment is ever due (a long flush interval, large
 /// segments). It records 200 rows (under a quarter of its 1,024-row ring),
 /// waits for the flusher to drain them, says `slow` and waits for a line on
-/// stdin; then records 5,000 rows
-/// (laps of the ring, which the flusher must journal to free), says `fast`,
-/// and waits to be killed.
+/// stdin; then records 5,000 rows (laps of the ring, whose slots the flusher
+/// frees by moving their rows to its chunk), says `fast`, and waits to be
+/// killed.
 fn slow_child(dir: &std::path::Path) {
     let mut cfg = RecorderConfig::new(OutputLayout::run_folder(dir));
     cfg.flush_interval_secs = 1000.0;
@@ -195,19 +195,18 @@ fn slow_child(dir: &std::path::Path) {
     std::thread::sleep(std::time::Duration::from_secs(600));
 }
 
-/// A producer slower than a quarter ring per segment has its drained rows
-/// kept in its ring slots, not journaled: they are salvaged from the ring. A
-/// faster one makes the flusher journal rows to free their slots. Either way
-/// a kill -9 loses none.
+/// The flusher moves drained rows into a chunk of the spool, committed there
+/// before their ring slots are freed: a few rows and laps of the ring alike
+/// are salvaged from the chunk (and the ring), and a kill -9 loses none.
 #[test]
-fn drained_rows_survive_kill_9_in_the_ring_or_the_journal() {
+fn drained_rows_survive_kill_9_in_the_chunk_or_the_ring() {
     if let Some(dir) = std::env::var_os(SLOW_CHILD_ENV) {
         slow_child(std::path::Path::new(&dir));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut proc = spawn_child(
-        "drained_rows_survive_kill_9_in_the_ring_or_the_journal",
+        "drained_rows_survive_kill_9_in_the_chunk_or_the_ring",
         SLOW_CHILD_ENV,
         dir.path(),
     );
@@ -220,20 +219,17 @@ fn drained_rows_survive_kill_9_in_the_ring_or_the_journal() {
         }
     };
     wait_for("slow");
-    let slow_journals = journals(dir.path());
+    let slow_chunks = chunks(dir.path());
     writeln!(proc.stdin.take().unwrap(), "go").unwrap();
     wait_for("fast");
-    let fast_journals = journals(dir.path());
+    let fast_chunks = chunks(dir.path());
     proc.kill().unwrap(); // SIGKILL
     proc.wait().unwrap();
 
-    assert!(
-        slow_journals.is_empty(),
-        "200 rows in a 1,024-row ring were journaled: {slow_journals:?}"
-    );
-    assert!(
-        !fast_journals.is_empty(),
-        "5,000 rows through a 1,024-row ring with no segment: the flusher must journal"
+    assert_eq!(slow_chunks.len(), 1, "200 drained rows: {slow_chunks:?}");
+    assert_eq!(
+        fast_chunks, slow_chunks,
+        "5,000 rows fill the same chunk (16,384 rows), however often the ring laps"
     );
     let report = recover_run(&OutputLayout::run_folder(dir.path())).unwrap();
     assert_eq!(report.torn_rows, 0);
@@ -248,6 +244,94 @@ fn drained_rows_survive_kill_9_in_the_ring_or_the_journal() {
     assert_eq!(
         iters,
         (0..5_000).collect::<Vec<i64>>(),
+        "every row, once, in order"
+    );
+}
+
+const COPIED_CHILD_ENV: &str = "FLIGHTLOG_SPOOL_KILL_COPIED_CHILD";
+const COPIED_ROWS: usize = 40_000;
+
+/// A schema whose batches copy every column (f32, bool): no batch column is
+/// the chunk's own words.
+fn copied_schema() -> Schema {
+    Schema::new(
+        vec![Field::new("x", DType::F32), Field::new("odd", DType::Bool)],
+        1,
+    )
+    .unwrap()
+}
+
+/// Records [`COPIED_ROWS`] rows into 1,000-row segments that cannot be
+/// written (`segments` is a file), so every batch is kept for a retry, says
+/// `done` and waits to be killed.
+fn copied_child(dir: &std::path::Path) {
+    let mut cfg = RecorderConfig::new(OutputLayout::run_folder(dir));
+    cfg.segment_rows = 1_000;
+    cfg.flush_interval_secs = 0.05;
+    let rec = Recorder::new(copied_schema(), cfg).unwrap();
+    // Before the first row: no segment folder exists yet.
+    std::fs::write(dir.join("segments"), b"in the way").unwrap();
+    for k in 0..COPIED_ROWS {
+        let row = [
+            flightlog_core::row_layout::f32_word(k as f32),
+            (k % 2) as u64,
+        ];
+        // A call that reports a write error (once each) records nothing:
+        // the row is pushed again. The rows already recorded are kept.
+        let mut reported = 0;
+        while rec.push(&row).is_err() {
+            reported += 1;
+            assert!(reported < 100, "row {k} refused over and over");
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    println!("done");
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+
+/// Batches whose columns are all copies of the chunk's words still hold their
+/// chunk until a segment holds their rows: with every write failing, the
+/// 40,000 rows (more than two chunks) stay in the spool, and a kill -9 loses
+/// none of them.
+#[test]
+fn rows_of_batches_kept_for_a_retry_stay_in_their_chunks() {
+    if let Some(dir) = std::env::var_os(COPIED_CHILD_ENV) {
+        copied_child(std::path::Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = spawn_child(
+        "rows_of_batches_kept_for_a_retry_stay_in_their_chunks",
+        COPIED_CHILD_ENV,
+        dir.path(),
+    );
+    let lines = BufReader::new(proc.stdout.take().unwrap()).lines();
+    let mut done = false;
+    for line in lines {
+        if line.unwrap().trim_end().ends_with("done") {
+            done = true;
+            break;
+        }
+    }
+    proc.kill().unwrap(); // SIGKILL
+    proc.wait().unwrap();
+    assert!(done, "the child ended early");
+    std::fs::remove_file(dir.path().join("segments")).unwrap();
+    recover_run(&OutputLayout::run_folder(dir.path())).unwrap();
+    let (_, batches) = parquet_io::read_file(&dir.path().join("telemetry.parquet")).unwrap();
+    let xs: Vec<f32> = batches
+        .iter()
+        .flat_map(|b| {
+            let c = b
+                .column(0)
+                .as_primitive::<arrow_array::types::Float32Type>();
+            (0..b.num_rows()).map(|r| c.value(r)).collect::<Vec<_>>()
+        })
+        .collect();
+    let first_wrong = xs.iter().enumerate().find(|&(k, &x)| x != k as f32);
+    assert_eq!(
+        (xs.len(), first_wrong),
+        (COPIED_ROWS, None),
         "every row, once, in order"
     );
 }

@@ -3,8 +3,8 @@
 //! slow one and two chains of short-lived threads (each records a few hundred
 //! to a few thousand rows and ends; the next one, a new thread, often gets
 //! the lane its predecessor left, while that lane's drained rows may still be
-//! held in its ring slots), with small rings and small segments so that lane
-//! reuse, journaling and segment publishes interleave. It is killed with
+//! only in the spool's chunks), with small rings and small segments so that lane
+//! reuse, chunk refills and segment publishes interleave. It is killed with
 //! SIGKILL at a seeded moment (while recording, or while `close` runs), then
 //! `recover` must publish every row and event whose call returned, once, each
 //! thread's rows in order, and nothing that was not recorded.
@@ -360,7 +360,7 @@ struct Outcome {
     threads: u64,
     /// Lane files in the spool (fewer than `threads`: lanes were reused).
     lanes: u64,
-    journals: u64,
+    chunks: u64,
     segments: u64,
     rows: u64,
     events: u64,
@@ -368,7 +368,7 @@ struct Outcome {
     /// 0: close not begun; 1: begun, not returned; 2: returned.
     close_phase: u8,
     /// Lanes whose salvaged rows are of more than one thread: an ended
-    /// thread's rows were still held in the lane's ring (or journal) while a
+    /// thread's rows were still in the spool (its chunks or the lane's ring) while a
     /// new thread recorded into it.
     shared_lanes: u64,
 }
@@ -554,7 +554,7 @@ fn kill_change_and_check(
         .count() as u64;
     for d in flightlog_core::spool::spool_dirs(&run.join(".flightlog.spool")) {
         out.lanes += files_named(&d, "lane-", ".ring");
-        out.journals += files_named(&d, "journal-", ".rows");
+        out.chunks += files_named(&d, "chunk-", ".cols");
     }
     out.segments = files_named(&run.join("segments"), "", ".parquet");
     let closed_before = run.join("telemetry.parquet").exists();
@@ -584,12 +584,12 @@ fn kill_change_and_check(
     }
     let ctx = format!(
         "seed {seed}, killed {delay:?} after {} (close phase {}, {} threads, {} lanes, \
-         {} journals, {} segments; {r:?})",
+         {} chunks, {} segments; {r:?})",
         if close { "closing" } else { "ready" },
         out.close_phase,
         out.threads,
         out.lanes,
-        out.journals,
+        out.chunks,
         out.segments,
     );
     let rows = telemetry_rows(&run);
@@ -648,10 +648,18 @@ fn threads_that_come_and_go_lose_nothing_to_kill_9() {
     eprintln!("{} kills in {:?}", all.len(), started.elapsed());
     // The kills reached what they are for (each is all but certain in one
     // of the later kills).
+    assert!(all.iter().any(|o| o.chunks > 0), "no kill found a chunk");
+    // Chunks (16,384 rows each) are refilled once a segment holds their rows:
+    // with segments of at most 6,000 rows a spool never needs more than the
+    // chunk being filled, one waiting for its last batch and two spares,
+    // however many rows went through them.
     assert!(
-        all.iter().any(|o| o.journals > 0),
-        "no kill found a journal"
+        all.iter().any(|o| o.rows > 4 * 16_384),
+        "no kill came after more rows than four chunks hold"
     );
+    for o in &all {
+        assert!(o.chunks <= 4, "chunk files were not refilled: {o:?}");
+    }
     assert!(
         all.iter().any(|o| o.threads > o.lanes),
         "no lane was reused"
@@ -958,9 +966,9 @@ fn reuse_threads(lap: bool) -> Vec<(u64, u64)> {
 /// No segment is ever due. Threads 1, 2 and 3 record 80 rows each, one
 /// after the other, each after a pause long enough for the flusher to free
 /// the lane of the one before: they take the same lane, and their 240 rows
-/// (under a quarter ring) stay held in its slots, not journaled. With `lap`,
-/// thread 4 then records 1,500 rows into it: laps of the ring over their
-/// slots, which the flusher must journal first.
+/// are drained into a chunk of the spool (and stay in the ring's slots until
+/// overwritten). With `lap`, thread 4 then records 1,500 rows into it: laps
+/// of the ring over their slots.
 fn reuse_child(dir: &Path, progress: &Path, lap: bool) {
     let p = Arc::new(MappedWords::create(progress, (SLOTS + 1) * SLOT_WORDS).unwrap());
     let mut cfg = RecorderConfig::new(OutputLayout::run_folder(dir));
@@ -1002,9 +1010,9 @@ fn kill_reused_lane(test: &str, lap: bool) {
         "the threads took one lane, one after the other"
     );
     assert_eq!(
-        files_named(&spools[0], "journal-", ".rows") > 0,
-        lap,
-        "journaled only when thread 4 lapped the ring"
+        files_named(&spools[0], "chunk-", ".cols"),
+        1,
+        "the drained rows of every thread share one chunk"
     );
     assert!(!run.join("segments").exists(), "no segment was due");
 
@@ -1026,9 +1034,9 @@ fn kill_reused_lane(test: &str, lap: bool) {
 }
 
 /// A lane freed by an ended thread is taken by the next one while the ended
-/// thread's drained rows are still held in its slots (no segment holds
-/// them). After a kill, `recover` takes the rows of all three threads from
-/// that one lane's ring, each once.
+/// thread's drained rows are still only in the spool (no segment holds
+/// them). After a kill, `recover` takes the rows of all three threads, each
+/// once.
 #[test]
 fn a_reused_lane_keeps_the_held_rows_of_its_earlier_threads() {
     if let Some(dir) = std::env::var_os(REUSE_CHILD_ENV) {
@@ -1042,9 +1050,9 @@ fn a_reused_lane_keeps_the_held_rows_of_its_earlier_threads() {
     );
 }
 
-/// The same, then a fourth thread laps the ring over the held rows: they are
-/// journaled before their slots are reused, and `recover` takes them from
-/// the journal, the rest from the ring.
+/// The same, then a fourth thread laps the ring over the earlier rows' slots:
+/// `recover` takes those rows from the chunk, the rest from the chunk or the
+/// ring, each once.
 #[test]
 fn a_thread_lapping_a_reused_lane_keeps_the_rows_of_the_earlier_threads() {
     if let Some(dir) = std::env::var_os(REUSE_CHILD_ENV) {

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 
 use super::batch::telemetry_props;
+use super::chunks::Pending;
 use super::events::{events_arrow_schema, events_props};
 use super::flusher::{panic_message, FlusherOutcome};
 use super::{lock, Recorder, Shared};
@@ -114,21 +115,34 @@ impl Recorder {
         }
         self.stop_producers();
         let flush_result = self.shared.flush_and_wait(true);
-        let outcome = match lock(&self.flusher).take().map(|h| h.join()) {
+        let mut outcome = match lock(&self.flusher).take().map(|h| h.join()) {
             Some(Ok(Ok(outcome))) => outcome,
             Some(Ok(Err(msg))) => return Err(self.flusher_died(&msg)),
             Some(Err(panic)) => return Err(self.flusher_died(&panic_message(&panic))),
             None => return Ok(CloseReport::default()),
         };
         owed.clone_from(&outcome.unsynced_folder);
-        self.release_spool(&outcome);
+        let chunks = outcome.chunks.take();
+        thread::scope(|scope| {
+            self.release_spool(&outcome, chunks, scope);
+            self.publish_and_check(flush_result, &outcome)
+        })
+    }
+
+    /// Step 4 of `close`: the final files, then whatever went wrong on the
+    /// way (an error the caller has not seen wins).
+    fn publish_and_check(
+        &self,
+        flush_result: Result<()>,
+        outcome: &FlusherOutcome,
+    ) -> Result<CloseReport> {
         // An error the caller has not seen yet wins over the merge: the merge
         // still runs so that everything that was written ends up in one file.
-        let earlier = self.unreported_error(flush_result, &outcome);
-        let present = self.present_segments(&outcome);
+        let earlier = self.unreported_error(flush_result, outcome);
+        let present = self.present_segments(outcome);
         let lost = self.shared.counters.lost.load(Ordering::Relaxed);
         let mut report = CloseReport::default();
-        let merge = self.publish_final_files(&outcome, &present, &mut report);
+        let merge = self.publish_final_files(outcome, &present, &mut report);
         if let Some(e) = earlier {
             return Err(e);
         }
@@ -193,7 +207,17 @@ impl Recorder {
     /// file), so the spool has nothing recovery would need and goes.
     /// Otherwise it stays for `recover`, which salvages what the disk refused
     /// here.
-    fn release_spool(&self, outcome: &FlusherOutcome) {
+    ///
+    /// Letting go of a long recording's chunks (unmapping them and removing
+    /// their files, which evicts their pages: tens of MB) takes as long as
+    /// the merge; it runs beside the merge, on a thread of `scope` (which
+    /// `close` joins before it returns), on the core the flusher left idle.
+    fn release_spool<'s>(
+        &'s self,
+        outcome: &FlusherOutcome,
+        chunks: Option<Pending>,
+        scope: &'s thread::Scope<'s, '_>,
+    ) {
         // Nothing writes the rings or the spool's files any more (the gate is
         // closed, the flusher stopped): let go of them, so that threads that
         // recorded (their registrations outlive the recorder) hold no file.
@@ -201,8 +225,24 @@ impl Recorder {
         for lane in self.shared.lane_rings.iter().filter_map(OnceLock::get) {
             lane.ring.memory().release_file();
         }
-        if outcome.rows_not_written == 0 && outcome.events_not_written == 0 {
-            self.shared.spool.remove();
+        let remove = outcome.rows_not_written == 0 && outcome.events_not_written == 0;
+        let spool = &self.shared.spool;
+        if remove && chunks.as_ref().is_some_and(|c| c.chunks_mapped() > 1) {
+            let released = thread::Builder::new()
+                .name("flightlog-unspool".into())
+                .spawn_scoped(scope, move || {
+                    drop(chunks);
+                    spool.remove();
+                });
+            if released.is_ok() {
+                return;
+            }
+            // No thread: the chunks went with the closure; the files go here.
+        } else {
+            drop(chunks);
+        }
+        if remove {
+            spool.remove();
         }
     }
 

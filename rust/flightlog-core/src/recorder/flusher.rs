@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use flightlog_ring::LaneState;
 
-use super::batch::{
-    batch_of_chunk, dictionary_values, extend_cover, telemetry_props, Cover, Pending,
-};
+use super::batch::{batch_of_words, dictionary_values, extend_cover, telemetry_props, Cover};
+use super::chunks::{Lease, Pending, CHUNK_ROWS};
 use super::events::{build_events_batch, events_arrow_schema, events_props, EventRow};
 use super::{lock, Shared, MAX_LANES};
 use crate::atomic_file;
@@ -74,6 +73,9 @@ pub(super) struct FlusherOutcome {
     /// The folder whose fsync the closing flush left to the caller
     /// ([`atomic_file::publish_together_then`]); None when it did it.
     pub(super) unsynced_folder: Option<PathBuf>,
+    /// The chunks of drained rows, still mapped: `close` lets go of them
+    /// beside the merge ([`Pending::chunks_mapped`] says how many there were).
+    pub(super) chunks: Option<Pending>,
 }
 
 impl Shared {
@@ -118,20 +120,18 @@ struct Flusher {
     shared: Arc<Shared>,
     pending: Pending,
     /// Batches not yet in a published segment (one per pending chunk), oldest
-    /// first, with the ring positions they hold: those of the write under way,
-    /// and those kept for a retry after a write failed.
-    unwritten: VecDeque<(RecordBatch, Cover)>,
-    /// Per lane: the next ring position to drain.
+    /// first, with the ring positions they hold and the lease on their
+    /// chunk's rows: those of the write under way, and those kept for a retry
+    /// after a write failed.
+    unwritten: VecDeque<(RecordBatch, Cover, Lease)>,
+    /// Per lane: the next ring position to drain (every slot below it is
+    /// released: its row is in a chunk of the spool).
     drained: Vec<u64>,
-    /// Per lane: rows below this position are journaled or in a published
-    /// segment. Drained rows above it live only in their ring's slots (and in
-    /// `pending`), which therefore stay unreleased until one of the two holds
-    /// them (see [`Flusher::secure_held_rows`]).
-    secured: Vec<u64>,
     /// The lane a drain starts with (rotates, so no lane waits behind others).
     next_lane: usize,
-    /// Drained rows as journal records (`lane`, `pos`, row words), reused.
-    journal_buf: Vec<u64>,
+    /// The last drain found no chunk to move rows into (not even memory):
+    /// the rows wait in their rings, and a flush stops waiting for them.
+    drain_failed: bool,
     /// Producer stalls and dropped rows (all lanes) at the last segment's
     /// encode ([`Flusher::encode_threads`]).
     backlog_seen: u64,
@@ -220,16 +220,17 @@ const DRAIN_BLOCK_ROWS: u64 = 256;
 
 impl Flusher {
     fn new(shared: Arc<Shared>) -> Self {
-        let stored = shared.row_layout.stored_len();
-        let with_validity = shared.row_layout.has_validity();
         Flusher {
-            pending: Pending::new(stored, with_validity, shared.config.segment_rows),
+            pending: Pending::new(
+                shared.row_layout.width(),
+                shared.config.segment_rows,
+                CHUNK_ROWS,
+            ),
             shared,
             unwritten: VecDeque::new(),
             drained: vec![0; MAX_LANES],
-            secured: vec![0; MAX_LANES],
             next_lane: 0,
-            journal_buf: Vec::new(),
+            drain_failed: false,
             backlog_seen: 0,
             waited_on: false,
             events_published: 0,
@@ -293,7 +294,7 @@ impl Flusher {
         let rows_not_written = self
             .unwritten
             .iter()
-            .map(|(b, _)| b.num_rows() as u64)
+            .map(|(b, _, _)| b.num_rows() as u64)
             .sum::<u64>()
             + self.pending.rows as u64
             // Rows still in the rings: only if a closing cycle panicked.
@@ -308,6 +309,7 @@ impl Flusher {
             final_telemetry: self.final_telemetry,
             final_events: self.final_events,
             unsynced_folder: self.unsynced_folder.take(),
+            chunks: Some(std::mem::replace(&mut self.pending, Pending::new(1, 1, 1))),
         }
     }
 
@@ -335,6 +337,11 @@ impl Flusher {
                 .collect();
             while targets.iter().any(|&(i, t)| self.drained[i] < t) {
                 if self.drain_available() == 0 {
+                    if self.drain_failed {
+                        // Reported already; the rows left in the rings are
+                        // counted as not written if the recorder closes.
+                        break;
+                    }
                     thread::yield_now();
                 }
             }
@@ -437,24 +444,21 @@ impl Flusher {
     /// rows (at most a segment), without writing a segment. Returns rows
     /// moved.
     ///
-    /// A drained row stays in its ring slot (which outlives the process) until
-    /// a published segment holds it: a row is then written once, not also to
-    /// the journal. Only a lane that holds many drained rows has them
-    /// journaled so that its producer gets the room back
-    /// ([`Flusher::secure_held_rows`]). A retired lane whose rows are all
-    /// drained is freed for a new thread (which cannot overwrite held slots:
-    /// the ring refuses a push past its released position).
+    /// A row is copied from its ring slot into a chunk of the spool
+    /// ([`super::chunks`]), committed there, and only then is its slot
+    /// released: a kill at any point finds it in the one or the other. A
+    /// retired lane whose rows are all drained is freed for a new thread.
     fn drain_into_pending(&mut self, cap: usize) -> usize {
         let cap = cap.min(self.shared.config.segment_rows);
         let mut room = cap - self.pending.rows.min(cap);
         if room == 0 {
-            self.secure_held_rows();
             return 0;
         }
         let shared = Arc::clone(&self.shared);
+        let width = shared.row_layout.width();
         let mut moved = 0;
         let mut retired: Vec<usize> = Vec::new();
-        for k in 0..MAX_LANES {
+        'lanes: for k in 0..MAX_LANES {
             let i = (self.next_lane + k) % MAX_LANES;
             let state = shared.lanes.state(i);
             if state == LaneState::Free {
@@ -476,27 +480,46 @@ impl Flusher {
             let end_of_drain = from + n as u64;
             let mut block = from;
             while block < end_of_drain {
-                let (chunk, chunk_room) = self.pending.chunk_with_room();
+                let (chunk, chunk_room) = match self.pending.chunk_with_room(Some(&shared.spool)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Not even memory for a chunk: the rows stay in
+                        // their ring until a later drain finds some.
+                        if !self.drain_failed {
+                            shared.record_error(e);
+                        }
+                        self.drain_failed = true;
+                        break 'lanes;
+                    }
+                };
+                self.drain_failed = false;
                 let to = (block + DRAIN_BLOCK_ROWS)
                     .min(end_of_drain)
                     .min(block + chunk_room as u64);
-                for (slot, col) in chunk.columns.iter_mut().enumerate() {
-                    col.extend(lane.ring.column(block, to, slot));
+                assert!(
+                    to <= spool::MAX_CHUNK_POS,
+                    "ring position {to} is past what a chunk's tag holds"
+                );
+                for w in 0..width {
+                    for (out, word) in chunk
+                        .word_column(w)
+                        .iter()
+                        .zip(lane.ring.column(block, to, w))
+                    {
+                        out.store(word, Ordering::Relaxed);
+                    }
                 }
-                for (slot, v) in chunk.validity.iter_mut().enumerate() {
-                    let (word, bit) = shared
-                        .row_layout
-                        .validity_of(slot)
-                        .expect("validity columns exist only with validity words");
-                    v.extend(lane.ring.column(block, to, word).map(|w| w & bit != 0));
+                for (out, pos) in chunk.tag_column().iter().zip(block..to) {
+                    out.store(spool::chunk_tag(i, pos), Ordering::Relaxed);
                 }
                 self.pending.added(i, block, (to - block) as usize);
+                // Committed in the chunk: the slots may take new rows.
+                lane.ring.release(to);
+                let taken = (to - block) as usize;
+                self.drained[i] = to;
+                moved += taken;
+                room -= taken;
                 block = to;
-            }
-            if n > 0 {
-                self.drained[i] = from + n as u64;
-                moved += n;
-                room -= n;
             }
             if state == LaneState::Retired && self.drained[i] == end {
                 retired.push(i);
@@ -507,78 +530,10 @@ impl Flusher {
                 break;
             }
         }
-        self.secure_held_rows();
         for i in retired {
             shared.lanes.free_if_drained(i);
         }
         moved
-    }
-
-    /// Gives producers their ring room back: a lane holding more than a
-    /// quarter of its ring in drained rows (rows no published segment holds
-    /// yet) has them appended to the spool's journal, then releases their
-    /// slots. Until then those rows are safe in the ring itself, so a
-    /// producer slower than about a quarter ring per segment never has its
-    /// rows written twice, and a short run never creates a journal.
-    fn secure_held_rows(&mut self) {
-        let shared = Arc::clone(&self.shared);
-        let mut releases: Vec<(usize, u64)> = Vec::new();
-        // Words of `journal_buf` filled by this call. The buffer keeps its
-        // length between calls and is overwritten in place: clearing it and
-        // growing it again zero-filled every word before it was written.
-        let mut used = 0;
-        for i in 0..MAX_LANES {
-            let Some(lane) = shared.lane(i) else {
-                continue;
-            };
-            let upto = self.drained[i];
-            let from = self.secured[i].max(lane.ring.released());
-            if upto <= from || ((upto - from) as usize) <= lane.ring.capacity() / 4 {
-                continue;
-            }
-            // Sized once and filled record by record (`lane`, `pos`, the row's
-            // words): pushing word by word spent half its time growing checks.
-            let record = 2 + lane.ring.width();
-            let start = used;
-            used += (upto - from) as usize * record;
-            if self.journal_buf.len() < used {
-                self.journal_buf.resize(used, 0);
-            }
-            let records = self.journal_buf[start..used].chunks_exact_mut(record);
-            for ((pos, row), out) in (from..upto).zip(lane.ring.rows(from, upto)).zip(records) {
-                out[0] = i as u64;
-                out[1] = pos;
-                for (word, cell) in out[2..].iter_mut().zip(row) {
-                    *word = cell.load(Ordering::Relaxed);
-                }
-            }
-            self.secured[i] = upto;
-            releases.push((i, upto));
-        }
-        if used > 0 && shared.spool.journal(&self.journal_buf[..used]).is_err() {
-            // The rows are in memory and go to the next segment as usual; only
-            // their protection against a crash before then is gone. Counted.
-            shared.spool.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        for (i, upto) in releases {
-            if let Some(lane) = shared.lane(i) {
-                lane.ring.release(upto);
-            }
-        }
-    }
-
-    /// A segment holding `cover` is published: the ring slots of its rows no
-    /// longer need to hold them.
-    fn release_published(&mut self, cover: &Cover) {
-        for (&i, &(_, end)) in cover {
-            let Some(lane) = self.shared.lane(i) else {
-                continue;
-            };
-            self.secured[i] = self.secured[i].max(end);
-            if end > lane.ring.released() {
-                lane.ring.release(end);
-            }
-        }
     }
 
     /// Builds the pending rows (if any) into batches, one per chunk, and
@@ -650,7 +605,7 @@ impl Flusher {
         ) else {
             return None;
         };
-        let rows: usize = self.unwritten.iter().map(|(b, _)| b.num_rows()).sum();
+        let rows: usize = self.unwritten.iter().map(|(b, _, _)| b.num_rows()).sum();
         let short_close = self.closing
             && layout.storage.is_local()
             && final_telemetry.parent() == final_events.parent()
@@ -669,7 +624,7 @@ impl Flusher {
         let batches: Vec<RecordBatch> = self
             .unwritten
             .iter()
-            .map(|(b, c)| {
+            .map(|(b, c, _)| {
                 for (&lane, &(start, end)) in c {
                     extend_cover(&mut cover, lane, start, end);
                 }
@@ -678,7 +633,6 @@ impl Flusher {
             .collect();
         let lanes_kv = vec![(spool::LANES_KEY.to_string(), spool::format_lanes(&cover))];
         let events = self.unwritten_events.len();
-        let journals_before = shared.spool.rotate_journal();
         let sync_folder = !self.defer_folder_sync;
         // What the caller left unsynced is fsynced in the files' own wait; the
         // files' folder but the one their folder fsync covers (it makes every
@@ -754,8 +708,6 @@ impl Flusher {
         };
         let c = &shared.counters;
         self.unwritten.clear();
-        self.release_published(&cover);
-        shared.spool.drop_journals(journals_before);
         self.next_seq += 1;
         self.final_telemetry = Some((rows as u64, sizes[0]));
         c.written.fetch_add(rows as u64, Ordering::Relaxed);
@@ -818,7 +770,7 @@ impl Flusher {
             .unwritten
             .iter()
             .take(target.items)
-            .map(|(b, c)| {
+            .map(|(b, c, _)| {
                 for (&lane, &(start, end)) in c {
                     extend_cover(&mut cover, lane, start, end);
                 }
@@ -827,9 +779,6 @@ impl Flusher {
             .collect();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let lanes_kv = vec![(spool::LANES_KEY.to_string(), spool::format_lanes(&cover))];
-        // Rows drained from now on are journaled apart: once this segment is
-        // published they are the only ones the spool still needs.
-        let journals_before = shared.spool.rotate_journal();
         let threads = self.encode_threads(rows);
         let write = || {
             shared.sync_first()?;
@@ -852,13 +801,9 @@ impl Flusher {
         drop(batches);
         match written {
             Ok(size) => {
-                for (batch, _) in self.unwritten.drain(..target.items) {
-                    self.pending.recycle(batch);
-                }
-                self.release_published(&cover);
-                if self.unwritten.is_empty() {
-                    shared.spool.drop_journals(journals_before);
-                }
+                // Their chunks are refilled once the last batch of each is
+                // gone (a clone of one may live on in a failed write's retry).
+                self.unwritten.drain(..target.items);
                 self.next_seq += 1;
                 if target.direct {
                     self.final_telemetry = Some((rows as u64, size));
@@ -879,9 +824,9 @@ impl Flusher {
             Err(e) => {
                 // Keep the rows for a retry, up to a bound.
                 let mut lost = 0;
-                let mut kept: usize = self.unwritten.iter().map(|(b, _)| b.num_rows()).sum();
+                let mut kept: usize = self.unwritten.iter().map(|(b, _, _)| b.num_rows()).sum();
                 while kept > self.max_unwritten_rows() && self.unwritten.len() > 1 {
-                    if let Some((b, _)) = self.unwritten.pop_front() {
+                    if let Some((b, _, _)) = self.unwritten.pop_front() {
                         lost += b.num_rows();
                         kept -= b.num_rows();
                     }
@@ -981,13 +926,13 @@ impl Flusher {
     /// The pending rows as batches (one per chunk) with the ring positions
     /// each holds; pending is left empty. All or none: a chunk that cannot
     /// be built fails the lot.
-    fn build_batches(&mut self) -> Result<Vec<(RecordBatch, Cover)>> {
+    fn build_batches(&mut self) -> Result<Vec<(RecordBatch, Cover, Lease)>> {
         let shared = &*self.shared;
-        let chunks = self.pending.take_chunks();
+        let taken = self.pending.take_rows();
         // Rows counted as pending but in no chunk: those of a build that
         // panicked (its cycle was reported as failed). Counted lost here,
         // once, rather than carried as pending rows that no longer exist.
-        let in_chunks: usize = chunks.iter().map(|c| c.rows).sum();
+        let in_chunks: usize = taken.iter().map(|c| c.rows).sum();
         let vanished = self.pending.rows.saturating_sub(in_chunks);
         if vanished > 0 {
             shared
@@ -997,20 +942,22 @@ impl Flusher {
             self.pending.rows = in_chunks;
         }
         let dictionaries = dictionary_values(&shared.dictionaries);
-        let mut batches = Vec::with_capacity(chunks.len());
-        for mut chunk in chunks {
+        let mut batches = Vec::with_capacity(taken.len());
+        for rows in taken {
             fail::fail_point!("recorder::build_chunk");
-            let cover = std::mem::take(&mut chunk.cover);
-            let batch = batch_of_chunk(
+            let batch = batch_of_words(
                 &shared.schema,
                 &shared.arrow_schema,
                 &shared.row_layout,
                 &dictionaries,
                 &shared.constants,
-                chunk,
-                Some(&mut self.pending),
+                &rows.words,
+                rows.rows,
             )?;
-            batches.push((batch, cover));
+            // The batch's own columns may be copies (f32, bool, strings):
+            // the lent words keep the chunk from being refilled until the
+            // batch is published, or given up.
+            batches.push((batch, rows.cover, rows.words));
         }
         self.pending.built();
         Ok(batches)

@@ -17,6 +17,7 @@
 //!   refuses to write and its `close` does nothing (see [`crate::claim::Owner`]).
 
 mod batch;
+mod chunks;
 mod config;
 mod events;
 mod finish;
@@ -385,7 +386,7 @@ impl Recorder {
 
         let ring_capacity = config.ring_capacity.next_power_of_two().max(2);
         let spool_meta = SpoolMeta {
-            format: 1,
+            format: spool::FORMAT,
             boot_id: spool::boot_id(),
             pid: std::process::id(),
             instance: config.layout.instance.unwrap_or(0),

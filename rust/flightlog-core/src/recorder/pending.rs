@@ -199,7 +199,7 @@ impl PendingRecorder {
         let mut config = self.config.clone();
         config.layout = config.layout.with_instance(instance);
         let meta = SpoolMeta {
-            format: 1,
+            format: spool::FORMAT,
             boot_id: spool::boot_id(),
             pid: std::process::id(),
             instance,
