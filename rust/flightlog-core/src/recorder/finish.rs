@@ -123,10 +123,8 @@ impl Recorder {
         };
         owed.clone_from(&outcome.unsynced_folder);
         let chunks = outcome.chunks.take();
-        thread::scope(|scope| {
-            self.release_spool(&outcome, chunks, scope);
-            self.publish_and_check(flush_result, &outcome)
-        })
+        self.release_spool(&outcome, chunks);
+        self.publish_and_check(flush_result, &outcome)
     }
 
     /// Step 4 of `close`: the final files, then whatever went wrong on the
@@ -208,16 +206,13 @@ impl Recorder {
     /// Otherwise it stays for `recover`, which salvages what the disk refused
     /// here.
     ///
-    /// Letting go of a long recording's chunks (unmapping them and removing
-    /// their files, which evicts their pages: tens of MB) takes as long as
-    /// the merge; it runs beside the merge, on a thread of `scope` (which
-    /// `close` joins before it returns), on the core the flusher left idle.
-    fn release_spool<'s>(
-        &'s self,
-        outcome: &FlusherOutcome,
-        chunks: Option<Pending>,
-        scope: &'s thread::Scope<'s, '_>,
-    ) {
+    /// The spool's names go at once. A long recording's chunks (tens of MB
+    /// of mapped pages) are unmapped on a thread of their own: their files'
+    /// pages are freed with their last mapping, which costs about what
+    /// writing them did, and nothing in `close` needs to wait for it. Their
+    /// names are already gone, so a process that exits meanwhile leaves
+    /// nothing behind (the kernel frees the unlinked files with the process).
+    fn release_spool(&self, outcome: &FlusherOutcome, chunks: Option<Pending>) {
         // Nothing writes the rings or the spool's files any more (the gate is
         // closed, the flusher stopped): let go of them, so that threads that
         // recorded (their registrations outlive the recorder) hold no file.
@@ -225,24 +220,14 @@ impl Recorder {
         for lane in self.shared.lane_rings.iter().filter_map(OnceLock::get) {
             lane.ring.memory().release_file();
         }
-        let remove = outcome.rows_not_written == 0 && outcome.events_not_written == 0;
-        let spool = &self.shared.spool;
-        if remove && chunks.as_ref().is_some_and(|c| c.chunks_mapped() > 1) {
-            let released = thread::Builder::new()
-                .name("flightlog-unspool".into())
-                .spawn_scoped(scope, move || {
-                    drop(chunks);
-                    spool.remove();
-                });
-            if released.is_ok() {
-                return;
-            }
-            // No thread: the chunks went with the closure; the files go here.
-        } else {
-            drop(chunks);
+        if outcome.rows_not_written == 0 && outcome.events_not_written == 0 {
+            self.shared.spool.remove();
         }
-        if remove {
-            spool.remove();
+        if let Some(chunks) = chunks.filter(|c| c.chunks_mapped() > 1) {
+            // A spawn that fails drops the chunks (with its closure) here.
+            let _ = thread::Builder::new()
+                .name("flightlog-unmap".into())
+                .spawn(move || drop(chunks));
         }
     }
 
