@@ -73,6 +73,16 @@ impl MappedWords {
         Self::map(&file, path, words)
     }
 
+    /// Faults every page in, writable, in one call (`MADV_POPULATE_WRITE`):
+    /// for memory about to be written through from start to end, a page
+    /// fault each (with the zero-fill of a new page of the file) costs more
+    /// than the pages themselves. Advisory: a kernel without it (before
+    /// Linux 5.14) leaves the pages to be faulted in one by one.
+    pub fn populate(&self) {
+        #[cfg(target_os = "linux")]
+        let _ = self.map.advise(memmap2::Advice::PopulateWrite);
+    }
+
     /// `words` zero words of anonymous memory (no file): a ring that records
     /// as fast as a mapped one but dies with the process.
     pub fn anonymous(words: usize) -> Result<MappedWords> {

@@ -281,7 +281,15 @@ impl Spool {
     pub(crate) fn map_chunk(&self, index: u64, capacity: usize) -> Result<ChunkMemory> {
         let path = self.dir.join(format!("chunk-{index:06}.cols"));
         match MappedWords::create(&path, chunk_words(self.width, capacity)) {
-            Ok(m) => Ok(ChunkMemory::laid_out(m, self.width, capacity, Some(path))),
+            Ok(m) => {
+                // A recording past its first chunk fills them all: their
+                // pages are faulted in at once. The first is left to fault
+                // in page by page, as a short run writes only a few.
+                if index > 0 {
+                    m.populate();
+                }
+                Ok(ChunkMemory::laid_out(m, self.width, capacity, Some(path)))
+            }
             Err(_) => {
                 let _ = fs::remove_file(&path);
                 self.errors.fetch_add(1, Ordering::Relaxed);

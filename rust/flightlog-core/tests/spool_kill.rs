@@ -77,6 +77,17 @@ fn spawn_child(test: &str, env: &str, dir: &std::path::Path) -> std::process::Ch
         .unwrap()
 }
 
+/// Reads the child's lines until one ends with `word` (the harness prints the
+/// test's name on the line of the first word).
+fn wait_for_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, word: &str) {
+    loop {
+        let line = lines.next().expect("the child ended early").unwrap();
+        if line.trim_end().ends_with(word) {
+            return;
+        }
+    }
+}
+
 #[test]
 fn every_row_whose_call_returned_survives_kill_9() {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
@@ -211,13 +222,7 @@ fn drained_rows_survive_kill_9_in_the_chunk_or_the_ring() {
         dir.path(),
     );
     let mut lines = BufReader::new(proc.stdout.take().unwrap()).lines();
-    let mut wait_for = |word: &str| loop {
-        let line = lines.next().expect("the child ended early").unwrap();
-        // The harness prints the test's name on the line of the first word.
-        if line.trim_end().ends_with(word) {
-            return;
-        }
-    };
+    let mut wait_for = |word: &str| wait_for_line(&mut lines, word);
     wait_for("slow");
     let slow_chunks = chunks(dir.path());
     writeln!(proc.stdin.take().unwrap(), "go").unwrap();
@@ -305,17 +310,12 @@ fn rows_of_batches_kept_for_a_retry_stay_in_their_chunks() {
         COPIED_CHILD_ENV,
         dir.path(),
     );
-    let lines = BufReader::new(proc.stdout.take().unwrap()).lines();
-    let mut done = false;
-    for line in lines {
-        if line.unwrap().trim_end().ends_with("done") {
-            done = true;
-            break;
-        }
-    }
+    wait_for_line(
+        &mut BufReader::new(proc.stdout.take().unwrap()).lines(),
+        "done",
+    );
     proc.kill().unwrap(); // SIGKILL
     proc.wait().unwrap();
-    assert!(done, "the child ended early");
     std::fs::remove_file(dir.path().join("segments")).unwrap();
     recover_run(&OutputLayout::run_folder(dir.path())).unwrap();
     let (_, batches) = parquet_io::read_file(&dir.path().join("telemetry.parquet")).unwrap();
