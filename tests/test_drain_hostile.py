@@ -731,3 +731,20 @@ def test_drained_rows_are_committed_in_a_chunk_exactly(tmp_path: Path) -> None:
     assert not (run / ".flightlog.spool").exists()
     table = read_final(run)
     check_table(table, {3: (total, total)})
+
+
+def test_a_spool_that_cannot_hold_a_ring_or_a_chunk_is_counted_in_stats(tmp_path: Path) -> None:
+    """A ring or chunk the spool cannot make (names taken by folders here; on a real
+    machine, a full disk) is kept in memory: counted in ``stats()["spool_errors"]``, and
+    every row still reaches the final file."""
+    run = tmp_path / "run"
+    with FlightRecorder(run, SCHEMA, flush_interval=60.0) as rec:
+        assert rec.stats()["spool_errors"] == 0
+        (spool,) = run.glob(".flightlog.spool/*/")
+        (spool / "lane-000.ring").mkdir()
+        (spool / "chunk-000000.cols").mkdir()
+        emit(rec, 1, 0, 500, "record")
+        rec.flush()
+        assert rec.stats()["spool_errors"] == 2
+    table = read_final(run)
+    check_table(table, {1: (500, 500)})

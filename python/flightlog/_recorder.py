@@ -433,7 +433,9 @@ class FlightRecorder:
     def stats(self) -> dict[str, Any]:
         """Counters: rows_offered, rows_written, rows_sampled_out, rows_dropped,
         rows_over_budget, rows_lost, segments, bytes_written, flush_secs,
-        producer_stalls, events."""
+        producer_stalls, events, spool_errors (spool files that could not be made or
+        appended to, a full disk: rows since are protected against a crash only once
+        flushed)."""
         return dict(self._native.stats())
 
     def now_ms(self) -> float:

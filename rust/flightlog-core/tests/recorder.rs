@@ -616,3 +616,25 @@ fn segments_spanning_chunks_keep_one_row_group_and_every_row() {
         }
     }
 }
+
+/// A spool that cannot hold a thread's ring or a chunk of drained rows (here
+/// their names are taken by folders; on a real machine, a full disk) costs
+/// only their protection against a crash: the recorder keeps them in memory,
+/// counts each in `spool_errors`, and every row reaches the final file.
+#[test]
+fn a_spool_that_cannot_hold_a_ring_or_a_chunk_is_counted_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new(schema(), config(dir.path())).unwrap();
+    let spools = flightlog_core::spool::spool_dirs(&dir.path().join(".flightlog.spool"));
+    assert_eq!(spools.len(), 1);
+    fs::create_dir(spools[0].join("lane-000.ring")).unwrap();
+    fs::create_dir(spools[0].join("chunk-000000.cols")).unwrap();
+    for i in 0..1_000 {
+        assert_eq!(rec.push(&row(&rec, i)).unwrap(), Offer::Accepted);
+    }
+    rec.flush().unwrap();
+    assert_eq!(rec.stats().spool_errors, 2, "{:?}", rec.stats());
+    rec.close().unwrap();
+    let iters = iters_in(&dir.path().join("telemetry.parquet"));
+    assert_eq!(iters, (0..1_000).collect::<Vec<i64>>());
+}

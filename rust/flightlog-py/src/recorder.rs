@@ -1399,6 +1399,7 @@ impl PyRecorder {
         d.set_item("flush_secs", s.flush_nanos as f64 / 1e9)?;
         d.set_item("producer_stalls", s.producer_stalls)?;
         d.set_item("events", s.events)?;
+        d.set_item("spool_errors", s.spool_errors)?;
         Ok(d)
     }
 

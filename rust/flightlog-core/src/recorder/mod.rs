@@ -128,6 +128,11 @@ pub struct Stats {
     pub producer_stalls: u64,
     /// Events recorded.
     pub events: u64,
+    /// Spool files that could not be made or appended to (a full disk): a
+    /// ring or a chunk of drained rows kept in memory instead, or a string or
+    /// event not logged. Rows and events since are protected against a crash
+    /// only once they are in a published file.
+    pub spool_errors: u64,
 }
 
 /// What happened to an offered row.
@@ -833,6 +838,7 @@ impl Recorder {
             flush_nanos: c.flush_nanos.load(Ordering::Relaxed),
             producer_stalls: stalls,
             events: c.events.load(Ordering::Relaxed),
+            spool_errors: self.shared.spool.errors.load(Ordering::Relaxed),
         }
     }
 }
