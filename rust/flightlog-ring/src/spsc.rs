@@ -5,8 +5,9 @@
 //! *releases* them (says they are safe elsewhere), which frees their slots. The
 //! words are `AtomicU64` throughout: the row words are written and read with
 //! relaxed operations (a plain `mov` on x86-64 and AArch64) and ordered by the
-//! two position words, so there is no `unsafe` here and no data race even if a
-//! caller broke the single-producer contract (it would only read garbage).
+//! two position words, so there is no data race even if a caller broke the
+//! single-producer contract (it would only read garbage). The one `unsafe`
+//! here is a prefetch hint ([`prefetch_next_slot`]), which touches no memory.
 //!
 //! Layout, in words (128-byte lines so the producer's and the consumer's
 //! positions never share a cache line):
@@ -387,6 +388,7 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         slot.slot[0].store(pos + 1, Ordering::Relaxed);
         advance(pos + 1);
         self.words[TAIL].store(pos + 1, Ordering::Release);
+        prefetch_next_slot(slot.slot);
     }
 
     #[inline(always)]
@@ -497,6 +499,39 @@ impl<M> std::fmt::Debug for SpscRing<M> {
 /// Fresh zeroed words on the heap (tests, and rings that need no file).
 pub fn heap_words(n: usize) -> Box<[AtomicU64]> {
     (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+/// Asks the CPU to bring the slot after `slot` into this core's cache while
+/// the caller goes on with its own work: the slot's first and last words (a
+/// row of up to 16 words spans at most those two lines; the hardware's stream
+/// prefetcher follows wider ones).
+///
+/// Why: a producer that records one row per iteration of a solver finds the
+/// lines of its next slot gone from its caches (the solver's data evicted
+/// them, and the consumer last read them from another core), so each row's
+/// stores missed to L3 or memory. Prefetched at publish, the next row finds
+/// its lines close: in the 10 µs solver loop of `benches/peers/overhead.py`
+/// this halved what `record()` adds to the call (`benches/RESULTS.md`), for a
+/// few instructions a row. After the ring's last slot the address lies past
+/// the slots: a prefetch never faults, so the wrap just misses once a lap.
+#[inline(always)]
+fn prefetch_next_slot(slot: &[AtomicU64]) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let next = slot.as_ptr_range().end;
+        let last = next.wrapping_add(slot.len() - 1);
+        // SAFETY: `prefetcht0` is a hint: it reads and writes no memory the
+        // program can observe and never faults, whatever the address (an
+        // unmapped one is ignored), so no invariant depends on it; SSE, which
+        // it needs, is part of every x86-64 CPU.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(next.cast());
+            _mm_prefetch::<_MM_HINT_T0>(last.cast());
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = slot;
 }
 
 #[cfg(all(test, not(loom)))]
