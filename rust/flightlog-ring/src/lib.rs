@@ -30,7 +30,7 @@
 //! `tail` larger than every stamp, so it is tested only on the slow branch a
 //! push already takes when its slot is not free.
 //!
-//! This ring's `unsafe` is [`RowRing::write_row`] and [`RowRing::read_row`];
+//! This ring's `unsafe` is `RowRing::write_row` and `RowRing::read_row`;
 //! it is model-checked with loom (`tests/loom_ring.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]

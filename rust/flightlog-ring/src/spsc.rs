@@ -7,7 +7,7 @@
 //! relaxed operations (a plain `mov` on x86-64 and AArch64) and ordered by the
 //! two position words, so there is no data race even if a caller broke the
 //! single-producer contract (it would only read garbage). The one `unsafe`
-//! here is a prefetch hint ([`prefetch_next_slot`]), which touches no memory.
+//! here is a prefetch hint (`prefetch_next_slot`), which touches no memory.
 //!
 //! Layout, in words (128-byte lines so the producer's and the consumer's
 //! positions never share a cache line):
@@ -240,9 +240,10 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         if pos >= cursor.limit && !self.refresh(cursor, 1) {
             return Err(Full);
         }
-        self.write(pos, row);
+        let slot = self.write(pos, row);
         cursor.pos = pos + 1;
         self.words[TAIL].store(pos + 1, Ordering::Release);
+        prefetch_next_slot(slot);
         Ok(pos)
     }
 
@@ -391,14 +392,16 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         prefetch_next_slot(slot.slot);
     }
 
+    /// Stamps and fills the slot of `pos`, and returns it.
     #[inline(always)]
-    fn write(&self, pos: u64, row: &[u64]) {
+    fn write(&self, pos: u64, row: &[u64]) -> &[AtomicU64] {
         let base = self.base(pos);
         let slot = &self.words[base..base + self.stride];
         slot[0].store(pos + 1, Ordering::Relaxed);
         for (w, &v) in slot[1..].iter().zip(row) {
             w.store(v, Ordering::Relaxed);
         }
+        slot
     }
 
     // ---- consumer side ----
@@ -501,19 +504,27 @@ pub fn heap_words(n: usize) -> Box<[AtomicU64]> {
     (0..n).map(|_| AtomicU64::new(0)).collect()
 }
 
-/// Asks the CPU to bring the slot after `slot` into this core's cache while
-/// the caller goes on with its own work: the slot's first and last words (a
-/// row of up to 16 words spans at most those two lines; the hardware's stream
-/// prefetcher follows wider ones).
+/// Asks the CPU to bring the slot after `slot` into this core's caches while
+/// the caller goes on with its own work: the lines of the slot's first and
+/// last words. Those are all of its lines for a slot of up to 9 words (72
+/// bytes, two lines at most), and for the common 12-word slot of a 10-value
+/// row at the offsets such slots start at (every 96 bytes from a 64-byte
+/// boundary: two lines each); a wider slot's middle lines are left to the
+/// hardware's next-line prefetcher.
 ///
-/// Why: a producer that records one row per iteration of a solver finds the
-/// lines of its next slot gone from its caches (the solver's data evicted
-/// them, and the consumer last read them from another core), so each row's
-/// stores missed to L3 or memory. Prefetched at publish, the next row finds
-/// its lines close: in the 10 µs solver loop of `benches/peers/overhead.py`
-/// this halved what `record()` adds to the call (`benches/RESULTS.md`), for a
-/// few instructions a row. After the ring's last slot the address lies past
-/// the slots: a prefetch never faults, so the wrap just misses once a lap.
+/// Why: when a thread records one row per iteration of a solver, the lines of
+/// its next slot are in none of its core's caches: this core last wrote them a
+/// lap of the ring ago, and the consumer last read them on another core. Each
+/// row's stores then missed to L3 or memory. Fetched at publish, the lines
+/// wait in this core's L2 (which a solver's working set of a few hundred KiB
+/// leaves them in) through the iteration's own work. In the 10 µs solver loop
+/// of `benches/peers/overhead.py` the whole overhead went from 1.45-1.69% to
+/// 1.14-1.23% (`benches/RESULTS.md`, session 28), for 5 instructions a row.
+/// After the ring's last slot the address lies past the slots (in whatever is
+/// mapped there, or nothing): a prefetch never faults, and slot 0 just misses
+/// once a lap. On other architectures this does nothing (Rust has no stable
+/// prefetch there); `_MM_HINT_ET0` (write intent) compiles to the same
+/// `prefetcht0` for the baseline x86-64 that wheels target.
 #[inline(always)]
 fn prefetch_next_slot(slot: &[AtomicU64]) {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
