@@ -290,3 +290,76 @@ def test_the_float_run_declines_at_any_position_as_log_does(tmp_path: Path, n_fl
     assert got == want
     assert len(got) == len(rows) - refused
     assert [r["iter"] for r in got][:7] == [0, 1, -1, 2**30 - 1, 2**30, -(2**30), 2**60 - 1]
+
+
+class StrSub(str):
+    pass
+
+
+@pytest.mark.parametrize("nullable", [False, True])
+def test_labels_after_the_float_run_match_log_value_for_value(tmp_path: Path, nullable: bool) -> None:
+    """A row that ends in enum labels after its iteration and floats (a solver's phase) has
+    its own in-place step for the labels: each found by identity among its field's first
+    16 interned labels. Anything else declines the whole row to the general path: a label
+    equal but not identical (built at run time), one past the first 16 (found by hash
+    there), a str subclass, an unknown label or a non-string (refused), None (a null when
+    nullable). Two label fields, checked against ``log()`` row by row and read back with
+    pyarrow."""
+    modes = [f"m{k:02d}" for k in range(20)]
+    names = ["iter", "x", "y", "phase", "mode"]
+    schema = Schema(
+        [
+            Field("iter", "i64", nullable=False),
+            Field("x", "f64", nullable=False),
+            Field("y", "f64", nullable=False),
+            Field("phase", Enum(["RED", "AMBER", "GREEN"]), nullable=nullable),
+            Field("mode", Enum(modes), nullable=nullable),
+        ]
+    )
+    by_record = FlightRecorder(tmp_path / "record", schema)
+    by_log = FlightRecorder(tmp_path / "log", schema)
+    built = "".join(["AM", "BER"])  # equal to a label, not the interned object
+    rows: list[tuple[object, ...]] = [
+        (0, 0.5, 1.5, "RED", "m00"),  # in place
+        (1, 0.5, 1.5, "GREEN", "m15"),  # the 16th label: still by identity
+        (2, 0.5, 1.5, "AMBER", "m16"),  # the 17th: by hash, on the general path
+        (3, 0.5, 1.5, built, "m01"),
+        (4, 0.5, 1.5, StrSub("RED"), "m02"),
+        (5, 0.5, 1.5, "BLUE", "m03"),  # unknown: refused
+        (6, 0.5, 1.5, "RED", 3),  # not a string: refused
+        (7, 0.5, 1.5, None, "m04"),  # a null, or refused
+        (8, 0.5, 1.5, "GREEN", "m19"),
+        (9, 0.5, 1.5, "AMBER", "m05"),  # in place again after the refusals
+    ]
+    outcomes: dict[str, list[object]] = {"record": [], "log": []}
+    for row in rows:
+        for name, call, args, kwargs in (
+            ("record", by_record.record, row, {}),
+            ("log", by_log.log, (), dict(zip(names, row, strict=True))),
+        ):
+            try:
+                call(*args, **kwargs)
+                outcomes[name].append(None)
+            except Exception as e:
+                outcomes[name].append(type(e))
+    assert outcomes["record"] == outcomes["log"]
+    refused = [row[0] for row, o in zip(rows, outcomes["record"], strict=True) if o is not None]
+    assert refused == ([5, 6] if nullable else [5, 6, 7])
+    by_record.close()
+    by_log.close()
+    got = pq.read_table(tmp_path / "record" / "telemetry.parquet").to_pylist()
+    want = pq.read_table(tmp_path / "log" / "telemetry.parquet").to_pylist()
+    assert got == want
+    expected = {
+        0: ("RED", "m00"),
+        1: ("GREEN", "m15"),
+        2: ("AMBER", "m16"),
+        3: ("AMBER", "m01"),
+        4: ("RED", "m02"),
+        7: (None, "m04"),
+        8: ("GREEN", "m19"),
+        9: ("AMBER", "m05"),
+    }
+    assert {r["iter"]: (r["phase"], r["mode"]) for r in got} == {
+        i: v for i, v in expected.items() if nullable or i != 7
+    }

@@ -129,6 +129,9 @@ struct Active {
     /// any other kind (the iteration, then floats: the usual telemetry row),
     /// converted by a loop with no kind test and no call; else 0.
     lead_floats: usize,
+    /// Every slot after the leading run is an enum's (a solver's phase after
+    /// its floats): [`Active::fill_labels`] converts them, not `fill_mixed`.
+    labels_after_lead: bool,
     /// Per stored slot: the fast-path kind of its field.
     slot_kinds: Box<[SlotKind]>,
     rec: Recorder,
@@ -206,6 +209,11 @@ impl Active {
             Some((SlotKind::I64, rest)) => rest.iter().take_while(|&&k| k == SlotKind::F64).count(),
             _ => 0,
         };
+        let labels_after_lead = lead_floats > 0
+            && slot_kinds.len() > 1 + lead_floats
+            && slot_kinds[1 + lead_floats..]
+                .iter()
+                .all(|&k| k == SlotKind::Enum);
         let enum_labels = dtypes
             .map(|dtype| match dtype {
                 // Only the first labels: the identity scan runs on every
@@ -230,6 +238,7 @@ impl Active {
             in_place_len,
             f64_from,
             lead_floats,
+            labels_after_lead,
             describe,
         }
     }
@@ -394,11 +403,47 @@ impl Active {
                         w[0].store(f64_word(a), Ordering::Relaxed);
                         w[1].store(f64_word(b), Ordering::Relaxed);
                     }
-                    return n == words.len() || self.fill_mixed(stored, values, 1 + n);
+                    if n == words.len() {
+                        return true;
+                    }
+                    return if self.labels_after_lead && n == run {
+                        self.fill_labels(stored, values, 1 + n)
+                    } else {
+                        self.fill_mixed(stored, values, 1 + n)
+                    };
                 }
             }
         }
         self.fill_mixed(stored, values, 0)
+    }
+
+    /// The enum slots from `from` on (every slot after the leading run, when
+    /// `labels_after_lead`), each value found by identity among its field's
+    /// first interned labels, as `fast_word` finds it: without `fill_mixed`'s
+    /// split and kind tests, a solver's row with a phase label runs fewer
+    /// instructions and fetches less code. False at a value that is not one of
+    /// those labels (the general path takes the row).
+    #[inline(never)]
+    fn fill_labels(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>], from: usize) -> bool {
+        let (Some(words), Some(values), Some(labels)) = (
+            stored.get(from..),
+            values.get(from..),
+            self.enum_labels.get(from..),
+        ) else {
+            return false;
+        };
+        // One value and one label list per slot (all three are per stored
+        // slot): never a slot left unwritten by a shorter zip.
+        if values.len() != words.len() || labels.len() != words.len() {
+            return false;
+        }
+        for ((word, value), labels) in words.iter().zip(values).zip(labels) {
+            match labels.iter().position(|l| value.is(l)) {
+                Some(code) => word.store(code as u64, Ordering::Relaxed),
+                None => return false,
+            }
+        }
+        true
     }
 
     /// [`Active::fill_values`] for any row, from slot `from` on: an exact float
@@ -428,7 +473,9 @@ impl Active {
             };
             word.store(w, Ordering::Relaxed);
         }
-        self.fill_floats(&stored[split..], floats)
+        // A row that ends in labels (a solver's phase) has no trailing floats:
+        // no call (one out-of-line function's code fewer for the row to fetch).
+        floats.is_empty() || self.fill_floats(&stored[split..], floats)
     }
 
     /// The trailing f64 slots, with no kind test (three instructions a value
