@@ -304,7 +304,8 @@ def test_labels_after_the_float_run_match_log_value_for_value(tmp_path: Path, nu
     equal but not identical (built at run time), one past the first 16 (found by hash
     there), a str subclass, an unknown label or a non-string (refused), None (a null when
     nullable). Two label fields, checked against ``log()`` row by row and read back with
-    pyarrow."""
+    pyarrow. Which path took a row is not visible from Python (both write the same words);
+    ``benches/bench_instructions.py --cache`` shows the in-place step's counts."""
     modes = [f"m{k:02d}" for k in range(20)]
     names = ["iter", "x", "y", "phase", "mode"]
     schema = Schema(

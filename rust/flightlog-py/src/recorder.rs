@@ -365,8 +365,9 @@ impl Active {
     /// (the iteration, then a run of floats, then perhaps labels) is converted
     /// by a loop that calls nothing (the iteration read in place on CPython
     /// 3.11, through the C API elsewhere): the first value it does not take
-    /// (not an exact int, not an exact float), and whatever follows the run,
-    /// go to [`Active::fill_mixed`] from that slot on.
+    /// (not an exact int, not an exact float) goes to [`Active::fill_mixed`]
+    /// from that slot on, and so does whatever follows the run, unless it is
+    /// only enum labels ([`Active::fill_labels`]).
     #[inline(always)]
     fn fill_values(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
         let run = self.lead_floats;
@@ -406,7 +407,9 @@ impl Active {
                     if n == words.len() {
                         return true;
                     }
-                    return if self.labels_after_lead && n == run {
+                    // `n` is the whole run here: a row that reaches this
+                    // path has one value per stored slot.
+                    return if self.labels_after_lead {
                         self.fill_labels(stored, values, 1 + n)
                     } else {
                         self.fill_mixed(stored, values, 1 + n)
