@@ -35,6 +35,25 @@ class FloatSub(float):
     pass
 
 
+def _offer_both(
+    rows: list[tuple[object, ...]], names: list[str], by_record: FlightRecorder, by_log: FlightRecorder
+) -> dict[str, list[object]]:
+    """Offers each row to ``by_record.record`` and, by keyword, to ``by_log.log``; returns
+    per call what it raised (the exception's type) or None."""
+    outcomes: dict[str, list[object]] = {"record": [], "log": []}
+    for row in rows:
+        for name, call, args, kwargs in (
+            ("record", by_record.record, row, {}),
+            ("log", by_log.log, (), dict(zip(names, row, strict=True))),
+        ):
+            try:
+                call(*args, **kwargs)
+                outcomes[name].append(None)
+            except Exception as e:  # the same refusal both ways, whatever it is
+                outcomes[name].append(type(e))
+    return outcomes
+
+
 @pytest.mark.parametrize("nullable", [False, True])
 def test_rows_of_both_paths_interleave_whole_and_in_order(tmp_path: Path, nullable: bool) -> None:
     rec = FlightRecorder(tmp_path / "r", _schema(nullable))
@@ -269,17 +288,7 @@ def test_the_float_run_declines_at_any_position_as_log_does(tmp_path: Path, n_fl
             vals[k] = odd
             rows.append((len(rows), *vals, *tail))
     rows.append((len(rows), *floats, *tail))
-    outcomes = {"record": [], "log": []}
-    for row in rows:
-        for name, call, args, kwargs in (
-            ("record", by_record.record, row, {}),
-            ("log", by_log.log, (), dict(zip(names, row, strict=True))),
-        ):
-            try:
-                call(*args, **kwargs)
-                outcomes[name].append(None)
-            except Exception as e:
-                outcomes[name].append(type(e))
+    outcomes = _offer_both(rows, names, by_record, by_log)
     assert outcomes["record"] == outcomes["log"]
     refused = sum(o is not None for o in outcomes["record"])
     assert refused == 2 * n_floats  # the string and the None at each position
@@ -332,17 +341,7 @@ def test_labels_after_the_float_run_match_log_value_for_value(tmp_path: Path, nu
         (8, 0.5, 1.5, "GREEN", "m19"),
         (9, 0.5, 1.5, "AMBER", "m05"),  # in place again after the refusals
     ]
-    outcomes: dict[str, list[object]] = {"record": [], "log": []}
-    for row in rows:
-        for name, call, args, kwargs in (
-            ("record", by_record.record, row, {}),
-            ("log", by_log.log, (), dict(zip(names, row, strict=True))),
-        ):
-            try:
-                call(*args, **kwargs)
-                outcomes[name].append(None)
-            except Exception as e:
-                outcomes[name].append(type(e))
+    outcomes = _offer_both(rows, names, by_record, by_log)
     assert outcomes["record"] == outcomes["log"]
     refused = [row[0] for row, o in zip(rows, outcomes["record"], strict=True) if o is not None]
     assert refused == ([5, 6] if nullable else [5, 6, 7])
