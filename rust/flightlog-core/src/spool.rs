@@ -599,6 +599,31 @@ pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> 
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    // The rings before the journals and chunks: a row leaves its ring slot
+    // only after it is committed in a chunk (or journal), so reading in this
+    // order finds every row once even if its writer is still draining (a
+    // recorder leaked in-process, as tests simulate a crash): a row released
+    // after the ring was read is in the chunk read next. The other order
+    // could miss a row drained in between.
+    for name in &names {
+        let Some(lane) = lane_index(name) else {
+            continue;
+        };
+        let path = dir.join(name);
+        // A thread's first row creates its lane's file, then sizes it
+        // (`MappedWords::create`): a kill in between leaves it empty, and
+        // no row was ever published in it.
+        if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            continue;
+        }
+        let words = SpscRing::<RingMemory>::words_needed(meta.ring_capacity, width);
+        let mapped = crate::mapped::MappedWords::open(&path, words)?;
+        let ring = SpscRing::new(mapped, meta.ring_capacity, width);
+        let (_, torn) = ring.salvage(from(lane), |pos, row| {
+            rows.insert((lane, pos), row.to_vec());
+        });
+        out.torn_rows += torn;
+    }
     for name in &names {
         if journal_index(name).is_none() {
             continue;
@@ -629,25 +654,6 @@ pub fn salvage(dir: &Path, covered: &BTreeMap<usize, u64>, events_from: u64) -> 
                 }
             })?;
         }
-    }
-    for name in &names {
-        let Some(lane) = lane_index(name) else {
-            continue;
-        };
-        let path = dir.join(name);
-        // A thread's first row creates its lane's file, then sizes it
-        // (`MappedWords::create`): a kill in between leaves it empty, and
-        // no row was ever published in it.
-        if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-            continue;
-        }
-        let words = SpscRing::<RingMemory>::words_needed(meta.ring_capacity, width);
-        let mapped = crate::mapped::MappedWords::open(&path, words)?;
-        let ring = SpscRing::new(mapped, meta.ring_capacity, width);
-        let (_, torn) = ring.salvage(from(lane), |pos, row| {
-            rows.insert((lane, pos), row.to_vec());
-        });
-        out.torn_rows += torn;
     }
     for ((lane, pos), row) in rows {
         let e = out.lanes.entry(lane).or_insert((pos, pos + 1));
