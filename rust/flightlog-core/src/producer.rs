@@ -272,5 +272,8 @@ fn register(shared: &Arc<Shared>, regs: &mut Vec<Registration>) -> Result<usize>
         shared: Arc::clone(shared),
         lane,
     });
+    // The flusher faults in the ring's first pages ahead of this thread's
+    // rows (see its `RingWarmup`): now, not at its next timed drain.
+    shared.wake_flusher();
     Ok(lane)
 }

@@ -169,6 +169,15 @@ impl<M: Deref<Target = [AtomicU64]>> SpscRing<M> {
         &self.words
     }
 
+    /// Where in [`SpscRing::memory`] the slots of positions `from..to` of
+    /// the ring's first lap lie: a word range, clipped to the last slot (a
+    /// position past the first lap reuses a slot of it). For memory that is
+    /// faulted in ahead of the producer's first writes.
+    pub fn first_lap_words(&self, from: u64, to: u64) -> std::ops::Range<usize> {
+        let slot = |pos: u64| HEADER_WORDS + pos.min(self.capacity as u64) as usize * self.stride;
+        slot(from)..slot(to.max(from))
+    }
+
     /// Words per row.
     pub fn width(&self) -> usize {
         self.width
@@ -577,6 +586,29 @@ mod tests {
         assert_eq!(out, [1, 2]);
         r.release(1);
         assert!(r.reserve(&mut c).is_some(), "a released slot is free again");
+    }
+
+    #[test]
+    fn first_lap_words_are_the_slots_of_those_positions() {
+        let r = ring(4, 2);
+        let mut c = r.cursor();
+        for pos in 0..4u64 {
+            r.push(&mut c, &[10 * pos + 1, 10 * pos + 2]).unwrap();
+        }
+        let words = |range: std::ops::Range<usize>| -> Vec<u64> {
+            r.memory()[range]
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed))
+                .collect()
+        };
+        // Each slot: its stamp (position + 1), then the row.
+        assert_eq!(words(r.first_lap_words(1, 3)), [2, 11, 12, 3, 21, 22]);
+        assert_eq!(words(r.first_lap_words(3, 4)), [4, 31, 32]);
+        // Clipped to the lap: nothing past the last slot, nothing backwards.
+        assert_eq!(r.first_lap_words(3, 9), r.first_lap_words(3, 4));
+        assert!(r.first_lap_words(5, 9).is_empty());
+        assert!(r.first_lap_words(2, 1).is_empty());
+        assert_eq!(r.first_lap_words(4, 4).end, r.memory().len());
     }
 
     #[test]

@@ -127,6 +127,9 @@ struct Flusher {
     /// Per lane: the next ring position to drain (every slot below it is
     /// released: its row is in a chunk of the spool).
     drained: Vec<u64>,
+    /// Per lane: how far its ring's first lap is faulted in ahead of its
+    /// producer ([`Flusher::fault_in_ahead`]).
+    warmed: Vec<RingWarmup>,
     /// The lane a drain starts with (rotates, so no lane waits behind others).
     next_lane: usize,
     /// The last drain found no chunk to move rows into (not even memory):
@@ -214,6 +217,63 @@ impl WriteTarget {
 /// thread start costs more than they take).
 const CONCURRENT_WRITE_MIN_ROWS: usize = 16 * 1024;
 
+/// How far a lane's ring is faulted in ahead of its producer, on its first
+/// lap: the flusher's share of a new ring's cost.
+///
+/// A producer's first write to each page of its ring (a file of the spool)
+/// is a page fault: the page allocated in the page cache, zeroed, and made
+/// writable by the filesystem. That is several microseconds a page, paid on
+/// the recording thread, which doubled the cost of a row over a ring's
+/// first lap (64k rows by default). The flusher, which looks
+/// at every ring each drain, faults the pages in ahead of the producer
+/// instead (`MADV_POPULATE_WRITE`), on its own core. It goes
+/// [`WARMUP_LEAD_ROWS`] plus twice as far as the producer went since the last
+/// look (at most [`WARMUP_MAX_PACE_ROWS`]) ahead of it (a thread's registration wakes the flusher for the first
+/// look): a short run warms little more than it writes, and a close soon
+/// after the first row waits for little; a solver's rows are warmed from its
+/// first timed drain on; a fast producer has its ring warmed in a few drains.
+/// After the first lap every page is mapped and this stops.
+#[derive(Debug, Clone, Copy, Default)]
+struct RingWarmup {
+    /// The producer's position at the last look.
+    seen: u64,
+    /// Positions below this are faulted in (or were written).
+    faulted: u64,
+}
+
+/// How far a warm-up goes ahead of the producer besides twice its pace: 48
+/// KiB of ten-field slots, faulted in in about 30 µs.
+const WARMUP_LEAD_ROWS: u64 = 512;
+
+/// The most a warm-up adds for the producer's pace: a producer recording flat
+/// out into a large ring (`ring_capacity`) and stopping has at most 1.5 MiB
+/// of ten-field slots faulted in that it never writes. (Flat out, the
+/// warm-up cannot shorten the run anyway: the flusher, which would fault
+/// the pages in, is what sets the pace.)
+const WARMUP_MAX_PACE_ROWS: u64 = 16 * 1024;
+
+impl RingWarmup {
+    /// Faults in the slots `ring`'s producer, now at `published`, writes
+    /// next, if its first lap is not done.
+    fn fault_in_ahead(&mut self, ring: &spool::MappedRing, published: u64) {
+        let lap = ring.capacity() as u64;
+        if self.faulted >= lap {
+            return;
+        }
+        let advanced = published.saturating_sub(self.seen);
+        self.seen = published;
+        let from = self.faulted.max(published);
+        let to = published
+            .saturating_add(advanced.saturating_mul(2).min(WARMUP_MAX_PACE_ROWS))
+            .saturating_add(WARMUP_LEAD_ROWS)
+            .min(lap);
+        if from < to {
+            ring.memory().populate_words(ring.first_lap_words(from, to));
+        }
+        self.faulted = self.faulted.max(to).max(published.min(lap));
+    }
+}
+
 /// Rows a drain copies column by column at a time: 256 slots of a 10-field
 /// row are 24 KiB, which stay in the L1 cache across the columns' passes.
 const DRAIN_BLOCK_ROWS: u64 = 256;
@@ -229,6 +289,7 @@ impl Flusher {
             shared,
             unwritten: VecDeque::new(),
             drained: vec![0; MAX_LANES],
+            warmed: vec![RingWarmup::default(); MAX_LANES],
             next_lane: 0,
             drain_failed: false,
             backlog_seen: 0,
@@ -473,6 +534,7 @@ impl Flusher {
             };
             // Read after the state: a retired lane's rows are all published.
             let end = lane.ring.published();
+            self.warmed[i].fault_in_ahead(&lane.ring, end);
             let from = self.drained[i];
             let n = ((end - from) as usize).min(room);
             // Column by column, in blocks whose slots stay in the cache
@@ -971,5 +1033,61 @@ pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "unknown panic".to_owned()
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::mapped::MappedWords;
+    use crate::spool::MappedRing;
+
+    /// The page of the mapping that holds the slot of first-lap position `pos`.
+    fn page_of(ring: &MappedRing, pos: u64) -> usize {
+        ring.first_lap_words(pos, pos + 1).start * 8 / 4096
+    }
+
+    #[test]
+    fn a_warmup_faults_in_the_ring_ahead_of_its_producer_on_the_first_lap_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (capacity, width) = (8192, 11);
+        let words = MappedRing::words_needed(capacity, width);
+        let ring = MappedRing::new(
+            MappedWords::create(&dir.path().join("lane-000.ring"), words).unwrap(),
+            capacity,
+            width,
+        );
+        let resident = |pos: u64| ring.memory().resident_pages()[page_of(&ring, pos)];
+        // On ext4 an allocated page is out of memory until touched (tmpfs
+        // keeps it in memory: there only what must be warm is checked).
+        let untouched_are_cold = !ring.memory().resident_pages().iter().any(|&r| r);
+        let mut warmup = RingWarmup::default();
+
+        // At registration (nothing published): the lead only.
+        warmup.fault_in_ahead(&ring, 0);
+        assert!((0..WARMUP_LEAD_ROWS).all(resident));
+        assert_eq!(warmup.faulted, WARMUP_LEAD_ROWS);
+        if untouched_are_cold {
+            assert!(!resident(WARMUP_LEAD_ROWS + 100));
+        }
+
+        // The producer went 1000 rows: twice that, plus the lead, ahead of it.
+        warmup.fault_in_ahead(&ring, 1000);
+        let ahead = 1000 + 2 * 1000 + WARMUP_LEAD_ROWS;
+        assert_eq!(warmup.faulted, ahead);
+        assert!((1000..ahead).all(resident));
+        if untouched_are_cold {
+            // Rows the producer wrote itself (600..1000 here) were never
+            // the warm-up's; nor is anything past its reach.
+            assert!(!resident(700));
+            assert!(!resident(ahead + 100));
+        }
+
+        // Past the first lap every page has been written: the warm-up stops.
+        warmup.fault_in_ahead(&ring, capacity as u64 + 5);
+        assert_eq!(warmup.faulted, capacity as u64);
+        let before = ring.memory().resident_pages();
+        warmup.fault_in_ahead(&ring, 3 * capacity as u64);
+        assert_eq!(ring.memory().resident_pages(), before);
     }
 }
