@@ -85,8 +85,9 @@ def test_the_recording_threads_first_writes_to_its_ring_find_the_pages_faulted_i
     values = [0.5] * 9
     for i in range(500):
         rec.record(i, *values)
-    # Timed drains (every 20 ms) see the pace, 500 rows, and warm twice that and more ahead.
-    time.sleep(0.1)
+    # A look of the flusher (it looks every 20 ms) sees those 500 rows go by, and faults in
+    # the pages of twice as many, and some, ahead. One look is enough, and it has 15 chances.
+    time.sleep(0.3)
     before = resource.getrusage(resource.RUSAGE_THREAD)
     for i in range(500, 1500):
         rec.record(i, *values)

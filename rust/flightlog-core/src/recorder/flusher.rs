@@ -128,8 +128,11 @@ struct Flusher {
     /// released: its row is in a chunk of the spool).
     drained: Vec<u64>,
     /// Per lane: how far its ring's first lap is faulted in ahead of its
-    /// producer ([`Flusher::fault_in_ahead`]).
+    /// producer ([`RingWarmup`]).
     warmed: Vec<RingWarmup>,
+    /// A ring had its first warm-up look this cycle: look again after
+    /// [`WARMUP_PACE_LOOK`] rather than a whole drain period.
+    pace_look_due: bool,
     /// The lane a drain starts with (rotates, so no lane waits behind others).
     next_lane: usize,
     /// The last drain found no chunk to move rows into (not even memory):
@@ -222,27 +225,34 @@ const CONCURRENT_WRITE_MIN_ROWS: usize = 16 * 1024;
 ///
 /// A producer's first write to each page of its ring (a file of the spool)
 /// is a page fault: the page allocated in the page cache, zeroed, and made
-/// writable by the filesystem. That is several microseconds a page, paid on
-/// the recording thread, which doubled the cost of a row over a ring's
-/// first lap (64k rows by default). The flusher, which looks
-/// at every ring each drain, faults the pages in ahead of the producer
-/// instead (`MADV_POPULATE_WRITE`), on its own core. It goes
-/// [`WARMUP_LEAD_ROWS`] plus twice as far as the producer went since the last
-/// look (at most [`WARMUP_MAX_PACE_ROWS`]) ahead of it (a thread's registration wakes the flusher for the first
-/// look): a short run warms little more than it writes, and a close soon
-/// after the first row waits for little; a solver's rows are warmed from its
-/// first timed drain on; a fast producer has its ring warmed in a few drains.
-/// After the first lap every page is mapped and this stops.
+/// writable by the filesystem, about 5 µs on the recording thread. At ten
+/// fields a row that is one fault every 42 rows, which made a row cost
+/// several times more over a ring's first lap (64k rows by default) than
+/// after it. The flusher, which looks at every ring each drain, faults the
+/// pages in ahead of the producer instead (`MADV_POPULATE_WRITE`), on its own
+/// core: as far ahead as the producer's pace since the last look would take
+/// it in [`WARMUP_HORIZON_DRAINS`] drain periods, or twice the most it ever
+/// went between two looks (a producer that records in bursts), whichever
+/// is more (at most [`WARMUP_MAX_PACE_ROWS`] rows), plus [`WARMUP_LEAD_ROWS`]. A thread's
+/// registration wakes the flusher for a first look (the lead only: a short
+/// run warms little more than it writes, and a close soon after the first
+/// row waits for little), which asks for a second one soon after
+/// ([`WARMUP_PACE_LOOK`]) to learn the pace. After the first lap every page
+/// is mapped and this stops.
 #[derive(Debug, Clone, Copy, Default)]
 struct RingWarmup {
-    /// The producer's position at the last look.
+    /// The producer's position at the last look, and when that was (None
+    /// before the first look).
     seen: u64,
+    seen_at: Option<Instant>,
+    /// The most rows the producer published between two looks.
+    largest_step: u64,
     /// Positions below this are faulted in (or were written).
     faulted: u64,
 }
 
-/// How far a warm-up goes ahead of the producer besides twice its pace: 48
-/// KiB of ten-field slots, faulted in in about 30 µs.
+/// How far a warm-up goes ahead of the producer besides its pace: 48 KiB of
+/// ten-field slots, faulted in in about 30 µs.
 const WARMUP_LEAD_ROWS: u64 = 512;
 
 /// The most a warm-up adds for the producer's pace: a producer recording flat
@@ -252,25 +262,51 @@ const WARMUP_LEAD_ROWS: u64 = 512;
 /// the pages in, is what sets the pace.)
 const WARMUP_MAX_PACE_ROWS: u64 = 16 * 1024;
 
+/// A warm-up covers the producer's pace for this many drain periods: the
+/// next timed look, and a margin for a late one.
+const WARMUP_HORIZON_DRAINS: u32 = 2;
+
+/// When the flusher looks again after a ring's first look (its thread's
+/// registration), to learn its producer's pace before that producer runs
+/// out of warm pages.
+const WARMUP_PACE_LOOK: Duration = Duration::from_millis(2);
+
 impl RingWarmup {
-    /// Faults in the slots `ring`'s producer, now at `published`, writes
-    /// next, if its first lap is not done.
-    fn fault_in_ahead(&mut self, ring: &spool::MappedRing, published: u64) {
+    /// Faults in the slots `ring`'s producer, now (`now`) at `published`,
+    /// writes next, if its first lap is not done, for `horizon` at its pace.
+    /// True on a ring's first look: the pace is not known yet, and the
+    /// flusher should look again soon ([`WARMUP_PACE_LOOK`]).
+    fn fault_in_ahead(
+        &mut self,
+        ring: &spool::MappedRing,
+        published: u64,
+        now: Instant,
+        horizon: Duration,
+    ) -> bool {
         let lap = ring.capacity() as u64;
         if self.faulted >= lap {
-            return;
+            return false;
         }
+        let first_look = self.seen_at.is_none();
         let advanced = published.saturating_sub(self.seen);
+        self.largest_step = self.largest_step.max(advanced);
+        let pace = self.seen_at.map_or(0, |then| {
+            let elapsed = now.saturating_duration_since(then).as_secs_f64().max(1e-4);
+            (advanced as f64 / elapsed * horizon.as_secs_f64()) as u64
+        });
         self.seen = published;
+        self.seen_at = Some(now);
         let from = self.faulted.max(published);
+        let ahead = pace.max(self.largest_step.saturating_mul(2));
         let to = published
-            .saturating_add(advanced.saturating_mul(2).min(WARMUP_MAX_PACE_ROWS))
+            .saturating_add(ahead.min(WARMUP_MAX_PACE_ROWS))
             .saturating_add(WARMUP_LEAD_ROWS)
             .min(lap);
         if from < to {
             ring.memory().populate_words(ring.first_lap_words(from, to));
         }
         self.faulted = self.faulted.max(to).max(published.min(lap));
+        first_look
     }
 }
 
@@ -290,6 +326,7 @@ impl Flusher {
             unwritten: VecDeque::new(),
             drained: vec![0; MAX_LANES],
             warmed: vec![RingWarmup::default(); MAX_LANES],
+            pace_look_due: false,
             next_lane: 0,
             drain_failed: false,
             backlog_seen: 0,
@@ -321,11 +358,16 @@ impl Flusher {
             .max(1 << 20)
     }
 
+    /// How often the flusher drains when no producer wakes it: often enough
+    /// that producers rarely find a ring full, but asleep when idle.
+    fn drain_period(&self) -> Duration {
+        Duration::from_secs_f64(self.shared.config.flush_interval_secs)
+            .min(Duration::from_millis(20))
+    }
+
     fn run(mut self) -> FlusherOutcome {
         let interval = Duration::from_secs_f64(self.shared.config.flush_interval_secs);
-        // Drain often enough that producers rarely find the ring full, but
-        // sleep when idle.
-        let drain_period = interval.min(Duration::from_millis(20));
+        let drain_period = self.drain_period();
         loop {
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.cycle(interval)));
@@ -350,7 +392,11 @@ impl Flusher {
                     }
                 }
             }
-            thread::park_timeout(drain_period);
+            if std::mem::take(&mut self.pace_look_due) {
+                thread::park_timeout(WARMUP_PACE_LOOK.min(drain_period));
+            } else {
+                thread::park_timeout(drain_period);
+            }
         }
         let rows_not_written = self
             .unwritten
@@ -517,6 +563,7 @@ impl Flusher {
         }
         let shared = Arc::clone(&self.shared);
         let width = shared.row_layout.width();
+        let warmup_horizon = self.drain_period() * WARMUP_HORIZON_DRAINS;
         let mut moved = 0;
         let mut retired: Vec<usize> = Vec::new();
         'lanes: for k in 0..MAX_LANES {
@@ -534,7 +581,10 @@ impl Flusher {
             };
             // Read after the state: a retired lane's rows are all published.
             let end = lane.ring.published();
-            self.warmed[i].fault_in_ahead(&lane.ring, end);
+            if self.warmed[i].faulted < lane.ring.capacity() as u64 {
+                self.pace_look_due |=
+                    self.warmed[i].fault_in_ahead(&lane.ring, end, Instant::now(), warmup_horizon);
+            }
             let from = self.drained[i];
             let n = ((end - from) as usize).min(room);
             // Column by column, in blocks whose slots stay in the cache
@@ -1050,7 +1100,7 @@ mod tests {
     #[test]
     fn a_warmup_faults_in_the_ring_ahead_of_its_producer_on_the_first_lap_only() {
         let dir = tempfile::tempdir().unwrap();
-        let (capacity, width) = (8192, 11);
+        let (capacity, width) = (32 * 1024, 11);
         let words = MappedRing::words_needed(capacity, width);
         let ring = MappedRing::new(
             MappedWords::create(&dir.path().join("lane-000.ring"), words).unwrap(),
@@ -1062,32 +1112,57 @@ mod tests {
         // keeps it in memory: there only what must be warm is checked).
         let untouched_are_cold = !ring.memory().resident_pages().iter().any(|&r| r);
         let mut warmup = RingWarmup::default();
+        let t0 = Instant::now();
+        let horizon = Duration::from_millis(40);
 
-        // At registration (nothing published): the lead only.
-        warmup.fault_in_ahead(&ring, 0);
+        // At registration (nothing published, pace unknown): the lead only,
+        // and a second look is asked for.
+        assert!(warmup.fault_in_ahead(&ring, 0, t0, horizon));
         assert!((0..WARMUP_LEAD_ROWS).all(resident));
         assert_eq!(warmup.faulted, WARMUP_LEAD_ROWS);
         if untouched_are_cold {
             assert!(!resident(WARMUP_LEAD_ROWS + 100));
         }
 
-        // The producer went 1000 rows: twice that, plus the lead, ahead of it.
-        warmup.fault_in_ahead(&ring, 1000);
-        let ahead = 1000 + 2 * 1000 + WARMUP_LEAD_ROWS;
+        // 1,000 rows in 10 ms: 100k rows a second, 4,000 in the 40 ms horizon,
+        // and the lead, ahead of the producer.
+        let later = t0 + Duration::from_millis(10);
+        assert!(!warmup.fault_in_ahead(&ring, 1000, later, horizon));
+        let ahead = 1000 + 4000 + WARMUP_LEAD_ROWS;
         assert_eq!(warmup.faulted, ahead);
         assert!((1000..ahead).all(resident));
         if untouched_are_cold {
-            // Rows the producer wrote itself (600..1000 here) were never
-            // the warm-up's; nor is anything past its reach.
+            // Rows a producer writes itself (here 512..1000: no producer)
+            // are not the warm-up's, nor is anything past its reach.
             assert!(!resident(700));
             assert!(!resident(ahead + 100));
         }
 
+        // A producer at rest: the warm-up stays where it is.
+        let rest = later + Duration::from_millis(20);
+        assert!(!warmup.fault_in_ahead(&ring, 1000, rest, horizon));
+        assert_eq!(warmup.faulted, ahead);
+        // A burst after a long rest (a slow pace since the last look) is
+        // met by twice the largest step seen: 4,000 rows, this one.
+        let resumed = rest + Duration::from_secs(1);
+        warmup.fault_in_ahead(&ring, 5000, resumed, horizon);
+        assert_eq!(warmup.faulted, 5000 + 2 * 4000 + WARMUP_LEAD_ROWS);
+        let rest = resumed;
+
+        // Flat out the pace is capped.
+        let burst = rest + Duration::from_millis(1);
+        warmup.fault_in_ahead(&ring, 14_000, burst, horizon);
+        assert_eq!(
+            warmup.faulted,
+            14_000 + WARMUP_MAX_PACE_ROWS + WARMUP_LEAD_ROWS
+        );
+
         // Past the first lap every page has been written: the warm-up stops.
-        warmup.fault_in_ahead(&ring, capacity as u64 + 5);
+        let end = burst + Duration::from_millis(20);
+        warmup.fault_in_ahead(&ring, capacity as u64 + 5, end, horizon);
         assert_eq!(warmup.faulted, capacity as u64);
         let before = ring.memory().resident_pages();
-        warmup.fault_in_ahead(&ring, 3 * capacity as u64);
+        warmup.fault_in_ahead(&ring, 3 * capacity as u64, end, horizon);
         assert_eq!(ring.memory().resident_pages(), before);
     }
 }
