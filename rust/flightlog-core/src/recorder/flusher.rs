@@ -233,12 +233,13 @@ const CONCURRENT_WRITE_MIN_ROWS: usize = 16 * 1024;
 /// core: as far ahead as the producer's pace since the last look would take
 /// it in [`WARMUP_HORIZON_DRAINS`] drain periods, or twice the most it ever
 /// went between two looks (a producer that records in bursts), whichever
-/// is more (at most [`WARMUP_MAX_PACE_ROWS`] rows), plus [`WARMUP_LEAD_ROWS`]. A thread's
-/// registration wakes the flusher for a first look (the lead only: a short
-/// run warms little more than it writes, and a close soon after the first
-/// row waits for little), which asks for a second one soon after
-/// ([`WARMUP_PACE_LOOK`]) to learn the pace. After the first lap every page
-/// is mapped and this stops.
+/// is more (at most [`WARMUP_MAX_PACE_BYTES`] of slots), plus
+/// [`WARMUP_LEAD_BYTES`]. A thread's registration wakes the flusher for a
+/// first look (the lead, and twice what it has published if it was
+/// quicker: a short run warms little more than it writes, and a close soon
+/// after the first row waits for little), which asks for a second one soon
+/// after ([`WARMUP_PACE_LOOK`]) to learn the pace. After the first lap every
+/// page is mapped and this stops.
 #[derive(Debug, Clone, Copy, Default)]
 struct RingWarmup {
     /// The producer's position at the last look, and when that was (None
@@ -251,16 +252,16 @@ struct RingWarmup {
     faulted: u64,
 }
 
-/// How far a warm-up goes ahead of the producer besides its pace: 48 KiB of
-/// ten-field slots, faulted in in about 30 µs.
-const WARMUP_LEAD_ROWS: u64 = 512;
+/// How far a warm-up goes ahead of the producer besides its pace: 512
+/// ten-field slots, 12 pages, faulted in in about 40 µs.
+const WARMUP_LEAD_BYTES: u64 = 48 << 10;
 
 /// The most a warm-up adds for the producer's pace: a producer recording flat
-/// out into a large ring (`ring_capacity`) and stopping has at most 1.5 MiB
-/// of ten-field slots faulted in that it never writes. (Flat out, the
-/// warm-up cannot shorten the run anyway: the flusher, which would fault
-/// the pages in, is what sets the pace.)
-const WARMUP_MAX_PACE_ROWS: u64 = 16 * 1024;
+/// out into a large ring (`ring_capacity`) and stopping has at most this
+/// and the lead (16,896 ten-field slots) faulted in that it never writes.
+/// (Flat out, the warm-up cannot shorten the run anyway: the flusher, which
+/// would fault the pages in, is what sets the pace.)
+const WARMUP_MAX_PACE_BYTES: u64 = 3 << 19;
 
 /// A warm-up covers the producer's pace for this many drain periods: the
 /// next timed look, and a margin for a late one.
@@ -299,14 +300,19 @@ impl RingWarmup {
         let from = self.faulted.max(published);
         let ahead = pace.max(self.largest_step.saturating_mul(2));
         let to = published
-            .saturating_add(ahead.min(WARMUP_MAX_PACE_ROWS))
-            .saturating_add(WARMUP_LEAD_ROWS)
+            .saturating_add(ahead.min(Self::slots_in(ring, WARMUP_MAX_PACE_BYTES)))
+            .saturating_add(Self::slots_in(ring, WARMUP_LEAD_BYTES))
             .min(lap);
         if from < to {
             ring.memory().populate_words(ring.first_lap_words(from, to));
         }
         self.faulted = self.faulted.max(to).max(published.min(lap));
         first_look
+    }
+
+    /// How many of `ring`'s slots `bytes` hold (at least one).
+    fn slots_in(ring: &spool::MappedRing, bytes: u64) -> u64 {
+        (bytes / ((ring.width() as u64 + 1) * 8)).max(1)
     }
 }
 
@@ -1089,28 +1095,33 @@ pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-    use crate::mapped::MappedWords;
+    use crate::mapped::{page_bytes, MappedWords};
     use crate::spool::MappedRing;
-
-    /// The page of the mapping that holds the slot of first-lap position `pos`.
-    fn page_of(ring: &MappedRing, pos: u64) -> usize {
-        ring.first_lap_words(pos, pos + 1).start * 8 / 4096
-    }
 
     #[test]
     fn a_warmup_faults_in_the_ring_ahead_of_its_producer_on_the_first_lap_only() {
         let dir = tempfile::tempdir().unwrap();
+        // Ten fields and a stamp: 96-byte slots.
         let (capacity, width) = (32 * 1024, 11);
-        let words = MappedRing::words_needed(capacity, width);
         let ring = MappedRing::new(
-            MappedWords::create(&dir.path().join("lane-000.ring"), words).unwrap(),
+            MappedWords::create(
+                &dir.path().join("lane-000.ring"),
+                MappedRing::words_needed(capacity, width),
+            )
+            .unwrap(),
             capacity,
             width,
         );
-        let resident = |pos: u64| ring.memory().resident_pages()[page_of(&ring, pos)];
-        // On ext4 an allocated page is out of memory until touched (tmpfs
-        // keeps it in memory: there only what must be warm is checked).
-        let untouched_are_cold = !ring.memory().resident_pages().iter().any(|&r| r);
+        // Whether the page holding the slot of first-lap position `pos` is
+        // mapped: a producer's write to it would not fault.
+        let mapped = |pos: u64| {
+            let page = ring.first_lap_words(pos, pos + 1).start * 8 / page_bytes();
+            ring.memory().mapped_pages()[page]
+        };
+        let (lead, max_pace) = (512, 16 * 1024);
+        assert_eq!(RingWarmup::slots_in(&ring, WARMUP_LEAD_BYTES), lead);
+        assert_eq!(RingWarmup::slots_in(&ring, WARMUP_MAX_PACE_BYTES), max_pace);
+        assert!(!mapped(0), "a new ring has no page mapped");
         let mut warmup = RingWarmup::default();
         let t0 = Instant::now();
         let horizon = Duration::from_millis(40);
@@ -1118,25 +1129,22 @@ mod tests {
         // At registration (nothing published, pace unknown): the lead only,
         // and a second look is asked for.
         assert!(warmup.fault_in_ahead(&ring, 0, t0, horizon));
-        assert!((0..WARMUP_LEAD_ROWS).all(resident));
-        assert_eq!(warmup.faulted, WARMUP_LEAD_ROWS);
-        if untouched_are_cold {
-            assert!(!resident(WARMUP_LEAD_ROWS + 100));
-        }
+        assert!((0..lead).all(mapped));
+        assert_eq!(warmup.faulted, lead);
+        assert!(!mapped(lead + 100));
 
         // 1,000 rows in 10 ms: 100k rows a second, 4,000 in the 40 ms horizon,
         // and the lead, ahead of the producer.
         let later = t0 + Duration::from_millis(10);
         assert!(!warmup.fault_in_ahead(&ring, 1000, later, horizon));
-        let ahead = 1000 + 4000 + WARMUP_LEAD_ROWS;
+        let ahead = 1000 + 4000 + lead;
         assert_eq!(warmup.faulted, ahead);
-        assert!((1000..ahead).all(resident));
-        if untouched_are_cold {
-            // Rows a producer writes itself (here 512..1000: no producer)
-            // are not the warm-up's, nor is anything past its reach.
-            assert!(!resident(700));
-            assert!(!resident(ahead + 100));
-        }
+        assert!((1000..ahead).all(mapped));
+        // Slots past the lead and below the producer are the producer's own
+        // to fault in (here 512..1000: there is no producer); nothing past
+        // the warm-up's reach is mapped either.
+        assert!(!mapped(700));
+        assert!(!mapped(ahead + 100));
 
         // A producer at rest: the warm-up stays where it is.
         let rest = later + Duration::from_millis(20);
@@ -1146,23 +1154,20 @@ mod tests {
         // met by twice the largest step seen: 4,000 rows, this one.
         let resumed = rest + Duration::from_secs(1);
         warmup.fault_in_ahead(&ring, 5000, resumed, horizon);
-        assert_eq!(warmup.faulted, 5000 + 2 * 4000 + WARMUP_LEAD_ROWS);
-        let rest = resumed;
+        assert_eq!(warmup.faulted, 5000 + 2 * 4000 + lead);
+        assert!((5000..5000 + 2 * 4000 + lead).all(mapped));
 
-        // Flat out the pace is capped.
-        let burst = rest + Duration::from_millis(1);
+        // Flat out, the pace is capped.
+        let burst = resumed + Duration::from_millis(1);
         warmup.fault_in_ahead(&ring, 14_000, burst, horizon);
-        assert_eq!(
-            warmup.faulted,
-            14_000 + WARMUP_MAX_PACE_ROWS + WARMUP_LEAD_ROWS
-        );
+        assert_eq!(warmup.faulted, 14_000 + max_pace + lead);
 
         // Past the first lap every page has been written: the warm-up stops.
         let end = burst + Duration::from_millis(20);
         warmup.fault_in_ahead(&ring, capacity as u64 + 5, end, horizon);
         assert_eq!(warmup.faulted, capacity as u64);
-        let before = ring.memory().resident_pages();
+        let before = ring.memory().mapped_pages();
         warmup.fault_in_ahead(&ring, 3 * capacity as u64, end, horizon);
-        assert_eq!(ring.memory().resident_pages(), before);
+        assert_eq!(ring.memory().mapped_pages(), before);
     }
 }
