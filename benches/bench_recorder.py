@@ -473,6 +473,9 @@ def wheel_size() -> float | None:
 
 def fmt3(t: tuple[float, float, float], unit: str, scale: float = 1.0) -> str:
     m, lo, hi = (x * scale for x in t)
+    if unit == "s" and hi < 1.0:
+        # Sub-second times in ms: "0.1 s (0.1..0.1)" hides a 20% difference.
+        return fmt3((m, lo, hi), "ms", 1e3)
     return f"{m:.1f} {unit} ({lo:.1f}..{hi:.1f})"
 
 
