@@ -58,6 +58,17 @@ def time_loop(call, n: int) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0 - empty
 
 
+def paced_ns(call, n: int, burst: int, pause_s: float) -> float:  # type: ignore[no-untyped-def]
+    """ns per call of about ``n`` calls as ``time_loop`` times them, in bursts of ``burst``
+    calls with a pause of ``pause_s`` after each (left out of the time)."""
+    bursts = max(1, n // burst)
+    total = 0.0
+    for _ in range(bursts):
+        total += time_loop(call, burst)
+        time.sleep(pause_s)
+    return total / (bursts * burst) * 1e9
+
+
 #: Calls per burst, and the pause after each, of the paced call-cost measure.
 BURST = 10_000
 BURST_PAUSE_S = 0.004
@@ -105,16 +116,9 @@ def bench_call_costs(tmp: Path, n: int, repeats: int) -> dict[str, float]:
     # solver). Flat out (above), the caller also waits for the encoder, which on two
     # cores publishes fewer rows a second than one thread records, and shares the cores
     # with it.
-    def bursts(call) -> float:  # type: ignore[no-untyped-def]
-        total = 0.0
-        for _ in range(max(1, n // BURST)):
-            total += time_loop(call, BURST)
-            time.sleep(BURST_PAUSE_S)
-        return total / (max(1, n // BURST) * BURST) * 1e9
-
     stalls_before = rec.stats()["producer_stalls"]
-    res["noop_burst_ns"] = median_of(lambda: bursts(noop), repeats)
-    res["record_burst_ns"] = median_of(lambda: bursts(record), repeats)
+    res["noop_burst_ns"] = median_of(lambda: paced_ns(noop, n, BURST, BURST_PAUSE_S), repeats)
+    res["record_burst_ns"] = median_of(lambda: paced_ns(record, n, BURST, BURST_PAUSE_S), repeats)
     res["stalls_during_bursts"] = rec.stats()["producer_stalls"] - stalls_before
     rec.close()
     res["stalls_during_calls"] = rec.stats()["producer_stalls"] - res["stalls_during_bursts"]
@@ -145,13 +149,6 @@ def bench_first_lap(tmp: Path, rows: int, rounds: int) -> dict[str, Any]:
     fault each unless the flusher has faulted them in ahead."""
     from flightlog import FlightRecorder
 
-    def paced(call, n: int) -> float:  # type: ignore[no-untyped-def]
-        total = 0.0
-        for _ in range(n // LAP_BURST):
-            total += time_loop(call, LAP_BURST)
-            time.sleep(LAP_PAUSE_S)
-        return total / (n // LAP_BURST * LAP_BURST) * 1e9
-
     first, later, registration = [], [], []
     for r in range(rounds):
         rec = FlightRecorder(tmp / f"lap-{r}", schema(), ring_capacity=LAP_RING)
@@ -159,11 +156,11 @@ def bench_first_lap(tmp: Path, rows: int, rounds: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         rec.record(-1, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5)
         registration.append((time.perf_counter() - t0) * 1e6)
-        first.append(paced(rec.record, rows))
+        first.append(paced_ns(rec.record, rows, LAP_BURST, LAP_PAUSE_S))
         time_loop(rec.record, LAP_RING)
         # The flusher drains what that lap left in the ring before the pace resumes.
         rec.flush()
-        later.append(paced(rec.record, rows))
+        later.append(paced_ns(rec.record, rows, LAP_BURST, LAP_PAUSE_S))
         rec.close()
     return {
         "rows": rows,
