@@ -34,14 +34,24 @@ struct MethodDef(ffi::PyMethodDef);
 // in each builtin made from it), so sharing them between threads is sound.
 unsafe impl Sync for MethodDef {}
 
-static RECORD: MethodDef = MethodDef(ffi::PyMethodDef {
-    ml_name: c"record".as_ptr(),
-    ml_meth: ffi::PyMethodDefPointer {
-        PyCFunctionFast: record_fast,
-    },
-    ml_flags: ffi::METH_FASTCALL,
-    ml_doc: c"record(*values)\n--\n\nRecords one row from values in schema order (constant columns excluded).".as_ptr(),
-});
+/// `record`, reading ints through the C API.
+static RECORD: MethodDef = record_def(record_fast::<IntsByApi>);
+
+/// `record`, reading ints in place: bound only where [`IntsInPlace311`]
+/// was detected (see [`IntRead::bound`]).
+#[cfg(not(feature = "abi3"))]
+static RECORD_INTS_IN_PLACE: MethodDef = record_def(record_fast::<IntsInPlace311>);
+
+const fn record_def(meth: ffi::PyCFunctionFast) -> MethodDef {
+    MethodDef(ffi::PyMethodDef {
+        ml_name: c"record".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFast: meth,
+        },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"record(*values)\n--\n\nRecords one row from values in schema order (constant columns excluded).".as_ptr(),
+    })
+}
 
 static LOG: MethodDef = MethodDef(ffi::PyMethodDef {
     ml_name: c"log".as_ptr(),
@@ -73,6 +83,8 @@ pub enum Entry {
 /// method but called through vectorcall without building a tuple or a dict.
 pub fn bind<'py>(recorder: &Bound<'py, PyRecorder>, entry: Entry) -> PyResult<Bound<'py, PyAny>> {
     let def = match entry {
+        #[cfg(not(feature = "abi3"))]
+        Entry::Record if IntsInPlace311::detected().is_some() => &RECORD_INTS_IN_PLACE,
         Entry::Record => &RECORD,
         Entry::Log => &LOG,
         Entry::Noop => &NOOP,
@@ -304,32 +316,144 @@ pub(crate) fn detect_int_layout(_py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// The value of an exact `int` (not a subclass, nor `bool`) that fits an
-/// i64; `None` for anything else, which the caller converts the general way
-/// (and which raises there when the int is too large).
+/// How an entry point reads an exact `int` (not a subclass, nor `bool`) that
+/// fits an i64. `record()`'s builtin is made for one reader ([`bind`] picks
+/// it), so the row path reads each int one way, with no per-row test of how.
+pub(crate) trait IntRead: Copy {
+    /// The reader of the builtin being called.
+    ///
+    /// # Safety
+    /// [`bind`] made the builtin for this reader: for [`IntsInPlace311`],
+    /// only once [`IntsInPlace311::detected`] found its layout.
+    unsafe fn bound() -> Self;
+
+    /// The value of `value` if it is an exact `int` that fits an i64; `None`
+    /// for anything else, which the caller converts the general way (and
+    /// which raises there when the int is too large).
+    fn exact_int(self, value: &Bound<'_, PyAny>) -> Option<i64>;
+}
+
+/// Reads ints through the C API: any interpreter.
+#[derive(Clone, Copy)]
+pub(crate) struct IntsByApi;
+
+impl IntRead for IntsByApi {
+    unsafe fn bound() -> Self {
+        IntsByApi
+    }
+
+    #[cfg(not(feature = "abi3"))]
+    #[inline(always)]
+    fn exact_int(self, value: &Bound<'_, PyAny>) -> Option<i64> {
+        let p = value.as_ptr();
+        // SAFETY: `p` is a live object borrowed for the call (its header may
+        // be read). For an object of exactly `PyLong_Type`
+        // `PyLong_AsLongAndOverflow` cannot fail: it calls no `__index__` and
+        // reports an out-of-range value through `overflow`, setting no
+        // exception.
+        unsafe {
+            if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+                return None;
+            }
+            api_int(p)
+        }
+    }
+
+    /// The stable ABI: the checked conversion.
+    #[cfg(feature = "abi3")]
+    #[inline(always)]
+    fn exact_int(self, value: &Bound<'_, PyAny>) -> Option<i64> {
+        use pyo3::types::PyInt;
+        value
+            .cast_exact::<PyInt>()
+            .ok()
+            .and_then(|i| i.extract::<i64>().ok())
+    }
+}
+
+/// `PyLong_AsLongAndOverflow` of an int.
+///
+/// # Safety
+/// `p` is a live object of exactly `PyLong_Type`.
+#[cfg(not(feature = "abi3"))]
+#[inline(always)]
+unsafe fn api_int(p: *mut ffi::PyObject) -> Option<i64> {
+    let mut overflow = 0;
+    // SAFETY: the caller's contract; see `IntsByApi::exact_int`.
+    let v = unsafe { ffi::PyLong_AsLongAndOverflow(p, &mut overflow) };
+    // `c_long` is 64 bits here but 32 on Windows: the conversion is not useless there.
+    #[allow(clippy::useless_conversion)]
+    (overflow == 0).then_some(i64::from(v))
+}
+
+/// Reads ints of one or two digits where CPython 3.11 keeps them
+/// ([`small_int_311`]), others through the C API. A value of it exists only
+/// where [`detect_int_layout`] found that layout: it is the proof that the
+/// in-place read is sound.
+#[cfg(not(feature = "abi3"))]
+#[derive(Clone, Copy)]
+pub(crate) struct IntsInPlace311(());
+
+#[cfg(not(feature = "abi3"))]
+impl IntsInPlace311 {
+    /// The reader, if the running interpreter lays ints out as it reads them.
+    #[inline(always)]
+    pub(crate) fn detected() -> Option<Self> {
+        INT_DIGITS
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(IntsInPlace311(()))
+    }
+}
+
+#[cfg(not(feature = "abi3"))]
+impl IntRead for IntsInPlace311 {
+    unsafe fn bound() -> Self {
+        // `INT_DIGITS` is set once, at import, before any builtin is bound:
+        // the caller's contract says it was found set.
+        debug_assert!(
+            Self::detected().is_some(),
+            "bound without the layout detected"
+        );
+        IntsInPlace311(())
+    }
+
+    #[inline(always)]
+    fn exact_int(self, value: &Bound<'_, PyAny>) -> Option<i64> {
+        let p = value.as_ptr();
+        // SAFETY: `p` is a live object borrowed for the call (its header may
+        // be read). An object of exactly `PyLong_Type` has the layout
+        // `small_int_311` reads, since `self` exists (`INT_DIGITS` was set);
+        // `api_int` takes the larger ones.
+        unsafe {
+            if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+                return None;
+            }
+            if let Some(v) = small_int_311(p) {
+                return Some(v);
+            }
+            api_int(p)
+        }
+    }
+}
+
+/// [`IntRead::exact_int`] for the paths made for no one reader (the general
+/// conversions, `log()`): the in-place read where it was detected.
 #[cfg(not(feature = "abi3"))]
 #[inline(always)]
 pub(crate) fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
     let p = value.as_ptr();
-    // SAFETY: `p` is a live object borrowed for the call (its header may be
-    // read). An object of exactly `PyLong_Type`, with `INT_DIGITS` set, has
-    // the layout `small_int_311` reads. For such an object
-    // `PyLong_AsLongAndOverflow` cannot fail: it calls no `__index__` and
-    // reports an out-of-range value through `overflow`, setting no exception.
+    // SAFETY: as in `IntsInPlace311::exact_int`, whose layout is read only
+    // once `detected` says so.
     unsafe {
         if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyLong_Type) {
             return None;
         }
-        if INT_DIGITS.load(std::sync::atomic::Ordering::Relaxed) {
+        if IntsInPlace311::detected().is_some() {
             if let Some(v) = small_int_311(p) {
                 return Some(v);
             }
         }
-        let mut overflow = 0;
-        let v = ffi::PyLong_AsLongAndOverflow(p, &mut overflow);
-        // `c_long` is 64 bits here but 32 on Windows: the conversion is not useless there.
-        #[allow(clippy::useless_conversion)]
-        (overflow == 0).then_some(i64::from(v))
+        api_int(p)
     }
 }
 
@@ -337,20 +461,17 @@ pub(crate) fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
 #[cfg(feature = "abi3")]
 #[inline(always)]
 pub(crate) fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
-    use pyo3::types::PyInt;
-    value
-        .cast_exact::<PyInt>()
-        .ok()
-        .and_then(|i| i.extract::<i64>().ok())
+    IntsByApi.exact_int(value)
 }
 
-/// `record(*values)`.
+/// `record(*values)`, reading ints with `R`.
 ///
 /// # Safety
-/// Called by CPython only, through a builtin made by [`bind`]: the thread is
-/// attached to the interpreter, `slf` is that builtin's recorder, and `args`
-/// points to `nargs` valid (borrowed) object pointers for the call's duration.
-unsafe extern "C" fn record_fast(
+/// Called by CPython only, through a builtin made by [`bind`] for `R`: the
+/// thread is attached to the interpreter, `slf` is that builtin's recorder,
+/// and `args` points to `nargs` valid (borrowed) object pointers for the
+/// call's duration.
+unsafe extern "C" fn record_fast<R: IntRead>(
     slf: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
@@ -371,11 +492,14 @@ unsafe extern "C" fn record_fast(
         )
     };
     let recorder = recorder.get();
+    // SAFETY: CPython calls this instance only through the builtin `bind`
+    // made for `R`.
+    let ints = unsafe { R::bound() };
     // The common row, recorded in place; its small result is matched here so
     // that the row that returns at once builds no `PyResult`. A panic is
     // caught as on every path (`guard`) and never unwinds into C.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        recorder.record_in_place(values)
+        recorder.record_in_place(values, ints)
     })) {
         Ok(Ok(InPlace::Offered(Offer::OverBudget { first: true }))) => finish(
             py,

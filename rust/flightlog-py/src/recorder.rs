@@ -28,7 +28,7 @@ use crate::arrow::ArrowData;
 use crate::columns::NumericColumn;
 use crate::convert::{infer_dtype, to_constant, to_word, FieldConv};
 use crate::error::{guard, to_py, RecorderClosedError, RowBudgetWarning, SchemaError};
-use crate::fastcall::{self, Entry};
+use crate::fastcall::{self, Entry, IntRead};
 use crate::store::PyObjectStore;
 
 /// Field description from Python: (name, dtype, nullable, enum variants, unit, doc).
@@ -348,10 +348,15 @@ impl Active {
     /// row words of a ring slot, validity words included; false at the first
     /// value `fast_word` does not take (the slot is then left unpublished).
     #[inline(always)]
-    fn fill_in_place(&self, words: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
+    fn fill_in_place(
+        &self,
+        words: &[AtomicU64],
+        values: &[Bound<'_, PyAny>],
+        ints: impl IntRead,
+    ) -> bool {
         let n = values.len();
         let (stored, validity) = words.split_at(n);
-        if !self.fill_values(stored, values) {
+        if !self.fill_values(stored, values, ints) {
             return false;
         }
         // Every slot holds a value.
@@ -369,15 +374,21 @@ impl Active {
     /// from that slot on, and so does whatever follows the run, unless it is
     /// only enum labels ([`Active::fill_labels`]).
     #[inline(always)]
-    fn fill_values(&self, stored: &[AtomicU64], values: &[Bound<'_, PyAny>]) -> bool {
+    fn fill_values(
+        &self,
+        stored: &[AtomicU64],
+        values: &[Bound<'_, PyAny>],
+        ints: impl IntRead,
+    ) -> bool {
         let run = self.lead_floats;
         if run > 0 {
             if let (Some((first_word, words)), Some((first, rest))) =
                 (stored.split_first(), values.split_first())
             {
                 // In place where CPython's int layout is known (3.11), else
-                // through the C API (a call, but the row stays on this path).
-                if let Some(v) = crate::fastcall::exact_int(first) {
+                // through the C API (a call, but the row stays on this path):
+                // `ints` is one or the other, fixed for the entry point.
+                if let Some(v) = ints.exact_int(first) {
                     first_word.store(v as u64, Ordering::Relaxed);
                     let n = run.min(words.len()).min(rest.len());
                     // Two floats a turn: the loop's own count and branch are
@@ -811,11 +822,12 @@ impl PyRecorder {
     pub(crate) fn record_in_place(
         &self,
         values: &[Bound<'_, PyAny>],
+        ints: impl IntRead,
     ) -> Result<InPlace, Box<CoreError>> {
         match self.active.get() {
             Some(a) if values.len() == a.in_place_len.get() => a
                 .rec
-                .offer_in_place(|words| a.fill_in_place(words, values))
+                .offer_in_place(|words| a.fill_in_place(words, values, ints))
                 .map_err(Box::new),
             _ => Ok(InPlace::Declined),
         }
