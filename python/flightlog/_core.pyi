@@ -73,7 +73,7 @@ class Recorder:
         output_file: bool | None = None,
         sync_first: Sequence[str | PathLike[str]] | None = None,
     ) -> Self: ...
-    # record, log and _noop are builtins bound to the recorder (METH_FASTCALL:
+    # record, log, _record_ints_by_api and _noop are builtins bound to the recorder (METH_FASTCALL:
     # no tuple or dict is built per call); each access makes a new one.
     @property
     def record(self) -> Callable[..., None]:
@@ -93,6 +93,10 @@ class Recorder:
         dict/set columns raise ``TypeError`` naming the field. Any byte stride is read
         as numpy reads it. Masked entries (numpy masked arrays) and None/``pd.NA`` are
         nulls. Converted and pushed in bounded chunks; a bad column records nothing."""
+    @property
+    def _record_ints_by_api(self) -> Callable[..., None]:
+        """``record`` as bound where ints are not read in place (any interpreter but
+        CPython 3.11): for the tests."""
     @property
     def _noop(self) -> Callable[..., None]:
         """``_noop(*values)``: the same call as ``record`` doing nothing (the benchmarks'

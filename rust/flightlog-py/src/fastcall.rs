@@ -75,6 +75,8 @@ static NOOP: MethodDef = MethodDef(ffi::PyMethodDef {
 /// Which entry point to bind.
 pub enum Entry {
     Record,
+    /// `record` reading ints through the C API whatever the interpreter.
+    RecordIntsByApi,
     Log,
     Noop,
 }
@@ -85,7 +87,7 @@ pub fn bind<'py>(recorder: &Bound<'py, PyRecorder>, entry: Entry) -> PyResult<Bo
     let def = match entry {
         #[cfg(not(feature = "abi3"))]
         Entry::Record if IntsInPlace311::detected().is_some() => &RECORD_INTS_IN_PLACE,
-        Entry::Record => &RECORD,
+        Entry::Record | Entry::RecordIntsByApi => &RECORD,
         Entry::Log => &LOG,
         Entry::Noop => &NOOP,
     };
