@@ -11,6 +11,7 @@ rejected row leaves nothing behind.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +36,36 @@ class FloatSub(float):
     pass
 
 
+#: ``record`` as made here (the leading int read in place on CPython 3.11), and as made on
+#: other interpreters (that int read through the C API): the row tests run both.
+RECORD_ENTRIES = ["record", "_record_ints_by_api"]
+
+
+def test_record_reads_ints_in_place_on_cpython_3_11() -> None:
+    """Detecting CPython 3.11's int layout at import is what makes ``record`` read ints in
+    place: a detection that failed would go unseen (both entries would then be the same)."""
+    from flightlog import _core
+
+    per_version = ".cpython-311-" in Path(_core.__file__).name
+    if sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11) or not per_version:
+        pytest.skip("the in-place int read is built for CPython 3.11's per-version wheels only")
+    assert _core._ints_in_place is True
+
+
 def _offer_both(
-    rows: list[tuple[object, ...]], names: list[str], by_record: FlightRecorder, by_log: FlightRecorder
+    rows: list[tuple[object, ...]],
+    names: list[str],
+    by_record: FlightRecorder,
+    by_log: FlightRecorder,
+    entry: str = "record",
 ) -> dict[str, list[object]]:
-    """Offers each row to ``by_record.record`` and, by keyword, to ``by_log.log``; returns
-    per call what it raised (the exception's type) or None."""
+    """Offers each row to ``by_record``'s ``entry`` (``record`` or its C API twin) and, by
+    keyword, to ``by_log.log``; returns per call what it raised (the exception's type) or
+    None."""
     outcomes: dict[str, list[object]] = {"record": [], "log": []}
     for row in rows:
         for name, call, args, kwargs in (
-            ("record", by_record.record, row, {}),
+            ("record", getattr(by_record._native, entry), row, {}),
             ("log", by_log.log, (), dict(zip(names, row, strict=True))),
         ):
             try:
@@ -212,7 +234,7 @@ def test_log_of_a_constant_column_is_refused_and_records_nothing(tmp_path: Path)
     assert t == [{"iter": 0, "x": 1.0, "run": "a"}]
 
 
-@pytest.mark.parametrize("entry", ["record", "_record_ints_by_api"])
+@pytest.mark.parametrize("entry", RECORD_ENTRIES)
 def test_the_iteration_then_floats_row_matches_log_value_for_value(tmp_path: Path, entry: str) -> None:
     """The usual telemetry schema (an i64 ``iter``, then f64 fields) has its own in-place
     path (the int read first, then the float loop, no loop over the leading slots). Any
@@ -265,7 +287,10 @@ def test_the_iteration_then_floats_row_matches_log_value_for_value(tmp_path: Pat
 
 @pytest.mark.parametrize("n_floats", [1, 2, 3, 4, 9])
 @pytest.mark.parametrize("then_label", [False, True])
-def test_the_float_run_declines_at_any_position_as_log_does(tmp_path: Path, n_floats: int, then_label: bool) -> None:
+@pytest.mark.parametrize("entry", RECORD_ENTRIES)
+def test_the_float_run_declines_at_any_position_as_log_does(
+    tmp_path: Path, n_floats: int, then_label: bool, entry: str
+) -> None:
     """The float run of the usual row is converted two values a turn, an odd one first:
     a value it does not take, at any position (the odd one, first or second of a pair),
     sends the row to the general path whole, and so does a field after the run (an enum
@@ -291,7 +316,7 @@ def test_the_float_run_declines_at_any_position_as_log_does(tmp_path: Path, n_fl
             vals[k] = odd
             rows.append((len(rows), *vals, *tail))
     rows.append((len(rows), *floats, *tail))
-    outcomes = _offer_both(rows, names, by_record, by_log)
+    outcomes = _offer_both(rows, names, by_record, by_log, entry)
     assert outcomes["record"] == outcomes["log"]
     refused = sum(o is not None for o in outcomes["record"])
     assert refused == 2 * n_floats  # the string and the None at each position

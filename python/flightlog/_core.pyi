@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 __version__: str
+# Whether record() reads ints in place (CPython 3.11's layout detected at import).
+_ints_in_place: bool
 
 _FieldSpec = tuple[str, str, bool, list[str] | None, str | None, str | None]
 
@@ -96,7 +98,7 @@ class Recorder:
     @property
     def _record_ints_by_api(self) -> Callable[..., None]:
         """``record`` as bound where ints are not read in place (any interpreter but
-        CPython 3.11): for the tests."""
+        CPython 3.11): its row's leading int read through the C API. For the tests."""
     @property
     def _noop(self) -> Callable[..., None]:
         """``_noop(*values)``: the same call as ``record`` doing nothing (the benchmarks'

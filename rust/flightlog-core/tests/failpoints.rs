@@ -161,15 +161,21 @@ fn a_panic_on_the_flusher_thread_becomes_an_error_and_loses_nothing() {
     fail::cfg("recorder::flush_cycle", "1*panic").unwrap();
     // The next cycle to start panics, and its error is reported once, to the
     // next checked call: this flush if that cycle serves it. A cycle may be
-    // under way already (the first row's registration wakes the flusher, and
-    // it looks at the ring again 2 ms later): that one serves the flush, and
-    // the panic of the cycle after it goes to the call after (the second
-    // flush here, which needs another cycle in any case).
+    // under way already (the flusher drains every 20 ms; besides, the first
+    // row's registration wakes it, and it looks at the ring again 2 ms
+    // later): that one serves the flush, and the panic of the cycle after it
+    // goes to the call after (the second flush here, which needs another
+    // cycle in any case).
     let err = rec
         .flush()
         .err()
         .unwrap_or_else(|| rec.flush().unwrap_err());
     assert!(err.to_string().contains("panicked"), "{err}");
+    assert!(
+        !rec.has_pending_error(),
+        "reported once, not kept for later"
+    );
+    assert_eq!(rec.stats().rows_lost, 0);
     fail::remove("recorder::flush_cycle");
     // The flusher survived its panic: the rows are still there and get written.
     push_rows(&rec, 50, 60);

@@ -193,10 +193,12 @@ pub(crate) fn exact_float(value: &Bound<'_, PyAny>) -> Option<f64> {
     value.cast_exact::<PyFloat>().ok().map(|x| x.value())
 }
 
-/// Whether [`exact_int`] reads an int of one or two digits where CPython
-/// keeps them: set once at import by [`detect_int_layout`], for the one layout
-/// it knows (CPython 3.11, 30-bit digits) and only after checking it on known
-/// values. Otherwise every int goes through `PyLong_AsLongAndOverflow`.
+/// Whether ints of one or two digits are read where CPython keeps them: set
+/// once at import by [`detect_int_layout`], for the one layout it knows
+/// (CPython 3.11, 30-bit digits) and only after checking it on known values.
+/// [`bind`] then makes `record()` with [`IntsInPlace311`], and [`exact_int`]
+/// reads in place; otherwise every int goes through
+/// `PyLong_AsLongAndOverflow`.
 #[cfg(not(feature = "abi3"))]
 static INT_DIGITS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -312,6 +314,14 @@ pub(crate) fn detect_int_layout(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// Whether [`detect_int_layout`] found the layout [`IntsInPlace311`] reads.
+pub(crate) fn ints_in_place() -> bool {
+    #[cfg(not(feature = "abi3"))]
+    return IntsInPlace311::detected().is_some();
+    #[cfg(feature = "abi3")]
+    return false;
+}
+
 /// The stable ABI: nothing to detect (ints take the checked conversion).
 #[cfg(feature = "abi3")]
 pub(crate) fn detect_int_layout(_py: Python<'_>) -> PyResult<()> {
@@ -320,7 +330,10 @@ pub(crate) fn detect_int_layout(_py: Python<'_>) -> PyResult<()> {
 
 /// How an entry point reads an exact `int` (not a subclass, nor `bool`) that
 /// fits an i64. `record()`'s builtin is made for one reader ([`bind`] picks
-/// it), so the row path reads each int one way, with no per-row test of how.
+/// it), which reads the leading int of the usual row (the iteration, then
+/// floats: [`crate::recorder`]'s `fill_values`) with no test of how per row.
+/// Every other int (later slots, `log()`, the general path) is read by
+/// [`exact_int`], which tests [`INT_DIGITS`] each time.
 pub(crate) trait IntRead: Copy {
     /// The reader of the builtin being called.
     ///
@@ -347,18 +360,9 @@ impl IntRead for IntsByApi {
     #[cfg(not(feature = "abi3"))]
     #[inline(always)]
     fn exact_int(self, value: &Bound<'_, PyAny>) -> Option<i64> {
-        let p = value.as_ptr();
-        // SAFETY: `p` is a live object borrowed for the call (its header may
-        // be read). For an object of exactly `PyLong_Type`
-        // `PyLong_AsLongAndOverflow` cannot fail: it calls no `__index__` and
-        // reports an out-of-range value through `overflow`, setting no
-        // exception.
-        unsafe {
-            if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyLong_Type) {
-                return None;
-            }
-            api_int(p)
-        }
+        let p = exact_long(value)?;
+        // SAFETY: `p` is an exact int, borrowed for the call.
+        unsafe { api_int(p) }
     }
 
     /// The stable ABI: the checked conversion.
@@ -373,15 +377,28 @@ impl IntRead for IntsByApi {
     }
 }
 
+/// `value`'s object if it is exactly an `int` (not a subclass, nor `bool`).
+#[cfg(not(feature = "abi3"))]
+#[inline(always)]
+fn exact_long(value: &Bound<'_, PyAny>) -> Option<*mut ffi::PyObject> {
+    let p = value.as_ptr();
+    // SAFETY: `p` is a live object borrowed for the call: its header (what
+    // `Py_TYPE` reads) may be read.
+    let ty = unsafe { ffi::Py_TYPE(p) };
+    (ty == std::ptr::addr_of_mut!(ffi::PyLong_Type)).then_some(p)
+}
+
 /// `PyLong_AsLongAndOverflow` of an int.
 ///
 /// # Safety
-/// `p` is a live object of exactly `PyLong_Type`.
+/// `p` is a live object of exactly `PyLong_Type` ([`exact_long`]).
 #[cfg(not(feature = "abi3"))]
 #[inline(always)]
 unsafe fn api_int(p: *mut ffi::PyObject) -> Option<i64> {
     let mut overflow = 0;
-    // SAFETY: the caller's contract; see `IntsByApi::exact_int`.
+    // SAFETY: the caller's contract. For an object of exactly `PyLong_Type`
+    // the call cannot fail: it calls no `__index__` and reports an
+    // out-of-range value through `overflow`, setting no exception.
     let v = unsafe { ffi::PyLong_AsLongAndOverflow(p, &mut overflow) };
     // `c_long` is 64 bits here but 32 on Windows: the conversion is not useless there.
     #[allow(clippy::useless_conversion)]
@@ -405,6 +422,23 @@ impl IntsInPlace311 {
             .load(std::sync::atomic::Ordering::Relaxed)
             .then_some(IntsInPlace311(()))
     }
+
+    /// The value of `p`, an exact int: in place if it has one or two
+    /// digits, else through the C API.
+    ///
+    /// # Safety
+    /// `p` is a live object of exactly `PyLong_Type` ([`exact_long`]).
+    #[inline(always)]
+    unsafe fn read(self, p: *mut ffi::PyObject) -> Option<i64> {
+        // SAFETY: the caller's contract, and `self` exists: the running
+        // interpreter has the layout `small_int_311` reads.
+        unsafe {
+            if let Some(v) = small_int_311(p) {
+                return Some(v);
+            }
+            api_int(p)
+        }
+    }
 }
 
 #[cfg(not(feature = "abi3"))]
@@ -421,41 +455,27 @@ impl IntRead for IntsInPlace311 {
 
     #[inline(always)]
     fn exact_int(self, value: &Bound<'_, PyAny>) -> Option<i64> {
-        let p = value.as_ptr();
-        // SAFETY: `p` is a live object borrowed for the call (its header may
-        // be read). An object of exactly `PyLong_Type` has the layout
-        // `small_int_311` reads, since `self` exists (`INT_DIGITS` was set);
-        // `api_int` takes the larger ones.
-        unsafe {
-            if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyLong_Type) {
-                return None;
-            }
-            if let Some(v) = small_int_311(p) {
-                return Some(v);
-            }
-            api_int(p)
-        }
+        let p = exact_long(value)?;
+        // SAFETY: `p` is an exact int, borrowed for the call.
+        unsafe { self.read(p) }
     }
 }
 
-/// [`IntRead::exact_int`] for the paths made for no one reader (the general
-/// conversions, `log()`): the in-place read where it was detected.
+/// [`IntRead::exact_int`] for the paths made for no one reader (ints after
+/// the first slot, the general conversions, `log()`): the in-place read
+/// where it was detected (tested per value), else the C API.
 #[cfg(not(feature = "abi3"))]
 #[inline(always)]
 pub(crate) fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
-    let p = value.as_ptr();
-    // SAFETY: as in `IntsInPlace311::exact_int`, whose layout is read only
-    // once `detected` says so.
+    // The type first, then the layout: the order the row paths were tuned
+    // with (`benches/bench_instructions.py`).
+    let p = exact_long(value)?;
+    // SAFETY: `p` is an exact int, borrowed for the call.
     unsafe {
-        if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyLong_Type) {
-            return None;
+        match IntsInPlace311::detected() {
+            Some(ints) => ints.read(p),
+            None => api_int(p),
         }
-        if IntsInPlace311::detected().is_some() {
-            if let Some(v) = small_int_311(p) {
-                return Some(v);
-            }
-        }
-        api_int(p)
     }
 }
 

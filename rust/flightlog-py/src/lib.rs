@@ -22,5 +22,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyObjectStore>()?;
     functions::register(m)?;
     fastcall::detect_int_layout(m.py())?;
+    // For the tests: whether `record()` reads ints in place here (CPython
+    // 3.11's layout detected), so that a detection that silently failed shows.
+    m.add("_ints_in_place", fastcall::ints_in_place())?;
     Ok(())
 }

@@ -1143,7 +1143,9 @@ impl PyRecorder {
     }
 
     /// `record` as bound where ints are not read in place (any interpreter
-    /// but CPython 3.11): the tests run that entry point too on 3.11.
+    /// but CPython 3.11): the usual row's leading int is read through the C
+    /// API (other ints as `exact_int` reads them). The tests run that entry
+    /// point too on 3.11.
     #[getter]
     fn _record_ints_by_api<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         fastcall::bind(slf, Entry::RecordIntsByApi)
