@@ -47,8 +47,9 @@ def test_record_reads_ints_in_place_on_cpython_3_11() -> None:
     from flightlog import _core
 
     per_version = ".cpython-311-" in Path(_core.__file__).name
-    if sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11) or not per_version:
-        pytest.skip("the in-place int read is built for CPython 3.11's per-version wheels only")
+    layout_311 = sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11)
+    if not (layout_311 and per_version and sys.int_info.bits_per_digit == 30):
+        pytest.skip("the in-place int read is for CPython 3.11's per-version build, 30-bit digits")
     assert _core._ints_in_place is True
 
 
