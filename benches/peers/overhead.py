@@ -164,7 +164,8 @@ def calibrate(target_s: float, plain: Any) -> tuple[int, float]:
 
 def overhead(smoke: bool, rounds: int | None = None, sizes: list[int] | None = None) -> dict[str, Any]:
     """The clocked arms (see the module doc). ``sizes``: the problem sizes n for the 10 µs and
-    100 µs targets instead of calibrating them (a busy machine calibrates too small)."""
+    100 µs targets instead of calibrating them (a busy machine calibrates too small); one size
+    runs the 10 µs target only."""
     from peer_flightlog import schema
 
     from flightlog import FlightRecorder
@@ -177,7 +178,8 @@ def overhead(smoke: bool, rounds: int | None = None, sizes: list[int] | None = N
     block_s = 0.02 if smoke else 0.25
     out: dict[str, Any] = {"rounds": rounds, "block_s": block_s, "calibrated": not sizes, "sizes": []}
     with tempfile.TemporaryDirectory(prefix="flightlog-overhead-") as d:
-        for i, target in enumerate((10e-6, 100e-6)):
+        targets = (10e-6, 100e-6)[: len(sizes)] if sizes else (10e-6, 100e-6)
+        for i, target in enumerate(targets):
             if sizes:
                 n = sizes[i]
                 t_iter = min(_per_iter(plain, _problem(n), max(50, int(0.05 / target))) for _ in range(3))
@@ -457,7 +459,8 @@ def main() -> None:
     ap.add_argument(
         "--n",
         type=lambda v: [int(x) for x in v.split(",")],
-        help="problem sizes for the 10 us and 100 us targets, e.g. 188,571, instead of calibrating",
+        help="problem sizes for the 10 us and 100 us targets, e.g. 188,571, instead of calibrating "
+        "(one size: the 10 us target only)",
     )
     ap.add_argument("--no-instructions", action="store_true", help="skip the callgrind arm (the clocks only)")
     ap.add_argument(
@@ -469,6 +472,8 @@ def main() -> None:
     ap.add_argument("--instr-jobs", type=int, default=2, help="callgrind children at once (default 2)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     args = ap.parse_args()
+    if args.n is not None and not 1 <= len(args.n) <= 2:
+        ap.error(f"--n takes one or two sizes (10 us, then 100 us), got {len(args.n)}")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     for k, v in BLAS_ONE_THREAD.items():
         os.environ.setdefault(k, v)
