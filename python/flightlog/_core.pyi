@@ -23,6 +23,7 @@ __all__ = [
     "salvage_parts",
     "shared_spool_dir",
     "_after_fork_in_child",
+    "_ints_in_place",
     "publish_bytes",
     "durable_files",
     "list_run_manifests",
